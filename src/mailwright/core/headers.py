@@ -1,0 +1,160 @@
+"""RFC 5322 header fields: parsing a header section from a byte stream, and editing it.
+
+``HeaderParser`` is sans-I/O: feed it message bytes (CRLF lines, already
+unstuffed) and it returns the header fields once the section is complete, and
+whatever bytes follow as the body. Header values are kept as raw bytes so 8-bit
+and UTF-8 headers pass through unchanged. A section larger than ``max_size``
+ends early and the rest becomes body (Postfix's header_size_limit behaviour).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+_FIELD_NAME = re.compile(rb"^[\x21-\x39\x3b-\x7e]+$")
+
+
+@dataclass(slots=True)
+class Header:
+    """One header field: ``name`` as written, ``value`` the raw bytes after the colon.
+
+    ``value`` keeps folding (CRLF followed by white space) and the leading space,
+    but not the final CRLF.
+    """
+
+    name: str
+    value: bytes
+
+    @classmethod
+    def make(cls, name: str, value: str) -> Header:
+        return cls(name, b" " + value.encode("utf-8"))
+
+    def encode(self) -> bytes:
+        return self.name.encode("ascii") + b":" + self.value + b"\r\n"
+
+    @property
+    def text(self) -> str:
+        """The unfolded value, without leading white space."""
+        raw = self.value.decode("utf-8", "replace")
+        return re.sub(r"\r\n(?=[ \t])", "", raw).strip()
+
+    def is_(self, name: str) -> bool:
+        return self.name.lower() == name.lower()
+
+
+class HeaderList(list[Header]):
+    """The header section of a message, in order, with milter-style edits."""
+
+    def get(self, name: str) -> Header | None:  # type: ignore[override]
+        return next(iter(self.all(name)), None)
+
+    def all(self, name: str) -> Iterator[Header]:
+        lname = name.lower()
+        return (h for h in self if h.name.lower() == lname)
+
+    def count_of(self, name: str) -> int:
+        return sum(1 for _ in self.all(name))
+
+    def nth_index(self, name: str, n: int) -> int | None:
+        """Index in the list of the ``n``-th (1-based) field called ``name``."""
+        lname = name.lower()
+        seen = 0
+        for i, h in enumerate(self):
+            if h.name.lower() == lname:
+                seen += 1
+                if seen == n:
+                    return i
+        return None
+
+    def encode(self) -> bytes:
+        return b"".join(h.encode() for h in self)
+
+
+def encode_headers(headers: Iterable[Header]) -> bytes:
+    return b"".join(h.encode() for h in headers)
+
+
+class HeaderParser:
+    """Splits a message stream into header fields and body bytes."""
+
+    def __init__(self, max_size: int = 1024 * 1024) -> None:
+        self.headers = HeaderList()
+        self.done = False
+        self.separator_seen = False  # an empty line separated headers from body
+        self._max_size = max_size
+        self._size = 0
+        self._buf = bytearray()
+        self._field: bytearray | None = None
+
+    def feed(self, data: bytes) -> bytes:
+        """Consume ``data``; returns body bytes (only once the header section is done)."""
+        if self.done:
+            return data
+        self._buf += data
+        while not self.done:
+            end = self._buf.find(b"\r\n")
+            if end < 0:
+                if len(self._buf) + self._size > self._max_size:
+                    self._finish_oversize()
+                break
+            line = bytes(self._buf[: end + 2])
+            self._size += len(line)
+            if self._size > self._max_size:
+                self._finish_oversize()
+                break
+            del self._buf[: end + 2]
+            self._line(line)
+        if self.done:
+            body = bytes(self._buf)
+            self._buf.clear()
+            return body
+        return b""
+
+    def close(self) -> bytes:
+        """End of message: whatever is pending becomes headers or body."""
+        if self.done:
+            return b""
+        self._flush_field()
+        rest = bytes(self._buf)
+        self._buf.clear()
+        self.done = True
+        if rest and (rest[:1] in (b" ", b"\t") or b":" in rest):
+            # a last header line without CRLF
+            name, _, value = rest.partition(b":")
+            if _FIELD_NAME.match(name):
+                self.headers.append(Header(name.decode("ascii"), value))
+                return b""
+        return rest
+
+    def _line(self, line: bytes) -> None:
+        if line[:1] in (b" ", b"\t") and self._field is not None:
+            self._field += line
+            return
+        self._flush_field()
+        if line == b"\r\n":
+            self.separator_seen = True
+            self.done = True
+            return
+        name, colon, _ = line.partition(b":")
+        if colon and _FIELD_NAME.match(name.rstrip(b" \t")):
+            self._field = bytearray(line)
+            return
+        # not a header: the body starts here, without a separating empty line
+        self._buf[0:0] = line
+        self.done = True
+
+    def _flush_field(self) -> None:
+        if self._field is None:
+            return
+        raw = bytes(self._field[:-2]) if self._field.endswith(b"\r\n") else bytes(self._field)
+        name, _, value = raw.partition(b":")
+        self.headers.append(Header(name.rstrip(b" \t").decode("ascii"), value))
+        self._field = None
+
+    def _finish_oversize(self) -> None:
+        if self._field is not None:
+            self._buf[0:0] = self._field
+            self._field = None
+        self.done = True

@@ -1,0 +1,4 @@
+"""The durable mail queue: the store interface, its backends, the single writer, the scheduler.
+
+Only ``queue.writer.QueueWriter`` changes queue state; everything else reads.
+"""
