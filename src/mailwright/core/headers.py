@@ -155,6 +155,9 @@ class HeaderParser:
 
     def _finish_oversize(self) -> None:
         if self._field is not None:
-            self._buf[0:0] = self._field
-            self._field = None
+            if self._buf[:1] in (b" ", b"\t"):  # its continuation was cut: keep it whole, as body
+                self._buf[0:0] = self._field
+                self._field = None
+            else:
+                self._flush_field()
         self.done = True

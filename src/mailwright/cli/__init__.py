@@ -1,0 +1,1 @@
+"""Command-line programs: the ``mailwright`` admin CLI and the Sendmail-compatible front ends."""

@@ -1,0 +1,129 @@
+"""``mailwright``: the admin command line (serve, config, queue, ...).
+
+Every error is one line on stderr and a sysexits exit code, never a traceback.
+Settings: whichever file ``--config`` / ``$MAILWRIGHT_CONFIG`` names.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+import click
+
+from mailwright.config.loader import ConfigError, config_path, load_settings
+from mailwright.config.schema import Settings
+from mailwright.core.sysexits import ExitCode
+
+
+def _settings(ctx: click.Context) -> Settings:
+    try:
+        return load_settings(ctx.obj.get("config"))
+    except ConfigError as exc:
+        click.echo(f"mailwright: {exc}", err=True)
+        sys.exit(ExitCode.CONFIG)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "-C", "config", metavar="FILE", envvar="MAILWRIGHT_CONFIG",
+              help="Configuration file (default $MAILWRIGHT_CONFIG or /etc/mailwright/mailwright.toml).")
+@click.pass_context
+def cli(ctx: click.Context, config: str | None) -> None:
+    """Mailwright, a durable mail transfer agent.
+
+    \b
+    Examples:
+      mailwright serve --config /etc/mailwright/mailwright.toml
+      mailwright config check
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["config"] = config
+
+
+@cli.command()
+@click.option("--log-level", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.pass_context
+def serve(ctx: click.Context, log_level: str) -> None:
+    """Run the daemon in the foreground.
+
+    \b
+    Example:
+      mailwright --config mailwright.toml serve
+    """
+    settings = _settings(ctx)
+    logging.basicConfig(
+        level=log_level.upper(), stream=sys.stderr,
+        format="%(asctime)s mailwright[%(process)d]: %(message)s",
+    )
+    from mailwright.daemon.app import run_daemon
+
+    try:
+        run_daemon(settings)
+    except OSError as exc:
+        click.echo(f"mailwright: cannot start: {exc}", err=True)
+        sys.exit(ExitCode.OSERR)
+    except KeyboardInterrupt:
+        pass
+
+
+@cli.group()
+def config() -> None:
+    """Check or show the configuration."""
+
+
+@config.command("check")
+@click.pass_context
+def config_check(ctx: click.Context) -> None:
+    """Validate the configuration file; exit 78 (EX_CONFIG) on any problem.
+
+    \b
+    Example:
+      mailwright --config /etc/mailwright/mailwright.toml config check
+    """
+    _settings(ctx)
+    path = config_path(ctx.obj.get("config"))
+    click.echo(f"{path or 'built-in defaults'}: OK")
+
+
+@config.command("show")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of TOML-like text.")
+@click.pass_context
+def config_show(ctx: click.Context, as_json: bool) -> None:
+    """Print the effective settings (defaults filled in).
+
+    \b
+    Example:
+      mailwright config show --json
+    """
+    settings = _settings(ctx)
+    data = settings.model_dump(mode="json")
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    _print_toml(data)
+
+
+def _print_toml(data: dict[str, Any], prefix: str = "") -> None:
+    scalars = {k: v for k, v in data.items() if not isinstance(v, dict) and not _is_tables(v)}
+    for key, value in scalars.items():
+        click.echo(f"{key} = {json.dumps(value)}")
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            click.echo(f"\n[{name}]")
+            _print_toml(value, f"{name}.")
+        elif _is_tables(value):
+            for item in value:
+                click.echo(f"\n[[{name}]]")
+                _print_toml(item, f"{name}.")
+
+
+def _is_tables(value: object) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
+def main() -> None:
+    cli(prog_name="mailwright")

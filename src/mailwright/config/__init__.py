@@ -1,0 +1,1 @@
+"""Configuration: the TOML schema (one place documents every setting) and its loader."""

@@ -1,0 +1,157 @@
+"""The settings of Mailwright, validated with pydantic; the single reference for every key.
+
+Every setting has a default that serves on a fresh machine. Unknown keys are
+errors (a typo must not silently fall back to a default). Sections are added
+here by each subsystem; durations are in seconds, sizes in octets.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+Seconds = Annotated[float, Field(gt=0)]
+Count = Annotated[int, Field(ge=1)]
+
+
+class ListenerKind(StrEnum):
+    SMTP = "smtp"  # port 25: MX, relay control applies
+    SUBMISSION = "submission"  # port 587
+    LMTP = "lmtp"
+
+
+class Listener(Section):
+    address: str = "127.0.0.1"
+    port: Port = 25
+    kind: ListenerKind = ListenerKind.SMTP
+    name: str = ""  # Sendmail's daemon name ({daemon_name}); defaults to kind-port
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if value.startswith("unix:"):
+            return value
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError("must be an IP address (e.g. 127.0.0.1 or ::1) or unix:/path") from None
+        return value
+
+    @property
+    def display_name(self) -> str:
+        return self.name or f"{self.kind.value}-{self.port}"
+
+
+class BareLineEndings(StrEnum):
+    REJECT = "reject"
+    NORMALIZE = "normalize"
+
+
+class Timeouts(Section):
+    """Server-side SMTP timeouts (RFC 5321 4.5.3.2 minimums as defaults)."""
+
+    command: Seconds = 300.0  # waiting for the next command (4.5.3.2.7)
+    data_block: Seconds = 180.0  # between two reads inside DATA/BDAT (4.5.3.2.5)
+    shutdown_grace: Seconds = 30.0  # SIGTERM: how long sessions may finish
+
+
+class ServerSection(Section):
+    max_message_size: Annotated[int, Field(ge=0)] = 50 * 1024 * 1024  # 0 = unlimited
+    max_recipients: Count = 1000
+    max_connections: Count = 500
+    max_connections_per_ip: Count = 20
+    max_command_line: Annotated[int, Field(ge=512)] = 2048
+    max_line_length: Annotated[int, Field(ge=0)] = 1000  # octets incl. CRLF; 0 = unlimited
+    max_header_size: Annotated[int, Field(ge=1024)] = 1024 * 1024
+    bare_line_endings: BareLineEndings = BareLineEndings.REJECT
+    max_hop_count: Count = 50
+    max_bad_commands: Count = 20
+    max_junk_commands: Count = 100
+    vrfy: bool = False
+    listen_backlog: Count = 1024
+    timeouts: Timeouts = Timeouts()
+
+
+class QueueSection(Section):
+    directory: Path = Path("/var/spool/mailwright")
+
+    @property
+    def database(self) -> Path:
+        return self.directory / "queue.db"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.directory / "tmp"
+
+
+class RelaySection(Section):
+    networks: list[str] = ["127.0.0.0/8", "::1/128"]  # clients that may relay anywhere
+    domains: list[str] = []  # domains we accept mail for and relay on (".x" = subdomains)
+
+    @field_validator("networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP network in CIDR form") from None
+        return value
+
+
+class RoutingSection(Section):
+    local_domains: list[str] = []  # empty: the host name and "localhost"
+
+
+def _default_hostname() -> str:
+    return socket.gethostname() or "localhost"
+
+
+class Settings(Section):
+    hostname: str = Field(default_factory=_default_hostname)
+    listeners: list[Listener] = Field(
+        default_factory=lambda: [Listener(address="127.0.0.1", port=25, kind=ListenerKind.SMTP)]
+    )
+    server: ServerSection = ServerSection()
+    queue: QueueSection = QueueSection()
+    relay: RelaySection = RelaySection()
+    routing: RoutingSection = RoutingSection()
+
+    @property
+    def local_domains(self) -> list[str]:
+        return self.routing.local_domains or [self.hostname.lower(), "localhost"]
+
+    @field_validator("hostname")
+    @classmethod
+    def _hostname(cls, value: str) -> str:
+        if not value or any(c.isspace() for c in value):
+            raise ValueError("must be a host name without spaces")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_listeners(self) -> Settings:
+        seen = set()
+        for listener in self.listeners:
+            key = (listener.address, listener.port)
+            if key in seen:
+                raise ValueError(f"two listeners on {listener.address}:{listener.port}")
+            seen.add(key)
+        return self
+
+    def resolve_paths(self, base: Path) -> Settings:
+        """Relative paths in the file are relative to the file's directory."""
+        if self.queue.directory.is_absolute():
+            return self
+        queue = self.queue.model_copy(update={"directory": (base / self.queue.directory)})
+        return self.model_copy(update={"queue": queue})

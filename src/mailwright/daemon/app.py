@@ -1,0 +1,113 @@
+"""Start-up and shutdown of the daemon: queue, writer, policy, listeners, signals.
+
+Order matters for durability: the queue is opened (and checked) before any
+listener accepts, and on SIGTERM listeners stop first, sessions finish, then
+the writer drains its last commits before the store closes. A second SIGTERM
+exits at once; nothing acknowledged is lost because every ``250`` followed a
+commit. Settings: all of them, via the components it builds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from pathlib import Path
+
+from mailwright.config.schema import Settings
+from mailwright.edge.context import EdgeContext
+from mailwright.edge.listener import Edge
+from mailwright.policy.hooks import Pipeline
+from mailwright.policy.relay import DomainSet, RelayControl, parse_networks
+from mailwright.queue.sqlite import SqliteQueueStore
+from mailwright.queue.store import InsertMessage, NewMessage
+from mailwright.queue.writer import QueueWriter
+
+log = logging.getLogger("mailwright.daemon")
+
+
+def build_pipeline(settings: Settings) -> Pipeline:
+    relay = RelayControl(
+        DomainSet(settings.local_domains),
+        DomainSet(settings.relay.domains),
+        parse_networks(settings.relay.networks),
+    )
+    return Pipeline([relay])
+
+
+class Daemon:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = SqliteQueueStore(settings.queue.database)
+        self.writer = QueueWriter(self.store)
+        self.edge: Edge | None = None
+        self._stop = asyncio.Event()
+        self._terms = 0
+
+    def prepare_directories(self) -> None:
+        q = self.settings.queue
+        for path in (q.directory, q.spool_dir):
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._clean_spool(q.spool_dir)
+
+    @staticmethod
+    def _clean_spool(spool_dir: Path) -> None:
+        # spool files are anonymous; anything named here is a leftover of a crash
+        for entry in spool_dir.iterdir():
+            if entry.is_file():
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+
+    async def enqueue(self, message: NewMessage) -> None:
+        await self.writer.execute(InsertMessage(message))
+
+    async def run(self) -> None:
+        self.prepare_directories()
+        self.store.open()
+        self.writer.start()
+        try:
+            ctx = EdgeContext(
+                settings=self.settings,
+                pipeline=build_pipeline(self.settings),
+                enqueue=self.enqueue,
+                spool_dir=self.settings.queue.spool_dir,
+            )
+            self.edge = Edge(ctx)
+            await self.edge.start()
+            self._install_signals()
+            log.info("mailwright ready (pid %d), queue %s", os.getpid(),
+                     self.settings.queue.directory)
+            await self._stop.wait()
+            log.info("shutting down")
+            await self.edge.stop()
+        finally:
+            self.writer.stop()
+            self.store.close()
+            log.info("stopped")
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._on_term)
+        loop.add_signal_handler(signal.SIGINT, self._on_term)
+
+    def _on_term(self) -> None:
+        self._terms += 1
+        if self._terms > 1:
+            log.warning("second stop signal: exiting at once")
+            os._exit(1)  # every 250 already followed a commit: nothing acknowledged is lost
+        self._stop.set()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+
+def run_daemon(settings: Settings) -> None:
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a pinned dependency
+        runner = asyncio.run
+    runner(Daemon(settings).run())

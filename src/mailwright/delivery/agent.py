@@ -1,0 +1,78 @@
+"""The delivery agent interface: ``deliver(request) -> one result per recipient``.
+
+An agent never touches queue state: the scheduler commits the results it
+returns (per recipient), so a crash between delivery and commit means the
+recipient is tried again (at-least-once). Agents may keep connections open
+between requests (connection reuse) and release them in ``close``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+from mailwright.core.envelope import MailParams, Notify
+from mailwright.core.headers import HeaderList
+from mailwright.core.reply import Reply
+from mailwright.routing.nexthop import NextHop
+
+
+class Outcome(StrEnum):
+    DELIVERED = "delivered"  # final delivery, or accepted by a DSN-capable next hop
+    RELAYED = "relayed"  # accepted by a next hop that does not support DSN
+    DEFERRED = "deferred"  # temporary failure: try again later
+    FAILED = "failed"  # permanent failure: bounce
+
+
+@dataclass(slots=True)
+class DeliveryRecipient:
+    index: int  # the recipient's index in the queued message
+    address: str
+    orcpt: str | None = None  # passed on unchanged (RFC 3461)
+    notify: frozenset[Notify] | None = None
+
+
+@dataclass(slots=True)
+class DeliveryRequest:
+    queue_id: str
+    sender: str  # "" is the null reverse-path
+    params: MailParams  # BODY, SMTPUTF8, RET, ENVID of the original MAIL FROM
+    recipients: list[DeliveryRecipient]
+    next_hop: NextHop
+    headers: HeaderList
+    body: Callable[[], Iterator[bytes]]  # a fresh iterator over the body each call
+    size: int  # headers + separator + body, in octets
+    received_at: float = 0.0
+
+
+@dataclass(slots=True)
+class DeliveryResult:
+    index: int
+    outcome: Outcome
+    reply: Reply  # the remote server's reply, or our own diagnostic
+    remote_mta: str = ""  # "mx1.example.org [192.0.2.1]" when a server answered
+    diagnostic_type: str = "smtp"  # RFC 3464 Diagnostic-Code type: smtp, x-unix ...
+    details: dict[str, str] = field(default_factory=dict)  # e.g. tls version for the log
+
+
+class DeliveryAgent(Protocol):
+    name: str  # the mailer name in log lines: esmtp, relay, lmtp, local, prog, file
+
+    async def deliver(self, request: DeliveryRequest) -> list[DeliveryResult]: ...
+
+    async def close(self) -> None: ...
+
+
+def message_chunks(request: DeliveryRequest) -> Iterator[bytes]:
+    """The whole message as it is sent: headers, empty line, body."""
+    yield request.headers.encode() + b"\r\n"
+    yield from request.body()
+
+
+def all_results(
+    request: DeliveryRequest, outcome: Outcome, reply: Reply, remote_mta: str = ""
+) -> list[DeliveryResult]:
+    """The same result for every recipient (a connection-level failure, say)."""
+    return [DeliveryResult(r.index, outcome, reply, remote_mta) for r in request.recipients]

@@ -1,0 +1,43 @@
+"""What every session of the daemon shares: settings, the policy pipeline, the way into the queue.
+
+Built once by the daemon (and rebuilt on reload); sessions only read it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailwright.config.schema import Listener, ListenerKind, Settings
+from mailwright.policy.hooks import Pipeline
+from mailwright.queue.store import NewMessage
+from mailwright.smtp.data import BareLinePolicy, DataLimits
+from mailwright.smtp.server import ServerSettings
+
+Enqueue = Callable[[NewMessage], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class EdgeContext:
+    settings: Settings
+    pipeline: Pipeline
+    enqueue: Enqueue  # commits durably (fsync) before returning
+    spool_dir: Path
+
+    def server_settings(self, listener: Listener) -> ServerSettings:
+        s = self.settings.server
+        return ServerSettings(
+            hostname=self.settings.hostname,
+            lmtp=listener.kind is ListenerKind.LMTP,
+            data_limits=DataLimits(
+                max_size=s.max_message_size,
+                max_line=s.max_line_length,
+                bare_lines=BareLinePolicy(s.bare_line_endings.value),
+            ),
+            max_recipients=s.max_recipients,
+            max_command_line=s.max_command_line,
+            max_bad_commands=s.max_bad_commands,
+            max_junk_commands=s.max_junk_commands,
+            vrfy=s.vrfy,
+        )

@@ -1,0 +1,142 @@
+"""Listening sockets and connection admission: total and per-client-IP limits, shutdown.
+
+Accepts on every configured listener (TCP; IPv4 and IPv6), refuses a client
+over a limit with ``421 4.7.0`` before any dialogue, and on shutdown stops
+accepting, lets sessions finish within ``server.timeouts.shutdown_grace``, then
+closes the rest with ``421 4.3.2``. Settings: ``listeners``,
+``server.max_connections``, ``server.max_connections_per_ip``,
+``server.listen_backlog``, ``server.timeouts.shutdown_grace``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import socket
+from collections import Counter
+
+from mailwright.config.schema import Listener
+from mailwright.core.reply import Reply
+from mailwright.edge.context import EdgeContext
+from mailwright.edge.session import Session
+from mailwright.observability import maillog
+from mailwright.policy.hooks import SessionInfo
+
+log = logging.getLogger("mailwright.edge")
+
+
+class Edge:
+    """All listeners of the daemon and the sessions they carry."""
+
+    def __init__(self, ctx: EdgeContext) -> None:
+        self.ctx = ctx
+        self.servers: list[asyncio.Server] = []
+        self.sessions: dict[asyncio.Task[None], Session] = {}
+        self.per_ip: Counter[str] = Counter()
+        self._ids = itertools.count(1)
+
+    async def start(self) -> None:
+        for listener in self.ctx.settings.listeners:
+            self.servers.append(await self._listen(listener))
+
+    async def _listen(self, listener: Listener) -> asyncio.Server:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await self._handle(listener, reader, writer)
+
+        backlog = self.ctx.settings.server.listen_backlog
+        if listener.address.startswith("unix:"):
+            return await asyncio.start_unix_server(
+                handle, path=listener.address[5:], backlog=backlog
+            )
+        server = await asyncio.start_server(
+            handle, host=listener.address, port=listener.port, backlog=backlog,
+            reuse_address=True,
+        )
+        log.info("listening on %s:%s (%s)", listener.address, listener.port, listener.kind.value)
+        return server
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        out = []
+        for server in self.servers:
+            for sock in server.sockets:
+                name = sock.getsockname()
+                if isinstance(name, tuple):
+                    out.append((name[0], name[1]))
+        return out
+
+    async def _handle(
+        self, listener: Listener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        peer = writer.get_extra_info("peername")
+        sock_name = writer.get_extra_info("sockname")
+        client_ip, client_port = (peer[0], peer[1]) if isinstance(peer, tuple) else ("", 0)
+        local_ip, local_port = (
+            (sock_name[0], sock_name[1]) if isinstance(sock_name, tuple) else ("", 0)
+        )
+        refusal = self._admit(client_ip)
+        if refusal is not None:
+            await self._refuse(writer, refusal, client_ip)
+            return
+        sock = writer.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        info = SessionInfo(
+            session_id=f"{next(self._ids)}",
+            listener_name=listener.display_name,
+            listener_kind=listener.kind.value,
+            local_address=local_ip,
+            local_port=local_port,
+            client_address=client_ip if client_ip else "127.0.0.1",
+            client_port=client_port,
+        )
+        session = Session(reader, writer, self.ctx, listener, info)
+        task = asyncio.current_task()
+        assert task is not None
+        self.per_ip[client_ip] += 1
+        self.sessions[task] = session
+        try:
+            await session.run()
+        finally:
+            del self.sessions[task]
+            self.per_ip[client_ip] -= 1
+            if self.per_ip[client_ip] <= 0:
+                del self.per_ip[client_ip]
+
+    def _admit(self, client_ip: str) -> Reply | None:
+        s = self.ctx.settings.server
+        host = self.ctx.settings.hostname
+        if len(self.sessions) >= s.max_connections:
+            return Reply.of(421, "4.7.0", f"{host} Too many connections, try again later")
+        if self.per_ip[client_ip] >= s.max_connections_per_ip:
+            return Reply.of(421, "4.7.0", f"{host} Too many connections from your address")
+        return None
+
+    async def _refuse(self, writer: asyncio.StreamWriter, reply: Reply, client_ip: str) -> None:
+        maillog.emit(None, event="connection refused", relay=f"[{client_ip}]", reject=str(reply))
+        try:
+            writer.write(reply.encode(enhanced=True))
+            async with asyncio.timeout(5):
+                await writer.drain()
+        except (OSError, TimeoutError):
+            pass
+        finally:
+            writer.close()
+
+    async def stop(self) -> None:
+        """Stop accepting, let sessions finish within the grace period, close the rest."""
+        for server in self.servers:
+            server.close()
+        for task, session in list(self.sessions.items()):
+            if session.stop():
+                task.cancel()
+        if self.sessions:
+            grace = self.ctx.settings.server.timeouts.shutdown_grace
+            _, pending = await asyncio.wait(list(self.sessions), timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+        for server in self.servers:
+            await server.wait_closed()

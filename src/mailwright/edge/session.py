@@ -1,0 +1,382 @@
+"""One client connection: drives the sans-I/O protocol core over an asyncio stream.
+
+For each decision event it asks the policy pipeline, streams the message
+content into a header parser and a spool (bounded memory whatever the size),
+checks the hop count, prepends ``Received:``, and answers ``250`` to the end of
+data only after the queue commit (fsync) has returned. A failed commit answers
+``451 4.3.0`` (``452 4.3.1`` when the disk is full) and nothing is kept.
+
+Trusts nothing the client sends. Settings: ``server.*`` (limits, timeouts),
+``hostname``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import time
+
+from mailwright.config.schema import Listener, ListenerKind
+from mailwright.core.envelope import Envelope
+from mailwright.core.headers import HeaderList, HeaderParser
+from mailwright.core.queueid import new_queue_id
+from mailwright.core.reply import Reply
+from mailwright.core.trace import hop_count, protocol_name, received
+from mailwright.edge.context import EdgeContext
+from mailwright.observability import maillog
+from mailwright.policy.hooks import SessionInfo, Transaction
+from mailwright.queue.spool import Spool
+from mailwright.queue.store import NewMessage, Origin, StoreError, StoreFullError
+from mailwright.smtp import events as ev
+from mailwright.smtp.server import ServerConnection, State
+
+log = logging.getLogger("mailwright.edge")
+
+READ_SIZE = 256 * 1024
+COMMIT_FAILED = Reply.of(451, "4.3.0", "Local error in processing, try again later")
+DISK_FULL = Reply.of(452, "4.3.1", "Insufficient system storage, try again later")
+TIMEOUT = "Timeout waiting for client input, closing connection"
+
+
+def too_many_hops(count: int) -> Reply:
+    return Reply.of(554, "5.4.6", f"Too many hops ({count} Received headers): mail loop?")
+
+
+class Session:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        ctx: EdgeContext,
+        listener: Listener,
+        info: SessionInfo,
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.ctx = ctx
+        self.listener = listener
+        self.info = info
+        self.conn = ServerConnection(ctx.server_settings(listener))
+        self.txn: Transaction | None = None
+        self._parser: HeaderParser | None = None
+        self._spool: Spool | None = None
+        self._closing = False
+        self._reading = False
+        self._spool_error: OSError | None = None
+
+    @property
+    def relay(self) -> str:
+        return maillog.relay_text(self.info.client_name, self.info.client_address)
+
+    # ---- main loop ----------------------------------------------------------------------
+    async def run(self) -> None:
+        try:
+            await self._greet()
+            await self._loop()
+        except TimeoutError:
+            self.conn.close(Reply.of(421, "4.4.2", f"{self.ctx.settings.hostname} {TIMEOUT}"))
+            await self._flush(final=True)
+            maillog.emit(self._qid(), reason="timeout", relay=self.relay, state=self.conn.state.name)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            maillog.emit(self._qid(), event="lost input channel", relay=self.relay)
+        except asyncio.CancelledError:
+            # shutdown while idle, or the grace period is over
+            self.conn.close(Reply.of(421, "4.3.2", "Service shutting down, closing connection"))
+            await self._flush_quietly()
+        finally:
+            await self._abort("disconnect")
+            await self.ctx.pipeline.close(self.info)
+            self._close_transport()
+
+    def stop(self) -> bool:
+        """Shutdown: close now if idle (True), else at the end of the current transaction."""
+        self._closing = True
+        return self._idle
+
+    @property
+    def _idle(self) -> bool:
+        return self._reading and self.conn.state is State.COMMAND and not self.conn.in_transaction
+
+    async def _flush_quietly(self) -> None:
+        try:
+            self.writer.write(self.conn.data_to_send())
+            async with asyncio.timeout(2):
+                await self.writer.drain()
+        except (OSError, TimeoutError, asyncio.CancelledError):
+            pass
+
+    async def _greet(self) -> None:
+        reply = await self.ctx.pipeline.connect(self.info)
+        self.conn.greet(reply if reply is not None and not reply.positive else None)
+        await self._flush()
+
+    async def _loop(self) -> None:
+        conn = self.conn
+        while True:
+            event = conn.next_event()
+            if event is None:
+                if conn.state is State.CLOSED:
+                    await self._flush(final=True)
+                    return
+                await self._flush()
+                if self._closing and conn.state is State.COMMAND and not conn.in_transaction:
+                    conn.close(Reply.of(421, "4.3.2", "Service shutting down, closing connection"))
+                    continue
+                data = await self._read()
+                if not data:
+                    if conn.state is not State.CLOSED:
+                        maillog.emit(self._qid(), event="lost input channel", relay=self.relay)
+                    return
+                conn.receive(data)
+                continue
+            if isinstance(event, ev.Content):
+                self._content(event.data)
+            elif isinstance(event, ev.Closed):
+                await self._flush(final=True)
+                return
+            else:
+                await self._dispatch(event)
+
+    async def _read(self) -> bytes:
+        timeouts = self.ctx.settings.server.timeouts
+        in_data = self.conn.state in (State.DATA, State.BDAT)
+        self._reading = True
+        try:
+            async with asyncio.timeout(timeouts.data_block if in_data else timeouts.command):
+                return await self.reader.read(READ_SIZE)
+        finally:
+            self._reading = False
+
+    async def _flush(self, final: bool = False) -> None:
+        data = self.conn.data_to_send()
+        if data:
+            self.writer.write(data)
+        if final or self.writer.transport.get_write_buffer_size() > 65536:
+            async with asyncio.timeout(self.ctx.settings.server.timeouts.command):
+                await self.writer.drain()
+
+    def _close_transport(self) -> None:
+        if not self.writer.is_closing():
+            self.writer.close()
+
+    def _qid(self) -> str | None:
+        return self.txn.queue_id if self.txn else None
+
+    # ---- events -------------------------------------------------------------------------
+    async def _dispatch(self, event: ev.Event) -> None:
+        if isinstance(event, ev.Hello):
+            await self._hello(event)
+        elif isinstance(event, ev.MailFrom):
+            await self._mail(event)
+        elif isinstance(event, ev.RcptTo):
+            await self._rcpt(event)
+        elif isinstance(event, ev.DataStart):
+            await self._data(event)
+        elif isinstance(event, ev.ContentEnd):
+            await self._content_end(event)
+        elif isinstance(event, ev.Reset):
+            await self._abort(event.reason)
+        elif isinstance(event, ev.StartTls | ev.Auth):
+            self.conn.respond(Reply.of(454, "4.7.0", "Not available"))
+        elif isinstance(event, ev.Unknown):
+            log.debug("unknown command from %s: %r", self.relay, event.line[:80])
+
+    async def _hello(self, event: ev.Hello) -> None:
+        await self._abort("new HELO")
+        reply = await self.ctx.pipeline.helo(self.info, event.name)
+        if reply is not None and not reply.positive:
+            self._reject("helo", event.name, reply)
+            self.conn.respond(reply)
+            return
+        self.info.helo = event.name
+        self.info.esmtp = event.verb != "HELO"
+        self.conn.respond(None)
+
+    async def _mail(self, event: ev.MailFrom) -> None:
+        txn = Transaction(
+            queue_id=new_queue_id(),
+            sender=event.sender,
+            params=event.params,
+            raw_sender=event.raw_path,
+            raw_mail_params=event.raw_params,
+        )
+        reply = await self.ctx.pipeline.mail(self.info, txn)
+        if reply is not None and not reply.positive:
+            self._reject("mail", event.raw_path, reply)
+            self.conn.respond(reply)
+            return
+        self.txn = txn
+        self.conn.respond(None)
+
+    async def _rcpt(self, event: ev.RcptTo) -> None:
+        txn = self.txn
+        assert txn is not None
+        reply = await self.ctx.pipeline.rcpt(self.info, txn, event.recipient, event.raw_params)
+        if reply is not None and not reply.positive:
+            self._reject("rcpt", event.raw_path, reply)
+            self.conn.respond(reply)
+            return
+        txn.recipients.append(event.recipient)
+        self.conn.respond(None)
+
+    async def _data(self, event: ev.DataStart) -> None:
+        txn = self.txn
+        assert txn is not None
+        reply = await self.ctx.pipeline.data(self.info, txn)
+        if reply is not None and not reply.positive:
+            self._reject("data", None, reply)
+            self.conn.respond(reply)
+            return
+        self._parser = HeaderParser(self.ctx.settings.server.max_header_size)
+        self._spool = Spool(self.ctx.spool_dir)
+        self.conn.respond(None)
+
+    def _content(self, data: bytes) -> None:
+        parser, spool = self._parser, self._spool
+        if parser is None or spool is None:
+            return  # content of a refused transaction is consumed by the core
+        body = parser.feed(data)
+        if body and self._spool_error is None:
+            try:
+                spool.write(body)
+            except OSError as exc:  # disk full while spilling a large body
+                self._spool_error = exc
+
+    async def _content_end(self, event: ev.ContentEnd) -> None:
+        txn, parser, spool = self.txn, self._parser, self._spool
+        assert txn is not None and parser is not None and spool is not None
+        rest = parser.close()
+        if rest:
+            try:
+                spool.write(rest)
+            except OSError as exc:
+                self._spool_error = exc
+        reply = event.problem or self._spool_problem() or self._check_headers(parser.headers)
+        if reply is None:
+            txn.headers = self._with_trace(txn, parser.headers)
+            txn.body = spool
+            reply = await self._finish(txn, spool)
+        else:
+            self._reject("data", None, reply)
+        self._respond_end(reply)
+        self._end_transaction()
+
+    def _spool_problem(self) -> Reply | None:
+        exc = self._spool_error
+        if exc is None:
+            return None
+        log.error("spool write failed: %s", exc)
+        return DISK_FULL if exc.errno == errno.ENOSPC else COMMIT_FAILED
+
+    def _check_headers(self, headers: HeaderList) -> Reply | None:
+        hops = hop_count(headers)
+        if hops > self.ctx.settings.server.max_hop_count:
+            return too_many_hops(hops)
+        return None
+
+    def _protocol(self, txn: Transaction) -> str:
+        info = self.info
+        return protocol_name(
+            esmtp=info.esmtp,
+            tls=bool(info.tls_version),
+            auth=bool(info.auth_user),
+            utf8=txn.params.smtputf8,
+            lmtp=self.listener.kind is ListenerKind.LMTP,
+        )
+
+    def _with_trace(self, txn: Transaction, headers: HeaderList) -> HeaderList:
+        info = self.info
+        only = str(txn.recipients[0].address) if len(txn.recipients) == 1 else None
+        tls = f"using {info.tls_version} with cipher {info.tls_cipher}" if info.tls_version else ""
+        trace = received(
+            helo=info.helo,
+            client_name=info.client_name,
+            client_address=info.client_address,
+            hostname=self.ctx.settings.hostname,
+            protocol=self._protocol(txn),
+            queue_id=txn.queue_id,
+            recipient=only,
+            tls=tls,
+        )
+        return HeaderList([trace, *headers])
+
+    async def _finish(self, txn: Transaction, spool: Spool) -> Reply:
+        """End-of-message policy, then the durable commit; returns the reply to send."""
+        reply = await self.ctx.pipeline.message(self.info, txn)
+        if reply is not None and not reply.positive:
+            self._reject("eom", None, reply)
+            return reply
+        if txn.discard:
+            maillog.emit(txn.queue_id, event="discarded", relay=self.relay)
+            return Reply.of(250, "2.0.0", f"{txn.queue_id} Message accepted for delivery")
+        assert txn.headers is not None and txn.body is not None
+        message = NewMessage(
+            queue_id=txn.queue_id,
+            envelope=Envelope(txn.sender, txn.params, list(txn.recipients)),
+            headers=txn.headers,
+            body=txn.body,
+            received_at=time.time(),
+            origin=self._origin(txn),
+            hold_reason=txn.hold_reason,
+        )
+        try:
+            await self.ctx.enqueue(message)
+        except StoreFullError:
+            log.error("%s: queue full, message refused", txn.queue_id)
+            return DISK_FULL
+        except StoreError as exc:
+            log.error("%s: queue commit failed: %s", txn.queue_id, exc)
+            return COMMIT_FAILED
+        except Exception:
+            log.exception("%s: queue commit failed", txn.queue_id)
+            return COMMIT_FAILED
+        self._log_accepted(message)
+        return Reply.of(250, "2.0.0", f"{txn.queue_id} Message accepted for delivery")
+
+    def _origin(self, txn: Transaction) -> Origin:
+        info = self.info
+        return Origin(
+            protocol=self._protocol(txn),
+            client_address=info.client_address,
+            client_name=info.client_name,
+            helo=info.helo,
+            auth_user=info.auth_user,
+        )
+
+    def _log_accepted(self, message: NewMessage) -> None:
+        msgid = message.headers.get("Message-ID")
+        maillog.accepted(
+            message.queue_id,
+            sender=message.envelope.sender_text,
+            size=message.size,
+            nrcpts=len(message.envelope.recipients),
+            msgid=msgid.text if msgid else None,
+            proto=message.origin.protocol,
+            daemon=self.listener.display_name,
+            relay=self.relay,
+            bodytype=message.envelope.params.body.value
+            if message.envelope.params.body.value != "7BIT"
+            else None,
+        )
+
+    def _respond_end(self, reply: Reply) -> None:
+        self.conn.respond(reply)
+
+    def _reject(self, stage: str, arg: str | None, reply: Reply) -> None:
+        maillog.rejected(self._qid(), stage=stage, arg=arg, relay=self.relay, reply=str(reply))
+
+    def _end_transaction(self) -> None:
+        if self._spool is not None:
+            self._spool.close()
+        self._spool = None
+        self._spool_error = None
+        self._parser = None
+        self.txn = None
+
+    async def _abort(self, reason: str) -> None:
+        if self.txn is None:
+            return
+        txn = self.txn
+        self._end_transaction()
+        await self.ctx.pipeline.reset(self.info, txn)

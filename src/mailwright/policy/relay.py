@@ -1,0 +1,88 @@
+"""Relay control: who may send mail to which domains (never an open relay).
+
+Clients on loopback, in ``relay.networks`` or authenticated may relay to any
+domain; everyone else may only send to local domains and ``relay.domains``
+(a leading dot matches subdomains). The refusal is Sendmail's
+``550 5.7.1 <rcpt>... Relaying denied``. Trusts the client address from the
+socket, nothing the client says. Settings: ``relay.*``, ``routing.local_domains``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+
+from mailwright.core.envelope import Recipient
+from mailwright.core.reply import Reply
+from mailwright.policy.hooks import Hook, SessionInfo, Transaction
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def relaying_denied(recipient: Recipient) -> Reply:
+    return Reply.of(550, "5.7.1", f"<{recipient.address}>... Relaying denied")
+
+
+class DomainSet:
+    """Exact domains plus ``.suffix`` entries that match every subdomain."""
+
+    def __init__(self, entries: Iterable[str]) -> None:
+        self.exact: set[str] = set()
+        self.suffixes: list[str] = []
+        for entry in entries:
+            entry = entry.lower().rstrip(".")
+            if entry.startswith("."):
+                self.suffixes.append(entry)
+            elif entry:
+                self.exact.add(entry)
+
+    def __contains__(self, domain: object) -> bool:
+        if not isinstance(domain, str):
+            return False
+        domain = domain.lower()
+        return domain in self.exact or any(domain.endswith(s) for s in self.suffixes)
+
+
+def parse_networks(entries: Iterable[str]) -> list[Network]:
+    return [ipaddress.ip_network(e, strict=False) for e in entries]
+
+
+def in_networks(address: str, networks: Iterable[Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip.version == net.version and ip in net for net in networks)
+
+
+class RelayControl(Hook):
+    name = "relay"
+
+    def __init__(
+        self, local_domains: DomainSet, relay_domains: DomainSet, networks: list[Network]
+    ) -> None:
+        self.local_domains = local_domains
+        self.relay_domains = relay_domains
+        self.networks = networks
+
+    async def connect(self, session: SessionInfo) -> Reply | None:
+        if session.is_local or in_networks(session.client_address, self.networks):
+            session.trusted_relay = True
+        return None
+
+    def may_relay(self, session: SessionInfo, recipient: Recipient) -> bool:
+        domain = recipient.address.domain
+        return (
+            session.trusted_relay
+            or bool(session.auth_user)
+            or domain == ""  # bare "postmaster"
+            or domain in self.local_domains
+            or domain in self.relay_domains
+        )
+
+    async def rcpt(
+        self, session: SessionInfo, txn: Transaction, recipient: Recipient, raw_params: list[str]
+    ) -> Reply | None:
+        return None if self.may_relay(session, recipient) else relaying_denied(recipient)

@@ -1,0 +1,1 @@
+"""Where a recipient goes: local domains and users, aliases, transport table, MX resolution."""

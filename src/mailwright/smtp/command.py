@@ -1,0 +1,202 @@
+"""Parsing SMTP command lines and their ESMTP parameters (RFC 5321 4.1, RFC 1870,
+3030, 3461, 4954, 6152, 6531).
+
+Trusts nothing: every malformed line becomes a ``CommandError`` carrying the exact
+reply to send. Reads no settings; limits come from the caller.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mailwright.core import xtext
+from mailwright.core.address import Address, AddressError, parse_path
+from mailwright.core.envelope import BodyType, MailParams, Notify, Recipient, Ret
+from mailwright.core.reply import Reply
+
+MAX_SIZE_DIGITS = 20
+
+
+class CommandError(Exception):
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(str(reply))
+        self.reply = reply
+
+
+def _syntax(status: str, text: str, code: int = 501) -> CommandError:
+    return CommandError(Reply.of(code, status, text))
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    verb: str  # upper case
+    args: str  # everything after the verb and one space, as sent
+
+
+def split_command(line: str) -> Command:
+    verb, _, args = line.partition(" ")
+    return Command(verb.upper(), args.strip(" "))
+
+
+def _split_path(args: str, keyword: str) -> tuple[str, list[str]]:
+    """``FROM:<path> params`` -> (``<path>``, [params]). Tolerates a space after the colon."""
+    head = args[: len(keyword) + 1]
+    if head.upper() != keyword + ":":
+        raise _syntax("5.5.4", f"Syntax: {keyword}:<address>")
+    rest = args[len(keyword) + 1 :].lstrip(" ")
+    if not rest.startswith("<"):
+        raise _syntax("5.5.4", f"Syntax: {keyword}:<address>")
+    end = _path_end(rest)
+    if end < 0:
+        raise _syntax("5.5.4", "Unterminated address: missing >")
+    path, params = rest[: end + 1], rest[end + 1 :]
+    if params and not params.startswith(" "):
+        raise _syntax("5.5.4", "Syntax: parameters must follow the address after a space")
+    return path, [p for p in params.split(" ") if p]
+
+
+def _path_end(text: str) -> int:
+    quoted = False
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if quoted and ch == "\\":
+            i += 2
+            continue
+        if ch == '"':
+            quoted = not quoted
+        elif ch == ">" and not quoted:
+            return i
+        i += 1
+    return -1
+
+
+def _params(items: list[str]) -> list[tuple[str, str | None]]:
+    seen: set[str] = set()
+    out = []
+    for item in items:
+        key, eq, value = item.partition("=")
+        ukey = key.upper()
+        if not key or not all(c.isalnum() or c == "-" for c in key):
+            raise _syntax("5.5.4", f"Malformed parameter: {item[:40]}")
+        if ukey in seen:
+            raise _syntax("5.5.4", f"Duplicate parameter {ukey}")
+        seen.add(ukey)
+        out.append((ukey, value if eq else None))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Extensions:
+    """What this server offers; parameters for extensions not offered are refused."""
+
+    size: bool = True
+    eightbit: bool = True
+    smtputf8: bool = True
+    dsn: bool = True
+    chunking: bool = True
+    auth: bool = False
+
+
+def _unsupported(key: str) -> CommandError:
+    return CommandError(Reply.of(555, "5.5.4", f"Unsupported parameter {key}"))
+
+
+def _need(value: str | None, key: str) -> str:
+    if value is None or value == "":
+        raise _syntax("5.5.4", f"{key} requires a value")
+    return value
+
+
+def parse_mail(args: str, ext: Extensions) -> tuple[Address | None, MailParams, str, list[str]]:
+    """Parse ``FROM:<path> [params]``; returns the sender, params, raw path and raw params."""
+    path, raw = _split_path(args, "FROM")
+    params = MailParams()
+    for key, value in _params(raw):
+        _mail_param(params, key, value, ext)
+    try:
+        sender = parse_path(path, utf8=params.smtputf8, allow_null=True)
+    except AddressError as exc:
+        raise CommandError(Reply.of(553, "5.1.7", f"Bad sender address syntax: {exc}")) from None
+    return sender, params, path, raw
+
+
+def _mail_param(params: MailParams, key: str, value: str | None, ext: Extensions) -> None:
+    if key == "SIZE" and ext.size:
+        text = _need(value, key)
+        if not text.isdigit() or len(text) > MAX_SIZE_DIGITS:
+            raise _syntax("5.5.4", "SIZE must be a number of octets")
+        params.size = int(text)
+    elif key == "BODY" and ext.eightbit:
+        try:
+            params.body = BodyType(_need(value, key).upper())
+        except ValueError:
+            raise _syntax("5.5.4", "BODY must be 7BIT or 8BITMIME") from None
+        if params.body is BodyType.BINARY:
+            raise _unsupported("BODY=BINARYMIME")
+    elif key == "SMTPUTF8" and ext.smtputf8:
+        if value is not None:
+            raise _syntax("5.5.4", "SMTPUTF8 takes no value")
+        params.smtputf8 = True
+    elif key == "RET" and ext.dsn:
+        try:
+            params.ret = Ret(_need(value, key).upper())
+        except ValueError:
+            raise _syntax("5.5.4", "RET must be FULL or HDRS") from None
+    elif key == "ENVID" and ext.dsn:
+        params.envid = _xtext(_need(value, key), key, limit=100)
+    elif key == "AUTH" and ext.auth:
+        text = _need(value, key)
+        params.auth = "<>" if text == "<>" else _xtext(text, key, limit=500)
+    else:
+        raise _unsupported(key)
+
+
+def _xtext(value: str, key: str, limit: int) -> str:
+    try:
+        decoded = xtext.decode(value, utf8=True)
+    except xtext.XtextError:
+        raise _syntax("5.5.4", f"{key} is not valid xtext") from None
+    if len(decoded) > limit:
+        raise _syntax("5.5.4", f"{key} too long")
+    return decoded
+
+
+def parse_rcpt(args: str, ext: Extensions, utf8: bool) -> tuple[Recipient, str, list[str]]:
+    """Parse ``TO:<path> [params]``. ``postmaster`` without a domain is allowed."""
+    path, raw = _split_path(args, "TO")
+    notify: frozenset[Notify] | None = None
+    orcpt: str | None = None
+    for key, value in _params(raw):
+        if key == "NOTIFY" and ext.dsn:
+            notify = _notify(_need(value, key))
+        elif key == "ORCPT" and ext.dsn:
+            orcpt = _orcpt(_need(value, key))
+        else:
+            raise _unsupported(key)
+    try:
+        address = parse_path(path, utf8=utf8, allow_null=False)
+    except AddressError as exc:
+        raise CommandError(Reply.of(553, "5.1.3", f"Bad recipient address syntax: {exc}")) from None
+    assert address is not None
+    return Recipient(address, notify, orcpt), path, raw
+
+
+def _notify(value: str) -> frozenset[Notify]:
+    try:
+        items = frozenset(Notify(v.upper()) for v in value.split(","))
+    except ValueError:
+        raise _syntax("5.5.4", "NOTIFY must be NEVER or SUCCESS,FAILURE,DELAY") from None
+    if Notify.NEVER in items and len(items) > 1:
+        raise _syntax("5.5.4", "NOTIFY=NEVER cannot be combined")
+    if len(items) != len(value.split(",")):
+        raise _syntax("5.5.4", "Duplicate NOTIFY keyword")
+    return items
+
+
+def _orcpt(value: str) -> str:
+    kind, semi, addr = value.partition(";")
+    if not semi or not kind or not addr or not all(c.isalnum() or c == "-" for c in kind):
+        raise _syntax("5.5.4", "ORCPT must be addr-type;xtext")
+    _xtext(addr, "ORCPT", limit=500)
+    return value

@@ -1,0 +1,102 @@
+"""Events that the server protocol core emits to its driver (the edge session).
+
+Events marked *decision* block the core until the driver calls
+``ServerConnection.respond``; the core already checked syntax and sequence, so
+the driver only applies policy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mailwright.core.address import Address
+from mailwright.core.envelope import MailParams, Recipient
+from mailwright.core.reply import Reply
+
+
+class Event:
+    __slots__ = ()
+
+
+@dataclass(slots=True)
+class Hello(Event):
+    """Decision: EHLO, HELO or LHLO. A positive reply resets any transaction."""
+
+    verb: str
+    name: str
+
+
+@dataclass(slots=True)
+class MailFrom(Event):
+    """Decision: MAIL FROM with valid syntax and parameters."""
+
+    sender: Address | None
+    params: MailParams
+    raw_path: str
+    raw_params: list[str]
+
+
+@dataclass(slots=True)
+class RcptTo(Event):
+    """Decision: RCPT TO with valid syntax, within the recipient limit."""
+
+    recipient: Recipient
+    raw_path: str
+    raw_params: list[str]
+
+
+@dataclass(slots=True)
+class DataStart(Event):
+    """Decision: DATA (``354`` on success) or the first BDAT chunk (``bdat``)."""
+
+    bdat: bool = False
+
+
+@dataclass(slots=True)
+class Content(Event):
+    """Message content, unstuffed; possibly many per message."""
+
+    data: bytes
+
+
+@dataclass(slots=True)
+class ContentEnd(Event):
+    """Decision: end of the message. ``problem`` is set when the core refuses it
+    (too big, bare line ending, long line); the driver must then respond with it."""
+
+    problem: Reply | None
+
+
+@dataclass(slots=True)
+class Reset(Event):
+    """The transaction was reset (RSET, a new HELO/EHLO, or a failed one); no response."""
+
+    reason: str
+
+
+@dataclass(slots=True)
+class StartTls(Event):
+    """Decision: STARTTLS. On ``220`` the driver upgrades the stream, then calls
+    ``tls_started``."""
+
+
+@dataclass(slots=True)
+class Auth(Event):
+    """Decision: AUTH mechanism [initial-response]; the driver runs the SASL exchange."""
+
+    mechanism: str
+    initial: str | None
+
+
+@dataclass(slots=True)
+class Unknown(Event):
+    """An unrecognised command (already answered with 500); for logs and milters."""
+
+    line: str
+
+
+@dataclass(slots=True)
+class Closed(Event):
+    """The session is over (QUIT answered, or the core gave up): flush and close."""
+
+    reason: str

@@ -1,0 +1,182 @@
+"""Start a real Mailwright daemon as a subprocess for end-to-end tests.
+
+The daemon gets its own configuration and queue under a temporary directory and
+listens on free loopback ports; readiness is the "mailwright ready" log line
+(no sleeping). Tests talk to it over real sockets.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
+    raise TypeError(value)
+
+
+def render_toml(data: dict[str, Any], prefix: str = "") -> str:
+    lines = []
+    tables = []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            tables.append((key, value))
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            for item in value:
+                lines.append(f"\n[[{prefix}{key}]]")
+                lines.append(render_toml(item, f"{prefix}{key}."))
+        else:
+            lines.append(f"{key} = {toml_value(value)}")
+    for key, value in tables:
+        lines.append(f"\n[{prefix}{key}]")
+        lines.append(render_toml(value, f"{prefix}{key}."))
+    return "\n".join(lines)
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+class Mailwright:
+    """One daemon process with its own directory."""
+
+    def __init__(self, root: Path, config: dict[str, Any] | None = None) -> None:
+        self.root = root
+        self.port = free_port()
+        base: dict[str, Any] = {
+            "hostname": "mx.test",
+            "listeners": [{"address": "127.0.0.1", "port": self.port, "kind": "smtp"}],
+            "queue": {"directory": str(root / "queue")},
+        }
+        self.config = deep_merge(base, config or {})
+        self.config_path = root / "mailwright.toml"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log: list[str] = []
+        self._ready = threading.Event()
+        self._exited = threading.Event()
+        self._cond = threading.Condition()
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(SRC) + os.pathsep + env.get("PYTHONPATH", "")
+        env["MAILWRIGHT_CONFIG"] = str(self.config_path)
+        return env
+
+    def command(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "mailwright", "--config", str(self.config_path), *args]
+
+    def write_config(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(render_toml(self.config) + "\n")
+
+    def start(self, timeout: float = 30) -> Mailwright:
+        self.write_config()
+        self._ready.clear()
+        self._exited.clear()
+        self.proc = subprocess.Popen(
+            self.command("serve", "--log-level", "DEBUG"),
+            env=self.env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
+        if not self._ready.wait(timeout) or self._exited.is_set():
+            self.kill()
+            raise RuntimeError("daemon did not start:\n" + "\n".join(self.log[-30:]))
+        return self
+
+    def _pump(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stderr is not None
+        for raw in proc.stderr:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            with self._cond:
+                self.log.append(line)
+                self._cond.notify_all()
+            if "mailwright ready" in line:
+                self._ready.set()
+        with self._cond:
+            self._exited.set()
+            self._cond.notify_all()
+        self._ready.set()
+
+    def wait_log(self, text: str, timeout: float = 20) -> str:
+        """Wait until a log line contains ``text`` (the daemon logs every event)."""
+        found: list[str] = []
+
+        def seen() -> bool:
+            found.extend(line for line in self.log if text in line)
+            return bool(found) or self._exited.is_set()
+
+        with self._cond:
+            self._cond.wait_for(seen, timeout)
+        if found:
+            return found[0]
+        raise AssertionError(f"no log line with {text!r}:\n" + "\n".join(self.log[-30:]))
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+        self._exited.wait(5)
+        self.proc = None
+        return rc
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def cli(self, *args: str, input: bytes | None = None, timeout: float = 60
+            ) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(self.command(*args), env=self.env(), input=input,
+                              capture_output=True, timeout=timeout)
+
+
+@contextmanager
+def running(root: Path, config: dict[str, Any] | None = None) -> Iterator[Mailwright]:
+    mw = Mailwright(root, config)
+    mw.start()
+    try:
+        yield mw
+    finally:
+        mw.stop()
