@@ -300,11 +300,11 @@ class SqliteQueueStore:
     # ---- writing ----------------------------------------------------------------------
 
     def apply_batch(self, ops: Sequence[Op[Any]]) -> list[object]:
-        conn = self._conn
-        if conn is None:
-            raise StoreError("queue store is not open")
         failed: dict[int, Exception] = {}  # ops that made SQLite give up the transaction
         while True:
+            conn = self._conn
+            if conn is None:
+                raise StoreError("queue store is not open")
             try:
                 return self._run_batch(conn, ops, failed)
             except _TransactionLostError as lost:
@@ -464,7 +464,7 @@ class SqliteQueueStore:
         stale: list[tuple[str, int]] = []
         touched: dict[str, None] = {}  # an ordered set
         for res in op.results:
-            queued = res.state is RecipientState.QUEUED
+            queued = not res.state.is_final
             cur = conn.execute(
                 self._RECORD_RESULT,
                 (

@@ -55,7 +55,10 @@ class UnknownMessageError(LookupError):
 
 
 class BodySource(Protocol):
-    """The body of a message being queued, readable in bounded chunks."""
+    """The body of a message being queued, readable in bounded chunks.
+
+    ``chunks`` may be called more than once: a backend may run a batch again.
+    """
 
     @property
     def size(self) -> int: ...

@@ -7,6 +7,7 @@ import os
 import sqlite3
 import stat
 import threading
+import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from mailwright.queue.store import (
     InsertMessage,
     MessageState,
     NewMessage,
+    Operation,
     Origin,
     RecipientState,
     StoreError,
@@ -397,3 +399,7 @@ def test_headers_round_trip_through_the_parser(
     )
     insert(store, message)
     assert store.read_headers(message.queue_id) == message.headers
+
+
+def test_every_operation_has_an_implementation(store: SqliteQueueStore) -> None:
+    assert set(typing.get_args(Operation)) == set(store._handlers)
