@@ -19,9 +19,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
-from mailwright.core.envelope import Envelope
+from mailwright.core.envelope import Envelope, Recipient
 from mailwright.core.headers import HeaderList
 
 
@@ -31,6 +31,10 @@ class RecipientState(StrEnum):
     RELAYED = "relayed"  # handed to a next hop that does not speak DSN
     EXPANDED = "expanded"  # alias or list expansion replaced it with others
     FAILED = "failed"  # permanent failure; a bounce was queued (or suppressed)
+
+    @property
+    def is_final(self) -> bool:
+        return self is not RecipientState.QUEUED
 
 
 class MessageState(StrEnum):
@@ -46,8 +50,15 @@ class StoreFullError(StoreError):
     """The disk or database is full: answer 452 4.3.1."""
 
 
+class UnknownMessageError(LookupError):
+    """An operation named a queue id that is not (or no longer) in the queue."""
+
+
 class BodySource(Protocol):
-    """The body of a message being queued, readable in bounded chunks."""
+    """The body of a message being queued, readable in bounded chunks.
+
+    ``chunks`` may be called more than once: a backend may run a batch again.
+    """
 
     @property
     def size(self) -> int: ...
@@ -118,16 +129,166 @@ class StoredMessage:
 
 
 # ---- write operations ---------------------------------------------------------------------
+#
+# Each operation is a small dataclass; ``Op[R]`` records the type of its result so that
+# ``await writer.execute(op)`` is typed. A backend applies each op in its own savepoint.
+
+R_co = TypeVar("R_co", covariant=True)
+
+
+class Op(Generic[R_co]):
+    """Base of every write operation; ``R_co`` is the type of its result."""
+
+    __slots__ = ()
 
 
 @dataclass(slots=True)
-class InsertMessage:
-    """Queue a new message with all its recipients QUEUED and due now."""
+class InsertMessage(Op[None]):
+    """Queue a new message with all its recipients QUEUED and due at ``received_at``.
+
+    A message with ``hold_reason`` is queued on hold. A duplicate queue id fails.
+    """
 
     message: NewMessage
 
 
-Operation = InsertMessage  # widened as operations are added (a Union of dataclasses)
+@dataclass(slots=True)
+class ClaimDue(Op[list[StoredRecipient]]):
+    """Lease up to ``limit`` due recipients to ``owner`` for ``lease_seconds``.
+
+    Due means: QUEUED, ``next_attempt <= now``, the message ACTIVE (not held) and no
+    lease, or only an expired one. Oldest ``next_attempt`` first. The returned
+    recipients carry their new lease.
+    """
+
+    now: float
+    limit: int
+    owner: str
+    lease_seconds: float
+
+
+@dataclass(slots=True)
+class RecipientResult:
+    """The outcome of one delivery attempt (or a decision without one) for one recipient.
+
+    ``state`` QUEUED means deferred until ``next_attempt``; any other state is final.
+    ``attempted_at`` None means no attempt was made (the attempt count stays).
+    ``status``, ``reply`` and ``remote_mta`` replace the recipient's last result.
+    A result for a recipient that is no longer QUEUED (another runner finished it
+    after this runner's lease expired) changes nothing and is reported as stale.
+    """
+
+    queue_id: str
+    index: int
+    state: RecipientState
+    next_attempt: float = 0.0
+    attempted_at: float | None = None
+    status: str | None = None
+    reply: str | None = None
+    remote_mta: str | None = None
+
+
+@dataclass(slots=True)
+class RecordOutcome:
+    stale: list[tuple[str, int]]  # (queue id, index) of results that changed nothing
+    removed: list[str]  # queue ids of messages now finished and deleted
+
+
+@dataclass(slots=True)
+class RecordResults(Op[RecordOutcome]):
+    """Record delivery results, clear their leases, and queue ``new_messages`` (bounces,
+    delay warnings) in the same transaction; then delete every touched message whose
+    recipients are all final (the DeleteIfDone step)."""
+
+    results: list[RecipientResult]
+    new_messages: list[NewMessage] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class ReleaseLeases(Op[int]):
+    """Give back every lease ``owner`` holds (a runner shutting down); returns how many."""
+
+    owner: str
+
+
+@dataclass(slots=True)
+class HoldMessage(Op[bool]):
+    """Put a message on hold; False when there is no such message."""
+
+    queue_id: str
+    reason: str
+
+
+@dataclass(slots=True)
+class ReleaseMessage(Op[bool]):
+    """Take a message off hold (its recipients keep their schedule); False when unknown."""
+
+    queue_id: str
+
+
+@dataclass(slots=True)
+class DeleteMessage(Op[bool]):
+    """Remove a message, its recipients and its body; False when unknown."""
+
+    queue_id: str
+
+
+@dataclass(slots=True)
+class SetWarned(Op[bool]):
+    """Note that a delay warning was sent for a message; False when unknown."""
+
+    queue_id: str
+
+
+@dataclass(slots=True)
+class RescheduleNow(Op[int]):
+    """Make QUEUED recipients due at ``now`` (``queue flush``); returns how many.
+
+    With neither filter, every queued recipient; ``queue_ids`` limits it to those
+    messages, ``recipient_domain`` to recipients in that domain (case-insensitive).
+    """
+
+    now: float
+    queue_ids: list[str] | None = None
+    recipient_domain: str | None = None
+
+
+@dataclass(slots=True)
+class AddRecipients(Op[list[int]]):
+    """Add QUEUED recipients due at ``now`` to a message; returns their indexes.
+
+    With ``replaces``, that recipient (which must still be QUEUED) becomes EXPANDED and
+    loses its lease in the same step: alias expansion is atomic. Raises
+    ``UnknownMessageError`` for an unknown message, ``ValueError`` when ``replaces`` is
+    not a QUEUED recipient.
+    """
+
+    queue_id: str
+    recipients: list[Recipient]
+    now: float
+    replaces: int | None = None
+
+
+@dataclass(slots=True)
+class DeleteIfDone(Op[list[str]]):
+    """Delete those of ``queue_ids`` whose recipients are all final; returns the deleted."""
+
+    queue_ids: list[str]
+
+
+Operation = (
+    InsertMessage
+    | ClaimDue
+    | RecordResults
+    | ReleaseLeases
+    | HoldMessage
+    | ReleaseMessage
+    | DeleteMessage
+    | SetWarned
+    | RescheduleNow
+    | AddRecipients
+    | DeleteIfDone
+)
 
 
 class QueueStore(Protocol):
@@ -139,11 +300,12 @@ class QueueStore(Protocol):
 
     def close(self) -> None: ...
 
-    def apply_batch(self, ops: Sequence[Operation]) -> list[object]:
+    def apply_batch(self, ops: Sequence[Op[Any]]) -> list[object]:
         """Apply ``ops`` durably in one commit; one result (or exception) per op.
 
         An op that fails alone is rolled back alone and its exception returned in
-        its slot; a failed commit raises ``StoreError`` for the whole batch.
+        its slot; a failed commit raises ``StoreError`` for the whole batch. Only
+        one thread at a time may call it (the writer's).
         """
         ...
 

@@ -1,0 +1,140 @@
+"""The body of a message while it is being received, before the queue commit.
+
+A ``Spool`` keeps the first ``memory_limit`` bytes in memory and moves everything
+to an anonymous temporary file once the body grows past that, so the memory a
+message costs stays bounded whatever its size. The file is unlinked at creation
+(``tempfile.TemporaryFile``): a crash leaves nothing behind to clean up. Nothing
+here is fsynced: a message is durable only once the queue store has committed it.
+
+Reading (``chunks``) uses positional reads, so it neither disturbs further writes
+nor needs a rewind; ``replace`` swaps in a new body (a filter's rewrite) built from
+an iterator that may itself read the old body.
+
+Trusts its caller to hold one spool per message and not to write while the queue
+writer reads it. Settings read: none (the caller passes ``queue.spool_dir`` and
+``queue.spool_memory_limit``).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+DEFAULT_MEMORY_LIMIT = 256 * 1024
+_READ_CHUNK = 1 << 20
+
+
+class Spool:
+    """A write-once-then-read body buffer; satisfies ``queue.store.BodySource``."""
+
+    def __init__(
+        self, spool_dir: Path | None = None, memory_limit: int = DEFAULT_MEMORY_LIMIT
+    ) -> None:
+        self._dir = spool_dir
+        self._memory_limit = memory_limit
+        self._buffer = bytearray()
+        self._file: IO[bytes] | None = None
+        self._size = 0
+        self._closed = False
+
+    @classmethod
+    def from_bytes(
+        cls, data: bytes, spool_dir: Path | None = None, memory_limit: int = DEFAULT_MEMORY_LIMIT
+    ) -> Spool:
+        spool = cls(spool_dir, memory_limit)
+        spool.write(data)
+        return spool
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def in_memory(self) -> bool:
+        return self._file is None
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._closed:
+            raise ValueError("write to a closed spool")
+        if self._file is None and self._size + len(data) > self._memory_limit:
+            self._spill()
+        if self._file is None:
+            self._buffer += data
+        else:
+            self._file.write(data)
+        self._size += len(data)
+
+    def chunks(self, chunk_size: int = _READ_CHUNK) -> Iterator[bytes]:
+        """The body from the start, in pieces of at most ``chunk_size`` bytes.
+
+        Yields what was written before the iteration started.
+        """
+        if self._closed:
+            raise ValueError("read from a closed spool")
+        if chunk_size <= 0:
+            raise ValueError("chunk_size must be positive")
+        return self._file_chunks(chunk_size) if self._file else self._memory_chunks(chunk_size)
+
+    def replace(self, data: Iterable[bytes]) -> None:
+        """Make ``data`` the new body. ``data`` may read this spool's old body."""
+        new = Spool(self._dir, self._memory_limit)
+        try:
+            for piece in data:
+                new.write(piece)
+        except BaseException:
+            new.close()
+            raise
+        self._release()
+        self._buffer, self._file, self._size = new._buffer, new._file, new._size
+
+    def close(self) -> None:
+        """Free the memory and the temporary file; idempotent."""
+        self._release()
+        self._closed = True
+
+    def __enter__(self) -> Spool:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _spill(self) -> None:
+        # lives as long as the spool, closed by close() or replace()
+        self._file = tempfile.TemporaryFile(dir=self._dir)  # noqa: SIM115
+        self._file.write(self._buffer)
+        self._buffer = bytearray()
+
+    def _release(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._buffer = bytearray()
+        self._size = 0
+
+    def _memory_chunks(self, chunk_size: int) -> Iterator[bytes]:
+        # a copy of the (small) buffer: later writes or a replace cannot change what we yield
+        data = bytes(self._buffer)
+        for start in range(0, len(data), chunk_size):
+            yield data[start : start + chunk_size]
+
+    def _file_chunks(self, chunk_size: int) -> Iterator[bytes]:
+        file = self._file
+        assert file is not None
+        file.flush()
+        end, offset = self._size, 0
+        while offset < end:
+            # fileno() each time: a replaced (closed) file raises instead of reading a reused fd
+            piece = os.pread(file.fileno(), min(chunk_size, end - offset), offset)
+            if not piece:
+                raise OSError(f"spool file ended at {offset} of {end} bytes")
+            offset += len(piece)
+            yield piece

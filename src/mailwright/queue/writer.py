@@ -1,0 +1,229 @@
+"""The single writer of queue state, with group commit.
+
+``QueueWriter`` runs one thread that owns the store's write side. Callers hand it
+operations (``queue.store`` dataclasses) with ``await execute(op)`` from asyncio code or
+``execute_sync(op)`` from plain threads (CLI tools). The thread waits for the first
+request, then takes every request already waiting, up to ``max_ops`` operations or
+``max_body_bytes`` of message bodies, and applies them with one ``apply_batch``: all
+messages that arrived while the previous commit ran share one fsync.
+
+A caller's call returns only after the commit holding its op has returned, so "250"
+after ``execute`` is a durable promise. An op that fails alone raises in its caller only;
+a failed commit raises the same ``StoreError`` in every caller of that batch. Once
+submitted, an op is applied even if its caller stops waiting (cancellation): the caller
+must keep the op's body readable until then.
+
+Trusts the store to honour ``apply_batch``'s contract. Settings read: none (the daemon
+may pass ``queue.batch_max_ops`` and ``queue.batch_max_bytes``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
+
+from mailwright.queue.store import InsertMessage, Op, QueueStore, RecordResults
+
+T = TypeVar("T")
+
+DEFAULT_MAX_OPS = 512
+DEFAULT_MAX_BODY_BYTES = 64 << 20
+
+
+@dataclass(slots=True)
+class _Request:
+    op: Op[Any]
+    body_bytes: int
+    # exactly one of these is set: the asyncio future of an awaiting coroutine and its
+    # loop, or the event a synchronous caller waits on
+    future: asyncio.Future[Any] | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+    done: threading.Event | None = None
+    outcome: object = None  # the result, or the exception to raise
+    failed: bool = False
+
+
+@dataclass(slots=True)
+class WriterStats:
+    commits: int = 0  # batches committed
+    failed_batches: int = 0  # batches whose commit (or whole transaction) failed
+    ops: int = 0  # operations in committed batches
+    largest_batch: int = 0
+
+
+_STOP = object()
+
+
+@dataclass(slots=True)
+class _Inbox:
+    """The request queue plus the one request that did not fit the last batch."""
+
+    queue: queue.SimpleQueue[_Request | object] = field(default_factory=queue.SimpleQueue)
+    carried: _Request | None = None
+
+
+class QueueWriter:
+    """Serialises every queue write onto one thread and commits them in groups."""
+
+    def __init__(
+        self,
+        store: QueueStore,
+        *,
+        max_ops: int = DEFAULT_MAX_OPS,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    ) -> None:
+        self._store = store
+        self._max_ops = max_ops
+        self._max_body_bytes = max_body_bytes
+        self._inbox = _Inbox()
+        self._lock = threading.Lock()  # orders submissions against stop()
+        self._thread: threading.Thread | None = None
+        self._accepting = False
+        self.stats = WriterStats()
+
+    @property
+    def commits(self) -> int:
+        return self.stats.commits
+
+    # ---- life cycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is not None:
+                raise RuntimeError("queue writer already started")
+            self._thread = threading.Thread(target=self._run, name="queue-writer", daemon=True)
+            self._accepting = True
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Apply everything already submitted, then end the thread; idempotent."""
+        with self._lock:
+            if self._accepting:
+                self._accepting = False
+                self._inbox.queue.put(_STOP)
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    # ---- submitting -------------------------------------------------------------------
+
+    async def execute(self, op: Op[T]) -> T:
+        """Apply ``op``; returns its result once the commit containing it is durable."""
+        return await self.submit(op)
+
+    def submit(self, op: Op[T]) -> asyncio.Future[T]:
+        """Queue ``op`` now; the future resolves after the commit that contains it.
+
+        Call from a running event loop. Cancelling the future does not withdraw the op.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._submit(_Request(op, _body_bytes(op), future=future, loop=loop))
+        return future
+
+    def execute_sync(self, op: Op[T]) -> T:
+        """``execute`` for callers without an event loop; blocks the calling thread."""
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("execute_sync called from the queue writer thread")
+        request = _Request(op, _body_bytes(op), done=threading.Event())
+        self._submit(request)
+        assert request.done is not None
+        request.done.wait()
+        if request.failed:
+            raise cast(BaseException, request.outcome)
+        return cast(T, request.outcome)
+
+    def _submit(self, request: _Request) -> None:
+        with self._lock:
+            if not self._accepting:
+                raise RuntimeError("queue writer is not running")
+            self._inbox.queue.put(request)
+
+    # ---- the writer thread ------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            batch, stop = self._next_batch()
+            if batch:
+                self._apply(batch)
+            if stop:
+                return
+
+    def _next_batch(self) -> tuple[list[_Request], bool]:
+        """Block for one request, then take what is already waiting, within the bounds."""
+        inbox = self._inbox
+        first = inbox.carried if inbox.carried is not None else inbox.queue.get()
+        inbox.carried = None
+        if first is _STOP:
+            return [], True
+        assert isinstance(first, _Request)
+        batch, body_bytes = [first], first.body_bytes
+        while len(batch) < self._max_ops:
+            try:
+                item = inbox.queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                return batch, True
+            assert isinstance(item, _Request)
+            if body_bytes + item.body_bytes > self._max_body_bytes:
+                inbox.carried = item
+                break
+            batch.append(item)
+            body_bytes += item.body_bytes
+        return batch, False
+
+    def _apply(self, batch: list[_Request]) -> None:
+        try:
+            results = self._store.apply_batch([r.op for r in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"store gave {len(results)} results for {len(batch)} ops")
+        except Exception as exc:  # the whole batch failed: every caller hears it
+            self.stats.failed_batches += 1
+            for request in batch:
+                request.outcome, request.failed = exc, True
+        else:
+            self.stats.commits += 1
+            self.stats.ops += len(batch)
+            self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+            for request, result in zip(batch, results, strict=True):
+                request.failed = isinstance(result, BaseException)
+                request.outcome = result
+        self._answer(batch)
+
+    def _answer(self, batch: list[_Request]) -> None:
+        """Wake the callers: one call_soon_threadsafe per event loop, not per request."""
+        per_loop: dict[asyncio.AbstractEventLoop, list[_Request]] = {}
+        for request in batch:
+            if request.done is not None:
+                request.done.set()
+            elif request.loop is not None:
+                per_loop.setdefault(request.loop, []).append(request)
+        for loop, requests in per_loop.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+                loop.call_soon_threadsafe(_resolve_all, requests)
+
+
+def _resolve_all(requests: list[_Request]) -> None:
+    """Runs in the callers' event loop."""
+    for request in requests:
+        future = request.future
+        if future is None or future.done():  # cancelled while we committed
+            continue
+        if request.failed:
+            future.set_exception(cast(BaseException, request.outcome))
+        else:
+            future.set_result(request.outcome)
+
+
+def _body_bytes(op: Op[Any]) -> int:
+    """How much message body ``op`` writes (the batch bound counts it)."""
+    if isinstance(op, InsertMessage):
+        return op.message.body.size
+    if isinstance(op, RecordResults):
+        return sum(m.body.size for m in op.new_messages)
+    return 0

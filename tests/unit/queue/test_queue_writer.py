@@ -1,0 +1,267 @@
+"""QueueWriter: group commit, per-op and per-batch failures, bounds, stop, sync callers."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from typing import Any
+
+import pytest
+
+from mailwright.queue.sqlite import SqliteQueueStore
+from mailwright.queue.store import (
+    ClaimDue,
+    InsertMessage,
+    NewMessage,
+    Op,
+    StoredRecipient,
+    StoreError,
+)
+from mailwright.queue.writer import QueueWriter
+
+MakeMessage = Callable[..., NewMessage]
+WAIT = 30.0  # generous upper bound for events that normally fire at once
+
+
+def in_event_loop(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    """Run an async test in a fresh event loop (no pytest-asyncio here)."""
+
+    @functools.wraps(test)
+    def run(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(test(*args, **kwargs))
+
+    return run
+
+
+class GatedBody:
+    """A body whose reading (inside the writer's transaction) waits for the test."""
+
+    def __init__(self, data: bytes = b"gated\r\n") -> None:
+        self.data = data
+        self.size = len(data)
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def chunks(self, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        self.entered.set()
+        assert self.release.wait(WAIT)
+        yield self.data
+
+
+def gated_message(make_message: MakeMessage) -> tuple[NewMessage, GatedBody]:
+    message = make_message()
+    gate = GatedBody()
+    message.body = gate
+    return message, gate
+
+
+@in_event_loop
+async def test_concurrent_inserts_share_commits(
+    store: SqliteQueueStore, writer: QueueWriter, make_message: MakeMessage
+) -> None:
+    messages = [make_message(body=f"message {i}\r\n".encode()) for i in range(200)]
+    results = await asyncio.gather(*(writer.execute(InsertMessage(m)) for m in messages))
+    assert results == [None] * 200
+    assert store.count_messages() == 200
+    assert writer.stats.ops == 200
+    assert writer.commits <= 20, f"{writer.commits} commits for 200 messages"
+
+
+@in_event_loop
+async def test_everything_that_waits_goes_into_the_next_commit(
+    store: SqliteQueueStore, writer: QueueWriter, make_message: MakeMessage
+) -> None:
+    first, gate = gated_message(make_message)
+    first_done = writer.submit(InsertMessage(first))
+    assert await asyncio.to_thread(gate.entered.wait, WAIT)  # the writer is inside commit 1
+    waiting = [writer.submit(InsertMessage(make_message())) for _ in range(199)]
+    gate.release.set()
+    await first_done
+    assert await asyncio.gather(*waiting) == [None] * 199
+    assert writer.commits == 2
+    assert writer.stats.largest_batch == 199
+    assert store.count_messages() == 200
+
+
+@in_event_loop
+async def test_batches_are_bounded_by_op_count(
+    store: SqliteQueueStore, make_message: MakeMessage
+) -> None:
+    writer = QueueWriter(store, max_ops=10)
+    writer.start()
+    try:
+        first, gate = gated_message(make_message)
+        first_done = writer.submit(InsertMessage(first))
+        assert await asyncio.to_thread(gate.entered.wait, WAIT)
+        waiting = [writer.submit(InsertMessage(make_message())) for _ in range(25)]
+        gate.release.set()
+        await asyncio.gather(first_done, *waiting)
+        assert writer.commits == 1 + 3  # 10 + 10 + 5
+        assert writer.stats.largest_batch == 10
+    finally:
+        writer.stop()
+
+
+@in_event_loop
+async def test_batches_are_bounded_by_body_bytes(
+    store: SqliteQueueStore, make_message: MakeMessage
+) -> None:
+    writer = QueueWriter(store, max_body_bytes=1000)
+    writer.start()
+    try:
+        first, gate = gated_message(make_message)
+        first_done = writer.submit(InsertMessage(first))
+        assert await asyncio.to_thread(gate.entered.wait, WAIT)
+        waiting = [writer.submit(InsertMessage(make_message(body=b"x" * 400))) for _ in range(6)]
+        gate.release.set()
+        await asyncio.gather(first_done, *waiting)
+        assert writer.commits == 1 + 3  # two 400-byte bodies per batch
+        assert store.count_messages() == 7
+    finally:
+        writer.stop()
+
+
+@in_event_loop
+async def test_a_failing_op_fails_only_its_caller(
+    store: SqliteQueueStore, writer: QueueWriter, make_message: MakeMessage
+) -> None:
+    original = make_message()
+    duplicate = make_message(queue_id=original.queue_id)
+    other = make_message()
+    first, gate = gated_message(make_message)
+    first_done = writer.submit(InsertMessage(first))
+    assert await asyncio.to_thread(gate.entered.wait, WAIT)
+    futures = [writer.submit(InsertMessage(m)) for m in (original, duplicate, other)]
+    gate.release.set()
+    await first_done
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], StoreError)
+    assert writer.commits == 2  # the three shared one commit
+    assert store.count_messages() == 3
+
+
+class FailingCommitStore:
+    """A stand-in store whose second batch fails as a whole (as a failed COMMIT does)."""
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def apply_batch(self, ops: Sequence[Op[Any]]) -> list[object]:
+        self.batches.append(len(ops))
+        if len(self.batches) == 1:
+            self.entered.set()
+            assert self.release.wait(WAIT)
+            return [None] * len(ops)
+        raise StoreError("fsync failed")
+
+
+@in_event_loop
+async def test_a_failed_commit_reaches_every_caller_of_the_batch(
+    make_message: MakeMessage,
+) -> None:
+    store = FailingCommitStore()
+    writer = QueueWriter(store)  # type: ignore[arg-type]
+    writer.start()
+    try:
+        first_done = writer.submit(InsertMessage(make_message()))
+        assert await asyncio.to_thread(store.entered.wait, WAIT)
+        failing = [writer.submit(InsertMessage(make_message())) for _ in range(3)]
+        store.release.set()
+        assert await first_done is None
+        results = await asyncio.gather(*failing, return_exceptions=True)
+        assert [str(r) for r in results] == ["fsync failed"] * 3
+        assert all(isinstance(r, StoreError) for r in results)
+        assert store.batches == [1, 3]
+        assert (writer.commits, writer.stats.failed_batches) == (1, 1)
+        # the writer carries on after a failed batch
+        with pytest.raises(StoreError):
+            await writer.execute(InsertMessage(make_message()))
+    finally:
+        writer.stop()
+
+
+@in_event_loop
+async def test_a_cancelled_caller_still_gets_its_op_applied(
+    store: SqliteQueueStore, writer: QueueWriter, make_message: MakeMessage
+) -> None:
+    first, gate = gated_message(make_message)
+    first_done = writer.submit(InsertMessage(first))
+    assert await asyncio.to_thread(gate.entered.wait, WAIT)
+    abandoned = make_message()
+    writer.submit(InsertMessage(abandoned)).cancel()
+    gate.release.set()
+    await first_done
+    after = make_message()
+    await writer.execute(InsertMessage(after))  # ordered after the abandoned one
+    assert store.get_message(abandoned.queue_id) is not None
+
+
+@in_event_loop
+async def test_stop_applies_everything_already_submitted(
+    store: SqliteQueueStore, make_message: MakeMessage
+) -> None:
+    writer = QueueWriter(store)
+    writer.start()
+    first, gate = gated_message(make_message)
+    futures = [writer.submit(InsertMessage(first))]
+    assert await asyncio.to_thread(gate.entered.wait, WAIT)
+    futures += [writer.submit(InsertMessage(make_message())) for _ in range(50)]
+    stopping = asyncio.ensure_future(asyncio.to_thread(writer.stop))
+    gate.release.set()
+    await stopping
+    assert store.count_messages() == 51  # committed before stop() returned
+    assert await asyncio.gather(*futures) == [None] * 51
+    with pytest.raises(RuntimeError):
+        writer.submit(InsertMessage(make_message()))
+    writer.stop()  # idempotent
+
+
+def test_sync_callers_from_many_threads(
+    store: SqliteQueueStore, writer: QueueWriter, make_message: MakeMessage
+) -> None:
+    errors: list[BaseException] = []
+
+    def submit_some() -> None:
+        try:
+            for _ in range(20):
+                assert writer.execute_sync(InsertMessage(make_message())) is None
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=submit_some) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert store.count_messages() == 100
+    claimed: list[StoredRecipient] = writer.execute_sync(
+        ClaimDue(now=2e9, limit=1000, owner="cli", lease_seconds=60)
+    )
+    assert len(claimed) == 100
+
+
+def test_sync_caller_gets_its_own_error(
+    store: SqliteQueueStore, writer: QueueWriter, make_message: MakeMessage
+) -> None:
+    message = make_message()
+    writer.execute_sync(InsertMessage(message))
+    with pytest.raises(StoreError, match="already in the queue"):
+        writer.execute_sync(InsertMessage(message))
+
+
+def test_writer_must_be_running(store: SqliteQueueStore, make_message: MakeMessage) -> None:
+    writer = QueueWriter(store)
+    with pytest.raises(RuntimeError):
+        writer.execute_sync(InsertMessage(make_message()))
+    writer.start()
+    with pytest.raises(RuntimeError):
+        writer.start()
+    writer.stop()
+    with pytest.raises(RuntimeError):
+        writer.execute_sync(InsertMessage(make_message()))
