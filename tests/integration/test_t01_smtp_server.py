@@ -16,11 +16,15 @@ from mailwright.queue.sqlite import SqliteQueueStore
 from tests.support.daemon import Mailwright, running
 from tests.support.smtp import RawClient
 
-MSG = b"From: a@x.test\r\nTo: b@y.test\r\nSubject: hello\r\nMessage-ID: <m1@x.test>\r\n\r\nBody line\r\n"
+MSG = (
+    b"From: a@x.test\r\nTo: b@y.test\r\nSubject: hello\r\nMessage-ID: <m1@x.test>\r\n"
+    b"\r\nBody line\r\n"
+)
 
 
 def queued(mw: Mailwright) -> SqliteQueueStore:
     store = SqliteQueueStore(Path(mw.config["queue"]["directory"]) / "queue.db")
+    store.open_for_reading()
     return store
 
 
@@ -58,7 +62,7 @@ def test_smtplib_message_is_queued_with_trace_header(mw: Mailwright) -> None:
         s.rcpt("c@y.test")
         code, text = s.data(MSG)
     assert code == 250
-    qid = text.decode().split()[0]
+    qid = text.decode().split()[1]
     stored, raw = read_message(mw, qid)
     parsed = email.message_from_bytes(raw, policy=email.policy.SMTP)
     received = parsed["Received"]
@@ -91,9 +95,23 @@ def test_reply_to_end_of_data_carries_queue_id(mw: Mailwright) -> None:
 @pytest.mark.parametrize("extra", [[], ["--pipeline"]])
 def test_swaks(mw: Mailwright, extra: list[str]) -> None:
     out = subprocess.run(
-        ["swaks", "--server", f"127.0.0.1:{mw.port}", "--from", "a@x.test",
-         "--to", "b@y.test,c@y.test", "--header", "Subject: swaks", "--body", "hi", *extra],
-        capture_output=True, text=True, timeout=60,
+        [
+            "swaks",
+            "--server",
+            f"127.0.0.1:{mw.port}",
+            "--from",
+            "a@x.test",
+            "--to",
+            "b@y.test,c@y.test",
+            "--header",
+            "Subject: swaks",
+            "--body",
+            "hi",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     line = next(x for x in out.stdout.splitlines() if "Message accepted" in x)
@@ -126,8 +144,10 @@ def test_smuggling_sequences_rejected_over_the_wire(mw: Mailwright, smuggle: byt
     c.cmd("EHLO client.test")
     c.send(b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n")
     c.replies(3)
-    c.send(b"Subject: x\r\n\r\nhello" + smuggle + b"MAIL FROM:<evil@x.test>\r\nRCPT TO:<v@y.test>\r\n"
-           b"DATA\r\n")
+    c.send(
+        b"Subject: x\r\n\r\nhello" + smuggle + b"MAIL FROM:<evil@x.test>\r\nRCPT TO:<v@y.test>\r\n"
+        b"DATA\r\n"
+    )
     c.send(b"more\r\n.\r\n")
     reply = c.reply()
     assert reply.startswith("550 5.6.0"), reply
@@ -153,8 +173,10 @@ def test_declared_and_actual_size_limits(tmp_path: Path) -> None:
 
 def test_hop_limit(tmp_path: Path) -> None:
     with running(tmp_path, {"server": {"max_hop_count": 5}}) as mw:
-        hops = b"".join(b"Received: from h%d by h%d; Thu, 1 Jan 2026 00:00:00 +0000\r\n" % (i, i)
-                        for i in range(6))
+        hops = b"".join(
+            b"Received: from h%d by h%d; Thu, 1 Jan 2026 00:00:00 +0000\r\n" % (i, i)
+            for i in range(6)
+        )
         with smtplib.SMTP("127.0.0.1", mw.port) as s:
             with pytest.raises(smtplib.SMTPDataError) as err:
                 s.sendmail("a@x.test", ["b@y.test"], hops + MSG)
@@ -170,7 +192,8 @@ def test_relay_denied_for_strangers(tmp_path: Path) -> None:
         c.cmd("EHLO client.test")
         c.cmd("MAIL FROM:<a@x.test>")
         assert c.cmd("RCPT TO:<b@elsewhere.test>") == (
-            "550 5.7.1 <b@elsewhere.test>... Relaying denied")
+            "550 5.7.1 <b@elsewhere.test>... Relaying denied"
+        )
         assert c.cmd("RCPT TO:<user@mx.test>").startswith("250")
         assert c.cmd("RCPT TO:<Postmaster>").startswith("250")
         assert mw.wait_log("reject=550 5.7.1 <b@elsewhere.test>... Relaying denied")
@@ -224,7 +247,7 @@ def test_graceful_shutdown_lets_transaction_finish(tmp_path: Path) -> None:
     c.send(b"still accepted\r\n.\r\n")
     qid = queue_id_of(c.reply())
     assert c.reply().startswith("421 4.3.2")
-    assert mw.stop() == 0
+    assert mw.wait() == 0
     mw.start()
     try:
         read_message(mw, qid)
@@ -243,7 +266,7 @@ def test_bad_config_exits_78_with_file_and_key(tmp_path: Path) -> None:
     mw.config_path.write_text("hostname = \n")
     out = mw.cli("serve")
     assert out.returncode == 78 and "TOML syntax error" in out.stderr.decode()
-    mw.config_path.write_text('[server]\nmax_mesage_size = 1\n')
+    mw.config_path.write_text("[server]\nmax_mesage_size = 1\n")
     out = mw.cli("config", "check")
     assert out.returncode == 78 and "server.max_mesage_size: unknown setting" in out.stderr.decode()
 

@@ -1,4 +1,7 @@
-"""Durability: every message answered 250 survives SIGKILL; disk full answers 452 and keeps nothing."""
+"""Durability: every message answered 250 survives SIGKILL.
+
+Disk full answers 452 and keeps nothing.
+"""
 
 from __future__ import annotations
 
@@ -25,8 +28,9 @@ def body_for(n: int, size: int) -> bytes:
 class Sender(threading.Thread):
     """Sends messages until the connection breaks; records each acknowledged one."""
 
-    def __init__(self, port: int, seed: int, acked: list[tuple[str, str]],
-                 cond: threading.Condition):
+    def __init__(
+        self, port: int, seed: int, acked: list[tuple[str, str]], cond: threading.Condition
+    ):
         super().__init__(daemon=True)
         self.port, self.rng, self.acked, self.cond = port, random.Random(seed), acked, cond
 
@@ -91,6 +95,7 @@ def test_sigkill_loses_no_acknowledged_message(tmp_path: Path, round_: int) -> N
     mw.start()  # start-up checks the queue and cleans leftovers
     mw.stop()
     store = SqliteQueueStore(tmp_path / "queue" / "queue.db")
+    store.open_for_reading()
     try:
         missing = [qid for qid, digest in snapshot if stored_digest(store, qid) != digest]
     finally:
@@ -123,7 +128,7 @@ def test_disk_full_answers_452_and_recovers(tmp_path: Path) -> None:
             c.replies(3)
             c.send(big + b".\r\n")
             reply = c.reply()
-            assert reply.startswith(("452 4.3.1", "451 4.3.0")), reply
+            assert reply.startswith("452 4.3.1"), reply
             filler.unlink()
             c.send(b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n")
             c.replies(3)
@@ -133,6 +138,7 @@ def test_disk_full_answers_452_and_recovers(tmp_path: Path) -> None:
         finally:
             mw.stop()
         store = SqliteQueueStore(qdir / "queue.db")
+        store.open_for_reading()
         try:
             assert store.count_messages() == 1
         finally:

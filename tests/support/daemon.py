@@ -160,16 +160,26 @@ class Mailwright:
         self.proc = None
         return rc
 
+    def wait(self, timeout: float = 30) -> int:
+        """Wait for the daemon to exit on its own (after a signal sent by the test)."""
+        assert self.proc is not None
+        rc = self.proc.wait(timeout)
+        self._exited.wait(5)
+        self.proc = None
+        return rc
+
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
         self.proc = None
 
-    def cli(self, *args: str, input: bytes | None = None, timeout: float = 60
-            ) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run(self.command(*args), env=self.env(), input=input,
-                              capture_output=True, timeout=timeout)
+    def cli(
+        self, *args: str, input: bytes | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            self.command(*args), env=self.env(), input=input, capture_output=True, timeout=timeout
+        )
 
 
 @contextmanager

@@ -18,7 +18,7 @@ class RawClient:
         while b"\r\n" not in self.buf:
             chunk = self.sock.recv(65536)
             if not chunk:
-                raise ConnectionError("closed by server; pending: %r" % self.buf)
+                raise ConnectionError(f"closed by server; pending: {self.buf!r}")
             self.buf += chunk
         line, self.buf = self.buf.split(b"\r\n", 1)
         return line

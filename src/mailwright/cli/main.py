@@ -27,8 +27,14 @@ def _settings(ctx: click.Context) -> Settings:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "-C", "config", metavar="FILE", envvar="MAILWRIGHT_CONFIG",
-              help="Configuration file (default $MAILWRIGHT_CONFIG or /etc/mailwright/mailwright.toml).")
+@click.option(
+    "--config",
+    "-C",
+    "config",
+    metavar="FILE",
+    envvar="MAILWRIGHT_CONFIG",
+    help="Configuration file (default $MAILWRIGHT_CONFIG or /etc/mailwright/mailwright.toml).",
+)
 @click.pass_context
 def cli(ctx: click.Context, config: str | None) -> None:
     """Mailwright, a durable mail transfer agent.
@@ -43,8 +49,12 @@ def cli(ctx: click.Context, config: str | None) -> None:
 
 
 @cli.command()
-@click.option("--log-level", default="INFO", show_default=True,
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
 @click.pass_context
 def serve(ctx: click.Context, log_level: str) -> None:
     """Run the daemon in the foreground.
@@ -55,7 +65,8 @@ def serve(ctx: click.Context, log_level: str) -> None:
     """
     settings = _settings(ctx)
     logging.basicConfig(
-        level=log_level.upper(), stream=sys.stderr,
+        level=log_level.upper(),
+        stream=sys.stderr,
         format="%(asctime)s mailwright[%(process)d]: %(message)s",
     )
     from mailwright.daemon.app import run_daemon

@@ -71,8 +71,10 @@ def _describe(path: Path, exc: ValidationError) -> str:
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown setting"
-        elif "input" in err and err["type"] not in ("missing",) and not isinstance(
-            err["input"], dict | list
+        elif (
+            "input" in err
+            and err["type"] not in ("missing",)
+            and not isinstance(err["input"], dict | list)
         ):
             msg = f"{msg} (got {err['input']!r})"
         msg = msg.removeprefix("Value error, ")

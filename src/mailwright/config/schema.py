@@ -45,7 +45,9 @@ class Listener(Section):
         try:
             ipaddress.ip_address(value)
         except ValueError:
-            raise ValueError("must be an IP address (e.g. 127.0.0.1 or ::1) or unix:/path") from None
+            raise ValueError(
+                "must be an IP address (e.g. 127.0.0.1 or ::1) or unix:/path"
+            ) from None
         return value
 
     @property

@@ -47,7 +47,7 @@ class Header:
 class HeaderList(list[Header]):
     """The header section of a message, in order, with milter-style edits."""
 
-    def get(self, name: str) -> Header | None:  # type: ignore[override]
+    def get(self, name: str) -> Header | None:
         return next(iter(self.all(name)), None)
 
     def all(self, name: str) -> Iterator[Header]:
@@ -155,7 +155,10 @@ class HeaderParser:
 
     def _finish_oversize(self) -> None:
         if self._field is not None:
-            if self._buf[:1] in (b" ", b"\t"):  # its continuation was cut: keep it whole, as body
+            if bytes(self._buf[:1]) in (
+                b" ",
+                b"\t",
+            ):  # its continuation was cut: keep it whole, as body
                 self._buf[0:0] = self._field
                 self._field = None
             else:

@@ -19,7 +19,11 @@ def _safe(text: str) -> str:
 
 
 def protocol_name(
-    *, esmtp: bool = True, tls: bool = False, auth: bool = False, utf8: bool = False,
+    *,
+    esmtp: bool = True,
+    tls: bool = False,
+    auth: bool = False,
+    utf8: bool = False,
     lmtp: bool = False,
 ) -> str:
     """The ``with`` keyword of RFC 3848 / RFC 6531: ESMTP, ESMTPS, ESMTPSA, UTF8SMTPS ..."""
@@ -48,14 +52,18 @@ def received(
     local_user: str = "",
 ) -> Header:
     if client_address:
-        client = f"{_safe(client_name)} [{client_address}]" if client_name else f"[{client_address}]"
+        client = (
+            f"{_safe(client_name)} [{client_address}]" if client_name else f"[{client_address}]"
+        )
         source = f"from {_safe(helo) or 'unknown'} ({client})"
     else:
-        source = f"from {_safe(local_user) or 'local'}@localhost" if local_user else "from localhost"
-    parts = [source, f"by {hostname} (Mailwright) with {protocol}"]
+        source = (
+            f"from {_safe(local_user) or 'local'}@localhost" if local_user else "from localhost"
+        )
+    parts = [source]
     if tls:
         parts.append(f"({_safe(tls)})")
-    parts.append(f"id {queue_id}")
+    parts.append(f"by {hostname} (Mailwright) with {protocol} id {queue_id}")
     tail = f"for <{_safe(recipient)}>; " if recipient else ""
     date = email.utils.formatdate(when, localtime=True)
     value = "\r\n\t".join(parts) + f"\r\n\t{tail}{date}"

@@ -77,8 +77,9 @@ class Daemon:
             self.edge = Edge(ctx)
             await self.edge.start()
             self._install_signals()
-            log.info("mailwright ready (pid %d), queue %s", os.getpid(),
-                     self.settings.queue.directory)
+            log.info(
+                "mailwright ready (pid %d), queue %s", os.getpid(), self.settings.queue.directory
+            )
             await self._stop.wait()
             log.info("shutting down")
             await self.edge.stop()
@@ -106,8 +107,7 @@ class Daemon:
 def run_daemon(settings: Settings) -> None:
     try:
         import uvloop
-
-        runner = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a pinned dependency
-        runner = asyncio.run
-    runner(Daemon(settings).run())
+        asyncio.run(Daemon(settings).run())
+        return
+    uvloop.run(Daemon(settings).run())

@@ -1,1 +1,4 @@
-"""The network edge: listeners, sessions, connection limits. The only code that reads client sockets."""
+"""The network edge: listeners, sessions, connection limits.
+
+The only code that reads client sockets.
+"""

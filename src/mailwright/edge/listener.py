@@ -50,7 +50,10 @@ class Edge:
                 handle, path=listener.address[5:], backlog=backlog
             )
         server = await asyncio.start_server(
-            handle, host=listener.address, port=listener.port, backlog=backlog,
+            handle,
+            host=listener.address,
+            port=listener.port,
+            backlog=backlog,
             reuse_address=True,
         )
         log.info("listening on %s:%s (%s)", listener.address, listener.port, listener.kind.value)

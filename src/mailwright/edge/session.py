@@ -77,7 +77,9 @@ class Session:
         except TimeoutError:
             self.conn.close(Reply.of(421, "4.4.2", f"{self.ctx.settings.hostname} {TIMEOUT}"))
             await self._flush(final=True)
-            maillog.emit(self._qid(), reason="timeout", relay=self.relay, state=self.conn.state.name)
+            maillog.emit(
+                self._qid(), reason="timeout", relay=self.relay, state=self.conn.state.name
+            )
         except (ConnectionError, asyncio.IncompleteReadError):
             maillog.emit(self._qid(), event="lost input channel", relay=self.relay)
         except asyncio.CancelledError:
@@ -125,8 +127,7 @@ class Session:
                     continue
                 data = await self._read()
                 if not data:
-                    if conn.state is not State.CLOSED:
-                        maillog.emit(self._qid(), event="lost input channel", relay=self.relay)
+                    maillog.emit(self._qid(), event="lost input channel", relay=self.relay)
                     return
                 conn.receive(data)
                 continue

@@ -31,7 +31,11 @@ def line(queue_id: str | None, **fields: object) -> str:
     return f"{queue_id}: {parts}" if queue_id else parts
 
 
-def emit(queue_id: str | None, level: int = logging.INFO, **fields: object) -> None:
+def emit(queue_id: str | None, **fields: object) -> None:
+    emit_fields(queue_id, fields)
+
+
+def emit_fields(queue_id: str | None, fields: dict[str, object], level: int = logging.INFO) -> None:
     if log.isEnabledFor(level):
         log.log(level, line(queue_id, **fields), extra={"queue_id": queue_id, "fields": fields})
 
@@ -48,9 +52,9 @@ def accepted(
     relay: str,
     bodytype: str | None = None,
 ) -> None:
-    emit(
+    emit_fields(
         queue_id,
-        **{
+        {
             "from": f"<{sender}>",
             "size": size,
             "class": 0,
@@ -64,7 +68,5 @@ def accepted(
     )
 
 
-def rejected(
-    queue_id: str | None, *, stage: str, arg: str | None, relay: str, reply: str
-) -> None:
+def rejected(queue_id: str | None, *, stage: str, arg: str | None, relay: str, reply: str) -> None:
     emit(queue_id, ruleset=f"check_{stage}", arg1=arg, relay=relay, reject=reply)

@@ -29,8 +29,8 @@ class DomainSet:
     def __init__(self, entries: Iterable[str]) -> None:
         self.exact: set[str] = set()
         self.suffixes: list[str] = []
-        for entry in entries:
-            entry = entry.lower().rstrip(".")
+        for raw in entries:
+            entry = raw.lower().rstrip(".")
             if entry.startswith("."):
                 self.suffixes.append(entry)
             elif entry:

@@ -207,6 +207,23 @@ class SqliteQueueStore:
         self._conn = conn
         self._reads = _ReadPool(self._connect_reader)
 
+    def open_for_reading(self) -> None:
+        """Open only the read side, e.g. for ``mailq`` while the daemon owns the writer.
+
+        Runs no recovery (the daemon may have work in flight) and creates nothing.
+        """
+        if self._reads is not None:
+            return
+        if not self.path.exists():
+            raise StoreError(f"no queue at {self.path}")
+        try:
+            conn = self._connect_reader()
+            conn.execute("SELECT 1 FROM messages LIMIT 1").fetchall()
+            conn.close()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read queue store {self.path}: {exc}") from exc
+        self._reads = _ReadPool(self._connect_reader)
+
     def close(self) -> None:
         """Close every connection; idempotent. The writer must be stopped first."""
         if self._reads is not None:

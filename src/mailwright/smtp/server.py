@@ -109,8 +109,13 @@ class ServerConnection:
     def greet(self, reply: Reply | None = None) -> None:
         """Send the greeting (``220``; or ``554`` to refuse the client, then close)."""
         if self.early_talker and self.settings.reject_early_talkers:
-            self._send(_r(554, "5.5.0", f"{self.settings.hostname} protocol violation: "
-                                        "talking before the greeting"))
+            self._send(
+                _r(
+                    554,
+                    "5.5.0",
+                    f"{self.settings.hostname} protocol violation: talking before the greeting",
+                )
+            )
             self._close("talked before greeting")
             return
         reply = reply or _r(220, None, f"{self.settings.hostname} ESMTP Mailwright")
@@ -350,8 +355,12 @@ class ServerConnection:
     def _ehlo_keywords(self) -> list[str]:
         s = self.settings
         size = s.data_limits.max_size
-        words = ["PIPELINING", f"SIZE {size}" if size else "SIZE", "8BITMIME",
-                 "ENHANCEDSTATUSCODES"]
+        words = [
+            "PIPELINING",
+            f"SIZE {size}" if size else "SIZE",
+            "8BITMIME",
+            "ENHANCEDSTATUSCODES",
+        ]
         if s.smtputf8:
             words.append("SMTPUTF8")
         if s.chunking:
@@ -456,8 +465,12 @@ class ServerConnection:
         if not self.settings.chunking or not self.esmtp:
             self._error(_r(500, "5.5.1", "Command unrecognized"))
             return None
-        if not parts or len(parts) > 2 or not parts[0].isdigit() or len(parts[0]) > 20 or (
-            len(parts) == 2 and parts[1].upper() != "LAST"
+        if (
+            not parts
+            or len(parts) > 2
+            or not parts[0].isdigit()
+            or len(parts[0]) > 20
+            or (len(parts) == 2 and parts[1].upper() != "LAST")
         ):
             # without a valid size we cannot know how much to skip: the session is lost
             self._send(_r(501, "5.5.4", "Syntax: BDAT size [LAST]; closing"))
@@ -583,7 +596,9 @@ class ServerConnection:
         elif not args:
             self._error(_r(501, "5.5.4", "Syntax: VRFY address"))
         else:
-            self._send(_r(252, "2.5.2", "Cannot VRFY user, but will accept message and attempt delivery"))
+            self._send(
+                _r(252, "2.5.2", "Cannot VRFY user, but will accept message and attempt delivery")
+            )
         return None
 
     def _cmd_expn(self, args: str) -> ev.Event | None:
@@ -601,8 +616,13 @@ class ServerConnection:
             self._error(_r(501, "5.5.4", "STARTTLS takes no arguments"))
             return None
         if not self.tls_available or self.tls:
-            self._error(_r(502 if not self.tls_available else 503, "5.5.1",
-                           "TLS not available" if not self.tls_available else "TLS already active"))
+            self._error(
+                _r(
+                    502 if not self.tls_available else 503,
+                    "5.5.1",
+                    "TLS not available" if not self.tls_available else "TLS already active",
+                )
+            )
             return None
         if self.in_transaction:
             self._error(_r(503, "5.5.1", "STARTTLS not allowed inside a transaction"))
@@ -617,8 +637,13 @@ class ServerConnection:
 
     def _cmd_auth(self, args: str) -> ev.Event | None:
         if not self.auth_mechanisms or not self.esmtp:
-            self._error(_r(503 if self.auth_mechanisms else 502, "5.5.1",
-                           "AUTH not available" if not self.auth_mechanisms else "Send EHLO first"))
+            self._error(
+                _r(
+                    503 if self.auth_mechanisms else 502,
+                    "5.5.1",
+                    "AUTH not available" if not self.auth_mechanisms else "Send EHLO first",
+                )
+            )
             return None
         if self.authenticated:
             self._error(_r(503, "5.5.1", "Already authenticated"))

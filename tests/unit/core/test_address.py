@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -28,9 +30,22 @@ def test_valid_paths(text: str, expected: str) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["a@b", "<a@b", "<a b@c>", "<a@b..c>", "<a@-b.c>", "<a@b.c.>", "<.a@b.c>", "<a.@b.c>",
-     "<a@[300.1.1.1]>", "<" + "x" * 65 + "@b.c>", "<a@" + "b" * 64 + ".c>", "<user>",
-     "<ü@b.c>", "<@r1:>"],
+    [
+        "a@b",
+        "<a@b",
+        "<a b@c>",
+        "<a@b..c>",
+        "<a@-b.c>",
+        "<a@b.c.>",
+        "<.a@b.c>",
+        "<a.@b.c>",
+        "<a@[300.1.1.1]>",
+        "<" + "x" * 65 + "@b.c>",
+        "<a@" + "b" * 64 + ".c>",
+        "<user>",
+        "<ü@b.c>",
+        "<@r1:>",
+    ],
 )
 def test_invalid_paths(text: str) -> None:
     with pytest.raises(AddressError):
@@ -55,7 +70,5 @@ def test_xtext_round_trip(text: str) -> None:
 
 @given(st.text(max_size=80))
 def test_parse_path_never_raises_anything_but_address_error(text: str) -> None:
-    try:
+    with contextlib.suppress(AddressError):
         parse_path(text, utf8=True, allow_null=True)
-    except AddressError:
-        pass

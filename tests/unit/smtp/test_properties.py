@@ -70,8 +70,14 @@ def run(chunks: list[bytes]) -> tuple[bytes, list[object], bytes]:
 def test_any_split_gives_same_events(parts: list[bytes], cuts: list[int]) -> None:
     # commands are sent one group at a time (as a client waiting for replies would)
     body = dot_stuff(content_of(parts))
-    groups = [b"EHLO c.test\r\n", SCRIPT, b"DATA\r\n", body + b"MAIL FROM:<>\r\nRCPT TO:<p@y.test>\r\n",
-              b"BDAT 5\r\nhelloBDAT 3 LAST\r\nabc", b"QUIT\r\n"]
+    groups = [
+        b"EHLO c.test\r\n",
+        SCRIPT,
+        b"DATA\r\n",
+        body + b"MAIL FROM:<>\r\nRCPT TO:<p@y.test>\r\n",
+        b"BDAT 5\r\nhelloBDAT 3 LAST\r\nabc",
+        b"QUIT\r\n",
+    ]
     whole = run(groups)
     assert whole[1].count("ContentEnd") == 2 and whole[1][-1] == "Closed"
     pieces: list[bytes] = []

@@ -27,8 +27,15 @@ def test_greeting_and_ehlo_keywords() -> None:
     out = d.feed(EHLO).decode()
     lines = out.split("\r\n")
     assert lines[0] == "250-mx.test Hello client.test"
-    for kw in ["PIPELINING", "SIZE 1000", "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8",
-               "CHUNKING", "DSN"]:
+    for kw in [
+        "PIPELINING",
+        "SIZE 1000",
+        "8BITMIME",
+        "ENHANCEDSTATUSCODES",
+        "SMTPUTF8",
+        "CHUNKING",
+        "DSN",
+    ]:
         assert f"250-{kw}" in lines or f"250 {kw}" in lines
     assert "VRFY" not in out
 
@@ -82,7 +89,7 @@ def test_every_reply_has_an_enhanced_code() -> None:
 def test_null_sender_and_postmaster() -> None:
     d = session()
     assert codes(d.replies(b"MAIL FROM:<>\r\nRCPT TO:<Postmaster>\r\n")) == [250, 250]
-    rcpt = [e for e in d.events if isinstance(e, ev.RcptTo)][0]
+    rcpt = next(e for e in d.events if isinstance(e, ev.RcptTo))
     assert rcpt.recipient.address.is_postmaster
 
 
@@ -93,9 +100,9 @@ def test_dsn_parameters_parsed_and_validated() -> None:
         b"RCPT TO:<b@y.test> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;b+40y.test\r\n"
     )
     assert codes(out) == [250, 250]
-    mail = [e for e in d.events if isinstance(e, ev.MailFrom)][0]
+    mail = next(e for e in d.events if isinstance(e, ev.MailFrom))
     assert mail.params.ret == "HDRS" and mail.params.envid == "QQ+id"
-    rcpt = [e for e in d.events if isinstance(e, ev.RcptTo)][0]
+    rcpt = next(e for e in d.events if isinstance(e, ev.RcptTo))
     assert rcpt.recipient.orcpt == "rfc822;b+40y.test"
     assert rcpt.recipient.original == "rfc822;b@y.test"
     assert {n.value for n in rcpt.recipient.notify or ()} == {"SUCCESS", "DELAY"}
@@ -229,7 +236,8 @@ def test_bare_lf_command_refused() -> None:
 def test_pipelining_replies_in_order() -> None:
     d = session()
     out = d.replies(
-        b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nRCPT TO:<bad>\r\nRCPT TO:<c@y.test>\r\nDATA\r\n"
+        b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nRCPT TO:<bad>\r\n"
+        b"RCPT TO:<c@y.test>\r\nDATA\r\n"
     )
     assert codes(out) == [250, 250, 553, 250, 354]
 
@@ -269,7 +277,8 @@ def test_rset_and_ehlo_reset_transaction() -> None:
 def test_recipient_limit_452() -> None:
     d = session(max_recipients=2)
     out = d.replies(
-        b"MAIL FROM:<a@x.test>\r\nRCPT TO:<1@y.test>\r\nRCPT TO:<2@y.test>\r\nRCPT TO:<3@y.test>\r\n"
+        b"MAIL FROM:<a@x.test>\r\nRCPT TO:<1@y.test>\r\nRCPT TO:<2@y.test>\r\n"
+        b"RCPT TO:<3@y.test>\r\n"
     )
     assert out[-1] == "452 4.5.3 Too many recipients"
 
@@ -357,5 +366,5 @@ def test_source_route_is_ignored() -> None:
     d = session()
     d.feed(b"MAIL FROM:<a@x.test>\r\n")
     assert codes(d.replies(b"RCPT TO:<@hop1.test,@hop2.test:user@final.test>\r\n")) == [250]
-    rcpt = [e for e in d.events if isinstance(e, ev.RcptTo)][0]
+    rcpt = next(e for e in d.events if isinstance(e, ev.RcptTo))
     assert str(rcpt.recipient.address) == "user@final.test"
