@@ -18,12 +18,17 @@ from mailwright.config.schema import Settings
 from mailwright.core.sysexits import ExitCode
 
 
-def _settings(ctx: click.Context) -> Settings:
+def load_or_exit(ctx: click.Context) -> Settings:
+    """The settings, or exit 78 (EX_CONFIG) with the problem on stderr."""
+    root = ctx.find_root()
     try:
-        return load_settings(ctx.obj.get("config"))
+        return load_settings(root.obj.get("config") if root.obj else None)
     except ConfigError as exc:
         click.echo(f"mailwright: {exc}", err=True)
         sys.exit(ExitCode.CONFIG)
+
+
+_settings = load_or_exit
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -138,3 +143,12 @@ def _is_tables(value: object) -> bool:
 
 def main() -> None:
     cli(prog_name="mailwright")
+
+
+def _register() -> None:
+    from mailwright.cli.queue import queue
+
+    cli.add_command(queue)
+
+
+_register()

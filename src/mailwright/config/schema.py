@@ -13,15 +13,44 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: object) -> object:
+    """Seconds as a number, or Sendmail-style text: "90", "30m", "4h", "1h30m", "5d"."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip().lower()
+    if not text:
+        raise ValueError("empty duration")
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    total, number = 0.0, ""
+    for ch in text:
+        if ch.isdigit() or ch == ".":
+            number += ch
+        elif ch in _UNITS and number:
+            total += float(number) * _UNITS[ch]
+            number = ""
+        else:
+            raise ValueError(f"not a duration: {value!r} (use seconds or e.g. 30m, 4h, 5d)")
+    if number:
+        raise ValueError(f"not a duration: {value!r} (a number needs a unit: s, m, h, d, w)")
+    return total
+
+
 Port = Annotated[int, Field(ge=1, le=65535)]
-Seconds = Annotated[float, Field(gt=0)]
+Seconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+OptionalSeconds = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]  # 0 = off
 Count = Annotated[int, Field(ge=1)]
 
 
@@ -86,7 +115,15 @@ class ServerSection(Section):
 
 
 class QueueSection(Section):
+    """The queue and its retry policy (Sendmail's Timeout.queuewarn / queuereturn)."""
+
     directory: Path = Path("/var/spool/mailwright")
+    first_retry: Seconds = 300.0  # first retry 5 minutes after a temporary failure ...
+    max_retry_interval: Seconds = 3600.0  # ... doubling up to this interval
+    delay_warning: OptionalSeconds = 4 * 3600.0  # one "delayed" DSN after this; 0 = never
+    max_lifetime: Seconds = 5 * 86400.0  # bounce what is still undelivered after this
+    host_status_timeout: OptionalSeconds = 300.0  # don't redial a dead next hop for this long
+    double_bounce_recipient: str = "postmaster"
 
     @property
     def database(self) -> Path:
@@ -95,6 +132,22 @@ class QueueSection(Section):
     @property
     def spool_dir(self) -> Path:
         return self.directory / "tmp"
+
+
+class DeliverySection(Section):
+    """Outbound delivery: concurrency and client timeouts (RFC 5321 4.5.3.2 minimums)."""
+
+    max_concurrency: Count = 100  # deliveries in flight in total
+    max_per_destination: Count = 20  # deliveries in flight to one next hop
+    lease: Seconds = 1800.0  # how long a runner owns the recipients it delivers
+    connect_timeout: Seconds = 30.0
+    greeting_timeout: Seconds = 300.0
+    command_timeout: Seconds = 300.0  # MAIL, RCPT
+    data_init_timeout: Seconds = 120.0
+    data_block_timeout: Seconds = 180.0
+    data_done_timeout: Seconds = 600.0  # waiting for the reply to the final dot
+    idle_connection_timeout: Seconds = 10.0  # how long a reusable connection stays open
+    prefer_ipv6: bool = False
 
 
 class RelaySection(Section):
@@ -127,6 +180,7 @@ class Settings(Section):
     )
     server: ServerSection = ServerSection()
     queue: QueueSection = QueueSection()
+    delivery: DeliverySection = DeliverySection()
     relay: RelaySection = RelaySection()
     routing: RoutingSection = RoutingSection()
 

@@ -186,7 +186,9 @@ class SqliteQueueStore:
 
     # ---- life cycle -------------------------------------------------------------------
 
-    def open(self) -> None:
+    def open(self, recover: bool = True) -> None:
+        """Open for writing. ``recover=False`` is for a second process (an admin command)
+        while the daemon may run: no lease clearing, no clean-up of its work in flight."""
         if self._conn is not None:
             return
         try:
@@ -198,7 +200,8 @@ class SqliteQueueStore:
             self._configure_writer(conn)
             self._check_integrity(conn)
             self._migrate(conn)
-            self.recovery = self._recover(conn)
+            if recover:
+                self.recovery = self._recover(conn)
         except BaseException as exc:
             conn.close()
             if isinstance(exc, sqlite3.Error):
@@ -206,6 +209,18 @@ class SqliteQueueStore:
             raise
         self._conn = conn
         self._reads = _ReadPool(self._connect_reader)
+
+    def next_due(self) -> float | None:
+        """When the next queued recipient becomes due (its lease counts as not due)."""
+        with self._reading() as conn:
+            row = conn.execute(
+                """SELECT MIN(MAX(r.next_attempt, COALESCE(r.lease_until, 0)))
+                FROM recipients r JOIN messages m ON m.id = r.message_id
+                WHERE r.state = ? AND m.state = ?""",
+                (_QUEUED, MessageState.ACTIVE.value),
+            ).fetchone()
+        value = row[0] if row else None
+        return None if value is None else float(value)
 
     def open_for_reading(self) -> None:
         """Open only the read side, e.g. for ``mailq`` while the daemon owns the writer.

@@ -294,8 +294,17 @@ Operation = (
 class QueueStore(Protocol):
     """A queue backend. ``apply_batch`` is only ever called by the QueueWriter."""
 
-    def open(self) -> None:
-        """Create or check the store (quick integrity check) and clean interrupted work."""
+    def open(self, recover: bool = True) -> None:
+        """Create or check the store (quick integrity check) and, with ``recover``,
+        clean interrupted work (only the daemon may do that)."""
+        ...
+
+    def open_for_reading(self) -> None:
+        """Read-only access for tools while the daemon runs."""
+        ...
+
+    def next_due(self) -> float | None:
+        """Earliest time a queued recipient of an active message becomes due, or None."""
         ...
 
     def close(self) -> None: ...

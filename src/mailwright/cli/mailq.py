@@ -1,0 +1,91 @@
+"""The queue listing in Sendmail's ``mailq`` layout (``sendmail -bp``).
+
+Plain text, one block per message: id, size, arrival time, sender, the last
+status text in parentheses, then the recipients still waiting. Reads the store
+only; imports nothing heavy so ``mailq`` starts fast.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from mailwright.queue.store import MessageState, RecipientState, StoredMessage
+
+HEADER = (
+    "-----Q-ID------ --Size-- -----Q-Time----- ------------Sender/Recipient-----------"
+)
+
+
+def status_text(message: StoredMessage) -> str | None:
+    if message.state is MessageState.HOLD:
+        return f"Held: {message.hold_reason or 'on hold'}"
+    for r in message.recipients:
+        if r.state is RecipientState.QUEUED and r.last_reply:
+            prefix = "Deferred: " if (r.last_status or "").startswith("4") else ""
+            status = f"{r.last_status} " if r.last_status else ""
+            return f"{prefix}{status}{r.last_reply}"[:200]
+    return None
+
+
+def format_queue(directory: Path, messages: Iterable[StoredMessage]) -> str:
+    messages = list(messages)
+    n = len(messages)
+    if not n:
+        return f"{directory} is empty\n\t\tTotal requests: 0\n"
+    lines = [f"\t\t{directory} ({n} request{'s' if n != 1 else ''})", HEADER]
+    for m in messages:
+        mark = "X" if m.state is MessageState.HOLD else " "
+        when = time.strftime("%a %b %d %H:%M", time.localtime(m.received_at))
+        lines.append(f"{m.queue_id}{mark}{m.size:8d} {when} <{m.envelope.sender_text}>")
+        status = status_text(m)
+        if status:
+            lines.append(f"                 ({status})")
+        for r in m.recipients:
+            if r.state is RecipientState.QUEUED:
+                lines.append(f"\t\t\t\t\t <{r.address}>")
+    lines.append(f"\t\tTotal requests: {n}")
+    return "\n".join(lines) + "\n"
+
+
+def as_json(message: StoredMessage) -> dict[str, object]:
+    env = message.envelope
+    return {
+        "queue_id": message.queue_id,
+        "size": message.size,
+        "received_at": message.received_at,
+        "state": message.state.value,
+        "hold_reason": message.hold_reason,
+        "sender": env.sender_text,
+        "ret": env.params.ret.value if env.params.ret else None,
+        "envid": env.params.envid,
+        "body": env.params.body.value,
+        "smtputf8": env.params.smtputf8,
+        "message_id": message.message_id_header,
+        "subject": message.subject,
+        "warned": message.warned,
+        "origin": {
+            "protocol": message.origin.protocol,
+            "client_address": message.origin.client_address,
+            "helo": message.origin.helo,
+            "auth_user": message.origin.auth_user,
+            "local_user": message.origin.local_user,
+        },
+        "recipients": [
+            {
+                "index": r.index,
+                "address": r.address,
+                "state": r.state.value,
+                "attempts": r.attempts,
+                "next_attempt": r.next_attempt,
+                "last_attempt": r.last_attempt,
+                "last_status": r.last_status,
+                "last_reply": r.last_reply,
+                "remote_mta": r.remote_mta,
+                "notify": r.notify,
+                "orcpt": r.orcpt,
+            }
+            for r in message.recipients
+        ],
+    }

@@ -1,0 +1,62 @@
+"""How the admin CLI prints: rich tables and progress bars on a terminal, plain text
+or JSON when piped. One place decides, so every command behaves the same."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import click
+
+T = TypeVar("T")
+
+
+def is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+
+
+def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    """A rich table on a terminal; tab-separated lines otherwise."""
+    if is_terminal():
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(title=title)
+        for col in columns:
+            t.add_column(col)
+        for row in rows:
+            t.add_row(*(str(c) for c in row))
+        Console().print(t)
+        return
+    click.echo("\t".join(columns))
+    for row in rows:
+        click.echo("\t".join(str(c) for c in row))
+
+
+@contextmanager
+def progress(items: Sequence[T], label: str) -> Iterator[Iterable[T]]:
+    """Iterate ``items`` with a progress bar on a terminal (when there are many)."""
+    if not sys.stderr.isatty() or len(items) < 50:
+        yield items
+        return
+    from rich.progress import track
+
+    yield track(items, description=label, console=_stderr_console())
+
+
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def fail(message: str, code: int) -> None:
+    click.echo(f"mailwright: {message}", err=True)
+    sys.exit(code)

@@ -1,0 +1,318 @@
+"""``mailwright queue ...``: list, show, flush, hold, release, delete and bounce messages.
+
+Works whether or not the daemon runs: changes go through the same store
+operations (the single writer code path), then a running daemon is woken over
+its control socket; without a daemon, ``flush`` runs the queue itself in the
+foreground, like ``sendmail -q``. Settings: ``queue.directory`` and, for a
+foreground run, everything delivery reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import click
+
+from mailwright.cli.mailq import as_json, format_queue
+from mailwright.cli.output import fail, is_terminal, print_json, progress, table
+from mailwright.config.schema import Settings
+from mailwright.core.reply import Reply
+from mailwright.core.sysexits import ExitCode
+from mailwright.daemon import control
+from mailwright.queue.sqlite import SqliteQueueStore
+from mailwright.queue.store import (
+    DeleteMessage,
+    HoldMessage,
+    ReleaseMessage,
+    RescheduleNow,
+    StoredMessage,
+    StoreError,
+)
+from mailwright.queue.writer import QueueWriter
+
+
+def _settings(ctx: click.Context) -> Settings:
+    from mailwright.cli.main import load_or_exit
+
+    return load_or_exit(ctx)
+
+
+@dataclass
+class Selection:
+    ids: tuple[str, ...] = ()
+    id_contains: str | None = None
+    recipient: str | None = None
+    sender: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not (self.ids or self.id_contains or self.recipient or self.sender)
+
+    def matches(self, m: StoredMessage) -> bool:
+        if self.ids and m.queue_id not in self.ids:
+            return False
+        if self.id_contains and self.id_contains.upper() not in m.queue_id:
+            return False
+        if self.sender and self.sender.lower() not in m.envelope.sender_text.lower():
+            return False
+        return not self.recipient or any(
+            self.recipient.lower() in r.address.lower() for r in m.recipients
+        )
+
+
+def daemon_running(settings: Settings) -> bool:
+    answer = control.request(settings.queue.directory, "ping", timeout=5)
+    return bool(answer and answer.get("ok"))
+
+
+def wake_daemon(settings: Settings) -> bool:
+    answer = control.request(settings.queue.directory, "wake", timeout=5)
+    return bool(answer and answer.get("ok"))
+
+
+@contextmanager
+def reading(settings: Settings) -> Iterator[SqliteQueueStore]:
+    store = SqliteQueueStore(settings.queue.database)
+    try:
+        store.open_for_reading()
+    except StoreError as exc:
+        fail(str(exc), ExitCode.NOINPUT)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@contextmanager
+def writing(settings: Settings) -> Iterator[tuple[SqliteQueueStore, QueueWriter]]:
+    if not settings.queue.database.exists():
+        fail(f"no queue at {settings.queue.database}", ExitCode.NOINPUT)
+    store = SqliteQueueStore(settings.queue.database)
+    try:
+        store.open(recover=False)
+    except StoreError as exc:
+        fail(str(exc), ExitCode.TEMPFAIL)
+    writer = QueueWriter(store)
+    writer.start()
+    try:
+        yield store, writer
+    finally:
+        writer.stop()
+        store.close()
+
+
+def selected(store: SqliteQueueStore, selection: Selection) -> list[StoredMessage]:
+    messages = store.list_messages()
+    return [m for m in messages if selection.matches(m)]
+
+
+@click.group()
+def queue() -> None:
+    """Inspect and steer the mail queue.
+
+    \b
+    Examples:
+      mailwright queue list
+      mailwright queue show 01JD3K7Q2M4XK9A
+      mailwright queue flush --recipient example.org
+      mailwright queue hold 01JD3K7Q2M4XK9A --reason "spam?"
+    """
+
+
+@queue.command("list")
+@click.option("--json", "as_json_", is_flag=True, help="JSON for scripts.")
+@click.pass_context
+def list_(ctx: click.Context, as_json_: bool) -> None:
+    """List queued messages (Sendmail's mailq layout; a table on a terminal)."""
+    settings = _settings(ctx)
+    with reading(settings) as store:
+        messages = store.list_messages()
+    if as_json_:
+        print_json([as_json(m) for m in messages])
+    elif is_terminal():
+        table(
+            f"{settings.queue.directory}: {len(messages)} messages",
+            ["Queue ID", "Size", "Arrived", "Sender", "Waiting for", "Status"],
+            (
+                (
+                    m.queue_id,
+                    m.size,
+                    time.strftime("%Y-%m-%d %H:%M", time.localtime(m.received_at)),
+                    f"<{m.envelope.sender_text}>",
+                    ", ".join(r.address for r in m.recipients if r.state.value == "queued"),
+                    _short_status(m),
+                )
+                for m in messages
+            ),
+        )
+    else:
+        click.echo(format_queue(settings.queue.directory, messages), nl=False)
+
+
+def _short_status(m: StoredMessage) -> str:
+    from mailwright.cli.mailq import status_text
+
+    return status_text(m) or "queued"
+
+
+@queue.command()
+@click.argument("queue_id")
+@click.option("--json", "as_json_", is_flag=True, help="JSON for scripts.")
+@click.pass_context
+def show(ctx: click.Context, queue_id: str, as_json_: bool) -> None:
+    """Show one message: envelope, recipients with their state, headers."""
+    settings = _settings(ctx)
+    with reading(settings) as store:
+        message = store.get_message(queue_id.upper())
+        if message is None:
+            fail(f"{queue_id}: no such message in the queue", ExitCode.NOINPUT)
+        assert message is not None
+        headers = store.read_headers(message.queue_id)
+    data = as_json(message)
+    if as_json_:
+        data["headers"] = [[h.name, h.text] for h in headers]
+        print_json(data)
+        return
+    click.echo(f"Queue ID:   {message.queue_id}")
+    click.echo(f"State:      {message.state.value}"
+               + (f" ({message.hold_reason})" if message.hold_reason else ""))
+    click.echo(f"Arrived:    {time.ctime(message.received_at)}")
+    click.echo(f"Size:       {message.size}")
+    click.echo(f"Sender:     <{message.envelope.sender_text}>")
+    click.echo(f"Origin:     {message.origin.protocol} from {message.origin.client_address or 'local'}"
+               f" helo={message.origin.helo or '-'}")
+    env = message.envelope.params
+    click.echo(f"DSN:        RET={env.ret.value if env.ret else '-'} ENVID={env.envid or '-'}")
+    click.echo("Recipients:")
+    for r in message.recipients:
+        line = f"  <{r.address}> {r.state.value}, {r.attempts} attempt(s)"
+        if r.state.value == "queued" and r.attempts:
+            line += f", next {time.ctime(r.next_attempt)}"
+        click.echo(line)
+        if r.last_reply:
+            click.echo(f"      last: {r.last_status or ''} {r.last_reply}"
+                       + (f" ({r.remote_mta})" if r.remote_mta else ""))
+    click.echo("Headers:")
+    for h in headers:
+        click.echo("  " + h.encode().decode("utf-8", "replace").rstrip("\r\n").replace("\r\n", "\n  "))
+
+
+def _selection_options(f):  # type: ignore[no-untyped-def]
+    f = click.argument("ids", nargs=-1)(f)
+    f = click.option("--id", "id_contains", help="Queue ids containing this (-qI).")(f)
+    f = click.option("--recipient", help="A recipient containing this (-qR).")(f)
+    f = click.option("--sender", help="The sender containing this (-qS).")(f)
+    return f
+
+
+@queue.command()
+@_selection_options
+@click.pass_context
+def flush(
+    ctx: click.Context, ids: tuple[str, ...], id_contains: str | None, recipient: str | None,
+    sender: str | None,
+) -> None:
+    """Try queued messages now (all, or those selected), like ``sendmail -q``.
+
+    \b
+    Examples:
+      mailwright queue flush
+      mailwright queue flush --recipient @example.org
+    """
+    settings = _settings(ctx)
+    selection = Selection(tuple(i.upper() for i in ids), id_contains, recipient, sender)
+    count = flush_queue(settings, selection)
+    click.echo(f"{count} recipient(s) scheduled for delivery")
+
+
+def flush_queue(settings: Settings, selection: Selection, foreground: bool = True) -> int:
+    """Make the selected recipients due now; wake the daemon, or run the queue here."""
+    with writing(settings) as (store, writer):
+        now = time.time()
+        if selection.empty:
+            count = writer.execute_sync(RescheduleNow(now))
+        else:
+            ids = [m.queue_id for m in selected(store, selection)]
+            count = writer.execute_sync(RescheduleNow(now, queue_ids=ids)) if ids else 0
+    if wake_daemon(settings) or not foreground:
+        return count
+    from mailwright.daemon.delivery import run_queue_once
+
+    asyncio.run(run_queue_once(settings))
+    return count
+
+
+def _for_each(
+    ctx: click.Context, ids: tuple[str, ...], label: str, make_op: object
+) -> None:
+    settings = _settings(ctx)
+    if not ids:
+        fail("name at least one queue id", ExitCode.USAGE)
+    missing = []
+    with writing(settings) as (_, writer):
+        with progress([i.upper() for i in ids], label) as items:
+            for qid in items:
+                if not writer.execute_sync(make_op(qid)):  # type: ignore[operator]
+                    missing.append(qid)
+    wake_daemon(settings)
+    done = len(ids) - len(missing)
+    click.echo(f"{label}: {done} message(s)")
+    if missing:
+        fail(f"not in the queue: {', '.join(missing)}", ExitCode.NOINPUT)
+
+
+@queue.command()
+@click.argument("ids", nargs=-1, required=True)
+@click.option("--reason", default="held by administrator", show_default=True)
+@click.pass_context
+def hold(ctx: click.Context, ids: tuple[str, ...], reason: str) -> None:
+    """Put messages on hold: they stay queued but are not delivered."""
+    _for_each(ctx, ids, "held", lambda q: HoldMessage(q, reason))
+
+
+@queue.command()
+@click.argument("ids", nargs=-1, required=True)
+@click.pass_context
+def release(ctx: click.Context, ids: tuple[str, ...]) -> None:
+    """Release held (or quarantined) messages."""
+    _for_each(ctx, ids, "released", ReleaseMessage)
+
+
+@queue.command()
+@click.argument("ids", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="Delete every message in the queue.")
+@click.pass_context
+def delete(ctx: click.Context, ids: tuple[str, ...], all_: bool) -> None:
+    """Delete messages without delivering or bouncing them."""
+    if all_:
+        settings = _settings(ctx)
+        with reading(settings) as store:
+            ids = tuple(m.queue_id for m in store.list_messages())
+        if not ids:
+            click.echo("deleted: 0 message(s)")
+            return
+    _for_each(ctx, ids, "deleted", DeleteMessage)
+
+
+@queue.command()
+@click.argument("ids", nargs=-1, required=True)
+@click.option("--reason", default="Message bounced by administrator", show_default=True)
+@click.pass_context
+def bounce(ctx: click.Context, ids: tuple[str, ...], reason: str) -> None:
+    """Fail every waiting recipient of messages now, sending the sender a bounce."""
+    settings = _settings(ctx)
+    from mailwright.daemon.delivery import bounce_messages
+
+    reply = Reply.of(550, "5.0.0", reason)
+    missing = asyncio.run(bounce_messages(settings, [i.upper() for i in ids], reply))
+    wake_daemon(settings)
+    click.echo(f"bounced: {len(ids) - len(missing)} message(s)")
+    if missing:
+        fail(f"not in the queue: {', '.join(missing)}", ExitCode.NOINPUT)
+
+

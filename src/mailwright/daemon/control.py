@@ -1,0 +1,104 @@
+"""The daemon's control socket: how admin commands reach a running daemon.
+
+A Unix socket (``<queue dir>/control.sock``, mode 0600: only the daemon's user
+and root) speaking one JSON object per line each way. Requests: ``wake`` (look
+at the queue now, after a flush or release), ``status`` (a summary for
+``mailwright status``). Admin commands change the queue themselves through the
+same store operations and then ``wake`` the daemon, so they also work when no
+daemon runs. Trusts only callers that can open the socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("mailwright.daemon")
+
+Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+MAX_REQUEST = 64 * 1024
+
+
+def socket_path(queue_dir: Path) -> Path:
+    return queue_dir / "control.sock"
+
+
+class ControlServer:
+    def __init__(self, path: Path, handlers: dict[str, Handler]) -> None:
+        self.path = path
+        self.handlers = handlers
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        old = os.umask(0o177)
+        try:
+            self._server = await asyncio.start_unix_server(self._client, path=str(self.path))
+        finally:
+            os.umask(old)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(10):
+                line = await reader.readline()
+            response = await self._answer(line)
+            writer.write(json.dumps(response).encode() + b"\n")
+            await writer.drain()
+        except (OSError, TimeoutError):
+            pass
+        finally:
+            writer.close()
+
+    async def _answer(self, line: bytes) -> dict[str, Any]:
+        if len(line) > MAX_REQUEST:
+            return {"ok": False, "error": "request too long"}
+        try:
+            request = json.loads(line)
+            handler = self.handlers[request["op"]]
+        except (ValueError, KeyError, TypeError):
+            return {"ok": False, "error": "bad request"}
+        try:
+            return await handler(request)
+        except Exception as exc:
+            log.exception("control request %s failed", request.get("op"))
+            return {"ok": False, "error": str(exc)}
+
+
+def request(queue_dir: Path, op: str, timeout: float = 10.0, **args: Any) -> dict[str, Any] | None:
+    """Send one request to a running daemon; None when no daemon listens."""
+    path = socket_path(queue_dir)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(str(path))
+            sock.sendall(json.dumps({"op": op, **args}).encode() + b"\n")
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+    except (FileNotFoundError, ConnectionRefusedError):
+        return None
+    except OSError:
+        return None
+    try:
+        answer: dict[str, Any] = json.loads(data)
+    except ValueError:
+        return None
+    return answer

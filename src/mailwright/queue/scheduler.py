@@ -1,0 +1,493 @@
+"""The queue manager: takes due recipients, delivers them, records the results.
+
+Claims due recipients (with a lease) from the store, groups them per message and
+next hop (one transaction per next hop carries all of a message's recipients
+for it), and delivers with a global and a per-destination concurrency limit.
+The results of one message are committed together, with at most one report per
+kind (failure, delay, success) queued in the same transaction. Temporary
+failures are retried with back-off; a next hop that failed at connection level
+is remembered for a while (host-status cache) instead of being dialled for every
+message. Delivery is at-least-once: a crash before the commit leaves the
+recipients leased, and the lease is voided at start-up.
+
+Trusts the agents to return one result per recipient; an agent that raises
+defers its recipients. Settings: ``queue.*`` (retry policy), ``delivery.*``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+from mailwright.core.clock import Clock, SystemClock
+from mailwright.core.envelope import Notify
+from mailwright.core.headers import HeaderList
+from mailwright.core.reply import Reply
+from mailwright.delivery.agent import (
+    DeliveryAgent,
+    DeliveryRecipient,
+    DeliveryRequest,
+    DeliveryResult,
+    Outcome,
+)
+from mailwright.observability import maillog
+from mailwright.queue.backoff import RetryPolicy
+from mailwright.queue.hoststatus import HostStatusCache
+from mailwright.queue.store import (
+    ClaimDue,
+    NewMessage,
+    QueueStore,
+    RecipientResult,
+    RecipientState,
+    RecordResults,
+    ReleaseLeases,
+    SetWarned,
+    StoredMessage,
+    StoredRecipient,
+)
+from mailwright.queue.writer import QueueWriter
+from mailwright.routing.nexthop import NextHop, Transport
+
+log = logging.getLogger("mailwright.queue")
+
+NO_AGENT = Reply.of(451, "4.3.0", "No delivery agent for this destination")
+AGENT_FAILED = Reply.of(451, "4.3.0", "Internal error in delivery agent")
+MAX_IDLE_WAIT = 60.0
+
+
+class ReportKind(StrEnum):
+    FAILURE = "failure"
+    DELAY = "delay"
+    SUCCESS = "success"
+
+
+@dataclass(slots=True)
+class ReportEntry:
+    """One recipient line of a delivery status notification."""
+
+    recipient: StoredRecipient
+    result: DeliveryResult
+    action: str  # failed, delayed, delivered, relayed, expanded
+
+
+class Reporter(Protocol):
+    """Makes DSN messages (``mailwright.dsn``); None when no report is due."""
+
+    def report(
+        self,
+        kind: ReportKind,
+        message: StoredMessage,
+        entries: list[ReportEntry],
+        headers: HeaderList,
+        body: Callable[[], Iterator[bytes]],
+        now: float,
+        retry_until: float | None = None,
+    ) -> NewMessage | None: ...
+
+
+Router = Callable[[str], NextHop]
+
+
+@dataclass(slots=True)
+class SchedulerSettings:
+    max_concurrency: int = 100
+    max_per_destination: int = 20
+    lease_seconds: float = 1800.0
+    claim_batch: int = 200
+    host_status_timeout: float = 300.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+def domain_of(address: str) -> str:
+    local, at, domain = address.rpartition("@")
+    return domain.lower() if at and local else ""
+
+
+def hhmmss(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    days, rest = divmod(seconds, 86400)
+    h, rest = divmod(rest, 3600)
+    m, s = divmod(rest, 60)
+    text = f"{h:02d}:{m:02d}:{s:02d}"
+    return f"{days}+{text}" if days else text
+
+
+class Scheduler:
+    def __init__(
+        self,
+        store: QueueStore,
+        writer: QueueWriter,
+        route: Router,
+        agents: Mapping[Transport, DeliveryAgent],
+        reporter: Reporter,
+        settings: SchedulerSettings | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.store = store
+        self.writer = writer
+        self.route = route
+        self.agents = dict(agents)
+        self.reporter = reporter
+        self.settings = settings or SchedulerSettings()
+        self.clock = clock or SystemClock()
+        self.hosts = HostStatusCache(self.settings.host_status_timeout)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._wakeup = asyncio.Event()
+        self._stopping = False
+        self._inflight = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._global = asyncio.Semaphore(self.settings.max_concurrency)
+        self._per_destination: dict[str, asyncio.Semaphore] = {}
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # ---- control ------------------------------------------------------------------------
+    def wake(self) -> None:
+        """New mail, a flush, or a freed slot: look at the queue now."""
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        """Deliver until ``stop``."""
+        while not self._stopping:
+            self._wakeup.clear()
+            claimed = await self._claim_and_dispatch()
+            if claimed and not self._at_capacity():
+                continue
+            await self._sleep_until_due()
+
+    async def run_once(self) -> int:
+        """Deliver everything due now and wait for the results (``queue flush`` without a
+        daemon, and tests). Returns the number of recipients attempted."""
+        total = 0
+        while True:
+            claimed = await self._claim_and_dispatch()
+            total += claimed
+            if not claimed and not self._tasks:
+                return total
+            if self._tasks:
+                await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)
+
+    async def wait_idle(self) -> None:
+        """Wait until no delivery is in flight (tests, shutdown)."""
+        await self._idle.wait()
+
+    async def stop(self, grace: float = 30.0) -> None:
+        """Stop claiming; let deliveries in flight finish within ``grace``; give back leases."""
+        self._stopping = True
+        self.wake()
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+        for agent in self.agents.values():
+            try:
+                await agent.close()
+            except Exception:
+                log.exception("closing delivery agent %s", agent.name)
+        await self.writer.execute(ReleaseLeases(self.owner))
+
+    async def bounce(self, queue_id: str, reply: Reply) -> bool:
+        """Fail every waiting recipient of a message now (``queue bounce``), with one
+        bounce to the sender. False when the message is not in the queue."""
+        message = await asyncio.to_thread(self.store.get_message, queue_id)
+        if message is None:
+            return False
+        waiting = [r for r in message.recipients if r.state is RecipientState.QUEUED]
+        if waiting:
+            headers = await asyncio.to_thread(self.store.read_headers, queue_id)
+            results: list[tuple[DeliveryRequest | None, DeliveryResult]] = [
+                (None, DeliveryResult(r.index, Outcome.FAILED, reply,
+                                      diagnostic_type="x-mailwright"))
+                for r in waiting
+            ]
+            await self._record(message, headers, waiting, results, self.clock.now())
+        return True
+
+    # ---- the loop -----------------------------------------------------------------------
+    def _at_capacity(self) -> bool:
+        return self._inflight >= self.settings.max_concurrency * 4
+
+    async def _claim_and_dispatch(self) -> int:
+        room = self.settings.max_concurrency * 4 - self._inflight
+        if room <= 0 or self._stopping:
+            return 0
+        now = self.clock.now()
+        claimed = await self.writer.execute(
+            ClaimDue(now, min(room, self.settings.claim_batch), self.owner,
+                     self.settings.lease_seconds)
+        )
+        by_message: dict[str, list[StoredRecipient]] = defaultdict(list)
+        for recipient in claimed:
+            by_message[recipient.message_id].append(recipient)
+        for queue_id, recipients in by_message.items():
+            self._start(queue_id, recipients)
+        return len(claimed)
+
+    def _start(self, queue_id: str, recipients: list[StoredRecipient]) -> None:
+        self._inflight += len(recipients)
+        self._idle.clear()
+        task = asyncio.create_task(self._process(queue_id, recipients))
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            self._inflight -= len(recipients)
+            if not self._tasks:
+                self._idle.set()
+            self.wake()
+
+        task.add_done_callback(done)
+
+    async def _sleep_until_due(self) -> None:
+        if self._stopping:
+            return
+        timeout = MAX_IDLE_WAIT
+        if not self._at_capacity():
+            due = await asyncio.to_thread(self.store.next_due)
+            if due is not None:
+                timeout = min(MAX_IDLE_WAIT, max(0.0, due - self.clock.now()))
+        if timeout <= 0:
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                await self._wakeup.wait()
+        except TimeoutError:
+            pass
+
+    # ---- one message --------------------------------------------------------------------
+    async def _process(self, queue_id: str, recipients: list[StoredRecipient]) -> None:
+        try:
+            await self._deliver_message(queue_id, recipients)
+        except Exception:
+            # the recipients keep their lease until it expires: at-least-once
+            log.exception("%s: delivery failed unexpectedly", queue_id)
+
+    async def _deliver_message(self, queue_id: str, recipients: list[StoredRecipient]) -> None:
+        message = await asyncio.to_thread(self.store.get_message, queue_id)
+        if message is None:
+            return  # deleted meanwhile
+        headers = await asyncio.to_thread(self.store.read_headers, queue_id)
+        requests, errors = self._requests(message, headers, recipients)
+        started = self.clock.now()
+        batches = await asyncio.gather(*(self._deliver(r) for r in requests))
+        results = [*errors]
+        for request, batch in zip(requests, batches, strict=True):
+            results.extend((request, r) for r in batch)
+        await self._record(message, headers, recipients, results, started)
+
+    def _requests(
+        self, message: StoredMessage, headers: HeaderList, recipients: list[StoredRecipient]
+    ) -> tuple[list[DeliveryRequest], list[tuple[DeliveryRequest | None, DeliveryResult]]]:
+        groups: dict[str, tuple[NextHop, list[StoredRecipient]]] = {}
+        errors: list[tuple[DeliveryRequest | None, DeliveryResult]] = []
+        for recipient in recipients:
+            hop = self.route(recipient.address)
+            if hop.transport is Transport.ERROR:
+                reply = hop.error or Reply.of(550, "5.1.2", "Mail for this domain is refused")
+                outcome = Outcome.FAILED if reply.permanent else Outcome.DEFERRED
+                errors.append((None, DeliveryResult(recipient.index, outcome, reply,
+                                                    diagnostic_type="x-mailwright")))
+                continue
+            groups.setdefault(hop.key, (hop, []))[1].append(recipient)
+        size = message.size
+        queue_id = message.queue_id
+        requests = [
+            DeliveryRequest(
+                queue_id=queue_id,
+                sender=message.envelope.sender_text,
+                params=message.envelope.params,
+                recipients=[
+                    DeliveryRecipient(r.index, r.address, r.orcpt, _notify(r.notify))
+                    for r in rcpts
+                ],
+                next_hop=hop,
+                headers=headers,
+                body=lambda: self.store.read_body(queue_id),
+                size=size,
+                received_at=message.received_at,
+            )
+            for hop, rcpts in groups.values()
+        ]
+        return requests, errors
+
+    def _semaphore(self, key: str) -> asyncio.Semaphore:
+        sem = self._per_destination.get(key)
+        if sem is None:
+            sem = self._per_destination[key] = asyncio.Semaphore(self.settings.max_per_destination)
+        return sem
+
+    async def _deliver(self, request: DeliveryRequest) -> list[DeliveryResult]:
+        hop = request.next_hop
+        dead = self.hosts.dead(hop.key, self.clock.now())
+        if dead is not None:
+            reply = Reply.of(dead.reply.code, dead.reply.status,
+                             f"{dead.reply.text} (host status cached)")
+            return [DeliveryResult(r.index, Outcome.DEFERRED, reply, dead.remote_mta)
+                    for r in request.recipients]
+        agent = self.agents.get(hop.transport)
+        if agent is None:
+            return [DeliveryResult(r.index, Outcome.DEFERRED, NO_AGENT)
+                    for r in request.recipients]
+        async with self._global, self._semaphore(hop.key):
+            try:
+                results = await agent.deliver(request)
+            except Exception:
+                log.exception("%s: agent %s failed", request.queue_id, agent.name)
+                results = [DeliveryResult(r.index, Outcome.DEFERRED, AGENT_FAILED)
+                           for r in request.recipients]
+        self._note_host_status(hop, results)
+        return results
+
+    def _note_host_status(self, hop: NextHop, results: list[DeliveryResult]) -> None:
+        if hop.transport not in (Transport.SMTP, Transport.LMTP):
+            return
+        connection_failure = results and all(
+            r.outcome is Outcome.DEFERRED and (r.reply.status or "").startswith("4.4.")
+            for r in results
+        )
+        if connection_failure:
+            first = results[0]
+            self.hosts.mark_dead(hop.key, first.reply, first.remote_mta, self.clock.now())
+        else:
+            self.hosts.mark_alive(hop.key)
+
+    # ---- results ------------------------------------------------------------------------
+    async def _record(
+        self,
+        message: StoredMessage,
+        headers: HeaderList,
+        recipients: list[StoredRecipient],
+        results: list[tuple[DeliveryRequest | None, DeliveryResult]],
+        started: float,
+    ) -> None:
+        now = self.clock.now()
+        policy = self.settings.retry
+        by_index = {r.index: r for r in recipients}
+        records: list[RecipientResult] = []
+        reports: dict[ReportKind, list[ReportEntry]] = defaultdict(list)
+        for request, result in results:
+            recipient = by_index[result.index]
+            state, result = self._final_state(message, recipient, result, now)
+            next_attempt = 0.0
+            if state is RecipientState.QUEUED:
+                next_attempt = policy.next_attempt(recipient.attempts + 1, now,
+                                                   message.received_at)
+            records.append(RecipientResult(
+                queue_id=message.queue_id, index=result.index, state=state,
+                next_attempt=next_attempt, attempted_at=now, status=result.reply.status,
+                reply=result.reply.text,
+                remote_mta=result.remote_mta or None,
+            ))
+            self._log_attempt(message, recipient, result, request, started, now)
+            self._collect_reports(reports, recipient, result, state)
+        new_messages, warned = self._make_reports(message, headers, reports, now)
+        await self.writer.execute(RecordResults(records, new_messages))
+        if warned:
+            await self.writer.execute(SetWarned(message.queue_id))
+        for report in new_messages:
+            maillog.emit(message.queue_id, event=f"{report.queue_id}: DSN",
+                         to=", ".join(str(r.address) for r in report.envelope.recipients))
+        if new_messages:
+            self.wake()
+
+    def _final_state(
+        self, message: StoredMessage, recipient: StoredRecipient, result: DeliveryResult, now: float
+    ) -> tuple[RecipientState, DeliveryResult]:
+        if result.outcome is Outcome.DELIVERED:
+            return RecipientState.DELIVERED, result
+        if result.outcome is Outcome.RELAYED:
+            return RecipientState.RELAYED, result
+        if result.outcome is Outcome.FAILED:
+            return RecipientState.FAILED, result
+        if self.settings.retry.expired(message.received_at, now):
+            expired = Reply.of(
+                result.reply.code if result.reply.transient else 451, "4.4.7",
+                f"Delivery time expired; last error: {result.reply.text}",
+            )
+            return RecipientState.FAILED, DeliveryResult(
+                result.index, Outcome.FAILED, expired, result.remote_mta, result.diagnostic_type
+            )
+        return RecipientState.QUEUED, result
+
+    def _collect_reports(
+        self,
+        reports: dict[ReportKind, list[ReportEntry]],
+        recipient: StoredRecipient,
+        result: DeliveryResult,
+        state: RecipientState,
+    ) -> None:
+        if state is RecipientState.FAILED:
+            reports[ReportKind.FAILURE].append(ReportEntry(recipient, result, "failed"))
+        elif state is RecipientState.QUEUED:
+            reports[ReportKind.DELAY].append(ReportEntry(recipient, result, "delayed"))
+        elif state in (RecipientState.DELIVERED, RecipientState.RELAYED):
+            reports[ReportKind.SUCCESS].append(
+                ReportEntry(recipient, result, state.value)
+            )
+
+    def _make_reports(
+        self,
+        message: StoredMessage,
+        headers: HeaderList,
+        reports: dict[ReportKind, list[ReportEntry]],
+        now: float,
+    ) -> tuple[list[NewMessage], bool]:
+        out: list[NewMessage] = []
+        warned = False
+        body = lambda: self.store.read_body(message.queue_id)  # noqa: E731
+        policy = self.settings.retry
+        for kind, entries in reports.items():
+            retry_until = None
+            if kind is ReportKind.DELAY:
+                if message.warned or not policy.warning_due(message.received_at, now):
+                    continue
+                warned = True
+                retry_until = message.received_at + policy.max_lifetime
+            report = self.reporter.report(kind, message, entries, headers, body, now, retry_until)
+            if report is not None:
+                out.append(report)
+        return out, warned
+
+    def _log_attempt(
+        self,
+        message: StoredMessage,
+        recipient: StoredRecipient,
+        result: DeliveryResult,
+        request: DeliveryRequest | None,
+        started: float,
+        now: float,
+    ) -> None:
+        agent = self.agents.get(request.next_hop.transport) if request else None
+        reply = result.reply
+        if result.outcome in (Outcome.DELIVERED, Outcome.RELAYED):
+            stat = f"Sent ({reply.text})"
+        elif result.outcome is Outcome.DEFERRED and reply.status != "4.4.7":
+            stat = f"Deferred: {reply.code} {reply.status or ''} {reply.text}".replace("  ", " ")
+        else:
+            stat = f"{reply.code} {reply.status or ''} {reply.text}".replace("  ", " ")
+        maillog.emit(
+            message.queue_id,
+            to=f"<{recipient.address}>",
+            delay=hhmmss(now - message.received_at),
+            xdelay=hhmmss(now - started),
+            mailer=agent.name if agent else "error",
+            relay=result.remote_mta or (str(request.next_hop) if request else None),
+            dsn=reply.status,
+            stat=stat,
+        )
+
+
+def _notify(text: str | None) -> frozenset[Notify] | None:
+    if text is None:
+        return None
+    return frozenset(Notify(v) for v in text.split(",") if v)
