@@ -13,9 +13,7 @@ from pathlib import Path
 
 from mailwright.queue.store import MessageState, RecipientState, StoredMessage
 
-HEADER = (
-    "-----Q-ID------ --Size-- -----Q-Time----- ------------Sender/Recipient-----------"
-)
+HEADER = "-----Q-ID------ --Size-- -----Q-Time----- ------------Sender/Recipient-----------"
 
 
 def status_text(message: StoredMessage) -> str | None:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import click
 
@@ -179,13 +180,17 @@ def show(ctx: click.Context, queue_id: str, as_json_: bool) -> None:
         print_json(data)
         return
     click.echo(f"Queue ID:   {message.queue_id}")
-    click.echo(f"State:      {message.state.value}"
-               + (f" ({message.hold_reason})" if message.hold_reason else ""))
+    click.echo(
+        f"State:      {message.state.value}"
+        + (f" ({message.hold_reason})" if message.hold_reason else "")
+    )
     click.echo(f"Arrived:    {time.ctime(message.received_at)}")
     click.echo(f"Size:       {message.size}")
     click.echo(f"Sender:     <{message.envelope.sender_text}>")
-    click.echo(f"Origin:     {message.origin.protocol} from {message.origin.client_address or 'local'}"
-               f" helo={message.origin.helo or '-'}")
+    click.echo(
+        f"Origin:     {message.origin.protocol} from {message.origin.client_address or 'local'}"
+        f" helo={message.origin.helo or '-'}"
+    )
     env = message.envelope.params
     click.echo(f"DSN:        RET={env.ret.value if env.ret else '-'} ENVID={env.envid or '-'}")
     click.echo("Recipients:")
@@ -195,14 +200,21 @@ def show(ctx: click.Context, queue_id: str, as_json_: bool) -> None:
             line += f", next {time.ctime(r.next_attempt)}"
         click.echo(line)
         if r.last_reply:
-            click.echo(f"      last: {r.last_status or ''} {r.last_reply}"
-                       + (f" ({r.remote_mta})" if r.remote_mta else ""))
+            click.echo(
+                f"      last: {r.last_status or ''} {r.last_reply}"
+                + (f" ({r.remote_mta})" if r.remote_mta else "")
+            )
     click.echo("Headers:")
     for h in headers:
-        click.echo("  " + h.encode().decode("utf-8", "replace").rstrip("\r\n").replace("\r\n", "\n  "))
+        click.echo(
+            "  " + h.encode().decode("utf-8", "replace").rstrip("\r\n").replace("\r\n", "\n  ")
+        )
 
 
-def _selection_options(f):  # type: ignore[no-untyped-def]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _selection_options(f: F) -> F:
     f = click.argument("ids", nargs=-1)(f)
     f = click.option("--id", "id_contains", help="Queue ids containing this (-qI).")(f)
     f = click.option("--recipient", help="A recipient containing this (-qR).")(f)
@@ -214,7 +226,10 @@ def _selection_options(f):  # type: ignore[no-untyped-def]
 @_selection_options
 @click.pass_context
 def flush(
-    ctx: click.Context, ids: tuple[str, ...], id_contains: str | None, recipient: str | None,
+    ctx: click.Context,
+    ids: tuple[str, ...],
+    id_contains: str | None,
+    recipient: str | None,
     sender: str | None,
 ) -> None:
     """Try queued messages now (all, or those selected), like ``sendmail -q``.
@@ -247,9 +262,7 @@ def flush_queue(settings: Settings, selection: Selection, foreground: bool = Tru
     return count
 
 
-def _for_each(
-    ctx: click.Context, ids: tuple[str, ...], label: str, make_op: object
-) -> None:
+def _for_each(ctx: click.Context, ids: tuple[str, ...], label: str, make_op: object) -> None:
     settings = _settings(ctx)
     if not ids:
         fail("name at least one queue id", ExitCode.USAGE)
@@ -314,5 +327,3 @@ def bounce(ctx: click.Context, ids: tuple[str, ...], reason: str) -> None:
     click.echo(f"bounced: {len(ids) - len(missing)} message(s)")
     if missing:
         fail(f"not in the queue: {', '.join(missing)}", ExitCode.NOINPUT)
-
-

@@ -17,6 +17,7 @@ defers its recipients. Settings: ``queue.*`` (retry policy), ``delivery.*``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import socket
@@ -24,11 +25,10 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Protocol
 
 from mailwright.core.clock import Clock, SystemClock
 from mailwright.core.envelope import Notify
+from mailwright.dsn import Action, OriginalMessage, RecipientReport, ReportKind, build_report
 from mailwright.core.headers import HeaderList
 from mailwright.core.reply import Reply
 from mailwright.delivery.agent import (
@@ -63,36 +63,6 @@ AGENT_FAILED = Reply.of(451, "4.3.0", "Internal error in delivery agent")
 MAX_IDLE_WAIT = 60.0
 
 
-class ReportKind(StrEnum):
-    FAILURE = "failure"
-    DELAY = "delay"
-    SUCCESS = "success"
-
-
-@dataclass(slots=True)
-class ReportEntry:
-    """One recipient line of a delivery status notification."""
-
-    recipient: StoredRecipient
-    result: DeliveryResult
-    action: str  # failed, delayed, delivered, relayed, expanded
-
-
-class Reporter(Protocol):
-    """Makes DSN messages (``mailwright.dsn``); None when no report is due."""
-
-    def report(
-        self,
-        kind: ReportKind,
-        message: StoredMessage,
-        entries: list[ReportEntry],
-        headers: HeaderList,
-        body: Callable[[], Iterator[bytes]],
-        now: float,
-        retry_until: float | None = None,
-    ) -> NewMessage | None: ...
-
-
 Router = Callable[[str], NextHop]
 
 
@@ -103,6 +73,9 @@ class SchedulerSettings:
     lease_seconds: float = 1800.0
     claim_batch: int = 200
     host_status_timeout: float = 300.0
+    reporting_mta: str = "localhost"  # our host name in DSNs
+    double_bounce_recipient: str = "postmaster"
+    max_return_size: int | None = None  # return only headers of larger originals
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
@@ -127,7 +100,6 @@ class Scheduler:
         writer: QueueWriter,
         route: Router,
         agents: Mapping[Transport, DeliveryAgent],
-        reporter: Reporter,
         settings: SchedulerSettings | None = None,
         clock: Clock | None = None,
     ) -> None:
@@ -135,7 +107,6 @@ class Scheduler:
         self.writer = writer
         self.route = route
         self.agents = dict(agents)
-        self.reporter = reporter
         self.settings = settings or SchedulerSettings()
         self.clock = clock or SystemClock()
         self.hosts = HostStatusCache(self.settings.host_status_timeout)
@@ -206,8 +177,10 @@ class Scheduler:
         if waiting:
             headers = await asyncio.to_thread(self.store.read_headers, queue_id)
             results: list[tuple[DeliveryRequest | None, DeliveryResult]] = [
-                (None, DeliveryResult(r.index, Outcome.FAILED, reply,
-                                      diagnostic_type="x-mailwright"))
+                (
+                    None,
+                    DeliveryResult(r.index, Outcome.FAILED, reply, diagnostic_type="x-mailwright"),
+                )
                 for r in waiting
             ]
             await self._record(message, headers, waiting, results, self.clock.now())
@@ -223,8 +196,9 @@ class Scheduler:
             return 0
         now = self.clock.now()
         claimed = await self.writer.execute(
-            ClaimDue(now, min(room, self.settings.claim_batch), self.owner,
-                     self.settings.lease_seconds)
+            ClaimDue(
+                now, min(room, self.settings.claim_batch), self.owner, self.settings.lease_seconds
+            )
         )
         by_message: dict[str, list[StoredRecipient]] = defaultdict(list)
         for recipient in claimed:
@@ -295,8 +269,14 @@ class Scheduler:
             if hop.transport is Transport.ERROR:
                 reply = hop.error or Reply.of(550, "5.1.2", "Mail for this domain is refused")
                 outcome = Outcome.FAILED if reply.permanent else Outcome.DEFERRED
-                errors.append((None, DeliveryResult(recipient.index, outcome, reply,
-                                                    diagnostic_type="x-mailwright")))
+                errors.append(
+                    (
+                        None,
+                        DeliveryResult(
+                            recipient.index, outcome, reply, diagnostic_type="x-mailwright"
+                        ),
+                    )
+                )
                 continue
             groups.setdefault(hop.key, (hop, []))[1].append(recipient)
         size = message.size
@@ -307,8 +287,7 @@ class Scheduler:
                 sender=message.envelope.sender_text,
                 params=message.envelope.params,
                 recipients=[
-                    DeliveryRecipient(r.index, r.address, r.orcpt, _notify(r.notify))
-                    for r in rcpts
+                    DeliveryRecipient(r.index, r.address, r.orcpt, _notify(r.notify)) for r in rcpts
                 ],
                 next_hop=hop,
                 headers=headers,
@@ -330,21 +309,25 @@ class Scheduler:
         hop = request.next_hop
         dead = self.hosts.dead(hop.key, self.clock.now())
         if dead is not None:
-            reply = Reply.of(dead.reply.code, dead.reply.status,
-                             f"{dead.reply.text} (host status cached)")
-            return [DeliveryResult(r.index, Outcome.DEFERRED, reply, dead.remote_mta)
-                    for r in request.recipients]
+            reply = Reply.of(
+                dead.reply.code, dead.reply.status, f"{dead.reply.text} (host status cached)"
+            )
+            return [
+                DeliveryResult(r.index, Outcome.DEFERRED, reply, dead.remote_mta)
+                for r in request.recipients
+            ]
         agent = self.agents.get(hop.transport)
         if agent is None:
-            return [DeliveryResult(r.index, Outcome.DEFERRED, NO_AGENT)
-                    for r in request.recipients]
+            return [DeliveryResult(r.index, Outcome.DEFERRED, NO_AGENT) for r in request.recipients]
         async with self._global, self._semaphore(hop.key):
             try:
                 results = await agent.deliver(request)
             except Exception:
                 log.exception("%s: agent %s failed", request.queue_id, agent.name)
-                results = [DeliveryResult(r.index, Outcome.DEFERRED, AGENT_FAILED)
-                           for r in request.recipients]
+                results = [
+                    DeliveryResult(r.index, Outcome.DEFERRED, AGENT_FAILED)
+                    for r in request.recipients
+                ]
         self._note_host_status(hop, results)
         return results
 
@@ -374,29 +357,37 @@ class Scheduler:
         policy = self.settings.retry
         by_index = {r.index: r for r in recipients}
         records: list[RecipientResult] = []
-        reports: dict[ReportKind, list[ReportEntry]] = defaultdict(list)
+        reports: dict[ReportKind, list[RecipientReport]] = defaultdict(list)
         for request, result in results:
             recipient = by_index[result.index]
             state, result = self._final_state(message, recipient, result, now)
             next_attempt = 0.0
             if state is RecipientState.QUEUED:
-                next_attempt = policy.next_attempt(recipient.attempts + 1, now,
-                                                   message.received_at)
-            records.append(RecipientResult(
-                queue_id=message.queue_id, index=result.index, state=state,
-                next_attempt=next_attempt, attempted_at=now, status=result.reply.status,
-                reply=result.reply.text,
-                remote_mta=result.remote_mta or None,
-            ))
+                next_attempt = policy.next_attempt(recipient.attempts + 1, now, message.received_at)
+            records.append(
+                RecipientResult(
+                    queue_id=message.queue_id,
+                    index=result.index,
+                    state=state,
+                    next_attempt=next_attempt,
+                    attempted_at=now,
+                    status=result.reply.status,
+                    reply=result.reply.text,
+                    remote_mta=result.remote_mta or None,
+                )
+            )
             self._log_attempt(message, recipient, result, request, started, now)
-            self._collect_reports(reports, recipient, result, state)
+            self._collect_reports(reports, recipient, result, state, request, now)
         new_messages, warned = self._make_reports(message, headers, reports, now)
         await self.writer.execute(RecordResults(records, new_messages))
         if warned:
             await self.writer.execute(SetWarned(message.queue_id))
         for report in new_messages:
-            maillog.emit(message.queue_id, event=f"{report.queue_id}: DSN",
-                         to=", ".join(str(r.address) for r in report.envelope.recipients))
+            maillog.emit(
+                message.queue_id,
+                event=f"{report.queue_id}: DSN",
+                to=", ".join(str(r.address) for r in report.envelope.recipients),
+            )
         if new_messages:
             self.wake()
 
@@ -411,7 +402,8 @@ class Scheduler:
             return RecipientState.FAILED, result
         if self.settings.retry.expired(message.received_at, now):
             expired = Reply.of(
-                result.reply.code if result.reply.transient else 451, "4.4.7",
+                result.reply.code if result.reply.transient else 451,
+                "4.4.7",
                 f"Delivery time expired; last error: {result.reply.text}",
             )
             return RecipientState.FAILED, DeliveryResult(
@@ -421,39 +413,59 @@ class Scheduler:
 
     def _collect_reports(
         self,
-        reports: dict[ReportKind, list[ReportEntry]],
+        reports: dict[ReportKind, list[RecipientReport]],
         recipient: StoredRecipient,
         result: DeliveryResult,
         state: RecipientState,
+        request: DeliveryRequest | None,
+        now: float,
     ) -> None:
+        target = DeliveryRecipient(
+            recipient.index, recipient.address, recipient.orcpt, _notify(recipient.notify)
+        )
         if state is RecipientState.FAILED:
-            reports[ReportKind.FAILURE].append(ReportEntry(recipient, result, "failed"))
+            action = Action.FAILED
         elif state is RecipientState.QUEUED:
-            reports[ReportKind.DELAY].append(ReportEntry(recipient, result, "delayed"))
-        elif state in (RecipientState.DELIVERED, RecipientState.RELAYED):
-            reports[ReportKind.SUCCESS].append(
-                ReportEntry(recipient, result, state.value)
-            )
+            action = Action.DELAYED
+        elif state is RecipientState.RELAYED:
+            action = Action.RELAYED
+        elif request is not None and request.next_hop.transport is not Transport.SMTP:
+            action = Action.DELIVERED  # final delivery here (a DSN-capable SMTP hop reports itself)
+        else:
+            return
+        reports[action.kind].append(
+            RecipientReport.from_delivery(target, result, attempted_at=now, action=action)
+        )
 
     def _make_reports(
         self,
         message: StoredMessage,
         headers: HeaderList,
-        reports: dict[ReportKind, list[ReportEntry]],
+        reports: dict[ReportKind, list[RecipientReport]],
         now: float,
     ) -> tuple[list[NewMessage], bool]:
         out: list[NewMessage] = []
         warned = False
-        body = lambda: self.store.read_body(message.queue_id)  # noqa: E731
         policy = self.settings.retry
+        original = OriginalMessage.from_stored(
+            message, headers, lambda: self.store.read_body(message.queue_id)
+        )
         for kind, entries in reports.items():
-            retry_until = None
             if kind is ReportKind.DELAY:
                 if message.warned or not policy.warning_due(message.received_at, now):
                     continue
                 warned = True
-                retry_until = message.received_at + policy.max_lifetime
-            report = self.reporter.report(kind, message, entries, headers, body, now, retry_until)
+                until = message.received_at + policy.max_lifetime
+                entries = [dataclasses.replace(e, will_retry_until=until) for e in entries]
+            report = build_report(
+                original,
+                kind,
+                entries,
+                reporting_mta=self.settings.reporting_mta,
+                now=now,
+                double_bounce_recipient=self.settings.double_bounce_recipient,
+                max_return_size=self.settings.max_return_size,
+            )
             if report is not None:
                 out.append(report)
         return out, warned
