@@ -10,7 +10,6 @@ foreground run, everything delivery reads.
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -267,11 +266,10 @@ def _for_each(ctx: click.Context, ids: tuple[str, ...], label: str, make_op: obj
     if not ids:
         fail("name at least one queue id", ExitCode.USAGE)
     missing = []
-    with writing(settings) as (_, writer):
-        with progress([i.upper() for i in ids], label) as items:
-            for qid in items:
-                if not writer.execute_sync(make_op(qid)):  # type: ignore[operator]
-                    missing.append(qid)
+    with writing(settings) as (_, writer), progress([i.upper() for i in ids], label) as items:
+        for qid in items:
+            if not writer.execute_sync(make_op(qid)):  # type: ignore[operator]
+                missing.append(qid)
     wake_daemon(settings)
     done = len(ids) - len(missing)
     click.echo(f"{label}: {done} message(s)")

@@ -23,12 +23,11 @@ import os
 import socket
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from mailwright.core.clock import Clock, SystemClock
 from mailwright.core.envelope import Notify
-from mailwright.dsn import Action, OriginalMessage, RecipientReport, ReportKind, build_report
 from mailwright.core.headers import HeaderList
 from mailwright.core.reply import Reply
 from mailwright.delivery.agent import (
@@ -38,6 +37,7 @@ from mailwright.delivery.agent import (
     DeliveryResult,
     Outcome,
 )
+from mailwright.dsn import Action, OriginalMessage, RecipientReport, ReportKind, build_report
 from mailwright.observability import maillog
 from mailwright.queue.backoff import RetryPolicy
 from mailwright.queue.hoststatus import HostStatusCache
@@ -358,9 +358,9 @@ class Scheduler:
         by_index = {r.index: r for r in recipients}
         records: list[RecipientResult] = []
         reports: dict[ReportKind, list[RecipientReport]] = defaultdict(list)
-        for request, result in results:
-            recipient = by_index[result.index]
-            state, result = self._final_state(message, recipient, result, now)
+        for request, attempt in results:
+            recipient = by_index[attempt.index]
+            state, result = self._final_state(message, recipient, attempt, now)
             next_attempt = 0.0
             if state is RecipientState.QUEUED:
                 next_attempt = policy.next_attempt(recipient.attempts + 1, now, message.received_at)
@@ -450,7 +450,8 @@ class Scheduler:
         original = OriginalMessage.from_stored(
             message, headers, lambda: self.store.read_body(message.queue_id)
         )
-        for kind, entries in reports.items():
+        for kind, found in reports.items():
+            entries = found
             if kind is ReportKind.DELAY:
                 if message.warned or not policy.warning_due(message.received_at, now):
                     continue
