@@ -211,7 +211,7 @@ class FakeClock:
 def test_cache_answers_until_the_ttl_runs_out(tmp_path: Path) -> None:
     clock = FakeClock()
     with zones(DnsServer(tmp_path, ttl=60)) as server:
-        resolver = make(server, clock=clock, timeout=0.3, lifetime=0.3, negative_ttl=30)
+        resolver = make(server, clock=clock, timeout=0.2, lifetime=0.2, negative_ttl=30)
         expected = hosts(resolver, "example.test")
         with pytest.raises(DnsPermanentError):
             hosts(resolver, "nosuch.example.test")  # NXDOMAIN

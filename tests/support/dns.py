@@ -185,11 +185,15 @@ class DnsServer:
         if self._timeout_domains and self._silent is None:
             self._silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             self._silent.bind((ADDRESS, 0))  # never read: queries go unanswered
-        for _ in range(5):
-            self.port = _free_port()
-            if self._launch():
-                return
-        raise RuntimeError("dnsmasq: no free port after 5 tries")
+        try:
+            for _ in range(5):
+                self.port = _free_port()
+                if self._launch():
+                    return
+            raise RuntimeError("dnsmasq: no free port after 5 tries")
+        except BaseException:
+            self.stop()
+            raise
 
     def _launch(self) -> bool:
         """Start dnsmasq and wait until it answers; False if the port was taken meanwhile."""
@@ -209,11 +213,10 @@ class DnsServer:
             if status is not None:
                 raise RuntimeError(f"dnsmasq exited with {status}: {self.stderr()}")
             try:
-                dns.query.udp(probe, self.address, port=self.port, timeout=0.2)
+                dns.query.udp(probe, self.address, port=self.port, timeout=0.05)
                 return True
             except (dns.exception.Timeout, OSError):
                 continue  # not listening yet: ask again
-        self.stop()
         raise RuntimeError(f"dnsmasq did not answer within {START_TIMEOUT} s: {self.stderr()}")
 
     def stop(self) -> None:
