@@ -15,6 +15,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from mailwright.routing.transport import parse_smarthost
+
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -167,6 +169,49 @@ class RelaySection(Section):
 
 class RoutingSection(Section):
     local_domains: list[str] = []  # empty: the host name and "localhost"
+    transport_table: Path | None = None  # "domain  smtp:[host]:port" lines (routing.transport)
+    smarthost: str = ""  # "[host]:port" or "host": all non-local mail without a table entry
+
+    @field_validator("smarthost")
+    @classmethod
+    def _smarthost(cls, value: str) -> str:
+        if value.strip():
+            parse_smarthost(value)  # ValueError names the problem
+        return value.strip()
+
+
+class AddressOrder(StrEnum):
+    """Which addresses of a mail host to try first (or only)."""
+
+    IPV4_FIRST = "ipv4-first"
+    IPV6_FIRST = "ipv6-first"
+    IPV4_ONLY = "ipv4-only"
+    IPV6_ONLY = "ipv6-only"
+
+
+class DnsSection(Section):
+    """The resolver used for MX and address lookups (routing.mx)."""
+
+    nameservers: list[str] = []  # IP addresses; empty: those of /etc/resolv.conf
+    port: Port = 53
+    timeout: Seconds = 5.0  # one query to one server
+    lifetime: Seconds = 15.0  # one lookup, all servers and retries
+    address_order: AddressOrder = AddressOrder.IPV4_FIRST
+    max_mx_hosts: Count = 10  # MX targets looked up per domain, best first
+    cache_size: Annotated[int, Field(ge=0)] = 10000  # answers kept; 0 = no cache
+    cache_max_ttl: Annotated[float, Field(ge=0)] = 3600.0  # longer TTLs are cut to this
+    negative_ttl: Annotated[float, Field(ge=0)] = 60.0  # NXDOMAIN / no-record answers
+    static_table: Path | None = None  # "domain  host=address, ..." file used instead of DNS
+
+    @field_validator("nameservers")
+    @classmethod
+    def _nameservers(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_address(entry)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address") from None
+        return value
 
 
 def _default_hostname() -> str:
@@ -183,6 +228,7 @@ class Settings(Section):
     delivery: DeliverySection = DeliverySection()
     relay: RelaySection = RelaySection()
     routing: RoutingSection = RoutingSection()
+    dns: DnsSection = DnsSection()
 
     @property
     def local_domains(self) -> list[str]:
@@ -207,7 +253,10 @@ class Settings(Section):
 
     def resolve_paths(self, base: Path) -> Settings:
         """Relative paths in the file are relative to the file's directory."""
-        if self.queue.directory.is_absolute():
-            return self
-        queue = self.queue.model_copy(update={"directory": (base / self.queue.directory)})
-        return self.model_copy(update={"queue": queue})
+        queue = self.queue.model_copy(update={"directory": base / self.queue.directory})
+        routing, dns = self.routing, self.dns
+        if routing.transport_table is not None:
+            routing = routing.model_copy(update={"transport_table": base / routing.transport_table})
+        if dns.static_table is not None:
+            dns = dns.model_copy(update={"static_table": base / dns.static_table})
+        return self.model_copy(update={"queue": queue, "routing": routing, "dns": dns})

@@ -1,0 +1,70 @@
+"""Reading ``key value`` table files (transport table, static DNS table), line by line.
+
+The format shared by Sendmail's makemap sources and Postfix's postmap sources:
+one entry per line, the key, white space, the value; blank lines and lines
+whose first non-blank character is ``#`` are ignored (no trailing comments, so
+a value may contain ``#``). Trusts nothing in the file: every problem becomes a
+``TableError`` naming file, line and problem, and the line is skipped; a file
+that cannot be read is one ``TableError`` with line 0. Reads no settings.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class TableError:
+    """One problem in a table file, printed as ``file:line: problem``."""
+
+    path: str
+    line: int  # 0: the file as a whole (unreadable)
+    problem: str
+
+    def __str__(self) -> str:
+        if self.line:
+            return f"{self.path}:{self.line}: {self.problem}"
+        return f"{self.path}: {self.problem}"
+
+
+@dataclass(frozen=True, slots=True)
+class TableLine:
+    """One entry as written: its line number, key and (stripped) value."""
+
+    number: int
+    key: str
+    value: str
+
+
+def read_table(path: str | os.PathLike[str]) -> tuple[list[TableLine], list[TableError]]:
+    """Entries and problems of the file at ``path``."""
+    name = str(path)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        return [], [TableError(name, 0, f"cannot read: {exc.strerror or exc}")]
+    return split_table(data, name)
+
+
+def split_table(data: bytes, name: str) -> tuple[list[TableLine], list[TableError]]:
+    """Entries and problems of table text ``data`` (``name`` labels the errors)."""
+    entries: list[TableLine] = []
+    errors: list[TableError] = []
+    for number, raw in enumerate(data.splitlines(), start=1):
+        try:
+            line = raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            errors.append(TableError(name, number, "not valid UTF-8"))
+            continue
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split(None, 1)
+        if len(parts) < 2:
+            errors.append(
+                TableError(name, number, f"{parts[0]!r} has no value (expected 'key value')")
+            )
+            continue
+        entries.append(TableLine(number, parts[0], parts[1].strip()))
+    return entries, errors
