@@ -195,7 +195,8 @@ class Edit:
         if not mod.value:
             del self.headers[index]
             return
-        self.headers[index] = self._header(mod.name, mod.value)
+        old = self.headers[index]  # the field keeps its own spelling of the name
+        self.headers[index] = Header(old.name, self._header(mod.name, mod.value).value)
 
     def _nth(self, name: str, n: int) -> int | None:
         seen = 0
