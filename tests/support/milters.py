@@ -47,7 +47,7 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
             proc.wait()
 
 
-class TestFilter:
+class PyFilter:
     """The pymilter test filter (tests/support/testmilter.py) on a unix socket."""
 
     def __init__(self, root: Path, name: str = "t", *options: str) -> None:
@@ -62,7 +62,7 @@ class TestFilter:
     def spec(self) -> str:
         return f"unix:{self.socket}"
 
-    def start(self) -> TestFilter:
+    def start(self) -> PyFilter:
         self.proc = subprocess.Popen(
             [sys.executable, str(HERE / "testmilter.py"), self.spec, str(self.log),
              "--name", self.name, *self.options],
@@ -94,8 +94,8 @@ class TestFilter:
 
 
 @contextmanager
-def test_filter(root: Path, name: str = "t", *options: str) -> Iterator[TestFilter]:
-    f = TestFilter(root, name, *options).start()
+def py_filter(root: Path, name: str = "t", *options: str) -> Iterator[PyFilter]:
+    f = PyFilter(root, name, *options).start()
     try:
         yield f
     finally:

@@ -208,7 +208,7 @@ class MilterTimeouts(Section):
     connect: Seconds = 300.0  # C: connecting to the filter
     send: Seconds = 10.0  # S: each write to the filter
     read: Seconds = 10.0  # R: each read of a reply (a PROGRESS restarts it)
-    eom: Seconds = 300.0  # E: from end of message to the final reply, in total
+    eom: Seconds = 300.0  # E: from end of message to the final reply (a PROGRESS restarts it)
 
 
 MacroNames = Annotated[

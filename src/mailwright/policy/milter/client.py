@@ -2,9 +2,10 @@
 
 Opens the socket within the connect timeout (C), negotiates options, then
 sends commands (each write bounded by S) and reads replies (each read bounded
-by R; a PROGRESS restarts it). At end of message every read is bounded by what
-is left of the end-of-message timeout (E), counted from sending ``E``; PROGRESS
-does not extend E. Any socket error, timeout, EOF or malformed packet becomes a
+by R; a PROGRESS restarts it). At end of message the modifications and the
+final reply must come within the end-of-message timeout (E), counted from
+sending ``E`` and restarted by each PROGRESS (libmilter's ``smfi_progress``
+"causes the MTA to re-start its timeouts"; Postfix does the same). Any socket error, timeout, EOF or malformed packet becomes a
 ``MilterError``; the caller then drops the connection (no QUIT) and applies the
 filter's failure policy.
 
@@ -132,6 +133,7 @@ class Connection:
                 raise MilterError(f"no final reply within {self.timeouts.eom:g}s of end of data")
             reply = await self.read(left)
             if reply == Simple(codec.PROGRESS):
+                deadline = time.monotonic() + self.timeouts.eom  # still working: E starts again
                 continue
             if isinstance(reply, codec.Simple | codec.ReplyCode | codec.OptNegReply):
                 return reply
