@@ -75,6 +75,10 @@ def send(
     return text.decode().split()[1]  # fmt: skip
 
 
+def rcpts(msg: Any) -> list[str]:
+    return [str(r.address) for r in msg.envelope.recipients]
+
+
 def of_message(f: PyFilter, qid: str) -> list[dict[str, Any]]:
     """The filter's events from MAIL to EOM of the message with queue id ``qid``."""
     events = f.wait_for("eom", 1)
@@ -171,8 +175,8 @@ def test_connection_serves_every_message_of_the_session_and_rset_aborts(
         ("insert-header", lambda m, h, b: h.startswith(b"X-Inserted: at the top\r\nReceived:")),
         ("change-header", lambda m, h, b: b"Subject: changed subject\r\n" in h),
         ("folded-header", lambda m, h, b: b"X-Folded: first line\r\n\tsecond line\r\n" in h),
-        ("add-rcpt", lambda m, h, b: "added@y.test" in [str(r.address) for r in m.envelope.recipients]),
-        ("del-rcpt", lambda m, h, b: [str(r.address) for r in m.envelope.recipients] == ["c@y.test"]),
+        ("add-rcpt", lambda m, h, b: "added@y.test" in rcpts(m)),
+        ("del-rcpt", lambda m, h, b: rcpts(m) == ["c@y.test"]),
         ("chgfrom", lambda m, h, b: str(m.envelope.sender) == "changed@x.test"
          and m.envelope.params.body == "8BITMIME"),
         ("replbody", lambda m, h, b: b == b"replaced body\r\nsecond line\r\n"),
