@@ -72,8 +72,9 @@ class PyFilter:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None:
-            stop(self.proc)
+        if self.proc is not None:  # libmilter takes seconds to exit on SIGTERM; the log is flushed
+            self.proc.kill()
+            self.proc.wait()
             self.proc = None
 
     def events(self) -> list[dict[str, Any]]:
