@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import smtplib
 from pathlib import Path
+
 import pytest
 
 from mailwright.config.schema import Settings
@@ -19,11 +20,11 @@ from mailwright.core.envelope import MailParams, Recipient
 from mailwright.core.headers import Header, HeaderList
 from mailwright.daemon.app import build_pipeline
 from mailwright.policy.hooks import SessionInfo, Transaction
+from mailwright.policy.milter import codec
+from mailwright.policy.milter.codec import OptNegReply
 from mailwright.queue.spool import Spool
 from mailwright.queue.sqlite import SqliteQueueStore
 from tests.support.daemon import Mailwright, running
-from mailwright.policy.milter import codec
-from mailwright.policy.milter.codec import OptNegReply
 from tests.support.milters import OpenDkim, PyFilter, have, py_filter
 from tests.support.rawmilter import RawMilter, packets
 
@@ -59,8 +60,10 @@ def test_second_filter_sees_the_first_filters_changes(tmp_path: Path) -> None:
     with py_filter(tmp_path, "one") as one, py_filter(tmp_path, "two") as two:
         filters = [{"milter": one.spec, "name": "one"}, {"milter": two.spec, "name": "two"}]
         with running(tmp_path / "mw", {"filters": filters}) as mw:
-            msg = (b"From: a@x.test\r\nSubject: original\r\n"
-                   b"X-Do-one: add-header, change-header, replbody\r\n\r\nold body\r\n")  # fmt: skip
+            msg = (
+                b"From: a@x.test\r\nSubject: original\r\n"
+                b"X-Do-one: add-header, change-header, replbody\r\n\r\nold body\r\n"
+            )
             qid = send(mw, msg)
             seen = headers_seen(two)
             assert ["X-Added", "added by one"] in seen and ["Subject", "changed subject"] in seen

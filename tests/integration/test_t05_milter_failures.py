@@ -20,7 +20,7 @@ import pytest
 from mailwright.policy.milter import codec
 from mailwright.policy.milter.codec import AddHeader, Simple
 from mailwright.queue.sqlite import SqliteQueueStore
-from tests.support.daemon import Mailwright, running
+from tests.support.daemon import Mailwright
 from tests.support.rawmilter import CLOSE, HANG, RawMilter, packets
 from tests.support.smtp import RawClient
 

@@ -84,7 +84,8 @@ def test_body_chunks_up_to_65535_bytes(chunk: bytes) -> None:
 
 
 def test_worked_example_from_the_reference() -> None:
-    assert codec.encode_optneg(6, 0x1FF, 0x1FFFFF) == bytes.fromhex("0000000d4f00000006000001ff001fffff")
+    expected = bytes.fromhex("0000000d4f00000006000001ff001fffff")
+    assert codec.encode_optneg(6, 0x1FF, 0x1FFFFF) == expected
     raw = bytes.fromhex("0000000d4f00000006000001ff00000400")
     (packet,) = decode_all(raw, [])
     assert decode_response(packet) == codec.OptNegReply(6, 0x1FF, 0x400)

@@ -5,9 +5,9 @@ sends commands (each write bounded by S) and reads replies (each read bounded
 by R; a PROGRESS restarts it). At end of message the modifications and the
 final reply must come within the end-of-message timeout (E), counted from
 sending ``E`` and restarted by each PROGRESS (libmilter's ``smfi_progress``
-"causes the MTA to re-start its timeouts"; Postfix does the same). Any socket error, timeout, EOF or malformed packet becomes a
-``MilterError``; the caller then drops the connection (no QUIT) and applies the
-filter's failure policy.
+"causes the MTA to re-start its timeouts"; Postfix does the same). Any socket
+error, timeout, EOF or malformed packet becomes a ``MilterError``; the caller
+then drops the connection (no QUIT) and applies the filter's failure policy.
 
 Trusts nothing the filter sends (the codec validates every packet). Settings:
 the filter's ``timeouts`` (given as ``MilterTimeouts``).
