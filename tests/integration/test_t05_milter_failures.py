@@ -147,3 +147,14 @@ def test_smtplib_sees_a_tempfail_as_a_temporary_error(daemon: Any) -> None:
         with pytest.raises(smtplib.SMTPSenderRefused) as err:
             s.sendmail("a@x.test", ["b@y.test"], MSG)
     assert err.value.smtp_code == 451
+
+
+@pytest.mark.parametrize(
+    "answer", [packets(codec.ReplyCode(b"421 4.7.0 filter says bye")), packets(Simple(b"4"))]
+)
+def test_421_from_the_filter_closes_the_session(daemon: Any, answer: list[bytes]) -> None:
+    mw = daemon("tempfail", {b"M": answer})
+    c = RawClient(mw.port)
+    c.cmd("EHLO client.test")
+    assert c.cmd("MAIL FROM:<a@x.test>").startswith("421 4.7.0")
+    assert c.closed()
