@@ -59,11 +59,17 @@ def daemon(tmp_path: Path) -> Iterator[Any]:
         started.append(mw)
         return mw
 
+    start.raws = raws  # type: ignore[attr-defined]
     yield start
     for mw in started:
         mw.stop()
     for raw in raws:
         raw.close()
+
+
+def mw_raw(daemon: Any) -> RawMilter:
+    raw: RawMilter = daemon.raws[-1]
+    return raw
 
 
 def transaction(mw: Mailwright) -> list[str]:
@@ -158,3 +164,16 @@ def test_421_from_the_filter_closes_the_session(daemon: Any, answer: list[bytes]
     c.cmd("EHLO client.test")
     assert c.cmd("MAIL FROM:<a@x.test>").startswith("421 4.7.0")
     assert c.closed()
+
+
+def test_unknown_commands_are_passed_on(daemon: Any) -> None:
+    mw = daemon("tempfail", {})
+    c = RawClient(mw.port)
+    c.cmd("EHLO client.test")
+    assert c.cmd("FROBNICATE now").startswith("500")
+    assert c.cmd("MAIL FROM:<a@x.test>").startswith("250")
+    c.cmd("QUIT")
+    raw = mw_raw(daemon)
+    assert b"U" in raw.commands()
+    unknown = next(p for p in raw.received if p.cmd == b"U")
+    assert unknown.data == b"FROBNICATE now\0"
