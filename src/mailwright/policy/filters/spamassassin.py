@@ -40,6 +40,17 @@ class SpamAssassinOptions(BaseModel):
     user: str | None = None  # whose spamd preferences to use
 
 
+def _fold(rules: tuple[str, ...], width: int = 70) -> str:
+    """Rule names joined by commas, folded so no header line grows past ``width``."""
+    lines = [""]
+    for rule in rules:
+        if lines[-1] and len(lines[-1]) + len(rule) + 1 > width:
+            lines[-1] += ","
+            lines.append("")
+        lines[-1] += ("," if lines[-1] else "") + rule
+    return "\r\n\t".join(lines)
+
+
 class SpamAssassinFilter(Filter):
     Options = SpamAssassinOptions
 
@@ -77,7 +88,7 @@ class SpamAssassinFilter(Filter):
     @staticmethod
     def _headers(verdict: spamd.Verdict) -> list[Header]:
         flag = "Yes" if verdict.spam else "No"
-        tests = ",".join(verdict.rules) or "none"
+        tests = _fold(verdict.rules) or "none"
         out: list[Any] = []
         if verdict.spam:
             out.append(Header.make("X-Spam-Flag", "YES"))
