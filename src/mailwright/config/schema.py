@@ -11,9 +11,18 @@ import ipaddress
 import socket
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 from mailwright.routing.transport import parse_smarthost
 
@@ -214,6 +223,117 @@ class DnsSection(Section):
         return value
 
 
+class FailurePolicy(StrEnum):
+    """What a filter that is down, slow or broken means for the mail (Sendmail's F=)."""
+
+    TEMPFAIL = "tempfail"  # 451 4.7.1: the client retries later (Postfix's default)
+    REJECT = "reject"  # 550 5.7.1
+    ACCEPT = "accept"  # go on as if the filter were not configured
+
+
+def parse_milter_timeouts(value: object) -> object:
+    """Sendmail's ``T=`` text ("C:30s;S:10s;R:30s;E:5m") or a table."""
+    if not isinstance(value, str):
+        return value
+    names = {"C": "connect", "S": "send", "R": "read", "E": "eom"}
+    out: dict[str, str] = {}
+    for item in value.replace(",", ";").split(";"):
+        if not item.strip():
+            continue
+        key, colon, amount = item.strip().partition(":")
+        if not colon or key.upper() not in names:
+            raise ValueError(f"{item!r}: use C:, S:, R: or E: followed by a duration")
+        out[names[key.upper()]] = amount
+    return out
+
+
+class MilterTimeouts(Section):
+    """Sendmail's per-filter timeouts and defaults (T=C:5m;S:10s;R:10s;E:5m)."""
+
+    connect: Seconds = 300.0  # C: connecting to the filter
+    send: Seconds = 10.0  # S: each write to the filter
+    read: Seconds = 10.0  # R: each read of a reply (a PROGRESS restarts it)
+    eom: Seconds = 300.0  # E: from end of message to the final reply (a PROGRESS restarts it)
+
+
+MacroNames = Annotated[
+    list[str] | None,
+    BeforeValidator(lambda v: v.replace(",", " ").split() if isinstance(v, str) else v),
+]
+
+
+class MilterMacros(Section):
+    """Macros sent before each stage; unset = Mailwright's defaults (a superset of Sendmail's)."""
+
+    connect: MacroNames = None
+    helo: MacroNames = None
+    envfrom: MacroNames = None
+    envrcpt: MacroNames = None
+    data: MacroNames = None
+    eoh: MacroNames = None
+    eom: MacroNames = None
+
+
+class FilterScope(Section):
+    """Which mail a filter sees (Postfix's smtpd_milters / non_smtpd_milters)."""
+
+    name: str = ""  # for logs; default: the socket or plugin name
+    smtpd: bool = True  # mail received over SMTP/LMTP
+    non_smtpd: bool = False  # mail submitted locally (the sendmail command line)
+    listeners: list[str] = []  # only these listeners (by name); empty = all
+    on_failure: FailurePolicy = FailurePolicy.TEMPFAIL
+
+
+class MilterFilter(FilterScope):
+    """An external mail filter spoken to over the milter protocol."""
+
+    milter: str  # unix:/path, inet:PORT@HOST, inet6:PORT@HOST (or Postfix's inet:HOST:PORT)
+    protocol: Literal[2, 3, 4, 6] = 6
+    timeouts: Annotated[MilterTimeouts, BeforeValidator(parse_milter_timeouts)] = MilterTimeouts()
+    macros: MilterMacros = MilterMacros()
+
+    @field_validator("milter")
+    @classmethod
+    def _milter(cls, value: str) -> str:
+        from mailwright.policy.milter.endpoint import parse_endpoint
+
+        return str(parse_endpoint(value))
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.milter
+
+
+class PluginFilter(FilterScope):
+    """An in-process Python filter, loaded by name (entry point group ``mailwright.filters``)."""
+
+    plugin: str
+    options: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _plugin(self) -> PluginFilter:
+        from mailwright.policy.filters.registry import validate_options
+
+        validate_options(self.plugin, self.options)
+        return self
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.plugin
+
+
+def _filter_kind(value: object) -> str:
+    if isinstance(value, dict):
+        return "milter" if "milter" in value else "plugin"
+    return "milter" if isinstance(value, MilterFilter) else "plugin"
+
+
+FilterEntry = Annotated[
+    Annotated[MilterFilter, Tag("milter")] | Annotated[PluginFilter, Tag("plugin")],
+    Discriminator(_filter_kind),
+]
+
+
 def _default_hostname() -> str:
     return socket.gethostname() or "localhost"
 
@@ -229,6 +349,7 @@ class Settings(Section):
     relay: RelaySection = RelaySection()
     routing: RoutingSection = RoutingSection()
     dns: DnsSection = DnsSection()
+    filters: list[FilterEntry] = []  # milters and in-process filters, called in this order
 
     @property
     def local_domains(self) -> list[str]:
@@ -249,6 +370,14 @@ class Settings(Section):
             if key in seen:
                 raise ValueError(f"two listeners on {listener.address}:{listener.port}")
             seen.add(key)
+        return self
+
+    @model_validator(mode="after")
+    def _unique_filters(self) -> Settings:
+        names = [f.display_name for f in self.filters]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"two filters named {name!r}: give each a distinct name")
         return self
 
     def resolve_paths(self, base: Path) -> Settings:

@@ -19,6 +19,7 @@ from pathlib import Path
 from mailwright.config.schema import Settings
 from mailwright.edge.context import EdgeContext
 from mailwright.edge.listener import Edge
+from mailwright.policy.filters.chain import build_filters
 from mailwright.policy.hooks import Pipeline
 from mailwright.policy.relay import DomainSet, RelayControl, parse_networks
 from mailwright.queue.sqlite import SqliteQueueStore
@@ -34,7 +35,7 @@ def build_pipeline(settings: Settings) -> Pipeline:
         DomainSet(settings.relay.domains),
         parse_networks(settings.relay.networks),
     )
-    return Pipeline([relay])
+    return Pipeline([relay, *build_filters(settings)])
 
 
 class Daemon:

@@ -182,6 +182,7 @@ class Session:
             self.conn.respond(Reply.of(454, "4.7.0", "Not available"))
         elif isinstance(event, ev.Unknown):
             log.debug("unknown command from %s: %r", self.relay, event.line[:80])
+            await self.ctx.pipeline.unknown(self.info, event.line)
 
     async def _hello(self, event: ev.Hello) -> None:
         await self._abort("new HELO")

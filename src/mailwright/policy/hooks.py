@@ -97,6 +97,10 @@ class Hook:
     async def message(self, session: SessionInfo, txn: Transaction) -> Reply | None:
         return None
 
+    async def unknown(self, session: SessionInfo, line: str) -> Reply | None:
+        """An unrecognised command, already answered 500 by the protocol core (for milters)."""
+        return None
+
     async def reset(self, session: SessionInfo, txn: Transaction | None) -> None:
         return None
 
@@ -140,6 +144,14 @@ class Pipeline:
 
     async def message(self, session: SessionInfo, txn: Transaction) -> Reply | None:
         return await self._run("message", session, txn)
+
+    async def unknown(self, session: SessionInfo, line: str) -> None:
+        """Tell every hook about an unknown command; the reply (500) is already decided."""
+        for hook in self.hooks:
+            try:
+                await hook.unknown(session, line)
+            except Exception:
+                log.exception("policy hook %s failed at unknown", hook.name)
 
     async def reset(self, session: SessionInfo, txn: Transaction | None) -> None:
         for hook in self.hooks:

@@ -144,17 +144,19 @@ class ServerConnection:
         self.state = State.COMMAND
         if isinstance(pending, ev.ContentEnd):
             self._respond_content_end(reply if reply is not None else pending.problem)
-            return
-        assert reply is None or isinstance(reply, Reply)
-        handler = {
-            ev.Hello: self._respond_hello,
-            ev.MailFrom: self._respond_mail,
-            ev.RcptTo: self._respond_rcpt,
-            ev.DataStart: self._respond_data,
-            ev.StartTls: self._respond_starttls,
-            ev.Auth: self._respond_auth,
-        }[type(pending)]
-        handler(pending, reply)  # type: ignore[operator]
+        else:
+            assert reply is None or isinstance(reply, Reply)
+            handler = {
+                ev.Hello: self._respond_hello,
+                ev.MailFrom: self._respond_mail,
+                ev.RcptTo: self._respond_rcpt,
+                ev.DataStart: self._respond_data,
+                ev.StartTls: self._respond_starttls,
+                ev.Auth: self._respond_auth,
+            }[type(pending)]
+            handler(pending, reply)  # type: ignore[operator]
+        if isinstance(reply, Reply) and reply.code == 421:
+            self._close("421 from policy")  # e.g. a milter's 421: say it, then close
 
     def challenge(self, text: bytes) -> None:
         """AUTH in progress: send ``334 base64(text)`` and wait for the client's line."""

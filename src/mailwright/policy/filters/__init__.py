@@ -1,0 +1,1 @@
+"""Mail filters: the ordered chain of milters and in-process Python filters, and the built-ins."""

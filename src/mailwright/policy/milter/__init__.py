@@ -1,0 +1,1 @@
+"""The Sendmail mail-filter (milter) protocol, MTA side: codec, negotiation, client, hook."""
