@@ -19,7 +19,7 @@ run: $(STAMP)
 	$(VENV)/bin/mailwright --config etc/mailwright.toml serve
 
 ## make test: install what the tests need, then run the whole suite
-test: $(STAMP) deps
+test: deps $(STAMP)
 	$(VENV)/bin/python -m pytest -q
 
 deps:
@@ -29,7 +29,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests
 	$(VENV)/bin/mypy
 
-bench: $(STAMP) deps
+bench: deps $(STAMP)
 	bench/accept.sh
 
 clean:

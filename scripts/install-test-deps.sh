@@ -6,7 +6,7 @@ set -euo pipefail
 
 PACKAGES=(postfix swaks libnet-ssleay-perl dnsmasq-base dnsutils dovecot-core dovecot-lmtpd
           mutt mailutils openssl opendkim opendkim-tools libmilter-dev miltertest
-          spamd spamc iproute2 sqlite3 procps)
+          spamd spamc iproute2 sqlite3 procps postgresql)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -87,7 +87,10 @@ def test_archive_sqlite_stores_message_and_envelope(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[str]:
     pytest.importorskip("psycopg", reason="psycopg is not installed")
-    if not shutil.which("initdb") or not shutil.which("postgres"):
+    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+    path = os.pathsep.join([*(str(b) for b in bins), os.environ.get("PATH", "")])
+    initdb, server = shutil.which("initdb", path=path), shutil.which("postgres", path=path)
+    if not initdb or not server:
         pytest.skip("PostgreSQL is not installed")
     if os.geteuid() != 0:
         pytest.skip("needs root to run PostgreSQL as the postgres user")
@@ -95,11 +98,11 @@ def postgres() -> Iterator[str]:
     shutil.chown(root, "postgres")
     data = root / "data"
     run_as = ["runuser", "-u", "postgres", "--"]
-    subprocess.run([*run_as, "initdb", "-A", "trust", "-U", "postgres", "-D", str(data)],
+    subprocess.run([*run_as, initdb, "-A", "trust", "-U", "postgres", "-D", str(data)],
                    check=True, capture_output=True)  # fmt: skip
     port = free_port()
     proc = subprocess.Popen(
-        [*run_as, "postgres", "-D", str(data), "-p", str(port), "-h", "127.0.0.1",
+        [*run_as, server, "-D", str(data), "-p", str(port), "-h", "127.0.0.1",
          "-k", str(root)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
