@@ -141,6 +141,7 @@ class RecipientReply:
 
     reply: Reply
     phase: Phase
+    lost: bool = False  # settled because the session ended, not by the peer's own answer
 
     @property
     def after_content(self) -> bool:
@@ -234,13 +235,15 @@ class _Txn:
         self.content_ended = False
         self.refused = False  # a BDAT chunk or the DATA command was refused
 
-    def decide(self, index: int, reply: Reply, phase: Phase) -> None:
+    def decide(self, index: int, reply: Reply, phase: Phase, lost: bool = False) -> None:
         if self.decided[index] is None:
-            self.decided[index] = RecipientReply(reply, phase)
+            self.decided[index] = RecipientReply(reply, phase, lost)
 
-    def decide_all(self, reply: Reply, phase: Phase, only: Iterable[int] | None = None) -> None:
+    def decide_all(
+        self, reply: Reply, phase: Phase, only: Iterable[int] | None = None, lost: bool = False
+    ) -> None:
         for i in range(len(self.decided)) if only is None else only:
-            self.decide(i, reply, phase)
+            self.decide(i, reply, phase, lost)
 
     def open_accepted(self) -> list[int]:
         return [i for i in self.accepted if self.decided[i] is None]
@@ -705,7 +708,7 @@ class ClientConnection:
         self.state = State.CLOSED
         self._parser.clear()
         if txn is not None:
-            txn.decide_all(reply, phase)
+            txn.decide_all(reply, phase, lost=True)
             self._finish(txn, lost=True)
         elif state is State.QUIT:
             self._events.append(Closed(None))
