@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import pytest
 
 from mailwright.core.envelope import BodyType, MailParams, Notify, Ret
-from mailwright.delivery.agent import DeliveryResult, Outcome
+from mailwright.delivery.agent import DeliveryResult
 from mailwright.delivery.lmtp import LmtpAgent
 from mailwright.delivery.session import ClientTimeouts
 from mailwright.delivery.smtp import SmtpAgent
@@ -97,7 +97,7 @@ def test_delivers_with_dsn_parameters_and_dot_stuffed_lines_intact(sinks) -> Non
     assert results[0].remote_mta == "mx1.example.test [127.0.0.1]"
     (msg,) = sink.messages()
     assert msg.helo == "client.test"
-    assert msg.mail_args == f"<a@x.test> BODY=8BITMIME RET=HDRS ENVID=env+201"
+    assert msg.mail_args == "<a@x.test> BODY=8BITMIME RET=HDRS ENVID=env+201"
     assert msg.rcpt_args == [
         "<b@y.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;b@y.test",
         "<c@y.test>",
