@@ -68,6 +68,7 @@ class SmtpPeer:
         greeting: Reply | None = None,
         decide: Decide | None = None,
         address: str = "127.0.0.1",
+        port: int = 0,
     ) -> None:
         self.settings = settings or ServerSettings(hostname="mx.test")
         self.tls = tls
@@ -75,7 +76,7 @@ class SmtpPeer:
         self.greeting = greeting
         self.decide = decide or (lambda e: None)
         self.address = address
-        self.port = 0
+        self.port = port
         self.messages: list[PeerMessage] = []
         self.connections: list[Connection] = []
         self.starttls_seen = 0
@@ -83,7 +84,7 @@ class SmtpPeer:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> SmtpPeer:
-        self._server = await asyncio.start_server(self._accept, self.address, 0)
+        self._server = await asyncio.start_server(self._accept, self.address, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -133,7 +134,7 @@ class SmtpPeer:
                 await writer.drain()
                 return
             if isinstance(event, ev.StartTls):
-                if not await self._starttls(conn, writer, record):
+                if not await self._starttls(conn, reader, writer, record):
                     return
                 continue
             if isinstance(event, ev.MailFrom):
@@ -160,13 +161,18 @@ class SmtpPeer:
                     rcpts.pop()
 
     async def _starttls(
-        self, conn: ServerConnection, writer: asyncio.StreamWriter, record: Connection
+        self,
+        conn: ServerConnection,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        record: Connection,
     ) -> bool:
         self.starttls_seen += 1
         conn.respond(None)
         writer.write(conn.data_to_send())
         await writer.drain()
         if self.broken_tls or self.tls is None:
+            await reader.read(65536)  # the client's TLS hello
             writer.write(b"this is not a TLS server hello\r\n" * 4)
             await writer.drain()
             return False

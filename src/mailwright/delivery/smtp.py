@@ -251,6 +251,7 @@ class SmtpAgent:
             session.abort()
             self._settle(pending, results, Outcome.DEFERRED, as_transient(exc.reply), session.peer)
             return pending
+        details["transfer"] = "BDAT" if result.bdat else "DATA"
         retry = []
         for rcpt, answer in zip(pending, result.replies, strict=True):
             results[rcpt.index] = self._result(rcpt, answer, session, details)

@@ -153,6 +153,7 @@ class TransactionResult:
     replies: list[RecipientReply]  # one per recipient, in order
     content_ended: bool  # the end of the content was sent: the peer may have the message
     session_lost: bool  # the session ended during the transaction (421, EOF, timeout, garbage)
+    bdat: bool = False  # the content went (or would have gone) with BDAT rather than DATA
 
 
 class ClientEvent:
@@ -688,7 +689,7 @@ class ClientConnection:
 
     def _finish(self, txn: _Txn, lost: bool) -> None:
         replies = [r for r in txn.decided if r is not None]
-        result = TransactionResult(replies, txn.content_ended, lost)
+        result = TransactionResult(replies, txn.content_ended, lost, txn.bdat)
         self._txn = None
         self._stuffer = None
         self._lines = None
