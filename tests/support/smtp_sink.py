@@ -59,6 +59,7 @@ class SmtpSink:
         unix: bool = False,
         address: str = "127.0.0.1",
         port: int | None = None,
+        dump: bool = True,
     ) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
@@ -69,12 +70,15 @@ class SmtpSink:
         self.port = port or free_port()
         self.socket_path = str(root / "sink.sock") if unix else ""
         self.options = list(options)
+        self.dump_files = dump
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> SmtpSink:
         user = ["-u", "nobody"] if os.geteuid() == 0 else []
         where = f"unix:{self.socket_path}" if self.socket_path else f"{self.address}:{self.port}"
-        cmd = [SMTP_SINK, *user, "-c", "-h", "sink.test", "-d", f"{self.dump}/%Y%m%d%H%M%S."]
+        cmd = [SMTP_SINK, *user, "-c", "-h", "sink.test"]
+        if self.dump_files:
+            cmd += ["-d", f"{self.dump}/%Y%m%d%H%M%S."]
         self.proc = subprocess.Popen(
             [*cmd, *self.options, where, "64"],
             stdout=(self.root / "counters").open("wb"),

@@ -80,4 +80,5 @@ def quoted_printable(chunks: Iterable[bytes]) -> Iterator[bytes]:
         if cut:
             yield binascii.b2a_qp(data[:cut], istext=True)
     if carry:
-        yield binascii.b2a_qp(carry, istext=True)
+        # with a CRLF to copy, b2a_qp breaks long lines with CRLF, not LF; then drop it
+        yield binascii.b2a_qp(carry + b"\r\n", istext=True)[:-2]

@@ -42,6 +42,7 @@ from mailwright.smtp.client import (
 )
 
 READ_SIZE = 256 * 1024
+WRITE_SIZE = 64 * 1024  # content is written in pieces of about this size
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,8 +318,10 @@ class ClientSession:
             if chunk is None:
                 break
             conn.send_content(chunk)
-            await self._flush(self.timeouts.data_block)
+            if conn.output_size >= WRITE_SIZE:
+                await self._flush(self.timeouts.data_block)
             while conn.content_blocked and not conn.closed:
+                await self._flush(self.timeouts.data_block)
                 await self._read()
                 await self._flush(self.timeouts.data_block)
         conn.end_content()

@@ -303,6 +303,11 @@ class ClientConnection:
         return out
 
     @property
+    def output_size(self) -> int:
+        """Octets waiting in ``data_to_send`` (lets a driver write content in larger pieces)."""
+        return len(self._out)
+
+    @property
     def waiting_for(self) -> Phase | None:
         """The command whose reply is awaited, or None when no reply is due."""
         return self._expect[0][0] if self._expect else None
