@@ -33,6 +33,7 @@ contexts, CHUNKING use, and the idle-session pool limits.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import ssl
 import time
 from collections.abc import Callable, Iterator
@@ -70,7 +71,8 @@ from mailwright.smtp.client import (
 from mailwright.smtp.reply import status_or_default
 
 TlsPolicySource = TlsPolicy | Callable[[NextHop], TlsPolicy]
-_UNSAFE = ("\r", "\n", "\0", "<", ">")
+_UNSAFE = ("\r", "\n", "\0")  # would break the command line; anything else is quoted as is
+log = logging.getLogger(__name__)
 
 
 def with_status(reply: Reply) -> Reply:
@@ -127,12 +129,18 @@ class SmtpAgent:
     # ---- the DeliveryAgent interface -----------------------------------------------------
     async def deliver(self, request: DeliveryRequest) -> list[DeliveryResult]:
         results: dict[int, DeliveryResult] = {}
-        pending = self._screen(request, results)
-        key = request.next_hop.key
-        while pending and (session := self.pool.take(key)) is not None:
-            pending = await self._attempt(session, request, pending, results)
-        if pending:
-            await self._deliver_fresh(request, pending, results)
+        try:
+            pending = self._screen(request, results)
+            key = request.next_hop.key
+            while pending and (session := self.pool.take(key)) is not None:
+                pending = await self._attempt(session, request, pending, results)
+            if pending:
+                await self._deliver_fresh(request, pending, results)
+        except Exception as exc:  # a bug here must not lose the mail or crash the scheduler
+            log.exception("%s: delivery to %s failed", request.queue_id, request.next_hop)
+            reply = Reply.of(451, "4.3.0", f"Internal error during delivery: {exc!r}")
+            for r in request.recipients:  # results already settled stand
+                results.setdefault(r.index, DeliveryResult(r.index, Outcome.DEFERRED, reply))
         return [results[r.index] for r in request.recipients]
 
     async def close(self) -> None:

@@ -210,3 +210,73 @@ def test_reply_helpers() -> None:
     soft = as_transient(Reply.of(554, "5.7.1", "no"))
     assert (soft.code, soft.status, soft.text) == (454, "4.7.1", "no")
     assert as_transient(Reply.of(421, "4.3.2", "busy")).code == 421
+
+
+class ScriptedPeer:
+    """A raw loopback server answering each command line from a table (first word -> bytes)."""
+
+    def __init__(self, greeting: bytes, answers: dict[str, bytes]) -> None:
+        self.greeting = greeting
+        self.answers = answers
+        self.received = bytearray()
+        self.port = 0
+
+    async def __aenter__(self) -> ScriptedPeer:
+        self.server = await asyncio.start_server(self._session, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.close()
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(self.greeting)
+        while line := await reader.readline():
+            self.received += line
+            verb = line.split()[0].decode().upper() if line.strip() else ""
+            answer = self.answers.get(verb, b"250 ok\r\n")
+            if answer == b"close":
+                break
+            writer.write(answer)
+            await writer.drain()
+        writer.close()
+
+
+EHLO = b"250-peer.test\r\n250 PIPELINING\r\n"
+
+
+@pytest.mark.parametrize(
+    ("answers", "status", "text"),
+    [
+        ({"DATA": b"250 sure\r\n"}, "4.5.0", "unexpected reply to DATA"),
+        ({"MAIL": b"250 ok\r\n250 ok\r\nbogus\r\n"}, "4.5.0", "malformed reply"),
+        ({"RCPT": b"close"}, "4.4.2", "Lost connection"),
+    ],
+)
+def test_protocol_errors_defer(answers: dict[str, bytes], status: str, text: str) -> None:
+    async def main() -> None:
+        async with ScriptedPeer(b"220 peer.test\r\n", {"EHLO": EHLO, **answers}) as peer:
+            agent = SmtpAgent("client.test", None)
+            results = await deliver(agent, request(smtp_hop("127.0.0.1", peer.port), "b@y", "c@y"))
+            assert [r.outcome.value for r in results] == ["deferred", "deferred"]
+            assert results[0].reply.status == status
+            assert text in results[0].reply.text, results[0].reply
+
+    run(main())
+
+
+def test_plaintext_injected_after_starttls_is_refused() -> None:
+    answers = {
+        "EHLO": b"250-peer.test\r\n250 STARTTLS\r\n",
+        "STARTTLS": b"220 go ahead\r\n250 injected\r\n",
+    }
+
+    async def main() -> None:
+        async with ScriptedPeer(b"220 peer.test\r\n", answers) as peer:
+            agent = SmtpAgent("client.test", None)
+            results = await deliver(agent, request(smtp_hop("127.0.0.1", peer.port)))
+            assert [r.outcome.value for r in results] == ["deferred"]
+            assert "STARTTLS" in results[0].reply.text
+            assert b"MAIL" not in peer.received
+
+    run(main())

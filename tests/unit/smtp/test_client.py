@@ -465,3 +465,59 @@ def test_bdat_refused_mid_stream_stops_the_content() -> None:
     assert isinstance(done, TransactionDone)
     assert [(r.reply.code, r.phase) for r in done.result.replies] == [(552, Phase.BDAT)]
     assert b"LAST" not in s.take()
+
+
+def test_bdat_without_pipelining_one_chunk_in_flight_until_last() -> None:
+    s = Scripted(ClientSettings("client.test", bdat_chunk_size=4))
+    s.feed(b"220 mx.test\r\n250-mx.test\r\n250 CHUNKING\r\n")
+    s.client.begin(txn("b@y.test"))
+    s.feed(b"250 ok\r\n")
+    s.feed(b"250 ok\r\n")
+    s.take()
+    s.client.send_content(b"abcdefghij")
+    assert s.take() == b"BDAT 4\r\nabcd"
+    assert s.client.content_blocked  # "efgh" waits: read a reply first
+    s.client.end_content()
+    assert s.take() == b""
+    s.feed(b"250 2.0.0 4 octets\r\n")
+    assert s.take() == b"BDAT 4\r\nefgh"
+    assert s.client.waiting_for is Phase.BDAT
+    s.feed(b"250 2.0.0 4 octets\r\n")
+    assert s.take() == b"BDAT 4 LAST\r\nij\r\n"
+    done = s.feed(b"250 2.0.0 queued\r\n")[0]
+    assert isinstance(done, TransactionDone) and done.result.bdat
+    assert reply_codes(done.result) == [250]
+
+
+def test_bdat_with_pipelining_keeps_a_window_of_chunks_in_flight() -> None:
+    s = Scripted(ClientSettings("client.test", bdat_chunk_size=2, bdat_window=3))
+    s.feed(b"220 mx.test\r\n250-mx.test\r\n250-PIPELINING\r\n250 CHUNKING\r\n")
+    s.client.begin(txn("b@y.test"))
+    assert s.feed(b"250 ok\r\n250 ok\r\n") != []
+    s.take()
+    s.client.send_content(b"aabbccddee")
+    assert s.take() == b"BDAT 2\r\naaBDAT 2\r\nbbBDAT 2\r\ncc"
+    assert s.client.content_blocked
+    s.feed(b"250 ok\r\n")
+    assert s.take() == b"BDAT 2\r\ndd"
+    s.client.end_content()
+    assert s.take() == b""  # three in flight already
+    s.feed(b"250 ok\r\n")
+    assert s.take() == b"BDAT 2\r\nee"
+    s.feed(b"250 ok\r\n")
+    assert s.take() == b"BDAT 2 LAST\r\n\r\n"  # the final CRLF that DATA would add too
+    assert s.feed(b"250 ok\r\n250 ok\r\n") == []
+    assert isinstance(s.feed(b"250 done\r\n")[0], TransactionDone)
+
+
+def test_empty_message() -> None:
+    for ehlo in (EHLO_FULL, b"250-mx.test\r\n250 CHUNKING\r\n"):
+        s = Scripted()
+        s.feed(b"220 mx.test\r\n" + ehlo)
+        s.client.begin(txn("b@y.test"))
+        s.take()
+        events = s.feed(b"250 ok\r\n250 ok\r\n" + (b"354 go\r\n" if ehlo is EHLO_FULL else b""))
+        assert isinstance(events[0], SendContent)
+        s.client.end_content()
+        out = s.take()
+        assert out == b".\r\n" if ehlo is EHLO_FULL else out.endswith(b"\nBDAT 0 LAST\r\n")
