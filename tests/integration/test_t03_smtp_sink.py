@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import pytest
 
 from mailwright.core.envelope import BodyType, MailParams, Notify, Ret
-from mailwright.delivery.agent import DeliveryResult
+from mailwright.delivery.agent import DeliveryRequest, DeliveryResult
 from mailwright.delivery.lmtp import LmtpAgent
 from mailwright.delivery.session import ClientTimeouts
 from mailwright.delivery.smtp import SmtpAgent
@@ -55,8 +55,10 @@ def sinks(tmp_path: Path) -> Iterator[Callable[..., SmtpSink]]:
 
 
 async def deliver_once(agent: SmtpAgent, *args: Any, **kw: Any) -> list[DeliveryResult]:
+    """Deliver one request (given, or built from ``request``'s arguments), then close."""
+    req = args[0] if isinstance(args[0], DeliveryRequest) else request(*args, **kw)
     try:
-        return await agent.deliver(request(*args, **kw))
+        return await agent.deliver(req)
     finally:
         await agent.close()
 
@@ -372,3 +374,65 @@ def test_lmtp_to_smtp_sink(sinks, unix: bool) -> None:
     assert results[0].remote_mta == expected
     (msg,) = sink.messages()
     assert msg.proto == "LMTP" and msg.content == MESSAGE.replace(b"\r\n", b"\n")
+
+
+def big_body(total: int) -> Callable[[], Iterator[bytes]]:
+    line = b"0123456789" * 7 + b"\r\n"
+    block = line * (65536 // len(line))
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(total // len(block)):
+            yield block
+
+    return chunks
+
+
+def test_large_message_is_streamed_in_bounded_memory(sinks) -> None:
+    import tracemalloc
+
+    sink = sinks(dump=False)
+    total = 32 * 1024 * 1024
+    req = request(smtp_hop("127.0.0.1", sink.port))
+    req.body = big_body(total)
+    req.size = total
+    agent = SmtpAgent("client.test", None)
+    tracemalloc.start()
+    try:
+        results = run(deliver_once(agent, req))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert outcomes(results) == ["delivered"]
+    assert peak < 4 * 1024 * 1024, peak  # a few write buffers, never the message
+
+
+def test_peer_that_stops_reading_mid_data_hits_the_data_block_timeout() -> None:
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 stall.test\r\n")
+        while line := await reader.readline():
+            if line.startswith(b"EHLO"):
+                writer.write(b"250-stall.test\r\n250 PIPELINING\r\n")
+            elif line.startswith(b"DATA"):
+                writer.write(b"354 go\r\n")
+                await writer.drain()
+                await asyncio.Event().wait()  # never read again
+            else:
+                writer.write(b"250 ok\r\n")
+
+    async def main() -> list[DeliveryResult]:
+        server = await asyncio.start_server(session, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        req = request(smtp_hop("127.0.0.1", port))
+        req.body = big_body(256 * 1024 * 1024)  # far more than socket buffers hold
+        agent = SmtpAgent("client.test", None, timeouts=ClientTimeouts(data_block=0.5))
+        try:
+            return await deliver_once(agent, req)
+        finally:
+            server.close()
+
+    started = time.monotonic()
+    results = run(main())
+    assert outcomes(results) == ["deferred"]
+    assert results[0].reply.status == "4.4.2"
+    assert "Timeout after 0.5s sending" in results[0].reply.text
+    assert time.monotonic() - started < 10

@@ -123,9 +123,12 @@ class SmtpSink:
         return {k: int(v) for k, v in (item.split("=") for item in last.split())}
 
     def messages(self) -> list[SinkMessage]:
+        """The messages received; a transaction cut short may leave an empty file (skipped)."""
         out = []
         for path in sorted(self.dump.iterdir()):
-            out.append(self._parse(path.read_bytes()))
+            raw = path.read_bytes()
+            if raw:
+                out.append(self._parse(raw))
         return out
 
     @staticmethod
