@@ -240,15 +240,12 @@ class SmtpAgent:
             self._settle(pending, results, Outcome.FAILED, refusal, session.peer)
             self.pool.put(key, session)
             return []
-        plan = self._content(request, ext, session.peer)
+        plan = self._content(request, pending, ext, session.peer)
         if isinstance(plan, Reply):
             self._settle(pending, results, Outcome.FAILED, plan, session.peer)
             self.pool.put(key, session)
             return []
         transaction, content, details = plan
-        transaction.recipients = [
-            TransactionRecipient(r.address, r.notify, r.orcpt) for r in pending
-        ]
         try:
             result = await session.send(transaction, content())
         except ContentError as exc:
@@ -282,9 +279,9 @@ class SmtpAgent:
         return None
 
     def _content(
-        self, request: DeliveryRequest, ext: Extensions, peer: str
+        self, request: DeliveryRequest, pending: list[DeliveryRecipient], ext: Extensions, peer: str
     ) -> Reply | tuple[Transaction, Callable[[], Iterator[bytes]], dict[str, str]]:
-        """The MAIL parameters and the message as it will be sent (maybe made 7-bit)."""
+        """The transaction and the message as it will be sent (maybe made 7-bit)."""
         params = dataclasses.replace(request.params, size=request.size)
         headers, body = request.headers, request.body
         details: dict[str, str] = {}
@@ -301,8 +298,9 @@ class SmtpAgent:
                 details["conversion"] = "8bit to quoted-printable"
             params = dataclasses.replace(params, body=BodyType.SEVEN_BIT)
         head = headers.encode()
-        sender = request.sender
-        return Transaction(sender, [], params), lambda: _message(head, body), details
+        recipients = [TransactionRecipient(r.address, r.notify, _orcpt(r.orcpt)) for r in pending]
+        transaction = Transaction(request.sender, recipients, params)
+        return transaction, lambda: _message(head, body), details
 
     # ---- results --------------------------------------------------------------------------
     def _screen(
@@ -360,6 +358,13 @@ class SmtpAgent:
         if rcpt.notify is not None and Notify.SUCCESS in rcpt.notify:
             return Outcome.RELAYED  # RFC 3461 4.1: the next hop will not report success
         return Outcome.DELIVERED
+
+
+def _orcpt(orcpt: str | None) -> str | None:
+    """ORCPT as received (xtext, validated by our server); anything unsendable is left out."""
+    if orcpt is None or any(c.isspace() or c == "\0" for c in orcpt):
+        return None
+    return orcpt
 
 
 def _message(head: bytes, body: Callable[[], Iterator[bytes]]) -> Iterator[bytes]:
