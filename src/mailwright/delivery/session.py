@@ -1,0 +1,406 @@
+"""One live SMTP/LMTP client connection: asyncio streams driving ``smtp.client``.
+
+``ClientSession.open`` connects (TCP or a Unix socket), reads the greeting,
+says EHLO/LHLO and negotiates STARTTLS as the ``TlsPolicy`` asks; ``send`` runs
+one mail transaction, streaming the content (never the whole message in
+memory); ``quit`` and ``abort`` end it. Every wait has the RFC 5321 4.5.3.2
+timeout of the command it waits for (``ClientTimeouts``); a timeout or an I/O
+error settles the open recipients with a temporary failure (4.4.2), never an
+exception escaping to the caller. Connection-level failures raise
+``SessionError`` carrying the reply to report. Trusts nothing from the peer
+(the protocol core checks every byte). Reads its settings from the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import ssl
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from mailwright.core.reply import Reply
+from mailwright.smtp.client import (
+    ClientConnection,
+    ClientEvent,
+    ClientSettings,
+    Closed,
+    Extensions,
+    Phase,
+    SendContent,
+    SessionFailed,
+    SessionReady,
+    State,
+    TlsReady,
+    TlsRefused,
+    Transaction,
+    TransactionDone,
+    TransactionResult,
+)
+
+READ_SIZE = 256 * 1024
+WRITE_SIZE = 64 * 1024  # content is written in pieces of about this size
+
+
+@dataclass(frozen=True, slots=True)
+class ClientTimeouts:
+    """Seconds; defaults are RFC 5321 4.5.3.2 (RSET and QUIT: Postfix's shorter values)."""
+
+    connect: float = 30.0
+    greeting: float = 300.0
+    helo: float = 300.0
+    starttls: float = 300.0  # the reply to STARTTLS and the handshake
+    mail: float = 300.0
+    rcpt: float = 300.0
+    data_init: float = 120.0
+    data_block: float = 180.0  # each write of content, and each BDAT reply
+    data_end: float = 600.0
+    rset: float = 20.0
+    quit: float = 10.0
+
+    def for_phase(self, phase: Phase | None) -> float:
+        return {
+            Phase.GREETING: self.greeting,
+            Phase.HELLO: self.helo,
+            Phase.STARTTLS: self.starttls,
+            Phase.RSET: self.rset,
+            Phase.MAIL: self.mail,
+            Phase.RCPT: self.rcpt,
+            Phase.DATA: self.data_init,
+            Phase.BDAT: self.data_block,
+            Phase.END: self.data_end,
+            Phase.QUIT: self.quit,
+        }.get(phase, self.helo)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class TlsPolicy:
+    """STARTTLS for one destination: ``verify`` implies ``require``."""
+
+    starttls: bool = True  # use STARTTLS when the peer offers it
+    require: bool = False  # no TLS, no delivery (4.7.5)
+    verify: bool = False  # the certificate must verify for the host name
+
+    @property
+    def required(self) -> bool:
+        return self.require or self.verify
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where to connect: a host name and address, or a Unix socket."""
+
+    name: str  # MX host name: logs, TLS server name
+    address: str = ""  # IP address as text
+    port: int = 25
+    socket_path: str = ""
+
+    @property
+    def remote_mta(self) -> str:
+        if self.socket_path:
+            return self.socket_path
+        return f"{self.name} [{self.address}]"
+
+    @property
+    def key(self) -> str:
+        return self.socket_path or f"[{self.address}]:{self.port}"
+
+
+class SessionError(Exception):
+    """The session could not be set up or was lost; ``reply`` is what to report."""
+
+    def __init__(self, reply: Reply, tls_handshake: bool = False) -> None:
+        super().__init__(str(reply))
+        self.reply = reply
+        self.tls_handshake = tls_handshake  # worth one more try without STARTTLS
+
+
+class ContentError(Exception):
+    """Reading the message to send failed (our side, not the peer's)."""
+
+
+def is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.removeprefix("IPv6:"))
+    except ValueError:
+        return False
+    return True
+
+
+def opportunistic_context() -> ssl.SSLContext:
+    """TLS that encrypts without checking who is at the other end (RFC 7435)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _reply(code: int, status: str, text: str) -> Reply:
+    return Reply.of(code, status, text)
+
+
+class ClientSession:
+    """A connected, greeted session; use ``open`` to make one."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        conn: ClientConnection,
+        endpoint: Endpoint,
+        timeouts: ClientTimeouts,
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.conn = conn
+        self.endpoint = endpoint
+        self.timeouts = timeouts
+        self.extensions = Extensions()
+        self.tls_details: dict[str, str] = {}
+        self.created = time.monotonic()
+        self._events: deque[ClientEvent] = deque()
+
+    # ---- setting up -----------------------------------------------------------------------
+    @classmethod
+    async def open(
+        cls,
+        endpoint: Endpoint,
+        settings: ClientSettings,
+        timeouts: ClientTimeouts,
+        tls: TlsPolicy,
+        context: ssl.SSLContext | None,
+    ) -> ClientSession:
+        """Connect, greet, hello and STARTTLS as ``tls`` says; raises ``SessionError``."""
+        reader, writer = await cls._connect(endpoint, timeouts.connect)
+        session = cls(reader, writer, ClientConnection(settings), endpoint, timeouts)
+        try:
+            await session._hello()
+            await session._negotiate_tls(tls, context)
+        except BaseException:
+            session.abort()
+            raise
+        return session
+
+    @staticmethod
+    async def _connect(
+        endpoint: Endpoint, timeout: float
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        try:
+            async with asyncio.timeout(timeout):
+                if endpoint.socket_path:
+                    return await asyncio.open_unix_connection(endpoint.socket_path, limit=READ_SIZE)
+                return await asyncio.open_connection(
+                    endpoint.address, endpoint.port, limit=READ_SIZE
+                )
+        except TimeoutError:
+            why = f"timed out after {timeout:g}s"
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+        where = (
+            endpoint.remote_mta
+            if endpoint.socket_path
+            else f"{endpoint.remote_mta}:{endpoint.port}"
+        )
+        raise SessionError(_reply(451, "4.4.1", f"connect to {where}: {why}"))
+
+    async def _hello(self) -> None:
+        event = await self.next_event()
+        if isinstance(event, SessionReady):
+            self.extensions = event.extensions
+            return
+        raise SessionError(self._failure(event))
+
+    async def _negotiate_tls(self, tls: TlsPolicy, context: ssl.SSLContext | None) -> None:
+        offered = self.extensions.starttls and not self.endpoint.socket_path
+        if tls.starttls and offered and context is not None:
+            self.conn.starttls()
+            event = await self.next_event()
+            if isinstance(event, TlsReady):
+                await self._handshake(tls, context)
+                await self._hello()
+            elif isinstance(event, TlsRefused):
+                if tls.required:
+                    raise SessionError(
+                        _reply(
+                            451,
+                            "4.7.5",
+                            f"TLS is required, but {self.peer} refused STARTTLS: {event.reply}",
+                        )
+                    )
+            else:
+                raise SessionError(self._failure(event))
+        if tls.required and not self.conn.tls:
+            raise SessionError(
+                _reply(451, "4.7.5", f"TLS is required, but {self.peer} does not offer STARTTLS")
+            )
+
+    async def _handshake(self, tls: TlsPolicy, context: ssl.SSLContext) -> None:
+        name = self.endpoint.name
+        server_hostname = None if is_ip_literal(name) and not tls.verify else name
+        try:
+            async with asyncio.timeout(self.timeouts.starttls):
+                await self.writer.start_tls(context, server_hostname=server_hostname)
+        except ssl.SSLCertVerificationError as exc:
+            raise SessionError(
+                _reply(
+                    451,
+                    "4.7.5",
+                    f"TLS certificate of {self.peer} did not verify: {exc.verify_message}",
+                )
+            ) from None
+        except (TimeoutError, OSError, ssl.SSLError) as exc:
+            why = "timed out" if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__
+            raise SessionError(
+                _reply(
+                    451,
+                    "4.7.5" if tls.required else "4.4.2",
+                    f"TLS handshake with {self.peer} failed: {why}",
+                ),
+                tls_handshake=True,
+            ) from None
+        ssl_object = self.writer.get_extra_info("ssl_object")
+        self.conn.tls_started()
+        if ssl_object is not None:
+            cipher = ssl_object.cipher()
+            self.tls_details = {
+                "tls": ssl_object.version() or "",
+                "tls_cipher": cipher[0] if cipher else "",
+                "tls_verified": "yes" if tls.verify else "no",
+            }
+
+    def _failure(self, event: ClientEvent | None) -> Reply:
+        if isinstance(event, SessionFailed):
+            return event.reply
+        return _reply(
+            451, "4.5.0", f"Protocol error: unexpected {type(event).__name__} from {self.peer}"
+        )
+
+    # ---- transactions ---------------------------------------------------------------------
+    @property
+    def peer(self) -> str:
+        return self.endpoint.remote_mta
+
+    @property
+    def alive(self) -> bool:
+        return (
+            not self.conn.closed
+            and not self.reader.at_eof()
+            and not self.writer.transport.is_closing()
+        )
+
+    async def send(self, transaction: Transaction, content: Iterable[bytes]) -> TransactionResult:
+        """One transaction; ``content`` is the whole message, iterated once, lazily.
+
+        Raises ``ContentError`` (after aborting the session) when ``content`` fails.
+        """
+        self.conn.begin(transaction)
+        while True:
+            event = await self.next_event()
+            if isinstance(event, SendContent):
+                await self._stream(content)
+            elif isinstance(event, TransactionDone):
+                return event.result
+            elif event is None or self.conn.closed:
+                raise SessionError(self._failure(event))
+
+    async def _stream(self, content: Iterable[bytes]) -> None:
+        conn = self.conn
+        chunks = iter(content)
+        while not (conn.content_refused or conn.closed):
+            try:
+                chunk = next(chunks, None)
+            except Exception as exc:  # the queue could not give us the message
+                self.abort()
+                raise ContentError(f"{type(exc).__name__}: {exc}") from exc
+            if chunk is None:
+                break
+            conn.send_content(chunk)
+            if conn.output_size >= WRITE_SIZE:
+                await self._flush(self.timeouts.data_block)
+            while conn.content_blocked and not conn.closed:
+                await self._flush(self.timeouts.data_block)
+                await self._read()
+                await self._flush(self.timeouts.data_block)
+        conn.end_content()
+        await self._flush(self.timeouts.data_block)
+
+    async def next_event(self) -> ClientEvent | None:
+        """The next event from the core, reading (with the phase's timeout) as needed."""
+        conn = self.conn
+        while True:
+            if self._events:
+                return self._events.popleft()
+            event = conn.next_event()
+            await self._flush(self.timeouts.for_phase(conn.waiting_for))
+            if event is not None:
+                return event
+            if conn.closed or conn.state is State.TLS:
+                return None
+            await self._read()
+
+    async def _read(self) -> None:
+        conn = self.conn
+        phase = conn.waiting_for
+        timeout = self.timeouts.for_phase(phase)
+        try:
+            async with asyncio.timeout(timeout):
+                data = await self.reader.read(READ_SIZE)
+        except TimeoutError:
+            when = phase.waiting_text() if phase else ""
+            conn.fail(
+                _reply(451, "4.4.2", f"Timeout after {timeout:g}s talking to {self.peer} {when}")
+            )
+            self.abort()
+        except OSError as exc:
+            conn.fail(_reply(451, "4.4.2", f"Connection with {self.peer} failed: {exc}"))
+            self.abort()
+        else:
+            if data:
+                conn.receive(data)
+            else:
+                conn.receive_eof()
+        while (event := conn.next_event()) is not None:
+            self._events.append(event)
+
+    async def _flush(self, timeout: float) -> None:
+        out = self.conn.data_to_send()
+        if not out or self.writer.transport.is_closing():
+            return
+        try:
+            self.writer.write(out)
+            async with asyncio.timeout(timeout):
+                await self.writer.drain()
+        except TimeoutError:
+            self.conn.fail(
+                _reply(451, "4.4.2", f"Timeout after {timeout:g}s sending to {self.peer}")
+            )
+            self.abort()
+        except OSError as exc:
+            self.conn.fail(_reply(451, "4.4.2", f"Connection with {self.peer} failed: {exc}"))
+            self.abort()
+
+    # ---- ending ---------------------------------------------------------------------------
+    async def quit(self) -> None:
+        """QUIT politely (bounded by the quit timeout), then close."""
+        if self.alive:
+            self.conn.quit()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self.timeouts.quit):
+                    while not isinstance(await self.next_event(), Closed | None):
+                        pass
+        await self.close()
+
+    def abort(self) -> None:
+        """Drop the connection at once (after a timeout, an error, a lost session)."""
+        transport = self.writer.transport
+        if not transport.is_closing():
+            transport.abort()
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self.timeouts.quit):
+                await self.writer.wait_closed()

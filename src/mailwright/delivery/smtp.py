@@ -1,0 +1,372 @@
+"""The SMTP delivery agent: a message to its next hop's mail exchangers, per-recipient results.
+
+``SmtpAgent.deliver`` takes a pooled session to the next hop if one is idle,
+otherwise asks the ``Resolver`` for the hosts (MX order for a domain, the
+host's own addresses for ``[host]``; an IP literal needs no DNS) and tries
+them in order: a refused or timed-out connection, a greeting or EHLO that is
+not 2xx, a 421, or a session lost before the end of data moves on to the next
+host with the recipients still open; when none is left they are DEFERRED
+with the last error. DNS trouble defers (4.4.3); a null MX (RFC 7505) fails
+with 5.1.10 and a domain that does not exist with 5.1.2.
+
+Before sending, what the peer offered decides: a SIZE limit below the
+message fails it with 5.3.4; SMTPUTF8 needed but not offered fails with
+5.6.7 (never a silent downgrade); 8-bit content for a peer without 8BITMIME is
+converted to quoted-printable where ``delivery.eightbit`` can do so safely,
+otherwise it fails with 5.6.3. STARTTLS is used when offered (opportunistic:
+no certificate check), a failed handshake is retried once in plaintext on the
+same host and remembered; a ``TlsPolicy`` with ``require``/``verify`` makes
+missing or unverified TLS a deferral (4.7.5).
+
+Outcome per recipient: 2xx after the content is DELIVERED, or RELAYED when the
+peer lacks DSN and the recipient asked for NOTIFY=SUCCESS (RFC 3461 4.1); 4xx
+DEFERRED; 5xx FAILED. A RCPT rejection is that recipient's alone; MAIL and
+DATA rejections are everyone's. ``reply`` is the peer's own reply (an
+enhanced status is derived from the class when the peer sent none).
+
+Trusts nothing from the peer (see ``smtp.client``); trusts the request's
+addresses only after checking they cannot break a command line. Reads its
+settings from the constructor: HELO name, port, timeouts, TLS policy and
+contexts, CHUNKING use, and the idle-session pool limits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import ssl
+import time
+from collections.abc import Callable, Iterator
+
+from mailwright.core.envelope import BodyType, Notify
+from mailwright.core.reply import Reply
+from mailwright.delivery.agent import DeliveryRecipient, DeliveryRequest, DeliveryResult, Outcome
+from mailwright.delivery.eightbit import contains_8bit, downgrade
+from mailwright.delivery.pool import SessionPool
+from mailwright.delivery.session import (
+    ClientSession,
+    ClientTimeouts,
+    ContentError,
+    Endpoint,
+    SessionError,
+    TlsPolicy,
+    is_ip_literal,
+    opportunistic_context,
+)
+from mailwright.routing.nexthop import NextHop
+from mailwright.routing.resolver import (
+    DnsPermanentError,
+    DnsTemporaryError,
+    MailHost,
+    NullMxError,
+    Resolver,
+)
+from mailwright.smtp.client import (
+    ClientSettings,
+    Extensions,
+    RecipientReply,
+    Transaction,
+    TransactionRecipient,
+)
+from mailwright.smtp.reply import status_or_default
+
+TlsPolicySource = TlsPolicy | Callable[[NextHop], TlsPolicy]
+_UNSAFE = ("\r", "\n", "\0")  # would break the command line; anything else is quoted as is
+log = logging.getLogger(__name__)
+
+
+def with_status(reply: Reply) -> Reply:
+    """The reply with an enhanced status (``X.0.0`` from its class if the peer sent none)."""
+    if reply.status is not None:
+        return reply
+    return Reply(reply.code, status_or_default(reply), reply.lines)
+
+
+def as_transient(reply: Reply) -> Reply:
+    """A 5xx that ends a session (not a recipient) is a reason to try later: 4xx, same text."""
+    reply = with_status(reply)
+    if not reply.permanent:
+        return reply
+    status = "4" + (reply.status or "5.0.0")[1:]
+    return Reply(reply.code - 100, status, reply.lines)
+
+
+class SmtpAgent:
+    """Delivers over SMTP; safe to call ``deliver`` concurrently."""
+
+    name = "esmtp"
+    lmtp = False
+    default_port = 25
+
+    def __init__(
+        self,
+        hostname: str,
+        resolver: Resolver | None,
+        *,
+        port: int | None = None,
+        timeouts: ClientTimeouts | None = None,
+        tls: TlsPolicySource | None = None,
+        tls_context: ssl.SSLContext | None = None,
+        verify_context: ssl.SSLContext | None = None,
+        chunking: bool = True,
+        idle_timeout: float = 10.0,
+        max_idle: int = 20,
+        max_session_age: float = 300.0,
+        tls_fallback_memory: float = 3600.0,
+    ) -> None:
+        self.hostname = hostname
+        self.resolver = resolver
+        self.port = port or self.default_port
+        self.timeouts = timeouts or ClientTimeouts()
+        self.tls: TlsPolicySource = tls if tls is not None else TlsPolicy()
+        self.tls_context = tls_context or opportunistic_context()
+        self.verify_context = verify_context or ssl.create_default_context()
+        self.chunking = chunking
+        self.tls_fallback_memory = tls_fallback_memory
+        self.pool = SessionPool(idle_timeout, max_idle, max_session_age)
+        self._plaintext_until: dict[str, float] = {}  # endpoint key -> when to try TLS again
+
+    # ---- the DeliveryAgent interface -----------------------------------------------------
+    async def deliver(self, request: DeliveryRequest) -> list[DeliveryResult]:
+        results: dict[int, DeliveryResult] = {}
+        try:
+            pending = self._screen(request, results)
+            key = request.next_hop.key
+            while pending and (session := self.pool.take(key)) is not None:
+                pending = await self._attempt(session, request, pending, results)
+            if pending:
+                await self._deliver_fresh(request, pending, results)
+        except Exception as exc:  # a bug here must not lose the mail or crash the scheduler
+            log.exception("%s: delivery to %s failed", request.queue_id, request.next_hop)
+            reply = Reply.of(451, "4.3.0", f"Internal error during delivery: {exc!r}")
+            for r in request.recipients:  # results already settled stand
+                results.setdefault(r.index, DeliveryResult(r.index, Outcome.DEFERRED, reply))
+        return [results[r.index] for r in request.recipients]
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    # ---- hosts ----------------------------------------------------------------------------
+    async def _deliver_fresh(
+        self,
+        request: DeliveryRequest,
+        pending: list[DeliveryRecipient],
+        results: dict[int, DeliveryResult],
+    ) -> None:
+        hop = request.next_hop
+        try:
+            endpoints = await self._endpoints(hop)
+        except NullMxError:
+            text = f"Domain {hop.host} does not accept mail (null MX, RFC 7505)"
+            self._settle(pending, results, Outcome.FAILED, Reply.of(556, "5.1.10", text))
+            return
+        except DnsPermanentError as exc:
+            text = f"Host or domain name not found: {hop.host}: {exc}"
+            self._settle(pending, results, Outcome.FAILED, Reply.of(550, "5.1.2", text))
+            return
+        except DnsTemporaryError as exc:
+            text = f"Temporary DNS failure for {hop.host}: {exc}"
+            self._settle(pending, results, Outcome.DEFERRED, Reply.of(451, "4.4.3", text))
+            return
+        if not endpoints:
+            text = f"No mail host found for {hop.host or hop.socket_path}"
+            self._settle(pending, results, Outcome.FAILED, Reply.of(550, "5.1.2", text))
+            return
+        for endpoint in endpoints:
+            try:
+                session = await self._open(endpoint, hop)
+            except SessionError as exc:
+                reply = as_transient(exc.reply)
+                self._settle(pending, results, Outcome.DEFERRED, reply, endpoint.remote_mta)
+                continue
+            pending = await self._attempt(session, request, pending, results)
+            if not pending:
+                return
+
+    async def _endpoints(self, hop: NextHop) -> list[Endpoint]:
+        port = hop.port or self.port
+        if hop.socket_path:
+            return [Endpoint("localhost", socket_path=hop.socket_path)]
+        host = hop.host.removeprefix("[").removesuffix("]")
+        if is_ip_literal(host):
+            address = host.removeprefix("IPv6:")
+            return [Endpoint(address, address, port)]
+        hosts = await self._lookup(host, mx=hop.mx and not self.lmtp)
+        return [Endpoint(h.name, h.address, port) for h in hosts]
+
+    async def _lookup(self, host: str, mx: bool) -> list[MailHost]:
+        if self.resolver is None:
+            raise DnsPermanentError(f"no resolver configured to look up {host}")
+        if mx:
+            return await self.resolver.mail_hosts(host)
+        return await self.resolver.host_addresses(host)
+
+    def _tls_policy(self, hop: NextHop) -> TlsPolicy:
+        return self.tls(hop) if callable(self.tls) else self.tls
+
+    async def _open(self, endpoint: Endpoint, hop: NextHop) -> ClientSession:
+        policy = self._tls_policy(hop)
+        settings = ClientSettings(
+            self.hostname, lmtp=self.lmtp, peer=endpoint.remote_mta, chunking=self.chunking
+        )
+        context = self.verify_context if policy.verify else self.tls_context
+        now = time.monotonic()
+        if not policy.required and self._plaintext_until.get(endpoint.key, 0.0) > now:
+            policy = dataclasses.replace(policy, starttls=False)
+        try:
+            return await ClientSession.open(endpoint, settings, self.timeouts, policy, context)
+        except SessionError as exc:
+            if not exc.tls_handshake or policy.required:
+                raise
+        # RFC 7435 opportunistic TLS: a broken handshake must not stop the mail
+        self._plaintext_until[endpoint.key] = now + self.tls_fallback_memory
+        plain = dataclasses.replace(policy, starttls=False)
+        return await ClientSession.open(endpoint, settings, self.timeouts, plain, context)
+
+    # ---- one transaction ------------------------------------------------------------------
+    async def _attempt(
+        self,
+        session: ClientSession,
+        request: DeliveryRequest,
+        pending: list[DeliveryRecipient],
+        results: dict[int, DeliveryResult],
+    ) -> list[DeliveryRecipient]:
+        """Send to ``pending`` over ``session``; returns those worth trying elsewhere
+        (the session was lost before the end of data). Releases or drops the session."""
+        key = request.next_hop.key
+        ext = session.extensions
+        refusal = self._refusal(request, ext, session.peer)
+        if refusal is not None:
+            self._settle(pending, results, Outcome.FAILED, refusal, session.peer)
+            self.pool.put(key, session)
+            return []
+        plan = self._content(request, pending, ext, session.peer)
+        if isinstance(plan, Reply):
+            self._settle(pending, results, Outcome.FAILED, plan, session.peer)
+            self.pool.put(key, session)
+            return []
+        transaction, content, details = plan
+        try:
+            result = await session.send(transaction, content())
+        except ContentError as exc:
+            reply = Reply.of(451, "4.3.0", f"Error reading the queued message: {exc}")
+            self._settle(pending, results, Outcome.DEFERRED, reply)
+            return []
+        except SessionError as exc:
+            session.abort()
+            self._settle(pending, results, Outcome.DEFERRED, as_transient(exc.reply), session.peer)
+            return pending
+        details["transfer"] = "BDAT" if result.bdat else "DATA"
+        retry = []
+        for rcpt, answer in zip(pending, result.replies, strict=True):
+            results[rcpt.index] = self._result(rcpt, answer, session, details)
+            if answer.lost and not result.content_ended:
+                retry.append(rcpt)
+        if result.session_lost:
+            session.abort()
+        else:
+            self.pool.put(key, session)
+        return retry
+
+    def _refusal(self, request: DeliveryRequest, ext: Extensions, peer: str) -> Reply | None:
+        """Reasons not to send at all, from what the peer offered."""
+        if ext.size and request.size > ext.size:
+            text = f"Message size {request.size} exceeds the limit of {peer} ({ext.size} octets)"
+            return Reply.of(552, "5.3.4", text)
+        if request.params.smtputf8 and not ext.smtputf8:
+            text = f"Message needs SMTPUTF8, which {peer} does not support"
+            return Reply.of(553, "5.6.7", text)
+        return None
+
+    def _content(
+        self, request: DeliveryRequest, pending: list[DeliveryRecipient], ext: Extensions, peer: str
+    ) -> Reply | tuple[Transaction, Callable[[], Iterator[bytes]], dict[str, str]]:
+        """The transaction and the message as it will be sent (maybe made 7-bit)."""
+        params = dataclasses.replace(request.params, size=request.size)
+        headers, body = request.headers, request.body
+        details: dict[str, str] = {}
+        if params.body is BodyType.EIGHT_BIT and not ext.eightbitmime:
+            if contains_8bit(_message(headers.encode(), body)):
+                converted = downgrade(headers, body)
+                if converted is None:
+                    text = (
+                        f"Message has 8-bit content that cannot be converted to 7-bit, "
+                        f"and {peer} does not support 8BITMIME"
+                    )
+                    return Reply.of(554, "5.6.3", text)
+                headers, body = converted.headers, converted.body
+                details["conversion"] = "8bit to quoted-printable"
+            params = dataclasses.replace(params, body=BodyType.SEVEN_BIT)
+        head = headers.encode()
+        recipients = [TransactionRecipient(r.address, r.notify, _orcpt(r.orcpt)) for r in pending]
+        transaction = Transaction(request.sender, recipients, params)
+        return transaction, lambda: _message(head, body), details
+
+    # ---- results --------------------------------------------------------------------------
+    def _screen(
+        self, request: DeliveryRequest, results: dict[int, DeliveryResult]
+    ) -> list[DeliveryRecipient]:
+        """Recipients whose addresses are safe on a command line (the others fail now)."""
+        if any(c in request.sender for c in _UNSAFE):
+            reply = Reply.of(553, "5.1.7", f"Bad sender address syntax: {request.sender!r}")
+            self._settle(request.recipients, results, Outcome.FAILED, reply)
+            return []
+        pending = []
+        for rcpt in request.recipients:
+            if not rcpt.address or any(c in rcpt.address for c in _UNSAFE):
+                reply = Reply.of(553, "5.1.3", f"Bad recipient address syntax: {rcpt.address!r}")
+                results[rcpt.index] = DeliveryResult(rcpt.index, Outcome.FAILED, reply)
+            else:
+                pending.append(rcpt)
+        return pending
+
+    def _settle(
+        self,
+        recipients: list[DeliveryRecipient],
+        results: dict[int, DeliveryResult],
+        outcome: Outcome,
+        reply: Reply,
+        remote_mta: str = "",
+    ) -> None:
+        for rcpt in recipients:
+            results[rcpt.index] = DeliveryResult(rcpt.index, outcome, reply, remote_mta)
+
+    def _result(
+        self,
+        rcpt: DeliveryRecipient,
+        answer: RecipientReply,
+        session: ClientSession,
+        details: dict[str, str],
+    ) -> DeliveryResult:
+        reply = with_status(answer.reply)
+        if reply.code < 400 and not answer.after_content:
+            # e.g. 250 to DATA: the message was never sent
+            text = f"Protocol error: unexpected reply to {answer.phase.value}: {reply}"
+            reply = Reply.of(451, "4.5.0", text)
+        if reply.code < 400:
+            outcome = self._accepted(rcpt, session.extensions)
+        elif reply.code < 500:
+            outcome = Outcome.DEFERRED
+        else:
+            outcome = Outcome.FAILED
+        extra = {**session.tls_details, **details, "stage": answer.phase.value}
+        return DeliveryResult(rcpt.index, outcome, reply, session.peer, details=extra)
+
+    def _accepted(self, rcpt: DeliveryRecipient, ext: Extensions) -> Outcome:
+        if self.lmtp or ext.dsn:
+            return Outcome.DELIVERED
+        if rcpt.notify is not None and Notify.SUCCESS in rcpt.notify:
+            return Outcome.RELAYED  # RFC 3461 4.1: the next hop will not report success
+        return Outcome.DELIVERED
+
+
+def _orcpt(orcpt: str | None) -> str | None:
+    """ORCPT as received (xtext, validated by our server); anything unsendable is left out."""
+    if orcpt is None or any(c.isspace() or c == "\0" for c in orcpt):
+        return None
+    return orcpt
+
+
+def _message(head: bytes, body: Callable[[], Iterator[bytes]]) -> Iterator[bytes]:
+    yield head + b"\r\n"
+    yield from body()
