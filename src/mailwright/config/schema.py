@@ -145,8 +145,16 @@ class QueueSection(Section):
         return self.directory / "tmp"
 
 
+class DeliveryMode(StrEnum):
+    BACKGROUND = "background"  # deliver as soon as a message is queued (Sendmail -odb)
+    QUEUE = "queue"  # only queue; deliver on queue runs (Sendmail -odq, DeliveryMode=q)
+
+
 class DeliverySection(Section):
     """Outbound delivery: concurrency and client timeouts (RFC 5321 4.5.3.2 minimums)."""
+
+    mode: DeliveryMode = DeliveryMode.BACKGROUND
+    queue_run_interval: OptionalSeconds = 0.0  # with mode "queue": run the queue this often
 
     max_concurrency: Count = 100  # deliveries in flight in total
     max_per_destination: Count = 20  # deliveries in flight to one next hop
@@ -158,6 +166,7 @@ class DeliverySection(Section):
     data_block_timeout: Seconds = 180.0
     data_done_timeout: Seconds = 600.0  # waiting for the reply to the final dot
     idle_connection_timeout: Seconds = 10.0  # how long a reusable connection stays open
+    smtp_port: Port = 25  # port of MX hosts (change it only for tests)
     prefer_ipv6: bool = False
 
 
