@@ -169,6 +169,36 @@ class RoutingSection(Section):
     local_domains: list[str] = []  # empty: the host name and "localhost"
 
 
+class LocalSection(Section):
+    """Local submission: the ``sendmail`` command line, its Unix socket and the maildrop.
+
+    ``config/lite.py`` reads these keys without pydantic (the fast ``sendmail`` path);
+    keep the two in step (a unit test compares them).
+    """
+
+    socket: Path | None = None  # default <queue.directory>/submit.sock (mode 0666)
+    maildrop: Path | None = None  # default <queue.directory>/maildrop (mode 1733, like /tmp)
+    domain: str = ""  # qualifies bare user names, builds From:; default: hostname
+    trusted_users: list[str] = []  # may set the sender (-f) without a warning header,
+    # besides root and the daemon's own user (Sendmail's class t)
+    pickup_interval: Seconds = 60.0  # the daemon also looks at the maildrop this often
+
+    @field_validator("trusted_users")
+    @classmethod
+    def _users(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not name or any(c.isspace() or c == ":" for c in name):
+                raise ValueError(f"{name!r} is not a login name")
+        return value
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        if any(c.isspace() or c in "@<>" for c in value):
+            raise ValueError("must be a domain name")
+        return value.lower()
+
+
 def _default_hostname() -> str:
     return socket.gethostname() or "localhost"
 
@@ -183,10 +213,26 @@ class Settings(Section):
     delivery: DeliverySection = DeliverySection()
     relay: RelaySection = RelaySection()
     routing: RoutingSection = RoutingSection()
+    local: LocalSection = LocalSection()
 
     @property
     def local_domains(self) -> list[str]:
         return self.routing.local_domains or [self.hostname.lower(), "localhost"]
+
+    @property
+    def local_socket(self) -> Path:
+        """The local submission socket (``sendmail`` talks to the daemon through it)."""
+        return self.local.socket or self.queue.directory / "submit.sock"
+
+    @property
+    def maildrop_dir(self) -> Path:
+        """Where ``sendmail`` leaves messages while the daemon is not running."""
+        return self.local.maildrop or self.queue.directory / "maildrop"
+
+    @property
+    def local_domain(self) -> str:
+        """The domain of local users' addresses (``user`` becomes ``user@<this>``)."""
+        return self.local.domain or self.hostname.lower()
 
     @field_validator("hostname")
     @classmethod
@@ -207,7 +253,16 @@ class Settings(Section):
 
     def resolve_paths(self, base: Path) -> Settings:
         """Relative paths in the file are relative to the file's directory."""
-        if self.queue.directory.is_absolute():
-            return self
-        queue = self.queue.model_copy(update={"directory": (base / self.queue.directory)})
-        return self.model_copy(update={"queue": queue})
+        settings = self
+        if not self.queue.directory.is_absolute():
+            queue = self.queue.model_copy(update={"directory": (base / self.queue.directory)})
+            settings = settings.model_copy(update={"queue": queue})
+        local_paths = {
+            key: base / value
+            for key, value in (("socket", self.local.socket), ("maildrop", self.local.maildrop))
+            if value is not None and not value.is_absolute()
+        }
+        if local_paths:
+            local = self.local.model_copy(update=local_paths)
+            settings = settings.model_copy(update={"local": local})
+        return settings

@@ -19,6 +19,7 @@ from pathlib import Path
 from mailwright.config.schema import Settings
 from mailwright.edge.context import EdgeContext
 from mailwright.edge.listener import Edge
+from mailwright.edge.local import LocalSubmission
 from mailwright.policy.hooks import Pipeline
 from mailwright.policy.relay import DomainSet, RelayControl, parse_networks
 from mailwright.queue.sqlite import SqliteQueueStore
@@ -43,6 +44,7 @@ class Daemon:
         self.store = SqliteQueueStore(settings.queue.database)
         self.writer = QueueWriter(self.store)
         self.edge: Edge | None = None
+        self.local: LocalSubmission | None = None
         self._stop = asyncio.Event()
         self._terms = 0
 
@@ -76,13 +78,15 @@ class Daemon:
             )
             self.edge = Edge(ctx)
             await self.edge.start()
+            self.local = LocalSubmission(ctx)  # the sendmail socket and the maildrop pickup
+            await self.local.start()
             self._install_signals()
             log.info(
                 "mailwright ready (pid %d), queue %s", os.getpid(), self.settings.queue.directory
             )
             await self._stop.wait()
             log.info("shutting down")
-            await self.edge.stop()
+            await asyncio.gather(self.edge.stop(), self.local.stop())
         finally:
             self.writer.stop()
             self.store.close()
