@@ -88,10 +88,10 @@ def serve_here(config: SubmitConfig, in_fd: int, out_fd: int) -> int:
     envelope: SubmissionEnvelope | None = None
     content = bytearray()
     while True:
-        out = conn.data_to_send()
+        event = conn.next_event()
+        out = conn.data_to_send()  # replies the core made on its own, then ours
         if out:
             _write_all(out_fd, out)
-        event = conn.next_event()
         if event is None:
             if conn.state is State.CLOSED:
                 return 0

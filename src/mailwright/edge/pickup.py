@@ -147,6 +147,7 @@ class Pickup:
             if not reply.transient:
                 log.warning("maildrop %s: <%s> refused: %s", name, rcpt.address, reply)
         if result.final is not None and result.final.positive:
+            self._finish(entry, temporary)  # logged after: the line means the file is gone
             log.info(
                 "maildrop %s: queued as %s (uid %d, %d recipient(s))",
                 name,
@@ -154,7 +155,6 @@ class Pickup:
                 entry.uid,
                 len(result.accepted),
             )
-            self._finish(entry, temporary)
             return
         assert result.failure is not None
         stage, reply = result.failure

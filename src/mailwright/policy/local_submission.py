@@ -85,10 +85,11 @@ class LocalSubmissionPolicy(Hook):
 
     def _complete(self, headers: HeaderList, user: str, sender: Address | None) -> None:
         if headers.get("From") is None:
-            address = (
-                str(sender) if sender is not None else f"{user or 'MAILER-DAEMON'}@{self.domain}"
-            )
-            name = full_name_of(user) if user else ""
+            own = f"{user or 'MAILER-DAEMON'}@{self.domain}"
+            address = own if sender is None else str(sender)
+            # the passwd name only goes with the user's own address
+            mine = user and (sender is None or self.is_own(user, sender))
+            name = full_name_of(user) if mine else ""
             headers.append(Header.make("From", submission.from_value(address, name)))
         if headers.get("Date") is None:
             headers.append(Header.make("Date", submission.date_value()))
