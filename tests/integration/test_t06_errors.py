@@ -82,7 +82,9 @@ def test_quiet_error_mode_keeps_only_the_exit_code(tools: Tools) -> None:
         ("hostname = 'has space'\n", "hostname: must be a host name"),
     ],
 )
-def test_bad_configuration_is_78(tools: Tools, tmp_path: Path, content: str | None, message: str) -> None:
+def test_bad_configuration_is_78(
+    tools: Tools, tmp_path: Path, content: str | None, message: str
+) -> None:
     path = tmp_path / "mailwright.toml"
     if content is not None:
         path.write_text(content)

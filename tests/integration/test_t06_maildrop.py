@@ -6,19 +6,17 @@ Also ``sendmail -bs``, driven by Python's smtplib over a pipe, with and without 
 from __future__ import annotations
 
 import os
-import smtplib
 import stat
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 
 from mailwright.core.submission import Rcpt, SubmissionEnvelope
 from mailwright.queue import maildrop
 from tests.support.daemon import Mailwright
-from tests.support.sendmail import Tools, envelope_of, short_tmp
+from tests.support.sendmail import Tools, envelope_of, short_tmp, smtp_over_pipe
 
 
 @pytest.fixture
@@ -61,8 +59,16 @@ def test_daemon_down_message_waits_in_the_maildrop_then_is_queued(tools: Tools) 
 
 def test_several_messages_and_dsn_parameters_survive_the_maildrop(tools: Tools) -> None:
     for i in range(5):
-        proc = tools.run("-N", "success", "-R", "full", "-V", f"env{i}", f"r{i}@x.test",
-                         input=f"Subject: n{i}\n\nx\n".encode())
+        proc = tools.run(
+            "-N",
+            "success",
+            "-R",
+            "full",
+            "-V",
+            f"env{i}",
+            f"r{i}@x.test",
+            input=f"Subject: n{i}\n\nx\n".encode(),
+        )
         assert proc.returncode == 0, proc.stderr
     names = [os.path.basename(p) for p in dropped(tools)]
     assert len(names) == 5
@@ -119,41 +125,6 @@ def test_bad_files_are_set_aside_good_ones_queued(tools: Tools) -> None:
 
 
 # ---- -bs ----------------------------------------------------------------------------------
-class PipeSocket:
-    """What smtplib needs of a socket, over a child's stdin and stdout."""
-
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
-        self.proc = proc
-
-    def sendall(self, data: bytes) -> None:
-        stdin = self.proc.stdin
-        assert stdin is not None
-        stdin.write(data)
-        stdin.flush()
-
-    def makefile(self, mode: str) -> IO[bytes]:
-        assert self.proc.stdout is not None
-        return self.proc.stdout
-
-    def close(self) -> None:
-        if self.proc.stdin and not self.proc.stdin.closed:
-            self.proc.stdin.close()
-
-
-def smtp_over_pipe(tools: Tools, user: str | None = None) -> tuple[smtplib.SMTP, Any]:
-    command = [str(tools.bindir / "sendmail"), "-bs"]
-    if user:
-        command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *command]
-    proc = subprocess.Popen(
-        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=tools.env(), cwd="/"
-    )
-    client = smtplib.SMTP()
-    client.sock = PipeSocket(proc)  # type: ignore[assignment]
-    code, greeting = client.getreply()
-    assert code == 220, greeting
-    return client, proc
-
-
 def bs_session(tools: Tools) -> tuple[str, Any]:
     client, proc = smtp_over_pipe(tools)
     client.ehlo("client.test")

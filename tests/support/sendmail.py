@@ -13,6 +13,7 @@ import email
 import email.policy
 import os
 import shutil
+import smtplib
 import subprocess
 import sys
 import tempfile
@@ -20,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from mailwright.queue.sqlite import SqliteQueueStore
 from mailwright.queue.store import StoredMessage
@@ -131,8 +132,10 @@ class Tools:
         try:
             stored = store.get_message(queue_id)
             assert stored is not None, f"{queue_id} is not in the queue"
-            raw = store.read_headers(queue_id).encode() + b"\r\n" + b"".join(
-                store.read_body(queue_id)
+            raw = (
+                store.read_headers(queue_id).encode()
+                + b"\r\n"
+                + b"".join(store.read_body(queue_id))
             )
         finally:
             store.close()
@@ -161,3 +164,40 @@ def user_group(user: str) -> str:
 
 def envelope_of(stored: StoredMessage) -> tuple[str, list[str]]:
     return stored.envelope.sender_text, [str(r.address) for r in stored.envelope.recipients]
+
+
+# ---- sendmail -bs over a pipe, driven by smtplib ----------------------------------------------
+class PipeSocket:
+    """What smtplib needs of a socket, over a child's stdin and stdout."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+
+    def sendall(self, data: bytes) -> None:
+        stdin = self.proc.stdin
+        assert stdin is not None
+        stdin.write(data)
+        stdin.flush()
+
+    def makefile(self, mode: str) -> IO[bytes]:
+        assert self.proc.stdout is not None
+        return self.proc.stdout
+
+    def close(self) -> None:
+        if self.proc.stdin and not self.proc.stdin.closed:
+            self.proc.stdin.close()
+
+
+def smtp_over_pipe(tools: Tools, user: str | None = None) -> tuple[smtplib.SMTP, Any]:
+    command = [str(tools.bindir / "sendmail"), "-bs"]
+    if user:
+        group = user_group(user)
+        command = ["setpriv", f"--reuid={user}", f"--regid={group}", "--clear-groups", *command]
+    proc = subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=tools.env(), cwd="/"
+    )
+    client = smtplib.SMTP()
+    client.sock = PipeSocket(proc)  # type: ignore[assignment]
+    code, greeting = client.getreply()
+    assert code == 220, greeting
+    return client, proc

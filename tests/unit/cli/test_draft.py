@@ -106,7 +106,12 @@ def test_header_recipients_and_bcc_removal() -> None:
         b"Bcc: hidden@w.test\r\nTo: list: d@x.test, e@x.test;\r\nSubject: s\r\n\r\n"
     )
     assert d.header_recipients() == [
-        "a@x.test", "b@y.test", "d@x.test", "e@x.test", "c@z.test", "hidden@w.test",
+        "a@x.test",
+        "b@y.test",
+        "d@x.test",
+        "e@x.test",
+        "c@z.test",
+        "hidden@w.test",
     ]
     d.remove("Bcc")
     assert not d.has("bcc") and b"hidden" not in d.encode()

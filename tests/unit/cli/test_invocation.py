@@ -63,14 +63,46 @@ def test_dsn_flags() -> None:
 
 
 def test_hop_count_config_and_ignored_flags() -> None:
-    inv = p("-h", "12", "-C", "/etc/x.toml", "-L", "tag", "-X", "/dev/null", "-d0.1", "-G",
-            "-n", "-m", "-s", "-c", "-T", "-Am", "-pesmtp:host", "-Mrfoo", "-D", "/tmp/d", "u")
+    inv = p(
+        "-h",
+        "12",
+        "-C",
+        "/etc/x.toml",
+        "-L",
+        "tag",
+        "-X",
+        "/dev/null",
+        "-d0.1",
+        "-G",
+        "-n",
+        "-m",
+        "-s",
+        "-c",
+        "-T",
+        "-Am",
+        "-pesmtp:host",
+        "-Mrfoo",
+        "-D",
+        "/tmp/d",
+        "u",
+    )
     assert inv.hop_count == 12 and inv.config == "/etc/x.toml" and inv.recipients == ["u"]
 
 
 def test_unknown_o_and_O_options_are_ignored_known_ones_honoured() -> None:
-    inv = p("-oXyz", "-odq", "-odb", "-oQ/var/spool", "-om", "-oL9", "-O", "Timeout.queuereturn=now",
-            "-O", "NoSuchOption=1", "u")
+    inv = p(
+        "-oXyz",
+        "-odq",
+        "-odb",
+        "-oQ/var/spool",
+        "-om",
+        "-oL9",
+        "-O",
+        "Timeout.queuereturn=now",
+        "-O",
+        "NoSuchOption=1",
+        "u",
+    )
     assert inv.recipients == ["u"] and not inv.ignore_dots
     assert p("-O", "IgnoreDots=true", "u").ignore_dots
     assert not p("-oi", "-O", "IgnoreDots=false", "u").ignore_dots

@@ -103,8 +103,11 @@ def dialogue(
 def test_a_message_crosses_the_real_core_unchanged() -> None:
     message = b"Subject: x\r\n\r\n.leading dot\r\n..two\r\nend\r\n"
     env = SubmissionEnvelope(
-        "me@x.test", [Rcpt("a@y.test", "SUCCESS,FAILURE", "rfc822;a@y.test"), Rcpt("b@y.test")],
-        ret="HDRS", envid="id 1", body_type="8BITMIME",
+        "me@x.test",
+        [Rcpt("a@y.test", "SUCCESS,FAILURE", "rfc822;a@y.test"), Rcpt("b@y.test")],
+        ret="HDRS",
+        envid="id 1",
+        body_type="8BITMIME",
     )
     result, server = dialogue(env, message)
     assert result.final is not None and result.final.code == 250
@@ -122,7 +125,8 @@ def test_refused_recipients_are_reported_and_the_rest_is_sent() -> None:
     result, _ = dialogue(env, b"x\r\n", refuse)
     assert [r.address for r in result.accepted] == ["b@y.test"]
     assert [(r.address, reply.code) for r, reply in result.refused] == [
-        ("a@y.test", 550), ("c@y.test", 451),
+        ("a@y.test", 550),
+        ("c@y.test", 451),
     ]
     assert result.final is not None and result.final.positive
 
@@ -160,8 +164,12 @@ def test_message_refused_at_the_end() -> None:
 
 # ---- the exit-code table ----------------------------------------------------------------------
 CONFIG = SubmitConfig(
-    path=None, hostname="mx.test", queue_dir="/nonexistent", socket_path="/nonexistent/s",
-    maildrop_dir="/nonexistent/maildrop", domain="mx.test",
+    path=None,
+    hostname="mx.test",
+    queue_dir="/nonexistent",
+    socket_path="/nonexistent/s",
+    maildrop_dir="/nonexistent/maildrop",
+    domain="mx.test",
 )
 
 

@@ -36,7 +36,7 @@ def same(a: SubmitConfig, b: SubmitConfig) -> None:
         'hostname = "MX.example.org"\n[queue]\ndirectory = "./spool"\n',
         '[queue]\ndirectory = "/var/q"\n[local]\nsocket = "run/s.sock"\nmaildrop = "/md"\n'
         'domain = "Example.ORG"\ntrusted_users = ["www-data", "backup"]\n',
-        '[server]\nmax_message_size = 1000\nmax_hop_count = 7\n'
+        "[server]\nmax_message_size = 1000\nmax_hop_count = 7\n"
         '[routing]\nlocal_domains = ["a.test", "b.test"]\n',
     ],
 )
@@ -54,7 +54,7 @@ def test_defaults_match_without_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_constants_match_the_loader() -> None:
-    assert lite.DEFAULT_PATH == str(loader.DEFAULT_PATH)
+    assert str(loader.DEFAULT_PATH) == lite.DEFAULT_PATH
     assert lite.ENV_VAR == loader.ENV_VAR
 
 
@@ -86,16 +86,20 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_schema_validates_the_local_section(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text('[local]\ntrusted_users = ["a b"]\n')
-    with pytest.raises(ConfigError, match="local.trusted_users"):
+    with pytest.raises(ConfigError, match=r"local\.trusted_users"):
         load_settings(path)
-    path.write_text('[local]\nbogus = 1\n')
-    with pytest.raises(ConfigError, match="local.bogus: unknown setting"):
+    path.write_text("[local]\nbogus = 1\n")
+    with pytest.raises(ConfigError, match=r"local\.bogus: unknown setting"):
         load_settings(path)
 
 
 def test_qualify() -> None:
     config = SubmitConfig(
-        path=None, hostname="h", queue_dir="/q", socket_path="/q/s", maildrop_dir="/q/m",
+        path=None,
+        hostname="h",
+        queue_dir="/q",
+        socket_path="/q/s",
+        maildrop_dir="/q/m",
         domain="example.org",
     )
     assert config.qualify("user") == "user@example.org"
