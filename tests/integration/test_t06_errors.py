@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.daemon import Mailwright
-from tests.support.sendmail import Tools, short_tmp
+from tests.support.sendmail import Tools, short_tmp, smtp_over_pipe
 
 
 @pytest.fixture(scope="module")
@@ -117,3 +117,20 @@ def test_nothing_reachable_is_75(tools: Tools, tmp_path: Path) -> None:
 def test_full_program_names_dispatch(tools: Tools) -> None:
     proc = tools.run("-bV")
     assert proc.returncode == 0 and proc.stdout.startswith(b"Mailwright ")
+
+
+def test_the_daemon_checks_local_mail_like_network_mail(tools: Tools) -> None:
+    """-bs goes to the daemon's own dialogue: its size limit and loop detection apply."""
+    client, proc = smtp_over_pipe(tools)
+    client.ehlo("c")
+    client.mail("a@x.test")
+    client.rcpt("b@x.test")
+    code, text = client.data(b"Subject: big\r\n\r\n" + b"x" * 3000 + b"\r\n")
+    assert (code, text[:5]) == (552, b"5.3.4")
+    client.mail("a@x.test")
+    client.rcpt("b@x.test")
+    hops = b"Received: x\r\n" * 51
+    code, text = client.data(hops + b"\r\nx\r\n")
+    assert (code, text[:5]) == (554, b"5.4.6")
+    client.quit()
+    assert proc.wait(10) == 0

@@ -145,6 +145,13 @@ class Entry:
 
 def open_entry(path: str) -> Entry:
     """Open and check one file; ``MaildropError`` (or ``IncompleteError``) when unusable."""
+    # never even open what is not a regular file (a FIFO would block, a device could act);
+    # fstat after the open checks again, against a swap in between
+    mode = os.lstat(path).st_mode
+    if stat.S_ISLNK(mode):
+        raise MaildropError(f"{path}: is a symbolic link")
+    if not stat.S_ISREG(mode):
+        raise MaildropError(f"{path}: not a regular file")
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY)
     except OSError as exc:
