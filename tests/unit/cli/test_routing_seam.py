@@ -80,7 +80,7 @@ def test_bv_asks_the_resolver(
     def resolve_address(settings: object, address: str) -> list[str]:
         if address.startswith("nobody-here"):
             raise LookupError("User unknown")
-        return [f"{address}... deliverable: mailer local, user {address.split('@')[0]}x"]
+        return [f"{address}... deliverable: mailer local, user {address.partition('@')[0]}x"]
 
     aliases.resolve_address = resolve_address  # type: ignore[attr-defined]
     assert routing_seam.verify(["root", "nobody-here"], CONFIG, None) == 67
