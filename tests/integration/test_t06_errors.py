@@ -134,3 +134,11 @@ def test_the_daemon_checks_local_mail_like_network_mail(tools: Tools) -> None:
     assert (code, text[:5]) == (554, b"5.4.6")
     client.quit()
     assert proc.wait(10) == 0
+
+
+def test_control_characters_in_addresses_never_reach_the_dialogue(tools: Tools) -> None:
+    proc = tools.run("a@x.test\r\nRSET", input=b"x\n")
+    assert proc.returncode == 67
+    assert "control character" in one_line(proc.stderr)
+    proc = tools.run("-f", "a@x.test>\r\nRSET", "b@x.test", input=b"x\n")
+    assert proc.returncode == 65

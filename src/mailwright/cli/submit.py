@@ -58,6 +58,9 @@ def submit(
     config: SubmitConfig,
     log: Callable[[str], None] | None = None,
 ) -> Outcome:
+    unsafe = unsafe_addresses(envelope)
+    if unsafe is not None:
+        return unsafe
     sock = connect(config.socket_path)
     result: Result | None = None
     if sock is not None:
@@ -71,6 +74,20 @@ def submit(
     if result is None:
         return to_maildrop(message, envelope, config, Outcome())
     return judge(result, message, envelope, config)
+
+
+def unsafe_addresses(envelope: SubmissionEnvelope) -> Outcome | None:
+    """Addresses with control characters never reach a command line (CRLF injection)."""
+    bad = [a for a in (envelope.sender, *(r.address for r in envelope.recipients)) if _unsafe(a)]
+    if not bad:
+        return None
+    outcome = Outcome(DATAERR if _unsafe(envelope.sender) else NOUSER)
+    outcome.errors = [f"{a!r}: invalid address: control character" for a in bad]
+    return outcome
+
+
+def _unsafe(address: str) -> bool:
+    return any(ord(c) < 0x20 or ord(c) == 0x7F for c in address)
 
 
 def judge(
