@@ -17,7 +17,6 @@ import contextlib
 import socket
 from collections.abc import Callable, Iterable
 
-from mailwright.core import xtext
 from mailwright.core.submission import Rcpt, SubmissionEnvelope
 
 RCPT_BATCH = 100  # pipelined RCPTs per write; keeps both socket buffers from filling
@@ -215,6 +214,8 @@ def mail_parameters(envelope: SubmissionEnvelope, size: int) -> list[str]:
     if envelope.ret:
         params.append(f"RET={envelope.ret}")
     if envelope.envid:
+        from mailwright.core import xtext  # rare (-V): its regexes cost start-up time
+
         params.append(f"ENVID={xtext.encode(envelope.envid)}")
     return params
 
