@@ -96,7 +96,11 @@ class Pickup:
                 if not self._stopping:
                     await self._take(path)
 
-        await asyncio.gather(*(one(p) for p in paths))
+        outcomes = await asyncio.gather(*(one(p) for p in paths), return_exceptions=True)
+        for path, outcome in zip(paths, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                log.error("maildrop %s: pickup failed: %s", os.path.basename(path), outcome)
+                self._later(path)
         return len(paths)
 
     # ---- one file ------------------------------------------------------------------------------
