@@ -146,9 +146,13 @@ def main() -> None:
 
 
 def _register() -> None:
+    from mailwright.cli.links import install_links
     from mailwright.cli.queue import queue
+    from mailwright.cli.send import send
 
     cli.add_command(queue)
+    cli.add_command(send)
+    cli.add_command(install_links)
 
 
 _register()

@@ -343,6 +343,36 @@ FilterEntry = Annotated[
 ]
 
 
+class LocalSection(Section):
+    """Local submission: the ``sendmail`` command line, its Unix socket and the maildrop.
+
+    ``config/lite.py`` reads these keys without pydantic (the fast ``sendmail`` path);
+    keep the two in step (a unit test compares them).
+    """
+
+    socket: Path | None = None  # default <queue.directory>/submit.sock (mode 0666)
+    maildrop: Path | None = None  # default <queue.directory>/maildrop (mode 1733, like /tmp)
+    domain: str = ""  # qualifies bare user names, builds From:; default: hostname
+    trusted_users: list[str] = []  # may set the sender (-f) without a warning header,
+    # besides root and the daemon's own user (Sendmail's class t)
+    pickup_interval: Seconds = 60.0  # the daemon also looks at the maildrop this often
+
+    @field_validator("trusted_users")
+    @classmethod
+    def _users(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not name or any(c.isspace() or c == ":" for c in name):
+                raise ValueError(f"{name!r} is not a login name")
+        return value
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        if any(c.isspace() or c in "@<>" for c in value):
+            raise ValueError("must be a domain name")
+        return value.lower()
+
+
 def _default_hostname() -> str:
     return socket.gethostname() or "localhost"
 
@@ -358,11 +388,27 @@ class Settings(Section):
     relay: RelaySection = RelaySection()
     routing: RoutingSection = RoutingSection()
     dns: DnsSection = DnsSection()
+    local: LocalSection = LocalSection()
     filters: list[FilterEntry] = []  # milters and in-process filters, called in this order
 
     @property
     def local_domains(self) -> list[str]:
         return self.routing.local_domains or [self.hostname.lower(), "localhost"]
+
+    @property
+    def local_socket(self) -> Path:
+        """The local submission socket (``sendmail`` talks to the daemon through it)."""
+        return self.local.socket or self.queue.directory / "submit.sock"
+
+    @property
+    def maildrop_dir(self) -> Path:
+        """Where ``sendmail`` leaves messages while the daemon is not running."""
+        return self.local.maildrop or self.queue.directory / "maildrop"
+
+    @property
+    def local_domain(self) -> str:
+        """The domain of local users' addresses (``user`` becomes ``user@<this>``)."""
+        return self.local.domain or self.hostname.lower()
 
     @field_validator("hostname")
     @classmethod
@@ -391,10 +437,19 @@ class Settings(Section):
 
     def resolve_paths(self, base: Path) -> Settings:
         """Relative paths in the file are relative to the file's directory."""
-        queue = self.queue.model_copy(update={"directory": base / self.queue.directory})
-        routing, dns = self.routing, self.dns
-        if routing.transport_table is not None:
-            routing = routing.model_copy(update={"transport_table": base / routing.transport_table})
-        if dns.static_table is not None:
-            dns = dns.model_copy(update={"static_table": base / dns.static_table})
-        return self.model_copy(update={"queue": queue, "routing": routing, "dns": dns})
+
+        # ``base / path`` leaves an absolute path as it is
+        def rebase(section: Section, *fields: str) -> Section:
+            update = {
+                f: base / getattr(section, f) for f in fields if getattr(section, f) is not None
+            }
+            return section.model_copy(update=update)
+
+        return self.model_copy(
+            update={
+                "queue": rebase(self.queue, "directory"),
+                "routing": rebase(self.routing, "transport_table"),
+                "dns": rebase(self.dns, "static_table"),
+                "local": rebase(self.local, "socket", "maildrop"),
+            }
+        )

@@ -21,6 +21,7 @@ from mailwright.daemon import control
 from mailwright.daemon.delivery import build_scheduler
 from mailwright.edge.context import EdgeContext
 from mailwright.edge.listener import Edge
+from mailwright.edge.local import LocalSubmission
 from mailwright.policy.filters.chain import build_filters
 from mailwright.policy.hooks import Pipeline
 from mailwright.policy.relay import DomainSet, RelayControl, parse_networks
@@ -46,6 +47,7 @@ class Daemon:
         self.store = SqliteQueueStore(settings.queue.database)
         self.writer = QueueWriter(self.store)
         self.edge: Edge | None = None
+        self.local: LocalSubmission | None = None
         self.scheduler = build_scheduler(settings, self.store, self.writer)
         self.control = control.ControlServer(
             control.socket_path(settings.queue.directory),
@@ -119,6 +121,8 @@ class Daemon:
             )
             self.edge = Edge(ctx)
             await self.edge.start()
+            self.local = LocalSubmission(ctx)  # the sendmail socket and the maildrop pickup
+            await self.local.start()
             await self.control.start()
             runner = asyncio.create_task(self._deliveries())
             self._install_signals()
@@ -127,7 +131,7 @@ class Daemon:
             )
             await self._stop.wait()
             log.info("shutting down")
-            await self.edge.stop()
+            await asyncio.gather(self.edge.stop(), self.local.stop())
             grace = self.settings.server.timeouts.shutdown_grace
             await self.scheduler.stop(grace)
             await runner
