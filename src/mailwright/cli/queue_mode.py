@@ -3,14 +3,14 @@
 ``-bp`` prints Sendmail's ``mailq`` layout for the queue, then, when the caller may list
 it (root), the messages still waiting in the maildrop. ``-q`` makes the queued
 recipients due now (all, or those selected by ``-qI``/``-qR``/``-qS`` substrings) and
-wakes the daemon, through ``cli.queue.flush_queue``; ``-q30m`` without ``-bd`` repeats
+has a running daemon deliver them, or delivers them itself in the foreground when none
+runs, through ``cli.queue.flush_queue``; ``-q30m`` without ``-bd`` repeats
 that every 30 minutes in the foreground until SIGTERM. Settings: ``queue.directory`` (and
 for ``-q`` the full settings, which the queue commands need).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import sys
@@ -23,7 +23,6 @@ from mailwright.cli.invocation import Invocation
 from mailwright.config.lite import SubmitConfig
 
 OK, CONFIG, NOPERM, IOERR = 0, 78, 77, 74
-DELIVERY_MODULE = "mailwright.daemon.delivery"  # the foreground queue runner, when present
 
 
 def say(message: str) -> None:
@@ -131,22 +130,11 @@ def run_queue(inv: Invocation) -> int:
 
 
 def _run_once(settings: object, selection: object, verbose: bool) -> None:
+    """Make the selection due; a running daemon delivers it, otherwise this process does."""
     from mailwright.cli.queue import Selection, flush_queue
-    from mailwright.cli.submit import connect
     from mailwright.config.schema import Settings
 
     assert isinstance(settings, Settings) and isinstance(selection, Selection)
-    foreground = importlib.util.find_spec(DELIVERY_MODULE) is not None
-    count = flush_queue(settings, selection, foreground=foreground)
+    count = flush_queue(settings, selection)
     if verbose:
         print(f"queue run: {count} recipient(s) due now", flush=True)
-    if foreground:
-        return
-    sock = connect(str(settings.local_socket), timeout=2.0)
-    if sock is None:
-        say(
-            f"{count} recipient(s) due now; no daemon is running to deliver them "
-            "(start it: sendmail -bd, or mailwright serve)"
-        )
-    else:
-        sock.close()
