@@ -78,6 +78,9 @@ def serve(ctx: click.Context, log_level: str) -> None:
 
     try:
         run_daemon(settings)
+    except ConfigError as exc:  # e.g. a certificate that does not load
+        click.echo(f"mailwright: {exc}", err=True)
+        sys.exit(ExitCode.CONFIG)
     except OSError as exc:
         click.echo(f"mailwright: cannot start: {exc}", err=True)
         sys.exit(ExitCode.OSERR)
@@ -146,13 +149,19 @@ def main() -> None:
 
 
 def _register() -> None:
+    from mailwright.cli.access import access
+    from mailwright.cli.auth import auth
     from mailwright.cli.links import install_links
     from mailwright.cli.queue import queue
     from mailwright.cli.send import send
+    from mailwright.cli.tls import tls
 
     cli.add_command(queue)
     cli.add_command(send)
     cli.add_command(install_links)
+    cli.add_command(tls)
+    cli.add_command(auth)
+    cli.add_command(access)
 
 
 _register()

@@ -67,8 +67,20 @@ Count = Annotated[int, Field(ge=1)]
 
 class ListenerKind(StrEnum):
     SMTP = "smtp"  # port 25: MX, relay control applies
-    SUBMISSION = "submission"  # port 587
+    SUBMISSION = "submission"  # port 587 (or 465 with tls = "implicit"): AUTH required
     LMTP = "lmtp"
+
+
+class ListenerTls(StrEnum):
+    STARTTLS = "starttls"  # offer STARTTLS when [tls] has a certificate (RFC 3207)
+    IMPLICIT = "implicit"  # TLS from the first byte (RFC 8314, port 465); needs a certificate
+    NONE = "none"  # never TLS
+
+
+class ListenerAuth(StrEnum):
+    OFF = "off"  # AUTH never offered
+    OFFER = "offer"  # AUTH offered (under TLS) when auth.users_file is set
+    REQUIRE = "require"  # AUTH offered, and required before MAIL (530 5.7.0)
 
 
 class Listener(Section):
@@ -76,6 +88,24 @@ class Listener(Section):
     port: Port = 25
     kind: ListenerKind = ListenerKind.SMTP
     name: str = ""  # Sendmail's daemon name ({daemon_name}); defaults to kind-port
+    tls: ListenerTls = ListenerTls.STARTTLS
+    auth: ListenerAuth | None = None  # default: require on submission, offer on smtp, off on lmtp
+    require_tls: bool | None = None  # TLS before MAIL (530 5.7.0); default: on submission
+
+    @property
+    def auth_mode(self) -> ListenerAuth:
+        if self.auth is not None:
+            return self.auth
+        return {
+            ListenerKind.SUBMISSION: ListenerAuth.REQUIRE,
+            ListenerKind.SMTP: ListenerAuth.OFFER,
+        }.get(self.kind, ListenerAuth.OFF)
+
+    @property
+    def tls_required(self) -> bool:
+        if self.require_tls is not None:
+            return self.require_tls
+        return self.kind is ListenerKind.SUBMISSION
 
     @field_validator("address")
     @classmethod
@@ -103,9 +133,10 @@ class BareLineEndings(StrEnum):
 class Timeouts(Section):
     """Server-side SMTP timeouts (RFC 5321 4.5.3.2 minimums as defaults)."""
 
-    command: Seconds = 300.0  # waiting for the next command (4.5.3.2.7)
+    command: Seconds = 300.0  # for the next complete command line (4.5.3.2.7; slowloris-proof)
     data_block: Seconds = 180.0  # between two reads inside DATA/BDAT (4.5.3.2.5)
     shutdown_grace: Seconds = 30.0  # SIGTERM: how long sessions may finish
+    tls_handshake: Seconds = 30.0  # STARTTLS or implicit TLS handshake
 
 
 class ServerSection(Section):
@@ -113,6 +144,9 @@ class ServerSection(Section):
     max_recipients: Count = 1000
     max_connections: Count = 500
     max_connections_per_ip: Count = 20
+    # Sendmail's ClientRate: new connections per client IP per minute; 0 = no limit
+    max_connection_rate_per_ip: Annotated[int, Field(ge=0)] = 0
+    greet_pause: OptionalSeconds = 0.0  # wait this long before 220; refuse early talkers
     max_command_line: Annotated[int, Field(ge=512)] = 2048
     max_line_length: Annotated[int, Field(ge=0)] = 1000  # octets incl. CRLF; 0 = unlimited
     max_header_size: Annotated[int, Field(ge=1024)] = 1024 * 1024
@@ -145,6 +179,62 @@ class QueueSection(Section):
         return self.directory / "tmp"
 
 
+class TlsSection(Section):
+    """The server's certificate for STARTTLS and implicit TLS; reloaded on SIGHUP.
+
+    Without a certificate STARTTLS is simply not offered (and AUTH neither, unless
+    ``auth.plaintext_on_loopback``). ``mailwright tls selfsigned`` makes a test pair.
+    """
+
+    certificate: Path | None = None  # PEM, the chain after the certificate
+    key: Path | None = None  # PEM private key; default: in the certificate file
+    min_version: Literal["TLSv1.2", "TLSv1.3"] = "TLSv1.2"
+    ciphers: str = ""  # OpenSSL cipher list for TLS 1.2; empty: OpenSSL's defaults
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsSection:
+        if self.key is not None and self.certificate is None:
+            raise ValueError("key is set but certificate is not")
+        return self
+
+
+class AuthSection(Section):
+    """SMTP AUTH (RFC 4954) on the server: who may log in, and brute-force limits."""
+
+    users_file: Path | None = None  # "user:bcrypt-hash" lines (mailwright auth adduser)
+    mechanisms: list[Literal["PLAIN", "LOGIN"]] = ["PLAIN", "LOGIN"]
+    plaintext_on_loopback: bool = False  # offer AUTH without TLS to loopback clients
+    failure_window: Seconds = 900.0  # failures are counted over this long ...
+    max_failures_per_ip: Count = 10  # ... then AUTH from that address gets 454 4.7.0
+    max_failures_per_user: Count = 10  # ... or for that user name
+    max_failures_per_session: Count = 3  # then 421 and the connection is closed
+    failure_delay: OptionalSeconds = 1.0  # a failure is answered this late, doubling ...
+    max_failure_delay: OptionalSeconds = 16.0  # ... per failure of the address, up to this
+    max_concurrent_checks: Count = 4  # password hashes computed at once (CPU bound)
+
+    @field_validator("mechanisms")
+    @classmethod
+    def _mechanisms(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("name at least one mechanism (PLAIN, LOGIN)")
+        return list(dict.fromkeys(value))
+
+
+class AccessSection(Section):
+    """Sendmail-style access table (``Connect:``/``From:``/``To:`` keys); reread when changed."""
+
+    table: Path | None = None
+
+
+class TlsLevel(StrEnum):
+    """Outbound STARTTLS per destination (Postfix's smtp_tls_security_level names)."""
+
+    NONE = "none"  # never STARTTLS
+    MAY = "may"  # STARTTLS when offered, no certificate check (RFC 7435)
+    ENCRYPT = "encrypt"  # TLS required, certificate not checked; else defer 4.7.5
+    VERIFY = "verify"  # TLS with a certificate valid for the host name; else defer 4.7.5
+
+
 class DeliveryMode(StrEnum):
     BACKGROUND = "background"  # deliver as soon as a message is queued (Sendmail -odb)
     QUEUE = "queue"  # only queue; deliver on queue runs (Sendmail -odq, DeliveryMode=q)
@@ -168,6 +258,19 @@ class DeliverySection(Section):
     idle_connection_timeout: Seconds = 10.0  # how long a reusable connection stays open
     smtp_port: Port = 25  # port of MX hosts (change it only for tests)
     prefer_ipv6: bool = False
+    tls_default: TlsLevel = TlsLevel.MAY
+    # per destination: "example.com" (and its subdomains: ".example.com") for MX routes,
+    # "[host]" for transport-table and smarthost routes
+    tls_policy: dict[str, TlsLevel] = {}
+    tls_ca_file: Path | None = None  # CAs for "verify"; default: the system's
+
+    @field_validator("tls_policy")
+    @classmethod
+    def _tls_policy(cls, value: dict[str, TlsLevel]) -> dict[str, TlsLevel]:
+        for key in value:
+            if not key.strip() or any(c.isspace() or c == "@" for c in key):
+                raise ValueError(f"{key!r} is not a domain or [host]")
+        return value
 
 
 class RelaySection(Section):
@@ -389,6 +492,9 @@ class Settings(Section):
     routing: RoutingSection = RoutingSection()
     dns: DnsSection = DnsSection()
     local: LocalSection = LocalSection()
+    tls: TlsSection = TlsSection()
+    auth: AuthSection = AuthSection()
+    access: AccessSection = AccessSection()
     filters: list[FilterEntry] = []  # milters and in-process filters, called in this order
 
     @property
@@ -428,6 +534,16 @@ class Settings(Section):
         return self
 
     @model_validator(mode="after")
+    def _implicit_tls_has_certificate(self) -> Settings:
+        for listener in self.listeners:
+            if listener.tls is ListenerTls.IMPLICIT and self.tls.certificate is None:
+                raise ValueError(
+                    f'listener {listener.display_name} has tls = "implicit" '
+                    "but [tls] certificate is not set"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _unique_filters(self) -> Settings:
         names = [f.display_name for f in self.filters]
         for name in names:
@@ -451,5 +567,9 @@ class Settings(Section):
                 "routing": rebase(self.routing, "transport_table"),
                 "dns": rebase(self.dns, "static_table"),
                 "local": rebase(self.local, "socket", "maildrop"),
+                "tls": rebase(self.tls, "certificate", "key"),
+                "auth": rebase(self.auth, "users_file"),
+                "access": rebase(self.access, "table"),
+                "delivery": rebase(self.delivery, "tls_ca_file"),
             }
         )

@@ -18,6 +18,11 @@ def _safe(text: str) -> str:
     return _UNSAFE.sub("?", text)[:255]
 
 
+def _safe_comment(text: str) -> str:
+    """Words separated by single spaces, no parentheses: fit for a ``(...)`` comment."""
+    return " ".join(_safe(word).replace("(", "?").replace(")", "?") for word in text.split())
+
+
 def protocol_name(
     *,
     esmtp: bool = True,
@@ -62,7 +67,7 @@ def received(
         )
     parts = [source]
     if tls:
-        parts.append(f"({_safe(tls)})")
+        parts.append(f"({_safe_comment(tls)})")
     parts.append(f"by {hostname} (Mailwright) with {protocol} id {queue_id}")
     tail = f"for <{_safe(recipient)}>; " if recipient else ""
     date = email.utils.formatdate(when, localtime=True)

@@ -4,7 +4,9 @@ Order matters for durability: the queue is opened (and checked) before any
 listener accepts, and on SIGTERM listeners stop first, sessions finish, then
 the writer drains its last commits before the store closes. A second SIGTERM
 exits at once; nothing acknowledged is lost because every ``250`` followed a
-commit. Settings: all of them, via the components it builds.
+commit. SIGHUP reloads the TLS certificate, the users file and the access table
+(the last two are also reread when they change). Settings: all of them, via the
+components it builds.
 """
 
 from __future__ import annotations
@@ -16,15 +18,20 @@ import os
 import signal
 from pathlib import Path
 
-from mailwright.config.schema import DeliveryMode, Settings
+from mailwright.config.schema import DeliveryMode, ListenerAuth, Settings
 from mailwright.daemon import control
 from mailwright.daemon.delivery import build_scheduler
 from mailwright.edge.context import EdgeContext
 from mailwright.edge.listener import Edge
 from mailwright.edge.local import LocalSubmission
+from mailwright.edge.security import EdgeSecurity
+from mailwright.policy import access
 from mailwright.policy.filters.chain import build_filters
-from mailwright.policy.hooks import Pipeline
+from mailwright.policy.hooks import Hook, Pipeline
+from mailwright.policy.limits import ConnectionRateLimit
 from mailwright.policy.relay import DomainSet, RelayControl, parse_networks
+from mailwright.policy.submission import SubmissionPolicy
+from mailwright.policy.watched import WatchedFile
 from mailwright.queue.sqlite import SqliteQueueStore
 from mailwright.queue.store import InsertMessage, NewMessage
 from mailwright.queue.writer import QueueWriter
@@ -32,13 +39,39 @@ from mailwright.queue.writer import QueueWriter
 log = logging.getLogger("mailwright.daemon")
 
 
-def build_pipeline(settings: Settings) -> Pipeline:
+def build_pipeline(
+    settings: Settings, table: WatchedFile[access.AccessTable] | None = None
+) -> Pipeline:
+    """Policy hooks in order: connection rate, submission rules, access table, relay
+    control, then the configured filters."""
+    if table is None and settings.access.table is not None:
+        table = access.watch(settings.access.table)
+    hooks: list[Hook] = []
+    if settings.server.max_connection_rate_per_ip:
+        hooks.append(
+            ConnectionRateLimit(settings.server.max_connection_rate_per_ip, settings.hostname)
+        )
+    hooks.append(SubmissionPolicy.from_settings(settings))
+    if table is not None:
+        hooks.append(access.AccessControl(table, settings.hostname))
     relay = RelayControl(
         DomainSet(settings.local_domains),
         DomainSet(settings.relay.domains),
         parse_networks(settings.relay.networks),
+        table.current if table is not None else None,
     )
-    return Pipeline([relay, *build_filters(settings)])
+    return Pipeline([*hooks, relay, *build_filters(settings)])
+
+
+def warn_about_listeners(settings: Settings) -> None:
+    """Configurations that start but cannot work as the operator probably expects."""
+    for listener in settings.listeners:
+        if listener.auth_mode is ListenerAuth.REQUIRE and settings.auth.users_file is None:
+            log.warning(
+                "listener %s requires AUTH but auth.users_file is not set: "
+                "every MAIL will be refused",
+                listener.display_name,
+            )
 
 
 class Daemon:
@@ -47,6 +80,10 @@ class Daemon:
         self.store = SqliteQueueStore(settings.queue.database)
         self.writer = QueueWriter(self.store)
         self.edge: Edge | None = None
+        self.security = EdgeSecurity.from_settings(settings)  # a bad certificate stops here
+        self.access = (
+            access.watch(settings.access.table) if settings.access.table is not None else None
+        )
         self.local: LocalSubmission | None = None
         self.scheduler = build_scheduler(settings, self.store, self.writer)
         self.control = control.ControlServer(
@@ -113,11 +150,13 @@ class Daemon:
         self.store.open()
         self.writer.start()
         try:
+            warn_about_listeners(self.settings)
             ctx = EdgeContext(
                 settings=self.settings,
-                pipeline=build_pipeline(self.settings),
+                pipeline=build_pipeline(self.settings, self.access),
                 enqueue=self.enqueue,
                 spool_dir=self.settings.queue.spool_dir,
+                security=self.security,
             )
             self.edge = Edge(ctx)
             await self.edge.start()
@@ -145,6 +184,13 @@ class Daemon:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._on_term)
         loop.add_signal_handler(signal.SIGINT, self._on_term)
+        loop.add_signal_handler(signal.SIGHUP, self._on_hup)
+
+    def _on_hup(self) -> None:
+        log.info("SIGHUP: reloading TLS certificate, users file and access table")
+        self.security.reload()
+        if self.access is not None:
+            self.access.reload()
 
     def _on_term(self) -> None:
         self._terms += 1

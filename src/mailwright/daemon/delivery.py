@@ -4,7 +4,8 @@ Used by the daemon and by admin commands that run the queue without a daemon
 (``mailwright queue flush``, ``sendmail -q``, ``queue bounce``). Table problems
 (transport table, static DNS table) are logged, not fatal: the router keeps
 mail queued rather than sending it the wrong way. Settings: ``hostname``,
-``queue.*``, ``delivery.*``, ``dns.*``, ``routing.*``.
+``queue.*``, ``delivery.*`` (including the outbound TLS policy), ``dns.*``,
+``routing.*``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from mailwright.delivery.agent import DeliveryAgent
 from mailwright.delivery.lmtp import LmtpAgent
 from mailwright.delivery.session import ClientTimeouts
 from mailwright.delivery.smtp import SmtpAgent
+from mailwright.delivery.tlspolicy import TlsPolicyTable, verify_context
 from mailwright.queue.backoff import RetryPolicy
 from mailwright.queue.scheduler import Scheduler, SchedulerSettings, domain_of
 from mailwright.queue.sqlite import SqliteQueueStore
@@ -57,6 +59,8 @@ def build_agents(settings: Settings) -> dict[Transport, DeliveryAgent]:
             timeouts=timeouts,
             idle_timeout=idle,
             port=settings.delivery.smtp_port,
+            tls=TlsPolicyTable(settings.delivery.tls_policy, settings.delivery.tls_default),
+            verify_context=verify_context(settings.delivery.tls_ca_file),
         ),
         Transport.LMTP: LmtpAgent(settings.hostname, None, timeouts=timeouts, idle_timeout=idle),
     }

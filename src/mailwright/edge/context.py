@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mailwright.config.schema import Listener, ListenerKind, Settings
+from mailwright.edge.security import EdgeSecurity
 from mailwright.policy.hooks import Pipeline
 from mailwright.queue.store import NewMessage
 from mailwright.smtp.data import BareLinePolicy, DataLimits
@@ -24,6 +25,7 @@ class EdgeContext:
     pipeline: Pipeline
     enqueue: Enqueue  # commits durably (fsync) before returning
     spool_dir: Path
+    security: EdgeSecurity | None = None  # STARTTLS, AUTH; None: neither is offered
 
     def server_settings(self, listener: Listener) -> ServerSettings:
         s = self.settings.server

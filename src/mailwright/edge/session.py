@@ -24,6 +24,8 @@ from mailwright.core.queueid import new_queue_id
 from mailwright.core.reply import Reply
 from mailwright.core.trace import hop_count, protocol_name, received
 from mailwright.edge.context import EdgeContext
+from mailwright.edge.pacing import CommandClock, early_input
+from mailwright.edge.security import SessionSecurity, redact
 from mailwright.observability import maillog
 from mailwright.policy.hooks import SessionInfo, Transaction
 from mailwright.queue.spool import Spool
@@ -58,6 +60,9 @@ class Session:
         self.listener = listener
         self.info = info
         self.conn = ServerConnection(ctx.server_settings(listener))
+        self.security = SessionSecurity(ctx.security, listener, info, self.conn)
+        self.security.configure()
+        self.clock = CommandClock(ctx.settings.server.timeouts.command)
         self.txn: Transaction | None = None
         self._parser: HeaderParser | None = None
         self._spool: Spool | None = None
@@ -109,7 +114,14 @@ class Session:
             pass
 
     async def _greet(self) -> None:
+        if self.security.implicit:
+            await self.security.start_tls(self.reader, self.writer)  # RFC 8314
         reply = await self.ctx.pipeline.connect(self.info)
+        if (reply is None or reply.positive) and not self.info.trusted_relay:
+            early = await early_input(self.reader, self.ctx.settings.server.greet_pause)
+            if early:
+                maillog.emit(None, event="pre-greeting traffic", relay=self.relay)
+                self.conn.receive(early)
         self.conn.greet(reply if reply is not None and not reply.positive else None)
         await self._flush()
 
@@ -144,7 +156,10 @@ class Session:
         in_data = self.conn.state in (State.DATA, State.BDAT)
         self._reading = True
         try:
-            async with asyncio.timeout(timeouts.data_block if in_data else timeouts.command):
+            if in_data:
+                async with asyncio.timeout(timeouts.data_block):
+                    return await self.reader.read(READ_SIZE)
+            async with asyncio.timeout_at(self.clock.before_read(self.conn.partial_input)):
                 return await self.reader.read(READ_SIZE)
         finally:
             self._reading = False
@@ -178,11 +193,21 @@ class Session:
             await self._content_end(event)
         elif isinstance(event, ev.Reset):
             await self._abort(event.reason)
-        elif isinstance(event, ev.StartTls | ev.Auth):
-            self.conn.respond(Reply.of(454, "4.7.0", "Not available"))
+        elif isinstance(event, ev.StartTls):
+            await self._starttls()
+        elif isinstance(event, ev.Auth):
+            await self.security.auth(event)
         elif isinstance(event, ev.Unknown):
-            log.debug("unknown command from %s: %r", self.relay, event.line[:80])
+            log.debug("unknown command from %s: %r", self.relay, redact(event.line[:80]))
             await self.ctx.pipeline.unknown(self.info, event.line)
+
+    async def _starttls(self) -> None:
+        if not self.security.may_start_tls():
+            self.conn.respond(Reply.of(454, "4.7.0", "TLS not available due to temporary reason"))
+            return
+        self.conn.respond(None)  # 220 2.0.0 Ready to start TLS
+        await self._flush(final=True)
+        await self.security.start_tls(self.reader, self.writer)
 
     async def _hello(self, event: ev.Hello) -> None:
         await self._abort("new HELO")

@@ -1,22 +1,30 @@
 """Relay control: who may send mail to which domains (never an open relay).
 
-Clients on loopback, in ``relay.networks`` or authenticated may relay to any
-domain; everyone else may only send to local domains and ``relay.domains``
-(a leading dot matches subdomains). The refusal is Sendmail's
-``550 5.7.1 <rcpt>... Relaying denied``. Trusts the client address from the
-socket, nothing the client says. Settings: ``relay.*``, ``routing.local_domains``.
+Clients on loopback, in ``relay.networks``, authenticated, or given ``RELAY`` by
+an access table ``Connect:`` entry may relay to any domain; everyone else may
+only send to local domains, ``relay.domains`` (a leading dot matches
+subdomains) and ``To:`` entries of the access table that say ``RELAY``. For
+those clients a local part that still routes somewhere (``user%other@local``,
+``other!user@local``, ``"user@other"@local``) is refused too: a later hop could
+act on it, which is how open relays were made. An address literal
+(``user@[192.0.2.1]``) is local only when listed in the local domains. The
+refusal is Sendmail's ``550 5.7.1 <rcpt>... Relaying denied``. Trusts the
+client address from the socket, nothing the client says. Settings: ``relay.*``,
+``routing.local_domains``, ``access.table``.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from mailwright.core.envelope import Recipient
 from mailwright.core.reply import Reply
+from mailwright.policy.access import AccessTable, Action
 from mailwright.policy.hooks import Hook, SessionInfo, Transaction
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+ROUTING_CHARACTERS = frozenset("%!@")  # percent hack, UUCP bang path, quoted @
 
 
 def relaying_denied(recipient: Recipient) -> Reply:
@@ -61,11 +69,16 @@ class RelayControl(Hook):
     name = "relay"
 
     def __init__(
-        self, local_domains: DomainSet, relay_domains: DomainSet, networks: list[Network]
+        self,
+        local_domains: DomainSet,
+        relay_domains: DomainSet,
+        networks: list[Network],
+        access: Callable[[], AccessTable] | None = None,
     ) -> None:
         self.local_domains = local_domains
         self.relay_domains = relay_domains
         self.networks = networks
+        self.access = access
 
     async def connect(self, session: SessionInfo) -> Reply | None:
         if session.is_local or in_networks(session.client_address, self.networks):
@@ -73,14 +86,24 @@ class RelayControl(Hook):
         return None
 
     def may_relay(self, session: SessionInfo, recipient: Recipient) -> bool:
-        domain = recipient.address.domain
+        if session.trusted_relay or session.auth_user:
+            return True
+        address = recipient.address
+        if ROUTING_CHARACTERS.intersection(address.local):
+            return False
+        domain = address.domain
         return (
-            session.trusted_relay
-            or bool(session.auth_user)
-            or domain == ""  # bare "postmaster"
+            domain == ""  # bare "postmaster"
             or domain in self.local_domains
             or domain in self.relay_domains
+            or self._access_relays(recipient)
         )
+
+    def _access_relays(self, recipient: Recipient) -> bool:
+        if self.access is None:
+            return False
+        rule = self.access().address("to", recipient.address)
+        return rule is not None and rule.action is Action.RELAY
 
     async def rcpt(
         self, session: SessionInfo, txn: Transaction, recipient: Recipient, raw_params: list[str]

@@ -81,6 +81,7 @@ class ServerConnection:
         self.tls = False
         self.tls_available = False
         self.auth_mechanisms: tuple[str, ...] = ()
+        self.auth_requires_tls = False  # AUTH neither offered nor accepted (538) before TLS
         self.authenticated = False
         self.early_talker = False
         self._in = bytearray()
@@ -165,9 +166,16 @@ class ServerConnection:
         self._out += b"334 " + base64.b64encode(text) + b"\r\n"
         self.state = State.AUTH
 
+    @property
+    def partial_input(self) -> bool:
+        """Received bytes wait for the rest of their line (the driver's command clock)."""
+        return bool(self._in)
+
     def tls_started(self) -> None:
         """The stream is now TLS: forget everything said before (RFC 3207 4.2)."""
         self._in.clear()
+        self._skip_line = False
+        self._pending = None
         self.tls = True
         self.hello = None
         self.esmtp = False
@@ -206,6 +214,11 @@ class ServerConnection:
                 line = self._next_line()
                 if line is None:
                     return None
+                if self.state is not State.AUTH:  # a bad line ended the exchange
+                    event = self._command(line)
+                    if event is not None:
+                        return event
+                    continue
                 self.state = State.DECIDING
                 self._pending = ev.Auth("", line)
                 return self._pending
@@ -262,6 +275,8 @@ class ServerConnection:
             problem = self._line_problem(raw)
             if problem is not None:
                 self._error(_r(500, "5.5.2", problem))
+                if self.state is State.AUTH:  # the error answers the AUTH command
+                    self.state, self._pending = State.COMMAND, None
                 continue
             return raw[:-1].decode("utf-8")
         return None
@@ -317,8 +332,12 @@ class ServerConnection:
             smtputf8=s.smtputf8,
             dsn=s.dsn,
             chunking=s.chunking,
-            auth=bool(self.auth_mechanisms),
+            auth=bool(self.auth_mechanisms) and self._auth_allowed,
         )
+
+    @property
+    def _auth_allowed(self) -> bool:
+        return self.tls or not self.auth_requires_tls
 
     def _cmd_ehlo(self, args: str) -> ev.Event | None:
         return self._hello("EHLO", args)
@@ -371,7 +390,7 @@ class ServerConnection:
             words.append("DSN")
         if self.tls_available and not self.tls:
             words.append("STARTTLS")
-        if self.auth_mechanisms and not self.authenticated:
+        if self.auth_mechanisms and not self.authenticated and self._auth_allowed:
             words.append("AUTH " + " ".join(self.auth_mechanisms))
         if s.vrfy:
             words.append("VRFY")
@@ -660,6 +679,11 @@ class ServerConnection:
             return None
         if mech not in self.auth_mechanisms:
             self._error(_r(504, "5.5.4", "Unrecognized authentication mechanism"))
+            return None
+        if not self._auth_allowed:
+            self._error(
+                _r(538, "5.7.11", "Encryption required for requested authentication mechanism")
+            )
             return None
         return self._decide(ev.Auth(mech, parts[1] if len(parts) == 2 else None))
 

@@ -1,0 +1,130 @@
+"""``mailwright access ...``: check the access table and show which entry decides a case.
+
+``test`` takes a client (``--connect IP``, ``--host NAME``), a sender (``--from``)
+and recipients (``--to``, repeatable) and prints, for each, the entry that
+matches (file line and text) and what it means, or that none does. ``check``
+reports every problem as ``file:line: problem`` (exit 78). ``--file`` overrides
+``access.table``. Settings: ``access.table``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from mailwright.cli.output import fail
+from mailwright.config.schema import Settings
+from mailwright.core.address import Address, AddressError, parse_path
+from mailwright.core.sysexits import ExitCode
+from mailwright.policy.access import AccessTable, Rule, access_denied, read_access
+
+
+def _settings(ctx: click.Context) -> Settings:
+    from mailwright.cli.main import load_or_exit
+
+    return load_or_exit(ctx)
+
+
+def _table_path(ctx: click.Context, file: Path | None) -> Path:
+    path = file or _settings(ctx).access.table
+    if path is None:
+        fail("no access table: set access.table or give --file", ExitCode.USAGE)
+        raise AssertionError  # not reached
+    return path
+
+
+def _address(text: str, null_ok: bool) -> Address | None:
+    path = text if text.startswith("<") else f"<{text}>"
+    try:
+        return parse_path(path, utf8=True, allow_null=null_ok)
+    except AddressError as exc:
+        fail(f"{text!r}: {exc}", ExitCode.USAGE)
+        raise AssertionError from None  # not reached
+
+
+def _outcome(rule: Rule | None, shown: str) -> str:
+    if rule is None:
+        return "no entry matches (the defaults apply)"
+    if rule.action.value == "REJECT":
+        meaning = str(access_denied(shown))
+    elif rule.reply is not None:
+        meaning = str(rule.reply)
+    else:
+        meaning = rule.action.value
+    return f"{rule} => {meaning}"
+
+
+@click.group()
+def access() -> None:
+    """The access table (Connect:, From:, To: entries)."""
+
+
+_file_option = click.option(
+    "--file", type=click.Path(path_type=Path), help="The table (default access.table)."
+)
+
+
+@access.command("test")
+@click.option("--connect", "ip", help="Client IP address.")
+@click.option("--host", default="", help="Client host name (verified reverse DNS).")
+@click.option("--from", "sender", help="Envelope sender (<> for the null sender).")
+@click.option("--to", "recipients", multiple=True, help="Recipient (repeatable).")
+@_file_option
+@click.pass_context
+def test(
+    ctx: click.Context,
+    ip: str | None,
+    host: str,
+    sender: str | None,
+    recipients: tuple[str, ...],
+    file: Path | None,
+) -> None:
+    """Show which entry of the access table matches.
+
+    \b
+    Example:
+      mailwright access test --connect 192.0.2.7 --from a@example.com --to b@example.net
+    """
+    path = _table_path(ctx, file)
+    table, errors = read_access(path)
+    for error in errors:
+        click.echo(str(error), err=True)
+    if ip is None and not host and sender is None and not recipients:
+        fail("nothing to test: give --connect, --host, --from or --to", ExitCode.USAGE)
+    _report(table, ip, host, sender, recipients)
+
+
+def _report(
+    table: AccessTable,
+    ip: str | None,
+    host: str,
+    sender: str | None,
+    recipients: tuple[str, ...],
+) -> None:
+    if ip is not None or host:
+        rule = table.connect(ip or "", host)
+        click.echo(f"Connect:{ip or ''}{' ' + host if host else ''}: {_outcome(rule, '')}")
+    if sender is not None:
+        address = _address(sender, null_ok=True)
+        shown = "<>" if address is None else f"<{address}>"
+        click.echo(f"From:{shown}: {_outcome(table.address('from', address), shown)}")
+    for text in recipients:
+        address = _address(text, null_ok=False)
+        shown = f"<{address}>"
+        click.echo(f"To:{shown}: {_outcome(table.address('to', address), shown)}")
+
+
+@access.command("check")
+@_file_option
+@click.pass_context
+def check(ctx: click.Context, file: Path | None) -> None:
+    """Report every problem of the access table as file:line: problem."""
+    path = _table_path(ctx, file)
+    table, errors = read_access(path)
+    for error in errors:
+        click.echo(str(error), err=True)
+    if errors:
+        sys.exit(ExitCode.CONFIG)
+    click.echo(f"{path}: {len(table)} entries, OK")

@@ -1,0 +1,116 @@
+"""Server-side TLS: the certificate context, its reload, and the upgrade of a client stream.
+
+``ServerTls`` builds an ``ssl.SSLContext`` (TLS 1.2 at least, no compression, no
+renegotiation) from ``tls.certificate`` / ``tls.key``; ``reload()`` (SIGHUP)
+builds a new one and keeps the old one if the new files do not load, so a bad
+certificate never takes TLS down. Sessions take the context current when they
+start TLS. ``upgrade`` turns a plaintext stream into TLS, first throwing away
+whatever plaintext the stream had already buffered: a command pipelined behind
+STARTTLS must never be read as if it came over TLS (CVE-2011-0411,
+CVE-2024-34083). Without a certificate there is no context and STARTTLS is not
+offered. Settings: ``tls.*``, ``server.timeouts.tls_handshake``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from dataclasses import dataclass
+
+from mailwright.config.loader import ConfigError
+from mailwright.config.schema import TlsSection
+
+log = logging.getLogger("mailwright.edge")
+
+
+class TlsSetupError(ConfigError):
+    """The certificate or key cannot be used; ``str()`` says which file and why."""
+
+
+def server_context(section: TlsSection) -> ssl.SSLContext:
+    if section.certificate is None:
+        raise TlsSetupError("no certificate configured")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = (
+        ssl.TLSVersion.TLSv1_3 if section.min_version == "TLSv1.3" else ssl.TLSVersion.TLSv1_2
+    )
+    context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
+    context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
+    try:
+        if section.ciphers:
+            context.set_ciphers(section.ciphers)
+        context.load_cert_chain(section.certificate, section.key)
+    except FileNotFoundError as exc:
+        raise TlsSetupError(f"{exc.filename}: no such file") from None
+    except PermissionError as exc:
+        raise TlsSetupError(f"{exc.filename}: permission denied") from None
+    except (ssl.SSLError, OSError) as exc:
+        files = f"{section.certificate}" + (f", {section.key}" if section.key else "")
+        raise TlsSetupError(f"{files}: cannot load certificate and key: {exc}") from None
+    return context
+
+
+class ServerTls:
+    """The current server context, or None when no certificate is configured."""
+
+    def __init__(self, section: TlsSection) -> None:
+        self.section = section
+        self.context: ssl.SSLContext | None = None
+        if section.certificate is not None:
+            self.context = server_context(section)  # start-up: a bad file is fatal
+
+    def reload(self) -> str | None:
+        """Load the files again; returns the problem (the old context stays) or None."""
+        if self.section.certificate is None:
+            return None
+        try:
+            self.context = server_context(self.section)
+        except TlsSetupError as exc:
+            log.error("TLS reload failed, keeping the previous certificate: %s", exc)
+            return str(exc)
+        log.info("TLS certificate reloaded from %s", self.section.certificate)
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class TlsDetails:
+    version: str
+    cipher: str
+    bits: int
+
+
+def discard_buffered(reader: asyncio.StreamReader) -> int:
+    """Drop plaintext the stream has read but nobody consumed; returns how many octets.
+
+    asyncio has no public call for this; the buffer is a plain ``bytearray``.
+    """
+    buffer: bytearray = getattr(reader, "_buffer")  # noqa: B009 - private, see the docstring
+    dropped = len(buffer)
+    buffer.clear()
+    return dropped
+
+
+async def upgrade(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    context: ssl.SSLContext,
+    timeout: float,
+) -> TlsDetails:
+    """TLS handshake as the server on an open stream; raises on failure or timeout."""
+    discard_buffered(reader)
+    async with asyncio.timeout(timeout):
+        await writer.start_tls(context, ssl_handshake_timeout=timeout)
+    return details(writer)
+
+
+def details(writer: asyncio.StreamWriter) -> TlsDetails:
+    ssl_object = writer.get_extra_info("ssl_object")
+    if ssl_object is None:
+        return TlsDetails("", "", 0)
+    cipher = ssl_object.cipher()
+    return TlsDetails(
+        ssl_object.version() or "",
+        cipher[0] if cipher else "",
+        int(cipher[2]) if cipher else 0,
+    )

@@ -1,0 +1,136 @@
+"""Abuse limits kept in memory: connection rate per client address, AUTH failure counters.
+
+``SlidingCounter`` counts events per key over a time window and remembers at
+most ``max_keys`` keys (the least recently seen are forgotten first), so a flood
+from many addresses cannot grow it without bound. ``ConnectionRateLimit`` is
+Sendmail's ClientRate: a client over ``server.max_connection_rate_per_ip`` new
+connections per minute is greeted with ``421 4.7.0``. ``AuthThrottle`` counts
+failed AUTH attempts per client address and per user name: over the limit, AUTH
+is answered ``454 4.7.0`` without checking any password, and each failure is
+answered later than the one before (exponential delay). Trusts the client
+address from the socket. Settings: ``server.max_connection_rate_per_ip``,
+``auth.failure_window``, ``auth.max_failures_per_ip``, ``auth.max_failures_per_user``,
+``auth.failure_delay``, ``auth.max_failure_delay``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+
+from mailwright.config.schema import AuthSection
+from mailwright.core.reply import Reply
+from mailwright.observability import maillog
+from mailwright.policy.hooks import Hook, SessionInfo
+
+Clock = Callable[[], float]
+MAX_KEYS = 100_000
+
+
+class SlidingCounter:
+    """How many events each key had in the last ``window`` seconds (up to ``cap``)."""
+
+    def __init__(
+        self,
+        window: float,
+        cap: int,
+        max_keys: int = MAX_KEYS,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.window = window
+        self.cap = cap
+        self.max_keys = max_keys
+        self.clock = clock
+        self._events: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def add(self, key: str) -> int:
+        """Count one event now; returns the count in the window including it."""
+        events = self._fresh(key)
+        if events is None:
+            events = deque(maxlen=self.cap)
+            self._events[key] = events
+            while len(self._events) > self.max_keys:
+                self._events.popitem(last=False)
+        self._events.move_to_end(key)
+        events.append(self.clock())
+        return len(events)
+
+    def count(self, key: str) -> int:
+        events = self._fresh(key)
+        return len(events) if events is not None else 0
+
+    def clear(self, key: str) -> None:
+        self._events.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def _fresh(self, key: str) -> deque[float] | None:
+        events = self._events.get(key)
+        if events is None:
+            return None
+        horizon = self.clock() - self.window
+        while events and events[0] <= horizon:
+            events.popleft()
+        if not events:
+            del self._events[key]
+            return None
+        return events
+
+
+class ConnectionRateLimit(Hook):
+    """At connect: refuse a client address that opened too many connections this minute."""
+
+    name = "connection-rate"
+
+    def __init__(self, per_minute: int, hostname: str, clock: Clock = time.monotonic) -> None:
+        self.per_minute = per_minute
+        self.hostname = hostname
+        self.counter = SlidingCounter(60.0, per_minute + 1, clock=clock)
+
+    async def connect(self, session: SessionInfo) -> Reply | None:
+        if not self.per_minute or session.is_local:
+            return None
+        if self.counter.add(session.client_address) <= self.per_minute:
+            return None
+        reply = Reply.of(
+            421, "4.7.0", f"{self.hostname} Too many connections per minute from your address"
+        )
+        maillog.emit(
+            None,
+            event="connection rate limit exceeded",
+            relay=f"[{session.client_address}]",
+            reject=str(reply),
+        )
+        return reply
+
+
+class AuthThrottle:
+    """Failed AUTH attempts per client address and per user name."""
+
+    def __init__(self, section: AuthSection, clock: Clock = time.monotonic) -> None:
+        self.section = section
+        cap = max(section.max_failures_per_ip, section.max_failures_per_user, 32)
+        self.by_ip = SlidingCounter(section.failure_window, cap, clock=clock)
+        self.by_user = SlidingCounter(section.failure_window, cap, clock=clock)
+
+    def ip_blocked(self, ip: str) -> bool:
+        return self.by_ip.count(ip) >= self.section.max_failures_per_ip
+
+    def user_blocked(self, user: str) -> bool:
+        return self.by_user.count(user) >= self.section.max_failures_per_user
+
+    def failed(self, ip: str, user: str) -> float:
+        """Count a failure; returns how long to wait before answering it."""
+        failures = self.by_ip.add(ip)
+        if user:
+            self.by_user.add(user)
+        s = self.section
+        if not s.failure_delay:
+            return 0.0
+        return float(min(s.failure_delay * 2 ** min(failures - 1, 30), s.max_failure_delay))
+
+    def succeeded(self, user: str) -> None:
+        # the address keeps its count: one valid account must not reset a brute force
+        self.by_user.clear(user)
