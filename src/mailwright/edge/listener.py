@@ -49,12 +49,16 @@ class Edge:
             return await asyncio.start_unix_server(
                 handle, path=listener.address[5:], backlog=backlog
             )
+        security = self.ctx.security
+        context, handshake = security.listen_tls(listener) if security else (None, None)
         server = await asyncio.start_server(
             handle,
             host=listener.address,
             port=listener.port,
             backlog=backlog,
             reuse_address=True,
+            ssl=context,  # implicit TLS (RFC 8314)
+            ssl_handshake_timeout=handshake,
         )
         log.info("listening on %s:%s (%s)", listener.address, listener.port, listener.kind.value)
         return server

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from mailwright.config.schema import Listener, ListenerAuth, ListenerTls, Settings
 from mailwright.core.reply import Reply
 from mailwright.edge import tls
-from mailwright.edge.tls import ServerTls
+from mailwright.edge.tls import ListenTls, ServerTls
 from mailwright.observability import maillog
 from mailwright.policy.auth import Authenticator
 from mailwright.policy.hooks import SessionInfo
@@ -83,6 +83,12 @@ class EdgeSecurity:
     def context(self) -> ssl.SSLContext | None:
         return self.tls.context if self.tls is not None else None
 
+    def listen_tls(self, listener: Listener) -> ListenTls:
+        """``asyncio.start_server``'s ``ssl`` and handshake timeout for ``listener``."""
+        implicit = listener.tls is ListenerTls.IMPLICIT
+        timeout = self.settings.server.timeouts.tls_handshake
+        return tls.listen_tls(self.tls, implicit, timeout)
+
     def reload(self) -> None:
         """SIGHUP: certificate and users file."""
         if self.tls is not None:
@@ -118,8 +124,8 @@ class SessionSecurity:
         if shared is None:
             return
         conn.tls_available = (
-            self.listener.tls is ListenerTls.STARTTLS and shared.context() is not None
-        )
+            self.listener.tls is not ListenerTls.NONE and shared.context() is not None
+        )  # implicit TLS: "503 TLS already active"
         offers_auth = self.listener.auth_mode is not ListenerAuth.OFF
         if offers_auth and shared.authenticator is not None and not self.info.is_local:
             auth = shared.settings.auth
@@ -136,7 +142,7 @@ class SessionSecurity:
         return self.shared is not None and self.shared.context() is not None
 
     async def start_tls(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Handshake (after ``220`` was sent for STARTTLS, or at once for implicit TLS)."""
+        """The STARTTLS handshake, after its ``220`` was sent."""
         assert self.shared is not None
         context = self.shared.context()
         if context is None:
@@ -149,6 +155,14 @@ class SessionSecurity:
             maillog.emit(None, event="STARTTLS=server", relay=self._relay, error=reason)
             raise TlsHandshakeError(reason) from None
         self.conn.tls_started()
+        self._record(details)
+
+    def implicit_tls(self, writer: asyncio.StreamWriter) -> None:
+        """An implicit-TLS connection: the listener did the handshake already."""
+        self.conn.tls = True
+        self._record(tls.details(writer))
+
+    def _record(self, details: tls.TlsDetails) -> None:
         info = self.info
         info.tls_version, info.tls_cipher, info.tls_cipher_bits = (
             details.version,

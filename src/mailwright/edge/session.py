@@ -115,7 +115,7 @@ class Session:
 
     async def _greet(self) -> None:
         if self.security.implicit:
-            await self.security.start_tls(self.reader, self.writer)  # RFC 8314
+            self.security.implicit_tls(self.writer)  # RFC 8314: the listener's handshake
         reply = await self.ctx.pipeline.connect(self.info)
         if (reply is None or reply.positive) and not self.info.trusted_relay:
             early = await early_input(self.reader, self.ctx.settings.server.greet_pause)

@@ -2,9 +2,11 @@
 
 ``ServerTls`` builds an ``ssl.SSLContext`` (TLS 1.2 at least, no compression, no
 renegotiation) from ``tls.certificate`` / ``tls.key``; ``reload()`` (SIGHUP)
-builds a new one and keeps the old one if the new files do not load, so a bad
-certificate never takes TLS down. Sessions take the context current when they
-start TLS. ``upgrade`` turns a plaintext stream into TLS, first throwing away
+first loads the files into a scratch context and only if that works loads them
+into the live one (in place: implicit-TLS listeners hold that object), so a bad
+certificate never takes TLS down. Implicit TLS (RFC 8314) is the listening
+socket's own (``listen_tls``): the handshake is over before the session
+starts and before the client could send anything else. ``upgrade`` turns a plaintext stream into TLS, first throwing away
 whatever plaintext the stream had already buffered: a command pipelined behind
 STARTTLS must never be read as if it came over TLS (CVE-2011-0411,
 CVE-2024-34083). Without a certificate there is no context and STARTTLS is not
@@ -61,16 +63,31 @@ class ServerTls:
             self.context = server_context(section)  # start-up: a bad file is fatal
 
     def reload(self) -> str | None:
-        """Load the files again; returns the problem (the old context stays) or None."""
-        if self.section.certificate is None:
+        """Load the files again; returns the problem (the old certificate stays) or None."""
+        section = self.section
+        if section.certificate is None:
             return None
         try:
-            self.context = server_context(self.section)
-        except TlsSetupError as exc:
+            fresh = server_context(section)  # a scratch load: is the new pair usable?
+            if self.context is None:
+                self.context = fresh
+            else:
+                self.context.load_cert_chain(section.certificate, section.key)
+        except (TlsSetupError, ssl.SSLError, OSError) as exc:
             log.error("TLS reload failed, keeping the previous certificate: %s", exc)
             return str(exc)
-        log.info("TLS certificate reloaded from %s", self.section.certificate)
+        log.info("TLS certificate reloaded from %s", section.certificate)
         return None
+
+
+ListenTls = tuple[ssl.SSLContext | None, float | None]  # start_server's ssl, handshake timeout
+
+
+def listen_tls(tls: ServerTls | None, implicit: bool, handshake_timeout: float) -> ListenTls:
+    """What ``asyncio.start_server`` needs for a listener: TLS only when implicit."""
+    if not implicit or tls is None or tls.context is None:
+        return None, None
+    return tls.context, handshake_timeout
 
 
 @dataclass(frozen=True, slots=True)
