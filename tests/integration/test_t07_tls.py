@@ -21,8 +21,8 @@ from mailwright.edge.security import EdgeSecurity
 from mailwright.edge.session import Session
 from mailwright.edge.tls import ServerTls
 from mailwright.policy.hooks import Pipeline, SessionInfo
-from mailwright.queue.store import NewMessage
 from mailwright.queue.sqlite import SqliteQueueStore
+from mailwright.queue.store import NewMessage
 from tests.support.daemon import Mailwright, free_port, running
 from tests.support.security import (
     Client,

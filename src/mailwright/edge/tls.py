@@ -6,8 +6,9 @@ first loads the files into a scratch context and only if that works loads them
 into the live one (in place: implicit-TLS listeners hold that object), so a bad
 certificate never takes TLS down. Implicit TLS (RFC 8314) is the listening
 socket's own (``listen_tls``): the handshake is over before the session
-starts and before the client could send anything else. ``upgrade`` turns a plaintext stream into TLS, first throwing away
-whatever plaintext the stream had already buffered: a command pipelined behind
+starts and before the client could send anything else. ``upgrade`` turns a
+plaintext stream into TLS (STARTTLS), first throwing away whatever plaintext the
+stream had already buffered: a command pipelined behind
 STARTTLS must never be read as if it came over TLS (CVE-2011-0411,
 CVE-2024-34083). Without a certificate there is no context and STARTTLS is not
 offered. Settings: ``tls.*``, ``server.timeouts.tls_handshake``.
