@@ -56,6 +56,7 @@ def secure_config(root: Path, **extra: Any) -> dict[str, Any]:
         "auth": {"users_file": str(users), "failure_delay": 0.05, "max_failure_delay": 0.2},
         "relay": {"networks": []},
         "routing": {"local_domains": ["mx.test"]},
+        "server": {"timeouts": {"shutdown_grace": 5}},  # a test that forgets a client
     }
     config.update(extra)
     return config

@@ -17,7 +17,8 @@ import Milter
 
 MACROS = [
     "j", "_", "{daemon_name}", "{daemon_addr}", "{if_addr}", "{client_addr}", "{client_name}",
-    "{client_port}", "v", "i", "{auth_type}", "{mail_addr}", "{mail_mailer}", "{mail_host}",
+    "{client_port}", "v", "i", "{auth_type}", "{auth_authen}", "{mail_addr}", "{mail_mailer}",
+    "{mail_host}",
     "{rcpt_addr}", "{rcpt_mailer}", "{rcpt_host}", "{msg_id}", "{tls_version}",
 ]  # fmt: skip
 
