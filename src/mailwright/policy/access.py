@@ -291,9 +291,9 @@ class AccessControl(Hook):
         if rule.action is Action.REJECT:
             return Reply.of(554, "5.7.1", f"{self.hostname} Access denied")
         assert rule.reply is not None
-        # a greeting is 220, 421 or 554 (RFC 5321 4.2.5 / 3.1)
+        # a greeting is 220, 421 or 554 with the host name first (RFC 5321 3.1, 4.2)
         code = 554 if rule.reply.permanent else 421
-        return Reply(code, rule.reply.status, rule.reply.lines)
+        return Reply.of(code, rule.reply.status, f"{self.hostname} {rule.reply.text}")
 
     async def mail(self, session: SessionInfo, txn: Transaction) -> Reply | None:
         if session.session_id in self._discarding:

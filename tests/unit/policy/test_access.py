@@ -156,7 +156,7 @@ def test_hook_applies_each_stage(tmp_path: Path) -> None:
 
     async def main() -> None:
         assert str(await hook.connect(info())) == "554 5.7.1 mx.test Access denied"
-        assert str(await hook.connect(info("192.0.5.5"))) == "421 4.7.1 slow down"
+        assert str(await hook.connect(info("192.0.5.5"))) == "421 4.7.1 mx.test slow down"
         relayed = info("192.0.2.9")
         assert await hook.connect(relayed) is None and relayed.trusted_relay
         discarded = info("2001:db8::1")
