@@ -129,7 +129,7 @@ async def legitimate(port: int, deadline: float) -> list[float]:
         started = time.monotonic()
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
 
-        async def reply() -> bytes:
+        async def reply(reader: asyncio.StreamReader = reader) -> bytes:
             while (line := await reader.readline())[3:4] == b"-":
                 pass
             return line

@@ -28,6 +28,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def toml_key(key: str) -> str:
+    """A bare key when TOML allows one, else quoted (``"b.test"`` is not two tables)."""
+    if key and all(c.isalnum() or c in "_-" for c in key):
+        return key
+    return toml_value(key)
+
+
 def toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -38,7 +45,7 @@ def toml_value(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
+        return "{" + ", ".join(f"{toml_key(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
     raise TypeError(value)
 
 
@@ -53,10 +60,10 @@ def render_toml(data: dict[str, Any], prefix: str = "") -> str:
                 lines.append(f"\n[[{prefix}{key}]]")
                 lines.append(render_toml(item, f"{prefix}{key}."))
         else:
-            lines.append(f"{key} = {toml_value(value)}")
+            lines.append(f"{toml_key(key)} = {toml_value(value)}")
     for key, value in tables:
-        lines.append(f"\n[{prefix}{key}]")
-        lines.append(render_toml(value, f"{prefix}{key}."))
+        lines.append(f"\n[{prefix}{toml_key(key)}]")
+        lines.append(render_toml(value, f"{prefix}{toml_key(key)}."))
     return "\n".join(lines)
 
 

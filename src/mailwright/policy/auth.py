@@ -6,7 +6,8 @@ problem is reported as ``file:line: problem`` and the line skipped; a file that
 group or others may write is refused as a whole. ``Authenticator.check`` runs the
 deliberately slow hash in a worker thread, a few at a time, and spends the same
 work on unknown users so timing does not reveal which names exist. Passwords
-are never logged, printed or kept. Settings: ``auth.users_file``,
+are never logged, printed or kept. ``bcrypt`` is imported only when a password
+is hashed or checked, so a daemon without AUTH runs without it. Settings: ``auth.users_file``,
 ``auth.max_concurrent_checks``.
 """
 
@@ -18,8 +19,6 @@ import re
 import secrets
 import stat
 from pathlib import Path
-
-import bcrypt
 
 from mailwright.policy.watched import WatchedFile
 from mailwright.routing.table import TableError
@@ -43,6 +42,8 @@ def hash_password(password: str, rounds: int = DEFAULT_ROUNDS) -> str:
         raise ValueError("the password is empty")
     if len(data) > MAX_PASSWORD or b"\0" in data:
         raise ValueError(f"the password must be at most {MAX_PASSWORD} octets without NUL")
+    import bcrypt
+
     return bcrypt.hashpw(data, bcrypt.gensalt(rounds)).decode("ascii")
 
 
@@ -50,6 +51,8 @@ def password_matches(password: str, hashed: bytes) -> bool:
     data = password.encode("utf-8")
     if not data or len(data) > MAX_PASSWORD or b"\0" in data:
         return False
+    import bcrypt
+
     try:
         return bcrypt.checkpw(data, hashed)
     except ValueError:
@@ -142,6 +145,8 @@ class Authenticator:
         return password_matches(password, hashed)
 
     def _decoy_hash(self) -> bytes:
+        import bcrypt
+
         if self._decoy is None:
             rounds = DEFAULT_ROUNDS
             for hashed in self.users.current().values():
