@@ -129,9 +129,22 @@ def check(ctx: click.Context) -> None:
         click.echo("no certificate configured: STARTTLS is not offered")
         return
     try:
-        context = server_context(settings.tls)
+        server_context(settings.tls)
     except TlsSetupError as exc:
         fail(str(exc), ExitCode.CONFIG)
         return
-    stats = context.cert_store_stats()
-    click.echo(f"{settings.tls.certificate}: OK ({settings.tls.min_version} minimum; {stats})")
+    click.echo(f"{settings.tls.certificate}: OK, {describe(settings.tls.certificate)}")
+
+
+def describe(path: Path) -> str:
+    """Names and expiry of the first certificate in a PEM file."""
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(path.read_bytes())
+    try:
+        alt = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names = [str(n.value) for n in alt]
+    except x509.ExtensionNotFound:
+        names = [cert.subject.rfc4514_string()]
+    until = cert.not_valid_after_utc.strftime("%Y-%m-%d %H:%M UTC")
+    return f"names {', '.join(names)}; valid until {until}"

@@ -21,7 +21,8 @@ for an address, ``user@domain``, then the domain and its parents (longest
 first), then ``user@``. Keys are case-insensitive; a trailing dot is ignored.
 The file is reread when it changes (``policy.watched``); problems are
 ``file:line: problem`` and the line is skipped. Trusts the client address from
-the socket. Settings: ``access.table``, ``hostname``.
+the socket. Local submissions (the ``sendmail`` command line) are not checked,
+as in Sendmail. Settings: ``access.table``, ``hostname``.
 """
 
 from __future__ import annotations
@@ -296,6 +297,8 @@ class AccessControl(Hook):
         return Reply.of(code, rule.reply.status, f"{self.hostname} {rule.reply.text}")
 
     async def mail(self, session: SessionInfo, txn: Transaction) -> Reply | None:
+        if session.is_local:  # the sendmail command line: as Sendmail, no access checks
+            return None
         if session.session_id in self._discarding:
             txn.discard = True
         rule = self.table.current().address("from", txn.sender)
@@ -309,6 +312,8 @@ class AccessControl(Hook):
         recipient: Recipient,
         raw_params: list[str],
     ) -> Reply | None:
+        if session.is_local:
+            return None
         address = recipient.address
         rule = self.table.current().address("to", address)
         return self._apply(rule, f"<{address}>", txn)
