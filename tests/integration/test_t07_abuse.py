@@ -57,7 +57,7 @@ def test_slowloris_dropped_at_the_command_deadline_others_served(tmp_path: Path)
         c = Client(mw.port)  # a legitimate session meanwhile
         c.ehlo()
         assert c.cmd("MAIL FROM:<a@x.test>").startswith("250")
-        assert c.cmd("RCPT TO:<user@mx.test>").startswith("250")
+        assert c.cmd("RCPT TO:<postmaster@mx.test>").startswith("250")
         assert c.cmd("DATA").startswith("354")
         c.send(b"Subject: hi\r\n\r\nserved\r\n.\r\n")
         assert c.reply().startswith("250 2.0.0")
@@ -100,7 +100,7 @@ def test_session_limits(tmp_path: Path) -> None:
         c = Client(mw.port)
         c.ehlo()
         c.cmd("MAIL FROM:<a@x.test>")
-        replies = [c.cmd(f"RCPT TO:<u{i}@mx.test>") for i in range(4)]
+        replies = [c.cmd("RCPT TO:<postmaster@mx.test>") for _ in range(4)]
         assert [r[:3] for r in replies] == ["250", "250", "250", "452"]
         assert replies[3] == "452 4.5.3 Too many recipients"
         c = Client(mw.port)

@@ -31,7 +31,7 @@ from tests.support.security import certificate, plain
 ATTACKERS = 500
 ADDRESSES = 25  # x 20 connections each = the per-address limit
 DURATION = float(os.environ.get("MAILWRIGHT_LOAD_SECONDS", "60"))
-MESSAGE = b"From: a@x.test\r\nTo: user@mx.test\r\nSubject: load\r\n\r\n" + b"line\r\n" * 50
+MESSAGE = b"From: a@x.test\r\nTo: postmaster@mx.test\r\nSubject: load\r\n\r\n" + b"line\r\n" * 50
 
 
 def rss_kib(pid: int) -> int:
@@ -135,7 +135,11 @@ async def legitimate(port: int, deadline: float) -> list[float]:
             return line
 
         assert (await reply()).startswith(b"220")
-        for command in (b"EHLO good.test", b"MAIL FROM:<a@x.test>", b"RCPT TO:<user@mx.test>"):
+        for command in (
+            b"EHLO good.test",
+            b"MAIL FROM:<a@x.test>",
+            b"RCPT TO:<postmaster@mx.test>",
+        ):
             writer.write(command + b"\r\n")
             assert (await reply()).startswith(b"250"), command
         writer.write(b"DATA\r\n")

@@ -33,7 +33,7 @@ from tests.support.security import (
     trusting,
 )
 
-MSG = b"From: a@x.test\r\nTo: user@mx.test\r\nSubject: tls\r\n\r\nbody\r\n"
+MSG = b"From: a@x.test\r\nTo: postmaster@mx.test\r\nSubject: tls\r\n\r\nbody\r\n"
 
 
 def stored(mw: Mailwright, qid: str) -> str:
@@ -58,7 +58,7 @@ def test_starttls_with_python_ssl_then_received_says_esmtps(tmp_path: Path) -> N
         assert s.has_extn("auth") and s.esmtp_features["auth"].split() == ["PLAIN", "LOGIN"]
         assert s.sock.version() in ("TLSv1.2", "TLSv1.3")  # type: ignore[union-attr]
         s.mail("a@x.test")
-        s.rcpt("user@mx.test")
+        s.rcpt("postmaster@mx.test")
         code, text = s.data(MSG)
         assert code == 250
         qid = text.decode().split()[1]
@@ -79,12 +79,14 @@ def test_commands_pipelined_with_starttls_are_not_executed_after_the_handshake(
     with running(tmp_path / "mw", config) as mw:
         c = Client(mw.port)
         c.ehlo()
-        c.send(b"STARTTLS\r\nMAIL FROM:<injected@evil.test>\r\nRCPT TO:<user@mx.test>\r\nRSET\r\n")
+        c.send(
+            b"STARTTLS\r\nMAIL FROM:<injected@evil.test>\r\nRCPT TO:<postmaster@mx.test>\r\nRSET\r\n"
+        )
         assert c.reply() == "220 2.0.0 Ready to start TLS"
         assert c.buf == b""  # the server answered nothing else in plaintext
         c.sock = context.wrap_socket(c.sock, server_hostname="mx.test")
         c.ehlo()
-        assert c.cmd("RCPT TO:<user@mx.test>").startswith("503 5.5.1")  # no MAIL survived
+        assert c.cmd("RCPT TO:<postmaster@mx.test>").startswith("503 5.5.1")  # no MAIL survived
         assert c.cmd("DATA").startswith("503")
         assert c.cmd("MAIL FROM:<real@x.test>").startswith("250")
         assert c.cmd("QUIT").startswith("221")
@@ -99,7 +101,7 @@ def test_swaks_starttls_and_openssl_s_client(tmp_path: Path) -> None:
     with running(tmp_path / "mw", config) as mw:
         out = subprocess.run(
             ["swaks", "--server", f"127.0.0.1:{mw.port}", "--from", "a@x.test",
-             "--to", "user@mx.test", "--tls", "--tls-verify", "--tls-ca-path", cert,
+             "--to", "postmaster@mx.test", "--tls", "--tls-verify", "--tls-ca-path", cert,
              "--tls-sni", "mx.test", "-a", "LOGIN", "-au", "alice", "-ap", "correct horse",
              "--timeout", "10"],
             capture_output=True, text=True, timeout=60,
