@@ -80,7 +80,8 @@ def test_commands_pipelined_with_starttls_are_not_executed_after_the_handshake(
         c = Client(mw.port)
         c.ehlo()
         c.send(
-            b"STARTTLS\r\nMAIL FROM:<injected@evil.test>\r\nRCPT TO:<postmaster@mx.test>\r\nRSET\r\n"
+            b"STARTTLS\r\nMAIL FROM:<injected@evil.test>\r\n"
+            b"RCPT TO:<postmaster@mx.test>\r\nRSET\r\n"
         )
         assert c.reply() == "220 2.0.0 Ready to start TLS"
         assert c.buf == b""  # the server answered nothing else in plaintext
