@@ -146,9 +146,12 @@ def main() -> None:
 
 
 def _register() -> None:
+    from mailwright.cli.aliases import address, aliases
     from mailwright.cli.queue import queue
 
     cli.add_command(queue)
+    cli.add_command(aliases)
+    cli.add_command(address)
 
 
 _register()

@@ -11,7 +11,7 @@ import ipaddress
 import socket
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -180,6 +180,13 @@ class RoutingSection(Section):
     local_domains: list[str] = []  # empty: the host name and "localhost"
     transport_table: Path | None = None  # "domain  smtp:[host]:port" lines (routing.transport)
     smarthost: str = ""  # "[host]:port" or "host": all non-local mail without a table entry
+    # local recipients (routing.aliases, routing.forward, routing.virtual)
+    alias_file: Path | None = Path("/etc/aliases")  # aliases(5) source; unset: no aliases
+    alias_database: Path | None = None  # compiled table; default <queue.directory>/aliases.db
+    max_alias_recursion: Count = 10  # deeper is a loop: 554 5.4.6 (MaxAliasRecursion)
+    forward_path: list[str] = ["$z/.forward.$w", "$z/.forward"]  # $z home, $w host, $u user
+    virtual_user_table: Path | None = None  # virtusertable: "user@domain  target" lines
+    virtual_domains: list[str] = []  # domains served only through the virtual user table
 
     @field_validator("smarthost")
     @classmethod
@@ -187,6 +194,25 @@ class RoutingSection(Section):
         if value.strip():
             parse_smarthost(value)  # ValueError names the problem
         return value.strip()
+
+
+class MailboxFormat(StrEnum):
+    MBOX = "mbox"  # <mail_spool>/<user>, mail.local compatible
+    MAILDIR = "maildir"  # <mail_spool>/<user>/ with tmp, new, cur
+
+
+class LocalDeliverySection(Section):
+    """Final delivery on this host: mailboxes, programs and files (delivery.local)."""
+
+    mail_spool: Path = Path("/var/mail")  # mailboxes of local users
+    mailbox_format: MailboxFormat = MailboxFormat.MBOX
+    virtual_mailbox_table: Path | None = None  # "name  path" lines instead of passwd users
+    virtual_user: str = ""  # as root: owner of virtual mailboxes ("" = the daemon's user)
+    default_user: str = "nobody"  # as root: runs programs/files of root-owned alias files
+    pipe_timeout: Seconds = 1000.0  # a |command running longer is killed; delivery deferred
+    lock_timeout: Seconds = 60.0  # waiting for a mailbox lock; then deferred (4.2.0)
+    stale_lock_age: Seconds = 300.0  # an older USER.lock is broken (mail.local)
+    mailbox_size_limit: Annotated[int, Field(ge=0)] = 0  # octets; over it: 4.2.2; 0 = none
 
 
 class AddressOrder(StrEnum):
@@ -349,11 +375,17 @@ class Settings(Section):
     relay: RelaySection = RelaySection()
     routing: RoutingSection = RoutingSection()
     dns: DnsSection = DnsSection()
+    local_delivery: LocalDeliverySection = LocalDeliverySection()
     filters: list[FilterEntry] = []  # milters and in-process filters, called in this order
 
     @property
     def local_domains(self) -> list[str]:
         return self.routing.local_domains or [self.hostname.lower(), "localhost"]
+
+    @property
+    def alias_database(self) -> Path:
+        """The compiled alias table (``mailwright aliases build`` writes it)."""
+        return self.routing.alias_database or self.queue.directory / "aliases.db"
 
     @field_validator("hostname")
     @classmethod
@@ -388,4 +420,21 @@ class Settings(Section):
             routing = routing.model_copy(update={"transport_table": base / routing.transport_table})
         if dns.static_table is not None:
             dns = dns.model_copy(update={"static_table": base / dns.static_table})
-        return self.model_copy(update={"queue": queue, "routing": routing, "dns": dns})
+        routing = _under(base, routing, "alias_file", "alias_database", "virtual_user_table")
+        local = _under(base, self.local_delivery, "mail_spool", "virtual_mailbox_table")
+        return self.model_copy(
+            update={"queue": queue, "routing": routing, "dns": dns, "local_delivery": local}
+        )
+
+
+S = TypeVar("S", bound=Section)
+
+
+def _under(base: Path, section: S, *keys: str) -> S:
+    """``section`` with its relative path settings ``keys`` made relative to ``base``."""
+    update = {
+        key: base / value
+        for key in keys
+        if isinstance(value := getattr(section, key), Path) and not value.is_absolute()
+    }
+    return section.model_copy(update=update) if update else section

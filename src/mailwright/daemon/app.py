@@ -21,21 +21,29 @@ from mailwright.edge.context import EdgeContext
 from mailwright.edge.listener import Edge
 from mailwright.policy.filters.chain import build_filters
 from mailwright.policy.hooks import Pipeline
+from mailwright.policy.recipients import LocalRecipients
 from mailwright.policy.relay import DomainSet, RelayControl, parse_networks
 from mailwright.queue.sqlite import SqliteQueueStore
 from mailwright.queue.store import InsertMessage, NewMessage
 from mailwright.queue.writer import QueueWriter
+from mailwright.routing.resolution import AddressResolver
 
 log = logging.getLogger("mailwright.daemon")
 
 
-def build_pipeline(settings: Settings) -> Pipeline:
+def build_pipeline(settings: Settings, resolver: AddressResolver | None = None) -> Pipeline:
+    """Relay control, the local recipient check, then the configured filters.
+
+    ``resolver`` (shared with the delivery side) answers which local recipients exist;
+    one is built from the settings when not given.
+    """
     relay = RelayControl(
         DomainSet(settings.local_domains),
-        DomainSet(settings.relay.domains),
+        DomainSet([*settings.relay.domains, *settings.routing.virtual_domains]),
         parse_networks(settings.relay.networks),
     )
-    return Pipeline([relay, *build_filters(settings)])
+    local = LocalRecipients(resolver or AddressResolver.from_settings(settings))
+    return Pipeline([relay, local, *build_filters(settings)])
 
 
 class Daemon:
