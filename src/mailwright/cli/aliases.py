@@ -118,9 +118,9 @@ def test_aliases(ctx: click.Context, names: tuple[str, ...], as_json: bool) -> N
     if as_json:
         print_json(found)
     else:
-        for name, items in found.items():
+        for name, shown in found.items():
             click.echo(
-                f"{name}: {', '.join(items)}" if items is not None else f"{name}: no such alias"
+                f"{name}: {', '.join(shown)}" if shown is not None else f"{name}: no such alias"
             )
     if missing:
         sys.exit(ExitCode.NOUSER)

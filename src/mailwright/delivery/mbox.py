@@ -184,7 +184,8 @@ def _truncate(fd: int, path: Path, size: int) -> None:
 
 
 def _open(path: Path, options: MboxOptions) -> int:
-    flags = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY
+    # O_NONBLOCK: a FIFO planted as a mailbox must fail (ENXIO), not hang the delivery
+    flags = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK
     try:
         try:
             fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
@@ -195,6 +196,8 @@ def _open(path: Path, options: MboxOptions) -> int:
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise MailboxError(_unsafe(path, "is a symbolic link")) from exc
+        if exc.errno == errno.ENXIO:
+            raise MailboxError(_unsafe(path, "is not a regular file")) from exc
         raise MailboxError(os_error_reply(exc, path)) from exc
     try:
         if created and options.owner is not None:

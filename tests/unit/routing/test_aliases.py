@@ -14,7 +14,7 @@ import pytest
 from mailwright.routing.aliases import AliasTable, compile_aliases, parse_aliases
 from mailwright.routing.items import Item, ItemKind, parse_items
 
-A, U, P, F, I = (
+A, U, P, F, INC = (
     ItemKind.ADDRESS,
     ItemKind.USER,
     ItemKind.PROG,
@@ -41,8 +41,8 @@ def parse(text: str) -> tuple[dict[str, list[Item]], list[str]]:
         ("|/usr/bin/vacation", [Item(P, "/usr/bin/vacation")]),
         ("/var/log/list.mbox", [Item(F, "/var/log/list.mbox")]),
         ('"/var/log/with space"', [Item(F, "/var/log/with space")]),
-        (":include:/etc/mail/list", [Item(I, "/etc/mail/list")]),
-        (":INCLUDE: /etc/mail/list", [Item(I, "/etc/mail/list")]),
+        (":include:/etc/mail/list", [Item(INC, "/etc/mail/list")]),
+        (":INCLUDE: /etc/mail/list", [Item(INC, "/etc/mail/list")]),
         ("Alice Example <alice@example.org>", [Item(A, "alice@example.org")]),
         ("alice (the boss), ,bob", [Item(A, "alice"), Item(A, "bob")]),
         ('"john doe"@example.org', [Item(A, '"john doe"@example.org')]),
@@ -74,7 +74,7 @@ def test_bad_items(text: str, problem: str) -> None:
 
 
 def test_item_text_round_trip() -> None:
-    for item in [Item(P, "/bin/prog -x, y"), Item(F, "/a b"), Item(I, "/x"), Item(U, "me")]:
+    for item in [Item(P, "/bin/prog -x, y"), Item(F, "/a b"), Item(INC, "/x"), Item(U, "me")]:
         assert parse_items(str(item)) == ([item], [])
 
 
@@ -83,14 +83,7 @@ def test_item_text_round_trip() -> None:
 
 def test_entries_names_and_continuations() -> None:
     entries, problems = parse(
-        "# a comment\n"
-        "\n"
-        "Staff: alice,\n"
-        "  bob,\n"
-        "\tcarol\n"
-        "list: dave, \\\n"
-        "erin\n"
-        "PostMaster: root\n"
+        "# a comment\n\nStaff: alice,\n  bob,\n\tcarol\nlist: dave, \\\nerin\nPostMaster: root\n"
     )
     assert problems == []
     assert entries == {
@@ -196,9 +189,7 @@ def test_readers_never_see_a_half_built_table(tmp_path: Path) -> None:
     source, db = tmp_path / "aliases", tmp_path / "aliases.db"
     generations = 6
     for g in range(generations):
-        (tmp_path / f"gen{g}").write_text(
-            "".join(f"n{i}: gen{g}-{i}\n" for i in range(2000))
-        )
+        (tmp_path / f"gen{g}").write_text("".join(f"n{i}: gen{g}-{i}\n" for i in range(2000)))
     source.write_bytes((tmp_path / "gen0").read_bytes())
     compile_aliases(source, db)
     script = (

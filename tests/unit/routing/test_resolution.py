@@ -195,7 +195,9 @@ def test_list_with_owner_forms_its_own_group(world: World) -> None:
     assert group.owner == Address("carol", "mx.test")  # the owner alias's single address
     assert shown(r) == ["alice", "bob", "ext@remote.test"]
     nested = world.resolve("plain@mx.test")
-    assert [shown_leaf.target.value for shown_leaf in nested.groups[0].leaves if shown_leaf.target] == []
+    assert [
+        shown_leaf.target.value for shown_leaf in nested.groups[0].leaves if shown_leaf.target
+    ] == []
     assert [str(leaf.address) for leaf in nested.groups[0].leaves] == ["dave@remote.test"]
     assert [str(leaf.address) for leaf in nested.lists[0].leaves] == [
         "alice@mx.test",
