@@ -140,6 +140,11 @@ class Expander:
             if address is None:
                 out.deliver.append(recipient)
                 continue
+            own = keys[recipient.index]
+            if any(k == own for i, k in keys.items() if i < recipient.index):
+                await self._drop_duplicate(message, recipient)  # the same address twice
+                out.expanded += 1
+                continue
             exclude = {k for i, k in keys.items() if i != recipient.index} | added
             resolution = await asyncio.to_thread(self.resolver.resolve, address, exclude)
             if await self._decide(message, headers, recipient, resolution, out):
@@ -209,6 +214,14 @@ class Expander:
             log.info("%s: <%s> was finished meanwhile", message.queue_id, recipient.address)
             return
         self._log(message, recipient, plain, copies)
+
+    async def _drop_duplicate(self, message: StoredMessage, recipient: StoredRecipient) -> None:
+        op = AddRecipients(message.queue_id, [], self.clock.now(), replaces=recipient.index)
+        try:
+            await self.writer.execute(op)
+        except ValueError:
+            return
+        maillog.emit(message.queue_id, to=f"<{recipient.address}>", stat="duplicate suppressed")
 
     def _list_copy(
         self, message: StoredMessage, headers: HeaderList, group: Group, now: float
