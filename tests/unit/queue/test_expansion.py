@@ -208,9 +208,7 @@ def test_notify_success_on_a_list_gives_expanded(host: Host) -> None:
     status = report.get_payload()[1].get_payload()[1]  # type: ignore[index,union-attr]
     assert (status["Action"], status["Final-Recipient"]) == ("expanded", "rfc822; list@mx.test")
     # members: the owner's envelope, no NOTIFY, no ORCPT passed on
-    (request,) = (
-        host.remote.requests[:1] if host.remote.requests[0].sender else host.remote.requests[1:]
-    )
+    (request,) = [r for r in host.remote.requests if r.sender]
     assert request.recipients[0].notify is None and request.recipients[0].orcpt is None
 
 
