@@ -17,12 +17,12 @@ the default user).
 
 from __future__ import annotations
 
-import asyncio
 import os
 import pwd
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from mailwright.core.reply import Reply
 
@@ -93,12 +93,6 @@ def drop_to(uid: int, gid: int, groups: list[int]) -> None:
         raise PermissionError("could not drop privileges")
 
 
-def chown_new(path: str, who: Identity | None) -> None:
-    """Give a directory we just created (a Maildir top) to its user."""
-    if who is not None:
-        os.lchown(path, who.uid, who.gid)
-
-
 async def write_as(
     who: Identity,
     command: list[str],
@@ -109,8 +103,11 @@ async def write_as(
 
     Returns None when it delivered, else the (failure) reply it reported.
     """
+    import asyncio  # here: the child writer imports this module and needs no asyncio
+
     argv = [
         sys.executable,
+        "-S",  # no site-packages: the writer needs only the standard library and us
         "-m",
         "mailwright.delivery.userwriter",
         "--uid",
@@ -121,11 +118,8 @@ async def write_as(
         ",".join(str(g) for g in who.groups),
         *command,
     ]
-    env = {"PATH": "/usr/bin:/bin", "LANG": "C"}
-    if "PYTHONPATH" in os.environ:
-        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
-    else:
-        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    package_root = Path(__file__).resolve().parents[2]  # the directory holding mailwright/
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C", "PYTHONPATH": str(package_root)}
     proc = await asyncio.create_subprocess_exec(
         *argv,
         stdin=asyncio.subprocess.PIPE,

@@ -130,6 +130,9 @@ class Expander:
         self, message: StoredMessage, headers: HeaderList, claimed: Sequence[StoredRecipient]
     ) -> Prepared:
         out = Prepared()
+        if all(r.target is not None or not self.resolver.handles(r.address) for r in claimed):
+            out.deliver.extend(claimed)  # nothing to resolve (a list's copy, remote mail)
+            return out
         keys = {r.index: self.resolver.key(r.address, r.target) for r in message.recipients}
         added: set[Key] = set()
         for recipient in claimed:

@@ -15,6 +15,7 @@ Settings: ``local_delivery.*``.
 
 from __future__ import annotations
 
+import logging
 import os
 import pwd
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from mailwright.routing.watched import WatchedFile
 
 if TYPE_CHECKING:
     from mailwright.config.schema import Settings
+
+log = logging.getLogger("mailwright.routing")
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,5 +137,7 @@ def local_users(settings: Settings) -> LocalUsers:
     if ld.virtual_mailbox_table is None:
         return PasswdUsers(ld.mail_spool, maildir)
     owner = account(ld.virtual_user) if ld.virtual_user else None
+    if ld.virtual_user and owner is None:
+        log.error("local_delivery.virtual_user %r does not exist; using our own", ld.virtual_user)
     uid, gid = (owner.pw_uid, owner.pw_gid) if owner else (os.geteuid(), os.getegid())
     return VirtualMailboxes(ld.virtual_mailbox_table, ld.mail_spool, uid, gid)
