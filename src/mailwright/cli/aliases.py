@@ -144,6 +144,12 @@ def test_address(ctx: click.Context, addresses: tuple[str, ...]) -> None:
     from mailwright.routing.resolution import explain
 
     settings = _settings(ctx)
+    if settings.routing.alias_file is not None and not settings.alias_database.exists():
+        click.echo(
+            f"note: {settings.alias_database} not built yet: no aliases"
+            " (run: mailwright aliases build)",
+            err=True,
+        )
     bad = False
     for text in addresses:
         try:

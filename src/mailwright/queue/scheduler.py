@@ -30,7 +30,6 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from mailwright.core.clock import Clock, SystemClock
 from mailwright.core.envelope import Notify
@@ -46,6 +45,7 @@ from mailwright.delivery.agent import (
 from mailwright.dsn import Action, OriginalMessage, RecipientReport, ReportKind, build_report
 from mailwright.observability import maillog
 from mailwright.queue.backoff import RetryPolicy
+from mailwright.queue.expansion import Expander, target_hop
 from mailwright.queue.hoststatus import HostStatusCache
 from mailwright.queue.store import (
     ClaimDue,
@@ -61,9 +61,6 @@ from mailwright.queue.store import (
 )
 from mailwright.queue.writer import QueueWriter
 from mailwright.routing.nexthop import NextHop, Transport
-
-if TYPE_CHECKING:
-    from mailwright.queue.expansion import Expander
 
 log = logging.getLogger("mailwright.queue")
 
@@ -325,8 +322,6 @@ class Scheduler:
 
     def _hop(self, recipient: StoredRecipient) -> NextHop:
         if recipient.target is not None:
-            from mailwright.queue.expansion import target_hop
-
             return target_hop(recipient.target)
         return self.route(recipient.address)
 
