@@ -63,6 +63,7 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 Seconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
 OptionalSeconds = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]  # 0 = off
 Count = Annotated[int, Field(ge=1)]
+OptionalPath = Annotated[Path | None, BeforeValidator(lambda v: None if v == "" else v)]
 
 
 class ListenerKind(StrEnum):
@@ -181,7 +182,7 @@ class RoutingSection(Section):
     transport_table: Path | None = None  # "domain  smtp:[host]:port" lines (routing.transport)
     smarthost: str = ""  # "[host]:port" or "host": all non-local mail without a table entry
     # local recipients (routing.aliases, routing.forward, routing.virtual)
-    alias_file: Path | None = Path("/etc/aliases")  # aliases(5) source; unset: no aliases
+    alias_file: OptionalPath = Path("/etc/aliases")  # aliases(5) source; "" = no aliases
     alias_database: Path | None = None  # compiled table; default <queue.directory>/aliases.db
     max_alias_recursion: Count = 10  # deeper is a loop: 554 5.4.6 (MaxAliasRecursion)
     forward_path: list[str] = ["$z/.forward.$w", "$z/.forward"]  # $z home, $w host, $u user
