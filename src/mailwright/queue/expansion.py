@@ -193,7 +193,8 @@ class Expander:
         passed = notify
         if fan_out and notify is not None and Notify.SUCCESS in notify:
             passed = (notify - {Notify.SUCCESS}) or frozenset({Notify.NEVER})
-        orcpt = recipient.orcpt or f"rfc822;{xtext.encode(recipient.address)}"
+        kind = "rfc822" if recipient.address.isascii() else "utf-8"  # RFC 6533
+        orcpt = recipient.orcpt or f"{kind};{xtext.encode(recipient.address)}"
         plain = [
             Recipient(leaf.address, passed, orcpt, leaf.target)
             for leaf in resolution.groups[0].leaves
