@@ -29,6 +29,7 @@ address)``. Trusts nothing in the source file. Settings: ``routing.alias_file``,
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sqlite3
@@ -205,7 +206,8 @@ def _entry(
 def compile_aliases(source: Path, database: Path, progress: Progress | None = None) -> BuildReport:
     """Parse ``source`` and replace ``database`` with the result, atomically.
 
-    Raises ``OSError`` when the source cannot be read or the table cannot be written;
+    Raises ``OSError`` when the source cannot be read or the table cannot be written
+    (the table in use stays as it was);
     bad lines are only reported (``BuildReport.problems``).
     """
     started = time.monotonic()
@@ -222,7 +224,10 @@ def compile_aliases(source: Path, database: Path, progress: Progress | None = No
         "count": str(len(parsed.entries)),
         "built_at": str(time.time()),
     }
-    _write_database(database, parsed.entries, meta, progress)
+    try:
+        _write_database(database, parsed.entries, meta, progress)
+    except sqlite3.Error as exc:  # e.g. the disk is full: an OSError for the caller
+        raise OSError(errno.EIO, f"cannot write {database}: {exc}", str(database)) from exc
     return BuildReport(
         source=source,
         database=database,

@@ -27,13 +27,12 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import pwd
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mailwright.routing.items import Item, parse_items
-from mailwright.routing.localusers import LocalUser, account
+from mailwright.routing.localusers import LocalUser, account, account_name, groups_of
 
 log = logging.getLogger("mailwright.routing")
 
@@ -197,25 +196,10 @@ def _check_directory(directory: Path) -> None:
 def _readable_by(st: os.stat_result, uid: int) -> bool:
     if st.st_uid == uid:
         return bool(st.st_mode & stat.S_IRUSR)
-    groups = _groups_of(uid)
+    groups = groups_of(uid)
     if st.st_gid in groups:
         return bool(st.st_mode & stat.S_IRGRP)
     return bool(st.st_mode & stat.S_IROTH)
-
-
-def _groups_of(uid: int) -> set[int]:
-    try:
-        pw = pwd.getpwuid(uid)
-    except KeyError:
-        return set()
-    return set(os.getgrouplist(pw.pw_name, pw.pw_gid))
-
-
-def account_name(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return ""
 
 
 def _parse(path: Path, data: bytes) -> tuple[list[Item], list[str]]:

@@ -130,6 +130,23 @@ def account(name: str) -> pwd.struct_passwd | None:
         return None
 
 
+def account_name(uid: int) -> str:
+    """The login name of ``uid``, or "" when it has none."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return ""
+
+
+def groups_of(uid: int) -> set[int]:
+    """Every group ``uid`` belongs to (primary and supplementary)."""
+    try:
+        pw = pwd.getpwuid(uid)
+    except KeyError:
+        return set()
+    return set(os.getgrouplist(pw.pw_name, pw.pw_gid))
+
+
 def local_users(settings: Settings) -> LocalUsers:
     """The user database the settings choose."""
     ld = settings.local_delivery

@@ -45,7 +45,7 @@ from mailwright.policy.relay import DomainSet
 from mailwright.routing.aliases import AliasTable, compile_aliases, out_of_date
 from mailwright.routing.forward import ItemFileError, read_forward, read_include
 from mailwright.routing.items import Item, ItemKind
-from mailwright.routing.localusers import LocalUser, LocalUsers, local_users
+from mailwright.routing.localusers import LocalUser, LocalUsers, account_name, local_users
 from mailwright.routing.virtual import VirtualTable, split_detail
 
 if TYPE_CHECKING:
@@ -393,9 +393,7 @@ class AddressResolver:
     def _alias_file_user(self) -> str:
         uid = self.aliases.source_uid if self.aliases is not None else None
         if uid:
-            from mailwright.routing.forward import account_name
-
-            return account_name(uid) or ""
+            return account_name(uid)
         return ""
 
     def _forward(
