@@ -300,8 +300,13 @@ class AddressResolver:
             w.note(depth, f"{addr}: virtual user table {key}: error")
             self._error(w, group, addr, error, depth)
             return
+        marker = f"<{_norm(addr)}>"  # virtual addresses join the chain of ancestors
+        if marker in chain:
+            self._loop(w, group, addr, depth, "")
+            return
         seen_key = ("addr", _norm(addr))
         if seen_key in w.seen and depth:
+            w.note(depth, f"{addr}: duplicate, already a recipient")
             return
         w.seen.add(seen_key)
         w.note(depth, f"{addr}: virtual user table {key} -> {target}")
@@ -309,7 +314,7 @@ class AddressResolver:
         if rewritten is None:
             self._error(w, group, addr, Reply.of(550, "5.1.3", f"<{target}>... bad address"), depth)
             return
-        self._address(w, rewritten, depth + 1, chain, group)
+        self._address(w, rewritten, depth + 1, (*chain, marker), group)
 
     def _name(
         self, w: _Walk, addr: Address, depth: int, chain: tuple[str, ...], group: Group
@@ -483,6 +488,10 @@ class AddressResolver:
         ctl: _Ctl,
     ) -> None:
         key = ("include", item.value)
+        marker = f":include:{item.value}"  # so is every include file being read
+        if marker in chain:
+            self._loop(w, group, parent, depth, f"(:include:{item.value} includes itself)")
+            return
         if key in w.seen:
             return
         if depth > self.max_depth:
@@ -509,7 +518,7 @@ class AddressResolver:
             unsafe=found.unsafe or ctl.unsafe,
         )
         for sub in found.items:
-            self._item(w, sub, parent, depth + 1, chain, group, inner)
+            self._item(w, sub, parent, depth + 1, (*chain, marker), group, inner)
 
     def _self_reference(self, w: _Walk, addr: Address, name: str, depth: int, group: Group) -> None:
         user = self._user(name)

@@ -236,7 +236,9 @@ def test_include_missing_and_include_loop(world: World) -> None:
     r = world.resolve("gone@mx.test")
     assert shown(r) == ["gone@mx.test 550 5.3.0", "bob"]
     assert "Cannot open: No such file or directory" in r.leaves[0].error.text  # type: ignore[union-attr]
-    assert shown(world.resolve("loops@mx.test")) == ["alice"]  # read once
+    loops = world.resolve("loops@mx.test")
+    assert shown(loops) == ["loops@mx.test 554 5.4.6", "alice"]
+    assert "includes itself" in loops.leaves[0].error.text  # type: ignore[union-attr]
 
 
 def test_world_writable_include_may_not_run_programs(world: World) -> None:
@@ -395,6 +397,11 @@ def test_virtual_user_table(world: World) -> None:
     assert shown(gone) == ["gone@virt.test 550 5.1.1"]
     assert gone.leaves[0].error.text == "This address no longer exists"  # type: ignore[union-attr]
     assert shown(world.resolve("nobody@virt.test")) == ["nobody@virt.test 550 5.1.1"]
+
+
+def test_virtual_rewrite_loop_is_an_error_not_a_silent_drop(world: World) -> None:
+    world.set_virtual("a@virt.test  b@virt.test\nb@virt.test  a@virt.test\n")
+    assert shown(world.resolve("a@virt.test")) == ["a@virt.test 554 5.4.6"]
 
 
 def test_virtual_table_problems(world: World) -> None:
