@@ -13,12 +13,18 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+# Every test daemon has these aliases unless its test names an alias file: unknown local
+# users are refused at RCPT, and tests address "user", "u" and "ü" as local recipients.
+TEST_ALIASES = "postmaster: root\nuser: root\nu: root\nü: root\n"
 
 
 def free_port() -> int:
@@ -79,6 +85,8 @@ class Mailwright:
             "hostname": "mx.test",
             "listeners": [{"address": "127.0.0.1", "port": self.port, "kind": "smtp"}],
             "queue": {"directory": str(root / "queue")},
+            # tests look at what was queued; the ones about delivery switch to "background"
+            "delivery": {"mode": "queue"},
         }
         self.config = deep_merge(base, config or {})
         self.config_path = root / "mailwright.toml"
@@ -99,6 +107,10 @@ class Mailwright:
 
     def write_config(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
+        routing = self.config.setdefault("routing", {})
+        if "alias_file" not in routing:  # hermetic: not the machine's /etc/aliases
+            routing["alias_file"] = str(self.root / "aliases")
+            (self.root / "aliases").write_text(TEST_ALIASES)
         self.config_path.write_text(render_toml(self.config) + "\n")
 
     def start(self, timeout: float = 30) -> Mailwright:
@@ -132,18 +144,18 @@ class Mailwright:
             self._cond.notify_all()
         self._ready.set()
 
-    def wait_log(self, text: str, timeout: float = 20) -> str:
-        """Wait until a log line contains ``text`` (the daemon logs every event)."""
+    def wait_log(self, text: str, timeout: float = 20, occurrence: int = 1) -> str:
+        """Wait until the ``occurrence``-th log line containing ``text`` appears."""
         found: list[str] = []
 
         def seen() -> bool:
-            found.extend(line for line in self.log if text in line)
-            return bool(found) or self._exited.is_set()
+            found[:] = [line for line in self.log if text in line]
+            return len(found) >= occurrence or self._exited.is_set()
 
         with self._cond:
             self._cond.wait_for(seen, timeout)
-        if found:
-            return found[0]
+        if len(found) >= occurrence:
+            return found[occurrence - 1]
         raise AssertionError(f"no log line with {text!r}:\n" + "\n".join(self.log[-30:]))
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
@@ -190,3 +202,14 @@ def running(root: Path, config: dict[str, Any] | None = None) -> Iterator[Mailwr
         yield mw
     finally:
         mw.stop()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 20, what: str = "condition") -> None:
+    """Wait for a condition another process brings about (polled with back-off)."""
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)

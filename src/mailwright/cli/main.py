@@ -147,9 +147,13 @@ def main() -> None:
 
 def _register() -> None:
     from mailwright.cli.aliases import address, aliases
+    from mailwright.cli.links import install_links
     from mailwright.cli.queue import queue
+    from mailwright.cli.send import send
 
     cli.add_command(queue)
+    cli.add_command(send)
+    cli.add_command(install_links)
     cli.add_command(aliases)
     cli.add_command(address)
 

@@ -70,8 +70,9 @@ def daemon_running(settings: Settings) -> bool:
     return bool(answer and answer.get("ok"))
 
 
-def wake_daemon(settings: Settings) -> bool:
-    answer = control.request(settings.queue.directory, "wake", timeout=5)
+def wake_daemon(settings: Settings, op: str = "wake") -> bool:
+    """Tell a running daemon the queue changed (``wake``) or to deliver now (``flush``)."""
+    answer = control.request(settings.queue.directory, op, timeout=5)
     return bool(answer and answer.get("ok"))
 
 
@@ -255,7 +256,7 @@ def flush_queue(settings: Settings, selection: Selection, foreground: bool = Tru
         else:
             ids = [m.queue_id for m in selected(store, selection)]
             count = writer.execute_sync(RescheduleNow(now, queue_ids=ids)) if ids else 0
-    if wake_daemon(settings) or not foreground:
+    if wake_daemon(settings, "flush") or not foreground:
         return count
     from mailwright.daemon.delivery import run_queue_once
 

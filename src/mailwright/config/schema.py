@@ -11,7 +11,7 @@ import ipaddress
 import socket
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -146,8 +146,16 @@ class QueueSection(Section):
         return self.directory / "tmp"
 
 
+class DeliveryMode(StrEnum):
+    BACKGROUND = "background"  # deliver as soon as a message is queued (Sendmail -odb)
+    QUEUE = "queue"  # only queue; deliver on queue runs (Sendmail -odq, DeliveryMode=q)
+
+
 class DeliverySection(Section):
     """Outbound delivery: concurrency and client timeouts (RFC 5321 4.5.3.2 minimums)."""
+
+    mode: DeliveryMode = DeliveryMode.BACKGROUND
+    queue_run_interval: OptionalSeconds = 0.0  # with mode "queue": run the queue this often
 
     max_concurrency: Count = 100  # deliveries in flight in total
     max_per_destination: Count = 20  # deliveries in flight to one next hop
@@ -159,6 +167,7 @@ class DeliverySection(Section):
     data_block_timeout: Seconds = 180.0
     data_done_timeout: Seconds = 600.0  # waiting for the reply to the final dot
     idle_connection_timeout: Seconds = 10.0  # how long a reusable connection stays open
+    smtp_port: Port = 25  # port of MX hosts (change it only for tests)
     prefer_ipv6: bool = False
 
 
@@ -361,6 +370,36 @@ FilterEntry = Annotated[
 ]
 
 
+class LocalSection(Section):
+    """Local submission: the ``sendmail`` command line, its Unix socket and the maildrop.
+
+    ``config/lite.py`` reads these keys without pydantic (the fast ``sendmail`` path);
+    keep the two in step (a unit test compares them).
+    """
+
+    socket: Path | None = None  # default <queue.directory>/submit.sock (mode 0666)
+    maildrop: Path | None = None  # default <queue.directory>/maildrop (mode 1733, like /tmp)
+    domain: str = ""  # qualifies bare user names, builds From:; default: hostname
+    trusted_users: list[str] = []  # may set the sender (-f) without a warning header,
+    # besides root and the daemon's own user (Sendmail's class t)
+    pickup_interval: Seconds = 60.0  # the daemon also looks at the maildrop this often
+
+    @field_validator("trusted_users")
+    @classmethod
+    def _users(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not name or any(c.isspace() or c == ":" for c in name):
+                raise ValueError(f"{name!r} is not a login name")
+        return value
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        if any(c.isspace() or c in "@<>" for c in value):
+            raise ValueError("must be a domain name")
+        return value.lower()
+
+
 def _default_hostname() -> str:
     return socket.gethostname() or "localhost"
 
@@ -376,6 +415,7 @@ class Settings(Section):
     relay: RelaySection = RelaySection()
     routing: RoutingSection = RoutingSection()
     dns: DnsSection = DnsSection()
+    local: LocalSection = LocalSection()
     local_delivery: LocalDeliverySection = LocalDeliverySection()
     filters: list[FilterEntry] = []  # milters and in-process filters, called in this order
 
@@ -387,6 +427,21 @@ class Settings(Section):
     def alias_database(self) -> Path:
         """The compiled alias table (``mailwright aliases build`` writes it)."""
         return self.routing.alias_database or self.queue.directory / "aliases.db"
+
+    @property
+    def local_socket(self) -> Path:
+        """The local submission socket (``sendmail`` talks to the daemon through it)."""
+        return self.local.socket or self.queue.directory / "submit.sock"
+
+    @property
+    def maildrop_dir(self) -> Path:
+        """Where ``sendmail`` leaves messages while the daemon is not running."""
+        return self.local.maildrop or self.queue.directory / "maildrop"
+
+    @property
+    def local_domain(self) -> str:
+        """The domain of local users' addresses (``user`` becomes ``user@<this>``)."""
+        return self.local.domain or self.hostname.lower()
 
     @field_validator("hostname")
     @classmethod
@@ -415,27 +470,28 @@ class Settings(Section):
 
     def resolve_paths(self, base: Path) -> Settings:
         """Relative paths in the file are relative to the file's directory."""
-        queue = self.queue.model_copy(update={"directory": base / self.queue.directory})
-        routing, dns = self.routing, self.dns
-        if routing.transport_table is not None:
-            routing = routing.model_copy(update={"transport_table": base / routing.transport_table})
-        if dns.static_table is not None:
-            dns = dns.model_copy(update={"static_table": base / dns.static_table})
-        routing = _under(base, routing, "alias_file", "alias_database", "virtual_user_table")
-        local = _under(base, self.local_delivery, "mail_spool", "virtual_mailbox_table")
+
+        # ``base / path`` leaves an absolute path as it is
+        def rebase(section: Section, *fields: str) -> Section:
+            update = {
+                f: base / getattr(section, f) for f in fields if getattr(section, f) is not None
+            }
+            return section.model_copy(update=update)
+
         return self.model_copy(
-            update={"queue": queue, "routing": routing, "dns": dns, "local_delivery": local}
+            update={
+                "queue": rebase(self.queue, "directory"),
+                "routing": rebase(
+                    self.routing,
+                    "transport_table",
+                    "alias_file",
+                    "alias_database",
+                    "virtual_user_table",
+                ),
+                "dns": rebase(self.dns, "static_table"),
+                "local": rebase(self.local, "socket", "maildrop"),
+                "local_delivery": rebase(
+                    self.local_delivery, "mail_spool", "virtual_mailbox_table"
+                ),
+            }
         )
-
-
-S = TypeVar("S", bound=Section)
-
-
-def _under(base: Path, section: S, *keys: str) -> S:
-    """``section`` with its relative path settings ``keys`` made relative to ``base``."""
-    update = {
-        key: base / value
-        for key in keys
-        if isinstance(value := getattr(section, key), Path) and not value.is_absolute()
-    }
-    return section.model_copy(update=update) if update else section

@@ -16,9 +16,12 @@ import os
 import signal
 from pathlib import Path
 
-from mailwright.config.schema import Settings
+from mailwright.config.schema import DeliveryMode, Settings
+from mailwright.daemon import control
+from mailwright.daemon.delivery import build_scheduler
 from mailwright.edge.context import EdgeContext
 from mailwright.edge.listener import Edge
+from mailwright.edge.local import LocalSubmission
 from mailwright.policy.filters.chain import build_filters
 from mailwright.policy.hooks import Pipeline
 from mailwright.policy.recipients import LocalRecipients
@@ -26,6 +29,7 @@ from mailwright.policy.relay import DomainSet, RelayControl, parse_networks
 from mailwright.queue.sqlite import SqliteQueueStore
 from mailwright.queue.store import InsertMessage, NewMessage
 from mailwright.queue.writer import QueueWriter
+from mailwright.routing.aliases import prepare_aliases
 from mailwright.routing.resolution import AddressResolver
 
 log = logging.getLogger("mailwright.daemon")
@@ -52,7 +56,16 @@ class Daemon:
         self.store = SqliteQueueStore(settings.queue.database)
         self.writer = QueueWriter(self.store)
         self.edge: Edge | None = None
+        self.local: LocalSubmission | None = None
+        # one view of aliases and users for the RCPT check and for delivery
+        self.resolver = AddressResolver.from_settings(settings, build_missing=False)
+        self.scheduler = build_scheduler(settings, self.store, self.writer, resolver=self.resolver)
+        self.control = control.ControlServer(
+            control.socket_path(settings.queue.directory),
+            {"ping": self._ping, "wake": self._wake, "flush": self._flush},
+        )
         self._stop = asyncio.Event()
+        self._queue_run = asyncio.Event()
         self._terms = 0
 
     def prepare_directories(self) -> None:
@@ -71,27 +84,70 @@ class Daemon:
 
     async def enqueue(self, message: NewMessage) -> None:
         await self.writer.execute(InsertMessage(message))
+        if self.settings.delivery.mode is DeliveryMode.BACKGROUND:
+            self.scheduler.wake()
+
+    async def _ping(self, request: dict[str, object]) -> dict[str, object]:
+        return {"ok": True, "pid": os.getpid()}
+
+    async def _wake(self, request: dict[str, object]) -> dict[str, object]:
+        """The queue changed (release, hold, delete): look again."""
+        self.scheduler.wake()
+        return {"ok": True}
+
+    async def _flush(self, request: dict[str, object]) -> dict[str, object]:
+        """Deliver what is due now, in either delivery mode (``queue flush``, ``-q``)."""
+        self.scheduler.hosts.clear()  # a flush means: try now, even hosts we think are dead
+        self._queue_run.set()
+        self.scheduler.wake()
+        return {"ok": True}
+
+    async def _deliveries(self) -> None:
+        """Background mode: the scheduler runs all the time. Queue-only mode: it runs
+        when asked (``queue flush``) or every ``delivery.queue_run_interval``."""
+        if self.settings.delivery.mode is DeliveryMode.BACKGROUND:
+            await self.scheduler.run()
+            return
+        interval = self.settings.delivery.queue_run_interval or None
+        while not self._stop.is_set():
+            try:
+                async with asyncio.timeout(interval):
+                    await self._queue_run.wait()
+            except TimeoutError:
+                pass
+            self._queue_run.clear()
+            if not self._stop.is_set():
+                await self.scheduler.run_once()
 
     async def run(self) -> None:
         self.prepare_directories()
+        prepare_aliases(self.settings)  # compiles an alias file that never was
         self.store.open()
         self.writer.start()
         try:
             ctx = EdgeContext(
                 settings=self.settings,
-                pipeline=build_pipeline(self.settings),
+                pipeline=build_pipeline(self.settings, self.resolver),
                 enqueue=self.enqueue,
                 spool_dir=self.settings.queue.spool_dir,
             )
             self.edge = Edge(ctx)
             await self.edge.start()
+            self.local = LocalSubmission(ctx)  # the sendmail socket and the maildrop pickup
+            await self.local.start()
+            await self.control.start()
+            runner = asyncio.create_task(self._deliveries())
             self._install_signals()
             log.info(
                 "mailwright ready (pid %d), queue %s", os.getpid(), self.settings.queue.directory
             )
             await self._stop.wait()
             log.info("shutting down")
-            await self.edge.stop()
+            await asyncio.gather(self.edge.stop(), self.local.stop())
+            grace = self.settings.server.timeouts.shutdown_grace
+            await self.scheduler.stop(grace)
+            await runner
+            await self.control.stop()
         finally:
             self.writer.stop()
             self.store.close()
@@ -108,6 +164,7 @@ class Daemon:
             log.warning("second stop signal: exiting at once")
             os._exit(1)  # every 250 already followed a commit: nothing acknowledged is lost
         self._stop.set()
+        self._queue_run.set()
 
     def request_stop(self) -> None:
         self._stop.set()

@@ -24,13 +24,16 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import IO
 
 from mailwright.core.reply import Reply
 from mailwright.core.sysexits import ExitCode
 from mailwright.delivery.agent import Outcome
-from mailwright.delivery.privileged import Identity, spawn_arguments
+from mailwright.delivery.privileged import Identity, spawn_ids
 
 OUTPUT_LIMIT = 4096
 _STATUS = {
@@ -94,46 +97,57 @@ async def run(
     env: Mapping[str, str],
     timeout: float,
 ) -> PipeResult:
-    """Run ``command`` with the message on its input; see the module docstring."""
-    proc = await _start(command, who, env)
+    """Run ``command`` with the message on its input; see the module docstring.
+
+    The child is started with ``subprocess`` in a worker thread, not through the event
+    loop: uvloop's subprocess support cannot change the child's user.
+    """
+    return await asyncio.to_thread(_run, command, pieces, who, dict(env), timeout)
+
+
+def _run(
+    command: str,
+    pieces: Callable[[], Iterator[bytes]],
+    who: Identity | None,
+    env: dict[str, str],
+    timeout: float,
+) -> PipeResult:
+    proc = _start(command, who, env)
     assert proc.stdin is not None and proc.stdout is not None
-    reader = asyncio.create_task(_read_output(proc.stdout))
+    output = bytearray()
+    reader = threading.Thread(target=_read_output, args=(proc.stdout, output), daemon=True)
+    writer = threading.Thread(target=_feed, args=(proc.stdin, pieces), daemon=True)
+    reader.start()
+    writer.start()
     try:
-        async with asyncio.timeout(timeout):
-            await _feed(proc.stdin, pieces)
-            code = await proc.wait()
-    except TimeoutError:
+        code = proc.wait(timeout)
+    except subprocess.TimeoutExpired:
         _kill(proc)
-        await proc.wait()
-        reader.cancel()
+        proc.wait()
         text = f'"|{command}" killed after {timeout:g} seconds'
         return PipeResult(Outcome.DEFERRED, Reply.of(451, "4.3.0", text))
-    except BaseException:
-        _kill(proc)
-        await proc.wait()
-        reader.cancel()
-        raise
-    output = await reader
-    return _result(command, code, output)
+    finally:
+        writer.join(5)
+        reader.join(5)
+    return _result(command, code, bytes(output))
 
 
-async def _start(
-    command: str, who: Identity | None, env: Mapping[str, str]
-) -> asyncio.subprocess.Process:
+def _start(command: str, who: Identity | None, env: dict[str, str]) -> subprocess.Popen[bytes]:
     home = env.get("HOME", "/")
+    uid, gid, groups = spawn_ids(who)
     for cwd in dict.fromkeys((home, "/")):
         try:
-            return await asyncio.create_subprocess_exec(
-                "/bin/sh",
-                "-c",
-                command,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                env=dict(env),
+            return subprocess.Popen(
+                ["/bin/sh", "-c", command],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=env,
                 cwd=cwd,
-                start_new_session=True,
-                **spawn_arguments(who),  # type: ignore[arg-type]
+                start_new_session=True,  # its own process group: a timeout kills it all
+                user=uid,
+                group=gid,
+                extra_groups=groups,
             )
         except (FileNotFoundError, PermissionError, NotADirectoryError):
             if cwd == "/":
@@ -141,28 +155,26 @@ async def _start(
     raise AssertionError("unreachable")
 
 
-async def _feed(stdin: asyncio.StreamWriter, pieces: Callable[[], Iterator[bytes]]) -> None:
-    iterator = pieces()
+def _feed(stdin: IO[bytes], pieces: Callable[[], Iterator[bytes]]) -> None:
     try:
-        while (piece := await asyncio.to_thread(next, iterator, None)) is not None:
+        for piece in pieces():
             stdin.write(piece)
-            await stdin.drain()
         stdin.close()
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            await stdin.wait_closed()
-    except (BrokenPipeError, ConnectionResetError):
-        pass  # the command stopped reading; its exit status decides
+    except (BrokenPipeError, ConnectionResetError, ValueError):
+        pass  # the command stopped reading (or was killed); its exit status decides
+    finally:
+        with contextlib.suppress(OSError):
+            stdin.close()
 
 
-async def _read_output(stream: asyncio.StreamReader) -> bytes:
-    kept = bytearray()
-    while chunk := await stream.read(1 << 16):
+def _read_output(stream: IO[bytes], kept: bytearray) -> None:
+    while chunk := os.read(stream.fileno(), 1 << 16):
         if len(kept) < OUTPUT_LIMIT:
             kept += chunk[: OUTPUT_LIMIT - len(kept)]
-    return bytes(kept)
+    stream.close()
 
 
-def _kill(proc: asyncio.subprocess.Process) -> None:
+def _kill(proc: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
 

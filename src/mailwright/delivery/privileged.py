@@ -77,11 +77,12 @@ def _passwd(name: str) -> pwd.struct_passwd | None:
         return None
 
 
-def spawn_arguments(who: Identity | None) -> dict[str, object]:
-    """Keyword arguments for ``asyncio.create_subprocess_exec`` running as ``who``."""
+def spawn_ids(who: Identity | None) -> tuple[int | None, int | None, list[int] | None]:
+    """``user``, ``group`` and ``extra_groups`` for ``subprocess.Popen`` running as ``who``
+    (all None: as ourselves)."""
     if who is None:
-        return {}
-    return {"user": who.uid, "group": who.gid, "extra_groups": list(who.groups)}
+        return None, None, None
+    return who.uid, who.gid, list(who.groups)
 
 
 def drop_to(uid: int, gid: int, groups: list[int]) -> None:

@@ -300,6 +300,7 @@ class Session:
             queue_id=txn.queue_id,
             recipient=only,
             tls=tls,
+            local_user=info.local_user,
         )
         return HeaderList([trace, *headers])
 
@@ -344,6 +345,7 @@ class Session:
             client_name=info.client_name,
             helo=info.helo,
             auth_user=info.auth_user,
+            local_user=info.local_user,
         )
 
     def _log_accepted(self, message: NewMessage) -> None:

@@ -346,6 +346,13 @@ class Scheduler:
         if agent is None:
             return [DeliveryResult(r.index, Outcome.DEFERRED, NO_AGENT) for r in request.recipients]
         async with self._global, self._semaphore(hop.key):
+            log.debug(
+                "%s: delivering to %s for %d recipient(s) via %s",
+                request.queue_id,
+                hop,
+                len(request.recipients),
+                agent.name,
+            )
             try:
                 results = await agent.deliver(request)
             except Exception:

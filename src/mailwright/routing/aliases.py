@@ -402,6 +402,28 @@ def out_of_date(source: Path, table: AliasTable) -> bool:
     )
 
 
+def prepare_aliases(settings: Settings) -> None:
+    """At start-up: compile an alias file that was never compiled; warn about a stale
+    table (Sendmail's "alias database out of date"), which stays in use."""
+    source, database = settings.routing.alias_file, settings.alias_database
+    if source is None or not source.exists():
+        return
+    if database.exists():
+        table = AliasTable(database)
+        if out_of_date(source, table):
+            log.warning("alias database %s out of date (run mailwright aliases build)", database)
+        table.close()
+        return
+    try:
+        report = compile_aliases(source, database)
+    except OSError as exc:
+        log.error("cannot build alias database %s: %s", database, exc)
+        return
+    for problem in report.problems:
+        log.warning("%s", problem)
+    log.info("%s", report.summary())
+
+
 # ---- the command-line entry points ----------------------------------------------------------
 
 

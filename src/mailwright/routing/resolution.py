@@ -42,7 +42,7 @@ from mailwright.core.address import Address, AddressError, parse_mailbox
 from mailwright.core.reply import Reply
 from mailwright.core.target import Mailer, Target
 from mailwright.policy.relay import DomainSet
-from mailwright.routing.aliases import AliasTable, compile_aliases, out_of_date
+from mailwright.routing.aliases import AliasTable, prepare_aliases
 from mailwright.routing.forward import ItemFileError, read_forward, read_include
 from mailwright.routing.items import Item, ItemKind
 from mailwright.routing.localusers import LocalUser, LocalUsers, account_name, local_users
@@ -183,16 +183,9 @@ class AddressResolver:
         """The resolver the settings describe. With ``build_missing``, an alias file
         that was never compiled is compiled now (a stale one is only reported)."""
         routing = settings.routing
-        aliases = None
-        if routing.alias_file is not None:
-            database = settings.alias_database
-            if build_missing and not database.exists() and routing.alias_file.exists():
-                _build_now(routing.alias_file, database)
-            aliases = AliasTable(database)
-            if database.exists() and out_of_date(routing.alias_file, aliases):
-                log.warning(
-                    "alias database %s out of date (run mailwright aliases build)", database
-                )
+        if build_missing:
+            prepare_aliases(settings)
+        aliases = AliasTable(settings.alias_database) if routing.alias_file is not None else None
         virtual = VirtualTable(routing.virtual_user_table) if routing.virtual_user_table else None
         return cls(
             hostname=settings.hostname,
@@ -612,17 +605,6 @@ def _shown(leaf: Leaf) -> str:
     if leaf.target is not None and leaf.target.mailer in (Mailer.PROG, Mailer.FILE):
         return str(leaf.target)
     return str(leaf.address)
-
-
-def _build_now(source: Path, database: Path) -> None:
-    try:
-        report = compile_aliases(source, database)
-    except OSError as exc:
-        log.error("cannot build alias database %s: %s", database, exc)
-        return
-    for problem in report.problems:
-        log.warning("%s", problem)
-    log.info("%s", report.summary())
 
 
 # ---- the command line ------------------------------------------------------------------------

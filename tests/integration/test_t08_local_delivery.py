@@ -1,4 +1,4 @@
-"""T06 local delivery end to end: a real daemon (with its queue manager), SMTP in, alias
+"""T08 local delivery end to end: a real daemon (with its queue manager), SMTP in, alias
 and list expansion, mailboxes, a program, a file and a remote member (Postfix's
 smtp-sink); and two Mailwright hosts in network namespaces exchanging mail."""
 
@@ -9,48 +9,24 @@ import os
 import smtplib
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.daemon import Mailwright
+from tests.support.daemon import Mailwright, deep_merge, wait_until
 from tests.support.opentmp import open_tmp
 from tests.support.smtp_sink import SmtpSink, available
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(not available(), reason="smtp-sink (postfix) is not installed")
 
 
 class DeliveringMailwright(Mailwright):
-    """The daemon with its queue manager running (``tests.support.mailhost``)."""
+    """The daemon delivering as soon as mail arrives (the test default is queue-only)."""
 
-    def command(self, *args: str) -> list[str]:
-        if args[:1] == ("serve",):
-            return [
-                sys.executable,
-                "-m",
-                "tests.support.mailhost",
-                "--config",
-                str(self.config_path),
-            ]
-        return super().command(*args)
-
-    def env(self) -> dict[str, str]:
-        env = super().env()
-        env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{env['PYTHONPATH']}"
-        return env
-
-
-def wait_until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    """Poll a condition (files written by other processes) until it holds."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+    def __init__(self, root: Path, config: dict[str, Any] | None = None) -> None:
+        super().__init__(root, deep_merge({"delivery": {"mode": "background"}}, config or {}))
 
 
 def mbox_messages(path: Path) -> list[mailbox.mboxMessage]:
@@ -61,6 +37,13 @@ def mbox_messages(path: Path) -> list[mailbox.mboxMessage]:
         return list(box)
     finally:
         box.close()
+
+
+def received(path: Path) -> list[mailbox.Message]:
+    """The messages in an mbox file or a Maildir directory."""
+    if path.is_dir():
+        return list(mailbox.Maildir(path, create=False))
+    return list(mbox_messages(path))
 
 
 @pytest.fixture
@@ -74,7 +57,7 @@ def test_list_to_users_program_file_and_remote_member(shared: Path) -> None:
     out.mkdir(mode=0o777)
     out.chmod(0o777)  # programs and files run as the default user (nobody) when we are root
     (shared / "mailboxes").write_text(
-        "alice alice\nbob bob\ncarol carol\nlistowner listowner\nroot root\n"
+        "alice alice\nbob bob\ncarol carol/\nlistowner listowner\nroot root\n"  # carol: Maildir
     )
     (shared / "aliases").write_text(
         "postmaster: root\n"
@@ -114,23 +97,25 @@ def test_list_to_users_program_file_and_remote_member(shared: Path) -> None:
                 assert refused == {}
             mail = shared / "mail"
             wait_until(
-                lambda: all(mbox_messages(mail / u) for u in ("alice", "bob", "carol")), "mailboxes"
+                lambda: all(received(mail / u) for u in ("alice", "bob", "carol")),
+                what="mailboxes",
             )
             wait_until(
                 lambda: (out / "pipe.out").exists() and (out / "list.mbox").exists(),
-                "program and file",
+                what="program and file",
             )
-            wait_until(lambda: len(sink.messages()) >= 1, "remote member")
+            wait_until(lambda: len(sink.messages()) >= 1, what="remote member")
             wait_until(
-                lambda: len(mbox_messages(mail / "listowner")) >= 1, "bounce to the list owner"
+                lambda: len(mbox_messages(mail / "listowner")) >= 1,
+                what="bounce to the list owner",
             )
             mw.stop()  # everything has happened: a clean stop, then count
         finally:
             mw.kill()
-        for user in ("alice", "bob", "carol"):
-            (msg,) = mbox_messages(mail / user)
+        for user, quoted in (("alice", ">"), ("bob", ">"), ("carol", "")):  # carol: Maildir
+            (msg,) = received(mail / user)
             assert msg["Subject"] == "to the list" and msg["Delivered-To"] == f"{user}@mx.test"
-            assert msg.get_payload() == "Hello, list.\n>From me.\n"
+            assert msg.get_payload() == f"Hello, list.\n{quoted}From me.\n"
         # alice got the copy addressed to her directly (original sender), not a second one
         assert mbox_messages(mail / "alice")[0]["Return-Path"] == "<sender@example.com>"
         assert mbox_messages(mail / "bob")[0]["Return-Path"] == "<listowner@mx.test>"
@@ -287,8 +272,10 @@ def test_mail_between_two_hosts(shared: Path) -> None:
                 run(*submit, "nosuch@hostb.test")
                 b_root = shared / "b" / "mail" / "root"
                 a_root = shared / "a" / "mail" / "root"
-                wait_until(lambda: len(mbox_messages(b_root)) == 1, "root@hostb's mailbox")
-                wait_until(lambda: len(mbox_messages(a_root)) == 1, "the bounce back on host A")
+                wait_until(lambda: len(mbox_messages(b_root)) == 1, what="root@hostb's mailbox")
+                wait_until(
+                    lambda: len(mbox_messages(a_root)) == 1, what="the bounce back on host A"
+                )
             finally:
                 a.stop()  # first: it closes its idle connection to B
         finally:
@@ -330,7 +317,7 @@ def test_rebuilt_alias_table_is_used_without_restart(shared: Path) -> None:
             .strip()
             .endswith("aliases: 1 aliases, longest 4 bytes, 8 bytes total")
         )
-        wait_until(lambda: rcpt("team@mx.test") == 250, "the new table in use")
+        wait_until(lambda: rcpt("team@mx.test") == 250, what="the new table in use")
         assert rcpt("staff@mx.test") == 550
     finally:
         mw.stop()

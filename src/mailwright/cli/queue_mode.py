@@ -1,0 +1,140 @@
+"""The queue side of ``sendmail``: ``-bp`` / ``mailq`` and ``-q`` queue runs.
+
+``-bp`` prints Sendmail's ``mailq`` layout for the queue, then, when the caller may list
+it (root), the messages still waiting in the maildrop. ``-q`` makes the queued
+recipients due now (all, or those selected by ``-qI``/``-qR``/``-qS`` substrings) and
+has a running daemon deliver them, or delivers them itself in the foreground when none
+runs, through ``cli.queue.flush_queue``; ``-q30m`` without ``-bd`` repeats
+that every 30 minutes in the foreground until SIGTERM. Settings: ``queue.directory`` (and
+for ``-q`` the full settings, which the queue commands need).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+
+from mailwright.cli.invocation import Invocation
+from mailwright.config.lite import SubmitConfig
+
+OK, CONFIG, NOPERM, IOERR = 0, 78, 77, 74
+
+
+def say(message: str) -> None:
+    sys.stderr.write(f"mailwright: {message}\n")
+
+
+# ---- -bp / mailq --------------------------------------------------------------------------------
+def print_queue(config: SubmitConfig, count_only: bool = False) -> int:
+    from mailwright.cli.mailq import format_queue
+    from mailwright.queue.sqlite import SqliteQueueStore
+    from mailwright.queue.store import StoredMessage, StoreError
+
+    queue_dir = Path(config.queue_dir)
+    database = queue_dir / "queue.db"
+    messages: list[StoredMessage] = []
+    if os.path.lexists(database):
+        if not os.access(database, os.R_OK):
+            say(f"cannot read the queue {database}: permission denied (run mailq as root)")
+            return NOPERM
+        store = SqliteQueueStore(database)
+        try:
+            store.open_for_reading()
+            messages = store.list_messages()
+        except StoreError as exc:
+            say(str(exc))
+            return IOERR
+        finally:
+            store.close()
+    dropped = maildrop_lines(config.maildrop_dir)
+    if count_only:
+        print(f"{queue_dir}: entries={len(messages)}")
+        if dropped:
+            print(f"{config.maildrop_dir}: entries={len(dropped)}")
+        return OK
+    sys.stdout.write(format_queue(queue_dir, messages))
+    if dropped:
+        sys.stdout.write(_maildrop_section(config.maildrop_dir, dropped))
+    sys.stdout.flush()
+    return OK
+
+
+def maildrop_lines(directory: str) -> list[list[str]]:
+    """One block of lines per complete maildrop file this user may read (root: all)."""
+    from mailwright.queue import maildrop
+
+    blocks = []
+    try:
+        paths = maildrop.pending(directory)
+    except PermissionError:
+        return []
+    for path in paths:
+        try:
+            entry = maildrop.open_entry(path)
+        except (OSError, maildrop.MaildropError):
+            continue
+        with entry:
+            when = time.strftime("%a %b %d %H:%M", time.localtime(entry.mtime))
+            lines = [
+                f"{entry.name} {entry.size:8d} {when} <{entry.envelope.sender}>",
+                "                 (waiting in the maildrop for the daemon)",
+            ]
+            lines += [f"\t\t\t\t\t <{r.address}>" for r in entry.envelope.recipients]
+        blocks.append(lines)
+    return blocks
+
+
+def _maildrop_section(directory: str, blocks: list[list[str]]) -> str:
+    from mailwright.cli.mailq import HEADER
+
+    n = len(blocks)
+    lines = [f"\t\t{directory} ({n} request{'s' if n != 1 else ''})", HEADER]
+    for block in blocks:
+        lines += block
+    lines.append(f"\t\tTotal requests: {n}")
+    return "\n".join(lines) + "\n"
+
+
+# ---- -q ---------------------------------------------------------------------------------------
+def run_queue(inv: Invocation) -> int:
+    from mailwright.cli.queue import Selection
+    from mailwright.config.loader import ConfigError, load_settings
+
+    try:
+        settings = load_settings(inv.config)
+    except ConfigError as exc:
+        say(str(exc))
+        return CONFIG
+    run = inv.queue_run
+    assert run is not None
+    selection = Selection((), run.id_contains, run.recipient, run.sender)
+    if run.interval is None:
+        _run_once(settings, selection, inv.verbose)
+        return OK
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while not stop.is_set():
+        _run_once(settings, selection, inv.verbose)
+        stop.wait(run.interval)
+    return OK
+
+
+def _run_once(settings: object, selection: object, verbose: bool) -> None:
+    """Make the selection due; a running daemon delivers it, otherwise this process does."""
+    from mailwright.cli.queue import Selection, flush_queue
+    from mailwright.config.schema import Settings
+
+    assert isinstance(settings, Settings) and isinstance(selection, Selection)
+    count = flush_queue(settings, selection)
+    if verbose:
+        print(f"queue run: {count} recipient(s) due now", flush=True)

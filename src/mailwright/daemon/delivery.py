@@ -1,0 +1,156 @@
+"""Builds the delivery side of the daemon: router, resolver, agents and the scheduler.
+
+Used by the daemon and by admin commands that run the queue without a daemon
+(``mailwright queue flush``, ``sendmail -q``, ``queue bounce``). Table problems
+(transport table, static DNS table) are logged, not fatal: the router keeps
+mail queued rather than sending it the wrong way. Local recipients go through the
+alias ``Expander`` to the local agents (``delivery.local``). Settings: ``hostname``,
+``queue.*``, ``delivery.*``, ``dns.*``, ``routing.*``, ``local_delivery.*``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from mailwright.config.schema import Settings
+from mailwright.core.reply import Reply
+from mailwright.delivery.agent import DeliveryAgent
+from mailwright.delivery.lmtp import LmtpAgent
+from mailwright.delivery.local import local_agents
+from mailwright.delivery.session import ClientTimeouts
+from mailwright.delivery.smtp import SmtpAgent
+from mailwright.queue.backoff import RetryPolicy
+from mailwright.queue.expansion import Expander
+from mailwright.queue.scheduler import Scheduler, SchedulerSettings, domain_of
+from mailwright.queue.sqlite import SqliteQueueStore
+from mailwright.queue.store import QueueStore, StoreError
+from mailwright.queue.writer import QueueWriter
+from mailwright.routing.mx import resolver_from_settings
+from mailwright.routing.nexthop import Transport
+from mailwright.routing.resolution import AddressResolver
+from mailwright.routing.router import Router
+
+log = logging.getLogger("mailwright.queue")
+
+
+def client_timeouts(settings: Settings) -> ClientTimeouts:
+    d = settings.delivery
+    return ClientTimeouts(
+        connect=d.connect_timeout,
+        greeting=d.greeting_timeout,
+        helo=d.greeting_timeout,
+        mail=d.command_timeout,
+        rcpt=d.command_timeout,
+        data_init=d.data_init_timeout,
+        data_block=d.data_block_timeout,
+        data_end=d.data_done_timeout,
+    )
+
+
+def build_agents(settings: Settings) -> dict[Transport, DeliveryAgent]:
+    resolver, errors = resolver_from_settings(settings)
+    for error in errors:
+        log.error("DNS table: %s", error)
+    timeouts = client_timeouts(settings)
+    idle = settings.delivery.idle_connection_timeout
+    agents: dict[Transport, DeliveryAgent] = {
+        Transport.SMTP: SmtpAgent(
+            settings.hostname,
+            resolver,
+            timeouts=timeouts,
+            idle_timeout=idle,
+            port=settings.delivery.smtp_port,
+        ),
+        Transport.LMTP: LmtpAgent(settings.hostname, None, timeouts=timeouts, idle_timeout=idle),
+    }
+    return agents
+
+
+def build_router(settings: Settings) -> Router:
+    router, errors = Router.from_settings(settings)
+    for error in errors:
+        log.error("transport table: %s", error)
+    return router
+
+
+def scheduler_settings(settings: Settings) -> SchedulerSettings:
+    q, d = settings.queue, settings.delivery
+    return SchedulerSettings(
+        max_concurrency=d.max_concurrency,
+        max_per_destination=d.max_per_destination,
+        lease_seconds=d.lease,
+        host_status_timeout=q.host_status_timeout,
+        reporting_mta=settings.hostname,
+        double_bounce_recipient=q.double_bounce_recipient,
+        retry=RetryPolicy(
+            first=q.first_retry,
+            max_interval=q.max_retry_interval,
+            max_lifetime=q.max_lifetime,
+            delay_warning=q.delay_warning,
+        ),
+    )
+
+
+def build_scheduler(
+    settings: Settings,
+    store: QueueStore,
+    writer: QueueWriter,
+    router: Router | None = None,
+    resolver: AddressResolver | None = None,
+) -> Scheduler:
+    """The queue manager with every agent: SMTP, LMTP, and local delivery (mailboxes,
+    programs, files) behind the alias ``Expander``; ``resolver`` is shared with the
+    RCPT-time user check when the daemon passes one."""
+    router = router or build_router(settings)
+    resolver = resolver or AddressResolver.from_settings(settings)
+    agents = {**build_agents(settings), **local_agents(settings, resolver.users)}
+    return Scheduler(
+        store,
+        writer,
+        lambda address: router.route(domain_of(address)),
+        agents,
+        scheduler_settings(settings),
+        expander=Expander.from_settings(settings, store, writer, resolver=resolver),
+    )
+
+
+class _Standalone:
+    """The queue opened by an admin command while no daemon runs."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.store = SqliteQueueStore(settings.queue.database)
+        self.store.open()
+        self.writer = QueueWriter(self.store)
+        self.writer.start()
+        self.scheduler = build_scheduler(settings, self.store, self.writer)
+
+    async def close(self) -> None:
+        await self.scheduler.stop(grace=5)
+        self.writer.stop()
+        self.store.close()
+
+
+async def run_queue_once(settings: Settings) -> int:
+    """One queue run in the foreground (``sendmail -q`` without a daemon)."""
+    standalone = _Standalone(settings)
+    try:
+        return await standalone.scheduler.run_once()
+    finally:
+        await standalone.close()
+
+
+async def bounce_messages(settings: Settings, ids: Sequence[str], reply: Reply) -> list[str]:
+    """Fail the waiting recipients of ``ids`` with one bounce each; returns unknown ids."""
+    try:
+        standalone = _Standalone(settings)
+    except StoreError as exc:
+        raise SystemExit(f"mailwright: {exc}") from None
+    missing = []
+    try:
+        for queue_id in ids:
+            if not await standalone.scheduler.bounce(queue_id, reply):
+                missing.append(queue_id)
+    finally:
+        await standalone.close()
+    return missing

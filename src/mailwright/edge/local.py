@@ -1,0 +1,225 @@
+"""Local submission: the daemon's Unix socket for ``sendmail``, and the maildrop pickup.
+
+The socket (``local.socket``, default ``<queue dir>/submit.sock``, mode 0666 so every
+local user can submit) speaks the same SMTP as the TCP listeners, through the same
+``edge.session.Session`` and protocol core: size limit, hop count (loop detection), the
+policy pipeline (milters included when they apply to local mail), the queue commit
+before ``250``. The caller's uid comes from the kernel (``SO_PEERCRED``), never from
+what the client says; it becomes ``SessionInfo.local_user`` (its login name), which the
+``Received:`` header, the queue's origin and ``LocalSubmissionPolicy`` use. The client
+address is empty, so the session is local and may relay.
+
+Local mail differs from network mail in two limits only: no line-length limit and bare
+CR/LF normalised rather than refused, since ``sendmail`` accepted such messages from
+scripts for decades (the delivery side encodes what the next hop cannot take).
+
+The queue directory gets search permission for others (0711, not listable) so users can
+reach the socket and the maildrop; everything private in it is mode 0600/0700.
+Settings: ``local.*``, ``server.max_connections``, ``server.max_connections_per_ip``
+(here: per uid), ``server.listen_backlog``, ``server.timeouts.shutdown_grace``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import itertools
+import logging
+import os
+import pwd
+import socket
+import stat
+import struct
+from collections import Counter
+
+from mailwright.config.schema import Listener, ListenerKind
+from mailwright.core.reply import Reply
+from mailwright.edge.context import EdgeContext
+from mailwright.edge.pickup import Pickup
+from mailwright.edge.session import Session
+from mailwright.observability import maillog
+from mailwright.policy.hooks import Pipeline, SessionInfo
+from mailwright.policy.local_submission import LOCAL_KIND, LocalSubmissionPolicy
+from mailwright.queue import maildrop
+from mailwright.smtp.data import BareLinePolicy
+from mailwright.smtp.server import ServerSettings
+
+log = logging.getLogger("mailwright.edge")
+
+SOCKET_MODE = 0o666
+_PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+@dataclasses.dataclass(slots=True)
+class LocalContext(EdgeContext):
+    """The daemon's context with the local listener's two relaxed limits."""
+
+    def server_settings(self, listener: Listener) -> ServerSettings:
+        base = EdgeContext.server_settings(self, listener)
+        limits = dataclasses.replace(
+            base.data_limits, max_line=0, bare_lines=BareLinePolicy.NORMALIZE
+        )
+        return dataclasses.replace(base, data_limits=limits)
+
+
+def login_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid{uid}"
+
+
+def peer_uid(writer: asyncio.StreamWriter) -> int | None:
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return None
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+    except OSError:
+        return None
+    _, uid, _ = _PEERCRED.unpack(raw)
+    return int(uid)
+
+
+class LocalSubmission:
+    """The local socket, its sessions, and the maildrop pickup that feeds the same path."""
+
+    def __init__(self, ctx: EdgeContext) -> None:
+        settings = ctx.settings
+        self.settings = settings
+        policy = LocalSubmissionPolicy.from_settings(settings)
+        self.ctx = LocalContext(
+            settings=settings,
+            pipeline=Pipeline([policy, *ctx.pipeline.hooks]),
+            enqueue=ctx.enqueue,
+            spool_dir=ctx.spool_dir,
+        )
+        self.path = settings.local_socket
+        self.listener = Listener(
+            address=f"unix:{self.path}", kind=ListenerKind.SUBMISSION, name=LOCAL_KIND
+        )
+        self.sessions: dict[asyncio.Task[None], Session] = {}
+        self.per_user: Counter[int] = Counter()
+        self.pickup = Pickup(
+            settings.maildrop_dir,
+            settings.queue.directory,
+            self.serve,
+            interval=settings.local.pickup_interval,
+        )
+        self._server: asyncio.Server | None = None
+        self._ids = itertools.count(1)
+
+    # ---- start and stop ---------------------------------------------------------------------
+    async def start(self) -> None:
+        self.prepare()
+        self._remove_stale_socket()
+        self._server = await asyncio.start_unix_server(
+            self._accept, path=str(self.path), backlog=self.settings.server.listen_backlog
+        )
+        os.chmod(self.path, SOCKET_MODE)
+        log.info("listening on %s (local submission)", self.path)
+        self.pickup.start()
+
+    def prepare(self) -> None:
+        """Directories: the maildrop (1733), and search permission on the queue directory."""
+        queue_dir = self.settings.queue.directory
+        maildrop.prepare(str(self.settings.maildrop_dir))
+        for public in (self.path, self.settings.maildrop_dir):
+            if public.parent == queue_dir:
+                mode = stat.S_IMODE(os.stat(queue_dir).st_mode)
+                if mode & 0o011 != 0o011:
+                    os.chmod(queue_dir, mode | 0o011)
+
+    def _remove_stale_socket(self) -> None:
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(st.st_mode):
+            raise OSError(f"{self.path} exists and is not a socket; not removing it")
+        os.unlink(self.path)
+
+    async def stop(self) -> None:
+        """Stop the pickup, stop accepting, let sessions finish within the grace period."""
+        await self.pickup.stop()
+        if self._server is not None:
+            self._server.close()
+        for task, session in list(self.sessions.items()):
+            if session.stop():
+                task.cancel()
+        if self.sessions:
+            grace = self.settings.server.timeouts.shutdown_grace
+            _, pending = await asyncio.wait(list(self.sessions), timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+        if self._server is not None:
+            await self._server.wait_closed()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    # ---- sessions -----------------------------------------------------------------------------
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        uid = peer_uid(writer)
+        try:
+            if uid is None:
+                await self._refuse(writer, Reply.of(421, "4.7.0", "Cannot identify the caller"))
+                return
+            refusal = self._admit(uid)
+            if refusal is not None:
+                await self._refuse(writer, refusal)
+                return
+            await self.serve(reader, writer, uid)
+        finally:
+            self.pickup.wake()  # sendmail knocks here after writing to the maildrop
+
+    def _admit(self, uid: int) -> Reply | None:
+        s = self.settings.server
+        host = self.settings.hostname
+        if len(self.sessions) >= s.max_connections:
+            return Reply.of(421, "4.7.0", f"{host} Too many connections, try again later")
+        if self.per_user[uid] >= s.max_connections_per_ip:
+            return Reply.of(421, "4.7.0", f"{host} Too many connections from your user")
+        return None
+
+    async def _refuse(self, writer: asyncio.StreamWriter, reply: Reply) -> None:
+        maillog.emit(None, event="connection refused", relay="localhost", reject=str(reply))
+        try:
+            writer.write(reply.encode(enhanced=True))
+            async with asyncio.timeout(5):
+                await writer.drain()
+        except (OSError, TimeoutError):
+            pass
+        finally:
+            writer.close()
+
+    async def serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, uid: int
+    ) -> None:
+        """One local session for ``uid`` (from SO_PEERCRED, or a maildrop file's owner)."""
+        user = login_name(uid)
+        info = SessionInfo(
+            session_id=f"local-{next(self._ids)}",
+            listener_name=self.listener.display_name,
+            listener_kind=LOCAL_KIND,
+            local_address="",
+            local_port=0,
+            client_address="",  # local: SessionInfo.is_local, may relay
+            client_port=0,
+            client_name=f"{user}@localhost",
+            local_user=user,
+        )
+        session = Session(reader, writer, self.ctx, self.listener, info)
+        task = asyncio.current_task()
+        assert task is not None
+        self.sessions[task] = session
+        self.per_user[uid] += 1
+        try:
+            await session.run()
+        finally:
+            del self.sessions[task]
+            self.per_user[uid] -= 1
+            if self.per_user[uid] <= 0:
+                del self.per_user[uid]
