@@ -251,6 +251,9 @@ with smtplib.SMTP("127.0.0.1", 2525) as s:
 """
 
 
+SENDMAIL = "import sys; from mailwright.cli.sendmail import main; sys.exit(main())"
+
+
 def test_mail_between_two_hosts(shared: Path) -> None:
     reason = can_make_namespaces()
     if reason:
@@ -270,9 +273,25 @@ def test_mail_between_two_hosts(shared: Path) -> None:
                 submit = ["ip", "netns", "exec", ns.a, sys.executable, "-c", SUBMIT]
                 run(*submit, "root@hostb.test")
                 run(*submit, "nosuch@hostb.test")
+                sendmail = subprocess.run(  # the command line, through A's local socket
+                    [
+                        "ip",
+                        "netns",
+                        "exec",
+                        ns.a,
+                        sys.executable,
+                        "-c",
+                        SENDMAIL,
+                        "root@hostb.test",
+                    ],
+                    input=b"Subject: by sendmail\n\nHi again.\n",
+                    env=a.env(),
+                    capture_output=True,
+                )
+                assert sendmail.returncode == 0, sendmail.stderr
                 b_root = shared / "b" / "mail" / "root"
                 a_root = shared / "a" / "mail" / "root"
-                wait_until(lambda: len(mbox_messages(b_root)) == 1, what="root@hostb's mailbox")
+                wait_until(lambda: len(mbox_messages(b_root)) == 2, what="root@hostb's mailbox")
                 wait_until(
                     lambda: len(mbox_messages(a_root)) == 1, what="the bounce back on host A"
                 )
@@ -280,8 +299,12 @@ def test_mail_between_two_hosts(shared: Path) -> None:
                 a.stop()  # first: it closes its idle connection to B
         finally:
             b.stop()
-    (delivered,) = mbox_messages(shared / "b" / "mail" / "root")
+    delivered, by_sendmail = sorted(
+        mbox_messages(shared / "b" / "mail" / "root"), key=lambda m: str(m["Subject"])
+    )
     assert delivered["Subject"] == "across" and delivered["Return-Path"] == "<root@hosta.test>"
+    assert by_sendmail["Subject"] == "by sendmail"
+    assert by_sendmail["Return-Path"] == "<root@hosta.test>"  # the caller (root), qualified
     assert "by hostb.test" in str(delivered.get_all("Received"))
     assert "from hosta.test" in str(delivered.get_all("Received"))
     (bounce,) = mbox_messages(shared / "a" / "mail" / "root")
