@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -93,9 +94,12 @@ def local_agent(work: Path) -> None:
 def main() -> None:
     work = Path(tempfile.mkdtemp(dir="/tmp"))
     work.chmod(0o755)
-    aliases(work)
-    mbox_appends(work)
-    local_agent(work)
+    try:
+        aliases(work)
+        mbox_appends(work)
+        local_agent(work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
