@@ -29,8 +29,14 @@ def tools() -> Iterator[Tools]:
         table = root / "transport"
         root.mkdir(parents=True, exist_ok=True)
         table.write_text("* smtp:[127.0.0.1]:1\n")
-        mw = Mailwright(root, {"hostname": "mx.test", "routing": {"transport_table": str(table)},
-                               "queue": {"host_status_timeout": 0}})
+        mw = Mailwright(
+            root,
+            {
+                "hostname": "mx.test",
+                "routing": {"transport_table": str(table)},
+                "queue": {"host_status_timeout": 0},
+            },
+        )
         mw.start()
         try:
             yield Tools(mw, root / "bin")
@@ -70,20 +76,28 @@ def test_mailq_lists_the_queue_in_sendmails_layout(tools: Tools) -> None:
 @pytest.mark.parametrize(
     ("program", "args"), [("newaliases", ()), ("sendmail", ("-bi",)), ("sendmail", ("-I",))]
 )
-def test_aliases_are_not_supported_yet(tools: Tools, program: str, args: tuple[str, ...]) -> None:
+def test_newaliases_compiles_the_alias_file(
+    tools: Tools, program: str, args: tuple[str, ...]
+) -> None:
     proc = tools.run(*args, program=program)
-    assert proc.returncode == 69
-    assert proc.stderr == b"mailwright: aliases are not supported yet\n"
+    assert proc.returncode == 0, proc.stderr
+    source = tools.mw.config["routing"]["alias_file"]
+    assert proc.stdout.decode() == f"{source}: 4 aliases, longest 4 bytes, 33 bytes total\n"
 
 
 def test_bv_tells_local_from_remote_and_finds_bad_syntax(tools: Tools) -> None:
-    proc = tools.run("-bv", "root", "Bob@MX.test", "x@example.org", "localhost-user@localhost")
-    assert proc.returncode == 0
+    proc = tools.run("-bv", "root", "User", "x@example.org")
+    assert proc.returncode == 0, proc.stdout
     assert proc.stdout.decode().splitlines() == [
-        "root@mx.test... deliverable: mailer local, user root",
-        "Bob@MX.test... deliverable: mailer local, user Bob",
-        "x@example.org... deliverable: mailer esmtp, host example.org, user x@example.org",
-        "localhost-user@localhost... deliverable: mailer local, user localhost-user",
+        "root@mx.test... deliverable: mailer local, user root (mbox /var/mail/root)",
+        "root@mx.test... deliverable: mailer local, user root (mbox /var/mail/root)",
+        "x@example.org... deliverable: mailer esmtp, host [127.0.0.1]:1, user x@example.org",
+    ]
+    proc = tools.run("-bv", "Bob@MX.test", "localhost-user@localhost")
+    assert proc.returncode == 67
+    assert proc.stdout.decode().splitlines() == [
+        "Bob@MX.test... User unknown",
+        "localhost-user@localhost... User unknown",
     ]
     proc = tools.run("-bv", "ok@x.test", "bad@@x.test")
     assert proc.returncode == 67
@@ -174,8 +188,14 @@ def stopped() -> Iterator[Tools]:
         table = root / "transport"
         root.mkdir(parents=True, exist_ok=True)
         table.write_text("* smtp:[127.0.0.1]:1\n")
-        mw = Mailwright(root, {"hostname": "mx.test", "routing": {"transport_table": str(table)},
-                               "queue": {"host_status_timeout": 0}})
+        mw = Mailwright(
+            root,
+            {
+                "hostname": "mx.test",
+                "routing": {"transport_table": str(table)},
+                "queue": {"host_status_timeout": 0},
+            },
+        )
         yield Tools(mw, root / "bin")
 
 

@@ -22,6 +22,11 @@ from typing import Any
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 
+# Every test daemon has these aliases unless its test names an alias file: unknown local
+# users are refused at RCPT, and tests address "user", "u" and "ü" as local recipients.
+TEST_ALIASES = "postmaster: root\nuser: root\nu: root\nü: root\n"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -109,6 +114,10 @@ class Mailwright:
 
     def write_config(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
+        routing = self.config.setdefault("routing", {})
+        if "alias_file" not in routing:  # hermetic: not the machine's /etc/aliases
+            routing["alias_file"] = str(self.root / "aliases")
+            (self.root / "aliases").write_text(TEST_ALIASES)
         self.config_path.write_text(render_toml(self.config) + "\n")
 
     def start(self, timeout: float = 30) -> Mailwright:

@@ -150,6 +150,7 @@ def main() -> None:
 
 def _register() -> None:
     from mailwright.cli.access import access
+    from mailwright.cli.aliases import address, aliases
     from mailwright.cli.auth import auth
     from mailwright.cli.links import install_links
     from mailwright.cli.queue import queue
@@ -162,6 +163,8 @@ def _register() -> None:
     cli.add_command(tls)
     cli.add_command(auth)
     cli.add_command(access)
+    cli.add_command(aliases)
+    cli.add_command(address)
 
 
 _register()

@@ -196,6 +196,8 @@ def show(ctx: click.Context, queue_id: str, as_json_: bool) -> None:
     click.echo("Recipients:")
     for r in message.recipients:
         line = f"  <{r.address}> {r.state.value}, {r.attempts} attempt(s)"
+        if r.target is not None:
+            line += f", to {r.target.mailer.log_name} {r.target}"
         if r.state.value == "queued" and r.attempts:
             line += f", next {time.ctime(r.next_attempt)}"
         click.echo(line)

@@ -63,6 +63,7 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 Seconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
 OptionalSeconds = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]  # 0 = off
 Count = Annotated[int, Field(ge=1)]
+OptionalPath = Annotated[Path | None, BeforeValidator(lambda v: None if v == "" else v)]
 
 
 class ListenerKind(StrEnum):
@@ -292,6 +293,13 @@ class RoutingSection(Section):
     local_domains: list[str] = []  # empty: the host name and "localhost"
     transport_table: Path | None = None  # "domain  smtp:[host]:port" lines (routing.transport)
     smarthost: str = ""  # "[host]:port" or "host": all non-local mail without a table entry
+    # local recipients (routing.aliases, routing.forward, routing.virtual)
+    alias_file: OptionalPath = Path("/etc/aliases")  # aliases(5) source; "" = no aliases
+    alias_database: Path | None = None  # compiled table; default <queue.directory>/aliases.db
+    max_alias_recursion: Count = 10  # deeper is a loop: 554 5.4.6 (MaxAliasRecursion)
+    forward_path: list[str] = ["$z/.forward.$w", "$z/.forward"]  # $z home, $w host, $u user
+    virtual_user_table: Path | None = None  # virtusertable: "user@domain  target" lines
+    virtual_domains: list[str] = []  # domains served only through the virtual user table
 
     @field_validator("smarthost")
     @classmethod
@@ -299,6 +307,25 @@ class RoutingSection(Section):
         if value.strip():
             parse_smarthost(value)  # ValueError names the problem
         return value.strip()
+
+
+class MailboxFormat(StrEnum):
+    MBOX = "mbox"  # <mail_spool>/<user>, mail.local compatible
+    MAILDIR = "maildir"  # <mail_spool>/<user>/ with tmp, new, cur
+
+
+class LocalDeliverySection(Section):
+    """Final delivery on this host: mailboxes, programs and files (delivery.local)."""
+
+    mail_spool: Path = Path("/var/mail")  # mailboxes of local users
+    mailbox_format: MailboxFormat = MailboxFormat.MBOX
+    virtual_mailbox_table: Path | None = None  # "name  path" lines instead of passwd users
+    virtual_user: str = ""  # as root: owner of virtual mailboxes ("" = the daemon's user)
+    default_user: str = "nobody"  # as root: runs programs/files of root-owned alias files
+    pipe_timeout: Seconds = 1000.0  # a |command running longer is killed; delivery deferred
+    lock_timeout: Seconds = 60.0  # waiting for a mailbox lock; then deferred (4.2.0)
+    stale_lock_age: Seconds = 300.0  # an older USER.lock is broken (mail.local)
+    mailbox_size_limit: Annotated[int, Field(ge=0)] = 0  # octets; over it: 4.2.2; 0 = none
 
 
 class AddressOrder(StrEnum):
@@ -495,11 +522,17 @@ class Settings(Section):
     tls: TlsSection = TlsSection()
     auth: AuthSection = AuthSection()
     access: AccessSection = AccessSection()
+    local_delivery: LocalDeliverySection = LocalDeliverySection()
     filters: list[FilterEntry] = []  # milters and in-process filters, called in this order
 
     @property
     def local_domains(self) -> list[str]:
         return self.routing.local_domains or [self.hostname.lower(), "localhost"]
+
+    @property
+    def alias_database(self) -> Path:
+        """The compiled alias table (``mailwright aliases build`` writes it)."""
+        return self.routing.alias_database or self.queue.directory / "aliases.db"
 
     @property
     def local_socket(self) -> Path:
@@ -564,12 +597,21 @@ class Settings(Section):
         return self.model_copy(
             update={
                 "queue": rebase(self.queue, "directory"),
-                "routing": rebase(self.routing, "transport_table"),
+                "routing": rebase(
+                    self.routing,
+                    "transport_table",
+                    "alias_file",
+                    "alias_database",
+                    "virtual_user_table",
+                ),
                 "dns": rebase(self.dns, "static_table"),
                 "local": rebase(self.local, "socket", "maildrop"),
                 "tls": rebase(self.tls, "certificate", "key"),
                 "auth": rebase(self.auth, "users_file"),
                 "access": rebase(self.access, "table"),
                 "delivery": rebase(self.delivery, "tls_ca_file"),
+                "local_delivery": rebase(
+                    self.local_delivery, "mail_spool", "virtual_mailbox_table"
+                ),
             }
         )

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from mailwright.core.address import Address
+from mailwright.core.target import Target
 
 
 class BodyType(StrEnum):
@@ -50,6 +51,7 @@ class Recipient:
     address: Address
     notify: frozenset[Notify] | None = None  # None: the client said nothing
     orcpt: str | None = None  # "addr-type;xtext" exactly as received, passed on unchanged
+    target: Target | None = None  # set by alias expansion: deliver here, do not route
 
     def wants(self, kind: Notify) -> bool:
         """Does NOTIFY ask for this kind of report? Default (absent) is FAILURE and DELAY."""

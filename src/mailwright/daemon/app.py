@@ -29,21 +29,30 @@ from mailwright.policy import access
 from mailwright.policy.filters.chain import build_filters
 from mailwright.policy.hooks import Hook, Pipeline
 from mailwright.policy.limits import ConnectionRateLimit
+from mailwright.policy.recipients import LocalRecipients
 from mailwright.policy.relay import DomainSet, RelayControl, parse_networks
 from mailwright.policy.submission import SubmissionPolicy
 from mailwright.policy.watched import WatchedFile
 from mailwright.queue.sqlite import SqliteQueueStore
 from mailwright.queue.store import InsertMessage, NewMessage
 from mailwright.queue.writer import QueueWriter
+from mailwright.routing.aliases import prepare_aliases
+from mailwright.routing.resolution import AddressResolver
 
 log = logging.getLogger("mailwright.daemon")
 
 
 def build_pipeline(
-    settings: Settings, table: WatchedFile[access.AccessTable] | None = None
+    settings: Settings,
+    table: WatchedFile[access.AccessTable] | None = None,
+    resolver: AddressResolver | None = None,
 ) -> Pipeline:
     """Policy hooks in order: connection rate, submission rules, access table, relay
-    control, then the configured filters."""
+    control, the local recipient check, then the configured filters.
+
+    ``resolver`` (shared with the delivery side) answers which local recipients exist;
+    one is built from the settings when not given.
+    """
     if table is None and settings.access.table is not None:
         table = access.watch(settings.access.table)
     hooks: list[Hook] = []
@@ -56,11 +65,12 @@ def build_pipeline(
         hooks.append(access.AccessControl(table, settings.hostname))
     relay = RelayControl(
         DomainSet(settings.local_domains),
-        DomainSet(settings.relay.domains),
+        DomainSet([*settings.relay.domains, *settings.routing.virtual_domains]),
         parse_networks(settings.relay.networks),
         table.current if table is not None else None,
     )
-    return Pipeline([*hooks, relay, *build_filters(settings)])
+    local = LocalRecipients(resolver or AddressResolver.from_settings(settings))
+    return Pipeline([*hooks, relay, local, *build_filters(settings)])
 
 
 def warn_about_listeners(settings: Settings) -> None:
@@ -85,7 +95,9 @@ class Daemon:
             access.watch(settings.access.table) if settings.access.table is not None else None
         )
         self.local: LocalSubmission | None = None
-        self.scheduler = build_scheduler(settings, self.store, self.writer)
+        # one view of aliases and users for the RCPT check and for delivery
+        self.resolver = AddressResolver.from_settings(settings, build_missing=False)
+        self.scheduler = build_scheduler(settings, self.store, self.writer, resolver=self.resolver)
         self.control = control.ControlServer(
             control.socket_path(settings.queue.directory),
             {"ping": self._ping, "wake": self._wake, "flush": self._flush},
@@ -147,13 +159,14 @@ class Daemon:
 
     async def run(self) -> None:
         self.prepare_directories()
+        prepare_aliases(self.settings)  # compiles an alias file that never was
         self.store.open()
         self.writer.start()
         try:
             warn_about_listeners(self.settings)
             ctx = EdgeContext(
                 settings=self.settings,
-                pipeline=build_pipeline(self.settings, self.access),
+                pipeline=build_pipeline(self.settings, self.access, self.resolver),
                 enqueue=self.enqueue,
                 spool_dir=self.settings.queue.spool_dir,
                 security=self.security,

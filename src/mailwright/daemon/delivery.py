@@ -3,9 +3,10 @@
 Used by the daemon and by admin commands that run the queue without a daemon
 (``mailwright queue flush``, ``sendmail -q``, ``queue bounce``). Table problems
 (transport table, static DNS table) are logged, not fatal: the router keeps
-mail queued rather than sending it the wrong way. Settings: ``hostname``,
+mail queued rather than sending it the wrong way. Local recipients go through the
+alias ``Expander`` to the local agents (``delivery.local``). Settings: ``hostname``,
 ``queue.*``, ``delivery.*`` (including the outbound TLS policy), ``dns.*``,
-``routing.*``.
+``routing.*``, ``local_delivery.*``.
 """
 
 from __future__ import annotations
@@ -17,16 +18,19 @@ from mailwright.config.schema import Settings
 from mailwright.core.reply import Reply
 from mailwright.delivery.agent import DeliveryAgent
 from mailwright.delivery.lmtp import LmtpAgent
+from mailwright.delivery.local import local_agents
 from mailwright.delivery.session import ClientTimeouts
 from mailwright.delivery.smtp import SmtpAgent
 from mailwright.delivery.tlspolicy import TlsPolicyTable, verify_context
 from mailwright.queue.backoff import RetryPolicy
+from mailwright.queue.expansion import Expander
 from mailwright.queue.scheduler import Scheduler, SchedulerSettings, domain_of
 from mailwright.queue.sqlite import SqliteQueueStore
 from mailwright.queue.store import QueueStore, StoreError
 from mailwright.queue.writer import QueueWriter
 from mailwright.routing.mx import resolver_from_settings
 from mailwright.routing.nexthop import Transport
+from mailwright.routing.resolution import AddressResolver
 from mailwright.routing.router import Router
 
 log = logging.getLogger("mailwright.queue")
@@ -93,15 +97,25 @@ def scheduler_settings(settings: Settings) -> SchedulerSettings:
 
 
 def build_scheduler(
-    settings: Settings, store: QueueStore, writer: QueueWriter, router: Router | None = None
+    settings: Settings,
+    store: QueueStore,
+    writer: QueueWriter,
+    router: Router | None = None,
+    resolver: AddressResolver | None = None,
 ) -> Scheduler:
+    """The queue manager with every agent: SMTP, LMTP, and local delivery (mailboxes,
+    programs, files) behind the alias ``Expander``; ``resolver`` is shared with the
+    RCPT-time user check when the daemon passes one."""
     router = router or build_router(settings)
+    resolver = resolver or AddressResolver.from_settings(settings)
+    agents = {**build_agents(settings), **local_agents(settings, resolver.users)}
     return Scheduler(
         store,
         writer,
         lambda address: router.route(domain_of(address)),
-        build_agents(settings),
+        agents,
         scheduler_settings(settings),
+        expander=Expander.from_settings(settings, store, writer, resolver=resolver),
     )
 
 

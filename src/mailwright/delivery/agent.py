@@ -16,6 +16,7 @@ from typing import Protocol
 from mailwright.core.envelope import MailParams, Notify
 from mailwright.core.headers import HeaderList
 from mailwright.core.reply import Reply
+from mailwright.core.target import Target
 from mailwright.routing.nexthop import NextHop
 
 
@@ -32,6 +33,7 @@ class DeliveryRecipient:
     address: str
     orcpt: str | None = None  # passed on unchanged (RFC 3461)
     notify: frozenset[Notify] | None = None
+    target: Target | None = None  # a resolved local recipient: mailbox, program or file
 
 
 @dataclass(slots=True)

@@ -10,6 +10,11 @@ is remembered for a while (host-status cache) instead of being dialled for every
 message. Delivery is at-least-once: a crash before the commit leaves the
 recipients leased, and the lease is voided at start-up.
 
+Local recipients are first given to the ``Expander`` (``queue.expansion``), when
+there is one: aliases, ``.forward`` and virtual users are resolved there, at delivery
+time, and a recipient that resolved to a mailbox, program or file goes to the local
+agent without routing.
+
 Trusts the agents to return one result per recipient; an agent that raises
 defers its recipients. Settings: ``queue.*`` (retry policy), ``delivery.*``.
 """
@@ -40,6 +45,7 @@ from mailwright.delivery.agent import (
 from mailwright.dsn import Action, OriginalMessage, RecipientReport, ReportKind, build_report
 from mailwright.observability import maillog
 from mailwright.queue.backoff import RetryPolicy
+from mailwright.queue.expansion import Expander, target_hop
 from mailwright.queue.hoststatus import HostStatusCache
 from mailwright.queue.store import (
     ClaimDue,
@@ -102,8 +108,10 @@ class Scheduler:
         agents: Mapping[Transport, DeliveryAgent],
         settings: SchedulerSettings | None = None,
         clock: Clock | None = None,
+        expander: Expander | None = None,
     ) -> None:
         self.store = store
+        self.expander = expander
         self.writer = writer
         self.route = route
         self.agents = dict(agents)
@@ -251,7 +259,19 @@ class Scheduler:
         if message is None:
             return  # deleted meanwhile
         headers = await asyncio.to_thread(self.store.read_headers, queue_id)
-        requests, errors = self._requests(message, headers, recipients)
+        early: list[tuple[DeliveryRequest | None, DeliveryResult]] = []
+        routable = recipients
+        if self.expander is not None:
+            prepared = await self.expander.prepare(message, headers, recipients)
+            if prepared.expanded:
+                self.wake()  # the new recipients are due now
+            early = [(None, result) for _, result in prepared.failed]
+            routable = prepared.deliver
+            recipients = [*prepared.deliver, *(r for r, _ in prepared.failed)]
+            if not recipients:
+                return
+        requests, errors = self._requests(message, headers, routable)
+        errors = [*early, *errors]
         started = self.clock.now()
         batches = await asyncio.gather(*(self._deliver(r) for r in requests))
         results = [*errors]
@@ -265,7 +285,7 @@ class Scheduler:
         groups: dict[str, tuple[NextHop, list[StoredRecipient]]] = {}
         errors: list[tuple[DeliveryRequest | None, DeliveryResult]] = []
         for recipient in recipients:
-            hop = self.route(recipient.address)
+            hop = self._hop(recipient)
             if hop.transport is Transport.ERROR:
                 reply = hop.error or Reply.of(550, "5.1.2", "Mail for this domain is refused")
                 outcome = Outcome.FAILED if reply.permanent else Outcome.DEFERRED
@@ -287,7 +307,8 @@ class Scheduler:
                 sender=message.envelope.sender_text,
                 params=message.envelope.params,
                 recipients=[
-                    DeliveryRecipient(r.index, r.address, r.orcpt, _notify(r.notify)) for r in rcpts
+                    DeliveryRecipient(r.index, r.address, r.orcpt, _notify(r.notify), r.target)
+                    for r in rcpts
                 ],
                 next_hop=hop,
                 headers=headers,
@@ -298,6 +319,11 @@ class Scheduler:
             for hop, rcpts in groups.values()
         ]
         return requests, errors
+
+    def _hop(self, recipient: StoredRecipient) -> NextHop:
+        if recipient.target is not None:
+            return target_hop(recipient.target)
+        return self.route(recipient.address)
 
     def _semaphore(self, key: str) -> asyncio.Semaphore:
         sem = self._per_destination.get(key)
@@ -495,12 +521,18 @@ class Scheduler:
             stat = f"Deferred: {reply.code} {reply.status or ''} {reply.text}".replace("  ", " ")
         else:
             stat = f"{reply.code} {reply.status or ''} {reply.text}".replace("  ", " ")
+        target = recipient.target
         maillog.emit(
             message.queue_id,
-            to=f"<{recipient.address}>",
+            to=str(target)
+            if target and target.mailer.value in ("prog", "file")
+            else f"<{recipient.address}>",
+            ctladdr=f"<{recipient.address}>"
+            if target and target.mailer.value in ("prog", "file")
+            else None,
             delay=hhmmss(now - message.received_at),
             xdelay=hhmmss(now - started),
-            mailer=agent.name if agent else "error",
+            mailer=(target.mailer.log_name if target else agent.name) if agent else "error",
             relay=result.remote_mta or (str(request.next_hop) if request else None),
             dsn=reply.status,
             stat=stat,

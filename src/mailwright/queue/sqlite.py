@@ -4,7 +4,9 @@ Layout: ``messages`` (envelope, MAIL parameters, origin, listing fields), ``reci
 (the unit of work: state, schedule, last result, lease), ``headers`` (the encoded header
 section, one blob per message) and ``body_chunks`` (the body in ~1 MiB blobs, so a
 100 MiB message goes in and out with bounded memory). The schema version lives in
-``PRAGMA user_version``; the schema is created on first open.
+``PRAGMA user_version``; the schema is created on first open and older files are migrated
+in place (version 2 adds each recipient's resolved local target: mailer, target and
+controlling user, NULL for an ordinary address).
 
 Writes: ``apply_batch`` runs a whole batch in one ``BEGIN IMMEDIATE`` ... ``COMMIT`` on the
 write connection, each op inside its own savepoint so that a failing op is undone alone.
@@ -40,6 +42,7 @@ from typing import Any
 from mailwright.core.address import Address
 from mailwright.core.envelope import BodyType, Envelope, MailParams, Notify, Recipient, Ret
 from mailwright.core.headers import HeaderList, HeaderParser
+from mailwright.core.target import Mailer, Target
 from mailwright.queue.store import (
     AddRecipients,
     ClaimDue,
@@ -65,7 +68,7 @@ from mailwright.queue.store import (
     UnknownMessageError,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_BODY_CHUNK = 1 << 20
 _JOURNAL_SIZE_LIMIT = 64 << 20  # truncate the WAL back to this after a checkpoint
 
@@ -129,7 +132,15 @@ _SCHEMA_V1 = [
     )""",
 ]
 
-_MIGRATIONS: dict[int, list[str]] = {1: _SCHEMA_V1}  # version -> statements reaching it
+# version 2: a recipient may carry its resolved local target (alias expansion). Additive:
+# ADD COLUMN with NULL defaults rewrites nothing, so migrating a large queue is instant.
+_SCHEMA_V2 = [
+    "ALTER TABLE recipients ADD COLUMN mailer TEXT",  # core.target.Mailer; NULL: an address
+    "ALTER TABLE recipients ADD COLUMN target TEXT",
+    "ALTER TABLE recipients ADD COLUMN ctl_user TEXT",
+]
+
+_MIGRATIONS: dict[int, list[str]] = {1: _SCHEMA_V1, 2: _SCHEMA_V2}  # version -> statements
 
 _MESSAGE_COLUMNS = """m.id, m.queue_id, m.sender_local, m.sender_domain, m.mail_size,
     m.body_type, m.smtputf8, m.ret, m.envid, m.auth, m.received_at, m.size, m.state,
@@ -138,7 +149,7 @@ _MESSAGE_COLUMNS = """m.id, m.queue_id, m.sender_local, m.sender_domain, m.mail_
 
 _RECIPIENT_COLUMNS = """m.queue_id, r.idx, r.local, r.domain, r.orcpt, r.notify, r.state,
     r.attempts, r.next_attempt, r.last_attempt, r.last_status, r.last_reply, r.remote_mta,
-    r.lease_owner, r.lease_until"""
+    r.lease_owner, r.lease_until, r.mailer, r.target, r.ctl_user"""
 
 _FIND_ID = "SELECT id FROM messages WHERE queue_id = ?"
 
@@ -428,6 +439,7 @@ class SqliteQueueStore:
                 f"body of {msg.queue_id}: read {written} bytes, expected {msg.body.size}"
             )
         self._insert_recipients(conn, mid, 0, msg.envelope.recipients, msg.received_at)
+        self._set_targets(conn, mid, 0, msg.envelope.recipients)
 
     def _insert_recipients(
         self,
@@ -453,6 +465,25 @@ class SqliteQueueStore:
                 for i, r in enumerate(recipients)
             ],
         )
+
+    _SET_TARGET = """UPDATE recipients SET mailer = ?, target = ?, ctl_user = ?
+        WHERE message_id = ? AND idx = ?"""
+
+    def _set_targets(
+        self,
+        conn: sqlite3.Connection,
+        mid: int | None,
+        first_index: int,
+        recipients: Sequence[Recipient],
+    ) -> None:
+        """Store the resolved targets (alias expansion's recipients; usually none)."""
+        rows = [
+            (r.target.mailer.value, r.target.value, r.target.user, mid, first_index + i)
+            for i, r in enumerate(recipients)
+            if r.target is not None
+        ]
+        if rows:
+            conn.executemany(self._SET_TARGET, rows)
 
     # -- ClaimDue
 
@@ -549,6 +580,9 @@ class SqliteQueueStore:
                 raise ValueError(f"recipient {op.replaces} of {op.queue_id} is not queued")
         first = conn.execute(self._NEXT_INDEX, (mid,)).fetchone()[0]
         self._insert_recipients(conn, mid, first, op.recipients, op.now)
+        self._set_targets(conn, mid, first, op.recipients)
+        for msg in op.new_messages:  # a list's copy, an "expanded" report
+            self._insert(conn, msg)
         if op.replaces is not None:
             self._delete_if_done(conn, [op.queue_id])  # expanded to nobody: finished
         return list(range(first, first + len(op.recipients)))
@@ -797,7 +831,15 @@ def _stored_recipient(row: sqlite3.Row) -> StoredRecipient:
         remote_mta=row["remote_mta"],
         lease_owner=row["lease_owner"],
         lease_until=row["lease_until"],
+        target=_target(row),
     )
+
+
+def _target(row: sqlite3.Row) -> Target | None:
+    mailer = row["mailer"]
+    if mailer is None:
+        return None
+    return Target(Mailer(mailer), row["target"] or "", row["ctl_user"] or "")
 
 
 def _stored_message(row: sqlite3.Row, recipient_rows: list[sqlite3.Row]) -> StoredMessage:
@@ -835,7 +877,12 @@ def _stored_message(row: sqlite3.Row, recipient_rows: list[sqlite3.Row]) -> Stor
 
 
 def _envelope_recipient(row: sqlite3.Row) -> Recipient:
-    return Recipient(Address(row["local"], row["domain"]), _notify_set(row["notify"]), row["orcpt"])
+    return Recipient(
+        Address(row["local"], row["domain"]),
+        _notify_set(row["notify"]),
+        row["orcpt"],
+        _target(row),
+    )
 
 
 # ---- errors and transactions ---------------------------------------------------------------

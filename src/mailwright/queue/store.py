@@ -23,6 +23,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from mailwright.core.envelope import Envelope, Recipient
 from mailwright.core.headers import HeaderList
+from mailwright.core.target import Target
 
 
 class RecipientState(StrEnum):
@@ -111,6 +112,7 @@ class StoredRecipient:
     remote_mta: str | None  # the host that gave last_reply
     lease_owner: str | None
     lease_until: float | None
+    target: Target | None = None  # a resolved local recipient (mailbox, program, file, error)
 
 
 @dataclass(slots=True)
@@ -258,15 +260,17 @@ class AddRecipients(Op[list[int]]):
     """Add QUEUED recipients due at ``now`` to a message; returns their indexes.
 
     With ``replaces``, that recipient (which must still be QUEUED) becomes EXPANDED and
-    loses its lease in the same step: alias expansion is atomic. Raises
-    ``UnknownMessageError`` for an unknown message, ``ValueError`` when ``replaces`` is
-    not a QUEUED recipient.
+    loses its lease in the same step: alias expansion is atomic. ``new_messages`` (a
+    mailing list's copy with the list owner as sender, an ``expanded`` DSN) are queued
+    in the same transaction. Raises ``UnknownMessageError`` for an unknown message,
+    ``ValueError`` when ``replaces`` is not a QUEUED recipient.
     """
 
     queue_id: str
     recipients: list[Recipient]
     now: float
     replaces: int | None = None
+    new_messages: list[NewMessage] = field(default_factory=list)
 
 
 @dataclass(slots=True)

@@ -36,7 +36,10 @@ def aliases(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[types.M
     yield module
 
 
-def test_without_the_module(capsys: pytest.CaptureFixture[str]) -> None:
+def test_without_the_module(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(routing_seam, "ALIASES_MODULE", "mailwright.routing.not_there")
     assert routing_seam.aliases_module() is None
     assert routing_seam.rebuild_aliases(None) == 69
     assert capsys.readouterr().err == "mailwright: aliases are not supported yet\n"

@@ -1,0 +1,169 @@
+"""``mailwright aliases build|test`` and ``mailwright address test``.
+
+``aliases build`` is ``newaliases``: it compiles ``routing.alias_file`` into the
+table the daemon reads (which notices the new file by itself), prints every bad
+line as ``file:line: problem`` on stderr and Sendmail's summary on stdout, with a
+progress bar on a terminal for large files. Exit 0, or 65 (EX_DATAERR) when there
+were bad lines (the good ones are in the table all the same), 72 (EX_OSFILE) when
+the file cannot be read or the table written.
+
+``aliases test NAME...`` prints what the compiled table says for each name (exit 67
+if one is not there). ``address test ADDR...`` prints how each address resolves,
+step by step (alias chain, ``.forward``, virtual user table), ending in Sendmail's
+``-bv`` lines (mailer and target), without delivering anything; exit 67 when an
+address has no valid destination. Settings: ``routing.*``, ``local_delivery.*``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+
+from mailwright.cli.output import fail, print_json
+from mailwright.config.schema import Settings
+from mailwright.core.sysexits import ExitCode
+from mailwright.routing.aliases import AliasTable, Progress, compile_aliases
+
+
+def _settings(ctx: click.Context) -> Settings:
+    from mailwright.cli.main import load_or_exit
+
+    return load_or_exit(ctx)
+
+
+@click.group()
+def aliases() -> None:
+    """Compile and query the alias file (newaliases).
+
+    \b
+    Examples:
+      mailwright aliases build
+      mailwright aliases test postmaster staff
+    """
+
+
+@aliases.command("build")
+@click.option("--file", "source", type=click.Path(path_type=Path), help="Alias file to compile.")
+@click.option("--database", type=click.Path(path_type=Path), help="Where the compiled table goes.")
+@click.pass_context
+def build(ctx: click.Context, source: Path | None, database: Path | None) -> None:
+    """Compile the alias file atomically (newaliases, sendmail -bi)."""
+    settings = _settings(ctx)
+    source = source or settings.routing.alias_file
+    if source is None:
+        fail("no alias file configured (routing.alias_file)", ExitCode.CONFIG)
+        return
+    database = database or settings.alias_database
+    try:
+        with _progress() as show:
+            report = compile_aliases(source, database, show)
+    except OSError as exc:
+        fail(f"{exc.filename or source}: {exc.strerror or exc}", ExitCode.OSFILE)
+        return
+    for problem in report.problems:
+        click.echo(str(problem), err=True)
+    click.echo(report.summary())
+    if any(not p.problem.startswith("Warning:") for p in report.problems):
+        sys.exit(ExitCode.DATAERR)
+
+
+@contextmanager
+def _progress() -> Iterator[Progress | None]:
+    """A progress bar on a terminal (stderr); nothing when piped."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import Progress as Bar
+
+    with Bar(console=Console(stderr=True), transient=True) as bar:
+        tasks: dict[str, object] = {}
+
+        def show(phase: str, done: int, total: int) -> None:
+            if total < 10000:
+                return
+            task = tasks.get(phase)
+            if task is None:
+                label = "reading" if phase == "parse" else "writing"
+                task = tasks[phase] = bar.add_task(label, total=total)
+            bar.update(task, completed=done)  # type: ignore[arg-type]
+
+        yield show
+
+
+@aliases.command("test")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
+@click.pass_context
+def test_aliases(ctx: click.Context, names: tuple[str, ...], as_json: bool) -> None:
+    """Print the compiled entries for NAMES (one level, as stored)."""
+    settings = _settings(ctx)
+    table = AliasTable(settings.alias_database)
+    if not settings.alias_database.exists():
+        fail(
+            f"{settings.alias_database}: no compiled alias table (run: mailwright aliases build)",
+            ExitCode.NOINPUT,
+        )
+    missing = False
+    found: dict[str, list[str] | None] = {}
+    for name in names:
+        items = table.lookup(name)
+        found[name] = None if items is None else [str(i) for i in items]
+        missing = missing or items is None
+    table.close()
+    if as_json:
+        print_json(found)
+    else:
+        for name, shown in found.items():
+            click.echo(
+                f"{name}: {', '.join(shown)}" if shown is not None else f"{name}: no such alias"
+            )
+    if missing:
+        sys.exit(ExitCode.NOUSER)
+
+
+@click.group()
+def address() -> None:
+    """Show how addresses resolve (sendmail -bv)."""
+
+
+@address.command("test")
+@click.argument("addresses", nargs=-1, required=True)
+@click.pass_context
+def test_address(ctx: click.Context, addresses: tuple[str, ...]) -> None:
+    """Resolve ADDRESSES through aliases, .forward and the virtual user table.
+
+    \b
+    Example:
+      mailwright address test staff@example.org
+    """
+    from mailwright.routing.resolution import explain
+
+    settings = _settings(ctx)
+    if settings.routing.alias_file is not None and not settings.alias_database.exists():
+        click.echo(
+            f"note: {settings.alias_database} not built yet: no aliases"
+            " (run: mailwright aliases build)",
+            err=True,
+        )
+    bad = False
+    for text in addresses:
+        try:
+            resolution = explain(settings, text)
+        except ValueError as exc:
+            click.echo(f"{text}... {exc}")
+            bad = True
+            continue
+        for line in resolution.lines():
+            click.echo(line)
+        if resolution.temporary is not None:
+            click.echo(f"{text}... temporary failure: {resolution.temporary}")
+        errors = [leaf for leaf in resolution.leaves if leaf.error is not None]
+        if errors and len(errors) == len(resolution.leaves) and not resolution.lists:
+            bad = True
+    if bad:
+        sys.exit(ExitCode.NOUSER)

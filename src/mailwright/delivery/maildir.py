@@ -1,0 +1,96 @@
+"""Maildir delivery: a unique file in ``tmp/``, fsync, moved to ``new/``, directory fsynced.
+
+The unique name is ``<seconds>.M<microseconds>P<pid>Q<count>.<host>`` (``/`` and
+``:`` in the host name written as ``\\057`` and ``\\072``), with ``,S=<size>`` added
+when it moves to ``new/``. The message is written with LF line ends and no
+``>From`` quoting (Maildir needs none). The move is a ``rename`` within the
+Maildir, then ``new/`` is fsynced: once ``deliver`` returns, the message survives a
+power cut. On any failure the file in ``tmp/`` is removed and a ``MailboxError``
+says why (quota 4.2.2, disk full 4.3.1). Missing ``tmp``, ``new`` and ``cur`` are
+created (mode 0700). Reads no settings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import socket
+import stat
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from mailwright.core.reply import Reply
+from mailwright.delivery.mbox import MailboxError, os_error_reply
+
+_counter = itertools.count(1)
+
+
+def unique_name() -> str:
+    now = time.time()
+    host = (socket.gethostname() or "localhost").replace("/", "\\057").replace(":", "\\072")
+    return f"{int(now)}.M{int(now * 1e6) % 1000000}P{os.getpid()}Q{next(_counter)}.{host}"
+
+
+def prepare(directory: Path, owner: tuple[int, int] | None = None) -> None:
+    """Make sure ``directory`` is a Maildir (creating what is missing)."""
+    for path in (directory, directory / "tmp", directory / "new", directory / "cur"):
+        try:
+            os.mkdir(path, 0o700)
+            if owner is not None:
+                os.lchown(path, *owner)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise MailboxError(os_error_reply(exc, path)) from exc
+        st = os.lstat(path)
+        if not stat.S_ISDIR(st.st_mode):
+            raise MailboxError(Reply.of(451, "4.3.0", f"Maildir {path} is not a directory"))
+        if owner is not None and st.st_uid != owner[0]:
+            raise MailboxError(
+                Reply.of(451, "4.3.0", f"Maildir {path} belongs to uid {st.st_uid}, not {owner[0]}")
+            )
+
+
+def deliver(directory: Path, pieces: Iterable[bytes], owner: tuple[int, int] | None = None) -> str:
+    """Write one message into the Maildir ``directory``; returns its name in ``new/``."""
+    prepare(directory, owner)
+    name = unique_name()
+    tmp = directory / "tmp" / name
+    try:
+        fd = os.open(
+            tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+        )
+    except OSError as exc:
+        raise MailboxError(os_error_reply(exc, tmp)) from exc
+    size = 0
+    try:
+        try:
+            for piece in pieces:
+                view = memoryview(piece)
+                while view:
+                    n = os.write(fd, view)
+                    view = view[n:]
+                size += len(piece)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        final = f"{name},S={size}"
+        os.rename(tmp, directory / "new" / final)
+        _fsync_dir(directory / "new")
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise MailboxError(os_error_reply(exc, directory)) from exc
+        raise
+    return final
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,161 @@
+"""Everything local delivery does with root's powers, in one place.
+
+When the daemon runs as root, deliveries act for the recipient (Sendmail's
+behaviour): a mailbox in the spool is created for its owner and checked to be
+theirs (``delivery.mbox`` does that with ``owner``), programs run under the
+controlling user's uid, gid and groups, and writes into places users control (a
+file named in a ``.forward``, a Maildir) happen in a child process that gives up
+root before it opens anything (``delivery.userwriter``). Nobody runs as root: a
+controlling user that is root, or unknown, becomes the default user. As an
+ordinary user (``make run``) nothing changes identity; everything runs as the
+daemon's own user.
+
+A later step moves these operations into a separate privileged helper; the rest
+of delivery only calls the functions here. Reads no settings (the caller passes
+the default user).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailwright.core.reply import Reply
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Whose rights a delivery uses."""
+
+    name: str
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    home: str
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def identity(name: str, default_user: str = "nobody") -> Identity | None:
+    """The identity to act as for ``name``; root and unknown users become ``default_user``.
+
+    Returns None when we are not root (no change of identity is possible).
+    """
+    if not is_root():
+        return None
+    pw = _passwd(name) if name else None
+    if pw is None or pw.pw_uid == 0:
+        pw = _passwd(default_user)
+    if pw is None or pw.pw_uid == 0:
+        pw = _passwd("nobody")
+    if pw is None:
+        raise LookupError(f"no unprivileged user to act as (tried {name!r}, {default_user!r})")
+    groups = tuple(os.getgrouplist(pw.pw_name, pw.pw_gid))
+    return Identity(pw.pw_name, pw.pw_uid, pw.pw_gid, groups, pw.pw_dir)
+
+
+def for_uid(uid: int, gid: int, name: str = "", home: str = "") -> Identity | None:
+    """An identity by numbers (virtual mailbox owners); None when we are not root."""
+    if not is_root():
+        return None
+    groups: tuple[int, ...] = (gid,)
+    if name:
+        groups = tuple(os.getgrouplist(name, gid))
+    return Identity(name or str(uid), uid, gid, groups, home)
+
+
+def _passwd(name: str) -> pwd.struct_passwd | None:
+    try:
+        return pwd.getpwnam(name)
+    except (KeyError, UnicodeEncodeError):
+        return None
+
+
+def spawn_ids(who: Identity | None) -> tuple[int | None, int | None, list[int] | None]:
+    """``user``, ``group`` and ``extra_groups`` for ``subprocess.Popen`` running as ``who``
+    (all None: as ourselves)."""
+    if who is None:
+        return None, None, None
+    return who.uid, who.gid, list(who.groups)
+
+
+def drop_to(uid: int, gid: int, groups: list[int]) -> None:
+    """Become ``uid`` for good (the child writer's first act); no way back to root."""
+    os.setgroups(groups)
+    os.setgid(gid)
+    os.setuid(uid)
+    if os.geteuid() != uid or os.getuid() != uid:
+        raise PermissionError("could not drop privileges")
+
+
+async def write_as(
+    who: Identity,
+    command: list[str],
+    pieces: Callable[[], Iterator[bytes]],
+    timeout: float,
+) -> Reply | None:
+    """Run ``delivery.userwriter`` with ``command`` as ``who``, ``pieces`` on its stdin.
+
+    Returns None when it delivered, else the (failure) reply it reported.
+    """
+    import asyncio  # here: the child writer imports this module and needs no asyncio
+
+    argv = [
+        sys.executable,
+        "-S",  # no site-packages: the writer needs only the standard library and us
+        "-m",
+        "mailwright.delivery.userwriter",
+        "--uid",
+        str(who.uid),
+        "--gid",
+        str(who.gid),
+        "--groups",
+        ",".join(str(g) for g in who.groups),
+        *command,
+    ]
+    package_root = Path(__file__).resolve().parents[2]  # the directory holding mailwright/
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C", "PYTHONPATH": str(package_root)}
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+        cwd="/",
+    )
+    assert proc.stdin is not None and proc.stderr is not None
+    try:
+        async with asyncio.timeout(timeout):
+            iterator = pieces()
+            while (piece := await asyncio.to_thread(next, iterator, None)) is not None:
+                proc.stdin.write(piece)
+                await proc.stdin.drain()
+            proc.stdin.close()
+            err = await proc.stderr.read()
+            code = await proc.wait()
+    except (BrokenPipeError, ConnectionResetError):
+        err = await proc.stderr.read()
+        code = await proc.wait()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return Reply.of(451, "4.3.0", "Local delivery helper timed out")
+    if code == 0:
+        return None
+    return parse_reply(err.decode("utf-8", "replace"), code)
+
+
+def parse_reply(text: str, code: int) -> Reply:
+    """The ``CODE D.S.N text`` line the writer printed, or a reply made from its exit code."""
+    for line in text.splitlines():
+        parts = line.split(" ", 2)
+        if len(parts) == 3 and parts[0].isdigit() and parts[1].count(".") == 2:
+            return Reply.of(int(parts[0]), parts[1], parts[2])
+    last = text.strip().splitlines()[-1] if text.strip() else f"exit status {code}"
+    return Reply.of(451, "4.3.0", f"Local delivery helper failed: {last}")
