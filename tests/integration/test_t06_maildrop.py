@@ -121,7 +121,8 @@ def test_bad_files_are_set_aside_good_ones_queued(tools: Tools) -> None:
     assert (tools.queue_dir / "rejected" / os.path.basename(loop)).exists()
     assert dropped(tools) == [str(partial)]
     stored = [tools.read(q)[0] for q in tools.queue_ids()]
-    assert [envelope_of(s) for s in stored] == [("", ["ok@x.test"])]
+    # the good message, and the bounce telling root its looping message was refused
+    assert sorted(envelope_of(s) for s in stored) == [("", ["ok@x.test"]), ("", ["root@mx.test"])]
 
 
 # ---- -bs ----------------------------------------------------------------------------------
@@ -179,3 +180,29 @@ def test_bs_speaks_smtp_errors_like_the_daemon(tools: Tools) -> None:
         assert client.docmd("BOGUS")[0] == 500
         client.quit()
         assert proc.wait(10) == 0
+
+
+def test_recipient_refused_at_pickup_gets_a_bounce(tools: Tools) -> None:
+    # the daemon is down: an unknown local user cannot be refused at submission time
+    proc = tools.run(
+        "-f",
+        "root@mx.test",
+        "nosuchuser@mx.test",
+        "a@x.test",
+        input=b"Subject: pickup bounce\n\nbody\n",
+    )
+    assert proc.returncode == 0
+    (path,) = dropped(tools)
+    tools.mw.start()
+    name = os.path.basename(path)
+    tools.mw.wait_log(f"maildrop {name}: queued as ")
+    bounces = []
+    for qid in tools.queue_ids():
+        stored, msg, raw = tools.read(qid)
+        if stored.envelope.sender is None:
+            bounces.append((stored, raw))
+    assert len(bounces) == 1
+    stored, raw = bounces[0]
+    assert [str(r.address) for r in stored.envelope.recipients] == ["root@mx.test"]
+    assert b"Final-Recipient: rfc822; nosuchuser@mx.test" in raw
+    assert b"5.1.1" in raw and b"a@x.test" not in raw.split(b"delivery-status")[1][:400]

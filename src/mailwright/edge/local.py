@@ -35,7 +35,9 @@ from collections import Counter
 
 from mailwright.config.schema import Listener, ListenerKind
 from mailwright.core.reply import Reply
+from mailwright.core.submission import Rcpt
 from mailwright.edge.context import EdgeContext
+from mailwright.edge.dropbounce import failure_report
 from mailwright.edge.pickup import Pickup
 from mailwright.edge.session import Session
 from mailwright.observability import maillog
@@ -85,6 +87,11 @@ def peer_uid(writer: asyncio.StreamWriter) -> int | None:
 class LocalSubmission:
     """The local socket, its sessions, and the maildrop pickup that feeds the same path."""
 
+    async def _bounce(self, entry: maildrop.Entry, refused: list[tuple[Rcpt, Reply]]) -> None:
+        report = failure_report(entry, refused, self.settings.hostname)
+        if report is not None:
+            await self.ctx.enqueue(report)
+
     def __init__(self, ctx: EdgeContext) -> None:
         settings = ctx.settings
         self.settings = settings
@@ -106,6 +113,7 @@ class LocalSubmission:
             settings.queue.directory,
             self.serve,
             interval=settings.local.pickup_interval,
+            report=self._bounce,
         )
         self._server: asyncio.Server | None = None
         self._ids = itertools.count(1)

@@ -7,7 +7,7 @@ SMTP dialogue, client and checks a socket submission gets. A file is deleted onl
 the queue commit (``250``); a temporary failure leaves it for the next round; a message
 refused outright, and a file that is not a valid maildrop entry, are moved aside to
 ``<queue dir>/rejected/`` or ``<queue dir>/corrupt/`` (mode 0700) with a log line, for an
-administrator (no bounce yet: the DSN module will send one from here).
+administrator; the sender of a message refused for good gets a bounce (``edge.dropbounce``).
 
 Trusts the file's owner for the user, nothing else in the file (``queue.maildrop``
 checks it). Settings: ``local.maildrop``, ``local.pickup_interval``, ``queue.directory``.
@@ -23,24 +23,35 @@ import os
 import shutil
 import socket
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 from mailwright.cli.localsmtp import ConnectionLostError, LocalSmtpClient, Result
+from mailwright.cli.localsmtp import Reply as ClientReply
+from mailwright.core.reply import Reply
 from mailwright.core.submission import Rcpt
 from mailwright.queue import maildrop
 
 log = logging.getLogger("mailwright.pickup")
 
 Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Coroutine[Any, Any, None]]
+Report = Callable[[maildrop.Entry, list[tuple[Rcpt, Reply]]], Awaitable[None]]
 PARALLEL = 8  # files submitted at once (they share group commits)
 STALE_AFTER = 3600.0  # a file still incomplete after this lost its writer
 STOP_GRACE = 30.0
 
 
 class Pickup:
-    def __init__(self, directory: Path, queue_dir: Path, serve: Serve, interval: float) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        queue_dir: Path,
+        serve: Serve,
+        interval: float,
+        report: Report | None = None,
+    ) -> None:
+        self.report = report  # queues a bounce for recipients refused for good
         self.directory = directory
         self.queue_dir = queue_dir
         self.serve = serve
@@ -123,6 +134,12 @@ class Pickup:
             return
         with entry:
             result = await self._submit(entry)
+            refused = _permanently_refused(result)
+            if refused and self.report is not None:
+                try:  # before the file goes: a crash here repeats the bounce, never loses it
+                    await self.report(entry, refused)
+                except Exception:
+                    log.exception("maildrop %s: cannot queue the bounce", name)
             self._settle(entry, result)
 
     async def _submit(self, entry: maildrop.Entry) -> Result | None:
@@ -209,6 +226,28 @@ class Pickup:
             return
         self._not_before.pop(path, None)
         log.warning("maildrop %s: moved to %s: %s", os.path.basename(path), target_dir, why)
+
+
+def _permanently_refused(result: Result | None) -> list[tuple[Rcpt, Reply]]:
+    """Recipients the daemon refused for good: a 5xx to RCPT, or to the whole message."""
+    if result is None:
+        return []
+    refused = [(r, reply) for r, reply in result.refused if reply.code >= 500]
+    if result.final is not None and result.final.code >= 500:
+        refused += [(r, result.final) for r in result.accepted]
+    elif result.failure is not None and result.failure[1].code >= 500:
+        stage, reply = result.failure
+        if stage != "rcpt":
+            refused += [(r, reply) for r in result.accepted]
+    return [(r, _core_reply(reply)) for r, reply in refused]
+
+
+def _core_reply(reply: ClientReply) -> Reply:
+    """The small client's reply (kept light for ``sendmail``'s start-up) as a core Reply."""
+    status = reply.status
+    prefix = status + " "
+    lines = [line.removeprefix(prefix) if status else line for line in reply.lines]
+    return Reply.of(reply.code, status or None, *lines)
 
 
 def _client(sock: socket.socket, entry: maildrop.Entry) -> Result | None:
