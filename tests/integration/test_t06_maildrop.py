@@ -198,7 +198,7 @@ def test_recipient_refused_at_pickup_gets_a_bounce(tools: Tools) -> None:
     tools.mw.wait_log(f"maildrop {name}: queued as ")
     bounces = []
     for qid in tools.queue_ids():
-        stored, msg, raw = tools.read(qid)
+        stored, _msg, raw = tools.read(qid)
         if stored.envelope.sender is None:
             bounces.append((stored, raw))
     assert len(bounces) == 1
