@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/accept.sh - accept benchmark of Mailwright against Postfix, side by side in one run.
 #
-# Starts a Mailwright daemon (this tree's src/, config and queue under a temp dir, listener
+# Runs a Mailwright daemon (this tree's src/, config and queue under a temp dir, listener
 # on a free loopback port, high connection limits, log level WARNING) and the system Postfix
 # on another free loopback port (accept-only: every message goes to the hold queue; see
 # bench/postfix.sh), then drives both with Postfix's smtp-source (one connection per
@@ -13,10 +13,12 @@
 #   memory   Mailwright's RSS after one 1 KiB message, and its peak RSS (VmHWM, reset
 #            before the message, plus VmRSS sampled every 10 ms) while it accepts one
 #            100 MiB message
-# The servers take turns run by run, so drift on a shared machine hits both alike. Before
-# each run Postfix's hold queue is emptied and Mailwright restarts on a fresh queue (then
-# gets a short warm-up). Everything started is stopped by its PID on exit and
-# /etc/postfix is restored.
+# The servers take turns run by run, so drift on a shared machine hits both alike. Each run
+# starts on an empty queue (Mailwright starts afresh for every run), after a short warm-up,
+# a sync and a pause; right after it the queue is emptied again (Postfix: postsuper -d ALL
+# hold; Mailwright: stopped, queue removed) and synced, so that neither server pays for the
+# other's deletions. Everything started is stopped by its PID on exit and /etc/postfix is
+# restored.
 #
 # Usage: bench/accept.sh [options]            (make bench runs it with the defaults)
 #   -n LIST          concurrent sessions, default "1 10 50"
@@ -148,19 +150,26 @@ source_run() {   # source_run SERVER SESSIONS COUNT BYTES: elapsed seconds, or "
 }
 
 prepare() {   # a clean, warm server before a measured run
+    if [ "$1" = mw ]; then mw_start; fi
+    smtp-source -s 10 -m 100 -l 1024 -f "$FROM" -t "$TO" "127.0.0.1:$(port_of "$1")" >/dev/null 2>&1 \
+        || die "warm-up of $1 failed"
+    sync
+    sleep "$SETTLE"
+}
+
+# Empty the queue right after a run, and sync, so that the deletion (block freeing, discard)
+# is not paid for by whichever server runs next.
+finish() {
     if [ "$1" = mw ]; then
-        mw_stop; mw_start
+        mw_stop; rm -rf "$WORK/queue"
     else
         "$HERE/postfix.sh" empty
     fi
-    smtp-source -s 10 -m 100 -l 1024 -f "$FROM" -t "$TO" "127.0.0.1:$(port_of "$1")" >/dev/null 2>&1 \
-        || die "warm-up of $1 failed"
-    sleep "$SETTLE"
+    sync
 }
 
 # ---------------------------------------------------------------- start both
 mw_config
-if [[ " $SERVERS " == *" mw "* ]]; then mw_start; fi
 if [[ " $SERVERS " == *" pf "* ]]; then
     PF_STARTED=1
     "$HERE/postfix.sh" start "$PF_PORT" > /dev/null || die "Postfix did not start"
@@ -180,6 +189,7 @@ if ! skipped accept; then
                     c0=$(cpu_snap)
                     secs=$(source_run "$srv" "$n" "$M" "$bytes")
                     c1=$(cpu_snap)
+                    finish "$srv"
                     if [ "$secs" = fail ]; then
                         echo "# run accept $srv n=$n size=$size rep=$rep FAILED: $(tail -1 "$WORK/source.err")" >&2
                         continue
@@ -208,6 +218,7 @@ if ! skipped latency; then
             for srv in $SERVERS; do
                 prepare "$srv"
                 secs=$(source_run "$srv" 1 "$LATM" "$bytes")
+                finish "$srv"
                 if [ "$secs" = fail ]; then
                     echo "# run latency $srv size=$size rep=$rep FAILED: $(tail -1 "$WORK/source.err")" >&2
                     continue
@@ -224,7 +235,7 @@ fi
 
 # ---------------------------------------------------------------- memory
 if ! skipped memory && [[ " $SERVERS " == *" mw "* ]]; then
-    mw_stop; mw_start
+    mw_start
     smtp-source -s 1 -m 1 -l 1024 -f "$FROM" -t "$TO" "127.0.0.1:$MW_PORT" >/dev/null 2>&1 || die "1 KiB message failed"
     RSS_1K=$(status_kb "$MW_PID" VmRSS); HWM_1K=$(status_kb "$MW_PID" VmHWM)
     echo 5 > "/proc/$MW_PID/clear_refs"   # reset VmHWM to the current RSS

@@ -36,7 +36,9 @@ class Spool:
     ) -> None:
         self._dir = spool_dir
         self._memory_limit = memory_limit
-        self._buffer = bytearray()
+        # in memory: the pieces as written (bytes are immutable, so keeping a reference is
+        # as good as a copy, and cheaper); joined once, when first read
+        self._pieces: list[bytes] = []
         self._file: IO[bytes] | None = None
         self._size = 0
         self._closed = False
@@ -63,7 +65,7 @@ class Spool:
         if self._file is None and self._size + len(data) > self._memory_limit:
             self._spill()
         if self._file is None:
-            self._buffer += data
+            self._pieces.append(bytes(data))  # no copy when data is already bytes
         else:
             self._file.write(data)
         self._size += len(data)
@@ -89,7 +91,7 @@ class Spool:
             new.close()
             raise
         self._release()
-        self._buffer, self._file, self._size = new._buffer, new._file, new._size
+        self._pieces, self._file, self._size = new._pieces, new._file, new._size
 
     def close(self) -> None:
         """Free the memory and the temporary file; idempotent."""
@@ -110,21 +112,29 @@ class Spool:
     def _spill(self) -> None:
         # lives as long as the spool, closed by close() or replace()
         self._file = tempfile.TemporaryFile(dir=self._dir)  # noqa: SIM115
-        self._file.write(self._buffer)
-        self._buffer = bytearray()
+        self._file.writelines(self._pieces)
+        self._pieces = []
 
     def _release(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
-        self._buffer = bytearray()
+        self._pieces = []
         self._size = 0
 
     def _memory_chunks(self, chunk_size: int) -> Iterator[bytes]:
-        # a copy of the (small) buffer: later writes or a replace cannot change what we yield
-        data = bytes(self._buffer)
+        # immutable pieces: later writes or a replace cannot change what we yield
+        pieces = self._pieces
+        if len(pieces) > 1:
+            pieces[:] = [b"".join(pieces)]  # join once; a second reading reuses it
+        data = pieces[0] if pieces else b""
+        if len(data) <= chunk_size:
+            if data:
+                yield data
+            return
+        view = memoryview(data)
         for start in range(0, len(data), chunk_size):
-            yield data[start : start + chunk_size]
+            yield bytes(view[start : start + chunk_size])
 
     def _file_chunks(self, chunk_size: int) -> Iterator[bytes]:
         file = self._file
