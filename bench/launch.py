@@ -4,6 +4,7 @@
 asked through the environment:
   MW_SWITCH_INTERVAL=SECONDS  sys.setswitchinterval in the daemon (GIL hand-over experiments)
   MW_WRITER_PRAGMAS="a=1;b=2"  extra PRAGMAs on the queue writer's connection (experiments)
+  MW_PAGE_SIZE=N               experiment: page size of a new queue database
   MW_BG_CHECKPOINT=PAGES       experiment: no checkpoints in the writer; a thread checkpoints
                               (PASSIVE) whenever the WAL holds at least PAGES frames
   MW_CPROFILE=FILE            run the daemon under cProfile (the event loop thread only) and
@@ -168,7 +169,21 @@ def _no_savepoints() -> None:
     sqlite.SqliteQueueStore._apply_one = apply_one  # type: ignore[method-assign]
 
 
+def _page_size(size: int) -> None:
+    from mailwright.queue import sqlite
+
+    original = sqlite.SqliteQueueStore._configure_writer
+
+    def configure(self: Any, conn: Any) -> None:
+        conn.execute(f"PRAGMA page_size = {size}")  # before WAL mode: only a new file takes it
+        original(self, conn)
+
+    sqlite.SqliteQueueStore._configure_writer = configure  # type: ignore[method-assign]
+
+
 def main() -> None:
+    if os.environ.get("MW_PAGE_SIZE"):
+        _page_size(int(os.environ["MW_PAGE_SIZE"]))
     if os.environ.get("MW_NO_SAVEPOINTS"):
         _no_savepoints()
     if os.environ.get("MW_BG_CHECKPOINT"):
