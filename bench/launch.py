@@ -3,13 +3,10 @@
 ``python bench/launch.py --config FILE serve ...`` is ``python -m mailwright ...`` plus, when
 asked through the environment:
   MW_SWITCH_INTERVAL=SECONDS  sys.setswitchinterval in the daemon (GIL hand-over experiments)
-  MW_WRITER_PRAGMAS="a=1;b=2"  extra PRAGMAs on the queue writer's connection (experiments)
-  MW_PAGE_SIZE=N               experiment: page size of a new queue database
-  MW_BG_CHECKPOINT=PAGES       experiment: no checkpoints in the writer; a thread checkpoints
-                              (PASSIVE) whenever the WAL holds at least PAGES frames
+  MW_WRITER_PRAGMAS="a=1;b=2" extra PRAGMAs on the queue writer's connection (experiments)
+  MW_PAGE_SIZE=N              experiment: page size of a new queue database
   MW_CPROFILE=FILE            run the daemon under cProfile (the event loop thread only) and
                               write the stats to FILE at exit (pstats format)
-  MW_NO_SAVEPOINTS=1           experiment (unsafe): apply ops without their savepoints
   MW_WRITER_STATS=FILE        time every group commit of the queue writer; at exit, write
                               the batch sizes and commit durations (percentiles) to FILE,
                               and the wall time the writer spent per kind of SQL statement
@@ -124,51 +121,6 @@ def _extra_pragmas(pragmas: str) -> None:
     sqlite.SqliteQueueStore._configure_writer = configure  # type: ignore[method-assign]
 
 
-def _background_checkpoints(pages: int) -> None:
-    import sqlite3
-    import threading
-
-    from mailwright.queue import sqlite
-
-    original_configure = sqlite.SqliteQueueStore._configure_writer
-    original_open = sqlite.SqliteQueueStore.open
-
-    def configure(self: Any, conn: Any) -> None:
-        original_configure(self, conn)
-        conn.execute("PRAGMA wal_autocheckpoint = 0")
-
-    def run(path: Any) -> None:
-        import struct
-
-        conn = sqlite3.connect(path, isolation_level=None, timeout=5)
-        conn.execute("PRAGMA synchronous = FULL")
-        shm = os.open(str(path) + "-shm", os.O_RDONLY)
-        while True:
-            head = os.pread(shm, 100, 0)
-            mx = struct.unpack_from("=I", head, 16)[0]
-            backfilled = struct.unpack_from("=I", head, 96)[0]
-            if mx - backfilled >= pages:
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            else:
-                time.sleep(0.001)
-
-    def open_(self: Any) -> None:
-        original_open(self)
-        threading.Thread(target=run, args=(self.path,), daemon=True, name="ckpt").start()
-
-    sqlite.SqliteQueueStore._configure_writer = configure  # type: ignore[method-assign]
-    sqlite.SqliteQueueStore.open = open_  # type: ignore[method-assign]
-
-
-def _no_savepoints() -> None:
-    from mailwright.queue import sqlite
-
-    def apply_one(self: Any, conn: Any, index: int, op: Any) -> object:
-        return self._handlers[type(op)](conn, op)
-
-    sqlite.SqliteQueueStore._apply_one = apply_one  # type: ignore[method-assign]
-
-
 def _page_size(size: int) -> None:
     from mailwright.queue import sqlite
 
@@ -184,10 +136,6 @@ def _page_size(size: int) -> None:
 def main() -> None:
     if os.environ.get("MW_PAGE_SIZE"):
         _page_size(int(os.environ["MW_PAGE_SIZE"]))
-    if os.environ.get("MW_NO_SAVEPOINTS"):
-        _no_savepoints()
-    if os.environ.get("MW_BG_CHECKPOINT"):
-        _background_checkpoints(int(os.environ["MW_BG_CHECKPOINT"]))
     pragmas = os.environ.get("MW_WRITER_PRAGMAS")
     if pragmas:
         _extra_pragmas(pragmas)
