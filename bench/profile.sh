@@ -36,8 +36,10 @@ PID="" SPYPID=""
 cleanup() {
     [ -n "$SPYPID" ] && kill -INT "$SPYPID" 2>/dev/null && wait "$SPYPID" 2>/dev/null
     [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
-    [ -s "$WORK/writer-stats" ] && echo "# writer $(cat "$WORK/writer-stats")"
-    rm -rf "$WORK"
+    local stats=""
+    [ -s "$WORK/writer-stats" ] && stats=$(cat "$WORK/writer-stats")
+    rm -rf "$WORK"    # before printing: a closed pipe (| head) would end us on the echo
+    [ -z "$stats" ] || echo "# writer $stats"
 }
 trap cleanup EXIT
 PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
