@@ -102,6 +102,7 @@ class Mailwright:
         self._ready = threading.Event()
         self._exited = threading.Event()
         self._cond = threading.Condition()
+        self._pump_thread: threading.Thread | None = None
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -122,6 +123,10 @@ class Mailwright:
 
     def start(self, timeout: float = 30) -> Mailwright:
         self.write_config()
+        if self._pump_thread is not None:
+            # the previous (killed) process's pump may still be draining its log: let it
+            # finish before clearing the events it sets at the end
+            self._pump_thread.join(timeout)
         self._ready.clear()
         self._exited.clear()
         self.proc = subprocess.Popen(
@@ -131,7 +136,8 @@ class Mailwright:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
-        threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
+        self._pump_thread = threading.Thread(target=self._pump, args=(self.proc,), daemon=True)
+        self._pump_thread.start()
         if not self._ready.wait(timeout) or self._exited.is_set():
             self.kill()
             raise RuntimeError("daemon did not start:\n" + "\n".join(self.log[-30:]))

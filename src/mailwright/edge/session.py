@@ -69,6 +69,11 @@ class Session:
         self._closing = False
         self._reading = False
         self._spool_error: OSError | None = None
+        # the read timeout: one timer per session, moved lazily (see _arm_read_timeout)
+        self._task: asyncio.Task[None] | None = None
+        self._read_deadline = 0.0
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._read_expired = False
 
     @property
     def relay(self) -> str:
@@ -76,6 +81,7 @@ class Session:
 
     # ---- main loop ----------------------------------------------------------------------
     async def run(self) -> None:
+        self._task = asyncio.current_task()
         try:
             await self._greet()
             await self._loop()
@@ -92,6 +98,9 @@ class Session:
             self.conn.close(Reply.of(421, "4.3.2", "Service shutting down, closing connection"))
             await self._flush_quietly()
         finally:
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+                self._watchdog = None
             await self._abort("disconnect")
             await self.ctx.pipeline.close(self.info)
             self._close_transport()
@@ -152,17 +161,53 @@ class Session:
                 await self._dispatch(event)
 
     async def _read(self) -> bytes:
+        """The next bytes from the client; TimeoutError when none come in time."""
         timeouts = self.ctx.settings.server.timeouts
-        in_data = self.conn.state in (State.DATA, State.BDAT)
+        if self.conn.state in (State.DATA, State.BDAT):
+            deadline = asyncio.get_running_loop().time() + timeouts.data_block
+        else:
+            # a whole command line must arrive in time: a byte at a time does not help
+            deadline = self.clock.before_read(self.conn.partial_input)
+        self._arm_read_timeout(deadline)
         self._reading = True
         try:
-            if in_data:
-                async with asyncio.timeout(timeouts.data_block):
-                    return await self.reader.read(READ_SIZE)
-            async with asyncio.timeout_at(self.clock.before_read(self.conn.partial_input)):
-                return await self.reader.read(READ_SIZE)
+            return await self.reader.read(READ_SIZE)
+        except asyncio.CancelledError:
+            task = self._task
+            if self._read_expired and task is not None:
+                self._read_expired = False
+                if task.uncancel() == 0:  # our own cancellation, nobody else's
+                    raise TimeoutError from None
+            raise
         finally:
             self._reading = False
+
+    # A session reads several times per message; asyncio.timeout() per read costs a timer
+    # (allocated, pushed on the heap, cancelled) each time. Instead one timer per session
+    # is only moved when a deadline comes earlier than the timer; when it fires it checks
+    # the current deadline and, if still reading past it, cancels the session's task the
+    # way asyncio.timeout() does (and _read turns that into TimeoutError).
+
+    def _arm_read_timeout(self, deadline: float) -> None:
+        """Reads must end by ``deadline`` (event loop time)."""
+        loop = asyncio.get_running_loop()
+        self._read_deadline = deadline
+        watchdog = self._watchdog
+        if watchdog is None or watchdog.when() > deadline:
+            if watchdog is not None:
+                watchdog.cancel()
+            self._watchdog = loop.call_at(deadline, self._read_timer_fired)
+
+    def _read_timer_fired(self) -> None:
+        self._watchdog = None
+        if not self._reading or self._task is None:
+            return  # not waiting for the client now: the next read arms it again
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._read_deadline:
+            self._watchdog = loop.call_at(self._read_deadline, self._read_timer_fired)
+            return
+        self._read_expired = True
+        self._task.cancel()
 
     async def _flush(self, final: bool = False) -> None:
         data = self.conn.data_to_send()
@@ -374,6 +419,8 @@ class Session:
         )
 
     def _log_accepted(self, message: NewMessage) -> None:
+        if not maillog.log.isEnabledFor(logging.INFO):
+            return  # the fields cost ~30 us per message to gather; nobody would see them
         msgid = message.headers.get("Message-ID")
         maillog.accepted(
             message.queue_id,

@@ -26,6 +26,7 @@ from typing import IO
 
 DEFAULT_MEMORY_LIMIT = 256 * 1024
 _READ_CHUNK = 1 << 20
+_PIECE = 16 << 10  # smaller writes are gathered into pieces of this size
 
 
 class Spool:
@@ -36,7 +37,11 @@ class Spool:
     ) -> None:
         self._dir = spool_dir
         self._memory_limit = memory_limit
-        self._buffer = bytearray()
+        # in memory: large writes kept as they are (bytes are immutable, so a reference is
+        # as good as a copy, and cheaper), small ones gathered (a list of tiny objects would
+        # cost many times their size); joined once, when first read
+        self._pieces: list[bytes] = []
+        self._small = bytearray()
         self._file: IO[bytes] | None = None
         self._size = 0
         self._closed = False
@@ -63,7 +68,7 @@ class Spool:
         if self._file is None and self._size + len(data) > self._memory_limit:
             self._spill()
         if self._file is None:
-            self._buffer += data
+            self._keep(data)
         else:
             self._file.write(data)
         self._size += len(data)
@@ -89,7 +94,8 @@ class Spool:
             new.close()
             raise
         self._release()
-        self._buffer, self._file, self._size = new._buffer, new._file, new._size
+        self._pieces, self._small = new._pieces, new._small
+        self._file, self._size = new._file, new._size
 
     def close(self) -> None:
         """Free the memory and the temporary file; idempotent."""
@@ -107,24 +113,50 @@ class Spool:
     ) -> None:
         self.close()
 
+    def _keep(self, data: bytes | bytearray | memoryview) -> None:
+        small = self._small
+        if len(data) < _PIECE:
+            small += data
+            if len(small) < _PIECE:
+                return
+            data = b""
+        if small:
+            self._pieces.append(bytes(small))
+            small.clear()
+        if data:
+            self._pieces.append(bytes(data))  # no copy when data is already bytes
+
     def _spill(self) -> None:
         # lives as long as the spool, closed by close() or replace()
         self._file = tempfile.TemporaryFile(dir=self._dir)  # noqa: SIM115
-        self._file.write(self._buffer)
-        self._buffer = bytearray()
+        self._file.writelines(self._pieces)
+        self._file.write(self._small)
+        self._pieces = []
+        self._small = bytearray()
 
     def _release(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
-        self._buffer = bytearray()
+        self._pieces = []
+        self._small = bytearray()
         self._size = 0
 
     def _memory_chunks(self, chunk_size: int) -> Iterator[bytes]:
-        # a copy of the (small) buffer: later writes or a replace cannot change what we yield
-        data = bytes(self._buffer)
+        # immutable bytes: later writes or a replace cannot change what we yield
+        if self._small:
+            self._pieces.append(bytes(self._small))
+            self._small = bytearray()
+        if len(self._pieces) > 1:
+            self._pieces = [b"".join(self._pieces)]  # join once; a second reading reuses it
+        data = self._pieces[0] if self._pieces else b""
+        if len(data) <= chunk_size:
+            if data:
+                yield data
+            return
+        view = memoryview(data)
         for start in range(0, len(data), chunk_size):
-            yield data[start : start + chunk_size]
+            yield bytes(view[start : start + chunk_size])
 
     def _file_chunks(self, chunk_size: int) -> Iterator[bytes]:
         file = self._file

@@ -13,6 +13,7 @@ always consumes to the end of the content first, so the dialogue stays in step.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import Enum
 
@@ -46,7 +47,10 @@ def too_long_line(limit: int) -> Reply:
 class ContentChecks:
     """Size, bare line ending and line length checks shared by DATA and BDAT.
 
-    Chunks may split a CRLF (BDAT does), so a trailing CR is carried over.
+    Chunks may split a CRLF (BDAT does), so a trailing CR is carried over. A chunk that
+    ends with LF and follows a complete line (every DATA chunk but the rare cut of an
+    overlong line) takes a fast path: one ``splitlines`` decides both the bare line
+    endings and the line lengths, instead of a scan per question.
     """
 
     def __init__(self, limits: DataLimits) -> None:
@@ -57,6 +61,7 @@ class ContentChecks:
         self.long_line = False
         self._line_len = 0  # length of the current, unfinished line
         self._prev_cr = False  # the previous chunk ended with CR
+        self._carried_cr = False  # normalize: the previous chunk's final CR became CRLF
 
     def check(self, data: bytes) -> bytes:
         """Account for ``data``; returns what to keep (normalised when asked)."""
@@ -67,14 +72,38 @@ class ContentChecks:
             return b""
         if not data:
             return data
-        if self._has_bare(data):
-            if limits.bare_lines is BareLinePolicy.REJECT:
-                self.bare_line = True
-            else:
-                data = self._normalize(data)
-        if limits.max_line and not self.long_line:
-            self._lines(data)
+        if limits.bare_lines is BareLinePolicy.NORMALIZE:
+            data = self._normalize(data)
+            if limits.max_line and not self.long_line:
+                self._lines(data)
+        elif not self.bare_line:  # once refused for a bare line ending, nothing else matters
+            self._scan(data)
         return data
+
+    def _scan(self, data: bytes) -> None:
+        """Bare line endings and line lengths of ``data`` (reject policy)."""
+        if self._prev_cr or data[-1:] != b"\n":
+            if self._has_bare(data):
+                self.bare_line = True
+            elif self.limits.max_line and not self.long_line:
+                self._lines(data)
+            return
+        # splitlines breaks at CRLF, CR and LF alike (and at nothing else, for bytes): the
+        # line breaks are all CRLF exactly when they take two octets each. (Summing the
+        # lengths of the lines is cheaper than counting CRs and LFs octet by octet.)
+        lengths = list(map(len, data.splitlines()))
+        if len(data) - sum(lengths) != 2 * len(lengths):  # data ends with a break
+            self.bare_line = True
+            return
+        limit = self.limits.max_line
+        if (
+            limit
+            and not self.long_line
+            and self._line_len + len(data) > limit
+            and (self._line_len + lengths[0] + 2 > limit or max(lengths) + 2 > limit)
+        ):
+            self.long_line = True
+        self._line_len = 0
 
     def _has_bare(self, data: bytes) -> bool:
         crlf = data.count(b"\r\n")
@@ -93,12 +122,12 @@ class ContentChecks:
         return bare or lf != crlf or cr != crlf
 
     def _normalize(self, data: bytes) -> bytes:
-        if data.startswith(b"\n") and self._carried_cr:
+        if self._carried_cr and data.startswith(b"\n"):
             data = data[1:]  # its CR was already turned into CRLF
         self._carried_cr = data.endswith(b"\r")
+        if data.count(b"\r\n") == data.count(b"\r") == data.count(b"\n"):
+            return data  # CRLF line endings only (a final CR would count as a CR)
         return normalize_line_endings(data)
-
-    _carried_cr = False
 
     def _lines(self, data: bytes) -> None:
         limit = self.limits.max_line
@@ -136,16 +165,23 @@ def normalize_line_endings(data: bytes) -> bytes:
 
 
 _END = b"\r\n.\r\n"
+# a line that starts with a dot: dot-stuffed, or the end marker. (The regex engine finds
+# this literal prefix about twice as fast as bytes.find does, measured on 100 KiB.)
+_DOT_LINE = re.compile(rb"\r\n\.")
 
 
 class DataReader:
-    """Incremental parser of dot-terminated content."""
+    """Incremental parser of dot-terminated content.
+
+    The common chunk (no line starting with a dot before the end marker) is handed on
+    without copying or unstuffing; anything else takes the general path.
+    """
 
     def __init__(self, limits: DataLimits) -> None:
         self.checks = ContentChecks(limits)
         self.done = False
-        self._buf = bytearray()
-        self._at_line_start = True
+        self._carry = b""  # an unfinished line (or CR) waiting for the next chunk
+        self._at_line_start = True  # the carry (or the next chunk) starts a line
 
     def feed(self, data: bytes) -> tuple[bytes, bytes]:
         """Consume ``data``; returns (content, leftover after the end marker).
@@ -153,43 +189,56 @@ class DataReader:
         ``content`` is unstuffed and may be empty; ``leftover`` is only non-empty
         once ``done`` is set (it holds the commands pipelined after the dot).
         """
-        buf = self._buf
-        buf += data
-        if self._at_line_start and buf.startswith(b".\r\n"):
-            return self._finish(0, 3)
-        end = buf.find(_END)
+        if self._carry:
+            data = self._carry + data
+            self._carry = b""
+        if not (self._at_line_start and data.startswith(b".")):
+            dot = _DOT_LINE.search(data)
+            if dot is None:  # no dot-stuffing and no end marker in here
+                cut = data.rfind(b"\r\n") + 2
+                if cut >= 2:
+                    if cut < len(data):
+                        self._carry = data[cut:]
+                        data = data[:cut]
+                    self._at_line_start = True
+                    return self.checks.check(data), b""
+            elif data[dot.end() : dot.end() + 2] == b"\r\n":  # the end, nothing stuffed before
+                return self._finish(data[: dot.start() + 2], data[dot.end() + 2 :], stuffed=False)
+        return self._general(data)
+
+    def _general(self, data: bytes) -> tuple[bytes, bytes]:
+        if self._at_line_start and data.startswith(b".\r\n"):
+            return self._finish(b"", data[3:])
+        end = data.find(_END)
         if end >= 0:
-            return self._finish(end + 2, end + 5)
-        cut = buf.rfind(b"\r\n")
+            return self._finish(data[: end + 2], data[end + 5 :])
+        cut = data.rfind(b"\r\n")
         if cut >= 0:
-            content = self._take(cut + 2)
+            self._carry = data[cut + 2 :]
+            content = self._unstuff(data[: cut + 2])
             self._at_line_start = True
-            return content, b""
+            return self.checks.check(content), b""
         max_line = self.checks.limits.max_line or 1 << 20
-        if len(buf) > max_line + 2:
+        if len(data) > max_line + 2:
             # an overlong line without CRLF: account for it but do not keep it
-            keep = 1 if buf.endswith(b"\r") else 0
-            chunk = bytes(buf[: len(buf) - keep])
-            del buf[: len(buf) - keep]
-            content = self._unstuff(chunk)
+            keep = len(data) - 1 if data.endswith(b"\r") else len(data)
+            self._carry = data[keep:]
+            content = self._unstuff(data[:keep])
             self._at_line_start = False
             return self.checks.check(content), b""
+        self._carry = data
         return b"", b""
-
-    def _take(self, n: int) -> bytes:
-        chunk = bytes(self._buf[:n])
-        del self._buf[:n]
-        return self.checks.check(self._unstuff(chunk))
 
     def _unstuff(self, chunk: bytes) -> bytes:
         if self._at_line_start and chunk.startswith(b"."):
             chunk = chunk[1:]
         return chunk.replace(b"\r\n.", b"\r\n")
 
-    def _finish(self, content_end: int, marker_end: int) -> tuple[bytes, bytes]:
-        content = self._take(content_end) if content_end else b""
-        leftover = bytes(self._buf[marker_end - content_end :])
-        self._buf.clear()
+    def _finish(self, raw: bytes, leftover: bytes, stuffed: bool = True) -> tuple[bytes, bytes]:
+        """The end marker was found: ``raw`` is the content before it (``stuffed``: maybe)."""
+        if stuffed:
+            raw = self._unstuff(raw)
+        content = self.checks.check(raw) if raw else b""
         self.done = True
         return content, leftover
 

@@ -1,0 +1,288 @@
+#!/usr/bin/env bash
+# bench/accept.sh - accept benchmark of Mailwright against Postfix, side by side in one run.
+#
+# Runs a Mailwright daemon (this tree's src/, config and queue under a temp dir, listener
+# on a free loopback port, high connection limits, log level WARNING) and the system Postfix
+# on another free loopback port (accept-only: every message goes to the hold queue; see
+# bench/postfix.sh), then drives both with Postfix's smtp-source (one connection per
+# message) and prints, as a Markdown table:
+#   accept   messages/s until every message got its 250, for each concurrency and size
+#            (median of the repetitions), both servers, and the ratio Mailwright/Postfix;
+#            plus the machine's busy CPU ms per message (all processes)
+#   latency  ms per message for one session (a new connection per message)
+#   memory   Mailwright's RSS after one 1 KiB message, and its peak RSS (VmHWM, reset
+#            before the message, plus VmRSS sampled every 10 ms) while it accepts one
+#            100 MiB message
+# The servers take turns run by run, so drift on a shared machine hits both alike. Each run
+# starts on an empty queue (Mailwright starts afresh for every run), after a short warm-up,
+# a sync and a pause; right after it the queue is emptied again (Postfix: postsuper -d ALL
+# hold; Mailwright: stopped, queue removed) and synced, so that neither server pays for the
+# other's deletions. Everything started is stopped by its PID on exit and /etc/postfix is
+# restored.
+#
+# Usage: bench/accept.sh [options]            (make bench runs it with the defaults)
+#   -n LIST          concurrent sessions, default "1 10 50"
+#   --sizes LIST     message sizes, default "1k 100k"
+#   -m COUNT         messages per throughput run, default 2000
+#   -r REPS          repetitions, default 3
+#   --lat-count N    messages per latency run, default 500
+#   --big SIZE       size of the memory-test message, default 100m
+#   --only mw|pf     measure one server only (no ratios)
+#   --skip LIST      comma list of parts to skip: accept,latency,memory
+#   --settle SEC     pause before each run, default 1
+#   --out FILE       also write the table to FILE
+#   -h, --help
+# Environment: MW_PYTHON (default .venv/bin/python of this tree, else /work/main/.venv).
+# Needs root (Postfix is the system instance), smtp-source, bash >= 5.
+set -u -o pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+PATH="/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
+
+NLIST="1 10 50" SIZES="1k 100k" M=2000 REPS=3 LATM=500 BIG=100m ONLY="" SKIP="" SETTLE=1 OUT=""
+FROM=bench-sender@example.org TO=bench-rcpt@example.com TMO=600
+
+usage() { sed -n '2,/^set -u/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+die() { echo "accept.sh: $*" >&2; exit 2; }
+while [ $# -gt 0 ]; do
+    case "$1" in
+        -n) NLIST=$2; shift 2;;
+        --sizes) SIZES=$2; shift 2;;
+        -m) M=$2; shift 2;;
+        -r) REPS=$2; shift 2;;
+        --lat-count) LATM=$2; shift 2;;
+        --big) BIG=$2; shift 2;;
+        --only) ONLY=$2; shift 2;;
+        --skip) SKIP=$2; shift 2;;
+        --settle) SETTLE=$2; shift 2;;
+        --out) OUT=$2; shift 2;;
+        -h|--help) usage 0;;
+        *) die "unknown argument $1 (see --help)";;
+    esac
+done
+case "$ONLY" in ""|mw|pf) ;; *) die "--only takes mw or pf";; esac
+SERVERS="mw pf"; [ -n "$ONLY" ] && SERVERS=$ONLY
+skipped() { [[ ",$SKIP," == *",$1,"* ]]; }
+
+PY=${MW_PYTHON:-}
+[ -n "$PY" ] || for p in "$ROOT/.venv/bin/python" /work/main/.venv/bin/python; do [ -x "$p" ] && { PY=$p; break; }; done
+[ -n "$PY" ] || die "no Python with Mailwright's dependencies (set MW_PYTHON)"
+command -v smtp-source >/dev/null || die "smtp-source not found (apt-get install postfix)"
+[ "${BASH_VERSINFO[0]}" -ge 5 ] || die "bash >= 5 needed (EPOCHREALTIME)"
+[[ " $SERVERS " != *" pf "* ]] || [ "$(id -u)" -eq 0 ] || die "Postfix needs root (or use --only mw)"
+
+# ---------------------------------------------------------------- helpers
+bytes_of() { case "$1" in *[kK]) echo $(( ${1%[kK]} * 1024 ));; *[mM]) echo $(( ${1%[mM]} * 1048576 ));; *) echo "$1";; esac; }
+median() { tr ' ' '\n' | grep -E '^[0-9.]+$' | sort -g | awk '{v[NR]=$1} END{ if(NR==0){print "NA"; exit} if(NR%2) print v[(NR+1)/2]; else printf "%.2f\n", (v[NR/2]+v[NR/2+1])/2 }'; }
+calc() { awk "BEGIN{ printf \"$1\", $2 }"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a=="NA" || b=="NA" || b==0) print "NA"; else printf "%.2f", a/b }'; }
+cpu_snap() { awk '/^cpu /{t=0; for(i=2;i<=NF;i++) t+=$i; print t, $5+$6}' /proc/stat; }
+cpu_ms() { awk -v a="$1" -v b="$2" -v m="$3" -v hz="$(getconf CLK_TCK)" 'BEGIN{split(a,x," "); split(b,y," "); printf "%.2f", ((y[1]-x[1])-(y[2]-x[2]))*1000/hz/m}'; }
+free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+status_kb() { awk -v k="$2:" '$1==k{print $2}' "/proc/$1/status" 2>/dev/null; }
+mib() { awk -v k="$1" 'BEGIN{ if (k=="") print "NA"; else printf "%.1f", k/1024 }'; }
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/mw-accept.XXXXXX")
+MW_PID="" PF_STARTED=0 SAMPLER=""
+cleanup() {
+    [ -n "$SAMPLER" ] && kill "$SAMPLER" 2>/dev/null
+    mw_stop
+    if [ "$PF_STARTED" -eq 1 ]; then
+        "$HERE/postfix.sh" empty; "$HERE/postfix.sh" stop; "$HERE/postfix.sh" restore
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------- Mailwright
+MW_PORT=$(free_port)
+mw_config() {
+    cat > "$WORK/mailwright.toml" <<EOF
+hostname = "mailwright-under-test.localdomain"
+
+[[listeners]]
+address = "127.0.0.1"
+port = $MW_PORT
+kind = "smtp"
+
+[server]
+max_connections = 4000
+max_connections_per_ip = 4000
+max_message_size = $(( $(bytes_of "$BIG") * 2 ))
+
+[queue]
+directory = "$WORK/queue"
+EOF
+}
+
+mw_start() {   # a fresh queue every time
+    rm -rf "$WORK/queue"
+    PYTHONPATH="$ROOT/src" "$PY" -m mailwright --config "$WORK/mailwright.toml" serve \
+        --log-level WARNING >> "$WORK/mailwright.log" 2>&1 &
+    MW_PID=$!
+    local i
+    for i in $(seq 1 200); do port_open "$MW_PORT" && return 0; kill -0 "$MW_PID" 2>/dev/null || break; sleep 0.05; done
+    die "Mailwright did not start: $(tail -3 "$WORK/mailwright.log")"
+}
+
+mw_stop() {
+    [ -n "$MW_PID" ] || return 0
+    kill "$MW_PID" 2>/dev/null
+    wait "$MW_PID" 2>/dev/null
+    MW_PID=""
+}
+
+PF_PORT=$(free_port)
+[ "$PF_PORT" = "$MW_PORT" ] && PF_PORT=$(free_port)
+port_of() { if [ "$1" = mw ]; then echo "$MW_PORT"; else echo "$PF_PORT"; fi; }
+
+source_run() {   # source_run SERVER SESSIONS COUNT BYTES: elapsed seconds, or "fail"
+    local t0 t1
+    t0=$EPOCHREALTIME
+    if ! timeout "$TMO" smtp-source -s "$2" -m "$3" -l "$4" -f "$FROM" -t "$TO" \
+        "127.0.0.1:$(port_of "$1")" > /dev/null 2> "$WORK/source.err"; then
+        echo fail; return
+    fi
+    t1=$EPOCHREALTIME
+    calc %.4f "$t1 - $t0"
+}
+
+prepare() {   # a clean, warm server before a measured run
+    if [ "$1" = mw ]; then mw_start; fi
+    smtp-source -s 10 -m 100 -l 1024 -f "$FROM" -t "$TO" "127.0.0.1:$(port_of "$1")" >/dev/null 2>&1 \
+        || die "warm-up of $1 failed"
+    sync
+    sleep "$SETTLE"
+}
+
+# Empty the queue right after a run, and sync, so that the deletion (block freeing, discard)
+# is not paid for by whichever server runs next.
+finish() {
+    if [ "$1" = mw ]; then
+        mw_stop; rm -rf "$WORK/queue"
+    else
+        "$HERE/postfix.sh" empty
+    fi
+    sync
+}
+
+# ---------------------------------------------------------------- start both
+mw_config
+if [[ " $SERVERS " == *" pf "* ]]; then
+    PF_STARTED=1
+    "$HERE/postfix.sh" start "$PF_PORT" > /dev/null || die "Postfix did not start"
+fi
+echo "# accept.sh mailwright=127.0.0.1:$MW_PORT postfix=127.0.0.1:$PF_PORT m=$M reps=$REPS cpus=$(nproc) python=$PY" >&2
+
+declare -A RATE CPU LAT
+# ---------------------------------------------------------------- throughput
+if ! skipped accept; then
+    for size in $SIZES; do
+        bytes=$(bytes_of "$size")
+        for n in $NLIST; do
+            declare -A runs=() cpus=()
+            for rep in $(seq 1 "$REPS"); do
+                for srv in $SERVERS; do
+                    prepare "$srv"
+                    c0=$(cpu_snap)
+                    secs=$(source_run "$srv" "$n" "$M" "$bytes")
+                    c1=$(cpu_snap)
+                    finish "$srv"
+                    if [ "$secs" = fail ]; then
+                        echo "# run accept $srv n=$n size=$size rep=$rep FAILED: $(tail -1 "$WORK/source.err")" >&2
+                        continue
+                    fi
+                    r=$(calc %.1f "$M / $secs"); c=$(cpu_ms "$c0" "$c1" "$M")
+                    runs[$srv]="${runs[$srv]:-} $r"; cpus[$srv]="${cpus[$srv]:-} $c"
+                    echo "# run accept $srv n=$n size=$size rep=$rep secs=$secs msgs_per_s=$r cpu_ms_per_msg=$c" >&2
+                done
+            done
+            for srv in $SERVERS; do
+                RATE[$srv,$size,$n]=$(echo "${runs[$srv]:-}" | median)
+                CPU[$srv,$size,$n]=$(echo "${cpus[$srv]:-}" | median)
+                echo "# accept $srv n=$n size=$size msgs_per_s=${RATE[$srv,$size,$n]} runs=$(echo ${runs[$srv]:-} | tr ' ' /)" >&2
+            done
+            unset runs cpus
+        done
+    done
+fi
+
+# ---------------------------------------------------------------- latency
+if ! skipped latency; then
+    for size in $SIZES; do
+        bytes=$(bytes_of "$size")
+        declare -A runs=()
+        for rep in $(seq 1 "$REPS"); do
+            for srv in $SERVERS; do
+                prepare "$srv"
+                secs=$(source_run "$srv" 1 "$LATM" "$bytes")
+                finish "$srv"
+                if [ "$secs" = fail ]; then
+                    echo "# run latency $srv size=$size rep=$rep FAILED: $(tail -1 "$WORK/source.err")" >&2
+                    continue
+                fi
+                v=$(calc %.3f "$secs * 1000 / $LATM")
+                runs[$srv]="${runs[$srv]:-} $v"
+                echo "# run latency $srv size=$size rep=$rep ms_per_msg=$v" >&2
+            done
+        done
+        for srv in $SERVERS; do LAT[$srv,$size]=$(echo "${runs[$srv]:-}" | median); done
+        unset runs
+    done
+fi
+
+# ---------------------------------------------------------------- memory
+if ! skipped memory && [[ " $SERVERS " == *" mw "* ]]; then
+    mw_start
+    smtp-source -s 1 -m 1 -l 1024 -f "$FROM" -t "$TO" "127.0.0.1:$MW_PORT" >/dev/null 2>&1 || die "1 KiB message failed"
+    RSS_1K=$(status_kb "$MW_PID" VmRSS); HWM_1K=$(status_kb "$MW_PID" VmHWM)
+    echo 5 > "/proc/$MW_PID/clear_refs"   # reset VmHWM to the current RSS
+    ( peak=0; while kill -0 "$MW_PID" 2>/dev/null; do
+          v=$(status_kb "$MW_PID" VmRSS); [ -n "$v" ] && [ "$v" -gt "$peak" ] && { peak=$v; echo "$peak" > "$WORK/sampled"; }
+          sleep 0.01
+      done ) &
+    SAMPLER=$!
+    big=$(bytes_of "$BIG")
+    secs=$(source_run mw 1 1 "$big")
+    kill "$SAMPLER" 2>/dev/null; wait "$SAMPLER" 2>/dev/null; SAMPLER=""
+    [ "$secs" = fail ] && die "the $BIG message failed: $(tail -1 "$WORK/source.err")"
+    HWM_BIG=$(status_kb "$MW_PID" VmHWM); SAMPLED_BIG=$(cat "$WORK/sampled" 2>/dev/null)
+    echo "# memory rss_after_1k_kb=$RSS_1K hwm_after_1k_kb=$HWM_1K peak_during_${BIG}_kb=$HWM_BIG sampled_max_kb=${SAMPLED_BIG:-NA} secs=$secs" >&2
+fi
+
+# ---------------------------------------------------------------- report
+report() {
+    echo "## Mailwright vs Postfix: accept benchmark ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, smtp-source, one connection per message, m=$M, median of $REPS)"
+    echo
+    if ! skipped accept; then
+        echo "| size | sessions | Mailwright msgs/s | Postfix msgs/s | ratio MW/PF | CPU ms/msg MW | CPU ms/msg PF |"
+        echo "|---|---|---|---|---|---|---|"
+        for size in $SIZES; do for n in $NLIST; do
+            a=${RATE[mw,$size,$n]:-NA} b=${RATE[pf,$size,$n]:-NA}
+            echo "| $size | $n | $a | $b | $(ratio "$a" "$b") | ${CPU[mw,$size,$n]:-NA} | ${CPU[pf,$size,$n]:-NA} |"
+        done; done
+        echo
+    fi
+    if ! skipped latency; then
+        echo "| single session latency (ms/msg, new connection each, $LATM msgs) | Mailwright | Postfix | ratio MW/PF |"
+        echo "|---|---|---|---|"
+        for size in $SIZES; do
+            a=${LAT[mw,$size]:-NA} b=${LAT[pf,$size]:-NA}
+            echo "| $size | $a | $b | $(ratio "$a" "$b") |"
+        done
+        echo
+    fi
+    if ! skipped memory && [ -n "${HWM_BIG:-}" ]; then
+        echo "| Mailwright memory | MiB |"
+        echo "|---|---|"
+        echo "| RSS after one 1 KiB message | $(mib "$RSS_1K") |"
+        echo "| peak RSS since start, after one 1 KiB message (VmHWM) | $(mib "$HWM_1K") |"
+        echo "| peak RSS while accepting one $BIG message (VmHWM, reset before it) | $(mib "$HWM_BIG") |"
+        echo "| largest sampled RSS during it (every 10 ms) | $(mib "${SAMPLED_BIG:-}") |"
+        echo "| growth: peak during $BIG - RSS after 1 KiB | $(mib $(( HWM_BIG - RSS_1K ))) |"
+    fi
+}
+report
+[ -z "$OUT" ] || report > "$OUT"
