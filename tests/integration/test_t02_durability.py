@@ -117,7 +117,7 @@ def test_disk_full_answers_452_and_recovers(tmp_path: Path) -> None:
             c.cmd("EHLO full.test")
             big = b"Subject: big\r\n\r\n" + (b"x" * 998 + b"\r\n") * 1500  # ~1.5 MB
             # fill the file system until less than one message fits
-            with filler.open("wb") as f:
+            with filler.open("wb", buffering=0) as f:
                 try:
                     while True:
                         f.write(b"\0" * 65536)
