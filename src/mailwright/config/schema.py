@@ -8,6 +8,7 @@ here by each subsystem; durations are in seconds, sizes in octets.
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 from enum import StrEnum
 from pathlib import Path
@@ -590,7 +591,9 @@ class Settings(Section):
         # ``base / path`` leaves an absolute path as it is
         def rebase(section: Section, *fields: str) -> Section:
             update = {
-                f: base / getattr(section, f) for f in fields if getattr(section, f) is not None
+                f: Path(os.path.normpath(base / getattr(section, f)))
+                for f in fields
+                if getattr(section, f) is not None
             }
             return section.model_copy(update=update)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import grp
 import logging
 import os
 import signal
@@ -111,6 +112,21 @@ class Daemon:
         for path in (q.directory, q.spool_dir):
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._clean_spool(q.spool_dir)
+        self._prepare_mail_spool(self.settings.local_delivery.mail_spool)
+
+    @staticmethod
+    def _prepare_mail_spool(spool: Path) -> None:
+        """Create a missing mail spool: private for a non-root daemon (``make run``),
+        Debian's /var/mail layout (2775, group mail) as root."""
+        if spool.exists():
+            return
+        if os.geteuid() != 0:
+            spool.mkdir(parents=True, mode=0o700)
+            return
+        spool.mkdir(parents=True)
+        with contextlib.suppress(KeyError, OSError):
+            os.chown(spool, 0, grp.getgrnam("mail").gr_gid)
+        spool.chmod(0o2775)
 
     @staticmethod
     def _clean_spool(spool_dir: Path) -> None:
