@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import dovecot as dovecot_support
+from tests.support import postfix as postfix_support
 from tests.support import smtp_sink
 from tests.support.daemon import Mailwright, running
 from tests.support.dns import DnsServer, dnsmasq_available
@@ -284,3 +285,27 @@ def test_mx_routing_with_fallback_and_null_mx(tmp_path: Path) -> None:
         assert len(bounces) == 1 and b"5.1.10" in bounces[0].content
     finally:
         port_sink.stop()
+
+
+@pytest.mark.skipif(not postfix_support.available(), reason="needs root and Postfix")
+def test_relay_to_a_real_postfix(tmp_path: Path, sinks: dict) -> None:  # type: ignore[type-arg]
+    pf = postfix_support.Postfix(["alice"]).start()
+    try:
+        config = relay_config(tmp_path, sinks)
+        table = Path(config["routing"]["transport_table"])
+        table.write_text(f"pf.test smtp:[127.0.0.1]:{pf.port}\n" + table.read_text())
+        with running(tmp_path / "mw", config) as mw:
+            qid = send(mw, ["alice@pf.test", "carol@pf.test"], sender="sender@y.test")
+            assert "stat=Sent" in mw.wait_log(f"{qid}: to=<alice@pf.test>")
+            line = mw.wait_log(f"{qid}: to=<carol@pf.test>")
+            assert "User unknown in virtual mailbox table" in line
+            mw.wait_log("to=<sender@y.test>")
+        mailbox = pf.wait_delivered("alice")
+        assert b"Subject: relay me" in mailbox
+        assert b"by mx.test (Mailwright) with ESMTP id " + qid.encode() in mailbox
+        assert "status=sent (delivered to mailbox)" in pf.log()
+        (bounce,) = [m for m in sinks["good"].messages() if m.mail_args.startswith("<>")]
+        assert b"Final-Recipient: rfc822; carol@pf.test" in bounce.content
+        assert b"Remote-MTA: dns; 127.0.0.1" in bounce.content
+    finally:
+        pf.stop()
