@@ -289,3 +289,25 @@ def test_mailutils_reads_mbox_from_a_copy(tmp_path: Path) -> None:
         ["mail", "-N", "-f", str(copy), "-H"], capture_output=True, text=True, timeout=30
     )
     assert out.stdout.count("message ") == 2, out
+
+
+@pytest.mark.skipif(not (shutil.which("mutt") and shutil.which("script")), reason="needs mutt")
+def test_mutt_and_mail_read_the_mbox(tmp_path: Path) -> None:
+    box = tmp_path / "alice"
+    for n in range(3):
+        append(box, entry(n), MboxOptions())
+    # mutt needs a terminal: give it one with script(1); it lists the folder, then quits
+    cmd = (f"mutt -n -F /dev/null -R -e 'set folder={tmp_path} quit=yes' -f {box} "
+           "-e 'push <quit>'")  # fmt: skip
+    env = {**os.environ, "HOME": str(tmp_path), "TERM": "vt100"}
+    out = subprocess.run(["timeout", "20", "script", "-qec", cmd, "/dev/null"],
+                         capture_output=True, env=env, stdin=subprocess.DEVNULL)  # fmt: skip
+    screen = out.stdout.decode("utf-8", "replace")
+    assert "Msgs:3" in screen, screen[-2000:]
+    # mail -f rewrites the mailbox it reads (X-UID headers): give it a copy
+    copy = tmp_path / "copy"
+    shutil.copy(box, copy)
+    summary = subprocess.run(["mail", "-f", str(copy), "-H"], capture_output=True, text=True,
+                             env=env, stdin=subprocess.DEVNULL)  # fmt: skip
+    lines = [line for line in summary.stdout.splitlines() if "message " in line]
+    assert len(lines) == 3, summary
