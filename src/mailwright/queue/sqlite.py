@@ -680,8 +680,7 @@ class SqliteQueueStore:
         """The ``limit`` oldest messages with their recipients (a page of the queue)."""
         with self._reading() as conn:
             rows = conn.execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages m"
-                " ORDER BY m.received_at, m.id LIMIT ?",
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages m ORDER BY m.received_at, m.id LIMIT ?",
                 (max(0, limit),),
             ).fetchall()
             by_message: dict[str, list[sqlite3.Row]] = {row["queue_id"]: [] for row in rows}
@@ -1009,6 +1008,14 @@ def _rollback_quietly(conn: sqlite3.Connection) -> bool:
 
 
 def _create_private(path: Path) -> None:
-    """Create the database file readable by its owner only (it holds mail)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    """Create the database file readable by its owner only (it holds mail).
+
+    An existing file is never opened here: closing any descriptor of it would release
+    every POSIX lock this process holds on it, SQLite's included, and a connection
+    elsewhere could then delete the WAL under this process's open connections.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
     os.close(fd)
