@@ -117,8 +117,20 @@ def show_rich(status: Status) -> None:
     queue = Table(title="Queue", title_justify="left", expand=True)
     for col in ("messages", "active", "on hold", "due", "deferred", "delivering", "held"):
         queue.add_column(col, justify="right")
-    queue.add_row(*(str(v) for v in (q.messages, q.active_messages, q.held_messages, q.due,
-                                     q.deferred, q.delivering, q.held)))  # fmt: skip
+    queue.add_row(
+        *(
+            str(v)
+            for v in (
+                q.messages,
+                q.active_messages,
+                q.held_messages,
+                q.due,
+                q.deferred,
+                q.delivering,
+                q.held,
+            )
+        )
+    )
     traffic = Text(
         f"since start: {t.received} received, {t.rejected} rejected, {t.delivered} delivered,"
         f" {t.deferred} deferred, {t.bounced} bounced"

@@ -114,8 +114,13 @@ def simple_page(title: str, text: str, csrf: str = "") -> str:
 
 
 def _x_labels(slots: int) -> list[tuple[int, str]]:
-    return [(0, f"-{slots} min"), (slots // 4, "-45"), (slots // 2, "-30"),
-            (3 * slots // 4, "-15"), (slots - 1, "now")]  # fmt: skip
+    return [
+        (0, f"-{slots} min"),
+        (slots // 4, "-45"),
+        (slots // 2, "-30"),
+        (3 * slots // 4, "-15"),
+        (slots - 1, "now"),
+    ]
 
 
 def plots(history: Sequence[Sample | None]) -> str:
@@ -162,13 +167,32 @@ def plots(history: Sequence[Sample | None]) -> str:
 def _summary(status: Status) -> str:
     q, t = status.queue, status.totals
     counts = _table(
-        ["Messages", "active", "on hold", "Recipients", "due", "deferred", "delivering",
-         "held", "Oldest"],
-        [[str(q.messages), str(q.active_messages), str(q.held_messages), "",
-          str(q.due), str(q.deferred), str(q.delivering), str(q.held),
-          esc(duration(status.now - q.oldest)) if q.oldest else "-"]],
+        [
+            "Messages",
+            "active",
+            "on hold",
+            "Recipients",
+            "due",
+            "deferred",
+            "delivering",
+            "held",
+            "Oldest",
+        ],
+        [
+            [
+                str(q.messages),
+                str(q.active_messages),
+                str(q.held_messages),
+                "",
+                str(q.due),
+                str(q.deferred),
+                str(q.delivering),
+                str(q.held),
+                esc(duration(status.now - q.oldest)) if q.oldest else "-",
+            ]
+        ],
         "",
-    )  # fmt: skip
+    )
     totals = _table(
         ["Since start", "received", "rejected", "delivered", "deferred", "bounced"],
         [["", str(t.received), str(t.rejected), str(t.delivered), str(t.deferred), str(t.bounced)]],
@@ -176,10 +200,12 @@ def _summary(status: Status) -> str:
     )
     listeners = _table(
         ["Listener", "kind", "address", "sessions"],
-        ([esc(li.name), esc(li.kind), esc(li.address), str(li.sessions)]
-         for li in status.listeners),
+        (
+            [esc(li.name), esc(li.kind), esc(li.address), str(li.sessions)]
+            for li in status.listeners
+        ),
         "No listeners.",
-    )  # fmt: skip
+    )
     return (
         f'<section id="summary"><h2>Queue</h2>{counts}<h2 style="margin-top:10px">Traffic</h2>'
         f'{totals}<h2 style="margin-top:10px">Listeners</h2>{listeners}</section>'
@@ -207,9 +233,10 @@ def _messages(messages: Sequence[StoredMessage], total: int, csrf: str) -> str:
         )
     shown = f"the oldest {len(messages)} of {total}" if total > len(messages) else str(total)
     table = _table(
-        ["", "Queue ID", "Arrived", "Sender", "Waiting for", "State", "Status"], rows,
+        ["", "Queue ID", "Arrived", "Sender", "Waiting for", "State", "Status"],
+        rows,
         "The queue is empty.",
-    )  # fmt: skip
+    )
     return (
         f'<section id="messages"><h2>Messages ({esc(shown)})</h2>'
         f'<form method="post" action="/action">{_csrf(csrf)}'
@@ -261,9 +288,10 @@ def _deferred(status: Status) -> str:
         for g in status.deferred
     )
     table = _table(
-        ["Destination", "Reason", "Recipients", "Last attempt", "Messages"], rows,
+        ["Destination", "Reason", "Recipients", "Last attempt", "Messages"],
+        rows,
         "Nothing is deferred.",
-    )  # fmt: skip
+    )
     return f'<section id="deferred"><h2>Deferred, by reason and destination</h2>{table}</section>'
 
 
@@ -280,9 +308,10 @@ def _bounces(status: Status) -> str:
         for b in status.bounces
     )
     table = _table(
-        ["Time", "Queue ID", "Sender", "Recipient", "Reply", "Remote"], rows,
+        ["Time", "Queue ID", "Sender", "Recipient", "Reply", "Remote"],
+        rows,
         "No bounces since the daemon started.",
-    )  # fmt: skip
+    )
     return f'<section id="bounces"><h2>Recent bounces</h2>{table}</section>'
 
 
@@ -357,15 +386,23 @@ def message_page(message: StoredMessage, headers: HeaderList, csrf: str, notice:
         ("Sender", f"<{env.sender_text}>"),
         ("Subject", message.subject or ""),
         ("Message-ID", message.message_id_header or ""),
-        ("Origin", f"{origin.protocol} from {origin.client_name or ''} "
-                   f"[{origin.client_address or 'local'}] helo={origin.helo or '-'}"),
+        (
+            "Origin",
+            f"{origin.protocol} from {origin.client_name or ''} "
+            f"[{origin.client_address or 'local'}] helo={origin.helo or '-'}",
+        ),
         ("Authenticated", origin.auth_user or origin.local_user or "-"),
-        ("DSN", f"RET={params.ret.value if params.ret else '-'} ENVID={params.envid or '-'}"
-                f" BODY={params.body.value}"),
-    ]  # fmt: skip
-    envelope = "<table>" + "".join(
-        f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in fields
-    ) + "</table>"  # fmt: skip
+        (
+            "DSN",
+            f"RET={params.ret.value if params.ret else '-'} ENVID={params.envid or '-'}"
+            f" BODY={params.body.value}",
+        ),
+    ]
+    envelope = (
+        "<table>"
+        + "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in fields)
+        + "</table>"
+    )
     recipients = _table(
         ["#", "Recipient", "State", "Attempts", "Next attempt", "Last reply", "Remote", "Target"],
         (
