@@ -17,7 +17,7 @@ domains cannot grow memory without bound. Reads no settings.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -123,8 +123,14 @@ _destinations: set[str] = set()
 # ---- one-line instrumentation -------------------------------------------------------------
 
 
+_received: dict[str, Any] = {}  # listener -> its counter (skips the labels() lookup)
+
+
 def received(listener: str) -> None:
-    RECEIVED.labels(listener).inc()
+    child = _received.get(listener)
+    if child is None:
+        child = _received[listener] = RECEIVED.labels(listener)
+    child.inc()
 
 
 def rejected(stage: str, reply: Reply) -> None:
