@@ -11,7 +11,9 @@ Settings: ``queue.directory``.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -113,7 +115,7 @@ def show_rich(status: Status) -> None:
     for col in ("name", "address", "kind", "sessions"):
         listeners.add_column(col)
     for li in status.listeners:
-        listeners.add_row(li.name, li.address, li.kind, str(li.sessions))
+        listeners.add_row(Text(li.name), Text(li.address), Text(li.kind), str(li.sessions))
     queue = Table(title="Queue", title_justify="left", expand=True)
     for col in ("messages", "active", "on hold", "due", "deferred", "delivering", "held"):
         queue.add_column(col, justify="right")
@@ -152,15 +154,30 @@ def show_rich(status: Status) -> None:
         when = time.strftime("%H:%M:%S", time.localtime(e.at))
         style = "red" if e.level in ("ERROR", "CRITICAL") else "yellow"
         parts.append(Text.assemble(f"  {when} ", (e.level, style), f" {e.message}"))
-    Console().print(Panel(Group(*parts), title=f"Mailwright on {status.hostname}"))
+    title = Text(f"Mailwright on {status.hostname}")
+    Console().print(Panel(Group(*parts), title=title))
+
+
+def why_down(where: Path) -> str:
+    if where.exists() and not os.access(where, os.R_OK | os.W_OK):
+        return f"cannot use {where}: permission denied (run as root or the daemon's user)"
+    return f"no daemon answers on {where}"
 
 
 def show_down(settings: Settings, as_json: bool) -> None:
     counts = read_queue(settings)
     where = control.socket_path(settings.queue.directory)
+    why = why_down(where)
     if as_json:
         queue = None if counts is None else dataclasses.asdict(counts)
-        print_json({"up": False, "queue_directory": str(settings.queue.directory), "queue": queue})
+        print_json(
+            {
+                "up": False,
+                "reason": why,
+                "queue_directory": str(settings.queue.directory),
+                "queue": queue,
+            }
+        )
         return
     queue_text = queue_line(counts, time.time()) if counts is not None else "no queue found"
     if is_terminal():
@@ -168,10 +185,10 @@ def show_down(settings: Settings, as_json: bool) -> None:
         from rich.markup import escape
 
         console = Console()
-        console.print(f"[bold red]down[/]: no daemon answers on {escape(str(where))}")
+        console.print(f"[bold red]down[/]: {escape(why)}")
         console.print(f"queue: {escape(queue_text)}")
     else:
-        click.echo(f"mailwright: down (no daemon answers on {where})")
+        click.echo(f"mailwright: down ({why})")
         click.echo(f"queue: {queue_text}")
 
 
