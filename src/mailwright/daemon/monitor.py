@@ -62,7 +62,7 @@ class Monitor:
         self.edge = edge
         self.local = local
         self.started_at = time.time()
-        self.history_ = History(metrics.totals())
+        self.timeline = History(metrics.totals())
         self.web: WebServer | None = None
         self._errors = ErrorLog()
         self._sampler: asyncio.Task[None] | None = None
@@ -104,7 +104,7 @@ class Monitor:
 
     async def sample(self) -> QueueCounts:
         counts = await self.queue_counts()
-        self.history_.update(time.time(), metrics.totals(), counts.messages, counts.deferred)
+        self.timeline.update(time.time(), metrics.totals(), counts.messages, counts.deferred)
         return counts
 
     async def _sample_loop(self) -> None:
@@ -190,7 +190,7 @@ class Monitor:
         return {"ok": True, "status": status.as_json()}
 
     def history(self) -> list[Sample | None]:
-        return self.history_.window(time.time())
+        return self.timeline.window(time.time())
 
     async def oldest_messages(self, limit: int) -> list[StoredMessage]:
         return await asyncio.to_thread(self.store.oldest_messages, limit)
