@@ -6,7 +6,8 @@ set -euo pipefail
 
 PACKAGES=(postfix swaks libnet-ssleay-perl dnsmasq-base dnsutils dovecot-core dovecot-lmtpd
           mutt mailutils openssl opendkim opendkim-tools libmilter-dev miltertest
-          spamd spamc iproute2 sqlite3 procps postgresql)
+          spamd spamc iproute2 sqlite3 procps postgresql
+          chromium chromium-driver)  # the status page tests drive headless Chromium
 
 missing=()
 for p in "${PACKAGES[@]}"; do

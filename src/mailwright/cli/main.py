@@ -155,6 +155,7 @@ def _register() -> None:
     from mailwright.cli.links import install_links
     from mailwright.cli.queue import queue
     from mailwright.cli.send import send
+    from mailwright.cli.status import status
     from mailwright.cli.tls import tls
 
     cli.add_command(queue)
@@ -165,6 +166,7 @@ def _register() -> None:
     cli.add_command(access)
     cli.add_command(aliases)
     cli.add_command(address)
+    cli.add_command(status)
 
 
 _register()

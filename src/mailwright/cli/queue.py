@@ -28,6 +28,8 @@ from mailwright.queue.sqlite import SqliteQueueStore
 from mailwright.queue.store import (
     DeleteMessage,
     HoldMessage,
+    Op,
+    QueueStore,
     ReleaseMessage,
     RescheduleNow,
     StoredMessage,
@@ -107,7 +109,7 @@ def writing(settings: Settings) -> Iterator[tuple[SqliteQueueStore, QueueWriter]
         store.close()
 
 
-def selected(store: SqliteQueueStore, selection: Selection) -> list[StoredMessage]:
+def selected(store: QueueStore, selection: Selection) -> list[StoredMessage]:
     messages = store.list_messages()
     return [m for m in messages if selection.matches(m)]
 
@@ -247,15 +249,20 @@ def flush(
     click.echo(f"{count} recipient(s) scheduled for delivery")
 
 
+def flush_operation(store: QueueStore, selection: Selection, now: float) -> RescheduleNow | None:
+    """The store operation of ``queue flush`` (and the status page's Flush): every queued
+    recipient, or those of the selected messages; None when nothing is selected."""
+    if selection.empty:
+        return RescheduleNow(now)
+    ids = [m.queue_id for m in selected(store, selection)]
+    return RescheduleNow(now, queue_ids=ids) if ids else None
+
+
 def flush_queue(settings: Settings, selection: Selection, foreground: bool = True) -> int:
     """Make the selected recipients due now; wake the daemon, or run the queue here."""
     with writing(settings) as (store, writer):
-        now = time.time()
-        if selection.empty:
-            count = writer.execute_sync(RescheduleNow(now))
-        else:
-            ids = [m.queue_id for m in selected(store, selection)]
-            count = writer.execute_sync(RescheduleNow(now, queue_ids=ids)) if ids else 0
+        op = flush_operation(store, selection, time.time())
+        count = writer.execute_sync(op) if op is not None else 0
     if wake_daemon(settings, "flush") or not foreground:
         return count
     from mailwright.daemon.delivery import run_queue_once
@@ -264,14 +271,32 @@ def flush_queue(settings: Settings, selection: Selection, foreground: bool = Tru
     return count
 
 
-def _for_each(ctx: click.Context, ids: tuple[str, ...], label: str, make_op: object) -> None:
+HOLD_REASON = "held by administrator"
+
+
+def admin_operation(action: str, reason: str = HOLD_REASON) -> Callable[[str], Op[bool]]:
+    """The store operation of ``queue hold``, ``release`` or ``delete`` for one queue id
+    (the status page's buttons build theirs here too)."""
+    if action == "hold":
+        return lambda queue_id: HoldMessage(queue_id, reason)
+    if action == "release":
+        return ReleaseMessage
+    if action == "delete":
+        return DeleteMessage
+    raise ValueError(f"unknown queue action {action!r}")
+
+
+def _for_each(
+    ctx: click.Context, ids: tuple[str, ...], label: str, action: str, reason: str = HOLD_REASON
+) -> None:
     settings = _settings(ctx)
     if not ids:
         fail("name at least one queue id", ExitCode.USAGE)
+    make_op = admin_operation(action, reason)
     missing = []
     with writing(settings) as (_, writer), progress([i.upper() for i in ids], label) as items:
         for qid in items:
-            if not writer.execute_sync(make_op(qid)):  # type: ignore[operator]
+            if not writer.execute_sync(make_op(qid)):
                 missing.append(qid)
     wake_daemon(settings)
     done = len(ids) - len(missing)
@@ -282,11 +307,11 @@ def _for_each(ctx: click.Context, ids: tuple[str, ...], label: str, make_op: obj
 
 @queue.command()
 @click.argument("ids", nargs=-1, required=True)
-@click.option("--reason", default="held by administrator", show_default=True)
+@click.option("--reason", default=HOLD_REASON, show_default=True)
 @click.pass_context
 def hold(ctx: click.Context, ids: tuple[str, ...], reason: str) -> None:
     """Put messages on hold: they stay queued but are not delivered."""
-    _for_each(ctx, ids, "held", lambda q: HoldMessage(q, reason))
+    _for_each(ctx, ids, "held", "hold", reason)
 
 
 @queue.command()
@@ -294,7 +319,7 @@ def hold(ctx: click.Context, ids: tuple[str, ...], reason: str) -> None:
 @click.pass_context
 def release(ctx: click.Context, ids: tuple[str, ...]) -> None:
     """Release held (or quarantined) messages."""
-    _for_each(ctx, ids, "released", ReleaseMessage)
+    _for_each(ctx, ids, "released", "release")
 
 
 @queue.command()
@@ -310,7 +335,7 @@ def delete(ctx: click.Context, ids: tuple[str, ...], all_: bool) -> None:
         if not ids:
             click.echo("deleted: 0 message(s)")
             return
-    _for_each(ctx, ids, "deleted", DeleteMessage)
+    _for_each(ctx, ids, "deleted", "delete")
 
 
 @queue.command()

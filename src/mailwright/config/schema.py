@@ -504,6 +504,44 @@ class LocalSection(Section):
         return value.lower()
 
 
+class HttpSection(Section):
+    """The daemon's web endpoint: ``/metrics`` (Prometheus) and the status page.
+
+    Off unless ``port`` is set. ``/metrics`` needs no token from a loopback client
+    (unless ``metrics_require_token``); the status page always needs ``token``, given
+    as ``Authorization: Bearer`` or through its login form, and is off without one.
+    Listening beyond loopback requires a token.
+    """
+
+    address: str = "127.0.0.1"
+    port: Port | None = None
+    token: str = ""
+    metrics_require_token: bool = False
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError("must be an IP address, e.g. 127.0.0.1 or ::1") from None
+        return value
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, value: str) -> str:
+        if value and (len(value) < 8 or any(c.isspace() or not c.isprintable() for c in value)):
+            raise ValueError("must be at least 8 printable characters without spaces")
+        return value
+
+    @model_validator(mode="after")
+    def _exposed_needs_token(self) -> HttpSection:
+        exposed = not ipaddress.ip_address(self.address).is_loopback
+        if self.port is not None and exposed and not self.token:
+            raise ValueError(f"address {self.address} is not loopback: set a token")
+        return self
+
+
 def _default_hostname() -> str:
     return socket.gethostname() or "localhost"
 
@@ -524,6 +562,7 @@ class Settings(Section):
     auth: AuthSection = AuthSection()
     access: AccessSection = AccessSection()
     local_delivery: LocalDeliverySection = LocalDeliverySection()
+    http: HttpSection = HttpSection()
     filters: list[FilterEntry] = []  # milters and in-process filters, called in this order
 
     @property

@@ -22,6 +22,7 @@ from pathlib import Path
 from mailwright.config.schema import DeliveryMode, ListenerAuth, Settings
 from mailwright.daemon import control
 from mailwright.daemon.delivery import build_scheduler
+from mailwright.daemon.monitor import Monitor
 from mailwright.edge.context import EdgeContext
 from mailwright.edge.listener import Edge
 from mailwright.edge.local import LocalSubmission
@@ -86,6 +87,8 @@ def warn_about_listeners(settings: Settings) -> None:
 
 
 class Daemon:
+    monitor: Monitor | None = None  # metrics, the status page, the ``status`` request
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.store = SqliteQueueStore(settings.queue.database)
@@ -192,6 +195,7 @@ class Daemon:
             self.local = LocalSubmission(ctx)  # the sendmail socket and the maildrop pickup
             await self.local.start()
             await self.control.start()
+            await self._start_monitor()
             runner = asyncio.create_task(self._deliveries())
             self._install_signals()
             log.info(
@@ -203,11 +207,27 @@ class Daemon:
             grace = self.settings.server.timeouts.shutdown_grace
             await self.scheduler.stop(grace)
             await runner
+            await self._stop_monitor()
             await self.control.stop()
         finally:
             self.writer.stop()
             self.store.close()
             log.info("stopped")
+
+    # ---- metrics and status (daemon/monitor.py) ------------------------------------------
+    async def _start_monitor(self) -> None:
+        """Metrics, the per-minute history, the HTTP endpoint and the control socket's
+        ``status`` request; after the listeners, whose sessions it counts."""
+        handlers = self.control.handlers
+        self.monitor = Monitor(
+            self.settings, self.store, self.writer, handlers, self.edge, self.local
+        )
+        self.control.handlers["status"] = self.monitor.control_status
+        await self.monitor.start()
+
+    async def _stop_monitor(self) -> None:
+        if self.monitor is not None:
+            await self.monitor.stop()
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 
 from mailwright.delivery.session import ClientSession
+from mailwright.observability import metrics
 
 
 @dataclass(slots=True)
@@ -44,6 +45,7 @@ class SessionPool:
             entry.timer.cancel()
             if self._usable(entry.session):
                 self.reused += 1
+                metrics.outbound(key, "reused")
                 return entry.session
             self._close(entry.session)
         return None

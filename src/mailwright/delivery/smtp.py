@@ -53,6 +53,7 @@ from mailwright.delivery.session import (
     is_ip_literal,
     opportunistic_context,
 )
+from mailwright.observability import metrics
 from mailwright.routing.nexthop import NextHop
 from mailwright.routing.resolver import (
     DnsPermanentError,
@@ -176,9 +177,11 @@ class SmtpAgent:
             try:
                 session = await self._open(endpoint, hop)
             except SessionError as exc:
+                metrics.outbound(hop.key, "failed")
                 reply = as_transient(exc.reply)
                 self._settle(pending, results, Outcome.DEFERRED, reply, endpoint.remote_mta)
                 continue
+            metrics.outbound(hop.key, "opened")
             pending = await self._attempt(session, request, pending, results)
             if not pending:
                 return

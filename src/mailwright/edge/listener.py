@@ -20,7 +20,7 @@ from mailwright.config.schema import Listener
 from mailwright.core.reply import Reply
 from mailwright.edge.context import EdgeContext
 from mailwright.edge.session import Session
-from mailwright.observability import maillog
+from mailwright.observability import maillog, metrics
 from mailwright.policy.hooks import SessionInfo
 
 log = logging.getLogger("mailwright.edge")
@@ -122,6 +122,7 @@ class Edge:
 
     async def _refuse(self, writer: asyncio.StreamWriter, reply: Reply, client_ip: str) -> None:
         maillog.emit(None, event="connection refused", relay=f"[{client_ip}]", reject=str(reply))
+        metrics.rejected("connect", reply)
         try:
             writer.write(reply.encode(enhanced=True))
             async with asyncio.timeout(5):

@@ -40,7 +40,7 @@ from mailwright.edge.context import EdgeContext
 from mailwright.edge.dropbounce import failure_report
 from mailwright.edge.pickup import Pickup
 from mailwright.edge.session import Session
-from mailwright.observability import maillog
+from mailwright.observability import maillog, metrics
 from mailwright.policy.hooks import Pipeline, SessionInfo
 from mailwright.policy.local_submission import LOCAL_KIND, LocalSubmissionPolicy
 from mailwright.queue import maildrop
@@ -194,6 +194,7 @@ class LocalSubmission:
 
     async def _refuse(self, writer: asyncio.StreamWriter, reply: Reply) -> None:
         maillog.emit(None, event="connection refused", relay="localhost", reject=str(reply))
+        metrics.rejected("connect", reply)
         try:
             writer.write(reply.encode(enhanced=True))
             async with asyncio.timeout(5):

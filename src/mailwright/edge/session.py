@@ -26,7 +26,7 @@ from mailwright.core.trace import hop_count, protocol_name, received
 from mailwright.edge.context import EdgeContext
 from mailwright.edge.pacing import CommandClock, early_input
 from mailwright.edge.security import SessionSecurity, redact
-from mailwright.observability import maillog
+from mailwright.observability import maillog, metrics
 from mailwright.policy.hooks import SessionInfo, Transaction
 from mailwright.queue.spool import Spool
 from mailwright.queue.store import NewMessage, Origin, StoreError, StoreFullError
@@ -132,6 +132,7 @@ class Session:
                 maillog.emit(None, event="pre-greeting traffic", relay=self.relay)
                 self.conn.receive(early)
         self.conn.greet(reply if reply is not None and not reply.positive else None)
+        metrics.greeted(reply)
         await self._flush()
 
     async def _loop(self) -> None:
@@ -419,6 +420,7 @@ class Session:
         )
 
     def _log_accepted(self, message: NewMessage) -> None:
+        metrics.received(self.listener.display_name)
         if not maillog.log.isEnabledFor(logging.INFO):
             return  # the fields cost ~30 us per message to gather; nobody would see them
         msgid = message.headers.get("Message-ID")
@@ -440,6 +442,7 @@ class Session:
         self.conn.respond(reply)
 
     def _reject(self, stage: str, arg: str | None, reply: Reply) -> None:
+        metrics.rejected(stage, reply)
         maillog.rejected(self._qid(), stage=stage, arg=arg, relay=self.relay, reply=str(reply))
 
     def _end_transaction(self) -> None:

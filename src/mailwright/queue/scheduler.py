@@ -43,7 +43,7 @@ from mailwright.delivery.agent import (
     Outcome,
 )
 from mailwright.dsn import Action, OriginalMessage, RecipientReport, ReportKind, build_report
-from mailwright.observability import maillog
+from mailwright.observability import maillog, metrics
 from mailwright.queue.backoff import RetryPolicy
 from mailwright.queue.expansion import Expander, target_hop
 from mailwright.queue.hoststatus import HostStatusCache
@@ -410,6 +410,7 @@ class Scheduler:
                 )
             )
             self._log_attempt(message, recipient, result, request, started, now)
+            metrics.recorded(message, recipient, state, result, request, now)
             self._collect_reports(reports, recipient, result, state, request, now)
         new_messages, warned = self._make_reports(message, headers, reports, now)
         await self.writer.execute(RecordResults(records, new_messages))

@@ -46,6 +46,7 @@ from mailwright.core.target import Mailer, Target
 from mailwright.queue.store import (
     AddRecipients,
     ClaimDue,
+    DeferredGroup,
     DeleteIfDone,
     DeleteMessage,
     HoldMessage,
@@ -54,6 +55,7 @@ from mailwright.queue.store import (
     NewMessage,
     Op,
     Origin,
+    QueueCounts,
     RecipientState,
     RecordOutcome,
     RecordResults,
@@ -749,9 +751,84 @@ class SqliteQueueStore:
                 by_message[r["queue_id"]].append(r)
         return [_stored_message(row, by_message[row["queue_id"]]) for row in rows]
 
+    def oldest_messages(self, limit: int) -> list[StoredMessage]:
+        """The ``limit`` oldest messages with their recipients (a page of the queue)."""
+        with self._reading() as conn:
+            rows = conn.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages m ORDER BY m.received_at, m.id LIMIT ?",
+                (max(0, limit),),
+            ).fetchall()
+            by_message: dict[str, list[sqlite3.Row]] = {row["queue_id"]: [] for row in rows}
+            ids = [row["id"] for row in rows]
+            marks = ",".join("?" * len(ids))
+            for r in conn.execute(
+                f"SELECT {_RECIPIENT_COLUMNS} FROM recipients r"
+                f" JOIN messages m ON m.id = r.message_id WHERE r.message_id IN ({marks})"
+                " ORDER BY r.message_id, r.idx",
+                ids,
+            ):
+                by_message[r["queue_id"]].append(r)
+        return [_stored_message(row, by_message[row["queue_id"]]) for row in rows]
+
     def count_messages(self) -> int:
         with self._reading(snapshot=False) as conn:
             return int(conn.execute("SELECT count(*) FROM messages").fetchone()[0])
+
+    _COUNT_RECIPIENTS = """SELECT
+        coalesce(sum(m.state = :hold), 0),
+        coalesce(sum(m.state != :hold AND coalesce(r.lease_until, 0) > :now), 0),
+        coalesce(sum(m.state != :hold AND coalesce(r.lease_until, 0) <= :now
+            AND r.next_attempt > :now), 0),
+        coalesce(sum(m.state != :hold AND coalesce(r.lease_until, 0) <= :now
+            AND r.next_attempt <= :now), 0)
+        FROM recipients r JOIN messages m ON m.id = r.message_id WHERE r.state = :queued"""
+
+    def queue_counts(self, now: float) -> QueueCounts:
+        """Messages per state and queued recipients per next step, in two aggregate
+        queries (no rows are loaded: cheap enough for every metrics scrape)."""
+        counts = QueueCounts()
+        with self._reading() as conn:
+            for state, n, oldest in conn.execute(
+                "SELECT state, count(*), min(received_at) FROM messages GROUP BY state"
+            ):
+                if state == MessageState.HOLD.value:
+                    counts.held_messages = n
+                else:
+                    counts.active_messages += n
+                if oldest is not None and (counts.oldest is None or oldest < counts.oldest):
+                    counts.oldest = float(oldest)
+            args = {"hold": MessageState.HOLD.value, "now": now, "queued": _QUEUED}
+            row = conn.execute(self._COUNT_RECIPIENTS, args).fetchone()
+        counts.held, counts.delivering, counts.deferred, counts.due = (int(v) for v in row)
+        return counts
+
+    _DEFERRED_WHERE = """FROM recipients r JOIN messages m ON m.id = r.message_id
+        WHERE r.state = ? AND r.attempts > 0 AND m.state = ?"""
+
+    def deferred_groups(self, limit: int = 20, samples: int = 5) -> list[DeferredGroup]:
+        """Deferred recipients grouped by domain and last reply, largest groups first,
+        each with up to ``samples`` queue ids."""
+        args = (_QUEUED, MessageState.ACTIVE.value)
+        with self._reading() as conn:
+            rows = conn.execute(
+                "SELECT r.domain, r.last_status, r.last_reply, count(*) AS n,"
+                f" max(r.last_attempt) {self._DEFERRED_WHERE}"
+                " GROUP BY r.domain, r.last_status, r.last_reply ORDER BY n DESC LIMIT ?",
+                (*args, limit),
+            ).fetchall()
+            groups = {(r[0], r[1], r[2]): DeferredGroup(r[0], r[1], r[2], r[3], r[4]) for r in rows}
+            for domain, status, reply, queue_id in conn.execute(
+                "SELECT domain, last_status, last_reply, queue_id FROM ("
+                " SELECT r.domain, r.last_status, r.last_reply, m.queue_id, row_number() OVER"
+                " (PARTITION BY r.domain, r.last_status, r.last_reply"
+                f" ORDER BY r.next_attempt, m.queue_id) AS n {self._DEFERRED_WHERE}"
+                ") WHERE n <= ?",
+                (*args, samples),
+            ):
+                group = groups.get((domain, status, reply))
+                if group is not None and queue_id not in group.queue_ids:
+                    group.queue_ids.append(queue_id)
+        return list(groups.values())
 
     def read_headers(self, queue_id: str) -> HeaderList:
         with self._reading(snapshot=False) as conn:
@@ -1043,6 +1120,14 @@ def _rollback_quietly(conn: sqlite3.Connection) -> bool:
 
 
 def _create_private(path: Path) -> None:
-    """Create the database file readable by its owner only (it holds mail)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    """Create the database file readable by its owner only (it holds mail).
+
+    An existing file is never opened here: closing any descriptor of it would release
+    every POSIX lock this process holds on it, SQLite's included, and a connection
+    elsewhere could then delete the WAL under this process's open connections.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
     os.close(fd)

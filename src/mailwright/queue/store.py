@@ -130,6 +130,40 @@ class StoredMessage:
     recipients: list[StoredRecipient]
 
 
+@dataclass(slots=True)
+class QueueCounts:
+    """The queue at a glance (status page, ``mailwright status``, metrics gauges).
+
+    Queued recipients are split by what happens to them next: ``due`` (deliverable
+    now), ``deferred`` (waiting for a retry), ``delivering`` (leased to a runner),
+    ``held`` (their message is on hold).
+    """
+
+    active_messages: int = 0
+    held_messages: int = 0
+    due: int = 0
+    deferred: int = 0
+    delivering: int = 0
+    held: int = 0
+    oldest: float | None = None  # arrival time of the oldest message
+
+    @property
+    def messages(self) -> int:
+        return self.active_messages + self.held_messages
+
+
+@dataclass(slots=True)
+class DeferredGroup:
+    """Deferred recipients of active messages sharing a destination domain and last reply."""
+
+    domain: str
+    status: str | None
+    reply: str | None
+    count: int
+    last_attempt: float | None
+    queue_ids: list[str] = field(default_factory=list)  # a few of them, next due first
+
+
 # ---- write operations ---------------------------------------------------------------------
 #
 # Each operation is a small dataclass; ``Op[R]`` records the type of its result so that

@@ -37,7 +37,7 @@ from mailwright.config.schema import MilterFilter
 from mailwright.core.envelope import Recipient
 from mailwright.core.headers import Header
 from mailwright.core.reply import Reply
-from mailwright.observability import maillog
+from mailwright.observability import maillog, metrics
 from mailwright.policy.filters.scope import covers
 from mailwright.policy.hooks import Hook, SessionInfo, Transaction
 from mailwright.policy.milter import codec, verdict
@@ -428,6 +428,7 @@ class MilterHook(Hook):
         txn: Transaction | None,
         work: Awaitable[Reply | None],
     ) -> Reply | None:
+        metrics.milter_call(self.name, where)
         try:
             return await work
         except (MilterError, ModificationError, ValueError) as exc:
@@ -437,6 +438,7 @@ class MilterHook(Hook):
         self, talk: Conversation, where: str, exc: Exception, txn: Transaction | None
     ) -> Reply | None:
         talk.failed = True
+        metrics.milter_failure(self.name, where, exc)
         if talk.conn is not None:
             talk.conn.close()  # no QUIT: the conversation is in an unknown state
         policy = self.config.on_failure

@@ -1,0 +1,221 @@
+"""``mailwright status``: one screen saying whether the daemon is up and how it is doing.
+
+Asks the running daemon over its control socket (``status`` request): pid,
+uptime, listeners with their sessions, the queue by state, traffic since start,
+milter health and the last warnings and errors. When no daemon answers it says
+so, still shows the queue read from the store, and exits 69 (EX_UNAVAILABLE).
+A rich panel on a terminal, plain lines when piped, JSON with ``--json``.
+Settings: ``queue.directory``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from mailwright.cli.output import is_terminal, print_json
+from mailwright.config.schema import Settings
+from mailwright.core.sysexits import ExitCode
+from mailwright.daemon import control
+from mailwright.queue.sqlite import SqliteQueueStore
+from mailwright.queue.store import QueueCounts, StoreError
+
+if TYPE_CHECKING:  # imported when used: it loads prometheus_client, other commands need not
+    from mailwright.observability.status import Status
+
+LAST_ERRORS = 5
+
+
+def duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h {minutes}m"
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m {secs}s"
+
+
+def ask_daemon(settings: Settings) -> Status | None:
+    from mailwright.observability.status import Status
+
+    answer = control.request(settings.queue.directory, "status", timeout=10)
+    if not answer or not answer.get("ok") or not isinstance(answer.get("status"), dict):
+        return None
+    return Status.from_json(answer["status"])
+
+
+def read_queue(settings: Settings) -> QueueCounts | None:
+    """The queue straight from the store (the daemon is down); None without a queue."""
+    store = SqliteQueueStore(settings.queue.database)
+    try:
+        store.open_for_reading()
+        return store.queue_counts(time.time())
+    except StoreError:
+        return None
+    finally:
+        store.close()
+
+
+def queue_line(q: QueueCounts, now: float) -> str:
+    oldest = f", oldest {duration(now - q.oldest)} old" if q.oldest else ""
+    return (
+        f"{q.messages} message(s) ({q.active_messages} active, {q.held_messages} on hold); "
+        f"recipients: {q.due} due, {q.deferred} deferred, {q.delivering} delivering, "
+        f"{q.held} held{oldest}"
+    )
+
+
+def plain_lines(status: Status) -> list[str]:
+    t = status.totals
+    lines = [
+        f"mailwright: up, pid {status.pid}, uptime {duration(status.uptime)},"
+        f" version {status.version}, delivery {status.delivery_mode}",
+        f"host: {status.hostname}; queue directory {status.queue_directory}",
+    ]
+    for li in status.listeners:
+        lines.append(f"listener: {li.name} {li.address} ({li.kind}), {li.sessions} session(s)")
+    if status.http:
+        lines.append(f"http: {status.http}")
+    lines.append(f"queue: {queue_line(status.queue, status.now)}")
+    lines.append(
+        f"since start: {t.received} received, {t.rejected} rejected, {t.delivered} delivered,"
+        f" {t.deferred} deferred, {t.bounced} bounced"
+    )
+    for m in status.milters:
+        last = f"; last error at {m.last_error_stage}: {m.last_error}" if m.last_error else ""
+        lines.append(f"milter: {m.name}: {m.calls} call(s), {m.failures} failure(s){last}")
+    errors = status.errors[:LAST_ERRORS]
+    lines.append("last errors:" if errors else "last errors: none")
+    for e in errors:
+        lines.append(f"  {time.strftime('%H:%M:%S', time.localtime(e.at))} {e.level} {e.message}")
+    return lines
+
+
+def show_rich(status: Status) -> None:
+    from rich.console import Console, Group
+    from rich.panel import Panel
+    from rich.table import Table
+    from rich.text import Text
+
+    t, q = status.totals, status.queue
+    head = Text.assemble(
+        ("up", "bold green"),
+        f"  pid {status.pid}  uptime {duration(status.uptime)}  version {status.version}"
+        f"  delivery {status.delivery_mode}",
+    )
+    listeners = Table(title="Listeners", title_justify="left", expand=True)
+    for col in ("name", "address", "kind", "sessions"):
+        listeners.add_column(col)
+    for li in status.listeners:
+        listeners.add_row(Text(li.name), Text(li.address), Text(li.kind), str(li.sessions))
+    queue = Table(title="Queue", title_justify="left", expand=True)
+    for col in ("messages", "active", "on hold", "due", "deferred", "delivering", "held"):
+        queue.add_column(col, justify="right")
+    queue.add_row(
+        *(
+            str(v)
+            for v in (
+                q.messages,
+                q.active_messages,
+                q.held_messages,
+                q.due,
+                q.deferred,
+                q.delivering,
+                q.held,
+            )
+        )
+    )
+    traffic = Text(
+        f"since start: {t.received} received, {t.rejected} rejected, {t.delivered} delivered,"
+        f" {t.deferred} deferred, {t.bounced} bounced"
+    )
+    parts: list[Any] = [head, listeners, queue, traffic]
+    if status.http:
+        parts.append(Text(f"status page: {status.http}"))
+    for m in status.milters:
+        style = "red" if m.failures else "green"
+        line = Text.assemble(
+            (f"milter {m.name}", style), f": {m.calls} calls, {m.failures} failures"
+        )
+        if m.last_error:
+            line.append(f" (last: {m.last_error})")
+        parts.append(line)
+    errors = status.errors[:LAST_ERRORS]
+    parts.append(Text("last errors:" if errors else "last errors: none", style="bold"))
+    for e in errors:
+        when = time.strftime("%H:%M:%S", time.localtime(e.at))
+        style = "red" if e.level in ("ERROR", "CRITICAL") else "yellow"
+        parts.append(Text.assemble(f"  {when} ", (e.level, style), f" {e.message}"))
+    title = Text(f"Mailwright on {status.hostname}")
+    Console().print(Panel(Group(*parts), title=title))
+
+
+def why_down(where: Path) -> str:
+    if where.exists() and not os.access(where, os.R_OK | os.W_OK):
+        return f"cannot use {where}: permission denied (run as root or the daemon's user)"
+    return f"no daemon answers on {where}"
+
+
+def show_down(settings: Settings, as_json: bool) -> None:
+    counts = read_queue(settings)
+    where = control.socket_path(settings.queue.directory)
+    why = why_down(where)
+    if as_json:
+        queue = None if counts is None else dataclasses.asdict(counts)
+        print_json(
+            {
+                "up": False,
+                "reason": why,
+                "queue_directory": str(settings.queue.directory),
+                "queue": queue,
+            }
+        )
+        return
+    queue_text = queue_line(counts, time.time()) if counts is not None else "no queue found"
+    if is_terminal():
+        from rich.console import Console
+        from rich.markup import escape
+
+        console = Console()
+        console.print(f"[bold red]down[/]: {escape(why)}")
+        console.print(f"queue: {escape(queue_text)}")
+    else:
+        click.echo(f"mailwright: down ({why})")
+        click.echo(f"queue: {queue_text}")
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Show whether the daemon runs: pid, uptime, listeners, queue, last errors.
+
+    Exit status 0 when the daemon is up, 69 when it is not.
+
+    \b
+    Examples:
+      mailwright status
+      mailwright status --json
+    """
+    from mailwright.cli.main import load_or_exit
+
+    settings = load_or_exit(ctx)
+    current = ask_daemon(settings)
+    if current is None:
+        show_down(settings, as_json)
+        ctx.exit(ExitCode.UNAVAILABLE)
+    assert current is not None
+    if as_json:
+        print_json({"up": True, **current.as_json()})
+    elif is_terminal():
+        show_rich(current)
+    else:
+        click.echo("\n".join(plain_lines(current)))

@@ -1,0 +1,258 @@
+"""What the daemon shows about itself: metrics, the last hour, the web endpoint, ``status``.
+
+Started after the listeners and stopped before them. It samples the queue size
+and the counters every ``SAMPLE_INTERVAL`` seconds into the per-minute history,
+keeps the daemon's warnings and errors (``observability.recent``), answers the
+control socket's ``status`` request, and serves ``/metrics`` and the status page
+when ``http.port`` is set. Queue figures come from aggregate queries run in a
+thread (never on the event loop); sessions are counted from the listeners'
+tables at scrape time. The status page's buttons build ``mailwright queue``'s own
+store operations (``cli.queue.flush_operation``, ``cli.queue.admin_operation``),
+apply them through the daemon's writer (the one writer of queue state), then make
+the same ``flush``/``wake`` request the CLI makes over the control socket.
+Settings: ``http.*``, ``hostname``, ``delivery.mode``, ``filters`` (milter names),
+``queue.directory``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from mailwright import __version__
+from mailwright.config.schema import MilterFilter, Settings
+from mailwright.core.headers import HeaderList
+from mailwright.daemon.control import Handler
+from mailwright.edge.listener import Edge
+from mailwright.edge.local import LocalSubmission
+from mailwright.observability import metrics
+from mailwright.observability.history import History, Sample
+from mailwright.observability.recent import RECENT, ErrorLog
+from mailwright.observability.status import ListenerStatus, MilterStatus, Status
+from mailwright.observability.webapp import ActionResult, StatusSite, WebSettings
+from mailwright.observability.webserver import WebServer
+from mailwright.queue.sqlite import SqliteQueueStore
+from mailwright.queue.store import QueueCounts, StoredMessage, UnknownMessageError
+from mailwright.queue.writer import QueueWriter
+
+log = logging.getLogger("mailwright.daemon")
+
+SAMPLE_INTERVAL = 10.0
+
+
+class Monitor:
+    def __init__(
+        self,
+        settings: Settings,
+        store: SqliteQueueStore,
+        writer: QueueWriter,
+        control: Mapping[str, Handler],
+        edge: Edge | None = None,
+        local: LocalSubmission | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.writer = writer
+        self.control = control  # the control socket's handlers: "flush", "wake"
+        self.edge = edge
+        self.local = local
+        self.started_at = time.time()
+        self.timeline = History(metrics.totals())
+        self.web: WebServer | None = None
+        self._errors = ErrorLog()
+        self._sampler: asyncio.Task[None] | None = None
+
+    # ---- life cycle ---------------------------------------------------------------------
+    async def start(self) -> None:
+        logging.getLogger("mailwright").addHandler(self._errors)
+        metrics.START_TIME.set(self.started_at)
+        await self.sample()
+        self._sampler = asyncio.create_task(self._sample_loop(), name="status-sampler")
+        http = self.settings.http
+        if http.port is not None:
+            site = StatusSite(WebSettings(http.token, http.metrics_require_token), self)
+            self.web = WebServer(http.address, http.port, site)
+            await self.web.start()
+            if not http.token:
+                log.warning("http: no http.token set: the status page is off, /metrics is on")
+
+    async def stop(self) -> None:
+        if self.web is not None:
+            await self.web.stop()
+        if self._sampler is not None:
+            self._sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sampler
+        logging.getLogger("mailwright").removeHandler(self._errors)
+
+    @property
+    def url(self) -> str | None:
+        if self.web is None:
+            return None
+        host = self.web.address
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.web.port}/"
+
+    # ---- figures ------------------------------------------------------------------------
+    async def queue_counts(self) -> QueueCounts:
+        return await asyncio.to_thread(self.store.queue_counts, time.time())
+
+    async def sample(self) -> QueueCounts:
+        counts = await self.queue_counts()
+        self.timeline.update(time.time(), metrics.totals(), counts.messages, counts.deferred)
+        return counts
+
+    async def _sample_loop(self) -> None:
+        while True:
+            await asyncio.sleep(SAMPLE_INTERVAL)  # a periodic timer, not a synchronisation
+            try:
+                await self.sample()
+            except Exception:
+                log.exception("status: sampling the queue failed")
+
+    def sessions(self) -> list[ListenerStatus]:
+        out = []
+        if self.edge is not None:
+            counts: dict[str, int] = {}
+            for session in self.edge.sessions.values():
+                name = session.listener.display_name
+                counts[name] = counts.get(name, 0) + 1
+            for listener in self.settings.listeners:
+                name = listener.display_name
+                where = (
+                    listener.address[5:]
+                    if listener.address.startswith("unix:")
+                    else _host_port(listener.address, listener.port)
+                )
+                out.append(ListenerStatus(name, listener.kind.value, where, counts.get(name, 0)))
+        if self.local is not None:
+            out.append(
+                ListenerStatus(
+                    self.local.listener.display_name,
+                    "local",
+                    str(self.local.path),
+                    len(self.local.sessions),
+                )
+            )
+        return out
+
+    def milters(self) -> list[MilterStatus]:
+        counts = metrics.milter_counts()
+        out = []
+        for entry in self.settings.filters:
+            if not isinstance(entry, MilterFilter):
+                continue
+            name = entry.display_name
+            calls, failures = counts.get(name, (0, 0))
+            failure = RECENT.milter_failures.get(name)
+            out.append(
+                MilterStatus(
+                    name,
+                    calls,
+                    failures,
+                    failure.error if failure else None,
+                    failure.stage if failure else None,
+                    failure.at if failure else None,
+                )
+            )
+        return out
+
+    # ---- the Backend of the status page, and the control socket --------------------------
+    async def status(self, detail: bool = False) -> Status:
+        counts = await self.sample()
+        deferred = await asyncio.to_thread(self.store.deferred_groups) if detail else []
+        return Status(
+            hostname=self.settings.hostname,
+            version=__version__,
+            pid=os.getpid(),
+            started_at=self.started_at,
+            now=time.time(),
+            delivery_mode=self.settings.delivery.mode.value,
+            queue_directory=str(self.settings.queue.directory),
+            listeners=self.sessions(),
+            queue=counts,
+            totals=metrics.totals(),
+            http=self.url,
+            milters=self.milters(),
+            errors=RECENT.errors(50 if detail else 10),
+            bounces=RECENT.bounces(50 if detail else 10),
+            deferred=deferred,
+        )
+
+    async def control_status(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The control socket's ``status`` request (``mailwright status``)."""
+        status = await self.status(detail=bool(request.get("detail")))
+        return {"ok": True, "status": status.as_json()}
+
+    def history(self) -> list[Sample | None]:
+        return self.timeline.window(time.time())
+
+    async def oldest_messages(self, limit: int) -> list[StoredMessage]:
+        return await asyncio.to_thread(self.store.oldest_messages, limit)
+
+    async def message(self, queue_id: str) -> tuple[StoredMessage, HeaderList] | None:
+        def read() -> tuple[StoredMessage, HeaderList] | None:
+            message = self.store.get_message(queue_id)
+            if message is None:
+                return None
+            try:
+                return message, self.store.read_headers(queue_id)
+            except UnknownMessageError:  # deleted in between
+                return None
+
+        return await asyncio.to_thread(read)
+
+    async def act(self, action: str, ids: Sequence[str], reason: str) -> ActionResult:
+        """``mailwright queue flush|hold|release|delete`` for ``ids`` (none: the whole queue
+        for ``flush-all``): the CLI's own store operations (``cli.queue``), applied by this
+        daemon's writer, then the same ``flush`` or ``wake`` request the CLI sends.
+
+        Not the CLI functions themselves: they open a second store on the queue file,
+        and a second store in this process would drop SQLite's POSIX locks (a close()
+        of any descriptor of the file releases them all) and could corrupt the queue.
+        """
+        from mailwright.cli.queue import HOLD_REASON, Selection, admin_operation, flush_operation
+
+        try:
+            if action in ("flush", "flush-all"):
+                selection = Selection(tuple(ids))
+                op = await asyncio.to_thread(flush_operation, self.store, selection, time.time())
+                done = await self.writer.execute(op) if op is not None else 0
+                await self.control["flush"]({"op": "flush"})
+                result = ActionResult(action, done)
+            else:
+                make_op = admin_operation(action, reason or HOLD_REASON)
+                missing = [q for q in ids if not await self.writer.execute(make_op(q))]
+                await self.control["wake"]({"op": "wake"})
+                result = ActionResult(action, len(ids) - len(missing), missing)
+        except Exception as exc:
+            log.error("status page: %s %s failed: %s", action, " ".join(ids), exc)
+            return ActionResult(action, 0, failed=True)
+        log.info("status page: %s %s: %d done", action, " ".join(ids) or "(all)", result.done)
+        return result
+
+    async def metrics(self) -> bytes:
+        counts = await self.queue_counts()
+        oldest = max(0.0, time.time() - counts.oldest) if counts.oldest else 0.0
+        metrics.set_queue(
+            metrics.QueueSizes(
+                counts.active_messages,
+                counts.held_messages,
+                counts.due,
+                counts.deferred,
+                counts.delivering,
+                counts.held,
+                oldest,
+            )
+        )
+        metrics.set_sessions({s.name: s.sessions for s in self.sessions()})
+        return metrics.exposition()
+
+
+def _host_port(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"

@@ -1,0 +1,184 @@
+"""t09: the Prometheus endpoint after real traffic, counted exactly.
+
+A real daemon delivers in the background to three smtp-sink peers (one accepts,
+one answers RCPT with 450, one with 500) and to a closed port, through a
+milter that is not there (failure policy: accept). One SMTP session sends two
+messages and has one recipient refused. Every counter must move by exactly
+what happened; the queue gauges must describe what is left.
+"""
+
+from __future__ import annotations
+
+import smtplib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import smtp_sink
+from tests.support.daemon import Mailwright, free_port, wait_until
+from tests.support.smtp import RawClient
+from tests.support.smtp_sink import SmtpSink
+from tests.support.web import Web, total, value
+
+pytestmark = pytest.mark.skipif(not smtp_sink.available(), reason="smtp-sink not installed")
+
+TOKEN = "metrics-token-1234"
+
+
+@pytest.fixture
+def sinks(tmp_path: Path) -> Iterator[Callable[..., SmtpSink]]:
+    started: list[SmtpSink] = []
+
+    def start(*options: str) -> SmtpSink:
+        sink = SmtpSink(tmp_path / f"sink{len(started)}", *options).start()
+        started.append(sink)
+        return sink
+
+    yield start
+    for sink in started:
+        sink.stop()
+
+
+def daemon(root: Path, table: str, extra: dict[str, Any] | None = None) -> Mailwright:
+    (root / "transport").parent.mkdir(parents=True, exist_ok=True)
+    (root / "transport").write_text(table)
+    config: dict[str, Any] = {
+        "delivery": {"mode": "background"},
+        "routing": {"transport_table": str(root / "transport")},
+        "queue": {"host_status_timeout": 0},
+        "http": {"port": free_port(), "token": TOKEN},
+        **(extra or {}),
+    }
+    return Mailwright(root, config).start()
+
+
+def test_counters_move_by_exactly_what_happened(tmp_path: Path, sinks) -> None:
+    ok, soft, hard = sinks(), sinks("-r", "RCPT"), sinks("-f", "RCPT")
+    closed = free_port()
+    table = (
+        f"ok.test smtp:[127.0.0.1]:{ok.port}\nsoft.test smtp:[127.0.0.1]:{soft.port}\n"
+        f"hard.test smtp:[127.0.0.1]:{hard.port}\ndown.test smtp:[127.0.0.1]:{closed}\n"
+    )
+    absent = f"inet:{free_port()}@127.0.0.1"
+    mw = daemon(
+        tmp_path / "mw",
+        table,
+        {"filters": [{"milter": absent, "name": "absent", "on_failure": "accept"}]},
+    )
+    try:
+        web = Web(mw.config["http"]["port"])
+        before = web.scrape()
+        listener = f"smtp-{mw.port}"
+
+        with smtplib.SMTP("127.0.0.1", mw.port, timeout=20) as client:
+            refused = client.sendmail(
+                "sender@ok.test",
+                ["a@ok.test", "b@soft.test", "c@hard.test", "d@down.test", "no-such-user@mx.test"],
+                b"Subject: one\r\n\r\nfirst\r\n",
+            )
+            assert list(refused) == ["no-such-user@mx.test"]
+            client.sendmail("sender@ok.test", ["e@ok.test"], b"Subject: two\r\n\r\nsecond\r\n")
+
+        # a, e and the bounce for c (to sender@ok.test) delivered; b and d deferred; c bounced
+        def settled() -> bool:
+            now = web.scrape()
+            done = total(now, "mailwright_deliveries_total") - total(
+                before, "mailwright_deliveries_total"
+            )
+            left = value(now, "mailwright_queue_messages", state="active")
+            return done >= 6 and left == 1  # results are counted just before their commit
+
+        wait_until(settled, what="six delivery results, committed")
+        after = web.scrape()
+
+        def delta(name: str, **labels: str) -> float:
+            return value(after, name, **labels) - value(before, name, **labels)
+
+        assert delta("mailwright_messages_received_total", listener=listener) == 2
+        assert delta("mailwright_rejections_total", stage="rcpt", status="5.1.1") == 1
+        assert (
+            total(after, "mailwright_rejections_total")
+            - total(before, "mailwright_rejections_total")
+            == 1
+        )
+        assert delta("mailwright_deliveries_total", result="delivered", transport="smtp") == 3
+        assert delta("mailwright_deliveries_total", result="deferred", transport="smtp") == 2
+        assert delta("mailwright_deliveries_total", result="bounced", transport="smtp") == 1
+        assert (
+            total(after, "mailwright_deliveries_total")
+            - total(before, "mailwright_deliveries_total")
+            == 6
+        )
+        assert delta("mailwright_delivery_latency_seconds_count", transport="smtp") == 3
+        assert delta("mailwright_milter_calls_total", filter="absent", stage="connect") == 1
+        assert delta("mailwright_milter_failures_total", filter="absent", stage="connect") == 1
+
+        def connections(port: int, result: str) -> float:
+            return delta(
+                "mailwright_outbound_connections_total",
+                destination=f"smtp:[127.0.0.1]:{port}",
+                result=result,
+            )
+
+        # a, e and the bounce went to ok.test: each needed a connection, new or reused
+        assert connections(ok.port, "opened") + connections(ok.port, "reused") == 3
+        assert connections(ok.port, "opened") >= 1
+        assert connections(soft.port, "opened") == 1
+        assert connections(hard.port, "opened") == 1
+        assert connections(closed, "failed") == 1
+        assert connections(closed, "opened") == 0
+
+        assert value(after, "mailwright_queue_messages", state="active") == 1
+        assert value(after, "mailwright_queue_messages", state="hold") == 0
+        assert value(after, "mailwright_queue_recipients", state="deferred") == 2
+        assert value(after, "mailwright_queue_recipients", state="due") == 0
+        assert value(after, "mailwright_queue_oldest_message_age_seconds") > 0
+        assert value(after, "mailwright_sessions_active", listener=listener) == 0
+        assert value(after, "process_open_fds") > 0
+    finally:
+        mw.stop()
+
+
+def test_active_sessions_are_counted_while_open(tmp_path: Path) -> None:
+    mw = daemon(tmp_path / "mw", "")
+    try:
+        web = Web(mw.config["http"]["port"])
+        listener = f"smtp-{mw.port}"
+        first, second = RawClient(mw.port), RawClient(mw.port)
+        assert value(web.scrape(), "mailwright_sessions_active", listener=listener) == 2
+        first.cmd("QUIT")
+        first.close()
+        wait_until(
+            lambda: value(web.scrape(), "mailwright_sessions_active", listener=listener) == 1,
+            what="one session left",
+        )
+        second.close()
+        wait_until(
+            lambda: value(web.scrape(), "mailwright_sessions_active", listener=listener) == 0,
+            what="no session left",
+        )
+    finally:
+        mw.stop()
+
+
+def test_a_refused_connection_counts_as_a_rejection_at_connect(tmp_path: Path) -> None:
+    mw = daemon(tmp_path / "mw", "", {"server": {"max_connections_per_ip": 1}})
+    try:
+        web = Web(mw.config["http"]["port"])
+        before = web.scrape()
+        held = RawClient(mw.port)
+        refused = RawClient(mw.port)
+        assert refused.greeting.startswith("421 4.7.0")
+        refused.close()
+        held.close()
+        after = web.scrape()
+        labels = {"stage": "connect", "status": "4.7.0"}
+        assert (
+            value(after, "mailwright_rejections_total", **labels)
+            - value(before, "mailwright_rejections_total", **labels)
+            == 1
+        )
+    finally:
+        mw.stop()

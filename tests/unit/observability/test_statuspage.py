@@ -1,0 +1,117 @@
+"""The status page's HTML: everything from mail is escaped; the sections are there."""
+
+from __future__ import annotations
+
+import html.parser
+
+from mailwright.core.address import Address
+from mailwright.core.envelope import Envelope, MailParams, Recipient
+from mailwright.core.headers import Header, HeaderList
+from mailwright.observability import statuspage
+from mailwright.observability.history import History
+from mailwright.observability.metrics import Totals
+from mailwright.observability.recent import Bounce, LogEntry
+from mailwright.observability.status import ListenerStatus, MilterStatus, Status
+from mailwright.queue.store import (
+    DeferredGroup,
+    MessageState,
+    Origin,
+    QueueCounts,
+    RecipientState,
+    StoredMessage,
+    StoredRecipient,
+)
+
+EVIL = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+
+
+class Tags(html.parser.HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+
+
+def tags(page: str) -> set[str]:
+    parser = Tags()
+    parser.feed(page)
+    return set(parser.tags)
+
+
+def evil_message() -> StoredMessage:
+    envelope = Envelope(
+        Address(f'"{EVIL}"', "evil.test"), MailParams(), [Recipient(Address("a", "b.test"))]
+    )
+    rcpt = StoredRecipient(
+        "01JD3K7Q2M4XK9A",
+        0,
+        f'"{EVIL}"@b.test',
+        None,
+        None,
+        RecipientState.QUEUED,
+        1,
+        0.0,
+        None,
+        "4.0.0",
+        EVIL,
+        EVIL,
+        None,
+        None,
+    )
+    return StoredMessage(
+        "01JD3K7Q2M4XK9A",
+        envelope,
+        1000.0,
+        10,
+        MessageState.HOLD,
+        EVIL,
+        Origin(helo=EVIL, client_name=EVIL),
+        EVIL,
+        EVIL,
+        False,
+        [rcpt],
+    )
+
+
+def evil_status() -> Status:
+    return Status(
+        hostname="mx.test",
+        version="0",
+        pid=1,
+        started_at=0.0,
+        now=100.0,
+        delivery_mode="queue",
+        queue_directory="/q",
+        listeners=[ListenerStatus("smtp-25", "smtp", "127.0.0.1:25", 1)],
+        queue=QueueCounts(1, 1, 1, 1, 0, 1, 50.0),
+        totals=Totals(1, 2, 3, 4, 5),
+        milters=[MilterStatus("f", 3, 1, EVIL, "eom", 90.0)],
+        errors=[LogEntry(99.0, "WARNING", EVIL)],
+        bounces=[Bounce(98.0, "01JD3K7Q2M4XK9A", EVIL, EVIL, "5.0.0", EVIL, EVIL)],
+        deferred=[DeferredGroup(EVIL, "4.4.1", EVIL, 2, 97.0, ["01JD3K7Q2M4XK9A"])],
+    )
+
+
+def test_the_overview_escapes_everything_from_mail() -> None:
+    history = History(Totals()).window(100.0)
+    page = statuspage.status_page(evil_status(), history, [evil_message()], "c" * 40, EVIL)
+    assert {"script", "img"}.isdisjoint(tags(page))
+    assert page.count("&lt;script&gt;") >= 6
+    for section in ("plots", "summary", "messages", "deferred", "bounces", "milters", "errors"):
+        assert f'id="{section}"' in page
+    assert page.count('name="csrf" value="' + "c" * 40 + '"') == 2  # actions and logout
+
+
+def test_the_message_page_escapes_headers_and_envelope() -> None:
+    headers = HeaderList([Header.make("Subject", EVIL), Header.make("From", EVIL)])
+    page = statuspage.message_page(evil_message(), headers, "c" * 40, EVIL)
+    assert {"script", "img"}.isdisjoint(tags(page))
+    assert "Subject: &lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
+    assert f"hold ({statuspage.esc(EVIL)})" in page
+
+
+def test_login_and_simple_pages_escape_their_text() -> None:
+    assert "script" not in tags(statuspage.login_page(EVIL))
+    assert "script" not in tags(statuspage.simple_page(EVIL, EVIL, EVIL))
