@@ -514,9 +514,9 @@ class ServiceSection(Section):
 
     user: str = ""  # e.g. "mailwright" (useradd --system); "" = keep running as started
     group: str = ""  # primary group instead of the user's own
-    root_programs: bool = False  # a |program or /file controlled by root runs as root
-    # (else as local_delivery.default_user)
-    pid_file: Path | None = None  # --daemon / sendmail -bd; default <queue.directory>/mailwright.pid
+    # a |program or /file controlled by root runs as root (else as local_delivery.default_user)
+    root_programs: bool = False
+    pid_file: Path | None = None  # serve --daemon, sendmail -bd; default <queue dir>/mailwright.pid
 
     @field_validator("user", "group")
     @classmethod
