@@ -115,8 +115,9 @@ def _run(
     proc = _start(command, who, env)
     assert proc.stdin is not None and proc.stdout is not None
     output = bytearray()
+    unread: list[BaseException] = []  # the message could not be read (set by the writer)
     reader = threading.Thread(target=_read_output, args=(proc.stdout, output), daemon=True)
-    writer = threading.Thread(target=_feed, args=(proc.stdin, pieces), daemon=True)
+    writer = threading.Thread(target=_feed, args=(proc, pieces, unread), daemon=True)
     reader.start()
     writer.start()
     try:
@@ -129,6 +130,9 @@ def _run(
     finally:
         writer.join(5)
         reader.join(5)
+    if unread:
+        text = f'"|{command}" interrupted: the message could not be read: {unread[0]}'
+        return PipeResult(Outcome.DEFERRED, Reply.of(451, "4.3.0", text))
     return _result(command, code, bytes(output))
 
 
@@ -155,15 +159,26 @@ def _start(command: str, who: Identity | None, env: dict[str, str]) -> subproces
     raise AssertionError("unreachable")
 
 
-def _feed(stdin: IO[bytes], pieces: Callable[[], Iterator[bytes]]) -> None:
+def _feed(
+    proc: subprocess.Popen[bytes],
+    pieces: Callable[[], Iterator[bytes]],
+    unread: list[BaseException],
+) -> None:
+    stdin = proc.stdin
+    assert stdin is not None
     try:
         for piece in pieces():
             stdin.write(piece)
         stdin.close()
     except (BrokenPipeError, ConnectionResetError, ValueError):
         pass  # the command stopped reading (or was killed); its exit status decides
+    except Exception as exc:
+        # the message ended early (its source failed): the command must not see the end
+        # of its input and take a part for the whole
+        unread.append(exc)
+        _kill(proc)
     finally:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, BrokenPipeError):
             stdin.close()
 
 

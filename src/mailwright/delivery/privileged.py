@@ -17,6 +17,7 @@ settings (the caller passes the default user and whether root may be kept).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import sys
@@ -151,6 +152,12 @@ async def write_as(
         proc.kill()
         await proc.wait()
         return Reply.of(451, "4.3.0", "Local delivery helper timed out")
+    except BaseException:
+        # the message could not be read to its end: the writer must not take a part of
+        # it for the whole (it would, at the end of its input)
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        raise
     if code == 0:
         return None
     return parse_reply(err.decode("utf-8", "replace"), code)

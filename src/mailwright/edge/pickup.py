@@ -197,6 +197,7 @@ class Pickup:
                 result.queue_id,
                 entry.uid,
                 len(result.accepted),
+                extra={"queue_id": result.queue_id},
             )
             return
         assert result.failure is not None

@@ -29,6 +29,7 @@ from typing import Any
 
 from mailwright.config.schema import LogFormat, LogSection, LogTarget
 from mailwright.core.queueid import QUEUE_ID_RE
+from mailwright.observability.maillog import QueueIdFilter
 
 TEXT_FORMAT = "%(asctime)s mailwright[%(process)d]: %(message)s"
 RESERVED = frozenset({"time", "level", "logger", "pid", "message", "queue_id", "exception"})
@@ -116,6 +117,7 @@ def build_handler(section: LogSection, detached: bool = False) -> logging.Handle
         else:
             handler.setFormatter(logging.Formatter(TEXT_FORMAT))
     handler.set_name(_HANDLER_NAME)
+    handler.addFilter(QueueIdFilter())
     return handler
 
 
