@@ -181,10 +181,12 @@ def retune_tls(current: ServerTls | None, section: TlsSection) -> ServerTls:
     try:
         fresh = server_context(section)  # a scratch load: is the new pair usable?
     except TlsSetupError as exc:
+        log.error("TLS reload failed, keeping the previous certificate: %s", exc)
         raise ReloadError(f"tls: {exc}") from None
     if current is None or current.context is None:
         tls = ServerTls(TlsSection())
         tls.section, tls.context = section, fresh
+        log.info("TLS certificate loaded from %s", section.certificate)
         return tls
     live = current.context
     live.minimum_version = fresh.minimum_version
@@ -192,6 +194,7 @@ def retune_tls(current: ServerTls | None, section: TlsSection) -> ServerTls:
         live.set_ciphers(section.ciphers)
     live.load_cert_chain(section.certificate, section.key)
     current.section = section
+    log.info("TLS certificate reloaded from %s", section.certificate)
     return current
 
 

@@ -15,7 +15,9 @@ The exit status is read as ``<sysexits.h>``: 0 delivered; 75 (EX_TEMPFAIL) try
 again later; 67 (EX_NOUSER) ``5.1.1 User unknown``; any other status, or death by
 a signal, fails with the command's output in the report. A command that runs
 longer than the timeout is killed (its whole process group) and the delivery is
-tried again later. Reads no settings (the caller passes the timeout).
+tried again later. ``kill_all`` ends every command still running (the privileged
+helper, when the daemon it served is gone). Reads no settings (the caller passes the
+timeout).
 """
 
 from __future__ import annotations
@@ -52,6 +54,19 @@ _STATUS = {
     ExitCode.NOPERM: "5.7.1",
     ExitCode.CONFIG: "5.3.5",
 }
+
+
+_running: set[subprocess.Popen[bytes]] = set()
+_running_lock = threading.Lock()
+
+
+def kill_all() -> int:
+    """Kill every command started here that still runs (with its process group)."""
+    with _running_lock:
+        procs = list(_running)
+    for proc in procs:
+        _kill(proc)
+    return len(procs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +129,22 @@ def _run(
 ) -> PipeResult:
     proc = _start(command, who, env)
     assert proc.stdin is not None and proc.stdout is not None
+    with _running_lock:
+        _running.add(proc)
+    try:
+        return _wait(command, proc, pieces, timeout)
+    finally:
+        with _running_lock:
+            _running.discard(proc)
+
+
+def _wait(
+    command: str,
+    proc: subprocess.Popen[bytes],
+    pieces: Callable[[], Iterator[bytes]],
+    timeout: float,
+) -> PipeResult:
+    assert proc.stdout is not None
     output = bytearray()
     unread: list[BaseException] = []  # the message could not be read (set by the writer)
     reader = threading.Thread(target=_read_output, args=(proc.stdout, output), daemon=True)

@@ -22,9 +22,10 @@ nothing on its own and answers only these requests:
     read the configuration file again (the path fixed at start), after SIGHUP.
 
 The writes themselves are ``delivery.deposit.DirectDeposit``'s, the very code a daemon
-running as root uses. Requests are handled concurrently (at most ``PARALLEL``). When the
-daemon closes its end the helper finishes what is in hand (within ``STOP_GRACE``) and
-exits. Trusts the configuration file (root's) and nothing in a request. Settings:
+running as root uses. Requests are handled concurrently (at most ``PARALLEL``). The
+daemon closes its end when it has stopped (its deliveries done or given up): the
+helper then kills commands still running, lets writes in progress end, and exits.
+Trusts the configuration file (root's) and nothing in a request. Settings:
 ``local_delivery.*``, ``service.root_programs``, ``local.maildrop``, ``queue.directory``.
 """
 
@@ -46,6 +47,7 @@ from typing import Any
 from mailwright.config.schema import Settings
 from mailwright.core.queueid import QUEUE_ID_RE
 from mailwright.core.reply import Reply
+from mailwright.delivery import pipe
 from mailwright.delivery.deposit import DepositOptions, DirectDeposit, Parcel
 from mailwright.delivery.mbox import MboxOptions
 from mailwright.privhelper import protocol
@@ -136,10 +138,14 @@ class HelperServer:
             task = asyncio.create_task(self._answer(message, fds))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
+        # the daemon is gone: whatever is in hand cannot be reported and will be tried
+        # again after its restart, so commands still running are ended now
+        if pipe.kill_all():
+            log.warning("privileged helper: the daemon is gone; running commands killed")
+        for task in tasks:
+            task.cancel()
         if tasks:
-            _, pending = await asyncio.wait(set(tasks), timeout=STOP_GRACE)
-            for task in pending:
-                task.cancel()
+            await asyncio.wait(set(tasks), timeout=STOP_GRACE)
         self.channel.close()
 
     async def _answer(self, message: dict[str, Any], fds: list[int]) -> None:
