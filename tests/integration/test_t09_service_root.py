@@ -125,6 +125,28 @@ def test_privileges_dropped_and_mail_lands_as_the_recipient(root: Path, accounts
         mw.close()
 
 
+def test_forward_in_a_closed_home_is_read_through_the_helper(root: Path, accounts: Any) -> None:
+    """The service account cannot enter a 0700 home; the helper reads the .forward."""
+    service, owner = accounts
+    home = Path(owner.pw_dir)
+    forward = home / ".forward"
+    forward.write_text(f"\\{owner.pw_name}, {root}/out/forwarded.mbox\n")
+    os.chown(forward, owner.pw_uid, owner.pw_gid)
+    home.chmod(0o700)
+    mw = ServiceDaemon(root, service_config(root, service, ""))
+    try:
+        mw.start()
+        send(mw.port, f"{owner.pw_name}@mx.test", "forwarded")
+        copy = root / "out" / "forwarded.mbox"
+        wait_until(lambda: subjects(copy) == ["forwarded"], what="the .forward's file copy")
+        assert copy.stat().st_uid == owner.pw_uid  # written as the .forward's owner
+        wait_until(lambda: subjects(root / "mail" / owner.pw_name) == ["forwarded"], what="mailbox")
+    finally:
+        forward.unlink()
+        home.chmod(0o755)
+        mw.close()
+
+
 def test_sighup_reload_changes_an_alias_and_refuses_a_bad_file(root: Path, accounts: Any) -> None:
     service, owner = accounts
     config = service_config(root, service, f"team: {root}/out/team.mbox\n")

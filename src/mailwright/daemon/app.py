@@ -42,7 +42,7 @@ from mailwright.policy.recipients import LocalRecipients
 from mailwright.policy.relay import DomainSet, RelayControl, parse_networks
 from mailwright.policy.submission import SubmissionPolicy
 from mailwright.policy.watched import WatchedFile
-from mailwright.privhelper.client import HelperDeposit, HelperMaildrop
+from mailwright.privhelper.client import HelperDeposit, HelperForwardReader, HelperMaildrop
 from mailwright.queue.scheduler import domain_of
 from mailwright.queue.sqlite import SqliteQueueStore
 from mailwright.queue.store import InsertMessage, NewMessage
@@ -240,6 +240,13 @@ class Daemon:
     def _start_helper(self) -> None:
         if self.runtime.helper is not None:
             self.runtime.helper.start()
+            self._wire_resolver(self.resolver)
+
+    def _wire_resolver(self, resolver: AddressResolver) -> None:
+        """Users' .forward files are read by the helper (homes may be closed to us)."""
+        if self.runtime.helper is not None:
+            loop = asyncio.get_running_loop()
+            resolver.read_forward = HelperForwardReader(self.runtime.helper, loop)
 
     async def _stop_helper(self) -> None:
         if self.runtime.helper is not None:
@@ -304,6 +311,7 @@ class Daemon:
         self.security = parts.security
         self.access = parts.access
         self.resolver = parts.resolver
+        self._wire_resolver(parts.resolver)
         ctx = self._edge_context(settings)
         if self.edge is not None:
             self.edge.ctx = ctx

@@ -7,7 +7,9 @@ reading the queue blocks). If the helper is gone or does not answer in time, the
 delivery is deferred (``451 4.3.0``): the recipient stays queued, nothing is lost.
 
 ``HelperDeposit`` is the ``delivery.deposit.Deposit`` of a daemon without root;
-``HelperMaildrop`` opens maildrop files (other users' 0600 files) for the pickup.
+``HelperMaildrop`` opens maildrop files (other users' 0600 files) for the pickup;
+``HelperForwardReader`` reads users' ``.forward`` files (homes may be closed to the
+daemon) for the address resolver, which runs in worker threads.
 Trusts the helper's answers only as far as their form (``protocol.reply_from``).
 Reads no settings (timeouts come from the caller).
 """
@@ -25,15 +27,19 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from mailwright.core.reply import Reply
 from mailwright.delivery.agent import Outcome
 from mailwright.delivery.deposit import Parcel
 from mailwright.delivery.pipe import PipeResult
+from mailwright.observability import maillog
 from mailwright.privhelper import protocol
 from mailwright.privhelper.protocol import Channel, ChannelClosedError, ProtocolError
 from mailwright.queue import maildrop
+from mailwright.routing.forward import ItemFile, ItemFileError, read_forward
+from mailwright.routing.items import Item, ItemKind
 from mailwright.routing.localusers import LocalUser
 
 log = logging.getLogger("mailwright.privhelper")
@@ -283,3 +289,58 @@ class HelperMaildrop:
             return await self.client.request(op, fields, CONTROL_TIMEOUT)
         except HelperUnavailableError as exc:
             raise OSError(str(exc)) from None
+
+
+class HelperForwardReader:
+    """``routing.resolution.ForwardReader`` through the helper; called from worker threads
+    (the resolver's), it waits on the event loop that talks to the helper."""
+
+    def __init__(self, client: HelperClient, loop: asyncio.AbstractEventLoop) -> None:
+        self.client = client
+        self.loop = loop
+
+    def __call__(self, templates: list[str], user: LocalUser, hostname: str) -> ItemFile | None:
+        if user.virtual or not user.home or user.home == "/nonexistent":
+            return None
+        if _on_loop(self.loop):  # never block the loop itself: read it as we are
+            return read_forward(templates, user, hostname)
+        fields = {"user": user.name, "queue_id": maillog.current_queue_id.get()}
+        future = asyncio.run_coroutine_threadsafe(
+            self.client.request("forward", fields, CONTROL_TIMEOUT), self.loop
+        )
+        try:
+            answer = future.result(CONTROL_TIMEOUT + 5)
+        except (HelperUnavailableError, TimeoutError) as exc:
+            raise ItemFileError(Path(user.home), f"privileged helper: {exc}", True) from None
+        return _item_file(answer, user)
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+def _item_file(answer: Answer, user: LocalUser) -> ItemFile | None:
+    body = answer.body
+    if not answer.ok:
+        raise ItemFileError(Path(user.home), str(body.get("error", "not read")), True)
+    if "reason" in body:
+        raise ItemFileError(
+            Path(str(body.get("path"))), str(body["reason"]), bool(body.get("transient"))
+        )
+    if not body.get("found"):
+        return None
+    try:
+        items = [Item(ItemKind(kind), str(value)) for kind, value in body["items"]]
+        return ItemFile(
+            path=Path(str(body["path"])),
+            items=items,
+            owner_uid=int(body["owner_uid"]),
+            owner=str(body["owner"]),
+            unsafe=str(body["unsafe"]),
+            problems=[str(p) for p in body["problems"]],
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ItemFileError(Path(user.home), f"malformed helper answer: {exc}", True) from None

@@ -18,6 +18,10 @@ nothing on its own and answers only these requests:
 ``maildrop_keep`` (name, keep)
     rewrite the listed recipients (indexes into the file's own envelope) of a maildrop
     file into a new one owned by the same user;
+``forward`` (user)
+    that user's ``.forward`` (``routing.forward``: the configured ``forward_path``, the
+    same ownership and mode checks), parsed: a home directory may be closed to the
+    daemon's account; nothing but a ``.forward`` of an existing user is read;
 ``reload``
     read the configuration file again (the path fixed at start), after SIGHUP.
 
@@ -50,10 +54,11 @@ from mailwright.core.reply import Reply
 from mailwright.delivery import pipe
 from mailwright.delivery.deposit import DepositOptions, DirectDeposit, Parcel
 from mailwright.delivery.mbox import MboxOptions
+from mailwright.observability import maillog
 from mailwright.privhelper import protocol
 from mailwright.privhelper.protocol import Channel, Content, ProtocolError
 from mailwright.queue import maildrop
-from mailwright.routing.forward import valid_shell
+from mailwright.routing.forward import ItemFileError, read_forward, valid_shell
 from mailwright.routing.localusers import LocalUsers, account, local_users
 
 log = logging.getLogger("mailwright.privhelper")
@@ -106,6 +111,7 @@ class HelperServer:
             "file": self._file,
             "maildrop_open": self._maildrop_open,
             "maildrop_keep": self._maildrop_keep,
+            "forward": self._forward,
             "reload": self._reload,
         }
 
@@ -151,6 +157,8 @@ class HelperServer:
     async def _answer(self, message: dict[str, Any], fds: list[int]) -> None:
         request_id = message.get("id")
         op = message.get("op")
+        if _qid(message) != "-":
+            maillog.current_queue_id.set(message["queue_id"])  # this task's lines carry it
         content: Content | None = None
         sent: list[int] = []
         try:
@@ -179,6 +187,18 @@ class HelperServer:
         finally:
             if content is not None:
                 content.discard()
+        try:
+            protocol.encode(answer)
+        except ProtocolError as exc:  # too long for a frame: say so rather than nothing
+            protocol.close_all(sent)
+            sent = []
+            too_long = Reply.of(451, "4.3.0", f"Answer too long: {exc}")
+            answer = {
+                "id": request_id,
+                "ok": False,
+                "error": str(exc),
+                "reply": protocol.reply_fields(too_long),
+            }
         try:
             await self.channel.send(answer, sent)
         except (protocol.ChannelClosedError, ProtocolError, OSError) as exc:
@@ -283,6 +303,31 @@ class HelperServer:
         if "/" in name or name.startswith("."):
             raise RefusedError(f"{name!r} is not a maildrop file name")
         return os.path.join(str(self.setup.settings.maildrop_dir), name)
+
+    # ---- .forward ---------------------------------------------------------------------------
+    async def _forward(self, request: dict[str, Any], content: Content | None) -> Answer:
+        name = _text(request, "user")
+        user = await asyncio.to_thread(self.setup.users.lookup, name)
+        if user is None:
+            raise RefusedError(f"no user {name!r}")
+        settings = self.setup.settings
+        try:
+            found = await asyncio.to_thread(
+                read_forward, settings.routing.forward_path, user, settings.hostname
+            )
+        except ItemFileError as exc:
+            return {"path": str(exc.path), "reason": exc.reason, "transient": exc.transient}, []
+        if found is None:
+            return {"found": False}, []
+        return {
+            "found": True,
+            "path": str(found.path),
+            "items": [[item.kind.value, item.value] for item in found.items],
+            "owner_uid": found.owner_uid,
+            "owner": found.owner,
+            "unsafe": found.unsafe,
+            "problems": found.problems[:100],
+        }, []
 
     # ---- configuration ----------------------------------------------------------------------
     async def _reload(self, request: dict[str, Any], content: Content | None) -> Answer:
