@@ -9,7 +9,7 @@ for good: supplementary groups, gid, then uid, and a check that root cannot be h
 Nothing creates the account: ``useradd --system`` it first (``docs/service.md``).
 
 Trusts the passwd and group databases. Settings: ``service.user``, ``service.group``,
-``queue.directory``, ``local.maildrop``, ``routing.alias_database``.
+``queue.directory``, ``local.maildrop``.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ QUEUE_ENTRIES = (
     "queue.db-shm",
     "queue.db-journal",
     "tmp",
+    "maildrop",
     "rejected",
     "corrupt",
     "aliases.db",
@@ -82,29 +83,34 @@ def service_account(section: ServiceSection) -> ServiceAccount | None:
 
 
 def hand_over_queue(settings: Settings, account: ServiceAccount) -> None:
-    """Create the queue directory if needed and give it (and its entries) to ``account``."""
+    """Create the queue directory if needed and give it (and its entries) to ``account``.
+
+    Entries are changed through a descriptor of the directory and never followed: a
+    symbolic link the account left there must not make root chown something else.
+    """
     queue_dir = settings.queue.directory
     queue_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     _give(queue_dir, account)
-    for name in QUEUE_ENTRIES:
-        _give(queue_dir / name, account, recursive=name == "tmp")
-    for path in {settings.maildrop_dir, settings.alias_database}:
-        _give(path, account)
-
-
-def _give(path: Path, account: ServiceAccount, recursive: bool = False) -> None:
+    fd = os.open(queue_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        st = os.lstat(path)
+        for name in QUEUE_ENTRIES:
+            _give(Path(name), account, dir_fd=fd)
+    finally:
+        os.close(fd)
+    if settings.maildrop_dir.parent != queue_dir:
+        _give(settings.maildrop_dir, account)  # the account deletes what it picked up
+
+
+def _give(path: Path, account: ServiceAccount, dir_fd: int | None = None) -> None:
+    try:
+        st = os.stat(path, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
         return
     if stat.S_ISLNK(st.st_mode):
         log.warning("%s is a symbolic link; not giving it to %s", path, account.name)
         return
     if (st.st_uid, st.st_gid) != account.ids:
-        os.lchown(path, account.uid, account.gid)
-    if recursive and stat.S_ISDIR(st.st_mode):
-        for entry in os.scandir(path):
-            _give(Path(entry.path), account, recursive=True)
+        os.chown(path, account.uid, account.gid, dir_fd=dir_fd, follow_symlinks=False)
 
 
 def drop(account: ServiceAccount) -> None:

@@ -66,7 +66,7 @@ class DirectMaildrop:
             entry.envelope.with_recipients([recipients[i] for i in keep]),
             b"".join(entry.chunks()),
         )
-        os.chown(copy, entry.uid, -1)  # it stays the submitter's message
+        os.chown(copy, entry.uid, -1, follow_symlinks=False)  # still the submitter's
         return copy
 
 

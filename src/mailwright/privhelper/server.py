@@ -282,11 +282,11 @@ class HelperServer:
 
     # ---- the maildrop -----------------------------------------------------------------------
     async def _maildrop_open(self, request: dict[str, Any], content: Content | None) -> Answer:
-        path = self._maildrop_path(request)
-        return await asyncio.to_thread(_open_maildrop_file, path)
+        name = self._maildrop_name(request)
+        return await asyncio.to_thread(self._in_maildrop, _open_maildrop_file, name)
 
     async def _maildrop_keep(self, request: dict[str, Any], content: Content | None) -> Answer:
-        path = self._maildrop_path(request)
+        name = self._maildrop_name(request)
         keep = request.get("keep")
         if (
             not isinstance(keep, list)
@@ -295,14 +295,27 @@ class HelperServer:
             or len(set(keep)) != len(keep)
         ):
             raise RefusedError("keep must be a list of distinct recipient indexes")
-        name = await asyncio.to_thread(_rewrite_maildrop_file, path, keep)
+        name = await asyncio.to_thread(self._in_maildrop, _rewrite_maildrop_file, name, keep)
         return {"name": name}, []
 
-    def _maildrop_path(self, request: dict[str, Any]) -> str:
+    def _maildrop_name(self, request: dict[str, Any]) -> str:
         name = _text(request, "name", limit=255)
         if "/" in name or name.startswith("."):
             raise RefusedError(f"{name!r} is not a maildrop file name")
-        return os.path.join(str(self.setup.settings.maildrop_dir), name)
+        return name
+
+    def _in_maildrop(self, action: Callable[..., Any], name: str, *args: Any) -> Any:
+        """Run ``action(directory, name, ...)`` on the maildrop, reached without following
+        a symbolic link anywhere: the daemon's account owns the queue directory and could
+        otherwise point "maildrop" at someone else's files."""
+        try:
+            fd = open_directory(str(self.setup.settings.maildrop_dir))
+        except OSError as exc:
+            raise RefusedError(f"maildrop: {exc.strerror or exc}") from None
+        try:
+            return action(f"/proc/self/fd/{fd}", name, *args)  # that very directory
+        finally:
+            os.close(fd)
 
     # ---- .forward ---------------------------------------------------------------------------
     async def _forward(self, request: dict[str, Any], content: Content | None) -> Answer:
@@ -376,44 +389,67 @@ def _qid(message: dict[str, Any]) -> str:
     return queue_id if isinstance(queue_id, str) and QUEUE_ID_RE.match(queue_id) else "-"
 
 
-def _open_maildrop_file(path: str) -> Answer:
-    """Only a regular file, never through a link; the daemon checks its content."""
+def open_directory(path: str) -> int:
+    """A descriptor of the directory ``path``, no component of which may be a symlink."""
+    if not path.startswith("/"):
+        raise OSError(0, f"{path}: not an absolute path")
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open("/", flags)
+    try:
+        for part in [p for p in path.split("/") if p]:
+            if part == "..":
+                raise OSError(0, f"{path}: '..' in the path")
+            child = os.open(part, flags, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _open_maildrop_file(directory: str, name: str) -> Answer:
+    """Only a regular file with one link, never through a link; the daemon checks its
+    content."""
+    path = os.path.join(directory, name)
     try:
         mode = os.lstat(path).st_mode
     except FileNotFoundError:
         return {"missing": True}, []
     if stat.S_ISLNK(mode):
-        return {"corrupt": f"{path}: is a symbolic link"}, []
+        return {"corrupt": f"{name}: is a symbolic link"}, []
     if not stat.S_ISREG(mode):
-        return {"corrupt": f"{path}: not a regular file"}, []
+        return {"corrupt": f"{name}: not a regular file"}, []
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
     try:
         fd = os.open(path, flags)
     except FileNotFoundError:
         return {"missing": True}, []
     except OSError as exc:
-        return {"corrupt": f"{path}: {exc.strerror}"}, []
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        return {"corrupt": f"{name}: {exc.strerror}"}, []
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
         os.close(fd)
-        return {"corrupt": f"{path}: not a regular file"}, []
+        return {"corrupt": f"{name}: not a regular file with one link"}, []
     return {}, [fd]
 
 
-def _rewrite_maildrop_file(path: str, keep: list[int]) -> str:
+def _rewrite_maildrop_file(directory: str, name: str, keep: list[int]) -> str:
+    path = os.path.join(directory, name)
     try:
         entry = maildrop.open_entry(path)
     except (OSError, maildrop.MaildropError) as exc:
-        raise RefusedError(f"{path}: {exc}") from None
+        raise RefusedError(f"{name}: {exc}") from None
     with entry:
         recipients = entry.envelope.recipients
         if max(keep) >= len(recipients):
-            raise RefusedError(f"{path}: has {len(recipients)} recipients")
+            raise RefusedError(f"{name}: has {len(recipients)} recipients")
         copy = maildrop.write(
             os.path.dirname(path),
             entry.envelope.with_recipients([recipients[i] for i in keep]),
             b"".join(entry.chunks()),
         )
-        os.chown(copy, entry.uid, -1)  # it stays the submitter's message
+        os.chown(copy, entry.uid, -1, follow_symlinks=False)  # still the submitter's
     return os.path.basename(copy)
 
 

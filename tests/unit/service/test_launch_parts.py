@@ -122,3 +122,22 @@ def test_sighup_compiles_an_alias_file_newer_than_its_table(tmp_path: Path) -> N
     os.utime(tmp_path / "aliases", ns=(before + 10**9, before + 10**9))
     refresh_aliases(settings)
     assert table.stat().st_mtime_ns > before
+
+
+@root_only
+def test_handing_the_queue_over_follows_no_link(tmp_path: Path) -> None:
+    from mailwright.daemon.privileges import hand_over_queue
+
+    account = service_account(ServiceSection(user="nobody"))
+    assert account is not None
+    victim = tmp_path / "victim"
+    victim.write_text("root's")
+    queue = tmp_path / "queue"
+    queue.mkdir()
+    (queue / "queue.db").write_text("")
+    (queue / "tmp").symlink_to(victim)  # left by the account: must not become its file
+    settings = Settings.model_validate({"queue": {"directory": str(queue)}})
+    hand_over_queue(settings, account)
+    assert queue.stat().st_uid == account.uid
+    assert (queue / "queue.db").stat().st_uid == account.uid
+    assert victim.stat().st_uid == 0

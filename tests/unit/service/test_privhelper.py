@@ -317,3 +317,21 @@ def test_replies_are_checked_on_the_way_in() -> None:
     for bad in ({"code": 999, "status": None, "lines": []}, {"code": 250}, "250 ok"):
         with pytest.raises(ProtocolError):
             protocol.reply_from(bad)
+
+
+def test_the_helper_never_follows_a_maildrop_that_is_a_link(tmp_path: Path) -> None:
+    """The daemon's account owns the queue directory; pointing "maildrop" at someone's
+    files must not make the helper open them."""
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "diary").write_text("dear diary")
+    (tmp_path / "queue").mkdir()
+    (tmp_path / "queue" / "maildrop").symlink_to(secrets)
+
+    async def go() -> Any:
+        async with helper(tmp_path) as (client, _):
+            return await client.request("maildrop_open", {"name": "diary"}, 10)
+
+    answer = run(go())
+    assert not answer.ok and not answer.fds
+    assert "maildrop:" in answer.body["error"]
