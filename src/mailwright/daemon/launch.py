@@ -32,6 +32,7 @@ from pathlib import Path
 from mailwright.config.loader import ConfigError
 from mailwright.config.schema import Settings
 from mailwright.core.sysexits import ExitCode
+from mailwright.daemon.app import run_daemon
 from mailwright.daemon.bindings import Bindings, bind_all
 from mailwright.daemon.notify import Notifier
 from mailwright.daemon.pidfile import AlreadyRunningError, PidFile
@@ -39,7 +40,7 @@ from mailwright.daemon.preload import preload
 from mailwright.daemon.privileges import ServiceAccount, drop, hand_over_queue, service_account
 from mailwright.daemon.runtime import Runtime
 from mailwright.observability import logtargets
-from mailwright.privhelper.client import HelperClient
+from mailwright.privhelper.client import HelperClient, reap
 
 log = logging.getLogger("mailwright.daemon")
 
@@ -117,8 +118,6 @@ def _start(settings: Settings, options: LaunchOptions, notifier: Notifier) -> in
         log_level=options.log_level,
         detached=options.detach,
     )
-    from mailwright.daemon.app import run_daemon
-
     try:
         run_daemon(settings, runtime)
     except ConfigError as exc:  # e.g. a certificate the daemon cannot read
@@ -144,8 +143,6 @@ def _abandon(bindings: Bindings | None, helper: HelperClient | None, pid: PidFil
         bindings.close()
     if helper is not None:
         helper.sock.close()
-        from mailwright.privhelper.client import reap
-
         reap(helper.pid, 5)
     if pid is not None:
         pid.release()
