@@ -185,6 +185,8 @@ class HelperClient:
 
 def reap(pid: int, timeout: float) -> int | None:
     """Wait for the helper to exit (SIGKILL after ``timeout``); its exit status."""
+    if pid <= 0:
+        return None  # no process of ours (waitpid would take any child)
     deadline = time.monotonic() + timeout
     delay = 0.01
     while True:
