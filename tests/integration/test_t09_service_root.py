@@ -198,6 +198,8 @@ def refused(port: int) -> bool:
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
     except ConnectionRefusedError:
         return True
+    except ConnectionResetError:
+        return False  # caught in the backlog as the listener closed: ask again
     return False
 
 
