@@ -7,7 +7,6 @@ Settings: whichever file ``--config`` / ``$MAILWRIGHT_CONFIG`` names.
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from typing import Any
 
@@ -56,36 +55,48 @@ def cli(ctx: click.Context, config: str | None) -> None:
 @cli.command()
 @click.option(
     "--log-level",
-    default="INFO",
-    show_default=True,
+    default=None,
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    help="Overrides [log] level.",
+)
+@click.option(
+    "--daemon",
+    "detach",
+    is_flag=True,
+    help="Detach (for hosts without systemd); logs go to syslog, the pid to --pid-file.",
+)
+@click.option(
+    "--pid-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the pid here (default with --daemon: [service] pid_file, "
+    "else <queue dir>/mailwright.pid).",
 )
 @click.pass_context
-def serve(ctx: click.Context, log_level: str) -> None:
-    """Run the daemon in the foreground.
+def serve(ctx: click.Context, log_level: str | None, detach: bool, pid_file: str | None) -> None:
+    """Run the daemon: in the foreground (systemd Type=notify), or detached with --daemon.
 
     \b
-    Example:
+    Examples:
       mailwright --config mailwright.toml serve
+      mailwright serve --daemon --pid-file /run/mailwright.pid
+      systemctl reload mailwright     # SIGHUP: the configuration again
     """
-    settings = _settings(ctx)
-    logging.basicConfig(
-        level=log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s mailwright[%(process)d]: %(message)s",
-    )
-    from mailwright.daemon.app import run_daemon
+    from pathlib import Path
 
-    try:
-        run_daemon(settings)
-    except ConfigError as exc:  # e.g. a certificate that does not load
-        click.echo(f"mailwright: {exc}", err=True)
-        sys.exit(ExitCode.CONFIG)
-    except OSError as exc:
-        click.echo(f"mailwright: cannot start: {exc}", err=True)
-        sys.exit(ExitCode.OSERR)
-    except KeyboardInterrupt:
-        pass
+    from mailwright.daemon.launch import LaunchOptions, launch
+
+    settings = _settings(ctx)
+    path = config_path(ctx.find_root().obj.get("config"))
+    options = LaunchOptions(
+        config_path=path.resolve() if path is not None else None,
+        log_level=log_level,
+        detach=detach,
+        pid_file=Path(pid_file).resolve() if pid_file else None,
+    )
+    code = launch(settings, options)
+    if code:
+        sys.exit(code)
 
 
 @cli.group()

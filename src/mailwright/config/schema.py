@@ -542,6 +542,72 @@ class HttpSection(Section):
         return self
 
 
+class ServiceSection(Section):
+    """Running as a system service (``docs/service.md``): whose rights the daemon uses.
+
+    Started as root with ``user`` set, the daemon binds its listeners and the local
+    submission socket, forks the privileged helper (local delivery as the recipient),
+    then runs as ``user``. Started as anyone else, ``user`` is ignored and nothing
+    changes identity.
+    """
+
+    user: str = ""  # e.g. "mailwright" (useradd --system); "" = keep running as started
+    group: str = ""  # primary group instead of the user's own
+    # a |program or /file controlled by root runs as root (else as local_delivery.default_user)
+    root_programs: bool = False
+    pid_file: Path | None = None  # serve --daemon, sendmail -bd; default <queue dir>/mailwright.pid
+
+    @field_validator("user", "group")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if any(c.isspace() or c == ":" for c in value):
+            raise ValueError(f"{value!r} is not a user or group name")
+        return value
+
+
+class LogTarget(StrEnum):
+    STDERR = "stderr"  # journald under systemd, the terminal under `make run`
+    SYSLOG = "syslog"  # a syslog socket (facility mail by default), as Sendmail does
+
+
+class LogFormat(StrEnum):
+    TEXT = "text"  # Sendmail's lines: "QUEUEID: from=<a@b>, size=..., relay=..."
+    JSON = "json"  # one JSON object per line, the same fields as keys
+
+
+class LogSection(Section):
+    """Where the daemon's log lines go (``observability.logtargets``)."""
+
+    target: LogTarget = LogTarget.STDERR
+    format: LogFormat = LogFormat.TEXT
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    syslog_ident: str = "mailwright"  # e.g. "sm-mta" for scripts that grep Sendmail's name
+    syslog_facility: str = "mail"
+    syslog_socket: Path = Path("/dev/log")
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _level(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("syslog_facility")
+    @classmethod
+    def _facility(cls, value: str) -> str:
+        import logging.handlers
+
+        names = logging.handlers.SysLogHandler.facility_names
+        if value.lower() not in names:
+            raise ValueError(f"{value!r} is not a syslog facility (e.g. mail, local0)")
+        return value.lower()
+
+    @field_validator("syslog_ident")
+    @classmethod
+    def _ident(cls, value: str) -> str:
+        if not value or any(c.isspace() or c in "[]:" for c in value):
+            raise ValueError(f"{value!r}: use a word such as mailwright or sm-mta")
+        return value
+
+
 def _default_hostname() -> str:
     return socket.gethostname() or "localhost"
 
@@ -563,6 +629,8 @@ class Settings(Section):
     access: AccessSection = AccessSection()
     local_delivery: LocalDeliverySection = LocalDeliverySection()
     http: HttpSection = HttpSection()
+    service: ServiceSection = ServiceSection()
+    log: LogSection = LogSection()
     filters: list[FilterEntry] = []  # milters and in-process filters, called in this order
 
     @property
@@ -578,6 +646,11 @@ class Settings(Section):
     def local_socket(self) -> Path:
         """The local submission socket (``sendmail`` talks to the daemon through it)."""
         return self.local.socket or self.queue.directory / "submit.sock"
+
+    @property
+    def pid_file(self) -> Path:
+        """Where a detached daemon (``serve --daemon``, ``sendmail -bd``) records its pid."""
+        return self.service.pid_file or self.queue.directory / "mailwright.pid"
 
     @property
     def maildrop_dir(self) -> Path:
@@ -655,5 +728,7 @@ class Settings(Section):
                 "local_delivery": rebase(
                     self.local_delivery, "mail_spool", "virtual_mailbox_table"
                 ),
+                "service": rebase(self.service, "pid_file"),
+                "log": rebase(self.log, "syslog_socket"),
             }
         )

@@ -4,9 +4,14 @@ Order matters for durability: the queue is opened (and checked) before any
 listener accepts, and on SIGTERM listeners stop first, sessions finish, then
 the writer drains its last commits before the store closes. A second SIGTERM
 exits at once; nothing acknowledged is lost because every ``250`` followed a
-commit. SIGHUP reloads the TLS certificate, the users file and the access table
-(the last two are also reread when they change). Settings: all of them, via the
-components it builds.
+commit. SIGHUP reloads the whole configuration (``daemon.reload``): a bad one is
+refused and logged, the old one stays; sessions in progress are not dropped.
+
+``daemon.launch`` prepares what a service needs before the daemon runs
+(``daemon.runtime.Runtime``): sockets bound as root, the privileged helper that local
+delivery and the maildrop pickup use once root is given up, and the sd_notify
+reports (``READY=1``, ``RELOADING=1``, ``STOPPING=1``). Settings: all of them, via
+the components it builds.
 """
 
 from __future__ import annotations
@@ -20,13 +25,17 @@ import signal
 from pathlib import Path
 
 from mailwright.config.schema import DeliveryMode, ListenerAuth, Settings
-from mailwright.daemon import control
+from mailwright.daemon import control, reload
 from mailwright.daemon.delivery import build_scheduler
 from mailwright.daemon.monitor import Monitor
+from mailwright.daemon.runtime import Runtime
+from mailwright.delivery.deposit import Deposit
 from mailwright.edge.context import EdgeContext
 from mailwright.edge.listener import Edge
 from mailwright.edge.local import LocalSubmission
+from mailwright.edge.pickup import MaildropAccess
 from mailwright.edge.security import EdgeSecurity
+from mailwright.observability import logtargets
 from mailwright.policy import access
 from mailwright.policy.filters.chain import build_filters
 from mailwright.policy.hooks import Hook, Pipeline
@@ -35,6 +44,8 @@ from mailwright.policy.recipients import LocalRecipients
 from mailwright.policy.relay import DomainSet, RelayControl, parse_networks
 from mailwright.policy.submission import SubmissionPolicy
 from mailwright.policy.watched import WatchedFile
+from mailwright.privhelper.client import HelperDeposit, HelperForwardReader, HelperMaildrop
+from mailwright.queue.scheduler import domain_of
 from mailwright.queue.sqlite import SqliteQueueStore
 from mailwright.queue.store import InsertMessage, NewMessage
 from mailwright.queue.writer import QueueWriter
@@ -89,8 +100,9 @@ def warn_about_listeners(settings: Settings) -> None:
 class Daemon:
     monitor: Monitor | None = None  # metrics, the status page, the ``status`` request
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, runtime: Runtime | None = None) -> None:
         self.settings = settings
+        self.runtime = runtime or Runtime()
         self.store = SqliteQueueStore(settings.queue.database)
         self.writer = QueueWriter(self.store)
         self.edge: Edge | None = None
@@ -101,7 +113,9 @@ class Daemon:
         self.local: LocalSubmission | None = None
         # one view of aliases and users for the RCPT check and for delivery
         self.resolver = AddressResolver.from_settings(settings, build_missing=False)
-        self.scheduler = build_scheduler(settings, self.store, self.writer, resolver=self.resolver)
+        self.scheduler = build_scheduler(
+            settings, self.store, self.writer, resolver=self.resolver, deposit=self._deposit()
+        )
         self.control = control.ControlServer(
             control.socket_path(settings.queue.directory),
             {"ping": self._ping, "wake": self._wake, "flush": self._flush},
@@ -109,6 +123,8 @@ class Daemon:
         self._stop = asyncio.Event()
         self._queue_run = asyncio.Event()
         self._terms = 0
+        self._reloads: asyncio.Task[None] | None = None
+        self._reload_again = False
 
     def prepare_directories(self) -> None:
         q = self.settings.queue
@@ -177,22 +193,21 @@ class Daemon:
                 await self.scheduler.run_once()
 
     async def run(self) -> None:
+        self._start_helper()
         self.prepare_directories()
         prepare_aliases(self.settings)  # compiles an alias file that never was
         self.store.open()
         self.writer.start()
         try:
             warn_about_listeners(self.settings)
-            ctx = EdgeContext(
-                settings=self.settings,
-                pipeline=build_pipeline(self.settings, self.access, self.resolver),
-                enqueue=self.enqueue,
-                spool_dir=self.settings.queue.spool_dir,
-                security=self.security,
-            )
-            self.edge = Edge(ctx)
+            ctx = self._edge_context(self.settings)
+            bindings = self.runtime.bindings
+            self.edge = Edge(ctx, bound=bindings.listeners if bindings else None)
             await self.edge.start()
-            self.local = LocalSubmission(ctx)  # the sendmail socket and the maildrop pickup
+            # the sendmail socket and the maildrop pickup
+            self.local = LocalSubmission(
+                ctx, bindings.local if bindings else None, self._maildrop_access()
+            )
             await self.local.start()
             await self.control.start()
             await self._start_monitor()
@@ -201,8 +216,10 @@ class Daemon:
             log.info(
                 "mailwright ready (pid %d), queue %s", os.getpid(), self.settings.queue.directory
             )
+            self.runtime.notifier.ready(self._status())
             await self._stop.wait()
             log.info("shutting down")
+            self.runtime.notifier.stopping("stopping: finishing sessions and deliveries")
             await asyncio.gather(self.edge.stop(), self.local.stop())
             grace = self.settings.server.timeouts.shutdown_grace
             await self.scheduler.stop(grace)
@@ -212,6 +229,7 @@ class Daemon:
         finally:
             self.writer.stop()
             self.store.close()
+            await self._stop_helper()
             log.info("stopped")
 
     # ---- metrics and status (daemon/monitor.py) ------------------------------------------
@@ -229,6 +247,47 @@ class Daemon:
         if self.monitor is not None:
             await self.monitor.stop()
 
+    def _edge_context(self, settings: Settings) -> EdgeContext:
+        return EdgeContext(
+            settings=settings,
+            pipeline=build_pipeline(settings, self.access, self.resolver),
+            enqueue=self.enqueue,
+            spool_dir=settings.queue.spool_dir,
+            security=self.security,
+        )
+
+    def _status(self) -> str:
+        listeners = ", ".join(f"{a}:{p}" for a, p in self.edge.addresses) if self.edge else ""
+        return f"accepting mail on {listeners or 'no TCP listener'}"
+
+    # ---- the privileged helper (a daemon that gave up root) --------------------------------
+    def _deposit(self, settings: Settings | None = None) -> Deposit | None:
+        """Local delivery's writes: through the helper, or in process (None)."""
+        helper = self.runtime.helper
+        if helper is None:
+            return None
+        ld = (settings or self.settings).local_delivery
+        return HelperDeposit(helper, ld.pipe_timeout, ld.lock_timeout)
+
+    def _maildrop_access(self) -> MaildropAccess | None:
+        helper = self.runtime.helper
+        return HelperMaildrop(helper) if helper is not None else None
+
+    def _start_helper(self) -> None:
+        if self.runtime.helper is not None:
+            self.runtime.helper.start()
+            self._wire_resolver(self.resolver)
+
+    def _wire_resolver(self, resolver: AddressResolver) -> None:
+        """Users' .forward files are read by the helper (homes may be closed to us)."""
+        if self.runtime.helper is not None:
+            loop = asyncio.get_running_loop()
+            resolver.read_forward = HelperForwardReader(self.runtime.helper, loop)
+
+    async def _stop_helper(self) -> None:
+        if self.runtime.helper is not None:
+            await self.runtime.helper.close()  # the helper exits when its channel closes
+
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._on_term)
@@ -236,10 +295,85 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self._on_hup)
 
     def _on_hup(self) -> None:
-        log.info("SIGHUP: reloading TLS certificate, users file and access table")
-        self.security.reload()
-        if self.access is not None:
-            self.access.reload()
+        if self._reloads is not None and not self._reloads.done():
+            self._reload_again = True  # one more round once this one is done
+            return
+        self._reloads = asyncio.create_task(self._reload_rounds(), name="reload")
+
+    # ---- SIGHUP: the configuration again ------------------------------------------------------
+    async def _reload_rounds(self) -> None:
+        while True:
+            self._reload_again = False
+            await self.reload_configuration()
+            if not self._reload_again or self._stop.is_set():
+                return
+
+    async def reload_configuration(self) -> bool:
+        """Read the configuration again and use it; False (and logged) when refused."""
+        path = self.runtime.config_path
+        log.info("SIGHUP: reloading the configuration from %s", path or "built-in defaults")
+        notifier = self.runtime.notifier
+        notifier.reloading()
+        try:
+            settings, kept = await asyncio.to_thread(reload.load, path, self.settings)
+            parts = reload.build_parts(
+                settings,
+                kept,
+                security=self.security,
+                table=self.access,
+                store=self.store,
+                writer=self.writer,
+                deposit=self._deposit(settings),
+            )
+        except reload.ReloadError as exc:
+            log.error("SIGHUP: configuration refused, the previous one stays in use: %s", exc)
+            notifier.ready(f"configuration refused: {str(exc).splitlines()[0]}")
+            return False
+        self._install(parts)
+        if self.runtime.helper is not None:
+            await self._reload_helper()
+        for name in parts.kept:
+            log.warning("SIGHUP: %s changed: takes effect at the next restart", name)
+        log.info("SIGHUP: configuration reloaded")
+        notifier.ready(self._status())
+        return True
+
+    def _install(self, parts: reload.Parts) -> None:
+        """Swap the new parts in; sessions and deliveries already running keep theirs."""
+        settings = parts.settings
+        if settings.log != self.settings.log:
+            logtargets.configure(settings.log, self.runtime.log_level, self.runtime.detached)
+        self.settings = settings
+        self.security = parts.security
+        self.access = parts.access
+        self.resolver = parts.resolver
+        self._wire_resolver(parts.resolver)
+        ctx = self._edge_context(settings)
+        if self.edge is not None:
+            self.edge.ctx = ctx
+        if self.local is not None:
+            self.local.use(ctx)
+        router = parts.router
+        self.scheduler.route = lambda address: router.route(domain_of(address))
+        self.scheduler.agents.update(parts.agents)  # idle pooled connections of the old
+        # agents close on their own timers
+        self.scheduler.expander = parts.expander
+        self.scheduler.settings = parts.scheduling
+        if self.monitor is not None:
+            self.monitor.settings = settings  # milter names and listeners on the page
+            if settings.http != self.monitor.http_settings:
+                log.warning("SIGHUP: http changed: takes effect at the next restart")
+
+    async def _reload_helper(self) -> None:
+        helper = self.runtime.helper
+        assert helper is not None
+        try:
+            answer = await helper.request("reload", {}, timeout=60)
+        except Exception as exc:
+            log.error("SIGHUP: the privileged helper did not reload: %s", exc)
+            return
+        if not answer.ok:
+            log.error("SIGHUP: the privileged helper did not reload: %s", answer.body.get("error"))
 
     def _on_term(self) -> None:
         self._terms += 1
@@ -253,10 +387,10 @@ class Daemon:
         self._stop.set()
 
 
-def run_daemon(settings: Settings) -> None:
+def run_daemon(settings: Settings, runtime: Runtime | None = None) -> None:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a pinned dependency
-        asyncio.run(Daemon(settings).run())
+        asyncio.run(Daemon(settings, runtime).run())
         return
-    uvloop.run(Daemon(settings).run())
+    uvloop.run(Daemon(settings, runtime).run())

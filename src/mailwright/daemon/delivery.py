@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from mailwright.config.schema import Settings
 from mailwright.core.reply import Reply
 from mailwright.delivery.agent import DeliveryAgent
+from mailwright.delivery.deposit import Deposit
 from mailwright.delivery.lmtp import LmtpAgent
 from mailwright.delivery.local import local_agents
 from mailwright.delivery.session import ClientTimeouts
@@ -102,13 +103,15 @@ def build_scheduler(
     writer: QueueWriter,
     router: Router | None = None,
     resolver: AddressResolver | None = None,
+    deposit: Deposit | None = None,
 ) -> Scheduler:
     """The queue manager with every agent: SMTP, LMTP, and local delivery (mailboxes,
     programs, files) behind the alias ``Expander``; ``resolver`` is shared with the
-    RCPT-time user check when the daemon passes one."""
+    RCPT-time user check when the daemon passes one; ``deposit`` is the privileged
+    helper's when the daemon gave up root."""
     router = router or build_router(settings)
     resolver = resolver or AddressResolver.from_settings(settings)
-    agents = {**build_agents(settings), **local_agents(settings, resolver.users)}
+    agents = {**build_agents(settings), **local_agents(settings, resolver.users, deposit)}
     return Scheduler(
         store,
         writer,

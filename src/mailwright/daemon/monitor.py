@@ -56,6 +56,7 @@ class Monitor:
         local: LocalSubmission | None = None,
     ) -> None:
         self.settings = settings
+        self.http_settings = settings.http  # what the web server was started with
         self.store = store
         self.writer = writer
         self.control = control  # the control socket's handlers: "flush", "wake"

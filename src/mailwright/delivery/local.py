@@ -14,8 +14,10 @@ named by its local part. Every copy starts with ``Return-Path: <sender>`` and
 ``Delivered-To: <recipient>``; a message that already carries that same
 ``Delivered-To:`` is refused as a loop (554 5.4.6). Failures to write are
 temporary (mailbox full 4.2.2, disk full 4.3.1, locked 4.2.0) so the queue tries
-again; an unknown user or a failing program is permanent. ``local_agents`` is the
-registration the daemon's scheduler wiring uses.
+again; an unknown user or a failing program is permanent. The writes themselves go
+through a ``delivery.deposit.Deposit``: in this process, or through the privileged
+helper when the daemon runs without root. ``local_agents`` is the registration the
+daemon's scheduler wiring uses.
 
 Trusts the targets (made by ``routing.resolution``). Settings: ``local_delivery.*``
 (through ``from_settings``).
@@ -25,16 +27,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mailwright.core.address import Address
 from mailwright.core.reply import Reply
 from mailwright.core.target import Mailer, Target
-from mailwright.delivery import file as file_delivery
-from mailwright.delivery import maildir, mbox, pipe, privileged
+from mailwright.delivery import mbox, privileged
 from mailwright.delivery.agent import (
     DeliveryAgent,
     DeliveryRecipient,
@@ -43,8 +42,15 @@ from mailwright.delivery.agent import (
     Outcome,
     message_chunks,
 )
+from mailwright.delivery.deposit import (
+    Deposit,
+    DepositOptions,
+    DirectDeposit,
+    Parcel,
+    trace_head,
+)
 from mailwright.dsn.recipient import decode_orcpt
-from mailwright.routing.localusers import LocalUser, LocalUsers, local_users
+from mailwright.routing.localusers import LocalUsers, local_users
 from mailwright.routing.nexthop import Transport
 from mailwright.routing.resolution import target_reply
 
@@ -56,7 +62,7 @@ log = logging.getLogger("mailwright.delivery")
 MAX_PARALLEL = 8  # recipients of one message delivered at once
 UNIX = "x-unix"  # RFC 3464 diagnostic type of local delivery (Sendmail's X-Unix)
 
-Pieces = Callable[[], Iterator[bytes]]
+__all__ = ["LocalAgent", "LocalOptions", "local_agents", "trace_head"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,19 +70,33 @@ class LocalOptions:
     mbox: mbox.MboxOptions = field(default_factory=mbox.MboxOptions)
     pipe_timeout: float = 1000.0
     default_user: str = "nobody"
+    root_programs: bool = False  # a root controller keeps root (service.root_programs)
+
+    @property
+    def deposit(self) -> DepositOptions:
+        return DepositOptions(self.mbox, self.pipe_timeout, self.default_user, self.root_programs)
 
 
 class LocalAgent:
     name = "local"
 
-    def __init__(self, users: LocalUsers, options: LocalOptions | None = None) -> None:
+    def __init__(
+        self,
+        users: LocalUsers,
+        options: LocalOptions | None = None,
+        deposit: Deposit | None = None,
+    ) -> None:
         self.users = users
         self.options = options or LocalOptions()
+        # the writes: in this process, or by the privileged helper for a daemon without root
+        self.deposit = deposit or DirectDeposit(self.options.deposit)
 
     @classmethod
-    def from_settings(cls, settings: Settings, users: LocalUsers | None = None) -> LocalAgent:
+    def from_settings(
+        cls, settings: Settings, users: LocalUsers | None = None, deposit: Deposit | None = None
+    ) -> LocalAgent:
         ld = settings.local_delivery
-        if not privileged.is_root():
+        if deposit is None and not privileged.is_root():
             ld.mail_spool.mkdir(parents=True, exist_ok=True)  # ./var/mail for `make run`
         options = LocalOptions(
             mbox=mbox.MboxOptions(
@@ -86,8 +106,9 @@ class LocalAgent:
             ),
             pipe_timeout=ld.pipe_timeout,
             default_user=ld.default_user,
+            root_programs=settings.service.root_programs,
         )
-        return cls(users or local_users(settings), options)
+        return cls(users or local_users(settings), options, deposit)
 
     async def deliver(self, request: DeliveryRequest) -> list[DeliveryResult]:
         gate = asyncio.Semaphore(MAX_PARALLEL)
@@ -110,13 +131,19 @@ class LocalAgent:
         if _already_delivered(request, recipient.address):
             loop = Reply.of(554, "5.4.6", f"<{recipient.address}>... mail forwarding loop")
             return _failed(recipient, loop)
-        head = trace_head(request.sender, recipient.address)
+        parcel = Parcel(
+            queue_id=request.queue_id,
+            sender=request.sender,
+            recipient=recipient.address,
+            original_recipient=decode_orcpt(recipient.orcpt),
+            message=lambda: message_chunks(request),
+        )
         try:
             if target.mailer is Mailer.LOCAL:
-                return await self._mailbox(request, recipient, target, head)
+                return await self._mailbox(parcel, recipient, target)
             if target.mailer is Mailer.PROG:
-                return await self._program(request, recipient, target, head)
-            return await self._file(request, recipient, target, head)
+                return await self._program(parcel, recipient, target)
+            return await self._file(parcel, recipient, target)
         except (LookupError, OSError) as exc:
             log.error("%s: local delivery to %s failed: %s", request.queue_id, target, exc)
             reply = Reply.of(451, "4.3.0", f"Local delivery to {target} failed: {exc}")
@@ -125,127 +152,49 @@ class LocalAgent:
     # ---- mailers -------------------------------------------------------------------------
 
     async def _mailbox(
-        self, request: DeliveryRequest, recipient: DeliveryRecipient, target: Target, head: bytes
+        self, parcel: Parcel, recipient: DeliveryRecipient, target: Target
     ) -> DeliveryResult:
         user = await asyncio.to_thread(self.users.lookup, target.value)
         if user is None:
             return _failed(
                 recipient, Reply.of(550, "5.1.1", f"<{recipient.address}>... User unknown")
             )
-        if user.maildir:
-            problem = await self._to_maildir(request, user, head)
-        else:
-            problem = await self._to_mbox(request, user, head)
+        problem = await self.deposit.mailbox(parcel, user)
         if problem is not None:
             return _result(recipient, problem)
         where = f"{'maildir' if user.maildir else 'mailbox'} {user.mailbox}"
         return _delivered(recipient, f"Delivered to {where}")
 
-    async def _to_mbox(
-        self, request: DeliveryRequest, user: LocalUser, head: bytes
-    ) -> Reply | None:
-        owner = (user.uid, user.gid) if privileged.is_root() else None
-        options = _with_owner(self.options.mbox, owner)
-        pieces = mbox.mbox_message(head, message_chunks(request), request.sender or "MAILER-DAEMON")
-        try:
-            await asyncio.to_thread(mbox.append, user.mailbox, pieces, options)
-        except mbox.MailboxError as exc:
-            return exc.reply
-        return None
-
-    async def _to_maildir(
-        self, request: DeliveryRequest, user: LocalUser, head: bytes
-    ) -> Reply | None:
-        who = privileged.for_uid(user.uid, user.gid, "" if user.virtual else user.name, user.home)
-        try:
-            if who is None:
-                await asyncio.to_thread(maildir.deliver, user.mailbox, _plain(request, head)())
-                return None
-            await asyncio.to_thread(maildir.prepare, user.mailbox, (user.uid, user.gid))
-        except mbox.MailboxError as exc:
-            return exc.reply
-        command = ["maildir", str(user.mailbox)]
-        return await privileged.write_as(
-            who, command, _plain(request, head), self.options.mbox.lock_timeout + 60
-        )
-
     async def _program(
-        self, request: DeliveryRequest, recipient: DeliveryRecipient, target: Target, head: bytes
+        self, parcel: Parcel, recipient: DeliveryRecipient, target: Target
     ) -> DeliveryResult:
-        who = privileged.identity(target.user, self.options.default_user)
-        env = pipe.environment(
-            who, request.sender, recipient.address, decode_orcpt(recipient.orcpt)
-        )
-        result = await pipe.run(
-            target.value,
-            _plain(request, head),
-            who=who,
-            env=env,
-            timeout=self.options.pipe_timeout,
-        )
+        result = await self.deposit.program(parcel, target.value, target.user)
         return DeliveryResult(recipient.index, result.outcome, result.reply, diagnostic_type=UNIX)
 
     async def _file(
-        self, request: DeliveryRequest, recipient: DeliveryRecipient, target: Target, head: bytes
+        self, parcel: Parcel, recipient: DeliveryRecipient, target: Target
     ) -> DeliveryResult:
-        who = privileged.identity(target.user, self.options.default_user)
-        sender = request.sender or "MAILER-DAEMON"
-
-        def pieces() -> Iterator[bytes]:
-            return iter(mbox.mbox_message(head, message_chunks(request), sender))
-
-        problem = await file_delivery.deliver(Path(target.value), pieces, self.options.mbox, who)
+        problem = await self.deposit.file(parcel, target.value, target.user)
         if problem is not None:
             return _result(recipient, problem)
         return _delivered(recipient, f"Delivered to file {target.value}")
 
 
 def local_agents(
-    settings: Settings, users: LocalUsers | None = None
+    settings: Settings, users: LocalUsers | None = None, deposit: Deposit | None = None
 ) -> dict[Transport, DeliveryAgent]:
-    """The agents for resolved local recipients, for ``Scheduler(agents=...)``."""
-    agent = LocalAgent.from_settings(settings, users)
+    """The agents for resolved local recipients, for ``Scheduler(agents=...)``; ``deposit``
+    is the privileged helper's when the daemon gave up root."""
+    agent = LocalAgent.from_settings(settings, users, deposit)
     return {Transport.LOCAL: agent, Transport.PIPE: agent, Transport.FILE: agent}
 
 
 # ---- helpers ----------------------------------------------------------------------------------
 
 
-def trace_head(sender: str, recipient: str) -> bytes:
-    """``Return-Path:`` and ``Delivered-To:``, LF-terminated, added at final delivery."""
-
-    def clean(text: str) -> str:
-        return "".join(c for c in text if c not in "\r\n")
-
-    return f"Return-Path: <{clean(sender)}>\nDelivered-To: {clean(recipient)}\n".encode()
-
-
 def _already_delivered(request: DeliveryRequest, recipient: str) -> bool:
     wanted = recipient.lower()
     return any(h.text.lower() == wanted for h in request.headers.all("Delivered-To"))
-
-
-def _plain(request: DeliveryRequest, head: bytes) -> Pieces:
-    """The message with LF line ends and no From_ line (programs, Maildir)."""
-
-    def pieces() -> Iterator[bytes]:
-        encoder = mbox.MboxEncoder(escape_from=False)
-        yield head
-        for chunk in message_chunks(request):
-            out = encoder.feed(chunk)
-            if out:
-                yield out
-        rest = encoder.finish()
-        if rest:
-            yield rest
-
-    return pieces
-
-
-def _with_owner(options: mbox.MboxOptions, owner: tuple[int, int] | None) -> mbox.MboxOptions:
-    from dataclasses import replace
-
-    return replace(options, owner=owner)
 
 
 def _default_target(address: str) -> Target:

@@ -15,7 +15,9 @@ The exit status is read as ``<sysexits.h>``: 0 delivered; 75 (EX_TEMPFAIL) try
 again later; 67 (EX_NOUSER) ``5.1.1 User unknown``; any other status, or death by
 a signal, fails with the command's output in the report. A command that runs
 longer than the timeout is killed (its whole process group) and the delivery is
-tried again later. Reads no settings (the caller passes the timeout).
+tried again later. ``kill_all`` ends every command still running (the privileged
+helper, when the daemon it served is gone). Reads no settings (the caller passes the
+timeout).
 """
 
 from __future__ import annotations
@@ -52,6 +54,19 @@ _STATUS = {
     ExitCode.NOPERM: "5.7.1",
     ExitCode.CONFIG: "5.3.5",
 }
+
+
+_running: set[subprocess.Popen[bytes]] = set()
+_running_lock = threading.Lock()
+
+
+def kill_all() -> int:
+    """Kill every command started here that still runs (with its process group)."""
+    with _running_lock:
+        procs = list(_running)
+    for proc in procs:
+        _kill(proc)
+    return len(procs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,9 +129,26 @@ def _run(
 ) -> PipeResult:
     proc = _start(command, who, env)
     assert proc.stdin is not None and proc.stdout is not None
+    with _running_lock:
+        _running.add(proc)
+    try:
+        return _wait(command, proc, pieces, timeout)
+    finally:
+        with _running_lock:
+            _running.discard(proc)
+
+
+def _wait(
+    command: str,
+    proc: subprocess.Popen[bytes],
+    pieces: Callable[[], Iterator[bytes]],
+    timeout: float,
+) -> PipeResult:
+    assert proc.stdout is not None
     output = bytearray()
+    unread: list[BaseException] = []  # the message could not be read (set by the writer)
     reader = threading.Thread(target=_read_output, args=(proc.stdout, output), daemon=True)
-    writer = threading.Thread(target=_feed, args=(proc.stdin, pieces), daemon=True)
+    writer = threading.Thread(target=_feed, args=(proc, pieces, unread), daemon=True)
     reader.start()
     writer.start()
     try:
@@ -129,6 +161,9 @@ def _run(
     finally:
         writer.join(5)
         reader.join(5)
+    if unread:
+        text = f'"|{command}" interrupted: the message could not be read: {unread[0]}'
+        return PipeResult(Outcome.DEFERRED, Reply.of(451, "4.3.0", text))
     return _result(command, code, bytes(output))
 
 
@@ -155,15 +190,26 @@ def _start(command: str, who: Identity | None, env: dict[str, str]) -> subproces
     raise AssertionError("unreachable")
 
 
-def _feed(stdin: IO[bytes], pieces: Callable[[], Iterator[bytes]]) -> None:
+def _feed(
+    proc: subprocess.Popen[bytes],
+    pieces: Callable[[], Iterator[bytes]],
+    unread: list[BaseException],
+) -> None:
+    stdin = proc.stdin
+    assert stdin is not None
     try:
         for piece in pieces():
             stdin.write(piece)
         stdin.close()
     except (BrokenPipeError, ConnectionResetError, ValueError):
         pass  # the command stopped reading (or was killed); its exit status decides
+    except Exception as exc:
+        # the message ended early (its source failed): the command must not see the end
+        # of its input and take a part for the whole
+        unread.append(exc)
+        _kill(proc)
     finally:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, BrokenPipeError):
             stdin.close()
 
 

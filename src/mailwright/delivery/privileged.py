@@ -10,13 +10,14 @@ controlling user that is root, or unknown, becomes the default user. As an
 ordinary user (``make run``) nothing changes identity; everything runs as the
 daemon's own user.
 
-A later step moves these operations into a separate privileged helper; the rest
-of delivery only calls the functions here. Reads no settings (the caller passes
-the default user).
+A daemon that gave up root (``[service] user``) has these done by the privileged
+helper (``privhelper``), which is root and calls the same functions. Reads no
+settings (the caller passes the default user and whether root may be kept).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import sys
@@ -42,14 +43,19 @@ def is_root() -> bool:
     return os.geteuid() == 0
 
 
-def identity(name: str, default_user: str = "nobody") -> Identity | None:
-    """The identity to act as for ``name``; root and unknown users become ``default_user``.
+def identity(name: str, default_user: str = "nobody", allow_root: bool = False) -> Identity | None:
+    """The identity to act as for ``name``; root (unless ``allow_root``) and unknown users
+    become ``default_user``.
 
     Returns None when we are not root (no change of identity is possible).
     """
     if not is_root():
         return None
     pw = _passwd(name) if name else None
+    if pw is not None and pw.pw_uid == 0 and allow_root:
+        return Identity(
+            pw.pw_name, 0, pw.pw_gid, tuple(os.getgrouplist(pw.pw_name, pw.pw_gid)), pw.pw_dir
+        )
     if pw is None or pw.pw_uid == 0:
         pw = _passwd(default_user)
     if pw is None or pw.pw_uid == 0:
@@ -146,6 +152,12 @@ async def write_as(
         proc.kill()
         await proc.wait()
         return Reply.of(451, "4.3.0", "Local delivery helper timed out")
+    except BaseException:
+        # the message could not be read to its end: the writer must not take a part of
+        # it for the whole (it would, at the end of its input)
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        raise
     if code == 0:
         return None
     return parse_reply(err.decode("utf-8", "replace"), code)

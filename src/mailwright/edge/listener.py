@@ -29,8 +29,11 @@ log = logging.getLogger("mailwright.edge")
 class Edge:
     """All listeners of the daemon and the sessions they carry."""
 
-    def __init__(self, ctx: EdgeContext) -> None:
-        self.ctx = ctx
+    def __init__(
+        self, ctx: EdgeContext, bound: dict[tuple[str, int], socket.socket] | None = None
+    ) -> None:
+        self.ctx = ctx  # replaced on reload: new sessions get the new one
+        self.bound = dict(bound or {})  # listening sockets the launcher bound (as root)
         self.servers: list[asyncio.Server] = []
         self.sessions: dict[asyncio.Task[None], Session] = {}
         self.per_ip: Counter[str] = Counter()
@@ -45,21 +48,29 @@ class Edge:
             await self._handle(listener, reader, writer)
 
         backlog = self.ctx.settings.server.listen_backlog
+        sock = self.bound.pop((listener.address, listener.port), None)
         if listener.address.startswith("unix:"):
+            if sock is not None:
+                return await asyncio.start_unix_server(handle, sock=sock, backlog=backlog)
             return await asyncio.start_unix_server(
                 handle, path=listener.address[5:], backlog=backlog
             )
         security = self.ctx.security
         context, handshake = security.listen_tls(listener) if security else (None, None)
-        server = await asyncio.start_server(
-            handle,
-            host=listener.address,
-            port=listener.port,
-            backlog=backlog,
-            reuse_address=True,
-            ssl=context,  # implicit TLS (RFC 8314)
-            ssl_handshake_timeout=handshake,
-        )
+        if sock is not None:
+            server = await asyncio.start_server(
+                handle, sock=sock, backlog=backlog, ssl=context, ssl_handshake_timeout=handshake
+            )
+        else:
+            server = await asyncio.start_server(
+                handle,
+                host=listener.address,
+                port=listener.port,
+                backlog=backlog,
+                reuse_address=True,
+                ssl=context,  # implicit TLS (RFC 8314)
+                ssl_handshake_timeout=handshake,
+            )
         log.info("listening on %s:%s (%s)", listener.address, listener.port, listener.kind.value)
         return server
 

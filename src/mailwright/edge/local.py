@@ -38,7 +38,7 @@ from mailwright.core.reply import Reply
 from mailwright.core.submission import Rcpt
 from mailwright.edge.context import EdgeContext
 from mailwright.edge.dropbounce import failure_report
-from mailwright.edge.pickup import Pickup
+from mailwright.edge.pickup import MaildropAccess, Pickup
 from mailwright.edge.session import Session
 from mailwright.observability import maillog, metrics
 from mailwright.policy.hooks import Pipeline, SessionInfo
@@ -92,17 +92,17 @@ class LocalSubmission:
         if report is not None:
             await self.ctx.enqueue(report)
 
-    def __init__(self, ctx: EdgeContext) -> None:
+    def __init__(
+        self,
+        ctx: EdgeContext,
+        sock: socket.socket | None = None,
+        maildrop_access: MaildropAccess | None = None,
+    ) -> None:
         settings = ctx.settings
         self.settings = settings
-        policy = LocalSubmissionPolicy.from_settings(settings)
-        self.ctx = LocalContext(
-            settings=settings,
-            pipeline=Pipeline([policy, *ctx.pipeline.hooks]),
-            enqueue=ctx.enqueue,
-            spool_dir=ctx.spool_dir,
-        )
+        self.ctx = self._context(ctx)
         self.path = settings.local_socket
+        self._bound = sock  # bound (and made 0666) by the launcher, before it gave up root
         self.listener = Listener(
             address=f"unix:{self.path}", kind=ListenerKind.SUBMISSION, name=LOCAL_KIND
         )
@@ -114,18 +114,40 @@ class LocalSubmission:
             self.serve,
             interval=settings.local.pickup_interval,
             report=self._bounce,
+            access=maildrop_access,
         )
         self._server: asyncio.Server | None = None
         self._ids = itertools.count(1)
 
+    @staticmethod
+    def _context(ctx: EdgeContext) -> LocalContext:
+        policy = LocalSubmissionPolicy.from_settings(ctx.settings)
+        return LocalContext(
+            settings=ctx.settings,
+            pipeline=Pipeline([policy, *ctx.pipeline.hooks]),
+            enqueue=ctx.enqueue,
+            spool_dir=ctx.spool_dir,
+        )
+
+    def use(self, ctx: EdgeContext) -> None:
+        """A reloaded configuration: new sessions get it, the ones running keep theirs."""
+        self.settings = ctx.settings
+        self.ctx = self._context(ctx)
+        self.pickup.interval = ctx.settings.local.pickup_interval
+
     # ---- start and stop ---------------------------------------------------------------------
     async def start(self) -> None:
         self.prepare()
-        self._remove_stale_socket()
-        self._server = await asyncio.start_unix_server(
-            self._accept, path=str(self.path), backlog=self.settings.server.listen_backlog
-        )
-        os.chmod(self.path, SOCKET_MODE)
+        backlog = self.settings.server.listen_backlog
+        if self._bound is not None:
+            sock, self._bound = self._bound, None
+            self._server = await asyncio.start_unix_server(self._accept, sock=sock, backlog=backlog)
+        else:
+            self._remove_stale_socket()
+            self._server = await asyncio.start_unix_server(
+                self._accept, path=str(self.path), backlog=backlog
+            )
+            os.chmod(self.path, SOCKET_MODE)
         log.info("listening on %s (local submission)", self.path)
         self.pickup.start()
 

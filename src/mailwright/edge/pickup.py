@@ -9,6 +9,10 @@ refused outright, and a file that is not a valid maildrop entry, are moved aside
 ``<queue dir>/rejected/`` or ``<queue dir>/corrupt/`` (mode 0700) with a log line, for an
 administrator; the sender of a message refused for good gets a bounce (``edge.dropbounce``).
 
+Files are opened (and rewritten for the recipients still to try) through a
+``MaildropAccess``: directly, or through the privileged helper when the daemon runs
+without root (the files belong to the users who wrote them, mode 0600).
+
 Trusts the file's owner for the user, nothing else in the file (``queue.maildrop``
 checks it). Settings: ``local.maildrop``, ``local.pickup_interval``, ``queue.directory``.
 """
@@ -25,7 +29,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from mailwright.cli.localsmtp import ConnectionLostError, LocalSmtpClient, Result
 from mailwright.cli.localsmtp import Reply as ClientReply
@@ -42,6 +46,33 @@ STALE_AFTER = 3600.0  # a file still incomplete after this lost its writer
 STOP_GRACE = 30.0
 
 
+class MaildropAccess(Protocol):
+    async def open(self, path: str) -> maildrop.Entry:
+        """``maildrop.open_entry``: the file, checked, or its errors."""
+        ...
+
+    async def keep(self, entry: maildrop.Entry, keep: list[int]) -> str:
+        """A new file with ``entry``'s recipients at indexes ``keep``, owned by its writer."""
+        ...
+
+
+class DirectMaildrop:
+    """This process opens and writes the files itself (root, or the files are its own)."""
+
+    async def open(self, path: str) -> maildrop.Entry:
+        return maildrop.open_entry(path)
+
+    async def keep(self, entry: maildrop.Entry, keep: list[int]) -> str:
+        recipients = entry.envelope.recipients
+        copy = maildrop.write(
+            os.path.dirname(entry.path),
+            entry.envelope.with_recipients([recipients[i] for i in keep]),
+            b"".join(entry.chunks()),
+        )
+        os.chown(copy, entry.uid, -1, follow_symlinks=False)  # still the submitter's
+        return copy
+
+
 class Pickup:
     def __init__(
         self,
@@ -50,12 +81,14 @@ class Pickup:
         serve: Serve,
         interval: float,
         report: Report | None = None,
+        access: MaildropAccess | None = None,
     ) -> None:
         self.report = report  # queues a bounce for recipients refused for good
         self.directory = directory
         self.queue_dir = queue_dir
         self.serve = serve
         self.interval = interval
+        self.access = access or DirectMaildrop()
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -118,7 +151,7 @@ class Pickup:
     async def _take(self, path: str) -> None:
         name = os.path.basename(path)
         try:
-            entry = maildrop.open_entry(path)
+            entry = await self.access.open(path)
         except FileNotFoundError:
             return
         except maildrop.IncompleteError as exc:
@@ -140,7 +173,7 @@ class Pickup:
                     await self.report(entry, refused)
                 except Exception:
                     log.exception("maildrop %s: cannot queue the bounce", name)
-            self._settle(entry, result)
+            await self._settle(entry, result)
 
     async def _submit(self, entry: maildrop.Entry) -> Result | None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -157,7 +190,7 @@ class Pickup:
             theirs.close()
             await session
 
-    def _settle(self, entry: maildrop.Entry, result: Result | None) -> None:
+    async def _settle(self, entry: maildrop.Entry, result: Result | None) -> None:
         name = entry.name
         if result is None:
             log.warning("maildrop %s: submission interrupted; trying again later", name)
@@ -168,33 +201,32 @@ class Pickup:
             if not reply.transient:
                 log.warning("maildrop %s: <%s> refused: %s", name, rcpt.address, reply)
         if result.final is not None and result.final.positive:
-            self._finish(entry, temporary)  # logged after: the line means the file is gone
+            await self._finish(entry, temporary)  # logged after: the line means the file is gone
             log.info(
                 "maildrop %s: queued as %s (uid %d, %d recipient(s))",
                 name,
                 result.queue_id,
                 entry.uid,
                 len(result.accepted),
+                extra={"queue_id": result.queue_id},
             )
             return
         assert result.failure is not None
         stage, reply = result.failure
         if stage == "rcpt" and temporary:
-            self._finish(entry, temporary)
+            await self._finish(entry, temporary)
         elif stage == "rcpt" or not reply.transient:
             self._set_aside(entry.path, "rejected", f"{stage}: {reply}")
         else:
             log.warning("maildrop %s: %s: %s; trying again later", name, stage, reply)
             self._later(entry.path)
 
-    def _finish(self, entry: maildrop.Entry, remaining: list[Rcpt]) -> None:
+    async def _finish(self, entry: maildrop.Entry, remaining: list[Rcpt]) -> None:
         """The message is queued: keep only recipients still to try, then delete the file."""
         if remaining:
-            message = b"".join(entry.chunks())
-            copy = maildrop.write(
-                str(self.directory), entry.envelope.with_recipients(remaining), message
-            )
-            os.chown(copy, entry.uid, -1)  # it stays the submitter's message
+            wanted = {id(rcpt) for rcpt in remaining}  # the envelope's own Rcpt objects
+            keep = [i for i, rcpt in enumerate(entry.envelope.recipients) if id(rcpt) in wanted]
+            copy = await self.access.keep(entry, keep)
             log.info(
                 "maildrop %s: %d recipient(s) deferred as %s",
                 entry.name,

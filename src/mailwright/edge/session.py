@@ -95,6 +95,8 @@ class Session:
             maillog.emit(self._qid(), event="lost input channel", relay=self.relay)
         except asyncio.CancelledError:
             # shutdown while idle, or the grace period is over
+            if self.txn is not None:
+                maillog.emit(self._qid(), event="shutdown: transaction abandoned", relay=self.relay)
             self.conn.close(Reply.of(421, "4.3.2", "Service shutting down, closing connection"))
             await self._flush_quietly()
         finally:
@@ -276,10 +278,14 @@ class Session:
         )
         reply = await self.ctx.pipeline.mail(self.info, txn)
         if reply is not None and not reply.positive:
-            self._reject("mail", event.raw_path, reply)
+            # the id the transaction would have had: grep finds the refusal too
+            maillog.rejected(
+                txn.queue_id, stage="mail", arg=event.raw_path, relay=self.relay, reply=str(reply)
+            )
             self.conn.respond(reply)
             return
         self.txn = txn
+        maillog.current_queue_id.set(txn.queue_id)  # other lines meanwhile carry it too
         self.conn.respond(None)
 
     async def _rcpt(self, event: ev.RcptTo) -> None:
@@ -397,16 +403,22 @@ class Session:
         try:
             await self.ctx.enqueue(message)
         except StoreFullError:
-            log.error("%s: queue full, message refused", txn.queue_id)
-            return DISK_FULL
+            return self._not_committed(txn, DISK_FULL, "queue full")
         except StoreError as exc:
-            log.error("%s: queue commit failed: %s", txn.queue_id, exc)
-            return COMMIT_FAILED
+            return self._not_committed(txn, COMMIT_FAILED, f"queue commit failed: {exc}")
         except Exception:
             log.exception("%s: queue commit failed", txn.queue_id)
-            return COMMIT_FAILED
+            return self._not_committed(txn, COMMIT_FAILED, "queue commit failed")
         self._log_accepted(message)
         return Reply.of(250, "2.0.0", f"{txn.queue_id} Message accepted for delivery")
+
+    def _not_committed(self, txn: Transaction, reply: Reply, reason: str) -> Reply:
+        maillog.emit_fields(
+            txn.queue_id,
+            {"relay": self.relay, "reject": str(reply), "reason": reason},
+            level=logging.ERROR,
+        )
+        return reply
 
     def _origin(self, txn: Transaction) -> Origin:
         info = self.info
@@ -446,6 +458,7 @@ class Session:
         maillog.rejected(self._qid(), stage=stage, arg=arg, relay=self.relay, reply=str(reply))
 
     def _end_transaction(self) -> None:
+        maillog.current_queue_id.set(None)
         if self._spool is not None:
             self._spool.close()
         self._spool = None

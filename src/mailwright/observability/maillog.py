@@ -2,16 +2,26 @@
 
 ``grep QUEUEID`` on the log tells a message's whole story. Lines go to the
 ``mailwright.mail`` logger; where they end up (stderr, syslog facility mail,
-JSON lines) is decided by the daemon's logging set-up. Values that come from
-clients are quoted-safe: CR, LF and other control characters are escaped.
+JSON lines) is decided by the daemon's logging set-up
+(``observability.logtargets``). Values that come from clients are quoted-safe: CR,
+LF and other control characters are escaped.
+
+Code that handles one message (an SMTP transaction, a delivery run) sets
+``current_queue_id``; ``QueueIdFilter`` then puts that id in front of any other line
+logged meanwhile (a .forward ignored, a milter warning, an agent error), so those
+lines belong to the story too.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from contextvars import ContextVar
 
 log = logging.getLogger("mailwright.mail")
+
+# the message the current task (and the threads it starts) is handling
+current_queue_id: ContextVar[str | None] = ContextVar("mailwright_queue_id", default=None)
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -70,3 +80,21 @@ def accepted(
 
 def rejected(queue_id: str | None, *, stage: str, arg: str | None, relay: str, reply: str) -> None:
     emit(queue_id, ruleset=f"check_{stage}", arg1=arg, relay=relay, reject=reply)
+
+
+class QueueIdFilter(logging.Filter):
+    """Marks a record logged while a message is handled with that message's queue id
+    (``record.queue_id``) and, unless the text has it already, puts ``ID: `` in front."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "queue_id", None):
+            return True
+        queue_id = current_queue_id.get()
+        if queue_id is None:
+            return True
+        record.queue_id = queue_id
+        text = record.getMessage()
+        if queue_id not in text:
+            record.msg = f"{queue_id}: {text}"
+            record.args = None
+        return True

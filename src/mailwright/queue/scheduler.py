@@ -248,6 +248,7 @@ class Scheduler:
 
     # ---- one message --------------------------------------------------------------------
     async def _process(self, queue_id: str, recipients: list[StoredRecipient]) -> None:
+        maillog.current_queue_id.set(queue_id)  # this task's lines are this message's
         try:
             await self._deliver_message(queue_id, recipients)
         except Exception:

@@ -147,8 +147,10 @@ def groups_of(uid: int) -> set[int]:
     return set(os.getgrouplist(pw.pw_name, pw.pw_gid))
 
 
-def local_users(settings: Settings) -> LocalUsers:
-    """The user database the settings choose."""
+def local_users(settings: Settings, own: tuple[int, int] | None = None) -> LocalUsers:
+    """The user database the settings choose; ``own`` is the daemon's uid and gid when the
+    caller is not the daemon itself (the privileged helper: virtual mailboxes belong to
+    the service user, not to root)."""
     ld = settings.local_delivery
     maildir = ld.mailbox_format.value == "maildir"
     if ld.virtual_mailbox_table is None:
@@ -156,5 +158,5 @@ def local_users(settings: Settings) -> LocalUsers:
     owner = account(ld.virtual_user) if ld.virtual_user else None
     if ld.virtual_user and owner is None:
         log.error("local_delivery.virtual_user %r does not exist; using our own", ld.virtual_user)
-    uid, gid = (owner.pw_uid, owner.pw_gid) if owner else (os.geteuid(), os.getegid())
+    uid, gid = (owner.pw_uid, owner.pw_gid) if owner else (own or (os.geteuid(), os.getegid()))
     return VirtualMailboxes(ld.virtual_mailbox_table, ld.mail_spool, uid, gid)

@@ -43,7 +43,7 @@ from mailwright.core.reply import Reply
 from mailwright.core.target import Mailer, Target
 from mailwright.policy.relay import DomainSet
 from mailwright.routing.aliases import AliasTable, prepare_aliases
-from mailwright.routing.forward import ItemFileError, read_forward, read_include
+from mailwright.routing.forward import ItemFile, ItemFileError, read_forward, read_include
 from mailwright.routing.items import Item, ItemKind
 from mailwright.routing.localusers import LocalUser, LocalUsers, account_name, local_users
 from mailwright.routing.virtual import VirtualTable, split_detail
@@ -52,6 +52,8 @@ if TYPE_CHECKING:
     from mailwright.config.schema import Settings
 
 log = logging.getLogger("mailwright.routing")
+
+ForwardReader = Callable[[list[str], LocalUser, str], ItemFile | None]
 
 Key = tuple[str, str]
 POSTMASTER_DEFAULT = (Item(ItemKind.ADDRESS, "root"),)
@@ -177,6 +179,9 @@ class AddressResolver:
         self.forward_path = forward_path if forward_path is not None else ["$z/.forward"]
         self.max_depth = max_depth
         self.default_user = default_user
+        # how a user's .forward is read: here, or by the privileged helper for a daemon
+        # that gave up root (home directories may be closed to it)
+        self.read_forward: ForwardReader = read_forward
 
     @classmethod
     def from_settings(cls, settings: Settings, build_missing: bool = True) -> AddressResolver:
@@ -406,7 +411,7 @@ class AddressResolver:
         if not self.forward_path:
             return False
         try:
-            forward = read_forward(self.forward_path, user, self.hostname)
+            forward = self.read_forward(self.forward_path, user, self.hostname)
         except ItemFileError as exc:
             w.resolution.temporary = Reply.of(451, "4.3.0", f"Cannot read {exc.path}: {exc.reason}")
             return True

@@ -1,0 +1,24 @@
+"""What the launcher prepared for the daemon before it started (``daemon.launch``).
+
+Everything is optional: a ``Daemon`` built without it (tests, ``sendmail -bD`` of old)
+binds its own sockets, has no helper, and notifies nobody. Pure data; reads no settings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mailwright.daemon.bindings import Bindings
+from mailwright.daemon.notify import Notifier
+from mailwright.privhelper.client import HelperClient
+
+
+@dataclass(slots=True)
+class Runtime:
+    config_path: Path | None = None  # the file SIGHUP reads again (None: built-in defaults)
+    bindings: Bindings | None = None  # listening sockets bound before root was given up
+    helper: HelperClient | None = None  # the privileged helper, when the daemon gave up root
+    notifier: Notifier = field(default_factory=Notifier)  # sd_notify / the waiting parent
+    log_level: str | None = None  # --log-level, which outranks [log] level on reload too
+    detached: bool = False  # --daemon: no stderr, logs go to syslog
