@@ -20,6 +20,7 @@ import click
 
 from mailwright.cli.output import is_terminal, print_json
 from mailwright.config.schema import Settings
+from mailwright.core.durations import short as short_duration
 from mailwright.core.sysexits import ExitCode
 from mailwright.daemon import control
 from mailwright.queue.sqlite import SqliteQueueStore
@@ -29,18 +30,6 @@ if TYPE_CHECKING:  # imported when used: it loads prometheus_client, other comma
     from mailwright.observability.status import Status
 
 LAST_ERRORS = 5
-
-
-def duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h {minutes}m"
-    if hours:
-        return f"{hours}h {minutes}m"
-    return f"{minutes}m {secs}s"
 
 
 def ask_daemon(settings: Settings) -> Status | None:
@@ -65,7 +54,7 @@ def read_queue(settings: Settings) -> QueueCounts | None:
 
 
 def queue_line(q: QueueCounts, now: float) -> str:
-    oldest = f", oldest {duration(now - q.oldest)} old" if q.oldest else ""
+    oldest = f", oldest {short_duration(now - q.oldest)} old" if q.oldest else ""
     return (
         f"{q.messages} message(s) ({q.active_messages} active, {q.held_messages} on hold); "
         f"recipients: {q.due} due, {q.deferred} deferred, {q.delivering} delivering, "
@@ -76,7 +65,7 @@ def queue_line(q: QueueCounts, now: float) -> str:
 def plain_lines(status: Status) -> list[str]:
     t = status.totals
     lines = [
-        f"mailwright: up, pid {status.pid}, uptime {duration(status.uptime)},"
+        f"mailwright: up, pid {status.pid}, uptime {short_duration(status.uptime)},"
         f" version {status.version}, delivery {status.delivery_mode}",
         f"host: {status.hostname}; queue directory {status.queue_directory}",
     ]
@@ -108,7 +97,7 @@ def show_rich(status: Status) -> None:
     t, q = status.totals, status.queue
     head = Text.assemble(
         ("up", "bold green"),
-        f"  pid {status.pid}  uptime {duration(status.uptime)}  version {status.version}"
+        f"  pid {status.pid}  uptime {short_duration(status.uptime)}  version {status.version}"
         f"  delivery {status.delivery_mode}",
     )
     listeners = Table(title="Listeners", title_justify="left", expand=True)

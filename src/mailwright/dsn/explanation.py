@@ -13,6 +13,7 @@ import email.header
 import textwrap
 from collections.abc import Sequence
 
+from mailwright.core.durations import words
 from mailwright.dsn.action import Action, ReportKind
 from mailwright.dsn.fieldtext import clean, date
 from mailwright.dsn.original import OriginalMessage
@@ -67,7 +68,7 @@ def _introduction(
             )
         ]
     if kind is ReportKind.DELAY:
-        waited = _duration(now - original.received_at)
+        waited = words(now - original.received_at)
         text = (
             f"Your message has not been delivered yet to the recipients below, "
             f"{waited} after it arrived. This is only a warning; "
@@ -156,15 +157,3 @@ def _decoded(text: str) -> str:
         return str(email.header.make_header(email.header.decode_header(text)))
     except (ValueError, LookupError, UnicodeError):
         return text
-
-
-def _duration(seconds: float) -> str:
-    minutes = max(0, int(seconds // 60))
-    days, minutes = divmod(minutes, 24 * 60)
-    hours, minutes = divmod(minutes, 60)
-    parts = [
-        f"{n} {unit}{'' if n == 1 else 's'}"
-        for n, unit in ((days, "day"), (hours, "hour"), (minutes, "minute"))
-        if n
-    ]
-    return " ".join(parts) if parts else "less than a minute"

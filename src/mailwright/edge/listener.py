@@ -26,6 +26,20 @@ from mailwright.policy.hooks import SessionInfo
 log = logging.getLogger("mailwright.edge")
 
 
+async def refuse_connection(writer: asyncio.StreamWriter, reply: Reply, relay: str) -> None:
+    """Answer a client we will not serve (over a limit) and hang up; logged and counted."""
+    maillog.emit(None, event="connection refused", relay=relay, reject=str(reply))
+    metrics.rejected("connect", reply)
+    try:
+        writer.write(reply.encode(enhanced=True))
+        async with asyncio.timeout(5):
+            await writer.drain()
+    except (OSError, TimeoutError):
+        pass
+    finally:
+        writer.close()
+
+
 class Edge:
     """All listeners of the daemon and the sessions they carry."""
 
@@ -132,16 +146,7 @@ class Edge:
         return None
 
     async def _refuse(self, writer: asyncio.StreamWriter, reply: Reply, client_ip: str) -> None:
-        maillog.emit(None, event="connection refused", relay=f"[{client_ip}]", reject=str(reply))
-        metrics.rejected("connect", reply)
-        try:
-            writer.write(reply.encode(enhanced=True))
-            async with asyncio.timeout(5):
-                await writer.drain()
-        except (OSError, TimeoutError):
-            pass
-        finally:
-            writer.close()
+        await refuse_connection(writer, reply, f"[{client_ip}]")
 
     async def stop(self) -> None:
         """Stop accepting, let sessions finish within the grace period, close the rest."""

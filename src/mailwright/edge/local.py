@@ -38,9 +38,9 @@ from mailwright.core.reply import Reply
 from mailwright.core.submission import Rcpt
 from mailwright.edge.context import EdgeContext
 from mailwright.edge.dropbounce import failure_report
+from mailwright.edge.listener import refuse_connection
 from mailwright.edge.pickup import MaildropAccess, Pickup
 from mailwright.edge.session import Session
-from mailwright.observability import maillog, metrics
 from mailwright.policy.hooks import Pipeline, SessionInfo
 from mailwright.policy.local_submission import LOCAL_KIND, LocalSubmissionPolicy
 from mailwright.queue import maildrop
@@ -215,16 +215,7 @@ class LocalSubmission:
         return None
 
     async def _refuse(self, writer: asyncio.StreamWriter, reply: Reply) -> None:
-        maillog.emit(None, event="connection refused", relay="localhost", reject=str(reply))
-        metrics.rejected("connect", reply)
-        try:
-            writer.write(reply.encode(enhanced=True))
-            async with asyncio.timeout(5):
-                await writer.drain()
-        except (OSError, TimeoutError):
-            pass
-        finally:
-            writer.close()
+        await refuse_connection(writer, reply, "localhost")
 
     async def serve(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, uid: int

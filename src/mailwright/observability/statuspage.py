@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from html import escape
 
 from mailwright.cli.mailq import status_text
+from mailwright.core.durations import short as short_duration
 from mailwright.core.headers import HeaderList
 from mailwright.observability.history import Sample
 from mailwright.observability.plot import Series, Style, chart
@@ -49,20 +50,6 @@ def when(timestamp: float | None) -> str:
     if not timestamp:
         return "-"
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
-
-
-def duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes}m"
-    if minutes:
-        return f"{minutes}m {secs}s"
-    return f"{secs}s"
 
 
 def layout(title: str, body: str, *, csrf: str = "", hostname: str = "", meta: str = "") -> str:
@@ -188,7 +175,7 @@ def _summary(status: Status) -> str:
                 str(q.deferred),
                 str(q.delivering),
                 str(q.held),
-                esc(duration(status.now - q.oldest)) if q.oldest else "-",
+                esc(short_duration(status.now - q.oldest)) if q.oldest else "-",
             ]
         ],
         "",
@@ -344,7 +331,7 @@ def _notice(notice: str) -> str:
 
 def meta_line(status: Status) -> str:
     return esc(
-        f"{status.hostname} · up {duration(status.uptime)} · pid {status.pid} · "
+        f"{status.hostname} · up {short_duration(status.uptime)} · pid {status.pid} · "
         f"version {status.version} · delivery {status.delivery_mode} · {when(status.now)}"
     )
 

@@ -32,6 +32,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from mailwright.core.clock import Clock, SystemClock
+from mailwright.core.durations import hhmmss
 from mailwright.core.envelope import Notify
 from mailwright.core.headers import HeaderList
 from mailwright.core.reply import Reply
@@ -88,15 +89,6 @@ class SchedulerSettings:
 def domain_of(address: str) -> str:
     local, at, domain = address.rpartition("@")
     return domain.lower() if at and local else ""
-
-
-def hhmmss(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    days, rest = divmod(seconds, 86400)
-    h, rest = divmod(rest, 3600)
-    m, s = divmod(rest, 60)
-    text = f"{h:02d}:{m:02d}:{s:02d}"
-    return f"{days}+{text}" if days else text
 
 
 class Scheduler:
