@@ -2,7 +2,8 @@
 # bench/accept.sh - accept benchmark of Mailwright against Postfix, side by side in one run.
 #
 # Runs a Mailwright daemon (this tree's src/, config and queue under a temp dir, listener
-# on a free loopback port, high connection limits, log level WARNING) and the system Postfix
+# on a free loopback port, high connection limits, log level WARNING, delivery.mode =
+# "queue": accept only) and the system Postfix
 # on another free loopback port (accept-only: every message goes to the hold queue; see
 # bench/postfix.sh), then drives both with Postfix's smtp-source (one connection per
 # message) and prints, as a Markdown table:
@@ -112,7 +113,12 @@ finish() {
 }
 
 # ---------------------------------------------------------------- start both
-mw_config
+# accept only, as Postfix's hold queue: in background mode Mailwright would look up
+# example.com in the DNS (not on loopback), bounce for its null MX, and deliver the double
+# bounces into /var/mail, all while being measured
+mw_config '
+[delivery]
+mode = "queue"'
 if [[ " $SERVERS " == *" pf "* ]]; then
     pf_start "$PF_PORT" || die "Postfix did not start"
 fi

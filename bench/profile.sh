@@ -16,7 +16,9 @@
 #   -R: relay: deliver everything to an smtp-sink (smarthost, background delivery, as
 #       bench/relay.sh); the rate and CPU are until the sink has all COUNT messages
 #   -D: accept with OpenDKIM signing as a milter (as bench/dkim.sh); senders and From:
-#       in its domain. Without -R the daemon only queues (delivery.mode = "queue").
+#       in its domain.
+# Without -R the daemon only queues (delivery.mode = "queue"), as Postfix's hold queue in
+# bench/accept.sh.
 # Needs py-spy in the Python used (pip install py-spy) and root or ptrace rights.
 # Environment: MW_PYTHON as for bench/accept.sh; MW_WRITER_STATS and the other switches
 # of bench/launch.py.
@@ -58,7 +60,7 @@ smarthost = \"[127.0.0.1]:${SINK_PORT[relay]}\"
 [delivery]
 mode = \"background\"
 tls_default = \"none\""
-elif [ "$DKIM" -eq 1 ]; then
+else   # accept only: no delivery (no DNS, no bounces) while measuring
     EXTRA="[delivery]
 mode = \"queue\""
 fi
