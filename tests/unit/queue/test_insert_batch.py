@@ -184,3 +184,96 @@ def test_new_messages_with_resolved_targets_keep_them(
     assert store.apply_batch([InsertMessage(message), InsertMessage(make_message())]) == [None] * 2
     stored = store.get_message(message.queue_id)
     assert stored is not None and stored.recipients[0].target == target
+
+
+# ---- several results in one batch: as op by op, stale ones and repeats included ---------
+
+
+def result(
+    queue_id: str, index: int, state: RecipientState, next_attempt: float = 0.0
+) -> RecipientResult:
+    return RecipientResult(queue_id, index, state, next_attempt, T1, "x.0.0", f"{state.value}")
+
+
+def snapshot(store: SqliteQueueStore) -> list[tuple[object, ...]]:
+    return [
+        (m.queue_id, r.index, r.state, r.attempts, r.next_attempt, r.last_status, r.lease_owner)
+        for m in store.list_messages()
+        for r in m.recipients
+    ]
+
+
+def compare_runs(
+    tmp_path: Path,
+    make_message: MakeMessage,
+    batches: Callable[[], list[list[Op[Any]]]],
+) -> list[object]:
+    """Apply ``batches`` (after queueing and claiming A with two recipients, B and C) as
+    batches and one op at a time; both must give the same results and the same queue."""
+    seen = []
+    for name, together in (("fast", True), ("slow", False)):
+        store = SqliteQueueStore(tmp_path / f"{name}.db")
+        store.open()
+        try:
+            store.apply_batch(
+                [
+                    InsertMessage(make_message(queue_id="A", recipients=["a@x.org", "b@x.org"])),
+                    InsertMessage(make_message(queue_id="B")),
+                    InsertMessage(make_message(queue_id="C")),
+                ]
+            )
+            store.apply_batch([ClaimDue(T1, 10, "me", 60.0)])
+            outcomes = [apply(store, batch, together) for batch in batches()]
+            seen.append((outcomes, snapshot(store)))
+        finally:
+            store.close()
+    assert seen[0] == seen[1]
+    return seen[0][0]
+
+
+def test_a_run_of_results_gives_what_op_by_op_gives(
+    tmp_path: Path, make_message: MakeMessage
+) -> None:
+    done, deferred, failed = RecipientState.DELIVERED, RecipientState.QUEUED, RecipientState.FAILED
+    outcomes = compare_runs(
+        tmp_path,
+        make_message,
+        lambda: [
+            [
+                RecordResults([result("A", 0, done), result("B", 0, deferred, T1 + 300)]),
+                RecordResults([result("A", 1, failed), result("C", 0, done)]),
+            ]
+        ],
+    )
+    assert outcomes == [
+        [RecordOutcome([], []), RecordOutcome([], ["A", "C"])],
+    ]
+
+
+def test_a_stale_result_in_a_run_is_reported(tmp_path: Path, make_message: MakeMessage) -> None:
+    done = RecipientState.DELIVERED
+    outcomes = compare_runs(
+        tmp_path,
+        make_message,
+        lambda: [
+            [RecordResults([result("A", 0, done)])],
+            [RecordResults([result("A", 0, done), result("A", 1, done)])],  # A 0 is final
+        ],
+    )
+    assert outcomes[1] == [RecordOutcome([("A", 0)], ["A"])]
+
+
+def test_two_results_for_one_recipient_in_a_run_apply_in_order(
+    tmp_path: Path, make_message: MakeMessage
+) -> None:
+    outcomes = compare_runs(
+        tmp_path,
+        make_message,
+        lambda: [
+            [
+                RecordResults([result("B", 0, RecipientState.QUEUED, T1)]),
+                RecordResults([result("B", 0, RecipientState.DELIVERED)]),
+            ]
+        ],
+    )
+    assert outcomes == [[RecordOutcome([], []), RecordOutcome([], ["B"])]]
