@@ -1,4 +1,4 @@
-# Mailwright: the two commands of the README, plus lint and bench.
+# Mailwright: the two commands of the README, plus lint and bench (bench/all.sh).
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -30,7 +30,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 bench: deps $(STAMP)
-	bench/accept.sh
+	bench/all.sh
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

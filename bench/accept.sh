@@ -2,7 +2,8 @@
 # bench/accept.sh - accept benchmark of Mailwright against Postfix, side by side in one run.
 #
 # Runs a Mailwright daemon (this tree's src/, config and queue under a temp dir, listener
-# on a free loopback port, high connection limits, log level WARNING) and the system Postfix
+# on a free loopback port, high connection limits, log level WARNING, delivery.mode =
+# "queue": accept only) and the system Postfix
 # on another free loopback port (accept-only: every message goes to the hold queue; see
 # bench/postfix.sh), then drives both with Postfix's smtp-source (one connection per
 # message) and prints, as a Markdown table:
@@ -37,7 +38,8 @@
 set -u -o pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
-PATH="/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
 
 NLIST="1 10 50" SIZES="1k 100k" M=2000 REPS=3 LATM=500 BIG=100m ONLY="" SKIP="" SETTLE=1 OUT=""
 FROM=bench-sender@example.org TO=bench-rcpt@example.com TMO=600
@@ -64,93 +66,35 @@ case "$ONLY" in ""|mw|pf) ;; *) die "--only takes mw or pf";; esac
 SERVERS="mw pf"; [ -n "$ONLY" ] && SERVERS=$ONLY
 skipped() { [[ ",$SKIP," == *",$1,"* ]]; }
 
-PY=${MW_PYTHON:-}
-[ -n "$PY" ] || for p in "$ROOT/.venv/bin/python" /work/main/.venv/bin/python; do [ -x "$p" ] && { PY=$p; break; }; done
-[ -n "$PY" ] || die "no Python with Mailwright's dependencies (set MW_PYTHON)"
+bench_python || die "no Python with Mailwright's dependencies (set MW_PYTHON)"
 command -v smtp-source >/dev/null || die "smtp-source not found (apt-get install postfix)"
 [ "${BASH_VERSINFO[0]}" -ge 5 ] || die "bash >= 5 needed (EPOCHREALTIME)"
 [[ " $SERVERS " != *" pf "* ]] || [ "$(id -u)" -eq 0 ] || die "Postfix needs root (or use --only mw)"
 
-# ---------------------------------------------------------------- helpers
-bytes_of() { case "$1" in *[kK]) echo $(( ${1%[kK]} * 1024 ));; *[mM]) echo $(( ${1%[mM]} * 1048576 ));; *) echo "$1";; esac; }
-median() { tr ' ' '\n' | grep -E '^[0-9.]+$' | sort -g | awk '{v[NR]=$1} END{ if(NR==0){print "NA"; exit} if(NR%2) print v[(NR+1)/2]; else printf "%.2f\n", (v[NR/2]+v[NR/2+1])/2 }'; }
-calc() { awk "BEGIN{ printf \"$1\", $2 }"; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a=="NA" || b=="NA" || b==0) print "NA"; else printf "%.2f", a/b }'; }
-cpu_snap() { awk '/^cpu /{t=0; for(i=2;i<=NF;i++) t+=$i; print t, $5+$6}' /proc/stat; }
-cpu_ms() { awk -v a="$1" -v b="$2" -v m="$3" -v hz="$(getconf CLK_TCK)" 'BEGIN{split(a,x," "); split(b,y," "); printf "%.2f", ((y[1]-x[1])-(y[2]-x[2]))*1000/hz/m}'; }
-free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-status_kb() { awk -v k="$2:" '$1==k{print $2}' "/proc/$1/status" 2>/dev/null; }
-mib() { awk -v k="$1" 'BEGIN{ if (k=="") print "NA"; else printf "%.1f", k/1024 }'; }
-
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/mw-accept.XXXXXX")
-MW_PID="" PF_STARTED=0 SAMPLER=""
+SAMPLER=""
 cleanup() {
     [ -n "$SAMPLER" ] && kill "$SAMPLER" 2>/dev/null
-    mw_stop
-    if [ "$PF_STARTED" -eq 1 ]; then
-        "$HERE/postfix.sh" empty; "$HERE/postfix.sh" stop; "$HERE/postfix.sh" restore
-    fi
-    rm -rf "$WORK"
+    bench_stop_all
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# ---------------------------------------------------------------- Mailwright
+# ---------------------------------------------------------------- servers
 MW_PORT=$(free_port)
-mw_config() {
-    cat > "$WORK/mailwright.toml" <<EOF
-hostname = "mailwright-under-test.localdomain"
-
-[[listeners]]
-address = "127.0.0.1"
-port = $MW_PORT
-kind = "smtp"
-
-[server]
-max_connections = 4000
-max_connections_per_ip = 4000
-max_message_size = $(( $(bytes_of "$BIG") * 2 ))
-
-[queue]
-directory = "$WORK/queue"
-EOF
-}
-
-mw_start() {   # a fresh queue every time
-    rm -rf "$WORK/queue"
-    PYTHONPATH="$ROOT/src" "$PY" -m mailwright --config "$WORK/mailwright.toml" serve \
-        --log-level WARNING >> "$WORK/mailwright.log" 2>&1 &
-    MW_PID=$!
-    local i
-    for i in $(seq 1 200); do port_open "$MW_PORT" && return 0; kill -0 "$MW_PID" 2>/dev/null || break; sleep 0.05; done
-    die "Mailwright did not start: $(tail -3 "$WORK/mailwright.log")"
-}
-
-mw_stop() {
-    [ -n "$MW_PID" ] || return 0
-    kill "$MW_PID" 2>/dev/null
-    wait "$MW_PID" 2>/dev/null
-    MW_PID=""
-}
+MW_MAX_SIZE=$(( $(bytes_of "$BIG") * 2 ))
+mw_start_or_die() { mw_start || die "Mailwright did not start"; }
 
 PF_PORT=$(free_port)
 [ "$PF_PORT" = "$MW_PORT" ] && PF_PORT=$(free_port)
 port_of() { if [ "$1" = mw ]; then echo "$MW_PORT"; else echo "$PF_PORT"; fi; }
 
-source_run() {   # source_run SERVER SESSIONS COUNT BYTES: elapsed seconds, or "fail"
-    local t0 t1
-    t0=$EPOCHREALTIME
-    if ! timeout "$TMO" smtp-source -s "$2" -m "$3" -l "$4" -f "$FROM" -t "$TO" \
-        "127.0.0.1:$(port_of "$1")" > /dev/null 2> "$WORK/source.err"; then
-        echo fail; return
-    fi
-    t1=$EPOCHREALTIME
-    calc %.4f "$t1 - $t0"
+run_source() {   # run_source SERVER SESSIONS COUNT BYTES: elapsed seconds, or "fail"
+    source_run "$(port_of "$1")" "$2" "$3" "$4" "$FROM" "$TO"
 }
 
 prepare() {   # a clean, warm server before a measured run
-    if [ "$1" = mw ]; then mw_start; fi
+    if [ "$1" = mw ]; then mw_start_or_die; fi
     smtp-source -s 10 -m 100 -l 1024 -f "$FROM" -t "$TO" "127.0.0.1:$(port_of "$1")" >/dev/null 2>&1 \
         || die "warm-up of $1 failed"
     sync
@@ -163,16 +107,20 @@ finish() {
     if [ "$1" = mw ]; then
         mw_stop; rm -rf "$WORK/queue"
     else
-        "$HERE/postfix.sh" empty
+        pf_empty
     fi
     sync
 }
 
 # ---------------------------------------------------------------- start both
-mw_config
+# accept only, as Postfix's hold queue: in background mode Mailwright would look up
+# example.com in the DNS (not on loopback), bounce for its null MX, and deliver the double
+# bounces into /var/mail, all while being measured
+mw_config '
+[delivery]
+mode = "queue"'
 if [[ " $SERVERS " == *" pf "* ]]; then
-    PF_STARTED=1
-    "$HERE/postfix.sh" start "$PF_PORT" > /dev/null || die "Postfix did not start"
+    pf_start "$PF_PORT" || die "Postfix did not start"
 fi
 echo "# accept.sh mailwright=127.0.0.1:$MW_PORT postfix=127.0.0.1:$PF_PORT m=$M reps=$REPS cpus=$(nproc) python=$PY" >&2
 
@@ -187,7 +135,7 @@ if ! skipped accept; then
                 for srv in $SERVERS; do
                     prepare "$srv"
                     c0=$(cpu_snap)
-                    secs=$(source_run "$srv" "$n" "$M" "$bytes")
+                    secs=$(run_source "$srv" "$n" "$M" "$bytes")
                     c1=$(cpu_snap)
                     finish "$srv"
                     if [ "$secs" = fail ]; then
@@ -217,7 +165,7 @@ if ! skipped latency; then
         for rep in $(seq 1 "$REPS"); do
             for srv in $SERVERS; do
                 prepare "$srv"
-                secs=$(source_run "$srv" 1 "$LATM" "$bytes")
+                secs=$(run_source "$srv" 1 "$LATM" "$bytes")
                 finish "$srv"
                 if [ "$secs" = fail ]; then
                     echo "# run latency $srv size=$size rep=$rep FAILED: $(tail -1 "$WORK/source.err")" >&2
@@ -235,7 +183,7 @@ fi
 
 # ---------------------------------------------------------------- memory
 if ! skipped memory && [[ " $SERVERS " == *" mw "* ]]; then
-    mw_start
+    mw_start_or_die
     smtp-source -s 1 -m 1 -l 1024 -f "$FROM" -t "$TO" "127.0.0.1:$MW_PORT" >/dev/null 2>&1 || die "1 KiB message failed"
     RSS_1K=$(status_kb "$MW_PID" VmRSS); HWM_1K=$(status_kb "$MW_PID" VmHWM)
     echo 5 > "/proc/$MW_PID/clear_refs"   # reset VmHWM to the current RSS
@@ -245,7 +193,7 @@ if ! skipped memory && [[ " $SERVERS " == *" mw "* ]]; then
       done ) &
     SAMPLER=$!
     big=$(bytes_of "$BIG")
-    secs=$(source_run mw 1 1 "$big")
+    secs=$(run_source mw 1 1 "$big")
     kill "$SAMPLER" 2>/dev/null; wait "$SAMPLER" 2>/dev/null; SAMPLER=""
     [ "$secs" = fail ] && die "the $BIG message failed: $(tail -1 "$WORK/source.err")"
     HWM_BIG=$(status_kb "$MW_PID" VmHWM); SAMPLED_BIG=$(cat "$WORK/sampled" 2>/dev/null)

@@ -9,7 +9,8 @@ asked through the environment:
                               write the stats to FILE at exit (pstats format)
   MW_WRITER_STATS=FILE        time every group commit of the queue writer; at exit, write
                               the batch sizes and commit durations (percentiles) to FILE,
-                              and the wall time the writer spent per kind of SQL statement
+                              the operations by type, and the wall time the writer spent
+                              per kind of SQL statement
 Trusts its environment (a benchmark harness). Reads no settings itself.
 """
 
@@ -28,6 +29,7 @@ def _instrument_writer(path: str) -> None:
 
     sizes: list[int] = []
     durations: list[float] = []
+    kinds: dict[str, int] = {}  # operations by type
     original = writer.QueueWriter._apply
 
     def timed_apply(self: Any, batch: list[Any]) -> None:
@@ -35,6 +37,9 @@ def _instrument_writer(path: str) -> None:
         original(self, batch)
         durations.append(time.perf_counter() - start)
         sizes.append(len(batch))
+        for request in batch:
+            name = type(request.op).__name__
+            kinds[name] = kinds.get(name, 0) + 1
 
     writer.QueueWriter._apply = timed_apply  # type: ignore[method-assign]
     statements = _time_statements()
@@ -51,6 +56,8 @@ def _instrument_writer(path: str) -> None:
                 f"max_batch={max(sizes)} commit_ms_p50={pct[50]:.2f} p90={pct[90]:.2f} "
                 f"p99={pct[99]:.2f} max={ms[-1]:.2f} busy_s={sum(ms) / 1000:.2f}\n"
             )
+            ops = ", ".join(f"{name} {count}" for name, count in sorted(kinds.items()))
+            f.write(f"#   ops: {ops}\n")
             for kind, (count, seconds) in sorted(statements.items(), key=lambda kv: -kv[1][1]):
                 each = seconds / count * 1e6
                 f.write(f"#   sql {kind}: {count} calls, {seconds:.3f} s, {each:.0f} us each\n")

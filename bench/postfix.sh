@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# bench/postfix.sh - the system Postfix as the reference server of bench/accept.sh.
+# bench/postfix.sh - the system Postfix as the reference server of the benchmarks.
 #
-#   bench/postfix.sh start PORT    listen on 127.0.0.1:PORT only, accept every message and
+#   bench/postfix.sh start PORT [--relay SINKPORT] [--milter SOCKET]
+#                                  listen on 127.0.0.1:PORT only, accept every message and
 #                                  put it on the hold queue (accept-only: nothing is
 #                                  delivered), default settings otherwise; prints the
-#                                  master's PID
+#                                  master's PID. --relay: deliver instead, everything to
+#                                  [127.0.0.1]:SINKPORT (relayhost, no DNS). --milter:
+#                                  smtpd_milters = SOCKET (e.g. inet:127.0.0.1:8891),
+#                                  milter_default_action = tempfail, milter_protocol = 6
 #   bench/postfix.sh stop          kill the master by its PID and wait until it is gone
-#   bench/postfix.sh empty         delete every held message (postsuper -d ALL hold)
+#   bench/postfix.sh empty         delete every queued message (postsuper -d ALL)
 #   bench/postfix.sh restore       put /etc/postfix/main.cf and master.cf back as they were
 #                                  before "start" (a main.cf that did not exist is removed)
 #
@@ -32,7 +36,15 @@ save_originals() {
 }
 
 start() {
-    local port=${1:?PORT needed}
+    local port=${1:?PORT needed} sink="" milter=""
+    shift
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --relay) sink=${2:?SINKPORT needed}; shift 2;;
+            --milter) milter=${2:?SOCKET needed}; shift 2;;
+            *) die "start: unknown option $1";;
+        esac
+    done
     command -v postconf >/dev/null || die "postfix is not installed"
     running && die "a Postfix master is already running (pid $(master_pid)); stop it first"
     port_open "$port" && die "something already listens on 127.0.0.1:$port"
@@ -50,9 +62,21 @@ start() {
     postconf -e 'inet_interfaces = 127.0.0.1' 'inet_protocols = ipv4' 'mydestination = localhost' \
         'myhostname = postfix-under-test.localdomain' 'smtpd_tls_security_level = none' \
         'smtp_tls_security_level = none' 'smtp_dns_support_level = disabled' \
-        'relayhost = [127.0.0.1]:9' 'maillog_file = /var/log/postfix-bench.log' \
-        'smtpd_end_of_data_restrictions = check_client_access static:HOLD' \
+        'maillog_file = /var/log/postfix-bench.log' \
         || die "postconf failed"
+    if [ -n "$sink" ]; then   # as /work/shared/bench/servers.sh postfix-start PORT SINKPORT
+        postconf -e "relayhost = [127.0.0.1]:$sink" 'default_transport = smtp' \
+            'relay_transport = relay' 'smtp_host_lookup = native' 'lmtp_host_lookup = native' \
+            || die "postconf failed"
+    else
+        postconf -e 'relayhost = [127.0.0.1]:9' \
+            'smtpd_end_of_data_restrictions = check_client_access static:HOLD' \
+            || die "postconf failed"
+    fi
+    if [ -n "$milter" ]; then
+        postconf -e "smtpd_milters = $milter" 'milter_default_action = tempfail' \
+            'milter_protocol = 6' || die "postconf failed"
+    fi
     [ -x /usr/lib/postfix/configure-instance.sh ] && /usr/lib/postfix/configure-instance.sh >/dev/null 2>&1
     postfix check >/dev/null 2>&1 || die "postfix check failed: $(postfix check 2>&1 | tail -1)"
     postfix start >/dev/null 2>&1 || die "postfix start failed"
@@ -82,9 +106,9 @@ restore() {
 }
 
 case "${1:-}" in
-    start) start "${2:-}";;
+    start) shift; start "$@";;
     stop) stop;;
-    empty) postsuper -d ALL hold >/dev/null 2>&1 || true;;
+    empty) postsuper -d ALL >/dev/null 2>&1 || true;;
     restore) restore;;
     *) sed -n '2,/^set -u/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'; exit 2;;
 esac

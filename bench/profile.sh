@@ -1,65 +1,85 @@
 #!/usr/bin/env bash
-# bench/profile.sh - where Mailwright spends its time while accepting mail.
+# bench/profile.sh - where Mailwright spends its time while accepting (or relaying) mail.
 #
-# Starts a Mailwright daemon (this tree's src/, fresh queue in a temp dir, free loopback
-# port, log level WARNING), attaches py-spy to it, drives it with smtp-source, and prints
-# the functions with the most samples, by own time ("self") and including callees
-# ("total"), per thread. The raw collapsed stacks are kept in OUTDIR. It also prints the
-# daemon's own CPU time per message (user+system, per thread), which the noise of other
-# processes on a shared machine disturbs much less than msgs/s.
+# Starts a Mailwright daemon (this tree's src/ through bench/launch.py, fresh queue in a
+# temp dir, free loopback port, log level WARNING), attaches py-spy to it, drives it with
+# smtp-source, and prints the functions with the most samples, by own time ("self") and
+# including callees ("total"), per thread. The raw collapsed stacks are kept in OUTDIR. It
+# also prints the daemon's own CPU time per message (user+system, per thread), which the
+# noise of other processes on a shared machine disturbs much less than msgs/s.
 #
-# Usage: bench/profile.sh [-s SESSIONS] [-m COUNT] [-l BYTES] [-o OUTDIR] [-r RATE] [-n]
+# Usage: bench/profile.sh [-s SESSIONS] [-m COUNT] [-l BYTES] [-o OUTDIR] [-r RATE] [-n] [-g]
+#                         [-R] [-D]
 #   defaults: -s 10 -m 4000 -l 102400 -o ./profile-out -r 250 (samples per second)
 #   -n: no py-spy, only the rate and the CPU time per message
 #   -g: only samples holding the GIL (py-spy --gil): who keeps the other thread waiting
+#   -R: relay: deliver everything to an smtp-sink (smarthost, background delivery, as
+#       bench/relay.sh); the rate and CPU are until the sink has all COUNT messages
+#   -D: accept with OpenDKIM signing as a milter (as bench/dkim.sh); senders and From:
+#       in its domain.
+# Without -R the daemon only queues (delivery.mode = "queue"), as Postfix's hold queue in
+# bench/accept.sh.
 # Needs py-spy in the Python used (pip install py-spy) and root or ptrace rights.
-# Environment: MW_PYTHON as for bench/accept.sh.
+# Environment: MW_PYTHON as for bench/accept.sh; MW_WRITER_STATS and the other switches
+# of bench/launch.py.
 set -u -o pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
-PATH="/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
-S=10 M=4000 L=102400 OUTDIR=./profile-out RATE=250 SPYING=1 GIL=()
-while getopts "s:m:l:o:r:ngh" opt; do
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
+S=10 M=4000 L=102400 OUTDIR=./profile-out RATE=250 SPYING=1 GIL=() RELAY=0 DKIM=0
+while getopts "s:m:l:o:r:ngRDh" opt; do
     case "$opt" in
         s) S=$OPTARG;; m) M=$OPTARG;; l) L=$OPTARG;; o) OUTDIR=$OPTARG;; r) RATE=$OPTARG;; n) SPYING=0;; g) GIL=(--gil);;
+        R) RELAY=1;; D) DKIM=1;;
         *) sed -n '2,/^set -u/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'; exit 2;;
     esac
 done
-PY=${MW_PYTHON:-}
-[ -n "$PY" ] || for p in "$ROOT/.venv/bin/python" /work/main/.venv/bin/python; do [ -x "$p" ] && { PY=$p; break; }; done
+bench_python || { echo "profile.sh: no Python (set MW_PYTHON)" >&2; exit 2; }
 SPY=$(dirname "$PY")/py-spy
 [ -x "$SPY" ] || SPY=$(command -v py-spy) || [ "$SPYING" -eq 0 ] \
     || { echo "profile.sh: py-spy not found (pip install py-spy)" >&2; exit 2; }
 mkdir -p "$OUTDIR"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/mw-profile.XXXXXX")
-PID="" SPYPID=""
+SPYPID=""
 cleanup() {
     [ -n "$SPYPID" ] && kill -INT "$SPYPID" 2>/dev/null && wait "$SPYPID" 2>/dev/null
-    [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
+    mw_stop
     local stats=""
     [ -s "$WORK/writer-stats" ] && stats=$(cat "$WORK/writer-stats")
-    rm -rf "$WORK"    # before printing: a closed pipe (| head) would end us on the echo
+    bench_stop_all   # removes WORK before printing: a closed pipe (| head) would end us on the echo
     [ -z "$stats" ] || echo "# writer $stats"
 }
 trap cleanup EXIT
-PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat > "$WORK/mailwright.toml" <<EOF
-hostname = "mailwright-under-test.localdomain"
-[[listeners]]
-address = "127.0.0.1"
-port = $PORT
-[server]
-max_connections = 4000
-max_connections_per_ip = 4000
-[queue]
-directory = "$WORK/queue"
-EOF
-export MW_WRITER_STATS=$WORK/writer-stats   # see bench/launch.py
-PYTHONPATH="$ROOT/src" "$PY" "$HERE/launch.py" --config "$WORK/mailwright.toml" serve --log-level WARNING \
-    > "$WORK/log" 2>&1 &
-PID=$!
-for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.05; done
-smtp-source -s 10 -m 200 -l 1024 -f a@example.org -t b@example.com "127.0.0.1:$PORT" >/dev/null
+FROM=a@example.org TO=b@example.com
+EXTRA=""
+if [ "$RELAY" -eq 1 ]; then
+    sink_start relay || exit 2
+    EXTRA="[routing]
+smarthost = \"[127.0.0.1]:${SINK_PORT[relay]}\"
+[delivery]
+mode = \"background\"
+tls_default = \"none\""
+else   # accept only: no delivery (no DNS, no bounces) while measuring
+    EXTRA="[delivery]
+mode = \"queue\""
+fi
+if [ "$DKIM" -eq 1 ]; then
+    FROM=bench-sender@example.org
+    dkim_start example.org || exit 2
+    EXTRA="$EXTRA
+[[filters]]
+name = \"dkim\"
+milter = \"inet:$DKIM_PORT@127.0.0.1\""
+fi
+MW_PORT=$(free_port)
+mw_config "$EXTRA"
+export MW_WRITER_STATS=${MW_WRITER_STATS:-$WORK/writer-stats}   # see bench/launch.py
+MW_LAUNCH=1 mw_start || exit 2
+PID=$MW_PID
+warm=200
+smtp-source -s 10 -m $warm -l 1024 -f "$FROM" -t "$TO" "127.0.0.1:$MW_PORT" >/dev/null
+if [ "$RELAY" -eq 1 ]; then sink_wait relay $warm 60 || echo "profile.sh: warm-up not relayed" >&2; fi
 if [ "$SPYING" -eq 1 ]; then
     "$SPY" record --pid "$PID" --rate "$RATE" --threads --nonblocking "${GIL[@]}" --format raw \
         -o "$OUTDIR/stacks.txt" > "$OUTDIR/py-spy.log" 2>&1 &
@@ -77,8 +97,11 @@ thread_ticks() {
 }
 thread_ticks > "$WORK/ticks0"
 t0=$EPOCHREALTIME
-smtp-source -s "$S" -m "$M" -l "$L" -f a@example.org -t b@example.com "127.0.0.1:$PORT" >/dev/null \
+smtp-source -s "$S" -m "$M" -l "$L" -f "$FROM" -t "$TO" "127.0.0.1:$MW_PORT" >/dev/null \
     || echo "profile.sh: smtp-source failed" >&2
+if [ "$RELAY" -eq 1 ]; then
+    sink_wait relay $(( warm + M )) 600 || echo "profile.sh: the sink got $(( SINK_GOT[relay] - warm )) of $M" >&2
+fi
 t1=$EPOCHREALTIME
 thread_ticks > "$WORK/ticks1"
 awk -v a="$t0" -v b="$t1" -v m="$M" 'BEGIN{printf "# %d messages in %.2f s: %.0f msgs/s\n", m, b-a, m/(b-a)}'

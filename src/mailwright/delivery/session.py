@@ -19,7 +19,7 @@ import ipaddress
 import ssl
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from mailwright.core.reply import Reply
@@ -309,23 +309,28 @@ class ClientSession:
     async def _stream(self, content: Iterable[bytes]) -> None:
         conn = self.conn
         chunks = iter(content)
-        while not (conn.content_refused or conn.closed):
-            try:
-                chunk = next(chunks, None)
-            except Exception as exc:  # the queue could not give us the message
-                self.abort()
-                raise ContentError(f"{type(exc).__name__}: {exc}") from exc
-            if chunk is None:
-                break
+        chunk = self._next_chunk(chunks)
+        while chunk is not None and not (conn.content_refused or conn.closed):
             conn.send_content(chunk)
-            if conn.output_size >= WRITE_SIZE:
-                await self._flush(self.timeouts.data_block)
             while conn.content_blocked and not conn.closed:
                 await self._flush(self.timeouts.data_block)
                 await self._read()
                 await self._flush(self.timeouts.data_block)
+            if conn.content_refused or conn.closed:
+                break
+            # one chunk ahead: the last piece goes out in one write with the end of data
+            chunk = self._next_chunk(chunks)
+            if chunk is not None and conn.output_size >= WRITE_SIZE:
+                await self._flush(self.timeouts.data_block)
         conn.end_content()
         await self._flush(self.timeouts.data_block)
+
+    def _next_chunk(self, chunks: Iterator[bytes]) -> bytes | None:
+        try:
+            return next(chunks, None)
+        except Exception as exc:  # the queue could not give us the message
+            self.abort()
+            raise ContentError(f"{type(exc).__name__}: {exc}") from exc
 
     async def next_event(self) -> ClientEvent | None:
         """The next event from the core, reading (with the phase's timeout) as needed."""

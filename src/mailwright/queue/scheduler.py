@@ -24,11 +24,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import os
 import socket
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from mailwright.core.clock import Clock, SystemClock
@@ -68,6 +69,11 @@ log = logging.getLogger("mailwright.queue")
 NO_AGENT = Reply.of(451, "4.3.0", "No delivery agent for this destination")
 AGENT_FAILED = Reply.of(451, "4.3.0", "Internal error in delivery agent")
 MAX_IDLE_WAIT = 60.0
+# Messages up to this size are read whole, with their envelope, in the worker thread: the
+# event loop then never waits on SQLite (and the GIL after it) to stream them. Larger ones
+# are read chunk by chunk as they are sent. Up to 4 x max_concurrency messages are loaded
+# at once, so this bounds the memory held for their bodies.
+PREFETCH_SIZE = 64 << 10
 
 
 Router = Callable[[str], NextHop]
@@ -119,6 +125,11 @@ class Scheduler:
         self._per_destination: dict[str, asyncio.Semaphore] = {}
         self._idle = asyncio.Event()
         self._idle.set()
+        self._held_back = False  # due work may wait for a free slot: wake when one frees
+        self._more_due = False  # the last claim was full: claim again before sleeping
+        # while the loop looks for the next due time and sleeps: when it will look again
+        # (inf until it knows); a retry due earlier than that wakes it
+        self._sleep_until = 0.0
 
     # ---- control ------------------------------------------------------------------------
     def wake(self) -> None:
@@ -126,11 +137,16 @@ class Scheduler:
         self._wakeup.set()
 
     async def run(self) -> None:
-        """Deliver until ``stop``."""
+        """Deliver until ``stop``.
+
+        A claim that took fewer recipients than it could took everything due: more work
+        comes with a wake (new mail, a freed slot after a full claim, a flush) or when
+        the next recipient falls due, so the loop sleeps rather than claim again.
+        """
         while not self._stopping:
             self._wakeup.clear()
-            claimed = await self._claim_and_dispatch()
-            if claimed and not self._at_capacity():
+            await self._claim_and_dispatch()
+            if self._more_due and not self._at_capacity():
                 continue
             await self._sleep_until_due()
 
@@ -191,15 +207,21 @@ class Scheduler:
         return self._inflight >= self.settings.max_concurrency * 4
 
     async def _claim_and_dispatch(self) -> int:
+        self._more_due = False
         room = self.settings.max_concurrency * 4 - self._inflight
-        if room <= 0 or self._stopping:
+        if self._stopping:
+            return 0
+        if room <= 0:
+            self._held_back = True
             return 0
         now = self.clock.now()
+        limit = min(room, self.settings.claim_batch)
         claimed = await self.writer.execute(
-            ClaimDue(
-                now, min(room, self.settings.claim_batch), self.owner, self.settings.lease_seconds
-            )
+            ClaimDue(now, limit, self.owner, self.settings.lease_seconds)
         )
+        self._more_due = len(claimed) >= limit  # a full claim: more may be due
+        if len(claimed) >= room:
+            self._held_back = True  # the slots ran out, not the due work
         by_message: dict[str, list[StoredRecipient]] = defaultdict(list)
         for recipient in claimed:
             by_message[recipient.message_id].append(recipient)
@@ -218,25 +240,31 @@ class Scheduler:
             self._inflight -= len(recipients)
             if not self._tasks:
                 self._idle.set()
-            self.wake()
+            if self._held_back:  # a slot is free for work that waited for one
+                self._held_back = False
+                self.wake()
 
         task.add_done_callback(done)
 
     async def _sleep_until_due(self) -> None:
-        if self._stopping:
-            return
-        timeout = MAX_IDLE_WAIT
-        if not self._at_capacity():
-            due = await asyncio.to_thread(self.store.next_due)
-            if due is not None:
-                timeout = min(MAX_IDLE_WAIT, max(0.0, due - self.clock.now()))
-        if timeout <= 0:
-            return
+        if self._stopping or self._wakeup.is_set():
+            return  # woken meanwhile: claim again at once
+        self._sleep_until = math.inf  # a retry recorded from now on may be due before we wake
         try:
+            timeout = MAX_IDLE_WAIT
+            if not self._at_capacity():
+                due = await asyncio.to_thread(self.store.next_due)
+                if due is not None:
+                    timeout = min(MAX_IDLE_WAIT, max(0.0, due - self.clock.now()))
+            if timeout <= 0:
+                return
+            self._sleep_until = self.clock.now() + timeout
             async with asyncio.timeout(timeout):
                 await self._wakeup.wait()
         except TimeoutError:
             pass
+        finally:
+            self._sleep_until = 0.0
 
     # ---- one message --------------------------------------------------------------------
     async def _process(self, queue_id: str, recipients: list[StoredRecipient]) -> None:
@@ -247,11 +275,23 @@ class Scheduler:
             # the recipients keep their lease until it expires: at-least-once
             log.exception("%s: delivery failed unexpectedly", queue_id)
 
-    async def _deliver_message(self, queue_id: str, recipients: list[StoredRecipient]) -> None:
-        message = await asyncio.to_thread(self.store.get_message, queue_id)
+    def _load(self, queue_id: str) -> tuple[StoredMessage, HeaderList, bytes | None] | None:
+        """The message, its headers and (when small) its body, in one trip to a worker
+        thread (not the event loop's)."""
+        message = self.store.get_message(queue_id)
         if message is None:
+            return None
+        headers = self.store.read_headers(queue_id)
+        body = None
+        if message.size <= PREFETCH_SIZE:
+            body = b"".join(self.store.read_body(queue_id))
+        return message, headers, body
+
+    async def _deliver_message(self, queue_id: str, recipients: list[StoredRecipient]) -> None:
+        loaded = await asyncio.to_thread(self._load, queue_id)
+        if loaded is None:
             return  # deleted meanwhile
-        headers = await asyncio.to_thread(self.store.read_headers, queue_id)
+        message, headers, body = loaded
         early: list[tuple[DeliveryRequest | None, DeliveryResult]] = []
         routable = recipients
         if self.expander is not None:
@@ -263,7 +303,7 @@ class Scheduler:
             recipients = [*prepared.deliver, *(r for r, _ in prepared.failed)]
             if not recipients:
                 return
-        requests, errors = self._requests(message, headers, routable)
+        requests, errors = self._requests(message, headers, routable, body)
         errors = [*early, *errors]
         started = self.clock.now()
         batches = await asyncio.gather(*(self._deliver(r) for r in requests))
@@ -273,7 +313,11 @@ class Scheduler:
         await self._record(message, headers, recipients, results, started)
 
     def _requests(
-        self, message: StoredMessage, headers: HeaderList, recipients: list[StoredRecipient]
+        self,
+        message: StoredMessage,
+        headers: HeaderList,
+        recipients: list[StoredRecipient],
+        body: bytes | None = None,
     ) -> tuple[list[DeliveryRequest], list[tuple[DeliveryRequest | None, DeliveryResult]]]:
         groups: dict[str, tuple[NextHop, list[StoredRecipient]]] = {}
         errors: list[tuple[DeliveryRequest | None, DeliveryResult]] = []
@@ -294,6 +338,12 @@ class Scheduler:
             groups.setdefault(hop.key, (hop, []))[1].append(recipient)
         size = message.size
         queue_id = message.queue_id
+
+        def read_body() -> Iterator[bytes]:
+            if body is None:
+                return self.store.read_body(queue_id)
+            return iter((body,) if body else ())
+
         requests = [
             DeliveryRequest(
                 queue_id=queue_id,
@@ -305,7 +355,7 @@ class Scheduler:
                 ],
                 next_hop=hop,
                 headers=headers,
-                body=lambda: self.store.read_body(queue_id),
+                body=read_body,
                 size=size,
                 received_at=message.received_at,
             )
@@ -407,6 +457,9 @@ class Scheduler:
             self._collect_reports(reports, recipient, result, state, request, now)
         new_messages, warned = self._make_reports(message, headers, reports, now)
         await self.writer.execute(RecordResults(records, new_messages))
+        retries = [r.next_attempt for r in records if r.state is RecipientState.QUEUED]
+        if retries and min(retries) < self._sleep_until:
+            self.wake()  # the loop sleeps past this retry
         if warned:
             await self.writer.execute(SetWarned(message.queue_id))
         for report in new_messages:

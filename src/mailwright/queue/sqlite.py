@@ -9,13 +9,19 @@ in place (version 2 adds each recipient's resolved local target: mailer, target 
 controlling user, NULL for an ordinary address).
 
 Writes: ``apply_batch`` runs a whole batch in one ``BEGIN IMMEDIATE`` ... ``COMMIT`` on the
-write connection, each op inside its own savepoint so that a failing op is undone alone.
-When an op's failure makes SQLite abandon the whole transaction (it may on SQLITE_FULL),
-the batch runs again from BEGIN without that op: nothing had been committed. The COMMIT
+write connection, the batch's new messages inserted together (multi-row statements). When
+any op fails, that transaction is rolled back and the batch runs again op by op, each op
+inside its own savepoint so that a failing op is undone alone. When an op's failure makes
+SQLite abandon the whole transaction (it may on SQLITE_FULL), the batch runs again from
+BEGIN without that op: nothing had been committed. The COMMIT
 is the fsync that makes the batch durable; a failed COMMIT is rolled back and raised for
 the whole batch, never retried. Only the ``QueueWriter`` thread calls it.
 Reads use a small pool of separate connections and see the last committed state
 (WAL lets them run while the writer commits).
+
+Deleted content is zeroed in b-tree pages but not in freed overflow pages
+(``secure_delete = FAST``): large bodies of delivered mail stay in free pages of the file
+until reused, as the blocks of a deleted queue file do.
 
 This is the single-process embedded store: ``open`` treats every lease found in the
 file as left over from a crash and clears it. Leases are still owner + expiry columns,
@@ -294,6 +300,12 @@ class SqliteQueueStore:
         conn.execute(f"PRAGMA wal_autocheckpoint = {max(1, _CHECKPOINT_BYTES // page_size)}")
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute(f"PRAGMA journal_size_limit = {_JOURNAL_SIZE_LIMIT}")
+        # Debian builds SQLite with SECURE_DELETE: every deleted body would be overwritten
+        # with zeros, page by page, through the WAL and the checkpoint, which doubled the
+        # queue's write I/O for relayed mail. FAST still zeroes what is deleted from b-tree
+        # pages (envelopes, headers, small bodies) but leaves freed overflow pages (large
+        # bodies) as they were until reused, as deleting a queue file does in Postfix.
+        conn.execute("PRAGMA secure_delete = FAST")
         if self._max_bytes is not None:
             page_size = conn.execute("PRAGMA page_size").fetchone()[0]
             conn.execute(f"PRAGMA max_page_count = {max(1, self._max_bytes // page_size)}")
@@ -354,8 +366,8 @@ class SqliteQueueStore:
     # ---- writing ----------------------------------------------------------------------
 
     def apply_batch(self, ops: Sequence[Op[Any]]) -> list[object]:
-        if self._conn is not None and _only_inserts(ops):
-            results = self._insert_batch(self._conn, ops)
+        if self._conn is not None and ops:
+            results = self._fast_batch(self._conn, ops)
             if results is not None:
                 return results
         failed: dict[int, Exception] = {}  # ops that made SQLite give up the transaction
@@ -435,27 +447,35 @@ class SqliteQueueStore:
     def _insert_message(self, conn: sqlite3.Connection, op: InsertMessage) -> None:
         self._insert(conn, op.message)
 
-    # A batch of new messages only (what the SMTP sessions hand in) is inserted with one
-    # multi-row INSERT per table instead of five statements and a savepoint per message.
-    # Each statement releases the GIL while SQLite works, and getting it back behind the
-    # busy event loop thread cost tens of microseconds each time, in the writer thread
-    # that limits throughput. When anything goes wrong before COMMIT the transaction is
-    # rolled back (nothing is kept) and the batch runs again op by op, with savepoints,
-    # which reports each op's own failure. A failed COMMIT fails the batch, as there.
+    # The fast path: the whole batch in one transaction without a savepoint per op, and
+    # the new messages of the batch inserted with one multi-row INSERT per table instead
+    # of five statements each. Each statement releases the GIL while SQLite works, and
+    # getting it back behind the busy event loop thread cost tens of microseconds each
+    # time, in the writer thread that limits throughput. When any op raises before COMMIT
+    # the transaction is rolled back (nothing is kept) and the batch runs again op by op,
+    # with savepoints, which reports each op's own failure. A failed COMMIT fails the
+    # batch, as there.
 
     _INLINE_BODY = 256 << 10  # larger bodies are streamed chunk by chunk
     _INLINE_BATCH = 16 << 20  # bound on the body bytes held for one batch's statements
 
-    def _insert_batch(
-        self, conn: sqlite3.Connection, ops: Sequence[Op[Any]]
-    ) -> list[object] | None:
-        """Insert a batch of InsertMessage ops in one transaction; None: use the slow path."""
+    def _fast_batch(self, conn: sqlite3.Connection, ops: Sequence[Op[Any]]) -> list[object] | None:
+        """Apply ``ops`` in one transaction, no savepoints; None: use the op-by-op path."""
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             raise _store_error(exc) from exc
+        results: list[object] = [None] * len(ops)
         try:
-            self._insert_rows_of(conn, ops)
+            for step in _fast_steps(ops):
+                if isinstance(step, list):
+                    self._insert_rows_of(conn, [ops[i] for i in step])
+                    continue
+                op = ops[step]
+                handler = self._handlers.get(type(op))
+                if handler is None:
+                    raise TypeError(f"not a queue operation: {op!r}")
+                results[step] = handler(conn, op)
         except Exception:  # any op's problem: let the op-by-op path find and report it
             self._abort(conn)
             return None
@@ -466,7 +486,7 @@ class SqliteQueueStore:
             if isinstance(exc, sqlite3.Error):
                 raise _store_error(exc) from exc  # for the whole batch; never retried
             raise
-        return [None] * len(ops)
+        return results
 
     def _insert_rows_of(self, conn: sqlite3.Connection, ops: Sequence[Op[Any]]) -> None:
         first = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM messages").fetchone()[0]
@@ -501,6 +521,9 @@ class SqliteQueueStore:
         _insert_many(conn, "headers (message_id, data)", headers)
         _insert_many(conn, "body_chunks (message_id, seq, data)", chunks)
         _insert_many(conn, _RECIPIENT_TABLE, recipients)
+        for mid, op in enumerate(ops, start=first):  # resolved targets: usually none
+            assert isinstance(op, InsertMessage)
+            self._set_targets(conn, mid, 0, op.message.envelope.recipients)
         for mid, msg in streamed:
             written = 0
             for seq, piece in enumerate(msg.body.chunks(self._body_chunk)):
@@ -596,9 +619,8 @@ class SqliteQueueStore:
             lease_owner = NULL, lease_until = NULL
         WHERE message_id = (SELECT id FROM messages WHERE queue_id = ?)
           AND idx = ? AND state = ?"""
-    _FIND_DONE = """SELECT id FROM messages WHERE queue_id = ? AND NOT EXISTS
+    _DELETE_DONE = """DELETE FROM messages WHERE queue_id = ? AND NOT EXISTS
         (SELECT 1 FROM recipients r WHERE r.message_id = messages.id AND r.state = ?)"""
-    _DELETE_BY_ID = "DELETE FROM messages WHERE id = ?"
 
     def _record_results(self, conn: sqlite3.Connection, op: RecordResults) -> RecordOutcome:
         stale: list[tuple[str, int]] = []
@@ -632,13 +654,12 @@ class SqliteQueueStore:
         return self._delete_if_done(conn, op.queue_ids)
 
     def _delete_if_done(self, conn: sqlite3.Connection, queue_ids: Sequence[str]) -> list[str]:
-        removed = []
-        for queue_id in queue_ids:
-            row = conn.execute(self._FIND_DONE, (queue_id, _QUEUED)).fetchone()
-            if row is not None:
-                conn.execute(self._DELETE_BY_ID, (row["id"],))
-                removed.append(queue_id)
-        return removed
+        # one statement per message; rowcount counts the message row only, not the cascade
+        return [
+            queue_id
+            for queue_id in queue_ids
+            if conn.execute(self._DELETE_DONE, (queue_id, _QUEUED)).rowcount > 0
+        ]
 
     # -- AddRecipients
 
@@ -849,34 +870,44 @@ class SqliteQueueStore:
         """The body in pieces of at most ``chunk_size`` bytes, one stored chunk in memory.
 
         Each stored chunk is read in its own short query, so a slow consumer does not
-        pin an old snapshot (which would stop WAL checkpoints). A message deleted while
-        being read raises ``UnknownMessageError`` rather than ending early.
+        pin an old snapshot (which would stop WAL checkpoints); the first one comes with
+        the query that finds the message, now. A message deleted while being read raises
+        ``UnknownMessageError`` (at the next chunk it needs) rather than ending early.
         """
         if chunk_size <= 0:
             raise ValueError("chunk_size must be positive")
-        with self._reading(snapshot=False) as conn:
+        with self._reading(snapshot=False) as conn:  # the first stored chunk comes along
             row = conn.execute(
-                "SELECT id, body_size FROM messages WHERE queue_id = ?", (queue_id,)
+                "SELECT m.id, m.body_size, c.data FROM messages m LEFT JOIN body_chunks c"
+                " ON c.message_id = m.id AND c.seq = 0 WHERE m.queue_id = ?",
+                (queue_id,),
             ).fetchone()
         if row is None:
             raise UnknownMessageError(queue_id)
-        return self._body_pieces(queue_id, row["id"], row["body_size"], chunk_size)
+        return self._body_pieces(queue_id, row["id"], row["body_size"], chunk_size, row["data"])
 
     def _body_pieces(
-        self, queue_id: str, mid: int, body_size: int, chunk_size: int
+        self, queue_id: str, mid: int, body_size: int, chunk_size: int, first: bytes | None
     ) -> Iterator[bytes]:
         seq = offset = 0
         while offset < body_size:
-            with self._reading(snapshot=False) as conn:
-                row = conn.execute(
-                    "SELECT data FROM body_chunks WHERE message_id = ? AND seq = ?", (mid, seq)
-                ).fetchone()
-            if row is None:
-                raise UnknownMessageError(f"{queue_id} (removed while its body was read)")
-            stored = memoryview(row["data"])
-            for start in range(0, len(stored), chunk_size):
-                yield bytes(stored[start : start + chunk_size])
-            offset += len(stored)
+            data, first = first, None
+            if data is None:
+                with self._reading(snapshot=False) as conn:
+                    row = conn.execute(
+                        "SELECT data FROM body_chunks WHERE message_id = ? AND seq = ?",
+                        (mid, seq),
+                    ).fetchone()
+                if row is None:
+                    raise UnknownMessageError(f"{queue_id} (removed while its body was read)")
+                data = row["data"]
+            if len(data) <= chunk_size:
+                yield data
+            else:
+                stored = memoryview(data)
+                for start in range(0, len(stored), chunk_size):
+                    yield bytes(stored[start : start + chunk_size])
+            offset += len(data)
             seq += 1
 
 
@@ -933,8 +964,40 @@ _RECIPIENT_TABLE = """recipients (message_id, idx, local, domain, orcpt, notify,
 _MAX_VARIABLES = 30000  # below SQLite's default limit of 32766 bound parameters
 
 
-def _only_inserts(ops: Sequence[Op[Any]]) -> bool:
-    return bool(ops) and all(type(op) is InsertMessage for op in ops)
+# Operations that commute with inserting new messages: they never name a message that is
+# not yet in the queue (a claim may take the new messages' recipients, as it would have
+# one commit later), so a batch's new messages may all go in first, together.
+_COMMUTE_WITH_INSERTS = (ClaimDue, RecordResults, ReleaseLeases)
+
+
+def _fast_steps(ops: Sequence[Op[Any]]) -> list[int | list[int]]:
+    """The order of the fast path: op indexes, with the InsertMessage ops grouped (a list)
+    for one multi-row insert. They move ahead of the other ops when all of these commute
+    with them; otherwise only consecutive inserts are grouped and the order is kept."""
+    inserts = [i for i, op in enumerate(ops) if type(op) is InsertMessage]
+    if not inserts:
+        return list(range(len(ops)))
+    others = [i for i, op in enumerate(ops) if type(op) is not InsertMessage]
+    if all(type(ops[i]) in _COMMUTE_WITH_INSERTS for i in others) and not _names_new(ops):
+        return [inserts, *others]
+    steps: list[int | list[int]] = []
+    for i, op in enumerate(ops):
+        last = steps[-1] if steps else None
+        if type(op) is not InsertMessage:
+            steps.append(i)
+        elif isinstance(last, list):
+            last.append(i)
+        else:
+            steps.append([i])
+    return steps
+
+
+def _names_new(ops: Sequence[Op[Any]]) -> bool:
+    """Whether a result in the batch is for a message the batch inserts (never in practice)."""
+    new = {op.message.queue_id for op in ops if isinstance(op, InsertMessage)}
+    return any(
+        res.queue_id in new for op in ops if isinstance(op, RecordResults) for res in op.results
+    )
 
 
 def _insert_many(conn: sqlite3.Connection, table: str, rows: list[tuple[object, ...]]) -> None:

@@ -1,15 +1,33 @@
-"""Batches of new messages: the multi-row insert path stores exactly what op by op would."""
+"""Batches: the fast path (new messages inserted together, no savepoints) stores and
+answers exactly what op by op would."""
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from mailwright.core.address import Address
 from mailwright.core.envelope import Notify, Recipient
+from mailwright.core.target import Mailer, Target
 from mailwright.queue.sqlite import SqliteQueueStore
-from mailwright.queue.store import InsertMessage, NewMessage
+from mailwright.queue.store import (
+    AddRecipients,
+    ClaimDue,
+    DeleteMessage,
+    HoldMessage,
+    InsertMessage,
+    MessageState,
+    NewMessage,
+    Op,
+    RecipientResult,
+    RecipientState,
+    RecordOutcome,
+    RecordResults,
+    StoredRecipient,
+    UnknownMessageError,
+)
 
 MakeMessage = Callable[..., NewMessage]
 
@@ -75,3 +93,187 @@ def test_many_messages_in_one_batch(store: SqliteQueueStore, make_message: MakeM
     assert store.apply_batch([InsertMessage(m) for m in messages]) == [None] * 1500
     assert store.count_messages() == 1500
     assert b"".join(store.read_body(messages[1234].queue_id)) == b"m1234\r\n"
+
+
+# ---- mixed batches: the fast path (no savepoints, new messages inserted together) -------
+
+T1 = 1_700_000_100.0
+
+
+def delivered(recipient: StoredRecipient) -> RecipientResult:
+    return RecipientResult(
+        recipient.message_id, recipient.index, RecipientState.DELIVERED, 0.0, T1, "2.0.0", "ok"
+    )
+
+
+def apply(store: SqliteQueueStore, ops: list[Op[Any]], together: bool) -> list[object]:
+    """``ops`` as one batch, or one batch each."""
+    if together:
+        return store.apply_batch(ops)
+    return [store.apply_batch([op])[0] for op in ops]
+
+
+def test_a_relay_batch_gives_what_op_by_op_gives(tmp_path: Path, make_message: MakeMessage) -> None:
+    # new mail, a claim and the results of the previous claim in one commit, as relaying does
+    def run(store: SqliteQueueStore, together: bool) -> list[object]:
+        first = [make_message(queue_id=f"A{i}", received_at=T1 - 10) for i in range(3)]
+        insert_all = [InsertMessage(m) for m in first]
+        assert store.apply_batch(insert_all) == [None] * 3
+        claimed = store.apply_batch([ClaimDue(T1, 2, "me", 60.0)])[0]
+        assert isinstance(claimed, list) and len(claimed) == 2
+        later = [make_message(queue_id=f"B{i}", received_at=T1) for i in range(2)]
+        ops: list[Op[Any]] = [
+            InsertMessage(later[0]),
+            RecordResults([delivered(r) for r in claimed]),
+            ClaimDue(T1, 10, "me", 60.0),
+            InsertMessage(later[1]),
+        ]
+        results = apply(store, ops, together)
+        left = sorted(m.queue_id for m in store.list_messages())
+        return [results[0], results[1], left, store.get_message("B1") is not None]
+
+    fast = SqliteQueueStore(tmp_path / "fast.db")
+    slow = SqliteQueueStore(tmp_path / "slow.db")
+    fast.open()
+    slow.open()
+    try:
+        a, b = run(fast, True), run(slow, False)
+    finally:
+        fast.close()
+        slow.close()
+    assert a == b
+    assert a[1] == RecordOutcome(stale=[], removed=["A0", "A1"])
+
+
+def test_a_failing_op_in_a_mixed_batch_fails_alone(
+    store: SqliteQueueStore, make_message: MakeMessage
+) -> None:
+    new = make_message()
+    nobody = AddRecipients("0" * 15, [Recipient(Address("x", "example.org"))], T1)
+    results = store.apply_batch([InsertMessage(new), nobody, ClaimDue(T1, 10, "me", 60.0)])
+    assert results[0] is None
+    assert isinstance(results[1], UnknownMessageError)
+    claimed = results[2]
+    assert isinstance(claimed, list) and [r.message_id for r in claimed] == [new.queue_id]
+
+
+def test_ops_naming_a_new_message_see_it_inserted_first(
+    store: SqliteQueueStore, make_message: MakeMessage
+) -> None:
+    # kept in order: the delete comes after the insert it names, the hold before its own
+    gone, held = make_message(), make_message()
+    results = store.apply_batch(
+        [
+            InsertMessage(gone),
+            DeleteMessage(gone.queue_id),
+            HoldMessage(held.queue_id, "early"),
+            InsertMessage(held),
+        ]
+    )
+    assert results == [None, True, False, None]
+    assert store.get_message(gone.queue_id) is None
+    stored = store.get_message(held.queue_id)
+    assert stored is not None and stored.state is MessageState.ACTIVE
+
+
+def test_new_messages_with_resolved_targets_keep_them(
+    store: SqliteQueueStore, make_message: MakeMessage
+) -> None:
+    target = Target(Mailer.PROG, "/usr/bin/true", "alice")
+    message = make_message(recipients=[Recipient(Address("alice", "h.test"), target=target)])
+    assert store.apply_batch([InsertMessage(message), InsertMessage(make_message())]) == [None] * 2
+    stored = store.get_message(message.queue_id)
+    assert stored is not None and stored.recipients[0].target == target
+
+
+# ---- several results in one batch: as op by op, stale ones and repeats included ---------
+
+
+def result(
+    queue_id: str, index: int, state: RecipientState, next_attempt: float = 0.0
+) -> RecipientResult:
+    return RecipientResult(queue_id, index, state, next_attempt, T1, "x.0.0", f"{state.value}")
+
+
+def snapshot(store: SqliteQueueStore) -> list[tuple[object, ...]]:
+    return [
+        (m.queue_id, r.index, r.state, r.attempts, r.next_attempt, r.last_status, r.lease_owner)
+        for m in store.list_messages()
+        for r in m.recipients
+    ]
+
+
+def compare_runs(
+    tmp_path: Path,
+    make_message: MakeMessage,
+    batches: Callable[[], list[list[Op[Any]]]],
+) -> list[object]:
+    """Apply ``batches`` (after queueing and claiming A with two recipients, B and C) as
+    batches and one op at a time; both must give the same results and the same queue."""
+    seen = []
+    for name, together in (("fast", True), ("slow", False)):
+        store = SqliteQueueStore(tmp_path / f"{name}.db")
+        store.open()
+        try:
+            store.apply_batch(
+                [
+                    InsertMessage(make_message(queue_id="A", recipients=["a@x.org", "b@x.org"])),
+                    InsertMessage(make_message(queue_id="B")),
+                    InsertMessage(make_message(queue_id="C")),
+                ]
+            )
+            store.apply_batch([ClaimDue(T1, 10, "me", 60.0)])
+            outcomes = [apply(store, batch, together) for batch in batches()]
+            seen.append((outcomes, snapshot(store)))
+        finally:
+            store.close()
+    assert seen[0] == seen[1]
+    return seen[0][0]
+
+
+def test_a_run_of_results_gives_what_op_by_op_gives(
+    tmp_path: Path, make_message: MakeMessage
+) -> None:
+    done, deferred, failed = RecipientState.DELIVERED, RecipientState.QUEUED, RecipientState.FAILED
+    outcomes = compare_runs(
+        tmp_path,
+        make_message,
+        lambda: [
+            [
+                RecordResults([result("A", 0, done), result("B", 0, deferred, T1 + 300)]),
+                RecordResults([result("A", 1, failed), result("C", 0, done)]),
+            ]
+        ],
+    )
+    assert outcomes == [
+        [RecordOutcome([], []), RecordOutcome([], ["A", "C"])],
+    ]
+
+
+def test_a_stale_result_in_a_run_is_reported(tmp_path: Path, make_message: MakeMessage) -> None:
+    done = RecipientState.DELIVERED
+    outcomes = compare_runs(
+        tmp_path,
+        make_message,
+        lambda: [
+            [RecordResults([result("A", 0, done)])],
+            [RecordResults([result("A", 0, done), result("A", 1, done)])],  # A 0 is final
+        ],
+    )
+    assert outcomes[1] == [RecordOutcome([("A", 0)], ["A"])]
+
+
+def test_two_results_for_one_recipient_in_a_run_apply_in_order(
+    tmp_path: Path, make_message: MakeMessage
+) -> None:
+    outcomes = compare_runs(
+        tmp_path,
+        make_message,
+        lambda: [
+            [
+                RecordResults([result("B", 0, RecipientState.QUEUED, T1)]),
+                RecordResults([result("B", 0, RecipientState.DELIVERED)]),
+            ]
+        ],
+    )
+    assert outcomes == [[RecordOutcome([], []), RecordOutcome([], ["B"])]]

@@ -311,3 +311,53 @@ def test_run_loop_delivers_when_woken(tmp_path: Path) -> None:
         return len(h.agent.requests)
 
     assert asyncio.run(asyncio.wait_for(scenario(), 20)) == 1
+
+
+def test_run_loop_wakes_for_a_retry_due_before_its_next_look(tmp_path: Path) -> None:
+    # the loop sleeps (up to a minute) while the first attempt is in flight; the deferral,
+    # due at once, must wake it rather than wait for that minute
+    async def scenario() -> list[DeliveryRequest]:
+        second = asyncio.Event()
+
+        def script(request: DeliveryRequest) -> tuple[Outcome, Reply]:
+            if len(h.agent.requests) == 1:
+                return Outcome.DEFERRED, TEMP
+            second.set()
+            return Outcome.DELIVERED, OK
+
+        h = Harness(tmp_path / "q.db", script, retry=RetryPolicy(first=0.0))
+        loop_task = asyncio.create_task(h.scheduler.run())
+        h.insert()
+        h.scheduler.wake()
+        await asyncio.wait_for(second.wait(), 10)
+        await h.scheduler.stop()
+        await loop_task
+        h.close()
+        return h.agent.requests
+
+    assert len(asyncio.run(scenario())) == 2
+
+
+def test_run_loop_at_capacity_claims_again_when_a_slot_frees(tmp_path: Path) -> None:
+    # max_concurrency 1 lets four recipients be in flight: the other six wait for slots
+    async def scenario() -> int:
+        all_sent = asyncio.Event()
+
+        def script(request: DeliveryRequest) -> tuple[Outcome, Reply]:
+            if len(h.agent.requests) == 10:
+                all_sent.set()
+            return Outcome.DELIVERED, OK
+
+        h = Harness(tmp_path / "q.db", script, max_concurrency=1)
+        for _ in range(10):
+            h.insert()
+        loop_task = asyncio.create_task(h.scheduler.run())
+        h.scheduler.wake()
+        await asyncio.wait_for(all_sent.wait(), 10)
+        await h.scheduler.wait_idle()
+        await h.scheduler.stop()
+        await loop_task
+        h.close()
+        return len(h.agent.requests)
+
+    assert asyncio.run(scenario()) == 10

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from mailwright.core.reply import Reply
 from mailwright.smtp.client import ClientSettings, TransactionDone
 from mailwright.smtp.data import DataLimits, dot_stuff, normalize_line_endings
-from mailwright.smtp.encoder import DotStuffer, LineEndings
+from mailwright.smtp.encoder import DotStuffer, LineEndings, crlf_only
 from mailwright.smtp.reply import ReplyError, ReplyParser
 from mailwright.smtp.server import ServerSettings
 
@@ -44,6 +44,11 @@ def test_streaming_line_endings_equal_whole_buffer_normalisation(
     lines = LineEndings()
     out = b"".join(lines.feed(chunk) for chunk in split(data, points)) + lines.finish()
     assert out == normalize_line_endings(data)
+
+
+@given(content)
+def test_crlf_only_is_true_exactly_when_normalising_changes_nothing(data: bytes) -> None:
+    assert crlf_only(data) == (normalize_line_endings(data) == data)
 
 
 reply_line = st.text(

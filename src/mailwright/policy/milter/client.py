@@ -8,6 +8,10 @@ sending ``E`` and restarted by each PROGRESS (libmilter's ``smfi_progress``
 "causes the MTA to re-start its timeouts"; Postfix does the same). Any socket
 error, timeout, EOF or malformed packet becomes a ``MilterError``; the caller
 then drops the connection (no QUIT) and applies the filter's failure policy.
+Packets that get no reply can wait for the next command's write (``defer``). Over
+TCP, what the filter sends at end of message (and after a PROGRESS) is acknowledged
+at once (TCP_QUICKACK): libmilter writes each reply packet on its own with Nagle's
+algorithm on, so a delayed ACK would hold its verdict back ~40 ms.
 
 Trusts nothing the filter sends (the codec validates every packet). Settings:
 the filter's ``timeouts`` (given as ``MilterTimeouts``).
@@ -42,6 +46,8 @@ class Connection:
         self.timeouts = timeouts
         self.options: Options | None = None
         self.closed = False
+        self._pending: list[bytes] = []  # no-reply packets that go out with the next write
+        self._tcp = False
 
     @classmethod
     async def open(cls, endpoint: Endpoint, timeouts: MilterTimeouts) -> Connection:
@@ -56,9 +62,12 @@ class Connection:
         except OSError as exc:
             raise MilterError(f"cannot connect to {endpoint}: {exc.strerror or exc}") from None
         sock = writer.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        tcp = sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6)
+        if tcp:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return cls(reader, writer, timeouts)
+        conn = cls(reader, writer, timeouts)
+        conn._tcp = tcp
+        return conn
 
     async def negotiate(self, offer: Offer, configured: Mapping[Stage, Sequence[str]]) -> Options:
         await self.send(codec.encode_optneg(offer.version, offer.actions, offer.protocol))
@@ -72,11 +81,27 @@ class Connection:
         return self.options
 
     # ---- I/O ----------------------------------------------------------------------------
+    def defer(self, *packets: bytes) -> None:
+        """Send ``packets``, which get no reply, in the same write as the next command.
+
+        The filter reads its stream in order, so it sees them before that command, as
+        if sent at once, and is woken once instead of twice.
+        """
+        if self.closed:
+            raise MilterError("connection already closed")
+        self._pending.extend(packets)
+
     async def send(self, *packets: bytes) -> None:
         if self.closed:
             raise MilterError("connection already closed")
+        if self._pending:
+            packets = (*self._pending, *packets)
+            self._pending.clear()
         try:
             self._writer.write(b"".join(packets))
+            if not self._writer.transport.get_write_buffer_size():
+                await self._writer.drain()  # all written: returns at once (or raises)
+                return
             async with asyncio.timeout(self.timeouts.send):
                 await self._writer.drain()
         except TimeoutError:
@@ -105,12 +130,30 @@ class Connection:
         except codec.ProtocolError as exc:
             raise MilterError(f"malformed reply: {exc}") from None
 
+    def _quick_ack(self) -> None:
+        """Acknowledge what the filter sends next at once, not after the delayed-ACK timer.
+
+        A filter that answers with several packets (modifications, then the verdict; or
+        PROGRESS, then the verdict) writes each on its own, and libmilter sockets keep
+        Nagle's algorithm on: each packet after the first waits until the first is
+        acknowledged, and our side, having nothing to send, delays that ACK by ~40 ms
+        (Linux). OpenDKIM's end of message (INSHEADER, CONTINUE) took 42 ms instead of
+        0.9 ms. Linux leaves quick-ACK mode when we send, so it is set after each send.
+        """
+        option = getattr(socket, "TCP_QUICKACK", None)
+        sock = self._writer.get_extra_info("socket") if self._tcp else None
+        if option is None or sock is None:
+            return
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, option, 1)
+
     async def verdict(self) -> Response:
         """The next reply that is not PROGRESS (each PROGRESS restarts the read timeout)."""
         while True:
             reply = await self.read()
             if reply != Simple(codec.PROGRESS):
                 return reply
+            self._quick_ack()
 
     async def verdict_for(self, *packets: bytes) -> Response:
         await self.send(*packets)
@@ -128,6 +171,7 @@ class Connection:
         await self.send(*packets)
         deadline = time.monotonic() + self.timeouts.eom
         while True:
+            self._quick_ack()  # modifications come first, each in its own packet
             left = deadline - time.monotonic()
             if left <= 0:
                 raise MilterError(f"no final reply within {self.timeouts.eom:g}s of end of data")

@@ -248,13 +248,14 @@ class MilterHook(Hook):
         packet: bytes,
         where: str | None = None,
     ) -> Reply | None:
-        """Macros (sent even when the filter skips the step), the command, its verdict."""
+        """Macros (sent even when the filter skips the step: with the next command then),
+        the command, its verdict."""
         conn = talk.conn
         assert conn is not None and conn.options is not None
         macros = self._macros(talk, stage, scope)
         if not conn.options.sends(step):
             if macros:
-                await conn.send(macros)
+                conn.defer(macros)
             return None
         response = await conn.command(macros, packet, wait=conn.options.waits(step))
         if response is None:
