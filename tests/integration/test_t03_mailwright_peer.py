@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from mailwright.core.envelope import BodyType, MailParams, Notify, Ret
+from mailwright.core.headers import HeaderList
 from mailwright.delivery.agent import DeliveryResult
 from mailwright.delivery.smtp import SmtpAgent
 from mailwright.queue.sqlite import SqliteQueueStore
@@ -55,6 +56,16 @@ def stored(mw: Mailwright, result: DeliveryResult) -> tuple[StoredMessage, bytes
         store.close()
 
 
+def read_headers(mw: Mailwright, result: DeliveryResult) -> HeaderList:
+    queue_id = result.reply.lines[0].split()[0]
+    store = SqliteQueueStore(Path(mw.config["queue"]["directory"]) / "queue.db")
+    store.open_for_reading()
+    try:
+        return store.read_headers(queue_id)
+    finally:
+        store.close()
+
+
 def body_of(message: bytes) -> bytes:
     return message.split(b"\r\n\r\n", 1)[1]
 
@@ -95,6 +106,30 @@ def test_bare_line_ends_are_sent_as_crlf(mw: Mailwright, chunking: bool) -> None
     assert results[0].details["transfer"] == ("BDAT" if chunking else "DATA")
     _, body = stored(mw, results[0])
     assert body == b"bare LF\r\nbare CR\r\nCRLF\r\n.dot after LF\r\n..\r\nno end\r\n"
+
+
+@pytest.mark.parametrize("chunking", [True, False], ids=["bdat", "data"])
+def test_lines_longer_than_998_octets_are_folded(mw: Mailwright, chunking: bool) -> None:
+    # the peer refuses lines over 1000 octets with CRLF (500 5.5.2): unfolded, this fails
+    subject = b"Subject: " + b"s" * 1500
+    raw = subject + b"\r\n\r\n" + b"x" * 2500 + b"\r\n." + b"d" * 997 + b"\r\n"
+    agent = SmtpAgent("client.test", None, chunking=chunking)
+    results = deliver(mw, message=raw, chunk=700, agent=agent)
+    assert [r.outcome.value for r in results] == ["delivered"], results[0].reply
+    _, body = stored(mw, results[0])
+    assert (
+        body
+        == b"x" * 998
+        + b"\r\n "
+        + b"x" * 997
+        + b"\r\n "
+        + b"x" * 505
+        + b"\r\n."
+        + b"d" * 997
+        + b"\r\n"
+    )
+    headers = read_headers(mw, results[0]).encode()
+    assert subject[:998] + b"\r\n " + subject[998:] + b"\r\n" in headers
 
 
 def test_dot_stuffing_with_data(mw: Mailwright) -> None:

@@ -3,7 +3,10 @@
 ``LineEndings`` turns every bare CR and bare LF into CRLF (the same result as
 ``smtp.data.normalize_line_endings`` on the whole message, whatever the chunk
 boundaries), so the client never emits a bare line end (RFC 5321 2.3.8, the
-SMTP smuggling class of bugs). ``DotStuffer`` adds the RFC 5321 4.5.2
+SMTP smuggling class of bugs), and folds lines longer than RFC 5322's 998 octets
+(mail submitted locally or rewritten by a milter may have them, and receivers
+refuse them: RFC 5321 4.5.3.1.6) by inserting CRLF SP, as Postfix's
+``smtp_line_length_limit`` does: a folded header stays one header. ``DotStuffer`` adds the RFC 5321 4.5.2
 transparency dots and the end marker: its output for a message split into any
 chunks equals ``smtp.data.dot_stuff`` of the normalised message. Neither ever
 holds more than one chunk plus a carried CR. Trusts nothing about the content.
@@ -26,16 +29,26 @@ def crlf_only(data: bytes) -> bool:
     they take two octets each. About four times as fast as normalising a clean chunk
     (which copies it three times), and queued mail is almost always clean.
     """
-    lines = data.splitlines()
+    return _clean(data, data.splitlines())
+
+
+def _clean(data: bytes, lines: list[bytes]) -> bool:
     breaks = len(lines) if data.endswith((b"\n", b"\r")) else max(len(lines) - 1, 0)
     return len(data) - sum(map(len, lines)) == 2 * breaks
 
 
-class LineEndings:
-    """Streaming CRLF normalisation; a CR at a chunk's end waits for the next chunk."""
+MAX_LINE = 998  # octets of text per line, without the CRLF (RFC 5322 2.1.1)
+_FOLD = b"\r\n "
 
-    def __init__(self) -> None:
+
+class LineEndings:
+    """Streaming CRLF normalisation and folding of lines longer than ``max_line`` octets
+    (0: none); a CR at a chunk's end waits for the next chunk."""
+
+    def __init__(self, max_line: int = MAX_LINE) -> None:
         self._carried_cr = False
+        self._max_line = max_line
+        self._line_len = 0  # octets of the current (unfinished) line already given out
 
     def feed(self, chunk: bytes) -> bytes:
         if self._carried_cr:
@@ -44,14 +57,46 @@ class LineEndings:
         if chunk.endswith(b"\r"):
             chunk = chunk[:-1]
             self._carried_cr = True
-        if crlf_only(chunk):
+        lines = chunk.splitlines()
+        if not _clean(chunk, lines):
+            chunk = normalize_line_endings(chunk)
+            lines = chunk.splitlines()
+        if not self._max_line:
             return chunk
-        return normalize_line_endings(chunk)
+        return self._fold(chunk, max(map(len, lines), default=0))
+
+    def _fold(self, data: bytes, longest: int) -> bytes:
+        """``data`` (CRLF line ends only, ``longest`` its longest line) folded."""
+        last = data.rfind(b"\n")
+        if longest <= self._max_line - self._line_len:  # the usual case: nothing to fold
+            self._line_len = len(data) - last - 1 if last >= 0 else self._line_len + len(data)
+            return data
+        out = bytearray()
+        lines = data.split(b"\r\n")
+        for i, line in enumerate(lines):
+            if i:
+                out += b"\r\n"
+                self._line_len = 0
+            self._fold_line(line, out)
+        return bytes(out)
+
+    def _fold_line(self, piece: bytes, out: bytearray) -> None:
+        """Append a piece of one line, folding it wherever it passes the limit."""
+        limit = self._max_line
+        while self._line_len + len(piece) > limit:
+            room = limit - self._line_len
+            out += piece[:room]
+            out += _FOLD
+            piece = piece[room:]
+            self._line_len = 1  # the SP that starts the continuation line
+        out += piece
+        self._line_len += len(piece)
 
     def finish(self) -> bytes:
         """A CR left at the very end is a line end of its own."""
         if self._carried_cr:
             self._carried_cr = False
+            self._line_len = 0
             return b"\r\n"
         return b""
 
@@ -59,8 +104,8 @@ class LineEndings:
 class DotStuffer:
     """Streaming DATA encoding: CRLF normalisation, dot-stuffing, the final CRLF.CRLF."""
 
-    def __init__(self) -> None:
-        self._lines = LineEndings()
+    def __init__(self, max_line: int = MAX_LINE) -> None:
+        self._lines = LineEndings(max_line)
         self._at_line_start = True
         self._empty = True
 

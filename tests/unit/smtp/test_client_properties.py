@@ -46,6 +46,40 @@ def test_streaming_line_endings_equal_whole_buffer_normalisation(
     assert out == normalize_line_endings(data)
 
 
+def fold_reference(data: bytes, limit: int) -> bytes:
+    """Each normalised line cut into pieces of ``limit`` octets, the later ones behind SP."""
+    out = []
+    for line in normalize_line_endings(data).split(b"\r\n"):
+        pieces = [line[:limit]]
+        rest = line[limit:]
+        while rest:
+            pieces.append(b" " + rest[: limit - 1])
+            rest = rest[limit - 1 :]
+        out.append(b"\r\n".join(pieces))
+    return b"\r\n".join(out)
+
+
+long_lines = st.lists(
+    st.sampled_from([b"\r", b"\n", b"\r\n", b"a", b"bcdefg", b"hijklmnopq", b" "]), max_size=60
+).map(b"".join)
+
+
+@given(long_lines, cuts, st.integers(min_value=2, max_value=12))
+def test_streaming_folding_equals_folding_the_whole_and_no_line_is_too_long(
+    data: bytes, points: list[int], limit: int
+) -> None:
+    lines = LineEndings(limit)
+    out = b"".join(lines.feed(chunk) for chunk in split(data, points)) + lines.finish()
+    assert out == fold_reference(data, limit)
+    assert all(len(line) <= limit for line in out.split(b"\r\n"))
+
+
+def test_default_limit_is_998_octets_of_text() -> None:
+    stuffer = DotStuffer()
+    out = stuffer.feed(b"." + b"a" * 997 + b"\r\n" + b"b" * 999) + stuffer.finish()
+    assert out == b".." + b"a" * 997 + b"\r\n" + b"b" * 998 + b"\r\n b\r\n.\r\n"
+
+
 @given(content)
 def test_crlf_only_is_true_exactly_when_normalising_changes_nothing(data: bytes) -> None:
     assert crlf_only(data) == (normalize_line_endings(data) == data)
