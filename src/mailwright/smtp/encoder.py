@@ -6,11 +6,11 @@ boundaries), so the client never emits a bare line end (RFC 5321 2.3.8, the
 SMTP smuggling class of bugs), and folds lines longer than RFC 5322's 998 octets
 (mail submitted locally or rewritten by a milter may have them, and receivers
 refuse them: RFC 5321 4.5.3.1.6) by inserting CRLF SP, as Postfix's
-``smtp_line_length_limit`` does: a folded header stays one header. ``DotStuffer`` adds the RFC 5321 4.5.2
-transparency dots and the end marker: its output for a message split into any
-chunks equals ``smtp.data.dot_stuff`` of the normalised message. Neither ever
-holds more than one chunk plus a carried CR. Trusts nothing about the content.
-Reads no settings.
+``smtp_line_length_limit`` does: a folded header stays one header. ``DotStuffer``
+adds the RFC 5321 4.5.2 transparency dots and the end marker: its output for a
+message split into any chunks equals ``smtp.data.dot_stuff`` of the normalised,
+folded message. Neither ever holds more than one chunk plus a carried CR. Trusts
+nothing about the content. Reads no settings.
 """
 
 from __future__ import annotations
