@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import json
 import shutil
 import smtplib
 import socket
@@ -279,3 +280,14 @@ def test_config_show_effective_values(tmp_path: Path) -> None:
     assert out.returncode == 0
     text = out.stdout.decode()
     assert "max_message_size = 52428800" in text and "max_hop_count = 50" in text
+
+
+def test_config_show_masks_the_token_unless_asked(tmp_path: Path) -> None:
+    mw = Mailwright(tmp_path, {"http": {"token": "s3cret-token-value"}})
+    mw.write_config()
+    shown = mw.cli("config", "show", "--json")
+    assert shown.returncode == 0
+    assert json.loads(shown.stdout)["http"]["token"] == "********"
+    assert b"s3cret" not in shown.stdout
+    revealed = mw.cli("config", "show", "--show-secrets")
+    assert 'token = "s3cret-token-value"' in revealed.stdout.decode()

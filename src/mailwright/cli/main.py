@@ -120,9 +120,10 @@ def config_check(ctx: click.Context) -> None:
 
 @config.command("show")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of TOML-like text.")
+@click.option("--show-secrets", is_flag=True, help="Print the status page token as it is.")
 @click.pass_context
-def config_show(ctx: click.Context, as_json: bool) -> None:
-    """Print the effective settings (defaults filled in).
+def config_show(ctx: click.Context, as_json: bool, show_secrets: bool) -> None:
+    """Print the effective settings (defaults filled in); the token is masked.
 
     \b
     Example:
@@ -130,6 +131,8 @@ def config_show(ctx: click.Context, as_json: bool) -> None:
     """
     settings = _settings(ctx)
     data = settings.model_dump(mode="json")
+    if data["http"]["token"] and not show_secrets:  # output ends up in tickets and chats
+        data["http"]["token"] = "********"
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
