@@ -67,7 +67,7 @@ def test_smtplib_message_is_queued_with_trace_header(mw: Mailwright) -> None:
     stored, raw = read_message(mw, qid)
     parsed = email.message_from_bytes(raw, policy=email.policy.SMTP)
     received = parsed["Received"]
-    assert "from client.test ([127.0.0.1])" in received
+    assert "from client.test (localhost [127.0.0.1])" in received
     assert "by mx.test (Mailwright) with ESMTP id " + qid in received
     assert parsed["Subject"] == "hello"
     assert raw.endswith(b"\r\n\r\nBody line\r\n")

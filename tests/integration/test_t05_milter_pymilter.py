@@ -121,11 +121,12 @@ def test_filter_is_sent_envelope_macros_headers_and_body_chunks(
                mail_options=["BODY=8BITMIME"], rcpt_options=["NOTIFY=SUCCESS,FAILURE"])  # fmt: skip
     events = tf.events()
     connect = [e for e in events if e["cb"] == "connect"][-1]
-    assert connect["args"][0] == "[127.0.0.1]"
+    assert connect["args"][0] == "localhost"  # loopback's name, without a DNS query
     macros = connect["macros"]
     assert macros["j"] == "mx.test" and macros["{client_addr}"] == "127.0.0.1"
     assert macros["{daemon_name}"].startswith("smtp-")
-    assert macros["_"] == "[127.0.0.1]" and macros["v"].startswith("Mailwright")
+    assert macros["{client_name}"] == "localhost"
+    assert macros["_"] == "localhost [127.0.0.1]" and macros["v"].startswith("Mailwright")
     msg = of_message(tf, qid)
     cbs = [e["cb"] for e in msg]
     assert cbs[:4] == ["mail", "rcpt", "rcpt", "data"]

@@ -81,7 +81,7 @@ def test_greet_pause_refuses_early_talkers(tmp_path: Path) -> None:
             data += talker.recv(1024)
         assert data.startswith(b"554 5.5.0 mx.test protocol violation: talking before")
         assert talker.recv(1024) == b""  # closed
-        mw.wait_log("event=pre-greeting traffic, relay=[127.0.0.1]")
+        mw.wait_log("event=pre-greeting traffic, relay=localhost [127.0.0.1]")
         started = time.monotonic()
         polite = Client(mw.port, "127.0.0.3")
         assert polite.greeting.startswith("220") and time.monotonic() - started >= 1

@@ -69,7 +69,7 @@ def test_verified_tls_with_the_right_ca(tmp_path: Path, receiver: Mailwright) ->
         line = a.wait_log(f"{qid}: to=<user@b.test>")
         assert "stat=Sent" in line, line
     accepted = receiver.wait_log("proto=ESMTPS")
-    assert "relay=[127.0.0.1]" in accepted
+    assert "relay=localhost [127.0.0.1]" in accepted
     assert "event=STARTTLS=server" in receiver.wait_log("event=STARTTLS=server")
 
 

@@ -66,7 +66,7 @@ def test_starttls_with_python_ssl_then_received_says_esmtps(tmp_path: Path) -> N
         assert "version=TLSv1.3" in line and "cipher=TLS_" in line
         assert "proto=ESMTPS," in mw.wait_log(f"{qid}: from=<a@x.test>")
         received = stored(mw, qid).split("\r\n")[:3]
-        assert received[0].startswith("Received: from client.test ([127.0.0.1])")
+        assert received[0].startswith("Received: from client.test (localhost [127.0.0.1])")
         assert received[1].startswith("\t(using TLSv1.3 with cipher TLS_")
         assert received[2].startswith(f"\tby mx.test (Mailwright) with ESMTPS id {qid}")
 
@@ -181,7 +181,7 @@ def test_tls_12_is_the_minimum_and_13_can_be(tmp_path: Path) -> None:
         c.ehlo()
         with pytest.raises(ssl.SSLError):
             c.starttls(old)
-        mw.wait_log("event=STARTTLS=server, relay=[127.0.0.1], error=")
+        mw.wait_log("event=STARTTLS=server, relay=localhost [127.0.0.1], error=")
 
 
 def test_no_certificate_no_starttls_and_no_auth(tmp_path: Path) -> None:

@@ -94,6 +94,9 @@ class Mailwright:
             "queue": {"directory": str(root / "queue")},
             # tests look at what was queued; the ones about delivery switch to "background"
             "delivery": {"mode": "queue"},
+            # hermetic: no PTR query to the machine's name server (tests that want one
+            # turn it on with a local DNS server in [dns])
+            "server": {"reverse_dns": False},
         }
         self.config = deep_merge(base, config or {})
         self.config_path = root / "mailwright.toml"

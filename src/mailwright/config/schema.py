@@ -158,6 +158,9 @@ class ServerSection(Section):
     max_junk_commands: Count = 100
     vrfy: bool = False
     listen_backlog: Count = 1024
+    # the client's forward-confirmed PTR name, looked up before the greeting (clientname)
+    reverse_dns: bool = True
+    reverse_dns_timeout: Seconds = 10.0
     timeouts: Timeouts = Timeouts()
 
 

@@ -50,6 +50,7 @@ from mailwright.queue.sqlite import SqliteQueueStore
 from mailwright.queue.store import InsertMessage, NewMessage
 from mailwright.queue.writer import QueueWriter
 from mailwright.routing.aliases import prepare_aliases
+from mailwright.routing.clientname import client_names_from_settings
 from mailwright.routing.resolution import AddressResolver
 
 log = logging.getLogger("mailwright.daemon")
@@ -254,6 +255,7 @@ class Daemon:
             enqueue=self.enqueue,
             spool_dir=settings.queue.spool_dir,
             security=self.security,
+            client_names=client_names_from_settings(settings),
         )
 
     def _status(self) -> str:

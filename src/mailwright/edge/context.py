@@ -13,6 +13,7 @@ from mailwright.config.schema import Listener, ListenerKind, Settings
 from mailwright.edge.security import EdgeSecurity
 from mailwright.policy.hooks import Pipeline
 from mailwright.queue.store import NewMessage
+from mailwright.routing.clientname import ClientNames
 from mailwright.smtp.data import BareLinePolicy, DataLimits
 from mailwright.smtp.server import ServerSettings
 
@@ -26,6 +27,7 @@ class EdgeContext:
     enqueue: Enqueue  # commits durably (fsync) before returning
     spool_dir: Path
     security: EdgeSecurity | None = None  # STARTTLS, AUTH; None: neither is offered
+    client_names: ClientNames | None = None  # reverse DNS of clients; None: no names
 
     def server_settings(self, listener: Listener) -> ServerSettings:
         s = self.settings.server

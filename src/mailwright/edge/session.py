@@ -127,6 +127,9 @@ class Session:
     async def _greet(self) -> None:
         if self.security.implicit:
             self.security.implicit_tls(self.writer)  # RFC 8314: the listener's handshake
+        names = self.ctx.client_names
+        if names is not None and not self.info.is_local and not self.info.client_name:
+            self.info.client_name = await names.lookup(self.info.client_address)
         reply = await self.ctx.pipeline.connect(self.info)
         if (reply is None or reply.positive) and not self.info.trusted_relay:
             early = await early_input(self.reader, self.ctx.settings.server.greet_pause)

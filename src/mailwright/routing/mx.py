@@ -274,6 +274,11 @@ class DnsResolver:
             return [MailHost(host, ip)]
         return await self._own_addresses(_qname(host))
 
+    async def ptr(self, reverse_name: str) -> list[str]:
+        """The PTR targets of ``reverse_name`` (``4.3.2.1.in-addr.arpa``); [] when none."""
+        answer = await self._query(reverse_name.lower(), "PTR")
+        return list(answer.records)
+
     async def _own_addresses(self, name: str) -> list[MailHost]:
         """The name's A/AAAA as hosts (``[host]`` next hops, and implicit MX)."""
         lookup = await self._host(name)
