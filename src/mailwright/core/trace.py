@@ -69,9 +69,14 @@ def received(
     if tls:
         parts.append(f"({_safe_comment(tls)})")
     parts.append(f"by {hostname} (Mailwright) with {protocol} id {queue_id}")
-    tail = f"for <{_safe(recipient)}>; " if recipient else ""
+    # RFC 5322 3.6.7: the date always follows a ";", with or without a "for" clause
     date = email.utils.formatdate(when, localtime=True)
-    value = "\r\n\t".join(parts) + f"\r\n\t{tail}{date}"
+    if recipient:
+        parts.append(f"for <{_safe(recipient)}>; {date}")
+    else:
+        parts[-1] += ";"
+        parts.append(date)
+    value = "\r\n\t".join(parts)
     return Header.make("Received", value)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email.utils
+
 from mailwright.core.trace import protocol_name, received
 
 
@@ -19,3 +21,21 @@ def test_tls_comment_keeps_its_words_and_cannot_break_out() -> None:
     lines = header.encode().decode().split("\r\n")
     assert lines[1] == "\t(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384? ?evil)"
     assert lines[2].startswith("\tby mx.test (Mailwright) with ESMTPSA id Q1")
+
+
+def test_the_date_follows_a_semicolon_with_and_without_a_recipient() -> None:
+    # RFC 5322 3.6.7: received = "Received:" [received-token...] ";" date-time
+    for recipient in (None, "b@y.test"):
+        header = received(
+            helo="client.test",
+            client_name="",
+            client_address="192.0.2.1",
+            hostname="mx.test",
+            protocol=protocol_name(tls=False, auth=False),
+            queue_id="Q1",
+            recipient=recipient,
+            when=0.0,
+        )
+        tokens, semicolon, date = header.text.rpartition(";")
+        assert semicolon == ";" and email.utils.parsedate_to_datetime(date.strip()).timestamp() == 0
+        assert tokens.endswith("id Q1" if recipient is None else "for <b@y.test>")
