@@ -91,6 +91,8 @@ def test_submission_wants_tls_then_auth_and_adds_only_date_and_message_id(
         assert headers.count("Message-ID: ") == 1 and "<mine@x.test>" in headers
         line = mw.wait_log("event=AUTH=server")
         assert "authid=alice" in line and "mech=PLAIN" in line
+        accepted = mw.wait_log(f"{qid}: from=<alice@mx.test>")  # grep QUEUE-ID: who sent it
+        assert accepted.endswith(", authid=alice"), accepted
     finally:
         mw.stop()
 

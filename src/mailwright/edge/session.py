@@ -451,6 +451,7 @@ class Session:
             bodytype=message.envelope.params.body.value
             if message.envelope.params.body.value != "7BIT"
             else None,
+            authid=self.info.auth_user or None,
         )
 
     def _respond_end(self, reply: Reply) -> None:

@@ -61,6 +61,7 @@ def accepted(
     daemon: str,
     relay: str,
     bodytype: str | None = None,
+    authid: str | None = None,
 ) -> None:
     emit_fields(
         queue_id,
@@ -74,6 +75,7 @@ def accepted(
             "proto": proto,
             "daemon": daemon,
             "relay": relay,
+            "authid": authid,  # who sent it, in the line that "grep QUEUE-ID" finds
         },
     )
 
