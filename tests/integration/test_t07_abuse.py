@@ -9,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.support.daemon import running
+from tests.support.daemon import running, wait_until
 from tests.support.security import Client
 
 UNTRUSTED = {"relay": {"networks": []}, "routing": {"local_domains": ["mx.test"]}}
@@ -25,6 +25,29 @@ def test_connection_rate_per_address(tmp_path: Path) -> None:
         assert fourth.closed()
         assert Client(mw.port, "127.0.0.6").greeting.startswith("220")  # others are not hit
         mw.wait_log("event=connection rate limit exceeded, relay=[127.0.0.5]")
+        for c in clients:
+            c.close()
+
+
+def test_total_connection_limit_refuses_then_admits_again(tmp_path: Path) -> None:
+    config = {**UNTRUSTED, "server": {"max_connections": 3}}
+    with running(tmp_path, config) as mw:
+        clients = [Client(mw.port, f"127.0.0.{i}") for i in (11, 12, 13)]  # 3 addresses
+        assert all(c.greeting.startswith("220") for c in clients)
+        fourth = Client(mw.port, "127.0.0.14")
+        assert fourth.greeting == "421 4.7.0 mx.test Too many connections, try again later"
+        assert fourth.closed()
+        clients.pop().cmd("QUIT")  # one leaves: room for one more
+
+        def admitted() -> bool:
+            c = Client(mw.port, "127.0.0.14")
+            if c.greeting.startswith("220"):
+                clients.append(c)
+                return True
+            c.close()
+            return False
+
+        wait_until(admitted, what="a free connection slot")
         for c in clients:
             c.close()
 
