@@ -9,6 +9,7 @@ import hashlib
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import threading
 from pathlib import Path
@@ -145,3 +146,39 @@ def test_disk_full_answers_452_and_recovers(tmp_path: Path) -> None:
             store.close()
     finally:
         subprocess.run(["umount", "-l", str(qdir)], check=False)
+
+
+def test_a_failed_commit_answers_451_keeps_nothing_and_the_next_message_goes(
+    tmp_path: Path,
+) -> None:
+    # another program (an administrator's sqlite3 shell) holds the queue's write lock
+    # longer than the writer's busy timeout (5 s): the commit fails, the client is told
+    mw = Mailwright(tmp_path).start()
+    try:
+        c = RawClient(mw.port)
+        c.cmd("EHLO lock.test")
+        blocker = sqlite3.connect(tmp_path / "queue" / "queue.db", isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+        c.send(b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n")
+        c.replies(3)
+        c.send(b"Subject: locked out\r\n\r\nnot kept\r\n.\r\n")
+        reply = c.reply()
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        assert reply == "451 4.3.0 Local error in processing, try again later", reply
+        mw.wait_log("queue commit failed")
+        c.send(b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n")
+        c.replies(3)
+        c.send(b"Subject: after\r\n\r\nkept\r\n.\r\n")
+        ok = c.reply()
+        assert ok.startswith("250 2.0.0"), ok
+        c.cmd("QUIT")
+    finally:
+        mw.stop()
+    store = SqliteQueueStore(tmp_path / "queue" / "queue.db")
+    store.open_for_reading()
+    try:
+        assert [m.subject for m in store.list_messages()] == ["after"]
+    finally:
+        store.close()
+    assert list((tmp_path / "queue" / "tmp").iterdir()) == []  # no spooled body left
