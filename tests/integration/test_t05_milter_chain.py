@@ -183,3 +183,34 @@ def test_opendkim_signature_verifies(tmp_path: Path) -> None:
     assert dkim.verify(raw, dnsfunc=dns)
     tampered = raw.replace(b"Hello, signed world.", b"Hello, forged world.")
     assert not dkim.verify(tampered, dnsfunc=dns)
+
+
+def test_opendkim_signature_verifies_at_the_next_hop(tmp_path: Path) -> None:
+    """Signed, queued, relayed by the SMTP client (dot-stuffing, BDAT) to another MTA:
+    what that MTA received still verifies."""
+    dkim = pytest.importorskip("dkim", reason="dkimpy is not installed")
+    signer = OpenDkim(tmp_path / "dkim").start()
+    try:
+        with running(tmp_path / "peer") as peer:
+            config = {
+                "filters": [{"milter": signer.spec, "name": "dkim"}],
+                "delivery": {"mode": "background", "tls_default": "none"},
+                "routing": {"smarthost": f"[127.0.0.1]:{peer.port}"},
+            }
+            with running(tmp_path / "mw", config) as mw:
+                msg = (b"From: Alice <alice@example.com>\r\nTo: b@y.test\r\nSubject: hop\r\n"
+                       b"Date: Thu, 1 Jan 2026 00:00:00 +0000\r\nMessage-ID: <s2@example.com>\r\n"
+                       b"\r\n.leading dot\r\nHello, relayed world.\r\n")  # fmt: skip
+                send(mw, msg, sender="alice@example.com")
+                line = mw.wait_log("stat=Sent")
+            qid = line.split("stat=Sent (")[1].split()[0]  # the peer's queue id
+            raw = queued_raw(peer, qid)
+    finally:
+        signer.stop()
+    assert b"\r\nDKIM-Signature:" in raw and b"\r\n\r\n.leading dot\r\n" in raw
+
+    def dns(name: bytes, timeout: int = 5) -> bytes:
+        assert name == b"test._domainkey.example.com."
+        return signer.dns_txt
+
+    assert dkim.verify(raw, dnsfunc=dns)
