@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mailwright.queue.sqlite import SqliteQueueStore
-from tests.support.daemon import Mailwright, running
+from tests.support.daemon import Mailwright, free_port, running
 from tests.support.smtp import RawClient
 
 MSG = (
@@ -291,3 +291,33 @@ def test_config_show_masks_the_token_unless_asked(tmp_path: Path) -> None:
     assert b"s3cret" not in shown.stdout
     revealed = mw.cli("config", "show", "--show-secrets")
     assert 'token = "s3cret-token-value"' in revealed.stdout.decode()
+
+
+def test_lmtp_listener_answers_once_per_recipient(tmp_path: Path) -> None:
+    port = free_port()
+    config = {"listeners": [{"address": "127.0.0.1", "port": port, "kind": "lmtp"}]}
+    with running(tmp_path, config) as mw:
+        c = RawClient(port)
+        assert c.cmd("EHLO client.test").startswith("500 5.5.1")  # LMTP wants LHLO
+        assert c.cmd("LHLO client.test").startswith("250 ")
+        assert c.cmd("MAIL FROM:<a@x.test>").startswith("250 2.1.0")
+        assert c.cmd("RCPT TO:<root@mx.test>").startswith("250 2.1.5")
+        assert c.cmd("RCPT TO:<nobody-here@mx.test>").startswith("550 5.1.1")
+        assert c.cmd("RCPT TO:<postmaster@mx.test>").startswith("250 2.1.5")
+        assert c.cmd("DATA").startswith("354")
+        c.send(b"Subject: lmtp\r\n\r\nbody\r\n.\r\n")
+        first, second = c.replies(2)  # RFC 2033 4.2: one per accepted recipient
+        assert first.startswith("250 2.") and second.startswith("250 2."), (first, second)
+        assert c.cmd("QUIT").startswith("221")
+        mw.wait_log("nrcpts=2")
+    store = SqliteQueueStore(tmp_path / "queue" / "queue.db")
+    store.open_for_reading()
+    try:
+        (message,) = store.list_messages()
+        assert [str(r.address) for r in message.envelope.recipients] == [
+            "root@mx.test",
+            "postmaster@mx.test",
+        ]
+        assert message.origin.protocol.startswith("LMTP")
+    finally:
+        store.close()
