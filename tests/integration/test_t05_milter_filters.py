@@ -186,3 +186,77 @@ def test_plugin_found_by_entry_point(tmp_path: Path, monkeypatch: pytest.MonkeyP
     with pytest.raises(ValueError, match="no filter plugin named 'nope'"):
         registry.load("nope")
     assert sys.modules["hello_filter"]
+
+
+ACTIONS_FILTER = '''
+from mailwright.core.address import Address
+from mailwright.core.envelope import Recipient
+from mailwright.core.headers import Header
+from mailwright.core.reply import Reply
+from mailwright.policy.filters.base import Filter
+
+
+class Actions(Filter):
+    """Does what the Subject says, at the message stage, as a milter's end of body can."""
+
+    async def message(self, session, txn):
+        subject = txn.headers.get("Subject").text
+        if subject == "quarantine":
+            txn.hold_reason = "held by actions"
+        elif subject == "discard":
+            txn.discard = True
+        elif subject == "reject":
+            return Reply.of(550, "5.7.1", "Rejected by actions")
+        elif subject == "rewrite":
+            txn.body.replace([b"new body\\r\\n"])
+            txn.sender = Address("new-sender", "x.test")
+            kept = [r for r in txn.recipients if r.address.local != "drop"]
+            txn.recipients = [*kept, Recipient(Address("added", "y.test"))]
+            txn.headers.append(Header.make("X-Actions", "rewritten"))
+        return None
+'''
+
+
+def test_a_python_filter_has_the_milter_actions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "actions_filter.py").write_text(ACTIONS_FILTER)
+    info = plugins / "actions_filter-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: actions-filter\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[mailwright.filters]\nactions = actions_filter:Actions\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", str(plugins))  # the daemon finds it by its entry point
+
+    def with_subject(subject: str) -> bytes:
+        return MSG.replace(b"Subject: hello", b"Subject: " + subject.encode())
+
+    with running(tmp_path / "mw", {"filters": [{"plugin": "actions"}]}) as mw:
+        held = send(mw, with_subject("quarantine"))
+        rewritten = send(mw, with_subject("rewrite"), rcpts=("keep@y.test", "drop@y.test"))
+        dropped = send(mw, with_subject("discard"))
+        with smtplib.SMTP("127.0.0.1", mw.port) as s:
+            s.ehlo("client.test")
+            s.mail("a@x.test")
+            s.rcpt("b@y.test")
+            assert s.data(with_subject("reject")) == (550, b"5.7.1 Rejected by actions")
+        store = SqliteQueueStore(Path(mw.config["queue"]["directory"]) / "queue.db")
+        store.open_for_reading()
+        try:
+            queued = {m.queue_id: m for m in store.list_messages()}
+            assert set(queued) == {held, rewritten}  # discarded and rejected: nothing kept
+            assert queued[held].hold_reason == "held by actions"
+            message = queued[rewritten]
+            assert message.hold_reason is None
+            assert str(message.envelope.sender) == "new-sender@x.test"
+            assert [str(r.address) for r in message.envelope.recipients] == [
+                "keep@y.test",
+                "added@y.test",
+            ]
+            assert b"".join(store.read_body(rewritten)) == b"new body\r\n"
+            assert store.read_headers(rewritten).encode().endswith(b"X-Actions: rewritten\r\n")
+        finally:
+            store.close()
