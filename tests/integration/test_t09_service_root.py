@@ -337,3 +337,28 @@ def test_a_detached_daemon_with_a_pid_file(root: Path, accounts: Any) -> None:
                 os.kill(pid, signal.SIGKILL)
         syslog.close()
         mw.close()
+
+
+def test_a_lost_helper_stops_the_daemon_for_a_restart(root: Path, accounts: Any) -> None:
+    """The daemon without root cannot start a new helper: it stops with 75 (EX_TEMPFAIL),
+    which the unit's Restart=on-failure turns into a restart; mail then lands again."""
+    service, owner = accounts
+    mw = ServiceDaemon(root, service_config(root, service, ""))
+    try:
+        mw.start()
+        helpers = [
+            pid
+            for pid in descendants(mw.proc.pid)  # type: ignore[union-attr]
+            if process_status(pid)["Name"] == "mailwright-priv"
+        ]
+        assert len(helpers) == 1
+        os.kill(helpers[0], signal.SIGKILL)
+        assert mw.wait() == 75
+        mw.wait_log("stopping, to be restarted by the service manager (exit 75)")
+        mw.start()  # what systemd does
+        send(mw.port, f"{owner.pw_name}@mx.test", "after the restart")
+        box = root / "mail" / owner.pw_name
+        wait_until(lambda: subjects(box) == ["after the restart"], what="the delivery")
+        assert mw.stop() == 0
+    finally:
+        mw.close()

@@ -25,6 +25,7 @@ import signal
 from pathlib import Path
 
 from mailwright.config.schema import DeliveryMode, ListenerAuth, Settings
+from mailwright.core.sysexits import ExitCode
 from mailwright.daemon import control, reload
 from mailwright.daemon.delivery import build_scheduler
 from mailwright.daemon.monitor import Monitor
@@ -124,6 +125,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._queue_run = asyncio.Event()
         self._terms = 0
+        self.exit_code = ExitCode.OK  # what the process exits with after a clean stop
         self._reloads: asyncio.Task[None] | None = None
         self._reload_again = False
 
@@ -277,8 +279,20 @@ class Daemon:
 
     def _start_helper(self) -> None:
         if self.runtime.helper is not None:
+            self.runtime.helper.on_failure = self._helper_lost
             self.runtime.helper.start()
             self._wire_resolver(self.resolver)
+
+    def _helper_lost(self, why: str) -> None:
+        """Without root no new helper can be started: stop cleanly with EX_TEMPFAIL, so
+        that systemd (Restart=on-failure) starts daemon and helper again. Queued mail
+        stays queued; local deliveries meanwhile are deferred, never lost."""
+        if self._stop.is_set():
+            return
+        log.critical("%s: stopping, to be restarted by the service manager (exit 75)", why)
+        self.exit_code = ExitCode.TEMPFAIL
+        self._stop.set()
+        self._queue_run.set()
 
     def _wire_resolver(self, resolver: AddressResolver) -> None:
         """Users' .forward files are read by the helper (homes may be closed to us)."""
@@ -389,10 +403,13 @@ class Daemon:
         self._stop.set()
 
 
-def run_daemon(settings: Settings, runtime: Runtime | None = None) -> None:
+def run_daemon(settings: Settings, runtime: Runtime | None = None) -> ExitCode:
+    """Run until stopped; the exit code (TEMPFAIL when the daemon stopped itself)."""
+    daemon = Daemon(settings, runtime)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a pinned dependency
-        asyncio.run(Daemon(settings, runtime).run())
-        return
-    uvloop.run(Daemon(settings, runtime).run())
+        asyncio.run(daemon.run())
+    else:
+        uvloop.run(daemon.run())
+    return daemon.exit_code

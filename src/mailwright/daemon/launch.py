@@ -118,8 +118,9 @@ def _start(settings: Settings, options: LaunchOptions, notifier: Notifier) -> in
         log_level=options.log_level,
         detached=options.detach,
     )
+    code = ExitCode.OK
     try:
-        run_daemon(settings, runtime)
+        code = run_daemon(settings, runtime)
     except ConfigError as exc:  # e.g. a certificate the daemon cannot read
         log.error("%s", exc)
         return ExitCode.CONFIG
@@ -131,7 +132,7 @@ def _start(settings: Settings, options: LaunchOptions, notifier: Notifier) -> in
     finally:
         if pid_file is not None:
             pid_file.release()
-    return ExitCode.OK
+    return code
 
 
 def _wants_pid_file(options: LaunchOptions) -> bool:

@@ -4,7 +4,8 @@
 matches answers by id; many requests may be in flight at once. A delivery's content
 is written into a pipe whose read end went with the request (in a worker thread:
 reading the queue blocks). If the helper is gone or does not answer in time, the
-delivery is deferred (``451 4.3.0``): the recipient stays queued, nothing is lost.
+delivery is deferred (``451 4.3.0``): the recipient stays queued, nothing is lost; a helper
+that is gone for good is reported through ``on_failure`` (the daemon then stops).
 
 ``HelperDeposit`` is the ``delivery.deposit.Deposit`` of a daemon without root;
 ``HelperMaildrop`` opens maildrop files (other users' 0600 files) for the pickup;
@@ -83,6 +84,9 @@ class HelperClient:
         self._waiting: dict[int, asyncio.Future[Answer]] = {}
         self._reader: asyncio.Task[None] | None = None
         self._broken = False
+        # called once when the helper is lost: a daemon without root cannot start a new
+        # one, so it stops and lets the service manager restart it (and the helper)
+        self.on_failure: Callable[[str], None] | None = None
 
     @property
     def alive(self) -> bool:
@@ -165,6 +169,8 @@ class HelperClient:
         if not self._broken:
             self._broken = True
             log.error("%s; local deliveries are deferred until a restart", why)
+            if self.on_failure is not None:
+                self.on_failure(why)
         for waiter in self._waiting.values():
             if not waiter.done():
                 waiter.set_exception(HelperUnavailableError(why))
