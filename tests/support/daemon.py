@@ -97,6 +97,8 @@ class Mailwright:
             # hermetic: no PTR query to the machine's name server (tests that want one
             # turn it on with a local DNS server in [dns])
             "server": {"reverse_dns": False},
+            # tests run as root: stay root unless a test names a service account
+            "service": {"user": "root"},
         }
         self.config = deep_merge(base, config or {})
         self.config_path = root / "mailwright.toml"

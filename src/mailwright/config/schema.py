@@ -548,13 +548,14 @@ class HttpSection(Section):
 class ServiceSection(Section):
     """Running as a system service (``docs/service.md``): whose rights the daemon uses.
 
-    Started as root with ``user`` set, the daemon binds its listeners and the local
-    submission socket, forks the privileged helper (local delivery as the recipient),
-    then runs as ``user``. Started as anyone else, ``user`` is ignored and nothing
-    changes identity.
+    Started as root, the daemon binds its listeners and the local submission socket,
+    forks the privileged helper (local delivery as the recipient), then runs as
+    ``user``, which must exist (``useradd --system mailwright``): safe by default, the
+    SMTP-facing code never runs as root unless ``user = "root"`` says so explicitly.
+    Started as anyone else, ``user`` is ignored and nothing changes identity.
     """
 
-    user: str = ""  # e.g. "mailwright" (useradd --system); "" = keep running as started
+    user: str = "mailwright"  # the service account; "root" = stay root (not recommended)
     group: str = ""  # primary group instead of the user's own
     # a |program or /file controlled by root runs as root (else as local_delivery.default_user)
     root_programs: bool = False

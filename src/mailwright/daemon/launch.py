@@ -14,7 +14,7 @@ One sequence for ``mailwright serve`` (foreground, systemd ``Type=notify``),
    (``daemon.privileges``);
 7. the daemon runs (``daemon.app``) and says ``READY=1`` when it accepts mail.
 
-Started as root without ``service.user`` the daemon stays root (as Sendmail does) and
+Started as root with ``service.user = "root"`` the daemon stays root (as Sendmail does) and
 says so in the log; started as anyone else nothing changes identity (``make run``).
 Returns an exit code (sysexits); errors are one log line, never a traceback.
 Settings: all of them, through the components.
@@ -78,7 +78,8 @@ def _start(settings: Settings, options: LaunchOptions, notifier: Notifier) -> in
         account = service_account(settings.service)
         if account is None and os.geteuid() == 0:
             log.warning(
-                "running as root: set [service] user so that SMTP sessions do not (docs/service.md)"
+                'running as root (service.user = "root"): SMTP sessions run as root too;'
+                " name an unprivileged account instead (docs/service.md)"
             )
         if pid_file is not None:
             pid_file.acquire()

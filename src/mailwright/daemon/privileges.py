@@ -53,12 +53,15 @@ class ServiceAccount:
         return self.uid, self.gid
 
 
-def service_account(section: ServiceSection) -> ServiceAccount | None:
-    """The account to become, or None: not root, or no ``service.user`` configured.
+STAY_ROOT = "root"  # service.user that keeps the daemon root, as Sendmail runs
 
-    ``ConfigError`` when the user or group does not exist, or is root.
+
+def service_account(section: ServiceSection) -> ServiceAccount | None:
+    """The account to become, or None: not root, or ``service.user = "root"`` (stay root).
+
+    ``ConfigError`` when the user or group does not exist, or the group is root's.
     """
-    if os.geteuid() != 0 or not section.user:
+    if os.geteuid() != 0 or section.user in ("", STAY_ROOT):
         return None
     try:
         pw = pwd.getpwnam(section.user)
@@ -69,7 +72,10 @@ def service_account(section: ServiceSection) -> ServiceAccount | None:
             f"--shell /usr/sbin/nologin {section.user})"
         ) from None
     if pw.pw_uid == 0:
-        raise ConfigError(f"service.user: {section.user!r} is root; name an unprivileged user")
+        raise ConfigError(
+            f"service.user: {section.user!r} has uid 0; name an unprivileged user"
+            f' (or "{STAY_ROOT}" to stay root)'
+        )
     gid = pw.pw_gid
     if section.group:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import socket
 import stat
 from pathlib import Path
@@ -64,10 +65,11 @@ def test_listeners_and_the_local_socket_are_bound_up_front(tmp_path: Path) -> No
         bindings.close()
 
 
-def test_no_account_to_become_unless_root_and_configured() -> None:
-    assert service_account(ServiceSection()) is None
+def test_no_account_to_become_unless_root_and_not_told_to_stay_root() -> None:
+    assert service_account(ServiceSection(user="root")) is None
     if os.geteuid() != 0:
         assert service_account(ServiceSection(user="nobody")) is None
+        assert service_account(ServiceSection()) is None  # the default account, ignored
 
 
 @root_only
@@ -76,8 +78,12 @@ def test_the_service_account_must_exist_and_not_be_root() -> None:
     assert account is not None and account.uid == 65534 and 0 not in account.groups
     with pytest.raises(ConfigError, match="useradd --system"):
         service_account(ServiceSection(user="no-such-mailwright-user"))
-    with pytest.raises(ConfigError, match="is root"):
-        service_account(ServiceSection(user="root"))
+    assert ServiceSection().user == "mailwright"  # safe by default: never root unless told
+    try:
+        pwd.getpwnam("mailwright")
+    except KeyError:
+        with pytest.raises(ConfigError, match=r"no user 'mailwright'.*useradd --system"):
+            service_account(ServiceSection())
     with pytest.raises(ConfigError, match="no group"):
         service_account(ServiceSection(user="nobody", group="no-such-group-x"))
 
@@ -99,7 +105,7 @@ def test_settings_that_need_a_restart_are_kept_on_reload(tmp_path: Path) -> None
     assert settings.listeners == old.listeners
     assert settings.queue.directory == tmp_path / "a"
     assert settings.queue.first_retry == 60  # the rest of the section is new
-    assert settings.service.user == "" and settings.service.root_programs is True
+    assert settings.service.user == "mailwright" and settings.service.root_programs is True
     assert settings.local_delivery.pipe_timeout == 5
     assert effective_settings(old, old) == (old, [])
 
