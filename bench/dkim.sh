@@ -41,28 +41,8 @@ ROOT=$(cd "$HERE/.." && pwd)
 NLIST="10 50" SIZES="1k" M=2000 REPS=3 ONLY="" SETTLE=1 OUT=""
 DOMAIN=example.org FROM=bench-sender@example.org TO=bench-rcpt@example.com TMO=600
 
-usage() { sed -n '2,/^set -u/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
-die() { echo "dkim.sh: $*" >&2; exit 2; }
-while [ $# -gt 0 ]; do
-    case "$1" in
-        -n) NLIST=$2; shift 2;;
-        --sizes) SIZES=$2; shift 2;;
-        -m) M=$2; shift 2;;
-        -r) REPS=$2; shift 2;;
-        --only) ONLY=$2; shift 2;;
-        --settle) SETTLE=$2; shift 2;;
-        --out) OUT=$2; shift 2;;
-        -h|--help) usage 0;;
-        *) die "unknown argument $1 (see --help)";;
-    esac
-done
-case "$ONLY" in ""|mw|pf) ;; *) die "--only takes mw or pf";; esac
-SERVERS="mw pf"; [ -n "$ONLY" ] && SERVERS=$ONLY
-
-bench_python || die "no Python with Mailwright's dependencies (set MW_PYTHON)"
+bench_parse "$@"
 command -v smtp-source >/dev/null || die "smtp-source not found (apt-get install postfix)"
-[ "${BASH_VERSINFO[0]}" -ge 5 ] || die "bash >= 5 needed (EPOCHREALTIME)"
-[[ " $SERVERS " != *" pf "* ]] || [ "$(id -u)" -eq 0 ] || die "Postfix needs root (or use --only mw)"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/mw-dkim.XXXXXX")
 trap bench_stop_all EXIT

@@ -23,9 +23,42 @@
 #   dkim_*    OpenDKIM in signing mode (key from opendkim-genkey under $WORK, RequireSafeKeys
 #             no) on a free port: dkim_start DOMAIN sets DKIM_PORT
 #   bench_stop_all  stops everything above that is running (by PID) and removes $WORK
+#   bench_parse "$@"  the options every benchmark takes (-n --sizes -m -r --only --settle
+#             --out -h; a script's own through a bench_option NAME VALUE function it may
+#             define), sets SERVERS, checks Python, bash 5 and root for Postfix; usage and
+#             die use the calling script's name and header comment
 # Trusts its caller. Reads MW_PYTHON, MW_LAUNCH and TMPDIR from the environment.
 
 PATH="/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
+
+# ---------------------------------------------------------------- options
+usage() { sed -n '2,/^set -u/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+die() { echo "$(basename "$0"): $*" >&2; exit 2; }
+
+bench_parse() {
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            -n) NLIST=$2; shift 2;;
+            --sizes) SIZES=$2; shift 2;;
+            -m) M=$2; shift 2;;
+            -r) REPS=$2; shift 2;;
+            --only) ONLY=$2; shift 2;;
+            --settle) SETTLE=$2; shift 2;;
+            --out) OUT=$2; shift 2;;
+            -h|--help) usage 0;;
+            *) if [ $# -ge 2 ] && declare -F bench_option >/dev/null && bench_option "$1" "$2"; then
+                   shift 2
+               else
+                   die "unknown argument $1 (see --help)"
+               fi;;
+        esac
+    done
+    case "$ONLY" in ""|mw|pf) ;; *) die "--only takes mw or pf";; esac
+    SERVERS="mw pf"; [ -n "$ONLY" ] && SERVERS=$ONLY
+    bench_python || die "no Python with Mailwright's dependencies (set MW_PYTHON)"
+    [ "${BASH_VERSINFO[0]}" -ge 5 ] || die "bash >= 5 needed (EPOCHREALTIME)"
+    [[ " $SERVERS " != *" pf "* ]] || [ "$(id -u)" -eq 0 ] || die "Postfix needs root (or use --only mw)"
+}
 
 # ---------------------------------------------------------------- numbers
 bytes_of() { case "$1" in *[kK]) echo $(( ${1%[kK]} * 1024 ));; *[mM]) echo $(( ${1%[mM]} * 1048576 ));; *) echo "$1";; esac; }
@@ -72,6 +105,9 @@ max_message_size = ${MW_MAX_SIZE:-209715200}
 
 [queue]
 directory = "$WORK/queue"
+
+[service]
+user = "root"   # stay root when run by root: no service account needed to measure
 ${1:-}
 EOF
 }
