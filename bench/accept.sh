@@ -68,7 +68,6 @@ trap 'exit 130' INT TERM
 # ---------------------------------------------------------------- servers
 MW_PORT=$(free_port)
 MW_MAX_SIZE=$(( $(bytes_of "$BIG") * 2 ))
-mw_start_or_die() { mw_start || die "Mailwright did not start"; }
 
 PF_PORT=$(free_port)
 [ "$PF_PORT" = "$MW_PORT" ] && PF_PORT=$(free_port)
@@ -76,25 +75,6 @@ port_of() { if [ "$1" = mw ]; then echo "$MW_PORT"; else echo "$PF_PORT"; fi; }
 
 run_source() {   # run_source SERVER SESSIONS COUNT BYTES: elapsed seconds, or "fail"
     source_run "$(port_of "$1")" "$2" "$3" "$4" "$FROM" "$TO"
-}
-
-prepare() {   # a clean, warm server before a measured run
-    if [ "$1" = mw ]; then mw_start_or_die; fi
-    smtp-source -s 10 -m 100 -l 1024 -f "$FROM" -t "$TO" "127.0.0.1:$(port_of "$1")" >/dev/null 2>&1 \
-        || die "warm-up of $1 failed"
-    sync
-    sleep "$SETTLE"
-}
-
-# Empty the queue right after a run, and sync, so that the deletion (block freeing, discard)
-# is not paid for by whichever server runs next.
-finish() {
-    if [ "$1" = mw ]; then
-        mw_stop; rm -rf "$WORK/queue"
-    else
-        pf_empty
-    fi
-    sync
 }
 
 # ---------------------------------------------------------------- start both
@@ -118,11 +98,11 @@ if ! skipped accept; then
             declare -A runs=() cpus=()
             for rep in $(seq 1 "$REPS"); do
                 for srv in $SERVERS; do
-                    prepare "$srv"
+                    accept_prepare "$srv"
                     c0=$(cpu_snap)
                     secs=$(run_source "$srv" "$n" "$M" "$bytes")
                     c1=$(cpu_snap)
-                    finish "$srv"
+                    accept_finish "$srv"
                     if [ "$secs" = fail ]; then
                         echo "# run accept $srv n=$n size=$size rep=$rep FAILED: $(tail -1 "$WORK/source.err")" >&2
                         continue
@@ -149,9 +129,9 @@ if ! skipped latency; then
         declare -A runs=()
         for rep in $(seq 1 "$REPS"); do
             for srv in $SERVERS; do
-                prepare "$srv"
+                accept_prepare "$srv"
                 secs=$(run_source "$srv" 1 "$LATM" "$bytes")
-                finish "$srv"
+                accept_finish "$srv"
                 if [ "$secs" = fail ]; then
                     echo "# run latency $srv size=$size rep=$rep FAILED: $(tail -1 "$WORK/source.err")" >&2
                     continue
@@ -168,7 +148,7 @@ fi
 
 # ---------------------------------------------------------------- memory
 if ! skipped memory && [[ " $SERVERS " == *" mw "* ]]; then
-    mw_start_or_die
+    mw_start || die "Mailwright did not start"
     smtp-source -s 1 -m 1 -l 1024 -f "$FROM" -t "$TO" "127.0.0.1:$MW_PORT" >/dev/null 2>&1 || die "1 KiB message failed"
     RSS_1K=$(status_kb "$MW_PID" VmRSS); HWM_1K=$(status_kb "$MW_PID" VmHWM)
     echo 5 > "/proc/$MW_PID/clear_refs"   # reset VmHWM to the current RSS

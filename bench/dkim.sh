@@ -86,32 +86,16 @@ first_headers() {   # first_headers SERVER: the header section of one queued mes
     fi
 }
 
-prepare() {   # a clean, warm server before a measured run
-    if [ "$1" = mw ]; then mw_start || die "Mailwright did not start"; fi
-    smtp-source -s 10 -m 100 -l 1024 -f "$FROM" -t "$TO" "127.0.0.1:$(port_of "$1")" >/dev/null 2>&1 \
-        || die "warm-up of $1 failed"
-    sync
-    sleep "$SETTLE"
-}
-
-finish() {
-    if [ "$1" = mw ]; then
-        mw_stop; rm -rf "$WORK/queue"
-    else
-        pf_empty
-    fi
-    sync
-}
 
 # ---------------------------------------------------------------- signed at all?
 for srv in $SERVERS; do
-    prepare "$srv"
+    accept_prepare "$srv"
     if ! first_headers "$srv" > "$WORK/headers-$srv" 2>&1 || ! grep -q '^ *\(DKIM-Signature\|\["DKIM-Signature"\)' "$WORK/headers-$srv"; then
-        finish "$srv"
+        accept_finish "$srv"
         die "no DKIM-Signature on a message queued by $srv: $(head -c 2000 "$WORK/headers-$srv")"
     fi
     echo "# $srv queued a signed message: $(grep -m1 -o 'DKIM-Signature.\{0,60\}' "$WORK/headers-$srv")" >&2
-    finish "$srv"
+    accept_finish "$srv"
 done
 
 # ---------------------------------------------------------------- runs
@@ -122,12 +106,12 @@ for size in $SIZES; do
         declare -A runs=() cpus=() dkims=()
         for rep in $(seq 1 "$REPS"); do
             for srv in $SERVERS; do
-                prepare "$srv"
+                accept_prepare "$srv"
                 c0=$(cpu_snap); k0=$(proc_ticks "$DKIM_PID")
                 secs=$(source_run "$(port_of "$srv")" "$n" "$M" "$bytes" "$FROM" "$TO")
                 c1=$(cpu_snap); k1=$(proc_ticks "$DKIM_PID")
                 got=$(queued "$srv")
-                finish "$srv"
+                accept_finish "$srv"
                 if [ "$secs" = fail ] || [ "$got" -ne $(( M + 100 )) ]; then
                     echo "# run dkim $srv n=$n size=$size rep=$rep FAILED: queued $got of $(( M + 100 )); $(tail -1 "$WORK/source.err")" >&2
                     continue

@@ -22,6 +22,9 @@
 #             count. Both keep state in this shell: call them directly, never in $(...)
 #   dkim_*    OpenDKIM in signing mode (key from opendkim-genkey under $WORK, RequireSafeKeys
 #             no) on a free port: dkim_start DOMAIN sets DKIM_PORT
+#   accept_prepare SERVER / accept_finish SERVER  before and after a measured accept-only
+#             run of mw or pf (the script defines port_of SERVER): a fresh, warm Mailwright
+#             or Postfix, and afterwards an empty queue, synced
 #   bench_stop_all  stops everything above that is running (by PID) and removes $WORK
 #   bench_parse "$@"  the options every benchmark takes (-n --sizes -m -r --only --settle
 #             --out -h; a script's own through a bench_option NAME VALUE function it may
@@ -237,6 +240,25 @@ source_run() {   # source_run PORT SESSIONS COUNT BYTES FROM TO: elapsed seconds
     fi
     t1=$EPOCHREALTIME
     calc %.4f "$t1 - $t0"
+}
+
+accept_prepare() {   # a clean, warm server before a measured run
+    if [ "$1" = mw ]; then mw_start || die "Mailwright did not start"; fi
+    smtp-source -s 10 -m 100 -l 1024 -f "$FROM" -t "$TO" "127.0.0.1:$(port_of "$1")" >/dev/null 2>&1 \
+        || die "warm-up of $1 failed"
+    sync
+    sleep "$SETTLE"
+}
+
+# Empty the queue right after a run, and sync, so that the deletion (block freeing, discard)
+# is not paid for by whichever server runs next.
+accept_finish() {
+    if [ "$1" = mw ]; then
+        mw_stop; rm -rf "$WORK/queue"
+    else
+        pf_empty
+    fi
+    sync
 }
 
 bench_stop_all() {
