@@ -103,7 +103,7 @@ class Invocation:
         self.hop_count = 0  # -h
         self.config: str | None = None  # -C
         self.verbose = False  # -v
-        self.error_mode = "p"  # -oe?: p print (default), q quiet, m/w/e as print
+        self.error_mode = "p"  # -oe?: p print (default), q quiet, m/e mail back, w as print
         self.queue_run: QueueRun | None = None  # -q...
 
     @property
