@@ -41,7 +41,7 @@ def one_line(stderr: bytes) -> str:
         (("-N", "often", "u"), b"x\n", 64, "-N wants never"),
         (("-f",), b"", 64, "option requires an argument -- 'f'"),
         (("-h", "lots", "u"), b"x\n", 64, "-h wants a hop count"),
-        (("-bt",), b"", 69, "address test shell"),
+        (("-bt",), b"", 69, "the address test shell (-bt) is not supported; use -bv ADDRESS"),
         (("-bv",), b"", 64, "-bv wants at least one address"),
         (("u",), b"x" * 5000, 65, "larger than the limit of 2000 octets"),
         (("bad address@@x.test",), b"x\n", 67, "Bad recipient address syntax"),

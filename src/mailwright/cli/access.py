@@ -4,7 +4,7 @@
 and recipients (``--to``, repeatable) and prints, for each, the entry that
 matches (file line and text) and what it means, or that none does. ``check``
 reports every problem as ``file:line: problem`` (exit 78). ``--file`` overrides
-``access.table``. Settings: ``access.table``.
+``access.table``; ``test --json`` prints the same as JSON. Settings: ``access.table``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from mailwright.cli.output import fail
+from mailwright.cli.output import fail, print_json
 from mailwright.config.schema import Settings
 from mailwright.core.address import Address, AddressError, parse_path
 from mailwright.core.sysexits import ExitCode
@@ -71,6 +71,7 @@ _file_option = click.option(
 @click.option("--host", default="", help="Client host name (verified reverse DNS).")
 @click.option("--from", "sender", help="Envelope sender (<> for the null sender).")
 @click.option("--to", "recipients", multiple=True, help="Recipient (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
 @_file_option
 @click.pass_context
 def test(
@@ -79,13 +80,15 @@ def test(
     host: str,
     sender: str | None,
     recipients: tuple[str, ...],
+    as_json: bool,
     file: Path | None,
 ) -> None:
     """Show which entry of the access table matches.
 
     \b
-    Example:
+    Examples:
       mailwright access test --connect 192.0.2.7 --from a@example.com --to b@example.net
+      mailwright access test --json --host mail.example.com --to b@example.net
     """
     path = _table_path(ctx, file)
     table, errors = read_access(path)
@@ -93,34 +96,57 @@ def test(
         click.echo(str(error), err=True)
     if ip is None and not host and sender is None and not recipients:
         fail("nothing to test: give --connect, --host, --from or --to", ExitCode.USAGE)
-    _report(table, ip, host, sender, recipients)
+    cases = _cases(table, ip, host, sender, recipients)
+    if as_json:
+        print_json([_case_json(case, rule, shown) for case, rule, shown in cases])
+        return
+    for case, rule, shown in cases:
+        click.echo(f"{case}: {_outcome(rule, shown)}")
 
 
-def _report(
+Case = tuple[str, Rule | None, str]  # "From:<a@b>", the matching rule, the address shown
+
+
+def _cases(
     table: AccessTable,
     ip: str | None,
     host: str,
     sender: str | None,
     recipients: tuple[str, ...],
-) -> None:
+) -> list[Case]:
+    cases: list[Case] = []
     if ip is not None or host:
         rule = table.connect(ip or "", host)
-        click.echo(f"Connect:{ip or ''}{' ' + host if host else ''}: {_outcome(rule, '')}")
+        cases.append((f"Connect:{ip or ''}{' ' + host if host else ''}", rule, ""))
     if sender is not None:
         address = _address(sender, null_ok=True)
         shown = "<>" if address is None else f"<{address}>"
-        click.echo(f"From:{shown}: {_outcome(table.address('from', address), shown)}")
+        cases.append((f"From:{shown}", table.address("from", address), shown))
     for text in recipients:
         address = _address(text, null_ok=False)
         shown = f"<{address}>"
-        click.echo(f"To:{shown}: {_outcome(table.address('to', address), shown)}")
+        cases.append((f"To:{shown}", table.address("to", address), shown))
+    return cases
+
+
+def _case_json(case: str, rule: Rule | None, shown: str) -> dict[str, object]:
+    entry = None
+    if rule is not None:
+        entry = {"line": rule.line, "text": rule.text, "action": rule.action.value}
+    return {"case": case, "entry": entry, "outcome": _outcome(rule, shown)}
 
 
 @access.command("check")
 @_file_option
 @click.pass_context
 def check(ctx: click.Context, file: Path | None) -> None:
-    """Report every problem of the access table as file:line: problem."""
+    """Report every problem of the access table as file:line: problem.
+
+    \b
+    Examples:
+      mailwright access check
+      mailwright access check --file /etc/mailwright/access
+    """
     path = _table_path(ctx, file)
     table, errors = read_access(path)
     for error in errors:

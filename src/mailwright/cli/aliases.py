@@ -11,7 +11,8 @@ the file cannot be read or the table written.
 if one is not there). ``address test ADDR...`` prints how each address resolves,
 step by step (alias chain, ``.forward``, virtual user table), ending in Sendmail's
 ``-bv`` lines (mailer and target), without delivering anything; exit 67 when an
-address has no valid destination. Settings: ``routing.*``, ``local_delivery.*``.
+address has no valid destination. Both ``test`` commands print JSON with ``--json``.
+Settings: ``routing.*``, ``local_delivery.*``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -27,6 +29,9 @@ from mailwright.cli.output import fail, print_json
 from mailwright.config.schema import Settings
 from mailwright.core.sysexits import ExitCode
 from mailwright.routing.aliases import AliasTable, Progress, compile_aliases
+
+if TYPE_CHECKING:
+    from mailwright.routing.resolution import Resolution
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -51,7 +56,13 @@ def aliases() -> None:
 @click.option("--database", type=click.Path(path_type=Path), help="Where the compiled table goes.")
 @click.pass_context
 def build(ctx: click.Context, source: Path | None, database: Path | None) -> None:
-    """Compile the alias file atomically (newaliases, sendmail -bi)."""
+    """Compile the alias file atomically (newaliases, sendmail -bi).
+
+    \b
+    Examples:
+      mailwright aliases build
+      mailwright aliases build --file /etc/mail/aliases --database /tmp/aliases.db
+    """
     settings = _settings(ctx)
     source = source or settings.routing.alias_file
     if source is None:
@@ -100,7 +111,13 @@ def _progress() -> Iterator[Progress | None]:
 @click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
 @click.pass_context
 def test_aliases(ctx: click.Context, names: tuple[str, ...], as_json: bool) -> None:
-    """Print the compiled entries for NAMES (one level, as stored)."""
+    """Print the compiled entries for NAMES (one level, as stored).
+
+    \b
+    Examples:
+      mailwright aliases test postmaster staff
+      mailwright aliases test --json staff
+    """
     settings = _settings(ctx)
     table = AliasTable(settings.alias_database)
     if not settings.alias_database.exists():
@@ -133,13 +150,17 @@ def address() -> None:
 
 @address.command("test")
 @click.argument("addresses", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
 @click.pass_context
-def test_address(ctx: click.Context, addresses: tuple[str, ...]) -> None:
+def test_address(ctx: click.Context, addresses: tuple[str, ...], as_json: bool) -> None:
     """Resolve ADDRESSES through aliases, .forward and the virtual user table.
 
+    Exit 67 when an address is invalid or none of its destinations exists.
+
     \b
-    Example:
+    Examples:
       mailwright address test staff@example.org
+      mailwright address test --json staff@example.org root
     """
     from mailwright.routing.resolution import explain
 
@@ -151,19 +172,50 @@ def test_address(ctx: click.Context, addresses: tuple[str, ...]) -> None:
             err=True,
         )
     bad = False
+    reports: list[dict[str, object]] = []
     for text in addresses:
         try:
             resolution = explain(settings, text)
         except ValueError as exc:
-            click.echo(f"{text}... {exc}")
+            reports.append({"address": text, "deliverable": False, "error": str(exc)})
+            if not as_json:
+                click.echo(f"{text}... {exc}")
             bad = True
+            continue
+        errors = [leaf for leaf in resolution.leaves if leaf.error is not None]
+        failed = bool(errors) and len(errors) == len(resolution.leaves) and not resolution.lists
+        bad = bad or failed
+        reports.append(_resolution_json(text, resolution, failed))
+        if as_json:
             continue
         for line in resolution.lines():
             click.echo(line)
         if resolution.temporary is not None:
             click.echo(f"{text}... temporary failure: {resolution.temporary}")
-        errors = [leaf for leaf in resolution.leaves if leaf.error is not None]
-        if errors and len(errors) == len(resolution.leaves) and not resolution.lists:
-            bad = True
+    if as_json:
+        print_json(reports)
     if bad:
         sys.exit(ExitCode.NOUSER)
+
+
+def _resolution_json(text: str, resolution: Resolution, failed: bool) -> dict[str, object]:
+    """``address test --json``: one address, its destinations, lists and trace."""
+    return {
+        "address": text,
+        "resolved": str(resolution.address),
+        "deliverable": not failed and resolution.temporary is None,
+        "temporary_failure": None if resolution.temporary is None else str(resolution.temporary),
+        "destinations": [
+            {
+                "address": str(leaf.address),
+                "mailer": None if leaf.target is None else leaf.target.mailer.value,
+                "target": None if leaf.target is None else str(leaf.target),
+                "error": None if leaf.error is None else str(leaf.error),
+            }
+            for leaf in resolution.leaves
+        ],
+        "lists": [
+            {"name": group.list_name, "owner": str(group.owner)} for group in resolution.lists
+        ],
+        "trace": resolution.lines(),
+    }

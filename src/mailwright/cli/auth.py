@@ -126,7 +126,13 @@ def adduser(
 def passwd(
     ctx: click.Context, user: str, file: Path | None, password_stdin: bool, rounds: int
 ) -> None:
-    """Change a user's password."""
+    """Change a user's password.
+
+    \b
+    Examples:
+      mailwright auth passwd alice
+      printf '%s\\n' "$PASS" | mailwright auth passwd alice --password-stdin
+    """
     _set_password(_users_path(ctx, file), user, rounds, password_stdin, new=False)
     click.echo(f"changed the password of {user}")
 
@@ -136,7 +142,12 @@ def passwd(
 @_file_option
 @click.pass_context
 def deluser(ctx: click.Context, user: str, file: Path | None) -> None:
-    """Remove a user."""
+    """Remove a user.
+
+    \b
+    Example:
+      mailwright auth deluser alice
+    """
     path = _users_path(ctx, file)
     users = _load_for_update(path)
     if users.pop(user, None) is None:
@@ -149,7 +160,13 @@ def deluser(ctx: click.Context, user: str, file: Path | None) -> None:
 @_file_option
 @click.pass_context
 def check(ctx: click.Context, file: Path | None) -> None:
-    """Report every problem of the users file as file:line: problem."""
+    """Report every problem of the users file as file:line: problem.
+
+    \b
+    Examples:
+      mailwright auth check
+      mailwright auth check --file /etc/mailwright/users
+    """
     path = _users_path(ctx, file)
     users, errors = store.read_users(path)
     for error in errors:

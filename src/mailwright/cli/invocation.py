@@ -30,11 +30,12 @@ MODES = {
     "v": "verify",  # check addresses, deliver nothing
     "V": "version",  # Exim's -bV; cheap and handy for scripts
 }
-UNSUPPORTED_MODES = {
-    "a": "ARPANET mode (-ba)",
-    "h": "the host status cache (-bh)",
-    "H": "purging the host status cache (-bH)",
-    "t": "the address test shell (-bt); use -bv",
+UNSUPPORTED_MODES = {  # the whole message: what is not supported, and what to use instead
+    "a": "ARPANET mode (-ba) is not supported",
+    "h": "the host status cache (-bh) is not supported",
+    "H": "purging the host status cache (-bH) is not supported",
+    "t": "the address test shell (-bt) is not supported; use -bv ADDRESS to see how an "
+    "address resolves, or mailwright address test",
 }
 # program names that select a mode, like Sendmail's argv[0] switch
 PROGRAM_MODES = {"mailq": "p", "newaliases": "i", "smtpd": "d"}
@@ -103,7 +104,7 @@ class Invocation:
         self.hop_count = 0  # -h
         self.config: str | None = None  # -C
         self.verbose = False  # -v
-        self.error_mode = "p"  # -oe?: p print (default), q quiet, m/w/e as print
+        self.error_mode = "p"  # -oe?: p print (default), q quiet, m/e mail back, w as print
         self.queue_run: QueueRun | None = None  # -q...
 
     @property
@@ -216,7 +217,7 @@ def _mode(inv: Invocation, value: str) -> None:
         inv.mode = value
         return
     if value in UNSUPPORTED_MODES:
-        raise UnsupportedError(f"{UNSUPPORTED_MODES[value]} is not supported")
+        raise UnsupportedError(UNSUPPORTED_MODES[value])
     raise UsageError(f"invalid operation mode {value!r}")
 
 

@@ -1,19 +1,20 @@
 """Where the command line meets routing: ``newaliases`` / ``-bi`` and ``-bv``.
 
-Aliases are their own piece of work. This module is the one place that looks for it:
-when ``mailwright.routing.aliases`` exists, it is expected to offer
+The work is done by ``mailwright.routing.aliases``, imported here only when one of these
+modes runs (it loads the full settings, which ``sendmail``'s default path avoids). It offers
 
 - ``build_aliases(settings: Settings) -> str | list[str]``: rebuild the alias database
-  atomically and return Sendmail's summary line(s), e.g.
-  ``/etc/aliases: 12 aliases, longest 40 bytes, 300 bytes total``; raise ``ValueError``
-  (or ``OSError``) with a ``file:line: problem`` message when it cannot;
+  atomically and return the problems found, then Sendmail's summary line, e.g.
+  ``/etc/aliases: 12 aliases, longest 40 bytes, 300 bytes total``; ``ValueError`` (no
+  alias file configured: exit 65) or ``OSError`` (exit 72) when it cannot;
 - ``resolve_address(settings: Settings, address: str) -> list[str]``: how one address
   resolves, one ``-bv`` line per final destination (``x... deliverable: mailer local,
-  user x``); raise ``LookupError`` for an unknown local user.
+  user x``); ``LookupError`` for an unknown local user (exit 67).
 
-Until then ``-bi`` says aliases are not supported (exit 69, EX_UNAVAILABLE) and ``-bv``
-checks syntax and tells local from remote using the local domains. Settings: the full
-``Settings`` when the routing module exists, else the ``SubmitConfig`` view.
+Should the module be missing (a stripped-down install), ``-bi`` says aliases are not
+supported (exit 69, EX_UNAVAILABLE) and ``-bv`` only checks syntax and tells local from
+remote by the local domains. Settings: the full ``Settings`` (a configuration error is
+exit 78), else the ``SubmitConfig`` view.
 """
 
 from __future__ import annotations

@@ -149,16 +149,18 @@ def deliver(inv: Invocation, config: lite.SubmitConfig) -> int:
     try:
         raw = drafting.read_input(sys.stdin.fileno(), inv.ignore_dots, config.max_message_size)
     except drafting.MessageTooBigError:
-        say(f"message refused: larger than the limit of {config.max_message_size} octets")
-        return DATAERR
+        problem = f"message refused: larger than the limit of {config.max_message_size} octets"
+        return errors_out(inv, config, caller, DATAERR, [problem], None)
     except OSError as exc:
         say(f"cannot read the message from standard input: {exc.strerror or exc}")
         return OSERR
     message = drafting.Draft.parse(raw)
     hops = message.count("Received") + inv.hop_count
     if hops > config.max_hop_count:
-        say(f"message refused: too many hops ({hops}, limit {config.max_hop_count}): mail loop?")
-        return DATAERR
+        problem = (
+            f"message refused: too many hops ({hops}, limit {config.max_hop_count}): mail loop?"
+        )
+        return errors_out(inv, config, caller, DATAERR, [problem], raw)
     recipients = argv_rcpts
     if inv.extract_recipients:
         excluded = {a.lower() for a in argv_rcpts}  # Sendmail: -t minus the arguments
@@ -166,7 +168,10 @@ def deliver(inv: Invocation, config: lite.SubmitConfig) -> int:
         recipients = [a for a in header if a.lower() not in excluded]
         message.remove("Bcc")
         if not recipients:
-            raise UsageError("no recipient addresses found in the header (To, Cc, Bcc)")
+            problem = "no recipient addresses found in the header (To, Cc, Bcc)"
+            if not mails_errors(inv):
+                raise UsageError(problem)
+            return errors_out(inv, config, caller, USAGE, [problem], raw)
     own = f"{caller.login}@{config.domain}"
     sender = own if inv.sender is None else (config.qualify(inv.sender) if inv.sender else "")
     full_name = caller.full_name if inv.full_name is None else inv.full_name
@@ -182,13 +187,43 @@ def deliver(inv: Invocation, config: lite.SubmitConfig) -> int:
         smtputf8=inv.smtputf8 or not all(a.isascii() for a in addresses),
     )
     outcome = submit(content, envelope, config, log=_transcript if inv.verbose else None)
-    if inv.error_mode != "q":
-        for line in outcome.errors:
-            say(line)
     if inv.verbose and outcome.via:
         where = "the maildrop" if outcome.via == "maildrop" else "the queue"
         print(f"queued in {where} as {outcome.queue_id}")
-    return outcome.code
+    return errors_out(inv, config, caller, outcome.code, outcome.errors, content)
+
+
+def mails_errors(inv: Invocation) -> bool:
+    from mailwright.cli.returned_mail import MAIL_BACK_MODES
+
+    return inv.error_mode in MAIL_BACK_MODES
+
+
+def errors_out(
+    inv: Invocation,
+    config: lite.SubmitConfig,
+    caller: Caller,
+    code: int,
+    errors: list[str],
+    original: bytes | None,
+) -> int:
+    """Report ``errors`` by the error mode (-oe): mailed back (exit 0), printed, or not.
+
+    A temporary failure (75) is never mailed: nothing was queued, and the caller is told
+    to try again by the exit code, as with every other error mode.
+    """
+    if not errors:
+        return code
+    if mails_errors(inv) and code != TEMPFAIL:
+        from mailwright.cli.returned_mail import mail_back
+
+        sender = config.qualify(inv.sender) if inv.sender else None
+        if mail_back(errors, original, sender=sender, caller=caller.login, config=config):
+            return 0
+    if inv.error_mode != "q":
+        for line in errors:
+            say(line)
+    return code
 
 
 def _transcript(line: str) -> None:

@@ -4,8 +4,17 @@ When the daemon runs, stdin and stdout are simply joined to its local socket, so
 dialogue is the daemon's own (the same checks, the caller's uid from the socket's peer
 credentials, the same ``Received:`` header). When it does not, the same sans-I/O server
 core (``smtp.server.ServerConnection``) runs here, and each accepted message is written
-to the maildrop, where the daemon's pickup later applies every other check. Exit 0 when
-the dialogue ends.
+to the maildrop, where the daemon's pickup later applies every other check.
+
+This is a local, trusted channel, used by people and scripts: lines may end in LF or
+CRLF (``script_framing`` makes them CRLF before the core sees them), and a scripted batch
+of commands is not "improper pipelining" (the local listener, and the core here, run
+with ``ServerSettings.strict_pipelining`` off). The dialogue starts only after the
+greeting has been read, so a script that writes at once is not an early talker.
+
+Exit status: 0 when the session ended with QUIT, or its input ended between messages;
+76 (EX_PROTOCOL) when the input ended in the middle of a transaction (the unfinished
+message is dropped) or the session was closed on a protocol error.
 
 Trusts nothing from stdin (the protocol core checks it all). Settings: the
 ``SubmitConfig`` view (host name, size limit, socket and maildrop paths).
@@ -18,6 +27,7 @@ import socket
 import threading
 from typing import TYPE_CHECKING
 
+from mailwright.cli.script_framing import ScriptFraming
 from mailwright.cli.submit import connect, wake
 from mailwright.config.lite import SubmitConfig
 from mailwright.core.submission import Rcpt, SubmissionEnvelope
@@ -27,6 +37,7 @@ if TYPE_CHECKING:  # imported where used: the relay path needs none of them
     from mailwright.smtp import events as ev
 
 _CHUNK = 65536
+OK, PROTOCOL = 0, 76
 _NOTIFY_ORDER = ("NEVER", "SUCCESS", "FAILURE", "DELAY")
 
 
@@ -45,13 +56,20 @@ def _write_all(fd: int, data: bytes) -> None:
 
 # ---- through the daemon ---------------------------------------------------------------------
 def relay(sock: socket.socket, in_fd: int, out_fd: int) -> int:
-    """Copy stdin to the daemon and the daemon's replies to stdout until it closes."""
+    """Copy stdin (framed) to the daemon and its replies to stdout until it closes."""
     sock.settimeout(None)
+    framing = ScriptFraming()
+    try:
+        _write_all(out_fd, _greeting(sock))
+    except OSError:
+        sock.close()
+        return PROTOCOL
 
     def upstream() -> None:
         try:
             while data := os.read(in_fd, _CHUNK):
-                sock.sendall(data)
+                sock.sendall(framing.feed(data))
+            sock.sendall(framing.end())
             sock.shutdown(socket.SHUT_WR)
         except OSError:
             pass  # the daemon went away; the reading side notices
@@ -64,7 +82,24 @@ def relay(sock: socket.socket, in_fd: int, out_fd: int) -> int:
         pass
     finally:
         sock.close()
-    return 0
+    return _status(framing)
+
+
+def _greeting(sock: socket.socket) -> bytes:
+    """The daemon's whole greeting (it may span lines), read before any input is sent."""
+    data = b""
+    while True:
+        chunk = sock.recv(_CHUNK)
+        if not chunk:
+            return data
+        data += chunk
+        last = data.rstrip(b"\r\n").rsplit(b"\n", 1)[-1]
+        if data.endswith(b"\n") and last[3:4] != b"-":
+            return data
+
+
+def _status(framing: ScriptFraming) -> int:
+    return PROTOCOL if framing.in_transaction and not framing.quit else OK
 
 
 # ---- without the daemon -----------------------------------------------------------------------
@@ -82,11 +117,14 @@ def serve_here(config: SubmitConfig, in_fd: int, out_fd: int) -> int:
                 max_line=0,  # local mail: the daemon's pickup decides, as for sendmail -bm
                 bare_lines=BareLinePolicy.NORMALIZE,
             ),
+            strict_pipelining=False,  # a local script's batch of commands
         )
     )
+    framing = ScriptFraming()
     conn.greet()
     envelope: SubmissionEnvelope | None = None
     content = bytearray()
+    ended = False
     while True:
         event = conn.next_event()
         out = conn.data_to_send()  # replies the core made on its own, then ours
@@ -94,11 +132,15 @@ def serve_here(config: SubmitConfig, in_fd: int, out_fd: int) -> int:
             _write_all(out_fd, out)
         if event is None:
             if conn.state is State.CLOSED:
-                return 0
+                return OK
+            if ended:  # the client went away; an unfinished message is not ours
+                return PROTOCOL if conn.in_transaction else OK
             data = os.read(in_fd, _CHUNK)
-            if not data:
-                return 0  # the client went away; an unfinished message is not ours
-            conn.receive(data)
+            if data:
+                conn.receive(framing.feed(data))
+            else:
+                ended = True
+                conn.receive(framing.end())
         elif isinstance(event, ev.MailFrom):
             envelope = _envelope(event)
             conn.respond(None)
@@ -124,7 +166,7 @@ def serve_here(config: SubmitConfig, in_fd: int, out_fd: int) -> int:
             conn.respond(Reply.of(454, "4.7.0", "Not available"))
         elif isinstance(event, ev.Closed):
             _write_all(out_fd, conn.data_to_send())
-            return 0
+            return OK if event.reason == "QUIT" else PROTOCOL
 
 
 def _envelope(event: ev.MailFrom) -> SubmissionEnvelope:

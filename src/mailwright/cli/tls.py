@@ -121,7 +121,12 @@ def selfsigned(
 @tls.command("check")
 @click.pass_context
 def check(ctx: click.Context) -> None:
-    """Load the configured certificate and key as the daemon would."""
+    """Load the configured certificate and key as the daemon would.
+
+    \b
+    Example:
+      mailwright tls check
+    """
     from mailwright.edge.tls import TlsSetupError, server_context
 
     settings = _settings(ctx)

@@ -9,9 +9,11 @@ what the client says; it becomes ``SessionInfo.local_user`` (its login name), wh
 ``Received:`` header, the queue's origin and ``LocalSubmissionPolicy`` use. The client
 address is empty, so the session is local and may relay.
 
-Local mail differs from network mail in two limits only: no line-length limit and bare
+Local mail differs from network mail in three points only: no line-length limit, bare
 CR/LF normalised rather than refused, since ``sendmail`` accepted such messages from
-scripts for decades (the delivery side encodes what the next hop cannot take).
+scripts for decades (the delivery side encodes what the next hop cannot take), and no
+RFC 2920 strictness about what follows EHLO/HELO/DATA (``sendmail -bs`` scripts send
+their commands in one batch).
 
 The queue directory gets search permission for others (0711, not listable) so users can
 reach the socket and the maildrop; everything private in it is mode 0600/0700.
@@ -55,14 +57,14 @@ _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 @dataclasses.dataclass(slots=True)
 class LocalContext(EdgeContext):
-    """The daemon's context with the local listener's two relaxed limits."""
+    """The daemon's context with the local listener's relaxed limits."""
 
     def server_settings(self, listener: Listener) -> ServerSettings:
         base = EdgeContext.server_settings(self, listener)
         limits = dataclasses.replace(
             base.data_limits, max_line=0, bare_lines=BareLinePolicy.NORMALIZE
         )
-        return dataclasses.replace(base, data_limits=limits)
+        return dataclasses.replace(base, data_limits=limits, strict_pipelining=False)
 
 
 def login_name(uid: int) -> str:

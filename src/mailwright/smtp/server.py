@@ -44,6 +44,9 @@ class ServerSettings:
     smtputf8: bool = True
     dsn: bool = True
     reject_early_talkers: bool = True
+    # RFC 2920 3.1 enforcement (nothing may follow EHLO/HELO/DATA unanswered). Off only for
+    # local, trusted channels (sendmail -bs, the local socket), where scripts send batches.
+    strict_pipelining: bool = True
 
 
 class State(Enum):
@@ -295,6 +298,8 @@ class ServerConnection:
         return None
 
     def _pipelined_after(self, verb: str) -> bool:
+        if not self.settings.strict_pipelining and verb != "STARTTLS":
+            return False
         return verb in _GROUP_ENDERS_STRICT and bool(self._in)
 
     def _command(self, line: str) -> ev.Event | None:

@@ -160,10 +160,20 @@ def test_garbage_is_a_usage_error(args: tuple[str, ...], message: str) -> None:
         p(*args)
 
 
-@pytest.mark.parametrize("mode", ["-bt", "-bh", "-bH", "-ba"])
-def test_real_but_unsupported_modes(mode: str) -> None:
-    with pytest.raises(UnsupportedError):
+@pytest.mark.parametrize(
+    ("mode", "message"),
+    [
+        ("-bt", "the address test shell (-bt) is not supported; use -bv ADDRESS to see how"),
+        ("-bh", "the host status cache (-bh) is not supported"),
+        ("-bH", "purging the host status cache (-bH) is not supported"),
+        ("-ba", "ARPANET mode (-ba) is not supported"),
+    ],
+)
+def test_real_but_unsupported_modes(mode: str, message: str) -> None:
+    with pytest.raises(UnsupportedError) as caught:
         p(mode)
+    assert str(caught.value).startswith(message)
+    assert str(caught.value).count("is not supported") == 1
 
 
 def test_parse_interval() -> None:
