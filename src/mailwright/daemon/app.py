@@ -28,6 +28,7 @@ from mailwright.config.schema import DeliveryMode, ListenerAuth, Settings
 from mailwright.daemon import control, reload
 from mailwright.daemon.delivery import build_scheduler
 from mailwright.daemon.monitor import Monitor
+from mailwright.daemon.queueruns import QueueRuns
 from mailwright.daemon.runtime import Runtime
 from mailwright.delivery.deposit import Deposit
 from mailwright.edge.context import EdgeContext
@@ -122,7 +123,7 @@ class Daemon:
             {"ping": self._ping, "wake": self._wake, "flush": self._flush},
         )
         self._stop = asyncio.Event()
-        self._queue_run = asyncio.Event()
+        self._queue_runs = QueueRuns()
         self._terms = 0
         self._reloads: asyncio.Task[None] | None = None
         self._reload_again = False
@@ -170,28 +171,35 @@ class Daemon:
         return {"ok": True}
 
     async def _flush(self, request: dict[str, object]) -> dict[str, object]:
-        """Deliver what is due now, in either delivery mode (``queue flush``, ``-q``)."""
+        """Deliver what is due now (``queue flush``, ``-q``), in either delivery mode.
+
+        ``queue_ids`` (a list) names the messages of a selective run (``-qI``, ``queue
+        flush ID``); without it the run is a full one. The caller made them due first.
+        In background mode everything due is delivered anyway: the scheduler just looks.
+        """
+        ids = request.get("queue_ids")
+        if ids is not None and not (isinstance(ids, list) and all(isinstance(i, str) for i in ids)):
+            return {"ok": False, "error": "queue_ids must be a list of queue ids"}
         self.scheduler.hosts.clear()  # a flush means: try now, even hosts we think are dead
-        self._queue_run.set()
+        self._queue_runs.ask(ids)
         self.scheduler.wake()
         return {"ok": True}
 
     async def _deliveries(self) -> None:
         """Background mode: the scheduler runs all the time. Queue-only mode: it runs
-        when asked (``queue flush``) or every ``delivery.queue_run_interval``."""
+        only in queue runs, when asked (``queue flush``, ``-q``; full or selective) or
+        every ``delivery.queue_run_interval`` (full)."""
         if self.settings.delivery.mode is DeliveryMode.BACKGROUND:
             await self.scheduler.run()
             return
         interval = self.settings.delivery.queue_run_interval or None
         while not self._stop.is_set():
-            try:
-                async with asyncio.timeout(interval):
-                    await self._queue_run.wait()
-            except TimeoutError:
-                pass
-            self._queue_run.clear()
-            if not self._stop.is_set():
-                await self.scheduler.run_once()
+            run = await self._queue_runs.next(interval)
+            if run is None or self._stop.is_set():
+                continue
+            tried = await self.scheduler.run_once(run.queue_ids)
+            kind = "full" if run.queue_ids is None else f"{len(run.queue_ids)} message(s)"
+            log.info("queue run (%s) done: %d recipient(s) tried", kind, tried)
 
     async def run(self) -> None:
         self._start_helper()
@@ -382,11 +390,11 @@ class Daemon:
         if self._terms > 1:
             log.warning("second stop signal: exiting at once")
             os._exit(1)  # every 250 already followed a commit: nothing acknowledged is lost
-        self._stop.set()
-        self._queue_run.set()
+        self.request_stop()
 
     def request_stop(self) -> None:
         self._stop.set()
+        self._queue_runs.interrupt()
 
 
 def run_daemon(settings: Settings, runtime: Runtime | None = None) -> None:

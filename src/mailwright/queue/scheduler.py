@@ -29,7 +29,7 @@ import os
 import socket
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from mailwright.core.clock import Clock, SystemClock
@@ -150,12 +150,14 @@ class Scheduler:
                 continue
             await self._sleep_until_due()
 
-    async def run_once(self) -> int:
-        """Deliver everything due now and wait for the results (``queue flush`` without a
-        daemon, and tests). Returns the number of recipients attempted."""
+    async def run_once(self, queue_ids: Sequence[str] | None = None) -> int:
+        """Deliver everything due now and wait for the results: one queue run (``queue
+        flush``, ``sendmail -q``; tests). With ``queue_ids``, only what is due of those
+        messages (a selective run). Returns the number of recipients attempted."""
+        selection = None if queue_ids is None else tuple(queue_ids)
         total = 0
         while True:
-            claimed = await self._claim_and_dispatch()
+            claimed = await self._claim_and_dispatch(selection)
             total += claimed
             if not claimed and not self._tasks:
                 return total
@@ -206,7 +208,7 @@ class Scheduler:
     def _at_capacity(self) -> bool:
         return self._inflight >= self.settings.max_concurrency * 4
 
-    async def _claim_and_dispatch(self) -> int:
+    async def _claim_and_dispatch(self, queue_ids: tuple[str, ...] | None = None) -> int:
         self._more_due = False
         room = self.settings.max_concurrency * 4 - self._inflight
         if self._stopping:
@@ -217,7 +219,7 @@ class Scheduler:
         now = self.clock.now()
         limit = min(room, self.settings.claim_batch)
         claimed = await self.writer.execute(
-            ClaimDue(now, limit, self.owner, self.settings.lease_seconds)
+            ClaimDue(now, limit, self.owner, self.settings.lease_seconds, queue_ids)
         )
         self._more_due = len(claimed) >= limit  # a full claim: more may be due
         if len(claimed) >= room:

@@ -194,13 +194,15 @@ class ClaimDue(Op[list[StoredRecipient]]):
 
     Due means: QUEUED, ``next_attempt <= now``, the message ACTIVE (not held) and no
     lease, or only an expired one. Oldest ``next_attempt`` first. The returned
-    recipients carry their new lease.
+    recipients carry their new lease. With ``queue_ids``, only recipients of those
+    messages (a selective queue run: ``queue flush ID``, ``sendmail -qI``).
     """
 
     now: float
     limit: int
     owner: str
     lease_seconds: float
+    queue_ids: tuple[str, ...] | None = None
 
 
 @dataclass(slots=True)
