@@ -5,11 +5,13 @@ everything; background mode is unchanged."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from mailwright.queue.store import StoredMessage
 from tests.support import smtp_sink
 from tests.support.daemon import Mailwright
 from tests.support.sendmail import Tools, short_tmp
@@ -138,3 +140,57 @@ def test_background_mode_is_unchanged(sink: smtp_sink.SmtpSink) -> None:
             assert not any("queue run (" in line for line in tools.mw.log)
         finally:
             tools.mw.stop()
+
+
+# ---- sendmail -odq / -odd (queue only) and -odi (interactive) --------------------------------
+@pytest.fixture
+def background(sink: smtp_sink.SmtpSink) -> Iterator[Tools]:
+    with short_tmp() as root:
+        tools = start(root, sink, {"mode": "background"})
+        try:
+            yield tools
+        finally:
+            tools.mw.stop()
+
+
+def stored(tools: Tools, queue_id: str) -> StoredMessage | None:
+    store = tools.store()
+    try:
+        return store.get_message(queue_id)
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("flag", ["-odq", "-odd", "-ODeliveryMode=queue"])
+def test_odq_waits_for_the_next_queue_run(background: Tools, flag: str) -> None:
+    before = time.time()
+    waiting = queued(background, flag, "postmaster@remote.test")
+    now = queued(background, "root@other.test")  # -odb, the default: delivered at once
+    background.mw.wait_log(f"{now}: to=<root@other.test>")
+    message = stored(background, waiting)
+    assert message is not None
+    (rcpt,) = message.recipients
+    assert rcpt.attempts == 0 and rcpt.next_attempt >= before + 300  # queue.first_retry
+    assert sent(background, waiting) == []
+    _, parsed, _ = background.read(waiting)
+    assert "X-Mailwright-Delivery-Mode" not in parsed  # the daemon took the field out
+    assert background.run("-q").returncode == 0
+    line = background.mw.wait_log(f"{waiting}: to=<postmaster@remote.test>")
+    assert "stat=Sent" in line
+
+
+def test_odi_delivers_before_sendmail_exits_even_in_queue_mode(queue_only: Tools) -> None:
+    a = queued(queue_only, "-odi", "postmaster@remote.test")
+    assert stored(queue_only, a) is None  # delivered and gone when sendmail returned
+    b = queued(queue_only, "root@other.test")  # -odb in queue-only mode: waits
+    assert stored(queue_only, b) is not None
+    assert "stat=Sent" in queue_only.mw.wait_log(f"{a}: to=<postmaster@remote.test>")
+    assert sent(queue_only, b) == []
+
+
+def test_odi_with_the_peer_down_still_exits_0(queue_only: Tools, sink: smtp_sink.SmtpSink) -> None:
+    sink.stop()
+    a = queued(queue_only, "-FCronDaemon", "-i", "-odi", "-oem", "-oi", "postmaster@remote.test")
+    message = stored(queue_only, a)
+    assert message is not None and message.recipients[0].attempts == 1  # tried, deferred
+    assert "stat=Deferred" in queue_only.mw.wait_log(f"{a}: to=<")

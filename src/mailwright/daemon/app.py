@@ -25,6 +25,7 @@ import signal
 from pathlib import Path
 
 from mailwright.config.schema import DeliveryMode, ListenerAuth, Settings
+from mailwright.core import deliverymode
 from mailwright.daemon import control, reload
 from mailwright.daemon.delivery import build_scheduler
 from mailwright.daemon.monitor import Monitor
@@ -55,6 +56,10 @@ from mailwright.routing.clientname import client_names_from_settings
 from mailwright.routing.resolution import AddressResolver
 
 log = logging.getLogger("mailwright.daemon")
+
+# how long a ``sendmail -odi`` submission waits for its delivery attempt before it gets
+# its 250 anyway (the message is queued either way); well under the client's timeout
+INTERACTIVE_WAIT = 60
 
 
 def build_pipeline(
@@ -158,9 +163,34 @@ class Daemon:
                     entry.unlink()
 
     async def enqueue(self, message: NewMessage) -> None:
+        """Queue a message (the commit is durable on return), then start its delivery.
+
+        A local submission may ask for a delivery mode (``core.deliverymode``): queue
+        only (``sendmail -odq``: first due after ``delivery.queue_run_interval``, else
+        ``queue.first_retry``, so the next queue run takes it) or interactive
+        (``sendmail -odi``: one attempt now, awaited up to ``INTERACTIVE_WAIT`` before
+        the submitter gets its 250).
+        """
+        asked = deliverymode.take(message.headers) if message.origin.local_user else None
+        if asked == deliverymode.QUEUE:
+            delivery = self.settings.delivery
+            wait = delivery.queue_run_interval or self.settings.queue.first_retry
+            message.first_attempt = message.received_at + wait
         await self.writer.execute(InsertMessage(message))
-        if self.settings.delivery.mode is DeliveryMode.BACKGROUND:
+        if asked == deliverymode.INTERACTIVE:
+            await self._deliver_interactively(message.queue_id)
+        elif asked is None and self.settings.delivery.mode is DeliveryMode.BACKGROUND:
             self.scheduler.wake()
+
+    async def _deliver_interactively(self, queue_id: str) -> None:
+        attempt = asyncio.ensure_future(self.scheduler.deliver_now(queue_id))
+        try:
+            async with asyncio.timeout(INTERACTIVE_WAIT):
+                await asyncio.shield(attempt)  # past the wait, it goes on without us
+        except TimeoutError:
+            log.info("%s: interactive delivery still going after %ds", queue_id, INTERACTIVE_WAIT)
+        except Exception:
+            log.exception("%s: interactive delivery failed", queue_id)
 
     async def _ping(self, request: dict[str, object]) -> dict[str, object]:
         return {"ok": True, "pid": os.getpid()}

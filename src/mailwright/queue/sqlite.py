@@ -515,8 +515,7 @@ class SqliteQueueStore:
             else:
                 streamed.append((mid, msg))
             recipients.extend(
-                _recipient_row(mid, i, r, msg.received_at)
-                for i, r in enumerate(msg.envelope.recipients)
+                _recipient_row(mid, i, r, msg.due) for i, r in enumerate(msg.envelope.recipients)
             )
         _insert_many(conn, _MESSAGE_TABLE, messages)
         _insert_many(conn, "headers (message_id, data)", headers)
@@ -551,7 +550,7 @@ class SqliteQueueStore:
             raise StoreError(
                 f"body of {msg.queue_id}: read {written} bytes, expected {msg.body.size}"
             )
-        self._insert_recipients(conn, mid, 0, msg.envelope.recipients, msg.received_at)
+        self._insert_recipients(conn, mid, 0, msg.envelope.recipients, msg.due)
         self._set_targets(conn, mid, 0, msg.envelope.recipients)
 
     def _insert_recipients(
