@@ -71,6 +71,7 @@ class Invocation:
     __slots__ = (
         "body_type",
         "config",
+        "delivery_mode",
         "envid",
         "error_mode",
         "extract_recipients",
@@ -106,6 +107,7 @@ class Invocation:
         self.verbose = False  # -v
         self.error_mode = "p"  # -oe?: p print (default), q quiet, m/e mail back, w as print
         self.queue_run: QueueRun | None = None  # -q...
+        self.delivery_mode = "b"  # -od?, -O DeliveryMode: b background, q queue, i interactive
 
     @property
     def mode_name(self) -> str:
@@ -253,7 +255,9 @@ def _short_option(inv: Invocation, value: str) -> None:
         inv.ignore_dots = _truth(arg)
     elif letter == "e":
         _error_mode(inv, arg)
-    # -od? (delivery mode), -om, -oL, -oQ ...: every submission is queued here; ignored
+    elif letter == "d":
+        _delivery_mode(inv, arg)
+    # -om, -oL, -oQ ...: ignored
 
 
 def _long_option(inv: Invocation, value: str) -> None:
@@ -264,10 +268,22 @@ def _long_option(inv: Invocation, value: str) -> None:
         inv.ignore_dots = _truth(arg)
     elif name == "errormode" and arg:
         _error_mode(inv, arg)
+    elif name == "deliverymode":
+        _delivery_mode(inv, arg)
 
 
 def _truth(arg: str) -> bool:
     return arg.strip().lower() not in ("f", "false", "n", "no", "0")
+
+
+def _delivery_mode(inv: Invocation, arg: str) -> None:
+    """Sendmail's delivery modes by first letter: ``d`` (deferred) queues like ``q``;
+    an unknown one is ignored, like an unknown option."""
+    mode = arg.strip()[:1].lower()
+    if mode in ("b", "i", "q"):
+        inv.delivery_mode = mode
+    elif mode == "d":
+        inv.delivery_mode = "q"
 
 
 def _error_mode(inv: Invocation, arg: str) -> None:

@@ -72,9 +72,10 @@ def daemon_running(settings: Settings) -> bool:
     return bool(answer and answer.get("ok"))
 
 
-def wake_daemon(settings: Settings, op: str = "wake") -> bool:
-    """Tell a running daemon the queue changed (``wake``) or to deliver now (``flush``)."""
-    answer = control.request(settings.queue.directory, op, timeout=5)
+def wake_daemon(settings: Settings, op: str = "wake", **args: Any) -> bool:
+    """Tell a running daemon the queue changed (``wake``) or to deliver now (``flush``,
+    with ``queue_ids`` for a selective run)."""
+    answer = control.request(settings.queue.directory, op, timeout=5, **args)
     return bool(answer and answer.get("ok"))
 
 
@@ -258,16 +259,27 @@ def flush_operation(store: QueueStore, selection: Selection, now: float) -> Resc
     return RescheduleNow(now, queue_ids=ids) if ids else None
 
 
+def flush_request(op: RescheduleNow | None) -> dict[str, Any]:
+    """The arguments of the control socket's ``flush`` for ``op``: none for a full run,
+    ``queue_ids`` for a selective one (only those messages; none when nothing matched)."""
+    if op is not None and op.queue_ids is None:
+        return {}
+    return {"queue_ids": list(op.queue_ids or ()) if op is not None else []}
+
+
 def flush_queue(settings: Settings, selection: Selection, foreground: bool = True) -> int:
-    """Make the selected recipients due now; wake the daemon, or run the queue here."""
+    """One queue run, like ``sendmail -q``: make the selected recipients due now, then
+    have the daemon deliver them (a selective run delivers only the selected messages,
+    even in queue-only mode), or, without a daemon, deliver them here."""
     with writing(settings) as (store, writer):
         op = flush_operation(store, selection, time.time())
         count = writer.execute_sync(op) if op is not None else 0
-    if wake_daemon(settings, "flush") or not foreground:
+    args = flush_request(op)
+    if wake_daemon(settings, "flush", **args) or not foreground:
         return count
     from mailwright.daemon.delivery import run_queue_once
 
-    asyncio.run(run_queue_once(settings))
+    asyncio.run(run_queue_once(settings, args.get("queue_ids")))
     return count
 
 

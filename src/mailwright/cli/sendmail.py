@@ -28,6 +28,8 @@ from mailwright.config import lite
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+    from mailwright.cli.draft import Draft
+
 USAGE, DATAERR, UNAVAILABLE, SOFTWARE, OSERR, TEMPFAIL, NOPERM, CONFIG = (
     64,
     65,
@@ -176,6 +178,7 @@ def deliver(inv: Invocation, config: lite.SubmitConfig) -> int:
     sender = own if inv.sender is None else (config.qualify(inv.sender) if inv.sender else "")
     full_name = caller.full_name if inv.full_name is None else inv.full_name
     message.complete(sender=sender or own, full_name=full_name, hostname=config.hostname)
+    _ask_delivery_mode(message, inv.delivery_mode)
     content = message.encode()
     addresses = [sender, *recipients]
     envelope = SubmissionEnvelope(
@@ -224,6 +227,18 @@ def errors_out(
         for line in errors:
             say(line)
     return code
+
+
+def _ask_delivery_mode(message: Draft, mode: str) -> None:
+    """``-odq`` / ``-odi``: the field that tells the daemon (``core.deliverymode``); the
+    caller's own copy of it never counts, so ``-odb`` stays background."""
+    from mailwright.core import deliverymode
+
+    message.remove(deliverymode.FIELD)
+    if mode == "q":
+        message.add(deliverymode.FIELD, deliverymode.QUEUE)
+    elif mode == "i":
+        message.add(deliverymode.FIELD, deliverymode.INTERACTIVE)
 
 
 def _transcript(line: str) -> None:

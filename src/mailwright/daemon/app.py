@@ -25,10 +25,12 @@ import signal
 from pathlib import Path
 
 from mailwright.config.schema import DeliveryMode, ListenerAuth, Settings
+from mailwright.core import deliverymode
 from mailwright.core.sysexits import ExitCode
 from mailwright.daemon import control, reload
 from mailwright.daemon.delivery import build_scheduler
 from mailwright.daemon.monitor import Monitor
+from mailwright.daemon.queueruns import QueueRuns
 from mailwright.daemon.runtime import Runtime
 from mailwright.delivery.deposit import Deposit
 from mailwright.edge.context import EdgeContext
@@ -55,6 +57,10 @@ from mailwright.routing.clientname import client_names_from_settings
 from mailwright.routing.resolution import AddressResolver
 
 log = logging.getLogger("mailwright.daemon")
+
+# how long a ``sendmail -odi`` submission waits for its delivery attempt before it gets
+# its 250 anyway (the message is queued either way); well under the client's timeout
+INTERACTIVE_WAIT = 60
 
 
 def build_pipeline(
@@ -123,7 +129,7 @@ class Daemon:
             {"ping": self._ping, "wake": self._wake, "flush": self._flush},
         )
         self._stop = asyncio.Event()
-        self._queue_run = asyncio.Event()
+        self._queue_runs = QueueRuns()
         self._terms = 0
         self.exit_code = ExitCode.OK  # what the process exits with after a clean stop
         self._reloads: asyncio.Task[None] | None = None
@@ -159,9 +165,34 @@ class Daemon:
                     entry.unlink()
 
     async def enqueue(self, message: NewMessage) -> None:
+        """Queue a message (the commit is durable on return), then start its delivery.
+
+        A local submission may ask for a delivery mode (``core.deliverymode``): queue
+        only (``sendmail -odq``: first due after ``delivery.queue_run_interval``, else
+        ``queue.first_retry``, so the next queue run takes it) or interactive
+        (``sendmail -odi``: one attempt now, awaited up to ``INTERACTIVE_WAIT`` before
+        the submitter gets its 250).
+        """
+        asked = deliverymode.take(message.headers) if message.origin.local_user else None
+        if asked == deliverymode.QUEUE:
+            delivery = self.settings.delivery
+            wait = delivery.queue_run_interval or self.settings.queue.first_retry
+            message.first_attempt = message.received_at + wait
         await self.writer.execute(InsertMessage(message))
-        if self.settings.delivery.mode is DeliveryMode.BACKGROUND:
+        if asked == deliverymode.INTERACTIVE:
+            await self._deliver_interactively(message.queue_id)
+        elif asked is None and self.settings.delivery.mode is DeliveryMode.BACKGROUND:
             self.scheduler.wake()
+
+    async def _deliver_interactively(self, queue_id: str) -> None:
+        attempt = asyncio.ensure_future(self.scheduler.deliver_now(queue_id))
+        try:
+            async with asyncio.timeout(INTERACTIVE_WAIT):
+                await asyncio.shield(attempt)  # past the wait, it goes on without us
+        except TimeoutError:
+            log.info("%s: interactive delivery still going after %ds", queue_id, INTERACTIVE_WAIT)
+        except Exception:
+            log.exception("%s: interactive delivery failed", queue_id)
 
     async def _ping(self, request: dict[str, object]) -> dict[str, object]:
         return {"ok": True, "pid": os.getpid()}
@@ -172,28 +203,35 @@ class Daemon:
         return {"ok": True}
 
     async def _flush(self, request: dict[str, object]) -> dict[str, object]:
-        """Deliver what is due now, in either delivery mode (``queue flush``, ``-q``)."""
+        """Deliver what is due now (``queue flush``, ``-q``), in either delivery mode.
+
+        ``queue_ids`` (a list) names the messages of a selective run (``-qI``, ``queue
+        flush ID``); without it the run is a full one. The caller made them due first.
+        In background mode everything due is delivered anyway: the scheduler just looks.
+        """
+        ids = request.get("queue_ids")
+        if ids is not None and not (isinstance(ids, list) and all(isinstance(i, str) for i in ids)):
+            return {"ok": False, "error": "queue_ids must be a list of queue ids"}
         self.scheduler.hosts.clear()  # a flush means: try now, even hosts we think are dead
-        self._queue_run.set()
+        self._queue_runs.ask(ids)
         self.scheduler.wake()
         return {"ok": True}
 
     async def _deliveries(self) -> None:
         """Background mode: the scheduler runs all the time. Queue-only mode: it runs
-        when asked (``queue flush``) or every ``delivery.queue_run_interval``."""
+        only in queue runs, when asked (``queue flush``, ``-q``; full or selective) or
+        every ``delivery.queue_run_interval`` (full)."""
         if self.settings.delivery.mode is DeliveryMode.BACKGROUND:
             await self.scheduler.run()
             return
         interval = self.settings.delivery.queue_run_interval or None
         while not self._stop.is_set():
-            try:
-                async with asyncio.timeout(interval):
-                    await self._queue_run.wait()
-            except TimeoutError:
-                pass
-            self._queue_run.clear()
-            if not self._stop.is_set():
-                await self.scheduler.run_once()
+            run = await self._queue_runs.next(interval)
+            if run is None or self._stop.is_set():
+                continue
+            tried = await self.scheduler.run_once(run.queue_ids)
+            kind = "full" if run.queue_ids is None else f"{len(run.queue_ids)} message(s)"
+            log.info("queue run (%s) done: %d recipient(s) tried", kind, tried)
 
     async def run(self) -> None:
         self._start_helper()
@@ -291,8 +329,7 @@ class Daemon:
             return
         log.critical("%s: stopping, to be restarted by the service manager (exit 75)", why)
         self.exit_code = ExitCode.TEMPFAIL
-        self._stop.set()
-        self._queue_run.set()
+        self.request_stop()
 
     def _wire_resolver(self, resolver: AddressResolver) -> None:
         """Users' .forward files are read by the helper (homes may be closed to us)."""
@@ -396,11 +433,11 @@ class Daemon:
         if self._terms > 1:
             log.warning("second stop signal: exiting at once")
             os._exit(1)  # every 250 already followed a commit: nothing acknowledged is lost
-        self._stop.set()
-        self._queue_run.set()
+        self.request_stop()
 
     def request_stop(self) -> None:
         self._stop.set()
+        self._queue_runs.interrupt()
 
 
 def run_daemon(settings: Settings, runtime: Runtime | None = None) -> ExitCode:

@@ -2,10 +2,12 @@
 
 A Unix socket (``<queue dir>/control.sock``, mode 0600: only the daemon's user
 and root) speaking one JSON object per line each way. Requests: ``wake`` (look
-at the queue now, after a flush or release), ``status`` (a summary for
-``mailwright status``). Admin commands change the queue themselves through the
-same store operations and then ``wake`` the daemon, so they also work when no
-daemon runs. Trusts only callers that can open the socket.
+at the queue now, after a release, hold or delete), ``flush`` (a queue run: a full
+one, or with ``queue_ids`` a selective one that delivers only those messages, also
+in queue-only mode), ``ping``, ``status`` (a summary for ``mailwright status``).
+Admin commands change the queue themselves through the same store operations and
+then ``wake`` the daemon, so they also work when no daemon runs. Trusts only
+callers that can open the socket.
 """
 
 from __future__ import annotations

@@ -138,11 +138,12 @@ class _Standalone:
         self.store.close()
 
 
-async def run_queue_once(settings: Settings) -> int:
-    """One queue run in the foreground (``sendmail -q`` without a daemon)."""
+async def run_queue_once(settings: Settings, queue_ids: Sequence[str] | None = None) -> int:
+    """One queue run in the foreground (``sendmail -q`` without a daemon); with
+    ``queue_ids``, a selective one (``-qI``): only those messages."""
     standalone = _Standalone(settings)
     try:
-        return await standalone.scheduler.run_once()
+        return await standalone.scheduler.run_once(queue_ids)
     finally:
         await standalone.close()
 

@@ -217,14 +217,20 @@ class Monitor:
         and a second store in this process would drop SQLite's POSIX locks (a close()
         of any descriptor of the file releases them all) and could corrupt the queue.
         """
-        from mailwright.cli.queue import HOLD_REASON, Selection, admin_operation, flush_operation
+        from mailwright.cli.queue import (
+            HOLD_REASON,
+            Selection,
+            admin_operation,
+            flush_operation,
+            flush_request,
+        )
 
         try:
             if action in ("flush", "flush-all"):
                 selection = Selection(tuple(ids))
                 op = await asyncio.to_thread(flush_operation, self.store, selection, time.time())
                 done = await self.writer.execute(op) if op is not None else 0
-                await self.control["flush"]({"op": "flush"})
+                await self.control["flush"]({"op": "flush", **flush_request(op)})
                 result = ActionResult(action, done)
             else:
                 make_op = admin_operation(action, reason or HOLD_REASON)

@@ -29,7 +29,7 @@ import os
 import socket
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from mailwright.core.clock import Clock, SystemClock
@@ -150,17 +150,31 @@ class Scheduler:
                 continue
             await self._sleep_until_due()
 
-    async def run_once(self) -> int:
-        """Deliver everything due now and wait for the results (``queue flush`` without a
-        daemon, and tests). Returns the number of recipients attempted."""
+    async def run_once(self, queue_ids: Sequence[str] | None = None) -> int:
+        """Deliver everything due now and wait for the results: one queue run (``queue
+        flush``, ``sendmail -q``; tests). With ``queue_ids``, only what is due of those
+        messages (a selective run). Returns the number of recipients attempted."""
+        selection = None if queue_ids is None else tuple(queue_ids)
         total = 0
         while True:
-            claimed = await self._claim_and_dispatch()
+            claimed, _ = await self._claim_and_dispatch(selection)
             total += claimed
             if not claimed and not self._tasks:
                 return total
             if self._tasks:
                 await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)
+
+    async def deliver_now(self, queue_id: str) -> int:
+        """Try what is due of one message now and wait for just its results, recipients
+        that alias expansion added included (``sendmail -odi``). Returns the number of
+        recipients tried; 0 when all slots are taken (the message then waits its turn)."""
+        total = 0
+        while True:
+            claimed, tasks = await self._claim_and_dispatch((queue_id,))
+            if not claimed:
+                return total
+            total += claimed
+            await asyncio.wait(tasks)
 
     async def wait_idle(self) -> None:
         """Wait until no delivery is in flight (tests, shutdown)."""
@@ -206,18 +220,22 @@ class Scheduler:
     def _at_capacity(self) -> bool:
         return self._inflight >= self.settings.max_concurrency * 4
 
-    async def _claim_and_dispatch(self) -> int:
+    async def _claim_and_dispatch(
+        self, queue_ids: tuple[str, ...] | None = None
+    ) -> tuple[int, list[asyncio.Task[None]]]:
+        """Claim due recipients (of ``queue_ids`` only, when given) and start delivering
+        them: how many, and the tasks delivering them."""
         self._more_due = False
         room = self.settings.max_concurrency * 4 - self._inflight
         if self._stopping:
-            return 0
+            return 0, []
         if room <= 0:
             self._held_back = True
-            return 0
+            return 0, []
         now = self.clock.now()
         limit = min(room, self.settings.claim_batch)
         claimed = await self.writer.execute(
-            ClaimDue(now, limit, self.owner, self.settings.lease_seconds)
+            ClaimDue(now, limit, self.owner, self.settings.lease_seconds, queue_ids)
         )
         self._more_due = len(claimed) >= limit  # a full claim: more may be due
         if len(claimed) >= room:
@@ -225,11 +243,10 @@ class Scheduler:
         by_message: dict[str, list[StoredRecipient]] = defaultdict(list)
         for recipient in claimed:
             by_message[recipient.message_id].append(recipient)
-        for queue_id, recipients in by_message.items():
-            self._start(queue_id, recipients)
-        return len(claimed)
+        tasks = [self._start(queue_id, recipients) for queue_id, recipients in by_message.items()]
+        return len(claimed), tasks
 
-    def _start(self, queue_id: str, recipients: list[StoredRecipient]) -> None:
+    def _start(self, queue_id: str, recipients: list[StoredRecipient]) -> asyncio.Task[None]:
         self._inflight += len(recipients)
         self._idle.clear()
         task = asyncio.create_task(self._process(queue_id, recipients))
@@ -245,6 +262,7 @@ class Scheduler:
                 self.wake()
 
         task.add_done_callback(done)
+        return task
 
     async def _sleep_until_due(self) -> None:
         if self._stopping or self._wakeup.is_set():

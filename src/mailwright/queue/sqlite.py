@@ -36,6 +36,7 @@ already validated by the protocol layer. Settings read: none directly; the calle
 from __future__ import annotations
 
 import errno
+import json
 import os
 import sqlite3
 import threading
@@ -514,8 +515,7 @@ class SqliteQueueStore:
             else:
                 streamed.append((mid, msg))
             recipients.extend(
-                _recipient_row(mid, i, r, msg.received_at)
-                for i, r in enumerate(msg.envelope.recipients)
+                _recipient_row(mid, i, r, msg.due) for i, r in enumerate(msg.envelope.recipients)
             )
         _insert_many(conn, _MESSAGE_TABLE, messages)
         _insert_many(conn, "headers (message_id, data)", headers)
@@ -550,7 +550,7 @@ class SqliteQueueStore:
             raise StoreError(
                 f"body of {msg.queue_id}: read {written} bytes, expected {msg.body.size}"
             )
-        self._insert_recipients(conn, mid, 0, msg.envelope.recipients, msg.received_at)
+        self._insert_recipients(conn, mid, 0, msg.envelope.recipients, msg.due)
         self._set_targets(conn, mid, 0, msg.envelope.recipients)
 
     def _insert_recipients(
@@ -592,14 +592,22 @@ class SqliteQueueStore:
         WHERE r.state = ? AND r.next_attempt <= ? AND m.state = ?
           AND (r.lease_until IS NULL OR r.lease_until <= ?)
         ORDER BY r.next_attempt LIMIT ?"""
+    _CLAIM_SELECTED = f"""SELECT r.message_id AS mid, {_RECIPIENT_COLUMNS}
+        FROM recipients r JOIN messages m ON m.id = r.message_id
+        WHERE m.queue_id IN (SELECT value FROM json_each(?))
+          AND r.state = ? AND r.next_attempt <= ? AND m.state = ?
+          AND (r.lease_until IS NULL OR r.lease_until <= ?)
+        ORDER BY r.next_attempt LIMIT ?"""
     _CLAIM_UPDATE = """UPDATE recipients SET lease_owner = ?, lease_until = ?
         WHERE message_id = ? AND idx = ?"""
 
     def _claim_due(self, conn: sqlite3.Connection, op: ClaimDue) -> list[StoredRecipient]:
-        rows = conn.execute(
-            self._CLAIM_SELECT,
-            (_QUEUED, op.now, MessageState.ACTIVE.value, op.now, op.limit),
-        ).fetchall()
+        args = (_QUEUED, op.now, MessageState.ACTIVE.value, op.now, op.limit)
+        if op.queue_ids is None:
+            rows = conn.execute(self._CLAIM_SELECT, args).fetchall()
+        else:
+            selected = json.dumps(list(op.queue_ids))
+            rows = conn.execute(self._CLAIM_SELECTED, (selected, *args)).fetchall()
         until = op.now + op.lease_seconds
         conn.executemany(
             self._CLAIM_UPDATE, [(op.owner, until, row["mid"], row["idx"]) for row in rows]

@@ -90,6 +90,13 @@ class NewMessage:
     received_at: float
     origin: Origin = field(default_factory=Origin)
     hold_reason: str | None = None  # queued on hold (e.g. quarantined by a milter)
+    # when the recipients are first due; None: at once (``received_at``). Later for a
+    # queue-only submission (``sendmail -odq``): it waits for the next queue run
+    first_attempt: float | None = None
+
+    @property
+    def due(self) -> float:
+        return self.received_at if self.first_attempt is None else self.first_attempt
 
     @property
     def size(self) -> int:
@@ -180,7 +187,8 @@ class Op(Generic[R_co]):
 
 @dataclass(slots=True)
 class InsertMessage(Op[None]):
-    """Queue a new message with all its recipients QUEUED and due at ``received_at``.
+    """Queue a new message with all its recipients QUEUED and due at ``received_at``
+    (or its ``first_attempt``, when set).
 
     A message with ``hold_reason`` is queued on hold. A duplicate queue id fails.
     """
@@ -194,13 +202,15 @@ class ClaimDue(Op[list[StoredRecipient]]):
 
     Due means: QUEUED, ``next_attempt <= now``, the message ACTIVE (not held) and no
     lease, or only an expired one. Oldest ``next_attempt`` first. The returned
-    recipients carry their new lease.
+    recipients carry their new lease. With ``queue_ids``, only recipients of those
+    messages (a selective queue run: ``queue flush ID``, ``sendmail -qI``).
     """
 
     now: float
     limit: int
     owner: str
     lease_seconds: float
+    queue_ids: tuple[str, ...] | None = None
 
 
 @dataclass(slots=True)

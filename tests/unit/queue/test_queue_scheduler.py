@@ -361,3 +361,17 @@ def test_run_loop_at_capacity_claims_again_when_a_slot_frees(tmp_path: Path) -> 
         return len(h.agent.requests)
 
     assert asyncio.run(scenario()) == 10
+
+
+def test_a_selective_run_delivers_only_the_named_messages(
+    harness: Callable[..., Harness],
+) -> None:
+    h = harness(lambda r: (Outcome.DELIVERED, OK))
+    a = h.insert(recipients=["a@one.test", "b@two.test"])
+    b = h.insert(recipients=["c@one.test"])
+    assert asyncio.run(h.scheduler.run_once([a])) == 2
+    assert h.store.get_message(a) is None
+    assert [r.attempts for r in h.recipients(b)] == [0]
+    assert asyncio.run(h.scheduler.run_once([])) == 0  # a selection of nothing
+    assert h.run_once() == 1
+    assert h.store.get_message(b) is None
