@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -233,3 +234,18 @@ def test_a_peer_without_auth_gets_the_mail_without_a_login() -> None:
 
     [result] = asyncio.run(main())
     assert result.outcome.value == "delivered" and "auth" not in result.details
+
+
+def test_sighup_rereads_the_table(tmp_path: Path, smarthost: Mailwright) -> None:
+    config = relay_config(tmp_path / "a", smarthost, "alice:" + WRONG)
+    table = Path(config["delivery"]["auth_table"])
+    with running(tmp_path / "a", config) as a:
+        first = submit(a)
+        assert "stat=Deferred" in a.wait_log(f"{first}: to=<user@far.test>")
+        table.write_text(f"[127.0.0.1]:{smarthost.port}  alice:{PASSWORD}\n")
+        assert a.proc is not None
+        a.proc.send_signal(signal.SIGHUP)
+        a.wait_log("SIGHUP: configuration reloaded")
+        second = submit(a)
+        assert "stat=Sent" in a.wait_log(f"{second}: to=<user@far.test>")
+        assert not any(WRONG in x or PASSWORD in x for x in a.log)
