@@ -268,6 +268,9 @@ class DeliverySection(Section):
     # "[host]" for transport-table and smarthost routes
     tls_policy: dict[str, TlsLevel] = {}
     tls_ca_file: Path | None = None  # CAs for "verify"; default: the system's
+    # SMTP AUTH as a client (routing.credentials): "[host]:port  user:password" lines
+    auth_table: Path | None = None
+    auth_plaintext: bool = False  # send credentials without TLS (loopback peers always may)
 
     @field_validator("tls_policy")
     @classmethod
@@ -728,7 +731,7 @@ class Settings(Section):
                 "tls": rebase(self.tls, "certificate", "key"),
                 "auth": rebase(self.auth, "users_file"),
                 "access": rebase(self.access, "table"),
-                "delivery": rebase(self.delivery, "tls_ca_file"),
+                "delivery": rebase(self.delivery, "tls_ca_file", "auth_table"),
                 "local_delivery": rebase(
                     self.local_delivery, "mail_spool", "virtual_mailbox_table"
                 ),

@@ -2,8 +2,10 @@
 
 Used by the daemon and by admin commands that run the queue without a daemon
 (``mailwright queue flush``, ``sendmail -q``, ``queue bounce``). Table problems
-(transport table, static DNS table) are logged, not fatal: the router keeps
-mail queued rather than sending it the wrong way. Local recipients go through the
+(transport table, static DNS table, relay credentials table) are logged, not
+fatal: the router keeps mail queued rather than sending it the wrong way, and a
+next hop whose login line is bad gets the mail without AUTH (the smarthost
+refuses it, the mail stays queued). Local recipients go through the
 alias ``Expander`` to the local agents (``delivery.local``). Settings: ``hostname``,
 ``queue.*``, ``delivery.*`` (including the outbound TLS policy), ``dns.*``,
 ``routing.*``, ``local_delivery.*``.
@@ -29,6 +31,7 @@ from mailwright.queue.scheduler import Scheduler, SchedulerSettings, domain_of
 from mailwright.queue.sqlite import SqliteQueueStore
 from mailwright.queue.store import QueueStore, StoreError
 from mailwright.queue.writer import QueueWriter
+from mailwright.routing.credentials import CredentialsTable, exposure, load_credentials
 from mailwright.routing.mx import resolver_from_settings
 from mailwright.routing.nexthop import Transport
 from mailwright.routing.resolution import AddressResolver
@@ -51,6 +54,19 @@ def client_timeouts(settings: Settings) -> ClientTimeouts:
     )
 
 
+def relay_credentials(settings: Settings) -> CredentialsTable | None:
+    """``delivery.auth_table``, read now (at start-up and on SIGHUP); problems are logged."""
+    path = settings.delivery.auth_table
+    if path is None:
+        return None
+    table, errors = load_credentials(path)
+    for error in errors:
+        log.error("auth table: %s", error)
+    if (warning := exposure(path)) is not None:
+        log.warning("auth table: %s", warning)
+    return table
+
+
 def build_agents(settings: Settings) -> dict[Transport, DeliveryAgent]:
     resolver, errors = resolver_from_settings(settings)
     for error in errors:
@@ -66,6 +82,8 @@ def build_agents(settings: Settings) -> dict[Transport, DeliveryAgent]:
             port=settings.delivery.smtp_port,
             tls=TlsPolicyTable(settings.delivery.tls_policy, settings.delivery.tls_default),
             verify_context=verify_context(settings.delivery.tls_ca_file),
+            credentials=relay_credentials(settings),
+            plaintext_auth=settings.delivery.auth_plaintext,
         ),
         Transport.LMTP: LmtpAgent(settings.hostname, None, timeouts=timeouts, idle_timeout=idle),
     }

@@ -1,7 +1,9 @@
 """One live SMTP/LMTP client connection: asyncio streams driving ``smtp.client``.
 
 ``ClientSession.open`` connects (TCP or a Unix socket), reads the greeting,
-says EHLO/LHLO and negotiates STARTTLS as the ``TlsPolicy`` asks; ``send`` runs
+says EHLO/LHLO, negotiates STARTTLS as the ``TlsPolicy`` asks and logs in with
+the ``Credentials`` it was given (SMTP AUTH, refused without TLS unless
+allowed; a refused login is a ``SessionError`` with 4.7.0); ``send`` runs
 one mail transaction, streaming the content (never the whole message in
 memory); ``quit`` and ``abort`` end it. Every wait has the RFC 5321 4.5.3.2
 timeout of the command it waits for (``ClientTimeouts``); a timeout or an I/O
@@ -24,10 +26,14 @@ from dataclasses import dataclass
 
 from mailwright.core.reply import Reply
 from mailwright.smtp.client import (
+    Authenticated,
+    AuthFailed,
+    AuthSkipped,
     ClientConnection,
     ClientEvent,
     ClientSettings,
     Closed,
+    Credentials,
     Extensions,
     Phase,
     SendContent,
@@ -66,6 +72,7 @@ class ClientTimeouts:
             Phase.GREETING: self.greeting,
             Phase.HELLO: self.helo,
             Phase.STARTTLS: self.starttls,
+            Phase.AUTH: self.helo,
             Phase.RSET: self.rset,
             Phase.MAIL: self.mail,
             Phase.RCPT: self.rcpt,
@@ -160,6 +167,8 @@ class ClientSession:
         self.timeouts = timeouts
         self.extensions = Extensions()
         self.tls_details: dict[str, str] = {}
+        self.credentials: Credentials | None = None  # what the session logged in with
+        self.auth_details: dict[str, str] = {}
         self.created = time.monotonic()
         self._events: deque[ClientEvent] = deque()
 
@@ -172,13 +181,18 @@ class ClientSession:
         timeouts: ClientTimeouts,
         tls: TlsPolicy,
         context: ssl.SSLContext | None,
+        credentials: Credentials | None = None,
+        plaintext_auth: bool = False,
     ) -> ClientSession:
-        """Connect, greet, hello and STARTTLS as ``tls`` says; raises ``SessionError``."""
+        """Connect, greet, hello, STARTTLS as ``tls`` says, then AUTH with ``credentials``
+        (without TLS only if ``plaintext_auth``); raises ``SessionError``."""
         reader, writer = await cls._connect(endpoint, timeouts.connect)
         session = cls(reader, writer, ClientConnection(settings), endpoint, timeouts)
         try:
             await session._hello()
             await session._negotiate_tls(tls, context)
+            if credentials is not None:
+                await session._authenticate(credentials, plaintext_auth)
         except BaseException:
             session.abort()
             raise
@@ -270,6 +284,18 @@ class ClientSession:
                 "tls_cipher": cipher[0] if cipher else "",
                 "tls_verified": "yes" if tls.verify else "no",
             }
+
+    async def _authenticate(self, credentials: Credentials, plaintext: bool) -> None:
+        self.conn.authenticate(credentials, allow_plaintext=plaintext)
+        event = await self.next_event()
+        self.credentials = credentials  # even when the peer offers no AUTH: the pool key
+        if isinstance(event, Authenticated):
+            self.auth_details = {"auth": event.mechanism, "auth_user": credentials.username}
+        elif isinstance(event, AuthFailed):
+            await self.quit()
+            raise SessionError(event.reply)
+        elif not isinstance(event, AuthSkipped):
+            raise SessionError(self._failure(event))
 
     def _failure(self, event: ClientEvent | None) -> Reply:
         if isinstance(event, SessionFailed):

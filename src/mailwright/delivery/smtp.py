@@ -18,6 +18,15 @@ no certificate check), a failed handshake is retried once in plaintext on the
 same host and remembered; a ``TlsPolicy`` with ``require``/``verify`` makes
 missing or unverified TLS a deferral (4.7.5).
 
+SMTP AUTH (RFC 4954) with the ``credentials`` found for the next hop (a
+``routing.credentials.CredentialsTable``): after STARTTLS, before the first
+MAIL. A refused login defers (4.7.0, the peer's reply in the text; Postfix's
+``smtp_sasl_auth_soft_bounce``) and the next host is tried; without TLS the
+credentials are sent only to a loopback address or with ``plaintext_auth``,
+else 4.7.0 "refusing to send credentials without TLS". A peer that offers no
+AUTH gets the mail without a login. Pooled sessions are reused only for the
+same credentials.
+
 Outcome per recipient: 2xx after the content is DELIVERED, or RELAYED when the
 peer lacks DSN and the recipient asked for NOTIFY=SUCCESS (RFC 3461 4.1); 4xx
 DEFERRED; 5xx FAILED. A RCPT rejection is that recipient's alone; MAIL and
@@ -33,6 +42,7 @@ contexts, CHUNKING use, and the idle-session pool limits.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
 import ssl
 import time
@@ -64,6 +74,7 @@ from mailwright.routing.resolver import (
 )
 from mailwright.smtp.client import (
     ClientSettings,
+    Credentials,
     Extensions,
     RecipientReply,
     Transaction,
@@ -72,6 +83,7 @@ from mailwright.smtp.client import (
 from mailwright.smtp.reply import status_or_default
 
 TlsPolicySource = TlsPolicy | Callable[[NextHop], TlsPolicy]
+CredentialsSource = Callable[[NextHop], Credentials | None]
 _UNSAFE = ("\r", "\n", "\0")  # would break the command line; anything else is quoted as is
 log = logging.getLogger(__name__)
 
@@ -114,6 +126,9 @@ class SmtpAgent:
         max_idle: int = 20,
         max_session_age: float = 300.0,
         tls_fallback_memory: float = 3600.0,
+        credentials: CredentialsSource | None = None,
+        plaintext_auth: bool = False,
+        plaintext_auth_loopback: bool = True,
     ) -> None:
         self.hostname = hostname
         self.resolver = resolver
@@ -126,6 +141,9 @@ class SmtpAgent:
         self.tls_fallback_memory = tls_fallback_memory
         self.pool = SessionPool(idle_timeout, max_idle, max_session_age)
         self._plaintext_until: dict[str, float] = {}  # endpoint key -> when to try TLS again
+        self.credentials = credentials
+        self.plaintext_auth = plaintext_auth  # send credentials without TLS to anyone
+        self.plaintext_auth_loopback = plaintext_auth_loopback  # ... or to loopback only
 
     # ---- the DeliveryAgent interface -----------------------------------------------------
     async def deliver(self, request: DeliveryRequest) -> list[DeliveryResult]:
@@ -133,7 +151,11 @@ class SmtpAgent:
         try:
             pending = self._screen(request, results)
             key = request.next_hop.key
+            login = self._login(request.next_hop)
             while pending and (session := self.pool.take(key)) is not None:
+                if session.credentials != login:  # the table changed: log in afresh
+                    await session.quit()
+                    continue
                 pending = await self._attempt(session, request, pending, results)
             if pending:
                 await self._deliver_fresh(request, pending, results)
@@ -204,6 +226,18 @@ class SmtpAgent:
             return await self.resolver.mail_hosts(host)
         return await self.resolver.host_addresses(host)
 
+    def _login(self, hop: NextHop) -> Credentials | None:
+        return self.credentials(hop) if self.credentials is not None else None
+
+    def _plaintext_auth(self, endpoint: Endpoint) -> bool:
+        if self.plaintext_auth:
+            return True
+        try:
+            loopback = ipaddress.ip_address(endpoint.address).is_loopback
+        except ValueError:
+            loopback = bool(endpoint.socket_path)
+        return loopback and self.plaintext_auth_loopback
+
     def _tls_policy(self, hop: NextHop) -> TlsPolicy:
         return self.tls(hop) if callable(self.tls) else self.tls
 
@@ -213,18 +247,24 @@ class SmtpAgent:
             self.hostname, lmtp=self.lmtp, peer=endpoint.remote_mta, chunking=self.chunking
         )
         context = self.verify_context if policy.verify else self.tls_context
+        login = self._login(hop)
+        plaintext = self._plaintext_auth(endpoint)
         now = time.monotonic()
         if not policy.required and self._plaintext_until.get(endpoint.key, 0.0) > now:
             policy = dataclasses.replace(policy, starttls=False)
         try:
-            return await ClientSession.open(endpoint, settings, self.timeouts, policy, context)
+            return await ClientSession.open(
+                endpoint, settings, self.timeouts, policy, context, login, plaintext
+            )
         except SessionError as exc:
             if not exc.tls_handshake or policy.required:
                 raise
         # RFC 7435 opportunistic TLS: a broken handshake must not stop the mail
         self._plaintext_until[endpoint.key] = now + self.tls_fallback_memory
         plain = dataclasses.replace(policy, starttls=False)
-        return await ClientSession.open(endpoint, settings, self.timeouts, plain, context)
+        return await ClientSession.open(
+            endpoint, settings, self.timeouts, plain, context, login, plaintext
+        )
 
     # ---- one transaction ------------------------------------------------------------------
     async def _attempt(
@@ -352,7 +392,12 @@ class SmtpAgent:
             outcome = Outcome.DEFERRED
         else:
             outcome = Outcome.FAILED
-        extra = {**session.tls_details, **details, "stage": answer.phase.value}
+        extra = {
+            **session.tls_details,
+            **session.auth_details,
+            **details,
+            "stage": answer.phase.value,
+        }
         return DeliveryResult(rcpt.index, outcome, reply, session.peer, details=extra)
 
     def _accepted(self, rcpt: DeliveryRecipient, ext: Extensions) -> Outcome:

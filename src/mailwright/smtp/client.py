@@ -12,6 +12,9 @@ RFC 2920 pipelining (MAIL, every RCPT and DATA in one write) or one command at
 a time, DATA with dot-stuffing and CRLF normalisation or BDAT (RFC 3030),
 RSET before a transaction on a reused session, per-recipient replies (LMTP:
 one reply per accepted recipient after the content, RFC 2033 4.2), QUIT.
+``authenticate`` logs in (RFC 4954, PLAIN preferred, else LOGIN) when the
+driver has credentials for the peer: only under TLS unless the driver allows
+plaintext, and never with the password in any reply, event or exception text.
 
 Trusts nothing from the peer: a malformed or unsolicited reply, a 421, or
 bytes pipelined after the 220 to STARTTLS end the session with a temporary
@@ -21,6 +24,7 @@ anything the peer sends. Reads its settings from ``ClientSettings``.
 
 from __future__ import annotations
 
+import base64
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -41,6 +45,26 @@ class ClientSettings:
     chunking: bool = True  # use BDAT when the peer offers CHUNKING
     bdat_chunk_size: int = 128 * 1024
     bdat_window: int = 8  # BDAT chunks in flight when the peer offers PIPELINING
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """A login for SMTP AUTH; the password never shows in ``repr`` or ``str``."""
+
+    username: str
+    password: str = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.username or any(c in self.username for c in _FORBIDDEN):
+            raise ValueError(f"user name {self.username!r} is empty or has CR, LF or NUL")
+        if not self.password or any(c in self.password for c in _FORBIDDEN):
+            raise ValueError(f"the password of {self.username!r} is empty or has CR, LF or NUL")
+
+    def __str__(self) -> str:
+        return self.username
+
+
+AUTH_MECHANISMS = ("PLAIN", "LOGIN")  # what ``authenticate`` can do, in order of preference
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +95,9 @@ class Extensions:
             value = keywords["SIZE"]
             size = int(value) if value.isdigit() and len(value) < 20 else 0
         auth = keywords.get("AUTH", "")
+        if "AUTH" not in keywords:  # old servers: "AUTH=LOGIN PLAIN"
+            old = next((k for k in keywords if k.startswith("AUTH=")), None)
+            auth = f"{old[5:]} {keywords[old]}" if old else ""
         return cls(
             esmtp=True,
             pipelining="PIPELINING" in keywords,
@@ -92,6 +119,7 @@ class Phase(StrEnum):
     GREETING = "greeting"
     HELLO = "HELO"
     STARTTLS = "STARTTLS"
+    AUTH = "AUTH"
     RSET = "RSET"
     MAIL = "MAIL FROM"
     RCPT = "RCPT TO"
@@ -114,6 +142,7 @@ class State(Enum):
     READY = auto()  # idle: the driver may begin, starttls, reset or quit
     STARTTLS = auto()  # STARTTLS sent
     TLS = auto()  # 220 to STARTTLS: the driver upgrades, then calls tls_started
+    AUTH = auto()  # AUTH sent: challenges and responses until 235 or a refusal
     RSET = auto()  # explicit RSET sent
     TRANSACTION = auto()  # MAIL .. DATA, or waiting for the final replies
     CONTENT = auto()  # the driver streams the content
@@ -179,6 +208,28 @@ class TlsRefused(ClientEvent):
 
 
 @dataclass(slots=True)
+class Authenticated(ClientEvent):
+    """``235`` to AUTH: the session is logged in."""
+
+    mechanism: str
+    reply: Reply
+
+
+@dataclass(slots=True)
+class AuthSkipped(ClientEvent):
+    """The peer offers no AUTH: the mail goes without logging in (as Postfix does)."""
+
+
+@dataclass(slots=True)
+class AuthFailed(ClientEvent):
+    """Not logged in. ``reply`` is a 4.7.0 temporary failure to report (naming the user,
+    never the password); ``peer_reply`` is the peer's refusal, None when nothing was sent."""
+
+    reply: Reply
+    peer_reply: Reply | None = None
+
+
+@dataclass(slots=True)
 class SendContent(ClientEvent):
     """Stream the message with ``send_content``, then call ``end_content``."""
 
@@ -212,6 +263,30 @@ _FORBIDDEN = ("\r", "\n", "\0")
 def _check_text(text: str, what: str) -> None:
     if any(c in text for c in _FORBIDDEN):
         raise ValueError(f"{what} contains CR, LF or NUL: {text!r}")
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
+class _Login:
+    """An AUTH exchange in progress: which response comes next."""
+
+    def __init__(self, mechanism: str, credentials: Credentials) -> None:
+        self.mechanism = mechanism
+        self.credentials = credentials
+        self.step = 0  # challenges answered
+        self.cancelled = False
+        self.unexpected: Reply | None = None  # the challenge we cancelled
+
+    def answer(self) -> str | None:
+        """The response to the next 334 challenge, or None when none is due."""
+        self.step += 1
+        if self.mechanism == "LOGIN" and self.step == 1:
+            return self.credentials.username  # "Username:"
+        if self.mechanism == "LOGIN" and self.step == 2:
+            return self.credentials.password  # "Password:"
+        return None
 
 
 def notify_param(notify: Iterable[Notify]) -> str:
@@ -272,6 +347,7 @@ class ClientConnection:
         self._bdat_tail = b""  # the last octet of content so far
         self._bdat_ending = False  # end_content was called; chunks may still wait
         self._bdat_in_flight = 0
+        self._auth: _Login | None = None
 
     # ---- driver API: I/O ------------------------------------------------------------------
     def receive(self, data: bytes) -> None:
@@ -346,6 +422,35 @@ class ClientConnection:
         self.extensions = Extensions()
         self._hello_verb = "LHLO" if self.settings.lmtp else "EHLO"
         self._hello()
+
+    def authenticate(self, credentials: Credentials, *, allow_plaintext: bool = False) -> None:
+        """Log in before the first transaction; one of ``Authenticated``, ``AuthSkipped``
+        or ``AuthFailed`` follows (or ``SessionFailed`` when the session is lost).
+
+        Without TLS the credentials are sent only when ``allow_plaintext`` says so.
+        """
+        self._require(State.READY, "authenticate")
+        peer = self.settings.peer
+        offered = self.extensions.auth
+        if not offered:
+            self._events.append(AuthSkipped())
+            return
+        mechanism = next((m for m in AUTH_MECHANISMS if m in offered), None)
+        if mechanism is None:
+            text = f"{peer} offers no AUTH mechanism we support ({' '.join(offered)})"
+            self._events.append(AuthFailed(Reply.of(451, "4.7.0", text)))
+            return
+        if not self.tls and not allow_plaintext:
+            text = f"TLS was not established with {peer}: refusing to send credentials without TLS"
+            self._events.append(AuthFailed(Reply.of(451, "4.7.0", text)))
+            return
+        self._auth = _Login(mechanism, credentials)
+        self.state = State.AUTH
+        if mechanism == "PLAIN":  # RFC 4616 with the initial response (RFC 4954 4)
+            secret = f"\0{credentials.username}\0{credentials.password}"
+            self._send_secret(f"AUTH PLAIN {_b64(secret)}")
+        else:
+            self._send_secret("AUTH LOGIN")
 
     def reset(self) -> None:
         self._require(State.READY, "reset")
@@ -485,6 +590,13 @@ class ClientConnection:
         self._out += line.encode("utf-8") + b"\r\n"
         self._expect.append((phase, index))
 
+    def _send_secret(self, line: str) -> None:
+        """A line that may carry a password: never quoted in an error."""
+        if any(c in line for c in _FORBIDDEN):
+            raise ValueError("an AUTH line contains CR, LF or NUL")
+        self._out += line.encode("utf-8") + b"\r\n"
+        self._expect.append((Phase.AUTH, 0))
+
     def _mail_command(self, txn: Transaction) -> str:
         _check_text(txn.sender, "sender")
         ext = self.extensions
@@ -565,6 +677,29 @@ class ClientConnection:
             return
         self.state = State.TLS
         self._events.append(TlsReady())
+
+    def _on_auth(self, reply: Reply, index: int) -> None:
+        login = self._auth
+        if login is None:
+            return
+        if reply.code == 334 and not login.cancelled:
+            answer = login.answer()
+            if answer is None:  # a challenge more than the mechanism has: cancel it
+                login.cancelled = True
+                login.unexpected = reply
+                self._send_secret("*")
+            else:
+                self._send_secret(_b64(answer))
+            return
+        self._auth = None
+        self.state = State.READY
+        user, peer = login.credentials.username, self.settings.peer
+        if reply.code == 235 and not login.cancelled:
+            self._events.append(Authenticated(login.mechanism, reply))
+            return
+        refusal = login.unexpected or reply
+        text = f"Authentication as {user} to {peer} failed ({login.mechanism}): {refusal}"
+        self._events.append(AuthFailed(Reply.of(451, "4.7.0", text), refusal))
 
     def _on_rset(self, reply: Reply, index: int) -> None:
         if self.state is State.RSET:
