@@ -153,6 +153,10 @@ def test_bad_table_lines_and_a_readable_file_are_logged(
         qid = submit(a)  # the good line still works
         assert "stat=Sent" in a.wait_log(f"{qid}: to=<user@far.test>")
         assert not any(WRONG in x or PASSWORD in x for x in a.log)
+        checked = a.cli("config", "check")  # the same problems, before a restart
+        err = checked.stderr.decode()
+        assert checked.returncode == 78 and f"{table}:3: key '[broken'" in err
+        assert "readable by group or others" in err and WRONG not in err
 
 
 def deliver_all(agent: SmtpAgent, hop: NextHop, count: int = 1) -> list[DeliveryResult]:

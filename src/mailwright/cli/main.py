@@ -113,9 +113,25 @@ def config_check(ctx: click.Context) -> None:
     Example:
       mailwright --config /etc/mailwright/mailwright.toml config check
     """
-    _settings(ctx)
+    settings = _settings(ctx)
+    if not _auth_table_ok(settings):
+        sys.exit(ExitCode.CONFIG)
     path = config_path(ctx.obj.get("config"))
     click.echo(f"{path or 'built-in defaults'}: OK")
+
+
+def _auth_table_ok(settings: Settings) -> bool:
+    """``delivery.auth_table``: every problem as ``file:line: problem`` (never a password)."""
+    if settings.delivery.auth_table is None:
+        return True
+    from mailwright.routing.credentials import exposure, load_credentials
+
+    _, errors = load_credentials(settings.delivery.auth_table)
+    for error in errors:
+        click.echo(f"mailwright: {error}", err=True)
+    if (warning := exposure(settings.delivery.auth_table)) is not None:
+        click.echo(f"mailwright: warning: {warning}", err=True)
+    return not errors
 
 
 @config.command("show")
