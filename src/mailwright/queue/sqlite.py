@@ -340,6 +340,13 @@ class SqliteQueueStore:
             _rollback_quietly(conn)
             raise
 
+    # "+r.state" keeps SQLite from answering "a queued recipient of this message?" through
+    # the recipients_due index (state, next_attempt), which scans every queued recipient
+    # of the whole queue per message (13 s to open a store of 20,000 deferred messages):
+    # the primary key (message_id, idx) finds a message's few recipients directly.
+    _DELETE_FINISHED = """DELETE FROM messages WHERE NOT EXISTS
+        (SELECT 1 FROM recipients r WHERE r.message_id = messages.id AND +r.state = ?)"""
+
     def _recover(self, conn: sqlite3.Connection) -> Recovery:
         """Void leases of interrupted work; drop orphans and finished messages."""
         conn.execute("BEGIN IMMEDIATE")
@@ -353,11 +360,7 @@ class SqliteQueueStore:
                 report.orphans_deleted += conn.execute(
                     f"DELETE FROM {table} WHERE message_id NOT IN (SELECT id FROM messages)"
                 ).rowcount
-            report.finished_deleted = conn.execute(
-                "DELETE FROM messages WHERE NOT EXISTS (SELECT 1 FROM recipients r"
-                " WHERE r.message_id = messages.id AND r.state = ?)",
-                (_QUEUED,),
-            ).rowcount
+            report.finished_deleted = conn.execute(self._DELETE_FINISHED, (_QUEUED,)).rowcount
             conn.execute("COMMIT")
         except BaseException:
             _rollback_quietly(conn)
@@ -595,7 +598,7 @@ class SqliteQueueStore:
     _CLAIM_SELECTED = f"""SELECT r.message_id AS mid, {_RECIPIENT_COLUMNS}
         FROM recipients r JOIN messages m ON m.id = r.message_id
         WHERE m.queue_id IN (SELECT value FROM json_each(?))
-          AND r.state = ? AND r.next_attempt <= ? AND m.state = ?
+          AND +r.state = ? AND +r.next_attempt <= ? AND m.state = ?
           AND (r.lease_until IS NULL OR r.lease_until <= ?)
         ORDER BY r.next_attempt LIMIT ?"""
     _CLAIM_UPDATE = """UPDATE recipients SET lease_owner = ?, lease_until = ?
@@ -627,8 +630,9 @@ class SqliteQueueStore:
             lease_owner = NULL, lease_until = NULL
         WHERE message_id = (SELECT id FROM messages WHERE queue_id = ?)
           AND idx = ? AND state = ?"""
+    # "+state": by the primary key, not the recipients_due index (see _DELETE_FINISHED)
     _DELETE_DONE = """DELETE FROM messages WHERE queue_id = ? AND NOT EXISTS
-        (SELECT 1 FROM recipients r WHERE r.message_id = messages.id AND r.state = ?)"""
+        (SELECT 1 FROM recipients r WHERE r.message_id = messages.id AND +r.state = ?)"""
 
     def _record_results(self, conn: sqlite3.Connection, op: RecordResults) -> RecordOutcome:
         stale: list[tuple[str, int]] = []
@@ -719,7 +723,8 @@ class SqliteQueueStore:
 
     _RESCHEDULE = """UPDATE recipients SET next_attempt = ?
         WHERE state = ? AND (? IS NULL OR domain = ?)"""
-    _RESCHEDULE_MESSAGE = _RESCHEDULE + " AND message_id = (" + _FIND_ID + ")"
+    _RESCHEDULE_MESSAGE = """UPDATE recipients SET next_attempt = ?
+        WHERE +state = ? AND (? IS NULL OR domain = ?) AND message_id = (""" + _FIND_ID + ")"
 
     def _reschedule_now(self, conn: sqlite3.Connection, op: RescheduleNow) -> int:
         domain = None if op.recipient_domain is None else op.recipient_domain.lower()
