@@ -236,16 +236,31 @@ class SqliteQueueStore:
         self._reads = _ReadPool(self._connect_reader)
 
     def next_due(self) -> float | None:
-        """When the next queued recipient becomes due (its lease counts as not due)."""
+        """When the next queued recipient becomes due (its lease counts as not due).
+
+        Walks the recipients_due index in ``next_attempt`` order and stops at the first
+        recipient whose ``next_attempt`` is no earlier than the best time found: only
+        the leased recipients (deliveries in flight) before the first free one are read,
+        not the whole backlog (an aggregate over it took 21 ms at 100,000 messages, each
+        time the scheduler went idle).
+        """
+        best: float | None = None
         with self._reading() as conn:
-            row = conn.execute(
-                """SELECT MIN(MAX(r.next_attempt, COALESCE(r.lease_until, 0)))
+            rows = conn.execute(
+                """SELECT r.next_attempt, r.lease_until
                 FROM recipients r JOIN messages m ON m.id = r.message_id
-                WHERE r.state = ? AND m.state = ?""",
+                WHERE r.state = ? AND m.state = ? ORDER BY r.next_attempt""",
                 (_QUEUED, MessageState.ACTIVE.value),
-            ).fetchone()
-        value = row[0] if row else None
-        return None if value is None else float(value)
+            )
+            try:
+                for next_attempt, lease_until in rows:
+                    if best is not None and next_attempt >= best:
+                        break
+                    due = max(next_attempt, lease_until or 0.0)
+                    best = due if best is None else min(best, due)
+            finally:
+                rows.close()  # finish the statement before the read transaction ends
+        return None if best is None else float(best)
 
     def open_for_reading(self) -> None:
         """Open only the read side, e.g. for ``mailq`` while the daemon owns the writer.
