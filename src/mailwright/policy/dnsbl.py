@@ -174,7 +174,8 @@ def txt_text(records: Sequence[str]) -> str:
             continue
         parts.append(b"".join(rdata.strings).decode("ascii", "replace"))
     text = " ".join(parts)
-    text = "".join(c if " " <= c <= "~" else " " for c in text)
+    # control characters (CR, LF: no reply injection) become spaces, non-ASCII "?"
+    text = "".join(c if " " <= c <= "~" else " " if c <= "\x7f" else "?" for c in text)
     return " ".join(text.split())[:MAX_TXT]
 
 
