@@ -4,9 +4,10 @@ Sendmail's ``FEATURE(`dnsbl')`` and Postfix's ``reject_rbl_client``. The client'
 address is looked up as ``<reversed address>.<zone>`` (IPv4: octets reversed,
 ``2.0.0.127.zen.example``; IPv6: 32 nibbles reversed) for an A record, in every
 zone at once, once per session: started at connect, awaited at the first RCPT,
-bounded by ``dnsbl.timeout`` for the whole check. An A answer counts as a listing
-when it is in 127.0.0.0/8 except 127.0.0.1, or, for a zone written
-``zone=127.0.0.2,127.0.0.10/31``, when it is one of those addresses or networks.
+bounded by ``dnsbl.timeout`` for the whole check; the first listing found ends it.
+An A answer counts as a listing when it is in 127.0.0.0/8 except 127.0.0.1, or, for
+a zone written ``zone=127.0.0.2,127.0.0.10/31``, when it is one of those addresses or
+networks.
 Answers in 127.255.255.0/24 are Spamhaus' "query refused" codes (e.g. from a public
 resolver): logged and never counted.
 
@@ -233,7 +234,7 @@ class Listing:
 
 
 class Blocklists:
-    """``await blocklists.check(ip)``: the first zone (in configured order) listing the
+    """``await blocklists.check(ip)``: the first zone to answer with a listing of the
     client, or None; never raises for DNS trouble."""
 
     def __init__(
@@ -249,22 +250,29 @@ class Blocklists:
         if ip is None or not self.zones:
             return None
         deadline = time.monotonic() + self.timeout
-        tasks = [asyncio.ensure_future(self._zone(zone, ip)) for zone in self.zones]
+        tasks = {asyncio.ensure_future(self._zone(zone, ip)): zone for zone in self.zones}
+        pending = set(tasks)
         try:
-            await asyncio.wait(tasks, timeout=self.timeout)
-        finally:
-            for task in tasks:
-                task.cancel()
-        for zone, task in zip(self.zones, tasks, strict=True):
-            if not task.done() or task.cancelled():
-                log.info(
-                    "dnsbl: no answer from %s for [%s] within %gs", zone.name, ip, self.timeout
+            while pending and (left := deadline - time.monotonic()) > 0:
+                done, pending = await asyncio.wait(
+                    pending, timeout=left, return_when=asyncio.FIRST_COMPLETED
                 )
-                continue
-            listed = task.result()
-            if listed is not None:
-                txt = await self._txt(query_name(ip, zone.name), deadline)
-                return Listing(str(ip), zone.name, listed, txt)
+                # a listing ends the check: the other zones need not answer
+                for task in sorted(done, key=lambda t: self.zones.index(tasks[t])):
+                    if (listed := task.result()) is not None:
+                        zone = tasks[task].name
+                        txt = await self._txt(query_name(ip, zone), deadline)
+                        return Listing(str(ip), zone, listed, txt)
+        finally:
+            for task in pending:
+                task.cancel()
+        for task in pending:
+            log.info(
+                "dnsbl: no answer from %s for [%s] within %gs: not counted",
+                tasks[task].name,
+                ip,
+                self.timeout,
+            )
         return None
 
     async def _zone(self, zone: Zone, ip: IPAddress) -> str | None:
