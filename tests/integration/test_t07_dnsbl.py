@@ -1,6 +1,7 @@
 """DNS blocklists against a real DNS server (dnsmasq on loopback) and a real daemon: a
 listed client is refused at RCPT with the configured reply and a Sendmail-style log line,
-postmaster stays reachable, answer filters, Spamhaus' "refused" codes, the exemptions
+postmaster stays reachable, answer filters, Spamhaus' "refused" codes, a zone whose
+servers fail (SERVFAIL: not counted), the exemptions
 (relay networks, AUTH, ``dnsbl.allow``, an access ``Connect:`` OK), an IPv6 client, and a
 name server that never answers (the mail goes, within the timeout)."""
 
@@ -39,6 +40,7 @@ def dns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DnsServer]:
     server.host("11.0.0.127.bl.test", "127.0.0.2")  # listed, but in relay.networks
     server.host("12.0.0.127.bl.test", "127.0.0.1")  # RFC 5782: not a listing
     server.host(IPV6_NAME, "127.0.0.2")
+    server.servfail("broken.test")  # a zone whose servers fail
     with server:
         yield server
 
@@ -60,7 +62,7 @@ def mw(dns: DnsServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mai
         root,
         dns=dns.settings(),
         dnsbl={
-            "zones": ["bl.test", "filtered.test=127.0.0.2,127.0.0.4"],
+            "zones": ["bl.test", "filtered.test=127.0.0.2,127.0.0.4", "broken.test"],
             "reply": REPLY,
             "allow": ["127.0.0.9/32"],
         },
@@ -114,6 +116,16 @@ def test_a_client_not_listed_is_accepted(mw: Mailwright) -> None:
         c = session(mw, source)
         assert c.cmd("RCPT TO:<user@mx.test>").startswith("250"), source
         c.close()
+
+
+def test_a_failing_zone_never_refuses(mw: Mailwright) -> None:
+    c = session(mw, "127.0.0.13")
+    assert c.cmd("RCPT TO:<user@mx.test>").startswith("250")
+    c.close()
+    mw.wait_log("dnsbl: broken.test: lookup failed, not counted")
+    c = session(mw, LISTED)  # the other zones still count
+    assert c.cmd("RCPT TO:<user@mx.test>").startswith("554 5.7.1")
+    c.close()
 
 
 def test_the_answer_list_decides(mw: Mailwright) -> None:
