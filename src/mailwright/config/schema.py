@@ -615,6 +615,46 @@ class LogSection(Section):
         return value
 
 
+class DnsblSection(Section):
+    """DNS blocklists (policy.dnsbl): listed clients are refused at RCPT; no zones = off."""
+
+    zones: list[str] = []  # "zen.spamhaus.org", or "bl.example=127.0.0.2,127.0.0.4" (answers)
+    reply: str = "554 5.7.1 Service unavailable; client [{ip}] blocked using {zone}"
+    timeout: Seconds = 5.0  # the whole check, all zones at once; then the client is let in
+    allow: list[str] = []  # networks never checked (CIDR)
+
+    @field_validator("zones")
+    @classmethod
+    def _zones(cls, value: list[str]) -> list[str]:
+        from mailwright.policy.dnsbl import parse_zone  # the policy owns the syntax
+
+        seen: set[str] = set()
+        for entry in value:
+            name = parse_zone(entry).name
+            if name in seen:
+                raise ValueError(f"zone {name!r} listed twice")
+            seen.add(name)
+        return value
+
+    @field_validator("reply")
+    @classmethod
+    def _reply(cls, value: str) -> str:
+        from mailwright.policy.dnsbl import parse_reply
+
+        parse_reply(value)
+        return value
+
+    @field_validator("allow")
+    @classmethod
+    def _allow(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP network in CIDR form") from None
+        return value
+
+
 def _default_hostname() -> str:
     return socket.gethostname() or "localhost"
 
@@ -638,6 +678,7 @@ class Settings(Section):
     http: HttpSection = HttpSection()
     service: ServiceSection = ServiceSection()
     log: LogSection = LogSection()
+    dnsbl: DnsblSection = DnsblSection()
     filters: list[FilterEntry] = []  # milters and in-process filters, called in this order
 
     @property

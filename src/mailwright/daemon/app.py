@@ -39,7 +39,7 @@ from mailwright.edge.local import LocalSubmission
 from mailwright.edge.pickup import MaildropAccess
 from mailwright.edge.security import EdgeSecurity
 from mailwright.observability import logtargets
-from mailwright.policy import access
+from mailwright.policy import access, dnsbl
 from mailwright.policy.filters.chain import build_filters
 from mailwright.policy.hooks import Hook, Pipeline
 from mailwright.policy.limits import ConnectionRateLimit
@@ -69,7 +69,7 @@ def build_pipeline(
     resolver: AddressResolver | None = None,
 ) -> Pipeline:
     """Policy hooks in order: connection rate, submission rules, access table, relay
-    control, the local recipient check, then the configured filters.
+    control, DNS blocklists, the local recipient check, then the configured filters.
 
     ``resolver`` (shared with the delivery side) answers which local recipients exist;
     one is built from the settings when not given.
@@ -90,8 +90,11 @@ def build_pipeline(
         parse_networks(settings.relay.networks),
         table.current if table is not None else None,
     )
+    # after relay control, which marks the trusted clients the blocklists skip
+    blocklists = dnsbl.from_settings(settings, table.current if table is not None else None)
+    hooks_after_relay: list[Hook] = [blocklists] if blocklists is not None else []
     local = LocalRecipients(resolver or AddressResolver.from_settings(settings))
-    return Pipeline([*hooks, relay, local, *build_filters(settings)])
+    return Pipeline([*hooks, relay, *hooks_after_relay, local, *build_filters(settings)])
 
 
 def warn_about_listeners(settings: Settings) -> None:

@@ -279,6 +279,12 @@ class DnsResolver:
         answer = await self._query(reverse_name.lower(), "PTR")
         return list(answer.records)
 
+    async def records(self, name: str, rdtype: str) -> list[str]:
+        """Any name's records of one type, as text, cached like the rest (DNS blocklist
+        A and TXT lookups); [] for NXDOMAIN or no data, ``DnsTemporaryError`` when DNS fails."""
+        answer = await self._query(_qname(name), rdtype)
+        return list(answer.records)
+
     async def _own_addresses(self, name: str) -> list[MailHost]:
         """The name's A/AAAA as hosts (``[host]`` next hops, and implicit MX)."""
         lookup = await self._host(name)

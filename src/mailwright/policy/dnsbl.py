@@ -1,0 +1,402 @@
+"""DNS blocklists (DNSBL, RFC 5782): clients listed in a configured zone are refused at RCPT.
+
+Sendmail's ``FEATURE(`dnsbl')`` and Postfix's ``reject_rbl_client``. The client's
+address is looked up as ``<reversed address>.<zone>`` (IPv4: octets reversed,
+``2.0.0.127.zen.example``; IPv6: 32 nibbles reversed) for an A record, in every
+zone at once, once per session: started at connect, awaited at the first RCPT,
+bounded by ``dnsbl.timeout`` for the whole check; the first listing found ends it.
+An A answer counts as a listing when it is in 127.0.0.0/8 except 127.0.0.1, or, for
+a zone written ``zone=127.0.0.2,127.0.0.10/31``, when it is one of those addresses or
+networks.
+Answers in 127.255.255.0/24 are Spamhaus' "query refused" codes (e.g. from a public
+resolver): logged and never counted.
+
+A listed client gets the ``dnsbl.reply`` to every RCPT except to postmaster (bare or
+at a local domain: RFC 5321 4.5.1 wants postmaster reachable), which the session logs
+as any refusal (``ruleset=check_rcpt ... reject=``) and counts in the rejection
+metrics. The reply is a template: ``{ip}`` the client address, ``{zone}`` the zone
+that listed it, ``{txt}`` the zone's TXT record for the entry (fetched only when the
+template uses it; "" when none). Never checked: local submission, clients trusted to
+relay (loopback, ``relay.networks``, an access ``Connect:`` RELAY), authenticated
+clients, ``Connect:`` OK entries of the access table, clients in ``dnsbl.allow``,
+and sessions on listeners other than ``smtp`` kind.
+
+Fails open: a DNS failure or a check that runs out of time never refuses mail (it is
+logged at debug/info level). Trusts nothing DNS returns: answers are parsed as
+addresses, TXT text is cut to printable ASCII. Settings: ``dnsbl.*``,
+``routing.local_domains``; the lookups use ``dns.*`` through ``routing.mx.DnsResolver``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import re
+import string
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import dns.exception
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+from dns.rdtypes.txtbase import TXTBase
+
+from mailwright.config.schema import Settings
+from mailwright.core.envelope import Recipient
+from mailwright.core.reply import Reply
+from mailwright.policy.access import AccessTable, Action
+from mailwright.policy.hooks import Hook, SessionInfo, Transaction
+from mailwright.policy.relay import DomainSet, Network, in_networks, parse_networks
+from mailwright.routing.mx import DnsResolver
+from mailwright.routing.resolver import DnsPermanentError, DnsTemporaryError
+
+log = logging.getLogger("mailwright.policy.dnsbl")
+
+DEFAULT_REPLY = "554 5.7.1 Service unavailable; client [{ip}] blocked using {zone}"
+FIELDS = frozenset({"ip", "zone", "txt"})
+LOOPBACK_NET = ipaddress.IPv4Network("127.0.0.0/8")
+NOT_LISTED = ipaddress.IPv4Address("127.0.0.1")  # RFC 5782 5: never a listing
+REFUSED_NET = ipaddress.IPv4Network("127.255.255.0/24")  # Spamhaus: query refused / error
+MAX_TXT = 200  # characters of TXT text put into a reply
+# a reversed IPv6 address is 64 characters; a name has at most 253 (RFC 1035, dotted)
+MAX_ZONE = 253 - 64 - 1
+_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
+_REPLY = re.compile(r"^([45]\d\d)(?:\s+([45]\.\d{1,3}\.\d{1,3}))?\s+(\S.*)$", re.DOTALL)
+
+# (name, type) -> record texts, [] for NXDOMAIN / no data; DnsTemporaryError when DNS fails
+Lookup = Callable[[str, str], Awaitable[list[str]]]
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+# ---- zones and answers (pure) --------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Zone:
+    """One blocklist: its DNS zone and which A answers count as a listing."""
+
+    name: str  # lower case, no final dot
+    answers: tuple[ipaddress.IPv4Network, ...] = ()  # empty: 127.0.0.0/8 but 127.0.0.1
+
+    def counts(self, address: ipaddress.IPv4Address) -> bool:
+        if address in REFUSED_NET:
+            return False
+        if self.answers:
+            return any(address in net for net in self.answers)
+        return address in LOOPBACK_NET and address != NOT_LISTED
+
+
+def parse_zone(text: str) -> Zone:
+    """``zen.example`` or ``bl.example=127.0.0.2,127.0.0.4/31``; ValueError naming the problem."""
+    name, equals, answers = text.strip().partition("=")
+    zone = zone_name(name)
+    if not equals:
+        return Zone(zone)
+    items = [item.strip() for item in answers.split(",")]
+    if not any(items):
+        raise ValueError(f"{text!r}: no answer addresses after '='")
+    networks = []
+    for item in items:
+        try:
+            networks.append(ipaddress.IPv4Network(item))
+        except ValueError:
+            raise ValueError(
+                f"{text!r}: {item!r} is not an IPv4 address or network (e.g. 127.0.0.2)"
+            ) from None
+    return Zone(zone, tuple(networks))
+
+
+def zone_name(text: str) -> str:
+    """A zone as an ASCII DNS name in lower case without the final dot; ValueError if not."""
+    name = text.strip().lower().removesuffix(".")
+    if not name:
+        raise ValueError("empty zone name")
+    if len(name) > MAX_ZONE:
+        raise ValueError(f"{text!r}: zone name longer than {MAX_ZONE} characters")
+    for label in name.split("."):
+        if not _LABEL.match(label):
+            raise ValueError(
+                f"{text!r}: not a DNS zone name (labels of letters, digits and '-', "
+                "dot-separated, e.g. zen.spamhaus.org)"
+            )
+    return name
+
+
+def client_ip(text: str) -> IPAddress | None:
+    """The client address to look up (IPv4-mapped IPv6 as IPv4); None if not an address."""
+    try:
+        ip = ipaddress.ip_address(text.strip("[]"))
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def query_name(ip: IPAddress, zone: str) -> str:
+    """``192.0.2.1`` -> ``1.2.0.192.<zone>``; IPv6 as 32 reversed nibbles (RFC 5782 2.1, 2.4)."""
+    suffix = ".in-addr.arpa" if ip.version == 4 else ".ip6.arpa"
+    return f"{ip.reverse_pointer.removesuffix(suffix)}.{zone}"
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneAnswer:
+    """What a zone's A records say: the first answer that counts, and refusal codes seen."""
+
+    listed: str | None = None
+    refused: tuple[str, ...] = ()
+
+
+def read_answer(zone: Zone, records: Iterable[str]) -> ZoneAnswer:
+    listed: str | None = None
+    refused: list[str] = []
+    for text in records:
+        try:
+            address = ipaddress.IPv4Address(text.strip())
+        except ValueError:
+            continue  # not an A record's text: nothing to count
+        if address in REFUSED_NET:
+            refused.append(str(address))
+        elif listed is None and zone.counts(address):
+            listed = str(address)
+    return ZoneAnswer(listed, tuple(refused))
+
+
+def txt_text(records: Sequence[str]) -> str:
+    """TXT records (presentation form) as one line of printable ASCII, at most MAX_TXT long."""
+    parts = []
+    for record in records:
+        try:
+            rdata = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.TXT, record)
+        except dns.exception.DNSException:
+            continue
+        if not isinstance(rdata, TXTBase):
+            continue
+        parts.append(b"".join(rdata.strings).decode("ascii", "replace"))
+    text = " ".join(parts)
+    # control characters (CR, LF: no reply injection) become spaces, non-ASCII "?"
+    text = "".join(c if " " <= c <= "~" else " " if c <= "\x7f" else "?" for c in text)
+    return " ".join(text.split())[:MAX_TXT]
+
+
+# ---- the reply -----------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ReplyTemplate:
+    """``554 5.7.1 text with {ip}, {zone} and {txt}``, checked when the settings are read."""
+
+    code: int
+    status: str
+    text: str
+
+    @property
+    def wants_txt(self) -> bool:
+        return any(field == "txt" for _, field, _, _ in string.Formatter().parse(self.text))
+
+    def render(self, ip: str, zone: str, txt: str = "") -> Reply:
+        return Reply.of(self.code, self.status, self.text.format(ip=ip, zone=zone, txt=txt))
+
+
+def parse_reply(text: str) -> ReplyTemplate:
+    """``554 5.7.1 text`` or ``554 text`` (status 5.7.1 / 4.7.1); ValueError naming the problem."""
+    match = _REPLY.match(text.strip())
+    if match is None:
+        raise ValueError(
+            f"{text!r}: write a 4xx or 5xx code, optionally a status, then text "
+            "(e.g. 554 5.7.1 Service unavailable; client [{ip}] blocked using {zone})"
+        )
+    code, status, body = int(match[1]), match[2], match[3]
+    if status is None:
+        status = "5.7.1" if code >= 500 else "4.7.1"
+    elif status[0] != str(code)[0]:
+        raise ValueError(f"{text!r}: the code {code} and the status {status} disagree")
+    try:
+        fields = list(string.Formatter().parse(body))
+    except ValueError as exc:
+        raise ValueError(f"{text!r}: {exc} (write {{{{ and }}}} for literal braces)") from None
+    for _, field, spec, conversion in fields:
+        if field is None:
+            continue
+        if field not in FIELDS or spec or conversion:
+            raise ValueError(f"{text!r}: unknown field {{{field}}}: use {{ip}}, {{zone}}, {{txt}}")
+    return ReplyTemplate(code, status, body)
+
+
+# ---- the check -----------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """A client found on a blocklist."""
+
+    ip: str
+    zone: str
+    answer: str  # the A record that counted
+    txt: str = ""
+
+
+class Blocklists:
+    """``await blocklists.check(ip)``: the first zone to answer with a listing of the
+    client, or None; never raises for DNS trouble."""
+
+    def __init__(
+        self, zones: Sequence[Zone], lookup: Lookup, timeout: float, want_txt: bool = False
+    ) -> None:
+        self.zones = list(zones)
+        self.lookup = lookup
+        self.timeout = timeout
+        self.want_txt = want_txt
+
+    async def check(self, address: str) -> Listing | None:
+        ip = client_ip(address)
+        if ip is None or not self.zones:
+            return None
+        deadline = time.monotonic() + self.timeout
+        tasks = {asyncio.ensure_future(self._zone(zone, ip)): zone for zone in self.zones}
+        pending = set(tasks)
+        try:
+            while pending and (left := deadline - time.monotonic()) > 0:
+                done, pending = await asyncio.wait(
+                    pending, timeout=left, return_when=asyncio.FIRST_COMPLETED
+                )
+                # a listing ends the check: the other zones need not answer
+                for task in sorted(done, key=lambda t: self.zones.index(tasks[t])):
+                    if (listed := task.result()) is not None:
+                        zone = tasks[task].name
+                        txt = await self._txt(query_name(ip, zone), deadline)
+                        return Listing(str(ip), zone, listed, txt)
+        finally:
+            for task in pending:
+                task.cancel()
+        for task in pending:
+            log.info(
+                "dnsbl: no answer from %s for [%s] within %gs: not counted",
+                tasks[task].name,
+                ip,
+                self.timeout,
+            )
+        return None
+
+    async def _zone(self, zone: Zone, ip: IPAddress) -> str | None:
+        name = query_name(ip, zone.name)
+        try:
+            records = await self.lookup(name, "A")
+        except (DnsTemporaryError, DnsPermanentError) as exc:
+            log.info("dnsbl: %s: lookup failed, not counted: %s", zone.name, exc)
+            return None
+        answer = read_answer(zone, records)
+        if answer.refused:
+            log.info(
+                "dnsbl: %s refused the query for [%s] (%s): not counted; use your own "
+                "resolver or the zone's registered access",
+                zone.name,
+                ip,
+                ", ".join(answer.refused),
+            )
+        if answer.listed is None:
+            log.debug("dnsbl: [%s] not listed in %s", ip, zone.name)
+        return answer.listed
+
+    async def _txt(self, name: str, deadline: float) -> str:
+        if not self.want_txt:
+            return ""
+        try:
+            async with asyncio.timeout_at(_loop_time(deadline)):
+                return txt_text(await self.lookup(name, "TXT"))
+        except (TimeoutError, DnsTemporaryError, DnsPermanentError) as exc:
+            log.debug("dnsbl: no TXT for %s: %s", name, exc or "timeout")
+            return ""
+
+
+def _loop_time(deadline: float) -> float:
+    """A ``time.monotonic`` deadline on the running loop's clock."""
+    return asyncio.get_running_loop().time() + (deadline - time.monotonic())
+
+
+# ---- the policy hook -----------------------------------------------------------------------
+class BlocklistPolicy(Hook):
+    """Starts the check at connect, refuses RCPT (but postmaster) when the client is listed."""
+
+    name = "dnsbl"
+
+    def __init__(
+        self,
+        blocklists: Blocklists,
+        reply: ReplyTemplate,
+        local_domains: DomainSet,
+        allow: Sequence[Network] = (),
+        access: Callable[[], AccessTable] | None = None,
+    ) -> None:
+        self.blocklists = blocklists
+        self.reply = reply
+        self.local_domains = local_domains
+        self.allow = list(allow)
+        self.access = access
+        self._checks: dict[str, asyncio.Task[Listing | None]] = {}
+
+    def _exempt(self, session: SessionInfo) -> bool:
+        if (
+            session.is_local
+            or session.listener_kind != "smtp"
+            or session.trusted_relay
+            or session.auth_user
+            or in_networks(session.client_address, self.allow)
+        ):
+            return True
+        if self.access is None:
+            return False
+        rule = self.access().connect(session.client_address, session.client_name)
+        return rule is not None and rule.action in (Action.OK, Action.RELAY)
+
+    async def connect(self, session: SessionInfo) -> Reply | None:
+        if not self._exempt(session):
+            self._start(session)
+        return None
+
+    def _start(self, session: SessionInfo) -> asyncio.Task[Listing | None]:
+        task = self._checks.get(session.session_id)
+        if task is None:
+            task = asyncio.ensure_future(self.blocklists.check(session.client_address))
+            self._checks[session.session_id] = task
+        return task
+
+    async def rcpt(
+        self, session: SessionInfo, txn: Transaction, recipient: Recipient, raw_params: list[str]
+    ) -> Reply | None:
+        address = recipient.address
+        if address.is_postmaster and (not address.domain or address.domain in self.local_domains):
+            return None
+        if self._exempt(session):
+            return None
+        try:
+            listing = await asyncio.shield(self._start(session))
+        except Exception:  # a bug, not DNS: never a reason to refuse mail
+            log.exception("dnsbl: check for [%s] failed", session.client_address)
+            return None
+        if listing is None:
+            return None
+        log.debug("dnsbl: [%s] listed in %s (%s)", listing.ip, listing.zone, listing.answer)
+        return self.reply.render(listing.ip, listing.zone, listing.txt)
+
+    async def close(self, session: SessionInfo) -> None:
+        task = self._checks.pop(session.session_id, None)
+        if task is not None:
+            task.cancel()
+
+
+def from_settings(
+    settings: Settings, access: Callable[[], AccessTable] | None = None
+) -> BlocklistPolicy | None:
+    """The hook for ``[dnsbl]``, or None when no zone is configured (the default)."""
+    section = settings.dnsbl
+    if not section.zones:
+        return None
+    reply = parse_reply(section.reply)
+    resolver = DnsResolver.from_settings(settings.dns)
+    zones = [parse_zone(text) for text in section.zones]
+    blocklists = Blocklists(zones, resolver.records, section.timeout, reply.wants_txt)
+    return BlocklistPolicy(
+        blocklists,
+        reply,
+        DomainSet(settings.local_domains),
+        parse_networks(section.allow),
+        access,
+    )
