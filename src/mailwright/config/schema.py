@@ -288,12 +288,7 @@ class RelaySection(Section):
     @field_validator("networks")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
-        for entry in value:
-            try:
-                ipaddress.ip_network(entry, strict=False)
-            except ValueError:
-                raise ValueError(f"{entry!r} is not an IP network in CIDR form") from None
-        return value
+        return _networks(value)
 
 
 class RoutingSection(Section):
@@ -647,12 +642,17 @@ class DnsblSection(Section):
     @field_validator("allow")
     @classmethod
     def _allow(cls, value: list[str]) -> list[str]:
-        for entry in value:
-            try:
-                ipaddress.ip_network(entry, strict=False)
-            except ValueError:
-                raise ValueError(f"{entry!r} is not an IP network in CIDR form") from None
-        return value
+        return _networks(value)
+
+
+def _networks(value: list[str]) -> list[str]:
+    """``value`` if every entry is an IP network in CIDR form (a ValueError names one)."""
+    for entry in value:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ValueError(f"{entry!r} is not an IP network in CIDR form") from None
+    return value
 
 
 def _default_hostname() -> str:

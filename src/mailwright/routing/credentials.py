@@ -25,7 +25,13 @@ import stat
 from collections.abc import Mapping
 
 from mailwright.routing.nexthop import NextHop
-from mailwright.routing.table import TableError, TableLine, read_table, split_table
+from mailwright.routing.table import (
+    TableError,
+    TableLine,
+    keyed_entries,
+    read_table,
+    split_table,
+)
 from mailwright.routing.transport import normalize_domain, parse_host_port
 from mailwright.smtp.client import Credentials
 
@@ -92,23 +98,8 @@ def exposure(path: str | os.PathLike[str]) -> str | None:
 def _build(
     lines: list[TableLine], errors: list[TableError], name: str
 ) -> tuple[CredentialsTable, list[TableError]]:
-    entries: dict[str, Credentials] = {}
-    first_line: dict[str, int] = {}
     errors = [_unquoted(e) for e in errors]
-    for line in lines:
-        try:
-            key = parse_key(line.key)
-            credentials = parse_login(line.value)
-        except ValueError as exc:
-            errors.append(TableError(name, line.number, str(exc)))
-            continue
-        if key in entries:
-            problem = f"duplicate key {line.key!r} (first on line {first_line[key]}), ignored"
-            errors.append(TableError(name, line.number, problem))
-            continue
-        entries[key] = credentials
-        first_line[key] = line.number
-    errors.sort(key=lambda e: e.line)
+    entries = keyed_entries(lines, errors, name, parse_key, parse_login)
     return CredentialsTable(entries), errors
 
 

@@ -1,4 +1,4 @@
-"""Reading ``key value`` table files (transport table, static DNS table), line by line.
+"""Reading ``key value`` table files (transport, credentials, static DNS), line by line.
 
 The format shared by Sendmail's makemap sources and Postfix's postmap sources:
 one entry per line, the key, white space, the value; blank lines and lines
@@ -11,8 +11,12 @@ that cannot be read is one ``TableError`` with line 0. Reads no settings.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
+
+V = TypeVar("V")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,3 +72,32 @@ def split_table(data: bytes, name: str) -> tuple[list[TableLine], list[TableErro
             continue
         entries.append(TableLine(number, parts[0], parts[1].strip()))
     return entries, errors
+
+
+def keyed_entries(
+    lines: list[TableLine],
+    errors: list[TableError],
+    name: str,
+    parse_key: Callable[[str], str],
+    parse_value: Callable[[str], V],
+) -> dict[str, V]:
+    """The entries by normalised key; a line whose key or value does not parse (their
+    ``ValueError`` is the problem) or whose key came before is added to ``errors``,
+    which end up in line order."""
+    entries: dict[str, V] = {}
+    first_line: dict[str, int] = {}
+    for line in lines:
+        try:
+            key = parse_key(line.key)
+            value = parse_value(line.value)
+        except ValueError as exc:
+            errors.append(TableError(name, line.number, str(exc)))
+            continue
+        if key in entries:
+            problem = f"duplicate key {line.key!r} (first on line {first_line[key]}), ignored"
+            errors.append(TableError(name, line.number, problem))
+            continue
+        entries[key] = value
+        first_line[key] = line.number
+    errors.sort(key=lambda e: e.line)
+    return entries

@@ -32,7 +32,13 @@ from dataclasses import replace
 from mailwright.core.address import AddressError, parse_domain
 from mailwright.core.reply import Reply
 from mailwright.routing.nexthop import NextHop, Transport
-from mailwright.routing.table import TableError, TableLine, read_table, split_table
+from mailwright.routing.table import (
+    TableError,
+    TableLine,
+    keyed_entries,
+    read_table,
+    split_table,
+)
 
 DEFAULT_KEY = "*"
 SMTP_NAMES = frozenset({"smtp", "esmtp", "relay"})
@@ -112,22 +118,7 @@ def parse_transport_table(
 def _build(
     lines: list[TableLine], errors: list[TableError], name: str
 ) -> tuple[TransportTable, list[TableError]]:
-    entries: dict[str, NextHop] = {}
-    first_line: dict[str, int] = {}
-    for line in lines:
-        try:
-            key = parse_key(line.key)
-            hop = parse_transport(line.value)
-        except ValueError as exc:
-            errors.append(TableError(name, line.number, str(exc)))
-            continue
-        if key in entries:
-            problem = f"duplicate key {line.key!r} (first on line {first_line[key]}), ignored"
-            errors.append(TableError(name, line.number, problem))
-            continue
-        entries[key] = hop
-        first_line[key] = line.number
-    errors.sort(key=lambda e: e.line)
+    entries = keyed_entries(lines, errors, name, parse_key, parse_transport)
     return TransportTable(entries), errors
 
 
