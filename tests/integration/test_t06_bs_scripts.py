@@ -15,7 +15,7 @@ import pytest
 
 from mailwright.queue import maildrop
 from tests.support.daemon import Mailwright
-from tests.support.sendmail import Tools, envelope_of, short_tmp
+from tests.support.sendmail import Tools, daemon_tools, envelope_of, short_tmp
 from tests.support.smtp import RawClient
 
 ENVELOPE = b"MAIL FROM:<a@x.test>\nRCPT TO:<user@mx.test>\n"
@@ -24,13 +24,8 @@ MESSAGE = b"DATA\nSubject: scripted\n\nline one\n..dotted\n.\n"
 
 @pytest.fixture(scope="module")
 def tools() -> Iterator[Tools]:
-    with short_tmp() as root:
-        mw = Mailwright(root, {"hostname": "mx.test"})
-        mw.start()
-        try:
-            yield Tools(mw, root / "bin")
-        finally:
-            mw.stop()
+    with daemon_tools() as tools:
+        yield tools
 
 
 def replies(stdout: bytes) -> list[str]:

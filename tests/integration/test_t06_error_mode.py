@@ -19,7 +19,7 @@ import pytest
 
 from mailwright.queue import maildrop
 from tests.support.daemon import Mailwright
-from tests.support.sendmail import Tools, envelope_of, short_tmp
+from tests.support.sendmail import Tools, daemon_tools, envelope_of, short_tmp
 
 ME = pwd.getpwuid(os.getuid()).pw_name
 LOST = b"Subject: lost\n\nthe body\n"
@@ -27,13 +27,8 @@ LOST = b"Subject: lost\n\nthe body\n"
 
 @pytest.fixture(scope="module")
 def tools() -> Iterator[Tools]:
-    with short_tmp() as root:
-        mw = Mailwright(root, {"hostname": "mx.test"})
-        mw.start()
-        try:
-            yield Tools(mw, root / "bin")
-        finally:
-            mw.stop()
+    with daemon_tools() as tools:
+        yield tools
 
 
 def returned(tools: Tools, *args: str, input: bytes = LOST) -> tuple[list[str], EmailMessage]:

@@ -8,19 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.daemon import Mailwright
-from tests.support.sendmail import Tools, short_tmp, smtp_over_pipe
+from tests.support.sendmail import Tools, daemon_tools, short_tmp, smtp_over_pipe
 
 
 @pytest.fixture(scope="module")
 def tools() -> Iterator[Tools]:
-    with short_tmp() as root:
-        mw = Mailwright(root, {"hostname": "mx.test", "server": {"max_message_size": 2000}})
-        mw.start()
-        try:
-            yield Tools(mw, root / "bin")
-        finally:
-            mw.stop()
+    with daemon_tools({"server": {"max_message_size": 2000}}) as tools:
+        yield tools
 
 
 def one_line(stderr: bytes) -> str:

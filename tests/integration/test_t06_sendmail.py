@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 from mailwright.core.submission import gecos_name
-from tests.support.daemon import Mailwright
-from tests.support.sendmail import Tools, envelope_of, short_tmp
+from tests.support.sendmail import Tools, daemon_tools, envelope_of
 
 ME = pwd.getpwuid(os.getuid()).pw_name
 MY_NAME = gecos_name(pwd.getpwuid(os.getuid()).pw_gecos, ME)
@@ -23,13 +22,8 @@ MY_NAME = gecos_name(pwd.getpwuid(os.getuid()).pw_gecos, ME)
 
 @pytest.fixture(scope="module")
 def tools() -> Iterator[Tools]:
-    with short_tmp() as root:
-        mw = Mailwright(root, {"hostname": "mx.test"})
-        mw.start()
-        try:
-            yield Tools(mw, root / "bin")
-        finally:
-            mw.stop()
+    with daemon_tools() as tools:
+        yield tools
 
 
 # ---- the real invocations -------------------------------------------------------------------

@@ -45,6 +45,18 @@ def short_tmp() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+@contextmanager
+def daemon_tools(config: dict[str, Any] | None = None) -> Iterator[Tools]:
+    """A running daemon for ``mx.test`` (``config`` merged in) and its command-line tools."""
+    with short_tmp() as root:
+        mw = Mailwright(root, {"hostname": "mx.test", **(config or {})})
+        mw.start()
+        try:
+            yield Tools(mw, root / "bin")
+        finally:
+            mw.stop()
+
+
 def make_entry_points(bindir: Path) -> Path:
     bindir.mkdir(parents=True, exist_ok=True)
     script = bindir / "sendmail"
