@@ -40,9 +40,13 @@ def mbox_messages(path: Path) -> list[mailbox.mboxMessage]:
 
 
 def received(path: Path) -> list[mailbox.Message]:
-    """The messages in an mbox file or a Maildir directory."""
+    """The messages in an mbox file or a Maildir directory (none while its new/cur/tmp
+    are still being made: the directory appears before its subdirectories)."""
     if path.is_dir():
-        return list(mailbox.Maildir(path, create=False))
+        try:
+            return list(mailbox.Maildir(path, create=False))
+        except FileNotFoundError:
+            return []
     return list(mbox_messages(path))
 
 
