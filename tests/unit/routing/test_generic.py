@@ -235,3 +235,33 @@ def test_spans_agree_with_the_stdlib(value: str) -> None:
     parsed = BytesHeaderParser(policy=policy.default).parsebytes(f"To: {value}\r\n\r\n".encode())
     theirs = [a.addr_spec for a in parsed["To"].addresses]
     assert ours == theirs
+
+
+def test_only_the_smtp_agent_rewrites() -> None:
+    from mailwright.daemon.delivery import build_agents
+    from mailwright.delivery.smtp import SmtpAgent
+    from mailwright.routing.nexthop import Transport
+
+    settings = Settings(hostname="host.lan", rewrite={"masquerade_as": "example.com"})
+    agents = build_agents(settings)
+    smtp, lmtp = agents[Transport.SMTP], agents[Transport.LMTP]
+    assert isinstance(smtp, SmtpAgent) and isinstance(lmtp, SmtpAgent)
+    assert smtp.rewriter is not None and smtp.rewriter.sender("a@host.lan") == "a@example.com"
+    assert lmtp.rewriter is None  # LMTP is final delivery: the original addresses
+    plain = build_agents(Settings(hostname="host.lan"))[Transport.SMTP]
+    assert isinstance(plain, SmtpAgent) and plain.rewriter is None
+
+
+def test_the_request_that_leaves_has_its_size_adjusted() -> None:
+    from mailwright.delivery.smtp import rewritten
+    from tests.support.delivery_request import request, smtp_hop
+
+    message = b"From: Dave <dave@host.lan>\r\nTo: eve@host.lan\r\n\r\nbody\r\n"
+    original = request(smtp_hop("127.0.0.1"), "eve@host.lan", message=message, sender="d@host.lan")
+    out = rewritten(original, rewriter())
+    assert out.sender == "d@example.com" and original.sender == "d@host.lan"
+    assert [r.address for r in out.recipients] == ["eve@host.lan"]
+    expected = message.replace(b"dave@host.lan", b"dave@example.com")
+    assert out.headers.encode() + b"\r\n" + b"".join(out.body()) == expected
+    assert out.size == len(expected) and original.size == len(message)
+    assert rewritten(original, None) is original
