@@ -114,7 +114,8 @@ def config_check(ctx: click.Context) -> None:
       mailwright --config /etc/mailwright/mailwright.toml config check
     """
     settings = _settings(ctx)
-    if not _auth_table_ok(settings):
+    tables_ok = [_auth_table_ok(settings), _generic_table_ok(settings)]  # both report
+    if not all(tables_ok):
         sys.exit(ExitCode.CONFIG)
     path = config_path(ctx.obj.get("config"))
     click.echo(f"{path or 'built-in defaults'}: OK")
@@ -131,6 +132,16 @@ def _auth_table_ok(settings: Settings) -> bool:
         click.echo(f"mailwright: {error}", err=True)
     if (warning := exposure(settings.delivery.auth_table)) is not None:
         click.echo(f"mailwright: warning: {warning}", err=True)
+    return not errors
+
+
+def _generic_table_ok(settings: Settings) -> bool:
+    """``rewrite.generic_table``: every problem as ``file:line: problem``."""
+    from mailwright.routing.generic import rewriter_from_settings
+
+    _, errors = rewriter_from_settings(settings)
+    for error in errors:
+        click.echo(f"mailwright: {error}", err=True)
     return not errors
 
 

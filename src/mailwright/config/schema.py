@@ -659,6 +659,42 @@ def _default_hostname() -> str:
     return socket.gethostname() or "localhost"
 
 
+class RewriteSection(Section):
+    """Outbound address rewriting (routing.generic): masquerading and the generic table,
+    applied only to mail leaving through the SMTP client; local deliveries keep the original."""
+
+    masquerade_as: str = ""  # "example.com": the domain users appear to send from; "" = off
+    masquerade_domains: list[str] = []  # empty: the local domains; ".host.lan" = and subdomains
+    masquerade_exceptions: list[str] = ["root"]  # local parts never masqueraded (EXPOSED_USER)
+    masquerade_envelope: bool = True  # also rewrite the envelope sender (MAIL FROM)
+    recipient_headers: bool = False  # also To, Cc, Resent-To, Resent-Cc (allmasquerade)
+    generic_table: OptionalPath = Path("/etc/mailwright/generic")  # "key value"; "" = none
+
+    @field_validator("masquerade_as")
+    @classmethod
+    def _masquerade_as(cls, value: str) -> str:
+        from mailwright.core.address import AddressError, parse_domain
+
+        if not value.strip():
+            return ""
+        try:
+            return parse_domain(value.strip())
+        except AddressError as exc:
+            raise ValueError(f"{value!r} is not a domain: {exc}") from None
+
+    @field_validator("masquerade_domains")
+    @classmethod
+    def _masquerade_domains(cls, value: list[str]) -> list[str]:
+        from mailwright.core.address import AddressError, parse_domain
+
+        for entry in value:
+            try:
+                parse_domain(entry.removeprefix("."))
+            except AddressError as exc:
+                raise ValueError(f"{entry!r} is not a domain: {exc}") from None
+        return [entry.lower() for entry in value]
+
+
 class Settings(Section):
     hostname: str = Field(default_factory=_default_hostname)
     listeners: list[Listener] = Field(
@@ -679,6 +715,7 @@ class Settings(Section):
     service: ServiceSection = ServiceSection()
     log: LogSection = LogSection()
     dnsbl: DnsblSection = DnsblSection()
+    rewrite: RewriteSection = RewriteSection()
     filters: list[FilterEntry] = []  # milters and in-process filters, called in this order
 
     @property
@@ -768,6 +805,7 @@ class Settings(Section):
                     "virtual_user_table",
                 ),
                 "dns": rebase(self.dns, "static_table"),
+                "rewrite": rebase(self.rewrite, "generic_table"),
                 "local": rebase(self.local, "socket", "maildrop"),
                 "tls": rebase(self.tls, "certificate", "key"),
                 "auth": rebase(self.auth, "users_file"),

@@ -8,7 +8,8 @@ next hop whose login line is bad gets the mail without AUTH (the smarthost
 refuses it, the mail stays queued). Local recipients go through the
 alias ``Expander`` to the local agents (``delivery.local``). Settings: ``hostname``,
 ``queue.*``, ``delivery.*`` (including the outbound TLS policy), ``dns.*``,
-``routing.*``, ``local_delivery.*``.
+``routing.*``, ``local_delivery.*``, ``rewrite.*`` (the SMTP agent's address rewriting; a
+bad generic table line is logged and skipped).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from mailwright.queue.sqlite import SqliteQueueStore
 from mailwright.queue.store import QueueStore, StoreError
 from mailwright.queue.writer import QueueWriter
 from mailwright.routing.credentials import CredentialsTable, exposure, load_credentials
+from mailwright.routing.generic import AddressRewriter, rewriter_from_settings
 from mailwright.routing.mx import resolver_from_settings
 from mailwright.routing.nexthop import Transport
 from mailwright.routing.resolution import AddressResolver
@@ -67,6 +69,15 @@ def relay_credentials(settings: Settings) -> CredentialsTable | None:
     return table
 
 
+def outbound_rewriter(settings: Settings) -> AddressRewriter | None:
+    """``[rewrite]`` with its generic table, read now (at start-up and on SIGHUP); problems
+    are logged and the bad lines skipped."""
+    rewriter, errors = rewriter_from_settings(settings)
+    for error in errors:
+        log.error("generic table: %s", error)
+    return rewriter
+
+
 def build_agents(settings: Settings) -> dict[Transport, DeliveryAgent]:
     resolver, errors = resolver_from_settings(settings)
     for error in errors:
@@ -84,6 +95,7 @@ def build_agents(settings: Settings) -> dict[Transport, DeliveryAgent]:
             verify_context=verify_context(settings.delivery.tls_ca_file),
             credentials=relay_credentials(settings),
             plaintext_auth=settings.delivery.auth_plaintext,
+            rewriter=outbound_rewriter(settings),
         ),
         Transport.LMTP: LmtpAgent(settings.hostname, None, timeouts=timeouts, idle_timeout=idle),
     }

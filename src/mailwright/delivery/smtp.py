@@ -27,6 +27,10 @@ else 4.7.0 "refusing to send credentials without TLS". A peer that offers no
 AUTH gets the mail without a login. Pooled sessions are reused only for the
 same credentials.
 
+Outbound address rewriting (``routing.generic``, ``[rewrite]``): with a
+``rewriter``, the envelope sender and the header addresses are rewritten as the
+message leaves; the queued copy, the recipients and DSNs keep the original.
+
 Outcome per recipient: 2xx after the content is DELIVERED, or RELAYED when the
 peer lacks DSN and the recipient asked for NOTIFY=SUCCESS (RFC 3461 4.1); 4xx
 DEFERRED; 5xx FAILED. A RCPT rejection is that recipient's alone; MAIL and
@@ -64,6 +68,7 @@ from mailwright.delivery.session import (
     opportunistic_context,
 )
 from mailwright.observability import metrics
+from mailwright.routing.generic import AddressRewriter
 from mailwright.routing.nexthop import NextHop
 from mailwright.routing.resolver import (
     DnsPermanentError,
@@ -129,6 +134,7 @@ class SmtpAgent:
         credentials: CredentialsSource | None = None,
         plaintext_auth: bool = False,
         plaintext_auth_loopback: bool = True,
+        rewriter: AddressRewriter | None = None,
     ) -> None:
         self.hostname = hostname
         self.resolver = resolver
@@ -144,11 +150,13 @@ class SmtpAgent:
         self.credentials = credentials
         self.plaintext_auth = plaintext_auth  # send credentials without TLS to anyone
         self.plaintext_auth_loopback = plaintext_auth_loopback  # ... or to loopback only
+        self.rewriter = rewriter  # outbound masquerading / generic table (routing.generic)
 
     # ---- the DeliveryAgent interface -----------------------------------------------------
     async def deliver(self, request: DeliveryRequest) -> list[DeliveryResult]:
         results: dict[int, DeliveryResult] = {}
         try:
+            request = rewritten(request, self.rewriter)
             pending = self._screen(request, results)
             key = request.next_hop.key
             login = self._login(request.next_hop)
@@ -418,3 +426,14 @@ def _orcpt(orcpt: str | None) -> str | None:
 def _message(head: bytes, body: Callable[[], Iterator[bytes]]) -> Iterator[bytes]:
     yield head + b"\r\n"
     yield from body()
+
+
+def rewritten(request: DeliveryRequest, rewriter: AddressRewriter | None) -> DeliveryRequest:
+    """The request as it leaves: sender and header addresses rewritten (``[rewrite]``),
+    its size adjusted to the new header section; the recipients never change."""
+    if rewriter is None:
+        return request
+    headers = rewriter.headers(request.headers)
+    size = request.size + len(headers.encode()) - len(request.headers.encode())
+    sender = rewriter.sender(request.sender)
+    return dataclasses.replace(request, sender=sender, headers=headers, size=size)
