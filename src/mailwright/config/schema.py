@@ -271,6 +271,10 @@ class DeliverySection(Section):
     # SMTP AUTH as a client (routing.credentials): "[host]:port  user:password" lines
     auth_table: Path | None = None
     auth_plaintext: bool = False  # send credentials without TLS (loopback peers always may)
+    # MTA-STS (RFC 8461, routing.mtasts): honour the policies domains publish for their MX
+    # hosts (TXT lookup, HTTPS fetch, in-memory cache); off with dns.static_table (no DNS)
+    mta_sts: bool = True
+    mta_sts_port: Port = 443  # HTTPS port of mta-sts.<domain> (change it only for tests)
 
     @field_validator("tls_policy")
     @classmethod

@@ -7,7 +7,7 @@ fatal: the router keeps mail queued rather than sending it the wrong way, and a
 next hop whose login line is bad gets the mail without AUTH (the smarthost
 refuses it, the mail stays queued). Local recipients go through the
 alias ``Expander`` to the local agents (``delivery.local``). Settings: ``hostname``,
-``queue.*``, ``delivery.*`` (including the outbound TLS policy), ``dns.*``,
+``queue.*``, ``delivery.*`` (including the outbound TLS policy and MTA-STS), ``dns.*``,
 ``routing.*``, ``local_delivery.*``, ``rewrite.*`` (the SMTP agent's address rewriting; a
 bad generic table line is logged and skipped).
 """
@@ -25,7 +25,7 @@ from mailwright.delivery.lmtp import LmtpAgent
 from mailwright.delivery.local import local_agents
 from mailwright.delivery.session import ClientTimeouts
 from mailwright.delivery.smtp import SmtpAgent
-from mailwright.delivery.tlspolicy import TlsPolicyTable, verify_context
+from mailwright.delivery.tlspolicy import MtaStsGate, TlsPolicyTable, verify_context
 from mailwright.queue.backoff import RetryPolicy
 from mailwright.queue.expansion import Expander
 from mailwright.queue.scheduler import Scheduler, SchedulerSettings, domain_of
@@ -34,9 +34,11 @@ from mailwright.queue.store import QueueStore, StoreError
 from mailwright.queue.writer import QueueWriter
 from mailwright.routing.credentials import CredentialsTable, exposure, load_credentials
 from mailwright.routing.generic import AddressRewriter, rewriter_from_settings
-from mailwright.routing.mx import resolver_from_settings
+from mailwright.routing.mtasts import MtaStsPolicies
+from mailwright.routing.mx import DnsResolver, resolver_from_settings
 from mailwright.routing.nexthop import Transport
 from mailwright.routing.resolution import AddressResolver
+from mailwright.routing.resolver import Resolver
 from mailwright.routing.router import Router
 
 log = logging.getLogger("mailwright.queue")
@@ -78,12 +80,24 @@ def outbound_rewriter(settings: Settings) -> AddressRewriter | None:
     return rewriter
 
 
+def mta_sts_gate(
+    settings: Settings, resolver: Resolver, table: TlsPolicyTable
+) -> MtaStsGate | None:
+    """MTA-STS for MX routes when enabled and DNS is real (a static table has no TXT)."""
+    if not settings.delivery.mta_sts or not isinstance(resolver, DnsResolver):
+        return None
+    context = verify_context(settings.delivery.tls_ca_file)
+    policies = MtaStsPolicies(resolver, context, port=settings.delivery.mta_sts_port)
+    return MtaStsGate(policies, table)
+
+
 def build_agents(settings: Settings) -> dict[Transport, DeliveryAgent]:
     resolver, errors = resolver_from_settings(settings)
     for error in errors:
         log.error("DNS table: %s", error)
     timeouts = client_timeouts(settings)
     idle = settings.delivery.idle_connection_timeout
+    tls_table = TlsPolicyTable(settings.delivery.tls_policy, settings.delivery.tls_default)
     agents: dict[Transport, DeliveryAgent] = {
         Transport.SMTP: SmtpAgent(
             settings.hostname,
@@ -91,11 +105,12 @@ def build_agents(settings: Settings) -> dict[Transport, DeliveryAgent]:
             timeouts=timeouts,
             idle_timeout=idle,
             port=settings.delivery.smtp_port,
-            tls=TlsPolicyTable(settings.delivery.tls_policy, settings.delivery.tls_default),
+            tls=tls_table,
             verify_context=verify_context(settings.delivery.tls_ca_file),
             credentials=relay_credentials(settings),
             plaintext_auth=settings.delivery.auth_plaintext,
             rewriter=outbound_rewriter(settings),
+            mta_sts=mta_sts_gate(settings, resolver, tls_table),
         ),
         Transport.LMTP: LmtpAgent(settings.hostname, None, timeouts=timeouts, idle_timeout=idle),
     }

@@ -18,6 +18,14 @@ no certificate check), a failed handshake is retried once in plaintext on the
 same host and remembered; a ``TlsPolicy`` with ``require``/``verify`` makes
 missing or unverified TLS a deferral (4.7.5).
 
+MTA-STS (RFC 8461), from the ``mta_sts`` source (``delivery.tlspolicy.MtaStsGate``,
+looked up while the MX hosts are): under a policy in mode ``enforce`` only the
+MX hosts the policy lists are tried, each with TLS whose certificate verifies
+for the MX name; otherwise the mail is deferred with 4.7.5 "MTA-STS policy of
+<domain>: ...". In mode ``testing`` the mail goes as usual and what enforcing
+would have refused is logged (a host failing the TLS check costs a second
+connection).
+
 SMTP AUTH (RFC 4954) with the ``credentials`` found for the next hop (a
 ``routing.credentials.CredentialsTable``): after STARTTLS, before the first
 MAIL. A refused login defers (4.7.0, the peer's reply in the text; Postfix's
@@ -45,12 +53,13 @@ contexts, CHUNKING use, and the idle-session pool limits.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import ipaddress
 import logging
 import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 from mailwright.core.envelope import BodyType, Notify
 from mailwright.core.reply import Reply
@@ -69,6 +78,7 @@ from mailwright.delivery.session import (
 )
 from mailwright.observability import metrics
 from mailwright.routing.generic import AddressRewriter
+from mailwright.routing.mtasts import StsMode, StsPolicy
 from mailwright.routing.nexthop import NextHop
 from mailwright.routing.resolver import (
     DnsPermanentError,
@@ -89,6 +99,7 @@ from mailwright.smtp.reply import status_or_default
 
 TlsPolicySource = TlsPolicy | Callable[[NextHop], TlsPolicy]
 CredentialsSource = Callable[[NextHop], Credentials | None]
+StsSource = Callable[[NextHop], Awaitable[StsPolicy | None]]
 _UNSAFE = ("\r", "\n", "\0")  # would break the command line; anything else is quoted as is
 log = logging.getLogger(__name__)
 
@@ -135,6 +146,7 @@ class SmtpAgent:
         plaintext_auth: bool = False,
         plaintext_auth_loopback: bool = True,
         rewriter: AddressRewriter | None = None,
+        mta_sts: StsSource | None = None,
     ) -> None:
         self.hostname = hostname
         self.resolver = resolver
@@ -151,6 +163,7 @@ class SmtpAgent:
         self.plaintext_auth = plaintext_auth  # send credentials without TLS to anyone
         self.plaintext_auth_loopback = plaintext_auth_loopback  # ... or to loopback only
         self.rewriter = rewriter  # outbound masquerading / generic table (routing.generic)
+        self.mta_sts = mta_sts
 
     # ---- the DeliveryAgent interface -----------------------------------------------------
     async def deliver(self, request: DeliveryRequest) -> list[DeliveryResult]:
@@ -186,7 +199,7 @@ class SmtpAgent:
     ) -> None:
         hop = request.next_hop
         try:
-            endpoints = await self._endpoints(hop)
+            sts, endpoints = await asyncio.gather(self._sts_policy(hop), self._endpoints(hop))
         except NullMxError:
             text = f"Domain {hop.host} does not accept mail (null MX, RFC 7505)"
             self._settle(pending, results, Outcome.FAILED, Reply.of(556, "5.1.10", text))
@@ -203,9 +216,15 @@ class SmtpAgent:
             text = f"No mail host found for {hop.host or hop.socket_path}"
             self._settle(pending, results, Outcome.FAILED, Reply.of(550, "5.1.2", text))
             return
+        if sts is not None:
+            endpoints = self._sts_endpoints(request, sts, endpoints)
+            if not endpoints:
+                text = _sts_text(hop, "no MX host matches the policy")
+                self._settle(pending, results, Outcome.DEFERRED, Reply.of(451, "4.7.5", text))
+                return
         for endpoint in endpoints:
             try:
-                session = await self._open(endpoint, hop)
+                session = await self._open(endpoint, hop, sts, request.queue_id)
             except SessionError as exc:
                 metrics.outbound(hop.key, "failed")
                 reply = as_transient(exc.reply)
@@ -249,8 +268,46 @@ class SmtpAgent:
     def _tls_policy(self, hop: NextHop) -> TlsPolicy:
         return self.tls(hop) if callable(self.tls) else self.tls
 
-    async def _open(self, endpoint: Endpoint, hop: NextHop) -> ClientSession:
-        policy = self._tls_policy(hop)
+    async def _sts_policy(self, hop: NextHop) -> StsPolicy | None:
+        """The destination's MTA-STS policy when it asks for something (MX routes only)."""
+        if self.mta_sts is None or self.lmtp or hop.socket_path or not hop.mx:
+            return None
+        if is_ip_literal(hop.host.removeprefix("[").removesuffix("]")):
+            return None
+        policy = await self.mta_sts(hop)
+        return None if policy is None or policy.mode is StsMode.NONE else policy
+
+    def _sts_endpoints(
+        self, request: DeliveryRequest, sts: StsPolicy, endpoints: list[Endpoint]
+    ) -> list[Endpoint]:
+        """The MX hosts the policy lists (testing mode: all, the others logged)."""
+        listed = [e for e in endpoints if sts.matches(e.name)]
+        if sts.mode is StsMode.ENFORCE:
+            return listed
+        for name in dict.fromkeys(e.name for e in endpoints if e not in listed):
+            text = _sts_text(request.next_hop, f"MX host {name} is not listed in the policy")
+            log.warning("%s: %s (testing mode: delivering anyway)", request.queue_id, text)
+        return endpoints
+
+    async def _open(
+        self, endpoint: Endpoint, hop: NextHop, sts: StsPolicy | None = None, queue_id: str = ""
+    ) -> ClientSession:
+        if sts is None:
+            return await self._open_with(endpoint, hop, self._tls_policy(hop))
+        try:
+            return await self._open_with(endpoint, hop, TlsPolicy(verify=True))
+        except SessionError as exc:
+            if exc.reply.status != "4.7.5":  # not about TLS: connection refused and such
+                raise
+            reply = Reply.of(exc.reply.code, "4.7.5", _sts_text(hop, exc.reply.text))
+            if sts.mode is StsMode.ENFORCE:
+                raise SessionError(reply) from None
+        log.warning("%s: %s (testing mode: delivering anyway)", queue_id, reply.text)
+        return await self._open_with(endpoint, hop, self._tls_policy(hop))
+
+    async def _open_with(
+        self, endpoint: Endpoint, hop: NextHop, policy: TlsPolicy
+    ) -> ClientSession:
         settings = ClientSettings(
             self.hostname, lmtp=self.lmtp, peer=endpoint.remote_mta, chunking=self.chunking
         )
@@ -414,6 +471,10 @@ class SmtpAgent:
         if rcpt.notify is not None and Notify.SUCCESS in rcpt.notify:
             return Outcome.RELAYED  # RFC 3461 4.1: the next hop will not report success
         return Outcome.DELIVERED
+
+
+def _sts_text(hop: NextHop, problem: str) -> str:
+    return f"MTA-STS policy of {hop.host}: {problem}"
 
 
 def _orcpt(orcpt: str | None) -> str | None:

@@ -7,8 +7,12 @@ matching a next hop routed by MX for that domain (``.example.com`` matches its
 subdomains only; ``example.com`` matches the domain and its subdomains), or
 ``[host]``, matching a transport-table or smarthost route to that host. The
 most specific key wins. A required level the peer cannot meet defers the mail
-(4.7.5, see ``delivery.session``). Settings: ``delivery.tls_default``,
-``delivery.tls_policy``, ``delivery.tls_ca_file``.
+(4.7.5, see ``delivery.session``).
+
+``MtaStsGate`` hands the SMTP agent a domain's MTA-STS policy (``routing.mtasts``)
+for MX routes only, and only where ``tls_policy`` has no entry for the
+destination: an explicit entry wins over MTA-STS. Settings: ``delivery.tls_default``,
+``delivery.tls_policy``, ``delivery.tls_ca_file`` (also for the policy fetch).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pathlib import Path
 
 from mailwright.config.schema import TlsLevel
 from mailwright.delivery.session import TlsPolicy
+from mailwright.routing.mtasts import MtaStsPolicies, StsPolicy
 from mailwright.routing.nexthop import NextHop
 
 POLICIES = {
@@ -47,9 +52,14 @@ class TlsPolicyTable:
                 self.domains[key] = level
 
     def level(self, hop: NextHop) -> TlsLevel:
+        entry = self.entry(hop)
+        return self.default if entry is None else entry
+
+    def entry(self, hop: NextHop) -> TlsLevel | None:
+        """The level of the most specific key for ``hop``; None when no key matches."""
         host = hop.host.lower().rstrip(".").strip("[]")
         if not hop.mx:
-            return self.hosts.get(host, self.default)
+            return self.hosts.get(host)
         labels = host.split(".")
         for i in range(len(labels)):
             name = ".".join(labels[i:])
@@ -59,10 +69,25 @@ class TlsPolicyTable:
                 return self.below[name]
             if i > 0 and name in self.domains:
                 return self.domains[name]
-        return self.default
+        return None
 
     def __call__(self, hop: NextHop) -> TlsPolicy:
         return POLICIES[self.level(hop)]
+
+
+class MtaStsGate:
+    """Callable as the SMTP agent's ``mta_sts`` source: the policy for an MX route."""
+
+    def __init__(self, policies: MtaStsPolicies, table: TlsPolicyTable | None = None) -> None:
+        self.policies = policies
+        self.table = table
+
+    async def __call__(self, hop: NextHop) -> StsPolicy | None:
+        if not hop.mx or hop.host.startswith("["):
+            return None  # transport-table and smarthost routes, address literals
+        if self.table is not None and self.table.entry(hop) is not None:
+            return None  # the admin's explicit choice for this destination
+        return await self.policies.policy(hop.host)
 
 
 def verify_context(ca_file: Path | None) -> ssl.SSLContext:

@@ -738,8 +738,12 @@ class SqliteQueueStore:
 
     _RESCHEDULE = """UPDATE recipients SET next_attempt = ?
         WHERE state = ? AND (? IS NULL OR domain = ?)"""
-    _RESCHEDULE_MESSAGE = """UPDATE recipients SET next_attempt = ?
-        WHERE +state = ? AND (? IS NULL OR domain = ?) AND message_id = (""" + _FIND_ID + ")"
+    _RESCHEDULE_MESSAGE = (
+        """UPDATE recipients SET next_attempt = ?
+        WHERE +state = ? AND (? IS NULL OR domain = ?) AND message_id = ("""
+        + _FIND_ID
+        + ")"
+    )
 
     def _reschedule_now(self, conn: sqlite3.Connection, op: RescheduleNow) -> int:
         domain = None if op.recipient_domain is None else op.recipient_domain.lower()

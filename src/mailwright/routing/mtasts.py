@@ -1,0 +1,396 @@
+"""MTA-STS (RFC 8461): the policy a mail domain publishes for TLS towards its MX hosts.
+
+Sans-I/O part: ``parse_record`` reads the ``_mta-sts.<domain>`` TXT record
+(``v=STSv1; id=...;``), ``parse_policy`` the policy file (``version: STSv1``,
+``mode``, ``mx`` patterns, ``max_age``; CRLF or LF lines), ``StsPolicy.matches``
+the MX patterns (``*.`` stands for exactly one label), ``HttpResponse.parse`` the
+HTTPS answer. Validation is strict: anything malformed raises ``PolicyError``
+and counts as no policy.
+
+I/O part: ``MtaStsPolicies.policy(domain)`` looks the TXT record up through our
+own DNS resolver (never the system's), fetches
+``https://mta-sts.<domain>/.well-known/mta-sts.txt`` over an asyncio TLS
+stream (the certificate must verify for ``mta-sts.<domain>``; no redirects;
+64 KiB at most; ``Content-Type: text/plain``; one timeout for the whole fetch)
+and keeps policies in memory for ``max_age``, fetching again when the TXT id
+changes. When the TXT lookup or the fetch fails, an unexpired cached policy
+still applies (RFC 8461 5.1); without one there is no policy. Failed fetches
+are not retried for ``retry_after`` seconds. The cache is not persisted: after a
+restart policies are fetched afresh.
+
+Trusts nothing from DNS or the web server. Settings (via the caller):
+``delivery.mta_sts``, ``delivery.mta_sts_port``, ``delivery.tls_ca_file``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import ssl
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from mailwright.routing.resolver import DnsPermanentError, DnsTemporaryError, MailHost
+
+MAX_POLICY_SIZE = 64 * 1024
+MAX_HEADER_SIZE = 16 * 1024
+MAX_AGE_LIMIT = 31_557_600  # RFC 8461 3.2: about one year
+POLICY_PATH = "/.well-known/mta-sts.txt"
+log = logging.getLogger(__name__)
+
+
+class PolicyError(Exception):
+    """A record, policy file or HTTP answer that does not make a valid policy."""
+
+
+class StsMode(StrEnum):
+    ENFORCE = "enforce"
+    TESTING = "testing"
+    NONE = "none"
+
+
+# ------------------------------------------------------------------ the TXT record
+
+_RECORD_ID = re.compile(r"[A-Za-z0-9]{1,32}")
+_EXT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
+_EXT_VALUE = re.compile(r"[\x21-\x3a\x3c\x3e-\x7e]{1,}")  # VCHAR except ";" and "="
+
+
+def txt_string(record: str) -> str:
+    """A TXT record as dnspython writes it (``"a" "b"``, with escapes) → its text ``ab``."""
+    out: list[str] = []
+    i, quoted = 0, False
+    while i < len(record):
+        c = record[i]
+        if c == '"':
+            quoted = not quoted
+        elif c == "\\" and i + 1 < len(record):
+            digits = record[i + 1 : i + 4]
+            if len(digits) == 3 and digits.isdigit():
+                out.append(chr(int(digits)))
+                i += 3
+            else:
+                out.append(record[i + 1])
+                i += 1
+        elif quoted:
+            out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def parse_record(texts: Iterable[str]) -> str | None:
+    """The policy id from a domain's TXT strings; None when no record starts with
+    ``v=STSv1``. More than one such record, or a malformed one, raises PolicyError."""
+    records = [t for t in texts if t.startswith("v=STSv1")]
+    if not records:
+        return None
+    if len(records) > 1:
+        raise PolicyError(f"{len(records)} TXT records start with v=STSv1")
+    fields = [f.strip(" \t") for f in records[0].split(";")]
+    if fields and fields[-1] == "":
+        fields.pop()  # the final ";" is optional
+    if not fields or fields[0] != "v=STSv1":
+        raise PolicyError(f"malformed TXT record {records[0]!r}")
+    policy_id = None
+    for item in fields[1:]:
+        name, equals, value = item.partition("=")
+        if name == "id" and equals and _RECORD_ID.fullmatch(value):
+            policy_id = value if policy_id is None else policy_id
+        elif not (equals and _EXT_NAME.fullmatch(name) and _EXT_VALUE.fullmatch(value)):
+            raise PolicyError(f"malformed TXT record {records[0]!r}")
+    if policy_id is None:
+        raise PolicyError(f"TXT record without a valid id: {records[0]!r}")
+    return policy_id
+
+
+# ------------------------------------------------------------------ the policy file
+
+_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+_FIELD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
+_MAX_AGE = re.compile(r"[0-9]{1,10}")
+
+
+def _is_domain(text: str) -> bool:
+    labels = text.split(".")
+    return len(text) <= 253 and len(labels) >= 2 and all(_LABEL.fullmatch(x) for x in labels)
+
+
+def mx_matches(pattern: str, host: str) -> bool:
+    """RFC 8461 4.1: ``mx.example.org`` matches itself, ``*.example.org`` one more label."""
+    host = host.lower().rstrip(".")
+    if pattern.startswith("*."):
+        first, dot, rest = host.partition(".")
+        return bool(first) and bool(dot) and rest == pattern[2:]
+    return host == pattern
+
+
+@dataclass(frozen=True, slots=True)
+class StsPolicy:
+    """One domain's policy as published."""
+
+    mode: StsMode
+    mx: tuple[str, ...]  # lower-case patterns
+    max_age: int  # seconds
+
+    def matches(self, host: str) -> bool:
+        return any(mx_matches(pattern, host) for pattern in self.mx)
+
+
+def parse_policy(text: bytes | str) -> StsPolicy:
+    """The policy file (RFC 8461 3.2); raises PolicyError naming the problem."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError:
+            raise PolicyError("policy is not UTF-8") from None
+    fields: dict[str, str] = {}
+    mx: list[str] = []
+    for number, line in enumerate(text.replace("\r\n", "\n").split("\n"), 1):
+        if not line.strip():
+            continue
+        name, colon, value = line.partition(":")
+        if not colon or not _FIELD_NAME.fullmatch(name) or "\r" in value:
+            raise PolicyError(f"policy line {number}: not a 'name: value' field: {line[:80]!r}")
+        value = value.strip(" \t")
+        if name == "mx":
+            mx.append(value)
+        else:
+            fields.setdefault(name, value)  # only the first of a repeated field counts
+    if fields.get("version") != "STSv1":
+        raise PolicyError(f"policy version is {fields.get('version')!r}, not 'STSv1'")
+    try:
+        mode = StsMode(fields.get("mode", ""))
+    except ValueError:
+        raise PolicyError(
+            f"policy mode {fields.get('mode')!r} is not enforce, testing or none"
+        ) from None
+    age = fields.get("max_age", "")
+    if not _MAX_AGE.fullmatch(age) or int(age) > MAX_AGE_LIMIT:
+        raise PolicyError(f"policy max_age {age!r} is not a number of seconds up to 31557600")
+    patterns = tuple(_mx_pattern(p) for p in mx)
+    if not patterns and mode is not StsMode.NONE:
+        raise PolicyError(f"policy in mode {mode} lists no mx")
+    return StsPolicy(mode, patterns, int(age))
+
+
+def _mx_pattern(text: str) -> str:
+    pattern = text.lower().rstrip(".")
+    if not _is_domain(pattern.removeprefix("*.")):
+        raise PolicyError(f"policy mx {text!r} is not a host name or *.domain")
+    return pattern
+
+
+# ------------------------------------------------------------------ the HTTP answer
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    """A complete HTTP/1.x response: status, lower-case header names, decoded body."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    @classmethod
+    def parse(cls, data: bytes, eof: bool) -> HttpResponse | None:
+        """The response in ``data``, or None when more is needed (and the peer has not
+        closed: ``eof``). Raises PolicyError for a malformed or oversized answer."""
+        if len(data) > MAX_HEADER_SIZE + 2 * MAX_POLICY_SIZE:
+            raise PolicyError(f"policy larger than {MAX_POLICY_SIZE} bytes")
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        if not sep:
+            if len(data) > MAX_HEADER_SIZE:
+                raise PolicyError("HTTP headers too long")
+            if eof:
+                raise PolicyError("HTTP response ended in its headers")
+            return None
+        status, headers = _head(head)
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            body = _dechunk(rest, eof)
+        elif "content-length" in headers:
+            body = _sized(rest, headers["content-length"], eof)
+        else:
+            body = rest if eof else None  # delimited by the end of the connection
+            if len(rest) > MAX_POLICY_SIZE:
+                raise PolicyError(f"policy larger than {MAX_POLICY_SIZE} bytes")
+        return None if body is None else cls(status, headers, body)
+
+
+def _head(head: bytes) -> tuple[int, dict[str, str]]:
+    lines = head.decode("latin-1").split("\r\n")
+    match = re.fullmatch(r"HTTP/1\.[01] ([0-9]{3})(?: .*)?", lines[0])
+    if match is None:
+        raise PolicyError(f"not an HTTP response: {lines[0][:80]!r}")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise PolicyError(f"malformed HTTP header {line[:80]!r}")
+        headers[name.strip().lower()] = value.strip()
+    return int(match.group(1)), headers
+
+
+def _sized(rest: bytes, length: str, eof: bool) -> bytes | None:
+    if not length.isdigit() or int(length) > MAX_POLICY_SIZE:
+        raise PolicyError(f"policy size {length!r} is not a number up to {MAX_POLICY_SIZE}")
+    if len(rest) >= int(length):
+        return rest[: int(length)]
+    if eof:
+        raise PolicyError("HTTP response ended before its Content-Length")
+    return None
+
+
+def _dechunk(rest: bytes, eof: bool) -> bytes | None:
+    body = b""
+    while True:
+        size_line, sep, rest = rest.partition(b"\r\n")
+        if not sep:
+            break
+        try:
+            size = int(size_line.split(b";")[0], 16)
+        except ValueError:
+            raise PolicyError(f"malformed chunk size {size_line[:20]!r}") from None
+        if len(body) + size > MAX_POLICY_SIZE:
+            raise PolicyError(f"policy larger than {MAX_POLICY_SIZE} bytes")
+        if size == 0:
+            return body  # trailers, if any, are not needed
+        if len(rest) < size + 2:
+            break
+        body, rest = body + rest[:size], rest[size + 2 :]
+    if eof:
+        raise PolicyError("HTTP response ended inside a chunk")
+    return None
+
+
+def check_response(response: HttpResponse) -> StsPolicy:
+    """RFC 8461 3.3: 200 only (no redirects), text/plain, then a valid policy."""
+    if response.status != 200:
+        raise PolicyError(f"HTTP status {response.status} (redirects are not followed)")
+    media = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "text/plain":
+        raise PolicyError(f"Content-Type is {media or 'missing'}, not text/plain")
+    return parse_policy(response.body)
+
+
+# ------------------------------------------------------------------ fetching and caching
+
+
+class StsResolver(Protocol):
+    """What MTA-STS needs from DNS (``routing.mx.DnsResolver`` has both)."""
+
+    async def records(self, name: str, rdtype: str) -> list[str]: ...
+
+    async def host_addresses(self, host: str) -> list[MailHost]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Cached:
+    policy: StsPolicy
+    policy_id: str
+    expires: float
+
+
+class MtaStsPolicies:
+    """Policies by domain, fetched when needed; ``policy`` never raises."""
+
+    def __init__(
+        self,
+        resolver: StsResolver,
+        context: ssl.SSLContext | None = None,
+        *,
+        port: int = 443,
+        timeout: float = 20.0,
+        retry_after: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.resolver = resolver
+        self.context = context or ssl.create_default_context()
+        self.port = port
+        self.timeout = timeout
+        self.retry_after = retry_after
+        self._clock = clock
+        self._cache: dict[str, _Cached] = {}
+        self._failed: dict[tuple[str, str], float] = {}  # (domain, id) -> retry time
+        self._inflight: dict[str, asyncio.Future[StsPolicy | None]] = {}
+
+    async def policy(self, domain: str) -> StsPolicy | None:
+        """The domain's policy in force, or None (no policy, or none could be had)."""
+        domain = domain.lower().rstrip(".")
+        task = self._inflight.get(domain)
+        if task is None:  # concurrent deliveries to one domain share one lookup
+            task = asyncio.ensure_future(self._policy(domain))
+            self._inflight[domain] = task
+            task.add_done_callback(lambda _: self._inflight.pop(domain, None))
+        try:
+            return await asyncio.shield(task)
+        except Exception:  # a bug here must not stop the mail: deliver as without MTA-STS
+            log.exception("MTA-STS: %s: policy lookup failed", domain)
+            return None
+
+    async def _policy(self, domain: str) -> StsPolicy | None:
+        now = self._clock()
+        cached = self._cache.get(domain)
+        if cached is not None and cached.expires <= now:
+            del self._cache[domain]
+            cached = None
+        try:
+            texts = await self.resolver.records(f"_mta-sts.{domain}", "TXT")
+            policy_id = parse_record(txt_string(t) for t in texts)
+        except (DnsTemporaryError, DnsPermanentError, PolicyError) as exc:
+            log.debug("MTA-STS: %s: no usable TXT record: %s", domain, exc)
+            return cached.policy if cached else None
+        if policy_id is None:
+            return cached.policy if cached else None
+        if cached is not None and cached.policy_id == policy_id:
+            return cached.policy
+        if self._failed.get((domain, policy_id), 0.0) > now:
+            return cached.policy if cached else None
+        try:
+            async with asyncio.timeout(self.timeout):
+                policy = check_response(await self.fetch(domain))
+        except (PolicyError, DnsTemporaryError, DnsPermanentError, OSError, TimeoutError) as exc:
+            why = "timed out" if isinstance(exc, TimeoutError) else str(exc)
+            log.warning("MTA-STS: %s: cannot fetch the policy (id %s): %s", domain, policy_id, why)
+            self._failed[(domain, policy_id)] = now + self.retry_after
+            return cached.policy if cached else None
+        self._failed.pop((domain, policy_id), None)
+        self._cache[domain] = _Cached(policy, policy_id, now + policy.max_age)
+        log.info("MTA-STS: %s: policy id %s, mode %s", domain, policy_id, policy.mode)
+        return policy
+
+    async def fetch(self, domain: str) -> HttpResponse:
+        """GET the policy file from ``mta-sts.<domain>`` (each address in turn)."""
+        host = f"mta-sts.{domain}"
+        addresses = await self.resolver.host_addresses(host)
+        error: Exception = PolicyError(f"{host} has no address")
+        for address in addresses:
+            try:
+                return await self._get(host, address.address)
+            except (OSError, ssl.SSLError) as exc:
+                error = PolicyError(f"{host} [{address.address}]:{self.port}: {exc}")
+        raise error
+
+    async def _get(self, host: str, address: str) -> HttpResponse:
+        reader, writer = await asyncio.open_connection(
+            address, self.port, ssl=self.context, server_hostname=host
+        )
+        try:
+            request = (
+                f"GET {POLICY_PATH} HTTP/1.1\r\nHost: {host}\r\n"
+                "User-Agent: Mailwright\r\nAccept: text/plain\r\nConnection: close\r\n\r\n"
+            )
+            writer.write(request.encode("ascii"))
+            await writer.drain()
+            data = b""
+            while True:
+                chunk = await reader.read(16384)
+                response = HttpResponse.parse(data + chunk, eof=not chunk)
+                if response is not None:
+                    return response
+                data += chunk
+        finally:
+            writer.close()

@@ -1,0 +1,149 @@
+"""MTA-STS policy discovery against real peers: TXT records from dnsmasq, policy files from
+an HTTPS server on loopback (certificates from a test CA), the in-memory cache by id and
+max_age, and every way a fetch can fail (no policy, or the cached one)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mailwright.routing.mtasts import MtaStsPolicies, StsMode
+from mailwright.routing.mx import DnsResolver
+from tests.support.dns import DnsServer, dnsmasq_available
+from tests.support.https import PolicyServer
+
+pytestmark = pytest.mark.skipif(not dnsmasq_available(), reason="dnsmasq not installed")
+
+POLICY = "version: STSv1\r\nmode: enforce\r\nmx: mx.b.test\r\nmax_age: 600\r\n"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def dns_for(root: Path, record: str = "v=STSv1; id=1;") -> DnsServer:
+    dns = DnsServer(root / "dns")
+    dns.zone("b.test", "c.test").host("mta-sts.b.test", "127.0.0.1")
+    if record:
+        dns.txt("_mta-sts.b.test", record)
+    return dns
+
+
+@pytest.fixture
+def https(tmp_path: Path) -> Iterator[PolicyServer]:
+    with PolicyServer(tmp_path, "mta-sts.b.test").publish("mta-sts.b.test", POLICY) as server:
+        yield server
+
+
+def policies(dns: DnsServer, https: PolicyServer, clock: Clock, port: int = 0) -> MtaStsPolicies:
+    resolver = DnsResolver([dns.address], dns.port, timeout=2, lifetime=3, cache_size=0)
+    context = ssl.create_default_context(cafile=str(https.cert))
+    return MtaStsPolicies(resolver, context, port=port or https.port, timeout=5, clock=clock)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_policy_fetched_once_and_cached_until_max_age(tmp_path: Path, https: PolicyServer) -> None:
+    clock = Clock()
+    with dns_for(tmp_path) as dns:
+        sts = policies(dns, https, clock)
+        policy = asyncio.run(sts.policy("b.test"))
+        assert policy is not None and policy.mode is StsMode.ENFORCE
+        assert policy.mx == ("mx.b.test",) and policy.max_age == 600
+        assert https.requests == [("mta-sts.b.test", "/.well-known/mta-sts.txt")]
+        assert asyncio.run(sts.policy("B.test.")) == policy
+        assert len(https.requests) == 1  # same id: the cached policy
+        clock.now += 601
+        assert asyncio.run(sts.policy("b.test")) == policy
+        assert len(https.requests) == 2  # expired: fetched again
+
+
+def test_new_id_fetches_again(tmp_path: Path, https: PolicyServer) -> None:
+    clock = Clock()
+    with dns_for(tmp_path) as dns:
+        sts = policies(dns, https, clock)
+        assert asyncio.run(sts.policy("b.test")) is not None
+    https.publish("mta-sts.b.test", POLICY.replace("enforce", "testing"))
+    with dns_for(tmp_path, "v=STSv1; id=2;") as dns:
+        sts.resolver = policies(dns, https, clock).resolver
+        policy = asyncio.run(sts.policy("b.test"))
+        assert policy is not None and policy.mode is StsMode.TESTING
+        assert len(https.requests) == 2
+
+
+def test_concurrent_lookups_share_one_fetch(tmp_path: Path, https: PolicyServer) -> None:
+    async def many(sts: MtaStsPolicies) -> list[object]:
+        return await asyncio.gather(*(sts.policy("b.test") for _ in range(5)))
+
+    with dns_for(tmp_path) as dns:
+        results = asyncio.run(many(policies(dns, https, Clock())))
+    assert all(r is not None and r == results[0] for r in results)
+    assert len(https.requests) == 1
+
+
+def test_no_record_no_policy(tmp_path: Path, https: PolicyServer) -> None:
+    with dns_for(tmp_path, record="") as dns:
+        sts = policies(dns, https, Clock())
+        assert asyncio.run(sts.policy("b.test")) is None
+        assert asyncio.run(sts.policy("c.test")) is None  # NXDOMAIN
+        assert asyncio.run(sts.policy("unknown.test")) is None  # REFUSED by dnsmasq
+    assert https.requests == []
+
+
+@pytest.mark.parametrize(
+    ("status", "content_type", "body"),
+    [
+        (301, "text/plain", POLICY),  # redirects are not followed
+        (404, "text/plain", POLICY),
+        (200, "text/html", POLICY),
+        (200, "text/plain", POLICY.replace("STSv1", "STSv2")),
+        (200, "text/plain", POLICY + "x" * 70000),
+    ],
+)
+def test_bad_answers_are_no_policy(
+    tmp_path: Path, https: PolicyServer, status: int, content_type: str, body: str
+) -> None:
+    https.publish("mta-sts.b.test", body, status, content_type)
+    with dns_for(tmp_path) as dns:
+        assert asyncio.run(policies(dns, https, Clock()).policy("b.test")) is None
+    assert len(https.requests) == 1
+
+
+def test_certificate_for_another_name_is_no_policy(tmp_path: Path) -> None:
+    with PolicyServer(tmp_path, "www.b.test") as https:  # not mta-sts.b.test
+        https.publish("mta-sts.b.test", POLICY)
+        with dns_for(tmp_path) as dns:
+            assert asyncio.run(policies(dns, https, Clock()).policy("b.test")) is None
+        assert https.requests == []  # the handshake failed before any request
+
+
+def test_server_down_keeps_the_cached_policy(tmp_path: Path, https: PolicyServer) -> None:
+    clock = Clock()
+    with dns_for(tmp_path) as dns:
+        down = policies(dns, https, clock, port=free_port())
+        assert asyncio.run(down.policy("b.test")) is None  # nothing cached: no policy
+        sts = policies(dns, https, clock)
+        cached = asyncio.run(sts.policy("b.test"))
+        assert cached is not None
+    with dns_for(tmp_path, "v=STSv1; id=2;") as dns:
+        sts.resolver = policies(dns, https, clock).resolver
+        sts.port = free_port()  # new id, but the server is gone
+        assert asyncio.run(sts.policy("b.test")) == cached
+    with dns_for(tmp_path, record="") as dns:
+        sts.resolver = policies(dns, https, clock).resolver  # the record is gone
+        assert asyncio.run(sts.policy("b.test")) == cached
+        clock.now += 601
+        assert asyncio.run(sts.policy("b.test")) is None  # ... and the policy expired
