@@ -6,6 +6,7 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+import re
 import signal
 import smtplib
 from collections.abc import Iterator
@@ -106,6 +107,28 @@ def test_relay_to_smtp_sink_with_dsn_parameters(tmp_path: Path, sinks: dict) -> 
     )
     assert b"\n.leading dot\n" in msg.content  # dot-stuffing undone at the far end
     assert b"by mx.test (Mailwright) with ESMTP id " + qid.encode() in msg.content
+
+
+SENDMAIL_TIME = r"(\d+\+)?\d\d:\d\d:\d\d"  # delay= and xdelay=: [days+]HH:MM:SS
+
+
+def test_log_lines_have_sendmails_fields(tmp_path: Path, sinks: dict) -> None:  # type: ignore[type-arg]
+    """grep QUEUE-ID tells the story in Sendmail's words: from= (size, class, nrcpts, msgid,
+    proto, daemon, relay) and one to= per recipient (delay, xdelay, mailer, relay, dsn, stat)."""
+    with running(tmp_path / "mw", relay_config(tmp_path, sinks)) as mw:
+        qid = send(mw, ["b@y.test"], msg=b"Message-ID: <log1@x.test>\r\n" + MSG)
+        accepted = mw.wait_log(f"{qid}: from=<a@x.test>")
+        sent = mw.wait_log(f"{qid}: to=<b@y.test>")
+    assert re.search(
+        rf"{qid}: from=<a@x.test>, size=\d+, class=0, nrcpts=1, msgid=<log1@x.test>, "
+        r"proto=ESMTP, daemon=\S+, relay=localhost \[127.0.0.1\]$",
+        accepted,
+    ), accepted
+    assert re.search(
+        rf"{qid}: to=<b@y.test>, delay={SENDMAIL_TIME}, xdelay={SENDMAIL_TIME}, mailer=esmtp, "
+        rf"relay=127.0.0.1 \[127.0.0.1\], dsn=2.0.0, stat=Sent \(",
+        sent,
+    ), sent
 
 
 def test_permanent_failure_bounces_to_sender(tmp_path: Path, sinks: dict) -> None:  # type: ignore[type-arg]
