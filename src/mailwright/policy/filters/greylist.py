@@ -167,6 +167,7 @@ class GreylistFilter(Filter):
                 filter=self.name,
                 greylist=f"passed after {int(verdict.waited)} s",
                 network=triplet.network,
+                **{"from": f"<{triplet.sender}>"},
                 to=f"<{triplet.recipient}>",
             )
         if verdict.accepted:
