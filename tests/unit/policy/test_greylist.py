@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -223,7 +224,10 @@ def make_filter(tmp_path: Path, clock: Clock, **values: Any) -> GreylistFilter:
     return GreylistFilter("greylist", options(**values), settings, clock=clock)
 
 
-def test_filter_defers_then_accepts_from_the_same_network(tmp_path: Path, clock: Clock) -> None:
+def test_filter_defers_then_accepts_from_the_same_network(
+    tmp_path: Path, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "mailwright.mail")
     flt = make_filter(tmp_path, clock)
     reply = attempt(flt, session("192.0.2.9"))
     assert reply is not None and reply.code == 451 and reply.status == "4.7.1"
@@ -233,6 +237,9 @@ def test_filter_defers_then_accepts_from_the_same_network(tmp_path: Path, clock:
     assert reply is not None and "try again in 200 seconds" in str(reply)
     clock.now += 200
     assert attempt(flt, session("192.0.2.10")) is None  # another server of the same /24
+    assert "q1: filter=greylist, greylist=passed after 300 s, network=192.0.2.0/24, " in (
+        caplog.text
+    )
     assert (tmp_path / "queue" / "greylist.db").exists()
 
 
