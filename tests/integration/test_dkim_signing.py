@@ -1,4 +1,4 @@
-"""The ``dkim`` filter through the real daemon: what it queues verifies with dkimpy.
+"""The ``dkim`` filter through the real daemon: what it queues verifies with dkimpy and OpenDKIM.
 
 RSA and Ed25519, relaxed and simple canonicalisation, awkward bodies (long
 lines, trailing white space, trailing empty lines), a 5 MiB message; mail from
@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import base64
 import importlib.util
+import shutil
 import smtplib
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ from tests.support.daemon import Mailwright, running
 
 AWKWARD = (
     b"From: Alice <alice@example.org>\r\nTo: bob@far.test\r\n"
-    b"Subject:   folded\r\n\tsubject  line \r\nMessage-ID: <1@example.org>\r\n\r\n"
+    b"Subject: folded\r\n\tsubject  line \r\nMessage-ID: <1@example.org>\r\n\r\n"
     + b"word \t " * 140
     + b"\r\n"
     + b"x" * 990
@@ -79,6 +81,20 @@ def queued_raw(mw: Mailwright, qid: str) -> bytes:
         store.close()
 
 
+def opendkim_verifies(tmp_path: Path, raw: bytes, txt: str) -> bool:
+    """OpenDKIM's own verdict (``opendkim -t``), the public key given by TestPublicKeys."""
+    (tmp_path / "keys").write_text(f"mw._domainkey.example.org {txt}\n")
+    (tmp_path / "opendkim.conf").write_text(f"Syslog no\nTestPublicKeys {tmp_path / 'keys'}\n")
+    (tmp_path / "msg.eml").write_bytes(raw)
+    done = subprocess.run(
+        ["opendkim", "-x", str(tmp_path / "opendkim.conf"), "-t", str(tmp_path / "msg.eml")],
+        capture_output=True,
+        timeout=30,
+    )
+    said = done.stdout + done.stderr  # opendkim -t reports on stdout
+    return b"verification (s=mw, d=example.org" in said and b"succeeded" in said
+
+
 def verifies(raw: bytes, txt: str) -> bool:
     def dns(name: bytes, timeout: int = 5) -> bytes:
         return txt.encode() if name == b"mw._domainkey.example.org." else b""
@@ -101,6 +117,9 @@ def test_signed_mail_verifies(tmp_path: Path, kind: str, canon: str) -> None:
     assert all(len(line) <= 78 for line in header.split(b"\r\n")), header
     assert verifies(raw, txt)
     assert not verifies(raw.replace(b"tabbed", b"tabbbb"), txt)
+    if shutil.which("opendkim"):
+        assert opendkim_verifies(tmp_path, raw, txt)
+        assert not opendkim_verifies(tmp_path, raw.replace(b"tabbed", b"tabbbb"), txt)
 
 
 def test_five_mib_message(tmp_path: Path) -> None:
@@ -111,6 +130,8 @@ def test_five_mib_message(tmp_path: Path) -> None:
         raw = queued_raw(mw, send(mw, PLAIN + body))
     assert len(raw) > 5 * 1024 * 1024
     assert verifies(raw, txt)
+    if shutil.which("opendkim"):
+        assert opendkim_verifies(tmp_path, raw, txt)
 
 
 def test_only_trusted_clients_and_our_domains_are_signed(tmp_path: Path) -> None:
@@ -126,6 +147,19 @@ def test_only_trusted_clients_and_our_domains_are_signed(tmp_path: Path) -> None
     assert b"DKIM-Signature" not in stranger
     assert verifies(trusted, txt) and verifies(sub, txt)
     assert b"DKIM-Signature" not in foreign and b"DKIM-Signature" not in lookalike
+
+
+@pytest.mark.skipif(not shutil.which("opendkim-genkey"), reason="opendkim-tools not installed")
+def test_opendkim_genkey_keys_are_accepted(tmp_path: Path) -> None:
+    subprocess.run(
+        ["opendkim-genkey", "-b", "2048", "-d", "example.org", "-s", "mw", "-D", str(tmp_path)],
+        check=True,
+        timeout=60,
+    )
+    mw = Mailwright(tmp_path / "mw", dkim_config(tmp_path / "mw.private"))
+    mw.write_config()
+    checked = mw.cli("config", "check")
+    assert checked.returncode == 0, checked.stderr
 
 
 @pytest.mark.parametrize(
