@@ -27,7 +27,10 @@ from tests.support.daemon import Mailwright, running
 
 AWKWARD = (
     b"From: Alice <alice@example.org>\r\nTo: bob@far.test\r\n"
-    b"Subject: folded\r\n\tsubject  line \r\nMessage-ID: <1@example.org>\r\n\r\n"
+    b"Subject: folded\r\n\tsubject  line \r\nMessage-ID: <1@example.org>\r\n"
+    b"Cc: carol@far.test\r\nDate: Thu, 26 Nov 2026 06:00:00 +0000\r\nMIME-Version: 1.0\r\n"
+    b"Content-Type: text/plain; charset=us-ascii\r\nList-Id: <l.example.org>\r\n"
+    b"List-Unsubscribe: <mailto:l-off@example.org>\r\nX-Unsigned: yes\r\n\r\n"
     + b"word \t " * 140
     + b"\r\n"
     + b"x" * 990
@@ -117,6 +120,8 @@ def test_signed_mail_verifies(tmp_path: Path, kind: str, canon: str) -> None:
     assert all(len(line) <= 78 for line in header.split(b"\r\n")), header
     assert verifies(raw, txt)
     assert not verifies(raw.replace(b"tabbed", b"tabbbb"), txt)
+    assert not verifies(raw.replace(b"List-Id: <l.", b"List-Id: <m."), txt)
+    assert verifies(raw.replace(b"X-Unsigned: yes", b"X-Unsigned: no"), txt)
     if shutil.which("opendkim"):
         assert opendkim_verifies(tmp_path, raw, txt)
         assert not opendkim_verifies(tmp_path, raw.replace(b"tabbed", b"tabbbb"), txt)

@@ -173,19 +173,27 @@ def algorithm(key: SigningKey) -> str:
 
 
 def fold_tags(tags: Sequence[tuple[str, str]], start: int) -> str:
-    """``tag=value;`` pairs joined, a new line (CRLF TAB) before one that would not fit."""
+    """``tag=value;`` pairs joined, a new line (CRLF TAB) before a piece that would not fit.
+
+    The ``h=`` list may break after any colon (RFC 6376 3.5 allows FWS there).
+    """
     out = ""
     column = start
     for i, (tag, value) in enumerate(tags):
-        text = f"{tag}={value}" + (";" if i < len(tags) - 1 else "")
-        if column + 1 + len(text) > LINE and column > 1:
-            out += "\r\n\t"
-            column = 1
-        else:
-            out += " "
-            column += 1
-        out += text
-        column += len(text)
+        end = ";" if i < len(tags) - 1 else ""
+        parts = value.split(":") if tag == "h" else [value]
+        pieces = [f"{p}:" for p in parts[:-1]] + [parts[-1] + end]
+        pieces[0] = f"{tag}={pieces[0]}"
+        for j, piece in enumerate(pieces):
+            space = " " if j == 0 else ""
+            if column + len(space) + len(piece) > LINE and column > 1:
+                out += "\r\n\t"
+                column = 1
+            else:
+                out += space
+                column += len(space)
+            out += piece
+            column += len(piece)
     return out
 
 

@@ -144,3 +144,22 @@ def test_signature_verifies_with_dkimpy(kind: str, canon: Canon) -> None:
     assert dkim.verify(signed, dnsfunc=dns)
     assert not dkim.verify(signed.replace(b"hello", b"jello"), dnsfunc=dns)
     assert not dkim.verify(b"From: c@x.test\r\n" + signed, dnsfunc=dns)  # oversigned
+
+
+def test_long_header_list_is_folded() -> None:
+    key, txt = KEYS["rsa"]
+    names = ["From", "Reply-To", "Subject", "Date", "To", "Cc", "Resent-*", "In-Reply-To"]
+    names += ["References", "List-*", "Message-ID", "MIME-Version", "Content-Type"]
+    raw = b"".join(
+        f"{name.rstrip('*') + ('From' if name.endswith('*') else '')}: v <a@x.test>\r\n".encode()
+        for name in names
+    )
+    raw += b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n\r\nbody\r\n"
+    parser = HeaderParser()
+    body = parser.feed(raw) + parser.close()
+    signer = Signer("x.test", "sel", key, tuple(names), ("From", "Subject", "To", "Cc"))
+    header = signer.sign(parser.headers, body_hash([body], "relaxed"), 1700000000)
+    lines = header.encode().split(b"\r\n")
+    assert all(len(line) < 78 for line in lines) and len(lines) > 8, lines
+    assert b"List-Unsubscribe-Post" in header.value
+    assert dkim.verify(header.encode() + raw, dnsfunc=lambda name, timeout=5: txt.encode())
