@@ -82,7 +82,8 @@ def load_key(path: str) -> SigningKey:
     try:
         key = load_pem_private_key(pem, password=None)
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"DKIM key {path} is not an unencrypted PEM private key: {exc}") from None
+        why = str(exc).split(". See ")[0]  # cryptography appends a link to its FAQ
+        raise ValueError(f"DKIM key {path} is not an unencrypted PEM private key: {why}") from None
     if isinstance(key, RSAPrivateKey):
         if key.key_size < MIN_RSA_BITS:
             raise ValueError(
