@@ -25,6 +25,7 @@ BUILTINS = {
     "archive": "mailwright.policy.filters.archive:ArchiveFilter",
     "spamassassin": "mailwright.policy.filters.spamassassin:SpamAssassinFilter",
     "stamp": "mailwright.policy.filters.stamp:StampFilter",
+    "dkim": "mailwright.policy.filters.dkim:DkimFilter",
 }
 
 
