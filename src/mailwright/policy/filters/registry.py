@@ -21,6 +21,7 @@ from mailwright.policy.filters.base import Filter
 
 GROUP = "mailwright.filters"
 BUILTINS = {
+    "checks": "mailwright.policy.filters.checks:ChecksFilter",
     "greylist": "mailwright.policy.filters.greylist:GreylistFilter",
     "archive": "mailwright.policy.filters.archive:ArchiveFilter",
     "spamassassin": "mailwright.policy.filters.spamassassin:SpamAssassinFilter",
