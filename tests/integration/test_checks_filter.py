@@ -1,7 +1,7 @@
 """The ``checks`` filter (header_checks / body_checks) in a real daemon over SMTP.
 
 REJECT by Subject at end of data, HOLD, a body REJECT deep in the body, IGNORE
-removing a header, a SIGHUP picking up edited rules, and a bad rules file
+removing a header, a SIGHUP picking up edited rules (and refusing bad ones), and a bad rules file
 refused by ``mailwright config check`` with its file:line.
 """
 
@@ -87,6 +87,12 @@ def test_header_and_body_checks_over_smtp(tmp_path: Path) -> None:
         assert mw.proc is not None
         mw.proc.send_signal(signal.SIGHUP)
         mw.wait_log("SIGHUP: configuration reloaded")
+        assert send(mw, message("plain")) == (550, b"5.7.1 Now refused")
+        # a rules file that became bad: the reload is refused, the rules in use stay
+        (tmp_path / "header_checks").write_text("/^Subject:/ FROBNICATE\n")
+        mw.proc.send_signal(signal.SIGHUP)
+        refused = mw.wait_log("SIGHUP: configuration refused")
+        assert f"{tmp_path / 'header_checks'}:1: unknown action 'FROBNICATE'" in refused
         assert send(mw, message("plain")) == (550, b"5.7.1 Now refused")
 
 
