@@ -34,6 +34,7 @@ NO_TEXT = frozenset({"IGNORE", "OK", "DUNNO"})
 PASS = frozenset({"OK", "DUNNO"})  # no action: the next line is inspected
 
 _FIELD_NAME = re.compile(r"^[\x21-\x39\x3b-\x7e]+$")
+_STATUS = re.compile(r"([245]\.\d{1,3}\.\d{1,3})(?:\s+|$)")
 _FLAGS_AND_REST = re.compile(r"(\S*)\s*(.*)", re.DOTALL)
 
 
@@ -51,6 +52,13 @@ class Rule:
 
     def matches(self, line: str) -> bool:
         return (self.pattern.search(line) is None) == self.negated
+
+    def status(self, default: str) -> tuple[str, str]:
+        """(enhanced status code, text) of a REJECT or DEFER: the text may start with its own."""
+        found = _STATUS.match(self.text)
+        if found is None:
+            return default, self.text
+        return found[1], self.text[found.end() :]
 
     def header(self) -> Header:
         """The header field a REPLACE or PREPEND rule writes (checked when parsed)."""
@@ -154,6 +162,10 @@ def _check_action(action: str, text: str, where: str, *, body: bool) -> None:
         name, colon, _ = text.partition(":")
         if not colon or not _FIELD_NAME.match(name):
             raise RuleError(f"{where}: {action} needs a header line 'Name: value'")
+    status = _STATUS.match(text)
+    wanted = {"REJECT": "5", "DEFER": "4"}.get(action)
+    if status is not None and wanted is not None and status[1][0] != wanted:
+        raise RuleError(f"{where}: {action} needs a {wanted}.x.x status code, not {status[1]}")
     if "\r" in text or "\n" in text:
         raise RuleError(f"{where}: the text must be one line")
 

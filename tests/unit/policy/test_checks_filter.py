@@ -71,6 +71,13 @@ def test_reject_and_defer(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> N
     assert run(f, t) == Reply.of(451, "4.7.1", "Message content deferred, try again later")
 
 
+def test_reject_text_with_its_own_status(tmp_path: Path) -> None:
+    f = make(tmp_path, "/^Subject: a/ REJECT 5.7.0 Policy says no\n/^Subject: b/ DEFER 4.2.0\n")
+    assert run(f, txn(b"x\r\n", ("Subject", "a"))) == Reply.of(550, "5.7.0", "Policy says no")
+    deferred = Reply.of(451, "4.2.0", "Message content deferred, try again later")
+    assert run(f, txn(b"x\r\n", ("Subject", "b"))) == deferred
+
+
 def test_discard_hold_warn(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "mailwright.mail")
     f = make(

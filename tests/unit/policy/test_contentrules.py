@@ -66,6 +66,8 @@ def test_good_rules() -> None:
         ("/a/ REPLACE no colon", "rc:1: REPLACE needs a header line"),
         ("/a/ PREPEND", "rc:1: PREPEND needs a header line"),
         ("if /a/\n/b/ REJECT\nendif", "rc:1: if/endif blocks are not supported"),
+        ("/a/ REJECT 4.7.1 later", "rc:1: REJECT needs a 5.x.x status code, not 4.7.1"),
+        ("/a/ DEFER 5.7.1 never", "rc:1: DEFER needs a 4.x.x status code, not 5.7.1"),
     ],
 )
 def test_bad_header_rules(text: str, problem: str) -> None:

@@ -4,7 +4,8 @@ At end of message each header field (unfolded, ``Name: value``) is matched
 against the ``header_checks`` rules, then each body line (without CRLF) of the
 first ``body_size_limit`` octets against the ``body_checks`` rules; the first
 matching rule decides for that line (see ``policy.contentrules`` for the file
-format). Actions: REJECT (550 5.7.1) and DEFER (451 4.7.1) refuse the message,
+format). Actions: REJECT (550 5.7.1) and DEFER (451 4.7.1) refuse the message
+(their text may start with its own enhanced status code, ``REJECT 5.7.0 text``),
 DISCARD accepts and drops it (these three end the inspection); HOLD puts it on
 hold (quarantine), WARN only logs; in header_checks IGNORE removes the field,
 REPLACE replaces it and PREPEND adds a field before it; OK and DUNNO do nothing.
@@ -141,9 +142,11 @@ class ChecksFilter(Filter):
 def _verdict(txn: Transaction, kind: str, rule: Rule) -> Reply | None:
     """What REJECT, DEFER, DISCARD and HOLD do to the message; WARN does nothing more."""
     if rule.action == "REJECT":
-        return Reply.of(550, "5.7.1", rule.text or "Message content rejected")
+        status, text = rule.status("5.7.1")
+        return Reply.of(550, status, text or "Message content rejected")
     if rule.action == "DEFER":
-        return Reply.of(451, "4.7.1", rule.text or "Message content deferred, try again later")
+        status, text = rule.status("4.7.1")
+        return Reply.of(451, status, text or "Message content deferred, try again later")
     if rule.action == "DISCARD":
         txn.discard = True
     elif rule.action == "HOLD":
