@@ -71,7 +71,7 @@ def dkimpy_sign(raw: bytes, selector: bytes = b"rsa", **kw: object) -> bytes:
         key = ED_SEED
     else:
         key = RSA_PEM
-    return dkim.sign(raw, selector, b"example.org", key, **kw) + raw  # type: ignore[arg-type]
+    return bytes(dkim.sign(raw, selector, b"example.org", key, **kw)) + raw
 
 
 def dkimpy_dns(name: bytes, timeout: int = 5) -> bytes:
