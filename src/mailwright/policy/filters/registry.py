@@ -27,6 +27,7 @@ BUILTINS = {
     "spamassassin": "mailwright.policy.filters.spamassassin:SpamAssassinFilter",
     "stamp": "mailwright.policy.filters.stamp:StampFilter",
     "dkim": "mailwright.policy.filters.dkim:DkimFilter",
+    "dkim_verify": "mailwright.policy.filters.dkim_verify:DkimVerifyFilter",
 }
 
 
