@@ -279,15 +279,15 @@ def test_lmtp_into_dovecot_per_recipient(tmp_path: Path) -> None:
 def test_mx_routing_with_fallback_and_null_mx(tmp_path: Path) -> None:
     port_sink = smtp_sink.SmtpSink(tmp_path / "mx2", address="127.0.0.12").start()
     try:
-        with DnsServer(tmp_path / "dns") as dns:
-            dns.zone("example.test", "nullmx.test", "y.test")
-            dns.mx("example.test", "mx1.example.test", 10)
-            dns.mx("example.test", "mx2.example.test", 20)
-            dns.host("mx1.example.test", "127.0.0.11")  # nothing listens there
-            dns.host("mx2.example.test", "127.0.0.12")
-            dns.null_mx("nullmx.test")
-            dns.mx("y.test", "mx2.example.test", 10)
-            dns.start()
+        dns = DnsServer(tmp_path / "dns")
+        dns.zone("example.test", "nullmx.test", "y.test")
+        dns.mx("example.test", "mx1.example.test", 10)
+        dns.mx("example.test", "mx2.example.test", 20)
+        dns.host("mx1.example.test", "127.0.0.11")  # nothing listens there
+        dns.host("mx2.example.test", "127.0.0.12")
+        dns.null_mx("nullmx.test")
+        dns.mx("y.test", "mx2.example.test", 10)
+        with dns:
             config = {
                 "dns": dns.settings(),
                 "delivery": {

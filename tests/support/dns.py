@@ -179,6 +179,8 @@ class DnsServer:
         return command
 
     def start(self) -> None:
+        if self._process is not None:  # a second dnsmasq would outlive the test unseen
+            raise RuntimeError("DnsServer is already running: add records before start")
         self.root.mkdir(parents=True, exist_ok=True)
         if self._servfail_domains and self._servfail is None:
             self._servfail = ServfailResponder()
