@@ -26,7 +26,7 @@ deps:
 	scripts/install-test-deps.sh
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
 bench: deps $(STAMP)

@@ -111,11 +111,11 @@ def main() -> None:
 
         config = Path(tmp) / "mailwright.toml"
         config.write_text(f'[queue]\ndirectory = "{qdir}"\n[service]\nuser = "root"\n')
-        print(
-            f"{'mailq (Sendmail layout, whole queue)':<58} {command(config, 'queue', 'list'):10.1f} ms"
-        )
-        ms = command(config, "queue", "list", "--json")
-        print(f"{'mailwright queue list --json':<58} {ms:10.1f} ms")
+        for what, args in (
+            ("mailq (Sendmail layout, whole queue)", ("queue", "list")),
+            ("mailwright queue list --json", ("queue", "list", "--json")),
+        ):
+            print(f"{what:<58} {command(config, *args):10.1f} ms")
 
 
 if __name__ == "__main__":
