@@ -10,8 +10,8 @@ same three requests to the privileged helper, where a ``DirectDeposit`` runs the
 
 Every copy gets ``Return-Path:`` and ``Delivered-To:`` in front (``trace_head``); a
 mailbox or file gets mbox format (From_ line, ``>From`` quoting), a program and a
-Maildir the plain message with LF line ends. Reads no settings (``DepositOptions``
-comes from ``local_delivery.*`` and ``service.root_programs``).
+Maildir the plain message with LF line ends. ``DepositOptions.from_settings`` reads
+``local_delivery.*`` and ``service.root_programs``; the rest reads no settings.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
+from mailwright.config.schema import Settings
 from mailwright.core.reply import Reply
 from mailwright.delivery import file as file_delivery
 from mailwright.delivery import maildir, mbox, pipe, privileged
@@ -90,6 +91,21 @@ class DepositOptions:
     pipe_timeout: float = 1000.0
     default_user: str = "nobody"
     root_programs: bool = False  # a root controller keeps root (else: the default user)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DepositOptions:
+        """The same options for the local agent and for the privileged helper."""
+        ld = settings.local_delivery
+        return cls(
+            mbox=mbox.MboxOptions(
+                lock_timeout=ld.lock_timeout,
+                stale_lock_age=ld.stale_lock_age,
+                size_limit=ld.mailbox_size_limit,
+            ),
+            pipe_timeout=ld.pipe_timeout,
+            default_user=ld.default_user,
+            root_programs=settings.service.root_programs,
+        )
 
 
 class DirectDeposit:

@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from mailwright.core.address import Address
 from mailwright.core.reply import Reply
 from mailwright.core.target import Mailer, Target
-from mailwright.delivery import mbox, privileged
+from mailwright.delivery import privileged
 from mailwright.delivery.agent import (
     DeliveryAgent,
     DeliveryRecipient,
@@ -62,19 +61,7 @@ log = logging.getLogger("mailwright.delivery")
 MAX_PARALLEL = 8  # recipients of one message delivered at once
 UNIX = "x-unix"  # RFC 3464 diagnostic type of local delivery (Sendmail's X-Unix)
 
-__all__ = ["LocalAgent", "LocalOptions", "local_agents", "trace_head"]
-
-
-@dataclass(frozen=True, slots=True)
-class LocalOptions:
-    mbox: mbox.MboxOptions = field(default_factory=mbox.MboxOptions)
-    pipe_timeout: float = 1000.0
-    default_user: str = "nobody"
-    root_programs: bool = False  # a root controller keeps root (service.root_programs)
-
-    @property
-    def deposit(self) -> DepositOptions:
-        return DepositOptions(self.mbox, self.pipe_timeout, self.default_user, self.root_programs)
+__all__ = ["LocalAgent", "local_agents", "trace_head"]
 
 
 class LocalAgent:
@@ -83,13 +70,12 @@ class LocalAgent:
     def __init__(
         self,
         users: LocalUsers,
-        options: LocalOptions | None = None,
+        options: DepositOptions | None = None,
         deposit: Deposit | None = None,
     ) -> None:
         self.users = users
-        self.options = options or LocalOptions()
         # the writes: in this process, or by the privileged helper for a daemon without root
-        self.deposit = deposit or DirectDeposit(self.options.deposit)
+        self.deposit = deposit or DirectDeposit(options or DepositOptions())
 
     @classmethod
     def from_settings(
@@ -98,16 +84,7 @@ class LocalAgent:
         ld = settings.local_delivery
         if deposit is None and not privileged.is_root():
             ld.mail_spool.mkdir(parents=True, exist_ok=True)  # ./var/mail for `make run`
-        options = LocalOptions(
-            mbox=mbox.MboxOptions(
-                lock_timeout=ld.lock_timeout,
-                stale_lock_age=ld.stale_lock_age,
-                size_limit=ld.mailbox_size_limit,
-            ),
-            pipe_timeout=ld.pipe_timeout,
-            default_user=ld.default_user,
-            root_programs=settings.service.root_programs,
-        )
+        options = DepositOptions.from_settings(settings)
         return cls(users or local_users(settings), options, deposit)
 
     async def deliver(self, request: DeliveryRequest) -> list[DeliveryResult]:

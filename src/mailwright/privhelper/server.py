@@ -53,7 +53,6 @@ from mailwright.core.queueid import QUEUE_ID_RE
 from mailwright.core.reply import Reply
 from mailwright.delivery import pipe
 from mailwright.delivery.deposit import DepositOptions, DirectDeposit, Parcel
-from mailwright.delivery.mbox import MboxOptions
 from mailwright.observability import maillog
 from mailwright.privhelper import protocol
 from mailwright.privhelper.protocol import Channel, Content, ProtocolError
@@ -116,19 +115,8 @@ class HelperServer:
         }
 
     def _setup(self, settings: Settings) -> _Setup:
-        ld = settings.local_delivery
-        options = DepositOptions(
-            mbox=MboxOptions(
-                lock_timeout=ld.lock_timeout,
-                stale_lock_age=ld.stale_lock_age,
-                size_limit=ld.mailbox_size_limit,
-            ),
-            pipe_timeout=ld.pipe_timeout,
-            default_user=ld.default_user,
-            root_programs=settings.service.root_programs,
-        )
         users = local_users(settings, own=self.service_ids)
-        return _Setup(settings, users, DirectDeposit(options))
+        return _Setup(settings, users, DirectDeposit(DepositOptions.from_settings(settings)))
 
     # ---- the loop ---------------------------------------------------------------------------
     async def serve(self) -> None:

@@ -15,7 +15,8 @@ import pytest
 from mailwright.core.target import Mailer, Target
 from mailwright.delivery import maildir
 from mailwright.delivery.agent import DeliveryRecipient, DeliveryResult, Outcome
-from mailwright.delivery.local import LocalAgent, LocalOptions
+from mailwright.delivery.deposit import DepositOptions
+from mailwright.delivery.local import LocalAgent
 from mailwright.delivery.mbox import MboxOptions
 from mailwright.routing.nexthop import NextHop, Transport
 from tests.support.delivery_request import request
@@ -41,7 +42,7 @@ MESSAGE = (
 def agent(tmp: Path, **options: object) -> tuple[LocalAgent, StaticUsers]:
     users = StaticUsers(tmp, ["alice", "bob"])
     users.add("carol", maildir=True)
-    return LocalAgent(users, LocalOptions(**options)), users  # type: ignore[arg-type]
+    return LocalAgent(users, DepositOptions(**options)), users  # type: ignore[arg-type]
 
 
 def to(
