@@ -40,13 +40,9 @@ def mbox_messages(path: Path) -> list[mailbox.mboxMessage]:
 
 
 def received(path: Path) -> list[mailbox.Message]:
-    """The messages in an mbox file or a Maildir directory (none while its new/cur/tmp
-    are still being made: the directory appears before its subdirectories)."""
+    """The messages in an mbox file or a Maildir directory (a Maildir appears whole)."""
     if path.is_dir():
-        try:
-            return list(mailbox.Maildir(path, create=False))
-        except FileNotFoundError:
-            return []
+        return list(mailbox.Maildir(path, create=False))
     return list(mbox_messages(path))
 
 

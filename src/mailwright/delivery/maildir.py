@@ -6,8 +6,10 @@ when it moves to ``new/``. The message is written with LF line ends and no
 ``>From`` quoting (Maildir needs none). The move is a ``rename`` within the
 Maildir, then ``new/`` is fsynced: once ``deliver`` returns, the message survives a
 power cut. On any failure the file in ``tmp/`` is removed and a ``MailboxError``
-says why (quota 4.2.2, disk full 4.3.1). Missing ``tmp``, ``new`` and ``cur`` are
-created (mode 0700). Reads no settings.
+says why (quota 4.2.2, disk full 4.3.1). A Maildir that does not exist yet is made
+whole beside it (``.NAME.new-...`` with ``tmp``, ``new`` and ``cur``, mode 0700) and
+renamed into place, so a mail reader never sees a Maildir without its subdirectories;
+missing subdirectories of an existing one are created. Reads no settings.
 """
 
 from __future__ import annotations
@@ -33,9 +35,14 @@ def unique_name() -> str:
     return f"{int(now)}.M{int(now * 1e6) % 1000000}P{os.getpid()}Q{next(_counter)}.{host}"
 
 
+_SUBDIRS = ("tmp", "new", "cur")
+
+
 def prepare(directory: Path, owner: tuple[int, int] | None = None) -> None:
     """Make sure ``directory`` is a Maildir (creating what is missing)."""
-    for path in (directory, directory / "tmp", directory / "new", directory / "cur"):
+    if not os.path.lexists(directory):
+        _create_whole(directory, owner)
+    for path in (directory, *(directory / sub for sub in _SUBDIRS)):
         try:
             os.mkdir(path, 0o700)
             if owner is not None:
@@ -86,6 +93,26 @@ def deliver(directory: Path, pieces: Iterable[bytes], owner: tuple[int, int] | N
             raise MailboxError(os_error_reply(exc, directory)) from exc
         raise
     return final
+
+
+def _create_whole(directory: Path, owner: tuple[int, int] | None) -> None:
+    """A new Maildir, built beside ``directory`` and renamed to it in one step."""
+    staging = directory.parent / f".{directory.name}.new-{unique_name()}"
+    try:
+        for path in (staging, *(staging / sub for sub in _SUBDIRS)):
+            os.mkdir(path, 0o700)
+            if owner is not None:
+                os.lchown(path, *owner)
+        os.rename(staging, directory)
+        _fsync_dir(directory.parent)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            for sub in _SUBDIRS:
+                os.rmdir(staging / sub)
+            os.rmdir(staging)
+        if os.path.lexists(directory):
+            return  # made meanwhile by another delivery: prepare checks what is there
+        raise MailboxError(os_error_reply(exc, directory)) from exc
 
 
 def _fsync_dir(path: Path) -> None:
