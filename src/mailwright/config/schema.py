@@ -292,7 +292,7 @@ class RelaySection(Section):
     @field_validator("networks")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
-        return _networks(value)
+        return cidr_list(value)
 
 
 class RoutingSection(Section):
@@ -646,10 +646,10 @@ class DnsblSection(Section):
     @field_validator("allow")
     @classmethod
     def _allow(cls, value: list[str]) -> list[str]:
-        return _networks(value)
+        return cidr_list(value)
 
 
-def _networks(value: list[str]) -> list[str]:
+def cidr_list(value: list[str]) -> list[str]:
     """``value`` if every entry is an IP network in CIDR form (a ValueError names one)."""
     for entry in value:
         try:

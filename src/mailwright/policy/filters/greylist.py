@@ -29,7 +29,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from mailwright.config.schema import Seconds, Settings
+from mailwright.config.schema import Seconds, Settings, cidr_list
 from mailwright.core.address import Address
 from mailwright.core.envelope import Recipient
 from mailwright.core.reply import Reply
@@ -37,8 +37,7 @@ from mailwright.observability import maillog
 from mailwright.policy.filters.base import Filter
 from mailwright.policy.greylist_store import GreylistStore, GreylistTimes, Outcome, Triplet
 from mailwright.policy.hooks import SessionInfo, Transaction
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+from mailwright.policy.relay import Network, parse_networks
 
 
 class GreylistOptions(BaseModel):
@@ -57,12 +56,7 @@ class GreylistOptions(BaseModel):
     @field_validator("whitelist_clients")
     @classmethod
     def _clients(cls, value: list[str]) -> list[str]:
-        for item in value:
-            try:
-                ipaddress.ip_network(item, strict=False)
-            except ValueError:
-                raise ValueError(f"{item!r} is not an IP network (e.g. 192.0.2.0/24)") from None
-        return value
+        return cidr_list(value)
 
     @field_validator("whitelist_recipients")
     @classmethod
@@ -122,9 +116,7 @@ class GreylistFilter(Filter):
         super().__init__(name, options, settings)
         self.clock = clock
         self._store: GreylistStore | None = None
-        self._whitelist: list[Network] = [
-            ipaddress.ip_network(item, strict=False) for item in options.whitelist_clients
-        ]
+        self._whitelist: list[Network] = parse_networks(options.whitelist_clients)
 
     @property
     def store(self) -> GreylistStore:
