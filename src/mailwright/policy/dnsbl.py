@@ -38,19 +38,13 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-import dns.exception
-import dns.rdata
-import dns.rdataclass
-import dns.rdatatype
-from dns.rdtypes.txtbase import TXTBase
-
 from mailwright.config.schema import Settings
 from mailwright.core.envelope import Recipient
 from mailwright.core.reply import Reply
 from mailwright.policy.access import AccessTable, Action
 from mailwright.policy.hooks import Hook, SessionInfo, Transaction
 from mailwright.policy.relay import DomainSet, Network, in_networks, parse_networks
-from mailwright.routing.mx import DnsResolver
+from mailwright.routing.mx import DnsResolver, txt_string
 from mailwright.routing.resolver import DnsPermanentError, DnsTemporaryError
 
 log = logging.getLogger("mailwright.policy.dnsbl")
@@ -165,16 +159,7 @@ def read_answer(zone: Zone, records: Iterable[str]) -> ZoneAnswer:
 
 def txt_text(records: Sequence[str]) -> str:
     """TXT records (presentation form) as one line of printable ASCII, at most MAX_TXT long."""
-    parts = []
-    for record in records:
-        try:
-            rdata = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.TXT, record)
-        except dns.exception.DNSException:
-            continue
-        if not isinstance(rdata, TXTBase):
-            continue
-        parts.append(b"".join(rdata.strings).decode("ascii", "replace"))
-    text = " ".join(parts)
+    text = " ".join(filter(None, map(txt_string, records)))
     # control characters (CR, LF: no reply injection) become spaces, non-ASCII "?"
     text = "".join(c if " " <= c <= "~" else " " if c <= "\x7f" else "?" for c in text)
     return " ".join(text.split())[:MAX_TXT]

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+from mailwright.routing.mx import txt_string
 from mailwright.routing.resolver import DnsPermanentError, DnsTemporaryError, MailHost
 
 MAX_POLICY_SIZE = 64 * 1024
@@ -58,28 +59,6 @@ class StsMode(StrEnum):
 _RECORD_ID = re.compile(r"[A-Za-z0-9]{1,32}")
 _EXT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
 _EXT_VALUE = re.compile(r"[\x21-\x3a\x3c\x3e-\x7e]{1,}")  # VCHAR except ";" and "="
-
-
-def txt_string(record: str) -> str:
-    """A TXT record as dnspython writes it (``"a" "b"``, with escapes) → its text ``ab``."""
-    out: list[str] = []
-    i, quoted = 0, False
-    while i < len(record):
-        c = record[i]
-        if c == '"':
-            quoted = not quoted
-        elif c == "\\" and i + 1 < len(record):
-            digits = record[i + 1 : i + 4]
-            if len(digits) == 3 and digits.isdigit():
-                out.append(chr(int(digits)))
-                i += 3
-            else:
-                out.append(record[i + 1])
-                i += 1
-        elif quoted:
-            out.append(c)
-        i += 1
-    return "".join(out)
 
 
 def parse_record(texts: Iterable[str]) -> str | None:

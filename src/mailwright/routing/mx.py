@@ -45,7 +45,11 @@ from pathlib import Path
 import dns.asyncresolver
 import dns.exception
 import dns.name
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
 import dns.resolver
+from dns.rdtypes.txtbase import TXTBase
 
 from mailwright.config.schema import AddressOrder, DnsSection, Settings
 from mailwright.core.address import AddressError, parse_domain
@@ -369,6 +373,18 @@ def _qname(domain: str) -> str:
     if name == dns.name.root:
         raise DnsPermanentError("empty domain name")
     return name.to_text(omit_final_dot=True).lower()
+
+
+def txt_string(record: str) -> str:
+    """One TXT record as ``records(name, "TXT")`` gives it (``"a" "b"``, with escapes) →
+    its strings joined (``ab``), octet for character; "" when it is not a TXT record."""
+    try:
+        rdata = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.TXT, record)
+    except dns.exception.DNSException:
+        return ""
+    if not isinstance(rdata, TXTBase):
+        return ""
+    return b"".join(rdata.strings).decode("latin-1")
 
 
 def _parse_mx(records: Iterable[str], name: str) -> list[tuple[int, str]]:

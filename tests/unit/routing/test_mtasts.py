@@ -12,8 +12,8 @@ from mailwright.routing.mtasts import (
     mx_matches,
     parse_policy,
     parse_record,
-    txt_string,
 )
+from mailwright.routing.mx import txt_string
 
 GOOD = (
     "version: STSv1\r\nmode: enforce\r\n"

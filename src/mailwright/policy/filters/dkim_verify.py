@@ -37,8 +37,7 @@ from mailwright.core.dkim_verify import (
 from mailwright.core.reply import Reply
 from mailwright.policy.filters.base import Filter
 from mailwright.policy.hooks import SessionInfo, Transaction
-from mailwright.routing.mtasts import txt_string
-from mailwright.routing.mx import DnsResolver
+from mailwright.routing.mx import DnsResolver, txt_string
 from mailwright.routing.resolver import DnsTemporaryError
 
 log = logging.getLogger("mailwright.filters.dkim_verify")
