@@ -139,6 +139,9 @@ class Timeouts(Section):
     data_block: Seconds = 180.0  # between two reads inside DATA/BDAT (4.5.3.2.5)
     shutdown_grace: Seconds = 30.0  # SIGTERM: how long sessions may finish
     tls_handshake: Seconds = 30.0  # STARTTLS or implicit TLS handshake
+    # LMTP: how long the end of data waits for the local deliveries before answering
+    # 250 and leaving them queued; 0 = answer at the commit (a failure then bounces)
+    lmtp_delivery: OptionalSeconds = 90.0
 
 
 class ServerSection(Section):
