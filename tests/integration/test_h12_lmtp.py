@@ -1,11 +1,12 @@
 """Issue 12 item 17: the LMTP listener answers each local recipient once it is delivered.
 
 A real daemon delivering in the background, its LMTP listener, and one transaction to
-four recipients: a good mailbox, a mailbox whose path is a directory, a mailbox over
-its size limit, and a remote address relayed to a next hop that is down. The good one
-is answered 250 with the mail already in its mailbox; the two broken ones get their own
-failure (and neither a bounce nor a copy in our queue: the LMTP client owns them); the
-relayed one is answered 250 at once, as before, and stays queued.
+five recipients: a good mailbox, a mailbox whose path is a directory, a mailbox over
+its size limit, a domain the transport table refuses, and a remote address relayed to a
+next hop that is down. The good one is answered 250 with the mail already in its
+mailbox; the three others delivered (or refused) here get their own failure, and
+neither a bounce nor a copy in our queue (the LMTP client owns them); the relayed one
+is answered 250 as before, and stays queued.
 """
 
 from __future__ import annotations
@@ -32,7 +33,10 @@ def daemon(root: Path, **extra: Any) -> tuple[Mailwright, int, Path]:
     (root / "mailboxes").write_text(
         "good good\nbroken broken\nfull full\nowner owner\n"  # owner: the sender
     )
-    (root / "transport").write_text("remote.test smtp:[127.0.0.1]:9\n")  # discard: refused
+    (root / "transport").write_text(
+        "remote.test smtp:[127.0.0.1]:9\n"  # the discard port: connection refused
+        "closed.test error:5.7.1 No mail for this domain here\n"
+    )
     lmtp = free_port()
     config: dict[str, Any] = {
         "delivery": {"mode": "background"},
@@ -88,8 +92,15 @@ def queued(mw: Mailwright) -> list[tuple[str, list[tuple[str, RecipientState]]]]
 def test_each_local_recipient_gets_its_own_outcome_and_no_bounce(tmp_path: Path) -> None:
     mw, port, spool = daemon(tmp_path)
     try:
-        good, broken, full, remote = send(
-            port, ["good@mx.test", "broken@mx.test", "full@mx.test", "someone@remote.test"]
+        good, broken, full, closed, remote = send(
+            port,
+            [
+                "good@mx.test",
+                "broken@mx.test",
+                "full@mx.test",
+                "who@closed.test",
+                "someone@remote.test",
+            ],
         )
         # delivered before the answer: the mail is in the mailbox as the 250 arrives
         assert good.startswith("250 2.0.0") and "Delivered" in good, good
@@ -97,6 +108,7 @@ def test_each_local_recipient_gets_its_own_outcome_and_no_bounce(tmp_path: Path)
         assert msg["Subject"] == "lmtp outcomes"
         assert broken[0] in "45" and not broken.startswith("250"), broken
         assert full.startswith("452 4.2.2"), full  # over its size limit
+        assert closed == "550 5.7.1 No mail for this domain here", closed
         assert remote.startswith("250 2.0.0") and "accepted for delivery" in remote, remote
         # no bounce to the sender, and the failed recipients are no longer ours
         (only,) = queued(mw)
@@ -105,6 +117,7 @@ def test_each_local_recipient_gets_its_own_outcome_and_no_bounce(tmp_path: Path)
         assert dict(states)["good@mx.test"] is RecipientState.DELIVERED
         assert dict(states)["broken@mx.test"] is RecipientState.FAILED
         assert dict(states)["full@mx.test"] is RecipientState.FAILED
+        assert dict(states)["who@closed.test"] is RecipientState.FAILED
         assert not mbox(spool / "owner")
         assert mw.wait_log("returned to the LMTP client (no bounce): 452")
         assert not any(f"{qid}: " in line and ": DSN" in line for line in mw.log)
