@@ -139,6 +139,9 @@ class Timeouts(Section):
     data_block: Seconds = 180.0  # between two reads inside DATA/BDAT (4.5.3.2.5)
     shutdown_grace: Seconds = 30.0  # SIGTERM: how long sessions may finish
     tls_handshake: Seconds = 30.0  # STARTTLS or implicit TLS handshake
+    # LMTP: how long the end of data waits for the local deliveries before answering
+    # 250 and leaving them queued; 0 = answer at the commit (a failure then bounces)
+    lmtp_delivery: OptionalSeconds = 90.0
 
 
 class ServerSection(Section):
@@ -211,7 +214,7 @@ class AuthSection(Section):
     plaintext_on_loopback: bool = False  # offer AUTH without TLS to loopback clients
     failure_window: Seconds = 900.0  # failures are counted over this long ...
     max_failures_per_ip: Count = 10  # ... then AUTH from that address gets 454 4.7.0
-    max_failures_per_user: Count = 10  # ... or for that user name
+    max_failures_per_user: Count = 5  # ... or that user name from that address
     max_failures_per_session: Count = 3  # then 421 and the connection is closed
     failure_delay: OptionalSeconds = 1.0  # a failure is answered this late, doubling ...
     max_failure_delay: OptionalSeconds = 16.0  # ... per failure of the address, up to this

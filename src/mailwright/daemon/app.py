@@ -299,6 +299,9 @@ class Daemon:
             spool_dir=settings.queue.spool_dir,
             security=self.security,
             client_names=client_names_from_settings(settings),
+            deliveries=self.scheduler
+            if settings.delivery.mode is DeliveryMode.BACKGROUND
+            else None,
         )
 
     def _status(self) -> str:

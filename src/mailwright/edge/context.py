@@ -12,6 +12,7 @@ from pathlib import Path
 from mailwright.config.schema import Listener, ListenerKind, Settings
 from mailwright.edge.security import EdgeSecurity
 from mailwright.policy.hooks import Pipeline
+from mailwright.queue.scheduler import Scheduler
 from mailwright.queue.store import NewMessage
 from mailwright.routing.clientname import ClientNames
 from mailwright.smtp.data import BareLinePolicy, DataLimits
@@ -28,6 +29,8 @@ class EdgeContext:
     spool_dir: Path
     security: EdgeSecurity | None = None  # STARTTLS, AUTH; None: neither is offered
     client_names: ClientNames | None = None  # reverse DNS of clients; None: no names
+    # delivering now (background mode): LMTP answers local recipients once delivered
+    deliveries: Scheduler | None = None
 
     def server_settings(self, listener: Listener) -> ServerSettings:
         s = self.settings.server

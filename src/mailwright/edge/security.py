@@ -9,8 +9,9 @@ and ``auth.plaintext_on_loopback`` is set (else ``538 5.7.11``). After a
 handshake the session forgets everything said before it, and the client's
 plaintext already buffered is dropped (``edge.tls.upgrade``). AUTH replies:
 ``235 2.7.0``, ``535 5.7.8`` (answered later after each failure of the same
-address), ``501`` for ``*`` or bad base64, ``454 4.7.0`` once the address or
-the user name has too many recent failures, ``421 4.7.0`` after
+address), ``501`` for ``*`` or bad base64, ``454 4.7.0`` once the address, or the
+user name from that address, has too many recent failures (never for an address
+that did not fail: nobody can lock a user out), ``421 4.7.0`` after
 ``auth.max_failures_per_session``. Logs ``STARTTLS=server`` and ``AUTH=server``
 lines with the user name and mechanism, never a password.
 
@@ -232,13 +233,13 @@ class SessionSecurity:
         assert shared is not None and shared.authenticator is not None
         assert shared.throttle is not None
         throttle, ip, user = shared.throttle, self.info.client_address, credentials.user
-        if throttle.ip_blocked(ip) or throttle.user_blocked(user):
+        if throttle.ip_blocked(ip) or throttle.user_blocked(user, ip):
             self._log_failure(mechanism, user, "too many failures")
             self.conn.respond(TOO_MANY_FAILURES)
             return
         ok = bool(user) and await shared.authenticator.check(user, credentials.password)
         if ok:
-            throttle.succeeded(user)
+            throttle.succeeded(user, ip)
             self.info.auth_user, self.info.auth_mechanism = user, mechanism
             maillog.emit(
                 None,

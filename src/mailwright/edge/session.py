@@ -6,6 +6,13 @@ checks the hop count, prepends ``Received:``, and answers ``250`` to the end of
 data only after the queue commit (fsync) has returned. A failed commit answers
 ``451 4.3.0`` (``452 4.3.1`` when the disk is full) and nothing is kept.
 
+On an LMTP listener, while the daemon delivers in the background, the end of data
+then waits (up to ``server.timeouts.lmtp_delivery``) for the local deliveries of the
+message and answers each local recipient with its own outcome (``queue.answers``):
+``250`` once delivered, the failure's ``4xx``/``5xx`` otherwise (we keep no copy for
+it, and send no bounce). Relayed recipients, and local ones still undelivered at the
+deadline, are answered ``250`` as the message is committed: they are ours.
+
 Trusts nothing the client sends. Settings: ``server.*`` (limits, timeouts),
 ``hostname``.
 """
@@ -28,6 +35,7 @@ from mailwright.edge.pacing import CommandClock, early_input
 from mailwright.edge.security import SessionSecurity, redact
 from mailwright.observability import maillog, metrics
 from mailwright.policy.hooks import SessionInfo, Transaction
+from mailwright.queue.answers import Waiting
 from mailwright.queue.spool import Spool
 from mailwright.queue.store import NewMessage, Origin, StoreError, StoreFullError
 from mailwright.smtp import events as ev
@@ -334,12 +342,14 @@ class Session:
                 spool.write(rest)
             except OSError as exc:
                 self._spool_error = exc
-        reply = event.problem or self._spool_problem() or self._check_headers(parser.headers)
-        if reply is None:
+        problem = event.problem or self._spool_problem() or self._check_headers(parser.headers)
+        reply: Reply | list[Reply]
+        if problem is None:
             txn.headers = self._with_trace(txn, parser.headers)
             txn.body = spool
-            reply = await self._finish(txn, spool)
+            reply = await self._finish_and_answer(txn, spool)
         else:
+            reply = problem
             self._reject("data", None, reply)
         self._respond_end(reply)
         self._end_transaction()
@@ -454,8 +464,43 @@ class Session:
             authid=self.info.auth_user or None,
         )
 
-    def _respond_end(self, reply: Reply) -> None:
+    def _respond_end(self, reply: Reply | list[Reply]) -> None:
         self.conn.respond(reply)
+
+    # ---- LMTP: answer local recipients once delivered (RFC 2033, as mail.local) ----------
+    def _watch_local_deliveries(self, txn: Transaction) -> Waiting | None:
+        """Before the commit: tell the queue manager we wait for the local recipients."""
+        deliveries = self.ctx.deliveries
+        wait = self.ctx.settings.server.timeouts.lmtp_delivery
+        if self.listener.kind is not ListenerKind.LMTP or deliveries is None or not wait:
+            return None
+        local = {
+            i: str(r.address)
+            for i, r in enumerate(txn.recipients)
+            if deliveries.delivers_locally(str(r.address))
+        }
+        return deliveries.answers.watch(txn.queue_id, local) if local else None
+
+    async def _finish_and_answer(self, txn: Transaction, spool: Spool) -> Reply | list[Reply]:
+        """``_finish``; on LMTP then one reply per recipient: a local one's own outcome
+        once delivered, else (relayed, or past the deadline) the commit's reply."""
+        waiting = self._watch_local_deliveries(txn)
+        if waiting is None:
+            return await self._finish(txn, spool)
+        deliveries = self.ctx.deliveries
+        assert deliveries is not None
+        recipients = list(txn.recipients)
+        try:
+            reply = await self._finish(txn, spool)
+            if not reply.positive or txn.discard:
+                return reply  # nothing was queued
+            wait = self.ctx.settings.server.timeouts.lmtp_delivery
+            if txn.hold_reason or txn.recipients != recipients:
+                wait = 0.0  # held, or a milter changed the recipients: no waiting
+            outcomes = await waiting.outcomes(wait)
+        finally:
+            deliveries.answers.forget(waiting)
+        return [outcomes.get(i, reply) for i in range(len(recipients))]
 
     def _reject(self, stage: str, arg: str | None, reply: Reply) -> None:
         metrics.rejected(stage, reply)

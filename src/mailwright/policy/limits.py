@@ -5,9 +5,11 @@ most ``max_keys`` keys (the least recently seen are forgotten first), so a flood
 from many addresses cannot grow it without bound. ``ConnectionRateLimit`` is
 Sendmail's ClientRate: a client over ``server.max_connection_rate_per_ip`` new
 connections per minute is greeted with ``421 4.7.0``. ``AuthThrottle`` counts
-failed AUTH attempts per client address and per user name: over the limit, AUTH
-is answered ``454 4.7.0`` without checking any password, and each failure is
-answered later than the one before (exponential delay). Trusts the client
+failed AUTH attempts per client address and per (user name, address): over either
+limit, AUTH from that address (for that user) is answered ``454 4.7.0`` without
+checking any password; other addresses are not affected, so nobody can lock a
+user out. Each failure is answered later than the one before (exponential in the
+failures of the address, or of the user name from all addresses). Trusts the client
 address from the socket. Settings: ``server.max_connection_rate_per_ip``,
 ``auth.failure_window``, ``auth.max_failures_per_ip``, ``auth.max_failures_per_user``,
 ``auth.failure_delay``, ``auth.max_failure_delay``.
@@ -107,30 +109,45 @@ class ConnectionRateLimit(Hook):
 
 
 class AuthThrottle:
-    """Failed AUTH attempts per client address and per user name."""
+    """Failed AUTH attempts per client address, per (user name, address) and per user name.
+
+    Only the first two refuse: an address that failed too often, or that failed too
+    often for one user, gets ``454`` (for that user only, in the second case). The
+    user name's count over all addresses only makes its failures answer later: a
+    guesser spread over many addresses is slowed, yet the real user, from an address
+    that did not fail, is never refused nor kept waiting for a correct password.
+    """
 
     def __init__(self, section: AuthSection, clock: Clock = time.monotonic) -> None:
         self.section = section
         cap = max(section.max_failures_per_ip, section.max_failures_per_user, 32)
         self.by_ip = SlidingCounter(section.failure_window, cap, clock=clock)
+        self.by_user_ip = SlidingCounter(section.failure_window, cap, clock=clock)
         self.by_user = SlidingCounter(section.failure_window, cap, clock=clock)
 
     def ip_blocked(self, ip: str) -> bool:
         return self.by_ip.count(ip) >= self.section.max_failures_per_ip
 
-    def user_blocked(self, user: str) -> bool:
-        return self.by_user.count(user) >= self.section.max_failures_per_user
+    def user_blocked(self, user: str, ip: str) -> bool:
+        """Too many failures for ``user`` from this address (other addresses are not affected)."""
+        return self.by_user_ip.count(_user_at(user, ip)) >= self.section.max_failures_per_user
 
     def failed(self, ip: str, user: str) -> float:
         """Count a failure; returns how long to wait before answering it."""
         failures = self.by_ip.add(ip)
         if user:
-            self.by_user.add(user)
+            self.by_user_ip.add(_user_at(user, ip))
+            failures = max(failures, self.by_user.add(user))
         s = self.section
         if not s.failure_delay:
             return 0.0
         return float(min(s.failure_delay * 2 ** min(failures - 1, 30), s.max_failure_delay))
 
-    def succeeded(self, user: str) -> None:
+    def succeeded(self, user: str, ip: str) -> None:
         # the address keeps its count: one valid account must not reset a brute force
+        self.by_user_ip.clear(_user_at(user, ip))
         self.by_user.clear(user)
+
+
+def _user_at(user: str, ip: str) -> str:
+    return f"{user}\0{ip}"  # NUL is in neither a user name nor an address

@@ -15,6 +15,10 @@ there is one: aliases, ``.forward`` and virtual users are resolved there, at del
 time, and a recipient that resolved to a mailbox, program or file goes to the local
 agent without routing.
 
+An LMTP session may wait for the local deliveries of its message (``queue.answers``):
+a local recipient whose client still waits is answered by it, and a failure then
+becomes that client's reply instead of a bounce (recorded FAILED without a report).
+
 Trusts the agents to return one result per recipient; an agent that raises
 defers its recipients. Settings: ``queue.*`` (retry policy), ``delivery.*``.
 """
@@ -46,6 +50,7 @@ from mailwright.delivery.agent import (
 )
 from mailwright.dsn import Action, OriginalMessage, RecipientReport, ReportKind, build_report
 from mailwright.observability import maillog, metrics
+from mailwright.queue.answers import Answers, Waiting
 from mailwright.queue.backoff import RetryPolicy
 from mailwright.queue.expansion import Expander, target_hop
 from mailwright.queue.hoststatus import HostStatusCache
@@ -66,8 +71,11 @@ from mailwright.routing.nexthop import NextHop, Transport
 
 log = logging.getLogger("mailwright.queue")
 
+# the transports that deliver here: their results can answer a waiting LMTP client
+LOCAL_TRANSPORTS = frozenset({Transport.LOCAL, Transport.PIPE, Transport.FILE})
 NO_AGENT = Reply.of(451, "4.3.0", "No delivery agent for this destination")
 AGENT_FAILED = Reply.of(451, "4.3.0", "Internal error in delivery agent")
+KEPT = Reply.of(250, "2.0.0", "Recipient expanded, queued for delivery")
 MAX_IDLE_WAIT = 60.0
 # Messages up to this size are read whole, with their envelope, in the worker thread: the
 # event loop then never waits on SQLite (and the GIL after it) to stream them. Larger ones
@@ -130,6 +138,7 @@ class Scheduler:
         # while the loop looks for the next due time and sleeps: when it will look again
         # (inf until it knows); a retry due earlier than that wakes it
         self._sleep_until = 0.0
+        self.answers = Answers()  # LMTP sessions waiting for local deliveries
 
     # ---- control ------------------------------------------------------------------------
     def wake(self) -> None:
@@ -215,6 +224,13 @@ class Scheduler:
             ]
             await self._record(message, headers, waiting, results, self.clock.now())
         return True
+
+    def delivers_locally(self, address: str) -> bool:
+        """Is ``address`` delivered (or refused) here rather than handed to a next hop?
+        An alias may still expand to remote addresses: it is then answered once expanded."""
+        if self.expander is not None and self.expander.resolver.handles(address):
+            return True
+        return self.route(address).transport not in (Transport.SMTP, Transport.LMTP)
 
     # ---- the loop -----------------------------------------------------------------------
     def _at_capacity(self) -> bool:
@@ -318,6 +334,9 @@ class Scheduler:
                 self.wake()  # the new recipients are due now
             early = [(None, result) for _, result in prepared.failed]
             routable = prepared.deliver
+            left = {r.index for r in prepared.deliver} | {r.index for r, _ in prepared.failed}
+            gone = [(r.index, r.address) for r in recipients if r.index not in left]
+            self.answers.kept(queue_id, gone, KEPT)  # an alias: its new recipients are ours
             recipients = [*prepared.deliver, *(r for r, _ in prepared.failed)]
             if not recipients:
                 return
@@ -452,9 +471,15 @@ class Scheduler:
         by_index = {r.index: r for r in recipients}
         records: list[RecipientResult] = []
         reports: dict[ReportKind, list[RecipientReport]] = defaultdict(list)
+        answering: list[tuple[Waiting, StoredRecipient, DeliveryResult]] = []
         for request, attempt in results:
             recipient = by_index[attempt.index]
             state, result = self._final_state(message, recipient, attempt, now)
+            waiting = self._waiting_client(message.queue_id, recipient, request, attempt)
+            if waiting is not None:
+                answering.append((waiting, recipient, attempt))
+                if state is not RecipientState.DELIVERED:
+                    state = RecipientState.FAILED  # the LMTP client's now: no bounce
             next_attempt = 0.0
             if state is RecipientState.QUEUED:
                 next_attempt = policy.next_attempt(recipient.attempts + 1, now, message.received_at)
@@ -472,9 +497,16 @@ class Scheduler:
             )
             self._log_attempt(message, recipient, result, request, started, now)
             metrics.recorded(message, recipient, state, result, request, now)
-            self._collect_reports(reports, recipient, result, state, request, now)
+            if waiting is None or state is RecipientState.DELIVERED:
+                self._collect_reports(reports, recipient, result, state, request, now)
         new_messages, warned = self._make_reports(message, headers, reports, now)
-        await self.writer.execute(RecordResults(records, new_messages))
+        try:
+            await self.writer.execute(RecordResults(records, new_messages))
+        except BaseException:
+            for waiting, _, taken in answering:  # nothing recorded: the recipients stay ours
+                waiting.settle(taken.index, accepted(message.queue_id))
+            raise
+        self._answer(message.queue_id, answering)
         retries = [r.next_attempt for r in records if r.state is RecipientState.QUEUED]
         if retries and min(retries) < self._sleep_until:
             self.wake()  # the loop sleeps past this retry
@@ -488,6 +520,37 @@ class Scheduler:
             )
         if new_messages:
             self.wake()
+
+    def _waiting_client(
+        self,
+        queue_id: str,
+        recipient: StoredRecipient,
+        request: DeliveryRequest | None,
+        result: DeliveryResult,
+    ) -> Waiting | None:
+        """The LMTP client waiting for this local result, if any (it answers it now)."""
+        if request is not None and request.next_hop.transport not in LOCAL_TRANSPORTS:
+            return None
+        if result.outcome is Outcome.RELAYED:
+            return None
+        return self.answers.take(queue_id, result.index, recipient.address)
+
+    def _answer(
+        self, queue_id: str, answering: list[tuple[Waiting, StoredRecipient, DeliveryResult]]
+    ) -> None:
+        for waiting, recipient, result in answering:
+            if result.outcome is Outcome.DELIVERED:
+                waiting.settle(result.index, Reply.of(250, "2.0.0", f"{queue_id} Delivered"))
+                continue
+            reply = result.reply
+            if reply.code < 400:  # a failure must read as one
+                reply = Reply.of(451, "4.3.0", reply.text)
+            waiting.settle(result.index, reply)
+            maillog.emit(
+                queue_id,
+                to=f"<{recipient.address}>",
+                stat=f"returned to the LMTP client (no bounce): {reply.code} {reply.text}",
+            )
 
     def _final_state(
         self, message: StoredMessage, recipient: StoredRecipient, result: DeliveryResult, now: float
@@ -602,6 +665,11 @@ class Scheduler:
             dsn=reply.status,
             stat=stat,
         )
+
+
+def accepted(queue_id: str) -> Reply:
+    """The LMTP reply for a recipient that stays in our queue."""
+    return Reply.of(250, "2.0.0", f"{queue_id} Message accepted for delivery")
 
 
 def _notify(text: str | None) -> frozenset[Notify] | None:

@@ -59,10 +59,17 @@ def test_auth_throttle_blocks_and_delays_exponentially() -> None:
     delays = [throttle.failed("192.0.2.1", f"user{i}") for i in range(4)]
     assert delays == [0.5, 1.0, 2.0, 3.0]
     assert throttle.ip_blocked("192.0.2.1") and not throttle.ip_blocked("192.0.2.2")
-    for ip in ("192.0.2.5", "192.0.2.6", "192.0.2.7"):
-        throttle.failed(ip, "alice")  # one guess each from many addresses
-    assert throttle.user_blocked("alice")
-    throttle.succeeded("alice")
-    assert not throttle.user_blocked("alice")
+    # one guess each from many addresses: slower and slower, but nobody is locked out
+    delays = [throttle.failed(f"192.0.2.{n}", "alice") for n in (5, 6, 7)]
+    assert delays == [0.5, 1.0, 2.0]
+    assert not any(throttle.user_blocked("alice", f"192.0.2.{n}") for n in (5, 6, 7, 8))
+    for _ in range(3):
+        throttle.failed("192.0.2.9", "alice")  # three guesses from one address
+    assert throttle.user_blocked("alice", "192.0.2.9")
+    assert not throttle.ip_blocked("192.0.2.9")  # other users may still log in from there
+    assert not throttle.user_blocked("alice", "192.0.2.8")
+    throttle.succeeded("alice", "192.0.2.9")
+    assert not throttle.user_blocked("alice", "192.0.2.9")
+    assert throttle.failed("192.0.2.10", "alice") == 0.5  # success reset the name's count
     clock.now += section.failure_window + 1
     assert not throttle.ip_blocked("192.0.2.1")
