@@ -9,8 +9,6 @@ is a configuration error (exit 78) naming the file.
 from __future__ import annotations
 
 import base64
-import importlib.util
-import shutil
 import smtplib
 import subprocess
 from pathlib import Path
@@ -24,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from mailwright.core.sysexits import ExitCode
 from mailwright.queue.sqlite import SqliteQueueStore
 from tests.support.daemon import Mailwright, running
+from tests.support.peers import have_programs, peer, require_module, require_peer
 
 AWKWARD = (
     b"From: Alice <alice@example.org>\r\nTo: bob@far.test\r\n"
@@ -36,6 +35,7 @@ AWKWARD = (
     + b"x" * 990
     + b"\r\n\ttabbed   line\t \r\n trailing spaces   \r\n\r\n \r\n\r\n\r\n"
 )
+OPENDKIM_CROSS_CHECK = "package opendkim; the cross-check runs after the dkimpy assertions passed"
 PLAIN = b"From: alice@example.org\r\nTo: bob@far.test\r\nSubject: hi\r\n\r\nhello\r\n"
 
 
@@ -109,7 +109,7 @@ def verifies(raw: bytes, txt: str) -> bool:
 @pytest.mark.parametrize("kind", ["rsa", "ed25519"])
 def test_signed_mail_verifies(tmp_path: Path, kind: str, canon: str) -> None:
     if kind == "ed25519":
-        pytest.importorskip("nacl", reason="dkimpy verifies Ed25519 with PyNaCl")
+        require_module("nacl", "dkimpy verifies Ed25519 with PyNaCl")
     txt = write_key(tmp_path / "key.pem", kind)
     with running(tmp_path / "mw", dkim_config(tmp_path / "key.pem", canonicalization=canon)) as mw:
         raw = queued_raw(mw, send(mw, AWKWARD))
@@ -122,9 +122,9 @@ def test_signed_mail_verifies(tmp_path: Path, kind: str, canon: str) -> None:
     assert not verifies(raw.replace(b"tabbed", b"tabbbb"), txt)
     assert not verifies(raw.replace(b"List-Id: <l.", b"List-Id: <m."), txt)
     assert verifies(raw.replace(b"X-Unsigned: yes", b"X-Unsigned: no"), txt)
-    if shutil.which("opendkim"):
-        assert opendkim_verifies(tmp_path, raw, txt)
-        assert not opendkim_verifies(tmp_path, raw.replace(b"tabbed", b"tabbbb"), txt)
+    require_peer("opendkim", have_programs("opendkim"), OPENDKIM_CROSS_CHECK)
+    assert opendkim_verifies(tmp_path, raw, txt)
+    assert not opendkim_verifies(tmp_path, raw.replace(b"tabbed", b"tabbbb"), txt)
 
 
 def test_five_mib_message(tmp_path: Path) -> None:
@@ -135,8 +135,8 @@ def test_five_mib_message(tmp_path: Path) -> None:
         raw = queued_raw(mw, send(mw, PLAIN + body))
     assert len(raw) > 5 * 1024 * 1024
     assert verifies(raw, txt)
-    if shutil.which("opendkim"):
-        assert opendkim_verifies(tmp_path, raw, txt)
+    require_peer("opendkim", have_programs("opendkim"), OPENDKIM_CROSS_CHECK)
+    assert opendkim_verifies(tmp_path, raw, txt)
 
 
 def test_only_trusted_clients_and_our_domains_are_signed(tmp_path: Path) -> None:
@@ -154,7 +154,7 @@ def test_only_trusted_clients_and_our_domains_are_signed(tmp_path: Path) -> None
     assert b"DKIM-Signature" not in foreign and b"DKIM-Signature" not in lookalike
 
 
-@pytest.mark.skipif(not shutil.which("opendkim-genkey"), reason="opendkim-tools not installed")
+@peer("opendkim-genkey", have_programs("opendkim-genkey"), "package opendkim-tools")
 def test_opendkim_genkey_keys_are_accepted(tmp_path: Path) -> None:
     subprocess.run(
         ["opendkim-genkey", "-b", "2048", "-d", "example.org", "-s", "mw", "-D", str(tmp_path)],
@@ -206,5 +206,5 @@ def test_sign_only_trusted_off_signs_strangers_too(tmp_path: Path) -> None:
     with running(tmp_path / "mw", config) as mw:
         raw = queued_raw(mw, send(mw, PLAIN, source="127.0.0.2", rcpt="user@mx.test"))
     assert raw.startswith(b"DKIM-Signature: v=1; a=ed25519-sha256;")
-    if importlib.util.find_spec("nacl"):
-        assert verifies(raw, txt)
+    require_module("nacl", "dkimpy verifies Ed25519 with PyNaCl")
+    assert verifies(raw, txt)

@@ -24,8 +24,9 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from mailwright.core.headers import HeaderParser
 from tests.support.daemon import Mailwright, running
 from tests.support.dns import DnsServer, dnsmasq_available
+from tests.support.peers import peer
 
-pytestmark = pytest.mark.skipif(not dnsmasq_available(), reason="dnsmasq is not installed")
+pytestmark = peer("dnsmasq", dnsmasq_available(), "dnsmasq-base is not installed")
 
 RSA = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 ED = ed25519.Ed25519PrivateKey.generate()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import email
 import email.policy
 import json
-import shutil
 import smtplib
 import socket
 import subprocess
@@ -15,6 +14,7 @@ import pytest
 
 from mailwright.queue.sqlite import SqliteQueueStore
 from tests.support.daemon import Mailwright, free_port, running
+from tests.support.peers import have_programs, peer
 from tests.support.smtp import RawClient
 
 MSG = (
@@ -92,7 +92,7 @@ def test_reply_to_end_of_data_carries_queue_id(mw: Mailwright) -> None:
     read_message(mw, qid)
 
 
-@pytest.mark.skipif(not shutil.which("swaks"), reason="swaks not installed")
+@peer("swaks", have_programs("swaks"), "package swaks")
 @pytest.mark.parametrize("extra", [[], ["--pipeline"]])
 def test_swaks(mw: Mailwright, extra: list[str]) -> None:
     out = subprocess.run(

@@ -6,7 +6,6 @@ Disk full answers 452 and keeps nothing.
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 import signal
 import sqlite3
@@ -18,6 +17,7 @@ import pytest
 
 from mailwright.queue.sqlite import SqliteQueueStore
 from tests.support.daemon import Mailwright
+from tests.support.peers import is_root, peer
 from tests.support.smtp import RawClient
 
 
@@ -105,7 +105,7 @@ def test_sigkill_loses_no_acknowledged_message(tmp_path: Path, round_: int) -> N
     assert list((tmp_path / "queue" / "tmp").iterdir()) == []
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount a small tmpfs")
+@peer("root", is_root(), "mounts a small tmpfs")
 def test_disk_full_answers_452_and_recovers(tmp_path: Path) -> None:
     qdir = tmp_path / "queue"
     qdir.mkdir()

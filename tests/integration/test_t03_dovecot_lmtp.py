@@ -14,8 +14,9 @@ from mailwright.routing.nexthop import NextHop, Transport
 from tests.support import dovecot
 from tests.support.delivery_request import MESSAGE, request
 from tests.support.dovecot import Dovecot
+from tests.support.peers import peer
 
-pytestmark = pytest.mark.skipif(not dovecot.available(), reason="needs root and dovecot-lmtpd")
+pytestmark = peer("Dovecot LMTP", dovecot.available(), "needs root and dovecot-core, dovecot-lmtpd")
 
 BIG = MESSAGE.replace(b"last line\r\n", b"x" * 70 + b"\r\n") * 40  # about 3.5 KB
 

@@ -22,10 +22,11 @@ from mailwright.routing.resolver import MailHost
 from tests.support import smtp_sink
 from tests.support.daemon import free_port
 from tests.support.delivery_request import MESSAGE, rcpt, request, smtp_hop
+from tests.support.peers import peer
 from tests.support.smtp_sink import SmtpSink
 from tests.support.static_resolver import StaticResolver
 
-pytestmark = pytest.mark.skipif(not smtp_sink.available(), reason="smtp-sink not installed")
+pytestmark = peer("smtp-sink", smtp_sink.available(), "postfix (smtp-sink) is not installed")
 
 T = TypeVar("T")
 FAST = ClientTimeouts(connect=2, greeting=2, helo=2, mail=2, rcpt=2, data_init=2, data_end=2)

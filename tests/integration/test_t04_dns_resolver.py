@@ -26,8 +26,9 @@ from mailwright.routing.resolver import (
     NullMxError,
 )
 from tests.support.dns import DnsServer, dnsmasq_available
+from tests.support.peers import peer
 
-pytestmark = pytest.mark.skipif(not dnsmasq_available(), reason="dnsmasq is not installed")
+pytestmark = peer("dnsmasq", dnsmasq_available(), "dnsmasq-base is not installed")
 
 
 def zones(server: DnsServer) -> DnsServer:

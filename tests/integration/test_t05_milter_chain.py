@@ -26,9 +26,10 @@ from mailwright.queue.spool import Spool
 from mailwright.queue.sqlite import SqliteQueueStore
 from tests.support.daemon import Mailwright, running
 from tests.support.milters import OpenDkim, PyFilter, have, py_filter
+from tests.support.peers import has_module, peer, require_module
 from tests.support.rawmilter import RawMilter, packets
 
-pytest.importorskip("Milter", reason="pymilter is not installed")
+pytestmark = peer("pymilter", has_module("Milter"), "pip install '.[dev]' (pymilter)")
 
 
 def send(mw: Mailwright, data: bytes, sender: str = "a@x.test") -> str:
@@ -162,9 +163,9 @@ def test_local_submission_runs_non_smtpd_filters_only(tmp_path: Path) -> None:
         assert connect["args"][0] == "localhost" and connect["macros"]["_"] == "root@localhost"
 
 
-@pytest.mark.skipif(not have("opendkim", "opendkim-genkey"), reason="opendkim not installed")
+@peer("OpenDKIM", have("opendkim", "opendkim-genkey"), "opendkim and opendkim-tools")
 def test_opendkim_signature_verifies(tmp_path: Path) -> None:
-    dkim = pytest.importorskip("dkim", reason="dkimpy is not installed")
+    dkim = require_module("dkim", "pip install '.[dev]' (dkimpy)")
     signer = OpenDkim(tmp_path / "dkim").start()
     try:
         with running(tmp_path / "mw", {"filters": [{"milter": signer.spec, "name": "dkim"}]}) as mw:
@@ -188,7 +189,7 @@ def test_opendkim_signature_verifies(tmp_path: Path) -> None:
 def test_opendkim_signature_verifies_at_the_next_hop(tmp_path: Path) -> None:
     """Signed, queued, relayed by the SMTP client (dot-stuffing, BDAT) to another MTA:
     what that MTA received still verifies."""
-    dkim = pytest.importorskip("dkim", reason="dkimpy is not installed")
+    dkim = require_module("dkim", "pip install '.[dev]' (dkimpy)")
     signer = OpenDkim(tmp_path / "dkim").start()
     try:
         with running(tmp_path / "peer") as peer:

@@ -23,6 +23,7 @@ from mailwright.policy.filters import registry
 from mailwright.queue.sqlite import SqliteQueueStore
 from tests.support.daemon import Mailwright, running
 from tests.support.milters import free_port, py_filter, stop, wait_connectable
+from tests.support.peers import have_programs, is_root, require_module, require_peer
 
 GTUBE = b"XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 MSG = b"From: a@x.test\r\nTo: b@y.test\r\nSubject: hello\r\nMessage-ID: <f1@x.test>\r\n\r\nhi\r\n"
@@ -86,14 +87,12 @@ def test_archive_sqlite_stores_message_and_envelope(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[str]:
-    pytest.importorskip("psycopg", reason="psycopg is not installed")
+    require_module("psycopg", "pip install '.[dev]' (psycopg)")
     bins = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
     path = os.pathsep.join([*(str(b) for b in bins), os.environ.get("PATH", "")])
     initdb, server = shutil.which("initdb", path=path), shutil.which("postgres", path=path)
-    if not initdb or not server:
-        pytest.skip("PostgreSQL is not installed")
-    if os.geteuid() != 0:
-        pytest.skip("needs root to run PostgreSQL as the postgres user")
+    require_peer("PostgreSQL", bool(initdb and server), "initdb and postgres (package postgresql)")
+    require_peer("root", is_root(), "runs PostgreSQL as the postgres user")
     root = Path(tempfile.mkdtemp(prefix="mailwright-pg-"))  # pytest's tmp is closed to others
     shutil.chown(root, "postgres")
     data = root / "data"
@@ -128,8 +127,7 @@ def test_archive_postgresql(tmp_path: Path, postgres: str) -> None:
 
 @pytest.fixture(scope="module")
 def spamd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    if not shutil.which("spamd"):
-        pytest.skip("spamd is not installed")
+    require_peer("spamd", have_programs("spamd"), "SpamAssassin's spamd (package spamd)")
     port = free_port()
     root = tmp_path_factory.mktemp("spamd")
     proc = subprocess.Popen(

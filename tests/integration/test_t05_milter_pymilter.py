@@ -19,9 +19,10 @@ from mailwright.queue.sqlite import SqliteQueueStore
 from mailwright.queue.store import MessageState
 from tests.support.daemon import Mailwright, running
 from tests.support.milters import PyFilter, py_filter
+from tests.support.peers import has_module, peer
 from tests.support.smtp import RawClient
 
-pytest.importorskip("Milter", reason="pymilter is not installed")
+pytestmark = peer("pymilter", has_module("Milter"), "pip install '.[dev]' (pymilter)")
 
 
 def message(do: str = "", extra: bytes = b"", body: bytes = b"Body line\r\n") -> bytes:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support.peers import is_root, peer
 from tests.support.sendmail import Tools, daemon_tools, short_tmp, smtp_over_pipe
 
 
@@ -89,7 +89,7 @@ def test_bad_configuration_is_78(
         assert str(path) in proc.stderr.decode()
 
 
-@pytest.mark.skipif(os.getuid() != 0, reason="needs root to run as another user")
+@peer("root", is_root(), "runs the command as another user")
 def test_unreadable_configuration_is_78(tools: Tools) -> None:
     with short_tmp() as root:
         path = root / "secret.toml"

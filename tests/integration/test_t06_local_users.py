@@ -15,9 +15,10 @@ import pytest
 
 from mailwright.queue import maildrop
 from tests.support.daemon import Mailwright
+from tests.support.peers import is_root, peer
 from tests.support.sendmail import Tools, envelope_of, short_tmp, smtp_over_pipe
 
-pytestmark = pytest.mark.skipif(os.getuid() != 0, reason="needs root to run as other users")
+pytestmark = peer("root", is_root(), "runs commands as other users")
 
 WARNING = "X-Authentication-Warning"
 

@@ -10,7 +10,6 @@ looks at what was queued.
 from __future__ import annotations
 
 import mailbox
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,9 +18,10 @@ from typing import Any
 import pytest
 
 from tests.support.daemon import Mailwright, wait_until
+from tests.support.peers import have_programs, peer
 from tests.support.sendmail import Tools, envelope_of, short_tmp
 
-pytestmark = pytest.mark.skipif(shutil.which("mutt") is None, reason="mutt is not installed")
+pytestmark = peer("mutt", have_programs("mutt"), "package mutt")
 
 
 def started(root: Path, config: dict[str, Any]) -> Iterator[Tools]:

@@ -14,9 +14,10 @@ import pytest
 from mailwright.queue.store import StoredMessage
 from tests.support import smtp_sink
 from tests.support.daemon import Mailwright
+from tests.support.peers import peer
 from tests.support.sendmail import Tools, short_tmp
 
-pytestmark = pytest.mark.skipif(not smtp_sink.available(), reason="smtp-sink not installed")
+pytestmark = peer("smtp-sink", smtp_sink.available(), "postfix (smtp-sink) is not installed")
 
 
 @pytest.fixture

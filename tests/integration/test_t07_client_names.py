@@ -17,9 +17,10 @@ from mailwright.routing.clientname import ClientNames
 from mailwright.routing.mx import DnsResolver
 from tests.support.daemon import Mailwright, running
 from tests.support.dns import DnsServer, dnsmasq_available
+from tests.support.peers import peer
 from tests.support.security import Client
 
-pytestmark = pytest.mark.skipif(not dnsmasq_available(), reason="dnsmasq is not installed")
+pytestmark = peer("dnsmasq", dnsmasq_available(), "dnsmasq-base is not installed")
 
 ACCESS = """\
 Connect:blocked.example.test        REJECT

@@ -17,9 +17,10 @@ import pytest
 
 from tests.support.daemon import Mailwright, free_port, running
 from tests.support.dns import DnsServer, dnsmasq_available
+from tests.support.peers import peer, require_peer
 from tests.support.security import Client, plain, secure_config
 
-pytestmark = pytest.mark.skipif(not dnsmasq_available(), reason="dnsmasq is not installed")
+pytestmark = peer("dnsmasq", dnsmasq_available(), "dnsmasq-base is not installed")
 
 REPLY = "554 5.7.1 Service unavailable; client [{ip}] blocked using {zone}; {txt}"
 LISTED = "127.0.0.2"
@@ -165,8 +166,7 @@ def test_an_authenticated_client_is_accepted(mw: Mailwright) -> None:
 
 
 def test_an_ipv6_client_is_looked_up_by_nibbles(mw: Mailwright, dns: DnsServer) -> None:
-    if len(mw.config["listeners"]) < 2:
-        pytest.skip("no IPv6 loopback here")
+    require_peer("an IPv6 loopback (::1)", len(mw.config["listeners"]) == 2, "IPv6 is off here")
     port = mw.config["listeners"][1]["port"]
     with socket.create_connection(("::1", port), timeout=20) as sock:
         c = Client.__new__(Client)

@@ -12,15 +12,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.integration.test_t07_outbound_tls import submit
 from tests.support.daemon import Mailwright, running
 from tests.support.dns import DnsServer, dnsmasq_available
 from tests.support.https import PolicyServer
+from tests.support.peers import peer
 from tests.support.security import certificate
 
-pytestmark = pytest.mark.skipif(not dnsmasq_available(), reason="dnsmasq not installed")
+pytestmark = peer("dnsmasq", dnsmasq_available(), "dnsmasq-base is not installed")
 
 
 def policy(mode: str = "enforce", mx: str = "mx.b.test") -> str:

@@ -16,8 +16,9 @@ from mailwright.routing.mtasts import MtaStsPolicies, StsMode
 from mailwright.routing.mx import DnsResolver
 from tests.support.dns import DnsServer, dnsmasq_available
 from tests.support.https import PolicyServer
+from tests.support.peers import peer
 
-pytestmark = pytest.mark.skipif(not dnsmasq_available(), reason="dnsmasq not installed")
+pytestmark = peer("dnsmasq", dnsmasq_available(), "dnsmasq-base is not installed")
 
 POLICY = "version: STSv1\r\nmode: enforce\r\nmx: mx.b.test\r\nmax_age: 600\r\n"
 

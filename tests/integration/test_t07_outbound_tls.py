@@ -12,6 +12,7 @@ import pytest
 
 from tests.support import smtp_sink
 from tests.support.daemon import Mailwright, running
+from tests.support.peers import peer
 from tests.support.security import certificate
 
 MSG = b"From: a@x.test\r\nTo: user@b.test\r\nSubject: over TLS\r\n\r\nbody\r\n"
@@ -90,7 +91,7 @@ def test_opportunistic_by_default(tmp_path: Path, receiver: Mailwright) -> None:
     assert receiver.wait_log("proto=ESMTPS")  # encrypted though nothing was checked
 
 
-@pytest.mark.skipif(not smtp_sink.available(), reason="smtp-sink not installed")
+@peer("smtp-sink", smtp_sink.available(), "postfix (smtp-sink) is not installed")
 def test_encrypt_towards_a_peer_without_starttls_defers(tmp_path: Path) -> None:
     sink = smtp_sink.SmtpSink(tmp_path / "sink").start()
     try:

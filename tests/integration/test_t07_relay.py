@@ -19,8 +19,9 @@ from tests.support import postfix as postfix_support
 from tests.support import smtp_sink
 from tests.support.daemon import Mailwright, running
 from tests.support.dns import DnsServer, dnsmasq_available
+from tests.support.peers import peer
 
-pytestmark = pytest.mark.skipif(not smtp_sink.available(), reason="smtp-sink not installed")
+pytestmark = peer("smtp-sink", smtp_sink.available(), "postfix (smtp-sink) is not installed")
 
 MSG = b"From: a@x.test\r\nTo: b@y.test\r\nSubject: relay me\r\n\r\n.leading dot\r\nbody\r\n"
 
@@ -230,7 +231,7 @@ def test_crash_during_delivery_delivers_at_least_once(tmp_path: Path) -> None:
         slow.stop()
 
 
-@pytest.mark.skipif(not dovecot_support.available(), reason="dovecot not installed")
+@peer("Dovecot LMTP", dovecot_support.available(), "needs root and dovecot-core, dovecot-lmtpd")
 def test_lmtp_into_dovecot_per_recipient(tmp_path: Path) -> None:
     dv = dovecot_support.Dovecot()
     dv.start()
@@ -275,7 +276,7 @@ def test_lmtp_into_dovecot_per_recipient(tmp_path: Path) -> None:
         dv.stop()
 
 
-@pytest.mark.skipif(not dnsmasq_available(), reason="dnsmasq not installed")
+@peer("dnsmasq", dnsmasq_available(), "dnsmasq-base is not installed")
 def test_mx_routing_with_fallback_and_null_mx(tmp_path: Path) -> None:
     port_sink = smtp_sink.SmtpSink(tmp_path / "mx2", address="127.0.0.12").start()
     try:
@@ -310,7 +311,7 @@ def test_mx_routing_with_fallback_and_null_mx(tmp_path: Path) -> None:
         port_sink.stop()
 
 
-@pytest.mark.skipif(not postfix_support.available(), reason="needs root and Postfix")
+@peer("Postfix", postfix_support.available(), "needs root and package postfix")
 def test_relay_to_a_real_postfix(tmp_path: Path, sinks: dict) -> None:  # type: ignore[type-arg]
     pf = postfix_support.Postfix(["alice"]).start()
     try:

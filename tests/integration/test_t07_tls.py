@@ -24,6 +24,7 @@ from mailwright.policy.hooks import Pipeline, SessionInfo
 from mailwright.queue.sqlite import SqliteQueueStore
 from mailwright.queue.store import NewMessage
 from tests.support.daemon import Mailwright, free_port, running
+from tests.support.peers import have_programs, require_peer
 from tests.support.security import (
     Client,
     LineProcess,
@@ -95,8 +96,7 @@ def test_commands_pipelined_with_starttls_are_not_executed_after_the_handshake(
 
 
 def test_swaks_starttls_and_openssl_s_client(tmp_path: Path) -> None:
-    if shutil.which("swaks") is None or shutil.which("openssl") is None:
-        pytest.skip("swaks or openssl not installed")
+    require_peer("swaks and openssl", have_programs("swaks", "openssl"), "packages swaks, openssl")
     config = secure_config(tmp_path)
     cert = config["tls"]["certificate"]
     with running(tmp_path / "mw", config) as mw:
@@ -146,20 +146,22 @@ def test_implicit_tls_listener(tmp_path: Path) -> None:
         assert "STARTTLS" not in keywords and "AUTH PLAIN LOGIN" in keywords
         assert c.cmd("STARTTLS").startswith("503")
         c.close()
-        if shutil.which("swaks"):
-            out = subprocess.run(
-                ["swaks", "--server", f"127.0.0.1:{port}", "-tlsc", "--from", "a@x.test",
-                 "--to", "b@elsewhere.test", "-a", "PLAIN", "-au", "bob",
-                 "-ap", "battery staple", "--timeout", "10"],
-                capture_output=True, text=True, timeout=60,
-            )  # fmt: skip
-            assert out.returncode == 0, out.stdout + out.stderr
-            assert "proto=ESMTPSA" in mw.wait_log("proto=ESMTPSA")
+        # the cross-checks with other clients, after the assertions that need no peer
+        require_peer("openssl", have_programs("openssl"), "package openssl")
         plain_client = subprocess.run(
             ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-quiet", "-crlf"],
             input="QUIT\n", capture_output=True, text=True, timeout=30,
         )  # fmt: skip
         assert "220 mx.test" in plain_client.stdout
+        require_peer("swaks", have_programs("swaks"), "package swaks")
+        out = subprocess.run(
+            ["swaks", "--server", f"127.0.0.1:{port}", "-tlsc", "--from", "a@x.test",
+             "--to", "b@elsewhere.test", "-a", "PLAIN", "-au", "bob",
+             "-ap", "battery staple", "--timeout", "10"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "proto=ESMTPSA" in mw.wait_log("proto=ESMTPSA")
     finally:
         mw.stop()
 

@@ -17,9 +17,10 @@ import pytest
 
 from tests.support.daemon import Mailwright, deep_merge, wait_until
 from tests.support.opentmp import open_tmp
+from tests.support.peers import peer, require_peer
 from tests.support.smtp_sink import SmtpSink, available
 
-pytestmark = pytest.mark.skipif(not available(), reason="smtp-sink (postfix) is not installed")
+pytestmark = peer("smtp-sink", available(), "postfix (smtp-sink) is not installed")
 
 
 class DeliveringMailwright(Mailwright):
@@ -256,8 +257,7 @@ SENDMAIL = "import sys; from mailwright.cli.sendmail import main; sys.exit(main(
 
 def test_mail_between_two_hosts(shared: Path) -> None:
     reason = can_make_namespaces()
-    if reason:
-        pytest.skip(reason)
+    require_peer("network namespaces", reason is None, str(reason))
     with Namespaces(str(os.getpid())) as ns:
         a = NamespacedMailwright(
             ns.a, shared / "mwa", host_config(shared, "a", "hosta.test", "hostb.test", "192.0.2.2")

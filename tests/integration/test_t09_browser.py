@@ -20,9 +20,10 @@ import pytest
 from mailwright.observability.plot import BOTTOM, LEFT, RIGHT, TOP
 from tests.support import browser, png
 from tests.support.daemon import Mailwright, free_port, wait_until
+from tests.support.peers import peer
 from tests.support.web import Web, value
 
-pytestmark = pytest.mark.skipif(browser.missing() is not None, reason=str(browser.missing()))
+pytestmark = peer("headless Chromium", browser.missing() is None, str(browser.missing()))
 
 TOKEN = "browser-token-5678"
 HOSTILE_SUBJECT = '<img src=x onerror="document.title=1"> <script>document.title=2</script>'

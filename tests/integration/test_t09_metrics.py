@@ -18,11 +18,12 @@ import pytest
 
 from tests.support import smtp_sink
 from tests.support.daemon import Mailwright, free_port, wait_until
+from tests.support.peers import peer
 from tests.support.smtp import RawClient
 from tests.support.smtp_sink import SmtpSink
 from tests.support.web import Web, total, value
 
-pytestmark = pytest.mark.skipif(not smtp_sink.available(), reason="smtp-sink not installed")
+pytestmark = peer("smtp-sink", smtp_sink.available(), "postfix (smtp-sink) is not installed")
 
 TOKEN = "metrics-token-1234"
 

@@ -21,9 +21,10 @@ import pytest
 
 from tests.support.daemon import SRC, wait_until
 from tests.support.opentmp import open_tmp
+from tests.support.peers import is_root, peer, require_peer
 from tests.support.service import ServiceDaemon, descendants, process_status, system_user
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (a service account)")
+pytestmark = peer("root", is_root(), "the daemon runs as a service account")
 
 SYSTEM_PYTHON = "/usr/bin/python3"  # what an ordinary user can run (the venv may be root's)
 RUNUSER = shutil.which("runuser") or "/usr/sbin/runuser"
@@ -245,8 +246,8 @@ def sendmail_as(user: str, config: Path, recipient: str, subject: str) -> None:
 def test_sigterm_during_a_delivery_then_restart_and_nothing_is_lost(
     root: Path, accounts: Any
 ) -> None:
-    if not os.access(SYSTEM_PYTHON, os.X_OK) or not os.access(RUNUSER, os.X_OK):
-        pytest.skip(f"needs {SYSTEM_PYTHON} and runuser")
+    usable = os.access(SYSTEM_PYTHON, os.X_OK) and os.access(RUNUSER, os.X_OK)
+    require_peer(f"{SYSTEM_PYTHON} and runuser", usable, "an ordinary user runs the daemon")
     service, owner = accounts
     out = root / "out"
     slow = (

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from tests.support.peers import require_peer
 
 UNIT = Path(__file__).resolve().parents[2] / "packaging" / "mailwright.service"
 
@@ -24,11 +24,9 @@ def settings(text: str) -> dict[str, str]:
 
 def test_the_unit_file_passes_systemd_analyze(tmp_path: Path) -> None:
     analyze = shutil.which("systemd-analyze")
-    if analyze is None:
-        pytest.skip("systemd-analyze is not installed")
+    require_peer("systemd-analyze", analyze is not None, "package systemd")
     entry = Path(sys.executable).parent / "mailwright"
-    if not entry.exists():
-        pytest.skip(f"{entry}: the mailwright entry point is not installed")
+    require_peer(f"{entry}", entry.exists(), "the mailwright entry point (pip install -e .)")
     unit = tmp_path / "mailwright.service"
     unit.write_text(UNIT.read_text().replace("/usr/bin/mailwright", str(entry)))
     result = subprocess.run(

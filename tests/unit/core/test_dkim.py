@@ -24,6 +24,7 @@ from mailwright.core.dkim import (
     select_headers,
 )
 from mailwright.core.headers import Header, HeaderParser
+from tests.support.peers import require_module
 
 # bodies made of the bytes that matter to canonicalisation
 BODY = st.binary().map(lambda b: bytes(b" \t\r\nab"[x % 6] for x in b))
@@ -124,7 +125,7 @@ KEYS = keys()
 @pytest.mark.parametrize("canon", ["relaxed", "simple"])
 def test_signature_verifies_with_dkimpy(kind: str, canon: Canon) -> None:
     if kind == "ed25519":
-        pytest.importorskip("nacl", reason="dkimpy verifies Ed25519 with PyNaCl")
+        require_module("nacl", "dkimpy verifies Ed25519 with PyNaCl")
     key, txt = KEYS[kind]
     raw = (
         b"From: A <a@x.test>\r\nTo: b@y.test\r\nSubject:  hello \t there\r\n"

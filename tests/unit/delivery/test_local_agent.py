@@ -22,8 +22,9 @@ from mailwright.routing.nexthop import NextHop, Transport
 from tests.support.delivery_request import request
 from tests.support.localusers import StaticUsers
 from tests.support.opentmp import open_tmp
+from tests.support.peers import is_root, peer
 
-root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+root_only = peer("root", is_root(), "delivers as other users")
 
 
 @pytest.fixture

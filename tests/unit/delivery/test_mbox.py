@@ -21,9 +21,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mailwright.delivery.mbox import MailboxError, MboxEncoder, MboxOptions, append, mbox_message
+from tests.support.peers import have_programs, is_root, peer, require_peer
 
 SRC = Path(__file__).resolve().parents[3] / "src"
-root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+root_only = peer("root", is_root(), "mounts a tmpfs, writes as other users")
 
 
 def message(n: int, body: bytes = b"") -> bytes:
@@ -232,8 +233,8 @@ def test_delivery_killed_mid_write_leaves_the_mailbox_as_it_was(tmp_path: Path) 
 def test_disk_full_defers_and_truncates_back(tmp_path: Path) -> None:
     mount = tmp_path / "small"
     mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)]).returncode:
-        pytest.skip("cannot mount a tmpfs here")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)])
+    require_peer("a tmpfs mount", mounted.returncode == 0, "mount -t tmpfs failed")
     try:
         box = mount / "alice"
         append(box, entry(1), MboxOptions())
@@ -291,7 +292,7 @@ def test_mailutils_reads_mbox_from_a_copy(tmp_path: Path) -> None:
     assert out.stdout.count("message ") == 2, out
 
 
-@pytest.mark.skipif(not (shutil.which("mutt") and shutil.which("script")), reason="needs mutt")
+@peer("mutt and script", have_programs("mutt", "script"), "packages mutt, bsdutils")
 def test_mutt_and_mail_read_the_mbox(tmp_path: Path) -> None:
     box = tmp_path / "alice"
     for n in range(3):

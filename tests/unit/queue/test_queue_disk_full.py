@@ -15,6 +15,7 @@ import pytest
 
 from mailwright.queue.sqlite import SqliteQueueStore
 from mailwright.queue.store import InsertMessage, NewMessage, StoreFullError
+from tests.support.peers import is_root, require_peer
 
 pytestmark = pytest.mark.root
 
@@ -25,15 +26,13 @@ MakeMessage = Callable[..., NewMessage]
 def tiny_fs(tmp_path: Path) -> Iterator[Path]:
     mountpoint = tmp_path / "tiny"
     mountpoint.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
+    require_peer("root", is_root(), "mounts a tmpfs")
     mounted = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mountpoint)],
         capture_output=True,
         check=False,
     )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    require_peer("a tmpfs mount", mounted.returncode == 0, mounted.stderr.decode().strip())
     try:
         yield mountpoint
     finally:

@@ -8,11 +8,10 @@ import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pytest
-
 from mailwright.queue.spool import Spool
 from mailwright.queue.sqlite import SqliteQueueStore
 from mailwright.queue.store import InsertMessage, NewMessage
+from tests.support.peers import peer
 
 MakeMessage = Callable[..., NewMessage]
 MiB = 1 << 20
@@ -55,7 +54,7 @@ class WatchedBody:
             yield chunk
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs /proc")
+@peer("/proc", os.path.exists("/proc/self/statm"), "reads the resident set size")
 def test_100_mib_body_round_trip_in_bounded_memory(
     store: SqliteQueueStore, make_message: MakeMessage, tmp_path: Path
 ) -> None:

@@ -14,8 +14,9 @@ from mailwright.routing.aliases import AliasTable, compile_aliases
 from mailwright.routing.resolution import AddressResolver, Leaf, Resolution
 from mailwright.routing.virtual import VirtualTable
 from tests.support.localusers import StaticUsers
+from tests.support.peers import is_root, peer, require_peer
 
-root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (file ownership)")
+root_only = peer("root", is_root(), "gives files to other owners")
 NOBODY = 65534
 
 
@@ -342,10 +343,8 @@ def test_forward_symlink_to_a_file_the_user_does_not_own_is_ignored(
 ) -> None:
     target = world.tmp / "other"
     target.write_text("bob\n")
-    if os.getuid() == 0:
-        os.chown(target, NOBODY, NOBODY)
-    else:
-        pytest.skip("needs root to own a file as someone else")
+    require_peer("root", is_root(), "gives a file to another owner")
+    os.chown(target, NOBODY, NOBODY)
     (Path(world.users.users["alice"].home) / ".forward").symlink_to(target)
     assert shown(world.resolve("alice@mx.test")) == ["alice"]
     assert ".forward ignored" in caplog.text

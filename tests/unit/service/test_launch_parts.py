@@ -17,8 +17,9 @@ from mailwright.daemon.pidfile import AlreadyRunningError, PidFile
 from mailwright.daemon.privileges import service_account
 from mailwright.daemon.reload import effective_settings, refresh_aliases
 from tests.support.daemon import free_port
+from tests.support.peers import is_root, peer
 
-root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+root_only = peer("root", is_root(), "binds privileged ports, becomes a service account")
 
 
 def test_pid_file_is_locked_while_the_daemon_lives(tmp_path: Path) -> None:
