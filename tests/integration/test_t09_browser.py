@@ -133,11 +133,11 @@ def test_status_page_in_chromium(driver: Any, mw: Mailwright) -> None:
     assert shown["state"] == "hold" and shown["hold_reason"] == "looks <b>odd</b>"
 
     driver.find_element("css selector", "button[value='release']").click()
-    wait_until(lambda: "released" in driver.find_element("id", "notice").text, what="release")
+    wait_until(lambda: "released" in notice_text(driver), what="release")
     assert json.loads(mw.cli("queue", "show", "--json", hostile).stdout)["state"] == "active"
 
     driver.find_element("css selector", "button[value='delete']").click()  # not confirmed
-    wait_until(lambda: "confirm" in driver.find_element("id", "notice").text, what="refusal")
+    wait_until(lambda: "confirm" in notice_text(driver), what="refusal")
     assert mw.cli("queue", "show", hostile).returncode == 0
     driver.find_element("name", "confirm").click()
     driver.find_element("css selector", "button[value='delete']").click()
@@ -165,3 +165,14 @@ def test_plots_are_blank_without_data(driver: Any, tmp_path: Path) -> None:
         assert plot_pixels(driver, "plot-throughput") == 0
     finally:
         daemon.stop()
+
+
+def notice_text(driver: Any) -> str:
+    """The notice's text, or "" while the next page is loading (no element yet)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    try:
+        found = driver.find_elements("id", "notice")
+        return str(found[0].text) if found else ""
+    except StaleElementReferenceException:  # the page was replaced between find and read
+        return ""
