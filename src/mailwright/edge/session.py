@@ -6,8 +6,14 @@ checks the hop count, prepends ``Received:``, and answers ``250`` to the end of
 data only after the queue commit (fsync) has returned. A failed commit answers
 ``451 4.3.0`` (``452 4.3.1`` when the disk is full) and nothing is kept.
 
-Trusts nothing the client sends. Settings: ``server.*`` (limits, timeouts),
-``hostname``.
+Every refusal is logged and counted (``mailwright_rejections_total``): policy
+refusals here, and those the protocol core answers on its own (bad MAIL/RCPT
+syntax, SIZE, too many errors, improper pipelining) as it reports them. A client
+too slow with its message content (``server.min_data_rate``) or silent too long
+gets ``421 4.4.2``, also logged and counted.
+
+Trusts nothing the client sends. Settings: ``server.*`` (limits, timeouts,
+``min_data_rate``), ``hostname``.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from mailwright.core.queueid import new_queue_id
 from mailwright.core.reply import Reply
 from mailwright.core.trace import hop_count, protocol_name, received
 from mailwright.edge.context import EdgeContext
-from mailwright.edge.pacing import CommandClock, early_input
+from mailwright.edge.pacing import CommandClock, DataClock, early_input
 from mailwright.edge.security import SessionSecurity, redact
 from mailwright.observability import maillog, metrics
 from mailwright.policy.hooks import SessionInfo, Transaction
@@ -63,6 +69,8 @@ class Session:
         self.security = SessionSecurity(ctx.security, listener, info, self.conn)
         self.security.configure()
         self.clock = CommandClock(ctx.settings.server.timeouts.command)
+        server = ctx.settings.server
+        self.data_clock = DataClock(server.timeouts.data_block, server.min_data_rate)
         self.txn: Transaction | None = None
         self._parser: HeaderParser | None = None
         self._spool: Spool | None = None
@@ -86,11 +94,7 @@ class Session:
             await self._greet()
             await self._loop()
         except TimeoutError:
-            self.conn.close(Reply.of(421, "4.4.2", f"{self.ctx.settings.hostname} {TIMEOUT}"))
-            await self._flush(final=True)
-            maillog.emit(
-                self._qid(), reason="timeout", relay=self.relay, state=self.conn.state.name
-            )
+            await self._timed_out()
         except (ConnectionError, asyncio.IncompleteReadError):
             maillog.emit(self._qid(), event="lost input channel", relay=self.relay)
         except asyncio.CancelledError:
@@ -106,6 +110,46 @@ class Session:
             await self._abort("disconnect")
             await self.ctx.pipeline.close(self.info)
             self._close_transport()
+
+    async def _timed_out(self) -> None:
+        """The read deadline passed: 421 4.4.2, logged and counted as a refusal."""
+        state = self.conn.state
+        in_content = state in (State.DATA, State.BDAT)
+        host = self.ctx.settings.hostname
+        rate = self.data_clock.min_rate
+        text = f"{host} {TIMEOUT}"
+        if in_content and rate:
+            text = f"{host} Message content too slow (under {rate} octets/s), closing connection"
+        reply = Reply.of(421, "4.4.2", text)
+        self.conn.close(reply)
+        stage = "data" if in_content else "command"
+        metrics.rejected(stage, reply)
+        maillog.emit(
+            self._qid(),
+            reason="timeout",
+            relay=self.relay,
+            state=state.name,
+            received=self.data_clock.received if in_content else None,
+            reject=str(reply),
+        )
+        await self._flush(final=True)
+
+    def _log_refusals(self) -> None:
+        """Log and count what the protocol core refused on its own (Sendmail-style lines)."""
+        for refusal in self.conn.take_refusals():
+            metrics.rejected(refusal.stage, refusal.reply)
+            if refusal.arg is not None:
+                maillog.rejected(
+                    self._qid(),
+                    stage=refusal.stage,
+                    arg=refusal.arg,
+                    relay=self.relay,
+                    reply=str(refusal.reply),
+                )
+            else:
+                maillog.emit(
+                    self._qid(), event=refusal.reason, relay=self.relay, reject=str(refusal.reply)
+                )
 
     def stop(self) -> bool:
         """Shutdown: close now if idle (True), else at the end of the current transaction."""
@@ -168,16 +212,22 @@ class Session:
 
     async def _read(self) -> bytes:
         """The next bytes from the client; TimeoutError when none come in time."""
-        timeouts = self.ctx.settings.server.timeouts
-        if self.conn.state in (State.DATA, State.BDAT):
-            deadline = asyncio.get_running_loop().time() + timeouts.data_block
+        loop = asyncio.get_running_loop()
+        content = self.conn.state in (State.DATA, State.BDAT)
+        if content:
+            # the whole request must arrive in time, at server.min_data_rate at least
+            deadline = self.data_clock.before_read(loop.time())
         else:
+            self.data_clock.stop()
             # a whole command line must arrive in time: a byte at a time does not help
             deadline = self.clock.before_read(self.conn.partial_input)
         self._arm_read_timeout(deadline)
         self._reading = True
         try:
-            return await self.reader.read(READ_SIZE)
+            data = await self.reader.read(READ_SIZE)
+            if content:
+                self.data_clock.after_read(len(data), loop.time())
+            return data
         except asyncio.CancelledError:
             task = self._task
             if self._read_expired and task is not None:
@@ -216,6 +266,7 @@ class Session:
         self._task.cancel()
 
     async def _flush(self, final: bool = False) -> None:
+        self._log_refusals()
         data = self.conn.data_to_send()
         if data:
             self.writer.write(data)
