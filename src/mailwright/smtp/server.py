@@ -722,7 +722,7 @@ class ServerConnection:
             self._error(_r(503, "5.5.1", "AUTH not allowed inside a transaction"))
             return None
         parts = args.split(" ")
-        mech = parts[0].upper()
+        mech = parts[0].upper() if parts[0].isascii() else parts[0]  # no "PLAIN" from U+0131
         if not mech or len(parts) > 2:
             self._error(_r(501, "5.5.4", "Syntax: AUTH mechanism [initial-response]"))
             return None

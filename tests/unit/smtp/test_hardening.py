@@ -225,3 +225,10 @@ def test_data_clock_without_rate_is_a_per_read_timeout() -> None:
     assert clock.before_read(100.0) == 110.0
     clock.after_read(1, 105.0)
     assert clock.before_read(105.0) == 115.0
+
+
+def test_non_ascii_auth_mechanism_does_not_match() -> None:
+    d = Driver(ServerSettings(hostname="mx.test"))
+    d.conn.auth_mechanisms = ("PLAIN",)
+    d.feed(EHLO)
+    assert d.replies("AUTH PLA\u0131N\r\n".encode())[0].startswith("504 5.5.4")
