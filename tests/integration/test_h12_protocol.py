@@ -119,6 +119,30 @@ def test_a_client_dripping_its_message_is_disconnected(tmp_path: Path) -> None:
             assert client.sendmail("a@x.test", ["b@y.test"], big) == {}
 
 
+def test_a_client_dripping_bdat_chunks_is_disconnected(tmp_path: Path) -> None:
+    """A message in chunks is one request: "BDAT 1" and one octet at a time does not help."""
+    config = {"server": {"timeouts": {"data_block": 2}, "min_data_rate": 500}}
+    with running(tmp_path, config) as mw:
+        c = greeted(mw.port)
+        c.send(b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\n")
+        assert c.replies(2)[1].startswith("250")
+        start = time.monotonic()
+        reply = ""
+        while time.monotonic() - start < 30:
+            c.send(b"BDAT 1\r\nx")  # each chunk is answered at once ...
+            reply = c.reply()
+            if not reply.startswith("250"):
+                break
+            # ... and the next one dripped 0.1 s later, unless the server speaks first
+            if select.select([c.sock], [], [], 0.1)[0]:
+                reply = c.reply()
+                break
+        took = time.monotonic() - start
+        assert reply.startswith("421 4.4.2"), reply
+        assert took < 10, took
+        assert "state=COMMAND" in mw.wait_log("reason=timeout")
+
+
 # ---- item 11: long lines accepted, folded on the way out ----------------------------------
 def test_long_lines_accepted_by_default_and_folded_when_relayed(tmp_path: Path) -> None:
     peer = Mailwright(tmp_path / "peer", {"server": {"max_line_length": 1000}}).start()

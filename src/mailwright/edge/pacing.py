@@ -10,7 +10,8 @@ that deadline instead of holding a connection slot for ever. ``DataClock`` does
 the same for message content (Postfix 3.7's ``smtpd_per_request_deadline`` with
 ``smtpd_min_data_rate``): a DATA or BDAT request gets ``server.timeouts.data_block``
 seconds, and every octet received adds 1/``server.min_data_rate`` seconds, so a
-client dripping bytes is dropped however steadily it drips. The credit never runs
+client dripping bytes is dropped however steadily it drips (the session treats a
+message in BDAT chunks as one request, first chunk to LAST). The credit never runs
 more than ``data_block`` ahead of now: a fast start does not buy a long stall
 afterwards, and no read may wait longer than before. Reads no settings itself; the
 session passes the durations.

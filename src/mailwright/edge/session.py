@@ -114,11 +114,14 @@ class Session:
     async def _timed_out(self) -> None:
         """The read deadline passed: 421 4.4.2, logged and counted as a refusal."""
         state = self.conn.state
-        in_content = state in (State.DATA, State.BDAT)
+        clock = self.data_clock
+        content_deadline = clock.deadline  # set in DATA, or while a message comes in BDAT chunks
+        in_content = content_deadline is not None
         host = self.ctx.settings.hostname
-        rate = self.data_clock.min_rate
+        rate = clock.min_rate
         text = f"{host} {TIMEOUT}"
-        if in_content and rate:
+        now = asyncio.get_running_loop().time()
+        if content_deadline is not None and rate and now >= content_deadline:
             text = f"{host} Message content too slow (under {rate} octets/s), closing connection"
         reply = Reply.of(421, "4.4.2", text)
         self.conn.close(reply)
@@ -129,7 +132,7 @@ class Session:
             reason="timeout",
             relay=self.relay,
             state=state.name,
-            received=self.data_clock.received if in_content else None,
+            received=clock.received if in_content else None,
             reject=str(reply),
         )
         await self._flush(final=True)
@@ -213,19 +216,25 @@ class Session:
     async def _read(self) -> bytes:
         """The next bytes from the client; TimeoutError when none come in time."""
         loop = asyncio.get_running_loop()
-        content = self.conn.state in (State.DATA, State.BDAT)
+        conn = self.conn
+        content = conn.state in (State.DATA, State.BDAT)
+        # message content, whole, must arrive in time at server.min_data_rate at least; a
+        # message in BDAT chunks is one request (else "BDAT 1" + 1 octet at a time drips)
+        message = content or (conn.bdat_in_progress and self.data_clock.min_rate > 0)
+        if not message:
+            self.data_clock.stop()
         if content:
-            # the whole request must arrive in time, at server.min_data_rate at least
             deadline = self.data_clock.before_read(loop.time())
         else:
-            self.data_clock.stop()
             # a whole command line must arrive in time: a byte at a time does not help
-            deadline = self.clock.before_read(self.conn.partial_input)
+            deadline = self.clock.before_read(conn.partial_input)
+            if message:
+                deadline = min(deadline, self.data_clock.before_read(loop.time()))
         self._arm_read_timeout(deadline)
         self._reading = True
         try:
             data = await self.reader.read(READ_SIZE)
-            if content:
+            if message:
                 self.data_clock.after_read(len(data), loop.time())
             return data
         except asyncio.CancelledError:

@@ -176,6 +176,11 @@ class ServerConnection:
         self.state = State.AUTH
 
     @property
+    def bdat_in_progress(self) -> bool:
+        """A message is arriving in BDAT chunks (the driver's content clock spans them)."""
+        return self.in_transaction and self._bdat_used
+
+    @property
     def partial_input(self) -> bool:
         """Received bytes wait for the rest of their line (the driver's command clock)."""
         return bool(self._in)
@@ -445,7 +450,7 @@ class ServerConnection:
                 args, self._extensions(), strict=self.settings.strict_envelopes
             )
         except CommandError as exc:
-            self._error(exc.reply, "mail", _path_of(args, "FROM"))
+            self._error(exc.reply, "mail", _path_of(args))
             return None
         limit = self.settings.data_limits.max_size
         if limit and params.size is not None and params.size > limit:
@@ -475,7 +480,7 @@ class ServerConnection:
             )
         except CommandError as exc:
             self.rcpt_attempts += 1
-            self._error(exc.reply, "rcpt", _path_of(args, "TO"))
+            self._error(exc.reply, "rcpt", _path_of(args))
             return None
         self.rcpt_attempts += 1
         if self.rcpt_count >= self.settings.max_recipients:
@@ -752,10 +757,12 @@ def _is_last(word: str) -> bool:
     return word.isascii() and word.upper() == "LAST"  # U+017F upper-cases to "S"
 
 
-def _path_of(args: str, keyword: str) -> str | None:
+def _path_of(args: str) -> str | None:
     """The address part of a refused ``FROM:``/``TO:`` argument, for the log (bounded)."""
     _, colon, rest = args.partition(":")
-    return (rest if colon else args).strip(" ").split(" ", 1)[0][:256] or None
+    if not colon:
+        return None
+    return rest.strip(" ").split(" ", 1)[0][:256] or None
 
 
 def decode_sasl(line: str) -> bytes | None:
