@@ -169,8 +169,10 @@ def normalize_line_endings(data: bytes) -> bytes:
 
 _END = b"\r\n.\r\n"
 # a line without CRLF is passed on in pieces once this much of it is held: long lines
-# are accepted by default, and memory per session stays bounded whatever their length
-LINE_FLUSH = 64 * 1024
+# are accepted by default, and memory per session stays bounded whatever their length.
+# Small, because the held part is copied again with every read that extends it; more
+# than 3, so that a held "." is never mistaken for content before its CRLF arrives.
+LINE_FLUSH = 4096
 # a line that starts with a dot: dot-stuffed, or the end marker. (The regex engine finds
 # this literal prefix about twice as fast as bytes.find does, measured on 100 KiB.)
 _DOT_LINE = re.compile(rb"\r\n\.")
