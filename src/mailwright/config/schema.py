@@ -136,7 +136,10 @@ class Timeouts(Section):
     """Server-side SMTP timeouts (RFC 5321 4.5.3.2 minimums as defaults)."""
 
     command: Seconds = 300.0  # for the next complete command line (4.5.3.2.7; slowloris-proof)
-    data_block: Seconds = 180.0  # between two reads inside DATA/BDAT (4.5.3.2.5)
+    # between two reads inside DATA/BDAT (4.5.3.2.5); with server.min_data_rate also the
+    # deadline of the whole DATA/BDAT request, extended by what arrives (Postfix's
+    # smtpd_per_request_deadline)
+    data_block: Seconds = 180.0
     shutdown_grace: Seconds = 30.0  # SIGTERM: how long sessions may finish
     tls_handshake: Seconds = 30.0  # STARTTLS or implicit TLS handshake
     # LMTP: how long the end of data waits for the local deliveries before answering
@@ -153,13 +156,21 @@ class ServerSection(Section):
     max_connection_rate_per_ip: Annotated[int, Field(ge=0)] = 0
     greet_pause: OptionalSeconds = 0.0  # wait this long before 220; refuse early talkers
     max_command_line: Annotated[int, Field(ge=512)] = 2048
-    max_line_length: Annotated[int, Field(ge=0)] = 1000  # octets incl. CRLF; 0 = unlimited
+    # octets incl. CRLF; 0 = unlimited (as Sendmail and Postfix; the client folds on the way
+    # out); 1000 refuses longer lines with 550 5.6.0 (RFC 5322 2.1.1)
+    max_line_length: Annotated[int, Field(ge=0)] = 0
     max_header_size: Annotated[int, Field(ge=1024)] = 1024 * 1024
     bare_line_endings: BareLineEndings = BareLineEndings.REJECT
     max_hop_count: Count = 50
     max_bad_commands: Count = 20
     max_junk_commands: Count = 100
     vrfy: bool = False
+    # true: MAIL FROM:/RCPT TO: need <angle brackets> (501 5.5.4), as Postfix's
+    # strict_rfc821_envelopes; false accepts FROM:user@domain like Sendmail and Postfix
+    strict_rfc821_envelopes: bool = False
+    # Postfix 3.7's smtpd_min_data_rate: message content must arrive at this many octets per
+    # second on average (after timeouts.data_block of grace) or 421 4.4.2; 0 = per read only
+    min_data_rate: Annotated[int, Field(ge=0)] = 500
     listen_backlog: Count = 1024
     # the client's forward-confirmed PTR name, looked up before the greeting (clientname)
     reverse_dns: bool = True

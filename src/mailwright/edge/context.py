@@ -47,4 +47,5 @@ class EdgeContext:
             max_bad_commands=s.max_bad_commands,
             max_junk_commands=s.max_junk_commands,
             vrfy=s.vrfy,
+            strict_envelopes=s.strict_rfc821_envelopes,
         )

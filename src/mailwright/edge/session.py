@@ -13,8 +13,14 @@ message and answers each local recipient with its own outcome (``queue.answers``
 it, and send no bounce). Relayed recipients, and local ones still undelivered at the
 deadline, are answered ``250`` as the message is committed: they are ours.
 
-Trusts nothing the client sends. Settings: ``server.*`` (limits, timeouts),
-``hostname``.
+Every refusal is logged and counted (``mailwright_rejections_total``): policy
+refusals here, and those the protocol core answers on its own (bad MAIL/RCPT
+syntax, SIZE, too many errors, improper pipelining) as it reports them. A client
+too slow with its message content (``server.min_data_rate``) or silent too long
+gets ``421 4.4.2``, also logged and counted.
+
+Trusts nothing the client sends. Settings: ``server.*`` (limits, timeouts,
+``min_data_rate``), ``hostname``.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from mailwright.core.queueid import new_queue_id
 from mailwright.core.reply import Reply
 from mailwright.core.trace import hop_count, protocol_name, received
 from mailwright.edge.context import EdgeContext
-from mailwright.edge.pacing import CommandClock, early_input
+from mailwright.edge.pacing import CommandClock, DataClock, early_input
 from mailwright.edge.security import SessionSecurity, redact
 from mailwright.observability import maillog, metrics
 from mailwright.policy.hooks import SessionInfo, Transaction
@@ -71,6 +77,8 @@ class Session:
         self.security = SessionSecurity(ctx.security, listener, info, self.conn)
         self.security.configure()
         self.clock = CommandClock(ctx.settings.server.timeouts.command)
+        server = ctx.settings.server
+        self.data_clock = DataClock(server.timeouts.data_block, server.min_data_rate)
         self.txn: Transaction | None = None
         self._parser: HeaderParser | None = None
         self._spool: Spool | None = None
@@ -94,11 +102,7 @@ class Session:
             await self._greet()
             await self._loop()
         except TimeoutError:
-            self.conn.close(Reply.of(421, "4.4.2", f"{self.ctx.settings.hostname} {TIMEOUT}"))
-            await self._flush(final=True)
-            maillog.emit(
-                self._qid(), reason="timeout", relay=self.relay, state=self.conn.state.name
-            )
+            await self._timed_out()
         except (ConnectionError, asyncio.IncompleteReadError):
             maillog.emit(self._qid(), event="lost input channel", relay=self.relay)
         except asyncio.CancelledError:
@@ -114,6 +118,49 @@ class Session:
             await self._abort("disconnect")
             await self.ctx.pipeline.close(self.info)
             self._close_transport()
+
+    async def _timed_out(self) -> None:
+        """The read deadline passed: 421 4.4.2, logged and counted as a refusal."""
+        state = self.conn.state
+        clock = self.data_clock
+        content_deadline = clock.deadline  # set in DATA, or while a message comes in BDAT chunks
+        in_content = content_deadline is not None
+        host = self.ctx.settings.hostname
+        rate = clock.min_rate
+        text = f"{host} {TIMEOUT}"
+        now = asyncio.get_running_loop().time()
+        if content_deadline is not None and rate and now >= content_deadline:
+            text = f"{host} Message content too slow (under {rate} octets/s), closing connection"
+        reply = Reply.of(421, "4.4.2", text)
+        self.conn.close(reply)
+        stage = "data" if in_content else "command"
+        metrics.rejected(stage, reply)
+        maillog.emit(
+            self._qid(),
+            reason="timeout",
+            relay=self.relay,
+            state=state.name,
+            received=clock.received if in_content else None,
+            reject=str(reply),
+        )
+        await self._flush(final=True)
+
+    def _log_refusals(self) -> None:
+        """Log and count what the protocol core refused on its own (Sendmail-style lines)."""
+        for refusal in self.conn.take_refusals():
+            metrics.rejected(refusal.stage, refusal.reply)
+            if refusal.arg is not None:
+                maillog.rejected(
+                    self._qid(),
+                    stage=refusal.stage,
+                    arg=refusal.arg,
+                    relay=self.relay,
+                    reply=str(refusal.reply),
+                )
+            else:
+                maillog.emit(
+                    self._qid(), event=refusal.reason, relay=self.relay, reject=str(refusal.reply)
+                )
 
     def stop(self) -> bool:
         """Shutdown: close now if idle (True), else at the end of the current transaction."""
@@ -176,16 +223,28 @@ class Session:
 
     async def _read(self) -> bytes:
         """The next bytes from the client; TimeoutError when none come in time."""
-        timeouts = self.ctx.settings.server.timeouts
-        if self.conn.state in (State.DATA, State.BDAT):
-            deadline = asyncio.get_running_loop().time() + timeouts.data_block
+        loop = asyncio.get_running_loop()
+        conn = self.conn
+        content = conn.state in (State.DATA, State.BDAT)
+        # message content, whole, must arrive in time at server.min_data_rate at least; a
+        # message in BDAT chunks is one request (else "BDAT 1" + 1 octet at a time drips)
+        message = content or (conn.bdat_in_progress and self.data_clock.min_rate > 0)
+        if not message:
+            self.data_clock.stop()
+        if content:
+            deadline = self.data_clock.before_read(loop.time())
         else:
             # a whole command line must arrive in time: a byte at a time does not help
-            deadline = self.clock.before_read(self.conn.partial_input)
+            deadline = self.clock.before_read(conn.partial_input)
+            if message:
+                deadline = min(deadline, self.data_clock.before_read(loop.time()))
         self._arm_read_timeout(deadline)
         self._reading = True
         try:
-            return await self.reader.read(READ_SIZE)
+            data = await self.reader.read(READ_SIZE)
+            if message:
+                self.data_clock.after_read(len(data), loop.time())
+            return data
         except asyncio.CancelledError:
             task = self._task
             if self._read_expired and task is not None:
@@ -224,6 +283,7 @@ class Session:
         self._task.cancel()
 
     async def _flush(self, final: bool = False) -> None:
+        self._log_refusals()
         data = self.conn.data_to_send()
         if data:
             self.writer.write(data)

@@ -93,7 +93,8 @@ class Extensions:
         size: int | None = None
         if "SIZE" in keywords:
             value = keywords["SIZE"]
-            size = int(value) if value.isdigit() and len(value) < 20 else 0
+            # ASCII digits only: "²".isdigit() is true and int("²") raises
+            size = int(value) if value.isascii() and value.isdigit() and len(value) < 20 else 0
         auth = keywords.get("AUTH", "")
         if "AUTH" not in keywords:  # old servers: "AUTH=LOGIN PLAIN"
             old = next((k for k in keywords if k.startswith("AUTH=")), None)

@@ -2,7 +2,11 @@
 3030, 3461, 4954, 6152, 6531).
 
 Trusts nothing: every malformed line becomes a ``CommandError`` carrying the exact
-reply to send. Reads no settings; limits come from the caller.
+reply to send. Keywords, parameter names and numbers are ASCII only: ``str.isdigit``,
+``int`` and ``str.upper`` accept far more (superscript and Arabic-Indic digits; U+017F,
+long s, upper-cases to "S"), so they are only applied after ``isascii``. Reads no
+settings; limits and the envelope strictness (Postfix's ``strict_rfc821_envelopes``)
+come from the caller.
 """
 
 from __future__ import annotations
@@ -35,17 +39,37 @@ class Command:
 
 def split_command(line: str) -> Command:
     verb, _, args = line.partition(" ")
-    return Command(verb.upper(), args.strip(" "))
+    # a non-ASCII verb stays as sent: upper() turns a dotless i (U+0131) into "I"
+    return Command(verb.upper() if verb.isascii() else verb, args.strip(" "))
 
 
-def _split_path(args: str, keyword: str) -> tuple[str, list[str]]:
-    """``FROM:<path> params`` -> (``<path>``, [params]). Tolerates a space after the colon."""
+def ascii_number(text: str, max_digits: int) -> int | None:
+    """``text`` as a number if it is 1..``max_digits`` ASCII digits, else None."""
+    if not text or len(text) > max_digits or not text.isascii() or not text.isdigit():
+        return None
+    return int(text)
+
+
+def _keyword(value: str) -> str:
+    """An ASCII keyword value in upper case; anything else cannot match a keyword."""
+    return value.upper() if value.isascii() else ""
+
+
+def _split_path(args: str, keyword: str, strict: bool) -> tuple[str, list[str]]:
+    """``FROM:<path> params`` -> (``<path>``, [params]). Tolerates a space after the colon.
+
+    Unless ``strict``, a path without angle brackets (``FROM:user@domain``) is taken up
+    to the next space and returned bracketed, as Sendmail and Postfix do.
+    """
     head = args[: len(keyword) + 1]
-    if head.upper() != keyword + ":":
+    if _keyword(head) != keyword + ":":
         raise _syntax("5.5.4", f"Syntax: {keyword}:<address>")
     rest = args[len(keyword) + 1 :].lstrip(" ")
     if not rest.startswith("<"):
-        raise _syntax("5.5.4", f"Syntax: {keyword}:<address>")
+        if strict or not rest:
+            raise _syntax("5.5.4", f"Syntax: {keyword}:<address>")
+        bare, _, params = rest.partition(" ")
+        return f"<{bare}>", [p for p in params.split(" ") if p]
     end = _path_end(rest)
     if end < 0:
         raise _syntax("5.5.4", "Unterminated address: missing >")
@@ -77,7 +101,7 @@ def _params(items: list[str]) -> list[tuple[str, str | None]]:
     for item in items:
         key, eq, value = item.partition("=")
         ukey = key.upper()
-        if not key or not all(c.isalnum() or c == "-" for c in key):
+        if not key or not key.isascii() or not all(c.isalnum() or c == "-" for c in key):
             raise _syntax("5.5.4", f"Malformed parameter: {item[:40]}")
         if ukey in seen:
             raise _syntax("5.5.4", f"Duplicate parameter {ukey}")
@@ -108,9 +132,11 @@ def _need(value: str | None, key: str) -> str:
     return value
 
 
-def parse_mail(args: str, ext: Extensions) -> tuple[Address | None, MailParams, str, list[str]]:
+def parse_mail(
+    args: str, ext: Extensions, strict: bool = False
+) -> tuple[Address | None, MailParams, str, list[str]]:
     """Parse ``FROM:<path> [params]``; returns the sender, params, raw path and raw params."""
-    path, raw = _split_path(args, "FROM")
+    path, raw = _split_path(args, "FROM", strict)
     params = MailParams()
     for key, value in _params(raw):
         _mail_param(params, key, value, ext)
@@ -123,13 +149,13 @@ def parse_mail(args: str, ext: Extensions) -> tuple[Address | None, MailParams, 
 
 def _mail_param(params: MailParams, key: str, value: str | None, ext: Extensions) -> None:
     if key == "SIZE" and ext.size:
-        text = _need(value, key)
-        if not text.isdigit() or len(text) > MAX_SIZE_DIGITS:
-            raise _syntax("5.5.4", "SIZE must be a number of octets")
-        params.size = int(text)
+        size = ascii_number(_need(value, key), MAX_SIZE_DIGITS)
+        if size is None:
+            raise _syntax("5.5.4", "SIZE must be a number of octets (ASCII digits)")
+        params.size = size
     elif key == "BODY" and ext.eightbit:
         try:
-            params.body = BodyType(_need(value, key).upper())
+            params.body = BodyType(_keyword(_need(value, key)))
         except ValueError:
             raise _syntax("5.5.4", "BODY must be 7BIT or 8BITMIME") from None
         if params.body is BodyType.BINARY:
@@ -140,7 +166,7 @@ def _mail_param(params: MailParams, key: str, value: str | None, ext: Extensions
         params.smtputf8 = True
     elif key == "RET" and ext.dsn:
         try:
-            params.ret = Ret(_need(value, key).upper())
+            params.ret = Ret(_keyword(_need(value, key)))
         except ValueError:
             raise _syntax("5.5.4", "RET must be FULL or HDRS") from None
     elif key == "ENVID" and ext.dsn:
@@ -162,9 +188,11 @@ def _xtext(value: str, key: str, limit: int) -> str:
     return decoded
 
 
-def parse_rcpt(args: str, ext: Extensions, utf8: bool) -> tuple[Recipient, str, list[str]]:
+def parse_rcpt(
+    args: str, ext: Extensions, utf8: bool, strict: bool = False
+) -> tuple[Recipient, str, list[str]]:
     """Parse ``TO:<path> [params]``. ``postmaster`` without a domain is allowed."""
-    path, raw = _split_path(args, "TO")
+    path, raw = _split_path(args, "TO", strict)
     notify: frozenset[Notify] | None = None
     orcpt: str | None = None
     for key, value in _params(raw):
@@ -184,7 +212,7 @@ def parse_rcpt(args: str, ext: Extensions, utf8: bool) -> tuple[Recipient, str, 
 
 def _notify(value: str) -> frozenset[Notify]:
     try:
-        items = frozenset(Notify(v.upper()) for v in value.split(","))
+        items = frozenset(Notify(_keyword(v)) for v in value.split(","))
     except ValueError:
         raise _syntax("5.5.4", "NOTIFY must be NEVER or SUCCESS,FAILURE,DELAY") from None
     if Notify.NEVER in items and len(items) > 1:
@@ -196,7 +224,9 @@ def _notify(value: str) -> frozenset[Notify]:
 
 def _orcpt(value: str) -> str:
     kind, semi, addr = value.partition(";")
-    if not semi or not kind or not addr or not all(c.isalnum() or c == "-" for c in kind):
+    if not semi or not kind or not addr or not kind.isascii():
+        raise _syntax("5.5.4", "ORCPT must be addr-type;xtext")
+    if not all(c.isalnum() or c == "-" for c in kind):
         raise _syntax("5.5.4", "ORCPT must be addr-type;xtext")
     _xtext(addr, "ORCPT", limit=500)
     return value

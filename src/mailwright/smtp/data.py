@@ -6,6 +6,9 @@ until the exact sequence CRLF "." CRLF. A bare LF or bare CR is never a line end
 policy the message is refused once its end has been read. Dot-unstuffing
 follows RFC 5321 4.5.2: the first character of a line is deleted if it is ".".
 Work is done on whole buffers with ``bytes`` methods, not line by line.
+Lines longer than ``DataLimits.max_line`` are refused only when that limit is set
+(by default it is not: Sendmail and Postfix accept them, and the SMTP client folds
+them on the way out); a long line is passed on in pieces, so memory stays bounded.
 
 ``DataProblem`` tells the caller why the content must be refused; the reader
 always consumes to the end of the content first, so the dialogue stays in step.
@@ -28,7 +31,7 @@ class BareLinePolicy(Enum):
 @dataclass(frozen=True, slots=True)
 class DataLimits:
     max_size: int = 0  # octets of content; 0 = unlimited
-    max_line: int = 1000  # octets per line including CRLF; 0 = unlimited
+    max_line: int = 0  # octets per line including CRLF; 0 = unlimited (Sendmail, Postfix)
     bare_lines: BareLinePolicy = BareLinePolicy.REJECT
 
 
@@ -165,6 +168,11 @@ def normalize_line_endings(data: bytes) -> bytes:
 
 
 _END = b"\r\n.\r\n"
+# a line without CRLF is passed on in pieces once this much of it is held: long lines
+# are accepted by default, and memory per session stays bounded whatever their length.
+# Small, because the held part is copied again with every read that extends it; more
+# than 3, so that a held "." is never mistaken for content before its CRLF arrives.
+LINE_FLUSH = 4096
 # a line that starts with a dot: dot-stuffed, or the end marker. (The regex engine finds
 # this literal prefix about twice as fast as bytes.find does, measured on 100 KiB.)
 _DOT_LINE = re.compile(rb"\r\n\.")
@@ -218,9 +226,8 @@ class DataReader:
             content = self._unstuff(data[: cut + 2])
             self._at_line_start = True
             return self.checks.check(content), b""
-        max_line = self.checks.limits.max_line or 1 << 20
-        if len(data) > max_line + 2:
-            # an overlong line without CRLF: account for it but do not keep it
+        if len(data) > LINE_FLUSH:
+            # a long line without CRLF: account for it and pass it on, keep only a final CR
             keep = len(data) - 1 if data.endswith(b"\r") else len(data)
             self._carry = data[keep:]
             content = self._unstuff(data[:keep])

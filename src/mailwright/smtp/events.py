@@ -100,3 +100,16 @@ class Closed(Event):
     """The session is over (QUIT answered, or the core gave up): flush and close."""
 
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Not an event: a refusal the core answered on its own, for the driver to log and count
+    (``ServerConnection.take_refusals``). ``stage`` is the metric's stage label (``mail``,
+    ``rcpt``, ``data``, ``connect``, ``command``); ``arg`` the address as sent, if any;
+    ``reason`` a short text for the log when there is no address."""
+
+    stage: str
+    reply: Reply
+    arg: str | None = None
+    reason: str | None = None

@@ -17,7 +17,7 @@ from mailwright.core.reply import Reply
 
 MAX_LINE = 4096  # RFC 5321 says 512; be liberal, but bounded
 MAX_REPLY = 64 * 1024  # all lines of one reply together
-_STATUS = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?: +|$)")
+_STATUS = re.compile(r"^([245])\.([0-9]{1,3})\.([0-9]{1,3})(?: +|$)")  # \d: any script's digits
 
 
 class ReplyError(Exception):

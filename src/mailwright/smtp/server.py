@@ -7,7 +7,10 @@ size limits and the recipient limit on its own, answering those itself, so the
 driver only applies policy. It never touches a socket.
 
 Trusts nothing from the peer: every byte sequence yields a reply, never an
-exception. Reads its limits from ``ServerSettings``.
+exception. Refusals it answers on its own that an administrator must see (bad
+MAIL/RCPT syntax, SIZE over the limit, too many recipients or errors, improper
+pipelining) are queued as ``events.Refusal`` for the driver to log and count
+(``take_refusals``). Reads its limits from ``ServerSettings``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from mailwright.smtp import events as ev
 from mailwright.smtp.command import (
     CommandError,
     Extensions,
+    ascii_number,
     parse_mail,
     parse_rcpt,
     split_command,
@@ -47,6 +51,8 @@ class ServerSettings:
     # RFC 2920 3.1 enforcement (nothing may follow EHLO/HELO/DATA unanswered). Off only for
     # local, trusted channels (sendmail -bs, the local socket), where scripts send batches.
     strict_pipelining: bool = True
+    # Postfix's strict_rfc821_envelopes: refuse MAIL FROM:/RCPT TO: paths without <>
+    strict_envelopes: bool = False
 
 
 class State(Enum):
@@ -63,10 +69,8 @@ class State(Enum):
 # RFC 2920 3.1: these must be last in a pipelined group; data after them is a violation
 _GROUP_ENDERS_STRICT = frozenset({"EHLO", "HELO", "LHLO", "DATA", "STARTTLS"})
 
-_HELP = (
-    "Mailwright: commands HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT HELP VRFY",
-    "See RFC 5321",
-)
+BDAT_SIZE_DIGITS = 20
+MAX_PENDING_REFUSALS = 1000
 
 
 def _r(code: int, status: str | None, *text: str) -> Reply:
@@ -97,6 +101,7 @@ class ServerConnection:
         self._bdat_last = False
         self._bdat_size = 0
         self._bdat_error: Reply | None = None
+        self._refusals: list[ev.Refusal] = []
         self._reset_transaction()
 
     # ---- transaction state --------------------------------------------------------------
@@ -113,13 +118,9 @@ class ServerConnection:
     def greet(self, reply: Reply | None = None) -> None:
         """Send the greeting (``220``; or ``554`` to refuse the client, then close)."""
         if self.early_talker and self.settings.reject_early_talkers:
-            self._send(
-                _r(
-                    554,
-                    "5.5.0",
-                    f"{self.settings.hostname} protocol violation: talking before the greeting",
-                )
-            )
+            host = self.settings.hostname
+            refusal = _r(554, "5.5.0", f"{host} protocol violation: talking before the greeting")
+            self._refuse(refusal, "connect", reason="talked before greeting")
             self._close("talked before greeting")
             return
         reply = reply or _r(220, None, f"{self.settings.hostname} ESMTP Mailwright")
@@ -134,6 +135,13 @@ class ServerConnection:
             self.early_talker = True
         if self.state is not State.CLOSED:
             self._in += data
+
+    def take_refusals(self) -> list[ev.Refusal]:
+        """The refusals answered by the core since the last call (for the log and metrics)."""
+        out = self._refusals
+        if out:  # the common case allocates nothing: this runs before every flush
+            self._refusals = []
+        return out
 
     def data_to_send(self) -> bytes:
         out = bytes(self._out)
@@ -168,6 +176,11 @@ class ServerConnection:
             raise RuntimeError("challenge() outside AUTH")
         self._out += b"334 " + base64.b64encode(text) + b"\r\n"
         self.state = State.AUTH
+
+    @property
+    def bdat_in_progress(self) -> bool:
+        """A message is arriving in BDAT chunks (the driver's content clock spans them)."""
+        return self.in_transaction and self._bdat_used
 
     @property
     def partial_input(self) -> bool:
@@ -251,11 +264,27 @@ class ServerConnection:
         self.state = State.DECIDING
         return event
 
-    def _error(self, reply: Reply) -> None:
+    def _refuse(
+        self, reply: Reply, stage: str, arg: str | None = None, reason: str | None = None
+    ) -> None:
+        """Send a refusal the administrator must see, and record it for the driver."""
         self._send(reply)
+        if len(self._refusals) < MAX_PENDING_REFUSALS:  # a driver that never takes them
+            self._refusals.append(ev.Refusal(stage, reply, arg, reason))
+
+    def _error(self, reply: Reply, stage: str | None = None, arg: str | None = None) -> None:
+        """A bad command; with ``stage`` it is also recorded as a refusal."""
+        if stage is None:
+            self._send(reply)
+        else:
+            self._refuse(reply, stage, arg=arg, reason=None if arg else "syntax")
         self._bad += 1
         if self._bad >= self.settings.max_bad_commands:
-            self._send(_r(421, "4.7.0", f"{self.settings.hostname} Too many errors, closing"))
+            self._refuse(
+                _r(421, "4.7.0", f"{self.settings.hostname} Too many errors, closing"),
+                "command",
+                reason="too many errors",
+            )
             self._close("too many errors")
 
     # ---- command lines ------------------------------------------------------------------
@@ -309,10 +338,16 @@ class ServerConnection:
             if verb == "STARTTLS":
                 self._in.clear()  # RFC 3207: never act on plaintext sent after STARTTLS
             else:
-                self._send(_r(554, "5.5.0", f"Improper command pipelining after {verb}"))
-                self._close(f"improper pipelining after {verb}")
+                reason = f"improper pipelining after {verb}"
+                self._refuse(
+                    _r(554, "5.5.0", f"Improper command pipelining after {verb}"),
+                    "command",
+                    reason=reason,
+                )
+                self._close(reason)
                 return None
-        method = getattr(self, f"_cmd_{verb.lower()}", None) if verb.isalpha() else None
+        known = verb.isascii() and verb.isalpha()
+        method = getattr(self, f"_cmd_{verb.lower()}", None) if known else None
         if method is None:
             self._error(_r(500, "5.5.1", "Command unrecognized"))
             return ev.Unknown(line) if self.state is not State.CLOSED else None
@@ -322,7 +357,11 @@ class ServerConnection:
     def _junk_command(self) -> bool:
         self._junk += 1
         if self._junk > self.settings.max_junk_commands:
-            self._send(_r(421, "4.7.0", f"{self.settings.hostname} Too many commands, closing"))
+            self._refuse(
+                _r(421, "4.7.0", f"{self.settings.hostname} Too many commands, closing"),
+                "command",
+                reason="too many junk commands",
+            )
             self._close("too many junk commands")
             return True
         return False
@@ -409,13 +448,15 @@ class ServerConnection:
             self._error(_r(503, "5.5.1", "Nested MAIL command"))
             return None
         try:
-            sender, params, path, raw = parse_mail(args, self._extensions())
+            sender, params, path, raw = parse_mail(
+                args, self._extensions(), strict=self.settings.strict_envelopes
+            )
         except CommandError as exc:
-            self._error(exc.reply)
+            self._error(exc.reply, "mail", _path_of(args))
             return None
         limit = self.settings.data_limits.max_size
         if limit and params.size is not None and params.size > limit:
-            self._send(TOO_BIG_DECLARED)
+            self._refuse(TOO_BIG_DECLARED, "mail", arg=path)
             return None
         return self._decide(ev.MailFrom(sender, params, path, raw))
 
@@ -436,14 +477,16 @@ class ServerConnection:
             self._error(_r(503, "5.5.1", "RCPT not allowed after BDAT"))
             return None
         try:
-            recipient, path, raw = parse_rcpt(args, self._extensions(), utf8=self.smtputf8)
+            recipient, path, raw = parse_rcpt(
+                args, self._extensions(), utf8=self.smtputf8, strict=self.settings.strict_envelopes
+            )
         except CommandError as exc:
             self.rcpt_attempts += 1
-            self._error(exc.reply)
+            self._error(exc.reply, "rcpt", _path_of(args))
             return None
         self.rcpt_attempts += 1
         if self.rcpt_count >= self.settings.max_recipients:
-            self._send(_r(452, "4.5.3", "Too many recipients"))
+            self._refuse(_r(452, "4.5.3", "Too many recipients"), "rcpt", arg=path)
             return None
         return self._decide(ev.RcptTo(recipient, path, raw))
 
@@ -487,22 +530,18 @@ class ServerConnection:
         self.state = State.DATA
 
     def _cmd_bdat(self, args: str) -> ev.Event | None:
-        parts = args.split()
         if not self.settings.chunking or not self.esmtp:
             self._error(_r(500, "5.5.1", "Command unrecognized"))
             return None
-        if (
-            not parts
-            or len(parts) > 2
-            or not parts[0].isdigit()
-            or len(parts[0]) > 20
-            or (len(parts) == 2 and parts[1].upper() != "LAST")
-        ):
+        parts = [p for p in args.split(" ") if p]  # str.split() would split at U+2000 too
+        size = ascii_number(parts[0], BDAT_SIZE_DIGITS) if parts else None
+        if size is None or len(parts) > 2 or (len(parts) == 2 and not _is_last(parts[1])):
             # without a valid size we cannot know how much to skip: the session is lost
-            self._send(_r(501, "5.5.4", "Syntax: BDAT size [LAST]; closing"))
+            reply = _r(501, "5.5.4", "Syntax: BDAT size [LAST] (size in ASCII digits); closing")
+            self._refuse(reply, "data", reason="bad BDAT syntax")
             self._close("bad BDAT syntax")
             return None
-        self._bdat_size = int(parts[0])
+        self._bdat_size = size
         self._bdat_last = len(parts) == 2
         error: Reply | None = None
         if not self.rcpt_count:
@@ -611,8 +650,20 @@ class ServerConnection:
 
     def _cmd_help(self, args: str) -> ev.Event | None:
         if not self._junk_command():
-            self._send(_r(214, "2.0.0", *_HELP))
+            self._send(_r(214, "2.0.0", *self._help()))
         return None
+
+    def _help(self) -> tuple[str, str]:
+        """The commands this session accepts: VRFY and BDAT only when they are on."""
+        s = self.settings
+        verbs = ["LHLO"] if s.lmtp else ["HELO", "EHLO"]
+        verbs += ["MAIL", "RCPT", "DATA"]
+        if s.chunking:
+            verbs.append("BDAT")
+        verbs += ["RSET", "NOOP", "QUIT", "HELP"]
+        if s.vrfy:
+            verbs.append("VRFY")
+        return "Mailwright: commands " + " ".join(verbs), "See RFC 5321"
 
     def _cmd_vrfy(self, args: str) -> ev.Event | None:
         if self._junk_command():
@@ -678,7 +729,7 @@ class ServerConnection:
             self._error(_r(503, "5.5.1", "AUTH not allowed inside a transaction"))
             return None
         parts = args.split(" ")
-        mech = parts[0].upper()
+        mech = parts[0].upper() if parts[0].isascii() else parts[0]  # no "PLAIN" from U+0131
         if not mech or len(parts) > 2:
             self._error(_r(501, "5.5.4", "Syntax: AUTH mechanism [initial-response]"))
             return None
@@ -702,6 +753,18 @@ class ServerConnection:
 
 
 TOO_BIG_DECLARED = Reply.of(552, "5.3.4", "Message size exceeds fixed maximum message size")
+
+
+def _is_last(word: str) -> bool:
+    return word.isascii() and word.upper() == "LAST"  # U+017F upper-cases to "S"
+
+
+def _path_of(args: str) -> str | None:
+    """The address part of a refused ``FROM:``/``TO:`` argument, for the log (bounded)."""
+    _, colon, rest = args.partition(":")
+    if not colon:
+        return None
+    return rest.strip(" ").split(" ", 1)[0][:256] or None
 
 
 def decode_sasl(line: str) -> bytes | None:
