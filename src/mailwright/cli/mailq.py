@@ -1,7 +1,8 @@
 """The queue listing in Sendmail's ``mailq`` layout (``sendmail -bp``).
 
 Plain text, one block per message: id, size, arrival time, sender, the last
-status text in parentheses, then the recipients still waiting. Reads the store
+status text in parentheses, then the recipients still waiting. The queue directory is
+shown as the absolute path it resolves to, however the configuration spells it. Reads the store
 only; imports nothing heavy so ``mailq`` starts fast.
 """
 
@@ -28,6 +29,8 @@ def status_text(message: StoredMessage) -> str | None:
 
 
 def format_queue(directory: Path, messages: Iterable[StoredMessage]) -> str:
+    """The listing; ``directory`` is shown resolved (``/var/spool/q``, not ``./var/../q``)."""
+    directory = directory.resolve()
     messages = list(messages)
     n = len(messages)
     if not n:
