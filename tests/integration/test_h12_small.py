@@ -15,14 +15,17 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
 from click.testing import CliRunner
 
 from mailwright.cli.main import cli
-from tests.support.daemon import SRC, Mailwright
+from tests.support import smtp_sink
+from tests.support.daemon import SRC, Mailwright, deep_merge, free_port, wait_until
 from tests.support.sendmail import Tools, short_tmp
+from tests.support.web import Web, value
 
 VERSION = importlib.metadata.version("mailwright")
 
@@ -133,3 +136,82 @@ def test_a_bad_http_token_is_never_echoed(tmp_path: Path, token: str) -> None:
     config.write_text('[http]\nport = 8099\naddress = "localhost"\n')
     done = mailwright("--config", str(config), "config", "check")
     assert "http.address" in done.stderr and "'localhost'" in done.stderr
+
+
+# ---- the status page ----------------------------------------------------------------------------
+TOKEN = "h12-small-status-token"
+
+
+@pytest.fixture
+def sinks(tmp_path: Path) -> Iterator[dict[str, smtp_sink.SmtpSink]]:
+    good = smtp_sink.SmtpSink(tmp_path / "good").start()
+    bad = smtp_sink.SmtpSink(
+        tmp_path / "bad", "-B", "550 5.1.1 No such user here", "-f", "RCPT"
+    ).start()
+    soft = smtp_sink.SmtpSink(tmp_path / "soft", "-r", "RCPT").start()
+    try:
+        yield {"good": good, "bad": bad, "soft": soft}
+    finally:
+        for sink in (good, bad, soft):
+            sink.stop()
+
+
+def relaying(root: Path, sinks: dict[str, smtp_sink.SmtpSink], **extra: Any) -> Mailwright:
+    """A daemon delivering at once: bad.test refuses RCPT with 550 5.1.1, soft.test with a
+    4xx, closed.test is a closed port, everything else (the reports) goes to the good sink."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "transport").write_text(
+        f"bad.test smtp:[127.0.0.1]:{sinks['bad'].port}\n"
+        f"soft.test smtp:[127.0.0.1]:{sinks['soft'].port}\n"
+        "closed.test smtp:[127.0.0.1]:1\n"
+        f"* smtp:[127.0.0.1]:{sinks['good'].port}\n"
+    )
+    config: dict[str, Any] = {
+        "routing": {"transport_table": str(root / "transport")},
+        "delivery": {"mode": "background", "idle_connection_timeout": 0.5},
+        "queue": {"host_status_timeout": 0},
+        "http": {"port": free_port(), "token": TOKEN},
+    }
+    return Mailwright(root, deep_merge(config, extra)).start()
+
+
+def cells(row: str) -> list[str]:
+    return re.findall(r"<td[^>]*>(.*?)</td>", row)
+
+
+@pytest.mark.skipif(not smtp_sink.available(), reason="smtp-sink not installed")
+def test_status_page_links_bounces_reads_replies_and_counts_recipients(
+    tmp_path: Path, sinks: dict[str, smtp_sink.SmtpSink]
+) -> None:
+    mw = relaying(tmp_path / "mw", sinks)
+    try:
+        qid = send(mw, ("nobody@bad.test", "later@closed.test", "again@closed.test"))
+        assert "dsn=5.1.1" in mw.wait_log(f"{qid}: to=<nobody@bad.test>")
+        assert "stat=Sent" in mw.wait_log("to=<a@x.test>")  # the bounce left the queue
+        web = Web(mw.config["http"]["port"])
+        wait_until(
+            lambda: value(web.scrape(), "mailwright_queue_recipients", state="deferred") == 2,
+            what="two deferred recipients",
+        )
+        page = web.get("/status", token=TOKEN).text
+    finally:
+        mw.stop()
+    bounces = page[page.index('id="bounces"') : page.index('id="milters"')]
+    row = re.search(r"<tbody><tr>(.*?)</tr>", bounces)
+    assert row, bounces
+    _, link, sender, recipient, reply, remote = cells(row.group(1))
+    assert link == f'<a href="/message/{qid}"><code>{qid}</code></a>'
+    assert (sender, recipient) == ("&lt;a@x.test&gt;", "&lt;nobody@bad.test&gt;")
+    assert reply == "550 5.1.1 No such user here"
+    assert remote.startswith("127.0.0.1")
+
+    summary = page[page.index('id="summary"') : page.index('id="messages"')]
+    queue_header = re.findall(r"<th>([^<]*)</th>", summary)[:9]
+    assert queue_header[3] == "Recipients"
+    queue_row = cells(re.findall(r"<tbody><tr>(.*?)</tr>", summary)[0])
+    assert queue_row[0] == "1"  # one message, ...
+    assert queue_row[3] == "2"  # ... two recipients still queued (the third bounced)
+    assert int(queue_row[5]) == 2  # both deferred
+    assert all(cell for cell in queue_row)  # no empty column
+    traffic_row = cells(re.findall(r"<tbody><tr>(.*?)</tr>", summary)[1])
+    assert all(cell for cell in traffic_row)
