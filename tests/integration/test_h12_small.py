@@ -8,12 +8,15 @@ real daemons, real SMTP peers (Postfix's smtp-sink) and real HTTP requests.
 
 from __future__ import annotations
 
+import email
+import email.policy
 import importlib.metadata
 import re
 import smtplib
 import subprocess
 import sys
 from collections.abc import Iterator
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -215,3 +218,78 @@ def test_status_page_links_bounces_reads_replies_and_counts_recipients(
     assert all(cell for cell in queue_row)  # no empty column
     traffic_row = cells(re.findall(r"<tbody><tr>(.*?)</tr>", summary)[1])
     assert all(cell for cell in traffic_row)
+
+
+# ---- who said what in delay and expiry notices -------------------------------------------------
+def reports(sink: smtp_sink.SmtpSink) -> dict[str, EmailMessage]:
+    """The delivery reports the sink received, by Subject."""
+    found = {}
+    for message in sink.messages():
+        if message.mail_args.startswith("<>"):
+            report = email.message_from_bytes(message.content, policy=email.policy.default)
+            assert isinstance(report, EmailMessage)
+            found[str(report["Subject"])] = report
+    return found
+
+
+def words_and_fields(report: EmailMessage) -> tuple[str, str]:
+    """The human-readable part (unwrapped) and the delivery-status part."""
+    parts = list(report.walk())
+    text = next(p for p in parts if p.get_content_type() == "text/plain")
+    status = next(p for p in parts if p.get_content_type() == "message/delivery-status")
+    assert isinstance(text, EmailMessage)
+    fields = re.sub(r"\r?\n[ \t]+", " ", status.as_string())  # unfolded
+    return " ".join(text.get_content().split()), fields
+
+
+@pytest.mark.skipif(not smtp_sink.available(), reason="smtp-sink not installed")
+def test_delay_and_expiry_notices_quote_a_server_only_for_what_it_said(
+    tmp_path: Path, sinks: dict[str, smtp_sink.SmtpSink]
+) -> None:
+    retry = {
+        "first_retry": 0.5,
+        "max_retry_interval": 0.5,
+        "delay_warning": 0.001,  # the first failed attempt is late enough for a warning
+        "max_lifetime": 2,
+    }
+    mw = relaying(tmp_path / "mw", sinks, queue=retry)
+    try:
+        qid = send(mw, ("later@closed.test", "busy@soft.test"))
+        wait_until(lambda: len(reports(sinks["good"])) == 2, what="a delay and a failure report")
+        mw.wait_log(f"{qid}: to=<later@closed.test>")
+    finally:
+        mw.stop()
+    found = reports(sinks["good"])
+    peer = "127.0.0.1 [127.0.0.1]"
+    closed = f"connect to {peer}:1: Connection refused"
+
+    delay, fields = words_and_fields(found["Delayed Mail (still being retried)"])
+    # the refused connection is our own finding, not something a server said
+    assert (
+        f"<later@closed.test>: delivery is delayed (status 4.4.1). Reason: 451 4.4.1 {closed}"
+        in delay
+    )
+    assert f"Diagnostic-Code: X-Mailwright; 451 4.4.1 {closed}" in fields
+    # smtp-sink really refused the RCPT: that one is quoted as the server's
+    quoted = re.search(r"Diagnostic-Code: smtp; (4\d\d 4\.\d\.\d [^\n]+)", fields)
+    assert quoted, fields
+    reply = quoted.group(1).strip()  # 450 4.3.0 Error: command failed
+    status = reply.split()[1]
+    assert (
+        f"<busy@soft.test>: delivery is delayed (status {status}). "
+        f"The mail server {peer} said: {reply}"
+    ) in delay
+    assert delay.count(" said:") == 1
+
+    failure, fields = words_and_fields(found["Undelivered Mail Returned to Sender"])
+    expired = "Delivery time expired; last error:"
+    assert (
+        f"<later@closed.test>: delivery failed (status 4.4.7). Reason: 451 4.4.7 {expired} {closed}"
+        in failure
+    )
+    assert (
+        f"<busy@soft.test>: delivery failed (status 4.4.7). "
+        f"Reason: {reply[:3]} 4.4.7 {expired} {peer} said: {reply}"
+    ) in failure
+    assert "The mail server" not in failure  # Mailwright gave up: its own words throughout
+    assert "Diagnostic-Code: smtp;" not in fields
