@@ -293,3 +293,24 @@ def test_delay_and_expiry_notices_quote_a_server_only_for_what_it_said(
     ) in failure
     assert "The mail server" not in failure  # Mailwright gave up: its own words throughout
     assert "Diagnostic-Code: smtp;" not in fields
+
+
+# ---- the man page -------------------------------------------------------------------------------
+MAN_PAGE = SRC.parent / "docs" / "man" / "mailwright.8"
+
+
+@pytest.mark.skipif(not Path("/usr/bin/groff").exists(), reason="groff not installed")
+def test_the_man_page_renders_cleanly_and_names_every_command() -> None:
+    done = subprocess.run(
+        ["groff", "-man", "-Tutf8", "-ww", "-P", "-c", str(MAN_PAGE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+    )
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    page = re.sub(r".\x08", "", done.stdout).replace("\u2010", "-")  # no overstrike, hyphens
+    for path in commands(cli):
+        if path:
+            assert path[-1] in page, path  # every command and subcommand is listed
+    assert "--version" in page and "mailwright [-C file] command" in page
