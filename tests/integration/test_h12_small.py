@@ -270,6 +270,10 @@ def test_delay_and_expiry_notices_quote_a_server_only_for_what_it_said(
         in delay
     )
     assert f"Diagnostic-Code: X-Mailwright; 451 4.4.1 {closed}" in fields
+    closed_block = next(b for b in fields.split("\n\n") if "later@closed.test" in b)
+    assert "Remote-MTA" not in closed_block  # no server reported anything
+    soft_block = next(b for b in fields.split("\n\n") if "busy@soft.test" in b)
+    assert "Remote-MTA: dns; 127.0.0.1" in soft_block
     # smtp-sink really refused the RCPT: that one is quoted as the server's
     quoted = re.search(r"Diagnostic-Code: smtp; (4\d\d 4\.\d\.\d [^\n]+)", fields)
     assert quoted, fields

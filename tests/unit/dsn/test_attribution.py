@@ -83,6 +83,7 @@ def test_a_refused_connection_is_our_reason_not_the_servers_words() -> None:
     )
     assert "said" not in text
     assert block["Diagnostic-Code"] == f"X-Mailwright; 451 4.4.1 {REFUSED}"
+    assert "Remote-MTA" not in block  # no server reported anything
 
 
 def test_a_servers_reply_is_quoted_as_its_own() -> None:
