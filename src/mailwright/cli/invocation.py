@@ -131,6 +131,9 @@ def parse(argv: list[str]) -> Invocation:
         i += 1
         if word == "--":
             break
+        if word == "--version":  # the GNU habit; the same as -bV
+            inv.mode = "V"
+            continue
         if not word.startswith("-") or word == "-":
             i -= 1
             break

@@ -1,12 +1,14 @@
 """The queue listing in Sendmail's ``mailq`` layout (``sendmail -bp``).
 
 Plain text, one block per message: id, size, arrival time, sender, the last
-status text in parentheses, then the recipients still waiting. Reads the store
+status text in parentheses, then the recipients still waiting. The queue directory is
+shown absolute and normalised, however the configuration spells it. Reads the store
 only; imports nothing heavy so ``mailq`` starts fast.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -28,6 +30,9 @@ def status_text(message: StoredMessage) -> str | None:
 
 
 def format_queue(directory: Path, messages: Iterable[StoredMessage]) -> str:
+    """The listing; ``directory`` is shown normalised (``/var/spool/q``, not ``./var/../q``),
+    as the daemon's settings hold it (``config.schema.Settings.resolve_paths``)."""
+    directory = Path(os.path.abspath(directory))  # abspath normalises; links stay as named
     messages = list(messages)
     n = len(messages)
     if not n:

@@ -30,7 +30,24 @@ def load_or_exit(ctx: click.Context) -> Settings:
 _settings = load_or_exit
 
 
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from mailwright.cli.version import package_version
+
+    click.echo(f"mailwright {package_version()}")
+    ctx.exit()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Print the installed version and exit.",
+)
 @click.option(
     "--config",
     "-C",

@@ -237,7 +237,7 @@ def flush(
     recipient: str | None,
     sender: str | None,
 ) -> None:
-    """Try queued messages now (all, or those selected), like ``sendmail -q``.
+    """Try queued messages now (all, or those selected), like sendmail -q.
 
     \b
     Examples:

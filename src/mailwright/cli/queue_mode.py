@@ -35,7 +35,7 @@ def print_queue(config: SubmitConfig, count_only: bool = False) -> int:
     from mailwright.queue.sqlite import SqliteQueueStore
     from mailwright.queue.store import StoredMessage, StoreError
 
-    queue_dir = Path(config.queue_dir)
+    queue_dir = Path(os.path.abspath(config.queue_dir))  # shown normalised: no ./var/../
     database = queue_dir / "queue.db"
     messages: list[StoredMessage] = []
     if os.path.lexists(database):
@@ -55,7 +55,7 @@ def print_queue(config: SubmitConfig, count_only: bool = False) -> int:
     if count_only:
         print(f"{queue_dir}: entries={len(messages)}")
         if dropped:
-            print(f"{config.maildrop_dir}: entries={len(dropped)}")
+            print(f"{os.path.abspath(config.maildrop_dir)}: entries={len(dropped)}")
         return OK
     sys.stdout.write(format_queue(queue_dir, messages))
     if dropped:
@@ -93,7 +93,7 @@ def _maildrop_section(directory: str, blocks: list[list[str]]) -> str:
     from mailwright.cli.mailq import HEADER
 
     n = len(blocks)
-    lines = [f"\t\t{directory} ({n} request{'s' if n != 1 else ''})", HEADER]
+    lines = [f"\t\t{os.path.abspath(directory)} ({n} request{'s' if n != 1 else ''})", HEADER]
     for block in blocks:
         lines += block
     lines.append(f"\t\tTotal requests: {n}")

@@ -40,7 +40,6 @@ USAGE, DATAERR, UNAVAILABLE, SOFTWARE, OSERR, TEMPFAIL, NOPERM, CONFIG = (
     77,
     78,
 )
-VERSION = "0.1.0"
 
 
 def say(message: str) -> None:
@@ -82,7 +81,9 @@ def _silence_stdout() -> None:
 def run(inv: Invocation) -> int:
     mode = inv.mode
     if mode == "V":
-        print(f"Mailwright {VERSION} (Sendmail-compatible command line)")
+        from mailwright.cli.version import package_version
+
+        print(f"Mailwright {package_version()} (Sendmail-compatible command line)")
         return 0
     if mode in ("d", "D"):
         from mailwright.cli.daemon_mode import run_daemon_mode

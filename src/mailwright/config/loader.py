@@ -3,7 +3,8 @@
 The path comes from ``--config``, else ``$MAILWRIGHT_CONFIG``, else
 ``/etc/mailwright/mailwright.toml`` if it exists, else built-in defaults.
 Every problem becomes one ``ConfigError`` naming the file, the key and what is
-wrong; callers exit with EX_CONFIG (78). Never a traceback.
+wrong (with the value given, except for ``schema.SECRET_SETTINGS``); callers exit
+with EX_CONFIG (78). Never a traceback.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from mailwright.config.schema import Settings
+from mailwright.config.schema import SECRET_SETTINGS, Settings
 
 DEFAULT_PATH = Path("/etc/mailwright/mailwright.toml")
 ENV_VAR = "MAILWRIGHT_CONFIG"
@@ -74,6 +75,7 @@ def _describe(path: Path, exc: ValidationError) -> str:
         elif (
             "input" in err
             and err["type"] not in ("missing",)
+            and key not in SECRET_SETTINGS
             and not isinstance(err["input"], dict | list)
         ):
             msg = f"{msg} (got {err['input']!r})"

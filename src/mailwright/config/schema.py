@@ -523,6 +523,11 @@ class LocalSection(Section):
         return value.lower()
 
 
+# settings whose value is never repeated in an error message (config check output ends up
+# in tickets and chats; a wrong secret is usually a real one with a typo)
+SECRET_SETTINGS = frozenset({"http.token"})
+
+
 class HttpSection(Section):
     """The daemon's web endpoint: ``/metrics`` (Prometheus) and the status page.
 

@@ -1,12 +1,14 @@
 """SMTP replies: a code, an RFC 3463 enhanced status code and text.
 
 Trusts nothing about the text: CR and LF inside text are replaced so a reply can
-never inject a line into the dialogue. Reads no settings.
+never inject a line into the dialogue. ``from_peer`` tells a reply a peer sent (set only
+by ``smtp.reply.ReplyParser``) from one Mailwright wrote itself, so that a delivery report
+quotes a server only for what it really said. Reads no settings.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 def _clean(line: str) -> str:
@@ -20,10 +22,12 @@ class Reply:
     code: int
     status: str | None
     lines: tuple[str, ...]
+    # who wrote it: a peer (read off the wire) or we; not part of a reply's value
+    from_peer: bool = field(default=False, compare=False)
 
     @classmethod
-    def of(cls, code: int, status: str | None, *lines: str) -> Reply:
-        return cls(code, status, tuple(_clean(x) for x in lines) or ("",))
+    def of(cls, code: int, status: str | None, *lines: str, from_peer: bool = False) -> Reply:
+        return cls(code, status, tuple(_clean(x) for x in lines) or ("",), from_peer)
 
     @property
     def text(self) -> str:

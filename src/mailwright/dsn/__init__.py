@@ -8,7 +8,7 @@ Reads no settings.
 
 from mailwright.dsn.action import Action, ReportKind
 from mailwright.dsn.body import ReportBody
-from mailwright.dsn.diagnostic import Diagnostic, remote_mta_name
+from mailwright.dsn.diagnostic import Diagnostic, remote_mta_name, said
 from mailwright.dsn.original import (
     BOUNCE_PROTOCOL,
     DOUBLE_BOUNCE_PROTOCOL,
@@ -43,5 +43,6 @@ __all__ = [
     "parse_notify",
     "remote_mta_name",
     "report_recipient",
+    "said",
     "summary",
 ]

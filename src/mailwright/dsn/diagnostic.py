@@ -3,7 +3,10 @@
 A diagnostic is a type (``smtp`` for a server's reply, RFC 3464 2.3.6; ``X-Mailwright``
 for our own words) and its text, e.g. ``smtp; 550 5.1.1 <bob@example.org>... User
 unknown``. The text is kept exactly as the remote server sent it (it is quoted to the
-sender); it is only cleaned where it is written. Reads no settings.
+sender); it is only cleaned where it is written. Only a reply a peer really sent
+(``Reply.from_peer``) is typed ``smtp``/``lmtp``: a refused connection, a timeout or an
+expired message is our own text in a reply's form, and the report must not put it in a
+server's mouth. Reads no settings.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from dataclasses import dataclass
 from mailwright.core.reply import Reply
 
 OWN_TYPE = "X-Mailwright"  # the diagnostic type of our own explanations
+_REPLY_TYPES = ("smtp", "lmtp")  # diagnostic types that quote a server
 _TYPED = re.compile(r"^\s*([A-Za-z][A-Za-z0-9-]*)\s*;\s*(.*)$", re.DOTALL)
 _SMTP_REPLY = re.compile(r"^[2-5][0-9][0-9](?:[ -]|$)")
 _REMOTE = re.compile(r"^(?P<name>[^\s\[\]]*)\s*(?:\[(?P<addr>[^\]]*)\])?$")
@@ -26,7 +30,13 @@ class Diagnostic:
 
     @classmethod
     def from_reply(cls, reply: Reply, type: str = "smtp") -> Diagnostic:
-        """A server reply (multi-line replies joined by spaces), e.g. ``550 5.1.1 text``."""
+        """A reply (multi-line replies joined by spaces), e.g. ``550 5.1.1 text``.
+
+        ``type`` names the protocol of the attempt; a reply no peer sent is our own
+        explanation (``X-Mailwright``) whatever the protocol.
+        """
+        if type.lower() in _REPLY_TYPES and not reply.from_peer:
+            type = OWN_TYPE
         status = f" {reply.status}" if reply.status else ""
         return cls(type, f"{reply.code}{status} {' '.join(reply.lines)}".rstrip())
 
@@ -48,7 +58,7 @@ class Diagnostic:
     @property
     def is_reply(self) -> bool:
         """Is this a server's own reply (worth quoting as "the server said")?"""
-        return self.type.lower() in ("smtp", "lmtp")
+        return self.type.lower() in _REPLY_TYPES
 
     def __str__(self) -> str:
         return f"{self.type}; {self.text}"
@@ -64,3 +74,13 @@ def remote_mta_name(remote: str) -> str:
         return match.group("name")
     addr = match.group("addr")
     return f"[{addr}]" if addr else ""
+
+
+def said(reply: Reply, remote_mta: str) -> str:
+    """A result for a sentence: ``mx.example.org [192.0.2.1] said: 451 4.3.0 busy`` when
+    a peer sent it, our own text as it is (``connect to ...: Connection refused``)."""
+    text = " ".join(reply.lines).strip()
+    if not reply.from_peer:
+        return text
+    status = f" {reply.status}" if reply.status else ""
+    return f"{remote_mta.strip() or 'the server'} said: {reply.code}{status} {text}".rstrip()

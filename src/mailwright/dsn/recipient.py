@@ -112,14 +112,17 @@ class RecipientReport:
     ) -> RecipientReport:
         """From a delivery agent's result; the action follows its outcome unless given."""
         action = action or _OUTCOME_ACTION[result.outcome]
+        diagnostic = Diagnostic.from_reply(result.reply, result.diagnostic_type)
         return cls(
             final_recipient=recipient.address,
             action=action,
             status=result.reply.status or action.default_status,
             original_recipient=decode_orcpt(recipient.orcpt),
             notify=recipient.notify,
-            remote_mta=result.remote_mta,
-            diagnostic=Diagnostic.from_reply(result.reply, result.diagnostic_type),
+            # Remote-MTA names the MTA that reported the status (RFC 3464 2.3.5): none
+            # when the words are ours (a refused connection, say)
+            remote_mta=result.remote_mta if diagnostic.is_reply else "",
+            diagnostic=diagnostic,
             last_attempt=attempted_at,
             will_retry_until=will_retry_until,
         )

@@ -167,7 +167,7 @@ def recorded(
             message.envelope.sender_text,
             recipient.address,
             reply.status,
-            f"{reply.code} {reply.text}"[: recent.MAX_TEXT],
+            str(reply)[: recent.MAX_TEXT],  # as the reply reads: 550 5.1.1 text
             result.remote_mta or None,
         )
         recent.RECENT.bounce(bounce)

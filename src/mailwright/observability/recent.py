@@ -26,7 +26,7 @@ class Bounce:
     sender: str
     recipient: str
     status: str | None
-    reply: str
+    reply: str  # as the reply reads: "550 5.1.1 text"
     remote_mta: str | None
 
 

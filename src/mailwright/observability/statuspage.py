@@ -170,7 +170,7 @@ def _summary(status: Status) -> str:
                 str(q.messages),
                 str(q.active_messages),
                 str(q.held_messages),
-                "",
+                str(q.due + q.deferred + q.delivering + q.held),
                 str(q.due),
                 str(q.deferred),
                 str(q.delivering),
@@ -182,7 +182,16 @@ def _summary(status: Status) -> str:
     )
     totals = _table(
         ["Since start", "received", "rejected", "delivered", "deferred", "bounced"],
-        [["", str(t.received), str(t.rejected), str(t.delivered), str(t.deferred), str(t.bounced)]],
+        [
+            [
+                esc(short_duration(status.uptime)),
+                str(t.received),
+                str(t.rejected),
+                str(t.delivered),
+                str(t.deferred),
+                str(t.bounced),
+            ]
+        ],
         "",
     )
     listeners = _table(
@@ -286,10 +295,10 @@ def _bounces(status: Status) -> str:
     rows = (
         [
             esc(when(b.at)),
-            f"<code>{esc(b.queue_id)}</code>",
+            _message_link(b.queue_id),
             esc(f"<{b.sender}>"),
             esc(f"<{b.recipient}>"),
-            esc(" ".join(x for x in (b.status, b.reply) if x)),
+            esc(b.reply),  # as the server's reply reads: 550 5.1.1 text
             esc(b.remote_mta or "-"),
         ]
         for b in status.bounces

@@ -242,7 +242,7 @@ class StatusSite:
         csrf = self.credentials.csrf(identity.session)
         found = await self.backend.message(queue_id) if QUEUE_ID_RE.match(queue_id) else None
         if found is None:
-            text = f"{queue_id} is not in the queue (delivered, deleted, or never was)."
+            text = f"{queue_id} is not in the queue (delivered, bounced, deleted, or never was)."
             return html(404, statuspage.simple_page("No such message", text, csrf))
         message, headers = found
         page = statuspage.message_page(message, headers, csrf, notice_text(request.query))

@@ -48,7 +48,14 @@ from mailwright.delivery.agent import (
     DeliveryResult,
     Outcome,
 )
-from mailwright.dsn import Action, OriginalMessage, RecipientReport, ReportKind, build_report
+from mailwright.dsn import (
+    Action,
+    OriginalMessage,
+    RecipientReport,
+    ReportKind,
+    build_report,
+    said,
+)
 from mailwright.observability import maillog, metrics
 from mailwright.queue.answers import Answers, Waiting
 from mailwright.queue.backoff import RetryPolicy
@@ -565,7 +572,8 @@ class Scheduler:
             expired = Reply.of(
                 result.reply.code if result.reply.transient else 451,
                 "4.4.7",
-                f"Delivery time expired; last error: {result.reply.text}",
+                # our words; the last error says who said what (dsn.said)
+                f"Delivery time expired; last error: {said(result.reply, result.remote_mta)}",
             )
             return RecipientState.FAILED, DeliveryResult(
                 result.index, Outcome.FAILED, expired, result.remote_mta, result.diagnostic_type

@@ -6,7 +6,8 @@ text. It trusts nothing from the peer: a line that is not ``NNN[ -]text``, a
 continuation line with another code, a line or reply beyond the size limits, or
 a reply code outside 2xx-5xx makes the parser fail for good with a
 ``ReplyError`` (the caller treats that as a protocol error: a temporary
-failure). Bare LF line ends are tolerated, as most clients do. Reads no settings.
+failure). Bare LF line ends are tolerated, as most clients do. Every reply it
+returns is marked ``from_peer``. Reads no settings.
 """
 
 from __future__ import annotations
@@ -117,4 +118,4 @@ class ReplyParser:
         for line in lines[1:]:
             line_status, text = split_status(code, line)
             texts.append(text if line_status == status else line)
-        return Reply.of(code, status, *texts)
+        return Reply.of(code, status, *texts, from_peer=True)

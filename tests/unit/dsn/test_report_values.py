@@ -220,7 +220,7 @@ def test_from_delivery_maps_outcome_and_reply() -> None:
     result = DeliveryResult(
         2,
         Outcome.FAILED,
-        Reply.of(550, "5.1.1", "<bob@example.org>... User unknown", "see the FAQ"),
+        Reply.of(550, "5.1.1", "<bob@example.org>... User unknown", "see the FAQ", from_peer=True),
         remote_mta="mx.example.org [192.0.2.1]",
     )
     line = RecipientReport.from_delivery(recipient, result, attempted_at=NOW)
@@ -228,7 +228,8 @@ def test_from_delivery_maps_outcome_and_reply() -> None:
     assert str(line.diagnostic) == "smtp; 550 5.1.1 <bob@example.org>... User unknown see the FAQ"
     assert line.original_recipient == "rfc822;bob@example.org"
     assert line.last_attempt == NOW
-    relayed = DeliveryResult(2, Outcome.RELAYED, Reply.of(250, None, "Ok"), "relay.example")
+    peer_ok = Reply.of(250, None, "Ok", from_peer=True)
+    relayed = DeliveryResult(2, Outcome.RELAYED, peer_ok, "relay.example")
     line = RecipientReport.from_delivery(recipient, relayed, attempted_at=NOW)
     assert (line.action, line.status, str(line.diagnostic)) == (
         Action.RELAYED,

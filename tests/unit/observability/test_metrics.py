@@ -136,7 +136,7 @@ def test_results_count_by_outcome_and_bounces_are_remembered() -> None:
     assert (bounce.recipient, bounce.status, bounce.reply, bounce.remote_mta) == (
         "c@b.test",
         "5.1.1",
-        "550 <no> such user",
+        "550 5.1.1 <no> such user",
         "mx.b.test",
     )
     assert bounce.sender == "s@x.test" and bounce.at == 1015.0
