@@ -44,4 +44,5 @@ class EdgeContext:
             max_bad_commands=s.max_bad_commands,
             max_junk_commands=s.max_junk_commands,
             vrfy=s.vrfy,
+            decide_unknown=True,  # the pipeline (a milter) may answer unknown commands
         )

@@ -47,6 +47,9 @@ class ServerSettings:
     # RFC 2920 3.1 enforcement (nothing may follow EHLO/HELO/DATA unanswered). Off only for
     # local, trusted channels (sendmail -bs, the local socket), where scripts send batches.
     strict_pipelining: bool = True
+    # an unknown command is a decision (``ev.Unknown``): the driver may answer it with a
+    # milter's reply instead of the 500 (Postfix); off: answered 500 at once, event for logs
+    decide_unknown: bool = False
 
 
 class State(Enum):
@@ -71,6 +74,9 @@ _HELP = (
 
 def _r(code: int, status: str | None, *text: str) -> Reply:
     return Reply.of(code, status, *text)
+
+
+_UNRECOGNIZED = _r(500, "5.5.1", "Command unrecognized")
 
 
 class ServerConnection:
@@ -157,6 +163,7 @@ class ServerConnection:
                 ev.DataStart: self._respond_data,
                 ev.StartTls: self._respond_starttls,
                 ev.Auth: self._respond_auth,
+                ev.Unknown: self._respond_unknown,
             }[type(pending)]
             handler(pending, reply)  # type: ignore[operator]
         if isinstance(reply, Reply) and reply.code == 421:
@@ -314,10 +321,18 @@ class ServerConnection:
                 return None
         method = getattr(self, f"_cmd_{verb.lower()}", None) if verb.isalpha() else None
         if method is None:
-            self._error(_r(500, "5.5.1", "Command unrecognized"))
+            if self.settings.decide_unknown:
+                return self._decide(ev.Unknown(line))
+            self._error(_UNRECOGNIZED)
             return ev.Unknown(line) if self.state is not State.CLOSED else None
         result: ev.Event | None = method(cmd.args)
         return result
+
+    def _respond_unknown(self, event: ev.Unknown, reply: Reply | None) -> None:
+        if reply is not None and reply.code == 421:
+            self._send(reply)  # respond() closes the session
+            return
+        self._error(reply if reply is not None and not reply.positive else _UNRECOGNIZED)
 
     def _junk_command(self) -> bool:
         self._junk += 1

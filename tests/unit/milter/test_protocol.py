@@ -39,7 +39,7 @@ def test_bad_socket_specs(spec: str) -> None:
 
 
 def test_offers_per_version() -> None:
-    assert Offer.for_version(6) == Offer(6, 0x1FF, 0x1FFFFF & ~Proto.RCPT_REJ)
+    assert Offer.for_version(6) == Offer(6, 0x1FF, 0x1FFFFF)  # RCPT_REJ offered (Postfix)
     assert Offer.for_version(2) == Offer(2, 0x3F, 0x7F)
     assert Offer.for_version(4).protocol & Proto.NODATA
 
@@ -74,13 +74,20 @@ def test_filter_macro_lists_replace_configured_ones_with_setsymlist() -> None:
         OptNegReply(1, 0, 0),
         OptNegReply(7, 0, 0),
         OptNegReply(6, 0x200, 0),
-        OptNegReply(6, 0, Proto.RCPT_REJ),
+        OptNegReply(4, 0, Proto.RCPT_REJ),  # not offered below version 6
         OptNegReply(6, Action.SETSYMLIST, 0, {9: b"j"}),
     ],
 )
 def test_unacceptable_answers(reply: OptNegReply) -> None:
+    offer = Offer.for_version(4 if reply.version == 4 else 6)
     with pytest.raises(NegotiationError):
-        negotiate(Offer.for_version(6), reply, {})
+        negotiate(offer, reply, {})
+
+
+def test_rcpt_rej_is_granted_when_asked_for() -> None:
+    options = negotiate(Offer.for_version(6), OptNegReply(6, 0, Proto.RCPT_REJ), {})
+    assert options.rcpt_rejected
+    assert not negotiate(Offer.for_version(6), OptNegReply(6, 0, 0), {}).rcpt_rejected
 
 
 def test_v2_offer_refuses_v6_answer() -> None:

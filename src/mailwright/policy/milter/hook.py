@@ -48,9 +48,9 @@ from mailwright.policy.milter.macros import CONFIG_STAGES, DEFAULTS, MacroScope,
 from mailwright.policy.milter.modify import Edit, LineEndings, ModificationError, own_trace
 from mailwright.policy.milter.negotiation import Offer, Step
 
-log = logging.getLogger("mailwright.milter")
-
 SESSION_STAGES = frozenset({"connect", "helo"})
+# a failed filter's policy does not answer these: the session and unknown commands go on
+NO_POLICY_STAGES = SESSION_STAGES | {"unknown"}
 END_OF_DATA_STAGES = frozenset({"header", "eoh", "body", "eom"})
 _SEND_BATCH = 256 * 1024  # bytes of no-reply packets written at once
 
@@ -78,6 +78,8 @@ def header_for_filter(header: Header, leading_space: bool) -> bytes:
 
 
 class MilterHook(Hook):
+    mta_check = False  # a filter's refusal is not shown to the filters after it (Sendmail)
+
     def __init__(self, config: MilterFilter, source: MacroSource, spool_dir: Path | None) -> None:
         self.name = config.display_name
         self.config = config
@@ -119,6 +121,41 @@ class MilterHook(Hook):
         if talk is None or talk.message_done or txn.discard:
             return reply
         return await self._guard(talk, "rcpt", txn, self._rcpt(talk, txn, recipient, raw_params))
+
+    async def rcpt_refused(
+        self,
+        session: SessionInfo,
+        txn: Transaction,
+        recipient: Recipient,
+        raw_params: list[str],
+        refusal: Reply,
+    ) -> None:
+        """SMFIP_RCPT_REJ: the recipient an earlier check refused, with ``{rcpt_mailer}``
+        ``error``; the filter's verdict cannot change the refusal and is not used."""
+        talk = self._talks.get(id(session))
+        if talk is None or talk.failed or talk.retired or talk.session_reply is not None:
+            return
+        conn = talk.conn
+        if conn is None or conn.options is None or not conn.options.rcpt_rejected:
+            return
+        if not talk.in_message or talk.message_done or txn.discard:
+            return
+        path = f"<{recipient.address}>".encode("utf-8", "surrogateescape")
+        args = [p.encode("utf-8", "surrogateescape") for p in raw_params]
+        scope = MacroScope(session, txn, recipient, refusal)
+        await self._guard(
+            talk, "rcpt", txn, self._shown(talk, scope, codec.encode_rcpt(path, args))
+        )
+
+    async def _shown(self, talk: Conversation, scope: MacroScope, packet: bytes) -> None:
+        conn = talk.conn
+        assert conn is not None and conn.options is not None
+        macros = self._macros(talk, Stage.ENVRCPT, scope)
+        if not conn.options.sends(Step.RCPT):
+            if macros:
+                conn.defer(macros)
+            return
+        await conn.command(macros, packet, wait=conn.options.waits(Step.RCPT))
 
     async def data(self, session: SessionInfo, txn: Transaction) -> Reply | None:
         talk, reply = await self._ready(session, "data", txn)
@@ -176,7 +213,7 @@ class MilterHook(Hook):
         if talk.retired:
             return None, None
         if talk.failed:
-            policy_reply = None if where in SESSION_STAGES else self._policy_reply()
+            policy_reply = None if where in NO_POLICY_STAGES else self._policy_reply()
             return None, policy_reply
         if talk.session_reply is not None:
             return None, talk.session_reply
@@ -276,11 +313,15 @@ class MilterHook(Hook):
             if code == codec.CONTINUE:
                 return None
             if code == codec.ACCEPT:
-                await self._accepted(talk, where)
+                if where != "unknown":  # at UNKNOWN: only "no other reply" (Postfix)
+                    await self._accepted(talk, where)
                 return None
             if code == codec.DISCARD and txn is not None and where not in SESSION_STAGES:
                 txn.discard, talk.message_done = True, True
                 maillog.emit(txn.queue_id, milter=self.name, stage=where, event="discard")
+                return None
+            if code in (codec.DISCARD, codec.SKIP):  # out of place, harmless: Postfix ignores it
+                self._ignored(txn, where, "DISCARD" if code == codec.DISCARD else "SKIP")
                 return None
             reply = {
                 codec.REJECT: verdict.rejected(end_of_data=where in END_OF_DATA_STAGES),
@@ -298,6 +339,13 @@ class MilterHook(Hook):
             if where == "connect" and reply.code != 421:
                 return None  # the greeting stays 220; HELO and MAIL get the refusal
         return reply
+
+    def _ignored(self, txn: Transaction | None, where: str, what: str) -> None:
+        maillog.emit_fields(
+            txn.queue_id if txn is not None else None,
+            {"milter": self.name, "stage": where, "ignored": f"{what} not allowed at {where}"},
+            logging.WARNING,
+        )
 
     async def _accepted(self, talk: Conversation, where: str) -> None:
         if where not in SESSION_STAGES:
@@ -444,11 +492,14 @@ class MilterHook(Hook):
             talk.conn.close()  # no QUIT: the conversation is in an unknown state
         policy = self.config.on_failure
         queue_id = txn.queue_id if txn is not None else None
-        log.warning(
-            "milter %s failed at %s: %s (failure policy: %s)", self.name, where, exc, policy
-        )
-        maillog.emit(queue_id, milter=self.name, stage=where, failed=str(exc), action=policy.value)
-        return None if where in SESSION_STAGES else self._policy_reply()
+        fields: dict[str, object] = {
+            "milter": self.name,
+            "stage": where,
+            "failed": str(exc),
+            "action": policy.value,
+        }
+        maillog.emit_fields(queue_id, fields, logging.WARNING)  # the one line for this failure
+        return None if where in NO_POLICY_STAGES else self._policy_reply()
 
     def _policy_reply(self) -> Reply | None:
         return verdict.failure_reply(self.config.on_failure)
