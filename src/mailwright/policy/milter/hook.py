@@ -11,19 +11,24 @@ modifications are collected on a copy and applied to the transaction only
 with a positive final verdict (``modify``), before the queue commit and the
 ``250``. ABORT goes to the filter whenever a message it saw ends early.
 
-A CONNECT or HELO reject/tempfail refuses the rest of the session (HELO gets
-it too, then every MAIL), as Postfix does; ACCEPT there retires the filter for
-the session; ACCEPT later retires it for the message. A filter that fails
+A CONNECT or HELO reject/tempfail refuses the rest of the session (every HELO
+and unknown command gets it, and MAIL if one came), as Postfix does; ACCEPT
+there retires the filter for the session; ACCEPT later retires it for the
+message. DISCARD at CONNECT/HELO and SKIP outside the body are logged and
+ignored (Postfix). A refusal of an unknown command (UNKNOWN) replaces the
+``500``. With ``SMFIP_RCPT_REJ`` the filter also sees the recipients earlier
+checks refused (``rcpt_refused``; its verdict is not used). A filter that fails
 (unreachable, timeout, closed, garbage, a reply not allowed at that stage, an
-invalid modification) is dropped for the rest of the session and its failure
-policy answers MAIL, RCPT, DATA and end of data from then on: ``tempfail``
-(451 4.7.1), ``reject`` (550 5.7.1) or ``accept`` (as if absent). Nothing it
-sent for the failed message is applied. Every refusal and failure is logged
-with the filter's name.
+invalid or un-negotiated modification) is dropped for the rest of the session
+and its failure policy answers MAIL, RCPT, DATA and end of data from then on:
+``tempfail`` (451 4.7.1), ``reject`` (550 5.7.1) or ``accept`` (as if absent).
+Nothing it sent for the failed message is applied. Every refusal is logged
+with the filter's name, every failure once (a warning in the mail log).
 
 Trusts the filter only within the protocol; every packet is validated.
 Settings: one ``filters`` entry (``MilterFilter``), ``hostname``,
-``routing.local_domains``, ``queue.spool_dir``.
+``routing.local_domains`` and the router's (through ``MacroSource``),
+``queue.spool_dir``.
 """
 
 from __future__ import annotations
