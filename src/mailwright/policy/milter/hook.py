@@ -465,7 +465,7 @@ class MilterHook(Hook):
                     batch, size = [], 0
                 continue
             response = await conn.verdict_for(packet)
-            if response == Simple(codec.SKIP) and options.skip:
+            if response == Simple(codec.SKIP):  # even if not negotiated: it asks for less
                 return None
             reply = await self._decide(talk, "body", response, txn)
             if reply is not None or talk.message_done:
