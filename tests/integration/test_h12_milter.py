@@ -212,8 +212,11 @@ def test_a_libmilter_filter_answers_unknown_commands(tmp_path: Path) -> None:
 
 # ---- item 21: SMFIP_RCPT_REJ ------------------------------------------------------------------
 def test_rcpt_rej_shows_refused_recipients_and_the_refusal_stands(raw_daemon: Any) -> None:
-    # the filter would even accept the refused recipient: it cannot
-    mw, raw = raw_daemon({b"R": packets(Simple(codec.ACCEPT))}, protocol=Proto.RCPT_REJ)
+    def rcpt(packet: codec.Packet) -> list[bytes]:  # its own refusal must not stick either
+        refused = packet.data.startswith(b"<nosuchuser@")
+        return packets(codec.ReplyCode(b"550 5.7.1 me neither") if refused else Simple(b"c"))
+
+    mw, raw = raw_daemon({b"R": rcpt}, protocol=Proto.RCPT_REJ)
     replies = transaction(mw, ("nosuchuser@mx.test", "b@y.test"))
     assert replies[2].startswith("550 5.1.1"), replies
     assert replies[3].startswith("250") and replies[-1].startswith("250 2.0.0"), replies
@@ -223,6 +226,16 @@ def test_rcpt_rej_shows_refused_recipients_and_the_refusal_stands(raw_daemon: An
     assert refused["{rcpt_mailer}"] == "error" and refused["{rcpt_host}"] == "5.1.1"
     assert refused["{rcpt_addr}"] == replies[2].split(" ", 2)[2]  # the refusal's text
     assert good["{rcpt_mailer}"] == "smtp" and good["{rcpt_addr}"] == "b@y.test"
+    ((_, queued_rcpts, _),) = queued(mw)
+    assert queued_rcpts == ["b@y.test"]
+
+
+def test_accept_of_a_refused_recipient_ends_the_message_for_the_filter(raw_daemon: Any) -> None:
+    """As with libmilter (its state goes back to HELO): nothing more for this message."""
+    mw, raw = raw_daemon({b"R": packets(Simple(codec.ACCEPT))}, protocol=Proto.RCPT_REJ)
+    replies = transaction(mw, ("nosuchuser@mx.test", "b@y.test"))
+    assert replies[2].startswith("550 5.1.1") and replies[-1].startswith("250 2.0.0"), replies
+    assert raw.commands().count(b"R") == 1 and b"E" not in raw.commands()
     ((_, queued_rcpts, _),) = queued(mw)
     assert queued_rcpts == ["b@y.test"]
 

@@ -136,7 +136,8 @@ class MilterHook(Hook):
         refusal: Reply,
     ) -> None:
         """SMFIP_RCPT_REJ: the recipient an earlier check refused, with ``{rcpt_mailer}``
-        ``error``; the filter's verdict cannot change the refusal and is not used."""
+        ``error``; the filter's verdict cannot change the refusal (ACCEPT or DISCARD only
+        end the message for this filter, as they do for libmilter)."""
         talk = self._talks.get(id(session))
         if talk is None or talk.failed or talk.retired or talk.session_reply is not None:
             return
@@ -160,7 +161,12 @@ class MilterHook(Hook):
             if macros:
                 conn.defer(macros)
             return
-        await conn.command(macros, packet, wait=conn.options.waits(Step.RCPT))
+        response = await conn.command(macros, packet, wait=conn.options.waits(Step.RCPT))
+        if response == Simple(codec.ACCEPT) or response == Simple(codec.DISCARD):
+            # libmilter is done with this message after either: send it nothing more for it
+            talk.message_done = True
+        elif response is not None and not isinstance(response, Simple | codec.ReplyCode):
+            raise MilterError(f"{type(response).__name__} not allowed at rcpt")
 
     async def data(self, session: SessionInfo, txn: Transaction) -> Reply | None:
         talk, reply = await self._ready(session, "data", txn)
