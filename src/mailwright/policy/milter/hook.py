@@ -324,8 +324,8 @@ class MilterHook(Hook):
             if code == codec.CONTINUE:
                 return None
             if code == codec.ACCEPT:
-                if where != "unknown":  # at UNKNOWN: only "no other reply" (Postfix)
-                    await self._accepted(talk, where)
+                # at UNKNOWN too: libmilter is then done with the message (state HELO)
+                await self._accepted(talk, where)
                 return None
             if code == codec.DISCARD and txn is not None and where not in SESSION_STAGES:
                 txn.discard, talk.message_done = True, True
