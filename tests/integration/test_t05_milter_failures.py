@@ -94,9 +94,7 @@ BROKEN = {
     "garbage at MAIL": {b"M": GARBAGE},
     "never answers at end of data": {b"E": HANG},
     "closes at end of data": {b"E": CLOSE},
-    "DISCARD at connect": {b"C": packets(Simple(codec.DISCARD))},
     "modification at MAIL": {b"M": packets(AddHeader(b"X-Early", b"no"))},
-    "SKIP at RCPT": {b"R": packets(Simple(codec.SKIP))},
     "half-sent modifications then garbage": {
         b"E": packets(AddHeader(b"X-Half", b"applied?")) + GARBAGE
     },

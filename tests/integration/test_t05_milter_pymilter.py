@@ -136,7 +136,7 @@ def test_filter_is_sent_envelope_macros_headers_and_body_chunks(
     assert mail["macros"]["{mail_addr}"] == "a@x.test" and mail["macros"]["i"] == qid
     assert rcpt1["args"] == ["<b@y.test>", "NOTIFY=SUCCESS,FAILURE"]
     assert (
-        rcpt1["macros"]["{rcpt_addr}"] == "b@y.test" and rcpt1["macros"]["{rcpt_mailer}"] == "esmtp"
+        rcpt1["macros"]["{rcpt_addr}"] == "b@y.test" and rcpt1["macros"]["{rcpt_mailer}"] == "smtp"
     )
     assert rcpt2["macros"]["{rcpt_mailer}"] == "local"
     headers = [e["args"] for e in msg if e["cb"] == "header"]

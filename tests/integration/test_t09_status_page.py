@@ -311,7 +311,7 @@ def test_status_command_up_and_down(tmp_path: Path) -> None:
         held = send(mw)
         send(mw)
         mw.cli("queue", "hold", held)
-        mw.wait_log("milter gone failed at connect")
+        mw.wait_log("milter=gone, stage=connect, failed=")  # one line per failure (issue 12)
         done = mw.cli("status")
         assert done.returncode == 0, done.stderr
         text = done.stdout.decode()
@@ -320,7 +320,7 @@ def test_status_command_up_and_down(tmp_path: Path) -> None:
         assert "queue: 2 message(s) (1 active, 1 on hold); recipients: 1 due" in text
         assert "since start: 2 received, 0 rejected" in text
         assert "milter: gone: 2 call(s), 2 failure(s); last error at connect" in text
-        assert "WARNING milter gone failed at connect" in text
+        assert "WARNING milter=gone, stage=connect, failed=cannot connect" in text
         assert f"http: http://127.0.0.1:{mw.config['http']['port']}/" in text
 
         data = json.loads(mw.cli("status", "--json").stdout)

@@ -1,7 +1,8 @@
 """A scripted milter speaking the raw wire protocol, for broken-filter tests.
 
 Runs in a thread of the test process on a unix socket. By default it behaves
-like a minimal filter (OPTNEG 6/0x1FF/0, CONTINUE to every command). A script
+like a minimal filter (OPTNEG 6/0x1FF/0, CONTINUE to every command); ``actions``
+and ``protocol`` (attributes, read at each OPTNEG) change what it negotiates. A script
 maps a command letter to what to do instead: a list of raw packets to send,
 ``HANG`` (read on, never answer), ``CLOSE`` (drop the connection). Every
 command received is recorded.
@@ -29,10 +30,13 @@ def packets(*responses: codec.Response) -> list[bytes]:
 
 
 class RawMilter:
-    def __init__(self, path: Path, script: Script | None = None, protocol: int = 0) -> None:
+    def __init__(
+        self, path: Path, script: Script | None = None, protocol: int = 0, actions: int = 0x1FF
+    ) -> None:
         self.path = path
         self.script = script or {}
         self.protocol = protocol
+        self.actions = actions
         self.received: list[Packet] = []
         self.connections = 0
         self._sock = socket.socket(socket.AF_UNIX)
@@ -49,6 +53,18 @@ class RawMilter:
     def commands(self) -> bytes:
         with self._lock:
             return b"".join(p.cmd for p in self.received)
+
+    def macros(self, stage: bytes) -> list[dict[str, str]]:
+        """The macros of every ``D`` packet for ``stage`` (e.g. ``b"R"``), in order."""
+        with self._lock:
+            found = [p.data for p in self.received if p.cmd == b"D" and p.data[:1] == stage]
+        out = []
+        for data in found:
+            parts = data[1:].split(b"\0")[:-1]
+            out.append(
+                {k.decode(): v.decode() for k, v in zip(parts[::2], parts[1::2], strict=True)}
+            )
+        return out
 
     def close(self) -> None:
         self._stop.set()
@@ -96,7 +112,7 @@ class RawMilter:
         if entry is not None:
             return entry(packet) if callable(entry) else entry
         if packet.cmd == b"O":
-            return packets(OptNegReply(6, 0x1FF, self.protocol))
+            return packets(OptNegReply(6, self.actions, self.protocol))
         if packet.cmd in NO_REPLY:
             return []
         return packets(Simple(codec.CONTINUE))

@@ -1,10 +1,13 @@
 """A pymilter (libmilter) test filter: records what the MTA sent, acts as the message asks.
 
-Run as ``python testmilter.py SOCKET LOG [--name N] [--leadspc] [--noreply] [--symlist]``.
+Run as ``python testmilter.py SOCKET LOG [--name N] [--leadspc] [--noreply] [--symlist]
+[--rcpt-rej]`` (``--rcpt-rej``: ask for the recipients the MTA refused, SMFIP_RCPT_REJ).
 Every callback is written to LOG as one JSON line with its arguments and the
 macros visible at that point. Actions come from the header ``X-Do-<name>:``
 (comma-separated words, see ``eom``) and from envelope addresses
-(``reject-me@`` at RCPT, ``tempfail@`` at MAIL, ``accept-rcpt@``, ``discard-me@``).
+(``reject-me@`` at RCPT, ``tempfail@`` at MAIL, ``accept-rcpt@``, ``discard-me@``);
+an unknown SMTP command ``XREJECT`` is refused with the filter's own text,
+``XTEMPFAIL`` tempfailed.
 """
 
 from __future__ import annotations
@@ -143,6 +146,15 @@ class TestMilter(Milter.Base):
             return Milter.ACCEPT
         return Milter.CONTINUE
 
+    def unknown(self, cmd):
+        record("unknown", self, cmd)
+        if cmd.upper().startswith("XREJECT"):
+            self.setreply("550", "5.7.1", "refused by " + NAME)
+            return Milter.REJECT
+        if cmd.upper().startswith("XTEMPFAIL"):
+            return Milter.TEMPFAIL
+        return Milter.CONTINUE
+
     def abort(self):
         record("abort", None)
         return Milter.CONTINUE
@@ -169,6 +181,8 @@ def main() -> None:
         Milter.set_flags(Milter.CURR_ACTS | Milter.SETSYMLIST)
     else:
         Milter.set_flags(Milter.CURR_ACTS)
+    if "--rcpt-rej" in opts:
+        cls = Milter.enable_protocols(cls, Milter.P_RCPT_REJ)
     Milter.factory = cls
     LOG.write(json.dumps({"cb": "start"}) + "\n")
     LOG.flush()

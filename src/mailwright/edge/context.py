@@ -48,4 +48,5 @@ class EdgeContext:
             max_junk_commands=s.max_junk_commands,
             vrfy=s.vrfy,
             strict_envelopes=s.strict_rfc821_envelopes,
+            decide_unknown=True,  # the pipeline (a milter) may answer unknown commands
         )

@@ -318,7 +318,8 @@ class Session:
             await self.security.auth(event)
         elif isinstance(event, ev.Unknown):
             log.debug("unknown command from %s: %r", self.relay, redact(event.line[:80]))
-            await self.ctx.pipeline.unknown(self.info, event.line)
+            # a milter's reply to UNKNOWN replaces the 500 (Postfix); None: the 500
+            self.conn.respond(await self.ctx.pipeline.unknown(self.info, event.line))
 
     async def _starttls(self) -> None:
         if not self.security.may_start_tls():

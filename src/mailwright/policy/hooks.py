@@ -6,7 +6,11 @@ transaction was abandoned) and close. A hook returns ``None`` to let the next
 hook decide, a positive ``Reply`` to accept at once (later hooks are skipped
 for that stage, e.g. an access table ``OK``), or a negative ``Reply`` to refuse.
 At the message stage a hook may also edit the transaction (headers, body,
-recipients, sender) or set ``discard`` / ``hold_reason``.
+recipients, sender) or set ``discard`` / ``hold_reason``. A recipient refused by
+one of the MTA's own checks (a hook with ``mta_check``) is shown to the hooks
+after it (``rcpt_refused``: milters that negotiated ``SMFIP_RCPT_REJ``); their
+answer cannot change the refusal. An unknown command's reply is the first
+refusal a hook gives (a milter's reply to UNKNOWN), else the core's ``500``.
 
 Trusts the hooks it is given; a hook that raises is treated as a temporary
 failure (451 4.3.0) so a broken filter never crashes a session or loses mail.
@@ -76,6 +80,7 @@ class Hook:
     """Base class: every stage continues unless a subclass decides otherwise."""
 
     name = "hook"
+    mta_check = True  # its refusals are the MTA's own, shown to milters wanting RCPT_REJ
 
     async def connect(self, session: SessionInfo) -> Reply | None:
         return None
@@ -91,6 +96,17 @@ class Hook:
     ) -> Reply | None:
         return None
 
+    async def rcpt_refused(
+        self,
+        session: SessionInfo,
+        txn: Transaction,
+        recipient: Recipient,
+        raw_params: list[str],
+        refusal: Reply,
+    ) -> None:
+        """A hook before this one refused ``recipient`` with ``refusal`` (for RCPT_REJ)."""
+        return None
+
     async def data(self, session: SessionInfo, txn: Transaction) -> Reply | None:
         return None
 
@@ -98,7 +114,7 @@ class Hook:
         return None
 
     async def unknown(self, session: SessionInfo, line: str) -> Reply | None:
-        """An unrecognised command, already answered 500 by the protocol core (for milters)."""
+        """An unrecognised command: a refusal replaces the core's ``500`` (a milter's reply)."""
         return None
 
     async def reset(self, session: SessionInfo, txn: Transaction | None) -> None:
@@ -137,7 +153,22 @@ class Pipeline:
     async def rcpt(
         self, session: SessionInfo, txn: Transaction, recipient: Recipient, raw_params: list[str]
     ) -> Reply | None:
-        return await self._run("rcpt", session, txn, recipient, raw_params)
+        for index, hook in enumerate(self.hooks):
+            try:
+                reply = await hook.rcpt(session, txn, recipient, raw_params)
+            except Exception:
+                log.exception("policy hook %s failed at rcpt", hook.name)
+                return HOOK_FAILED
+            if reply is None:
+                continue
+            if not reply.positive and hook.mta_check:
+                for later in self.hooks[index + 1 :]:
+                    try:
+                        await later.rcpt_refused(session, txn, recipient, raw_params, reply)
+                    except Exception:
+                        log.exception("policy hook %s failed at rcpt_refused", later.name)
+            return reply
+        return None
 
     async def data(self, session: SessionInfo, txn: Transaction) -> Reply | None:
         return await self._run("data", session, txn)
@@ -145,13 +176,17 @@ class Pipeline:
     async def message(self, session: SessionInfo, txn: Transaction) -> Reply | None:
         return await self._run("message", session, txn)
 
-    async def unknown(self, session: SessionInfo, line: str) -> None:
-        """Tell every hook about an unknown command; the reply (500) is already decided."""
+    async def unknown(self, session: SessionInfo, line: str) -> Reply | None:
+        """The first refusal of an unknown command; ``None``: the core's ``500``."""
         for hook in self.hooks:
             try:
-                await hook.unknown(session, line)
+                reply = await hook.unknown(session, line)
             except Exception:
                 log.exception("policy hook %s failed at unknown", hook.name)
+                continue
+            if reply is not None and not reply.positive:
+                return reply
+        return None
 
     async def reset(self, session: SessionInfo, txn: Transaction | None) -> None:
         for hook in self.hooks:

@@ -90,7 +90,8 @@ class Auth(Event):
 
 @dataclass(slots=True)
 class Unknown(Event):
-    """An unrecognised command (already answered with 500); for logs and milters."""
+    """An unrecognised command: answered 500 already, or (``decide_unknown``) a decision
+    whose ``None`` answer is that 500 and whose refusal (a milter's) replaces it."""
 
     line: str
 

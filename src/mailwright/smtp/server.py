@@ -53,6 +53,9 @@ class ServerSettings:
     strict_pipelining: bool = True
     # Postfix's strict_rfc821_envelopes: refuse MAIL FROM:/RCPT TO: paths without <>
     strict_envelopes: bool = False
+    # an unknown command is a decision (``ev.Unknown``): the driver may answer it with a
+    # milter's reply instead of the 500 (Postfix); off: answered 500 at once, event for logs
+    decide_unknown: bool = False
 
 
 class State(Enum):
@@ -75,6 +78,9 @@ MAX_PENDING_REFUSALS = 1000
 
 def _r(code: int, status: str | None, *text: str) -> Reply:
     return Reply.of(code, status, *text)
+
+
+_UNRECOGNIZED = _r(500, "5.5.1", "Command unrecognized")
 
 
 class ServerConnection:
@@ -165,6 +171,7 @@ class ServerConnection:
                 ev.DataStart: self._respond_data,
                 ev.StartTls: self._respond_starttls,
                 ev.Auth: self._respond_auth,
+                ev.Unknown: self._respond_unknown,
             }[type(pending)]
             handler(pending, reply)  # type: ignore[operator]
         if isinstance(reply, Reply) and reply.code == 421:
@@ -349,10 +356,18 @@ class ServerConnection:
         known = verb.isascii() and verb.isalpha()
         method = getattr(self, f"_cmd_{verb.lower()}", None) if known else None
         if method is None:
-            self._error(_r(500, "5.5.1", "Command unrecognized"))
+            if self.settings.decide_unknown:
+                return self._decide(ev.Unknown(line))
+            self._error(_UNRECOGNIZED)
             return ev.Unknown(line) if self.state is not State.CLOSED else None
         result: ev.Event | None = method(cmd.args)
         return result
+
+    def _respond_unknown(self, event: ev.Unknown, reply: Reply | None) -> None:
+        if reply is not None and reply.code == 421:
+            self._send(reply)  # respond() closes the session
+            return
+        self._error(reply if reply is not None and not reply.positive else _UNRECOGNIZED)
 
     def _junk_command(self) -> bool:
         self._junk += 1

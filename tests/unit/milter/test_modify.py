@@ -136,3 +136,36 @@ def test_line_endings_become_crlf_across_packets(pieces: list[bytes]) -> None:
     joined = b"".join(pieces)
     expected = joined.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
     assert out == expected
+
+
+@pytest.mark.parametrize(
+    ("mod", "needed"),
+    [
+        (codec.AddHeader(b"X-A", b"1"), codec.Action.ADDHDRS),
+        (codec.InsertHeader(0, b"X-A", b"1"), codec.Action.ADDHDRS),
+        (codec.ChangeHeader(1, b"Subject", b"x"), codec.Action.CHGHDRS),
+        (codec.AddRecipient(b"<d@y.test>"), codec.Action.ADDRCPT),
+        (codec.AddRecipient(b"<d@y.test>", b"NOTIFY=NEVER", True), codec.Action.ADDRCPT_PAR),
+        (codec.DeleteRecipient(b"<b@y.test>"), codec.Action.DELRCPT),
+        (codec.ChangeFrom(b"<z@x.test>"), codec.Action.CHGFROM),
+        (codec.ReplaceBody(b"new\r\n"), codec.Action.CHGBODY),
+        (codec.Quarantine(b"why"), codec.Action.QUARANTINE),
+    ],
+)
+def test_a_modification_needs_its_negotiated_action(
+    mod: codec.Modification, needed: codec.Action
+) -> None:
+    """Issue 12 item 9: refused (the filter fails), not applied with a warning."""
+    txn = transaction()
+    edit = Edit.of(txn, options(actions=0x1FF & ~needed), "t")
+    with pytest.raises(ModificationError, match=f"without negotiating the {needed.name}"):
+        if isinstance(mod, codec.ReplaceBody):
+            edit.replace_body(mod.data, LineEndings(), None)
+        else:
+            edit.apply(mod)
+    granted = Edit.of(txn, options(actions=needed), "t")
+    if isinstance(mod, codec.ReplaceBody):
+        granted.replace_body(mod.data, LineEndings(), None)
+        granted.discard_body()
+    else:
+        granted.apply(mod)

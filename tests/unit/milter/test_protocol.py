@@ -7,12 +7,15 @@ import pytest
 from mailwright.config.schema import FailurePolicy, Settings
 from mailwright.core.address import Address
 from mailwright.core.envelope import MailParams, Recipient
+from mailwright.core.reply import Reply
 from mailwright.policy.hooks import SessionInfo, Transaction
 from mailwright.policy.milter import macros, verdict
 from mailwright.policy.milter.codec import Action, OptNegReply, Proto, Stage
 from mailwright.policy.milter.endpoint import Endpoint, parse_endpoint
 from mailwright.policy.milter.negotiation import NegotiationError, Offer, Step, negotiate
 from mailwright.policy.relay import DomainSet
+from mailwright.routing.router import Router
+from mailwright.routing.transport import parse_transport_table
 
 
 @pytest.mark.parametrize(
@@ -39,7 +42,7 @@ def test_bad_socket_specs(spec: str) -> None:
 
 
 def test_offers_per_version() -> None:
-    assert Offer.for_version(6) == Offer(6, 0x1FF, 0x1FFFFF & ~Proto.RCPT_REJ)
+    assert Offer.for_version(6) == Offer(6, 0x1FF, 0x1FFFFF)  # RCPT_REJ offered (Postfix)
     assert Offer.for_version(2) == Offer(2, 0x3F, 0x7F)
     assert Offer.for_version(4).protocol & Proto.NODATA
 
@@ -74,13 +77,20 @@ def test_filter_macro_lists_replace_configured_ones_with_setsymlist() -> None:
         OptNegReply(1, 0, 0),
         OptNegReply(7, 0, 0),
         OptNegReply(6, 0x200, 0),
-        OptNegReply(6, 0, Proto.RCPT_REJ),
+        OptNegReply(4, 0, Proto.RCPT_REJ),  # not offered below version 6
         OptNegReply(6, Action.SETSYMLIST, 0, {9: b"j"}),
     ],
 )
 def test_unacceptable_answers(reply: OptNegReply) -> None:
+    offer = Offer.for_version(4 if reply.version == 4 else 6)
     with pytest.raises(NegotiationError):
-        negotiate(Offer.for_version(6), reply, {})
+        negotiate(offer, reply, {})
+
+
+def test_rcpt_rej_is_granted_when_asked_for() -> None:
+    options = negotiate(Offer.for_version(6), OptNegReply(6, 0, Proto.RCPT_REJ), {})
+    assert options.rcpt_rejected
+    assert not negotiate(Offer.for_version(6), OptNegReply(6, 0, 0), {}).rcpt_rejected
 
 
 def test_v2_offer_refuses_v6_answer() -> None:
@@ -174,3 +184,35 @@ def test_config_accepts_sendmail_timeouts_and_macro_strings() -> None:
 def test_bad_filter_config(entry: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         Settings.model_validate({"filters": [entry]})
+
+
+def test_route_macros_come_from_the_router() -> None:
+    """Issue 12 item 21: Postfix's transport names and next hops."""
+    table, errors = parse_transport_table(
+        b"relay.test smtp:[192.0.2.1]:2525\nl.test lmtp:unix:/run/l.sock\nno.test error:5.7.1 no\n"
+    )
+    assert not errors
+    router = Router(["mx.test"], table=table)
+    source = macros.MacroSource("mx.test", DomainSet(["mx.test"]), router.route)
+    session = SessionInfo("1", "MTA", "smtp", "127.0.0.1", 25, "192.0.2.9", 4567)
+    txn = Transaction("QID1", Address("a", "relay.test"), MailParams())
+    names = ["{mail_mailer}", "{mail_host}", "{rcpt_mailer}", "{rcpt_host}", "{rcpt_addr}"]
+
+    def route(address: Address, refusal: Reply | None = None) -> dict[bytes, bytes]:
+        scope = macros.MacroScope(session, txn, Recipient(address), refusal)
+        return dict(macros.values(names, source, scope))
+
+    assert route(Address("u", "mx.test"))[b"{mail_mailer}"] == b"smtp"
+    assert route(Address("u", "mx.test"))[b"{mail_host}"] == b"[192.0.2.1]:2525"
+    expected = {
+        Address("u", "mx.test"): (b"local", b"mx.test"),
+        Address("u", "l.test"): (b"lmtp", b"unix:/run/l.sock"),
+        Address("u", "no.test"): (b"error", b"5.7.1"),
+        Address("u", "Far.Test"): (b"smtp", b"far.test"),
+    }
+    for address, (mailer, host) in expected.items():
+        got = route(address)
+        assert (got[b"{rcpt_mailer}"], got[b"{rcpt_host}"]) == (mailer, host), address
+    refused = route(Address("u", "far.test"), Reply.of(550, "5.1.1", "User unknown"))
+    assert refused[b"{rcpt_mailer}"] == b"error" and refused[b"{rcpt_host}"] == b"5.1.1"
+    assert refused[b"{rcpt_addr}"] == b"User unknown"

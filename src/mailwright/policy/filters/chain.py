@@ -4,7 +4,10 @@ Each ``filters`` entry becomes one policy hook, in configuration order, after
 the built-in relay control: a ``MilterHook`` for ``milter = "..."`` entries, a
 ``ScopedFilter`` around the plugin for ``plugin = "..."`` entries. Because they
 are consecutive hooks, the second filter sees what the first one changed.
-Settings: ``filters``, ``hostname``, ``routing.local_domains``, ``queue.spool_dir``.
+Milters get a router of their own (``routing``: the transport table, the
+smarthost) for the route macros. Settings: ``filters``, ``hostname``,
+``routing.local_domains``, ``routing.transport_table``, ``routing.smarthost``,
+``queue.spool_dir``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from mailwright.policy.milter.hook import MilterHook
 from mailwright.policy.milter.macros import MacroSource
 from mailwright.policy.milter.verdict import failure_reply
 from mailwright.policy.relay import DomainSet
+from mailwright.routing.router import Router
 
 log = logging.getLogger("mailwright.filters")
 
@@ -88,7 +92,10 @@ class ScopedFilter(Hook):
 
 
 def build_filters(settings: Settings) -> list[Hook]:
-    source = MacroSource(settings.hostname, DomainSet(settings.local_domains))
+    route = None
+    if any(isinstance(entry, MilterFilter) for entry in settings.filters):
+        route = Router.from_settings(settings)[0].route  # its table errors: logged by delivery
+    source = MacroSource(settings.hostname, DomainSet(settings.local_domains), route)
     hooks: list[Hook] = []
     for entry in settings.filters:
         if isinstance(entry, MilterFilter):

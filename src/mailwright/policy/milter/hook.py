@@ -11,19 +11,24 @@ modifications are collected on a copy and applied to the transaction only
 with a positive final verdict (``modify``), before the queue commit and the
 ``250``. ABORT goes to the filter whenever a message it saw ends early.
 
-A CONNECT or HELO reject/tempfail refuses the rest of the session (HELO gets
-it too, then every MAIL), as Postfix does; ACCEPT there retires the filter for
-the session; ACCEPT later retires it for the message. A filter that fails
+A CONNECT or HELO reject/tempfail refuses the rest of the session (every HELO
+and unknown command gets it, and MAIL if one came), as Postfix does; ACCEPT
+there retires the filter for the session; ACCEPT later retires it for the
+message. DISCARD at CONNECT/HELO and SKIP outside the body are logged and
+ignored (Postfix). A refusal of an unknown command (UNKNOWN) replaces the
+``500``. With ``SMFIP_RCPT_REJ`` the filter also sees the recipients earlier
+checks refused (``rcpt_refused``; its verdict is not used). A filter that fails
 (unreachable, timeout, closed, garbage, a reply not allowed at that stage, an
-invalid modification) is dropped for the rest of the session and its failure
-policy answers MAIL, RCPT, DATA and end of data from then on: ``tempfail``
-(451 4.7.1), ``reject`` (550 5.7.1) or ``accept`` (as if absent). Nothing it
-sent for the failed message is applied. Every refusal and failure is logged
-with the filter's name.
+invalid or un-negotiated modification) is dropped for the rest of the session
+and its failure policy answers MAIL, RCPT, DATA and end of data from then on:
+``tempfail`` (451 4.7.1), ``reject`` (550 5.7.1) or ``accept`` (as if absent).
+Nothing it sent for the failed message is applied. Every refusal is logged
+with the filter's name, every failure once (a warning in the mail log).
 
 Trusts the filter only within the protocol; every packet is validated.
 Settings: one ``filters`` entry (``MilterFilter``), ``hostname``,
-``routing.local_domains``, ``queue.spool_dir``.
+``routing.local_domains`` and the router's (through ``MacroSource``),
+``queue.spool_dir``.
 """
 
 from __future__ import annotations
@@ -48,9 +53,9 @@ from mailwright.policy.milter.macros import CONFIG_STAGES, DEFAULTS, MacroScope,
 from mailwright.policy.milter.modify import Edit, LineEndings, ModificationError, own_trace
 from mailwright.policy.milter.negotiation import Offer, Step
 
-log = logging.getLogger("mailwright.milter")
-
 SESSION_STAGES = frozenset({"connect", "helo"})
+# a failed filter's policy does not answer these: the session and unknown commands go on
+NO_POLICY_STAGES = SESSION_STAGES | {"unknown"}
 END_OF_DATA_STAGES = frozenset({"header", "eoh", "body", "eom"})
 _SEND_BATCH = 256 * 1024  # bytes of no-reply packets written at once
 
@@ -78,6 +83,8 @@ def header_for_filter(header: Header, leading_space: bool) -> bytes:
 
 
 class MilterHook(Hook):
+    mta_check = False  # a filter's refusal is not shown to the filters after it (Sendmail)
+
     def __init__(self, config: MilterFilter, source: MacroSource, spool_dir: Path | None) -> None:
         self.name = config.display_name
         self.config = config
@@ -119,6 +126,47 @@ class MilterHook(Hook):
         if talk is None or talk.message_done or txn.discard:
             return reply
         return await self._guard(talk, "rcpt", txn, self._rcpt(talk, txn, recipient, raw_params))
+
+    async def rcpt_refused(
+        self,
+        session: SessionInfo,
+        txn: Transaction,
+        recipient: Recipient,
+        raw_params: list[str],
+        refusal: Reply,
+    ) -> None:
+        """SMFIP_RCPT_REJ: the recipient an earlier check refused, with ``{rcpt_mailer}``
+        ``error``; the filter's verdict cannot change the refusal (ACCEPT or DISCARD only
+        end the message for this filter, as they do for libmilter)."""
+        talk = self._talks.get(id(session))
+        if talk is None or talk.failed or talk.retired or talk.session_reply is not None:
+            return
+        conn = talk.conn
+        if conn is None or conn.options is None or not conn.options.rcpt_rejected:
+            return
+        if not talk.in_message or talk.message_done or txn.discard:
+            return
+        path = f"<{recipient.address}>".encode("utf-8", "surrogateescape")
+        args = [p.encode("utf-8", "surrogateescape") for p in raw_params]
+        scope = MacroScope(session, txn, recipient, refusal)
+        await self._guard(
+            talk, "rcpt", txn, self._shown(talk, scope, codec.encode_rcpt(path, args))
+        )
+
+    async def _shown(self, talk: Conversation, scope: MacroScope, packet: bytes) -> None:
+        conn = talk.conn
+        assert conn is not None and conn.options is not None
+        macros = self._macros(talk, Stage.ENVRCPT, scope)
+        if not conn.options.sends(Step.RCPT):
+            if macros:
+                conn.defer(macros)
+            return
+        response = await conn.command(macros, packet, wait=conn.options.waits(Step.RCPT))
+        if response == Simple(codec.ACCEPT) or response == Simple(codec.DISCARD):
+            # libmilter is done with this message after either: send it nothing more for it
+            talk.message_done = True
+        elif response is not None and not isinstance(response, Simple | codec.ReplyCode):
+            raise MilterError(f"{type(response).__name__} not allowed at rcpt")
 
     async def data(self, session: SessionInfo, txn: Transaction) -> Reply | None:
         talk, reply = await self._ready(session, "data", txn)
@@ -176,7 +224,7 @@ class MilterHook(Hook):
         if talk.retired:
             return None, None
         if talk.failed:
-            policy_reply = None if where in SESSION_STAGES else self._policy_reply()
+            policy_reply = None if where in NO_POLICY_STAGES else self._policy_reply()
             return None, policy_reply
         if talk.session_reply is not None:
             return None, talk.session_reply
@@ -276,11 +324,15 @@ class MilterHook(Hook):
             if code == codec.CONTINUE:
                 return None
             if code == codec.ACCEPT:
+                # at UNKNOWN too: libmilter is then done with the message (state HELO)
                 await self._accepted(talk, where)
                 return None
             if code == codec.DISCARD and txn is not None and where not in SESSION_STAGES:
                 txn.discard, talk.message_done = True, True
                 maillog.emit(txn.queue_id, milter=self.name, stage=where, event="discard")
+                return None
+            if code in (codec.DISCARD, codec.SKIP):  # out of place, harmless: Postfix ignores it
+                self._ignored(txn, where, "DISCARD" if code == codec.DISCARD else "SKIP")
                 return None
             reply = {
                 codec.REJECT: verdict.rejected(end_of_data=where in END_OF_DATA_STAGES),
@@ -298,6 +350,13 @@ class MilterHook(Hook):
             if where == "connect" and reply.code != 421:
                 return None  # the greeting stays 220; HELO and MAIL get the refusal
         return reply
+
+    def _ignored(self, txn: Transaction | None, where: str, what: str) -> None:
+        maillog.emit_fields(
+            txn.queue_id if txn is not None else None,
+            {"milter": self.name, "stage": where, "ignored": f"{what} not allowed at {where}"},
+            logging.WARNING,
+        )
 
     async def _accepted(self, talk: Conversation, where: str) -> None:
         if where not in SESSION_STAGES:
@@ -412,7 +471,7 @@ class MilterHook(Hook):
                     batch, size = [], 0
                 continue
             response = await conn.verdict_for(packet)
-            if response == Simple(codec.SKIP) and options.skip:
+            if response == Simple(codec.SKIP):  # even if not negotiated: it asks for less
                 return None
             reply = await self._decide(talk, "body", response, txn)
             if reply is not None or talk.message_done:
@@ -444,11 +503,14 @@ class MilterHook(Hook):
             talk.conn.close()  # no QUIT: the conversation is in an unknown state
         policy = self.config.on_failure
         queue_id = txn.queue_id if txn is not None else None
-        log.warning(
-            "milter %s failed at %s: %s (failure policy: %s)", self.name, where, exc, policy
-        )
-        maillog.emit(queue_id, milter=self.name, stage=where, failed=str(exc), action=policy.value)
-        return None if where in SESSION_STAGES else self._policy_reply()
+        fields: dict[str, object] = {
+            "milter": self.name,
+            "stage": where,
+            "failed": str(exc),
+            "action": policy.value,
+        }
+        maillog.emit_fields(queue_id, fields, logging.WARNING)  # the one line for this failure
+        return None if where in NO_POLICY_STAGES else self._policy_reply()
 
     def _policy_reply(self) -> Reply | None:
         return verdict.failure_reply(self.config.on_failure)

@@ -8,8 +8,18 @@ from its OPTNEG reply replaces both. Values come from the session and the
 transaction; a macro without a value is left out. Names are looked up with or
 without braces, and sent as the list spells them.
 
+``{mail_mailer}``/``{mail_host}`` and ``{rcpt_mailer}``/``{rcpt_host}`` report the
+route the router gives the address's domain, with Postfix's names: the transport
+(``smtp``, ``lmtp``, ``local``, ``error``) and the next hop (``example.org`` for an
+MX lookup, ``[host]:port``, ``unix:/path``; our host name for local delivery; the
+status code for ``error``). A recipient the MTA refused (shown to filters that
+asked for ``SMFIP_RCPT_REJ``) has ``{rcpt_mailer}`` ``error``, ``{rcpt_host}`` the
+refusal's enhanced status code and ``{rcpt_addr}`` its text, as with Sendmail and
+Postfix.
+
 Trusts the session's facts (they come from the socket and the protocol core).
-Settings: ``hostname``, ``routing.local_domains`` (passed in as ``MacroSource``).
+Settings: ``hostname``, ``routing.local_domains`` and the router's settings
+(``routing.transport_table``, ``routing.smarthost``), passed in as ``MacroSource``.
 """
 
 from __future__ import annotations
@@ -20,9 +30,11 @@ from dataclasses import dataclass
 from mailwright import __version__
 from mailwright.core.address import Address
 from mailwright.core.envelope import Recipient
+from mailwright.core.reply import Reply
 from mailwright.policy.hooks import SessionInfo, Transaction
 from mailwright.policy.milter.codec import Stage
 from mailwright.policy.relay import DomainSet
+from mailwright.routing.nexthop import NextHop, Transport
 
 DEFAULTS: dict[Stage, tuple[str, ...]] = {
     Stage.CONNECT: (
@@ -74,6 +86,14 @@ class MacroSource:
 
     hostname: str
     local_domains: DomainSet
+    route: Callable[[str], NextHop] | None = None  # domain -> next hop (the router's answer)
+
+    def hop(self, domain: str) -> NextHop:
+        if self.route is not None:
+            return self.route(domain)
+        if not domain or domain.lower() in self.local_domains:
+            return NextHop(Transport.LOCAL)
+        return NextHop(Transport.SMTP, host=domain.lower())
 
 
 @dataclass(slots=True)
@@ -81,6 +101,7 @@ class MacroScope:
     session: SessionInfo
     txn: Transaction | None = None
     recipient: Recipient | None = None
+    rejection: Reply | None = None  # the MTA's refusal of ``recipient`` (SMFIP_RCPT_REJ)
 
 
 def canonical(name: str) -> str:
@@ -99,10 +120,33 @@ def _bracketed(address: str) -> str:
 
 
 def _mailer(source: MacroSource, address: Address | None) -> tuple[str, str]:
-    """(mailer, host) as Sendmail would resolve the address, without routing tables."""
-    if address is None or not address.domain or address.domain in source.local_domains:
-        return "local", "localhost"
-    return "esmtp", address.domain
+    """(mailer, host) of the address's route, named as Postfix names them."""
+    if address is None or not address.domain:
+        return Transport.LOCAL.value, source.hostname  # <> and bare local parts stay here
+    hop = source.hop(address.domain)
+    if hop.transport is Transport.ERROR:
+        error = hop.error
+        return "error", (error.status or str(error.code)) if error is not None else "error"
+    if hop.transport in (Transport.SMTP, Transport.LMTP):
+        return hop.transport.value, hop.key.split(":", 1)[1]
+    return hop.transport.value, source.hostname
+
+
+def _rcpt_route(source: MacroSource, scope: MacroScope) -> tuple[str, str] | None:
+    if scope.recipient is None:
+        return None
+    refusal = scope.rejection
+    if refusal is not None:
+        return "error", refusal.status or str(refusal.code)
+    return _mailer(source, scope.recipient.address)
+
+
+def _rcpt_addr(source: MacroSource, scope: MacroScope) -> str | None:
+    if scope.recipient is None:
+        return None
+    if scope.rejection is not None:
+        return " ".join(scope.rejection.lines)
+    return str(scope.recipient.address)
 
 
 _Getter = Callable[[MacroSource, MacroScope], "str | None"]
@@ -112,8 +156,8 @@ def _txn(getter: Callable[[MacroSource, Transaction], str | None]) -> _Getter:
     return lambda src, sc: getter(src, sc.txn) if sc.txn is not None else None
 
 
-def _rcpt(getter: Callable[[MacroSource, Recipient], str | None]) -> _Getter:
-    return lambda src, sc: getter(src, sc.recipient) if sc.recipient is not None else None
+def _part(route: tuple[str, str] | None, index: int) -> str | None:
+    return route[index] if route is not None else None
 
 
 def _nonempty(value: str) -> str | None:
@@ -154,9 +198,9 @@ _GETTERS: dict[str, _Getter] = {
     "mail_addr": _txn(lambda src, t: "" if t.sender is None else str(t.sender)),
     "mail_mailer": _txn(lambda src, t: _mailer(src, t.sender)[0]),
     "mail_host": _txn(lambda src, t: _mailer(src, t.sender)[1]),
-    "rcpt_addr": _rcpt(lambda src, r: str(r.address)),
-    "rcpt_mailer": _rcpt(lambda src, r: _mailer(src, r.address)[0]),
-    "rcpt_host": _rcpt(lambda src, r: _mailer(src, r.address)[1]),
+    "rcpt_addr": _rcpt_addr,
+    "rcpt_mailer": lambda src, sc: _part(_rcpt_route(src, sc), 0),
+    "rcpt_host": lambda src, sc: _part(_rcpt_route(src, sc), 1),
     "msg_id": _txn(lambda src, t: _msg_id(t)),
     "quarantine": _txn(lambda src, t: t.hold_reason),
 }

@@ -15,17 +15,17 @@ QUARANTINE puts the message on hold with the reason.
 
 Everything is computed on copies and assigned only when every modification is
 valid, so a bad one leaves the transaction untouched (``ModificationError``).
-Trusts the filter only as far as the negotiated action bits; modifications it
-was not granted are applied but logged (as Sendmail does), except a body
-replacement, which is refused. Reads no settings.
+Trusts the filter only as far as the negotiated action bits: a modification
+it was not granted is a protocol error (``ModificationError``: the filter has
+failed and nothing it sent for the message is applied), as libmilter itself
+refuses such a call (``MI_FAILURE``). Reads no settings.
 """
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from mailwright.core.address import Address, AddressError, parse_mailbox
@@ -33,12 +33,10 @@ from mailwright.core.envelope import MailParams, Recipient
 from mailwright.core.headers import Header, HeaderList
 from mailwright.policy.hooks import Transaction
 from mailwright.policy.milter import codec
-from mailwright.policy.milter.codec import Action, Modification
+from mailwright.policy.milter.codec import Modification
 from mailwright.policy.milter.negotiation import Options
 from mailwright.queue.spool import Spool
 from mailwright.smtp.command import CommandError, Extensions, parse_mail, parse_rcpt
-
-log = logging.getLogger("mailwright.milter")
 
 _FIELD_NAME = re.compile(r"^[\x21-\x39\x3b-\x7e]+$")
 _BARE_BREAK = re.compile(rb"\r?\n(?![ \t])")
@@ -126,7 +124,6 @@ class Edit:
     hidden: Header | None  # our own Received:, not counted by CHGHEADER
     hold_reason: str | None
     body: Spool | None = None  # the replacement body, when there is one
-    warnings: list[str] = field(default_factory=list)
 
     @classmethod
     def of(cls, txn: Transaction, options: Options, name: str) -> Edit:
@@ -145,11 +142,7 @@ class Edit:
         )
 
     def apply(self, mod: Modification) -> None:
-        needed = codec.required_action(mod)
-        if not self.options.allows(needed):
-            if needed is Action.CHGBODY:
-                raise ModificationError("replaced the body without the CHGBODY action")
-            self.warnings.append(f"used {needed.name} without negotiating it")
+        self._check_granted(mod)
         if isinstance(mod, codec.AddHeader):
             self.headers.append(self._header(mod.name, mod.value))
         elif isinstance(mod, codec.InsertHeader):
@@ -169,10 +162,15 @@ class Edit:
             self.hold_reason = mod.reason.decode("utf-8", "replace") or "quarantined by milter"
         # ReplaceBody data goes to ``body`` as it arrives (see ``replace_body``)
 
+    def _check_granted(self, mod: Modification) -> None:
+        needed = codec.required_action(mod)
+        if not self.options.allows(needed):
+            name = type(mod).__name__
+            raise ModificationError(f"sent {name} without negotiating the {needed.name} action")
+
     def replace_body(self, data: bytes, endings: LineEndings, spool_dir: Path | None) -> None:
         """One ``b`` packet: the first starts the new body, the others append to it."""
-        if not self.options.allows(Action.CHGBODY):
-            raise ModificationError("replaced the body without the CHGBODY action")
+        self._check_granted(codec.ReplaceBody(data))
         if self.body is None:
             self.body = Spool(spool_dir)
         self.body.write(endings.feed(data))
@@ -255,5 +253,3 @@ class Edit:
         txn.sender, txn.params = self.sender, self.params
         txn.raw_sender, txn.raw_mail_params = self.raw_sender, self.raw_params
         txn.hold_reason = self.hold_reason
-        for warning in self.warnings:
-            log.warning("%s: milter %s %s", txn.queue_id, self.shown_name, warning)

@@ -1,13 +1,14 @@
 """Option negotiation: what we offer a filter, checking its answer, and what may be sent after.
 
 We offer what Sendmail offers for the configured protocol version (2, 3, 4 or 6,
-like Postfix's ``milter_protocol``), minus ``RCPT_REJ`` (we never pass on
-recipients the MTA itself refused). The filter's answer must be version 2..ours
-and ask only for offered bits, else the filter counts as failed. The resulting
-``Options`` say, per step, whether to send it at all (``NO*`` bits, version)
-and whether to wait for a reply (``NR_*`` bits), and which macros to send per
-stage (the filter's own lists from the OPTNEG reply replace the configured ones
-when it was granted ``SETSYMLIST``). Sans-I/O; reads no settings.
+like Postfix's ``milter_protocol``), ``RCPT_REJ`` included for version 6: a
+filter that asks for it is also shown the recipients the MTA itself refused.
+The filter's answer must be version 2..ours and ask only for offered bits, else
+the filter counts as failed. The resulting ``Options`` say, per step, whether
+to send it at all (``NO*`` bits, version) and whether to wait for a reply
+(``NR_*`` bits), and which macros to send per stage (the filter's own lists
+from the OPTNEG reply replace the configured ones when it was granted
+``SETSYMLIST``). Sans-I/O; reads no settings.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ _OFFERS: dict[int, tuple[int, int]] = {
     2: (0x3F, _V2_PROTO),
     3: (0x3F, _V2_PROTO | Proto.NOUNKNOWN),
     4: (0x3F, _V2_PROTO | Proto.NOUNKNOWN | Proto.NODATA),
-    6: (0x1FF, 0x1FFFFF & ~Proto.RCPT_REJ),
+    6: (0x1FF, 0x1FFFFF),
 }
 
 
@@ -109,6 +110,11 @@ class Options:
     @property
     def leading_space(self) -> bool:
         return bool(self.protocol & Proto.HDR_LEADSPC)
+
+    @property
+    def rcpt_rejected(self) -> bool:
+        """The filter wants the recipients the MTA refused too (``SMFIP_RCPT_REJ``)."""
+        return bool(self.protocol & Proto.RCPT_REJ)
 
     @property
     def skip(self) -> bool:
