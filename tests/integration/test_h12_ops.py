@@ -1,0 +1,61 @@
+"""Issue 12, operations: one daemon per queue (the master lock), ``status`` denied the
+control socket, the log file target and its reopening, a submission listener that can
+never accept mail, and the mail log lines of queue administration from the command line.
+
+Real daemons, real sockets, the real CLI as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import smtplib
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support.daemon import Mailwright, render_toml
+
+
+def second_daemon_config(first: Mailwright, port: int) -> Path:
+    """The first daemon's configuration on another port: the same queue directory."""
+    config = dict(first.config)
+    config["listeners"] = [{"address": "127.0.0.1", "port": port, "kind": "smtp"}]
+    path = first.root / "second.toml"
+    path.write_text(render_toml(config) + "\n")
+    return path
+
+
+# ---- item 8: a second daemon on the same queue is refused ------------------------------------
+
+
+def test_a_second_daemon_on_the_same_queue_exits_75_naming_the_first(tmp_path: Path) -> None:
+    from tests.support.daemon import free_port
+
+    first = Mailwright(tmp_path).start()
+    try:
+        assert first.proc is not None
+        pid = first.proc.pid
+        queue = tmp_path / "queue"
+        sockets = {name: os.stat(queue / name).st_ino for name in ("control.sock", "submit.sock")}
+        other = second_daemon_config(first, free_port())
+        second = subprocess.run(
+            [sys.executable, "-m", "mailwright", "--config", str(other), "serve"],
+            env=first.env(),
+            capture_output=True,
+            timeout=60,
+        )
+        assert second.returncode == 75, second.stderr.decode()
+        err = second.stderr.decode()
+        assert f"pid {pid}" in err and "already running" in err
+        # the first daemon keeps its sockets and still answers on them
+        assert {name: os.stat(queue / name).st_ino for name in sockets} == sockets
+        assert first.cli("status").returncode == 0
+        with smtplib.SMTP("127.0.0.1", first.port, timeout=30) as client:
+            assert client.noop()[0] == 250
+        assert (queue / "master.lock").read_text().strip() == str(pid)
+    finally:
+        first.stop()
+    # once the first is gone, the lock is free again: a new daemon starts on the queue
+    again = Mailwright(tmp_path)
+    again.port = first.port
+    again.start()
+    again.stop()
