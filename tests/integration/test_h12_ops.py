@@ -59,3 +59,44 @@ def test_a_second_daemon_on_the_same_queue_exits_75_naming_the_first(tmp_path: P
     again.port = first.port
     again.start()
     again.stop()
+
+
+# ---- item 25: a submission listener that could never accept mail is refused ------------------
+
+
+def test_a_submission_listener_without_tls_is_refused_by_config_check_and_serve(
+    tmp_path: Path,
+) -> None:
+    mw = Mailwright(tmp_path)
+    mw.config["listeners"] = [
+        {"address": "127.0.0.1", "port": mw.port, "kind": "submission", "tls": "none"}
+    ]
+    mw.write_config()
+    check = mw.cli("config", "check")
+    assert check.returncode == 78
+    problem = check.stderr.decode()
+    assert f'listener submission-{mw.port} has tls = "none"' in problem
+    assert "could never accept mail" in problem and "Traceback" not in problem
+    serve = subprocess.run(mw.command("serve"), env=mw.env(), capture_output=True, timeout=60)
+    assert serve.returncode == 78
+    assert "could never accept mail" in serve.stderr.decode()
+    # nothing was bound or created: the configuration was refused before start-up
+    assert not (tmp_path / "queue" / "control.sock").exists()
+
+
+def test_a_plaintext_submission_listener_is_fine_when_it_can_accept_mail(tmp_path: Path) -> None:
+    """``require_tls = false`` (or loopback clients allowed without TLS) makes it usable."""
+    mw = Mailwright(tmp_path)
+    plain = {"address": "127.0.0.1", "port": mw.port, "kind": "submission", "tls": "none"}
+    mw.config["listeners"] = [{**plain, "require_tls": False}]
+    mw.write_config()
+    assert mw.cli("config", "check").returncode == 0
+    mw.config["listeners"] = [plain]
+    mw.config["auth"] = {"plaintext_on_loopback": True}
+    mw.write_config()
+    assert mw.cli("config", "check").returncode == 0
+    mw.config["listeners"] = [{**plain, "kind": "smtp", "require_tls": True}]
+    del mw.config["auth"]
+    mw.write_config()
+    check = mw.cli("config", "check")
+    assert check.returncode == 78 and "require_tls = true" in check.stderr.decode()

@@ -127,6 +127,14 @@ class Listener(Section):
         return self.name or f"{self.kind.value}-{self.port}"
 
 
+def _reaches_loopback(address: str) -> bool:
+    """Loopback clients can connect to a listener on this address (loopback, or any)."""
+    if address.startswith("unix:"):
+        return False
+    ip = ipaddress.ip_address(address)
+    return ip.is_loopback or ip.is_unspecified
+
+
 class BareLineEndings(StrEnum):
     REJECT = "reject"
     NORMALIZE = "normalize"
@@ -776,6 +784,29 @@ class Settings(Section):
                     f'listener {listener.display_name} has tls = "implicit" '
                     "but [tls] certificate is not set"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _tls_required_can_be_had(self) -> Settings:
+        """A listener that wants TLS before MAIL but never offers it refuses every MAIL
+        (530 5.7.0 Must issue a STARTTLS command first), unless loopback clients may
+        go without TLS there (``auth.plaintext_on_loopback``)."""
+        for listener in self.listeners:
+            if listener.tls is not ListenerTls.NONE or not listener.tls_required:
+                continue
+            if self.auth.plaintext_on_loopback and _reaches_loopback(listener.address):
+                continue
+            why = (
+                "a submission listener requires TLS before MAIL"
+                if listener.require_tls is None
+                else "require_tls = true"
+            )
+            raise ValueError(
+                f'listener {listener.display_name} has tls = "none" but {why}: it would never'
+                " offer STARTTLS yet answer every MAIL with 530 5.7.0, so it could never"
+                ' accept mail; use tls = "starttls" (with [tls] certificate) or'
+                ' tls = "implicit", or set require_tls = false on that listener'
+            )
         return self
 
     @model_validator(mode="after")

@@ -24,7 +24,7 @@ import os
 import signal
 from pathlib import Path
 
-from mailwright.config.schema import DeliveryMode, ListenerAuth, Settings
+from mailwright.config.schema import DeliveryMode, ListenerAuth, ListenerTls, Settings
 from mailwright.core import deliverymode
 from mailwright.core.sysexits import ExitCode
 from mailwright.daemon import control, reload
@@ -104,6 +104,16 @@ def warn_about_listeners(settings: Settings) -> None:
             log.warning(
                 "listener %s requires AUTH but auth.users_file is not set: "
                 "every MAIL will be refused",
+                listener.display_name,
+            )
+        if (
+            listener.tls is ListenerTls.STARTTLS
+            and listener.tls_required
+            and settings.tls.certificate is None
+        ):
+            log.warning(
+                "listener %s requires TLS before MAIL but [tls] certificate is not set:"
+                " STARTTLS is never offered, every MAIL will be refused (530 5.7.0)",
                 listener.display_name,
             )
 
