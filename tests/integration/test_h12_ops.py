@@ -6,6 +6,7 @@ Real daemons, real sockets, the real CLI as a subprocess."""
 
 from __future__ import annotations
 
+import json
 import os
 import smtplib
 import subprocess
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 
 from tests.support.daemon import Mailwright, render_toml
+from tests.support.opentmp import open_tmp
 
 
 def second_daemon_config(first: Mailwright, port: int) -> Path:
@@ -100,3 +102,32 @@ def test_a_plaintext_submission_listener_is_fine_when_it_can_accept_mail(tmp_pat
     mw.write_config()
     check = mw.cli("config", "check")
     assert check.returncode == 78 and "require_tls = true" in check.stderr.decode()
+
+
+# ---- item 10: status denied the control socket says so ---------------------------------------
+
+
+def as_nobody(mw: Mailwright, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """``mailwright ARGS`` run by an ordinary user (nobody)."""
+    command = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    return subprocess.run(
+        [*command, *mw.command(*args)], env=mw.env(), capture_output=True, timeout=60, cwd="/"
+    )
+
+
+def test_status_by_an_ordinary_user_says_permission_denied_not_down() -> None:
+    with open_tmp() as root:
+        mw = Mailwright(root).start()
+        try:
+            assert mw.cli("status").returncode == 0  # root may ask
+            for args in (("status",), ("status", "--json")):
+                denied = as_nobody(mw, *args)
+                out = denied.stdout.decode()
+                assert denied.returncode == 77, (out, denied.stderr)
+                assert "permission denied" in out and "down" not in out
+            assert json.loads(denied.stdout)["up"] is None
+        finally:
+            mw.stop()
+        # a daemon that is really gone is "down", for root and for the ordinary user alike
+        down = mw.cli("status")
+        assert down.returncode == 69 and b"mailwright: down (" in down.stdout

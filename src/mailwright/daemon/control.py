@@ -82,7 +82,17 @@ class ControlServer:
 
 
 def request(queue_dir: Path, op: str, timeout: float = 10.0, **args: Any) -> dict[str, Any] | None:
-    """Send one request to a running daemon; None when no daemon listens."""
+    """Send one request to a running daemon; None when no daemon listens (or the caller
+    may not use the socket: ``ask`` tells that apart)."""
+    try:
+        return ask(queue_dir, op, timeout, **args)
+    except PermissionError:
+        return None
+
+
+def ask(queue_dir: Path, op: str, timeout: float = 10.0, **args: Any) -> dict[str, Any] | None:
+    """``request``, but ``PermissionError`` when the caller may not reach the socket (the
+    socket or the queue directory is closed to it): a daemon may well be running."""
     path = socket_path(queue_dir)
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
@@ -95,9 +105,9 @@ def request(queue_dir: Path, op: str, timeout: float = 10.0, **args: Any) -> dic
                 if not chunk:
                     break
                 data += chunk
-    except (FileNotFoundError, ConnectionRefusedError):
-        return None
-    except OSError:
+    except PermissionError:
+        raise
+    except OSError:  # no socket, nobody listening, a daemon gone in the middle
         return None
     try:
         answer: dict[str, Any] = json.loads(data)
