@@ -6,15 +6,21 @@ Real daemons, real sockets, the real CLI as a subprocess."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import smtplib
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
-from tests.support.daemon import Mailwright, render_toml
+from tests.support.daemon import Mailwright, free_port, render_toml
 from tests.support.opentmp import open_tmp
+from tests.support.web import Web, value
 
 
 def second_daemon_config(first: Mailwright, port: int) -> Path:
@@ -30,8 +36,6 @@ def second_daemon_config(first: Mailwright, port: int) -> Path:
 
 
 def test_a_second_daemon_on_the_same_queue_exits_75_naming_the_first(tmp_path: Path) -> None:
-    from tests.support.daemon import free_port
-
     first = Mailwright(tmp_path).start()
     try:
         assert first.proc is not None
@@ -131,3 +135,162 @@ def test_status_by_an_ordinary_user_says_permission_denied_not_down() -> None:
         # a daemon that is really gone is "down", for root and for the ordinary user alike
         down = mw.cli("status")
         assert down.returncode == 69 and b"mailwright: down (" in down.stdout
+
+
+class MultiLineRefuser:
+    """A server that answers every RCPT with a three-line 451 (one client at a time)."""
+
+    RCPT = (
+        b"451-4.3.0 Try later, line one\r\n451-4.3.0 Try later, line two\r\n"
+        b"451 4.3.0 Try later, line three\r\n"
+    )
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> MultiLineRefuser:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.close()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = self.server.accept()
+                with conn, conn.makefile("rwb") as stream:
+                    self._session(stream)
+
+    def _session(self, stream: Any) -> None:
+        stream.write(b"220 far.test ESMTP\r\n")
+        stream.flush()
+        for line in stream:
+            verb = line[:4].upper()
+            if verb == b"QUIT":
+                stream.write(b"221 bye\r\n")
+                stream.flush()
+                return
+            stream.write(self.RCPT if verb == b"RCPT" else b"250 ok\r\n")
+            stream.flush()
+
+
+def transport(root: Path, port: int) -> Path:
+    path = root / "transport"
+    path.write_text(f"far.test smtp:[127.0.0.1]:{port}\n")
+    return path
+
+
+# ---- item 18 (administration) and item 23 (flush of a held message, show) ---------------------
+
+QID = re.compile(r"\b([0-9A-HJKMNP-TV-Z]{15})\b")
+
+
+def queue_one(port: int, subject: str) -> str:
+    """A message queued for a local recipient (the test daemons run in queue-only mode)."""
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+        client.ehlo("client.test")
+        assert client.mail("sender@x.test")[0] == 250
+        assert client.rcpt("user@mx.test")[0] == 250
+        code, text = client.data(f"Subject: {subject}\r\n\r\nbody\r\n".encode())
+        assert code == 250
+    match = QID.search(text.decode())
+    assert match is not None
+    return match.group(1)
+
+
+def test_queue_administration_through_a_running_daemon_is_logged_and_counted(
+    tmp_path: Path,
+) -> None:
+    mw = Mailwright(tmp_path, {"http": {"port": free_port()}}).start()
+    try:
+        web = Web(mw.config["http"]["port"])
+        kept, bounced = queue_one(mw.port, "kept"), queue_one(mw.port, "bounced")
+
+        held = mw.cli("queue", "hold", kept, "--reason", "spam?")
+        assert held.returncode == 0 and b"held: 1 message(s)" in held.stdout
+        mw.wait_log(f"{kept}: admin=hold, by=root, via=mailwright queue, reason=spam?")
+
+        # item 23: a flush of a held message says it is held and was not scheduled
+        flushed = mw.cli("queue", "flush", kept)
+        out = flushed.stdout.decode()
+        assert flushed.returncode == 0
+        assert "0 recipient(s) scheduled" in out
+        assert f"{kept}: on hold, not scheduled (mailwright queue release {kept} first)" in out
+        mw.wait_log(f"{kept}: admin=flush, by=root, via=mailwright queue, stat=on hold")
+
+        assert mw.cli("queue", "release", kept).returncode == 0
+        mw.wait_log(f"{kept}: admin=release, by=root, via=mailwright queue")
+
+        gone = mw.cli("queue", "bounce", bounced)
+        assert gone.returncode == 0 and b"bounced: 1 message(s)" in gone.stdout
+        mw.wait_log(f"{bounced}: admin=bounce, by=root, via=mailwright queue, reason=Message")
+        dsn = mw.wait_log(": DSN: ")
+        assert re.search(
+            rf"{bounced}: [0-9A-Z]{{15}}: DSN: 550 5\.0\.0 Message bounced by administrator",
+            dsn,
+        ), dsn
+
+        assert mw.cli("queue", "delete", kept).returncode == 0
+        mw.wait_log(f"{kept}: admin=delete, by=root, via=mailwright queue")
+
+        samples = web.scrape()
+        for action in ("hold", "flush", "release", "bounce", "delete"):
+            got = value(
+                samples, "mailwright_admin_actions_total", action=action, via="mailwright queue"
+            )
+            assert got == 1, (action, got)
+    finally:
+        mw.stop()
+
+
+def test_queue_administration_without_a_daemon_is_logged_where_the_daemon_logs(
+    tmp_path: Path,
+) -> None:
+    mw = Mailwright(tmp_path, {"log": {"format": "text"}}).start()
+    try:
+        first, second = queue_one(mw.port, "first"), queue_one(mw.port, "second")
+    finally:
+        mw.stop()
+    held = mw.cli("queue", "hold", first)
+    assert held.returncode == 0, held.stderr
+    assert f"{first}: admin=hold, by=root, via=mailwright queue" in held.stderr.decode()
+    flushed = mw.cli("queue", "flush", first)
+    assert f"{first}: on hold, not scheduled" in flushed.stdout.decode()
+    assert f"{first}: admin=flush, by=root" in flushed.stderr.decode()
+    bounced = mw.cli("queue", "bounce", second)
+    err = bounced.stderr.decode()
+    assert bounced.returncode == 0, err
+    assert f"{second}: admin=bounce, by=root, via=mailwright queue" in err
+    assert re.search(rf"{second}: [0-9A-Z]{{15}}: DSN: 550 5\.0\.0 Message bounced", err), err
+    deleted = mw.cli("queue", "delete", first)
+    assert f"{first}: admin=delete, by=root" in deleted.stderr.decode()
+
+
+def test_queue_show_keeps_its_indentation_for_a_multi_line_reply(tmp_path: Path) -> None:
+    """A deferred recipient whose server answered with three lines."""
+    with MultiLineRefuser() as refuser:
+        mw = Mailwright(
+            tmp_path,
+            {
+                "delivery": {"mode": "background"},
+                "routing": {"transport_table": str(transport(tmp_path, refuser.port))},
+            },
+        ).start()
+        try:
+            with smtplib.SMTP("127.0.0.1", mw.port, timeout=30) as client:
+                client.sendmail("a@x.test", ["b@far.test"], b"Subject: s\r\n\r\nx\r\n")
+            line = mw.wait_log("to=<b@far.test>")
+            qid = QID.search(line)
+            assert qid is not None
+            shown = mw.cli("queue", "show", qid.group(1)).stdout.decode().splitlines()
+        finally:
+            mw.stop()
+    at = next(i for i, text in enumerate(shown) if text.startswith("      last: "))
+    first = shown[at]
+    indent = " " * (first.index("Try later, line one"))
+    assert shown[at + 1] == indent + "Try later, line two"
+    assert shown[at + 2].startswith(indent + "Try later, line three")
+    assert shown[at + 3] == "Headers:"

@@ -23,11 +23,14 @@ import logging
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 from mailwright.config.schema import DeliveryMode, ListenerAuth, ListenerTls, Settings
 from mailwright.core import deliverymode
 from mailwright.core.sysexits import ExitCode
 from mailwright.daemon import control, reload
+from mailwright.daemon.admin import ACTIONS as ADMIN_ACTIONS
+from mailwright.daemon.admin import Actor, Admin, Selection
 from mailwright.daemon.delivery import build_scheduler
 from mailwright.daemon.monitor import Monitor
 from mailwright.daemon.queueruns import QueueRuns
@@ -61,6 +64,8 @@ log = logging.getLogger("mailwright.daemon")
 # how long a ``sendmail -odi`` submission waits for its delivery attempt before it gets
 # its 250 anyway (the message is queued either way); well under the client's timeout
 INTERACTIVE_WAIT = 60
+# how an admin request may say it came (a metric label: anything else is "control socket")
+CONTROL_VIAS = ("mailwright queue", "sendmail -q")
 
 
 def build_pipeline(
@@ -137,9 +142,10 @@ class Daemon:
         self.scheduler = build_scheduler(
             settings, self.store, self.writer, resolver=self.resolver, deposit=self._deposit()
         )
+        self.admin = Admin(self.store, self.writer, self._notify, self.scheduler.bounce)
         self.control = control.ControlServer(
             control.socket_path(settings.queue.directory),
-            {"ping": self._ping, "wake": self._wake, "flush": self._flush},
+            {"ping": self._ping, "wake": self._wake, "flush": self._flush, "admin": self._admin},
         )
         self._stop = asyncio.Event()
         self._queue_runs = QueueRuns()
@@ -230,6 +236,31 @@ class Daemon:
         self.scheduler.wake()
         return {"ok": True}
 
+    async def _admin(self, request: dict[str, object]) -> dict[str, object]:
+        """``mailwright queue hold|release|delete|bounce|flush`` (``daemon.admin``): done
+        here, logged with the caller's user name (from the socket, not from the request)."""
+        action = request.get("action")
+        reason = request.get("reason") or ""
+        try:
+            if action not in ADMIN_ACTIONS or not isinstance(reason, str):
+                raise ValueError(f"unknown queue action {action!r}")
+            selection = Selection.from_json(request.get("selection", {}))
+        except ValueError as exc:
+            return {"ok": False, "error": str(exc)}
+        via = request.get("via")
+        uid = request.get("peer_uid")
+        via = via if isinstance(via, str) and via in CONTROL_VIAS else "control socket"
+        actor = Actor.from_uid(uid, via) if isinstance(uid, int) else Actor("unknown", via)
+        result = await self.admin.act(str(action), selection, actor, reason)
+        return {"ok": True, "result": result.as_json()}
+
+    async def _notify(self, op: str, args: dict[str, Any]) -> None:
+        """What an admin action tells the scheduler: look again, or run the queue."""
+        if op == "flush":
+            await self._flush({"op": "flush", **args})
+        else:
+            await self._wake({"op": "wake"})
+
     async def _deliveries(self) -> None:
         """Background mode: the scheduler runs all the time. Queue-only mode: it runs
         only in queue runs, when asked (``queue flush``, ``-q``; full or selective) or
@@ -292,7 +323,7 @@ class Daemon:
         ``status`` request; after the listeners, whose sessions it counts."""
         handlers = self.control.handlers
         self.monitor = Monitor(
-            self.settings, self.store, self.writer, handlers, self.edge, self.local
+            self.settings, self.store, self.writer, handlers, self.edge, self.local, self.admin
         )
         self.control.handlers["status"] = self.monitor.control_status
         await self.monitor.start()

@@ -111,6 +111,13 @@ OUTBOUND = Counter(
     ["destination", "result"],
     registry=REGISTRY,
 )
+ADMIN_ACTIONS = Counter(
+    "mailwright_admin_actions",
+    "Queue administration (hold, release, delete, bounce, flush): messages acted on, "
+    "by action and interface (mailwright queue, status page).",
+    ["action", "via"],
+    registry=REGISTRY,
+)
 START_TIME = Gauge(
     "mailwright_start_time_seconds", "When the daemon started (Unix time).", registry=REGISTRY
 )
@@ -190,6 +197,11 @@ def outbound(destination: str, result: str) -> None:
         else:
             _destinations.add(destination)
     OUTBOUND.labels(destination, result).inc()
+
+
+def admin_action(action: str, via: str) -> None:
+    """An administrator acted on one message (``daemon.admin``)."""
+    ADMIN_ACTIONS.labels(action, via).inc()
 
 
 # ---- gauges at scrape time ----------------------------------------------------------------
