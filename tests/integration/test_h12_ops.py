@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import re
+import signal
 import smtplib
 import socket
 import subprocess
@@ -18,8 +19,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from tests.support.daemon import Mailwright, free_port, render_toml
+import pytest
+
+from tests.support.daemon import Mailwright, free_port, render_toml, wait_until
 from tests.support.opentmp import open_tmp
+from tests.support.service import ServiceDaemon, system_user
 from tests.support.web import Web, value
 
 
@@ -294,3 +298,158 @@ def test_queue_show_keeps_its_indentation_for_a_multi_line_reply(tmp_path: Path)
     assert shown[at + 1] == indent + "Try later, line two"
     assert shown[at + 2].startswith(indent + "Try later, line three")
     assert shown[at + 3] == "Headers:"
+
+
+# ---- item 19: a log file target, reopened for logrotate; a missing syslog socket is warned about
+
+
+def file_lines(path: Path) -> list[str]:
+    return path.read_text(errors="replace").splitlines() if path.exists() else []
+
+
+def wait_file(path: Path, text: str) -> str:
+    found: list[str] = []
+
+    def seen() -> bool:
+        found[:] = [line for line in file_lines(path) if text in line]
+        return bool(found)
+
+    wait_until(seen, timeout=30, what=f"{text!r} in {path}")
+    return found[0]
+
+
+def test_the_log_file_is_reopened_after_rotation_on_sigusr1_and_sighup(tmp_path: Path) -> None:
+    log_file = tmp_path / "log" / "mailwright.log"
+    mw = Mailwright(tmp_path, {"log": {"file": str(log_file), "syslog_ident": "sm-mta"}})
+    mw.write_config()
+    proc = subprocess.Popen(
+        mw.command("serve"), env=mw.env(), stdin=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        ready = wait_file(log_file, "mailwright ready")
+        assert re.match(rf"\d{{4}}-\d\d-\d\d [\d:,]+ sm-mta\[{proc.pid}\]: mailwright ready", ready)
+        first = queue_one(mw.port, "before rotation")
+        wait_file(log_file, f"{first}: from=<sender@x.test>")
+
+        for rotation, sig in enumerate((signal.SIGUSR1, signal.SIGHUP), start=1):
+            rotated = log_file.with_name(f"mailwright.log.{rotation}")
+            log_file.rename(rotated)  # what logrotate does, before its postrotate signal
+            proc.send_signal(sig)
+            wait_file(log_file, "reopened" if sig == signal.SIGUSR1 else "SIGHUP: reloading")
+            later = queue_one(mw.port, f"after rotation {rotation}")
+            wait_file(log_file, f"{later}: from=<sender@x.test>")
+            assert not any(later in line for line in file_lines(rotated))
+        assert any(first in line for line in file_lines(tmp_path / "log" / "mailwright.log.1"))
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert b"mailwright ready" not in err  # the file target, not stderr
+    wait_file(log_file, "stopped")
+
+
+def test_a_detached_daemon_logs_to_its_file(tmp_path: Path) -> None:
+    log_file = tmp_path / "mailwright.log"
+    pid_file = tmp_path / "mailwright.pid"
+    mw = Mailwright(tmp_path, {"log": {"target": "file", "file": str(log_file)}})
+    mw.write_config()
+    started = subprocess.run(
+        mw.command("serve", "--daemon", "--pid-file", str(pid_file)),
+        env=mw.env(),
+        capture_output=True,
+        timeout=60,
+    )
+    assert started.returncode == 0, started.stderr
+    pid = int(pid_file.read_text())
+    try:
+        wait_file(log_file, f"[{pid}]: mailwright ready")
+        qid = queue_one(mw.port, "detached")
+        wait_file(log_file, f"{qid}: from=<sender@x.test>")
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: not Path(f"/proc/{pid}").exists(), what="the daemon to exit")
+
+
+def test_a_missing_syslog_socket_is_warned_about_on_stderr(tmp_path: Path) -> None:
+    pid_file = tmp_path / "mailwright.pid"
+    nowhere = tmp_path / "no-syslog-here"
+    mw = Mailwright(tmp_path, {"log": {"target": "syslog", "syslog_socket": str(nowhere)}})
+    mw.write_config()
+    started = subprocess.run(
+        mw.command("serve", "--daemon", "--pid-file", str(pid_file)),
+        env=mw.env(),
+        capture_output=True,
+        timeout=60,
+    )
+    try:
+        assert started.returncode == 0, started.stderr
+        err = started.stderr.decode()
+        assert f"warning: syslog socket {nowhere} cannot be used" in err
+        assert "log lines will be lost" in err and '[log] file = "' in err
+    finally:
+        if pid_file.exists():
+            pid = int(pid_file.read_text())
+            os.kill(pid, signal.SIGTERM)
+            wait_until(lambda: not Path(f"/proc/{pid}").exists(), what="the daemon to exit")
+
+
+def test_log_file_settings_are_checked(tmp_path: Path) -> None:
+    mw = Mailwright(tmp_path, {"log": {"target": "file"}})
+    mw.write_config()
+    check = mw.cli("config", "check")
+    assert check.returncode == 78 and b'target = "file" needs file' in check.stderr
+    mw.config["log"] = {"target": "syslog", "file": str(tmp_path / "x.log")}
+    mw.write_config()
+    check = mw.cli("config", "check")
+    assert check.returncode == 78 and b'file is set but target = "syslog"' in check.stderr
+    (tmp_path / "not-a-dir").write_text("")
+    mw.config["log"] = {"file": str(tmp_path / "not-a-dir" / "x.log")}
+    mw.write_config()
+    serve = subprocess.run(mw.command("serve"), env=mw.env(), capture_output=True, timeout=60)
+    assert serve.returncode == 78
+    assert b"log.file: cannot open" in serve.stderr and b"Traceback" not in serve.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (a service account)")
+def test_a_daemon_without_root_and_its_helper_follow_a_rotated_log_file() -> None:
+    """Started as root with a service account: the log file is given to the account, so
+    the daemon reopens it without root after logrotate (``create`` with the account as
+    owner); the privileged helper, which nobody can signal, follows the new file alone."""
+    with (
+        open_tmp("mw-h12-") as root,
+        system_user(f"mwlog{os.getpid() % 100000}", system=True) as service,
+    ):
+        (root / "mail").mkdir()
+        (root / "log").mkdir()
+        log_file = root / "log" / "mailwright.log"
+        mw = ServiceDaemon(
+            root,
+            {
+                "delivery": {"mode": "background"},
+                "service": {"user": service.pw_name},
+                "local_delivery": {"mail_spool": str(root / "mail")},
+                "log": {"file": str(log_file), "level": "debug"},
+            },
+        )
+        try:
+            mw.start()
+            assert mw.proc is not None
+            wait_file(log_file, "mailwright ready")
+            assert log_file.stat().st_uid == service.pw_uid
+            first = queue_one(mw.port, "before")
+            wait_file(log_file, f"{first}: helper: mailbox of root")
+
+            log_file.rename(log_file.with_name("mailwright.log.1"))
+            fd = os.open(log_file, os.O_CREAT | os.O_WRONLY, 0o640)  # logrotate's "create"
+            os.fchown(fd, service.pw_uid, service.pw_gid)
+            os.close(fd)
+            mw.proc.send_signal(signal.SIGUSR1)
+            wait_file(log_file, "SIGUSR1: log file")
+            later = queue_one(mw.port, "after")
+            wait_file(log_file, f"{later}: to=<root@mx.test>")
+            wait_file(log_file, f"{later}: helper: mailbox of root")
+            old = file_lines(log_file.with_name("mailwright.log.1"))
+            assert not any(later in line for line in old)
+            assert not any("cannot reopen" in line for line in old)
+        finally:
+            mw.close()

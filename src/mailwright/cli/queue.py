@@ -279,9 +279,13 @@ def administer(
     )
     if answer and answer.get("ok") and isinstance(answer.get("result"), dict):
         return AdminResult.from_json(answer["result"])
+    from mailwright.config.loader import ConfigError
     from mailwright.observability import logtargets
 
-    logtargets.configure(settings.log)
+    try:
+        logtargets.configure(settings.log)
+    except ConfigError as exc:  # e.g. a log file only the daemon's user may write
+        click.echo(f"mailwright: warning: {exc}: this action is not logged", err=True)
     actor = Actor.from_uid(os.getuid(), VIA)
     return asyncio.run(_administer_here(settings, action, selection, reason, actor))
 

@@ -582,6 +582,7 @@ class ServiceSection(Section):
 class LogTarget(StrEnum):
     STDERR = "stderr"  # journald under systemd, the terminal under `make run`
     SYSLOG = "syslog"  # a syslog socket (facility mail by default), as Sendmail does
+    FILE = "file"  # log.file, appended to; reopened on SIGUSR1 and SIGHUP (logrotate)
 
 
 class LogFormat(StrEnum):
@@ -598,6 +599,25 @@ class LogSection(Section):
     syslog_ident: str = "mailwright"  # e.g. "sm-mta" for scripts that grep Sendmail's name
     syslog_facility: str = "mail"
     syslog_socket: Path = Path("/dev/log")
+    file: Path | None = None  # e.g. /var/log/mailwright.log; setting it alone means target "file"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _file_means_file_target(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("file") is not None and "target" not in data:
+            return {**data, "target": LogTarget.FILE.value}
+        return data
+
+    @model_validator(mode="after")
+    def _file_and_target_agree(self) -> LogSection:
+        if self.target is LogTarget.FILE and self.file is None:
+            raise ValueError('target = "file" needs file = "/var/log/mailwright.log" (a path)')
+        if self.target is not LogTarget.FILE and self.file is not None:
+            raise ValueError(
+                f'file is set but target = "{self.target.value}": set target = "file"'
+                " (or leave target out), or remove file"
+            )
+        return self
 
     @field_validator("level", mode="before")
     @classmethod
@@ -850,6 +870,6 @@ class Settings(Section):
                     self.local_delivery, "mail_spool", "virtual_mailbox_table"
                 ),
                 "service": rebase(self.service, "pid_file"),
-                "log": rebase(self.log, "syslog_socket"),
+                "log": rebase(self.log, "syslog_socket", "file"),
             }
         )

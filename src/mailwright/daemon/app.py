@@ -5,7 +5,8 @@ listener accepts, and on SIGTERM listeners stop first, sessions finish, then
 the writer drains its last commits before the store closes. A second SIGTERM
 exits at once; nothing acknowledged is lost because every ``250`` followed a
 commit. SIGHUP reloads the whole configuration (``daemon.reload``): a bad one is
-refused and logged, the old one stays; sessions in progress are not dropped.
+refused and logged, the old one stays; sessions in progress are not dropped. SIGHUP
+and SIGUSR1 reopen the log file (``[log] file``) for logrotate.
 
 ``daemon.launch`` prepares what a service needs before the daemon runs
 (``daemon.runtime.Runtime``): sockets bound as root, the privileged helper that local
@@ -25,6 +26,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from mailwright.config.loader import ConfigError
 from mailwright.config.schema import DeliveryMode, ListenerAuth, ListenerTls, Settings
 from mailwright.core import deliverymode
 from mailwright.core.sysexits import ExitCode
@@ -390,8 +392,16 @@ class Daemon:
         loop.add_signal_handler(signal.SIGTERM, self._on_term)
         loop.add_signal_handler(signal.SIGINT, self._on_term)
         loop.add_signal_handler(signal.SIGHUP, self._on_hup)
+        loop.add_signal_handler(signal.SIGUSR1, self._on_usr1)
+
+    def _on_usr1(self) -> None:
+        """logrotate moved the log file: write to a new one at its path."""
+        path = logtargets.reopen()
+        if path is not None:
+            log.info("SIGUSR1: log file %s reopened", path)
 
     def _on_hup(self) -> None:
+        logtargets.reopen()  # SIGHUP reopens the log file too, even if the reload is refused
         if self._reloads is not None and not self._reloads.done():
             self._reload_again = True  # one more round once this one is done
             return
@@ -439,7 +449,10 @@ class Daemon:
         """Swap the new parts in; sessions and deliveries already running keep theirs."""
         settings = parts.settings
         if settings.log != self.settings.log:
-            logtargets.configure(settings.log, self.runtime.log_level, self.runtime.detached)
+            try:
+                logtargets.configure(settings.log, self.runtime.log_level, self.runtime.detached)
+            except ConfigError as exc:
+                log.error("SIGHUP: %s; logging as before", exc)
         self.settings = settings
         self.security = parts.security
         self.access = parts.access

@@ -4,7 +4,7 @@ One sequence for ``mailwright serve`` (foreground, systemd ``Type=notify``),
 ``mailwright serve --daemon`` and ``sendmail -bd`` / ``-bD``:
 
 1. logging from ``[log]`` (``observability.logtargets``; syslog or the log file when
-   detached);
+   detached); SIGUSR1 reopens the log file from here on;
 2. the queue's master lock (``daemon.queuelock``), before any socket is touched: a second
    daemon on the same queue exits 75 (EX_TEMPFAIL) naming the running pid;
 3. ``--daemon``: fork; the parent waits until the child is ready (exit 0) or has
@@ -29,10 +29,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
 from mailwright.config.loader import ConfigError
 from mailwright.config.schema import Settings
@@ -62,7 +64,13 @@ class LaunchOptions:
 
 def launch(settings: Settings, options: LaunchOptions) -> int:
     """Run the daemon until it stops; the exit code (in a detaching parent: the child's)."""
-    logtargets.configure(settings.log, options.log_level, detached=options.detach)
+    try:
+        logtargets.configure(settings.log, options.log_level, detached=options.detach)
+    except ConfigError as exc:
+        sys.stderr.write(f"mailwright: {exc}\n")
+        return ExitCode.CONFIG
+    # until the daemon's loop handles it (SIGUSR1 kills by default): reopen at the next line
+    signal.signal(signal.SIGUSR1, _reopen_log_file)
     lock = QueueLock(settings.queue.directory)
     try:
         settings.queue.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -88,6 +96,12 @@ def launch(settings: Settings, options: LaunchOptions) -> int:
             notifier.close()
     finally:
         lock.release()
+
+
+def _reopen_log_file(signum: int, frame: FrameType | None) -> None:
+    handler = logtargets.current_file()
+    if handler is not None:
+        handler.request_reopen()
 
 
 def _refuse(message: str, detach: bool) -> None:
@@ -119,6 +133,7 @@ def _start(settings: Settings, options: LaunchOptions, notifier: Notifier, lock:
         bindings = bind_all(settings)
         if account is not None:
             preload()  # the installation may be out of the service account's reach
+            logtargets.hand_over(account.uid, account.gid)  # reopened without root later
             inherited = [s.fileno() for s in bindings.sockets()]
             helper = start_helper(
                 settings, options.config_path, account, inherited, (pid_file, lock)
@@ -207,6 +222,7 @@ def start_helper(
             if _parent_fd is not None:
                 with contextlib.suppress(OSError):
                     os.close(_parent_fd)  # a waiting parent must see the daemon, not us
+            logtargets.watch()  # the daemon cannot signal us: follow a rotated file alone
             from mailwright.privhelper import server
 
             code = server.run(theirs, settings, config_path, account.ids)
