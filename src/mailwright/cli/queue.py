@@ -279,6 +279,10 @@ def administer(
     )
     if answer and answer.get("ok") and isinstance(answer.get("result"), dict):
         return AdminResult.from_json(answer["result"])
+    if answer is not None and answer.get("error") != "bad request":
+        # the daemon tried and failed: doing it here as well could do it twice
+        fail(f"the daemon could not {action}: {answer.get('error')}", ExitCode.TEMPFAIL)
+    # no daemon, or one from before the admin request (it still takes wake and flush)
     from mailwright.config.loader import ConfigError
     from mailwright.observability import logtargets
 
