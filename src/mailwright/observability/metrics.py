@@ -1,8 +1,9 @@
 """Prometheus metrics of the daemon: counters bumped where things happen, gauges set at scrape.
 
 Counters (messages received, rejections by stage and status code, delivery results,
-milter calls and failures, outbound connections per destination) are incremented by
-one-line calls from the session, the scheduler, the milter hook and the SMTP agent;
+milter calls and failures, outbound connections per destination, administrative actions)
+are incremented by one-line calls from the session, the scheduler, the milter hook, the
+SMTP agent and ``daemon.admin``;
 each costs one labelled increment (a dict lookup and an uncontended lock), so the
 accept path is not slowed. Gauges that describe a state (queue size by state, active
 sessions) are computed only when someone scrapes (``set_queue``, ``set_sessions``),
