@@ -137,7 +137,8 @@ def test_permanent_failure_bounces_to_sender(tmp_path: Path, sinks: dict) -> Non
         qid = send(mw, ["nobody@bad.test", "other@bad.test"], sender="sender@y.test")
         line = mw.wait_log(f"{qid}: to=<nobody@bad.test>")
         assert "550 5.1.1 No such user here" in line
-        mw.wait_log(f"{qid}: event=")  # the DSN was queued
+        dsn_line = mw.wait_log(": DSN: ")  # the DSN was queued: QID: QID2: DSN: reason
+        assert re.search(rf"{qid}: \w{{15}}: DSN: 550 5\.1\.1 ", dsn_line), dsn_line
         bounce_line = mw.wait_log("to=<sender@y.test>")
         assert "stat=Sent" in bounce_line
     bounces = [m for m in sinks["good"].messages() if m.mail_args.startswith("<>")]

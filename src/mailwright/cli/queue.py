@@ -1,70 +1,53 @@
 """``mailwright queue ...``: list, show, flush, hold, release, delete and bounce messages.
 
-Works whether or not the daemon runs: changes go through the same store
-operations (the single writer code path), then a running daemon is woken over
-its control socket; without a daemon, ``flush`` runs the queue itself in the
-foreground, like ``sendmail -q``. Settings: ``queue.directory`` and, for a
-foreground run, everything delivery reads.
+Works whether or not the daemon runs. ``hold``, ``release``, ``delete``, ``bounce`` and
+``flush`` are administrative actions (``daemon.admin``): a running daemon does them
+itself (the control socket's ``admin`` request), logs one mail log line per message
+naming the user, and counts them; without a daemon this process does them through the
+same code on its own store, logging where ``[log]`` says, and ``flush`` then runs the
+queue in the foreground, like ``sendmail -q``. A flush never schedules a held message
+and says so. Settings: ``queue.directory``, ``log.*`` and, for a foreground run,
+everything delivery reads.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import click
 
 from mailwright.cli.mailq import as_json, format_queue
-from mailwright.cli.output import fail, is_terminal, print_json, progress, table
+from mailwright.cli.output import fail, is_terminal, print_json, table
 from mailwright.config.schema import Settings
-from mailwright.core.reply import Reply
 from mailwright.core.sysexits import ExitCode
 from mailwright.daemon import control
-from mailwright.queue.sqlite import SqliteQueueStore
-from mailwright.queue.store import (
-    DeleteMessage,
-    HoldMessage,
-    Op,
-    QueueStore,
-    ReleaseMessage,
-    RescheduleNow,
-    StoredMessage,
-    StoreError,
+from mailwright.daemon.admin import (
+    BOUNCE_REASON,
+    HOLD_REASON,
+    Actor,
+    Admin,
+    AdminResult,
+    Selection,
+    flush_plan,
+    flush_request,
 )
+from mailwright.queue.sqlite import SqliteQueueStore
+from mailwright.queue.store import StoredMessage, StoreError
 from mailwright.queue.writer import QueueWriter
+
+# what other modules take from here (``Selection`` for sendmail -q, ``cli.queue_mode``)
+__all__ = ["Selection", "administer", "flush_queue", "queue"]
 
 
 def _settings(ctx: click.Context) -> Settings:
     from mailwright.cli.main import load_or_exit
 
     return load_or_exit(ctx)
-
-
-@dataclass
-class Selection:
-    ids: tuple[str, ...] = ()
-    id_contains: str | None = None
-    recipient: str | None = None
-    sender: str | None = None
-
-    @property
-    def empty(self) -> bool:
-        return not (self.ids or self.id_contains or self.recipient or self.sender)
-
-    def matches(self, m: StoredMessage) -> bool:
-        if self.ids and m.queue_id not in self.ids:
-            return False
-        if self.id_contains and self.id_contains.upper() not in m.queue_id:
-            return False
-        if self.sender and self.sender.lower() not in m.envelope.sender_text.lower():
-            return False
-        return not self.recipient or any(
-            self.recipient.lower() in r.address.lower() for r in m.recipients
-        )
 
 
 def daemon_running(settings: Settings) -> bool:
@@ -108,11 +91,6 @@ def writing(settings: Settings) -> Iterator[tuple[SqliteQueueStore, QueueWriter]
     finally:
         writer.stop()
         store.close()
-
-
-def selected(store: QueueStore, selection: Selection) -> list[StoredMessage]:
-    messages = store.list_messages()
-    return [m for m in messages if selection.matches(m)]
 
 
 @click.group()
@@ -205,15 +183,22 @@ def show(ctx: click.Context, queue_id: str, as_json_: bool) -> None:
             line += f", next {time.ctime(r.next_attempt)}"
         click.echo(line)
         if r.last_reply:
-            click.echo(
-                f"      last: {r.last_status or ''} {r.last_reply}"
-                + (f" ({r.remote_mta})" if r.remote_mta else "")
-            )
+            click.echo(last_reply_text(r.last_status, r.last_reply, r.remote_mta))
     click.echo("Headers:")
     for h in headers:
         click.echo(
             "  " + h.encode().decode("utf-8", "replace").rstrip("\r\n").replace("\r\n", "\n  ")
         )
+
+
+def last_reply_text(status: str | None, reply: str, remote_mta: str | None) -> str:
+    """``      last: 5.1.1 text (mta)``; each further line of a multi-line reply starts
+    under the first one's text, so the listing keeps its indentation."""
+    head = f"      last: {status} " if status else "      last: "
+    lines = [line.rstrip("\r") for line in reply.splitlines()] or [""]
+    if remote_mta:
+        lines[-1] += f" ({remote_mta})"
+    return head + ("\n" + " " * len(head)).join(lines)
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -246,35 +231,25 @@ def flush(
     """
     settings = _settings(ctx)
     selection = Selection(tuple(i.upper() for i in ids), id_contains, recipient, sender)
-    count = flush_queue(settings, selection)
-    click.echo(f"{count} recipient(s) scheduled for delivery")
-
-
-def flush_operation(store: QueueStore, selection: Selection, now: float) -> RescheduleNow | None:
-    """The store operation of ``queue flush`` (and the status page's Flush): every queued
-    recipient, or those of the selected messages; None when nothing is selected."""
-    if selection.empty:
-        return RescheduleNow(now)
-    ids = [m.queue_id for m in selected(store, selection)]
-    return RescheduleNow(now, queue_ids=ids) if ids else None
-
-
-def flush_request(op: RescheduleNow | None) -> dict[str, Any]:
-    """The arguments of the control socket's ``flush`` for ``op``: none for a full run,
-    ``queue_ids`` for a selective one (only those messages; none when nothing matched)."""
-    if op is not None and op.queue_ids is None:
-        return {}
-    return {"queue_ids": list(op.queue_ids or ()) if op is not None else []}
+    result = administer(settings, "flush", selection)
+    click.echo(f"{result.scheduled} recipient(s) scheduled for delivery")
+    for queue_id in result.held:
+        click.echo(
+            f"{queue_id}: on hold, not scheduled (mailwright queue release {queue_id} first)"
+        )
+    if result.missing:
+        click.echo(f"not in the queue: {', '.join(result.missing)}", err=True)
 
 
 def flush_queue(settings: Settings, selection: Selection, foreground: bool = True) -> int:
-    """One queue run, like ``sendmail -q``: make the selected recipients due now, then
-    have the daemon deliver them (a selective run delivers only the selected messages,
-    even in queue-only mode), or, without a daemon, deliver them here."""
+    """One queue run, like ``sendmail -q``: make the selected recipients due now (never
+    those of held messages), then have the daemon deliver them (a selective run delivers
+    only the selected messages, even in queue-only mode), or, without a daemon, deliver
+    them here."""
     with writing(settings) as (store, writer):
-        op = flush_operation(store, selection, time.time())
-        count = writer.execute_sync(op) if op is not None else 0
-    args = flush_request(op)
+        plan = flush_plan(store, selection, time.time())
+        count = writer.execute_sync(plan.op) if plan.op is not None else 0
+    args = flush_request(plan.op)
     if wake_daemon(settings, "flush", **args) or not foreground:
         return count
     from mailwright.daemon.delivery import run_queue_once
@@ -283,38 +258,78 @@ def flush_queue(settings: Settings, selection: Selection, foreground: bool = Tru
     return count
 
 
-HOLD_REASON = "held by administrator"
+# ---- hold, release, delete, bounce, flush: through the daemon, or here -------------------------
+VIA = "mailwright queue"
+ADMIN_TIMEOUT = 300.0  # a bounce of many messages builds many reports
 
 
-def admin_operation(action: str, reason: str = HOLD_REASON) -> Callable[[str], Op[bool]]:
-    """The store operation of ``queue hold``, ``release`` or ``delete`` for one queue id
-    (the status page's buttons build theirs here too)."""
-    if action == "hold":
-        return lambda queue_id: HoldMessage(queue_id, reason)
-    if action == "release":
-        return ReleaseMessage
-    if action == "delete":
-        return DeleteMessage
-    raise ValueError(f"unknown queue action {action!r}")
+def administer(
+    settings: Settings, action: str, selection: Selection, reason: str = ""
+) -> AdminResult:
+    """Have the running daemon do ``action`` (it logs and counts it), or, when none
+    answers, do it in this process (logged where ``[log]`` says, as the daemon would)."""
+    answer = control.request(
+        settings.queue.directory,
+        "admin",
+        timeout=ADMIN_TIMEOUT,
+        action=action,
+        selection=selection.as_json(),
+        reason=reason,
+        via=VIA,
+    )
+    if answer and answer.get("ok") and isinstance(answer.get("result"), dict):
+        return AdminResult.from_json(answer["result"])
+    if answer is not None and answer.get("error") != "bad request":
+        # the daemon tried and failed: doing it here as well could do it twice
+        fail(f"the daemon could not {action}: {answer.get('error')}", ExitCode.TEMPFAIL)
+    # no daemon, or one from before the admin request (it still takes wake and flush)
+    from mailwright.config.loader import ConfigError
+    from mailwright.observability import logtargets
+
+    try:
+        logtargets.configure(settings.log)
+    except ConfigError as exc:  # e.g. a log file only the daemon's user may write
+        click.echo(f"mailwright: warning: {exc}: this action is not logged", err=True)
+    actor = Actor.from_uid(os.getuid(), VIA)
+    return asyncio.run(_administer_here(settings, action, selection, reason, actor))
+
+
+async def _administer_here(
+    settings: Settings, action: str, selection: Selection, reason: str, actor: Actor
+) -> AdminResult:
+    """No daemon answered: this process's own store, writer (and, for a bounce, scheduler);
+    a daemon that answers a plain ``wake``/``flush`` is told; none: a flush runs here."""
+    from mailwright.daemon.delivery import build_scheduler, run_queue_once
+
+    asked: list[tuple[str, dict[str, Any]]] = []
+
+    async def notify(op: str, args: dict[str, Any]) -> None:
+        asked.append((op, args))
+
+    with writing(settings) as (store, writer):
+        scheduler = build_scheduler(settings, store, writer) if action == "bounce" else None
+        admin = Admin(store, writer, notify, scheduler.bounce if scheduler else None)
+        try:
+            result = await admin.act(action, selection, actor, reason)
+        finally:
+            if scheduler is not None:
+                await scheduler.stop(grace=5)
+    for op, args in asked:
+        if not wake_daemon(settings, op, **args) and op == "flush":
+            await run_queue_once(settings, args.get("queue_ids"))
+    return result
 
 
 def _for_each(
-    ctx: click.Context, ids: tuple[str, ...], label: str, action: str, reason: str = HOLD_REASON
+    ctx: click.Context, ids: tuple[str, ...], label: str, action: str, reason: str = ""
 ) -> None:
     settings = _settings(ctx)
     if not ids:
         fail("name at least one queue id", ExitCode.USAGE)
-    make_op = admin_operation(action, reason)
-    missing = []
-    with writing(settings) as (_, writer), progress([i.upper() for i in ids], label) as items:
-        for qid in items:
-            if not writer.execute_sync(make_op(qid)):
-                missing.append(qid)
-    wake_daemon(settings)
-    done = len(ids) - len(missing)
-    click.echo(f"{label}: {done} message(s)")
-    if missing:
-        fail(f"not in the queue: {', '.join(missing)}", ExitCode.NOINPUT)
+    result = administer(settings, action, Selection(tuple(i.upper() for i in ids)), reason)
+    click.echo(f"{label}: {len(result.done)} message(s)")
+    if result.missing:
+        fail(f"not in the queue: {', '.join(result.missing)}", ExitCode.NOINPUT)
 
 
 @queue.command()
@@ -352,16 +367,8 @@ def delete(ctx: click.Context, ids: tuple[str, ...], all_: bool) -> None:
 
 @queue.command()
 @click.argument("ids", nargs=-1, required=True)
-@click.option("--reason", default="Message bounced by administrator", show_default=True)
+@click.option("--reason", default=BOUNCE_REASON, show_default=True)
 @click.pass_context
 def bounce(ctx: click.Context, ids: tuple[str, ...], reason: str) -> None:
     """Fail every waiting recipient of messages now, sending the sender a bounce."""
-    settings = _settings(ctx)
-    from mailwright.daemon.delivery import bounce_messages
-
-    reply = Reply.of(550, "5.0.0", reason)
-    missing = asyncio.run(bounce_messages(settings, [i.upper() for i in ids], reply))
-    wake_daemon(settings)
-    click.echo(f"bounced: {len(ids) - len(missing)} message(s)")
-    if missing:
-        fail(f"not in the queue: {', '.join(missing)}", ExitCode.NOINPUT)
+    _for_each(ctx, ids, "bounced", "bounce", reason)

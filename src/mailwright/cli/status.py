@@ -3,7 +3,9 @@
 Asks the running daemon over its control socket (``status`` request): pid,
 uptime, listeners with their sessions, the queue by state, traffic since start,
 milter health and the last warnings and errors. When no daemon answers it says
-so, still shows the queue read from the store, and exits 69 (EX_UNAVAILABLE).
+so, still shows the queue read from the store, and exits 69 (EX_UNAVAILABLE). A caller
+the control socket (or the queue directory) is closed to is told "permission denied"
+and exits 77 (EX_NOPERM): whether a daemon runs is then unknown, never "down".
 A rich panel on a terminal, plain lines when piped, JSON with ``--json``.
 Settings: ``queue.directory``.
 """
@@ -11,7 +13,6 @@ Settings: ``queue.directory``.
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,9 +34,11 @@ LAST_ERRORS = 5
 
 
 def ask_daemon(settings: Settings) -> Status | None:
+    """The running daemon's status; None when none answers; ``PermissionError`` when the
+    caller may not use the control socket."""
     from mailwright.observability.status import Status
 
-    answer = control.request(settings.queue.directory, "status", timeout=10)
+    answer = control.ask(settings.queue.directory, "status", timeout=10)
     if not answer or not answer.get("ok") or not isinstance(answer.get("status"), dict):
         return None
     return Status.from_json(answer["status"])
@@ -147,21 +150,25 @@ def show_rich(status: Status) -> None:
     Console().print(Panel(Group(*parts), title=title))
 
 
-def why_down(where: Path) -> str:
-    if where.exists() and not os.access(where, os.R_OK | os.W_OK):
-        return f"cannot use {where}: permission denied (run as root or the daemon's user)"
-    return f"no daemon answers on {where}"
+def denied_text(where: Path) -> str:
+    return (
+        f"cannot use {where}: permission denied (run as root or the daemon's user);"
+        " whether the daemon runs is unknown"
+    )
 
 
-def show_down(settings: Settings, as_json: bool) -> None:
-    counts = read_queue(settings)
+def show_down(settings: Settings, as_json: bool, denied: bool = False) -> None:
+    """The daemon does not answer (``denied``: this user may not ask it)."""
+    counts = None if denied else read_queue(settings)
     where = control.socket_path(settings.queue.directory)
-    why = why_down(where)
+    why = denied_text(where) if denied else f"no daemon answers on {where}"
+    state = "permission denied" if denied else "down"
     if as_json:
         queue = None if counts is None else dataclasses.asdict(counts)
         print_json(
             {
-                "up": False,
+                "up": None if denied else False,
+                "state": state,
                 "reason": why,
                 "queue_directory": str(settings.queue.directory),
                 "queue": queue,
@@ -174,11 +181,13 @@ def show_down(settings: Settings, as_json: bool) -> None:
         from rich.markup import escape
 
         console = Console()
-        console.print(f"[bold red]down[/]: {escape(why)}")
-        console.print(f"queue: {escape(queue_text)}")
+        console.print(f"[bold red]{state}[/]: {escape(why)}")
+        if not denied:
+            console.print(f"queue: {escape(queue_text)}")
     else:
-        click.echo(f"mailwright: down ({why})")
-        click.echo(f"queue: {queue_text}")
+        click.echo(f"mailwright: {state} ({why})")
+        if not denied:
+            click.echo(f"queue: {queue_text}")
 
 
 @click.command()
@@ -187,7 +196,8 @@ def show_down(settings: Settings, as_json: bool) -> None:
 def status(ctx: click.Context, as_json: bool) -> None:
     """Show whether the daemon runs: pid, uptime, listeners, queue, last errors.
 
-    Exit status 0 when the daemon is up, 69 when it is not.
+    Exit status 0 when the daemon is up, 69 when it is not, 77 when this user may
+    not ask it (permission denied on its control socket).
 
     \b
     Examples:
@@ -197,7 +207,11 @@ def status(ctx: click.Context, as_json: bool) -> None:
     from mailwright.cli.main import load_or_exit
 
     settings = load_or_exit(ctx)
-    current = ask_daemon(settings)
+    try:
+        current = ask_daemon(settings)
+    except PermissionError:
+        show_down(settings, as_json, denied=True)
+        ctx.exit(ExitCode.NOPERM)
     if current is None:
         show_down(settings, as_json)
         ctx.exit(ExitCode.UNAVAILABLE)

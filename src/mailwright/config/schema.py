@@ -127,6 +127,14 @@ class Listener(Section):
         return self.name or f"{self.kind.value}-{self.port}"
 
 
+def _reaches_loopback(address: str) -> bool:
+    """Loopback clients can connect to a listener on this address (loopback, or any)."""
+    if address.startswith("unix:"):
+        return False
+    ip = ipaddress.ip_address(address)
+    return ip.is_loopback or ip.is_unspecified
+
+
 class BareLineEndings(StrEnum):
     REJECT = "reject"
     NORMALIZE = "normalize"
@@ -593,6 +601,7 @@ class ServiceSection(Section):
 class LogTarget(StrEnum):
     STDERR = "stderr"  # journald under systemd, the terminal under `make run`
     SYSLOG = "syslog"  # a syslog socket (facility mail by default), as Sendmail does
+    FILE = "file"  # log.file, appended to; reopened on SIGUSR1 and SIGHUP (logrotate)
 
 
 class LogFormat(StrEnum):
@@ -609,6 +618,25 @@ class LogSection(Section):
     syslog_ident: str = "mailwright"  # e.g. "sm-mta" for scripts that grep Sendmail's name
     syslog_facility: str = "mail"
     syslog_socket: Path = Path("/dev/log")
+    file: Path | None = None  # e.g. /var/log/mailwright.log; setting it alone means target "file"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _file_means_file_target(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("file") is not None and "target" not in data:
+            return {**data, "target": LogTarget.FILE.value}
+        return data
+
+    @model_validator(mode="after")
+    def _file_and_target_agree(self) -> LogSection:
+        if self.target is LogTarget.FILE and self.file is None:
+            raise ValueError('target = "file" needs file = "/var/log/mailwright.log" (a path)')
+        if self.target is not LogTarget.FILE and self.file is not None:
+            raise ValueError(
+                f'file is set but target = "{self.target.value}": set target = "file"'
+                " (or leave target out), or remove file"
+            )
+        return self
 
     @field_validator("level", mode="before")
     @classmethod
@@ -798,6 +826,29 @@ class Settings(Section):
         return self
 
     @model_validator(mode="after")
+    def _tls_required_can_be_had(self) -> Settings:
+        """A listener that wants TLS before MAIL but never offers it refuses every MAIL
+        (530 5.7.0 Must issue a STARTTLS command first), unless loopback clients may
+        go without TLS there (``auth.plaintext_on_loopback``)."""
+        for listener in self.listeners:
+            if listener.tls is not ListenerTls.NONE or not listener.tls_required:
+                continue
+            if self.auth.plaintext_on_loopback and _reaches_loopback(listener.address):
+                continue
+            why = (
+                "a submission listener requires TLS before MAIL"
+                if listener.require_tls is None
+                else "require_tls = true"
+            )
+            raise ValueError(
+                f'listener {listener.display_name} has tls = "none" but {why}: it would never'
+                " offer STARTTLS yet answer every MAIL with 530 5.7.0, so it could never"
+                ' accept mail; use tls = "starttls" (with [tls] certificate) or'
+                ' tls = "implicit", or set require_tls = false on that listener'
+            )
+        return self
+
+    @model_validator(mode="after")
     def _unique_filters(self) -> Settings:
         names = [f.display_name for f in self.filters]
         for name in names:
@@ -838,6 +889,6 @@ class Settings(Section):
                     self.local_delivery, "mail_spool", "virtual_mailbox_table"
                 ),
                 "service": rebase(self.service, "pid_file"),
-                "log": rebase(self.log, "syslog_socket"),
+                "log": rebase(self.log, "syslog_socket", "file"),
             }
         )

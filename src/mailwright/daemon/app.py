@@ -5,7 +5,8 @@ listener accepts, and on SIGTERM listeners stop first, sessions finish, then
 the writer drains its last commits before the store closes. A second SIGTERM
 exits at once; nothing acknowledged is lost because every ``250`` followed a
 commit. SIGHUP reloads the whole configuration (``daemon.reload``): a bad one is
-refused and logged, the old one stays; sessions in progress are not dropped.
+refused and logged, the old one stays; sessions in progress are not dropped. SIGHUP
+and SIGUSR1 reopen the log file (``[log] file``) for logrotate.
 
 ``daemon.launch`` prepares what a service needs before the daemon runs
 (``daemon.runtime.Runtime``): sockets bound as root, the privileged helper that local
@@ -23,11 +24,15 @@ import logging
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
-from mailwright.config.schema import DeliveryMode, ListenerAuth, Settings
+from mailwright.config.loader import ConfigError
+from mailwright.config.schema import DeliveryMode, ListenerAuth, ListenerTls, Settings
 from mailwright.core import deliverymode
 from mailwright.core.sysexits import ExitCode
 from mailwright.daemon import control, reload
+from mailwright.daemon.admin import ACTIONS as ADMIN_ACTIONS
+from mailwright.daemon.admin import Actor, Admin, Selection
 from mailwright.daemon.delivery import build_scheduler
 from mailwright.daemon.monitor import Monitor
 from mailwright.daemon.queueruns import QueueRuns
@@ -61,6 +66,8 @@ log = logging.getLogger("mailwright.daemon")
 # how long a ``sendmail -odi`` submission waits for its delivery attempt before it gets
 # its 250 anyway (the message is queued either way); well under the client's timeout
 INTERACTIVE_WAIT = 60
+# how an admin request may say it came (a metric label: anything else is "control socket")
+CONTROL_VIAS = ("mailwright queue", "sendmail -q")
 
 
 def build_pipeline(
@@ -106,6 +113,16 @@ def warn_about_listeners(settings: Settings) -> None:
                 "every MAIL will be refused",
                 listener.display_name,
             )
+        if (
+            listener.tls is ListenerTls.STARTTLS
+            and listener.tls_required
+            and settings.tls.certificate is None
+        ):
+            log.warning(
+                "listener %s requires TLS before MAIL but [tls] certificate is not set:"
+                " STARTTLS is never offered, every MAIL will be refused (530 5.7.0)",
+                listener.display_name,
+            )
 
 
 class Daemon:
@@ -127,9 +144,10 @@ class Daemon:
         self.scheduler = build_scheduler(
             settings, self.store, self.writer, resolver=self.resolver, deposit=self._deposit()
         )
+        self.admin = Admin(self.store, self.writer, self._notify, self.scheduler.bounce)
         self.control = control.ControlServer(
             control.socket_path(settings.queue.directory),
-            {"ping": self._ping, "wake": self._wake, "flush": self._flush},
+            {"ping": self._ping, "wake": self._wake, "flush": self._flush, "admin": self._admin},
         )
         self._stop = asyncio.Event()
         self._queue_runs = QueueRuns()
@@ -220,6 +238,31 @@ class Daemon:
         self.scheduler.wake()
         return {"ok": True}
 
+    async def _admin(self, request: dict[str, object]) -> dict[str, object]:
+        """``mailwright queue hold|release|delete|bounce|flush`` (``daemon.admin``): done
+        here, logged with the caller's user name (from the socket, not from the request)."""
+        action = request.get("action")
+        reason = request.get("reason") or ""
+        try:
+            if action not in ADMIN_ACTIONS or not isinstance(reason, str):
+                raise ValueError(f"unknown queue action {action!r}")
+            selection = Selection.from_json(request.get("selection", {}))
+        except ValueError as exc:
+            return {"ok": False, "error": str(exc)}
+        via = request.get("via")
+        uid = request.get("peer_uid")
+        via = via if isinstance(via, str) and via in CONTROL_VIAS else "control socket"
+        actor = Actor.from_uid(uid, via) if isinstance(uid, int) else Actor("unknown", via)
+        result = await self.admin.act(str(action), selection, actor, reason)
+        return {"ok": True, "result": result.as_json()}
+
+    async def _notify(self, op: str, args: dict[str, Any]) -> None:
+        """What an admin action tells the scheduler: look again, or run the queue."""
+        if op == "flush":
+            await self._flush({"op": "flush", **args})
+        else:
+            await self._wake({"op": "wake"})
+
     async def _deliveries(self) -> None:
         """Background mode: the scheduler runs all the time. Queue-only mode: it runs
         only in queue runs, when asked (``queue flush``, ``-q``; full or selective) or
@@ -282,7 +325,7 @@ class Daemon:
         ``status`` request; after the listeners, whose sessions it counts."""
         handlers = self.control.handlers
         self.monitor = Monitor(
-            self.settings, self.store, self.writer, handlers, self.edge, self.local
+            self.settings, self.store, self.writer, handlers, self.edge, self.local, self.admin
         )
         self.control.handlers["status"] = self.monitor.control_status
         await self.monitor.start()
@@ -352,8 +395,16 @@ class Daemon:
         loop.add_signal_handler(signal.SIGTERM, self._on_term)
         loop.add_signal_handler(signal.SIGINT, self._on_term)
         loop.add_signal_handler(signal.SIGHUP, self._on_hup)
+        loop.add_signal_handler(signal.SIGUSR1, self._on_usr1)
+
+    def _on_usr1(self) -> None:
+        """logrotate moved the log file: write to a new one at its path."""
+        path = logtargets.reopen()
+        if path is not None:
+            log.info("SIGUSR1: log file %s reopened", path)
 
     def _on_hup(self) -> None:
+        logtargets.reopen()  # SIGHUP reopens the log file too, even if the reload is refused
         if self._reloads is not None and not self._reloads.done():
             self._reload_again = True  # one more round once this one is done
             return
@@ -401,7 +452,10 @@ class Daemon:
         """Swap the new parts in; sessions and deliveries already running keep theirs."""
         settings = parts.settings
         if settings.log != self.settings.log:
-            logtargets.configure(settings.log, self.runtime.log_level, self.runtime.detached)
+            try:
+                logtargets.configure(settings.log, self.runtime.log_level, self.runtime.detached)
+            except ConfigError as exc:
+                log.error("SIGHUP: %s; logging as before", exc)
         self.settings = settings
         self.security = parts.security
         self.access = parts.access

@@ -4,10 +4,11 @@ A Unix socket (``<queue dir>/control.sock``, mode 0600: only the daemon's user
 and root) speaking one JSON object per line each way. Requests: ``wake`` (look
 at the queue now, after a release, hold or delete), ``flush`` (a queue run: a full
 one, or with ``queue_ids`` a selective one that delivers only those messages, also
-in queue-only mode), ``ping``, ``status`` (a summary for ``mailwright status``).
-Admin commands change the queue themselves through the same store operations and
-then ``wake`` the daemon, so they also work when no daemon runs. Trusts only
-callers that can open the socket.
+in queue-only mode), ``ping``, ``status`` (a summary for ``mailwright status``),
+``admin`` (``mailwright queue hold|release|delete|bounce|flush``, done by the daemon:
+``daemon.admin``). Without a daemon the admin commands change the queue themselves
+through the same code. Every request gets ``peer_uid``, the caller's uid as the kernel
+tells it (``SO_PEERCRED``). Trusts only callers that can open the socket.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 import logging
 import os
 import socket
+import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -58,7 +60,7 @@ class ControlServer:
         try:
             async with asyncio.timeout(10):
                 line = await reader.readline()
-            response = await self._answer(line)
+            response = await self._answer(line, _peer_uid(writer))
             writer.write(json.dumps(response).encode() + b"\n")
             await writer.drain()
         except (OSError, TimeoutError):
@@ -66,7 +68,7 @@ class ControlServer:
         finally:
             writer.close()
 
-    async def _answer(self, line: bytes) -> dict[str, Any]:
+    async def _answer(self, line: bytes, peer_uid: int | None) -> dict[str, Any]:
         if len(line) > MAX_REQUEST:
             return {"ok": False, "error": "request too long"}
         try:
@@ -74,6 +76,7 @@ class ControlServer:
             handler = self.handlers[request["op"]]
         except (ValueError, KeyError, TypeError):
             return {"ok": False, "error": "bad request"}
+        request["peer_uid"] = peer_uid  # the kernel's word, never the caller's
         try:
             return await handler(request)
         except Exception as exc:
@@ -81,8 +84,31 @@ class ControlServer:
             return {"ok": False, "error": str(exc)}
 
 
+def _peer_uid(writer: asyncio.StreamWriter) -> int | None:
+    """Who is on the other end (``SO_PEERCRED``): the admin actions log it."""
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return None
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return None
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return int(uid)
+
+
 def request(queue_dir: Path, op: str, timeout: float = 10.0, **args: Any) -> dict[str, Any] | None:
-    """Send one request to a running daemon; None when no daemon listens."""
+    """Send one request to a running daemon; None when no daemon listens (or the caller
+    may not use the socket: ``ask`` tells that apart)."""
+    try:
+        return ask(queue_dir, op, timeout, **args)
+    except PermissionError:
+        return None
+
+
+def ask(queue_dir: Path, op: str, timeout: float = 10.0, **args: Any) -> dict[str, Any] | None:
+    """``request``, but ``PermissionError`` when the caller may not reach the socket (the
+    socket or the queue directory is closed to it): a daemon may well be running."""
     path = socket_path(queue_dir)
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
@@ -95,9 +121,9 @@ def request(queue_dir: Path, op: str, timeout: float = 10.0, **args: Any) -> dic
                 if not chunk:
                     break
                 data += chunk
-    except (FileNotFoundError, ConnectionRefusedError):
-        return None
-    except OSError:
+    except PermissionError:
+        raise
+    except OSError:  # no socket, nobody listening, a daemon gone in the middle
         return None
     try:
         answer: dict[str, Any] = json.loads(data)

@@ -3,16 +3,20 @@
 One sequence for ``mailwright serve`` (foreground, systemd ``Type=notify``),
 ``mailwright serve --daemon`` and ``sendmail -bd`` / ``-bD``:
 
-1. logging from ``[log]`` (``observability.logtargets``; syslog when detached);
-2. ``--daemon``: fork; the parent waits until the child is ready (exit 0) or has
-   failed (its exit status), the child starts a new session with stdio on /dev/null;
-3. the pid file, locked (``daemon.pidfile``): a second daemon is refused;
-4. as root with ``service.user``: the queue directory is given to that account;
-5. every listener and the local submission socket are bound (``daemon.bindings``);
-6. as root with ``service.user``: every module is imported (``daemon.preload``), the
-   privileged helper is forked (``privhelper``) and the daemon gives up root for good
-   (``daemon.privileges``);
-7. the daemon runs (``daemon.app``) and says ``READY=1`` when it accepts mail.
+1. logging from ``[log]`` (``observability.logtargets``; syslog or the log file when
+   detached); SIGUSR1 reopens the log file from here on;
+2. the queue's master lock (``daemon.queuelock``), before any socket is touched: a second
+   daemon on the same queue exits 75 (EX_TEMPFAIL) naming the running pid;
+3. ``--daemon``: fork; the parent waits until the child is ready (exit 0) or has
+   failed (its exit status), the child starts a new session with stdio on /dev/null
+   (and keeps the master lock, which it inherited);
+4. the pid file, locked (``daemon.pidfile``): a second daemon is refused;
+5. as root with ``service.user``: the queue directory is given to that account;
+6. every listener and the local submission socket are bound (``daemon.bindings``);
+7. as root with ``service.user``: every module is imported (``daemon.preload``), the
+   privileged helper is forked (``privhelper``; it closes its copy of the master lock)
+   and the daemon gives up root for good (``daemon.privileges``);
+8. the daemon runs (``daemon.app``) and says ``READY=1`` when it accepts mail.
 
 Started as root with ``service.user = "root"`` the daemon stays root (as Sendmail does) and
 says so in the log; started as anyone else nothing changes identity (``make run``).
@@ -25,9 +29,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
 from mailwright.config.loader import ConfigError
 from mailwright.config.schema import Settings
@@ -38,6 +45,7 @@ from mailwright.daemon.notify import Notifier
 from mailwright.daemon.pidfile import AlreadyRunningError, PidFile
 from mailwright.daemon.preload import preload
 from mailwright.daemon.privileges import ServiceAccount, drop, hand_over_queue, service_account
+from mailwright.daemon.queuelock import QueueBusyError, QueueLock
 from mailwright.daemon.runtime import Runtime
 from mailwright.observability import logtargets
 from mailwright.privhelper.client import HelperClient, reap
@@ -56,21 +64,56 @@ class LaunchOptions:
 
 def launch(settings: Settings, options: LaunchOptions) -> int:
     """Run the daemon until it stops; the exit code (in a detaching parent: the child's)."""
-    logtargets.configure(settings.log, options.log_level, detached=options.detach)
-    if options.detach:
-        code = _detach()
-        if code is not None:
-            return code  # the parent: the daemon lives on in the child
-    for note in options.notes:
-        log.info("%s", note)
-    notifier = Notifier.from_environment(_parent_fd)
     try:
-        return _start(settings, options, notifier)
+        logtargets.configure(settings.log, options.log_level, detached=options.detach)
+    except ConfigError as exc:
+        sys.stderr.write(f"mailwright: {exc}\n")
+        return ExitCode.CONFIG
+    # until the daemon's loop handles it (SIGUSR1 kills by default): reopen at the next line
+    signal.signal(signal.SIGUSR1, _reopen_log_file)
+    lock = QueueLock(settings.queue.directory)
+    try:
+        settings.queue.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        lock.acquire()
+    except QueueBusyError as exc:
+        _refuse(str(exc), options.detach)
+        return ExitCode.TEMPFAIL
+    except OSError as exc:
+        _refuse(f"cannot lock the queue: {exc}", options.detach)
+        return ExitCode.OSERR
+    try:
+        if options.detach:
+            code = _detach()
+            if code is not None:
+                return code  # the parent: the daemon lives on in the child, with the lock
+            lock.write(os.getpid())
+        for note in options.notes:
+            log.info("%s", note)
+        notifier = Notifier.from_environment(_parent_fd)
+        try:
+            return _start(settings, options, notifier, lock)
+        finally:
+            notifier.close()
     finally:
-        notifier.close()
+        lock.release()
 
 
-def _start(settings: Settings, options: LaunchOptions, notifier: Notifier) -> int:
+def _reopen_log_file(signum: int, frame: FrameType | None) -> None:
+    handler = logtargets.current_file()
+    if handler is not None:
+        handler.request_reopen()
+
+
+def _refuse(message: str, detach: bool) -> None:
+    """Log why the daemon does not start; a detaching one also says it on its terminal
+    (its log goes to syslog or a file the operator may not be watching)."""
+    log.error("%s", message)
+    if detach:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.write(f"mailwright: {message}\n")
+
+
+def _start(settings: Settings, options: LaunchOptions, notifier: Notifier, lock: QueueLock) -> int:
     pid_file = PidFile(options.pid_file or settings.pid_file) if _wants_pid_file(options) else None
     bindings: Bindings | None = None
     helper: HelperClient | None = None
@@ -90,8 +133,11 @@ def _start(settings: Settings, options: LaunchOptions, notifier: Notifier) -> in
         bindings = bind_all(settings)
         if account is not None:
             preload()  # the installation may be out of the service account's reach
+            logtargets.hand_over(account.uid, account.gid)  # reopened without root later
             inherited = [s.fileno() for s in bindings.sockets()]
-            helper = start_helper(settings, options.config_path, account, inherited, pid_file)
+            helper = start_helper(
+                settings, options.config_path, account, inherited, (pid_file, lock)
+            )
             drop(account)
             log.info(
                 "running as %s (uid %d, gid %d); privileged helper pid %d",
@@ -158,7 +204,7 @@ def start_helper(
     config_path: Path | None,
     account: ServiceAccount,
     inherited: list[int],
-    pid_file: PidFile | None,
+    locks: tuple[PidFile | None, QueueLock | None] = (None, None),
 ) -> HelperClient:
     """Fork the helper (it stays root); the daemon's end of the channel and its pid."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -170,11 +216,13 @@ def start_helper(
             for fd in inherited:  # the listeners: the helper never accepts anything
                 with contextlib.suppress(OSError):
                     os.close(fd)
-            if pid_file is not None:
-                pid_file.forget()
+            for held in locks:  # the daemon's alone: they must go when the daemon goes
+                if held is not None:
+                    held.forget()
             if _parent_fd is not None:
                 with contextlib.suppress(OSError):
                     os.close(_parent_fd)  # a waiting parent must see the daemon, not us
+            logtargets.watch()  # the daemon cannot signal us: follow a rotated file alone
             from mailwright.privhelper import server
 
             code = server.run(theirs, settings, config_path, account.ids)

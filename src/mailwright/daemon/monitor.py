@@ -6,10 +6,9 @@ keeps the daemon's warnings and errors (``observability.recent``), answers the
 control socket's ``status`` request, and serves ``/metrics`` and the status page
 when ``http.port`` is set. Queue figures come from aggregate queries run in a
 thread (never on the event loop); sessions are counted from the listeners'
-tables at scrape time. The status page's buttons build ``mailwright queue``'s own
-store operations (``cli.queue.flush_operation``, ``cli.queue.admin_operation``),
-apply them through the daemon's writer (the one writer of queue state), then make
-the same ``flush``/``wake`` request the CLI makes over the control socket.
+tables at scrape time. The status page's buttons go through the daemon's ``Admin``
+(``daemon.admin``), as ``mailwright queue`` does over the control socket: the same
+store operations through the daemon's writer, a mail log line per message.
 Settings: ``http.*``, ``hostname``, ``delivery.mode``, ``filters`` (milter names),
 ``queue.directory``.
 """
@@ -27,6 +26,7 @@ from typing import Any
 from mailwright import __version__
 from mailwright.config.schema import MilterFilter, Settings
 from mailwright.core.headers import HeaderList
+from mailwright.daemon.admin import Actor, Admin, Selection
 from mailwright.daemon.control import Handler
 from mailwright.edge.listener import Edge
 from mailwright.edge.local import LocalSubmission
@@ -43,6 +43,7 @@ from mailwright.queue.writer import QueueWriter
 log = logging.getLogger("mailwright.daemon")
 
 SAMPLE_INTERVAL = 10.0
+WEB_ACTOR = Actor("token holder", "status page")  # the page knows no user names
 
 
 class Monitor:
@@ -54,6 +55,7 @@ class Monitor:
         control: Mapping[str, Handler],
         edge: Edge | None = None,
         local: LocalSubmission | None = None,
+        admin: Admin | None = None,
     ) -> None:
         self.settings = settings
         self.http_settings = settings.http  # what the web server was started with
@@ -62,6 +64,7 @@ class Monitor:
         self.control = control  # the control socket's handlers: "flush", "wake"
         self.edge = edge
         self.local = local
+        self.admin = admin  # the status page's buttons
         self.started_at = time.time()
         self.timeline = History(metrics.totals())
         self.web: WebServer | None = None
@@ -210,38 +213,24 @@ class Monitor:
 
     async def act(self, action: str, ids: Sequence[str], reason: str) -> ActionResult:
         """``mailwright queue flush|hold|release|delete`` for ``ids`` (none: the whole queue
-        for ``flush-all``): the CLI's own store operations (``cli.queue``), applied by this
-        daemon's writer, then the same ``flush`` or ``wake`` request the CLI sends.
+        for ``flush-all``), done by the daemon's ``Admin`` (``daemon.admin``): the same
+        store operations through this daemon's writer, one mail log line per message.
 
         Not the CLI functions themselves: they open a second store on the queue file,
         and a second store in this process would drop SQLite's POSIX locks (a close()
         of any descriptor of the file releases them all) and could corrupt the queue.
         """
-        from mailwright.cli.queue import (
-            HOLD_REASON,
-            Selection,
-            admin_operation,
-            flush_operation,
-            flush_request,
-        )
-
+        if self.admin is None:
+            return ActionResult(action, 0, failed=True)
+        name = "flush" if action == "flush-all" else action
         try:
-            if action in ("flush", "flush-all"):
-                selection = Selection(tuple(ids))
-                op = await asyncio.to_thread(flush_operation, self.store, selection, time.time())
-                done = await self.writer.execute(op) if op is not None else 0
-                await self.control["flush"]({"op": "flush", **flush_request(op)})
-                result = ActionResult(action, done)
-            else:
-                make_op = admin_operation(action, reason or HOLD_REASON)
-                missing = [q for q in ids if not await self.writer.execute(make_op(q))]
-                await self.control["wake"]({"op": "wake"})
-                result = ActionResult(action, len(ids) - len(missing), missing)
+            result = await self.admin.act(name, Selection(tuple(ids)), WEB_ACTOR, reason)
         except Exception as exc:
             log.error("status page: %s %s failed: %s", action, " ".join(ids), exc)
             return ActionResult(action, 0, failed=True)
-        log.info("status page: %s %s: %d done", action, " ".join(ids) or "(all)", result.done)
-        return result
+        done = result.scheduled if name == "flush" else len(result.done)
+        log.info("status page: %s %s: %d done", action, " ".join(ids) or "(all)", done)
+        return ActionResult(action, done, result.missing)
 
     async def metrics(self) -> bytes:
         counts = await self.queue_counts()

@@ -3,8 +3,8 @@
 Started as root with ``service.user`` set, the daemon runs as that account once its
 sockets are bound and the privileged helper is forked. Before the drop the queue
 directory and what the daemon writes in it (the database and its WAL, ``tmp/``, the
-maildrop, ``rejected/``, ``corrupt/``, the compiled aliases) are given to the account;
-maildrop *files* keep their owners (the owner is the submitter's identity). The drop is
+maildrop, ``rejected/``, ``corrupt/``, the compiled aliases, the master lock) are given to
+the account; maildrop *files* keep their owners (the owner is the submitter's identity). The drop is
 for good: supplementary groups, gid, then uid, and a check that root cannot be had back.
 Nothing creates the account: ``useradd --system`` it first (``docs/service.md``).
 
@@ -38,6 +38,7 @@ QUEUE_ENTRIES = (
     "rejected",
     "corrupt",
     "aliases.db",
+    "master.lock",
 )
 
 

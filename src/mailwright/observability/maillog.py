@@ -1,7 +1,8 @@
 """Sendmail-style mail log lines, one per event, each starting with the queue id.
 
-``grep QUEUEID`` on the log tells a message's whole story. Lines go to the
-``mailwright.mail`` logger; where they end up (stderr, syslog facility mail,
+``grep QUEUEID`` on the log tells a message's whole story, including the reports made
+about it (``QID: QID2: DSN: reason``) and what administrators did to it (``admin=``).
+Lines go to the ``mailwright.mail`` logger; where they end up (stderr, syslog facility mail,
 JSON lines) is decided by the daemon's logging set-up
 (``observability.logtargets``). Values that come from clients are quoted-safe: CR,
 LF and other control characters are escaped.
@@ -82,6 +83,20 @@ def accepted(
 
 def rejected(queue_id: str | None, *, stage: str, arg: str | None, relay: str, reply: str) -> None:
     emit(queue_id, ruleset=f"check_{stage}", arg1=arg, relay=relay, reject=reply)
+
+
+def admin(queue_id: str | None, action: str, *, by: str, via: str, **fields: object) -> None:
+    """An administrator's action on a message (``daemon.admin``): what, by whom, how."""
+    emit_fields(queue_id, {"admin": action, "by": by, "via": via, **fields})
+
+
+def dsn(queue_id: str, report_id: str, reason: str, to: str) -> None:
+    """The report (bounce, delay warning, return receipt) made about a message, as
+    Sendmail logs it: ``QID: QID2: DSN: reason``, the original's id first."""
+    text = f"{queue_id}: {report_id}: DSN: {clean(reason)}"
+    fields = {"dsn_id": report_id, "event": "DSN", "reason": reason, "to": to}
+    if log.isEnabledFor(logging.INFO):
+        log.info("%s", text, extra={"queue_id": queue_id, "fields": fields})
 
 
 class QueueIdFilter(logging.Filter):

@@ -1,8 +1,9 @@
 """Prometheus metrics of the daemon: counters bumped where things happen, gauges set at scrape.
 
 Counters (messages received, rejections by stage and status code, delivery results,
-milter calls and failures, outbound connections per destination) are incremented by
-one-line calls from the session, the scheduler, the milter hook and the SMTP agent;
+milter calls and failures, outbound connections per destination, administrative actions)
+are incremented by one-line calls from the session, the scheduler, the milter hook, the
+SMTP agent and ``daemon.admin``;
 each costs one labelled increment (a dict lookup and an uncontended lock), so the
 accept path is not slowed. Gauges that describe a state (queue size by state, active
 sessions) are computed only when someone scrapes (``set_queue``, ``set_sessions``),
@@ -111,6 +112,13 @@ OUTBOUND = Counter(
     ["destination", "result"],
     registry=REGISTRY,
 )
+ADMIN_ACTIONS = Counter(
+    "mailwright_admin_actions",
+    "Queue administration (hold, release, delete, bounce, flush): messages acted on, "
+    "by action and interface (mailwright queue, status page).",
+    ["action", "via"],
+    registry=REGISTRY,
+)
 START_TIME = Gauge(
     "mailwright_start_time_seconds", "When the daemon started (Unix time).", registry=REGISTRY
 )
@@ -190,6 +198,11 @@ def outbound(destination: str, result: str) -> None:
         else:
             _destinations.add(destination)
     OUTBOUND.labels(destination, result).inc()
+
+
+def admin_action(action: str, via: str) -> None:
+    """An administrator acted on one message (``daemon.admin``)."""
+    ADMIN_ACTIONS.labels(action, via).inc()
 
 
 # ---- gauges at scrape time ----------------------------------------------------------------

@@ -506,7 +506,7 @@ class Scheduler:
             metrics.recorded(message, recipient, state, result, request, now)
             if waiting is None or state is RecipientState.DELIVERED:
                 self._collect_reports(reports, recipient, result, state, request, now)
-        new_messages, warned = self._make_reports(message, headers, reports, now)
+        new_messages, warned, reasons = self._make_reports(message, headers, reports, now)
         try:
             await self.writer.execute(RecordResults(records, new_messages))
         except BaseException:
@@ -519,12 +519,9 @@ class Scheduler:
             self.wake()  # the loop sleeps past this retry
         if warned:
             await self.writer.execute(SetWarned(message.queue_id))
-        for report in new_messages:
-            maillog.emit(
-                message.queue_id,
-                event=f"{report.queue_id}: DSN",
-                to=", ".join(str(r.address) for r in report.envelope.recipients),
-            )
+        for report, reason in zip(new_messages, reasons, strict=True):
+            to = ", ".join(str(r.address) for r in report.envelope.recipients)
+            maillog.dsn(message.queue_id, report.queue_id, reason, to)
         if new_messages:
             self.wake()
 
@@ -612,8 +609,11 @@ class Scheduler:
         headers: HeaderList,
         reports: dict[ReportKind, list[RecipientReport]],
         now: float,
-    ) -> tuple[list[NewMessage], bool]:
+    ) -> tuple[list[NewMessage], bool, list[str]]:
+        """The reports to queue, whether a delay warning is among them, and why each was
+        made (the mail log's ``DSN:`` reason)."""
         out: list[NewMessage] = []
+        reasons: list[str] = []
         warned = False
         policy = self.settings.retry
         original = OriginalMessage.from_stored(
@@ -638,7 +638,8 @@ class Scheduler:
             )
             if report is not None:
                 out.append(report)
-        return out, warned
+                reasons.append(_dsn_reason(kind, entries))
+        return out, warned, reasons
 
     def _log_attempt(
         self,
@@ -678,6 +679,18 @@ class Scheduler:
 def accepted(queue_id: str) -> Reply:
     """The LMTP reply for a recipient that stays in our queue."""
     return Reply.of(250, "2.0.0", f"{queue_id} Message accepted for delivery")
+
+
+def _dsn_reason(kind: ReportKind, entries: list[RecipientReport]) -> str:
+    """Sendmail's reason after ``DSN:``: the first failure's diagnostic, the delay
+    warning, or the return receipt."""
+    if kind is ReportKind.SUCCESS:
+        return "Return receipt"
+    first = entries[0]
+    why = first.diagnostic.text if first.diagnostic is not None else first.status
+    if kind is ReportKind.DELAY:
+        return f"Warning: could not send message yet, will keep trying: {why}"
+    return why
 
 
 def _notify(text: str | None) -> frozenset[Notify] | None:
