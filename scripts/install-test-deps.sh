@@ -9,7 +9,7 @@ set -euo pipefail
 
 PACKAGES=(postfix swaks libnet-ssleay-perl dnsmasq-base dnsutils dovecot-core dovecot-lmtpd
           mutt mailutils openssl opendkim opendkim-tools libmilter-dev miltertest
-          spamd spamc iproute2 sqlite3 procps postgresql
+          spamd spamc iproute2 sqlite3 procps postgresql groff-base
           gcc libc6-dev  # pip builds pymilter's C extension against libmilter-dev
           chromium chromium-driver  # the status page tests drive headless Chromium
           systemd)  # systemd-analyze verifies the unit file

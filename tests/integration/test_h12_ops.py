@@ -19,10 +19,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.support.daemon import Mailwright, free_port, render_toml, wait_until
 from tests.support.opentmp import open_tmp
+from tests.support.peers import peer
 from tests.support.service import ServiceDaemon, system_user
 from tests.support.web import Web, value
 
@@ -410,7 +409,7 @@ def test_log_file_settings_are_checked(tmp_path: Path) -> None:
     assert b"log.file: cannot open" in serve.stderr and b"Traceback" not in serve.stderr
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (a service account)")
+@peer("root", os.geteuid() == 0, "creates a service account")
 def test_a_daemon_without_root_and_its_helper_follow_a_rotated_log_file() -> None:
     """Started as root with a service account: the log file is given to the account, so
     the daemon reopens it without root after logrotate (``create`` with the account as

@@ -27,6 +27,7 @@ from click.testing import CliRunner
 from mailwright.cli.main import cli
 from tests.support import smtp_sink
 from tests.support.daemon import SRC, Mailwright, deep_merge, free_port, wait_until
+from tests.support.peers import peer
 from tests.support.sendmail import Tools, short_tmp
 from tests.support.web import Web, value
 
@@ -182,7 +183,7 @@ def cells(row: str) -> list[str]:
     return re.findall(r"<td[^>]*>(.*?)</td>", row)
 
 
-@pytest.mark.skipif(not smtp_sink.available(), reason="smtp-sink not installed")
+@peer("smtp-sink", smtp_sink.available(), "Postfix's smtp-sink is not installed")
 def test_status_page_links_bounces_reads_replies_and_counts_recipients(
     tmp_path: Path, sinks: dict[str, smtp_sink.SmtpSink]
 ) -> None:
@@ -242,7 +243,7 @@ def words_and_fields(report: EmailMessage) -> tuple[str, str]:
     return " ".join(text.get_content().split()), fields
 
 
-@pytest.mark.skipif(not smtp_sink.available(), reason="smtp-sink not installed")
+@peer("smtp-sink", smtp_sink.available(), "Postfix's smtp-sink is not installed")
 def test_delay_and_expiry_notices_quote_a_server_only_for_what_it_said(
     tmp_path: Path, sinks: dict[str, smtp_sink.SmtpSink]
 ) -> None:
@@ -303,7 +304,7 @@ def test_delay_and_expiry_notices_quote_a_server_only_for_what_it_said(
 MAN_PAGE = SRC.parent / "docs" / "man" / "mailwright.8"
 
 
-@pytest.mark.skipif(not Path("/usr/bin/groff").exists(), reason="groff not installed")
+@peer("groff", Path("/usr/bin/groff").exists(), "groff renders the man page")
 def test_the_man_page_renders_cleanly_and_names_every_command() -> None:
     done = subprocess.run(
         ["groff", "-man", "-Tutf8", "-ww", "-P", "-c", str(MAN_PAGE)],
