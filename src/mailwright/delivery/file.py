@@ -12,7 +12,6 @@ a file can only be written by someone allowed to write it. Reads no settings
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 from mailwright.core.reply import Reply
 from mailwright.delivery import mbox
 from mailwright.delivery.privileged import Identity, write_as
+from mailwright.delivery.workers import WRITES, Interrupts
 
 DEV_NULL = Path("/dev/null")
 
@@ -29,10 +29,13 @@ async def deliver(
     pieces: Callable[[], Iterator[bytes]],
     options: mbox.MboxOptions,
     who: Identity | None,
+    interrupts: Interrupts | None = None,
 ) -> Reply | None:
-    """Append the message (``pieces``: mbox-formatted) to ``path``; None when delivered."""
+    """Append the message (``pieces``: mbox-formatted) to ``path``; None when delivered.
+    ``interrupts`` ends a wait for the file's locks (shutdown)."""
+    interrupts = interrupts or Interrupts()
     if path == DEV_NULL:
-        await asyncio.to_thread(_drain, pieces)
+        await WRITES.run(_drain, pieces)
         return None
     options = replace(options, dotlock_required=False, refuse_executable=True, owner=None)
     if who is not None:
@@ -48,9 +51,9 @@ async def deliver(
             "--stale-lock-age",
             str(options.stale_lock_age),
         ]
-        return await write_as(who, command, pieces, options.lock_timeout + 60)
+        return await write_as(who, command, pieces, options.lock_timeout + 60, interrupts)
     try:
-        await asyncio.to_thread(lambda: mbox.append(path, pieces(), options))
+        await interrupts.run(WRITES, mbox.append, path, pieces(), options)
     except mbox.MailboxError as exc:
         return exc.reply
     return None

@@ -19,6 +19,12 @@ through a ``delivery.deposit.Deposit``: in this process, or through the privileg
 helper when the daemon runs without root. ``local_agents`` is the registration the
 daemon's scheduler wiring uses.
 
+Deliveries to one mbox mailbox or file go one at a time (``workers.Gates``): while a
+mailbox is locked, the deliveries waiting for it hold no thread, and mail for others
+goes on. Each recipient delivered is reported at once (``DeliveryRequest.on_delivered``)
+so the queue can record it before the message's other recipients are done. At shutdown
+(``interrupt``) waits for a mailbox's locks end at once; the recipient stays queued.
+
 Trusts the targets (made by ``routing.resolution``). Settings: ``local_delivery.*``
 (through ``from_settings``).
 """
@@ -48,6 +54,7 @@ from mailwright.delivery.deposit import (
     Parcel,
     trace_head,
 )
+from mailwright.delivery.workers import WRITES, Gates
 from mailwright.dsn.recipient import decode_orcpt
 from mailwright.routing.localusers import LocalUsers, local_users
 from mailwright.routing.nexthop import Transport
@@ -76,6 +83,7 @@ class LocalAgent:
         self.users = users
         # the writes: in this process, or by the privileged helper for a daemon without root
         self.deposit = deposit or DirectDeposit(options or DepositOptions())
+        self.gates = Gates()  # one delivery at a time per mbox mailbox or file
 
     @classmethod
     def from_settings(
@@ -92,9 +100,16 @@ class LocalAgent:
 
         async def one(recipient: DeliveryRecipient) -> DeliveryResult:
             async with gate:
-                return await self._deliver_one(request, recipient)
+                result = await self._deliver_one(request, recipient)
+            if result.outcome is Outcome.DELIVERED and request.on_delivered is not None:
+                await request.on_delivered(result)  # recorded now, not with the last one
+            return result
 
         return list(await asyncio.gather(*(one(r) for r in request.recipients)))
+
+    def interrupt(self) -> None:
+        """Shutdown: deliveries waiting for a mailbox's locks give up (4.2.0) at once."""
+        self.deposit.interrupt()
 
     async def close(self) -> None:
         return None
@@ -131,12 +146,16 @@ class LocalAgent:
     async def _mailbox(
         self, parcel: Parcel, recipient: DeliveryRecipient, target: Target
     ) -> DeliveryResult:
-        user = await asyncio.to_thread(self.users.lookup, target.value)
+        user = await WRITES.run(self.users.lookup, target.value)
         if user is None:
             return _failed(
                 recipient, Reply.of(550, "5.1.1", f"<{recipient.address}>... User unknown")
             )
-        problem = await self.deposit.mailbox(parcel, user)
+        if user.maildir:  # no locks: deliveries to one Maildir run side by side
+            problem = await self.deposit.mailbox(parcel, user)
+        else:
+            async with self.gates.hold(str(user.mailbox)):
+                problem = await self.deposit.mailbox(parcel, user)
         if problem is not None:
             return _result(recipient, problem)
         where = f"{'maildir' if user.maildir else 'mailbox'} {user.mailbox}"
@@ -151,7 +170,8 @@ class LocalAgent:
     async def _file(
         self, parcel: Parcel, recipient: DeliveryRecipient, target: Target
     ) -> DeliveryResult:
-        problem = await self.deposit.file(parcel, target.value, target.user)
+        async with self.gates.hold(target.value):
+            problem = await self.deposit.file(parcel, target.value, target.user)
         if problem is not None:
             return _result(recipient, problem)
         return _delivered(recipient, f"Delivered to file {target.value}")

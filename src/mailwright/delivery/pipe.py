@@ -22,7 +22,6 @@ timeout).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
@@ -36,6 +35,7 @@ from mailwright.core.reply import Reply
 from mailwright.core.sysexits import ExitCode
 from mailwright.delivery.agent import Outcome
 from mailwright.delivery.privileged import Identity, spawn_ids
+from mailwright.delivery.workers import PROGRAMS
 
 OUTPUT_LIMIT = 4096
 _STATUS = {
@@ -114,10 +114,11 @@ async def run(
 ) -> PipeResult:
     """Run ``command`` with the message on its input; see the module docstring.
 
-    The child is started with ``subprocess`` in a worker thread, not through the event
-    loop: uvloop's subprocess support cannot change the child's user.
+    The child is started with ``subprocess`` in a worker thread (``workers.PROGRAMS``,
+    not the event loop's pool), not through the event loop: uvloop's subprocess support
+    cannot change the child's user.
     """
-    return await asyncio.to_thread(_run, command, pieces, who, dict(env), timeout)
+    return await PROGRAMS.run(_run, command, pieces, who, dict(env), timeout)
 
 
 def _run(

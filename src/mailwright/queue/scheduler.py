@@ -8,7 +8,11 @@ kind (failure, delay, success) queued in the same transaction. Temporary
 failures are retried with back-off; a next hop that failed at connection level
 is remembered for a while (host-status cache) instead of being dialled for every
 message. Delivery is at-least-once: a crash before the commit leaves the
-recipients leased, and the lease is voided at start-up.
+recipients leased, and the lease is voided at start-up. A recipient the local agent
+delivered is recorded at once (``DeliveryRequest.on_delivered``, through the writer's
+group commit), unless it asked for a success DSN (that is made with the message's
+results): a crash repeats only the deliveries that were in flight. ``stop`` makes an
+``Interruptible`` agent give up its lock waits at once.
 
 Local recipients are first given to the ``Expander`` (``queue.expansion``), when
 there is one: aliases, ``.forward`` and virtual users are resolved there, at delivery
@@ -29,7 +33,7 @@ import os
 import socket
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from mailwright.core.clock import Clock, SystemClock
@@ -42,6 +46,7 @@ from mailwright.delivery.agent import (
     DeliveryRecipient,
     DeliveryRequest,
     DeliveryResult,
+    Interruptible,
     Outcome,
 )
 from mailwright.dsn import Action, OriginalMessage, RecipientReport, ReportKind, build_report
@@ -60,6 +65,7 @@ from mailwright.queue.store import (
     SetWarned,
     StoredMessage,
     StoredRecipient,
+    StoreError,
 )
 from mailwright.queue.writer import QueueWriter
 from mailwright.routing.nexthop import NextHop, Transport
@@ -184,6 +190,9 @@ class Scheduler:
         """Stop claiming; let deliveries in flight finish within ``grace``; give back leases."""
         self._stopping = True
         self.wake()
+        for agent in {id(a): a for a in self.agents.values()}.values():
+            if isinstance(agent, Interruptible):
+                agent.interrupt()  # lock waits end now, not after the grace
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
             for task in pending:
@@ -322,6 +331,9 @@ class Scheduler:
             if not recipients:
                 return
         requests, errors = self._requests(message, headers, routable, body)
+        on_delivered = self._recorder(message, recipients)
+        for request in requests:
+            request.on_delivered = on_delivered
         errors = [*early, *errors]
         started = self.clock.now()
         batches = await asyncio.gather(*(self._deliver(r) for r in requests))
@@ -488,6 +500,36 @@ class Scheduler:
             )
         if new_messages:
             self.wake()
+
+    def _recorder(
+        self, message: StoredMessage, recipients: list[StoredRecipient]
+    ) -> Callable[[DeliveryResult], Awaitable[None]]:
+        """What records one delivered recipient as soon as its delivery is durable; the
+        message's full record later finds it done (and leaves it so)."""
+        by_index = {r.index: r for r in recipients}
+
+        async def delivered(result: DeliveryResult) -> None:
+            recipient = by_index.get(result.index)
+            if recipient is None or Notify.SUCCESS in (_notify(recipient.notify) or ()):
+                return  # its success DSN is made with the message's results
+            record = RecipientResult(
+                queue_id=message.queue_id,
+                index=result.index,
+                state=RecipientState.DELIVERED,
+                next_attempt=0.0,
+                attempted_at=self.clock.now(),
+                status=result.reply.status,
+                reply=result.reply.text,
+                remote_mta=result.remote_mta or None,
+            )
+            try:
+                await self.writer.execute(RecordResults([record]))
+            except StoreError as exc:  # recorded with the others, or tried again
+                log.warning(
+                    "%s: cannot record <%s> yet: %s", message.queue_id, recipient.address, exc
+                )
+
+        return delivered
 
     def _final_state(
         self, message: StoredMessage, recipient: StoredRecipient, result: DeliveryResult, now: float

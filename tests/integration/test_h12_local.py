@@ -1,0 +1,178 @@
+"""Issue 12, local delivery: a locked mailbox holds up only its own deliveries (item 1), a
+delivery killed while taking the dot-lock leaves no empty lock (item 2), a daemon stops
+at once although a delivery waits for a lock (item 10), and Maildir deliveries are
+recorded one by one (item 6). Real daemons, real SMTP clients, real locks."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import mailbox
+import os
+import signal
+import smtplib
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.daemon import SRC, Mailwright, deep_merge, wait_until
+from tests.support.opentmp import open_tmp
+
+PROMPT = 5.0  # seconds: "at once" for an SMTP reply or a delivery on an idle machine
+LOCK_TIMEOUT = 40.0  # far longer than PROMPT: a stall behind a lock cannot pass as prompt
+
+
+@pytest.fixture
+def shared() -> Iterator[Path]:
+    with open_tmp("mw-h12-") as path:
+        yield path
+
+
+def local_daemon(shared: Path, extra: dict[str, Any] | None = None) -> Mailwright:
+    """A delivering daemon with mbox users alice, bob, root and the Maildir user carol."""
+    (shared / "mailboxes").write_text("alice alice\nbob bob\nroot root\ncarol carol/\n")
+    (shared / "mail").mkdir(exist_ok=True)
+    config: dict[str, Any] = {
+        "delivery": {"mode": "background"},
+        "routing": {"local_domains": ["mx.test"]},
+        "local_delivery": {
+            "mail_spool": str(shared / "mail"),
+            "virtual_mailbox_table": str(shared / "mailboxes"),
+            "lock_timeout": LOCK_TIMEOUT,
+        },
+    }
+    return Mailwright(shared / "mw", deep_merge(config, extra or {}))
+
+
+def message(to: str, n: int = 0) -> bytes:
+    return f"From: s@example.com\r\nTo: {to}\r\nSubject: m{n}\r\n\r\nbody {n}\r\n".encode()
+
+
+def mbox_count(path: Path) -> int:
+    if not path.exists():
+        return 0
+    box = mailbox.mbox(path, create=False)
+    try:
+        return len(box)
+    finally:
+        box.close()
+
+
+@contextmanager
+def held_lock(mailbox_path: Path, kind: str) -> Iterator[None]:
+    """The mailbox locked as a user or a mail reader would: flock, or an empty dot-lock."""
+    mailbox_path.touch()
+    if kind == "flock":
+        with open(mailbox_path, "rb") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            yield
+    else:
+        lock = mailbox_path.with_name(mailbox_path.name + ".lock")
+        lock.touch()  # empty, young: mail.local's rule keeps it for stale_lock_age
+        try:
+            yield
+        finally:
+            lock.unlink()
+
+
+@pytest.mark.parametrize("kind", ["flock", "empty-dotlock"])
+def test_locked_mailbox_stalls_neither_rcpt_nor_other_mailboxes(shared: Path, kind: str) -> None:
+    mw = local_daemon(shared).start()
+    mail = shared / "mail"
+    try:
+        with held_lock(mail / "alice", kind):
+            with smtplib.SMTP("127.0.0.1", mw.port, timeout=30) as s:
+                for n in range(10):  # more than any pool had threads for them
+                    assert s.sendmail("s@example.com", ["alice@mx.test"], message("alice", n)) == {}
+            mw.wait_log("alice is locked; waiting")
+            # the SMTP dialogue's lookups: prompt although alice's deliveries wait
+            with smtplib.SMTP("127.0.0.1", mw.port, timeout=30) as s:
+                s.ehlo()
+                s.mail("s@example.com")
+                started = time.monotonic()
+                code, _ = s.rcpt("root@mx.test")
+                took = time.monotonic() - started
+                assert code == 250 and took < PROMPT, f"RCPT took {took:.1f}s"
+                s.rset()
+                assert s.sendmail("s@example.com", ["bob@mx.test"], message("bob")) == {}
+            # deliveries to another mailbox go on
+            wait_until(lambda: mbox_count(mail / "bob") == 1, PROMPT, "delivery to bob")
+            assert mbox_count(mail / "alice") == 0
+        # once the lock is gone, every waiting delivery to alice is made, one at a time
+        wait_until(lambda: mbox_count(mail / "alice") == 10, 30, "alice's ten messages")
+        assert not (mail / "alice.lock").exists()
+    finally:
+        mw.stop()
+
+
+def test_sigterm_ends_a_lock_wait_and_keeps_the_recipient(shared: Path) -> None:
+    mw = local_daemon(shared)
+    mw.start()
+    mail = shared / "mail"
+    try:
+        with held_lock(mail / "alice", "flock"):
+            with smtplib.SMTP("127.0.0.1", mw.port, timeout=30) as s:
+                assert s.sendmail("s@example.com", ["alice@mx.test"], message("alice")) == {}
+            mw.wait_log("alice is locked; waiting")
+            assert mw.proc is not None
+            started = time.monotonic()
+            mw.proc.send_signal(signal.SIGTERM)
+            rc = mw.wait(timeout=LOCK_TIMEOUT + 30)
+            took = time.monotonic() - started
+            assert rc == 0 and took < PROMPT, f"exit {rc} after {took:.1f}s"
+        listing = json.loads(mw.cli("queue", "list", "--json").stdout)
+        waiting = [r["address"] for m in listing for r in m["recipients"] if r["state"] == "queued"]
+        assert waiting == ["alice@mx.test"]
+        assert mbox_count(mail / "alice") == 0
+    finally:
+        mw.kill()
+
+
+KILL_AT_DOTLOCK = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pathlib import Path
+    from mailwright.delivery import mbox
+
+    mailbox_path = Path(sys.argv[1])
+    real_open = os.open
+
+    def open_then_die(path, flags, *args, **kwargs):
+        fd = real_open(path, flags, *args, **kwargs)
+        if ".lock" in os.fspath(path) or ".lk" in os.fspath(path):
+            os.kill(os.getpid(), signal.SIGKILL)  # killed the moment a lock file exists
+        return fd
+
+    os.open = open_then_die
+    mbox.append(mailbox_path, [b"From x Thu Jan  1 00:00:00 1970\\n\\nlost\\n\\n"],
+                mbox.MboxOptions(lock_timeout=5))
+    """
+)
+
+
+def test_delivery_killed_while_locking_leaves_no_empty_lock(shared: Path) -> None:
+    mail = shared / "mail"
+    mail.mkdir()
+    (mail / "alice").touch()
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    victim = subprocess.run(
+        [sys.executable, "-c", KILL_AT_DOTLOCK, str(mail / "alice")], env=env, timeout=30
+    )
+    assert victim.returncode == -signal.SIGKILL
+    lock = mail / "alice.lock"
+    assert not lock.exists() or lock.read_text().strip(), "an empty alice.lock was left"
+    # and the next delivery does not wait for stale_lock_age (300 s) to break it
+    mw = local_daemon(shared).start()
+    try:
+        with smtplib.SMTP("127.0.0.1", mw.port, timeout=30) as s:
+            assert s.sendmail("s@example.com", ["alice@mx.test"], message("alice")) == {}
+        wait_until(lambda: mbox_count(mail / "alice") == 1, PROMPT, "delivery to alice")
+    finally:
+        mw.stop()
