@@ -176,3 +176,40 @@ def test_delivery_killed_while_locking_leaves_no_empty_lock(shared: Path) -> Non
         wait_until(lambda: mbox_count(mail / "alice") == 1, PROMPT, "delivery to alice")
     finally:
         mw.stop()
+
+
+def maildir_count(path: Path) -> int:
+    return len(list((path / "new").iterdir())) if (path / "new").is_dir() else 0
+
+
+def recipient_states(mw: Mailwright) -> dict[str, str]:
+    listing = json.loads(mw.cli("queue", "list", "--json").stdout)
+    return {r["address"]: r["state"] for m in listing for r in m["recipients"]}
+
+
+def test_each_recipient_is_recorded_when_delivered_so_a_kill_repeats_only_the_rest(
+    shared: Path,
+) -> None:
+    mw = local_daemon(shared)
+    mw.start()
+    mail = shared / "mail"
+    try:
+        with held_lock(mail / "alice", "flock"):
+            with smtplib.SMTP("127.0.0.1", mw.port, timeout=30) as s:
+                rcpts = ["carol@mx.test", "alice@mx.test"]
+                assert s.sendmail("s@example.com", rcpts, message("both")) == {}
+            wait_until(lambda: maildir_count(mail / "carol") == 1, PROMPT, "carol's copy")
+            # carol's delivery is in the queue before alice's is done ...
+            wait_until(
+                lambda: recipient_states(mw).get("carol@mx.test") == "delivered",
+                PROMPT,
+                "carol recorded as delivered",
+            )
+            assert recipient_states(mw)["alice@mx.test"] == "queued"
+            mw.kill()  # ... so a crash now repeats only alice's
+        mw.start()
+        wait_until(lambda: mbox_count(mail / "alice") == 1, 30, "alice's copy after restart")
+        wait_until(lambda: not recipient_states(mw), PROMPT, "an empty queue")
+        assert maildir_count(mail / "carol") == 1
+    finally:
+        mw.stop()
