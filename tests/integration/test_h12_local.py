@@ -9,6 +9,7 @@ import fcntl
 import json
 import mailbox
 import os
+import pwd
 import signal
 import smtplib
 import subprocess
@@ -22,8 +23,9 @@ from typing import Any
 
 import pytest
 
-from tests.support.daemon import SRC, Mailwright, deep_merge, wait_until
+from tests.support.daemon import SRC, Mailwright, deep_merge, free_port, wait_until
 from tests.support.opentmp import open_tmp
+from tests.support.sendmail import make_entry_points
 
 PROMPT = 5.0  # seconds: "at once" for an SMTP reply or a delivery on an idle machine
 LOCK_TIMEOUT = 40.0  # far longer than PROMPT: a stall behind a lock cannot pass as prompt
@@ -211,5 +213,91 @@ def test_each_recipient_is_recorded_when_delivered_so_a_kill_repeats_only_the_re
         wait_until(lambda: mbox_count(mail / "alice") == 1, 30, "alice's copy after restart")
         wait_until(lambda: not recipient_states(mw), PROMPT, "an empty queue")
         assert maildir_count(mail / "carol") == 1
+    finally:
+        mw.stop()
+
+
+# ---- item 20: |program and /file aliases in `make run`'s setup -------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class DevMailwright(Mailwright):
+    """The daemon with the development configuration ``make run`` uses (etc/mailwright.toml,
+    only the ports changed), in a copy of the tree's layout: etc/ and var/."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.config_path = root / "etc" / "mailwright.toml"
+
+    def write_config(self) -> None:
+        text = (REPO / "etc" / "mailwright.toml").read_text()
+        text = text.replace("port = 2525", f"port = {self.port}")
+        text = text.replace("port = 2580", f"port = {free_port()}")
+        self.config_path.write_text(text)
+
+
+def sendmail(bindir: Path, config: Path, *args: str) -> str:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(SRC)}
+    proc = subprocess.run(
+        [str(bindir / "sendmail"), "-C", str(config), *args],
+        capture_output=True,
+        env=env,
+        timeout=60,
+        check=True,
+    )
+    return proc.stdout.decode()
+
+
+def test_make_run_runs_program_and_file_aliases_as_the_invoking_user(shared: Path) -> None:
+    (shared / "etc").mkdir()
+    (shared / "var").mkdir()  # as `make run` makes it: writable by whoever started it
+    var = shared / "var"
+    aliases = (REPO / "etc" / "aliases").read_text()
+    (shared / "etc" / "aliases").write_text(
+        f'{aliases}prog: "|id -un >> {var}/prog.out"\nfile: {var}/file.out\n'
+    )
+    me = pwd.getpwuid(os.getuid()).pw_name
+    mw = DevMailwright(shared)
+    mw.start()
+    try:
+        assert mw.cli("aliases", "build").returncode == 0
+        bindir = make_entry_points(shared / "bin").parent
+        lines = sendmail(bindir, mw.config_path, "-bv", "prog", "file").splitlines()
+        assert lines == [
+            f'"|id -un >> {var}/prog.out"... deliverable: mailer prog, user {me}',
+            f"{var}/file.out... deliverable: mailer *file*, user {me}",
+        ]
+        with smtplib.SMTP("127.0.0.1", mw.port, timeout=30) as s:
+            rcpts = ["prog@mailwright.localhost", "file@mailwright.localhost"]
+            assert s.sendmail("s@example.com", rcpts, message("aliases")) == {}
+        wait_until((var / "prog.out").exists, PROMPT, "the program's output")
+        wait_until(lambda: mbox_count(var / "file.out") == 1, PROMPT, "the file")
+        assert (var / "prog.out").read_text() == f"{me}\n"  # ran as the invoking user ...
+        assert (var / "file.out").stat().st_uid == os.getuid()  # ... and wrote as them
+    finally:
+        mw.stop()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: programs and files change user")
+def test_program_and_file_that_may_not_write_both_fail_at_once(shared: Path) -> None:
+    closed = shared / "closed"
+    closed.mkdir(mode=0o700)  # root's only: the default user (nobody) may not write here
+    (shared / "aliases").write_text(
+        f'postmaster: root\nprog: "|cat > {closed}/prog.out"\nfile: {closed}/file.out\n'
+    )
+    mw = local_daemon(shared, {"routing": {"alias_file": str(shared / "aliases")}})
+    mw.start()
+    try:
+        bindir = make_entry_points(shared / "bin").parent
+        lines = sendmail(bindir, mw.config_path, "-bv", "prog", "file").splitlines()
+        assert [line.rsplit(", user ", 1)[1] for line in lines] == ["nobody", "nobody"]
+        with smtplib.SMTP("127.0.0.1", mw.port, timeout=30) as s:
+            assert s.sendmail("s@example.com", ["prog@mx.test"], message("prog")) == {}
+            assert s.sendmail("s@example.com", ["file@mx.test"], message("file")) == {}
+        prog = mw.wait_log(f'to="|cat > {closed}/prog.out"')
+        file = mw.wait_log(f"to={closed}/file.out")
+        assert "dsn=5.3.0" in prog and "dsn=5.2.0, stat=550 5.2.0" in file, (prog, file)
+        assert not (closed / "file.out").exists()
     finally:
         mw.stop()

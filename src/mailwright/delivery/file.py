@@ -3,7 +3,9 @@
 Same format and locking as a mailbox (``delivery.mbox``): flock, and the
 ``<path>.lock`` dot-lock when the directory lets the writer create one (otherwise
 flock alone, as Sendmail's file mailer does), truncation back on failure. The file
-is created (0600) if missing. Writing to an executable file is refused (5.7.1);
+is created (0600) if missing. Writing to an executable file is refused (5.7.1); a
+file the writer may not open fails at once (550 5.2.0, as Postfix's and Sendmail's
+file delivery do, and as a program that cannot write fails);
 ``/dev/null`` is accepted and discards the message. When we are root the write
 happens as the controlling user, in a child process (``delivery.privileged``), so
 a file can only be written by someone allowed to write it. Reads no settings
@@ -37,13 +39,20 @@ async def deliver(
     if path == DEV_NULL:
         await WRITES.run(_drain, pieces)
         return None
-    options = replace(options, dotlock_required=False, refuse_executable=True, owner=None)
+    options = replace(
+        options,
+        dotlock_required=False,
+        refuse_executable=True,
+        denied_is_permanent=True,
+        owner=None,
+    )
     if who is not None:
         command = [
             "mbox",
             str(path),
             "--no-dotlock-required",
             "--refuse-executable",
+            "--denied-is-permanent",
             "--size-limit",
             str(options.size_limit),
             "--lock-timeout",

@@ -71,6 +71,7 @@ class MboxOptions:
     owner: tuple[int, int] | None = None  # create as / require this uid, gid (root only)
     size_limit: int = 0  # refuse to grow the file beyond this many octets; 0 = no limit
     refuse_executable: bool = False  # file deliveries never write to programs
+    denied_is_permanent: bool = False  # files: a file we may not open bounces (5.2.0)
 
 
 # ---- format ---------------------------------------------------------------------------------
@@ -214,6 +215,12 @@ def _open(path: Path, options: MboxOptions) -> int:
             raise MailboxError(_unsafe(path, "is a symbolic link")) from exc
         if exc.errno == errno.ENXIO:
             raise MailboxError(_unsafe(path, "is not a regular file")) from exc
+        if options.denied_is_permanent and exc.errno in (errno.EACCES, errno.EPERM):
+            # Postfix's and Sendmail's file delivery: it will not become writable by itself,
+            # and a program that cannot write fails at once too
+            raise MailboxError(
+                Reply.of(550, "5.2.0", f"Cannot open {path}: {exc.strerror}")
+            ) from exc
         raise MailboxError(os_error_reply(exc, path)) from exc
     try:
         if created and options.owner is not None:

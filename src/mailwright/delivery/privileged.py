@@ -50,21 +50,17 @@ def is_root() -> bool:
 
 def identity(name: str, default_user: str = "nobody", allow_root: bool = False) -> Identity | None:
     """The identity to act as for ``name``; root (unless ``allow_root``) and unknown users
-    become ``default_user``.
+    become ``default_user`` (``routing.localusers.run_as``, the rule ``-bv`` reports).
 
     Returns None when we are not root (no change of identity is possible).
     """
     if not is_root():
         return None
-    pw = _passwd(name) if name else None
-    if pw is not None and pw.pw_uid == 0 and allow_root:
-        return Identity(
-            pw.pw_name, 0, pw.pw_gid, tuple(os.getgrouplist(pw.pw_name, pw.pw_gid)), pw.pw_dir
-        )
-    if pw is None or pw.pw_uid == 0:
-        pw = _passwd(default_user)
-    if pw is None or pw.pw_uid == 0:
-        pw = _passwd("nobody")
+    from mailwright.routing.localusers import run_as  # not in the child writer
+
+    pw = _passwd(run_as(name, default_user, allow_root))
+    if pw is None:  # no such account: the default user
+        pw = _passwd(run_as("", default_user, allow_root))
     if pw is None:
         raise LookupError(f"no unprivileged user to act as (tried {name!r}, {default_user!r})")
     groups = tuple(os.getgrouplist(pw.pw_name, pw.pw_gid))

@@ -5,7 +5,8 @@ given uid, gid and groups for good, before it opens anything. Then it reads the
 message (already formatted: From_ line and quoting for mbox, plain LF text for a
 Maildir) from stdin and:
 
-    mbox PATH [--no-dotlock-required] [--refuse-executable] [--size-limit N]
+    mbox PATH [--no-dotlock-required] [--refuse-executable] [--denied-is-permanent]
+              [--size-limit N]
               [--lock-timeout S] [--stale-lock-age S]       append with delivery.mbox
     maildir DIR [--clean-tmp]                               deliver with delivery.maildir
                                                             (and remove old files in tmp/)
@@ -49,6 +50,7 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
     box.add_argument("path")
     box.add_argument("--no-dotlock-required", action="store_true")
     box.add_argument("--refuse-executable", action="store_true")
+    box.add_argument("--denied-is-permanent", action="store_true")
     box.add_argument("--size-limit", type=int, default=0)
     box.add_argument("--lock-timeout", type=float, default=60.0)
     box.add_argument("--stale-lock-age", type=float, default=300.0)
@@ -77,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                 dotlock_required=not args.no_dotlock_required,
                 size_limit=args.size_limit,
                 refuse_executable=args.refuse_executable,
+                denied_is_permanent=args.denied_is_permanent,
             )
             mbox.append(Path(args.path), _stdin(), options, stop)
     except mbox.MailboxError as exc:
