@@ -26,6 +26,7 @@ import pytest
 from tests.support.daemon import SRC, Mailwright, deep_merge, free_port, wait_until
 from tests.support.opentmp import open_tmp
 from tests.support.sendmail import make_entry_points
+from tests.support.service import ServiceDaemon, system_user
 
 PROMPT = 5.0  # seconds: "at once" for an SMTP reply or a delivery on an idle machine
 LOCK_TIMEOUT = 40.0  # far longer than PROMPT: a stall behind a lock cannot pass as prompt
@@ -301,3 +302,42 @@ def test_program_and_file_that_may_not_write_both_fail_at_once(shared: Path) -> 
         assert not (closed / "file.out").exists()
     finally:
         mw.stop()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (a service account)")
+def test_sigterm_ends_the_privileged_helpers_lock_wait(shared: Path) -> None:
+    tag = os.getpid() % 100000
+    with (
+        system_user(f"mwsvc{tag}", system=True) as service,
+        system_user(f"mwbox{tag}") as owner,
+    ):
+        (shared / "mail").mkdir()
+        box = shared / "mail" / owner.pw_name
+        box.touch()
+        os.chown(box, owner.pw_uid, owner.pw_gid)
+        config = {
+            "delivery": {"mode": "background"},
+            "service": {"user": service.pw_name},
+            "log": {"level": "debug"},  # the helper's "is locked; waiting"
+            "local_delivery": {"mail_spool": str(shared / "mail"), "lock_timeout": LOCK_TIMEOUT},
+        }
+        (shared / "mw").mkdir()
+        mw = ServiceDaemon(shared / "mw", config)
+        mw.start()
+        try:
+            with held_lock(box, "flock"):
+                with smtplib.SMTP("127.0.0.1", mw.port, timeout=30) as s:
+                    to = [f"{owner.pw_name}@mx.test"]
+                    assert s.sendmail("s@example.com", to, message("owner")) == {}
+                mw.wait_log(f"{owner.pw_name} is locked; waiting")  # in the helper
+                assert mw.proc is not None
+                started = time.monotonic()
+                mw.proc.send_signal(signal.SIGTERM)
+                rc = mw.wait(timeout=LOCK_TIMEOUT + 60)
+                took = time.monotonic() - started
+                assert rc == 0 and took < PROMPT, f"exit {rc} after {took:.1f}s"
+            assert mbox_count(box) == 0
+            states = recipient_states(mw)
+            assert states == {f"{owner.pw_name}@mx.test": "queued"}
+        finally:
+            mw.kill()
