@@ -2,7 +2,8 @@
 
 Claims due recipients (with a lease) from the store, groups them per message and
 next hop (one transaction per next hop carries all of a message's recipients
-for it), and delivers with a global and a per-destination concurrency limit.
+for it), and delivers with a global and a per-destination concurrency limit (local
+mailboxes, programs and files: the local agent's own limits instead).
 The results of one message are committed together, with at most one report per
 kind (failure, delay, success) queued in the same transaction. Temporary
 failures are retried with back-off; a next hop that failed at connection level
@@ -83,6 +84,8 @@ PREFETCH_SIZE = 64 << 10
 
 
 Router = Callable[[str], NextHop]
+# delivered on this host by the local agent, which limits its own concurrency
+LOCAL_TRANSPORTS = frozenset({Transport.LOCAL, Transport.PIPE, Transport.FILE})
 
 
 @dataclass(slots=True)
@@ -418,24 +421,33 @@ class Scheduler:
         agent = self.agents.get(hop.transport)
         if agent is None:
             return [DeliveryResult(r.index, Outcome.DEFERRED, NO_AGENT) for r in request.recipients]
-        async with self._global, self._semaphore(hop.key):
-            log.debug(
-                "%s: delivering to %s for %d recipient(s) via %s",
-                request.queue_id,
-                hop,
-                len(request.recipients),
-                agent.name,
-            )
-            try:
-                results = await agent.deliver(request)
-            except Exception:
-                log.exception("%s: agent %s failed", request.queue_id, agent.name)
-                results = [
-                    DeliveryResult(r.index, Outcome.DEFERRED, AGENT_FAILED)
-                    for r in request.recipients
-                ]
+        if hop.transport in LOCAL_TRANSPORTS:
+            # the local agent limits itself, per mailbox and in all: a delivery waiting
+            # for a locked mailbox must not hold a slot that other mailboxes need
+            results = await self._run_agent(agent, request)
+        else:
+            async with self._global, self._semaphore(hop.key):
+                results = await self._run_agent(agent, request)
         self._note_host_status(hop, results)
         return results
+
+    async def _run_agent(
+        self, agent: DeliveryAgent, request: DeliveryRequest
+    ) -> list[DeliveryResult]:
+        log.debug(
+            "%s: delivering to %s for %d recipient(s) via %s",
+            request.queue_id,
+            request.next_hop,
+            len(request.recipients),
+            agent.name,
+        )
+        try:
+            return await agent.deliver(request)
+        except Exception:
+            log.exception("%s: agent %s failed", request.queue_id, agent.name)
+            return [
+                DeliveryResult(r.index, Outcome.DEFERRED, AGENT_FAILED) for r in request.recipients
+            ]
 
     def _note_host_status(self, hop: NextHop, results: list[DeliveryResult]) -> None:
         if hop.transport not in (Transport.SMTP, Transport.LMTP):
