@@ -114,3 +114,32 @@ def test_gate_lets_one_delivery_per_key_through() -> None:
 
     asyncio.run(main())
     assert most == {"a": 1, "b": 1} and len(gates) == 0
+
+
+def test_a_cancelled_program_delivery_kills_its_command(tmp_path: Path) -> None:
+    from mailwright.delivery import pipe
+
+    started = tmp_path / "started"
+
+    async def main() -> None:
+        task = asyncio.create_task(
+            pipe.run(
+                f"echo $$ > {started}.tmp; mv {started}.tmp {started}; exec sleep 60",
+                lambda: iter([b"Subject: x\n\nbody\n"]),
+                who=None,
+                env={"PATH": "/usr/bin:/bin"},
+                timeout=120,
+            )
+        )
+        while not started.exists():
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    command = Path("/proc") / started.read_text().strip()
+    deadline = time.monotonic() + 10  # killed and reaped at once, not after its 60 s
+    while command.exists():
+        assert time.monotonic() < deadline, "the command still runs"
+        time.sleep(0.01)
