@@ -177,6 +177,7 @@ def test_delivery_killed_while_locking_leaves_no_empty_lock(shared: Path) -> Non
         with smtplib.SMTP("127.0.0.1", mw.port, timeout=30) as s:
             assert s.sendmail("s@example.com", ["alice@mx.test"], message("alice")) == {}
         wait_until(lambda: mbox_count(mail / "alice") == 1, PROMPT, "delivery to alice")
+        assert sorted(os.listdir(mail)) == ["alice"]  # the killed one's temporary file too
     finally:
         mw.stop()
 

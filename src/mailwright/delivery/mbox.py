@@ -9,8 +9,8 @@ queue's CRLF text as a stream, a chunk at a time.
 Appending (``append``) holds two locks, as mail.local does: ``flock`` on the
 mailbox and the dot-lock file ``<mailbox>.lock``. The dot-lock records the holder
 (pid, host) and the mailbox size before its append; it is made with that content in
-one step, as liblockfile does (a unique ``.<mailbox>.lk...`` file is written, then
-linked to the lock's name), so a delivery killed at any moment never leaves an empty
+one step, as liblockfile does (``.<mailbox>.lk.<host>`` is written, then linked to
+the lock's name), so a delivery killed at any moment never leaves an empty
 lock behind (a file system without hard links gets create-then-write). Then: write,
 ``fsync``; on any failure (disk full, a body that cannot be read, a size limit)
 the mailbox is truncated back to that size before the locks are released. A
@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import itertools
 import logging
 import os
 import socket
@@ -294,7 +293,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-_temp_names = itertools.count(1)
 FIRST_PAUSE = 0.005  # between attempts to lock; doubled up to 0.2 s
 _NO_HARD_LINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK)
 
@@ -393,11 +391,16 @@ class _Lock:
                 os.unlink(temp)
 
     def _write_temp(self, text: bytes) -> Path:
-        name = f".{self.path.name}.lk{os.getpid()}.{next(_temp_names)}.{self.host}"
-        temp = self.lock_path.with_name(name)
-        fd = os.open(
-            temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
-        )
+        """``.<mailbox>.lk.<host>`` with ``text``. One name per mailbox and host: we hold
+        the flock, so no other delivery of ours writes it now, and one found there was
+        left by a delivery killed while locking (it is replaced, never piles up)."""
+        temp = self.lock_path.with_name(f".{self.path.name}.lk.{self.host}")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(temp, flags, 0o600)
+        except FileExistsError:
+            os.unlink(temp)
+            fd = os.open(temp, flags, 0o600)
         try:
             _write_all(fd, text)
         except BaseException:
