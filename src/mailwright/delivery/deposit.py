@@ -24,7 +24,7 @@ from typing import Protocol
 from mailwright.config.schema import Settings
 from mailwright.core.reply import Reply
 from mailwright.delivery import file as file_delivery
-from mailwright.delivery import maildir, mbox, pipe, privileged
+from mailwright.delivery import lockwait, maildir, mbox, pipe, privileged
 from mailwright.delivery.workers import WRITES, Interrupts
 from mailwright.routing.localusers import LocalUser
 
@@ -128,7 +128,7 @@ class DirectDeposit:
         owner = (user.uid, user.gid) if privileged.is_root() else None
         options = replace(self.options.mbox, owner=owner)
         try:
-            await self.interrupts.run(WRITES, mbox.append, user.mailbox, parcel.mbox(), options)
+            await lockwait.append(user.mailbox, parcel.mbox, options, self.interrupts)
         except mbox.MailboxError as exc:
             return exc.reply
         return None

@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from mailwright.core.reply import Reply
-from mailwright.delivery import mbox
+from mailwright.delivery import lockwait, mbox
 from mailwright.delivery.privileged import Identity, write_as
 from mailwright.delivery.workers import WRITES, Interrupts
 
@@ -62,7 +62,7 @@ async def deliver(
         ]
         return await write_as(who, command, pieces, options.lock_timeout + 60, interrupts)
     try:
-        await interrupts.run(WRITES, mbox.append, path, pieces(), options)
+        await lockwait.append(path, pieces, options, interrupts)
     except mbox.MailboxError as exc:
         return exc.reply
     return None

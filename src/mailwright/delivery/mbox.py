@@ -61,6 +61,10 @@ class MailboxError(Exception):
         self.reply = reply
 
 
+class MailboxLockedError(MailboxError):
+    """The locks were not free within ``lock_timeout`` (451 4.2.0)."""
+
+
 @dataclass(frozen=True, slots=True)
 class MboxOptions:
     lock_timeout: float = 60.0
@@ -323,11 +327,9 @@ class _Lock:
                 fcntl.flock(self.fd, fcntl.LOCK_UN)
                 self._flocked = False
             if time.monotonic() >= deadline:
-                raise MailboxError(
+                raise MailboxLockedError(
                     Reply.of(451, "4.2.0", f"Mailbox {self.path} is locked; try later")
                 )
-            if delay == FIRST_PAUSE:
-                log.debug("%s is locked; waiting up to %gs", self.path, self.options.lock_timeout)
             if self._pause(min(delay, max(0.0, deadline - time.monotonic()))):
                 raise MailboxError(
                     Reply.of(451, "4.2.0", f"Mailbox {self.path} is locked; stopped waiting")

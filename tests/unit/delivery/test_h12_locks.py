@@ -143,3 +143,34 @@ def test_a_cancelled_program_delivery_kills_its_command(tmp_path: Path) -> None:
     while command.exists():
         assert time.monotonic() < deadline, "the command still runs"
         time.sleep(0.01)
+
+
+def test_many_locked_mailboxes_do_not_take_the_pool_from_a_free_one(tmp_path: Path) -> None:
+    from mailwright.delivery import lockwait
+
+    holder = f"{os.getpid()} {socket.gethostname()} 0 mailwright\n"  # alive: us
+    locked = [tmp_path / f"user{n}" for n in range(3 * WRITES.size)]
+    for box in locked:
+        box.with_name(box.name + ".lock").write_text(holder)
+    interrupts = Interrupts()
+    options = MboxOptions(lock_timeout=60)
+
+    async def main() -> float:
+        waiting = [
+            asyncio.create_task(lockwait.append(box, lambda: entry(0), options, interrupts))
+            for box in locked
+        ]
+        await asyncio.sleep(0.5)  # every one of them is waiting by now
+        started = time.monotonic()
+        await asyncio.wait_for(
+            lockwait.append(tmp_path / "free", lambda: entry(1), options, interrupts), 30
+        )
+        took = time.monotonic() - started
+        interrupts.interrupt()  # shutdown: every wait ends at once
+        done, pending = await asyncio.wait(waiting, timeout=5)
+        assert not pending and all(isinstance(t.exception(), MailboxError) for t in done)
+        return took
+
+    took = asyncio.run(main())
+    assert took < 5, f"the free mailbox waited {took:.1f}s"
+    assert all(box.stat().st_size == 0 for box in locked)
