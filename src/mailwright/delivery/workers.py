@@ -4,8 +4,9 @@ Writing a mailbox waits for its locks, a program runs for as long as it likes: t
 work runs here, in pools of its own (``WRITES``: mailboxes, files, reading the queue
 for a writer; ``PROGRAMS``: commands), never in the event loop's default pool, which
 the SMTP side uses for its lookups. A pool is bounded; ``Gates`` lets only one
-delivery per mailbox (or file) into it at a time, so deliveries waiting for a locked
-mailbox hold one thread, not the whole pool, and mail for other mailboxes goes on.
+delivery per mailbox (or file) into it at a time, and that one waits for the locks
+mostly in the event loop (``delivery.lockwait``), so deliveries waiting for a locked
+mailbox do not fill the pool, and mail for other mailboxes goes on.
 
 ``Interrupts`` ends lock waits at shutdown: every wait registers a stop callback
 while it runs; ``interrupt()`` calls them all (and at once those registered later),
