@@ -2,16 +2,20 @@
 
 An agent never touches queue state: the scheduler commits the results it
 returns (per recipient), so a crash between delivery and commit means the
-recipient is tried again (at-least-once). Agents may keep connections open
-between requests (connection reuse) and release them in ``close``.
+recipient is tried again (at-least-once). An agent that delivers recipients one by
+one (the local agent) awaits ``request.on_delivered`` for each as soon as it is
+delivered, and the scheduler records it then: a crash repeats only the deliveries
+in flight. Agents may keep connections open between requests (connection reuse) and
+release them in ``close``; an ``Interruptible`` agent gives up its waits (for a
+mailbox's locks) when the daemon stops.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from mailwright.core.envelope import MailParams, Notify
 from mailwright.core.headers import HeaderList
@@ -47,6 +51,8 @@ class DeliveryRequest:
     body: Callable[[], Iterator[bytes]]  # a fresh iterator over the body each call
     size: int  # headers + separator + body, in octets
     received_at: float = 0.0
+    # awaited with each DELIVERED result as soon as that delivery is durable (local agent)
+    on_delivered: Callable[[DeliveryResult], Awaitable[None]] | None = None
 
 
 @dataclass(slots=True)
@@ -65,6 +71,13 @@ class DeliveryAgent(Protocol):
     async def deliver(self, request: DeliveryRequest) -> list[DeliveryResult]: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class Interruptible(Protocol):
+    """An agent whose deliveries may wait (for a mailbox's locks) and can stop waiting."""
+
+    def interrupt(self) -> None: ...
 
 
 def message_chunks(request: DeliveryRequest) -> Iterator[bytes]:

@@ -16,7 +16,6 @@ Maildir the plain message with LF line ends. ``DepositOptions.from_settings`` re
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,7 +24,8 @@ from typing import Protocol
 from mailwright.config.schema import Settings
 from mailwright.core.reply import Reply
 from mailwright.delivery import file as file_delivery
-from mailwright.delivery import maildir, mbox, pipe, privileged
+from mailwright.delivery import lockwait, maildir, mbox, pipe, privileged
+from mailwright.delivery.workers import WRITES, Interrupts
 from mailwright.routing.localusers import LocalUser
 
 Pieces = Callable[[], Iterator[bytes]]
@@ -84,6 +84,10 @@ class Deposit(Protocol):
         """Appended to the file ``path`` as ``controller``; None when delivered."""
         ...
 
+    def interrupt(self) -> None:
+        """Shutdown: lock waits in flight (and from now on) give up (4.2.0)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class DepositOptions:
@@ -113,6 +117,10 @@ class DirectDeposit:
 
     def __init__(self, options: DepositOptions | None = None) -> None:
         self.options = options or DepositOptions()
+        self.interrupts = Interrupts()
+
+    def interrupt(self) -> None:
+        self.interrupts.interrupt()
 
     async def mailbox(self, parcel: Parcel, user: LocalUser) -> Reply | None:
         if user.maildir:
@@ -120,21 +128,22 @@ class DirectDeposit:
         owner = (user.uid, user.gid) if privileged.is_root() else None
         options = replace(self.options.mbox, owner=owner)
         try:
-            await asyncio.to_thread(mbox.append, user.mailbox, parcel.mbox(), options)
+            await lockwait.append(user.mailbox, parcel.mbox, options, self.interrupts)
         except mbox.MailboxError as exc:
             return exc.reply
         return None
 
     async def _to_maildir(self, parcel: Parcel, user: LocalUser) -> Reply | None:
         who = privileged.for_uid(user.uid, user.gid, "" if user.virtual else user.name, user.home)
+        clean = maildir.cleanup_due(user.mailbox)  # tmp/ looked at once an hour per Maildir
         try:
             if who is None:
-                await asyncio.to_thread(maildir.deliver, user.mailbox, parcel.plain())
+                await WRITES.run(maildir.deliver, user.mailbox, parcel.plain(), clean_tmp=clean)
                 return None
-            await asyncio.to_thread(maildir.prepare, user.mailbox, (user.uid, user.gid))
+            await WRITES.run(maildir.prepare, user.mailbox, (user.uid, user.gid))
         except mbox.MailboxError as exc:
             return exc.reply
-        command = ["maildir", str(user.mailbox)]
+        command = ["maildir", str(user.mailbox), *(["--clean-tmp"] if clean else [])]
         return await privileged.write_as(
             who, command, parcel.plain, self.options.mbox.lock_timeout + 60
         )
@@ -148,7 +157,9 @@ class DirectDeposit:
 
     async def file(self, parcel: Parcel, path: str, controller: str) -> Reply | None:
         who = self.identity(controller)
-        return await file_delivery.deliver(Path(path), parcel.mbox, self.options.mbox, who)
+        return await file_delivery.deliver(
+            Path(path), parcel.mbox, self.options.mbox, who, self.interrupts
+        )
 
     def identity(self, controller: str) -> privileged.Identity | None:
         """Whose rights a program or file delivery uses (None: ours, we are not root)."""

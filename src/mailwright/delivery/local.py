@@ -19,8 +19,16 @@ through a ``delivery.deposit.Deposit``: in this process, or through the privileg
 helper when the daemon runs without root. ``local_agents`` is the registration the
 daemon's scheduler wiring uses.
 
-Trusts the targets (made by ``routing.resolution``). Settings: ``local_delivery.*``
-(through ``from_settings``).
+Deliveries to one mbox mailbox or file go one at a time (``workers.Gates``): while a
+mailbox is locked, the deliveries waiting for it hold no thread and no delivery slot,
+and mail for others goes on. At most ``delivery.max_per_destination`` writes and
+programs run at once (the scheduler leaves local deliveries to this limit). Each
+recipient delivered is reported at once (``DeliveryRequest.on_delivered``) so the queue
+can record it before the message's other recipients are done. At shutdown
+(``interrupt``) waits for a mailbox's locks end at once; the recipient stays queued.
+
+Trusts the targets (made by ``routing.resolution``). Settings: ``local_delivery.*``,
+``delivery.max_per_destination`` (through ``from_settings``).
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ from mailwright.delivery.deposit import (
     Parcel,
     trace_head,
 )
+from mailwright.delivery.workers import WRITES, Gates
 from mailwright.dsn.recipient import decode_orcpt
 from mailwright.routing.localusers import LocalUsers, local_users
 from mailwright.routing.nexthop import Transport
@@ -72,10 +81,15 @@ class LocalAgent:
         users: LocalUsers,
         options: DepositOptions | None = None,
         deposit: Deposit | None = None,
+        max_active: int = 20,
     ) -> None:
         self.users = users
         # the writes: in this process, or by the privileged helper for a daemon without root
         self.deposit = deposit or DirectDeposit(options or DepositOptions())
+        self.gates = Gates()  # one delivery at a time per mbox mailbox or file
+        # writes and programs running at once (the scheduler's limits do not apply here);
+        # deliveries queued at a mailbox's gate do not count
+        self.active = asyncio.Semaphore(max_active)
 
     @classmethod
     def from_settings(
@@ -85,16 +99,24 @@ class LocalAgent:
         if deposit is None and not privileged.is_root():
             ld.mail_spool.mkdir(parents=True, exist_ok=True)  # ./var/mail for `make run`
         options = DepositOptions.from_settings(settings)
-        return cls(users or local_users(settings), options, deposit)
+        limit = settings.delivery.max_per_destination
+        return cls(users or local_users(settings), options, deposit, limit)
 
     async def deliver(self, request: DeliveryRequest) -> list[DeliveryResult]:
         gate = asyncio.Semaphore(MAX_PARALLEL)
 
         async def one(recipient: DeliveryRecipient) -> DeliveryResult:
             async with gate:
-                return await self._deliver_one(request, recipient)
+                result = await self._deliver_one(request, recipient)
+            if result.outcome is Outcome.DELIVERED and request.on_delivered is not None:
+                await request.on_delivered(result)  # recorded now, not with the last one
+            return result
 
         return list(await asyncio.gather(*(one(r) for r in request.recipients)))
+
+    def interrupt(self) -> None:
+        """Shutdown: deliveries waiting for a mailbox's locks give up (4.2.0) at once."""
+        self.deposit.interrupt()
 
     async def close(self) -> None:
         return None
@@ -131,12 +153,17 @@ class LocalAgent:
     async def _mailbox(
         self, parcel: Parcel, recipient: DeliveryRecipient, target: Target
     ) -> DeliveryResult:
-        user = await asyncio.to_thread(self.users.lookup, target.value)
+        user = await WRITES.run(self.users.lookup, target.value)
         if user is None:
             return _failed(
                 recipient, Reply.of(550, "5.1.1", f"<{recipient.address}>... User unknown")
             )
-        problem = await self.deposit.mailbox(parcel, user)
+        if user.maildir:  # no locks: deliveries to one Maildir run side by side
+            async with self.active:
+                problem = await self.deposit.mailbox(parcel, user)
+        else:
+            async with self.gates.hold(str(user.mailbox)), self.active:
+                problem = await self.deposit.mailbox(parcel, user)
         if problem is not None:
             return _result(recipient, problem)
         where = f"{'maildir' if user.maildir else 'mailbox'} {user.mailbox}"
@@ -145,13 +172,15 @@ class LocalAgent:
     async def _program(
         self, parcel: Parcel, recipient: DeliveryRecipient, target: Target
     ) -> DeliveryResult:
-        result = await self.deposit.program(parcel, target.value, target.user)
+        async with self.active:
+            result = await self.deposit.program(parcel, target.value, target.user)
         return DeliveryResult(recipient.index, result.outcome, result.reply, diagnostic_type=UNIX)
 
     async def _file(
         self, parcel: Parcel, recipient: DeliveryRecipient, target: Target
     ) -> DeliveryResult:
-        problem = await self.deposit.file(parcel, target.value, target.user)
+        async with self.gates.hold(target.value), self.active:
+            problem = await self.deposit.file(parcel, target.value, target.user)
         if problem is not None:
             return _result(recipient, problem)
         return _delivered(recipient, f"Delivered to file {target.value}")

@@ -8,14 +8,20 @@ queue's CRLF text as a stream, a chunk at a time.
 
 Appending (``append``) holds two locks, as mail.local does: ``flock`` on the
 mailbox and the dot-lock file ``<mailbox>.lock``. The dot-lock records the holder
-(pid, host) and the mailbox size before its append. Then: note the size, write,
+(pid, host) and the mailbox size before its append; it is made with that content in
+one step, as liblockfile does (``.<mailbox>.lk.<host>`` is written, then linked to
+the lock's name), so a delivery killed at any moment never leaves an empty
+lock behind (a file system without hard links gets create-then-write). Then: write,
 ``fsync``; on any failure (disk full, a body that cannot be read, a size limit)
 the mailbox is truncated back to that size before the locks are released. A
 delivery killed in the middle of its write cannot do that itself: the next
 delivery to the mailbox finds the dot-lock of a dead process on this host and
 truncates the mailbox back to the size it recorded (it holds the ``flock``, so no
-other Mailwright delivery is writing). A dot-lock older than ``stale_lock_age``
-whose holder is unknown is simply removed (mail.local's rule).
+other Mailwright delivery is writing). Any dot-lock whose holder is a process of this
+host that is gone (ours, or liblockfile's and mail.local's bare pid) is broken at
+once; one older than ``stale_lock_age`` whose holder is unknown is simply removed
+(mail.local's rule). A ``stop`` event set during the wait for the locks (shutdown)
+ends the wait with 4.2.0.
 
 A mailbox opened for a user (``owner`` set, i.e. we are root) must not be a
 symbolic link, must have one hard link and belong to that user; a new one is
@@ -26,12 +32,14 @@ report: lock timeout 4.2.0, quota or size limit 4.2.2 (mailbox full), disk full
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import logging
 import os
 import socket
 import stat
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -53,6 +61,10 @@ class MailboxError(Exception):
         self.reply = reply
 
 
+class MailboxLockedError(MailboxError):
+    """The locks were not free within ``lock_timeout`` (451 4.2.0)."""
+
+
 @dataclass(frozen=True, slots=True)
 class MboxOptions:
     lock_timeout: float = 60.0
@@ -62,6 +74,7 @@ class MboxOptions:
     owner: tuple[int, int] | None = None  # create as / require this uid, gid (root only)
     size_limit: int = 0  # refuse to grow the file beyond this many octets; 0 = no limit
     refuse_executable: bool = False  # file deliveries never write to programs
+    denied_is_permanent: bool = False  # files: a file we may not open bounces (5.2.0)
 
 
 # ---- format ---------------------------------------------------------------------------------
@@ -130,11 +143,18 @@ def mbox_message(head: bytes, chunks: Iterable[bytes], sender: str) -> Iterable[
 # ---- appending ------------------------------------------------------------------------------
 
 
-def append(path: Path, pieces: Iterable[bytes], options: MboxOptions) -> int:
-    """Append ``pieces`` to the mbox file at ``path`` atomically; returns octets written."""
+def append(
+    path: Path,
+    pieces: Iterable[bytes],
+    options: MboxOptions,
+    stop: threading.Event | None = None,
+) -> int:
+    """Append ``pieces`` to the mbox file at ``path`` atomically; returns octets written.
+
+    ``stop`` set while waiting for the locks (shutdown) gives up the wait (4.2.0)."""
     fd = _open(path, options)
     try:
-        lock = _Lock(fd, path, options)
+        lock = _Lock(fd, path, options, stop)
         lock.acquire()
         try:
             return _append_locked(fd, path, pieces, options, lock)
@@ -198,6 +218,12 @@ def _open(path: Path, options: MboxOptions) -> int:
             raise MailboxError(_unsafe(path, "is a symbolic link")) from exc
         if exc.errno == errno.ENXIO:
             raise MailboxError(_unsafe(path, "is not a regular file")) from exc
+        if options.denied_is_permanent and exc.errno in (errno.EACCES, errno.EPERM):
+            # Postfix's and Sendmail's file delivery: it will not become writable by itself,
+            # and a program that cannot write fails at once too
+            raise MailboxError(
+                Reply.of(550, "5.2.0", f"Cannot open {path}: {exc.strerror}")
+            ) from exc
         raise MailboxError(os_error_reply(exc, path)) from exc
     try:
         if created and options.owner is not None:
@@ -247,15 +273,21 @@ class _Holder:
     size: int | None
 
 
-def _holder(text: str) -> _Holder | None:
+def _holder(text: str, host: str) -> _Holder | None:
+    """Who holds a dot-lock: ours (``PID HOST [SIZE] mailwright``), or liblockfile's and
+    mail.local's bare ``PID`` (a process on this host); None when it does not say."""
     parts = text.split()
-    if len(parts) < 3 or parts[-1] != _LOCK_TAG or not parts[0].isdigit():
+    if len(parts) == 1 and parts[0].isascii() and parts[0].isdigit():
+        return _Holder(int(parts[0]), host, None)
+    if len(parts) < 3 or parts[-1] != _LOCK_TAG or not (parts[0].isascii() and parts[0].isdigit()):
         return None
-    size = int(parts[2]) if len(parts) == 4 and parts[2].isdigit() else None
+    size = int(parts[2]) if len(parts) == 4 and parts[2].isascii() and parts[2].isdigit() else None
     return _Holder(int(parts[0]), parts[1], size)
 
 
 def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -265,21 +297,29 @@ def _alive(pid: int) -> bool:
     return True
 
 
+FIRST_PAUSE = 0.005  # between attempts to lock; doubled up to 0.2 s
+_NO_HARD_LINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK)
+
+
 class _Lock:
     """flock on the mailbox plus the ``<mailbox>.lock`` dot-lock."""
 
-    def __init__(self, fd: int, path: Path, options: MboxOptions) -> None:
+    def __init__(
+        self, fd: int, path: Path, options: MboxOptions, stop: threading.Event | None = None
+    ) -> None:
         self.fd = fd
         self.path = path
         self.options = options
+        self.stop = stop
         self.lock_path = path.with_name(path.name + ".lock")
         self.host = socket.gethostname() or "localhost"
-        self._lock_fd: int | None = None
+        self.size: int | None = None  # the mailbox size our dot-lock records
+        self._lock_id: tuple[int, int] | None = None  # (st_dev, st_ino) of our dot-lock
         self._flocked = False
 
     def acquire(self) -> None:
         deadline = time.monotonic() + self.options.lock_timeout
-        delay = 0.005
+        delay = FIRST_PAUSE
         while True:
             if self._try_flock():
                 if not self.options.dotlock or self._take_dotlock():
@@ -287,11 +327,21 @@ class _Lock:
                 fcntl.flock(self.fd, fcntl.LOCK_UN)
                 self._flocked = False
             if time.monotonic() >= deadline:
-                raise MailboxError(
+                raise MailboxLockedError(
                     Reply.of(451, "4.2.0", f"Mailbox {self.path} is locked; try later")
                 )
-            time.sleep(delay)
+            if self._pause(min(delay, max(0.0, deadline - time.monotonic()))):
+                raise MailboxError(
+                    Reply.of(451, "4.2.0", f"Mailbox {self.path} is locked; stopped waiting")
+                )
             delay = min(delay * 2, 0.2)
+
+    def _pause(self, delay: float) -> bool:
+        """Sleep ``delay`` seconds; True when told to stop waiting instead."""
+        if self.stop is None:
+            time.sleep(delay)
+            return False
+        return self.stop.wait(delay)
 
     def _try_flock(self) -> bool:
         try:
@@ -302,13 +352,10 @@ class _Lock:
         return True
 
     def _take_dotlock(self) -> bool:
+        size = os.fstat(self.fd).st_size
         for _ in range(2):
             try:
-                fd = os.open(
-                    self.lock_path,
-                    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                    0o600,
-                )
+                self._lock_id = self._create(self._holder_text(size))
             except FileExistsError:
                 if not self._break_stale():
                     return False
@@ -317,10 +364,80 @@ class _Lock:
                 if not self.options.dotlock_required and exc.errno in (errno.EACCES, errno.EROFS):
                     return True  # a file in a directory we may not write: flock alone
                 raise MailboxError(os_error_reply(exc, self.lock_path)) from exc
-            self._lock_fd = fd
-            self._write_holder(None)
+            self.size = size
             return True
         return False
+
+    def _holder_text(self, size: int) -> bytes:
+        return f"{os.getpid()} {self.host} {size} {_LOCK_TAG}\n".encode()
+
+    def _create(self, text: bytes) -> tuple[int, int]:
+        """The dot-lock, with its content, in one step (liblockfile's way): a unique file
+        is written, then linked to the lock's name, so no lock is ever seen empty, even
+        when we are killed half-way. FileExistsError when it is held."""
+        temp = self._write_temp(text)
+        try:
+            st = os.lstat(temp)
+            try:
+                os.link(temp, self.lock_path)
+            except FileExistsError:
+                raise
+            except OSError as exc:
+                if exc.errno in _NO_HARD_LINKS:
+                    return self._create_in_place(text)
+                if os.lstat(temp).st_nlink != 2:  # NFS: the link may be made, its reply lost
+                    raise
+            return st.st_dev, st.st_ino
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+
+    def _write_temp(self, text: bytes) -> Path:
+        """``.<mailbox>.lk.<host>`` with ``text``. One name per mailbox and host: we hold
+        the flock, so no other delivery of ours writes it now, and one found there was
+        left by a delivery killed while locking (it is replaced, never piles up)."""
+        temp = self.lock_path.with_name(f".{self.path.name}.lk.{self.host}")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(temp, flags, 0o600)
+        except FileExistsError:
+            os.unlink(temp)
+            fd = os.open(temp, flags, 0o600)
+        try:
+            _write_all(fd, text)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
+        os.close(fd)
+        return temp
+
+    def _create_in_place(self, text: bytes) -> tuple[int, int]:
+        """A file system without hard links: create, then write (the old way)."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(self.lock_path, flags, 0o600)
+        try:
+            _write_all(fd, text)
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        return st.st_dev, st.st_ino
+
+    def record(self, size: int) -> None:
+        """The mailbox size before our append, if it changed since the dot-lock was made
+        (a writer that takes neither lock): the lock is replaced whole, never emptied."""
+        if self._lock_id is None or size == self.size:
+            return
+        temp = self._write_temp(self._holder_text(size))
+        st = os.lstat(temp)
+        try:
+            os.replace(temp, self.lock_path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
+        self._lock_id, self.size = (st.st_dev, st.st_ino), size
 
     def _break_stale(self) -> bool:
         """Remove a dot-lock whose holder is gone; True if it was removed."""
@@ -332,7 +449,7 @@ class _Lock:
             return True
         except OSError:
             return False
-        holder = _holder(text)
+        holder = _holder(text, self.host)
         if holder is not None and holder.host == self.host and not _alive(holder.pid):
             self._undo_partial_write(holder)
         elif time.time() - st.st_mtime < self.options.stale_lock_age:
@@ -359,28 +476,15 @@ class _Lock:
             )
             _truncate(self.fd, self.path, holder.size)
 
-    def record(self, size: int) -> None:
-        """Note the size before our append, for whoever finds this lock if we die."""
-        self._write_holder(size)
-
-    def _write_holder(self, size: int | None) -> None:
-        if self._lock_fd is None:
-            return
-        text = f"{os.getpid()} {self.host}{'' if size is None else f' {size}'} {_LOCK_TAG}\n"
-        os.ftruncate(self._lock_fd, 0)
-        os.pwrite(self._lock_fd, text.encode(), 0)
-
     def release(self) -> None:
-        if self._lock_fd is not None:
+        if self._lock_id is not None:
             try:
-                mine = os.fstat(self._lock_fd)
                 now = os.lstat(self.lock_path)
-                if (mine.st_dev, mine.st_ino) == (now.st_dev, now.st_ino):
+                if (now.st_dev, now.st_ino) == self._lock_id:
                     os.unlink(self.lock_path)
             except OSError as exc:
                 log.warning("%s: cannot remove lock: %s", self.lock_path, exc)
-            os.close(self._lock_fd)
-            self._lock_fd = None
+            self._lock_id = None
         if self._flocked:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             self._flocked = False

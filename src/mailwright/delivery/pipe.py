@@ -15,9 +15,10 @@ The exit status is read as ``<sysexits.h>``: 0 delivered; 75 (EX_TEMPFAIL) try
 again later; 67 (EX_NOUSER) ``5.1.1 User unknown``; any other status, or death by
 a signal, fails with the command's output in the report. A command that runs
 longer than the timeout is killed (its whole process group) and the delivery is
-tried again later. ``kill_all`` ends every command still running (the privileged
-helper, when the daemon it served is gone). Reads no settings (the caller passes the
-timeout).
+tried again later. A delivery given up by its caller (cancelled: the daemon stopping
+after its grace period) kills its command. ``kill_all`` ends every command still
+running (the privileged helper, when the daemon it served is gone). Reads no settings
+(the caller passes the timeout).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from mailwright.core.reply import Reply
 from mailwright.core.sysexits import ExitCode
 from mailwright.delivery.agent import Outcome
 from mailwright.delivery.privileged import Identity, spawn_ids
+from mailwright.delivery.workers import PROGRAMS
 
 OUTPUT_LIMIT = 4096
 _STATUS = {
@@ -114,10 +116,39 @@ async def run(
 ) -> PipeResult:
     """Run ``command`` with the message on its input; see the module docstring.
 
-    The child is started with ``subprocess`` in a worker thread, not through the event
-    loop: uvloop's subprocess support cannot change the child's user.
+    The child is started with ``subprocess`` in a worker thread (``workers.PROGRAMS``,
+    not the event loop's pool), not through the event loop: uvloop's subprocess support
+    cannot change the child's user.
     """
-    return await asyncio.to_thread(_run, command, pieces, who, dict(env), timeout)
+    handle = _Handle()
+    try:
+        return await PROGRAMS.run(_run, command, pieces, who, dict(env), timeout, handle)
+    except asyncio.CancelledError:
+        handle.cancel()  # nobody waits for the result: the command must not run on
+        raise
+
+
+class _Handle:
+    """The command of one delivery, to kill when its caller gives up (shutdown)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._cancelled = False
+
+    def started(self, proc: subprocess.Popen[bytes]) -> None:
+        with self._lock:
+            self._proc = proc
+            cancelled = self._cancelled
+        if cancelled:
+            _kill(proc)
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._cancelled = True
+            proc = self._proc
+        if proc is not None:
+            _kill(proc)
 
 
 def _run(
@@ -126,11 +157,13 @@ def _run(
     who: Identity | None,
     env: dict[str, str],
     timeout: float,
+    handle: _Handle,
 ) -> PipeResult:
     proc = _start(command, who, env)
     assert proc.stdin is not None and proc.stdout is not None
     with _running_lock:
         _running.add(proc)
+    handle.started(proc)
     try:
         return _wait(command, proc, pieces, timeout)
     finally:

@@ -20,12 +20,17 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mailwright.core.reply import Reply
+
+if TYPE_CHECKING:  # not at run time: the child writer imports this module and no pools
+    from mailwright.delivery.workers import Interrupts
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,21 +50,17 @@ def is_root() -> bool:
 
 def identity(name: str, default_user: str = "nobody", allow_root: bool = False) -> Identity | None:
     """The identity to act as for ``name``; root (unless ``allow_root``) and unknown users
-    become ``default_user``.
+    become ``default_user`` (``routing.localusers.run_as``, the rule ``-bv`` reports).
 
     Returns None when we are not root (no change of identity is possible).
     """
     if not is_root():
         return None
-    pw = _passwd(name) if name else None
-    if pw is not None and pw.pw_uid == 0 and allow_root:
-        return Identity(
-            pw.pw_name, 0, pw.pw_gid, tuple(os.getgrouplist(pw.pw_name, pw.pw_gid)), pw.pw_dir
-        )
-    if pw is None or pw.pw_uid == 0:
-        pw = _passwd(default_user)
-    if pw is None or pw.pw_uid == 0:
-        pw = _passwd("nobody")
+    from mailwright.routing.localusers import run_as  # not in the child writer
+
+    pw = _passwd(run_as(name, default_user, allow_root))
+    if pw is None:  # no such account: the default user
+        pw = _passwd(run_as("", default_user, allow_root))
     if pw is None:
         raise LookupError(f"no unprivileged user to act as (tried {name!r}, {default_user!r})")
     groups = tuple(os.getgrouplist(pw.pw_name, pw.pw_gid))
@@ -105,12 +106,17 @@ async def write_as(
     command: list[str],
     pieces: Callable[[], Iterator[bytes]],
     timeout: float,
+    interrupts: Interrupts | None = None,
 ) -> Reply | None:
     """Run ``delivery.userwriter`` with ``command`` as ``who``, ``pieces`` on its stdin.
 
-    Returns None when it delivered, else the (failure) reply it reported.
+    Returns None when it delivered, else the (failure) reply it reported. On
+    ``interrupts`` (shutdown) the writer gets SIGTERM: it gives up a lock wait (4.2.0)
+    but finishes a write it has begun.
     """
     import asyncio  # here: the child writer imports this module and needs no asyncio
+
+    from mailwright.delivery.workers import WRITES, Interrupts
 
     argv = [
         sys.executable,
@@ -137,14 +143,15 @@ async def write_as(
     )
     assert proc.stdin is not None and proc.stderr is not None
     try:
-        async with asyncio.timeout(timeout):
-            iterator = pieces()
-            while (piece := await asyncio.to_thread(next, iterator, None)) is not None:
-                proc.stdin.write(piece)
-                await proc.stdin.drain()
-            proc.stdin.close()
-            err = await proc.stderr.read()
-            code = await proc.wait()
+        with (interrupts or Interrupts()).watch(lambda: _terminate(proc.pid)):
+            async with asyncio.timeout(timeout):
+                iterator = pieces()
+                while (piece := await WRITES.run(next, iterator, None)) is not None:
+                    proc.stdin.write(piece)
+                    await proc.stdin.drain()
+                proc.stdin.close()
+                err = await proc.stderr.read()
+                code = await proc.wait()
     except (BrokenPipeError, ConnectionResetError):
         err = await proc.stderr.read()
         code = await proc.wait()
@@ -161,6 +168,11 @@ async def write_as(
     if code == 0:
         return None
     return parse_reply(err.decode("utf-8", "replace"), code)
+
+
+def _terminate(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGTERM)
 
 
 def parse_reply(text: str, code: int) -> Reply:

@@ -5,9 +5,14 @@ given uid, gid and groups for good, before it opens anything. Then it reads the
 message (already formatted: From_ line and quoting for mbox, plain LF text for a
 Maildir) from stdin and:
 
-    mbox PATH [--no-dotlock-required] [--refuse-executable] [--size-limit N]
+    mbox PATH [--no-dotlock-required] [--refuse-executable] [--denied-is-permanent]
+              [--size-limit N]
               [--lock-timeout S] [--stale-lock-age S]       append with delivery.mbox
-    maildir DIR                                             deliver with delivery.maildir
+    maildir DIR [--clean-tmp]                               deliver with delivery.maildir
+                                                            (and remove old files in tmp/)
+
+SIGTERM (the daemon shutting down) ends a wait for the mailbox's locks (4.2.0); a
+write that has begun is finished.
 
 Exit 0 when delivered; otherwise a ``CODE D.S.N text`` line on stderr and exit 75
 (temporary) or 73 (permanent). Trusts its arguments (only the daemon starts it).
@@ -17,7 +22,9 @@ Reads no settings.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,11 +50,13 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
     box.add_argument("path")
     box.add_argument("--no-dotlock-required", action="store_true")
     box.add_argument("--refuse-executable", action="store_true")
+    box.add_argument("--denied-is-permanent", action="store_true")
     box.add_argument("--size-limit", type=int, default=0)
     box.add_argument("--lock-timeout", type=float, default=60.0)
     box.add_argument("--stale-lock-age", type=float, default=300.0)
     directory = sub.add_parser("maildir")
     directory.add_argument("path")
+    directory.add_argument("--clean-tmp", action="store_true")
     return parser.parse_args(argv)
 
 
@@ -58,9 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         drop_to(args.uid, args.gid, groups or [args.gid])
     except OSError as exc:
         return _fail(Reply.of(451, "4.3.0", f"cannot change to uid {args.uid}: {exc}"))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
     try:
         if args.kind == "maildir":
-            maildir.deliver(Path(args.path), _stdin())
+            maildir.deliver(Path(args.path), _stdin(), clean_tmp=args.clean_tmp)
         else:
             options = mbox.MboxOptions(
                 lock_timeout=args.lock_timeout,
@@ -68,8 +79,9 @@ def main(argv: list[str] | None = None) -> int:
                 dotlock_required=not args.no_dotlock_required,
                 size_limit=args.size_limit,
                 refuse_executable=args.refuse_executable,
+                denied_is_permanent=args.denied_is_permanent,
             )
-            mbox.append(Path(args.path), _stdin(), options)
+            mbox.append(Path(args.path), _stdin(), options, stop)
     except mbox.MailboxError as exc:
         return _fail(exc.reply)
     except OSError as exc:

@@ -7,7 +7,8 @@ reading the queue blocks). If the helper is gone or does not answer in time, the
 delivery is deferred (``451 4.3.0``): the recipient stays queued, nothing is lost; a helper
 that is gone for good is reported through ``on_failure`` (the daemon then stops).
 
-``HelperDeposit`` is the ``delivery.deposit.Deposit`` of a daemon without root;
+``HelperDeposit`` is the ``delivery.deposit.Deposit`` of a daemon without root (its
+``interrupt`` asks the helper to end its lock waits: the daemon is stopping);
 ``HelperMaildrop`` opens maildrop files (other users' 0600 files) for the pickup;
 ``HelperForwardReader`` reads users' ``.forward`` files (homes may be closed to the
 daemon) for the address resolver, which runs in worker threads.
@@ -35,6 +36,7 @@ from mailwright.core.reply import Reply
 from mailwright.delivery.agent import Outcome
 from mailwright.delivery.deposit import Parcel
 from mailwright.delivery.pipe import PipeResult
+from mailwright.delivery.workers import WRITES
 from mailwright.observability import maillog
 from mailwright.privhelper import protocol
 from mailwright.privhelper.protocol import Channel, ChannelClosedError, ProtocolError
@@ -125,8 +127,9 @@ class HelperClient:
                     raise
                 finally:
                     os.close(read_end)
+                # in delivery's pool: the feeder blocks while the helper waits for a lock
                 feeder = asyncio.ensure_future(
-                    asyncio.to_thread(protocol.feed_content, write_end, content, cancel)
+                    WRITES.run(protocol.feed_content, write_end, content, cancel)
                 )
             try:
                 async with asyncio.timeout(timeout):
@@ -217,6 +220,20 @@ class HelperDeposit:
         self.client = client
         self.pipe_timeout = pipe_timeout
         self.lock_timeout = lock_timeout
+        self._interrupting: set[asyncio.Task[None]] = set()
+
+    def interrupt(self) -> None:
+        """Shutdown: the helper's waits for mailbox locks end now (their deliveries answer
+        4.2.0 and stay queued)."""
+        task = asyncio.get_running_loop().create_task(self._interrupt())
+        self._interrupting.add(task)
+        task.add_done_callback(self._interrupting.discard)
+
+    async def _interrupt(self) -> None:
+        try:
+            await self.client.request("interrupt", {}, CONTROL_TIMEOUT)
+        except HelperUnavailableError as exc:
+            log.warning("cannot interrupt the privileged helper's lock waits: %s", exc)
 
     async def mailbox(self, parcel: Parcel, user: LocalUser) -> Reply | None:
         answer = await self._call("mailbox", parcel, {"user": user.name}, self.lock_timeout)

@@ -23,7 +23,10 @@ nothing on its own and answers only these requests:
     same ownership and mode checks), parsed: a home directory may be closed to the
     daemon's account; nothing but a ``.forward`` of an existing user is read;
 ``reload``
-    read the configuration file again (the path fixed at start), after SIGHUP.
+    read the configuration file again (the path fixed at start), after SIGHUP;
+``interrupt``
+    the daemon is stopping: deliveries waiting for a mailbox's locks give up (4.2.0),
+    now and from now on (answered at once, outside the limit on requests in hand).
 
 The writes themselves are ``delivery.deposit.DirectDeposit``'s, the very code a daemon
 running as root uses. Requests are handled concurrently (at most ``PARALLEL``). The
@@ -112,6 +115,7 @@ class HelperServer:
             "maildrop_keep": self._maildrop_keep,
             "forward": self._forward,
             "reload": self._reload,
+            "interrupt": self._interrupt,
         }
 
     def _setup(self, settings: Settings) -> _Setup:
@@ -150,7 +154,8 @@ class HelperServer:
         content: Content | None = None
         sent: list[int] = []
         try:
-            async with self._gate:
+            # an interrupt must get through while the gate is full of lock waits
+            async with self._gate if op != "interrupt" else contextlib.nullcontext():
                 content, extra = self._content(op, fds)
                 protocol.close_all(extra)
                 body, sent = await self._dispatch(message, content)
@@ -248,6 +253,11 @@ class HelperServer:
         log.debug("%s: helper: file %s as %s", parcel.queue_id, path, controller)
         reply = await self.setup.deposit.file(parcel, path, controller)
         return {"reply": protocol.reply_fields(reply)}, []
+
+    async def _interrupt(self, request: dict[str, Any], content: Content | None) -> Answer:
+        log.info("privileged helper: the daemon is stopping; lock waits end")
+        self.setup.deposit.interrupt()
+        return {}, []
 
     def _controller(self, name: str) -> str:
         """The login a program or file delivery runs as; refuses what no alias could mean."""

@@ -2,13 +2,18 @@
 
 Claims due recipients (with a lease) from the store, groups them per message and
 next hop (one transaction per next hop carries all of a message's recipients
-for it), and delivers with a global and a per-destination concurrency limit.
+for it), and delivers with a global and a per-destination concurrency limit (local
+mailboxes, programs and files: the local agent's own limits instead).
 The results of one message are committed together, with at most one report per
 kind (failure, delay, success) queued in the same transaction. Temporary
 failures are retried with back-off; a next hop that failed at connection level
 is remembered for a while (host-status cache) instead of being dialled for every
 message. Delivery is at-least-once: a crash before the commit leaves the
-recipients leased, and the lease is voided at start-up.
+recipients leased, and the lease is voided at start-up. A recipient the local agent
+delivered is recorded at once (``DeliveryRequest.on_delivered``, through the writer's
+group commit), unless it asked for a success DSN (that is made with the message's
+results): a crash repeats only the deliveries that were in flight. ``stop`` makes an
+``Interruptible`` agent give up its lock waits at once.
 
 Local recipients are first given to the ``Expander`` (``queue.expansion``), when
 there is one: aliases, ``.forward`` and virtual users are resolved there, at delivery
@@ -33,7 +38,7 @@ import os
 import socket
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from mailwright.core.clock import Clock, SystemClock
@@ -46,6 +51,7 @@ from mailwright.delivery.agent import (
     DeliveryRecipient,
     DeliveryRequest,
     DeliveryResult,
+    Interruptible,
     Outcome,
 )
 from mailwright.dsn import (
@@ -72,6 +78,7 @@ from mailwright.queue.store import (
     SetWarned,
     StoredMessage,
     StoredRecipient,
+    StoreError,
 )
 from mailwright.queue.writer import QueueWriter
 from mailwright.routing.nexthop import NextHop, Transport
@@ -92,6 +99,8 @@ PREFETCH_SIZE = 64 << 10
 
 
 Router = Callable[[str], NextHop]
+# delivered on this host by the local agent, which limits its own concurrency
+LOCAL_TRANSPORTS = frozenset({Transport.LOCAL, Transport.PIPE, Transport.FILE})
 
 
 @dataclass(slots=True)
@@ -200,6 +209,9 @@ class Scheduler:
         """Stop claiming; let deliveries in flight finish within ``grace``; give back leases."""
         self._stopping = True
         self.wake()
+        for agent in {id(a): a for a in self.agents.values()}.values():
+            if isinstance(agent, Interruptible):
+                agent.interrupt()  # lock waits end now, not after the grace
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
             for task in pending:
@@ -348,6 +360,9 @@ class Scheduler:
             if not recipients:
                 return
         requests, errors = self._requests(message, headers, routable, body)
+        on_delivered = self._recorder(message, recipients)
+        for request in requests:
+            request.on_delivered = on_delivered
         errors = [*early, *errors]
         started = self.clock.now()
         batches = await asyncio.gather(*(self._deliver(r) for r in requests))
@@ -432,24 +447,33 @@ class Scheduler:
         agent = self.agents.get(hop.transport)
         if agent is None:
             return [DeliveryResult(r.index, Outcome.DEFERRED, NO_AGENT) for r in request.recipients]
-        async with self._global, self._semaphore(hop.key):
-            log.debug(
-                "%s: delivering to %s for %d recipient(s) via %s",
-                request.queue_id,
-                hop,
-                len(request.recipients),
-                agent.name,
-            )
-            try:
-                results = await agent.deliver(request)
-            except Exception:
-                log.exception("%s: agent %s failed", request.queue_id, agent.name)
-                results = [
-                    DeliveryResult(r.index, Outcome.DEFERRED, AGENT_FAILED)
-                    for r in request.recipients
-                ]
+        if hop.transport in LOCAL_TRANSPORTS:
+            # the local agent limits itself, per mailbox and in all: a delivery waiting
+            # for a locked mailbox must not hold a slot that other mailboxes need
+            results = await self._run_agent(agent, request)
+        else:
+            async with self._global, self._semaphore(hop.key):
+                results = await self._run_agent(agent, request)
         self._note_host_status(hop, results)
         return results
+
+    async def _run_agent(
+        self, agent: DeliveryAgent, request: DeliveryRequest
+    ) -> list[DeliveryResult]:
+        log.debug(
+            "%s: delivering to %s for %d recipient(s) via %s",
+            request.queue_id,
+            request.next_hop,
+            len(request.recipients),
+            agent.name,
+        )
+        try:
+            return await agent.deliver(request)
+        except Exception:
+            log.exception("%s: agent %s failed", request.queue_id, agent.name)
+            return [
+                DeliveryResult(r.index, Outcome.DEFERRED, AGENT_FAILED) for r in request.recipients
+            ]
 
     def _note_host_status(self, hop: NextHop, results: list[DeliveryResult]) -> None:
         if hop.transport not in (Transport.SMTP, Transport.LMTP):
@@ -555,6 +579,36 @@ class Scheduler:
                 to=f"<{recipient.address}>",
                 stat=f"returned to the LMTP client (no bounce): {reply.code} {reply.text}",
             )
+
+    def _recorder(
+        self, message: StoredMessage, recipients: list[StoredRecipient]
+    ) -> Callable[[DeliveryResult], Awaitable[None]]:
+        """What records one delivered recipient as soon as its delivery is durable; the
+        message's full record later finds it done (and leaves it so)."""
+        by_index = {r.index: r for r in recipients}
+
+        async def delivered(result: DeliveryResult) -> None:
+            recipient = by_index.get(result.index)
+            if recipient is None or Notify.SUCCESS in (_notify(recipient.notify) or ()):
+                return  # its success DSN is made with the message's results
+            record = RecipientResult(
+                queue_id=message.queue_id,
+                index=result.index,
+                state=RecipientState.DELIVERED,
+                next_attempt=0.0,
+                attempted_at=self.clock.now(),
+                status=result.reply.status,
+                reply=result.reply.text,
+                remote_mta=result.remote_mta or None,
+            )
+            try:
+                await self.writer.execute(RecordResults([record]))
+            except StoreError as exc:  # recorded with the others, or tried again
+                log.warning(
+                    "%s: cannot record <%s> yet: %s", message.queue_id, recipient.address, exc
+                )
+
+        return delivered
 
     def _final_state(
         self, message: StoredMessage, recipient: StoredRecipient, result: DeliveryResult, now: float

@@ -130,6 +130,21 @@ def account(name: str) -> pwd.struct_passwd | None:
         return None
 
 
+def run_as(controller: str, default_user: str = "nobody", allow_root: bool = False) -> str:
+    """Who runs a program or writes a file controlled by ``controller`` (Sendmail's rule):
+    that user; root only with ``allow_root`` (``service.root_programs``); root and ""
+    become ``default_user``, and that, if root or unknown, ``nobody``. The resolver names
+    this user in the target (and ``-bv``), delivery acts as it (a name without an account
+    there: the default user too)."""
+    pw = account(controller) if controller else None
+    if controller and (pw is None or pw.pw_uid != 0 or allow_root):
+        return controller
+    fallback = account(default_user) if default_user else None
+    if fallback is not None and fallback.pw_uid != 0:
+        return fallback.pw_name
+    return "nobody"
+
+
 def account_name(uid: int) -> str:
     """The login name of ``uid``, or "" when it has none."""
     try:

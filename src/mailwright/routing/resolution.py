@@ -23,7 +23,8 @@ has exactly one, else ``owner-NAME@domain``), so errors reach the owner (RFC 532
 The result (``Resolution``) lists the destinations as ``Leaf`` objects: an address
 to route (a remote one) or a ``core.target.Target`` (mailbox, program, file, or an
 error to bounce). Programs and files are controlled by the owner of the file they
-came from; those from a root-owned alias or include file run as the default user.
+came from; the target names the user they run as (``localusers.run_as``): that owner,
+but the default user for root (unless ``service.root_programs``) and unknown owners.
 
 Also ``verify_lines`` (``sendmail -bv``, ``mailwright address test``) and the
 RCPT-time ``check``. Trusts the tables it was given. Settings: ``hostname``,
@@ -45,7 +46,13 @@ from mailwright.policy.relay import DomainSet
 from mailwright.routing.aliases import AliasTable, prepare_aliases
 from mailwright.routing.forward import ItemFile, ItemFileError, read_forward, read_include
 from mailwright.routing.items import Item, ItemKind
-from mailwright.routing.localusers import LocalUser, LocalUsers, account_name, local_users
+from mailwright.routing.localusers import (
+    LocalUser,
+    LocalUsers,
+    account_name,
+    local_users,
+    run_as,
+)
 from mailwright.routing.virtual import VirtualTable, split_detail
 
 if TYPE_CHECKING:
@@ -169,6 +176,7 @@ class AddressResolver:
         forward_path: list[str] | None = None,
         max_depth: int = 10,
         default_user: str = "nobody",
+        root_programs: bool = False,
     ) -> None:
         self.hostname = hostname.lower()
         self.local_domains = DomainSet(local_domains)
@@ -179,6 +187,7 @@ class AddressResolver:
         self.forward_path = forward_path if forward_path is not None else ["$z/.forward"]
         self.max_depth = max_depth
         self.default_user = default_user
+        self.root_programs = root_programs
         # how a user's .forward is read: here, or by the privileged helper for a daemon
         # that gave up root (home directories may be closed to it)
         self.read_forward: ForwardReader = read_forward
@@ -202,6 +211,7 @@ class AddressResolver:
             forward_path=routing.forward_path,
             max_depth=routing.max_alias_recursion,
             default_user=settings.local_delivery.default_user,
+            root_programs=settings.service.root_programs,
         )
 
     # ---- which addresses are ours ----------------------------------------------------------
@@ -395,8 +405,8 @@ class AddressResolver:
 
     def _alias_file_user(self) -> str:
         uid = self.aliases.source_uid if self.aliases is not None else None
-        if uid:
-            return account_name(uid)
+        if uid is not None:
+            return account_name(uid)  # root too: run_as decides what root gets
         return ""
 
     def _forward(
@@ -472,7 +482,8 @@ class AddressResolver:
             self._error(w, group, parent, reply, depth)
             return
         mailer = Mailer.PROG if item.kind is ItemKind.PROG else Mailer.FILE
-        target = Target(mailer, item.value, ctl.user or self.default_user)
+        user = run_as(ctl.user, self.default_user, self.root_programs)
+        target = Target(mailer, item.value, user)
         self._leaf(w, group, Leaf(parent, target), _target_key(target), depth)
 
     def _include(
@@ -511,7 +522,7 @@ class AddressResolver:
             log.warning("%s", problem)
         w.note(depth, f"{parent}: included from {found.path}")
         inner = _Ctl(
-            user=found.owner if found.owner_uid != 0 else "",
+            user=found.owner,
             reader_uid=ctl.reader_uid,
             unsafe=found.unsafe or ctl.unsafe,
         )

@@ -248,7 +248,9 @@ def test_file_the_controlling_user_may_not_write_is_not_written(tmp_path: Path) 
     target.write_text("")
     target.chmod(0o600)
     (result,) = deliver(a, to("list@mx.test", Mailer.FILE, str(target), "nobody"))
-    assert (result.outcome, result.reply.code) == (Outcome.DEFERRED, 450)
+    # fails at once, as a program that cannot write does (issue 12 item 20)
+    outcome = (result.outcome, result.reply.code, result.reply.status)
+    assert outcome == (Outcome.FAILED, 550, "5.2.0"), result.reply
     assert target.read_text() == ""
 
 
