@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import mailbox
 import smtplib
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -73,3 +74,52 @@ def test_bare_postmaster_is_delivered_to_its_alias(shared: Path, written: str) -
     (msg,) = mbox_messages(shared / "mail" / "alice")
     assert msg["Subject"] == "to pm"
     assert mbox_messages(shared / "mail" / "root") == []  # no bounce
+
+
+# ---- item 13: our own address literals ----------------------------------------------------------
+
+
+def test_own_address_literals_are_local(shared: Path) -> None:
+    config = deep_merge(local_config(shared, "postmaster: root\n"), {"relay": {"networks": []}})
+    mw = DeliveringMailwright(shared / "mw", config)  # loopback is a stranger here
+    v6_port = free_port_v6()
+    mw.config["listeners"].append({"address": "::1", "port": v6_port, "kind": "smtp"})
+    mw.start()
+    try:
+        with smtplib.SMTP("127.0.0.1", mw.port) as s:
+            s.ehlo("client.test")
+            s.mail("someone@remote.test")
+            assert s.rcpt("<root@[127.0.0.1]>")[0] == 250
+            assert s.rcpt("<alice@[IPv6:0::1]>")[0] == 250  # the other listener's address
+            assert s.rcpt("<root@[127.0.0.2]>") == (
+                550,
+                b"5.7.1 <root@[127.0.0.2]>... Relaying denied",
+            )
+            assert s.rcpt("<nosuch@[127.0.0.1]>")[0] == 550  # local, and unknown
+            assert s.data(b"Subject: literal\r\n\r\nhello\r\n")[0] == 250
+        with smtplib.SMTP("::1", v6_port) as s:
+            s.ehlo("client.test")
+            s.mail("someone@remote.test")
+            assert s.rcpt("<alice@[IPv6:::1]>")[0] == 250
+            assert s.data(b"Subject: v6 literal\r\n\r\nhello\r\n")[0] == 250
+        mail = shared / "mail"
+        wait_until(
+            lambda: (
+                len(mbox_messages(mail / "root")) == 1 and len(mbox_messages(mail / "alice")) == 2
+            ),
+            what="local delivery",
+        )
+        mw.stop()
+    finally:
+        mw.kill()
+    assert [m["Subject"] for m in mbox_messages(shared / "mail" / "root")] == ["literal"]
+    assert sorted(m["Subject"] for m in mbox_messages(shared / "mail" / "alice")) == [
+        "literal",
+        "v6 literal",
+    ]
+
+
+def free_port_v6() -> int:
+    with socket.socket(socket.AF_INET6) as s:
+        s.bind(("::1", 0))
+        return int(s.getsockname()[1])
