@@ -4,17 +4,24 @@ and the alias table reload. Real daemons, real sockets, real clients."""
 
 from __future__ import annotations
 
+import email
+import email.message
+import email.policy
+import email.utils
 import mailbox
 import smtplib
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.daemon import Mailwright, deep_merge, wait_until
+from mailwright.queue.sqlite import SqliteQueueStore
+from tests.support.daemon import Mailwright, deep_merge, running, wait_until
 from tests.support.opentmp import open_tmp
+from tests.support.sendmail import Tools, daemon_tools, envelope_of
 
 
 class DeliveringMailwright(Mailwright):
@@ -123,3 +130,110 @@ def free_port_v6() -> int:
     with socket.socket(socket.AF_INET6) as s:
         s.bind(("::1", 0))
         return int(s.getsockname()[1])
+
+
+# ---- item 14: From/Date/Message-ID added for trusted clients, never for strangers --------------
+
+
+def queued_message(mw: Mailwright, qid: str) -> email.message.EmailMessage:
+    store = SqliteQueueStore(Path(mw.config["queue"]["directory"]) / "queue.db")
+    store.open_for_reading()
+    try:
+        raw = store.read_headers(qid).encode() + b"\r\n" + b"".join(store.read_body(qid))
+    finally:
+        store.close()
+    parsed = email.message_from_bytes(raw, policy=email.policy.SMTP)
+    assert isinstance(parsed, email.message.EmailMessage)
+    return parsed
+
+
+def send_headerless(mw: Mailwright, sender: str) -> str:
+    with smtplib.SMTP("127.0.0.1", mw.port) as s:
+        s.ehlo("client.test")
+        s.mail(sender)
+        assert s.rcpt("root@mx.test")[0] == 250
+        code, text = s.data(b"Subject: no origin fields\r\n\r\nhello\r\n")
+        assert code == 250, text
+    return text.decode().split()[1]
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+def test_missing_origin_fields_are_added_for_trusted_clients_only(
+    shared: Path, trusted: bool
+) -> None:
+    networks = ["127.0.0.0/8"] if trusted else []
+    with running(shared / "mw", {"relay": {"networks": networks}}) as mw:
+        qid = send_headerless(mw, "writer@remote.test")
+        msg = queued_message(mw, qid)
+    names = [name.lower() for name, _ in msg.items()]
+    if not trusted:
+        assert names == ["received", "subject"]
+        return
+    assert names == ["received", "subject", "from", "date", "message-id"]
+    assert msg["From"] == "writer@remote.test"
+    assert msg["Message-ID"].endswith("@mx.test>")
+    when = email.utils.parsedate_to_datetime(str(msg["Date"]))
+    assert abs(time.time() - when.timestamp()) < 600
+
+
+def test_a_trusted_clients_own_fields_are_kept_and_null_sender_is_mailer_daemon(
+    shared: Path,
+) -> None:
+    with running(shared / "mw") as mw:
+        with smtplib.SMTP("127.0.0.1", mw.port) as s:
+            s.ehlo("client.test")
+            s.mail("<>")
+            assert s.rcpt("root@mx.test")[0] == 250
+            code, text = s.data(
+                b"Date: Mon, 1 Jan 2024 00:00:00 +0000\r\nMessage-ID: <m@b>\r\n\r\nz\r\n"
+            )
+            assert code == 250
+        msg = queued_message(mw, text.decode().split()[1])
+    assert [name.lower() for name, _ in msg.items()] == ["received", "date", "message-id", "from"]
+    assert (msg["Date"], msg["Message-ID"]) == ("Mon, 01 Jan 2024 00:00:00 +0000", "<m@b>")
+    assert msg["From"] == "MAILER-DAEMON@mx.test"
+
+
+# ---- items 15 and 16: what sendmail's messages look like ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tools() -> Iterator[Tools]:
+    with daemon_tools({"local": {"pickup_interval": 3600}}) as found:
+        yield found
+
+
+def test_local_submission_gets_sendmails_received_form(tools: Tools) -> None:
+    _, stored, _, raw = tools.submit("user", input=b"Subject: trace\n\nhi\n")
+    qid = stored.queue_id
+    first = raw.split(b"\r\n")[:3]
+    assert first[0] == b"Received: (from root@localhost)"
+    assert first[1] == f"\tby mx.test (Mailwright) id {qid}".encode()
+    assert first[2].startswith(b"\tfor <user@mx.test>; ")
+    email.utils.parsedate_to_datetime(first[2].split(b"; ", 1)[1].decode())  # a real date
+    assert stored.origin.protocol == "local"
+
+
+def test_sendmail_t_qualifies_the_header_addresses(tools: Tools) -> None:
+    message = (
+        b"From: Me <root>\nTo: user, U Person <u>\nCc: root (the admin), x@elsewhere.test\n"
+        b"Reply-To: Team: user;\nSubject: qualify\n\nhi\n"
+    )
+    _, stored, _, raw = tools.submit("-t", "-i", input=message)
+    assert envelope_of(stored)[1] == [
+        "user@mx.test",
+        "u@mx.test",
+        "root@mx.test",
+        "x@elsewhere.test",
+    ]
+    lines = raw.split(b"\r\n\r\n")[0].split(b"\r\n")
+    assert b"From: Me <root@mx.test>" in lines
+    assert b"To: user@mx.test, U Person <u@mx.test>" in lines
+    assert b"Cc: root@mx.test (the admin), x@elsewhere.test" in lines
+    assert b"Reply-To: Team: user@mx.test;" in lines
+
+
+def test_sendmail_qualifies_header_addresses_without_t_too(tools: Tools) -> None:
+    _, stored, msg, _ = tools.submit("u", input=b"To: user\nSubject: plain\n\nhi\n")
+    assert envelope_of(stored)[1] == ["u@mx.test"]
+    assert str(msg["To"]) == "user@mx.test"

@@ -174,6 +174,7 @@ def deliver(inv: Invocation, config: lite.SubmitConfig) -> int:
             if not mails_errors(inv):
                 raise UsageError(problem)
             return errors_out(inv, config, caller, USAGE, [problem], raw)
+    message.qualify_addresses(config.domain)  # Sendmail: "To: alice" leaves as alice@domain
     own = f"{caller.login}@{config.domain}"
     sender = own if inv.sender is None else (config.qualify(inv.sender) if inv.sender else "")
     full_name = caller.full_name if inv.full_name is None else inv.full_name
