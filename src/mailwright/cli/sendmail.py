@@ -103,10 +103,10 @@ def run(inv: Invocation) -> int:
         from mailwright.cli.queue_mode import print_queue
 
         return print_queue(config, count_only=mode == "P")
-    if mode == "i":
-        from mailwright.cli import routing_seam
+    if mode == "i":  # the same as "mailwright aliases build", exit codes included
+        from mailwright.cli.aliases import newaliases
 
-        return routing_seam.rebuild_aliases(inv.config)
+        return newaliases(inv.config)
     if mode == "v":
         from mailwright.cli import routing_seam
 

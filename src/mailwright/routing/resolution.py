@@ -186,7 +186,7 @@ class AddressResolver:
     @classmethod
     def from_settings(cls, settings: Settings, build_missing: bool = True) -> AddressResolver:
         """The resolver the settings describe. With ``build_missing``, an alias file
-        that was never compiled is compiled now (a stale one is only reported)."""
+        whose table is missing or out of date is compiled now."""
         routing = settings.routing
         if build_missing:
             prepare_aliases(settings)
