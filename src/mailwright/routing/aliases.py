@@ -25,8 +25,9 @@ value, longest value).
 
 Also the entry points of ``cli/routing_seam``: ``build_aliases(settings)`` and
 ``resolve_address(settings, address)`` (``sendmail -bv``); ``newaliases`` and
-``sendmail -bi`` are ``cli.aliases.newaliases``. Trusts nothing in the source file. Settings: ``routing.alias_file``,
-``routing.alias_database`` (through ``Settings.alias_database``).
+``sendmail -bi`` are ``cli.aliases.newaliases``. Trusts nothing in the source file.
+Settings: ``routing.alias_file``, ``routing.alias_database`` (through
+``Settings.alias_database``).
 """
 
 from __future__ import annotations
