@@ -71,7 +71,8 @@ def received(
         )
         source = f"from {_safe(helo) or 'unknown'} ({client})"
     else:  # Sendmail's form for local mail: who submitted, in a comment
-        source = f"(from {_safe_comment(local_user) or 'root'}@localhost)"
+        user = _safe_comment(local_user)
+        source = f"(from {user}@localhost)" if user else "(from localhost)"
     parts = [source]
     if tls:
         parts.append(f"({_safe_comment(tls)})")
