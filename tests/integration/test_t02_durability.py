@@ -23,7 +23,10 @@ from tests.support.smtp import RawClient
 
 def body_for(n: int, size: int) -> bytes:
     line = b"line %06d of a durable message, padding padding padding\r\n" % n
-    return b"Subject: crash %d\r\n\r\n" % n + line * max(1, size // len(line))
+    # a complete header: the daemon adds nothing for a loopback client (issue 12 item 14)
+    header = b"From: s@x.test\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\n"
+    header += b"Message-ID: <crash%d@x.test>\r\nSubject: crash %d\r\n\r\n" % (n, n)
+    return header + line * max(1, size // len(line))
 
 
 class Sender(threading.Thread):

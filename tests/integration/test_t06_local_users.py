@@ -43,7 +43,7 @@ def tools() -> Iterator[Tools]:
 def test_socket_submission_names_the_calling_user(tools: Tools) -> None:
     _, stored, msg, _ = tools.submit("user", input=b"hi\n", user="nobody")
     assert envelope_of(stored) == ("nobody@mx.test", ["user@mx.test"])
-    assert msg["Received"].startswith("from nobody@localhost")
+    assert msg["Received"].startswith("(from nobody@localhost)")
     assert stored.origin.local_user == "nobody"
     assert msg[WARNING] is None  # its own address: nothing to warn about
     assert msg["From"].endswith("<nobody@mx.test>") or msg["From"] == "nobody@mx.test"
@@ -111,7 +111,7 @@ def test_a_client_cannot_claim_another_user_over_the_socket(tools: Tools) -> Non
     assert tools.queue_ids() - before == {qid}
     stored, msg, _ = tools.read(qid)
     assert stored.origin.local_user == "nobody"
-    assert msg.get_all("Received")[0].startswith("from nobody@localhost")
+    assert msg.get_all("Received")[0].startswith("(from nobody@localhost)")
     assert msg[WARNING] == "mx.test: nobody set sender to root@mx.test using -f"
 
 
@@ -125,7 +125,7 @@ def test_bs_through_the_daemon_as_another_user(tools: Tools) -> None:
     assert code == 250 and proc.wait(10) == 0
     stored, msg, _ = tools.read(text.decode().split()[1])
     assert stored.origin.local_user == "nobody"
-    assert msg["Received"].startswith("from nobody@localhost")
+    assert msg["Received"].startswith("(from nobody@localhost)")
     assert msg[WARNING] is None
 
 
@@ -165,5 +165,5 @@ def test_maildrop_files_belong_to_their_writer_whatever_they_say(tools: Tools) -
     qid = line.split("queued as ")[1].split()[0]
     stored, msg, _ = tools.read(qid)
     assert stored.origin.local_user == "nobody"
-    assert msg["Received"].startswith("from nobody@localhost")
+    assert msg["Received"].startswith("(from nobody@localhost)")
     assert msg[WARNING] == "mx.test: nobody set sender to root@mx.test using -f"

@@ -52,7 +52,7 @@ def test_daemon_down_message_waits_in_the_maildrop_then_is_queued(tools: Tools) 
     stored, msg, raw = tools.read(qid)
     assert envelope_of(stored) == ("root@mx.test", ["a@x.test", "b@x.test"])
     assert msg["Subject"] == "md" and raw.endswith(b"\r\n\r\nbody\r\n")
-    assert msg["Received"].startswith("from root@localhost")
+    assert msg["Received"].startswith("(from root@localhost)")
     assert stored.origin.local_user == "root"
     assert dropped(tools) == []
 
@@ -164,7 +164,7 @@ def test_bs_with_the_daemon_is_the_daemons_dialogue(tools: Tools) -> None:
     qid = text.split()[1]
     stored, msg, raw = tools.read(qid)
     assert envelope_of(stored) == ("alice@x.test", ["bob@y.test"])
-    assert msg["Received"].startswith("from root@localhost")
+    assert msg["Received"].startswith("(from root@localhost)")
     assert raw.endswith(b"\r\n\r\n.dotted\r\nline\r\n")
     assert dropped(tools) == []
 

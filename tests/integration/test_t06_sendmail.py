@@ -34,7 +34,7 @@ def test_echo_hi_pipe_sendmail_user(tools: Tools) -> None:
     assert msg["From"] == f"{MY_NAME} <{ME}@mx.test>" if MY_NAME else f"{ME}@mx.test"
     assert msg["Date"] and msg["Message-ID"].endswith("@mx.test>")
     received = msg["Received"]
-    assert received.startswith(f"from {ME}@localhost") and "by mx.test (Mailwright)" in received
+    assert received.startswith(f"(from {ME}@localhost)") and "by mx.test (Mailwright)" in received
     assert f"id {stored.queue_id}" in received
     assert raw.endswith(b"\r\n\r\nhi\r\n")
     assert stored.origin.local_user == ME and stored.origin.client_address == ""
@@ -62,7 +62,8 @@ def test_cron_invocation(tools: Tools) -> None:
     args = ("-FCronDaemon", "-i", "-odq", "-oem", "-oi", "-t", "-f", "root")
     _, stored, msg, raw = tools.submit(*args, input=CRON_MESSAGE)
     assert envelope_of(stored) == ("root@mx.test", ["root@mx.test"])
-    assert b"\r\nFrom: root (Cron Daemon)\r\n" in raw  # kept: only a missing From is made up
+    # kept (only a missing From is made up), qualified as Sendmail does (issue 12 item 15)
+    assert b"\r\nFrom: root@mx.test (Cron Daemon)\r\nTo: root@mx.test\r\n" in raw
     assert msg["Subject"] == "Cron <root@host> run-parts /etc/cron.hourly"
     assert msg["Date"] and msg["Message-ID"]
     assert raw.endswith(b"output line\r\n.\r\n..still data\r\n")  # -i: dots are data

@@ -44,10 +44,15 @@ def probe(port: int, source: str, paths: list[str]) -> dict[str, str]:
     return replies
 
 
+# the daemon listens on 127.0.0.1: that literal names it, so mail to it is local mail
+# ("user" is a test alias), as in Sendmail and Postfix (issue 12 item 13)
+OWN_LITERAL = "<user@[127.0.0.1]>"
+
+
 def check_tricks(replies: dict[str, str]) -> None:
     for path, allowed in TRICKS:
         reply = replies[path]
-        if allowed:
+        if allowed or path == OWN_LITERAL:
             assert reply.startswith("250 2.1.5"), (path, reply)
         elif "@mx.test>" in path.lower():  # a local domain: "unknown user" may answer first
             assert reply.startswith(("550 5.7.1", "550 5.1.1", "553 5.1.3")), (path, reply)

@@ -1,11 +1,12 @@
 """``mailwright aliases build|test`` and ``mailwright address test``.
 
-``aliases build`` is ``newaliases``: it compiles ``routing.alias_file`` into the
-table the daemon reads (which notices the new file by itself), prints every bad
-line as ``file:line: problem`` on stderr and Sendmail's summary on stdout, with a
-progress bar on a terminal for large files. Exit 0, or 65 (EX_DATAERR) when there
-were bad lines (the good ones are in the table all the same), 72 (EX_OSFILE) when
-the file cannot be read or the table written.
+``aliases build`` is ``newaliases`` (and ``sendmail -bi``; both call ``newaliases``
+here): it compiles ``routing.alias_file`` into the table the daemon reads (which
+notices the new file by itself), prints every bad line as ``file:line: problem`` on
+stderr and Sendmail's summary on stdout, with a progress bar on a terminal for large
+files. Exit 0, or 65 (EX_DATAERR) when there were bad lines (the good ones are in the
+table all the same), 72 (EX_OSFILE) when the file cannot be read or the table
+written, 78 (EX_CONFIG) when no alias file is configured.
 
 ``aliases test NAME...`` prints what the compiled table says for each name (exit 67
 if one is not there). ``address test ADDR...`` prints how each address resolves,
@@ -63,23 +64,44 @@ def build(ctx: click.Context, source: Path | None, database: Path | None) -> Non
       mailwright aliases build
       mailwright aliases build --file /etc/mail/aliases --database /tmp/aliases.db
     """
-    settings = _settings(ctx)
+    code = compile_and_report(_settings(ctx), source, database)
+    if code:
+        sys.exit(code)
+
+
+def newaliases(config_path: str | None) -> int:
+    """``newaliases`` and ``sendmail -bi``: what ``aliases build`` does, exit code included."""
+    from mailwright.config.loader import ConfigError, load_settings
+
+    try:
+        settings = load_settings(config_path)
+    except ConfigError as exc:
+        print(f"mailwright: {exc}", file=sys.stderr)
+        return ExitCode.CONFIG
+    return compile_and_report(settings)
+
+
+def compile_and_report(
+    settings: Settings, source: Path | None = None, database: Path | None = None
+) -> int:
+    """Compile the alias file; ``file:line: problem`` lines on stderr, the summary on
+    stdout; the exit code (0, 65 for bad lines, 72 unreadable/unwritable, 78 no file)."""
     source = source or settings.routing.alias_file
     if source is None:
-        fail("no alias file configured (routing.alias_file)", ExitCode.CONFIG)
-        return
-    database = database or settings.alias_database
+        print("mailwright: no alias file configured (routing.alias_file)", file=sys.stderr)
+        return ExitCode.CONFIG
     try:
         with _progress() as show:
-            report = compile_aliases(source, database, show)
+            report = compile_aliases(source, database or settings.alias_database, show)
     except OSError as exc:
-        fail(f"{exc.filename or source}: {exc.strerror or exc}", ExitCode.OSFILE)
-        return
+        print(f"mailwright: {exc.filename or source}: {exc.strerror or exc}", file=sys.stderr)
+        return ExitCode.OSFILE
     for problem in report.problems:
-        click.echo(str(problem), err=True)
-    click.echo(report.summary())
+        print(problem, file=sys.stderr)
+    print(report.summary(), flush=True)
     if any(not p.problem.startswith("Warning:") for p in report.problems):
-        sys.exit(ExitCode.DATAERR)
+        return ExitCode.DATAERR
+    return ExitCode.OK
 
 
 @contextmanager

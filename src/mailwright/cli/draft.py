@@ -9,8 +9,10 @@ field; the message always leaves with an empty line after its header section.
 
 Then, as a submission server does (RFC 6409 section 8), missing ``From:``, ``Date:`` and
 ``Message-ID:`` are added; with ``-t`` the recipients come from ``To:``, ``Cc:`` and
-``Bcc:`` and ``Bcc:`` is removed. Standard library only: this runs on every ``sendmail``
-call. Reads no settings; the caller passes names and limits.
+``Bcc:`` and ``Bcc:`` is removed. Unqualified addresses in the address fields
+(``To: alice``, ``Cc: Ops <root>``) get ``@`` and the local domain, as Sendmail writes
+them. Standard library only: this runs on every ``sendmail`` call. Reads no settings;
+the caller passes names and limits.
 """
 
 from __future__ import annotations
@@ -23,6 +25,12 @@ from mailwright.core import submission
 _FIELD = re.compile(rb"^[\x21-\x39\x3b-\x7e]+[ \t]*:")
 _CHUNK = 65536
 RECIPIENT_FIELDS = ("To", "Cc", "Bcc")
+# the fields whose addresses Sendmail qualifies in local mail (its H_FROM and H_RCPT ones)
+ADDRESS_FIELDS = frozenset(
+    f"{prefix}{name}"
+    for prefix in ("", "resent-")
+    for name in ("from", "sender", "reply-to", "to", "cc", "bcc")
+)
 
 
 class MessageTooBigError(Exception):
@@ -153,6 +161,19 @@ class Draft:
         values = [v for name in RECIPIENT_FIELDS for v in self.values(name)]
         return parse_address_list(values) if values else []
 
+    def qualify_addresses(self, domain: str) -> None:
+        """Append ``@domain`` to every unqualified address of the address fields
+        (``To: alice`` becomes ``To: alice@domain``), as Sendmail rewrites the header of
+        local mail; names, comments, groups and folding are kept as written."""
+        for i, (name, raw) in enumerate(self.fields):
+            if name.lower() not in ADDRESS_FIELDS:
+                continue
+            head, _, value = raw.decode("utf-8", "surrogateescape").partition(":")
+            qualified = qualify_address_list(value, domain)
+            if qualified != value:
+                text = f"{head}:{qualified}"
+                self.fields[i] = (name, text.encode("utf-8", "surrogateescape"))
+
     def complete(self, *, sender: str, full_name: str, hostname: str) -> None:
         """Add what RFC 6409 lets a submission server add: From, Date, Message-ID."""
         if not self.has("From"):
@@ -176,3 +197,87 @@ def split_argument(word: str) -> list[str]:
         return parse_address_list([word])
     word = word.strip()
     return [word] if word else []
+
+
+# ---- qualifying the addresses of a header field ------------------------------------------------
+def qualify_address_list(value: str, domain: str) -> str:
+    """``value`` (an RFC 5322 address list, as written) with ``@domain`` after each address
+    that has none: in ``<...>``, or a lone word (``alice``, ``first.last``, ``"a b"``).
+    Display names, comments, groups and anything unparsable are left alone."""
+    out: list[str] = []
+    segment: list[tuple[str, str]] = []  # (kind, text): "word", "space", "angle", "other"
+    pos = 0
+    while pos < len(value):
+        kind, end = _token(value, pos)
+        text = value[pos:end]
+        if kind == "separator":
+            # before ":" stands a group's name, not an address
+            shown = _joined(segment) if text == ":" else _qualified_segment(segment, domain)
+            out.append(shown + text)
+            segment = []
+        else:
+            segment.append((kind, text))
+        pos = end
+    out.append(_qualified_segment(segment, domain))
+    return "".join(out)
+
+
+def _token(value: str, pos: int) -> tuple[str, int]:
+    """The kind of the token at ``pos`` and where it ends."""
+    char = value[pos]
+    if char in ",:;":
+        return "separator", pos + 1
+    if char in " \t\r\n":
+        end = pos
+        while end < len(value) and value[end] in " \t\r\n":
+            end += 1
+        return "space", end
+    if char == "(":
+        return "other", _comment_end(value, pos)
+    if char == "<":
+        end = value.find(">", pos)
+        return ("angle", end + 1) if end >= 0 else ("other", len(value))
+    end = pos
+    while end < len(value) and value[end] not in ",:;()<> \t\r\n":
+        if value[end] == '"':
+            end = _quoted_end(value, end)
+        else:
+            end += 1
+    return "word", end
+
+
+def _comment_end(value: str, pos: int) -> int:
+    depth = 0
+    while pos < len(value):
+        char = value[pos]
+        if char == "\\":
+            pos += 2
+            continue
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        pos += 1
+        if depth == 0:
+            break
+    return min(pos, len(value))
+
+
+def _quoted_end(value: str, pos: int) -> int:
+    pos += 1
+    while pos < len(value) and value[pos] != '"':
+        pos += 2 if value[pos] == "\\" else 1
+    return min(pos + 1, len(value))
+
+
+def _qualified_segment(segment: list[tuple[str, str]], domain: str) -> str:
+    angles = [i for i, (kind, _) in enumerate(segment) if kind == "angle"]
+    words = [i for i, (kind, _) in enumerate(segment) if kind == "word"]
+    if len(angles) == 1:
+        inner = segment[angles[0]][1][1:-1].strip()
+        if inner and "@" not in inner:
+            segment[angles[0]] = ("angle", f"<{inner}@{domain}>")
+    elif not angles and len(words) == 1 and "@" not in segment[words[0]][1]:
+        segment[words[0]] = ("word", f"{segment[words[0]][1]}@{domain}")
+    return _joined(segment)
+
+
+def _joined(segment: list[tuple[str, str]]) -> str:
+    return "".join(text for _, text in segment)

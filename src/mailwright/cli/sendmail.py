@@ -104,10 +104,10 @@ def run(inv: Invocation) -> int:
         from mailwright.cli.queue_mode import print_queue
 
         return print_queue(config, count_only=mode == "P")
-    if mode == "i":
-        from mailwright.cli import routing_seam
+    if mode == "i":  # the same as "mailwright aliases build", exit codes included
+        from mailwright.cli.aliases import newaliases
 
-        return routing_seam.rebuild_aliases(inv.config)
+        return newaliases(inv.config)
     if mode == "v":
         from mailwright.cli import routing_seam
 
@@ -175,6 +175,7 @@ def deliver(inv: Invocation, config: lite.SubmitConfig) -> int:
             if not mails_errors(inv):
                 raise UsageError(problem)
             return errors_out(inv, config, caller, USAGE, [problem], raw)
+    message.qualify_addresses(config.domain)  # Sendmail: "To: alice" leaves as alice@domain
     own = f"{caller.login}@{config.domain}"
     sender = own if inv.sender is None else (config.qualify(inv.sender) if inv.sender else "")
     full_name = caller.full_name if inv.full_name is None else inv.full_name

@@ -86,7 +86,7 @@ class SubmitConfig:
             trusted_users=tuple(settings.local.trusted_users),
             max_message_size=settings.server.max_message_size,
             max_hop_count=settings.server.max_hop_count,
-            local_domains=tuple(settings.local_domains),
+            local_domains=tuple(settings.named_local_domains),
         )
 
     def qualify(self, address: str) -> str:

@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from mailwright.core.hostaddresses import own_literals
 from mailwright.routing.transport import parse_smarthost
 
 
@@ -770,8 +771,16 @@ class Settings(Section):
     filters: list[FilterEntry] = []  # milters and in-process filters, called in this order
 
     @property
-    def local_domains(self) -> list[str]:
+    def named_local_domains(self) -> list[str]:
+        """The configured local domains (default: the host name and ``localhost``)."""
         return self.routing.local_domains or [self.hostname.lower(), "localhost"]
+
+    @property
+    def local_domains(self) -> list[str]:
+        """The named local domains, plus the address literals of the addresses our
+        listeners are bound to (``root@[127.0.0.1]`` is local, as in Sendmail and Postfix)."""
+        literals = own_literals(listener.address for listener in self.listeners)
+        return [*self.named_local_domains, *literals]
 
     @property
     def alias_database(self) -> Path:

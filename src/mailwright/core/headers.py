@@ -5,6 +5,7 @@ unstuffed) and it returns the header fields once the section is complete, and
 whatever bytes follow as the body. Header values are kept as raw bytes so 8-bit
 and UTF-8 headers pass through unchanged. A section larger than ``max_size``
 ends early and the rest becomes body (Postfix's header_size_limit behaviour).
+``add_missing_origin_fields`` completes the section of a trusted client's message.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+
+from mailwright.core import submission
 
 _FIELD_NAME = re.compile(rb"^[\x21-\x39\x3b-\x7e]+$")
 
@@ -74,6 +77,19 @@ class HeaderList(list[Header]):
 
 def encode_headers(headers: Iterable[Header]) -> bytes:
     return b"".join(h.encode() for h in headers)
+
+
+def add_missing_origin_fields(headers: HeaderList, sender: str, hostname: str) -> None:
+    """Append ``From:`` (the envelope sender; ``MAILER-DAEMON@hostname`` for ``<>``),
+    ``Date:`` (now) and ``Message-ID:`` (``<unique@hostname>``) when ``headers`` lacks
+    them, as Postfix's cleanup does for ``local_header_rewrite_clients``."""
+    if headers.get("From") is None:
+        address = sender or f"MAILER-DAEMON@{hostname}"
+        headers.append(Header.make("From", submission.from_value(address)))
+    if headers.get("Date") is None:
+        headers.append(Header.make("Date", submission.date_value()))
+    if headers.get("Message-ID") is None:
+        headers.append(Header.make("Message-ID", submission.message_id_value(hostname)))
 
 
 class HeaderParser:

@@ -1,5 +1,9 @@
 """Trace header fields (RFC 5321 4.4, RFC 3848): ``Received:``, ``Return-Path:``, counting hops.
 
+A message from the network gets ``Received: from HELO (NAME [IP]) by HOST (Mailwright)
+with PROTOCOL id QID for <RCPT>; DATE``; one submitted by a local user Sendmail's form,
+``Received: (from USER@localhost) by HOST (Mailwright) id QID; DATE`` (no ``from``
+clause, as there was no client host, and no ``with``: the protocol is ``local``).
 Pure functions; values from clients (HELO names) are sanitised so a client can
 never inject header lines. Reads no settings.
 """
@@ -11,6 +15,7 @@ import re
 
 from mailwright.core.headers import Header, HeaderList
 
+LOCAL_PROTOCOL = "local"  # a submission by a local user (sendmail, the submit socket)
 _UNSAFE = re.compile(r"[^\x21-\x7e\u0080-\U0010ffff]")
 
 
@@ -30,8 +35,12 @@ def protocol_name(
     auth: bool = False,
     utf8: bool = False,
     lmtp: bool = False,
+    local: bool = False,
 ) -> str:
-    """The ``with`` keyword of RFC 3848 / RFC 6531: ESMTP, ESMTPS, ESMTPSA, UTF8SMTPS ..."""
+    """The ``with`` keyword of RFC 3848 / RFC 6531: ESMTP, ESMTPS, ESMTPSA, UTF8SMTPS ...;
+    ``local`` for a local submission (recorded in the queue, never written after ``with``)."""
+    if local:
+        return LOCAL_PROTOCOL
     if lmtp:
         base = "LMTP"
     elif utf8:
@@ -61,14 +70,14 @@ def received(
             f"{_safe(client_name)} [{client_address}]" if client_name else f"[{client_address}]"
         )
         source = f"from {_safe(helo) or 'unknown'} ({client})"
-    else:
-        source = (
-            f"from {_safe(local_user) or 'local'}@localhost" if local_user else "from localhost"
-        )
+    else:  # Sendmail's form for local mail: who submitted, in a comment
+        user = _safe_comment(local_user)
+        source = f"(from {user}@localhost)" if user else "(from localhost)"
     parts = [source]
     if tls:
         parts.append(f"({_safe_comment(tls)})")
-    parts.append(f"by {hostname} (Mailwright) with {protocol} id {queue_id}")
+    with_clause = "" if protocol == LOCAL_PROTOCOL else f" with {protocol}"
+    parts.append(f"by {hostname} (Mailwright){with_clause} id {queue_id}")
     # RFC 5322 3.6.7: the date always follows a ";", with or without a "for" clause
     date = email.utils.formatdate(when, localtime=True)
     if recipient:

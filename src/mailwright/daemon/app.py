@@ -282,7 +282,7 @@ class Daemon:
     async def run(self) -> None:
         self._start_helper()
         self.prepare_directories()
-        prepare_aliases(self.settings)  # compiles an alias file that never was
+        prepare_aliases(self.settings)  # compiles an alias file whose table is missing or stale
         self.store.open()
         self.writer.start()
         try:

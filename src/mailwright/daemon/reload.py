@@ -1,10 +1,11 @@
 """SIGHUP: the configuration read again and put in place as a whole, or refused as a whole.
 
-``load`` reads and validates the file, compiles the alias file if it is newer than its
-table, and builds everything that depends on the settings before anything is
-replaced: the TLS certificate (into a scratch context first), the users file and the
-access table, the address resolver (aliases, virtual tables, .forward), the policy
-pipeline, the transport table, the delivery agents. Any problem there (a TOML or
+``load`` reads and validates the file, compiles the alias file if its table was not
+built from it as it is now (another path, size or mtime), and builds everything that
+depends on the settings before anything is replaced: the TLS certificate (into a
+scratch context first), the users file and the access table, the address resolver
+(aliases, virtual tables, .forward), the policy pipeline, the transport table, the
+delivery agents. Any problem there (a TOML or
 schema error, a certificate that does not load, a transport table with a bad line)
 refuses the reload: it is logged and the old configuration stays in use. The
 daemon then swaps the parts in (``daemon.app``): sessions already running keep the
@@ -19,7 +20,6 @@ log says that a restart is needed. Settings: all of them.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +39,7 @@ from mailwright.queue.expansion import Expander
 from mailwright.queue.scheduler import SchedulerSettings
 from mailwright.queue.store import QueueStore
 from mailwright.queue.writer import QueueWriter
-from mailwright.routing.aliases import build_aliases
+from mailwright.routing.aliases import prepare_aliases
 from mailwright.routing.nexthop import Transport
 from mailwright.routing.resolution import AddressResolver
 from mailwright.routing.router import Router
@@ -99,27 +99,9 @@ def load(config_path: Path | None, current: Settings) -> tuple[Settings, list[st
 
 
 def refresh_aliases(settings: Settings) -> None:
-    """Compile the alias file when it is newer than its table (``newaliases`` on SIGHUP)."""
-    source = settings.routing.alias_file
-    if source is None:
-        return
-    try:
-        source_mtime = os.stat(source).st_mtime_ns
-    except OSError:
-        return  # the resolver reports a missing alias file
-    try:
-        table_mtime = os.stat(settings.alias_database).st_mtime_ns
-    except OSError:
-        table_mtime = -1
-    if table_mtime >= source_mtime:
-        return
-    try:
-        lines = build_aliases(settings)
-    except (OSError, ValueError) as exc:
-        log.error("%s: cannot rebuild the alias table: %s", source, exc)
-        return
-    for line in lines:
-        log.info("%s", line)
+    """``newaliases`` on SIGHUP: compile the alias file when its table was not built from
+    it as it is now (another file, size or mtime: ``routing.aliases.out_of_date``)."""
+    prepare_aliases(settings)
 
 
 def build_parts(

@@ -2,7 +2,8 @@
 
 For each decision event it asks the policy pipeline, streams the message
 content into a header parser and a spool (bounded memory whatever the size),
-checks the hop count, prepends ``Received:``, and answers ``250`` to the end of
+checks the hop count, prepends ``Received:`` (and, for trusted clients, adds a missing
+``From:``, ``Date:`` or ``Message-ID:``), and answers ``250`` to the end of
 data only after the queue commit (fsync) has returned. A failed commit answers
 ``451 4.3.0`` (``452 4.3.1`` when the disk is full) and nothing is kept.
 
@@ -32,7 +33,7 @@ import time
 
 from mailwright.config.schema import Listener, ListenerKind
 from mailwright.core.envelope import Envelope
-from mailwright.core.headers import HeaderList, HeaderParser
+from mailwright.core.headers import HeaderList, HeaderParser, add_missing_origin_fields
 from mailwright.core.queueid import new_queue_id
 from mailwright.core.reply import Reply
 from mailwright.core.trace import hop_count, protocol_name, received
@@ -436,6 +437,7 @@ class Session:
             auth=bool(info.auth_user),
             utf8=txn.params.smtputf8,
             lmtp=self.listener.kind is ListenerKind.LMTP,
+            local=info.is_local,
         )
 
     def _with_trace(self, txn: Transaction, headers: HeaderList) -> HeaderList:
@@ -453,7 +455,20 @@ class Session:
             tls=tls,
             local_user=info.local_user,
         )
-        return HeaderList([trace, *headers])
+        out = HeaderList([trace, *headers])
+        if self._completes_headers():
+            sender = "" if txn.sender is None else str(txn.sender)
+            add_missing_origin_fields(out, sender, self.ctx.settings.hostname)
+        return out
+
+    def _completes_headers(self) -> bool:
+        """Trusted network clients (loopback, ``relay.networks``, authenticated) get a
+        missing From/Date/Message-ID added, as Postfix's ``local_header_rewrite_clients``;
+        strangers never (local submissions: ``LocalSubmissionPolicy``; LMTP: never)."""
+        info = self.info
+        if info.is_local or self.listener.kind is ListenerKind.LMTP:
+            return False
+        return info.trusted_relay or bool(info.auth_user)
 
     async def _finish(self, txn: Transaction, spool: Spool) -> Reply:
         """End-of-message policy, then the durable commit; returns the reply to send."""

@@ -7,7 +7,8 @@ subdomains) and ``To:`` entries of the access table that say ``RELAY``. For
 those clients a local part that still routes somewhere (``user%other@local``,
 ``other!user@local``, ``"user@other"@local``) is refused too: a later hop could
 act on it, which is how open relays were made. An address literal
-(``user@[192.0.2.1]``) is local only when listed in the local domains. The
+(``user@[192.0.2.1]``) is local when listed in the local domains or when it names
+an address a listener is bound to (``Settings.local_domains`` adds those). The
 refusal is Sendmail's ``550 5.7.1 <rcpt>... Relaying denied``. Trusts the
 client address from the socket, nothing the client says. Settings: ``relay.*``,
 ``routing.local_domains``, ``access.table``.

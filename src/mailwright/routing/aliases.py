@@ -17,18 +17,22 @@ Format, as Sendmail reads it:
 temporary name, fsyncs it and renames it over the table in use, so a reader sees
 the old table or the new one, never half of one. ``AliasTable`` opens the file
 read-only and notices a rebuilt file (another inode, size or mtime, checked at
-most once a second) without a restart. The summary line is Sendmail's:
+most once a second) without a restart. The table records the source's path, size
+and mtime; ``refresh_table`` (at start-up and on SIGHUP) rebuilds a table whose
+record differs from the file ``routing.alias_file`` names now. The summary line is Sendmail's:
 ``/etc/aliases: 12 aliases, longest 40 bytes, 300 bytes total`` (bytes of name plus
 value, longest value).
 
-Also the two entry points the command line uses (``newaliases`` / ``sendmail -bi``
-and ``sendmail -bv``): ``build_aliases(settings)`` and ``resolve_address(settings,
-address)``. Trusts nothing in the source file. Settings: ``routing.alias_file``,
-``routing.alias_database`` (through ``Settings.alias_database``).
+Also the entry points of ``cli/routing_seam``: ``build_aliases(settings)`` and
+``resolve_address(settings, address)`` (``sendmail -bv``); ``newaliases`` and
+``sendmail -bi`` are ``cli.aliases.newaliases``. Trusts nothing in the source file.
+Settings: ``routing.alias_file``, ``routing.alias_database`` (through
+``Settings.alias_database``).
 """
 
 from __future__ import annotations
 
+import contextvars
 import errno
 import logging
 import os
@@ -383,45 +387,79 @@ class AliasTable:
             return
         if self._conn is not None:
             self._conn.close()
-            log.info("alias table %s reloaded (%s aliases)", self.database, meta.get("count"))
+            # noticed during some lookup: that message's id does not belong on this line
+            log_unattributed(
+                logging.INFO,
+                "alias table %s reloaded (%s aliases)",
+                self.database,
+                meta.get("count"),
+            )
         self._conn, self._stamp, self.meta = conn, stamp, meta
         self.reloads += 1
 
 
-def out_of_date(source: Path, table: AliasTable) -> bool:
-    """Is the source newer than what the table was compiled from (Sendmail warns)?"""
+def out_of_date(source: Path, table: AliasTable) -> str:
+    """Why the table was not compiled from ``source`` as it is now ("" when it was): another
+    file (``routing.alias_file`` changed), another size or another mtime. Not "older":
+    a file put in place with ``cp -p`` or ``rsync -a`` may be older than the table."""
     try:
         st = source.stat()
     except OSError:
-        return False
+        return ""  # the resolver reports a missing alias file
     meta = table.info()
     if not meta:
-        return True
-    return meta.get("source_mtime_ns") != str(st.st_mtime_ns) or meta.get("source_size") != str(
-        st.st_size
-    )
+        return "no table"
+    built_from = meta.get("source", "")
+    if os.path.abspath(built_from) != os.path.abspath(source):
+        return f"built from {built_from}"
+    if meta.get("source_size") != str(st.st_size):
+        return "the file changed size"
+    if meta.get("source_mtime_ns") != str(st.st_mtime_ns):
+        return "the file changed"
+    return ""
+
+
+def refresh_table(settings: Settings) -> BuildReport | None:
+    """Compile ``routing.alias_file`` when its table is missing or out of date (see
+    ``out_of_date``); None when the table is current. ``OSError`` as ``compile_aliases``."""
+    source, database = settings.routing.alias_file, settings.alias_database
+    if source is None or not source.exists():
+        return None
+    if database.exists():
+        table = AliasTable(database)
+        try:
+            reason = out_of_date(source, table)
+        finally:
+            table.close()
+        if not reason:
+            return None
+        log_unattributed(
+            logging.INFO, "alias table %s out of date (%s): rebuilding", database, reason
+        )
+    return compile_aliases(source, database)
 
 
 def prepare_aliases(settings: Settings) -> None:
-    """At start-up: compile an alias file that was never compiled; warn about a stale
-    table (Sendmail's "alias database out of date"), which stays in use."""
-    source, database = settings.routing.alias_file, settings.alias_database
-    if source is None or not source.exists():
-        return
-    if database.exists():
-        table = AliasTable(database)
-        if out_of_date(source, table):
-            log.warning("alias database %s out of date (run mailwright aliases build)", database)
-        table.close()
-        return
+    """At start-up (and on SIGHUP): compile an alias file whose table is missing or out of
+    date; its bad lines are logged, its good ones used (as ``newaliases`` does)."""
     try:
-        report = compile_aliases(source, database)
+        report = refresh_table(settings)
     except OSError as exc:
-        log.error("cannot build alias database %s: %s", database, exc)
+        log_unattributed(
+            logging.ERROR, "cannot build alias database %s: %s", settings.alias_database, exc
+        )
+        return
+    if report is None:
         return
     for problem in report.problems:
-        log.warning("%s", problem)
-    log.info("%s", report.summary())
+        log_unattributed(logging.WARNING, "%s", problem)
+    log_unattributed(logging.INFO, "%s", report.summary())
+
+
+def log_unattributed(level: int, message: str, *args: object) -> None:
+    """Log a line about the alias table, not about the message being handled: an empty
+    context, so the queue-id filter (``observability.maillog``) finds no message's id."""
+    contextvars.Context().run(log.log, level, message, *args)
 
 
 # ---- the command-line entry points ----------------------------------------------------------

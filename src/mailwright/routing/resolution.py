@@ -195,7 +195,7 @@ class AddressResolver:
     @classmethod
     def from_settings(cls, settings: Settings, build_missing: bool = True) -> AddressResolver:
         """The resolver the settings describe. With ``build_missing``, an alias file
-        that was never compiled is compiled now (a stale one is only reported)."""
+        whose table is missing or out of date is compiled now."""
         routing = settings.routing
         if build_missing:
             prepare_aliases(settings)
@@ -220,8 +220,9 @@ class AddressResolver:
         return domain == "" or domain.lower() in self.local_domains
 
     def handles(self, address: str | Address) -> bool:
-        """Is this address resolved here (a local or virtual domain)?"""
-        domain = address.domain if isinstance(address, Address) else address.rpartition("@")[2]
+        """Is this address resolved here (a local or virtual domain)? A bare name (only
+        ``postmaster`` is accepted without a domain, RFC 5321 4.5.1) is local."""
+        domain = address.domain if isinstance(address, Address) else _domain_of(address)
         return self.is_local_domain(domain) or self._virtual_domain(domain)
 
     def _virtual_domain(self, domain: str) -> bool:
@@ -234,7 +235,7 @@ class AddressResolver:
         """What makes two recipients the same destination (for duplicate removal)."""
         if target is not None:
             return _target_key(target)
-        addr = address if isinstance(address, Address) else _parse(address)
+        addr = address if isinstance(address, Address) else _recipient(address)
         if addr is not None and self.is_local_domain(addr.domain):
             return ("name", addr.local.lower())
         return ("addr", _norm(addr) if addr is not None else str(address).lower())
@@ -596,6 +597,17 @@ def _names(name: str) -> list[str]:
     """``user+detail`` is looked up as itself, then as ``user``."""
     user, detail = split_detail(name)
     return [name, user] if detail else [name]
+
+
+def _domain_of(text: str) -> str:
+    return text.rpartition("@")[2] if "@" in text else ""
+
+
+def _recipient(text: str) -> Address | None:
+    """A stored recipient: a mailbox, or bare ``postmaster``."""
+    if "@" not in text:
+        return Address(text.lower(), "") if text.lower() == "postmaster" else None
+    return _parse(text)
 
 
 def _parse(text: str) -> Address | None:

@@ -11,6 +11,7 @@ import pytest
 from mailwright.cli.draft import (
     Draft,
     MessageTooBigError,
+    qualify_address_list,
     read_input,
     split_argument,
     to_crlf,
@@ -151,3 +152,35 @@ def test_split_argument() -> None:
     assert split_argument("a@b, c@d") == ["a@b", "c@d"]
     assert split_argument("Ann <a@b>") == ["a@b"]
     assert split_argument("  ") == []
+
+
+# ---- qualifying header addresses (issue 12 item 15) ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "qualified"),
+    [
+        (" alice", " alice@mx.test"),
+        (" alice, Bob <bob>, c@x.test", " alice@mx.test, Bob <bob@mx.test>, c@x.test"),
+        (" Team: alice, bob;", " Team: alice@mx.test, bob@mx.test;"),
+        (" undisclosed-recipients:;", " undisclosed-recipients:;"),
+        (" alice (the boss)", " alice@mx.test (the boss)"),
+        (' "Doe, John" <jd>, x', ' "Doe, John" <jd@mx.test>, x@mx.test'),
+        (" first.last,\r\n\troot", " first.last@mx.test,\r\n\troot@mx.test"),
+        (" Alice Smith", " Alice Smith"),  # not an address: left alone
+        (" <>", " <>"),
+        (" a@b (c, d)", " a@b (c, d)"),
+        (" <@a,@b:c@d>", " <@a,@b:c@d>"),
+        (" =?utf-8?q?x?= <alice>", " =?utf-8?q?x?= <alice@mx.test>"),
+    ],
+)
+def test_qualify_address_list(value: str, qualified: str) -> None:
+    assert qualify_address_list(value, "mx.test") == qualified
+
+
+def test_only_address_fields_are_qualified() -> None:
+    draft = Draft.parse(b"To: a\r\nSubject: b\r\nResent-Cc: c\r\nX-To: d\r\n\r\nbody\r\n")
+    draft.qualify_addresses("mx.test")
+    assert draft.encode() == (
+        b"To: a@mx.test\r\nSubject: b\r\nResent-Cc: c@mx.test\r\nX-To: d\r\n\r\nbody\r\n"
+    )

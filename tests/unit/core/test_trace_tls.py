@@ -39,3 +39,26 @@ def test_the_date_follows_a_semicolon_with_and_without_a_recipient() -> None:
         tokens, semicolon, date = header.text.rpartition(";")
         assert semicolon == ";" and email.utils.parsedate_to_datetime(date.strip()).timestamp() == 0
         assert tokens.endswith("id Q1" if recipient is None else "for <b@y.test>")
+
+
+def test_local_submission_gets_sendmails_form() -> None:
+    # issue 12 item 16: no "from" clause (no client host), no "with" (protocol local)
+    def local(user: str) -> str:
+        header = received(
+            helo="",
+            client_name=f"{user}@localhost",
+            client_address="",
+            hostname="mx.test",
+            protocol=protocol_name(local=True),
+            queue_id="Q1",
+            recipient=None,
+            local_user=user,
+            when=0.0,
+        )
+        return header.encode().decode()
+
+    assert local("nobody").startswith(
+        "Received: (from nobody@localhost)\r\n\tby mx.test (Mailwright) id Q1;\r\n\t"
+    )
+    assert local("a(b)").startswith("Received: (from a?b?@localhost)\r\n")
+    assert local("").startswith("Received: (from localhost)\r\n")

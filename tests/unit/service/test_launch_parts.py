@@ -16,6 +16,8 @@ from mailwright.daemon.bindings import BindError, bind_all
 from mailwright.daemon.pidfile import AlreadyRunningError, PidFile
 from mailwright.daemon.privileges import service_account
 from mailwright.daemon.reload import effective_settings, refresh_aliases
+from mailwright.routing.aliases import AliasTable
+from mailwright.routing.items import Item, ItemKind
 from tests.support.daemon import free_port
 from tests.support.peers import is_root, peer
 
@@ -123,12 +125,33 @@ def test_sighup_compiles_an_alias_file_newer_than_its_table(tmp_path: Path) -> N
     table = settings.alias_database
     assert table.exists()
     before = table.stat().st_mtime_ns
-    refresh_aliases(settings)  # not newer: left alone
+    refresh_aliases(settings)  # unchanged: left alone
     assert table.stat().st_mtime_ns == before
     (tmp_path / "aliases").write_text("team: bob\n")
     os.utime(tmp_path / "aliases", ns=(before + 10**9, before + 10**9))
     refresh_aliases(settings)
     assert table.stat().st_mtime_ns > before
+
+
+def test_sighup_compiles_another_alias_file_older_than_the_table(tmp_path: Path) -> None:
+    # issue 12 item 24: routing.alias_file now names a file put in place with cp -p
+    (tmp_path / "old").write_text("team: alice\n")
+    (tmp_path / "new").write_text("team: bob\n")
+    os.utime(tmp_path / "new", ns=(10**18, 10**18))  # long before the table is built
+    first = {
+        "queue": {"directory": str(tmp_path)},
+        "routing": {"alias_file": str(tmp_path / "old")},
+    }
+    refresh_aliases(Settings.model_validate(first))
+    second = {**first, "routing": {"alias_file": str(tmp_path / "new")}}
+    settings = Settings.model_validate(second)
+    refresh_aliases(settings)
+    table = AliasTable(settings.alias_database)
+    try:
+        assert table.info()["source"] == str(tmp_path / "new")
+        assert table.lookup("team") == (Item(ItemKind.ADDRESS, "bob"),)
+    finally:
+        table.close()
 
 
 @root_only
