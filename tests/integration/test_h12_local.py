@@ -177,7 +177,8 @@ def test_delivery_killed_while_locking_leaves_no_empty_lock(shared: Path) -> Non
         with smtplib.SMTP("127.0.0.1", mw.port, timeout=30) as s:
             assert s.sendmail("s@example.com", ["alice@mx.test"], message("alice")) == {}
         wait_until(lambda: mbox_count(mail / "alice") == 1, PROMPT, "delivery to alice")
-        assert sorted(os.listdir(mail)) == ["alice"]  # the killed one's temporary file too
+        # the lock goes once the append is done; the killed one's temporary file too
+        wait_until(lambda: sorted(os.listdir(mail)) == ["alice"], PROMPT, "the lock released")
     finally:
         mw.stop()
 
