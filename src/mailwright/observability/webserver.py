@@ -7,7 +7,9 @@ same style as the SMTP core): ``RequestFraming`` turns bytes into one ``Request`
 and a ``Response`` into bytes, and ``parse_head`` reads a head alone. Limits: a
 request head of 16 KiB, a body of 64 KiB (forms only; no chunked uploads),
 HTTP/1.x only, an origin-form target (``/...``), 10 seconds to send the request,
-64 connections at once (more are closed at once). Trusts nothing the client
+64 connections at once (more are closed at once). After the answer the server
+half-closes and drops what the client still sends for up to 2 seconds (1 MiB),
+so that the answer is not lost to a reset. Trusts nothing the client
 sends: a malformed request gets a 4xx (or 501) and the connection is closed.
 Each request is logged at DEBUG with its method, path and status only: never
 the query string, a header or the body, so credentials stay out of the logs.
@@ -33,6 +35,8 @@ MAX_HEAD = 16 * 1024
 MAX_BODY = 64 * 1024
 REQUEST_TIMEOUT = 10.0
 MAX_CONNECTIONS = 64
+LINGER = 2.0  # seconds, after the answer: see WebServer._linger
+LINGER_BYTES = 1 << 20
 _READ_SIZE = 64 * 1024
 # h11 quotes the offending bytes after the reason ("illegal header line: b'...'"):
 # the reason alone goes back to the client.
@@ -268,6 +272,7 @@ class WebServer:
         with contextlib.suppress(OSError, TimeoutError):
             async with asyncio.timeout(REQUEST_TIMEOUT):
                 await writer.drain()
+            await self._linger(reader, writer)
 
     async def _answer(self, request: Request) -> Response:
         try:
@@ -277,6 +282,17 @@ class WebServer:
         except Exception:
             log.exception("http: %s %s failed", request.method, request.path[:200])
             return Response(500, b"internal error\n", "text/plain")
+
+    @staticmethod
+    async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Half-closes, then drops what the client still sends (a pipelined request, a
+        body not read) for a moment: closing with unread data would send a reset, which
+        can destroy the answer before the client has read it."""
+        writer.write_eof()
+        dropped = 0
+        async with asyncio.timeout(LINGER):
+            while dropped < LINGER_BYTES and (chunk := await reader.read(_READ_SIZE)):
+                dropped += len(chunk)
 
     @staticmethod
     async def _read(reader: asyncio.StreamReader, framing: RequestFraming) -> Request:

@@ -129,8 +129,10 @@ def test_bodies_over_the_limit_get_413_without_being_read() -> None:
     with serving() as (port, seen):
         # The head alone: the server answers without waiting for the body.
         over = exchange(port, post_head(MAX_BODY + 1))
+        # The body too: the server drops it after the answer, so no reset destroys the 413.
+        sent = exchange(port, post_head(4 * MAX_BODY) + b"x" * 4 * MAX_BODY)
         ok = exchange(port, post_head(MAX_BODY) + at_limit)
-    assert status(over) == 413
+    assert status(over) == status(sent) == 413
     assert status(ok) == 200 and ok.endswith(b"seen " + at_limit)
     assert len(seen) == 1
 
@@ -201,10 +203,16 @@ def test_pipelined_requests_get_one_answer_and_a_close() -> None:
         body_then_more = exchange(
             port, b"POST /two HTTP/1.1\r\n" + HOST + b"Content-Length: 3\r\n\r\nabc" + first
         )
+        # More than the server reads with the first request: dropped, not reset.
+        big = post_head(MAX_BODY) + b"x" * MAX_BODY
+        before_big = [exchange(port, first + big * 4) for _ in range(5)]
+    assert [status(a) for a in before_big] == [200] * 5
     assert status(answer) == 200 and answer.count(b"HTTP/1.1 ") == 1
     assert status(body_then_more) == 200 and body_then_more.endswith(b"seen abc")
     assert body_then_more.count(b"HTTP/1.1 ") == 1
-    assert [(r.method, r.path) for r in seen] == [("GET", "/one"), ("POST", "/two")]
+    assert [(r.method, r.path) for r in seen] == [("GET", "/one"), ("POST", "/two")] + [
+        ("GET", "/one")
+    ] * 5
 
 
 def test_http_1_0_and_head_requests() -> None:
