@@ -1,8 +1,8 @@
 """The few settings the ``sendmail`` command line needs, read with the standard library only.
 
 ``sendmail`` runs for every cron job and every PHP ``mail()``, so it must start fast and
-cannot load pydantic. It reads the same TOML file as the daemon with ``tomllib`` and
-takes only these keys: ``hostname``, ``queue.directory``, ``local.socket``,
+cannot load pydantic. It finds and reads the same TOML file as the daemon (``config.file``)
+and takes only these keys: ``hostname``, ``queue.directory``, ``local.socket``,
 ``local.maildrop``, ``local.domain``, ``local.trusted_users``,
 ``server.max_message_size``, ``server.max_hop_count``, ``routing.local_domains``.
 Defaults and the resolution of relative paths are those of ``config.schema`` (a unit test
@@ -17,19 +17,17 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from mailwright.config.file import ConfigError, config_path, read_toml
+
 if TYPE_CHECKING:
     from mailwright.config.schema import Settings
 
-# the same as config.loader (which imports pydantic, so it is not imported here)
-DEFAULT_PATH = "/etc/mailwright/mailwright.toml"
-ENV_VAR = "MAILWRIGHT_CONFIG"
 DEFAULT_QUEUE_DIR = "/var/spool/mailwright"
 DEFAULT_MAX_MESSAGE_SIZE = 50 * 1024 * 1024
 DEFAULT_MAX_HOP_COUNT = 50
 
 
-class LiteConfigError(Exception):
-    """A configuration problem, ready to print: ``file: key: problem``."""
+LiteConfigError = ConfigError  # the name sendmail catches
 
 
 class SubmitConfig:
@@ -94,18 +92,9 @@ class SubmitConfig:
         return address if "@" in address else f"{address}@{self.domain}"
 
 
-def config_path(explicit: str | None = None) -> str | None:
-    if explicit:
-        return explicit
-    env = os.environ.get(ENV_VAR)
-    if env:
-        return env
-    return DEFAULT_PATH if os.path.exists(DEFAULT_PATH) else None
-
-
 def load(explicit: str | None = None) -> SubmitConfig:
     path = config_path(explicit)
-    data = _read(path) if path is not None else {}
+    data = read_toml(path) if path is not None else {}
     base = os.path.dirname(os.path.realpath(path)) if path is not None else os.getcwd()
     reader = _Reader(path or "(defaults)", data)
     hostname = reader.text("hostname", "") or _default_hostname()
@@ -137,26 +126,6 @@ def _default_hostname() -> str:
     import socket
 
     return socket.gethostname() or "localhost"
-
-
-def _read(path: str) -> dict[str, Any]:
-    import tomllib
-
-    try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError:
-        raise LiteConfigError(f"{path}: no such file") from None
-    except PermissionError:
-        raise LiteConfigError(f"{path}: permission denied") from None
-    except IsADirectoryError:
-        raise LiteConfigError(f"{path}: is a directory, not a file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise LiteConfigError(f"{path}: TOML syntax error: {exc}") from None
-    except UnicodeDecodeError:
-        raise LiteConfigError(f"{path}: not valid UTF-8") from None
-    except OSError as exc:
-        raise LiteConfigError(f"{path}: cannot read: {exc.strerror}") from None
 
 
 class _Reader:

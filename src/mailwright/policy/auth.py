@@ -20,8 +20,8 @@ import secrets
 import stat
 from pathlib import Path
 
+from mailwright.core.tablefile import TableError, entry_lines
 from mailwright.policy.watched import WatchedFile
-from mailwright.routing.table import TableError
 
 DEFAULT_ROUNDS = 12  # about a quarter of a second per check on one core
 MAX_PASSWORD = 72  # octets bcrypt looks at; longer ones are refused, never cut
@@ -63,14 +63,7 @@ def parse_users(text: bytes, name: str) -> tuple[Users, list[TableError]]:
     users: Users = {}
     first_line: dict[str, int] = {}
     errors: list[TableError] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        try:
-            line = raw.decode("utf-8").strip()
-        except UnicodeDecodeError:
-            errors.append(TableError(name, number, "not valid UTF-8"))
-            continue
-        if not line or line.startswith("#"):
-            continue
+    for number, line in entry_lines(text, name, errors):
         user, colon, hashed = line.partition(":")
         problem = _entry_problem(user, colon, hashed.strip())
         if problem is None and user in users:

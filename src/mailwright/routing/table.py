@@ -1,11 +1,11 @@
 """Reading ``key value`` table files (transport, credentials, static DNS), line by line.
 
 The format shared by Sendmail's makemap sources and Postfix's postmap sources:
-one entry per line, the key, white space, the value; blank lines and lines
-whose first non-blank character is ``#`` are ignored (no trailing comments, so
-a value may contain ``#``). Trusts nothing in the file: every problem becomes a
-``TableError`` naming file, line and problem, and the line is skipped; a file
-that cannot be read is one ``TableError`` with line 0. Reads no settings.
+one entry per line, the key, white space, the value; blank lines and ``#``
+comment lines are ignored (``core.tablefile`` finds the entry lines). Trusts
+nothing in the file: every problem becomes a ``TableError`` naming file, line and
+problem, and the line is skipped; a file that cannot be read is one
+``TableError`` with line 0. Reads no settings.
 """
 
 from __future__ import annotations
@@ -16,21 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from mailwright.core.tablefile import TableError, entry_lines
+
+__all__ = ["TableError", "TableLine", "keyed_entries", "read_table", "split_table"]
+
 V = TypeVar("V")
-
-
-@dataclass(frozen=True, slots=True)
-class TableError:
-    """One problem in a table file, printed as ``file:line: problem``."""
-
-    path: str
-    line: int  # 0: the file as a whole (unreadable)
-    problem: str
-
-    def __str__(self) -> str:
-        if self.line:
-            return f"{self.path}:{self.line}: {self.problem}"
-        return f"{self.path}: {self.problem}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,14 +46,7 @@ def split_table(data: bytes, name: str) -> tuple[list[TableLine], list[TableErro
     """Entries and problems of table text ``data`` (``name`` labels the errors)."""
     entries: list[TableLine] = []
     errors: list[TableError] = []
-    for number, raw in enumerate(data.splitlines(), start=1):
-        try:
-            line = raw.decode("utf-8").strip()
-        except UnicodeDecodeError:
-            errors.append(TableError(name, number, "not valid UTF-8"))
-            continue
-        if not line or line.startswith("#"):
-            continue
+    for number, line in entry_lines(data, name, errors):
         parts = line.split(None, 1)
         if len(parts) < 2:
             errors.append(

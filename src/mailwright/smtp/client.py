@@ -34,6 +34,7 @@ from mailwright.core import xtext
 from mailwright.core.envelope import BodyType, MailParams, Notify
 from mailwright.core.reply import Reply
 from mailwright.smtp.encoder import DotStuffer, LineEndings
+from mailwright.smtp.extensions import Extensions as Extensions  # noqa: PLC0414 (delivery uses it)
 from mailwright.smtp.reply import ReplyError, ReplyParser
 
 
@@ -65,53 +66,6 @@ class Credentials:
 
 
 AUTH_MECHANISMS = ("PLAIN", "LOGIN")  # what ``authenticate`` can do, in order of preference
-
-
-@dataclass(frozen=True, slots=True)
-class Extensions:
-    """What the peer offered in its EHLO/LHLO reply (all false after HELO)."""
-
-    esmtp: bool = False
-    pipelining: bool = False
-    size: int | None = None  # None: no SIZE keyword; 0: SIZE without a limit
-    eightbitmime: bool = False
-    smtputf8: bool = False
-    dsn: bool = False
-    chunking: bool = False
-    starttls: bool = False
-    enhancedstatuscodes: bool = False
-    auth: tuple[str, ...] = ()
-    keywords: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def parse(cls, reply: Reply) -> Extensions:
-        keywords: dict[str, str] = {}
-        for line in reply.lines[1:]:
-            key, _, value = line.strip().partition(" ")
-            if key:
-                keywords[key.upper()] = value.strip()
-        size: int | None = None
-        if "SIZE" in keywords:
-            value = keywords["SIZE"]
-            # ASCII digits only: "²".isdigit() is true and int("²") raises
-            size = int(value) if value.isascii() and value.isdigit() and len(value) < 20 else 0
-        auth = keywords.get("AUTH", "")
-        if "AUTH" not in keywords:  # old servers: "AUTH=LOGIN PLAIN"
-            old = next((k for k in keywords if k.startswith("AUTH=")), None)
-            auth = f"{old[5:]} {keywords[old]}" if old else ""
-        return cls(
-            esmtp=True,
-            pipelining="PIPELINING" in keywords,
-            size=size,
-            eightbitmime="8BITMIME" in keywords,
-            smtputf8="SMTPUTF8" in keywords,
-            dsn="DSN" in keywords,
-            chunking="CHUNKING" in keywords,
-            starttls="STARTTLS" in keywords,
-            enhancedstatuscodes="ENHANCEDSTATUSCODES" in keywords,
-            auth=tuple(auth.upper().split()),
-            keywords=keywords,
-        )
 
 
 class Phase(StrEnum):

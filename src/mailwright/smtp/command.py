@@ -17,6 +17,7 @@ from mailwright.core import xtext
 from mailwright.core.address import Address, AddressError, parse_path
 from mailwright.core.envelope import BodyType, MailParams, Notify, Recipient, Ret
 from mailwright.core.reply import Reply
+from mailwright.smtp.extensions import Extensions
 
 MAX_SIZE_DIGITS = 20
 
@@ -110,18 +111,6 @@ def _params(items: list[str]) -> list[tuple[str, str | None]]:
     return out
 
 
-@dataclass(frozen=True, slots=True)
-class Extensions:
-    """What this server offers; parameters for extensions not offered are refused."""
-
-    size: bool = True
-    eightbit: bool = True
-    smtputf8: bool = True
-    dsn: bool = True
-    chunking: bool = True
-    auth: bool = False
-
-
 def _unsupported(key: str) -> CommandError:
     return CommandError(Reply.of(555, "5.5.4", f"Unsupported parameter {key}"))
 
@@ -148,12 +137,12 @@ def parse_mail(
 
 
 def _mail_param(params: MailParams, key: str, value: str | None, ext: Extensions) -> None:
-    if key == "SIZE" and ext.size:
+    if key == "SIZE" and ext.size is not None:
         size = ascii_number(_need(value, key), MAX_SIZE_DIGITS)
         if size is None:
             raise _syntax("5.5.4", "SIZE must be a number of octets (ASCII digits)")
         params.size = size
-    elif key == "BODY" and ext.eightbit:
+    elif key == "BODY" and ext.eightbitmime:
         try:
             params.body = BodyType(_keyword(_need(value, key)))
         except ValueError:
@@ -171,7 +160,7 @@ def _mail_param(params: MailParams, key: str, value: str | None, ext: Extensions
             raise _syntax("5.5.4", "RET must be FULL or HDRS") from None
     elif key == "ENVID" and ext.dsn:
         params.envid = _xtext(_need(value, key), key, limit=100)
-    elif key == "AUTH" and ext.auth:
+    elif key == "AUTH" and bool(ext.auth):
         text = _need(value, key)
         params.auth = "<>" if text == "<>" else _xtext(text, key, limit=500)
     else:

@@ -25,13 +25,13 @@ from mailwright.core.reply import Reply
 from mailwright.smtp import events as ev
 from mailwright.smtp.command import (
     CommandError,
-    Extensions,
     ascii_number,
     parse_mail,
     parse_rcpt,
     split_command,
 )
 from mailwright.smtp.data import BdatReader, ContentChecks, DataLimits, DataReader
+from mailwright.smtp.extensions import Extensions
 
 
 @dataclass(frozen=True, slots=True)
@@ -384,14 +384,19 @@ class ServerConnection:
     def _extensions(self) -> Extensions:
         s = self.settings
         if not self.esmtp:
-            return Extensions(False, False, False, False, False, False)
+            return Extensions()
         return Extensions(
-            size=True,
-            eightbit=True,
+            esmtp=True,
+            pipelining=True,
+            size=s.data_limits.max_size,
+            eightbitmime=True,
             smtputf8=s.smtputf8,
             dsn=s.dsn,
             chunking=s.chunking,
-            auth=bool(self.auth_mechanisms) and self._auth_allowed,
+            starttls=self.tls_available and not self.tls,
+            enhancedstatuscodes=True,
+            # AUTH= on MAIL stays valid once logged in, when AUTH is no longer offered
+            auth=self.auth_mechanisms if self._auth_allowed else (),
         )
 
     @property

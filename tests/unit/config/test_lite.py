@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mailwright.config import lite, loader
+from mailwright.config import file, lite
 from mailwright.config.lite import LiteConfigError, SubmitConfig
 from mailwright.config.loader import ConfigError, load_settings
 from tests.support.daemon import SRC
@@ -47,16 +47,21 @@ def test_lite_view_matches_the_full_settings(tmp_path: Path, text: str) -> None:
 
 
 def test_defaults_match_without_a_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delenv(lite.ENV_VAR, raising=False)
+    monkeypatch.delenv(file.ENV_VAR, raising=False)
     absent = tmp_path / "no-such" / "mailwright.toml"  # whatever /etc holds on this machine
-    monkeypatch.setattr(lite, "DEFAULT_PATH", str(absent))
-    monkeypatch.setattr(loader, "DEFAULT_PATH", absent)
+    monkeypatch.setattr(file, "DEFAULT_PATH", str(absent))
     same(lite.load(None), SubmitConfig.from_settings(load_settings(None)))
 
 
-def test_constants_match_the_loader() -> None:
-    assert str(loader.DEFAULT_PATH) == lite.DEFAULT_PATH
-    assert lite.ENV_VAR == loader.ENV_VAR
+def test_both_readers_report_file_problems_alike(tmp_path: Path) -> None:
+    for text in ["[queue\n", "\xff"]:
+        path = tmp_path / "bad.toml"
+        path.write_bytes(text.encode("latin-1"))
+        with pytest.raises(ConfigError) as full:
+            load_settings(path)
+        with pytest.raises(LiteConfigError) as light:
+            lite.load(str(path))
+        assert str(full.value) == str(light.value)
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,8 @@ from mailwright.dsn import (
     summary,
 )
 from mailwright.queue.store import NewMessage, RecipientState, StoredRecipient
-from mailwright.smtp.command import Extensions, parse_mail, parse_rcpt
+from mailwright.smtp.command import parse_mail, parse_rcpt
+from mailwright.smtp.extensions import Extensions
 from tests.unit.dsn.builders import ARRIVED, HOST, NOW, make_original, original_headers, rcpt
 from tests.unit.dsn.reading import parse, raw_parts, report_bytes, status_blocks, text_part
 
@@ -44,7 +45,7 @@ def failure(original_recipients: list[Recipient], **kwargs: Any) -> NewMessage:
 
 
 def test_envid_and_orcpt_round_trip_through_xtext() -> None:
-    ext = Extensions()
+    ext = Extensions.everything()
     sender, params, _, _ = parse_mail("FROM:<alice@example.com> RET=HDRS ENVID=QQ+2B1+3Dx", ext)
     recipient, _, _ = parse_rcpt(
         "TO:<bob@example.org> NOTIFY=FAILURE ORCPT=rfc822;Bob+2Bfigures@Example.org", ext, False
@@ -57,7 +58,7 @@ def test_envid_and_orcpt_round_trip_through_xtext() -> None:
 
 
 def test_control_characters_in_envid_and_orcpt_stay_xtext() -> None:
-    ext = Extensions()
+    ext = Extensions.everything()
     _, params, _, _ = parse_mail("FROM:<alice@example.com> ENVID=a+0D+0ABcc:+20evil", ext)
     recipient, _, _ = parse_rcpt("TO:<bob@example.org> ORCPT=rfc822;x+0D+0AX-Evil:+201", ext, False)
     report = failure([recipient], params=params)

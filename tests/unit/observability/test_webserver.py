@@ -89,13 +89,13 @@ def test_a_real_server_answers_and_logs_no_query(caplog: pytest.LogCaptureFixtur
         try:
             requests = [
                 b"GET /x?secret=hunter2 HTTP/1.1\r\nHost: a\r\n\r\n",
-                b"POST /x HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
-                b"HEAD /x HTTP/1.1\r\n\r\n",
-                b"GET /boom HTTP/1.1\r\n\r\n",
-                b"POST /x HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % (MAX_BODY + 1),
-                b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
-                b"GET /x HTTP/1.1\r\nX: " + b"y" * 20000 + b"\r\n\r\n",
-                b"GET /x HTTP/1.1\r\n",  # the client gave up
+                b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
+                b"HEAD /x HTTP/1.1\r\nHost: a\r\n\r\n",
+                b"GET /boom HTTP/1.1\r\nHost: a\r\n\r\n",
+                b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % (MAX_BODY + 1),
+                b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+                b"GET /x HTTP/1.1\r\nHost: a\r\nX: " + b"y" * 20000 + b"\r\n\r\n",
+                b"GET /x HTTP/1.1\r\nHost: a\r\n",  # the client gave up
                 b"",  # a spare connection, closed unused
             ]
             return [await asyncio.to_thread(exchange, port, r) for r in requests]

@@ -14,12 +14,12 @@ from mailwright.smtp.client import (
     AuthSkipped,
     ClientEvent,
     Credentials,
-    Extensions,
     Phase,
     SessionFailed,
     SessionReady,
     TransactionDone,
 )
+from mailwright.smtp.extensions import Extensions
 
 from .client_harness import Scripted, txn
 

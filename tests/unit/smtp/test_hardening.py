@@ -14,12 +14,12 @@ from mailwright.edge.pacing import DataClock
 from mailwright.smtp import events as ev
 from mailwright.smtp.command import (
     CommandError,
-    Extensions,
     ascii_number,
     parse_mail,
     parse_rcpt,
 )
 from mailwright.smtp.data import DataLimits
+from mailwright.smtp.extensions import Extensions
 from mailwright.smtp.server import ServerSettings, State
 
 from .driver import Driver, codes

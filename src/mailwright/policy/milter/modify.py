@@ -36,11 +36,12 @@ from mailwright.policy.milter import codec
 from mailwright.policy.milter.codec import Modification
 from mailwright.policy.milter.negotiation import Options
 from mailwright.queue.spool import Spool
-from mailwright.smtp.command import CommandError, Extensions, parse_mail, parse_rcpt
+from mailwright.smtp.command import CommandError, parse_mail, parse_rcpt
+from mailwright.smtp.extensions import Extensions
 
 _FIELD_NAME = re.compile(r"^[\x21-\x39\x3b-\x7e]+$")
 _BARE_BREAK = re.compile(rb"\r?\n(?![ \t])")
-_EXTENSIONS = Extensions(auth=True)
+_EXTENSIONS = Extensions.everything()
 
 
 class ModificationError(Exception):
