@@ -135,7 +135,10 @@ def test_a_client_dripping_bdat_chunks_is_disconnected(tmp_path: Path) -> None:
                 break
             # ... and the next one dripped 0.1 s later, unless the server speaks first
             if select.select([c.sock], [], [], 0.1)[0]:
-                reply = c.reply()
+                try:
+                    reply = c.reply()
+                except ConnectionError as exc:
+                    raise AssertionError("\n".join(mw.log[-40:])) from exc
                 break
         took = time.monotonic() - start
         assert reply.startswith("421 4.4.2"), reply
