@@ -203,7 +203,8 @@ class WriterPool:
             except TimeoutError:
                 _signal(writer.pid, signal.SIGKILL)
                 code = await writer.proc.wait()
-            return Reply.of(451, "4.3.0", f"Local delivery helper ended (status {code})")
+            how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+            return Reply.of(451, "4.3.0", f"Local delivery helper ended ({how})")
         except BaseException:
             # the message could not be read to its end: it must not be taken whole
             writer.abort()
