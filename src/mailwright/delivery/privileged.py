@@ -5,7 +5,8 @@ behaviour): a mailbox in the spool is created for its owner and checked to be
 theirs (``delivery.mbox`` does that with ``owner``), programs run under the
 controlling user's uid, gid and groups, and writes into places users control (a
 file named in a ``.forward``, a Maildir) happen in a child process that gives up
-root before it opens anything (``delivery.userwriter``). Nobody runs as root: a
+root before it opens anything (``delivery.userwriter``; long-lived, one per identity,
+kept by ``delivery.writerpool``). Nobody runs as root: a
 controlling user that is root, or unknown, becomes the default user. As an
 ordinary user (``make run``) nothing changes identity; everything runs as the
 daemon's own user.
