@@ -100,6 +100,11 @@ def test_many_maildir_deliveries_share_one_writer_that_is_never_root(shared: Pat
                 assert s.sendmail("s@example.com", ["carol@mx.test"], message(n)) == {}
         wait_until(lambda: count() == 16, PROMPT, "16 messages")
         assert len(set(writer_pids(new))) <= 4  # writerpool.PER_IDENTITY, not one per message
+        live = writers_of(mw.proc.pid)
+        assert live and mw.stop() == 0
+        assert not [line for line in mw.log if "Traceback" in line or "Exception" in line]
+        gone = lambda: not any(Path(f"/proc/{pid}").exists() for pid in live)  # noqa: E731
+        wait_until(gone, PROMPT, "the writers to end with the daemon")
     finally:
         mw.stop()
 

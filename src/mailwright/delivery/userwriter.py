@@ -198,6 +198,10 @@ def serve_one(
             reply = Reply.of(451, "4.3.0", "Message not read to its end; not delivered")
         except (RequestError, ValueError) as exc:
             reply = Reply.of(451, "4.3.0", f"Local delivery helper: {exc}")
+        except BrokenStreamError:
+            raise  # no way to find the next request: the writer ends
+        except Exception as exc:  # a bug: this delivery fails, the writer goes on
+            reply = Reply.of(451, "4.3.0", f"Local delivery helper failed: {exc!r}")
     if not content.drain():
         reply = Reply.of(451, "4.3.0", "Message not read to its end; not delivered")
     return reply
