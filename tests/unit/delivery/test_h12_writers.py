@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import json
 import os
 import pwd
 import re
 import signal
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -249,3 +252,45 @@ def test_reply_lines() -> None:
     broken = parse_reply_line("Traceback (most recent call last):")
     assert broken.code == 451 and broken.status == "4.3.0"
     assert userwriter.MAX_FRAME == 1 << 16
+
+
+def userwriter_run(args: list[str], data: bytes) -> subprocess.CompletedProcess[bytes]:
+    """``python -m mailwright.delivery.userwriter ARGS`` from this tree, ``data`` on stdin."""
+    src = Path(userwriter.__file__).resolve().parents[2]
+    return subprocess.run(
+        [sys.executable, "-m", "mailwright.delivery.userwriter", *args],
+        input=data,
+        capture_output=True,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(src)},
+    )
+
+
+def test_the_command_line_mode_delivers_one_message(nobody: Identity, home: Path) -> None:
+    ids = ["--uid", str(nobody.uid), "--gid", str(nobody.gid), "--groups", str(nobody.gid)]
+    done = userwriter_run([*ids, "maildir", str(home / "Maildir")], b"Subject: one\n\nbody\n")
+    assert done.returncode == 0, done.stderr
+    (path,) = (home / "Maildir" / "new").iterdir()
+    assert path.read_bytes() == b"Subject: one\n\nbody\n" and path.stat().st_uid == nobody.uid
+    refused = userwriter_run([*ids, "mbox", str(home)], b"From x\n\n")  # a directory
+    assert refused.returncode in (73, 75) and re.match(rb"[45]\d\d [45]\.\d+\.\d+ ", refused.stderr)
+
+
+def test_a_serving_writer_answers_frames_and_ends_on_a_broken_one(
+    nobody: Identity, home: Path
+) -> None:
+    ids = ["--uid", str(nobody.uid), "--gid", str(nobody.gid), "--groups", str(nobody.gid)]
+    request = json.dumps(["maildir", str(home / "Maildir")]).encode() + b"\n"
+    stream = (
+        request
+        + b"6\nSubj: 3\nx\n\n0\n"  # delivered
+        + request
+        + b"4\nhalfabort\n"  # aborted: nothing delivered
+        + request
+        + b"9\nshort"  # the stream breaks inside a frame
+    )
+    done = userwriter_run([*ids, "serve"], stream)
+    replies = done.stdout.decode().splitlines()
+    assert replies[0] == "OK" and replies[1].startswith("451 4.3.0 Message not read to its end")
+    assert len(replies) == 2 and done.returncode == 75
+    (path,) = (home / "Maildir" / "new").iterdir()
+    assert path.read_bytes() == b"Subj: x\n\n" and list((home / "Maildir" / "tmp").iterdir()) == []
