@@ -5,7 +5,8 @@ behaviour): a mailbox in the spool is created for its owner and checked to be
 theirs (``delivery.mbox`` does that with ``owner``), programs run under the
 controlling user's uid, gid and groups, and writes into places users control (a
 file named in a ``.forward``, a Maildir) happen in a child process that gives up
-root before it opens anything (``delivery.userwriter``). Nobody runs as root: a
+root before it opens anything (``delivery.userwriter``; long-lived, one per identity,
+kept by ``delivery.writerpool``). Nobody runs as root: a
 controlling user that is root, or unknown, becomes the default user. As an
 ordinary user (``make run``) nothing changes identity; everything runs as the
 daemon's own user.
@@ -17,14 +18,10 @@ settings (the caller passes the default user and whether root may be kept).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pwd
-import signal
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mailwright.core.reply import Reply
@@ -108,78 +105,13 @@ async def write_as(
     timeout: float,
     interrupts: Interrupts | None = None,
 ) -> Reply | None:
-    """Run ``delivery.userwriter`` with ``command`` as ``who``, ``pieces`` on its stdin.
+    """Have a ``delivery.userwriter`` running as ``who`` do ``command`` with ``pieces`` as
+    the message: one of the long-lived writers of ``delivery.writerpool``.
 
     Returns None when it delivered, else the (failure) reply it reported. On
     ``interrupts`` (shutdown) the writer gets SIGTERM: it gives up a lock wait (4.2.0)
     but finishes a write it has begun.
     """
-    import asyncio  # here: the child writer imports this module and needs no asyncio
+    from mailwright.delivery import writerpool  # here: the child writer needs no asyncio
 
-    from mailwright.delivery.workers import WRITES, Interrupts
-
-    argv = [
-        sys.executable,
-        "-S",  # no site-packages: the writer needs only the standard library and us
-        "-m",
-        "mailwright.delivery.userwriter",
-        "--uid",
-        str(who.uid),
-        "--gid",
-        str(who.gid),
-        "--groups",
-        ",".join(str(g) for g in who.groups),
-        *command,
-    ]
-    package_root = Path(__file__).resolve().parents[2]  # the directory holding mailwright/
-    env = {"PATH": "/usr/bin:/bin", "LANG": "C", "PYTHONPATH": str(package_root)}
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-        cwd="/",
-    )
-    assert proc.stdin is not None and proc.stderr is not None
-    try:
-        with (interrupts or Interrupts()).watch(lambda: _terminate(proc.pid)):
-            async with asyncio.timeout(timeout):
-                iterator = pieces()
-                while (piece := await WRITES.run(next, iterator, None)) is not None:
-                    proc.stdin.write(piece)
-                    await proc.stdin.drain()
-                proc.stdin.close()
-                err = await proc.stderr.read()
-                code = await proc.wait()
-    except (BrokenPipeError, ConnectionResetError):
-        err = await proc.stderr.read()
-        code = await proc.wait()
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        return Reply.of(451, "4.3.0", "Local delivery helper timed out")
-    except BaseException:
-        # the message could not be read to its end: the writer must not take a part of
-        # it for the whole (it would, at the end of its input)
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        raise
-    if code == 0:
-        return None
-    return parse_reply(err.decode("utf-8", "replace"), code)
-
-
-def _terminate(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, signal.SIGTERM)
-
-
-def parse_reply(text: str, code: int) -> Reply:
-    """The ``CODE D.S.N text`` line the writer printed, or a reply made from its exit code."""
-    for line in text.splitlines():
-        parts = line.split(" ", 2)
-        if len(parts) == 3 and parts[0].isdigit() and parts[1].count(".") == 2:
-            return Reply.of(int(parts[0]), parts[1], parts[2])
-    last = text.strip().splitlines()[-1] if text.strip() else f"exit status {code}"
-    return Reply.of(451, "4.3.0", f"Local delivery helper failed: {last}")
+    return await writerpool.pool().write(who, command, pieces, timeout, interrupts)
