@@ -43,6 +43,7 @@ from mailwright.edge.listener import Edge
 from mailwright.edge.local import LocalSubmission
 from mailwright.edge.pickup import MaildropAccess
 from mailwright.edge.security import EdgeSecurity
+from mailwright.manager.scheduler import domain_of
 from mailwright.observability import logtargets
 from mailwright.policy import access, dnsbl
 from mailwright.policy.filters.chain import build_filters
@@ -53,7 +54,6 @@ from mailwright.policy.relay import DomainSet, RelayControl, parse_networks
 from mailwright.policy.submission import SubmissionPolicy
 from mailwright.policy.watched import WatchedFile
 from mailwright.privhelper.client import HelperDeposit, HelperForwardReader, HelperMaildrop
-from mailwright.queue.scheduler import domain_of
 from mailwright.queue.sqlite import SqliteQueueStore
 from mailwright.queue.store import InsertMessage, NewMessage
 from mailwright.queue.writer import QueueWriter

@@ -31,12 +31,12 @@ from mailwright.delivery.deposit import Deposit
 from mailwright.delivery.local import local_agents
 from mailwright.edge.security import EdgeSecurity
 from mailwright.edge.tls import ServerTls, TlsSetupError, server_context
+from mailwright.manager.expansion import Expander
+from mailwright.manager.scheduler import SchedulerSettings
 from mailwright.policy import access
 from mailwright.policy.auth import Authenticator
 from mailwright.policy.limits import AuthThrottle
 from mailwright.policy.watched import WatchedFile
-from mailwright.queue.expansion import Expander
-from mailwright.queue.scheduler import SchedulerSettings
 from mailwright.queue.store import QueueStore
 from mailwright.queue.writer import QueueWriter
 from mailwright.routing.aliases import prepare_aliases

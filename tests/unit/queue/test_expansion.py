@@ -21,8 +21,8 @@ from mailwright.core.reply import Reply
 from mailwright.core.target import Mailer, Target
 from mailwright.delivery.agent import DeliveryRequest, DeliveryResult, Outcome
 from mailwright.delivery.local import LocalAgent
-from mailwright.queue.expansion import Expander
-from mailwright.queue.scheduler import Scheduler, SchedulerSettings
+from mailwright.manager.expansion import Expander
+from mailwright.manager.scheduler import Scheduler, SchedulerSettings
 from mailwright.queue.sqlite import _SCHEMA_V1, SqliteQueueStore
 from mailwright.queue.store import AddRecipients, InsertMessage, RecipientState
 from mailwright.queue.writer import QueueWriter
