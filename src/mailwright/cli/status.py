@@ -28,7 +28,7 @@ from mailwright.queue.sqlite import SqliteQueueStore
 from mailwright.queue.store import QueueCounts, StoreError
 
 if TYPE_CHECKING:  # imported when used: it loads prometheus_client, other commands need not
-    from mailwright.observability.status import Status
+    from mailwright.web.status import Status
 
 LAST_ERRORS = 5
 
@@ -36,7 +36,7 @@ LAST_ERRORS = 5
 def ask_daemon(settings: Settings) -> Status | None:
     """The running daemon's status; None when none answers; ``PermissionError`` when the
     caller may not use the control socket."""
-    from mailwright.observability.status import Status
+    from mailwright.web.status import Status
 
     answer = control.ask(settings.queue.directory, "status", timeout=10)
     if not answer or not answer.get("ok") or not isinstance(answer.get("status"), dict):
