@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from mailwright.core.hostaddresses import own_literals
-from mailwright.routing.transport import parse_smarthost
+from mailwright.core.hostport import smarthost_parts
 
 
 class Section(BaseModel):
@@ -334,7 +334,7 @@ class RoutingSection(Section):
     @classmethod
     def _smarthost(cls, value: str) -> str:
         if value.strip():
-            parse_smarthost(value)  # ValueError names the problem
+            smarthost_parts(value)  # ValueError names the problem
         return value.strip()
 
 

@@ -29,6 +29,7 @@ from typing import Any
 from mailwright.config.loader import ConfigError
 from mailwright.config.schema import DeliveryMode, ListenerAuth, ListenerTls, Settings
 from mailwright.core import deliverymode
+from mailwright.core.domains import DomainSet
 from mailwright.core.sysexits import ExitCode
 from mailwright.daemon import control, reload
 from mailwright.daemon.admin import ACTIONS as ADMIN_ACTIONS
@@ -50,7 +51,7 @@ from mailwright.policy.filters.chain import build_filters
 from mailwright.policy.hooks import Hook, Pipeline
 from mailwright.policy.limits import ConnectionRateLimit
 from mailwright.policy.recipients import LocalRecipients
-from mailwright.policy.relay import DomainSet, RelayControl, parse_networks
+from mailwright.policy.relay import RelayControl, parse_networks
 from mailwright.policy.submission import SubmissionPolicy
 from mailwright.policy.watched import WatchedFile
 from mailwright.privhelper.client import HelperDeposit, HelperForwardReader, HelperMaildrop

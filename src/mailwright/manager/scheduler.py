@@ -42,18 +42,12 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from mailwright.core.clock import Clock, SystemClock
+from mailwright.core.delivery import DeliveryRecipient, DeliveryResult, Outcome
 from mailwright.core.durations import hhmmss
 from mailwright.core.envelope import Notify
 from mailwright.core.headers import HeaderList
 from mailwright.core.reply import Reply
-from mailwright.delivery.agent import (
-    DeliveryAgent,
-    DeliveryRecipient,
-    DeliveryRequest,
-    DeliveryResult,
-    Interruptible,
-    Outcome,
-)
+from mailwright.delivery.agent import DeliveryAgent, DeliveryRequest, Interruptible
 from mailwright.dsn import (
     Action,
     OriginalMessage,
@@ -527,7 +521,8 @@ class Scheduler:
                 )
             )
             self._log_attempt(message, recipient, result, request, started, now)
-            metrics.recorded(message, recipient, state, result, request, now)
+            transport = request.next_hop.transport.value if request is not None else None
+            metrics.recorded(message, recipient, state, result, transport, now)
             if waiting is None or state is RecipientState.DELIVERED:
                 self._collect_reports(reports, recipient, result, state, request, now)
         new_messages, warned, reasons = self._make_reports(message, headers, reports, now)

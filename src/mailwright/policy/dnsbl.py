@@ -39,11 +39,12 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from mailwright.config.schema import Settings
+from mailwright.core.domains import DomainSet
 from mailwright.core.envelope import Recipient
 from mailwright.core.reply import Reply
 from mailwright.policy.access import AccessTable, Action
 from mailwright.policy.hooks import Hook, SessionInfo, Transaction
-from mailwright.policy.relay import DomainSet, Network, in_networks, parse_networks
+from mailwright.policy.relay import Network, in_networks, parse_networks
 from mailwright.routing.mx import DnsResolver, txt_string
 from mailwright.routing.resolver import DnsPermanentError, DnsTemporaryError
 

@@ -16,10 +16,11 @@ import pytest
 
 from mailwright.core.address import Address
 from mailwright.core.clock import ManualClock
+from mailwright.core.delivery import DeliveryResult, Outcome
 from mailwright.core.envelope import Notify, Recipient
 from mailwright.core.reply import Reply
 from mailwright.core.target import Mailer, Target
-from mailwright.delivery.agent import DeliveryRequest, DeliveryResult, Outcome
+from mailwright.delivery.agent import DeliveryRequest
 from mailwright.delivery.local import LocalAgent
 from mailwright.manager.expansion import Expander
 from mailwright.manager.scheduler import Scheduler, SchedulerSettings
