@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from mailwright.cli.output import is_terminal, print_json
+from mailwright.cli.settings import load_or_exit
 from mailwright.config.schema import Settings
 from mailwright.core.durations import short as short_duration
 from mailwright.core.sysexits import ExitCode
@@ -204,8 +205,6 @@ def status(ctx: click.Context, as_json: bool) -> None:
       mailwright status
       mailwright status --json
     """
-    from mailwright.cli.main import load_or_exit
-
     settings = load_or_exit(ctx)
     try:
         current = ask_daemon(settings)

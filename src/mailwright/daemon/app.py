@@ -32,8 +32,7 @@ from mailwright.core import deliverymode
 from mailwright.core.domains import DomainSet
 from mailwright.core.sysexits import ExitCode
 from mailwright.daemon import control, reload
-from mailwright.daemon.admin import ACTIONS as ADMIN_ACTIONS
-from mailwright.daemon.admin import Actor, Admin, Selection
+from mailwright.daemon.admin import Admin
 from mailwright.daemon.delivery import build_scheduler
 from mailwright.daemon.monitor import Monitor
 from mailwright.daemon.queueruns import QueueRuns
@@ -55,6 +54,8 @@ from mailwright.policy.relay import RelayControl, parse_networks
 from mailwright.policy.submission import SubmissionPolicy
 from mailwright.policy.watched import WatchedFile
 from mailwright.privhelper.client import HelperDeposit, HelperForwardReader, HelperMaildrop
+from mailwright.queue.admin import ACTIONS as ADMIN_ACTIONS
+from mailwright.queue.admin import Actor, Selection
 from mailwright.queue.sqlite import SqliteQueueStore
 from mailwright.queue.store import InsertMessage, NewMessage
 from mailwright.queue.writer import QueueWriter

@@ -14,9 +14,9 @@ import time
 from collections.abc import Iterable, Sequence
 from html import escape
 
-from mailwright.cli.mailq import status_text
 from mailwright.core.durations import short as short_duration
 from mailwright.core.headers import HeaderList
+from mailwright.queue.admin import status_text
 from mailwright.queue.store import MessageState, RecipientState, StoredMessage
 from mailwright.web.history import Sample
 from mailwright.web.plot import Series, Style, chart
