@@ -25,6 +25,7 @@ Fails open: a DNS failure or a check that runs out of time never refuses mail (i
 logged at debug/info level). Trusts nothing DNS returns: answers are parsed as
 addresses, TXT text is cut to printable ASCII. Settings: ``dnsbl.*``,
 ``routing.local_domains``; the lookups use ``dns.*`` through ``routing.mx.DnsResolver``.
+The settings' syntax (zones, the reply template) is ``config.dnsbl``, checked when they load.
 """
 
 from __future__ import annotations
