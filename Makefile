@@ -28,6 +28,7 @@ deps:
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	PYTHONPATH=src $(VENV)/bin/lint-imports  # the layers contract in pyproject.toml
 
 bench: deps $(STAMP)
 	bench/all.sh

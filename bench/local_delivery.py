@@ -20,8 +20,8 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 from tests.support.delivery_request import request  # noqa: E402
 from tests.support.localusers import StaticUsers  # noqa: E402
 
+from mailwright.core.delivery import DeliveryRecipient  # noqa: E402
 from mailwright.core.target import Mailer, Target  # noqa: E402
-from mailwright.delivery.agent import DeliveryRecipient  # noqa: E402
 from mailwright.delivery.local import LocalAgent  # noqa: E402
 from mailwright.delivery.mbox import MboxOptions, append, mbox_message  # noqa: E402
 from mailwright.routing.aliases import AliasTable, compile_aliases  # noqa: E402

@@ -50,7 +50,8 @@ while [ ! -S "$T/queue/submit.sock" ]; do
 done
 
 IMPORTS='import sys, pwd, socket, tomllib
-from mailwright.cli import sendmail, draft, submit, localsmtp
+from mailwright.cli import sendmail, draft, submit
+from mailwright.edge import localsmtp
 from mailwright.config import lite
 lite.load(None)'
 

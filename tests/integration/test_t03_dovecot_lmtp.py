@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from mailwright.delivery.agent import DeliveryResult
+from mailwright.core.delivery import DeliveryResult
 from mailwright.delivery.lmtp import LmtpAgent
 from mailwright.routing.nexthop import NextHop, Transport
 from tests.support import dovecot

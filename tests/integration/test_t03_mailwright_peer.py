@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from mailwright.core.delivery import DeliveryResult
 from mailwright.core.envelope import BodyType, MailParams, Notify, Ret
 from mailwright.core.headers import HeaderList
-from mailwright.delivery.agent import DeliveryResult
 from mailwright.delivery.smtp import SmtpAgent
 from mailwright.queue.sqlite import SqliteQueueStore
 from mailwright.queue.store import StoredMessage

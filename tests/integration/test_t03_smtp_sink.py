@@ -12,8 +12,9 @@ from typing import Any, TypeVar
 
 import pytest
 
+from mailwright.core.delivery import DeliveryResult
 from mailwright.core.envelope import BodyType, MailParams, Notify, Ret
-from mailwright.delivery.agent import DeliveryRequest, DeliveryResult
+from mailwright.delivery.agent import DeliveryRequest
 from mailwright.delivery.lmtp import LmtpAgent
 from mailwright.delivery.session import ClientTimeouts
 from mailwright.delivery.smtp import SmtpAgent

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from mailwright.delivery.agent import DeliveryResult
+from mailwright.core.delivery import DeliveryResult
 from mailwright.delivery.session import TlsPolicy
 from mailwright.delivery.smtp import SmtpAgent
 from mailwright.routing.nexthop import NextHop

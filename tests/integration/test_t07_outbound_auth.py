@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from mailwright.delivery.agent import DeliveryResult
+from mailwright.core.delivery import DeliveryResult
 from mailwright.delivery.session import TlsPolicy
 from mailwright.delivery.smtp import SmtpAgent
 from mailwright.queue.sqlite import SqliteQueueStore

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from mailwright.observability.plot import BOTTOM, LEFT, RIGHT, TOP
+from mailwright.web.plot import BOTTOM, LEFT, RIGHT, TOP
 from tests.support import browser, png
 from tests.support.daemon import Mailwright, free_port, wait_until
 from tests.support.peers import peer

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from mailwright.core.delivery import DeliveryRecipient
 from mailwright.core.envelope import MailParams, Notify
 from mailwright.core.headers import HeaderParser
-from mailwright.delivery.agent import DeliveryRecipient, DeliveryRequest
+from mailwright.delivery.agent import DeliveryRequest
 from mailwright.routing.nexthop import NextHop, Transport
 
 MESSAGE = (

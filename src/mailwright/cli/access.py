@@ -15,20 +15,14 @@ from pathlib import Path
 import click
 
 from mailwright.cli.output import fail, print_json
-from mailwright.config.schema import Settings
+from mailwright.cli.settings import load_or_exit
 from mailwright.core.address import Address, AddressError, parse_path
 from mailwright.core.sysexits import ExitCode
 from mailwright.policy.access import AccessTable, Rule, access_denied, read_access
 
 
-def _settings(ctx: click.Context) -> Settings:
-    from mailwright.cli.main import load_or_exit
-
-    return load_or_exit(ctx)
-
-
 def _table_path(ctx: click.Context, file: Path | None) -> Path:
-    path = file or _settings(ctx).access.table
+    path = file or load_or_exit(ctx).access.table
     if path is None:
         fail("no access table: set access.table or give --file", ExitCode.USAGE)
         raise AssertionError  # not reached

@@ -27,18 +27,13 @@ from typing import TYPE_CHECKING
 import click
 
 from mailwright.cli.output import fail, print_json
+from mailwright.cli.settings import load_or_exit
 from mailwright.config.schema import Settings
 from mailwright.core.sysexits import ExitCode
 from mailwright.routing.aliases import AliasTable, Progress, compile_aliases
 
 if TYPE_CHECKING:
     from mailwright.routing.resolution import Resolution
-
-
-def _settings(ctx: click.Context) -> Settings:
-    from mailwright.cli.main import load_or_exit
-
-    return load_or_exit(ctx)
 
 
 @click.group()
@@ -64,7 +59,7 @@ def build(ctx: click.Context, source: Path | None, database: Path | None) -> Non
       mailwright aliases build
       mailwright aliases build --file /etc/mail/aliases --database /tmp/aliases.db
     """
-    code = compile_and_report(_settings(ctx), source, database)
+    code = compile_and_report(load_or_exit(ctx), source, database)
     if code:
         sys.exit(code)
 
@@ -140,7 +135,7 @@ def test_aliases(ctx: click.Context, names: tuple[str, ...], as_json: bool) -> N
       mailwright aliases test postmaster staff
       mailwright aliases test --json staff
     """
-    settings = _settings(ctx)
+    settings = load_or_exit(ctx)
     table = AliasTable(settings.alias_database)
     if not settings.alias_database.exists():
         fail(
@@ -186,7 +181,7 @@ def test_address(ctx: click.Context, addresses: tuple[str, ...], as_json: bool) 
     """
     from mailwright.routing.resolution import explain
 
-    settings = _settings(ctx)
+    settings = load_or_exit(ctx)
     if settings.routing.alias_file is not None and not settings.alias_database.exists():
         click.echo(
             f"note: {settings.alias_database} not built yet: no aliases"

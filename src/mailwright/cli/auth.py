@@ -16,19 +16,13 @@ from pathlib import Path
 import click
 
 from mailwright.cli.output import fail
-from mailwright.config.schema import Settings
+from mailwright.cli.settings import load_or_exit
 from mailwright.core.sysexits import ExitCode
 from mailwright.policy import auth as store
 
 
-def _settings(ctx: click.Context) -> Settings:
-    from mailwright.cli.main import load_or_exit
-
-    return load_or_exit(ctx)
-
-
 def _users_path(ctx: click.Context, file: Path | None) -> Path:
-    path = file or _settings(ctx).auth.users_file
+    path = file or load_or_exit(ctx).auth.users_file
     if path is None:
         fail("no users file: set auth.users_file or give --file", ExitCode.USAGE)
         raise AssertionError  # not reached

@@ -13,20 +13,10 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from mailwright.queue.admin import status_text
 from mailwright.queue.store import MessageState, RecipientState, StoredMessage
 
 HEADER = "-----Q-ID------ --Size-- -----Q-Time----- ------------Sender/Recipient-----------"
-
-
-def status_text(message: StoredMessage) -> str | None:
-    if message.state is MessageState.HOLD:
-        return f"Held: {message.hold_reason or 'on hold'}"
-    for r in message.recipients:
-        if r.state is RecipientState.QUEUED and r.last_reply:
-            prefix = "Deferred: " if (r.last_status or "").startswith("4") else ""
-            status = f"{r.last_status} " if r.last_status else ""
-            return f"{prefix}{status}{r.last_reply}"[:200]
-    return None
 
 
 def format_queue(directory: Path, messages: Iterable[StoredMessage]) -> str:

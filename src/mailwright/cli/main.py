@@ -12,22 +12,10 @@ from typing import Any
 
 import click
 
-from mailwright.config.loader import ConfigError, config_path, load_settings
+from mailwright.cli.settings import load_or_exit
+from mailwright.config.loader import config_path
 from mailwright.config.schema import Settings
 from mailwright.core.sysexits import ExitCode
-
-
-def load_or_exit(ctx: click.Context) -> Settings:
-    """The settings, or exit 78 (EX_CONFIG) with the problem on stderr."""
-    root = ctx.find_root()
-    try:
-        return load_settings(root.obj.get("config") if root.obj else None)
-    except ConfigError as exc:
-        click.echo(f"mailwright: {exc}", err=True)
-        sys.exit(ExitCode.CONFIG)
-
-
-_settings = load_or_exit
 
 
 def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
@@ -103,7 +91,7 @@ def serve(ctx: click.Context, log_level: str | None, detach: bool, pid_file: str
 
     from mailwright.daemon.launch import LaunchOptions, launch
 
-    settings = _settings(ctx)
+    settings = load_or_exit(ctx)
     path = config_path(ctx.find_root().obj.get("config"))
     options = LaunchOptions(
         config_path=path.resolve() if path is not None else None,
@@ -130,7 +118,7 @@ def config_check(ctx: click.Context) -> None:
     Example:
       mailwright --config /etc/mailwright/mailwright.toml config check
     """
-    settings = _settings(ctx)
+    settings = load_or_exit(ctx)
     tables_ok = [_auth_table_ok(settings), _generic_table_ok(settings)]  # both report
     if not all(tables_ok):
         sys.exit(ExitCode.CONFIG)
@@ -173,7 +161,7 @@ def config_show(ctx: click.Context, as_json: bool, show_secrets: bool) -> None:
     Example:
       mailwright config show --json
     """
-    settings = _settings(ctx)
+    settings = load_or_exit(ctx)
     data = settings.model_dump(mode="json")
     if data["http"]["token"] and not show_secrets:  # output ends up in tickets and chats
         data["http"]["token"] = "********"

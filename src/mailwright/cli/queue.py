@@ -23,14 +23,15 @@ import click
 
 from mailwright.cli.mailq import as_json, format_queue
 from mailwright.cli.output import fail, is_terminal, print_json, table
+from mailwright.cli.settings import load_or_exit
 from mailwright.config.schema import Settings
 from mailwright.core.sysexits import ExitCode
 from mailwright.daemon import control
-from mailwright.daemon.admin import (
+from mailwright.daemon.admin import Admin
+from mailwright.queue.admin import (
     BOUNCE_REASON,
     HOLD_REASON,
     Actor,
-    Admin,
     AdminResult,
     Selection,
     flush_plan,
@@ -40,14 +41,8 @@ from mailwright.queue.sqlite import SqliteQueueStore
 from mailwright.queue.store import StoredMessage, StoreError
 from mailwright.queue.writer import QueueWriter
 
-# what other modules take from here (``Selection`` for sendmail -q, ``cli.queue_mode``)
-__all__ = ["Selection", "administer", "flush_queue", "queue"]
-
-
-def _settings(ctx: click.Context) -> Settings:
-    from mailwright.cli.main import load_or_exit
-
-    return load_or_exit(ctx)
+# what other modules take from here (``flush_queue`` for sendmail -q, ``cli.queue_mode``)
+__all__ = ["administer", "flush_queue", "queue"]
 
 
 def daemon_running(settings: Settings) -> bool:
@@ -111,7 +106,7 @@ def queue() -> None:
 @click.pass_context
 def list_(ctx: click.Context, as_json_: bool) -> None:
     """List queued messages (Sendmail's mailq layout; a table on a terminal)."""
-    settings = _settings(ctx)
+    settings = load_or_exit(ctx)
     with reading(settings) as store:
         messages = store.list_messages()
     if as_json_:
@@ -137,7 +132,7 @@ def list_(ctx: click.Context, as_json_: bool) -> None:
 
 
 def _short_status(m: StoredMessage) -> str:
-    from mailwright.cli.mailq import status_text
+    from mailwright.queue.admin import status_text
 
     return status_text(m) or "queued"
 
@@ -148,7 +143,7 @@ def _short_status(m: StoredMessage) -> str:
 @click.pass_context
 def show(ctx: click.Context, queue_id: str, as_json_: bool) -> None:
     """Show one message: envelope, recipients with their state, headers."""
-    settings = _settings(ctx)
+    settings = load_or_exit(ctx)
     with reading(settings) as store:
         message = store.get_message(queue_id.upper())
         if message is None:
@@ -229,7 +224,7 @@ def flush(
       mailwright queue flush
       mailwright queue flush --recipient @example.org
     """
-    settings = _settings(ctx)
+    settings = load_or_exit(ctx)
     selection = Selection(tuple(i.upper() for i in ids), id_contains, recipient, sender)
     result = administer(settings, "flush", selection)
     click.echo(f"{result.scheduled} recipient(s) scheduled for delivery")
@@ -323,7 +318,7 @@ async def _administer_here(
 def _for_each(
     ctx: click.Context, ids: tuple[str, ...], label: str, action: str, reason: str = ""
 ) -> None:
-    settings = _settings(ctx)
+    settings = load_or_exit(ctx)
     if not ids:
         fail("name at least one queue id", ExitCode.USAGE)
     result = administer(settings, action, Selection(tuple(i.upper() for i in ids)), reason)
@@ -356,7 +351,7 @@ def release(ctx: click.Context, ids: tuple[str, ...]) -> None:
 def delete(ctx: click.Context, ids: tuple[str, ...], all_: bool) -> None:
     """Delete messages without delivering or bouncing them."""
     if all_:
-        settings = _settings(ctx)
+        settings = load_or_exit(ctx)
         with reading(settings) as store:
             ids = tuple(m.queue_id for m in store.list_messages())
         if not ids:

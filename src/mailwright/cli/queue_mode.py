@@ -102,8 +102,8 @@ def _maildrop_section(directory: str, blocks: list[list[str]]) -> str:
 
 # ---- -q ---------------------------------------------------------------------------------------
 def run_queue(inv: Invocation) -> int:
-    from mailwright.cli.queue import Selection
     from mailwright.config.loader import ConfigError, load_settings
+    from mailwright.queue.admin import Selection
 
     try:
         settings = load_settings(inv.config)
@@ -131,8 +131,9 @@ def run_queue(inv: Invocation) -> int:
 
 def _run_once(settings: object, selection: object, verbose: bool) -> None:
     """Make the selection due; a running daemon delivers it, otherwise this process does."""
-    from mailwright.cli.queue import Selection, flush_queue
+    from mailwright.cli.queue import flush_queue
     from mailwright.config.schema import Settings
+    from mailwright.queue.admin import Selection
 
     assert isinstance(settings, Settings) and isinstance(selection, Selection)
     count = flush_queue(settings, selection)

@@ -17,6 +17,7 @@ import click
 
 from mailwright.cli.draft import Draft, to_crlf
 from mailwright.cli.sendmail import Caller
+from mailwright.cli.settings import load_or_exit
 from mailwright.cli.submit import recipients_of, submit
 from mailwright.config.lite import SubmitConfig
 from mailwright.config.loader import config_path
@@ -53,8 +54,6 @@ def send(
       echo "it works" | mailwright send --to postmaster@example.org --subject test
       mailwright send --to a@example.org --cc b@example.org --subject report < report.txt
     """
-    from mailwright.cli.main import load_or_exit
-
     settings = load_or_exit(ctx)
     root = ctx.find_root()
     config = SubmitConfig.from_settings(

@@ -109,11 +109,11 @@ def run(inv: Invocation) -> int:
 
         return newaliases(inv.config)
     if mode == "v":
-        from mailwright.cli import routing_seam
+        from mailwright.cli import verify
 
         if not inv.recipients:
             raise UsageError("-bv wants at least one address")
-        return routing_seam.verify(inv.recipients, config, inv.config)
+        return verify.verify(inv.recipients, config, inv.config)
     raise UsageError(f"invalid operation mode {mode!r}")
 
 

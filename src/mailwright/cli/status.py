@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from mailwright.cli.output import is_terminal, print_json
+from mailwright.cli.settings import load_or_exit
 from mailwright.config.schema import Settings
 from mailwright.core.durations import short as short_duration
 from mailwright.core.sysexits import ExitCode
@@ -28,7 +29,7 @@ from mailwright.queue.sqlite import SqliteQueueStore
 from mailwright.queue.store import QueueCounts, StoreError
 
 if TYPE_CHECKING:  # imported when used: it loads prometheus_client, other commands need not
-    from mailwright.observability.status import Status
+    from mailwright.web.status import Status
 
 LAST_ERRORS = 5
 
@@ -36,7 +37,7 @@ LAST_ERRORS = 5
 def ask_daemon(settings: Settings) -> Status | None:
     """The running daemon's status; None when none answers; ``PermissionError`` when the
     caller may not use the control socket."""
-    from mailwright.observability.status import Status
+    from mailwright.web.status import Status
 
     answer = control.ask(settings.queue.directory, "status", timeout=10)
     if not answer or not answer.get("ok") or not isinstance(answer.get("status"), dict):
@@ -204,8 +205,6 @@ def status(ctx: click.Context, as_json: bool) -> None:
       mailwright status
       mailwright status --json
     """
-    from mailwright.cli.main import load_or_exit
-
     settings = load_or_exit(ctx)
     try:
         current = ask_daemon(settings)

@@ -20,9 +20,9 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 
-from mailwright.cli.localsmtp import ConnectionLostError, LocalSmtpClient, Reply, Result
 from mailwright.config.lite import SubmitConfig
 from mailwright.core.submission import Rcpt, SubmissionEnvelope
+from mailwright.edge.localsmtp import ConnectionLostError, LocalSmtpClient, Reply, Result
 
 OK, DATAERR, NOUSER, UNAVAILABLE, TEMPFAIL, NOPERM = 0, 65, 67, 69, 75, 77
 CONNECT_TIMEOUT = 10.0

@@ -17,14 +17,8 @@ from pathlib import Path
 import click
 
 from mailwright.cli.output import fail
-from mailwright.config.schema import Settings
+from mailwright.cli.settings import load_or_exit
 from mailwright.core.sysexits import ExitCode
-
-
-def _settings(ctx: click.Context) -> Settings:
-    from mailwright.cli.main import load_or_exit
-
-    return load_or_exit(ctx)
 
 
 @click.group()
@@ -98,7 +92,7 @@ def selfsigned(
       mailwright tls selfsigned                     # to [tls] certificate / key
       mailwright tls selfsigned --cert c.pem --key k.pem --name mx.example.com
     """
-    settings = _settings(ctx)
+    settings = load_or_exit(ctx)
     cert_path = cert_path or settings.tls.certificate
     key_path = key_path or settings.tls.key or settings.tls.certificate
     if cert_path is None or key_path is None:
@@ -129,7 +123,7 @@ def check(ctx: click.Context) -> None:
     """
     from mailwright.edge.tls import TlsSetupError, server_context
 
-    settings = _settings(ctx)
+    settings = load_or_exit(ctx)
     if settings.tls.certificate is None:
         click.echo("no certificate configured: STARTTLS is not offered")
         return

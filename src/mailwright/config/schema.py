@@ -25,8 +25,10 @@ from pydantic import (
     model_validator,
 )
 
+from mailwright.config.dnsbl import parse_reply, parse_zone
+from mailwright.config.endpoint import parse_endpoint
 from mailwright.core.hostaddresses import own_literals
-from mailwright.routing.transport import parse_smarthost
+from mailwright.core.hostport import smarthost_parts
 
 
 class Section(BaseModel):
@@ -334,7 +336,7 @@ class RoutingSection(Section):
     @classmethod
     def _smarthost(cls, value: str) -> str:
         if value.strip():
-            parse_smarthost(value)  # ValueError names the problem
+            smarthost_parts(value)  # ValueError names the problem
         return value.strip()
 
 
@@ -463,8 +465,6 @@ class MilterFilter(FilterScope):
     @field_validator("milter")
     @classmethod
     def _milter(cls, value: str) -> str:
-        from mailwright.policy.milter.endpoint import parse_endpoint
-
         return str(parse_endpoint(value))
 
     @property
@@ -673,8 +673,6 @@ class DnsblSection(Section):
     @field_validator("zones")
     @classmethod
     def _zones(cls, value: list[str]) -> list[str]:
-        from mailwright.policy.dnsbl import parse_zone  # the policy owns the syntax
-
         seen: set[str] = set()
         for entry in value:
             name = parse_zone(entry).name
@@ -686,8 +684,6 @@ class DnsblSection(Section):
     @field_validator("reply")
     @classmethod
     def _reply(cls, value: str) -> str:
-        from mailwright.policy.dnsbl import parse_reply
-
         parse_reply(value)
         return value
 

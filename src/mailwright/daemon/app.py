@@ -29,10 +29,10 @@ from typing import Any
 from mailwright.config.loader import ConfigError
 from mailwright.config.schema import DeliveryMode, ListenerAuth, ListenerTls, Settings
 from mailwright.core import deliverymode
+from mailwright.core.domains import DomainSet
 from mailwright.core.sysexits import ExitCode
 from mailwright.daemon import control, reload
-from mailwright.daemon.admin import ACTIONS as ADMIN_ACTIONS
-from mailwright.daemon.admin import Actor, Admin, Selection
+from mailwright.daemon.admin import Admin
 from mailwright.daemon.delivery import build_scheduler
 from mailwright.daemon.monitor import Monitor
 from mailwright.daemon.queueruns import QueueRuns
@@ -43,17 +43,19 @@ from mailwright.edge.listener import Edge
 from mailwright.edge.local import LocalSubmission
 from mailwright.edge.pickup import MaildropAccess
 from mailwright.edge.security import EdgeSecurity
+from mailwright.manager.scheduler import domain_of
 from mailwright.observability import logtargets
 from mailwright.policy import access, dnsbl
 from mailwright.policy.filters.chain import build_filters
 from mailwright.policy.hooks import Hook, Pipeline
 from mailwright.policy.limits import ConnectionRateLimit
 from mailwright.policy.recipients import LocalRecipients
-from mailwright.policy.relay import DomainSet, RelayControl, parse_networks
+from mailwright.policy.relay import RelayControl, parse_networks
 from mailwright.policy.submission import SubmissionPolicy
 from mailwright.policy.watched import WatchedFile
 from mailwright.privhelper.client import HelperDeposit, HelperForwardReader, HelperMaildrop
-from mailwright.queue.scheduler import domain_of
+from mailwright.queue.admin import ACTIONS as ADMIN_ACTIONS
+from mailwright.queue.admin import Actor, Selection
 from mailwright.queue.sqlite import SqliteQueueStore
 from mailwright.queue.store import InsertMessage, NewMessage
 from mailwright.queue.writer import QueueWriter

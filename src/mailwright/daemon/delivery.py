@@ -26,9 +26,9 @@ from mailwright.delivery.local import local_agents
 from mailwright.delivery.session import ClientTimeouts
 from mailwright.delivery.smtp import SmtpAgent
 from mailwright.delivery.tlspolicy import MtaStsGate, TlsPolicyTable, verify_context
-from mailwright.queue.backoff import RetryPolicy
-from mailwright.queue.expansion import Expander
-from mailwright.queue.scheduler import Scheduler, SchedulerSettings, domain_of
+from mailwright.manager.backoff import RetryPolicy
+from mailwright.manager.expansion import Expander
+from mailwright.manager.scheduler import Scheduler, SchedulerSettings, domain_of
 from mailwright.queue.sqlite import SqliteQueueStore
 from mailwright.queue.store import QueueStore, StoreError
 from mailwright.queue.writer import QueueWriter

@@ -26,19 +26,20 @@ from typing import Any
 from mailwright import __version__
 from mailwright.config.schema import MilterFilter, Settings
 from mailwright.core.headers import HeaderList
-from mailwright.daemon.admin import Actor, Admin, Selection
+from mailwright.daemon.admin import Admin
 from mailwright.daemon.control import Handler
 from mailwright.edge.listener import Edge
 from mailwright.edge.local import LocalSubmission
 from mailwright.observability import metrics
-from mailwright.observability.history import History, Sample
 from mailwright.observability.recent import RECENT, ErrorLog
-from mailwright.observability.status import ListenerStatus, MilterStatus, Status
-from mailwright.observability.webapp import ActionResult, StatusSite, WebSettings
-from mailwright.observability.webserver import WebServer
+from mailwright.queue.admin import Actor, Selection
 from mailwright.queue.sqlite import SqliteQueueStore
 from mailwright.queue.store import QueueCounts, StoredMessage, UnknownMessageError
 from mailwright.queue.writer import QueueWriter
+from mailwright.web.history import History, Sample
+from mailwright.web.status import ListenerStatus, MilterStatus, Status
+from mailwright.web.webapp import ActionResult, StatusSite, WebSettings
+from mailwright.web.webserver import WebServer
 
 log = logging.getLogger("mailwright.daemon")
 

@@ -13,7 +13,7 @@ context they started with, new sessions and new deliveries get the new one.
 
 Some settings cannot change in a running daemon: the listeners (bound as root), the
 queue directory, the local socket and maildrop, and ``service.user``/``group``/
-``pid_file``. ``effective_settings`` keeps their old values and names them, so the
+``pid_file``. ``config.reloadable.effective_settings`` keeps their old values and names them, so the
 log says that a restart is needed. Settings: all of them.
 """
 
@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mailwright.config.loader import ConfigError, load_settings
+from mailwright.config.reloadable import effective_settings
 from mailwright.config.schema import Settings, TlsSection
 from mailwright.daemon.delivery import build_agents, scheduler_settings
 from mailwright.delivery.agent import DeliveryAgent
@@ -31,12 +32,12 @@ from mailwright.delivery.deposit import Deposit
 from mailwright.delivery.local import local_agents
 from mailwright.edge.security import EdgeSecurity
 from mailwright.edge.tls import ServerTls, TlsSetupError, server_context
+from mailwright.manager.expansion import Expander
+from mailwright.manager.scheduler import SchedulerSettings
 from mailwright.policy import access
 from mailwright.policy.auth import Authenticator
 from mailwright.policy.limits import AuthThrottle
 from mailwright.policy.watched import WatchedFile
-from mailwright.queue.expansion import Expander
-from mailwright.queue.scheduler import SchedulerSettings
 from mailwright.queue.store import QueueStore
 from mailwright.queue.writer import QueueWriter
 from mailwright.routing.aliases import prepare_aliases
@@ -49,27 +50,6 @@ log = logging.getLogger("mailwright.daemon")
 
 class ReloadError(ConfigError):
     """The new configuration cannot be used; the old one stays."""
-
-
-def effective_settings(old: Settings, new: Settings) -> tuple[Settings, list[str]]:
-    """``new`` with the settings that need a restart kept as they are; and their names."""
-    kept: list[str] = []
-    update: dict[str, object] = {}
-    if new.listeners != old.listeners:
-        kept.append("listeners")
-        update["listeners"] = old.listeners
-    if new.queue.directory != old.queue.directory:
-        kept.append("queue.directory")
-        update["queue"] = new.queue.model_copy(update={"directory": old.queue.directory})
-    local = {k: getattr(old.local, k) for k in ("socket", "maildrop")}
-    if any(getattr(new.local, k) != v for k, v in local.items()):
-        kept.append("local.socket/local.maildrop")
-        update["local"] = new.local.model_copy(update=local)
-    service = {k: getattr(old.service, k) for k in ("user", "group", "pid_file")}
-    if any(getattr(new.service, k) != v for k, v in service.items()):
-        kept.append("service.user/group/pid_file")
-        update["service"] = new.service.model_copy(update=service)
-    return (new.model_copy(update=update) if update else new), kept
 
 
 @dataclass(slots=True)

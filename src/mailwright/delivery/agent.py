@@ -13,31 +13,14 @@ mailbox's locks) when the daemon stops.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
-from enum import StrEnum
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from mailwright.core.envelope import MailParams, Notify
+from mailwright.core.delivery import DeliveryRecipient, DeliveryResult, Outcome
+from mailwright.core.envelope import MailParams
 from mailwright.core.headers import HeaderList
 from mailwright.core.reply import Reply
-from mailwright.core.target import Target
 from mailwright.routing.nexthop import NextHop
-
-
-class Outcome(StrEnum):
-    DELIVERED = "delivered"  # final delivery, or accepted by a DSN-capable next hop
-    RELAYED = "relayed"  # accepted by a next hop that does not support DSN
-    DEFERRED = "deferred"  # temporary failure: try again later
-    FAILED = "failed"  # permanent failure: bounce
-
-
-@dataclass(slots=True)
-class DeliveryRecipient:
-    index: int  # the recipient's index in the queued message
-    address: str
-    orcpt: str | None = None  # passed on unchanged (RFC 3461)
-    notify: frozenset[Notify] | None = None
-    target: Target | None = None  # a resolved local recipient: mailbox, program or file
 
 
 @dataclass(slots=True)
@@ -53,16 +36,6 @@ class DeliveryRequest:
     received_at: float = 0.0
     # awaited with each DELIVERED result as soon as that delivery is durable (local agent)
     on_delivered: Callable[[DeliveryResult], Awaitable[None]] | None = None
-
-
-@dataclass(slots=True)
-class DeliveryResult:
-    index: int
-    outcome: Outcome
-    reply: Reply  # the remote server's reply, or our own diagnostic
-    remote_mta: str = ""  # "mx1.example.org [192.0.2.1]" when a server answered
-    diagnostic_type: str = "smtp"  # RFC 3464 Diagnostic-Code type: smtp, x-unix ...
-    details: dict[str, str] = field(default_factory=dict)  # e.g. tls version for the log
 
 
 class DeliveryAgent(Protocol):

@@ -38,17 +38,11 @@ import logging
 from typing import TYPE_CHECKING
 
 from mailwright.core.address import Address
+from mailwright.core.delivery import DeliveryRecipient, DeliveryResult, Outcome
 from mailwright.core.reply import Reply
 from mailwright.core.target import Mailer, Target
 from mailwright.delivery import privileged
-from mailwright.delivery.agent import (
-    DeliveryAgent,
-    DeliveryRecipient,
-    DeliveryRequest,
-    DeliveryResult,
-    Outcome,
-    message_chunks,
-)
+from mailwright.delivery.agent import DeliveryAgent, DeliveryRequest, message_chunks
 from mailwright.delivery.deposit import (
     Deposit,
     DepositOptions,

@@ -33,9 +33,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO
 
+from mailwright.core.delivery import Outcome
 from mailwright.core.reply import Reply
 from mailwright.core.sysexits import ExitCode
-from mailwright.delivery.agent import Outcome
 from mailwright.delivery.privileged import Identity, spawn_ids
 from mailwright.delivery.workers import PROGRAMS
 

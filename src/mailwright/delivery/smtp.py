@@ -61,9 +61,10 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator
 
+from mailwright.core.delivery import DeliveryRecipient, DeliveryResult, Outcome
 from mailwright.core.envelope import BodyType, Notify
 from mailwright.core.reply import Reply
-from mailwright.delivery.agent import DeliveryRecipient, DeliveryRequest, DeliveryResult, Outcome
+from mailwright.delivery.agent import DeliveryRequest
 from mailwright.delivery.eightbit import contains_8bit, downgrade
 from mailwright.delivery.pool import SessionPool
 from mailwright.delivery.session import (

@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass
 
 from mailwright.core import xtext
+from mailwright.core.delivery import DeliveryRecipient, DeliveryResult, Outcome
 from mailwright.core.envelope import Notify, Recipient
-from mailwright.delivery.agent import DeliveryRecipient, DeliveryResult, Outcome
 from mailwright.dsn.action import Action, ReportKind
 from mailwright.dsn.diagnostic import Diagnostic
 from mailwright.queue.store import StoredRecipient

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from mailwright.config.schema import Listener, ListenerKind, Settings
 from mailwright.edge.security import EdgeSecurity
+from mailwright.manager.scheduler import Scheduler
 from mailwright.policy.hooks import Pipeline
-from mailwright.queue.scheduler import Scheduler
 from mailwright.queue.store import NewMessage
 from mailwright.routing.clientname import ClientNames
 from mailwright.smtp.data import BareLinePolicy, DataLimits

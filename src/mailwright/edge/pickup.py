@@ -31,10 +31,10 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, Protocol
 
-from mailwright.cli.localsmtp import ConnectionLostError, LocalSmtpClient, Result
-from mailwright.cli.localsmtp import Reply as ClientReply
 from mailwright.core.reply import Reply
 from mailwright.core.submission import Rcpt
+from mailwright.edge.localsmtp import ConnectionLostError, LocalSmtpClient, Result
+from mailwright.edge.localsmtp import Reply as ClientReply
 from mailwright.queue import maildrop
 
 log = logging.getLogger("mailwright.pickup")

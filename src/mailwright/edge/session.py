@@ -9,7 +9,7 @@ data only after the queue commit (fsync) has returned. A failed commit answers
 
 On an LMTP listener, while the daemon delivers in the background, the end of data
 then waits (up to ``server.timeouts.lmtp_delivery``) for the local deliveries of the
-message and answers each local recipient with its own outcome (``queue.answers``):
+message and answers each local recipient with its own outcome (``manager.answers``):
 ``250`` once delivered, the failure's ``4xx``/``5xx`` otherwise (we keep no copy for
 it, and send no bounce). Relayed recipients, and local ones still undelivered at the
 deadline, are answered ``250`` as the message is committed: they are ours.
@@ -40,9 +40,9 @@ from mailwright.core.trace import hop_count, protocol_name, received
 from mailwright.edge.context import EdgeContext
 from mailwright.edge.pacing import CommandClock, DataClock, early_input
 from mailwright.edge.security import SessionSecurity, redact
+from mailwright.manager.answers import Waiting
 from mailwright.observability import maillog, metrics
 from mailwright.policy.hooks import SessionInfo, Transaction
-from mailwright.queue.answers import Waiting
 from mailwright.queue.spool import Spool
 from mailwright.queue.store import NewMessage, Origin, StoreError, StoreFullError
 from mailwright.smtp import events as ev

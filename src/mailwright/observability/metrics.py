@@ -37,7 +37,7 @@ from mailwright.observability import recent
 from mailwright.queue.store import RecipientState
 
 if TYPE_CHECKING:
-    from mailwright.delivery.agent import DeliveryRequest, DeliveryResult
+    from mailwright.core.delivery import DeliveryResult
     from mailwright.queue.store import StoredMessage, StoredRecipient
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: they double the output and help nobody here
@@ -156,11 +156,14 @@ def recorded(
     recipient: StoredRecipient,
     state: RecipientState,
     result: DeliveryResult,
-    request: DeliveryRequest | None,
+    transport: str | None,
     now: float,
 ) -> None:
-    """One recipient's result as the scheduler commits it (``state`` QUEUED: deferred)."""
-    transport = request.next_hop.transport.value if request is not None else "error"
+    """One recipient's result as the scheduler commits it (``state`` QUEUED: deferred).
+
+    ``transport`` is the next hop's transport, None when no delivery was attempted.
+    """
+    transport = transport or "error"
     if state is RecipientState.DELIVERED or state is RecipientState.RELAYED:
         DELIVERY_LATENCY.labels(transport).observe(max(0.0, now - message.received_at))
         DELIVERIES.labels(state.value, transport).inc()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Iterable
 
+from mailwright.core.domains import DomainSet
 from mailwright.core.envelope import Recipient
 from mailwright.core.reply import Reply
 from mailwright.policy.access import AccessTable, Action
@@ -30,26 +31,6 @@ ROUTING_CHARACTERS = frozenset("%!@")  # percent hack, UUCP bang path, quoted @
 
 def relaying_denied(recipient: Recipient) -> Reply:
     return Reply.of(550, "5.7.1", f"<{recipient.address}>... Relaying denied")
-
-
-class DomainSet:
-    """Exact domains plus ``.suffix`` entries that match every subdomain."""
-
-    def __init__(self, entries: Iterable[str]) -> None:
-        self.exact: set[str] = set()
-        self.suffixes: list[str] = []
-        for raw in entries:
-            entry = raw.lower().rstrip(".")
-            if entry.startswith("."):
-                self.suffixes.append(entry)
-            elif entry:
-                self.exact.add(entry)
-
-    def __contains__(self, domain: object) -> bool:
-        if not isinstance(domain, str):
-            return False
-        domain = domain.lower()
-        return domain in self.exact or any(domain.endswith(s) for s in self.suffixes)
 
 
 def parse_networks(entries: Iterable[str]) -> list[Network]:

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mailwright.core.delivery import Outcome
 from mailwright.core.reply import Reply
-from mailwright.delivery.agent import Outcome
 from mailwright.delivery.deposit import Parcel
 from mailwright.delivery.pipe import PipeResult
 from mailwright.delivery.workers import WRITES

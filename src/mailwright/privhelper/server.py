@@ -343,7 +343,7 @@ class HelperServer:
     # ---- configuration ----------------------------------------------------------------------
     async def _reload(self, request: dict[str, Any], content: Content | None) -> Answer:
         from mailwright.config.loader import ConfigError, load_settings
-        from mailwright.daemon.reload import effective_settings
+        from mailwright.config.reloadable import effective_settings
 
         try:
             fresh = await asyncio.to_thread(load_settings, self.config_path)

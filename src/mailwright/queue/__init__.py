@@ -1,4 +1,4 @@
-"""The durable mail queue: the store interface, its backends, the single writer, the scheduler.
+"""The durable mail queue: the store interface, its backends, the single writer, the spool.
 
 Only ``queue.writer.QueueWriter`` changes queue state; everything else reads.
 """

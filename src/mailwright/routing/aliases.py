@@ -23,9 +23,8 @@ record differs from the file ``routing.alias_file`` names now. The summary line 
 ``/etc/aliases: 12 aliases, longest 40 bytes, 300 bytes total`` (bytes of name plus
 value, longest value).
 
-Also the entry points of ``cli/routing_seam``: ``build_aliases(settings)`` and
-``resolve_address(settings, address)`` (``sendmail -bv``); ``newaliases`` and
-``sendmail -bi`` are ``cli.aliases.newaliases``. Trusts nothing in the source file.
+``newaliases`` and ``sendmail -bi`` are ``cli.aliases.newaliases``; ``sendmail -bv``
+is ``cli.verify`` over ``routing.resolution.verify_lines``. Trusts nothing in the source file.
 Settings: ``routing.alias_file``, ``routing.alias_database`` (through
 ``Settings.alias_database``).
 """
@@ -460,29 +459,3 @@ def log_unattributed(level: int, message: str, *args: object) -> None:
     """Log a line about the alias table, not about the message being handled: an empty
     context, so the queue-id filter (``observability.maillog``) finds no message's id."""
     contextvars.Context().run(log.log, level, message, *args)
-
-
-# ---- the command-line entry points ----------------------------------------------------------
-
-
-def build_aliases(settings: Settings, progress: Progress | None = None) -> list[str]:
-    """``newaliases``: compile ``routing.alias_file``; the problems, then the summary line.
-
-    Raises ``OSError`` when the file cannot be read or the table not written, and
-    ``ValueError`` when no alias file is configured.
-    """
-    source = settings.routing.alias_file
-    if source is None:
-        raise ValueError("no alias file configured (routing.alias_file)")
-    report = compile_aliases(source, settings.alias_database, progress)
-    return [*(str(p) for p in report.problems), report.summary()]
-
-
-def resolve_address(settings: Settings, address: str) -> list[str]:
-    """``sendmail -bv``: one line per final destination of ``address``.
-
-    Raises ``LookupError`` ("User unknown") when a local address does not exist.
-    """
-    from mailwright.routing.resolution import verify_lines
-
-    return verify_lines(settings, address)

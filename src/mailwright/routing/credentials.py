@@ -24,6 +24,7 @@ import os
 import stat
 from collections.abc import Mapping
 
+from mailwright.core.hostport import normalize_domain, parse_host_port
 from mailwright.routing.nexthop import NextHop
 from mailwright.routing.table import (
     TableError,
@@ -32,7 +33,6 @@ from mailwright.routing.table import (
     read_table,
     split_table,
 )
-from mailwright.routing.transport import normalize_domain, parse_host_port
 from mailwright.smtp.client import Credentials
 
 

@@ -40,9 +40,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mailwright.core.address import Address, AddressError, parse_mailbox
+from mailwright.core.domains import DomainSet
 from mailwright.core.reply import Reply
 from mailwright.core.target import Mailer, Target
-from mailwright.policy.relay import DomainSet
 from mailwright.routing.aliases import AliasTable, prepare_aliases
 from mailwright.routing.forward import ItemFile, ItemFileError, read_forward, read_include
 from mailwright.routing.items import Item, ItemKind

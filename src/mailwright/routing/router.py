@@ -19,15 +19,15 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from mailwright.config.schema import Settings
+from mailwright.core.domains import DomainSet
+from mailwright.core.hostport import normalize_domain
 from mailwright.core.reply import Reply
-from mailwright.policy.relay import DomainSet
 from mailwright.routing.nexthop import NextHop, Transport
 from mailwright.routing.table import TableError
 from mailwright.routing.transport import (
     TransportTable,
     destination_hop,
     load_transport_table,
-    normalize_domain,
     parse_smarthost,
 )
 

@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from mailwright.core.address import AddressError, parse_domain
+from mailwright.core.hostport import normalize_domain, parse_host_port, parse_port, smarthost_parts
 from mailwright.core.reply import Reply
 from mailwright.routing.nexthop import NextHop, Transport
 from mailwright.routing.table import (
@@ -47,16 +48,6 @@ DEFAULT_ERROR_TEXT = "Delivery to this domain is refused"
 _STATUS = re.compile(r"^([45])\.(\d{1,3})\.(\d{1,3})(?=$|[\s:])")
 _CODE = re.compile(r"^([45])\d\d(?=$|\s)")
 
-
-def normalize_domain(domain: str) -> str:
-    """Lower case, no trailing dot, international names as A-labels (so both forms match)."""
-    domain = domain.strip().rstrip(".").lower()
-    if domain.isascii() or domain.startswith("["):
-        return domain
-    try:
-        return domain.encode("idna").decode("ascii")
-    except UnicodeError:
-        return domain
 
 
 def destination_hop(domain: str, transport: Transport = Transport.SMTP) -> NextHop:
@@ -165,17 +156,13 @@ def _transport(text: str) -> NextHop:
 
 def parse_smarthost(text: str) -> NextHop:
     """The ``routing.smarthost`` setting: ``[host]:port``, ``[host]``, ``host:port`` or ``host``."""
-    if not text.strip():
-        raise ValueError("smarthost is empty")
-    try:
-        return _smtp(text.strip())
-    except ValueError as exc:
-        raise ValueError(f"smarthost {text!r}: {exc}") from None
+    host, port, mx = smarthost_parts(text)
+    return NextHop(Transport.SMTP, host=host, port=port, mx=mx)
 
 
 def _smtp(rest: str) -> NextHop:
     if not rest or rest.startswith(":"):  # the recipient domain, filled in at lookup
-        return NextHop(Transport.SMTP, port=_port(rest))
+        return NextHop(Transport.SMTP, port=parse_port(rest))
     host, port, mx = parse_host_port(rest)
     return NextHop(Transport.SMTP, host=host, port=port, mx=mx)
 
@@ -191,51 +178,6 @@ def _lmtp(rest: str) -> NextHop:
         raise ValueError("lmtp: needs a destination (unix:/path, [host]:port or host:port)")
     host, port, _ = parse_host_port(rest)
     return NextHop(Transport.LMTP, host=host, port=port, mx=False)
-
-
-def parse_host_port(text: str) -> tuple[str, int | None, bool]:
-    """``[host]:port`` / ``host:port`` → (host, port or None, whether to look up MX)."""
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            raise ValueError("missing ']' after the host")
-        inner, rest = text[1:end], text[end + 1 :]
-        if inner[:5].lower() == "ipv6:":
-            inner = inner[5:]
-            if not _is_ip(inner, version=6):
-                raise ValueError(f"{inner!r} is not an IPv6 address")
-        return _host(inner), _port(rest), False
-    if text.count(":") > 1:
-        raise ValueError("an IPv6 address must be in brackets, e.g. [2001:db8::1]:25")
-    host, colon, port = text.partition(":")
-    host = _host(host)
-    return host, _port(colon + port), not _is_ip(host)
-
-
-def _host(text: str) -> str:
-    if _is_ip(text):
-        return ipaddress.ip_address(text).compressed
-    try:
-        return normalize_domain(parse_domain(text.rstrip("."), utf8=True))
-    except AddressError:
-        raise ValueError(f"{text!r} is not a host name or IP address") from None
-
-
-def _port(rest: str) -> int | None:
-    if not rest:
-        return None
-    digits = rest[1:] if rest.startswith(":") else ""
-    if not digits.isdigit() or not 1 <= int(digits) <= 65535:
-        raise ValueError(f"{rest!r}: expected ':port' with a port from 1 to 65535 after the host")
-    return int(digits)
-
-
-def _is_ip(text: str, version: int | None = None) -> bool:
-    try:
-        ip = ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return version is None or ip.version == version
 
 
 def _literal_ip(literal: str) -> str:

@@ -7,11 +7,11 @@ import threading
 
 import pytest
 
-from mailwright.cli.localsmtp import DotStuffer, LocalSmtpClient, Reply, Result
 from mailwright.cli.submit import judge
 from mailwright.config.lite import SubmitConfig
 from mailwright.core.reply import Reply as ServerReply
 from mailwright.core.submission import Rcpt, SubmissionEnvelope
+from mailwright.edge.localsmtp import DotStuffer, LocalSmtpClient, Reply, Result
 from mailwright.smtp import events as ev
 from mailwright.smtp.data import DataLimits
 from mailwright.smtp.server import ServerConnection, ServerSettings, State

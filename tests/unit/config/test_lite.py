@@ -115,7 +115,8 @@ def test_qualify() -> None:
 def test_the_sendmail_path_imports_no_heavy_library() -> None:
     code = (
         "import sys\n"
-        "from mailwright.cli import sendmail, draft, submit, localsmtp\n"
+        "from mailwright.cli import sendmail, draft, submit\n"
+        "from mailwright.edge import localsmtp\n"
         "from mailwright.config import lite\n"
         "from mailwright.core import submission\n"
         "heavy = [m for m in ('pydantic', 'click', 'rich', 'uvloop', 'dns', 'dataclasses',"

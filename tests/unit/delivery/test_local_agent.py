@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from mailwright.core.delivery import DeliveryRecipient, DeliveryResult, Outcome
 from mailwright.core.target import Mailer, Target
 from mailwright.delivery import maildir
-from mailwright.delivery.agent import DeliveryRecipient, DeliveryResult, Outcome
 from mailwright.delivery.deposit import DepositOptions
 from mailwright.delivery.local import LocalAgent
 from mailwright.delivery.mbox import MboxOptions

@@ -9,8 +9,9 @@ from typing import Any, TypeVar
 
 import pytest
 
+from mailwright.core.delivery import DeliveryResult
 from mailwright.core.reply import Reply
-from mailwright.delivery.agent import DeliveryRequest, DeliveryResult
+from mailwright.delivery.agent import DeliveryRequest
 from mailwright.delivery.lmtp import LmtpAgent
 from mailwright.delivery.session import ClientTimeouts
 from mailwright.delivery.smtp import SmtpAgent, as_transient, with_status

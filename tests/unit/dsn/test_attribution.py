@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
+from mailwright.core.delivery import DeliveryRecipient, DeliveryResult, Outcome
 from mailwright.core.reply import Reply
-from mailwright.delivery.agent import DeliveryRecipient, DeliveryResult, Outcome
 from mailwright.delivery.smtp import as_transient, with_status
 from mailwright.dsn import Action, Diagnostic, RecipientReport, ReportKind, build_report, said
 from mailwright.smtp.reply import ReplyParser

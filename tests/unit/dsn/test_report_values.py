@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from mailwright.core.address import Address
+from mailwright.core.delivery import DeliveryRecipient, DeliveryResult, Outcome
 from mailwright.core.envelope import MailParams, Notify, Recipient
 from mailwright.core.reply import Reply
-from mailwright.delivery.agent import DeliveryRecipient, DeliveryResult, Outcome
 from mailwright.dsn import (
     Action,
     Diagnostic,

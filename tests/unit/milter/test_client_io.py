@@ -15,11 +15,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from mailwright.config.endpoint import parse_endpoint
 from mailwright.config.schema import MilterTimeouts
 from mailwright.policy.milter import codec
 from mailwright.policy.milter.client import Connection
 from mailwright.policy.milter.codec import InsertHeader, OptNegReply, PacketDecoder, Simple
-from mailwright.policy.milter.endpoint import parse_endpoint
 from mailwright.policy.milter.macros import DEFAULTS
 from mailwright.policy.milter.negotiation import Offer
 

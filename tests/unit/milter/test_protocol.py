@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import pytest
 
+from mailwright.config.endpoint import Endpoint, parse_endpoint
 from mailwright.config.schema import FailurePolicy, Settings
 from mailwright.core.address import Address
+from mailwright.core.domains import DomainSet
 from mailwright.core.envelope import MailParams, Recipient
 from mailwright.core.reply import Reply
 from mailwright.policy.hooks import SessionInfo, Transaction
 from mailwright.policy.milter import macros, verdict
 from mailwright.policy.milter.codec import Action, OptNegReply, Proto, Stage
-from mailwright.policy.milter.endpoint import Endpoint, parse_endpoint
 from mailwright.policy.milter.negotiation import NegotiationError, Offer, Step, negotiate
-from mailwright.policy.relay import DomainSet
 from mailwright.routing.router import Router
 from mailwright.routing.transport import parse_transport_table
 

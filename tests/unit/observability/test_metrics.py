@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 
 from mailwright.core.address import Address
+from mailwright.core.delivery import DeliveryResult, Outcome
 from mailwright.core.envelope import Envelope, MailParams
-from mailwright.core.headers import HeaderList
 from mailwright.core.reply import Reply
-from mailwright.delivery.agent import DeliveryRequest, DeliveryResult, Outcome
 from mailwright.observability import metrics
 from mailwright.observability.recent import RECENT
 from mailwright.queue.store import (
@@ -18,7 +17,7 @@ from mailwright.queue.store import (
     StoredMessage,
     StoredRecipient,
 )
-from mailwright.routing.nexthop import NextHop, Transport
+from mailwright.routing.nexthop import Transport
 
 
 def sample(name: str, **labels: str) -> float:
@@ -90,20 +89,6 @@ def recipient(address: str) -> StoredRecipient:
     )
 
 
-def request(transport: Transport) -> DeliveryRequest:
-    return DeliveryRequest(
-        "01JD3K7Q2M4XK9A",
-        "s@x.test",
-        MailParams(),
-        [],
-        NextHop(transport),
-        HeaderList([]),
-        lambda: iter(()),
-        10,
-        1000.0,
-    )
-
-
 def test_results_count_by_outcome_and_bounces_are_remembered() -> None:
     totals = metrics.totals()
     latency = sample("mailwright_delivery_latency_seconds_count", transport="lmtp")
@@ -117,7 +102,7 @@ def test_results_count_by_outcome_and_bounces_are_remembered() -> None:
         recipient("a@b.test"),
         RecipientState.DELIVERED,
         ok,
-        request(Transport.LMTP),
+        Transport.LMTP.value,
         1012.5,
     )
     metrics.recorded(message(), recipient("a@b.test"), RecipientState.RELAYED, ok, None, 1013.0)
@@ -127,7 +112,7 @@ def test_results_count_by_outcome_and_bounces_are_remembered() -> None:
         recipient("c@b.test"),
         RecipientState.FAILED,
         failed,
-        request(Transport.SMTP),
+        Transport.SMTP.value,
         1015.0,
     )
     assert metrics.totals() - totals == metrics.Totals(delivered=2, deferred=1, bounced=1)

@@ -8,18 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from mailwright.config.dnsbl import DEFAULT_REPLY, Zone, parse_reply, parse_zone
 from mailwright.config.loader import ConfigError, load_settings
 from mailwright.config.schema import Settings
-from mailwright.policy.dnsbl import (
-    DEFAULT_REPLY,
-    Zone,
-    client_ip,
-    parse_reply,
-    parse_zone,
-    query_name,
-    read_answer,
-    txt_text,
-)
+from mailwright.policy.dnsbl import client_ip, query_name, read_answer, txt_text
 
 
 def ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:

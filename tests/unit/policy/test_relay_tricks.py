@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from mailwright.core.address import AddressError, parse_path
+from mailwright.core.domains import DomainSet
 from mailwright.core.envelope import Recipient
 from mailwright.policy import access
 from mailwright.policy.hooks import SessionInfo
-from mailwright.policy.relay import DomainSet, RelayControl
+from mailwright.policy.relay import RelayControl
 
 LOCAL = "mx.test"
 

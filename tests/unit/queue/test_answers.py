@@ -1,11 +1,11 @@
-"""queue.answers: what an LMTP client waiting for local deliveries is answered, and when."""
+"""manager.answers: what an LMTP client waiting for local deliveries is answered, and when."""
 
 from __future__ import annotations
 
 import asyncio
 
 from mailwright.core.reply import Reply
-from mailwright.queue.answers import Answers
+from mailwright.manager.answers import Answers
 
 FAILED = Reply.of(550, "5.1.1", "User unknown")
 DONE = Reply.of(250, "2.0.0", "Delivered")

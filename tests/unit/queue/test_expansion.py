@@ -16,13 +16,14 @@ import pytest
 
 from mailwright.core.address import Address
 from mailwright.core.clock import ManualClock
+from mailwright.core.delivery import DeliveryResult, Outcome
 from mailwright.core.envelope import Notify, Recipient
 from mailwright.core.reply import Reply
 from mailwright.core.target import Mailer, Target
-from mailwright.delivery.agent import DeliveryRequest, DeliveryResult, Outcome
+from mailwright.delivery.agent import DeliveryRequest
 from mailwright.delivery.local import LocalAgent
-from mailwright.queue.expansion import Expander
-from mailwright.queue.scheduler import Scheduler, SchedulerSettings
+from mailwright.manager.expansion import Expander
+from mailwright.manager.scheduler import Scheduler, SchedulerSettings
 from mailwright.queue.sqlite import _SCHEMA_V1, SqliteQueueStore
 from mailwright.queue.store import AddRecipients, InsertMessage, RecipientState
 from mailwright.queue.writer import QueueWriter

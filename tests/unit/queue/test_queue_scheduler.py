@@ -14,11 +14,12 @@ import pytest
 
 from mailwright.core.address import Address
 from mailwright.core.clock import ManualClock
+from mailwright.core.delivery import DeliveryResult, Outcome
 from mailwright.core.envelope import Notify, Recipient
 from mailwright.core.reply import Reply
-from mailwright.delivery.agent import DeliveryRequest, DeliveryResult, Outcome
-from mailwright.queue.backoff import RetryPolicy
-from mailwright.queue.scheduler import Scheduler, SchedulerSettings
+from mailwright.delivery.agent import DeliveryRequest
+from mailwright.manager.backoff import RetryPolicy
+from mailwright.manager.scheduler import Scheduler, SchedulerSettings
 from mailwright.queue.sqlite import SqliteQueueStore
 from mailwright.queue.store import InsertMessage, RecipientState
 from mailwright.queue.writer import QueueWriter

@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from mailwright.cli.main import cli
 from mailwright.config.loader import load_settings
-from mailwright.routing.aliases import build_aliases, resolve_address
+from mailwright.routing.aliases import compile_aliases
+from mailwright.routing.resolution import verify_lines
 
 
 @pytest.fixture
@@ -74,12 +75,13 @@ def test_address_test_shows_the_chain_and_the_mailers(config: Path) -> None:
 
 def test_entry_points_for_sendmail(config: Path) -> None:
     settings = load_settings(config)
-    lines = build_aliases(settings)
-    assert lines[-1].endswith("4 aliases, longest 41 bytes, 78 bytes total")
-    assert lines[0].endswith("aliases:3: missing colon")
+    assert settings.routing.alias_file is not None
+    report = compile_aliases(settings.routing.alias_file, settings.alias_database)
+    assert report.summary().endswith("4 aliases, longest 41 bytes, 78 bytes total")
+    assert str(report.problems[0]).endswith("aliases:3: missing colon")
     mbox = config.parent / "mail" / "root"
-    assert resolve_address(settings, "postmaster@mx.test") == [
+    assert verify_lines(settings, "postmaster@mx.test") == [
         f"root@mx.test... deliverable: mailer local, user root (mbox {mbox})"
     ]
     with pytest.raises(LookupError, match="User unknown"):
-        resolve_address(settings, "nosuch@mx.test")
+        verify_lines(settings, "nosuch@mx.test")

@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 
 from mailwright.config.loader import ConfigError
+from mailwright.config.reloadable import effective_settings
 from mailwright.config.schema import ServiceSection, Settings
 from mailwright.daemon.bindings import BindError, bind_all
 from mailwright.daemon.pidfile import AlreadyRunningError, PidFile
 from mailwright.daemon.privileges import service_account
-from mailwright.daemon.reload import effective_settings, refresh_aliases
+from mailwright.daemon.reload import refresh_aliases
 from mailwright.routing.aliases import AliasTable
 from mailwright.routing.items import Item, ItemKind
 from tests.support.daemon import free_port

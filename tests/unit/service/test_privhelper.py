@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from mailwright.config.schema import Settings
-from mailwright.delivery.agent import Outcome
+from mailwright.core.delivery import Outcome
 from mailwright.delivery.deposit import Parcel
 from mailwright.privhelper import protocol
 from mailwright.privhelper.client import HelperClient, HelperDeposit, HelperMaildrop

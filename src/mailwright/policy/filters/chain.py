@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 
 from mailwright.config.schema import MilterFilter, PluginFilter, Settings
+from mailwright.core.domains import DomainSet
 from mailwright.core.envelope import Recipient
 from mailwright.core.reply import Reply
 from mailwright.observability import maillog
@@ -25,7 +26,6 @@ from mailwright.policy.hooks import Hook, SessionInfo, Transaction
 from mailwright.policy.milter.hook import MilterHook
 from mailwright.policy.milter.macros import MacroSource
 from mailwright.policy.milter.verdict import failure_reply
-from mailwright.policy.relay import DomainSet
 from mailwright.routing.router import Router
 
 log = logging.getLogger("mailwright.filters")

@@ -26,10 +26,10 @@ import struct
 import time
 from collections.abc import Callable, Mapping, Sequence
 
+from mailwright.config.endpoint import Endpoint
 from mailwright.config.schema import MilterTimeouts
 from mailwright.policy.milter import codec
 from mailwright.policy.milter.codec import Modification, Response, Simple, Stage
-from mailwright.policy.milter.endpoint import Endpoint
 from mailwright.policy.milter.negotiation import Offer, Options, negotiate
 
 

@@ -38,6 +38,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mailwright.config.endpoint import parse_endpoint
 from mailwright.config.schema import MilterFilter
 from mailwright.core.envelope import Recipient
 from mailwright.core.headers import Header
@@ -48,7 +49,6 @@ from mailwright.policy.hooks import Hook, SessionInfo, Transaction
 from mailwright.policy.milter import codec, verdict
 from mailwright.policy.milter.client import Connection, MilterError
 from mailwright.policy.milter.codec import Simple, Stage
-from mailwright.policy.milter.endpoint import parse_endpoint
 from mailwright.policy.milter.macros import CONFIG_STAGES, DEFAULTS, MacroScope, MacroSource, values
 from mailwright.policy.milter.modify import Edit, LineEndings, ModificationError, own_trace
 from mailwright.policy.milter.negotiation import Offer, Step

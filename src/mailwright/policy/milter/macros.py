@@ -29,11 +29,11 @@ from dataclasses import dataclass
 
 from mailwright import __version__
 from mailwright.core.address import Address
+from mailwright.core.domains import DomainSet
 from mailwright.core.envelope import Recipient
 from mailwright.core.reply import Reply
 from mailwright.policy.hooks import SessionInfo, Transaction
 from mailwright.policy.milter.codec import Stage
-from mailwright.policy.relay import DomainSet
 from mailwright.routing.nexthop import NextHop, Transport
 
 DEFAULTS: dict[Stage, tuple[str, ...]] = {

@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from mailwright.observability.webserver import (
+from mailwright.web.webserver import (
     MAX_BODY,
     HttpError,
     Request,

@@ -15,12 +15,12 @@ group commit), unless it asked for a success DSN (that is made with the message'
 results): a crash repeats only the deliveries that were in flight. ``stop`` makes an
 ``Interruptible`` agent give up its lock waits at once.
 
-Local recipients are first given to the ``Expander`` (``queue.expansion``), when
+Local recipients are first given to the ``Expander`` (``manager.expansion``), when
 there is one: aliases, ``.forward`` and virtual users are resolved there, at delivery
 time, and a recipient that resolved to a mailbox, program or file goes to the local
 agent without routing.
 
-An LMTP session may wait for the local deliveries of its message (``queue.answers``):
+An LMTP session may wait for the local deliveries of its message (``manager.answers``):
 a local recipient whose client still waits is answered by it, and a failure then
 becomes that client's reply instead of a bounce (recorded FAILED without a report).
 
@@ -42,18 +42,12 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from mailwright.core.clock import Clock, SystemClock
+from mailwright.core.delivery import DeliveryRecipient, DeliveryResult, Outcome
 from mailwright.core.durations import hhmmss
 from mailwright.core.envelope import Notify
 from mailwright.core.headers import HeaderList
 from mailwright.core.reply import Reply
-from mailwright.delivery.agent import (
-    DeliveryAgent,
-    DeliveryRecipient,
-    DeliveryRequest,
-    DeliveryResult,
-    Interruptible,
-    Outcome,
-)
+from mailwright.delivery.agent import DeliveryAgent, DeliveryRequest, Interruptible
 from mailwright.dsn import (
     Action,
     OriginalMessage,
@@ -62,11 +56,11 @@ from mailwright.dsn import (
     build_report,
     said,
 )
+from mailwright.manager.answers import Answers, Waiting
+from mailwright.manager.backoff import RetryPolicy
+from mailwright.manager.expansion import Expander, target_hop
+from mailwright.manager.hoststatus import HostStatusCache
 from mailwright.observability import maillog, metrics
-from mailwright.queue.answers import Answers, Waiting
-from mailwright.queue.backoff import RetryPolicy
-from mailwright.queue.expansion import Expander, target_hop
-from mailwright.queue.hoststatus import HostStatusCache
 from mailwright.queue.store import (
     ClaimDue,
     NewMessage,
@@ -527,7 +521,8 @@ class Scheduler:
                 )
             )
             self._log_attempt(message, recipient, result, request, started, now)
-            metrics.recorded(message, recipient, state, result, request, now)
+            transport = request.next_hop.transport.value if request is not None else None
+            metrics.recorded(message, recipient, state, result, transport, now)
             if waiting is None or state is RecipientState.DELIVERED:
                 self._collect_reports(reports, recipient, result, state, request, now)
         new_messages, warned, reasons = self._make_reports(message, headers, reports, now)

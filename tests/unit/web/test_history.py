@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from mailwright.observability.history import History
 from mailwright.observability.metrics import Totals
+from mailwright.web.history import History
 
 T0 = 1_700_000_000.0 - 1_700_000_000.0 % 60  # the start of a minute
 

@@ -7,11 +7,8 @@ import html.parser
 from mailwright.core.address import Address
 from mailwright.core.envelope import Envelope, MailParams, Recipient
 from mailwright.core.headers import Header, HeaderList
-from mailwright.observability import statuspage
-from mailwright.observability.history import History
 from mailwright.observability.metrics import Totals
 from mailwright.observability.recent import Bounce, LogEntry
-from mailwright.observability.status import ListenerStatus, MilterStatus, Status
 from mailwright.queue.store import (
     DeferredGroup,
     MessageState,
@@ -21,6 +18,9 @@ from mailwright.queue.store import (
     StoredMessage,
     StoredRecipient,
 )
+from mailwright.web import statuspage
+from mailwright.web.history import History
+from mailwright.web.status import ListenerStatus, MilterStatus, Status
 
 EVIL = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 

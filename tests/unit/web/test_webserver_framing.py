@@ -16,8 +16,8 @@ from contextlib import contextmanager
 
 import pytest
 
-from mailwright.observability import webserver
-from mailwright.observability.webserver import MAX_BODY, MAX_HEAD, Request, Response, WebServer
+from mailwright.web import webserver
+from mailwright.web.webserver import MAX_BODY, MAX_HEAD, Request, Response, WebServer
 
 HOST = b"Host: status.test\r\n"
 

@@ -24,12 +24,12 @@ from urllib.parse import quote, urlencode
 
 from mailwright.core.headers import HeaderList
 from mailwright.core.queueid import QUEUE_ID_RE
-from mailwright.observability import statuspage
-from mailwright.observability.credentials import COOKIE, Credentials, Identity, Proof
-from mailwright.observability.history import Sample
-from mailwright.observability.status import Status
-from mailwright.observability.webserver import Request, Response
 from mailwright.queue.store import StoredMessage
+from mailwright.web import statuspage
+from mailwright.web.credentials import COOKIE, Credentials, Identity, Proof
+from mailwright.web.history import Sample
+from mailwright.web.status import Status
+from mailwright.web.webserver import Request, Response
 
 SECURITY_HEADERS = [
     (

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from mailwright.observability.credentials import COOKIE, Credentials, Proof
-from mailwright.observability.webserver import Request
+from mailwright.web.credentials import COOKIE, Credentials, Proof
+from mailwright.web.webserver import Request
 
 NOW = 1_800_000_000.0
 

@@ -1,7 +1,7 @@
 """The HTML of the status page: the overview, one message's details, the login form.
 
 Pure functions from data to markup: no I/O, no script, no external asset (the
-plots are inline SVG from ``observability.plot``; the style sheet is inline).
+plots are inline SVG from ``web.plot``; the style sheet is inline).
 Everything that comes from mail or peers (headers, addresses, replies, error
 texts) and everything else interpolated goes through ``esc``, so a hostile
 Subject or sender shows as text. Forms that change the queue post to
@@ -14,13 +14,13 @@ import time
 from collections.abc import Iterable, Sequence
 from html import escape
 
-from mailwright.cli.mailq import status_text
 from mailwright.core.durations import short as short_duration
 from mailwright.core.headers import HeaderList
-from mailwright.observability.history import Sample
-from mailwright.observability.plot import Series, Style, chart
-from mailwright.observability.status import Status
+from mailwright.queue.admin import status_text
 from mailwright.queue.store import MessageState, RecipientState, StoredMessage
+from mailwright.web.history import Sample
+from mailwright.web.plot import Series, Style, chart
+from mailwright.web.status import Status
 
 STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#222;background:#f4f5f7}

@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from mailwright.observability.plot import Series, Style, chart, nice_ceiling
+from mailwright.web.plot import Series, Style, chart, nice_ceiling
 
 SVG = "{http://www.w3.org/2000/svg}"
 

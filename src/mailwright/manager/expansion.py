@@ -37,12 +37,12 @@ from typing import TYPE_CHECKING
 from mailwright.core import xtext
 from mailwright.core.address import Address, AddressError, parse_mailbox
 from mailwright.core.clock import Clock, SystemClock
+from mailwright.core.delivery import DeliveryResult, Outcome
 from mailwright.core.envelope import Envelope, MailParams, Notify, Recipient
 from mailwright.core.headers import HeaderList
 from mailwright.core.queueid import new_queue_id
 from mailwright.core.reply import Reply
 from mailwright.core.target import Mailer, Target
-from mailwright.delivery.agent import DeliveryResult, Outcome
 from mailwright.dsn import Action, OriginalMessage, RecipientReport, ReportKind, build_report
 from mailwright.dsn.body import ReportBody
 from mailwright.dsn.recipient import decode_orcpt, parse_notify

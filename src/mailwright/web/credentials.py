@@ -19,7 +19,7 @@ import secrets
 from dataclasses import dataclass
 from enum import Enum
 
-from mailwright.observability.webserver import Request
+from mailwright.web.webserver import Request
 
 COOKIE = "mailwright_session"
 SESSION_LIFETIME = 12 * 3600.0

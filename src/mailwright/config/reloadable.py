@@ -1,0 +1,31 @@
+"""Which settings a reload (SIGHUP) applies and which need a restart.
+
+The listeners, the queue directory, the local socket and maildrop, and the service
+account are kept as they were: changing them needs a restart. Used by the daemon's
+reload and by the privileged helper, which must agree. Reads the ``Settings`` given.
+"""
+
+from __future__ import annotations
+
+from mailwright.config.schema import Settings
+
+
+def effective_settings(old: Settings, new: Settings) -> tuple[Settings, list[str]]:
+    """``new`` with the settings that need a restart kept as they are; and their names."""
+    kept: list[str] = []
+    update: dict[str, object] = {}
+    if new.listeners != old.listeners:
+        kept.append("listeners")
+        update["listeners"] = old.listeners
+    if new.queue.directory != old.queue.directory:
+        kept.append("queue.directory")
+        update["queue"] = new.queue.model_copy(update={"directory": old.queue.directory})
+    local = {k: getattr(old.local, k) for k in ("socket", "maildrop")}
+    if any(getattr(new.local, k) != v for k, v in local.items()):
+        kept.append("local.socket/local.maildrop")
+        update["local"] = new.local.model_copy(update=local)
+    service = {k: getattr(old.service, k) for k in ("user", "group", "pid_file")}
+    if any(getattr(new.service, k) != v for k, v in service.items()):
+        kept.append("service.user/group/pid_file")
+        update["service"] = new.service.model_copy(update=service)
+    return (new.model_copy(update=update) if update else new), kept
