@@ -200,8 +200,10 @@ class Scheduler:
 
     def use(self, parts: DeliveryParts) -> None:
         """New deliveries get ``parts`` (SIGHUP); those in flight keep theirs, and the idle
-        pooled connections of the old agents close on their own timers."""
+        pooled connections of the old agents close on their own timers. What the
+        scheduler learnt (dead hosts) stays; only its lifetime is the new one's."""
         self._current = parts
+        self.hosts.ttl = parts.settings.host_status_timeout
 
     # ---- control ------------------------------------------------------------------------
     def wake(self) -> None:

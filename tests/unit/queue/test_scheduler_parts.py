@@ -23,7 +23,9 @@ def test_a_delivery_keeps_the_parts_it_started_with(tmp_path: Path) -> None:
     new_parts = DeliveryParts(
         route=lambda address: NextHop(Transport.SMTP, host="new.test"),
         agents={Transport.SMTP: new_agent},
-        settings=SchedulerSettings(reporting_mta="mx.test", retry=RetryPolicy(first=7200)),
+        settings=SchedulerSettings(
+            reporting_mta="mx.test", retry=RetryPolicy(first=7200), host_status_timeout=42
+        ),
     )
     first = h.insert()
 
@@ -46,5 +48,6 @@ def test_a_delivery_keeps_the_parts_it_started_with(tmp_path: Path) -> None:
         assert h.run_once() == 1
         assert [r.next_hop.host for r in new_agent.requests] == ["new.test"]
         assert len(h.agent.requests) == 1
+        assert h.scheduler.hosts.ttl == 42  # the cache stays, with the new lifetime
     finally:
         h.close()
