@@ -18,7 +18,7 @@ from mailwright.config.schema import Settings
 from mailwright.core.address import Address
 from mailwright.core.envelope import MailParams, Recipient
 from mailwright.core.headers import Header, HeaderList
-from mailwright.daemon.app import build_pipeline
+from mailwright.daemon.generation import build_pipeline
 from mailwright.policy.hooks import SessionInfo, Transaction
 from mailwright.policy.milter import codec
 from mailwright.policy.milter.codec import OptNegReply

@@ -1,13 +1,18 @@
 """Which settings a reload (SIGHUP) applies and which need a restart.
 
-The listeners, the queue directory, the local socket and maildrop, and the service
-account are kept as they were: changing them needs a restart. Used by the daemon's
-reload and by the privileged helper, which must agree. Reads the ``Settings`` given.
+The listeners, the queue directory, the local socket and maildrop, the service
+account, the delivery mode and the delivery concurrency limits (the scheduler's loop
+and semaphores are made once) are kept as they were: changing them needs a restart.
+Used by the daemon's reload and by the privileged helper, which must agree. Reads the
+``Settings`` given.
 """
 
 from __future__ import annotations
 
 from mailwright.config.schema import Settings
+
+# how the scheduler runs (its loop, its semaphores): made once, at start-up
+RESTART_DELIVERY = ("mode", "max_concurrency", "max_per_destination")
 
 
 def effective_settings(old: Settings, new: Settings) -> tuple[Settings, list[str]]:
@@ -28,4 +33,8 @@ def effective_settings(old: Settings, new: Settings) -> tuple[Settings, list[str
     if any(getattr(new.service, k) != v for k, v in service.items()):
         kept.append("service.user/group/pid_file")
         update["service"] = new.service.model_copy(update=service)
+    delivery = {k: getattr(old.delivery, k) for k in RESTART_DELIVERY}
+    if any(getattr(new.delivery, k) != v for k, v in delivery.items()):
+        kept.append("delivery.mode/max_concurrency/max_per_destination")
+        update["delivery"] = new.delivery.model_copy(update=delivery)
     return (new.model_copy(update=update) if update else new), kept

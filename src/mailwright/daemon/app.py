@@ -4,8 +4,11 @@ Order matters for durability: the queue is opened (and checked) before any
 listener accepts, and on SIGTERM listeners stop first, sessions finish, then
 the writer drains its last commits before the store closes. A second SIGTERM
 exits at once; nothing acknowledged is lost because every ``250`` followed a
-commit. SIGHUP reloads the whole configuration (``daemon.reload``): a bad one is
-refused and logged, the old one stays; sessions in progress are not dropped. SIGHUP
+commit. The parts built from the settings (policy, routing, delivery agents, TLS) form
+one immutable generation (``daemon.generation``), built by the same function at start-up
+and on SIGHUP (``daemon.reload`` reads the file again): a bad configuration stops the
+start (EX_CONFIG) or is refused on reload and logged, the old generation staying in use.
+A session keeps the generation of its connect, a delivery the one of its start. SIGHUP
 and SIGUSR1 reopen the log file (``[log] file``) for logrotate.
 
 ``daemon.launch`` prepares what a service needs before the daemon runs
@@ -27,13 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from mailwright.config.loader import ConfigError
-from mailwright.config.schema import DeliveryMode, ListenerAuth, ListenerTls, Settings
+from mailwright.config.schema import DeliveryMode, Settings
 from mailwright.core import deliverymode
-from mailwright.core.domains import DomainSet
 from mailwright.core.sysexits import ExitCode
 from mailwright.daemon import control, reload
 from mailwright.daemon.admin import Admin
-from mailwright.daemon.delivery import build_scheduler
+from mailwright.daemon.generation import Generation, build_generation
 from mailwright.daemon.monitor import Monitor
 from mailwright.daemon.queueruns import QueueRuns
 from mailwright.daemon.runtime import Runtime
@@ -42,17 +44,8 @@ from mailwright.edge.context import EdgeContext
 from mailwright.edge.listener import Edge
 from mailwright.edge.local import LocalSubmission
 from mailwright.edge.pickup import MaildropAccess
-from mailwright.edge.security import EdgeSecurity
-from mailwright.manager.scheduler import domain_of
+from mailwright.manager.scheduler import Scheduler
 from mailwright.observability import logtargets
-from mailwright.policy import access, dnsbl
-from mailwright.policy.filters.chain import build_filters
-from mailwright.policy.hooks import Hook, Pipeline
-from mailwright.policy.limits import ConnectionRateLimit
-from mailwright.policy.recipients import LocalRecipients
-from mailwright.policy.relay import RelayControl, parse_networks
-from mailwright.policy.submission import SubmissionPolicy
-from mailwright.policy.watched import WatchedFile
 from mailwright.privhelper.client import HelperDeposit, HelperForwardReader, HelperMaildrop
 from mailwright.queue.admin import ACTIONS as ADMIN_ACTIONS
 from mailwright.queue.admin import Actor, Selection
@@ -60,7 +53,6 @@ from mailwright.queue.sqlite import SqliteQueueStore
 from mailwright.queue.store import InsertMessage, NewMessage
 from mailwright.queue.writer import QueueWriter
 from mailwright.routing.aliases import prepare_aliases
-from mailwright.routing.clientname import client_names_from_settings
 from mailwright.routing.resolution import AddressResolver
 
 log = logging.getLogger("mailwright.daemon")
@@ -72,80 +64,20 @@ INTERACTIVE_WAIT = 60
 CONTROL_VIAS = ("mailwright queue", "sendmail -q")
 
 
-def build_pipeline(
-    settings: Settings,
-    table: WatchedFile[access.AccessTable] | None = None,
-    resolver: AddressResolver | None = None,
-) -> Pipeline:
-    """Policy hooks in order: connection rate, submission rules, access table, relay
-    control, DNS blocklists, the local recipient check, then the configured filters.
-
-    ``resolver`` (shared with the delivery side) answers which local recipients exist;
-    one is built from the settings when not given.
-    """
-    if table is None and settings.access.table is not None:
-        table = access.watch(settings.access.table)
-    hooks: list[Hook] = []
-    if settings.server.max_connection_rate_per_ip:
-        hooks.append(
-            ConnectionRateLimit(settings.server.max_connection_rate_per_ip, settings.hostname)
-        )
-    hooks.append(SubmissionPolicy.from_settings(settings))
-    if table is not None:
-        hooks.append(access.AccessControl(table, settings.hostname))
-    relay = RelayControl(
-        DomainSet(settings.local_domains),
-        DomainSet([*settings.relay.domains, *settings.routing.virtual_domains]),
-        parse_networks(settings.relay.networks),
-        table.current if table is not None else None,
-    )
-    # after relay control, which marks the trusted clients the blocklists skip
-    blocklists = dnsbl.from_settings(settings, table.current if table is not None else None)
-    hooks_after_relay: list[Hook] = [blocklists] if blocklists is not None else []
-    local = LocalRecipients(resolver or AddressResolver.from_settings(settings))
-    return Pipeline([*hooks, relay, *hooks_after_relay, local, *build_filters(settings)])
-
-
-def warn_about_listeners(settings: Settings) -> None:
-    """Configurations that start but cannot work as the operator probably expects."""
-    for listener in settings.listeners:
-        if listener.auth_mode is ListenerAuth.REQUIRE and settings.auth.users_file is None:
-            log.warning(
-                "listener %s requires AUTH but auth.users_file is not set: "
-                "every MAIL will be refused",
-                listener.display_name,
-            )
-        if (
-            listener.tls is ListenerTls.STARTTLS
-            and listener.tls_required
-            and settings.tls.certificate is None
-        ):
-            log.warning(
-                "listener %s requires TLS before MAIL but [tls] certificate is not set:"
-                " STARTTLS is never offered, every MAIL will be refused (530 5.7.0)",
-                listener.display_name,
-            )
-
-
 class Daemon:
     monitor: Monitor | None = None  # metrics, the status page, the ``status`` request
 
     def __init__(self, settings: Settings, runtime: Runtime | None = None) -> None:
-        self.settings = settings
         self.runtime = runtime or Runtime()
         self.store = SqliteQueueStore(settings.queue.database)
         self.writer = QueueWriter(self.store)
         self.edge: Edge | None = None
-        self.security = EdgeSecurity.from_settings(settings)  # a bad certificate stops here
-        self.access = (
-            access.watch(settings.access.table) if settings.access.table is not None else None
-        )
         self.local: LocalSubmission | None = None
-        # one view of aliases and users for the RCPT check and for delivery
-        self.resolver = AddressResolver.from_settings(settings, build_missing=False)
-        self.scheduler = build_scheduler(
-            settings, self.store, self.writer, resolver=self.resolver, deposit=self._deposit()
+        # the parts built from the settings: replaced as a whole on SIGHUP
+        self.generation = build_generation(
+            settings, store=self.store, writer=self.writer, deposit=self._deposit(settings)
         )
+        self.scheduler = Scheduler.from_parts(self.store, self.writer, self.generation.delivery)
         self.admin = Admin(self.store, self.writer, self._notify, self.scheduler.bounce)
         self.control = control.ControlServer(
             control.socket_path(settings.queue.directory),
@@ -288,8 +220,7 @@ class Daemon:
         self.store.open()
         self.writer.start()
         try:
-            warn_about_listeners(self.settings)
-            ctx = self._edge_context(self.settings)
+            ctx = self._edge_context(self.generation)
             bindings = self.runtime.bindings
             self.edge = Edge(ctx, bound=bindings.listeners if bindings else None)
             await self.edge.start()
@@ -336,14 +267,21 @@ class Daemon:
         if self.monitor is not None:
             await self.monitor.stop()
 
-    def _edge_context(self, settings: Settings) -> EdgeContext:
+    @property
+    def settings(self) -> Settings:
+        return self.generation.settings
+
+    def _edge_context(self, generation: Generation) -> EdgeContext:
+        """What the sessions of ``generation`` share; a session keeps the one of its
+        connect to its end."""
+        settings = generation.settings
         return EdgeContext(
             settings=settings,
-            pipeline=build_pipeline(settings, self.access, self.resolver),
+            pipeline=generation.pipeline,
             enqueue=self.enqueue,
             spool_dir=settings.queue.spool_dir,
-            security=self.security,
-            client_names=client_names_from_settings(settings),
+            security=generation.security,
+            client_names=generation.client_names,
             deliveries=self.scheduler
             if settings.delivery.mode is DeliveryMode.BACKGROUND
             else None,
@@ -354,12 +292,12 @@ class Daemon:
         return f"accepting mail on {listeners or 'no TCP listener'}"
 
     # ---- the privileged helper (a daemon that gave up root) --------------------------------
-    def _deposit(self, settings: Settings | None = None) -> Deposit | None:
+    def _deposit(self, settings: Settings) -> Deposit | None:
         """Local delivery's writes: through the helper, or in process (None)."""
         helper = self.runtime.helper
         if helper is None:
             return None
-        ld = (settings or self.settings).local_delivery
+        ld = settings.local_delivery
         return HelperDeposit(helper, ld.pipe_timeout, ld.lock_timeout)
 
     def _maildrop_access(self) -> MaildropAccess | None:
@@ -370,7 +308,7 @@ class Daemon:
         if self.runtime.helper is not None:
             self.runtime.helper.on_failure = self._helper_lost
             self.runtime.helper.start()
-            self._wire_resolver(self.resolver)
+            self._wire_resolver(self.generation.resolver)
 
     def _helper_lost(self, why: str) -> None:
         """Without root no new helper can be started: stop cleanly with EX_TEMPFAIL, so
@@ -428,52 +366,43 @@ class Daemon:
         notifier.reloading()
         try:
             settings, kept = await asyncio.to_thread(reload.load, path, self.settings)
-            parts = reload.build_parts(
+            generation = build_generation(
                 settings,
-                kept,
-                security=self.security,
-                table=self.access,
                 store=self.store,
                 writer=self.writer,
                 deposit=self._deposit(settings),
+                previous=self.generation,
             )
-        except reload.ReloadError as exc:
+        except (ConfigError, OSError) as exc:  # ReloadError, GenerationError
             log.error("SIGHUP: configuration refused, the previous one stays in use: %s", exc)
             notifier.ready(f"configuration refused: {str(exc).splitlines()[0]}")
             return False
-        self._install(parts)
+        self._install(generation)
         if self.runtime.helper is not None:
             await self._reload_helper()
-        for name in parts.kept:
+        for name in kept:
             log.warning("SIGHUP: %s changed: takes effect at the next restart", name)
         log.info("SIGHUP: configuration reloaded")
         notifier.ready(self._status())
         return True
 
-    def _install(self, parts: reload.Parts) -> None:
-        """Swap the new parts in; sessions and deliveries already running keep theirs."""
-        settings = parts.settings
+    def _install(self, generation: Generation) -> None:
+        """Put the new generation in place for new sessions and new deliveries; sessions
+        and deliveries already running keep theirs."""
+        settings = generation.settings
         if settings.log != self.settings.log:
             try:
                 logtargets.configure(settings.log, self.runtime.log_level, self.runtime.detached)
             except ConfigError as exc:
                 log.error("SIGHUP: %s; logging as before", exc)
-        self.settings = settings
-        self.security = parts.security
-        self.access = parts.access
-        self.resolver = parts.resolver
-        self._wire_resolver(parts.resolver)
-        ctx = self._edge_context(settings)
+        self.generation = generation
+        self._wire_resolver(generation.resolver)
+        ctx = self._edge_context(generation)
         if self.edge is not None:
             self.edge.ctx = ctx
         if self.local is not None:
             self.local.use(ctx)
-        router = parts.router
-        self.scheduler.route = lambda address: router.route(domain_of(address))
-        self.scheduler.agents.update(parts.agents)  # idle pooled connections of the old
-        # agents close on their own timers
-        self.scheduler.expander = parts.expander
-        self.scheduler.settings = parts.scheduling
+        self.scheduler.use(generation.delivery)
         if self.monitor is not None:
             self.monitor.settings = settings  # milter names and listeners on the page
             if settings.http != self.monitor.http_settings:

@@ -1,6 +1,8 @@
 """What every session of the daemon shares: settings, the policy pipeline, the way into the queue.
 
-Built once by the daemon (and rebuilt on reload); sessions only read it.
+The daemon builds one for each generation of its parts (at start-up, then on every
+reload); a session takes the one current at its connect and keeps it to its end, so a
+reload never changes the policy of a session in progress. Sessions only read it.
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ defers its recipients. Settings: ``queue.*`` (retry policy), ``delivery.*``.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import logging
 import math
@@ -110,6 +111,16 @@ class SchedulerSettings:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
+@dataclass(frozen=True, slots=True)
+class DeliveryParts:
+    """What a delivery uses from its start to its end, replaced as a whole on reload."""
+
+    route: Router
+    agents: Mapping[Transport, DeliveryAgent]
+    settings: SchedulerSettings
+    expander: Expander | None = None
+
+
 def domain_of(address: str) -> str:
     local, at, domain = address.rpartition("@")
     return domain.lower() if at and local else ""
@@ -127,11 +138,12 @@ class Scheduler:
         expander: Expander | None = None,
     ) -> None:
         self.store = store
-        self.expander = expander
         self.writer = writer
-        self.route = route
-        self.agents = dict(agents)
-        self.settings = settings or SchedulerSettings()
+        self._current = DeliveryParts(
+            route, dict(agents), settings or SchedulerSettings(), expander
+        )
+        # the parts a delivery started with, set in its task: a reload does not reach it
+        self._held: contextvars.ContextVar[DeliveryParts] = contextvars.ContextVar("parts")
         self.clock = clock or SystemClock()
         self.hosts = HostStatusCache(self.settings.host_status_timeout)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -149,6 +161,43 @@ class Scheduler:
         # (inf until it knows); a retry due earlier than that wakes it
         self._sleep_until = 0.0
         self.answers = Answers()  # LMTP sessions waiting for local deliveries
+
+    @classmethod
+    def from_parts(cls, store: QueueStore, writer: QueueWriter, parts: DeliveryParts) -> Scheduler:
+        """A scheduler that delivers with ``parts`` until ``use`` gives it others."""
+        scheduler = cls(store, writer, parts.route, parts.agents, parts.settings)
+        scheduler.use(parts)
+        return scheduler
+
+    # ---- the parts of a delivery ---------------------------------------------------------
+    @property
+    def parts(self) -> DeliveryParts:
+        """The parts of the delivery running in this task (taken when it started), or the
+        current ones outside a delivery."""
+        return self._held.get(self._current)
+
+    @property
+    def route(self) -> Router:
+        return self.parts.route
+
+    @property
+    def agents(self) -> Mapping[Transport, DeliveryAgent]:
+        return self.parts.agents
+
+    @property
+    def expander(self) -> Expander | None:
+        return self.parts.expander
+
+    @property
+    def settings(self) -> SchedulerSettings:
+        return self.parts.settings
+
+    def use(self, parts: DeliveryParts) -> None:
+        """New deliveries get ``parts`` (SIGHUP); those in flight keep theirs, and the idle
+        pooled connections of the old agents close on their own timers. What the
+        scheduler learnt (dead hosts) stays; only its lifetime is the new one's."""
+        self._current = parts
+        self.hosts.ttl = parts.settings.host_status_timeout
 
     # ---- control ------------------------------------------------------------------------
     def wake(self) -> None:
@@ -316,6 +365,7 @@ class Scheduler:
     # ---- one message --------------------------------------------------------------------
     async def _process(self, queue_id: str, recipients: list[StoredRecipient]) -> None:
         maillog.current_queue_id.set(queue_id)  # this task's lines are this message's
+        self._held.set(self._current)  # this message is delivered with the parts of now
         try:
             await self._deliver_message(queue_id, recipients)
         except Exception:

@@ -30,6 +30,7 @@ ACTIONS = ("hold", "release", "delete", "bounce", "flush")
 HOLD_REASON = "held by administrator"
 BOUNCE_REASON = "Message bounced by administrator"
 
+
 @dataclass
 class Selection:
     ids: tuple[str, ...] = ()

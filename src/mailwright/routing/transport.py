@@ -49,7 +49,6 @@ _STATUS = re.compile(r"^([45])\.(\d{1,3})\.(\d{1,3})(?=$|[\s:])")
 _CODE = re.compile(r"^([45])\d\d(?=$|\s)")
 
 
-
 def destination_hop(domain: str, transport: Transport = Transport.SMTP) -> NextHop:
     """The recipient domain itself as next hop: MX lookup, or an address literal's IP."""
     domain = normalize_domain(domain)
