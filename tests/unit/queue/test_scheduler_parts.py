@@ -7,10 +7,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from mailwright.queue.backoff import RetryPolicy
-from mailwright.queue.scheduler import DeliveryParts, SchedulerSettings
-
-from mailwright.delivery.agent import Outcome
+from mailwright.core.delivery import Outcome
+from mailwright.manager.backoff import RetryPolicy
+from mailwright.manager.scheduler import DeliveryParts, SchedulerSettings
 from mailwright.routing.nexthop import NextHop, Transport
 
 from .test_queue_scheduler import OK, T0, TEMP, Harness, ScriptedAgent
