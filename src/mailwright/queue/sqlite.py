@@ -5,8 +5,7 @@ Layout: ``messages`` (envelope, MAIL parameters, origin, listing fields), ``reci
 section, one blob per message) and ``body_chunks`` (the body in ~1 MiB blobs, so a
 100 MiB message goes in and out with bounded memory). The schema version lives in
 ``PRAGMA user_version``; the schema is created on first open and older files are migrated
-in place (version 2 adds each recipient's resolved local target: mailer, target and
-controlling user, NULL for an ordinary address).
+in place (``sqlite_schema``).
 
 The store is split by concern: ``sqlite_schema`` (schema, migrations, pragmas, error
 mapping), ``sqlite_batch`` (the writer side: ``apply_batch`` runs a whole batch in one
@@ -18,9 +17,10 @@ Deleted content is zeroed in b-tree pages but not in freed overflow pages
 (``secure_delete = FAST``): large bodies of delivered mail stay in free pages of the file
 until reused, as the blocks of a deleted queue file do.
 
-This is the single-process embedded store: ``open`` treats every lease found in the
-file as left over from a crash and clears it. Leases are still owner + expiry columns,
-as a shared (PostgreSQL) store needs.
+Leases are owner + expiry columns (``queue.lease`` names the owners). ``open`` with
+``exclusive`` (the daemon, holding the queue lock) treats every lease found in the file
+as left over from a crash and clears it; without, it clears only the leases of owners
+known dead and lets the others expire, as a store shared by several processes needs.
 
 Trusts: its own database file (checked with ``PRAGMA quick_check`` at open) and values
 already validated by the protocol layer. Settings read: none directly; the caller passes
@@ -34,6 +34,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from mailwright.queue.lease import owner_is_dead
 from mailwright.queue.sqlite_batch import SqliteWrites
 from mailwright.queue.sqlite_rows import ReadPool, SqliteReads
 from mailwright.queue.sqlite_schema import (
@@ -83,9 +84,12 @@ class SqliteQueueStore(SqliteReads, SqliteWrites):
 
     # ---- life cycle -------------------------------------------------------------------
 
-    def open(self, recover: bool = True) -> None:
+    def open(self, recover: bool = True, *, exclusive: bool = True) -> None:
         """Open for writing. ``recover=False`` is for a second process (an admin command)
-        while the daemon may run: no lease clearing, no clean-up of its work in flight."""
+        while the daemon may run: no lease clearing, no clean-up of its work in flight.
+        ``exclusive``: the caller holds the queue lock, so every lease found is left
+        over from a crash and is cleared; without it only dead owners' leases are
+        (``QueueStore.open``)."""
         if self._conn is not None:
             return
         try:
@@ -98,7 +102,7 @@ class SqliteQueueStore(SqliteReads, SqliteWrites):
             check_integrity(conn, self.path)
             migrate(conn, self.path)
             if recover:
-                self.recovery = self._recover(conn)
+                self.recovery = self._recover(conn, exclusive)
         except BaseException as exc:
             conn.close()
             if isinstance(exc, sqlite3.Error):
@@ -157,15 +161,13 @@ class SqliteQueueStore(SqliteReads, SqliteWrites):
     _DELETE_FINISHED = """DELETE FROM messages WHERE NOT EXISTS
         (SELECT 1 FROM recipients r WHERE r.message_id = messages.id AND +r.state = ?)"""
 
-    def _recover(self, conn: sqlite3.Connection) -> Recovery:
-        """Void leases of interrupted work; drop orphans and finished messages."""
+    def _recover(self, conn: sqlite3.Connection, exclusive: bool) -> Recovery:
+        """Void leases of interrupted work (all, or only dead owners'); drop orphans and
+        finished messages."""
         conn.execute("BEGIN IMMEDIATE")
         try:
             report = Recovery()
-            report.leases_cleared = conn.execute(
-                "UPDATE recipients SET lease_owner = NULL, lease_until = NULL"
-                " WHERE lease_owner IS NOT NULL OR lease_until IS NOT NULL"
-            ).rowcount
+            report.leases_cleared = self._clear_leases(conn, exclusive)
             for table in ("recipients", "headers", "body_chunks"):
                 report.orphans_deleted += conn.execute(
                     f"DELETE FROM {table} WHERE message_id NOT IN (SELECT id FROM messages)"
@@ -176,3 +178,19 @@ class SqliteQueueStore(SqliteReads, SqliteWrites):
             rollback_quietly(conn)
             raise
         return report
+
+    def _clear_leases(self, conn: sqlite3.Connection, exclusive: bool) -> int:
+        if exclusive:  # the queue lock is ours: no other process holds a lease
+            return conn.execute(
+                "UPDATE recipients SET lease_owner = NULL, lease_until = NULL"
+                " WHERE lease_owner IS NOT NULL OR lease_until IS NOT NULL"
+            ).rowcount
+        owners = [
+            row[0]
+            for row in conn.execute(
+                "SELECT DISTINCT lease_owner FROM recipients WHERE lease_owner IS NOT NULL"
+            )
+        ]
+        dead = [(owner,) for owner in owners if owner_is_dead(owner)]
+        sql = "UPDATE recipients SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?"
+        return sum(conn.execute(sql, owner).rowcount for owner in dead)

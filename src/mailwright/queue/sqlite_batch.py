@@ -50,6 +50,7 @@ from mailwright.queue.store import (
     RecordResults,
     ReleaseLeases,
     ReleaseMessage,
+    RenewLeases,
     RescheduleNow,
     SetWarned,
     StoredRecipient,
@@ -78,7 +79,7 @@ _MAX_VARIABLES = 30000  # below SQLite's default limit of 32766 bound parameters
 # Operations that commute with inserting new messages: they never name a message that is
 # not yet in the queue (a claim may take the new messages' recipients, as it would have
 # one commit later), so a batch's new messages may all go in first, together.
-_COMMUTE_WITH_INSERTS = (ClaimDue, RecordResults, ReleaseLeases)
+_COMMUTE_WITH_INSERTS = (ClaimDue, RecordResults, ReleaseLeases, RenewLeases)
 
 
 def _fast_steps(ops: Sequence[Op[Any]]) -> list[int | list[int]]:
@@ -142,6 +143,7 @@ class SqliteWrites:
             ClaimDue: self._claim_due,
             RecordResults: self._record_results,
             ReleaseLeases: self._release_leases,
+            RenewLeases: self._renew_leases,
             HoldMessage: self._hold_message,
             ReleaseMessage: self._release_message,
             DeleteMessage: self._delete_message,
@@ -504,6 +506,10 @@ class SqliteWrites:
     def _release_leases(self, conn: sqlite3.Connection, op: ReleaseLeases) -> int:
         sql = "UPDATE recipients SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?"
         return conn.execute(sql, (op.owner,)).rowcount
+
+    def _renew_leases(self, conn: sqlite3.Connection, op: RenewLeases) -> int:
+        sql = "UPDATE recipients SET lease_until = ? WHERE lease_owner = ?"
+        return conn.execute(sql, (op.now + op.lease_seconds, op.owner)).rowcount
 
     _RESCHEDULE = """UPDATE recipients SET next_attempt = ?
         WHERE state = ? AND (? IS NULL OR domain = ?)"""

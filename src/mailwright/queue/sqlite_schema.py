@@ -3,10 +3,11 @@
 The schema version lives in ``PRAGMA user_version``; ``migrate`` creates the schema on
 first open and migrates older files in place, one version at a time, in one
 transaction (version 2 adds each recipient's resolved local target: mailer, target and
-controlling user, NULL for an ordinary address). ``configure_writer`` sets the pragmas
-the write connection needs (WAL, ``synchronous=FULL``, page size, size cap);
-``check_integrity`` runs ``PRAGMA quick_check``. The error helpers map SQLite and OS
-errors to ``StoreError``/``StoreFullError`` for both sides of the store.
+controlling user, NULL for an ordinary address; version 3 an index of leases by owner).
+``configure_writer`` sets the pragmas of the write connection (WAL,
+``synchronous=FULL``, page size, size cap); ``check_integrity`` runs ``PRAGMA
+quick_check``. The error helpers map SQLite and OS errors to ``StoreError`` and
+``StoreFullError`` for both sides of the store.
 
 Trusts: nothing but the database file it checks. Settings read: none (``sqlite`` passes
 ``queue.path`` and the size cap).
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from mailwright.queue.store import RecipientState, StoreError, StoreFullError, UnknownMessageError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DEFAULT_BODY_CHUNK = 1 << 20
 _JOURNAL_SIZE_LIMIT = 64 << 20  # truncate the WAL back to this after a checkpoint
 # 8 KiB pages: SQLite writes the WAL and checkpoints page by page, one system call each
@@ -98,7 +99,15 @@ _SCHEMA_V2 = [
     "ALTER TABLE recipients ADD COLUMN ctl_user TEXT",
 ]
 
-MIGRATIONS: dict[int, list[str]] = {1: _SCHEMA_V1, 2: _SCHEMA_V2}  # version -> statements
+# version 3: leases are renewed and released per owner (``RenewLeases``, ``ReleaseLeases``,
+# dead owners at open); a partial index finds an owner's leases without reading the whole
+# queue. Only leased recipients are in it, so it stays small; building it reads the
+# recipients table once.
+_SCHEMA_V3 = [
+    "CREATE INDEX recipients_lease ON recipients (lease_owner) WHERE lease_owner IS NOT NULL",
+]
+
+MIGRATIONS: dict[int, list[str]] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}  # version: DDL
 
 
 def configure_writer(conn: sqlite3.Connection, path: Path, max_bytes: int | None) -> None:
