@@ -4,8 +4,10 @@ Works whether or not the daemon runs. ``hold``, ``release``, ``delete``, ``bounc
 ``flush`` are administrative actions (``daemon.admin``): a running daemon does them
 itself (the control socket's ``admin`` request), logs one mail log line per message
 naming the user, and counts them; without a daemon this process does them through the
-same code on its own store, logging where ``[log]`` says, and ``flush`` then runs the
-queue in the foreground, like ``sendmail -q``. A flush never schedules a held message
+same code on its own store, holding the queue lock (``daemon.queuelock``) meanwhile so
+that no daemon starts beside it, logging where ``[log]`` says, and ``flush`` then runs
+the queue in the foreground. ``sendmail -q`` is such a flush (``flush_queue``). No
+command opens a second writer while the daemon runs. A flush never schedules a held message
 and says so. Settings: ``queue.directory``, ``log.*`` and, for a foreground run,
 everything delivery reads.
 """
@@ -28,14 +30,13 @@ from mailwright.config.schema import Settings
 from mailwright.core.sysexits import ExitCode
 from mailwright.daemon import control
 from mailwright.daemon.admin import Admin
+from mailwright.daemon.queuelock import QueueBusyError, QueueLock
 from mailwright.queue.admin import (
     BOUNCE_REASON,
     HOLD_REASON,
     Actor,
     AdminResult,
     Selection,
-    flush_plan,
-    flush_request,
 )
 from mailwright.queue.sqlite import SqliteQueueStore
 from mailwright.queue.store import StoredMessage, StoreError
@@ -240,29 +241,28 @@ def flush_queue(settings: Settings, selection: Selection, foreground: bool = Tru
     """One queue run, like ``sendmail -q``: make the selected recipients due now (never
     those of held messages), then have the daemon deliver them (a selective run delivers
     only the selected messages, even in queue-only mode), or, without a daemon, deliver
-    them here."""
-    with writing(settings) as (store, writer):
-        plan = flush_plan(store, selection, time.time())
-        count = writer.execute_sync(plan.op) if plan.op is not None else 0
-    args = flush_request(plan.op)
-    if wake_daemon(settings, "flush", **args) or not foreground:
-        return count
-    from mailwright.daemon.delivery import run_queue_once
-
-    asyncio.run(run_queue_once(settings, args.get("queue_ids")))
-    return count
+    them here (with ``foreground``). The daemon does the writing when it runs (the
+    control socket's ``admin`` flush, logged ``via=sendmail -q``)."""
+    return administer(settings, "flush", selection, via=SENDMAIL_VIA, run_here=foreground).scheduled
 
 
 # ---- hold, release, delete, bounce, flush: through the daemon, or here -------------------------
 VIA = "mailwright queue"
+SENDMAIL_VIA = "sendmail -q"
 ADMIN_TIMEOUT = 300.0  # a bounce of many messages builds many reports
 
 
 def administer(
-    settings: Settings, action: str, selection: Selection, reason: str = ""
+    settings: Settings,
+    action: str,
+    selection: Selection,
+    reason: str = "",
+    via: str = VIA,
+    run_here: bool = True,
 ) -> AdminResult:
     """Have the running daemon do ``action`` (it logs and counts it), or, when none
-    answers, do it in this process (logged where ``[log]`` says, as the daemon would)."""
+    answers, do it in this process (logged where ``[log]`` says, as the daemon would),
+    holding the queue lock meanwhile; a flush then runs the queue here (``run_here``)."""
     answer = control.request(
         settings.queue.directory,
         "admin",
@@ -270,7 +270,7 @@ def administer(
         action=action,
         selection=selection.as_json(),
         reason=reason,
-        via=VIA,
+        via=via,
     )
     if answer and answer.get("ok") and isinstance(answer.get("result"), dict):
         return AdminResult.from_json(answer["result"])
@@ -285,12 +285,44 @@ def administer(
         logtargets.configure(settings.log)
     except ConfigError as exc:  # e.g. a log file only the daemon's user may write
         click.echo(f"mailwright: warning: {exc}: this action is not logged", err=True)
-    actor = Actor.from_uid(os.getuid(), VIA)
-    return asyncio.run(_administer_here(settings, action, selection, reason, actor))
+    actor = Actor.from_uid(os.getuid(), via)
+    # a daemon that answered (one from before the admin request) keeps the queue lock
+    with queue_locked(settings, answer is None):
+        return asyncio.run(_administer_here(settings, action, selection, reason, actor, run_here))
+
+
+@contextmanager
+def queue_locked(settings: Settings, lock: bool = True) -> Iterator[None]:
+    """Hold the queue's master lock (``daemon.queuelock``) while this process writes the
+    queue without a daemon: no daemon starts meanwhile, and a daemon that runs but did
+    not answer the control socket is never written beside."""
+    if not lock:
+        yield
+        return
+    queue_lock = QueueLock(settings.queue.directory)
+    try:
+        queue_lock.acquire()
+    except QueueBusyError:
+        fail(
+            f"{settings.queue.directory}: the daemon holds the queue but did not answer"
+            " its control socket; try again",
+            ExitCode.TEMPFAIL,
+        )
+    except OSError as exc:
+        fail(f"cannot lock the queue: {exc}", ExitCode.TEMPFAIL)
+    try:
+        yield
+    finally:
+        queue_lock.release()
 
 
 async def _administer_here(
-    settings: Settings, action: str, selection: Selection, reason: str, actor: Actor
+    settings: Settings,
+    action: str,
+    selection: Selection,
+    reason: str,
+    actor: Actor,
+    run_here: bool = True,
 ) -> AdminResult:
     """No daemon answered: this process's own store, writer (and, for a bounce, scheduler);
     a daemon that answers a plain ``wake``/``flush`` is told; none: a flush runs here."""
@@ -310,7 +342,7 @@ async def _administer_here(
             if scheduler is not None:
                 await scheduler.stop(grace=5)
     for op, args in asked:
-        if not wake_daemon(settings, op, **args) and op == "flush":
+        if not wake_daemon(settings, op, **args) and op == "flush" and run_here:
             await run_queue_once(settings, args.get("queue_ids"))
     return result
 

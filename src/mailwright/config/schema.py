@@ -278,7 +278,9 @@ class DeliverySection(Section):
 
     max_concurrency: Count = 100  # deliveries in flight in total
     max_per_destination: Count = 20  # deliveries in flight to one next hop
-    lease: Seconds = 1800.0  # how long a runner owns the recipients it delivers
+    # how long a runner owns the recipients it delivers, renewed every third of it while
+    # they are in delivery (queue.lease): only a dead runner's leases expire
+    lease: Seconds = 900.0
     connect_timeout: Seconds = 30.0
     greeting_timeout: Seconds = 300.0
     command_timeout: Seconds = 300.0  # MAIL, RCPT

@@ -8,7 +8,7 @@ daemon is refused with ``QueueBusyError`` naming the running pid before it touch
 socket. The kernel drops the lock when the daemon dies, even by SIGKILL, so a stale
 file never blocks a start. The file is never removed: removing a lock file lets two
 processes lock two different files. Admin commands that write the queue without a
-daemon do not take the lock (SQLite serialises their writes).
+daemon (``cli.queue``) take the lock while they do, so no daemon starts beside them.
 
 Trusts nothing in the queue directory: the file is opened without following a symbolic
 link and must be a regular file with one link before root writes in it. Reads no settings

@@ -9,7 +9,9 @@ kind (failure, delay, success) queued in the same transaction. Temporary
 failures are retried with back-off; a next hop that failed at connection level
 is remembered for a while (host-status cache) instead of being dialled for every
 message. Delivery is at-least-once: a crash before the commit leaves the
-recipients leased, and the lease is voided at start-up. A recipient the local agent
+recipients leased, and the lease is voided at start-up (or, when another process may
+hold leases, expires: the runner renews its leases every third of ``delivery.lease``
+while its deliveries run, so only a dead runner's leases expire). A recipient the local agent
 delivered is recorded at once (``DeliveryRequest.on_delivered``, through the writer's
 group commit), unless it asked for a success DSN (that is made with the message's
 results): a crash repeats only the deliveries that were in flight. ``stop`` makes an
@@ -35,9 +37,6 @@ import contextvars
 import dataclasses
 import logging
 import math
-import os
-import socket
-import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -62,6 +61,7 @@ from mailwright.manager.backoff import RetryPolicy
 from mailwright.manager.expansion import Expander, target_hop
 from mailwright.manager.hoststatus import HostStatusCache
 from mailwright.observability import maillog, metrics
+from mailwright.queue.lease import new_owner
 from mailwright.queue.store import (
     ClaimDue,
     NewMessage,
@@ -70,6 +70,7 @@ from mailwright.queue.store import (
     RecipientState,
     RecordResults,
     ReleaseLeases,
+    RenewLeases,
     SetWarned,
     StoredMessage,
     StoredRecipient,
@@ -102,7 +103,7 @@ LOCAL_TRANSPORTS = frozenset({Transport.LOCAL, Transport.PIPE, Transport.FILE})
 class SchedulerSettings:
     max_concurrency: int = 100
     max_per_destination: int = 20
-    lease_seconds: float = 1800.0
+    lease_seconds: float = 900.0
     claim_batch: int = 200
     host_status_timeout: float = 300.0
     reporting_mta: str = "localhost"  # our host name in DSNs
@@ -146,7 +147,8 @@ class Scheduler:
         self._held: contextvars.ContextVar[DeliveryParts] = contextvars.ContextVar("parts")
         self.clock = clock or SystemClock()
         self.hosts = HostStatusCache(self.settings.host_status_timeout)
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.owner = new_owner()  # host:pid:start:n (queue.lease)
+        self._heartbeat: asyncio.Task[None] | None = None  # renews leases while delivering
         self._wakeup = asyncio.Event()
         self._stopping = False
         self._inflight = 0
@@ -266,6 +268,8 @@ class Scheduler:
                 await agent.close()
             except Exception:
                 log.exception("closing delivery agent %s", agent.name)
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
         await self.writer.execute(ReleaseLeases(self.owner))
 
     async def bounce(self, queue_id: str, reply: Reply) -> bool:
@@ -329,6 +333,8 @@ class Scheduler:
         self._idle.clear()
         task = asyncio.create_task(self._process(queue_id, recipients))
         self._tasks.add(task)
+        if self._heartbeat is None or self._heartbeat.done():
+            self._heartbeat = asyncio.create_task(self._renew_leases())
 
         def done(t: asyncio.Task[None]) -> None:
             self._tasks.discard(t)
@@ -341,6 +347,20 @@ class Scheduler:
 
         task.add_done_callback(done)
         return task
+
+    async def _renew_leases(self) -> None:
+        """The heartbeat: while deliveries run, extend all this runner's leases every
+        third of the lease time (one statement for all), so that a delivery longer than
+        the lease keeps its recipients and only a dead runner's leases expire."""
+        lease = self.settings.lease_seconds
+        while self._tasks:
+            await asyncio.sleep(lease / 3)
+            if not self._tasks:
+                return
+            try:
+                await self.writer.execute(RenewLeases(self.owner, self.clock.now(), lease))
+            except StoreError as exc:
+                log.warning("cannot renew leases: %s", exc)
 
     async def _sleep_until_due(self) -> None:
         if self._stopping or self._wakeup.is_set():

@@ -9,7 +9,9 @@ Recipients are the unit of work: each has its own state, attempt count, next
 attempt time and last result. A worker that takes recipients to deliver holds a
 *lease* on them (owner + expiry) so that several queue runners, possibly on
 several hosts sharing one PostgreSQL store, never deliver the same recipient
-twice at once; an expired lease makes the work due again (at-least-once).
+twice at once; an expired lease makes the work due again (at-least-once). A runner
+renews its leases while its deliveries run (``RenewLeases``), so only the leases of a
+runner that died (or hangs) expire. Owner names: ``queue.lease``.
 
 Settings read: none (backends read ``queue.*``).
 """
@@ -203,7 +205,8 @@ class ClaimDue(Op[list[StoredRecipient]]):
     Due means: QUEUED, ``next_attempt <= now``, the message ACTIVE (not held) and no
     lease, or only an expired one. Oldest ``next_attempt`` first. The returned
     recipients carry their new lease. With ``queue_ids``, only recipients of those
-    messages (a selective queue run: ``queue flush ID``, ``sendmail -qI``).
+    messages (a selective queue run: ``queue flush ID``, ``sendmail -qI``). Claims are
+    serialised: two owners never hold a live lease on the same recipient.
     """
 
     now: float
@@ -255,6 +258,17 @@ class ReleaseLeases(Op[int]):
     """Give back every lease ``owner`` holds (a runner shutting down); returns how many."""
 
     owner: str
+
+
+@dataclass(slots=True)
+class RenewLeases(Op[int]):
+    """Extend every lease ``owner`` still holds to ``now + lease_seconds`` (the runner's
+    heartbeat, while its deliveries run); returns how many. A lease that expired and was
+    claimed by another owner is no longer this owner's and stays as it is."""
+
+    owner: str
+    now: float
+    lease_seconds: float
 
 
 @dataclass(slots=True)
@@ -329,6 +343,7 @@ Operation = (
     | ClaimDue
     | RecordResults
     | ReleaseLeases
+    | RenewLeases
     | HoldMessage
     | ReleaseMessage
     | DeleteMessage
@@ -342,9 +357,16 @@ Operation = (
 class QueueStore(Protocol):
     """A queue backend. ``apply_batch`` is only ever called by the QueueWriter."""
 
-    def open(self, recover: bool = True) -> None:
+    def open(self, recover: bool = True, *, exclusive: bool = True) -> None:
         """Create or check the store (quick integrity check) and, with ``recover``,
-        clean interrupted work (only the daemon may do that)."""
+        clean interrupted work (only the daemon may do that).
+
+        Leases at recovery: with ``exclusive`` the caller knows no other process holds
+        any (it holds the queue lock, ``daemon.queuelock``) and every lease found is
+        left over from a crash: all are cleared, so the work is due at once. Without
+        it, only the leases of owners known dead (``queue.lease.owner_is_dead``: a
+        previous process of this host) are cleared; the others are left to expire.
+        """
         ...
 
     def open_for_reading(self) -> None:
@@ -372,6 +394,20 @@ class QueueStore(Protocol):
 
     def read_body(self, queue_id: str, chunk_size: int = 1 << 20) -> Iterator[bytes]: ...
 
-    def list_messages(self) -> list[StoredMessage]: ...
+    def list_messages(self) -> list[StoredMessage]:
+        """Every message, oldest first, with its recipients."""
+        ...
+
+    def oldest_messages(self, limit: int) -> list[StoredMessage]:
+        """The ``limit`` oldest messages with their recipients (a page of the queue)."""
+        ...
 
     def count_messages(self) -> int: ...
+
+    def queue_counts(self, now: float) -> QueueCounts:
+        """Messages per state and queued recipients per next step (cheap: no rows)."""
+        ...
+
+    def deferred_groups(self, limit: int = 20, samples: int = 5) -> list[DeferredGroup]:
+        """Deferred recipients grouped by domain and last reply, largest groups first."""
+        ...

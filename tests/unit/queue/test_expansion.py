@@ -24,7 +24,7 @@ from mailwright.delivery.agent import DeliveryRequest
 from mailwright.delivery.local import LocalAgent
 from mailwright.manager.expansion import Expander
 from mailwright.manager.scheduler import Scheduler, SchedulerSettings
-from mailwright.queue.sqlite import _SCHEMA_V1, SqliteQueueStore
+from mailwright.queue.sqlite import _SCHEMA_V1, SCHEMA_VERSION, SqliteQueueStore
 from mailwright.queue.store import AddRecipients, InsertMessage, RecipientState
 from mailwright.queue.writer import QueueWriter
 from mailwright.routing.aliases import AliasTable, compile_aliases
@@ -299,4 +299,4 @@ def test_version_1_queue_is_migrated(tmp_path: Path) -> None:
         assert message.recipients[0].address == "b@y.test"
     finally:
         store.close()
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION

@@ -1,0 +1,531 @@
+"""The SQLite queue store's batch engine: the writer side of ``SqliteQueueStore``.
+
+``apply_batch`` runs a whole batch in one ``BEGIN IMMEDIATE`` ... ``COMMIT`` on the
+write connection, the batch's new messages inserted together (multi-row statements). When
+any op fails, that transaction is rolled back and the batch runs again op by op, each op
+inside its own savepoint so that a failing op is undone alone. When an op's failure makes
+SQLite abandon the whole transaction (it may on SQLITE_FULL), the batch runs again from
+BEGIN without that op: nothing had been committed. The COMMIT is the fsync that makes
+the batch durable; a failed COMMIT is rolled back and raised for the whole batch, never
+retried. Only the ``QueueWriter`` thread calls it. One handler per operation type.
+
+Trusts: values already validated by the protocol layer. Settings read: none.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from mailwright.core.envelope import Recipient
+from mailwright.queue.sqlite_rows import (
+    _FIND_ID,
+    _RECIPIENT_COLUMNS,
+    _message_row,
+    _recipient_row,
+    _stored_recipient,
+)
+from mailwright.queue.sqlite_schema import (
+    QUEUED,
+    configure_writer,
+    rollback_quietly,
+    store_error,
+    translate_error,
+)
+from mailwright.queue.store import (
+    AddRecipients,
+    ClaimDue,
+    DeleteIfDone,
+    DeleteMessage,
+    HoldMessage,
+    InsertMessage,
+    MessageState,
+    NewMessage,
+    Op,
+    RecipientState,
+    RecordOutcome,
+    RecordResults,
+    ReleaseLeases,
+    ReleaseMessage,
+    RenewLeases,
+    RescheduleNow,
+    SetWarned,
+    StoredRecipient,
+    StoreError,
+    UnknownMessageError,
+)
+
+
+class _TransactionLostError(Exception):
+    """Op ``index`` failed and SQLite rolled back the whole transaction with it."""
+
+    def __init__(self, index: int, error: Exception) -> None:
+        super().__init__(index, error)
+        self.index = index
+        self.error = error
+
+
+_MESSAGE_TABLE = """messages (id, queue_id, sender_local, sender_domain, mail_size, body_type,
+    smtputf8, ret, envid, auth, received_at, size, body_size, state, hold_reason, protocol,
+    client_address, client_name, helo, auth_user, local_user, message_id_header, subject)"""
+_RECIPIENT_TABLE = """recipients (message_id, idx, local, domain, orcpt, notify, state,
+    next_attempt)"""
+_MAX_VARIABLES = 30000  # below SQLite's default limit of 32766 bound parameters
+
+
+# Operations that commute with inserting new messages: they never name a message that is
+# not yet in the queue (a claim may take the new messages' recipients, as it would have
+# one commit later), so a batch's new messages may all go in first, together.
+_COMMUTE_WITH_INSERTS = (ClaimDue, RecordResults, ReleaseLeases, RenewLeases)
+
+
+def _fast_steps(ops: Sequence[Op[Any]]) -> list[int | list[int]]:
+    """The order of the fast path: op indexes, with the InsertMessage ops grouped (a list)
+    for one multi-row insert. They move ahead of the other ops when all of these commute
+    with them; otherwise only consecutive inserts are grouped and the order is kept."""
+    inserts = [i for i, op in enumerate(ops) if type(op) is InsertMessage]
+    if not inserts:
+        return list(range(len(ops)))
+    others = [i for i, op in enumerate(ops) if type(op) is not InsertMessage]
+    if all(type(ops[i]) in _COMMUTE_WITH_INSERTS for i in others) and not _names_new(ops):
+        return [inserts, *others]
+    steps: list[int | list[int]] = []
+    for i, op in enumerate(ops):
+        last = steps[-1] if steps else None
+        if type(op) is not InsertMessage:
+            steps.append(i)
+        elif isinstance(last, list):
+            last.append(i)
+        else:
+            steps.append([i])
+    return steps
+
+
+def _names_new(ops: Sequence[Op[Any]]) -> bool:
+    """Whether a result in the batch is for a message the batch inserts (never in practice)."""
+    new = {op.message.queue_id for op in ops if isinstance(op, InsertMessage)}
+    return any(
+        res.queue_id in new for op in ops if isinstance(op, RecordResults) for res in op.results
+    )
+
+
+def _insert_many(conn: sqlite3.Connection, table: str, rows: list[tuple[object, ...]]) -> None:
+    """INSERT ``rows`` (all of one width) with as few multi-row statements as the limits let."""
+    if not rows:
+        return
+    width = len(rows[0])
+    per_statement = max(1, _MAX_VARIABLES // width)
+    placeholders = "(" + ", ".join("?" * width) + ")"
+    for start in range(0, len(rows), per_statement):
+        part = rows[start : start + per_statement]
+        values = ", ".join([placeholders] * len(part))
+        conn.execute(f"INSERT INTO {table} VALUES {values}", [v for row in part for v in row])
+
+
+class SqliteWrites:
+    """The write side of ``SqliteQueueStore`` (a mixin: the store opens the connection)."""
+
+    path: Path
+    _conn: sqlite3.Connection | None
+    _body_chunk: int
+    _max_bytes: int | None
+    _handlers: dict[type[Any], Callable[[sqlite3.Connection, Any], object]]
+
+    def _connect(self) -> sqlite3.Connection:
+        raise NotImplementedError
+
+    def _handler_table(self) -> dict[type[Any], Callable[[sqlite3.Connection, Any], object]]:
+        return {
+            InsertMessage: self._insert_message,
+            ClaimDue: self._claim_due,
+            RecordResults: self._record_results,
+            ReleaseLeases: self._release_leases,
+            RenewLeases: self._renew_leases,
+            HoldMessage: self._hold_message,
+            ReleaseMessage: self._release_message,
+            DeleteMessage: self._delete_message,
+            SetWarned: self._set_warned,
+            RescheduleNow: self._reschedule_now,
+            AddRecipients: self._add_recipients,
+            DeleteIfDone: self._delete_if_done_op,
+        }
+
+    # ---- writing ----------------------------------------------------------------------
+
+    def apply_batch(self, ops: Sequence[Op[Any]]) -> list[object]:
+        if self._conn is not None and ops:
+            results = self._fast_batch(self._conn, ops)
+            if results is not None:
+                return results
+        failed: dict[int, Exception] = {}  # ops that made SQLite give up the transaction
+        while True:
+            conn = self._conn
+            if conn is None:
+                raise StoreError("queue store is not open")
+            try:
+                return self._run_batch(conn, ops, failed)
+            except _TransactionLostError as lost:
+                # nothing is committed yet: run the batch again without that op
+                failed[lost.index] = lost.error
+
+    def _run_batch(
+        self, conn: sqlite3.Connection, ops: Sequence[Op[Any]], failed: dict[int, Exception]
+    ) -> list[object]:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise store_error(exc) from exc
+        try:
+            results = [
+                failed[i] if i in failed else self._apply_one(conn, i, op)
+                for i, op in enumerate(ops)
+            ]
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            self._abort(conn)
+            if isinstance(exc, sqlite3.Error):  # the COMMIT (or a savepoint) failed
+                raise store_error(exc) from exc  # for the whole batch; never retried
+            raise
+        return results
+
+    def _apply_one(self, conn: sqlite3.Connection, index: int, op: Op[Any]) -> object:
+        handler = self._handlers.get(type(op))
+        if handler is None:
+            return TypeError(f"not a queue operation: {op!r}")
+        conn.execute("SAVEPOINT op")
+        try:
+            result = handler(conn, op)
+        except Exception as exc:
+            if not conn.in_transaction:
+                # SQLite gave up the whole transaction, as it may on SQLITE_FULL or I/O errors
+                raise _TransactionLostError(index, translate_error(exc)) from exc
+            conn.execute("ROLLBACK TO op")
+            conn.execute("RELEASE op")
+            return translate_error(exc)
+        conn.execute("RELEASE op")
+        return result
+
+    def _abort(self, conn: sqlite3.Connection) -> None:
+        """Leave the write connection usable after a failed batch."""
+        if rollback_quietly(conn):
+            return
+        # ROLLBACK itself failed: start over with a fresh connection
+        conn.close()
+        self._conn = None
+        try:
+            fresh = self._connect()
+            configure_writer(fresh, self.path, self._max_bytes)
+        except (sqlite3.Error, StoreError):
+            return  # the next batch reports "not open"
+        self._conn = fresh
+
+    # -- InsertMessage
+
+    _INSERT_MESSAGE = """INSERT INTO messages (queue_id, sender_local, sender_domain, mail_size,
+        body_type, smtputf8, ret, envid, auth, received_at, size, body_size, state,
+        hold_reason, protocol, client_address, client_name, helo, auth_user, local_user,
+        message_id_header, subject)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+    _INSERT_HEADERS = "INSERT INTO headers (message_id, data) VALUES (?, ?)"
+    _INSERT_CHUNK = "INSERT INTO body_chunks (message_id, seq, data) VALUES (?, ?, ?)"
+    _INSERT_RECIPIENT = """INSERT INTO recipients (message_id, idx, local, domain, orcpt, notify,
+        state, next_attempt) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
+
+    def _insert_message(self, conn: sqlite3.Connection, op: InsertMessage) -> None:
+        self._insert(conn, op.message)
+
+    # The fast path: the whole batch in one transaction without a savepoint per op, and
+    # the new messages of the batch inserted with one multi-row INSERT per table instead
+    # of five statements each. Each statement releases the GIL while SQLite works, and
+    # getting it back behind the busy event loop thread cost tens of microseconds each
+    # time, in the writer thread that limits throughput. When any op raises before COMMIT
+    # the transaction is rolled back (nothing is kept) and the batch runs again op by op,
+    # with savepoints, which reports each op's own failure. A failed COMMIT fails the
+    # batch, as there.
+
+    _INLINE_BODY = 256 << 10  # larger bodies are streamed chunk by chunk
+    _INLINE_BATCH = 16 << 20  # bound on the body bytes held for one batch's statements
+
+    def _fast_batch(self, conn: sqlite3.Connection, ops: Sequence[Op[Any]]) -> list[object] | None:
+        """Apply ``ops`` in one transaction, no savepoints; None: use the op-by-op path."""
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise store_error(exc) from exc
+        results: list[object] = [None] * len(ops)
+        try:
+            for step in _fast_steps(ops):
+                if isinstance(step, list):
+                    self._insert_rows_of(conn, [ops[i] for i in step])
+                    continue
+                op = ops[step]
+                handler = self._handlers.get(type(op))
+                if handler is None:
+                    raise TypeError(f"not a queue operation: {op!r}")
+                results[step] = handler(conn, op)
+        except Exception:  # any op's problem: let the op-by-op path find and report it
+            self._abort(conn)
+            return None
+        try:
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            self._abort(conn)
+            if isinstance(exc, sqlite3.Error):
+                raise store_error(exc) from exc  # for the whole batch; never retried
+            raise
+        return results
+
+    def _insert_rows_of(self, conn: sqlite3.Connection, ops: Sequence[Op[Any]]) -> None:
+        first = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM messages").fetchone()[0]
+        messages: list[tuple[object, ...]] = []
+        headers: list[tuple[object, ...]] = []
+        chunks: list[tuple[object, ...]] = []
+        recipients: list[tuple[object, ...]] = []
+        streamed: list[tuple[int, NewMessage]] = []
+        inline = 0
+        for mid, op in enumerate(ops, start=first):
+            assert isinstance(op, InsertMessage)
+            msg = op.message
+            if not msg.envelope.recipients:
+                raise ValueError(f"message {msg.queue_id} has no recipients")
+            header_bytes = msg.headers.encode()
+            messages.append((mid, *_message_row(msg, header_bytes)))
+            headers.append((mid, header_bytes))
+            size = msg.body.size
+            if size <= self._INLINE_BODY and inline + size <= self._INLINE_BATCH:
+                inline += size
+                pieces = list(msg.body.chunks(self._body_chunk))
+                if sum(map(len, pieces)) != size:
+                    raise StoreError(f"body of {msg.queue_id}: size changed")
+                chunks.extend((mid, seq, piece) for seq, piece in enumerate(pieces))
+            else:
+                streamed.append((mid, msg))
+            recipients.extend(
+                _recipient_row(mid, i, r, msg.due) for i, r in enumerate(msg.envelope.recipients)
+            )
+        _insert_many(conn, _MESSAGE_TABLE, messages)
+        _insert_many(conn, "headers (message_id, data)", headers)
+        _insert_many(conn, "body_chunks (message_id, seq, data)", chunks)
+        _insert_many(conn, _RECIPIENT_TABLE, recipients)
+        for mid, op in enumerate(ops, start=first):  # resolved targets: usually none
+            assert isinstance(op, InsertMessage)
+            self._set_targets(conn, mid, 0, op.message.envelope.recipients)
+        for mid, msg in streamed:
+            written = 0
+            for seq, piece in enumerate(msg.body.chunks(self._body_chunk)):
+                conn.execute(self._INSERT_CHUNK, (mid, seq, piece))
+                written += len(piece)
+            if written != msg.body.size:
+                raise StoreError(f"body of {msg.queue_id}: size changed")
+
+    def _insert(self, conn: sqlite3.Connection, msg: NewMessage) -> None:
+        if not msg.envelope.recipients:
+            raise ValueError(f"message {msg.queue_id} has no recipients")
+        header_bytes = msg.headers.encode()
+        try:
+            cur = conn.execute(self._INSERT_MESSAGE, _message_row(msg, header_bytes))
+        except sqlite3.IntegrityError as exc:
+            raise StoreError(f"queue id {msg.queue_id} is already in the queue") from exc
+        mid = cur.lastrowid
+        conn.execute(self._INSERT_HEADERS, (mid, header_bytes))
+        written = 0
+        for seq, chunk in enumerate(msg.body.chunks(self._body_chunk)):
+            conn.execute(self._INSERT_CHUNK, (mid, seq, chunk))
+            written += len(chunk)
+        if written != msg.body.size:
+            raise StoreError(
+                f"body of {msg.queue_id}: read {written} bytes, expected {msg.body.size}"
+            )
+        self._insert_recipients(conn, mid, 0, msg.envelope.recipients, msg.due)
+        self._set_targets(conn, mid, 0, msg.envelope.recipients)
+
+    def _insert_recipients(
+        self,
+        conn: sqlite3.Connection,
+        mid: int | None,
+        first_index: int,
+        recipients: Sequence[Recipient],
+        due: float,
+    ) -> None:
+        conn.executemany(
+            self._INSERT_RECIPIENT,
+            [_recipient_row(mid, first_index + i, r, due) for i, r in enumerate(recipients)],
+        )
+
+    _SET_TARGET = """UPDATE recipients SET mailer = ?, target = ?, ctl_user = ?
+        WHERE message_id = ? AND idx = ?"""
+
+    def _set_targets(
+        self,
+        conn: sqlite3.Connection,
+        mid: int | None,
+        first_index: int,
+        recipients: Sequence[Recipient],
+    ) -> None:
+        """Store the resolved targets (alias expansion's recipients; usually none)."""
+        rows = [
+            (r.target.mailer.value, r.target.value, r.target.user, mid, first_index + i)
+            for i, r in enumerate(recipients)
+            if r.target is not None
+        ]
+        if rows:
+            conn.executemany(self._SET_TARGET, rows)
+
+    # -- ClaimDue
+
+    _CLAIM_SELECT = f"""SELECT r.message_id AS mid, {_RECIPIENT_COLUMNS}
+        FROM recipients r JOIN messages m ON m.id = r.message_id
+        WHERE r.state = ? AND r.next_attempt <= ? AND m.state = ?
+          AND (r.lease_until IS NULL OR r.lease_until <= ?)
+        ORDER BY r.next_attempt LIMIT ?"""
+    _CLAIM_SELECTED = f"""SELECT r.message_id AS mid, {_RECIPIENT_COLUMNS}
+        FROM recipients r JOIN messages m ON m.id = r.message_id
+        WHERE m.queue_id IN (SELECT value FROM json_each(?))
+          AND +r.state = ? AND +r.next_attempt <= ? AND m.state = ?
+          AND (r.lease_until IS NULL OR r.lease_until <= ?)
+        ORDER BY r.next_attempt LIMIT ?"""
+    _CLAIM_UPDATE = """UPDATE recipients SET lease_owner = ?, lease_until = ?
+        WHERE message_id = ? AND idx = ?"""
+
+    def _claim_due(self, conn: sqlite3.Connection, op: ClaimDue) -> list[StoredRecipient]:
+        args = (QUEUED, op.now, MessageState.ACTIVE.value, op.now, op.limit)
+        if op.queue_ids is None:
+            rows = conn.execute(self._CLAIM_SELECT, args).fetchall()
+        else:
+            selected = json.dumps(list(op.queue_ids))
+            rows = conn.execute(self._CLAIM_SELECTED, (selected, *args)).fetchall()
+        until = op.now + op.lease_seconds
+        conn.executemany(
+            self._CLAIM_UPDATE, [(op.owner, until, row["mid"], row["idx"]) for row in rows]
+        )
+        claimed = [_stored_recipient(row) for row in rows]
+        for recipient in claimed:
+            recipient.lease_owner, recipient.lease_until = op.owner, until
+        return claimed
+
+    # -- RecordResults and DeleteIfDone
+
+    _RECORD_RESULT = """UPDATE recipients SET state = ?,
+            next_attempt = coalesce(?, next_attempt),
+            attempts = attempts + ?,
+            last_attempt = coalesce(?, last_attempt),
+            last_status = ?, last_reply = ?, remote_mta = ?,
+            lease_owner = NULL, lease_until = NULL
+        WHERE message_id = (SELECT id FROM messages WHERE queue_id = ?)
+          AND idx = ? AND state = ?"""
+    # "+state": by the primary key, not the recipients_due index (see _DELETE_FINISHED)
+    _DELETE_DONE = """DELETE FROM messages WHERE queue_id = ? AND NOT EXISTS
+        (SELECT 1 FROM recipients r WHERE r.message_id = messages.id AND +r.state = ?)"""
+
+    def _record_results(self, conn: sqlite3.Connection, op: RecordResults) -> RecordOutcome:
+        stale: list[tuple[str, int]] = []
+        touched: dict[str, None] = {}  # an ordered set
+        for res in op.results:
+            queued = not res.state.is_final
+            cur = conn.execute(
+                self._RECORD_RESULT,
+                (
+                    res.state.value,
+                    res.next_attempt if queued else None,
+                    0 if res.attempted_at is None else 1,
+                    res.attempted_at,
+                    res.status,
+                    res.reply,
+                    res.remote_mta,
+                    res.queue_id,
+                    res.index,
+                    QUEUED,
+                ),
+            )
+            if cur.rowcount == 0:
+                stale.append((res.queue_id, res.index))
+            else:
+                touched[res.queue_id] = None
+        for msg in op.new_messages:
+            self._insert(conn, msg)
+        return RecordOutcome(stale=stale, removed=self._delete_if_done(conn, list(touched)))
+
+    def _delete_if_done_op(self, conn: sqlite3.Connection, op: DeleteIfDone) -> list[str]:
+        return self._delete_if_done(conn, op.queue_ids)
+
+    def _delete_if_done(self, conn: sqlite3.Connection, queue_ids: Sequence[str]) -> list[str]:
+        # one statement per message; rowcount counts the message row only, not the cascade
+        return [
+            queue_id
+            for queue_id in queue_ids
+            if conn.execute(self._DELETE_DONE, (queue_id, QUEUED)).rowcount > 0
+        ]
+
+    # -- AddRecipients
+
+    _EXPAND = """UPDATE recipients SET state = ?, lease_owner = NULL, lease_until = NULL
+        WHERE message_id = ? AND idx = ? AND state = ?"""
+    _NEXT_INDEX = "SELECT coalesce(max(idx), -1) + 1 FROM recipients WHERE message_id = ?"
+
+    def _add_recipients(self, conn: sqlite3.Connection, op: AddRecipients) -> list[int]:
+        row = conn.execute(_FIND_ID, (op.queue_id,)).fetchone()
+        if row is None:
+            raise UnknownMessageError(op.queue_id)
+        mid = row["id"]
+        if op.replaces is not None:
+            args = (RecipientState.EXPANDED.value, mid, op.replaces, QUEUED)
+            if conn.execute(self._EXPAND, args).rowcount == 0:
+                raise ValueError(f"recipient {op.replaces} of {op.queue_id} is not queued")
+        first = conn.execute(self._NEXT_INDEX, (mid,)).fetchone()[0]
+        self._insert_recipients(conn, mid, first, op.recipients, op.now)
+        self._set_targets(conn, mid, first, op.recipients)
+        for msg in op.new_messages:  # a list's copy, an "expanded" report
+            self._insert(conn, msg)
+        if op.replaces is not None:
+            self._delete_if_done(conn, [op.queue_id])  # expanded to nobody: finished
+        return list(range(first, first + len(op.recipients)))
+
+    # -- message-level administration
+
+    def _hold_message(self, conn: sqlite3.Connection, op: HoldMessage) -> bool:
+        sql = "UPDATE messages SET state = ?, hold_reason = ? WHERE queue_id = ?"
+        return conn.execute(sql, (MessageState.HOLD.value, op.reason, op.queue_id)).rowcount > 0
+
+    def _release_message(self, conn: sqlite3.Connection, op: ReleaseMessage) -> bool:
+        sql = "UPDATE messages SET state = ?, hold_reason = NULL WHERE queue_id = ?"
+        return conn.execute(sql, (MessageState.ACTIVE.value, op.queue_id)).rowcount > 0
+
+    def _delete_message(self, conn: sqlite3.Connection, op: DeleteMessage) -> bool:
+        sql = "DELETE FROM messages WHERE queue_id = ?"
+        return conn.execute(sql, (op.queue_id,)).rowcount > 0
+
+    def _set_warned(self, conn: sqlite3.Connection, op: SetWarned) -> bool:
+        sql = "UPDATE messages SET warned = 1 WHERE queue_id = ?"
+        return conn.execute(sql, (op.queue_id,)).rowcount > 0
+
+    # -- leases and schedule
+
+    def _release_leases(self, conn: sqlite3.Connection, op: ReleaseLeases) -> int:
+        sql = "UPDATE recipients SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?"
+        return conn.execute(sql, (op.owner,)).rowcount
+
+    def _renew_leases(self, conn: sqlite3.Connection, op: RenewLeases) -> int:
+        sql = "UPDATE recipients SET lease_until = ? WHERE lease_owner = ?"
+        return conn.execute(sql, (op.now + op.lease_seconds, op.owner)).rowcount
+
+    _RESCHEDULE = """UPDATE recipients SET next_attempt = ?
+        WHERE state = ? AND (? IS NULL OR domain = ?)"""
+    _RESCHEDULE_MESSAGE = (
+        """UPDATE recipients SET next_attempt = ?
+        WHERE +state = ? AND (? IS NULL OR domain = ?) AND message_id = ("""
+        + _FIND_ID
+        + ")"
+    )
+
+    def _reschedule_now(self, conn: sqlite3.Connection, op: RescheduleNow) -> int:
+        domain = None if op.recipient_domain is None else op.recipient_domain.lower()
+        args = (op.now, QUEUED, domain, domain)
+        if op.queue_ids is None:
+            return conn.execute(self._RESCHEDULE, args).rowcount
+        return sum(
+            conn.execute(self._RESCHEDULE_MESSAGE, (*args, queue_id)).rowcount
+            for queue_id in op.queue_ids
+        )
