@@ -82,7 +82,11 @@ def test_an_unknown_filter_plugin_is_refused_at_start_and_on_reload(tmp_path: Pa
     refused.write_config()
     started = refused.cli("serve")
     assert started.returncode == 78, started.stderr.decode()
-    assert "no filter plugin named 'no-such-filter'" in started.stderr.decode()
+    problem = "filters[1] (no-such-filter): no filter plugin named 'no-such-filter'"
+    assert problem in started.stderr.decode()
+    checked = refused.cli("config", "check")  # the same check, the same message
+    assert checked.returncode == 78, checked.stderr.decode()
+    assert checked.stderr.decode().startswith(f"mailwright: {problem}")
     mw = Mailwright(tmp_path / "mw", {"relay": {"networks": ["127.0.0.0/8"]}})
     mw.start()
     try:

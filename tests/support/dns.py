@@ -13,8 +13,14 @@ Every name given to ``mx``/``null_mx``/``host``/``cname``/``txt`` is also made a
 zone (dnsmasq ``--local``), so missing types answer NODATA and missing names NXDOMAIN.
 ``servfail`` forwards a domain to an in-process responder that answers every query
 with SERVFAIL; ``timeout`` forwards it to a UDP socket that never answers. Names
-dnsmasq does not know are REFUSED. Queries are logged to ``log_path``. Recipe and
-pitfalls: /work/shared/reference/test-peers.md section 3.
+dnsmasq does not know are REFUSED. Queries are logged to ``log_path``.
+
+dnsmasq's pitfalls, which the options below avoid: without ``--local-ttl`` every TTL is 0;
+without ``--local=/zone/`` unknown names and types (an MTA's AAAA lookups) are REFUSED
+rather than NXDOMAIN or NODATA; ``--address`` answers only A/AAAA; forwarding to a closed
+port gives a timeout, never SERVFAIL (hence the responder); the log file is opened before
+the drop to ``nobody``, so a 0700 directory works. dnspython sees SERVFAIL and REFUSED
+as ``NoNameservers``, a silent server as ``LifetimeTimeout``.
 """
 
 from __future__ import annotations

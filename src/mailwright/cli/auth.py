@@ -11,7 +11,9 @@ Settings: ``auth.users_file``.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -51,7 +53,16 @@ def _load_for_update(path: Path) -> store.Users:
     return users
 
 
-def _set_password(path: Path, user: str, rounds: int, from_stdin: bool, new: bool) -> None:
+def _set_password(
+    ctx: click.Context,
+    user: str,
+    *,
+    new: bool,
+    file: Path | None,
+    password_stdin: bool,
+    rounds: int,
+) -> None:
+    path = _users_path(ctx, file)
     if not store.valid_user_name(user):
         fail(f"{user!r} is not a valid user name", ExitCode.USAGE)
     users = _load_for_update(path)
@@ -60,7 +71,7 @@ def _set_password(path: Path, user: str, rounds: int, from_stdin: bool, new: boo
     if not new and user not in users:
         fail(f"{path}: no user {user}", ExitCode.NOUSER)
     try:
-        hashed = store.hash_password(_read_password(from_stdin), rounds)
+        hashed = store.hash_password(_read_password(password_stdin), rounds)
     except ValueError as exc:
         fail(str(exc), ExitCode.DATAERR)
         return
@@ -91,15 +102,22 @@ def auth() -> None:
     """Users who may log in with SMTP AUTH."""
 
 
-@auth.command("adduser")
-@click.argument("user")
-@_file_option
-@_stdin_option
-@_rounds_option
-@click.pass_context
-def adduser(
-    ctx: click.Context, user: str, file: Path | None, password_stdin: bool, rounds: int
-) -> None:
+PasswordCommand = Callable[..., None]
+
+
+def _password_command(name: str) -> Callable[[PasswordCommand], click.Command]:
+    """``auth <name> USER [--file F] [--password-stdin] [--rounds N]``."""
+
+    def make(function: PasswordCommand) -> click.Command:
+        for option in (_rounds_option, _stdin_option, _file_option, click.argument("user")):
+            function = option(function)
+        return auth.command(name)(click.pass_context(function))
+
+    return make
+
+
+@_password_command("adduser")
+def adduser(ctx: click.Context, user: str, **options: Any) -> None:
     """Add a user.
 
     \b
@@ -107,19 +125,12 @@ def adduser(
       mailwright auth adduser alice
       printf '%s\\n' "$PASS" | mailwright auth adduser alice --password-stdin
     """
-    _set_password(_users_path(ctx, file), user, rounds, password_stdin, new=True)
+    _set_password(ctx, user, new=True, **options)
     click.echo(f"added {user}")
 
 
-@auth.command("passwd")
-@click.argument("user")
-@_file_option
-@_stdin_option
-@_rounds_option
-@click.pass_context
-def passwd(
-    ctx: click.Context, user: str, file: Path | None, password_stdin: bool, rounds: int
-) -> None:
+@_password_command("passwd")
+def passwd(ctx: click.Context, user: str, **options: Any) -> None:
     """Change a user's password.
 
     \b
@@ -127,7 +138,7 @@ def passwd(
       mailwright auth passwd alice
       printf '%s\\n' "$PASS" | mailwright auth passwd alice --password-stdin
     """
-    _set_password(_users_path(ctx, file), user, rounds, password_stdin, new=False)
+    _set_password(ctx, user, new=False, **options)
     click.echo(f"changed the password of {user}")
 
 

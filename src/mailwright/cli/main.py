@@ -119,11 +119,25 @@ def config_check(ctx: click.Context) -> None:
       mailwright --config /etc/mailwright/mailwright.toml config check
     """
     settings = load_or_exit(ctx)
-    tables_ok = [_auth_table_ok(settings), _generic_table_ok(settings)]  # both report
-    if not all(tables_ok):
+    # each reports its problems
+    checked = [_plugins_ok(settings), _auth_table_ok(settings), _generic_table_ok(settings)]
+    if not all(checked):
         sys.exit(ExitCode.CONFIG)
     path = config_path(ctx.obj.get("config"))
     click.echo(f"{path or 'built-in defaults'}: OK")
+
+
+def _plugins_ok(settings: Settings) -> bool:
+    """What the daemon checks when it builds its parts (filter plugin options, milter
+    endpoints, DNS blocklist zones): the same function, so the same message."""
+    from mailwright.daemon.generation import GenerationError, check_plugins
+
+    try:
+        check_plugins(settings)
+    except GenerationError as exc:
+        click.echo(f"mailwright: {exc}", err=True)
+        return False
+    return True
 
 
 def _auth_table_ok(settings: Settings) -> bool:

@@ -475,17 +475,14 @@ class MilterFilter(FilterScope):
 
 
 class PluginFilter(FilterScope):
-    """An in-process Python filter, loaded by name (entry point group ``mailwright.filters``)."""
+    """An in-process Python filter, loaded by name (entry point group ``mailwright.filters``).
+
+    Only the shape is checked here: the plugin and its own options model are policy code,
+    checked where the parts are built (``daemon.generation.check_plugins``, which
+    ``mailwright config check`` runs too)."""
 
     plugin: str
     options: dict[str, Any] = {}
-
-    @model_validator(mode="after")
-    def _plugin(self) -> PluginFilter:
-        from mailwright.policy.filters.registry import validate_options
-
-        validate_options(self.plugin, self.options)
-        return self
 
     @property
     def display_name(self) -> str:

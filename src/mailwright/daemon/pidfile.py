@@ -10,41 +10,22 @@ that gave up root may not be allowed to: the next start reuses it). Reads no set
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
-from pathlib import Path
+
+from mailwright.daemon.lockfile import LockFile
 
 
 class AlreadyRunningError(Exception):
     """Another daemon holds the pid file."""
 
 
-class PidFile:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.fd: int | None = None
+class PidFile(LockFile):
+    def busy(self, pid: str) -> Exception:
+        return AlreadyRunningError(f"{self.path}: a daemon is already running (pid {pid})")
 
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-            os.close(fd)
-            raise AlreadyRunningError(
-                f"{self.path}: a daemon is already running (pid {text or 'unknown'})"
-            ) from None
-        except BaseException:
-            os.close(fd)
-            raise
-        self.fd = fd
-        self.write(os.getpid())
-
-    def write(self, pid: int) -> None:
-        assert self.fd is not None
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, f"{pid}\n".encode(), 0)
+        super().acquire()
 
     def release(self) -> None:
         if self.fd is None:
@@ -54,13 +35,4 @@ class PidFile:
             there = os.lstat(self.path)
             if (mine.st_dev, mine.st_ino) == (there.st_dev, there.st_ino):
                 os.unlink(self.path)
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
-        self.fd = None
-
-    def forget(self) -> None:
-        """In a forked child that must not hold the lock (the privileged helper)."""
-        if self.fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self.fd)
-            self.fd = None
+        self.forget()

@@ -17,11 +17,11 @@ link and must be a regular file with one link before root writes in it. Reads no
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import stat
 from pathlib import Path
+
+from mailwright.daemon.lockfile import LockFile
 
 LOCK_NAME = "master.lock"
 
@@ -30,46 +30,23 @@ class QueueBusyError(Exception):
     """Another daemon holds the queue's master lock; ``str()`` names its pid."""
 
 
-class QueueLock:
+class QueueLock(LockFile):
+    """Lock the queue for this process (``acquire``, writing its pid), or ``QueueBusyError``."""
+
     def __init__(self, queue_dir: Path) -> None:
-        self.path = queue_dir / LOCK_NAME
-        self.fd: int | None = None
+        super().__init__(queue_dir / LOCK_NAME)
 
-    def acquire(self) -> None:
-        """Lock the queue for this process (and write its pid), or ``QueueBusyError``."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
-                raise OSError(f"{self.path}: not a plain file; remove it and start again")
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-            os.close(fd)
-            raise QueueBusyError(
-                f"{self.path.parent}: a daemon is already running on this queue"
-                f" (pid {text or 'unknown'}); not starting a second one"
-            ) from None
-        except BaseException:
-            os.close(fd)
-            raise
-        self.fd = fd
-        self.write(os.getpid())
+    def busy(self, pid: str) -> Exception:
+        return QueueBusyError(
+            f"{self.path.parent}: a daemon is already running on this queue"
+            f" (pid {pid}); not starting a second one"
+        )
 
-    def write(self, pid: int) -> None:
-        """Record ``pid`` (a detached daemon's child, which inherited the lock)."""
-        assert self.fd is not None
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, f"{pid}\n".encode(), 0)
+    def check(self, fd: int) -> None:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            raise OSError(f"{self.path}: not a plain file; remove it and start again")
 
     def release(self) -> None:
         """Drop the lock (the file stays, see above)."""
         self.forget()
-
-    def forget(self) -> None:
-        """Close this process's descriptor: in a forked child that must not keep the lock
-        (the privileged helper), and at the end of the daemon."""
-        if self.fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self.fd)
-            self.fd = None

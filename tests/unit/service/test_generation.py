@@ -12,7 +12,12 @@ import pytest
 from mailwright.config.loader import load_settings
 from mailwright.config.schema import Settings
 from mailwright.daemon.app import Daemon
-from mailwright.daemon.generation import Generation, GenerationError, build_generation
+from mailwright.daemon.generation import (
+    Generation,
+    GenerationError,
+    build_generation,
+    check_plugins,
+)
 from mailwright.daemon.runtime import Runtime
 from tests.support.daemon import render_toml
 
@@ -98,6 +103,21 @@ def test_plugin_options_are_checked_by_the_builder(tmp_path: Path) -> None:
     )
     with pytest.raises(GenerationError, match="dnsbl"):
         build_generation(bad, store=daemon.store, writer=daemon.writer, deposit=None)
+
+
+@pytest.mark.parametrize(
+    ("entry", "problem"),
+    [
+        ({"plugin": "no-such-plugin"}, "no filter plugin named 'no-such-plugin'"),
+        ({"plugin": "stamp", "options": {"header": "bad name", "value": "v"}}, "options.header"),
+    ],
+)
+def test_plugin_options_are_not_the_schemas_business(entry: dict[str, Any], problem: str) -> None:
+    """The settings check the shape of a plugin entry only (config is below policy);
+    the builder loads the plugin and checks its options."""
+    settings = Settings.model_validate({"filters": [entry]})
+    with pytest.raises(GenerationError, match=rf"filters\[1\] \(.*\): .*{problem}"):
+        check_plugins(settings)
 
 
 def test_restart_only_delivery_settings_are_kept(tmp_path: Path) -> None:

@@ -68,19 +68,34 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-class SqliteBackend:
-    def __init__(self, path: Path, table: str) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute(
-            f"CREATE TABLE IF NOT EXISTS {table} (id INTEGER PRIMARY KEY AUTOINCREMENT, "
-            "queue_id TEXT NOT NULL, archived_at REAL NOT NULL, sender TEXT NOT NULL, "
-            "recipients TEXT NOT NULL, client_address TEXT, client_name TEXT, helo TEXT, "
-            "auth_user TEXT, message_id TEXT, subject TEXT, size INTEGER NOT NULL, "
-            "hold_reason TEXT, message BLOB)"
-        )
-        marks = ", ".join("?" for _ in COLUMNS)
+# The column types where they are not plain TEXT, per database (the same table otherwise).
+SQLITE_TYPES = {
+    "id": "INTEGER PRIMARY KEY AUTOINCREMENT",
+    "queue_id": "TEXT NOT NULL",
+    "archived_at": "REAL NOT NULL",
+    "sender": "TEXT NOT NULL",
+    "recipients": "TEXT NOT NULL",
+    "size": "INTEGER NOT NULL",
+    "message": "BLOB",
+}
+POSTGRES_TYPES = {
+    **SQLITE_TYPES,
+    "id": "BIGSERIAL PRIMARY KEY",
+    "archived_at": "DOUBLE PRECISION NOT NULL",
+    "recipients": "JSONB NOT NULL",
+    "size": "BIGINT NOT NULL",
+    "message": "BYTEA",
+}
+
+
+class SqlBackend:
+    """The archive table on a DB-API connection (``mark``: its parameter placeholder)."""
+
+    def __init__(self, db: Any, table: str, types: dict[str, str], mark: str) -> None:
+        self.db = db
+        columns = ", ".join(f"{name} {types.get(name, 'TEXT')}" for name in ("id", *COLUMNS))
+        self.db.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
+        marks = ", ".join(mark for _ in COLUMNS)
         self.sql = f"INSERT INTO {table} ({', '.join(COLUMNS)}) VALUES ({marks})"
 
     def insert(self, row: tuple[Any, ...]) -> None:
@@ -90,26 +105,17 @@ class SqliteBackend:
         self.db.close()
 
 
-class PostgresBackend:
-    def __init__(self, url: str, table: str) -> None:
-        import psycopg
+def sqlite_backend(path: Path, table: str) -> SqlBackend:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    return SqlBackend(db, table, SQLITE_TYPES, "?")
 
-        self.db = psycopg.connect(url, autocommit=True)
-        self.db.execute(
-            f"CREATE TABLE IF NOT EXISTS {table} (id BIGSERIAL PRIMARY KEY, "
-            "queue_id TEXT NOT NULL, archived_at DOUBLE PRECISION NOT NULL, "
-            "sender TEXT NOT NULL, recipients JSONB NOT NULL, client_address TEXT, "
-            "client_name TEXT, helo TEXT, auth_user TEXT, message_id TEXT, subject TEXT, "
-            "size BIGINT NOT NULL, hold_reason TEXT, message BYTEA)"
-        )
-        marks = ", ".join("%s" for _ in COLUMNS)
-        self.sql = f"INSERT INTO {table} ({', '.join(COLUMNS)}) VALUES ({marks})"
 
-    def insert(self, row: tuple[Any, ...]) -> None:
-        self.db.execute(self.sql, row)
+def postgres_backend(url: str, table: str) -> SqlBackend:
+    import psycopg
 
-    def close(self) -> None:
-        self.db.close()
+    return SqlBackend(psycopg.connect(url, autocommit=True), table, POSTGRES_TYPES, "%s")
 
 
 class ArchiveFilter(Filter):
@@ -125,9 +131,9 @@ class ArchiveFilter(Filter):
             options: ArchiveOptions = self.options
             target = options.database or str(self.settings.queue.directory / "archive.db")
             if target.startswith(("postgresql://", "postgres://")):
-                self._backend = PostgresBackend(target, options.table)
+                self._backend = postgres_backend(target, options.table)
             else:
-                self._backend = SqliteBackend(Path(target), options.table)
+                self._backend = sqlite_backend(Path(target), options.table)
         return self._backend
 
     def _store(self, row: tuple[Any, ...]) -> None:
