@@ -20,7 +20,7 @@ import string
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote
 
 log = logging.getLogger("mailwright.http")
 
@@ -121,10 +121,13 @@ def parse_head(data: bytes) -> tuple[str, str, dict[str, str], dict[str, str]]:
             raise HttpError(400, "bad header line")
         key = name.lower()
         value = value.strip(" \t")
+        if any(c in value for c in "\r\n\0"):  # RFC 9110 5.5: reject, or a proxy sees two
+            raise HttpError(400, "bad header value")
         headers[key] = f"{headers[key]}, {value}" if key in headers else value
-    split = urlsplit(target)
-    query = {k: v[0] for k, v in parse_qs(split.query, max_num_fields=50).items()}
-    return method, unquote(split.path), query, headers
+    # origin-form (RFC 9112 3.2.1): urlsplit would read "//host/x" as a host and "/x"
+    path, _, query_text = target.partition("?")
+    query = {k: v[0] for k, v in parse_qs(query_text, max_num_fields=50).items()}
+    return method, unquote(path), query, headers
 
 
 class WebServer:
@@ -212,12 +215,10 @@ class WebServer:
         method, path, query, headers = parse_head(head[:-4])
         if "transfer-encoding" in headers:
             raise HttpError(501, "chunked requests are not supported")
-        try:
-            length = int(headers.get("content-length", "0"))
-        except ValueError:
-            raise HttpError(400, "bad Content-Length") from None
-        if length < 0:
+        text = headers.get("content-length", "0")
+        if not (text.isascii() and text.isdigit()):  # 1*DIGIT: int() takes "+5", "1_0"
             raise HttpError(400, "bad Content-Length")
+        length = int(text)
         if length > MAX_BODY:
             raise HttpError(413, "request body too large")
         try:
