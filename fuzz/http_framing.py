@@ -21,6 +21,7 @@ frames the requests. Checks:
 from __future__ import annotations
 
 import asyncio
+import atexit
 import re
 import string
 import sys
@@ -45,6 +46,11 @@ class _Target:
         self.requests: list[Request] = []
         self.server = WebServer("127.0.0.1", 0, self._handle)
         self.loop.run_until_complete(self.server.start())
+        atexit.register(self.close)
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.server.stop())
+        self.loop.close()
 
     async def _handle(self, request: Request) -> Response:
         self.requests.append(request)
