@@ -1,10 +1,10 @@
-# Mailwright: the two commands of the README, plus lint and bench (bench/all.sh).
+# Mailwright: the two commands of the README, plus lint, bench (bench/all.sh) and fuzz.
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench deps venv clean
+.PHONY: run test lint bench fuzz deps venv clean
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,22 @@ lint: $(STAMP)
 
 bench: deps $(STAMP)
 	bench/all.sh
+
+## make fuzz: run each fuzz target (fuzz/*.py) for FUZZ_SECONDS (default 60); the inputs that
+## reach new code are added to fuzz/corpus/<target>, crash reproducers go to fuzz/crashes
+## (a crash stops that target only; make fuzz fails at the end)
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= $(sort $(basename $(notdir $(wildcard fuzz/[a-z]*.py))))
+
+fuzz: $(STAMP)
+	mkdir -p fuzz/crashes
+	failed=""; \
+	for t in $(FUZZ_TARGETS); do \
+	  echo "== fuzz/$$t.py for $(FUZZ_SECONDS) s"; \
+	  $(VENV)/bin/python fuzz/$$t.py fuzz/corpus/$$t -max_total_time=$(FUZZ_SECONDS) \
+	    -timeout=20 -print_final_stats=1 -artifact_prefix=fuzz/crashes/$$t- || failed="$$failed $$t"; \
+	done; \
+	test -z "$$failed" || { echo "fuzz: crashes in$$failed (see fuzz/crashes)"; exit 1; }
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

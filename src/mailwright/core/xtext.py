@@ -9,8 +9,9 @@ from __future__ import annotations
 import re
 
 _HEX = "0123456789ABCDEF"
-_VALID = re.compile(r"^(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})*$")
-_VALID_UTF8 = re.compile(r"^(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e\u0080-\U0010ffff]|\+[0-9A-F]{2})*$")
+# matched with fullmatch: "$" would also match before a final newline ("abc\n")
+_VALID = re.compile(r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})*")
+_VALID_UTF8 = re.compile(r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e\u0080-\U0010ffff]|\+[0-9A-F]{2})*")
 
 
 class XtextError(ValueError):
@@ -18,7 +19,7 @@ class XtextError(ValueError):
 
 
 def decode(text: str, utf8: bool = False) -> str:
-    if not (_VALID_UTF8 if utf8 else _VALID).match(text):
+    if not (_VALID_UTF8 if utf8 else _VALID).fullmatch(text):
         raise XtextError("malformed xtext")
     return re.sub(r"\+([0-9A-F]{2})", lambda m: chr(int(m.group(1), 16)), text)
 

@@ -25,7 +25,9 @@ def clean(text: str, *, utf8: bool) -> str:
     text = _CONTROL.sub(" ", text)
     if not utf8:
         text = text.encode("ascii", "replace").decode("ascii")
-    return text.strip()
+    # spaces only: str.strip() would also take U+0085 or U+3000 off a UTF-8 value's ends,
+    # which no xtext can protect, so an ENVID or ORCPT would not read back
+    return text.strip(" ")
 
 
 def has_unsafe(text: str, *, utf8: bool) -> bool:

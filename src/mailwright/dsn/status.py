@@ -76,7 +76,7 @@ def address_field(address: str, utf8: bool) -> str:
 
 def _xtext_if_unsafe(value: str, utf8: bool) -> str:
     # xtext.encode escapes control characters (and "+", "=") but passes UTF-8 through
-    if has_unsafe(value, utf8=utf8) or value != value.strip():
+    if has_unsafe(value, utf8=utf8) or value != value.strip(" "):  # what clean() takes
         encoded = xtext.encode(value)
         return encoded if utf8 else encoded.encode("ascii", "backslashreplace").decode()
     return value

@@ -221,6 +221,8 @@ class ServerConnection:
                     return self._emit_closed()
                 line = self._next_line()
                 if line is None:
+                    if self.state is State.CLOSED:  # a bad line was one too many
+                        continue  # the Closed event now, not on some later call
                     return None
                 event = self._command(line)
                 if event is not None:
@@ -236,6 +238,8 @@ class ServerConnection:
             if state is State.AUTH:
                 line = self._next_line()
                 if line is None:
+                    if self.state is State.CLOSED:
+                        continue
                     return None
                 if self.state is not State.AUTH:  # a bad line ended the exchange
                     event = self._command(line)

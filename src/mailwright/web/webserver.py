@@ -25,7 +25,7 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote
 
 import h11
 
@@ -134,9 +134,10 @@ def _head(event: h11.Request) -> Head:
     for name, value in event.headers:
         key, text = name.decode("latin-1"), value.decode("latin-1")
         headers[key] = f"{headers[key]}, {text}" if key in headers else text
-    split = urlsplit(target)
-    query = {k: v[0] for k, v in parse_qs(split.query, max_num_fields=50).items()}
-    return event.method.decode("latin-1"), unquote(split.path), query, headers
+    # origin-form is path ["?" query]: urlsplit would read "//host/x" as a host and "/x"
+    path, _, raw_query = target.partition("?")
+    query = {k: v[0] for k, v in parse_qs(raw_query, max_num_fields=50).items()}
+    return event.method.decode("latin-1"), unquote(path), query, headers
 
 
 class RequestFraming:
