@@ -2,7 +2,8 @@
 
 A report is just another queued message: ``build_report`` returns a
 ``queue.store.NewMessage`` (or None when no report is due) for the scheduler to queue
-in the same transaction as the results it reports. See ``dsn.report`` for the rules.
+in the same transaction as the results it reports. See ``dsn.report`` for the rules,
+and ``dsn.notices`` for which reports a message's delivery results call for.
 Reads no settings.
 """
 

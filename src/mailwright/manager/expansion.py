@@ -43,9 +43,9 @@ from mailwright.core.headers import HeaderList
 from mailwright.core.queueid import new_queue_id
 from mailwright.core.reply import Reply
 from mailwright.core.target import Mailer, Target
-from mailwright.dsn import Action, OriginalMessage, RecipientReport, ReportKind, build_report
+from mailwright.dsn import OriginalMessage, parse_notify
 from mailwright.dsn.body import ReportBody
-from mailwright.dsn.recipient import decode_orcpt, parse_notify
+from mailwright.dsn.notices import Reporter
 from mailwright.observability import maillog
 from mailwright.queue.store import (
     AddRecipients,
@@ -104,9 +104,7 @@ class Expander:
         self.store = store
         self.writer = writer
         self.clock = clock or SystemClock()
-        self.reporting_mta = reporting_mta
-        self.double_bounce_recipient = double_bounce_recipient
-        self.max_return_size = max_return_size
+        self.reporter = Reporter(reporting_mta, double_bounce_recipient, max_return_size)
 
     @classmethod
     def from_settings(
@@ -202,9 +200,12 @@ class Expander:
         copies = [self._list_copy(message, headers, group, now) for group in resolution.lists]
         reports = []
         if fan_out and wants_success:
-            report = self._expanded_report(message, headers, recipient, notify, now)
-            if report is not None:
-                reports.append(report)
+            original = OriginalMessage.from_stored(
+                message, headers, lambda: self.store.read_body(message.queue_id)
+            )
+            notice = self.reporter.expanded(original, recipient, now)
+            if notice is not None:
+                reports.append(notice.message)
         op = AddRecipients(
             message.queue_id,
             plain,
@@ -246,35 +247,6 @@ class Expander:
             body=ReportBody(b"", lambda: self.store.read_body(queue_id), b"", body_size),
             received_at=now,
             origin=Origin(protocol=LIST_PROTOCOL, client_name="localhost", helo=group.list_name),
-        )
-
-    def _expanded_report(
-        self,
-        message: StoredMessage,
-        headers: HeaderList,
-        recipient: StoredRecipient,
-        notify: frozenset[Notify] | None,
-        now: float,
-    ) -> NewMessage | None:
-        original = OriginalMessage.from_stored(
-            message, headers, lambda: self.store.read_body(message.queue_id)
-        )
-        entry = RecipientReport(
-            final_recipient=recipient.address,
-            action=Action.EXPANDED,
-            status="2.0.0",
-            original_recipient=decode_orcpt(recipient.orcpt),
-            notify=notify,
-            last_attempt=now,
-        )
-        return build_report(
-            original,
-            ReportKind.SUCCESS,
-            [entry],
-            reporting_mta=self.reporting_mta,
-            now=now,
-            double_bounce_recipient=self.double_bounce_recipient,
-            max_return_size=self.max_return_size,
         )
 
     def _log(

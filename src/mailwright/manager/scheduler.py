@@ -5,10 +5,10 @@ next hop (one transaction per next hop carries all of a message's recipients
 for it), and delivers with a global and a per-destination concurrency limit (local
 mailboxes, programs and files: the local agent's own limits instead).
 The results of one message are committed together, with at most one report per
-kind (failure, delay, success) queued in the same transaction. Temporary
-failures are retried with back-off; a next hop that failed at connection level
-is remembered for a while (host-status cache) instead of being dialled for every
-message. Delivery is at-least-once: a crash before the commit leaves the
+kind (failure, delay, success; built by ``dsn.notices``) queued in the same
+transaction. Temporary failures are retried with back-off; a next hop that failed
+at connection level is remembered for a while (host-status cache) instead of being
+dialled for every message. Delivery is at-least-once: a crash before the commit leaves the
 recipients leased, and the lease is voided at start-up (or, when another process may
 hold leases, expires: the runner renews its leases every third of ``delivery.lease``
 while its deliveries run, so only a dead runner's leases expire). A recipient the local agent
@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import dataclasses
 import logging
 import math
 from collections import defaultdict
@@ -48,14 +47,8 @@ from mailwright.core.envelope import Notify
 from mailwright.core.headers import HeaderList
 from mailwright.core.reply import Reply
 from mailwright.delivery.agent import DeliveryAgent, DeliveryRequest, Interruptible
-from mailwright.dsn import (
-    Action,
-    OriginalMessage,
-    RecipientReport,
-    ReportKind,
-    build_report,
-    said,
-)
+from mailwright.dsn import OriginalMessage, parse_notify
+from mailwright.dsn.notices import MessageReports, Notice, Reporter, expired
 from mailwright.manager.answers import Answers, Waiting
 from mailwright.manager.backoff import RetryPolicy
 from mailwright.manager.expansion import Expander, target_hop
@@ -64,7 +57,6 @@ from mailwright.observability import maillog, metrics
 from mailwright.queue.lease import new_owner
 from mailwright.queue.store import (
     ClaimDue,
-    NewMessage,
     QueueStore,
     RecipientResult,
     RecipientState,
@@ -110,6 +102,11 @@ class SchedulerSettings:
     double_bounce_recipient: str = "postmaster"
     max_return_size: int | None = None  # return only headers of larger originals
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    @property
+    def reporter(self) -> Reporter:
+        """What builds this host's reports (bounces, delay warnings, success notices)."""
+        return Reporter(self.reporting_mta, self.double_bounce_recipient, self.max_return_size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -473,7 +470,7 @@ class Scheduler:
                 sender=message.envelope.sender_text,
                 params=message.envelope.params,
                 recipients=[
-                    DeliveryRecipient(r.index, r.address, r.orcpt, _notify(r.notify), r.target)
+                    DeliveryRecipient(r.index, r.address, r.orcpt, parse_notify(r.notify), r.target)
                     for r in rcpts
                 ],
                 next_hop=hop,
@@ -565,7 +562,7 @@ class Scheduler:
         policy = self.settings.retry
         by_index = {r.index: r for r in recipients}
         records: list[RecipientResult] = []
-        reports: dict[ReportKind, list[RecipientReport]] = defaultdict(list)
+        reports = MessageReports()
         answering: list[tuple[Waiting, StoredRecipient, DeliveryResult]] = []
         for request, attempt in results:
             recipient = by_index[attempt.index]
@@ -594,8 +591,11 @@ class Scheduler:
             transport = request.next_hop.transport.value if request is not None else None
             metrics.recorded(message, recipient, state, result, transport, now)
             if waiting is None or state is RecipientState.DELIVERED:
-                self._collect_reports(reports, recipient, result, state, request, now)
-        new_messages, warned, reasons = self._make_reports(message, headers, reports, now)
+                # final delivery here (a DSN-capable SMTP hop reports itself)
+                here = request is not None and request.next_hop.transport is not Transport.SMTP
+                reports.add(recipient, result, state, final_here=here, now=now)
+        notices, warned = self._notices(message, headers, reports, now)
+        new_messages = [n.message for n in notices]
         try:
             await self.writer.execute(RecordResults(records, new_messages))
         except BaseException:
@@ -608,9 +608,8 @@ class Scheduler:
             self.wake()  # the loop sleeps past this retry
         if warned:
             await self.writer.execute(SetWarned(message.queue_id))
-        for report, reason in zip(new_messages, reasons, strict=True):
-            to = ", ".join(str(r.address) for r in report.envelope.recipients)
-            maillog.dsn(message.queue_id, report.queue_id, reason, to)
+        for notice in notices:
+            maillog.dsn(message.queue_id, notice.message.queue_id, notice.reason, notice.to)
         if new_messages:
             self.wake()
 
@@ -654,7 +653,7 @@ class Scheduler:
 
         async def delivered(result: DeliveryResult) -> None:
             recipient = by_index.get(result.index)
-            if recipient is None or Notify.SUCCESS in (_notify(recipient.notify) or ()):
+            if recipient is None or Notify.SUCCESS in (parse_notify(recipient.notify) or ()):
                 return  # its success DSN is made with the message's results
             record = RecipientResult(
                 queue_id=message.queue_id,
@@ -685,80 +684,26 @@ class Scheduler:
         if result.outcome is Outcome.FAILED:
             return RecipientState.FAILED, result
         if self.settings.retry.expired(message.received_at, now):
-            expired = Reply.of(
-                result.reply.code if result.reply.transient else 451,
-                "4.4.7",
-                # our words; the last error says who said what (dsn.said)
-                f"Delivery time expired; last error: {said(result.reply, result.remote_mta)}",
-            )
-            return RecipientState.FAILED, DeliveryResult(
-                result.index, Outcome.FAILED, expired, result.remote_mta, result.diagnostic_type
-            )
+            return RecipientState.FAILED, expired(result)
         return RecipientState.QUEUED, result
 
-    def _collect_reports(
-        self,
-        reports: dict[ReportKind, list[RecipientReport]],
-        recipient: StoredRecipient,
-        result: DeliveryResult,
-        state: RecipientState,
-        request: DeliveryRequest | None,
-        now: float,
-    ) -> None:
-        target = DeliveryRecipient(
-            recipient.index, recipient.address, recipient.orcpt, _notify(recipient.notify)
-        )
-        if state is RecipientState.FAILED:
-            action = Action.FAILED
-        elif state is RecipientState.QUEUED:
-            action = Action.DELAYED
-        elif state is RecipientState.RELAYED:
-            action = Action.RELAYED
-        elif request is not None and request.next_hop.transport is not Transport.SMTP:
-            action = Action.DELIVERED  # final delivery here (a DSN-capable SMTP hop reports itself)
-        else:
-            return
-        reports[action.kind].append(
-            RecipientReport.from_delivery(target, result, attempted_at=now, action=action)
-        )
-
-    def _make_reports(
+    def _notices(
         self,
         message: StoredMessage,
         headers: HeaderList,
-        reports: dict[ReportKind, list[RecipientReport]],
+        reports: MessageReports,
         now: float,
-    ) -> tuple[list[NewMessage], bool, list[str]]:
-        """The reports to queue, whether a delay warning is among them, and why each was
-        made (the mail log's ``DSN:`` reason)."""
-        out: list[NewMessage] = []
-        reasons: list[str] = []
-        warned = False
+    ) -> tuple[list[Notice], bool]:
+        """The reports to queue, and whether a delay warning is among those due (made
+        once per message, when the retry policy says it is time)."""
         policy = self.settings.retry
+        warn = not message.warned and policy.warning_due(message.received_at, now)
+        until = message.received_at + policy.max_lifetime if warn else None
         original = OriginalMessage.from_stored(
             message, headers, lambda: self.store.read_body(message.queue_id)
         )
-        for kind, found in reports.items():
-            entries = found
-            if kind is ReportKind.DELAY:
-                if message.warned or not policy.warning_due(message.received_at, now):
-                    continue
-                warned = True
-                until = message.received_at + policy.max_lifetime
-                entries = [dataclasses.replace(e, will_retry_until=until) for e in entries]
-            report = build_report(
-                original,
-                kind,
-                entries,
-                reporting_mta=self.settings.reporting_mta,
-                now=now,
-                double_bounce_recipient=self.settings.double_bounce_recipient,
-                max_return_size=self.settings.max_return_size,
-            )
-            if report is not None:
-                out.append(report)
-                reasons.append(_dsn_reason(kind, entries))
-        return out, warned, reasons
+        notices = reports.notices(self.settings.reporter, original, now, warn_until=until)
+        return notices, warn and reports.delayed
 
     def _log_attempt(
         self,
@@ -798,21 +743,3 @@ class Scheduler:
 def accepted(queue_id: str) -> Reply:
     """The LMTP reply for a recipient that stays in our queue."""
     return Reply.of(250, "2.0.0", f"{queue_id} Message accepted for delivery")
-
-
-def _dsn_reason(kind: ReportKind, entries: list[RecipientReport]) -> str:
-    """Sendmail's reason after ``DSN:``: the first failure's diagnostic, the delay
-    warning, or the return receipt."""
-    if kind is ReportKind.SUCCESS:
-        return "Return receipt"
-    first = entries[0]
-    why = first.diagnostic.text if first.diagnostic is not None else first.status
-    if kind is ReportKind.DELAY:
-        return f"Warning: could not send message yet, will keep trying: {why}"
-    return why
-
-
-def _notify(text: str | None) -> frozenset[Notify] | None:
-    if text is None:
-        return None
-    return frozenset(Notify(v) for v in text.split(",") if v)

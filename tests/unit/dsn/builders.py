@@ -7,8 +7,10 @@ from collections.abc import Iterator, Sequence
 from mailwright.core.address import Address
 from mailwright.core.envelope import Envelope, MailParams, Notify, Recipient
 from mailwright.core.headers import Header, HeaderList
+from mailwright.core.reply import Reply
 from mailwright.dsn import OriginalMessage
 from mailwright.queue.store import Origin
+from mailwright.smtp.reply import ReplyParser
 
 HOST = "mail.example.com"
 ARRIVED = 1_700_000_000.0
@@ -59,3 +61,12 @@ def rcpt(text: str, notify: str | None = None, orcpt: str | None = None) -> Reci
     local, domain = text.rsplit("@", 1)
     kinds = None if notify is None else frozenset(Notify(n) for n in notify.split(","))
     return Recipient(Address(local, domain), kinds, orcpt)
+
+
+def peer_reply(wire: bytes) -> Reply:
+    """A reply as read off the wire from a server (``from_peer``)."""
+    parser = ReplyParser()
+    parser.feed(wire)
+    reply = parser.next_reply()
+    assert reply is not None
+    return reply

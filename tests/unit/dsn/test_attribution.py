@@ -13,20 +13,11 @@ from mailwright.core.delivery import DeliveryRecipient, DeliveryResult, Outcome
 from mailwright.core.reply import Reply
 from mailwright.delivery.smtp import as_transient, with_status
 from mailwright.dsn import Action, Diagnostic, RecipientReport, ReportKind, build_report, said
-from mailwright.smtp.reply import ReplyParser
-from tests.unit.dsn.builders import HOST, NOW, make_original, rcpt
+from tests.unit.dsn.builders import HOST, NOW, make_original, peer_reply, rcpt
 from tests.unit.dsn.reading import status_blocks, text_part
 
 MX = "mx.example.org [192.0.2.25]"
 REFUSED = "connect to mx.example.org [192.0.2.25]:25: Connection refused"
-
-
-def peer_reply(wire: bytes) -> Reply:
-    parser = ReplyParser()
-    parser.feed(wire)
-    reply = parser.next_reply()
-    assert reply is not None
-    return reply
 
 
 def test_only_the_parser_marks_a_reply_as_the_peers() -> None:
