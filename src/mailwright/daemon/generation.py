@@ -39,6 +39,7 @@ from mailwright.config.schema import (
     TlsSection,
 )
 from mailwright.core.domains import DomainSet
+from mailwright.core.watchedfile import WatchedFile
 from mailwright.daemon.delivery import build_agents, scheduler_settings
 from mailwright.delivery.deposit import Deposit
 from mailwright.delivery.local import local_agents
@@ -55,7 +56,6 @@ from mailwright.policy.limits import AuthThrottle, ConnectionRateLimit
 from mailwright.policy.recipients import LocalRecipients
 from mailwright.policy.relay import RelayControl, parse_networks
 from mailwright.policy.submission import SubmissionPolicy
-from mailwright.policy.watched import WatchedFile
 from mailwright.queue.store import QueueStore
 from mailwright.queue.writer import QueueWriter
 from mailwright.routing.clientname import ClientNames, client_names_from_settings
