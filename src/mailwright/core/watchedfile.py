@@ -14,7 +14,8 @@ parses it now. What a new parse installs:
   use (the transport table: a half-read routing table must not send mail the wrong way);
 - a good file installs its value.
 
-Every problem of a new version is logged once, as ``file:line: problem``, in an empty
+Every problem of a new version is logged once, as ``file:line: problem`` (after
+``name: `` when the table has a name), in an empty
 logging context (it is about the file, not about the message whose lookup noticed it).
 ``discard`` is called with a value that was replaced (to close a database handle).
 Trusts its parser to report bad lines as ``TableError``; reads no settings.
@@ -62,6 +63,7 @@ class WatchedFile(Generic[T]):
         *,
         interval: float = CHECK_INTERVAL,
         strict: bool = False,
+        name: str = "",
         discard: Callable[[T], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -69,6 +71,7 @@ class WatchedFile(Generic[T]):
         self.parse = parse
         self.interval = interval
         self.strict = strict
+        self.name = name  # what the log lines call the file ("transport table")
         self.errors: list[TableError] = []  # the problems of the file's latest version
         self.reloads = 0  # how many times a new value was installed
         self._discard = discard
@@ -106,15 +109,16 @@ class WatchedFile(Generic[T]):
         self._stamp = stamp_of(self.path)  # before reading: a change while parsing is seen
         value, errors = self.parse(self.path)
         self.errors = errors
+        prefix = f"{self.name}: " if self.name else ""
         for error in errors:
-            log.error("%s", error)
+            log.error("%s%s", prefix, error)
         unreadable = any(e.line == 0 for e in errors)
         if self._loaded and (unreadable or (errors and self.strict)):
-            log.error("%s: keeping the table in use", self.path)
+            log.error("%s%s: keeping the table in use", prefix, self.path)
             return
         old, self._value, self._loaded = self._value, value, not unreadable
         self.reloads += 1
         if self.reloads > 1:
-            log.info("%s: loaded", self.path)
+            log.info("%s%s: loaded", prefix, self.path)
             if self._discard is not None and old is not value:
                 self._discard(old)

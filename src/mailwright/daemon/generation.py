@@ -154,11 +154,9 @@ def check_plugins(settings: Settings) -> None:
 def _router(settings: Settings, *, strict: bool) -> Router:
     """The transport table: bad lines are logged and skipped at start-up (the other
     entries work), and refuse a reload (the table in use is complete)."""
-    router, errors = Router.from_settings(settings)
+    router, errors = Router.from_settings(settings)  # the table file logs its problems
     if errors and strict:
         raise GenerationError("; ".join(str(e) for e in errors[:5]))
-    for error in errors:
-        log.error("transport table: %s", error)
     return router
 
 
