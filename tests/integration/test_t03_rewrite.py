@@ -7,6 +7,7 @@ rereads the table; its bad lines are logged and reported by ``config check``."""
 
 from __future__ import annotations
 
+import os
 import signal
 import smtplib
 from collections.abc import Iterator
@@ -131,3 +132,23 @@ def test_sighup_rereads_the_table_and_bad_lines_are_reported(
     checked = host.cli("config", "check")
     assert checked.returncode == 78
     assert b"generic:2: 'broken' has no value" in checked.stderr
+
+
+def test_a_table_edit_takes_effect_without_sighup(
+    tmp_path: Path, host: Mailwright, smarthost: Mailwright
+) -> None:
+    """Issue 13: the table follows its file. Saved as an editor does (a new file renamed
+    over the old one); the daemon looks at it at most once a second, so the first
+    messages may still leave with the old entry."""
+    new = tmp_path / "generic.new"
+    new.write_text("alice  a.s@example.org\n")
+    os.replace(new, tmp_path / "generic")
+    for sent in range(1, 200):
+        send(host, "alice@host.lan", ["bob@far.test"], f"From: alice@host.lan\nSubject: m{sent}\n")
+        sender = str(queued(smarthost, sent)[f"m{sent}"][0].envelope.sender)
+        if sender == "a.s@example.org":
+            break
+        assert sender == "alice.smith@example.com"
+    else:
+        raise AssertionError("the table edit was not noticed")
+    assert not any("SIGHUP" in line for line in host.log)

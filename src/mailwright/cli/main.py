@@ -158,7 +158,7 @@ def _generic_table_ok(settings: Settings) -> bool:
     """``rewrite.generic_table``: every problem as ``file:line: problem``."""
     from mailwright.routing.generic import rewriter_from_settings
 
-    _, errors = rewriter_from_settings(settings)
+    _, errors = rewriter_from_settings(settings, follow=False)
     for error in errors:
         click.echo(f"mailwright: {error}", err=True)
     return not errors

@@ -24,7 +24,7 @@ from mailwright.delivery.deposit import Deposit
 from mailwright.delivery.lmtp import LmtpAgent
 from mailwright.delivery.local import local_agents
 from mailwright.delivery.session import ClientTimeouts
-from mailwright.delivery.smtp import SmtpAgent
+from mailwright.delivery.smtp import CredentialsSource, SmtpAgent
 from mailwright.delivery.tlspolicy import MtaStsGate, TlsPolicyTable, verify_context
 from mailwright.manager.backoff import RetryPolicy
 from mailwright.manager.expansion import Expander
@@ -32,7 +32,7 @@ from mailwright.manager.scheduler import Scheduler, SchedulerSettings, domain_of
 from mailwright.queue.sqlite import SqliteQueueStore
 from mailwright.queue.store import QueueStore, StoreError
 from mailwright.queue.writer import QueueWriter
-from mailwright.routing.credentials import CredentialsTable, exposure, load_credentials
+from mailwright.routing.credentials import exposure, watch_credentials
 from mailwright.routing.generic import AddressRewriter, rewriter_from_settings
 from mailwright.routing.mtasts import MtaStsPolicies
 from mailwright.routing.mx import DnsResolver, resolver_from_settings
@@ -58,25 +58,23 @@ def client_timeouts(settings: Settings) -> ClientTimeouts:
     )
 
 
-def relay_credentials(settings: Settings) -> CredentialsTable | None:
-    """``delivery.auth_table``, read now (at start-up and on SIGHUP); problems are logged."""
+def relay_credentials(settings: Settings) -> CredentialsSource | None:
+    """``delivery.auth_table``, read now (at start-up and on SIGHUP) and followed from then
+    on (``core.watchedfile``, which logs its problems)."""
     path = settings.delivery.auth_table
     if path is None:
         return None
-    table, errors = load_credentials(path)
-    for error in errors:
-        log.error("auth table: %s", error)
+    table = watch_credentials(path)
     if (warning := exposure(path)) is not None:
         log.warning("auth table: %s", warning)
     return table
 
 
 def outbound_rewriter(settings: Settings) -> AddressRewriter | None:
-    """``[rewrite]`` with its generic table, read now (at start-up and on SIGHUP); problems
-    are logged and the bad lines skipped."""
-    rewriter, errors = rewriter_from_settings(settings)
-    for error in errors:
-        log.error("generic table: %s", error)
+    """``[rewrite]`` with its generic table, read now (at start-up and on SIGHUP) and
+    followed from then on; problems are logged (by the watched file) and the bad lines
+    skipped."""
+    rewriter, _ = rewriter_from_settings(settings)
     return rewriter
 
 
@@ -118,9 +116,7 @@ def build_agents(settings: Settings) -> dict[Transport, DeliveryAgent]:
 
 
 def build_router(settings: Settings) -> Router:
-    router, errors = Router.from_settings(settings)
-    for error in errors:
-        log.error("transport table: %s", error)
+    router, _ = Router.from_settings(settings)  # the table file logs its problems
     return router
 
 

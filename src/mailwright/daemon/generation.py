@@ -39,6 +39,7 @@ from mailwright.config.schema import (
     TlsSection,
 )
 from mailwright.core.domains import DomainSet
+from mailwright.core.watchedfile import WatchedFile
 from mailwright.daemon.delivery import build_agents, scheduler_settings
 from mailwright.delivery.deposit import Deposit
 from mailwright.delivery.local import local_agents
@@ -55,7 +56,6 @@ from mailwright.policy.limits import AuthThrottle, ConnectionRateLimit
 from mailwright.policy.recipients import LocalRecipients
 from mailwright.policy.relay import RelayControl, parse_networks
 from mailwright.policy.submission import SubmissionPolicy
-from mailwright.policy.watched import WatchedFile
 from mailwright.queue.store import QueueStore
 from mailwright.queue.writer import QueueWriter
 from mailwright.routing.clientname import ClientNames, client_names_from_settings
@@ -154,11 +154,9 @@ def check_plugins(settings: Settings) -> None:
 def _router(settings: Settings, *, strict: bool) -> Router:
     """The transport table: bad lines are logged and skipped at start-up (the other
     entries work), and refuse a reload (the table in use is complete)."""
-    router, errors = Router.from_settings(settings)
+    router, errors = Router.from_settings(settings)  # the table file logs its problems
     if errors and strict:
         raise GenerationError("; ".join(str(e) for e in errors[:5]))
-    for error in errors:
-        log.error("transport table: %s", error)
     return router
 
 

@@ -19,7 +19,7 @@ The most specific entry wins: for a client, the exact address, then the host
 name, then networks longest prefix first, then parent domains longest first;
 for an address, ``user@domain``, then the domain and its parents (longest
 first), then ``user@``. Keys are case-insensitive; a trailing dot is ignored.
-The file is reread when it changes (``policy.watched``); problems are
+The file is reread when it changes (``core.watchedfile``); problems are
 ``file:line: problem`` and the line is skipped. Trusts the client address from
 the socket. Local submissions (the ``sendmail`` command line) are not checked,
 as in Sendmail. Settings: ``access.table``, ``hostname``.
@@ -36,8 +36,8 @@ from pathlib import Path
 from mailwright.core.address import Address, AddressError, parse_domain
 from mailwright.core.envelope import Recipient
 from mailwright.core.reply import Reply
+from mailwright.core.watchedfile import WatchedFile
 from mailwright.policy.hooks import Hook, SessionInfo, Transaction
-from mailwright.policy.watched import WatchedFile
 from mailwright.routing.table import TableError, read_table
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network

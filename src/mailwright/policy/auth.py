@@ -21,7 +21,7 @@ import stat
 from pathlib import Path
 
 from mailwright.core.tablefile import TableError, entry_lines
-from mailwright.policy.watched import WatchedFile
+from mailwright.core.watchedfile import WatchedFile
 
 DEFAULT_ROUNDS = 12  # about a quarter of a second per check on one core
 MAX_PASSWORD = 72  # octets bcrypt looks at; longer ones are refused, never cut

@@ -17,9 +17,10 @@ Format, as Sendmail reads it:
 temporary name, fsyncs it and renames it over the table in use, so a reader sees
 the old table or the new one, never half of one. ``AliasTable`` opens the file
 read-only and notices a rebuilt file (another inode, size or mtime, checked at
-most once a second) without a restart. The table records the source's path, size
-and mtime; ``refresh_table`` (at start-up and on SIGHUP) rebuilds a table whose
-record differs from the file ``routing.alias_file`` names now. The summary line is Sendmail's:
+most once a second: ``core.watchedfile``) without a restart. The table records
+the source's path, size and mtime; ``refresh_table`` (at start-up and on SIGHUP)
+rebuilds a table whose record differs from the file ``routing.alias_file`` names
+now. The summary line is Sendmail's:
 ``/etc/aliases: 12 aliases, longest 40 bytes, 300 bytes total`` (bytes of name plus
 value, longest value).
 
@@ -43,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mailwright.core.watchedfile import WatchedFile
 from mailwright.routing.items import Item, dump_items, load_items, parse_items
 from mailwright.routing.table import TableError
 
@@ -294,8 +296,17 @@ def _fsync_directory(path: Path) -> None:
 # ---- looking up ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    """one open version of the compiled table."""
+
+    conn: sqlite3.Connection
+    meta: dict[str, str]
+
+
 class AliasTable:
-    """Read-only view of the compiled table that follows rebuilds; safe across threads."""
+    """Read-only view of the compiled table that follows rebuilds (``core.watchedfile``);
+    safe across threads."""
 
     def __init__(
         self,
@@ -304,39 +315,38 @@ class AliasTable:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.database = database
-        self.meta: dict[str, str] = {}
         self.reloads = 0  # how many times a new file was opened
         self._interval = check_interval
         self._clock = clock
-        self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
-        self._stamp: tuple[int, int, int, int] | None = None
-        self._checked: float | None = None
+        self._lock = threading.Lock()  # one query at a time on the shared connection
+        self._file: WatchedFile[_Compiled | None] | None = None  # opened at the first lookup
+
+    @property
+    def meta(self) -> dict[str, str]:
+        with self._lock:
+            compiled = self._current()
+            return compiled.meta if compiled is not None else {}
 
     def lookup(self, name: str) -> tuple[Item, ...] | None:
         """The items of alias ``name`` (any case), or None when there is no such alias."""
         with self._lock:
-            conn = self._current()
-            if conn is None:
+            compiled = self._current()
+            if compiled is None:
                 return None
-            row = conn.execute("SELECT items FROM aliases WHERE name = ?", (name.lower(),))
+            row = compiled.conn.execute("SELECT items FROM aliases WHERE name = ?", (name.lower(),))
             found = row.fetchone()
         return None if found is None else tuple(load_items(found[0]))
 
     def __len__(self) -> int:
         with self._lock:
-            conn = self._current()
-            return (
-                0
-                if conn is None
-                else int(conn.execute("SELECT count(*) FROM aliases").fetchone()[0])
-            )
+            compiled = self._current()
+            if compiled is None:
+                return 0
+            return int(compiled.conn.execute("SELECT count(*) FROM aliases").fetchone()[0])
 
     def info(self) -> dict[str, str]:
         """What the table in use was compiled from (source, owner, mtime, count)."""
-        with self._lock:
-            self._current()
-            return dict(self.meta)
+        return dict(self.meta)
 
     @property
     def source_uid(self) -> int | None:
@@ -346,55 +356,53 @@ class AliasTable:
 
     def close(self) -> None:
         with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-            self._conn, self._stamp, self._checked = None, None, None
+            if self._file is not None:
+                compiled = self._file.current()
+                if compiled is not None:
+                    compiled.conn.close()
+            self._file = None
 
-    def _current(self) -> sqlite3.Connection | None:
-        now = self._clock()
-        if self._checked is not None and now - self._checked < self._interval:
-            return self._conn
-        self._checked = now
+    def _current(self) -> _Compiled | None:
         if self.database is None:
             return None
-        try:
-            st = os.stat(self.database)
-        except OSError:
-            if self._conn is not None:
-                log.warning("alias table %s is gone; no aliases", self.database)
-                self._conn.close()
-            self._conn, self._stamp = None, None
-            return None
-        stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-        if stamp != self._stamp:
-            self._open(stamp)
-        return self._conn
+        if self._file is None:
+            self._file = WatchedFile(
+                self.database,
+                self._open,
+                None,
+                interval=self._interval,
+                discard=_close,
+                clock=self._clock,
+            )
+        return self._file.current()
 
-    def _open(self, stamp: tuple[int, int, int, int]) -> None:
-        assert self.database is not None
-        uri = f"{self.database.resolve().as_uri()}?mode=ro&immutable=1"
+    def _open(self, database: Path) -> tuple[_Compiled | None, list[TableError]]:
+        """Open a version of the compiled file (``WatchedFile`` calls this when it changed):
+        a file that went away means no aliases; one that cannot be opened keeps the
+        table in use."""
+        if not database.exists():
+            if self.reloads:
+                log.warning("alias table %s is gone; no aliases", database)
+            return None, []
+        uri = f"{database.resolve().as_uri()}?mode=ro&immutable=1"
         try:
             conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
             meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
             if meta.get("format") != FORMAT_VERSION:
                 raise sqlite3.DatabaseError(f"unknown format {meta.get('format')!r}")
         except sqlite3.Error as exc:
-            log.error(
-                "alias table %s unreadable (%s); keeping the previous one", self.database, exc
-            )
-            self._stamp = stamp  # do not retry until it changes again
-            return
-        if self._conn is not None:
-            self._conn.close()
-            # noticed during some lookup: that message's id does not belong on this line
-            log_unattributed(
-                logging.INFO,
-                "alias table %s reloaded (%s aliases)",
-                self.database,
-                meta.get("count"),
-            )
-        self._conn, self._stamp, self.meta = conn, stamp, meta
+            problem = f"alias table unreadable ({exc}); keeping the previous one"
+            return None, [TableError(str(database), 0, problem)]
+        if self.reloads:
+            # noticed during some lookup: logged without that message's id (WatchedFile)
+            log.info("alias table %s reloaded (%s aliases)", database, meta.get("count"))
         self.reloads += 1
+        return _Compiled(conn, meta), []
+
+
+def _close(compiled: _Compiled | None) -> None:
+    if compiled is not None:
+        compiled.conn.close()
 
 
 def out_of_date(source: Path, table: AliasTable) -> str:

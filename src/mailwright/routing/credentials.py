@@ -15,16 +15,19 @@ host or domain name (``CredentialsTable.lookup``). No entry: no AUTH.
 Trusts nothing in the file: a bad line becomes a ``TableError`` naming file and
 line (never quoting the password) and is skipped. The file holds secrets:
 ``exposure`` says when group or others may read it. Reads no settings itself
-(``delivery.auth_table`` is passed in by ``daemon.delivery``).
+(``delivery.auth_table`` is passed in by ``daemon.delivery``). ``watch_credentials``
+follows the file (``core.watchedfile``): an edit takes effect within a second.
 """
 
 from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
 from mailwright.core.hostport import normalize_domain, parse_host_port
+from mailwright.core.watchedfile import WatchedFile
 from mailwright.routing.nexthop import NextHop
 from mailwright.routing.table import (
     TableError,
@@ -72,6 +75,14 @@ def load_credentials(path: str | os.PathLike[str]) -> tuple[CredentialsTable, li
     """Read and parse the table file; bad lines are reported and skipped."""
     lines, errors = read_table(path)
     return _build(lines, errors, str(path))
+
+
+def watch_credentials(path: str | os.PathLike[str]) -> Callable[[NextHop], Credentials | None]:
+    """The table at ``path``, followed (``core.watchedfile``): the SMTP agent's
+    ``credentials`` source. Bad lines are logged once and skipped; a file that cannot be
+    read keeps the table in use."""
+    file = WatchedFile(Path(path), load_credentials, CredentialsTable(), name="auth table")
+    return lambda hop: file.current().lookup(hop)
 
 
 def parse_credentials(

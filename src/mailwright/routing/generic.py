@@ -28,7 +28,9 @@ whose address is not a plain ``local@domain`` (a comment inside it, unqualified)
 Trusts nothing in the table file: every bad line is a ``TableError`` naming file
 and line, and is skipped. Reads the ``[rewrite]`` settings, ``routing.local_domains``
 (with the host name) and ``local.domain`` in ``rewriter_from_settings``; the
-table is read there, so a reload (SIGHUP) rereads it.
+table is read there and then follows its file (``core.watchedfile``: an edit takes
+effect within a second; a file that cannot be read keeps the table in use); a reload
+(SIGHUP) reads it afresh.
 """
 
 from __future__ import annotations
@@ -42,11 +44,13 @@ from typing import TYPE_CHECKING
 
 from mailwright.core.address import Address, AddressError, parse_domain, parse_mailbox
 from mailwright.core.headers import Header, HeaderList
+from mailwright.core.watchedfile import WatchedFile
 from mailwright.routing.table import TableError, TableLine, keyed_entries, read_table, split_table
 
 if TYPE_CHECKING:
     from mailwright.config.schema import Settings
 
+GENERIC = "generic table"  # what the log lines call it
 SENDER_FIELDS = frozenset({"from", "sender", "reply-to", "resent-from", "resent-sender"})
 RECIPIENT_FIELDS = frozenset({"to", "cc", "resent-to", "resent-cc"})
 DEFAULT_TABLE = Path("/etc/mailwright/generic")
@@ -132,7 +136,7 @@ class AddressRewriter:
         masquerade_domains: Iterable[str] = (),
         exceptions: Iterable[str] = ("root",),
         local_domains: Iterable[str] = (),
-        table: GenericTable | None = None,
+        table: GenericTable | WatchedFile[GenericTable] | None = None,
         envelope: bool = True,
         recipient_headers: bool = False,
     ) -> None:
@@ -142,14 +146,23 @@ class AddressRewriter:
         self.parents = tuple(d for d in domains if d.startswith("."))
         self.exceptions = frozenset(e.lower() for e in exceptions)
         self.local_domains = frozenset(d.lower() for d in local_domains)
-        self.table = table or GenericTable()
+        # a table file is followed (core.watchedfile): each address sees the version of now
+        self._table = table if table is not None else GenericTable()
         self.envelope = envelope
         fields = SENDER_FIELDS | (RECIPIENT_FIELDS if recipient_headers else frozenset())
         self.fields = fields
 
     @property
+    def table(self) -> GenericTable:
+        table = self._table
+        return table.current() if isinstance(table, WatchedFile) else table
+
+    @property
     def active(self) -> bool:
-        return bool(self.masquerade_as) or len(self.table) > 0
+        """Anything to do: masquerading, a table file (it may fill later) or entries."""
+        return (
+            bool(self.masquerade_as) or isinstance(self._table, WatchedFile) or len(self._table) > 0
+        )
 
     def address(self, text: str) -> str | None:
         """``text`` (``local@domain``) rewritten, or None when no rule applies to it."""
@@ -197,13 +210,21 @@ class AddressRewriter:
         return Header(header.name, value.encode("utf-8"))
 
 
-def rewriter_from_settings(settings: Settings) -> tuple[AddressRewriter | None, list[TableError]]:
+def rewriter_from_settings(
+    settings: Settings, *, follow: bool = True
+) -> tuple[AddressRewriter | None, list[TableError]]:
     """The rewriter for ``[rewrite]`` (None when nothing is to be rewritten) and the table's
-    problems. A missing table at the default path is no problem: it is optional."""
+    problems (``follow``: the table follows its file). A missing table at the default path is
+    no problem: it is optional."""
     r = settings.rewrite
-    table, errors = GenericTable(), list[TableError]()
+    table: GenericTable | WatchedFile[GenericTable] = GenericTable()
+    errors: list[TableError] = []
     if r.generic_table is not None and (r.generic_table != DEFAULT_TABLE or DEFAULT_TABLE.exists()):
-        table, errors = load_generic_table(r.generic_table)
+        if follow:  # the daemon: the file is followed, its problems logged
+            table = WatchedFile(r.generic_table, load_generic_table, GenericTable(), name=GENERIC)
+            errors = table.errors
+        else:  # a check (``config check``): read once, the caller shows the problems
+            table, errors = load_generic_table(r.generic_table)
     local = [*settings.local_domains, settings.local_domain]
     rewriter = AddressRewriter(
         masquerade_as=r.masquerade_as,

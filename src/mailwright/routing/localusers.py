@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from mailwright.core.watchedfile import WatchedFile
 from mailwright.routing.table import TableError, read_table
-from mailwright.routing.watched import WatchedFile
 
 if TYPE_CHECKING:
     from mailwright.config.schema import Settings
@@ -92,7 +92,7 @@ class VirtualMailboxes:
         self.file: WatchedFile[dict[str, _Mailbox]] = WatchedFile(table, self._parse, {})
 
     def lookup(self, name: str) -> LocalUser | None:
-        found = self.file.get().get(name.lower())
+        found = self.file.current().get(name.lower())
         if found is None:
             return None
         return LocalUser(

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mailwright.core.reply import Reply
+from mailwright.core.watchedfile import WatchedFile
 from mailwright.routing.items import ItemKind, parse_items
 from mailwright.routing.table import TableError, read_table
 from mailwright.routing.transport import parse_error
-from mailwright.routing.watched import WatchedFile
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,13 +55,13 @@ class VirtualTable:
     @property
     def domains(self) -> set[str]:
         """Domains that have at least one key in the table."""
-        return self.file.get().domains
+        return self.file.current().domains
 
     def lookup(self, address: str) -> VirtualMatch | None:
         local, _, domain = address.rpartition("@")
         local, domain = local.lower(), domain.lower()
         user, detail = split_detail(local)
-        entries = self.file.get().targets
+        entries = self.file.current().targets
         keys = [f"{local}@{domain}"]
         if detail:
             keys += [f"{user}+*@{domain}", f"{user}@{domain}"]

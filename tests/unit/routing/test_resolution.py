@@ -407,7 +407,7 @@ def test_virtual_table_problems(world: World) -> None:
     world.set_virtual("nokey  alice\na@b.test  alice, bob\nc@d.test  error:5.1.1:450 x\n")
     assert world.virtual is not None
     world.virtual.lookup("a@b.test")
-    assert [str(p) for p in world.virtual.file.problems] == [
+    assert [str(p) for p in world.virtual.file.errors] == [
         f"{world.virtual_file}:1: nokey: key must be user@domain or @domain",
         f"{world.virtual_file}:2: alice, bob: one address or local name per entry",
         f"{world.virtual_file}:3: status 5.1.1 does not match reply code 450",
