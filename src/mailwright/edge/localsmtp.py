@@ -17,6 +17,7 @@ import contextlib
 import socket
 from collections.abc import Callable, Iterable
 
+from mailwright.core.reply import Reply
 from mailwright.core.submission import Rcpt, SubmissionEnvelope
 
 RCPT_BATCH = 100  # pipelined RCPTs per write; keeps both socket buffers from filling
@@ -26,38 +27,6 @@ Transcript = Callable[[str], None]
 
 class ConnectionLostError(Exception):
     """The connection broke, timed out or carried something that is not SMTP."""
-
-
-class Reply:
-    """One complete SMTP reply."""
-
-    __slots__ = ("code", "lines")
-
-    def __init__(self, code: int, lines: list[str]) -> None:
-        self.code = code
-        self.lines = lines
-
-    @property
-    def text(self) -> str:
-        return " / ".join(self.lines)
-
-    @property
-    def status(self) -> str:
-        """The enhanced status code (``5.1.1``), or ``""``."""
-        first = self.lines[0].split(" ", 1)[0] if self.lines else ""
-        parts = first.split(".")
-        return first if len(parts) == 3 and all(p.isdigit() for p in parts) else ""
-
-    @property
-    def positive(self) -> bool:
-        return 200 <= self.code < 400
-
-    @property
-    def transient(self) -> bool:
-        return 400 <= self.code < 500
-
-    def __str__(self) -> str:
-        return f"{self.code} {self.text}"
 
 
 class Result:
@@ -77,8 +46,6 @@ class Result:
         if self.final is None or self.final.code != 250 or not self.final.lines:
             return None
         words = self.final.lines[0].split()
-        if words and words[0] == self.final.status:
-            words = words[1:]
         return words[0] if words else None
 
 
@@ -122,7 +89,7 @@ class LocalSmtpClient:
                 raise ConnectionLostError(f"not an SMTP reply: {raw[:80]!r}")
             lines.append(raw[4:])
             if raw[3:4] != "-":
-                return Reply(int(raw[:3]), lines)
+                return parse_reply(int(raw[:3]), lines)
 
     def command(self, line: str) -> Reply:
         self._commands([line])
@@ -186,7 +153,8 @@ class LocalSmtpClient:
                 else:
                     result.refused.append((rcpt, answer))
         if not result.accepted:
-            result.failure = ("rcpt", result.refused[-1][1] if result.refused else Reply(554, []))
+            last = result.refused[-1][1] if result.refused else Reply.of(554, None)
+            result.failure = ("rcpt", last)
             return False
         return True
 
@@ -203,6 +171,16 @@ class LocalSmtpClient:
     def _quit(self) -> None:
         with contextlib.suppress(ConnectionLostError):  # the message's fate is decided
             self.command("QUIT")
+
+
+def parse_reply(code: int, lines: list[str]) -> Reply:
+    """The enhanced status code (``5.1.1``) of the first line, if any, split off every line."""
+    first = lines[0].split(" ", 1)[0] if lines else ""
+    parts = first.split(".")
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        return Reply.of(code, None, *lines)
+    prefix = first + " "
+    return Reply.of(code, first, *("" if x == first else x.removeprefix(prefix) for x in lines))
 
 
 def mail_parameters(envelope: SubmissionEnvelope, size: int) -> list[str]:

@@ -11,7 +11,7 @@ from mailwright.cli.submit import judge
 from mailwright.config.lite import SubmitConfig
 from mailwright.core.reply import Reply as ServerReply
 from mailwright.core.submission import Rcpt, SubmissionEnvelope
-from mailwright.edge.localsmtp import DotStuffer, LocalSmtpClient, Reply, Result
+from mailwright.edge.localsmtp import DotStuffer, LocalSmtpClient, Result
 from mailwright.smtp import events as ev
 from mailwright.smtp.data import DataLimits
 from mailwright.smtp.server import ServerConnection, ServerSettings, State
@@ -176,7 +176,7 @@ CONFIG = SubmitConfig(
 def refused(*replies: tuple[str, int, str]) -> Result:
     result = Result()
     for address, code, status in replies:
-        result.refused.append((Rcpt(address), Reply(code, [f"{status} text"])))
+        result.refused.append((Rcpt(address), ServerReply.of(code, status, "text")))
     result.failure = ("rcpt", result.refused[-1][1])
     return result
 
@@ -197,14 +197,14 @@ def test_content_or_sender_refusal_is_65() -> None:
     env = SubmissionEnvelope("s@x", [])
     for stage in ("end of data", "mail"):
         result = Result()
-        result.failure = (stage, Reply(552, ["5.3.4 too big"]))
+        result.failure = (stage, ServerReply.of(552, "5.3.4", "too big"))
         outcome = judge(result, b"", env, CONFIG)
         assert outcome.code == 65 and outcome.errors
 
 
 def test_temporary_failure_without_a_maildrop_is_75() -> None:
     result = Result()
-    result.failure = ("end of data", Reply(451, ["4.3.0 later"]))
+    result.failure = ("end of data", ServerReply.of(451, "4.3.0", "later"))
     env = SubmissionEnvelope("s@x.test", [Rcpt("a@x.test")])
     outcome = judge(result, b"x\r\n", env, CONFIG)
     assert outcome.code == 75 and "maildrop" in outcome.errors[0]
