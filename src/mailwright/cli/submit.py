@@ -21,8 +21,9 @@ import socket
 from collections.abc import Callable
 
 from mailwright.config.lite import SubmitConfig
+from mailwright.core.reply import Reply
 from mailwright.core.submission import Rcpt, SubmissionEnvelope
-from mailwright.edge.localsmtp import ConnectionLostError, LocalSmtpClient, Reply, Result
+from mailwright.edge.localsmtp import ConnectionLostError, LocalSmtpClient, Result
 
 OK, DATAERR, NOUSER, UNAVAILABLE, TEMPFAIL, NOPERM = 0, 65, 67, 69, 75, 77
 CONNECT_TIMEOUT = 10.0
@@ -130,15 +131,15 @@ def _stage_text(stage: str) -> str:
 
 
 def _recipients_code(replies: list[Reply]) -> int:
-    if replies and all(r.status.startswith("5.1.") for r in replies):
+    if replies and all((r.status or "").startswith("5.1.") for r in replies):
         return NOUSER
-    if any(r.status.startswith("5.7.") for r in replies):
+    if any((r.status or "").startswith("5.7.") for r in replies):
         return NOPERM
     return UNAVAILABLE
 
 
 def _refusal_code(stage: str, reply: Reply) -> int:
-    if reply.status.startswith("5.7."):
+    if (reply.status or "").startswith("5.7."):
         return NOPERM
     if stage in ("mail", "end of data"):
         return DATAERR

@@ -8,6 +8,7 @@ Reads no settings.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -18,12 +19,21 @@ MAX_PATH = 256
 
 _ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~\-"
 _UTF8 = "\u0080-\U0010ffff"
-_DOT_ATOM_ASCII = re.compile(rf"^[{_ATEXT}]+(?:\.[{_ATEXT}]+)*$")
-_DOT_ATOM_UTF8 = re.compile(rf"^[{_ATEXT}{_UTF8}]+(?:\.[{_ATEXT}{_UTF8}]+)*$")
-_LABEL_ASCII = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?$")
-_LABEL_UTF8 = re.compile(rf"^[A-Za-z0-9{_UTF8}](?:[A-Za-z0-9{_UTF8}-]*[A-Za-z0-9{_UTF8}])?$")
-_QTEXT_ASCII = re.compile(r"^(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*$")
-_QTEXT_UTF8 = re.compile(rf"^(?:[\x20\x21\x23-\x5b\x5d-\x7e{_UTF8}]|\\[\x20-\x7e])*$")
+# compiled on first use (``_pattern``): the UTF-8 classes make compiling slow, and
+# every process that handles envelopes imports this module (``sendmail`` too, for the maildrop)
+_PATTERNS = {
+    "dot_atom": rf"^[{_ATEXT}]+(?:\.[{_ATEXT}]+)*$",
+    "dot_atom_utf8": rf"^[{_ATEXT}{_UTF8}]+(?:\.[{_ATEXT}{_UTF8}]+)*$",
+    "label": r"^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?$",
+    "label_utf8": rf"^[A-Za-z0-9{_UTF8}](?:[A-Za-z0-9{_UTF8}-]*[A-Za-z0-9{_UTF8}])?$",
+    "qtext": r"^(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*$",
+    "qtext_utf8": rf"^(?:[\x20\x21\x23-\x5b\x5d-\x7e{_UTF8}]|\\[\x20-\x7e])*$",
+}
+
+
+@functools.cache
+def _pattern(name: str) -> re.Pattern[str]:
+    return re.compile(_PATTERNS[name])
 
 
 class AddressError(ValueError):
@@ -38,7 +48,7 @@ class Address:
     domain: str
 
     def __str__(self) -> str:
-        local = self.local if _DOT_ATOM_UTF8.match(self.local) else _quote(self.local)
+        local = self.local if _pattern("dot_atom_utf8").match(self.local) else _quote(self.local)
         return f"{local}@{self.domain}" if self.domain else local
 
     @property
@@ -60,7 +70,7 @@ def _quote(local: str) -> str:
 
 def _unquote(quoted: str, utf8: bool) -> str:
     inner = quoted[1:-1]
-    pattern = _QTEXT_UTF8 if utf8 else _QTEXT_ASCII
+    pattern = _pattern("qtext_utf8" if utf8 else "qtext")
     if not pattern.match(inner):
         raise AddressError("invalid character in quoted local part")
     return re.sub(r"\\(.)", r"\1", inner)
@@ -74,7 +84,7 @@ def parse_domain(text: str, utf8: bool = False) -> str:
         raise AddressError("domain too long")
     if text.startswith("["):
         return _parse_literal(text)
-    label = _LABEL_UTF8 if utf8 else _LABEL_ASCII
+    label = _pattern("label_utf8" if utf8 else "label")
     parts = text.split(".")
     for part in parts:
         if not part:
@@ -127,7 +137,7 @@ def parse_mailbox(text: str, utf8: bool = False, allow_bare_postmaster: bool = F
         local = _unquote(raw_local, utf8)
     else:
         local = raw_local
-        pattern = _DOT_ATOM_UTF8 if utf8 else _DOT_ATOM_ASCII
+        pattern = _pattern("dot_atom_utf8" if utf8 else "dot_atom")
         if not pattern.match(local):
             raise AddressError("invalid local part")
     if len(local.encode()) > MAX_LOCAL_PART:

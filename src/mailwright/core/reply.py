@@ -8,22 +8,65 @@ quotes a server only for what it really said. Reads no settings.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import Any
 
 
 def _clean(line: str) -> str:
     return line.replace("\r", " ").replace("\n", " ")
 
 
-@dataclass(frozen=True, slots=True)
 class Reply:
-    """One SMTP reply, possibly multi-line (``lines`` holds one entry per line)."""
+    """One SMTP reply, possibly multi-line (``lines`` holds one entry per line).
 
+    Immutable and hashable. A plain class rather than a dataclass: ``sendmail`` imports it
+    and must start fast (the ``dataclasses`` module costs milliseconds to import).
+    """
+
+    __slots__ = ("code", "from_peer", "lines", "status")
     code: int
     status: str | None
     lines: tuple[str, ...]
-    # who wrote it: a peer (read off the wire) or we; not part of a reply's value
-    from_peer: bool = field(default=False, compare=False)
+    from_peer: bool  # who wrote it: a peer (read off the wire) or we; not part of its value
+
+    def __init__(
+        self, code: int, status: str | None, lines: tuple[str, ...], from_peer: bool = False
+    ) -> None:
+        object.__setattr__(self, "code", code)
+        object.__setattr__(self, "status", status)
+        object.__setattr__(self, "lines", tuple(lines))
+        object.__setattr__(self, "from_peer", from_peer)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"Reply is immutable: cannot set {name}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Reply is immutable: cannot delete {name}")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Reply)
+        return (self.code, self.status, self.lines) == (other.code, other.status, other.lines)
+
+    def __hash__(self) -> int:
+        return hash((self.code, self.status, self.lines))
+
+    def __repr__(self) -> str:
+        return (
+            f"Reply(code={self.code!r}, status={self.status!r}, lines={self.lines!r}, "
+            f"from_peer={self.from_peer!r})"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Reply, (self.code, self.status, self.lines, self.from_peer))
+
+    def with_status(self, status: str | None) -> Reply:
+        """The same reply with another enhanced status code."""
+        return Reply(self.code, status, self.lines, self.from_peer)
+
+    def with_code(self, code: int, status: str | None) -> Reply:
+        """The same text under another code (a 5xx made 4xx, say)."""
+        return Reply(code, status, self.lines, self.from_peer)
 
     @classmethod
     def of(cls, code: int, status: str | None, *lines: str, from_peer: bool = False) -> Reply:

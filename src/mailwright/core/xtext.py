@@ -6,12 +6,20 @@ is its exact inverse for any string of printable ASCII. Reads no settings.
 
 from __future__ import annotations
 
+import functools
 import re
 
 _HEX = "0123456789ABCDEF"
 # matched with fullmatch: "$" would also match before a final newline ("abc\n")
-_VALID = re.compile(r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})*")
-_VALID_UTF8 = re.compile(r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e\u0080-\U0010ffff]|\+[0-9A-F]{2})*")
+_VALID = r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})*"
+_VALID_UTF8 = r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e\u0080-\U0010ffff]|\+[0-9A-F]{2})*"
+
+
+@functools.cache
+def _valid(utf8: bool) -> re.Pattern[str]:
+    """Compiled on first use: only ``decode`` needs it, while ``sendmail -V`` and the
+    SMTP client import this module just to encode."""
+    return re.compile(_VALID_UTF8 if utf8 else _VALID)
 
 
 class XtextError(ValueError):
@@ -19,7 +27,7 @@ class XtextError(ValueError):
 
 
 def decode(text: str, utf8: bool = False) -> str:
-    if not (_VALID_UTF8 if utf8 else _VALID).fullmatch(text):
+    if not _valid(utf8).fullmatch(text):
         raise XtextError("malformed xtext")
     return re.sub(r"\+([0-9A-F]{2})", lambda m: chr(int(m.group(1), 16)), text)
 

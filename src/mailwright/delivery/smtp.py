@@ -109,7 +109,7 @@ def with_status(reply: Reply) -> Reply:
     """The reply with an enhanced status (``X.0.0`` from its class if the peer sent none)."""
     if reply.status is not None:
         return reply
-    return dataclasses.replace(reply, status=status_or_default(reply))
+    return reply.with_status(status_or_default(reply))
 
 
 def as_transient(reply: Reply) -> Reply:
@@ -118,7 +118,7 @@ def as_transient(reply: Reply) -> Reply:
     if not reply.permanent:
         return reply
     status = "4" + (reply.status or "5.0.0")[1:]
-    return dataclasses.replace(reply, code=reply.code - 100, status=status)
+    return reply.with_code(reply.code - 100, status)
 
 
 class SmtpAgent:

@@ -4,7 +4,10 @@ Used by ``sendmail``, by ``mailwright send`` and by the daemon's maildrop pickup
 socket pair), so every local message crosses the same SMTP dialogue and the same server
 checks. It speaks just what submission needs: EHLO, MAIL with SIZE/BODY/SMTPUTF8/RET/
 ENVID, pipelined RCPTs with NOTIFY/ORCPT, DATA with dot-stuffing done while streaming,
-QUIT. Standard library only (the project's sans-I/O client is a separate piece of work).
+QUIT. Replies are framed by the sans-I/O ``smtp.reply.ReplyParser`` and come back as
+``core.reply.Reply``. It does not use the full client state machine (``smtp.client``):
+importing that (dataclasses, the address grammar) would more than double ``sendmail``'s
+start-up time; everything it loads is kept light.
 
 Trusts the server's replies only as far as their syntax; any malformed reply or broken
 connection is a ``ConnectionLostError`` (the caller treats it as a temporary failure).
@@ -17,7 +20,9 @@ import contextlib
 import socket
 from collections.abc import Callable, Iterable
 
+from mailwright.core.reply import Reply
 from mailwright.core.submission import Rcpt, SubmissionEnvelope
+from mailwright.smtp.reply import ReplyError, ReplyParser
 
 RCPT_BATCH = 100  # pipelined RCPTs per write; keeps both socket buffers from filling
 DEFAULT_TIMEOUT = 300.0  # RFC 5321 4.5.3.2 asks clients for 5-10 minutes
@@ -26,38 +31,6 @@ Transcript = Callable[[str], None]
 
 class ConnectionLostError(Exception):
     """The connection broke, timed out or carried something that is not SMTP."""
-
-
-class Reply:
-    """One complete SMTP reply."""
-
-    __slots__ = ("code", "lines")
-
-    def __init__(self, code: int, lines: list[str]) -> None:
-        self.code = code
-        self.lines = lines
-
-    @property
-    def text(self) -> str:
-        return " / ".join(self.lines)
-
-    @property
-    def status(self) -> str:
-        """The enhanced status code (``5.1.1``), or ``""``."""
-        first = self.lines[0].split(" ", 1)[0] if self.lines else ""
-        parts = first.split(".")
-        return first if len(parts) == 3 and all(p.isdigit() for p in parts) else ""
-
-    @property
-    def positive(self) -> bool:
-        return 200 <= self.code < 400
-
-    @property
-    def transient(self) -> bool:
-        return 400 <= self.code < 500
-
-    def __str__(self) -> str:
-        return f"{self.code} {self.text}"
 
 
 class Result:
@@ -77,8 +50,6 @@ class Result:
         if self.final is None or self.final.code != 250 or not self.final.lines:
             return None
         words = self.final.lines[0].split()
-        if words and words[0] == self.final.status:
-            words = words[1:]
         return words[0] if words else None
 
 
@@ -89,7 +60,7 @@ class LocalSmtpClient:
         self.sock = sock
         self.sock.settimeout(timeout)
         self.log = log
-        self._buf = b""
+        self._parser = ReplyParser()
 
     # ---- wire -----------------------------------------------------------------------------
     def _send(self, data: bytes) -> None:
@@ -98,31 +69,27 @@ class LocalSmtpClient:
         except OSError as exc:
             raise ConnectionLostError(f"sending: {exc}") from None
 
-    def _line(self) -> bytes:
-        while b"\n" not in self._buf:
+    def reply(self) -> Reply:
+        """The next complete reply, framed and its status split off by ``smtp.reply``."""
+        while True:
+            try:
+                reply = self._parser.next_reply()
+            except ReplyError as exc:
+                raise ConnectionLostError(f"not an SMTP reply: {exc}") from None
+            if reply is not None:
+                break
             try:
                 chunk = self.sock.recv(65536)
             except OSError as exc:
                 raise ConnectionLostError(f"receiving: {exc}") from None
             if not chunk:
                 raise ConnectionLostError("the server closed the connection")
-            self._buf += chunk
-            if len(self._buf) > 65536:
-                raise ConnectionLostError("reply line too long")
-        line, _, self._buf = self._buf.partition(b"\n")
-        return line.rstrip(b"\r")
-
-    def reply(self) -> Reply:
-        lines: list[str] = []
-        while True:
-            raw = self._line().decode("utf-8", "replace")
-            if self.log:
-                self.log(raw)
-            if len(raw) < 3 or not raw[:3].isdigit() or raw[3:4] not in ("", " ", "-"):
-                raise ConnectionLostError(f"not an SMTP reply: {raw[:80]!r}")
-            lines.append(raw[4:])
-            if raw[3:4] != "-":
-                return Reply(int(raw[:3]), lines)
+            self._parser.feed(chunk)
+        if self.log:
+            for line in reply.encode().decode("utf-8").splitlines():
+                self.log(line)
+        # our own daemon, not a remote peer: reports must not quote it as a remote MTA
+        return Reply(reply.code, reply.status, reply.lines)
 
     def command(self, line: str) -> Reply:
         self._commands([line])
@@ -186,7 +153,8 @@ class LocalSmtpClient:
                 else:
                     result.refused.append((rcpt, answer))
         if not result.accepted:
-            result.failure = ("rcpt", result.refused[-1][1] if result.refused else Reply(554, []))
+            last = result.refused[-1][1] if result.refused else Reply.of(554, None)
+            result.failure = ("rcpt", last)
             return False
         return True
 

@@ -34,7 +34,6 @@ from typing import Any, Protocol
 from mailwright.core.reply import Reply
 from mailwright.core.submission import Rcpt
 from mailwright.edge.localsmtp import ConnectionLostError, LocalSmtpClient, Result
-from mailwright.edge.localsmtp import Reply as ClientReply
 from mailwright.queue import maildrop
 
 log = logging.getLogger("mailwright.pickup")
@@ -271,15 +270,7 @@ def _permanently_refused(result: Result | None) -> list[tuple[Rcpt, Reply]]:
         stage, reply = result.failure
         if stage != "rcpt":
             refused += [(r, reply) for r in result.accepted]
-    return [(r, _core_reply(reply)) for r, reply in refused]
-
-
-def _core_reply(reply: ClientReply) -> Reply:
-    """The small client's reply (kept light for ``sendmail``'s start-up) as a core Reply."""
-    status = reply.status
-    prefix = status + " "
-    lines = [line.removeprefix(prefix) if status else line for line in reply.lines]
-    return Reply.of(reply.code, status or None, *lines)
+    return refused
 
 
 def _client(sock: socket.socket, entry: maildrop.Entry) -> Result | None:

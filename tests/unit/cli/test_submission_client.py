@@ -11,7 +11,7 @@ from mailwright.cli.submit import judge
 from mailwright.config.lite import SubmitConfig
 from mailwright.core.reply import Reply as ServerReply
 from mailwright.core.submission import Rcpt, SubmissionEnvelope
-from mailwright.edge.localsmtp import DotStuffer, LocalSmtpClient, Reply, Result
+from mailwright.edge.localsmtp import ConnectionLostError, DotStuffer, LocalSmtpClient, Result
 from mailwright.smtp import events as ev
 from mailwright.smtp.data import DataLimits
 from mailwright.smtp.server import ServerConnection, ServerSettings, State
@@ -176,7 +176,7 @@ CONFIG = SubmitConfig(
 def refused(*replies: tuple[str, int, str]) -> Result:
     result = Result()
     for address, code, status in replies:
-        result.refused.append((Rcpt(address), Reply(code, [f"{status} text"])))
+        result.refused.append((Rcpt(address), ServerReply.of(code, status, "text")))
     result.failure = ("rcpt", result.refused[-1][1])
     return result
 
@@ -197,14 +197,89 @@ def test_content_or_sender_refusal_is_65() -> None:
     env = SubmissionEnvelope("s@x", [])
     for stage in ("end of data", "mail"):
         result = Result()
-        result.failure = (stage, Reply(552, ["5.3.4 too big"]))
+        result.failure = (stage, ServerReply.of(552, "5.3.4", "too big"))
         outcome = judge(result, b"", env, CONFIG)
         assert outcome.code == 65 and outcome.errors
 
 
 def test_temporary_failure_without_a_maildrop_is_75() -> None:
     result = Result()
-    result.failure = ("end of data", Reply(451, ["4.3.0 later"]))
+    result.failure = ("end of data", ServerReply.of(451, "4.3.0", "later"))
     env = SubmissionEnvelope("s@x.test", [Rcpt("a@x.test")])
     outcome = judge(result, b"x\r\n", env, CONFIG)
     assert outcome.code == 75 and "maildrop" in outcome.errors[0]
+
+
+# ---- replies as the wire splits them --------------------------------------------------------
+def scripted(replies: list[bytes]) -> tuple[socket.socket, threading.Thread]:
+    """A peer that sends each piece in its own write after reading one command (or the
+    greeting first), byte by byte where asked, so replies cross many ``recv`` calls."""
+    ours, theirs = socket.socketpair()
+
+    def run() -> None:
+        with theirs:
+            for i, piece in enumerate(replies):
+                if i:
+                    theirs.recv(4096)
+                for b in range(len(piece)):
+                    theirs.sendall(piece[b : b + 1])
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return ours, thread
+
+
+def test_a_multi_line_reply_split_byte_by_byte_is_one_core_reply() -> None:
+    ours, thread = scripted([b"220 hi\r\n", b"250-one.test\r\n250-SIZE 10\r\n250 2.0.0 ok\r\n"])
+    transcript: list[str] = []
+    client = LocalSmtpClient(ours, timeout=10, log=transcript.append)
+    assert client.reply() == ServerReply.of(220, None, "hi")
+    hello = client.command("EHLO localhost")
+    thread.join(10)
+    ours.close()
+    assert (hello.code, hello.status, hello.lines) == (
+        250,
+        None,
+        ("one.test", "SIZE 10", "2.0.0 ok"),
+    )
+    assert not hello.from_peer  # our own daemon: never quoted as a remote MTA in a report
+    assert transcript == [
+        "220 hi",
+        ">>> EHLO localhost",
+        "250-one.test",
+        "250-SIZE 10",
+        "250 2.0.0 ok",
+    ]
+
+
+def test_the_enhanced_status_is_split_off_every_line() -> None:
+    ours, thread = scripted([b"550-5.1.1 no such\r\n550 5.1.1 user\r\n"])
+    reply = LocalSmtpClient(ours, timeout=10).reply()
+    thread.join(10)
+    ours.close()
+    assert (reply.status, reply.lines, str(reply)) == (
+        "5.1.1",
+        ("no such", "user"),
+        "550 5.1.1 no such / user",
+    )
+
+
+@pytest.mark.parametrize(
+    "garbage", [b"HTTP/1.1 400 Bad\r\n", b"250-a\r\n354 b\r\n", b"999 nine\r\n", b"x" * 5000]
+)
+def test_garbage_from_the_server_is_a_lost_connection(garbage: bytes) -> None:
+    ours, theirs = socket.socketpair()
+    theirs.sendall(garbage)
+    theirs.close()
+    with pytest.raises(ConnectionLostError, match="not an SMTP reply"):
+        LocalSmtpClient(ours, timeout=10).reply()
+    ours.close()
+
+
+def test_a_closed_connection_is_a_lost_connection() -> None:
+    ours, theirs = socket.socketpair()
+    theirs.sendall(b"220-first line\r\n")
+    theirs.close()
+    with pytest.raises(ConnectionLostError, match="closed"):
+        LocalSmtpClient(ours, timeout=10).reply()
+    ours.close()

@@ -1,6 +1,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -72,3 +76,22 @@ def test_xtext_round_trip(text: str) -> None:
 def test_parse_path_never_raises_anything_but_address_error(text: str) -> None:
     with contextlib.suppress(AddressError):
         parse_path(text, utf8=True, allow_null=True)
+
+
+def test_the_grammar_is_compiled_on_first_use_not_on_import() -> None:
+    # compiling the UTF-8 classes costs sendmail milliseconds at every start
+    code = (
+        "from mailwright.core import address\n"
+        "before = address._pattern.cache_info().currsize\n"
+        "address.parse_path('<a@b.example>')\n"
+        "print(before, address._pattern.cache_info().currsize)\n"
+    )
+    src = Path(__file__).resolve().parents[3] / "src"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONPATH": str(src)},
+        capture_output=True,
+        check=True,
+        text=True,
+    )
+    assert out.stdout.split() == ["0", "2"]
