@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -219,23 +218,20 @@ def test_readers_never_see_a_half_built_table(tmp_path: Path) -> None:
     assert table.lookup("n0") == (Item(A, f"gen{generations - 1}-0"),)
 
 
-def test_hundred_thousand_aliases_build_and_load_fast(tmp_path: Path) -> None:
+def test_hundred_thousand_aliases_build_and_load(tmp_path: Path) -> None:
+    # correctness at size only: the speed is measured by bench/local_delivery.py, not here
     source, db = tmp_path / "aliases", tmp_path / "aliases.db"
     with source.open("w") as f:
         for i in range(100_000):
             f.write(f"user{i}: person{i}@example.org, local{i}\n")
-    started = time.monotonic()
     report = compile_aliases(source, db)
-    built = time.monotonic() - started
     assert report.count == 100_000 and report.problems == []
-    started = time.monotonic()
     table = AliasTable(db)
     assert table.lookup("user99999") == (
         Item(A, "person99999@example.org"),
         Item(A, "local99999"),
     )
-    loaded = time.monotonic() - started
-    assert built < 10 and loaded < 0.5, (built, loaded)
+    assert table.lookup("user100000") is None
 
 
 def test_lookups_from_many_threads(tmp_path: Path) -> None:
