@@ -26,6 +26,10 @@ from mailwright.core.address import AddressError, parse_mailbox
 
 _LOCAL_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-\u0080-\U0010ffff]+$")
 _INCLUDE = ":include:"
+_NEEDS_QUOTES = frozenset(',"()<>')
+# C0 controls and DEL: never part of a program or file name (a NUL cannot even be passed
+# to exec); a tab is white space and may separate a quoted program's arguments
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class ItemKind(StrEnum):
@@ -42,16 +46,29 @@ class Item:
     value: str  # the address, user name, command (without "|"), or path
 
     def __str__(self) -> str:
+        """The item as it is written in an aliases file: it parses back to itself."""
         text = {
-            ItemKind.ADDRESS: self.value,
+            ItemKind.ADDRESS: _printable_address(self.value),
             ItemKind.USER: "\\" + self.value,
             ItemKind.PROG: "|" + self.value,
             ItemKind.FILE: self.value,
             ItemKind.INCLUDE: _INCLUDE + self.value,
         }[self.kind]
-        if any(c in text for c in ' \t,"'):
+        # quoted when unquoted it would split, lose a (comment) or read as a <route>
+        if any(c.isspace() or c in _NEEDS_QUOTES for c in text):
             return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
         return text
+
+
+def _printable_address(value: str) -> str:
+    """An address whose local part starts like a program, file, user or include item
+    (``"/var/mail/x"@example.org``) keeps its local part quoted, so it reads back as an
+    address."""
+    local, at, domain = value.rpartition("@")
+    special = local[:1] in ("|", "/", "\\") or local[: len(_INCLUDE)].lower() == _INCLUDE
+    if not at or not special or local.startswith('"'):
+        return value
+    return '"' + local.replace("\\", "\\\\").replace('"', '\\"') + '"@' + domain
 
 
 def parse_items(text: str) -> tuple[list[Item], list[str]]:
@@ -168,6 +185,8 @@ def _item(token: str, quoted: bool) -> Item | None:
         token = inner.group(1).strip()
         if not token:
             return None
+    if token[:1] in "|/" and _CONTROL.search(token):
+        raise ValueError(f"{token[:60]!r}... a control character in a program or file name")
     if token.startswith("|"):
         return _program(token, quoted)
     if token.startswith("/"):
