@@ -9,7 +9,8 @@
 #   python    bench_python: sets PY (MW_PYTHON, else .venv/bin/python of the tree, else
 #             /work/main/.venv/bin/python)
 #   mw_*      Mailwright from this tree's src/ on 127.0.0.1:$MW_PORT, config and queue under
-#             $WORK, log level WARNING, high connection limits: mw_config [TOML...] writes
+#             $WORK, log level WARNING, high connection limits, MW_WORKERS worker processes
+#             (default 1): mw_config [TOML...] writes
 #             the config (extra TOML text appended), mw_start starts it on a fresh queue
 #             (MW_LAUNCH=1: through bench/launch.py, whose MW_* switches then apply),
 #             mw_stop stops it by PID
@@ -30,7 +31,7 @@
 #             --out -h; a script's own through a bench_option NAME VALUE function it may
 #             define), sets SERVERS, checks Python, bash 5 and root for Postfix; usage and
 #             die use the calling script's name and header comment
-# Trusts its caller. Reads MW_PYTHON, MW_LAUNCH and TMPDIR from the environment.
+# Trusts its caller. Reads MW_PYTHON, MW_LAUNCH, MW_WORKERS and TMPDIR from the environment.
 
 PATH="/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
 
@@ -102,6 +103,7 @@ port = $MW_PORT
 kind = "smtp"
 
 [server]
+workers = ${MW_WORKERS:-1}
 max_connections = 4000
 max_connections_per_ip = 4000
 max_message_size = ${MW_MAX_SIZE:-209715200}

@@ -82,6 +82,11 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# MW_TEST_WORKERS=N runs every test daemon with N worker processes (a check of the
+# workers against the whole suite; the default is the one-process daemon)
+WORKERS = {"workers": int(os.environ["MW_TEST_WORKERS"])} if "MW_TEST_WORKERS" in os.environ else {}
+
+
 class Mailwright:
     """One daemon process with its own directory."""
 
@@ -96,7 +101,7 @@ class Mailwright:
             "delivery": {"mode": "queue"},
             # hermetic: no PTR query to the machine's name server (tests that want one
             # turn it on with a local DNS server in [dns])
-            "server": {"reverse_dns": False},
+            "server": {"reverse_dns": False, **WORKERS},
             # tests run as root: stay root unless a test names a service account
             "service": {"user": "root"},
         }

@@ -1,10 +1,10 @@
 """Which settings a reload (SIGHUP) applies and which need a restart.
 
-The listeners, the queue directory, the local socket and maildrop, the service
-account, the delivery mode and the delivery concurrency limits (the scheduler's loop
-and semaphores are made once) are kept as they were: changing them needs a restart.
-Used by the daemon's reload and by the privileged helper, which must agree. Reads the
-``Settings`` given.
+The listeners, the number of worker processes, the queue directory, the local socket
+and maildrop, the service account, the delivery mode and the delivery concurrency
+limits (the scheduler's loop and semaphores are made once) are kept as they were:
+changing them needs a restart. Used by the daemon's reload and by the privileged
+helper, which must agree. Reads the ``Settings`` given.
 """
 
 from __future__ import annotations
@@ -37,4 +37,7 @@ def effective_settings(old: Settings, new: Settings) -> tuple[Settings, list[str
     if any(getattr(new.delivery, k) != v for k, v in delivery.items()):
         kept.append("delivery.mode/max_concurrency/max_per_destination")
         update["delivery"] = new.delivery.model_copy(update=delivery)
+    if new.server.workers != old.server.workers:  # the supervisor forked them at start
+        kept.append("server.workers")
+        update["server"] = new.server.model_copy(update={"workers": old.server.workers})
     return (new.model_copy(update=update) if update else new), kept

@@ -158,7 +158,19 @@ class Timeouts(Section):
     lmtp_delivery: OptionalSeconds = 90.0
 
 
+def parse_workers(value: object) -> object:
+    """``"auto"``: one worker process per core this process may run on."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return len(os.sched_getaffinity(0)) or 1
+    return value
+
+
+# worker processes: "auto" (one per core) or a number; 1 = one process, no supervisor
+Workers = Annotated[int, BeforeValidator(parse_workers), Field(ge=1, le=256)]
+
+
 class ServerSection(Section):
+    workers: Workers = 1
     max_message_size: Annotated[int, Field(ge=0)] = 50 * 1024 * 1024  # 0 = unlimited
     max_recipients: Count = 1000
     max_connections: Count = 500

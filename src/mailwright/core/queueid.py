@@ -2,7 +2,8 @@
 
 An id is 10 characters of millisecond time in Crockford base32 followed by
 5 characters of per-process sequence and randomness, e.g. ``01JD3K7Q2M4XK9A``.
-Ids from one process are strictly increasing. Reads no settings.
+Ids from one process are strictly increasing; the workers of one daemon take disjoint
+parts of the tail (``use_partition``), so their ids never collide. Reads no settings.
 """
 
 from __future__ import annotations
@@ -29,7 +30,11 @@ def _encode(value: int, width: int) -> str:
 
 
 class QueueIdGenerator:
-    """Monotonic id source; thread-safe."""
+    """Monotonic id source; thread-safe.
+
+    Processes that share one queue (the daemon's workers) each take a partition of the
+    tail space (``partition``), so their ids never collide even within one millisecond.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -37,7 +42,20 @@ class QueueIdGenerator:
         # seeded once: os.urandom per id releases the GIL, and getting it back behind the
         # queue writer thread cost ~60 us per id in the daemon
         self._random = random.Random(os.urandom(16))
+        self._base, self._span = 0, _TAIL_SPACE
         self._tail = self._random.getrandbits(32) % _TAIL_SPACE
+
+    def partition(self, index: int, count: int) -> None:
+        """Use only the ``index``-th of ``count`` equal parts of the tail space (in a
+        forked worker: reseeded too, so that siblings do not share a random sequence)."""
+        if not 0 <= index < count <= _TAIL_SPACE:
+            raise ValueError(f"no partition {index} of {count}")
+        with self._lock:
+            self._random = random.Random(os.urandom(16))
+            self._span = _TAIL_SPACE // count
+            self._base = index * self._span
+            self._tail = 0
+            self._last_ms = 0
 
     def next(self) -> str:
         with self._lock:
@@ -45,14 +63,14 @@ class QueueIdGenerator:
             if ms <= self._last_ms:
                 ms = self._last_ms
                 self._tail += 1
-                if self._tail >= _TAIL_SPACE:
+                if self._tail >= self._span:
                     ms += 1
                     self._tail = 0
             else:
                 # random start in the lower half leaves room for a burst in this millisecond
-                self._tail = self._random.getrandbits(32) % (_TAIL_SPACE // 2)
+                self._tail = self._random.getrandbits(32) % max(1, self._span // 2)
             self._last_ms = ms
-            return _encode(ms, _TIME_CHARS) + _encode(self._tail, _TAIL_CHARS)
+            return _encode(ms, _TIME_CHARS) + _encode(self._base + self._tail, _TAIL_CHARS)
 
 
 _default = QueueIdGenerator()
@@ -60,6 +78,11 @@ _default = QueueIdGenerator()
 
 def new_queue_id() -> str:
     return _default.next()
+
+
+def use_partition(index: int, count: int) -> None:
+    """This process is worker ``index`` of ``count`` sharing one queue."""
+    _default.partition(index, count)
 
 
 def is_queue_id(text: str) -> bool:

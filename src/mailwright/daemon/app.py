@@ -24,14 +24,16 @@ import asyncio
 import contextlib
 import grp
 import logging
+import math
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
 from mailwright.config.loader import ConfigError
 from mailwright.config.schema import DeliveryMode, Settings
-from mailwright.core import deliverymode
+from mailwright.core import deliverymode, queueid
 from mailwright.core.sysexits import ExitCode
 from mailwright.daemon import control, reload
 from mailwright.daemon.admin import Admin
@@ -62,6 +64,8 @@ log = logging.getLogger("mailwright.daemon")
 INTERACTIVE_WAIT = 60
 # how an admin request may say it came (a metric label: anything else is "control socket")
 CONTROL_VIAS = ("mailwright queue", "sendmail -q")
+# a worker takes stop signals this close to its first one for that same one, repeated
+SIGNAL_ECHO = 2.0
 
 
 class Daemon:
@@ -69,7 +73,9 @@ class Daemon:
 
     def __init__(self, settings: Settings, runtime: Runtime | None = None) -> None:
         self.runtime = runtime or Runtime()
-        self.store = SqliteQueueStore(settings.queue.database)
+        # the workers of one daemon write one file: they take turns through a gate
+        shared = self.runtime.worker is not None
+        self.store = SqliteQueueStore(settings.queue.database, shared=shared)
         self.writer = QueueWriter(self.store)
         self.edge: Edge | None = None
         self.local: LocalSubmission | None = None
@@ -86,6 +92,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._queue_runs = QueueRuns()
         self._terms = 0
+        self._first_term = -math.inf
         self.exit_code = ExitCode.OK  # what the process exits with after a clean stop
         self._reloads: asyncio.Task[None] | None = None
         self._reload_again = False
@@ -94,7 +101,8 @@ class Daemon:
         q = self.settings.queue
         for path in (q.directory, q.spool_dir):
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._clean_spool(q.spool_dir)
+        if self.runtime.worker is None:  # the supervisor did, before its workers started
+            self.clean_spool(q.spool_dir)
         self._prepare_mail_spool(self.settings.local_delivery.mail_spool)
 
     @staticmethod
@@ -112,7 +120,7 @@ class Daemon:
         spool.chmod(0o2775)
 
     @staticmethod
-    def _clean_spool(spool_dir: Path) -> None:
+    def clean_spool(spool_dir: Path) -> None:
         # spool files are anonymous; anything named here is a leftover of a crash
         for entry in spool_dir.iterdir():
             if entry.is_file():
@@ -213,39 +221,60 @@ class Daemon:
             kind = "full" if run.queue_ids is None else f"{len(run.queue_ids)} message(s)"
             log.info("queue run (%s) done: %d recipient(s) tried", kind, tried)
 
+    @property
+    def singleton(self) -> bool:
+        """Does this process run what exists once per daemon (the control socket, the
+        status endpoint, the local submission socket, the maildrop pickup)? The only
+        process does, and worker 0 of several."""
+        worker = self.runtime.worker
+        return worker is None or worker.first
+
     async def run(self) -> None:
+        worker = self.runtime.worker
+        if worker is not None:
+            queueid.use_partition(worker.index, worker.count)
         self._start_helper()
         self.prepare_directories()
         prepare_aliases(self.settings)  # compiles an alias file whose table is missing or stale
-        self.store.open()
+        # the only process clears every lease it finds (left by a crash); a worker leaves
+        # its siblings' alone and clears only those of owners that died
+        self.store.open(exclusive=worker is None)
         self.writer.start()
         try:
             ctx = self._edge_context(self.generation)
             bindings = self.runtime.bindings
             self.edge = Edge(ctx, bound=bindings.listeners if bindings else None)
             await self.edge.start()
-            # the sendmail socket and the maildrop pickup
-            self.local = LocalSubmission(
-                ctx, bindings.local if bindings else None, self._maildrop_access()
-            )
-            await self.local.start()
-            await self.control.start()
-            await self._start_monitor()
+            if self.singleton:  # the sendmail socket and the maildrop pickup
+                self.local = LocalSubmission(
+                    ctx, bindings.local if bindings else None, self._maildrop_access()
+                )
+                await self.local.start()
+                await self.control.start()
+                await self._start_monitor()
+            elif bindings is not None and bindings.local is not None:
+                bindings.local.close()  # worker 0's to serve
             runner = asyncio.create_task(self._deliveries())
             self._install_signals()
-            log.info(
-                "mailwright ready (pid %d), queue %s", os.getpid(), self.settings.queue.directory
-            )
+            if worker is None:
+                log.info(
+                    "mailwright ready (pid %d), queue %s",
+                    os.getpid(),
+                    self.settings.queue.directory,
+                )
+            else:  # the supervisor says "mailwright ready" once every worker is
+                log.info("worker %d of %d ready (pid %d)", worker.index, worker.count, os.getpid())
             self.runtime.notifier.ready(self._status())
             await self._stop.wait()
             log.info("shutting down")
             self.runtime.notifier.stopping("stopping: finishing sessions and deliveries")
-            await asyncio.gather(self.edge.stop(), self.local.stop())
+            await asyncio.gather(self.edge.stop(), *([self.local.stop()] if self.local else []))
             grace = self.settings.server.timeouts.shutdown_grace
             await self.scheduler.stop(grace)
             await runner
-            await self._stop_monitor()
-            await self.control.stop()
+            if self.singleton:
+                await self._stop_monitor()
+                await self.control.stop()
         finally:
             self.writer.stop()
             self.store.close()
@@ -420,7 +449,13 @@ class Daemon:
             log.error("SIGHUP: the privileged helper did not reload: %s", answer.body.get("error"))
 
     def _on_term(self) -> None:
+        now = time.monotonic()
+        if self.runtime.worker is not None and now - self._first_term < SIGNAL_ECHO:
+            # one stop, twice: a terminal's Ctrl-C or a kill of the process group reaches
+            # the worker and its supervisor, which passes it on
+            return
         self._terms += 1
+        self._first_term = min(self._first_term, now) if self._terms > 1 else now
         if self._terms > 1:
             log.warning("second stop signal: exiting at once")
             os._exit(1)  # every 250 already followed a commit: nothing acknowledged is lost

@@ -56,6 +56,7 @@ from mailwright.policy.limits import AuthThrottle, ConnectionRateLimit
 from mailwright.policy.recipients import LocalRecipients
 from mailwright.policy.relay import RelayControl, parse_networks
 from mailwright.policy.submission import SubmissionPolicy
+from mailwright.queue.sqlite import SqliteQueueStore
 from mailwright.queue.store import QueueStore
 from mailwright.queue.writer import QueueWriter
 from mailwright.routing.clientname import ClientNames, client_names_from_settings
@@ -129,6 +130,16 @@ def build_generation(
 
 
 # ---- validation across modules ------------------------------------------------------------
+
+
+def check_generation(settings: Settings) -> None:
+    """Build, and throw away, the parts of ``settings`` as a reload would (strictly), on
+    a store that is never opened: the supervisor's check before its workers reload, so
+    that they all take the new configuration or none does. ``GenerationError``,
+    ``ConfigError`` or ``OSError`` when it cannot be used."""
+    store = SqliteQueueStore(settings.queue.database)
+    build_generation(settings, store=store, writer=QueueWriter(store), deposit=None)
+    _router(settings, strict=True)
 
 
 def check_plugins(settings: Settings) -> None:

@@ -47,6 +47,7 @@ from mailwright.daemon.preload import preload
 from mailwright.daemon.privileges import ServiceAccount, drop, hand_over_queue, service_account
 from mailwright.daemon.queuelock import QueueBusyError, QueueLock
 from mailwright.daemon.runtime import Runtime
+from mailwright.daemon.supervisor import supervise
 from mailwright.observability import logtargets
 from mailwright.privhelper.client import HelperClient, reap
 
@@ -116,7 +117,8 @@ def _refuse(message: str, detach: bool) -> None:
 def _start(settings: Settings, options: LaunchOptions, notifier: Notifier, lock: QueueLock) -> int:
     pid_file = PidFile(options.pid_file or settings.pid_file) if _wants_pid_file(options) else None
     bindings: Bindings | None = None
-    helper: HelperClient | None = None
+    helpers: list[HelperClient] = []
+    workers = settings.server.workers
     try:
         account = service_account(settings.service)
         if account is None and os.geteuid() == 0:
@@ -135,39 +137,50 @@ def _start(settings: Settings, options: LaunchOptions, notifier: Notifier, lock:
             preload()  # the installation may be out of the service account's reach
             logtargets.hand_over(account.uid, account.gid)  # reopened without root later
             inherited = [s.fileno() for s in bindings.sockets()]
-            helper = start_helper(
-                settings, options.config_path, account, inherited, (pid_file, lock)
-            )
+            for _ in range(workers):  # one per worker: each has its own channel
+                helpers.append(
+                    start_helper(
+                        settings,
+                        options.config_path,
+                        account,
+                        inherited + [h.sock.fileno() for h in helpers],
+                        (pid_file, lock),
+                    )
+                )
             drop(account)
             log.info(
-                "running as %s (uid %d, gid %d); privileged helper pid %d",
+                "running as %s (uid %d, gid %d); privileged helper pid %s",
                 account.name,
                 account.uid,
                 account.gid,
-                helper.pid,
+                ", ".join(str(h.pid) for h in helpers),
             )
     except ConfigError as exc:
         log.error("%s", exc)
-        _abandon(bindings, helper, pid_file)
+        _abandon(bindings, helpers, pid_file)
         return ExitCode.CONFIG
     except AlreadyRunningError as exc:
         log.error("%s", exc)
         return ExitCode.TEMPFAIL
     except OSError as exc:
         log.error("cannot start: %s", exc)
-        _abandon(bindings, helper, pid_file)
+        _abandon(bindings, helpers, pid_file)
         return ExitCode.OSERR
     runtime = Runtime(
         config_path=options.config_path,
         bindings=bindings,
-        helper=helper,
+        helper=helpers[0] if helpers else None,
         notifier=notifier,
         log_level=options.log_level,
         detached=options.detach,
     )
-    code = ExitCode.OK
+    code: int = ExitCode.OK
     try:
-        code = run_daemon(settings, runtime)
+        if workers > 1:
+            slots: list[HelperClient | None] = [*helpers] or [None] * workers
+            code = supervise(settings, runtime, slots)
+        else:
+            code = run_daemon(settings, runtime)
     except ConfigError as exc:  # e.g. a certificate the daemon cannot read
         log.error("%s", exc)
         return ExitCode.CONFIG
@@ -186,11 +199,12 @@ def _wants_pid_file(options: LaunchOptions) -> bool:
     return options.detach or options.pid_file is not None
 
 
-def _abandon(bindings: Bindings | None, helper: HelperClient | None, pid: PidFile | None) -> None:
+def _abandon(bindings: Bindings | None, helpers: list[HelperClient], pid: PidFile | None) -> None:
     if bindings is not None:
         bindings.close()
-    if helper is not None:
+    for helper in helpers:
         helper.sock.close()
+    for helper in helpers:
         reap(helper.pid, 5)
     if pid is not None:
         pid.release()

@@ -1,7 +1,8 @@
 """What the launcher prepared for the daemon before it started (``daemon.launch``).
 
 Everything is optional: a ``Daemon`` built without it (tests, ``sendmail -bD`` of old)
-binds its own sockets, has no helper, and notifies nobody. Pure data; reads no settings.
+binds its own sockets, has no helper, and notifies nobody; without a ``worker`` role it is
+the daemon's only process. Pure data; reads no settings.
 """
 
 from __future__ import annotations
@@ -14,6 +15,20 @@ from mailwright.daemon.notify import Notifier
 from mailwright.privhelper.client import HelperClient
 
 
+@dataclass(frozen=True, slots=True)
+class WorkerRole:
+    """This process is worker ``index`` of ``count`` under a supervisor
+    (``daemon.supervisor``). Worker 0 alone runs what must exist once: the control socket,
+    the metrics and status endpoint, the local submission socket and the maildrop pickup."""
+
+    index: int
+    count: int
+
+    @property
+    def first(self) -> bool:
+        return self.index == 0
+
+
 @dataclass(slots=True)
 class Runtime:
     config_path: Path | None = None  # the file SIGHUP reads again (None: built-in defaults)
@@ -22,3 +37,4 @@ class Runtime:
     notifier: Notifier = field(default_factory=Notifier)  # sd_notify / the waiting parent
     log_level: str | None = None  # --log-level, which outranks [log] level on reload too
     detached: bool = False  # --daemon: no stderr, logs go to syslog
+    worker: WorkerRole | None = None  # None: the one process (server.workers = 1)

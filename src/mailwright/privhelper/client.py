@@ -95,7 +95,12 @@ class HelperClient:
         return not self._broken
 
     def start(self) -> None:
-        """Begin reading answers (needs the running event loop)."""
+        """Begin reading answers (needs the running event loop).
+
+        Request ids start at this process's pid shifted high: a worker restarted on the
+        channel of one that died must not take a late answer to its predecessor's
+        request for the answer to its own."""
+        self._ids = itertools.count((os.getpid() << 32) + 1)
         self._channel = Channel(self.sock)
         self._reader = asyncio.create_task(self._read_answers(), name="privhelper-answers")
 

@@ -24,12 +24,15 @@ known dead and lets the others expire, as a store shared by several processes ne
 
 Trusts: its own database file (checked with ``PRAGMA quick_check`` at open) and values
 already validated by the protocol layer. Settings read: none directly; the caller passes
-``queue.path`` as ``path`` and may pass ``busy_timeout``, ``body_chunk_size`` and
-``max_bytes`` (a cap on the database size: beyond it, inserts fail with StoreFullError).
+``queue.path`` as ``path`` and may pass ``busy_timeout``, ``body_chunk_size``,
+``max_bytes`` (a cap on the database size: beyond it, inserts fail with StoreFullError)
+and ``shared`` (several processes write the file: the daemon's workers order their write
+transactions with an flock on ``<file>-writers``).
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,8 +75,11 @@ class SqliteQueueStore(SqliteReads, SqliteWrites):
         busy_timeout: float = 5.0,
         body_chunk_size: int = DEFAULT_BODY_CHUNK,
         max_bytes: int | None = None,
+        shared: bool = False,
     ) -> None:
         self.path = path
+        self.shared = shared  # written by several processes: batches pass the gate
+        self._gate: int | None = None
         self.recovery: Recovery | None = None  # set by open()
         self._busy_timeout = busy_timeout
         self._body_chunk = body_chunk_size
@@ -110,6 +116,16 @@ class SqliteQueueStore(SqliteReads, SqliteWrites):
             raise
         self._conn = conn
         self._reads = ReadPool(self._connect_reader)
+        if self.shared:
+            self._gate = self._open_gate()
+
+    def _open_gate(self) -> int:
+        gate = self.path.with_name(self.path.name + "-writers")
+        try:
+            return os.open(gate, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            self.close()
+            raise StoreError(f"cannot open {gate}: {exc}") from exc
 
     def open_for_reading(self) -> None:
         """Open only the read side, e.g. for ``mailq`` while the daemon owns the writer.
@@ -136,6 +152,9 @@ class SqliteQueueStore(SqliteReads, SqliteWrites):
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        if self._gate is not None:
+            os.close(self._gate)
+            self._gate = None
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(

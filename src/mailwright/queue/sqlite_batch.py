@@ -7,13 +7,15 @@ inside its own savepoint so that a failing op is undone alone. When an op's fail
 SQLite abandon the whole transaction (it may on SQLITE_FULL), the batch runs again from
 BEGIN without that op: nothing had been committed. The COMMIT is the fsync that makes
 the batch durable; a failed COMMIT is rolled back and raised for the whole batch, never
-retried. Only the ``QueueWriter`` thread calls it. One handler per operation type.
+retried. Only the ``QueueWriter`` thread calls it. One handler per operation type. When
+several processes write one file, an flock on a gate file beside it orders their batches.
 
 Trusts: values already validated by the protocol layer. Settings read: none.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -133,6 +135,7 @@ class SqliteWrites:
     _body_chunk: int
     _max_bytes: int | None
     _handlers: dict[type[Any], Callable[[sqlite3.Connection, Any], object]]
+    _gate: int | None  # a file whose flock orders the writers of several processes
 
     def _connect(self) -> sqlite3.Connection:
         raise NotImplementedError
@@ -156,6 +159,19 @@ class SqliteWrites:
     # ---- writing ----------------------------------------------------------------------
 
     def apply_batch(self, ops: Sequence[Op[Any]]) -> list[object]:
+        gate = self._gate
+        if gate is None:
+            return self._apply_batch(ops)
+        # several processes write this file (the daemon's workers): they queue for the
+        # write lock in the kernel, woken the moment it is free, instead of SQLite's busy
+        # handler, which polls after sleeping 1, 2, 5, 10... ms
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        try:
+            return self._apply_batch(ops)
+        finally:
+            fcntl.flock(gate, fcntl.LOCK_UN)
+
+    def _apply_batch(self, ops: Sequence[Op[Any]]) -> list[object]:
         if self._conn is not None and ops:
             results = self._fast_batch(self._conn, ops)
             if results is not None:

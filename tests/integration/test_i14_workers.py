@@ -1,0 +1,228 @@
+"""Issue 14: a daemon of several worker processes under one supervisor.
+
+Real daemons (``server.workers = 2``), real clients (smtplib, the CLI, ``sendmail``), a
+real next hop (Postfix's smtp-sink). The workers share the listening socket and the queue:
+mail accepted by any of them is one queue to ``mailq`` and ``mailwright queue``, each
+message is delivered once, a worker killed with SIGKILL is started again without losing
+anything it answered 250 for, SIGHUP reloads every worker or none, SIGTERM stops them all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import smtplib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import smtp_sink
+from tests.support.daemon import Mailwright, wait_until
+from tests.support.peers import peer
+from tests.support.sendmail import Tools, short_tmp
+
+WORKERS = {"server": {"workers": 2}}
+
+
+def worker_pids(mw: Mailwright) -> dict[int, int]:
+    """The pid each worker has now (the last ``worker N started (pid P)`` line)."""
+    pids: dict[int, int] = {}
+    for line in mw.log:
+        found = re.search(r"worker (\d+) started \(pid (\d+)\)", line)
+        if found:
+            pids[int(found[1])] = int(found[2])
+    return pids
+
+
+def send(port: int, number: int, to: str = "someone@example.com") -> str:
+    """One message in its own session; the queue id of its 250."""
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+        client.ehlo("client.test")
+        body = f"From: a@example.org\r\nSubject: number {number}\r\n\r\nhello {number}\r\n"
+        client.mail("a@example.org")
+        client.rcpt(to)
+        code, text = client.data(body.encode())
+        assert code == 250, text
+        found = re.search(rb"queued as ([0-9A-Z]{15})|<?([0-9A-Z]{15})>?", text)
+        assert found, text
+        return (found[1] or found[2]).decode()
+
+
+def send_many(port: int, count: int, sessions: int) -> list[str]:
+    ids: list[str] = []
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def run(start: int) -> None:
+        try:
+            for n in range(start, count, sessions):
+                queue_id = send(port, n)
+                with lock:
+                    ids.append(queue_id)
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in range(sessions)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    return ids
+
+
+def queue_listing(mw: Mailwright) -> list[dict[str, Any]]:
+    listed = mw.cli("queue", "list", "--json")
+    assert listed.returncode == 0, listed.stderr.decode()
+    result: list[dict[str, Any]] = json.loads(listed.stdout)
+    return result
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Mailwright]:
+    mw = Mailwright(tmp_path, WORKERS).start()
+    try:
+        yield mw
+    finally:
+        mw.stop()
+
+
+def test_two_workers_accept_into_one_queue_that_every_tool_sees(workers: Mailwright) -> None:
+    mw = workers
+    assert sorted(worker_pids(mw)) == [0, 1]
+    ids = send_many(mw.port, 40, sessions=8)
+    assert len(set(ids)) == 40  # queue ids never collide across workers
+    listed = {m["queue_id"] for m in queue_listing(mw)}
+    assert listed == set(ids)
+    mailq = mw.cli("queue", "list")  # mailq's layout
+    assert mailq.returncode == 0, mailq.stderr.decode()
+    assert all(i in mailq.stdout.decode() for i in ids)
+    # the mail log names the worker that took each message: both may have, together all
+    taken = [line for line in mw.log if "from=<a@example.org>" in line]
+    assert len(taken) == 40
+    status = mw.cli("status")
+    assert status.returncode == 0, status.stderr.decode()
+
+
+def test_a_killed_worker_is_restarted_and_nothing_acknowledged_is_lost(
+    workers: Mailwright,
+) -> None:
+    mw = workers
+    before = worker_pids(mw)
+    acknowledged: list[str] = []
+    refused: list[BaseException] = []
+    done = threading.Event()
+
+    def client() -> None:
+        n = 0
+        while not done.is_set():
+            n += 1
+            try:
+                acknowledged.append(send(mw.port, n))
+            except (OSError, smtplib.SMTPException) as exc:  # its worker was killed
+                refused.append(exc)
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    wait_until(lambda: len(acknowledged) >= 20, 60, "mail flowing")
+    os.kill(before[1], signal.SIGKILL)
+    mw.wait_log("worker 1 (pid", timeout=30)
+    wait_until(lambda: worker_pids(mw)[1] != before[1], 30, "worker 1 started again")
+    mw.wait_log("worker 1 of 2 ready", occurrence=2, timeout=30)
+    count = len(acknowledged)
+    wait_until(lambda: len(acknowledged) >= count + 20, 60, "mail flowing again")
+    done.set()
+    for t in threads:
+        t.join(60)
+    assert worker_pids(mw)[0] == before[0]  # the other worker was left alone
+    listed = {m["queue_id"] for m in queue_listing(mw)}
+    assert set(acknowledged) <= listed, set(acknowledged) - listed
+    assert any("restarting" in line for line in mw.log)
+
+
+def test_sighup_reloads_every_worker_or_none(workers: Mailwright) -> None:
+    mw = workers
+    assert mw.proc is not None
+    good = mw.config_path.read_text()
+    mw.config_path.write_text(good + "\n[server.timeouts]\nnot_a_setting = 3\n")
+    mw.proc.send_signal(signal.SIGHUP)
+    mw.wait_log("configuration refused")
+    assert not any("SIGHUP: configuration reloaded" in line for line in mw.log)
+    mw.config["server"]["max_recipients"] = 7
+    mw.write_config()
+    mw.proc.send_signal(signal.SIGHUP)
+    mw.wait_log("SIGHUP: configuration reloaded", occurrence=2)
+    reloaded = {
+        line.split("[")[1].split("]")[0]
+        for line in mw.log
+        if "SIGHUP: configuration reloaded" in line
+    }
+    assert reloaded == {str(p) for p in worker_pids(mw).values()}
+    with smtplib.SMTP("127.0.0.1", mw.port, timeout=30) as client:
+        client.ehlo("client.test")
+        client.mail("a@example.org")
+        codes = [client.rcpt(f"r{n}@example.com")[0] for n in range(9)]
+    assert codes[:7] == [250] * 7 and codes[7] == 452  # every worker has the new limit
+
+
+def test_sigterm_stops_every_worker_and_the_supervisor(tmp_path: Path) -> None:
+    mw = Mailwright(tmp_path, WORKERS).start()
+    pids = worker_pids(mw)
+    assert mw.stop() == 0
+    for index, pid in pids.items():
+        assert any(f"worker {index} (pid {pid}) stopped (status 0)" in line for line in mw.log)
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_local_submission_goes_through_worker_zero() -> None:
+    with short_tmp() as root:
+        mw = Mailwright(root, WORKERS).start()
+        try:
+            tools = Tools(mw, root / "bin")
+            proc, stored, _, _ = tools.submit(
+                "-i", "someone@example.com", input=b"Subject: local\n\nhi\n"
+            )
+            assert str(stored.envelope.recipients[0].address) == "someone@example.com"
+            assert proc.returncode == 0
+        finally:
+            mw.stop()
+
+
+@peer("smtp-sink", smtp_sink.available(), "postfix (smtp-sink) is not installed")
+def test_workers_relay_every_message_exactly_once() -> None:
+    with short_tmp() as root:
+        sink = smtp_sink.SmtpSink(root / "sink").start()
+        try:
+            table = root / "transport"
+            table.write_text(f"* smtp:[127.0.0.1]:{sink.port}\n")
+            mw = Mailwright(
+                root / "mw",
+                {
+                    **WORKERS,
+                    "routing": {"transport_table": str(table)},
+                    "delivery": {"mode": "background", "idle_connection_timeout": 0.5},
+                },
+            ).start()
+            try:
+                ids = send_many(mw.port, 60, sessions=6)
+                wait_until(lambda: not queue_listing(mw), 60, "an empty queue")
+                senders = [line for line in mw.log if "stat=Sent" in line]
+                assert len(senders) == 60
+            finally:
+                mw.stop()
+            wait_until(lambda: len(sink.messages()) >= 60, 30, "the sink to have all")
+            subjects = sorted(
+                re.search(rb"Subject: number (\d+)", m.content)[1]  # type: ignore[index]
+                for m in sink.messages()
+            )
+            assert subjects == sorted(str(n).encode() for n in range(60)), "lost or doubled"
+            assert len(set(ids)) == 60
+        finally:
+            sink.stop()
