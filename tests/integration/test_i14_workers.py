@@ -10,6 +10,7 @@ anything it answered 250 for, SIGHUP reloads every worker or none, SIGTERM stops
 from __future__ import annotations
 
 import json
+import mailbox
 import os
 import re
 import signal
@@ -23,8 +24,10 @@ import pytest
 
 from tests.support import smtp_sink
 from tests.support.daemon import Mailwright, wait_until
-from tests.support.peers import peer
+from tests.support.opentmp import open_tmp
+from tests.support.peers import is_root, peer
 from tests.support.sendmail import Tools, short_tmp
+from tests.support.service import ServiceDaemon, descendants, process_status, system_user
 
 WORKERS = {"server": {"workers": 2}}
 
@@ -226,3 +229,62 @@ def test_workers_relay_every_message_exactly_once() -> None:
             assert len(set(ids)) == 60
         finally:
             sink.stop()
+
+
+# ---- as a service: one privileged helper per worker ---------------------------------------
+
+
+@peer("root", is_root(), "the daemon gives up root for a service account")
+def test_workers_under_a_service_account_deliver_locally_through_their_helpers() -> None:
+    tag = os.getpid() % 100000
+    with (
+        system_user(f"mwsvw{tag}", system=True) as service,
+        system_user(f"mwbxw{tag}") as owner,
+        open_tmp("mw-i14-") as root,
+    ):
+        (root / "mail").mkdir()
+        (root / "aliases").write_text("postmaster: root\n")
+        config = {
+            **WORKERS,
+            "delivery": {"mode": "background"},
+            "service": {"user": service.pw_name},
+            "routing": {"alias_file": str(root / "aliases")},
+            "local_delivery": {"mail_spool": str(root / "mail")},
+        }
+        mw = ServiceDaemon(root, config)
+        try:
+            mw.start()
+            ready = mw.wait_notify(lambda f: f.get("READY") == "1")
+            assert ready["STATUS"] == "accepting mail with 2 workers"
+            assert mw.proc is not None
+            below = {pid: process_status(pid) for pid in descendants(mw.proc.pid)}
+            as_root = sorted(st["Name"] for st in below.values() if st["Uid"].split()[1] == "0")
+            assert as_root == ["mailwright-priv"] * 2, below
+            assert process_status(mw.proc.pid)["Uid"].split()[1] == str(service.pw_uid)
+
+            box = root / "mail" / owner.pw_name
+            to = f"{owner.pw_name}@mx.test"
+            ids = [send(mw.port, n, to) for n in range(10)]
+            wait_until(lambda: mbox_count(box) == 10, 60, "ten messages in the mailbox")
+            assert box.stat().st_uid == owner.pw_uid
+            # a worker killed and started again keeps its helper's channel
+            pids = worker_pids(mw)
+            os.kill(pids[1], signal.SIGKILL)
+            wait_until(lambda: worker_pids(mw)[1] != pids[1], 30, "worker 1 started again")
+            mw.wait_log("worker 1 of 2 ready", occurrence=2, timeout=30)
+            ids += [send(mw.port, n, to) for n in range(10, 30)]
+            wait_until(lambda: mbox_count(box) >= 30, 60, "thirty messages in the mailbox")
+            assert len(set(ids)) == 30
+            assert mw.stop() == 0
+        finally:
+            mw.close()
+
+
+def mbox_count(path: Path) -> int:
+    if not path.exists():
+        return 0
+    box = mailbox.mbox(path, create=False)
+    try:
+        return len(box)
+    finally:
+        box.close()

@@ -33,7 +33,6 @@ Settings: ``server.workers`` (read at start only) and, through the workers, all.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import selectors
@@ -45,6 +44,7 @@ from types import FrameType
 
 from mailwright.config.loader import ConfigError
 from mailwright.config.schema import Settings
+from mailwright.core import process
 from mailwright.core.sysexits import ExitCode
 from mailwright.daemon import reload
 from mailwright.daemon.app import Daemon, run_daemon
@@ -61,7 +61,6 @@ log = logging.getLogger("mailwright.daemon")
 SIGNALS = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
 STEADY = 10.0  # a worker that ran this long died of something else than its start-up
 MAX_BACKOFF = 60.0
-PR_SET_PDEATHSIG = 1
 
 
 @dataclass
@@ -177,7 +176,8 @@ class Supervisor:
                 os.close(other.ready_fd)
             if other.helper is not None and other is not slot:
                 other.helper.sock.close()
-        _die_with_parent(self.pid)
+        process.die_with_parent(self.pid)  # no worker outlives the supervisor
+        process.name(f"mailwright-w{slot.index}".encode())
         runtime = replace(
             self.runtime,
             helper=slot.helper,
@@ -316,16 +316,6 @@ class Supervisor:
 
 def _noted(signum: int, frame: FrameType | None) -> None:
     """The wakeup fd carries the signal to the loop; nothing to do here."""
-
-
-def _die_with_parent(parent: int) -> None:
-    """A worker whose supervisor was killed stops too (it would hold sockets and the
-    queue lock with nobody to restart it)."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent:  # it died before prctl took effect
-        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def supervise(settings: Settings, runtime: Runtime, helpers: list[HelperClient | None]) -> int:

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import signal
@@ -52,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from mailwright.config.schema import Settings
+from mailwright.core import process
 from mailwright.core.queueid import QUEUE_ID_RE
 from mailwright.core.reply import Reply
 from mailwright.delivery import pipe
@@ -461,7 +461,7 @@ def run(
     service_ids: tuple[int, int],
 ) -> int:
     """The helper process's whole life (called in the child right after the fork)."""
-    _name_process(PROCESS_NAME)
+    process.name(PROCESS_NAME)  # ps and /proc/PID/comm show the helper by name
     try:
         asyncio.run(_main(sock, settings, config_path, service_ids))
     except Exception:
@@ -481,8 +481,3 @@ async def _main(
     await server.serve()
 
 
-def _name_process(name: bytes) -> None:
-    """``ps`` and ``/proc/PID/comm`` show the helper under its own name."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(15, ctypes.c_char_p(name[:15]), 0, 0, 0)  # PR_SET_NAME
