@@ -4,7 +4,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench fuzz deps venv clean
+.PHONY: run test lint bench fuzz fuzz-merge deps venv clean
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ fuzz: $(STAMP)
 	    -timeout=20 -print_final_stats=1 -artifact_prefix=fuzz/crashes/$$t- || failed="$$failed $$t"; \
 	done; \
 	test -z "$$failed" || { echo "fuzz: crashes in$$failed (see fuzz/crashes)"; exit 1; }
+
+## make fuzz-merge: minimise each target's corpus (libFuzzer -merge=1, fuzz/merge.sh): the named
+## seeds and crash reproducers stay, of the inputs the fuzzer added only those reaching new code
+fuzz-merge: $(STAMP)
+	fuzz/merge.sh $(VENV)/bin/python $(FUZZ_TARGETS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

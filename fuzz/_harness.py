@@ -7,12 +7,16 @@ the code under test misbehaves on ``data``. Run as a script it fuzzes with ather
 flag); imported (by ``tests/unit/fuzz/test_corpus.py``) it is plain Python, so the
 corpus replays fast and without atheris. Importing this module puts the checkout's
 ``src`` first on ``sys.path``, so the code fuzzed is this tree's, not an installed copy.
-Reads no settings.
+libFuzzer's ``-merge=1`` (corpus minimisation, ``make fuzz-merge``), ``-fork`` and
+``-jobs`` run the target again as a child, through the shell, by its ``argv[0]``: that
+is made this interpreter and this script, so the children run with the same Python
+(the venv's, with atheris) whether or not the file is executable. Reads no settings.
 """
 
 from __future__ import annotations
 
 import contextlib
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -37,5 +41,13 @@ def fuzz(check: Callable[[bytes], None]) -> None:
     """Hand ``check`` to libFuzzer with the command line's corpus directories and flags."""
     import atheris
 
-    atheris.Setup(sys.argv, check)
+    atheris.Setup(relaunchable(sys.argv), check)
     atheris.Fuzz()
+
+
+def relaunchable(argv: list[str]) -> list[str]:
+    """``argv`` with ``argv[0]`` made a shell command that runs this script again with this
+    interpreter: libFuzzer joins a child's arguments with spaces and hands them to
+    system(3), so one argument may hold the two words (quoted)."""
+    script = str(Path(argv[0]).resolve())
+    return [f"{shlex.quote(sys.executable)} {shlex.quote(script)}", *argv[1:]]

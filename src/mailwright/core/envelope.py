@@ -2,16 +2,20 @@
 
 Values here are already validated by the protocol layer; this module only holds
 them and answers simple questions (does NOTIFY ask for a success report?).
+Plain classes (``core.record``), not dataclasses: ``sendmail`` loads this module.
 Reads no settings.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-from mailwright.core.address import Address
-from mailwright.core.target import Target
+from mailwright.core.record import Record
+
+if TYPE_CHECKING:  # not loaded at run time: ``sendmail`` imports this module
+    from mailwright.core.address import Address
+    from mailwright.core.target import Target
 
 
 class BodyType(StrEnum):
@@ -32,26 +36,44 @@ class Ret(StrEnum):
     HDRS = "HDRS"
 
 
-@dataclass(slots=True)
-class MailParams:
+class MailParams(Record):
     """Parameters of MAIL FROM (RFC 1870, 6152, 6531, 3461, 4954)."""
 
-    size: int | None = None
-    body: BodyType = BodyType.SEVEN_BIT
-    smtputf8: bool = False
-    ret: Ret | None = None
-    envid: str | None = None  # decoded from xtext
-    auth: str | None = None  # decoded AUTH= value, "<>" when the client sent it
+    __slots__ = ("auth", "body", "envid", "ret", "size", "smtputf8")
+
+    def __init__(
+        self,
+        size: int | None = None,
+        body: BodyType = BodyType.SEVEN_BIT,
+        smtputf8: bool = False,
+        ret: Ret | None = None,
+        envid: str | None = None,
+        auth: str | None = None,
+    ) -> None:
+        self.size = size
+        self.body = body
+        self.smtputf8 = smtputf8
+        self.ret = ret
+        self.envid = envid  # decoded from xtext
+        self.auth = auth  # decoded AUTH= value, "<>" when the client sent it
 
 
-@dataclass(slots=True)
-class Recipient:
+class Recipient(Record):
     """One envelope recipient with its DSN parameters (RFC 3461)."""
 
-    address: Address
-    notify: frozenset[Notify] | None = None  # None: the client said nothing
-    orcpt: str | None = None  # "addr-type;xtext" exactly as received, passed on unchanged
-    target: Target | None = None  # set by alias expansion: deliver here, do not route
+    __slots__ = ("address", "notify", "orcpt", "target")
+
+    def __init__(
+        self,
+        address: Address,
+        notify: frozenset[Notify] | None = None,
+        orcpt: str | None = None,
+        target: Target | None = None,
+    ) -> None:
+        self.address = address
+        self.notify = notify  # None: the client said nothing
+        self.orcpt = orcpt  # "addr-type;xtext" exactly as received, passed on unchanged
+        self.target = target  # set by alias expansion: deliver here, do not route
 
     def wants(self, kind: Notify) -> bool:
         """Does NOTIFY ask for this kind of report? Default (absent) is FAILURE and DELAY."""
@@ -73,11 +95,18 @@ class Recipient:
             return self.orcpt
 
 
-@dataclass(slots=True)
-class Envelope:
-    sender: Address | None  # None is the null reverse-path <>
-    params: MailParams = field(default_factory=MailParams)
-    recipients: list[Recipient] = field(default_factory=list)
+class Envelope(Record):
+    __slots__ = ("params", "recipients", "sender")
+
+    def __init__(
+        self,
+        sender: Address | None,
+        params: MailParams | None = None,
+        recipients: list[Recipient] | None = None,
+    ) -> None:
+        self.sender = sender  # None is the null reverse-path <>
+        self.params = MailParams() if params is None else params
+        self.recipients: list[Recipient] = [] if recipients is None else recipients
 
     @property
     def sender_text(self) -> str:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from mailwright.core.reply import Reply
@@ -54,21 +55,15 @@ def _waiting(message: StoredMessage) -> int:
     return sum(r.state is RecipientState.QUEUED for r in message.recipients)
 
 
+@dataclass(eq=False, repr=False)  # a service, equal only to itself
 class Admin:
     """The actions on one store through one writer; ``notify`` tells the daemon what
     changed (``wake``) or asks for a queue run (``flush``); ``bounce`` is a scheduler's."""
 
-    def __init__(
-        self,
-        store: QueueStore,
-        writer: QueueWriter,
-        notify: Notify,
-        bounce: Bounce | None = None,
-    ) -> None:
-        self.store = store
-        self.writer = writer
-        self.notify = notify
-        self.bounce = bounce
+    store: QueueStore
+    writer: QueueWriter
+    notify: Notify
+    bounce: Bounce | None = None
 
     async def act(
         self, action: str, selection: Selection, actor: Actor, reason: str = ""

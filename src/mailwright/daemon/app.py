@@ -83,7 +83,7 @@ class Daemon:
         self.generation = build_generation(
             settings, store=self.store, writer=self.writer, deposit=self._deposit(settings)
         )
-        self.scheduler = Scheduler.from_parts(self.store, self.writer, self.generation.delivery)
+        self.scheduler = Scheduler(self.store, self.writer, self.generation.delivery)
         self.admin = Admin(self.store, self.writer, self._notify, self.scheduler.bounce)
         self.control = control.ControlServer(
             control.socket_path(settings.queue.directory),

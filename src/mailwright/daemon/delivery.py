@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from types import MappingProxyType
 
 from mailwright.config.schema import Settings
 from mailwright.core.reply import Reply
@@ -28,7 +29,7 @@ from mailwright.delivery.smtp import CredentialsSource, SmtpAgent
 from mailwright.delivery.tlspolicy import MtaStsGate, TlsPolicyTable, verify_context
 from mailwright.manager.backoff import RetryPolicy
 from mailwright.manager.expansion import Expander
-from mailwright.manager.scheduler import Scheduler, SchedulerSettings, domain_of
+from mailwright.manager.scheduler import DeliveryParts, Scheduler, SchedulerSettings, domain_of
 from mailwright.queue.sqlite import SqliteQueueStore
 from mailwright.queue.store import QueueStore, StoreError
 from mailwright.queue.writer import QueueWriter
@@ -152,13 +153,25 @@ def build_scheduler(
     helper's when the daemon gave up root."""
     router = router or build_router(settings)
     resolver = resolver or AddressResolver.from_settings(settings)
+    parts = delivery_parts(settings, store, writer, router, resolver, deposit)
+    return Scheduler(store, writer, parts)
+
+
+def delivery_parts(
+    settings: Settings,
+    store: QueueStore,
+    writer: QueueWriter,
+    router: Router,
+    resolver: AddressResolver,
+    deposit: Deposit | None,
+) -> DeliveryParts:
+    """What a delivery uses: the route, every agent (read-only), the scheduling settings
+    and the alias ``Expander`` over ``resolver``."""
     agents = {**build_agents(settings), **local_agents(settings, resolver.users, deposit)}
-    return Scheduler(
-        store,
-        writer,
-        lambda address: router.route(domain_of(address)),
-        agents,
-        scheduler_settings(settings),
+    return DeliveryParts(
+        route=lambda address: router.route(domain_of(address)),
+        agents=MappingProxyType(agents),
+        settings=scheduler_settings(settings),
         expander=Expander.from_settings(settings, store, writer, resolver=resolver),
     )
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from types import MappingProxyType
 
 from mailwright.config.dnsbl import parse_reply, parse_zone
 from mailwright.config.endpoint import parse_endpoint
@@ -40,13 +39,11 @@ from mailwright.config.schema import (
 )
 from mailwright.core.domains import DomainSet
 from mailwright.core.watchedfile import WatchedFile
-from mailwright.daemon.delivery import build_agents, scheduler_settings
+from mailwright.daemon.delivery import delivery_parts
 from mailwright.delivery.deposit import Deposit
-from mailwright.delivery.local import local_agents
 from mailwright.edge.security import EdgeSecurity
 from mailwright.edge.tls import ServerTls, TlsSetupError, server_context
-from mailwright.manager.expansion import Expander
-from mailwright.manager.scheduler import DeliveryParts, domain_of
+from mailwright.manager.scheduler import DeliveryParts
 from mailwright.policy import access, dnsbl
 from mailwright.policy.auth import Authenticator
 from mailwright.policy.filters import registry
@@ -106,13 +103,7 @@ def build_generation(
         pipeline = build_pipeline(settings, table, resolver)
     except (ValueError, OSError) as exc:  # a filter that cannot be set up
         raise GenerationError(f"filters: {exc}") from None
-    agents = {**build_agents(settings), **local_agents(settings, resolver.users, deposit)}
-    delivery = DeliveryParts(
-        route=lambda address: router.route(domain_of(address)),
-        agents=MappingProxyType(agents),
-        settings=scheduler_settings(settings),
-        expander=Expander.from_settings(settings, store, writer, resolver=resolver),
-    )
+    delivery = delivery_parts(settings, store, writer, router, resolver, deposit)
     if previous is None:
         security = EdgeSecurity.from_settings(settings)  # a bad certificate stops here
     else:

@@ -183,7 +183,7 @@ class LocalAgent:
 def local_agents(
     settings: Settings, users: LocalUsers | None = None, deposit: Deposit | None = None
 ) -> dict[Transport, DeliveryAgent]:
-    """The agents for resolved local recipients, for ``Scheduler(agents=...)``; ``deposit``
+    """The agents for resolved local recipients, for ``DeliveryParts.agents``; ``deposit``
     is the privileged helper's when the daemon gave up root."""
     agent = LocalAgent.from_settings(settings, users, deposit)
     return {Transport.LOCAL: agent, Transport.PIPE: agent, Transport.FILE: agent}

@@ -22,7 +22,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mailwright.core.reply import Reply
 from mailwright.smtp.client import (
@@ -149,28 +149,22 @@ def _reply(code: int, status: str, text: str) -> Reply:
     return Reply.of(code, status, text)
 
 
+@dataclass(eq=False, repr=False)  # one live connection: equal only to itself
 class ClientSession:
     """A connected, greeted session; use ``open`` to make one."""
 
-    def __init__(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        conn: ClientConnection,
-        endpoint: Endpoint,
-        timeouts: ClientTimeouts,
-    ) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.conn = conn
-        self.endpoint = endpoint
-        self.timeouts = timeouts
-        self.extensions = Extensions()
-        self.tls_details: dict[str, str] = {}
-        self.credentials: Credentials | None = None  # what the session logged in with
-        self.auth_details: dict[str, str] = {}
-        self.created = time.monotonic()
-        self._events: deque[ClientEvent] = deque()
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    conn: ClientConnection
+    endpoint: Endpoint
+    timeouts: ClientTimeouts
+    # learnt as the session goes on
+    extensions: Extensions = field(default_factory=Extensions, init=False)
+    tls_details: dict[str, str] = field(default_factory=dict, init=False)
+    credentials: Credentials | None = field(default=None, init=False)  # what it logged in with
+    auth_details: dict[str, str] = field(default_factory=dict, init=False)
+    created: float = field(default_factory=time.monotonic, init=False)
+    _events: deque[ClientEvent] = field(default_factory=deque, init=False)
 
     # ---- setting up -----------------------------------------------------------------------
     @classmethod

@@ -391,7 +391,7 @@ class SmtpAgent:
         self, request: DeliveryRequest, pending: list[DeliveryRecipient], ext: Extensions, peer: str
     ) -> Reply | tuple[Transaction, Callable[[], Iterator[bytes]], dict[str, str]]:
         """The transaction and the message as it will be sent (maybe made 7-bit)."""
-        params = dataclasses.replace(request.params, size=request.size)
+        params = request.params.replace(size=request.size)
         headers, body = request.headers, request.body
         details: dict[str, str] = {}
         if params.body is BodyType.EIGHT_BIT and not ext.eightbitmime:
@@ -405,7 +405,7 @@ class SmtpAgent:
                     return Reply.of(554, "5.6.3", text)
                 headers, body = converted.headers, converted.body
                 details["conversion"] = "8bit to quoted-printable"
-            params = dataclasses.replace(params, body=BodyType.SEVEN_BIT)
+            params = params.replace(body=BodyType.SEVEN_BIT)
         head = headers.encode()
         recipients = [TransactionRecipient(r.address, r.notify, _orcpt(r.orcpt)) for r in pending]
         transaction = Transaction(request.sender, recipients, params)

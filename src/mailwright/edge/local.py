@@ -61,9 +61,7 @@ class LocalContext(EdgeContext):
 
     def server_settings(self, listener: Listener) -> ServerSettings:
         base = EdgeContext.server_settings(self, listener)
-        limits = dataclasses.replace(
-            base.data_limits, max_line=0, bare_lines=BareLinePolicy.NORMALIZE
-        )
+        limits = base.data_limits.replace(max_line=0, bare_lines=BareLinePolicy.NORMALIZE)
         return dataclasses.replace(base, data_limits=limits, strict_pipelining=False)
 
 

@@ -1,32 +1,59 @@
-"""A small blocking SMTP client for local submission over the daemon's Unix socket.
+"""Local submission over the daemon's Unix socket: a blocking driver for ``smtp.client``.
 
 Used by ``sendmail``, by ``mailwright send`` and by the daemon's maildrop pickup (over a
 socket pair), so every local message crosses the same SMTP dialogue and the same server
-checks. It speaks just what submission needs: EHLO, MAIL with SIZE/BODY/SMTPUTF8/RET/
-ENVID, pipelined RCPTs with NOTIFY/ORCPT, DATA with dot-stuffing done while streaming,
-QUIT. Replies are framed by the sans-I/O ``smtp.reply.ReplyParser`` and come back as
-``core.reply.Reply``. It does not use the full client state machine (``smtp.client``):
-importing that (dataclasses, the address grammar) would more than double ``sendmail``'s
-start-up time; everything it loads is kept light.
+checks. The dialogue itself (EHLO, MAIL and RCPT parameters, pipelining, DATA with
+dot-stuffing, QUIT) is the sans-I/O ``smtp.client.ClientConnection``'s, the one delivery
+uses; this module only moves its bytes over a blocking socket and turns its
+``TransactionResult`` into a ``Result`` per submission stage. Lines are not folded (the
+local listener takes lines of any length; delivery folds what a next hop cannot take),
+and content goes with DATA, not BDAT. While a long pipelined write is under way, replies
+are read as they come, so neither socket buffer can fill up and stall both sides.
 
-Trusts the server's replies only as far as their syntax; any malformed reply or broken
-connection is a ``ConnectionLostError`` (the caller treats it as a temporary failure).
-Reads no settings.
+Trusts the daemon's replies only as far as their syntax: a malformed reply, a broken
+connection or a timeout is a ``ConnectionLostError`` (the caller treats it as a temporary
+failure). An envelope that cannot be said in SMTP (a line break in an address, an unknown
+NOTIFY, RET or BODY value: a maildrop file may hold anything) is refused at MAIL with a
+``501`` of our own, without a word sent. Reads no settings.
 """
 
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 from collections.abc import Callable, Iterable
 
+from mailwright.core.envelope import BodyType, MailParams, Notify, Ret
 from mailwright.core.reply import Reply
 from mailwright.core.submission import Rcpt, SubmissionEnvelope
-from mailwright.smtp.reply import ReplyError, ReplyParser
+from mailwright.smtp.client import (
+    ClientConnection,
+    ClientEvent,
+    ClientSettings,
+    Closed,
+    Phase,
+    SendContent,
+    SessionFailed,
+    Transaction,
+    TransactionDone,
+    TransactionRecipient,
+    TransactionResult,
+)
 
-RCPT_BATCH = 100  # pipelined RCPTs per write; keeps both socket buffers from filling
 DEFAULT_TIMEOUT = 300.0  # RFC 5321 4.5.3.2 asks clients for 5-10 minutes
+SETTINGS = ClientSettings("localhost", peer="the daemon", chunking=False, max_line=0)
 Transcript = Callable[[str], None]
+
+# the stage a Result names, by the command whose reply decided it
+_STAGES = {
+    Phase.GREETING: "connect",
+    Phase.HELLO: "ehlo",
+    Phase.MAIL: "mail",
+    Phase.RCPT: "rcpt",
+    Phase.DATA: "data",
+    Phase.END: "end of data",
+}
 
 
 class ConnectionLostError(Exception):
@@ -59,174 +86,173 @@ class LocalSmtpClient:
     ) -> None:
         self.sock = sock
         self.sock.settimeout(timeout)
+        self.timeout = timeout
         self.log = log
-        self._parser = ReplyParser()
+        self.conn = ClientConnection(SETTINGS)
+        self._heard = b""  # for the transcript: a reply line not yet complete
+        self._in_content = False
 
-    # ---- wire -----------------------------------------------------------------------------
-    def _send(self, data: bytes) -> None:
-        try:
-            self.sock.sendall(data)
-        except OSError as exc:
-            raise ConnectionLostError(f"sending: {exc}") from None
-
-    def reply(self) -> Reply:
-        """The next complete reply, framed and its status split off by ``smtp.reply``."""
-        while True:
-            try:
-                reply = self._parser.next_reply()
-            except ReplyError as exc:
-                raise ConnectionLostError(f"not an SMTP reply: {exc}") from None
-            if reply is not None:
-                break
-            try:
-                chunk = self.sock.recv(65536)
-            except OSError as exc:
-                raise ConnectionLostError(f"receiving: {exc}") from None
-            if not chunk:
-                raise ConnectionLostError("the server closed the connection")
-            self._parser.feed(chunk)
-        if self.log:
-            for line in reply.encode().decode("utf-8").splitlines():
-                self.log(line)
-        # our own daemon, not a remote peer: reports must not quote it as a remote MTA
-        return Reply(reply.code, reply.status, reply.lines)
-
-    def command(self, line: str) -> Reply:
-        self._commands([line])
-        return self.reply()
-
-    def _commands(self, lines: Iterable[str]) -> None:
-        out = []
-        for line in lines:
-            if self.log:
-                self.log(f">>> {line}")
-            out.append(line.encode("utf-8") + b"\r\n")
-        self._send(b"".join(out))
-
-    # ---- the dialogue -----------------------------------------------------------------------
     def submit(self, envelope: SubmissionEnvelope, content: Iterable[bytes], size: int) -> Result:
         """One message; ``content`` yields the CRLF message in chunks, ``size`` octets long."""
         result = Result()
-        greeting = self.reply()
-        if greeting.code != 220:
-            result.failure = ("connect", greeting)
-            return result
-        ehlo = self.command("EHLO localhost")
-        if ehlo.code != 250:
-            result.failure = ("ehlo", ehlo)
-            return result
-        if not self._envelope(envelope, size, result):
+        event = self._next()
+        if isinstance(event, SessionFailed):
+            result.failure = (_STAGES.get(event.phase, "connect"), _ours(event.reply))
             self._quit()
             return result
-        go = self.command("DATA")
-        if go.code != 354:
-            result.failure = ("data", go)
+        try:
+            self.conn.begin(transaction(envelope, size))
+        except ValueError as exc:
+            result.failure = ("mail", Reply.of(501, "5.5.4", f"Invalid envelope: {exc}"))
             self._quit()
             return result
-        self._send_content(content)
-        result.final = self.reply()
-        if not result.final.positive:
-            result.failure = ("end of data", result.final)
+        event = self._next()
+        if isinstance(event, SendContent):
+            self._send_content(content)
+            event = self._next()
+        if not isinstance(event, TransactionDone):
+            raise ConnectionLostError(f"unexpected {event!r}")
         self._quit()
-        return result
+        return stages(envelope, event.result)
 
-    def _envelope(self, envelope: SubmissionEnvelope, size: int, result: Result) -> bool:
-        mail = f"MAIL FROM:<{envelope.sender}> " + " ".join(mail_parameters(envelope, size))
-        self._commands([mail.rstrip()])
-        pending = list(envelope.recipients)
-        first = True
-        while pending:
-            batch, pending = pending[:RCPT_BATCH], pending[RCPT_BATCH:]
-            self._commands(rcpt_command(r) for r in batch)
-            if first:
-                first = False
-                answer = self.reply()
-                if not answer.positive:
-                    result.failure = ("mail", answer)
-                    for _ in batch:
-                        self.reply()  # "503 Need MAIL": read to stay in step
-                    return False
-            for rcpt in batch:
-                answer = self.reply()
-                if answer.positive:
-                    result.accepted.append(rcpt)
-                else:
-                    result.refused.append((rcpt, answer))
-        if not result.accepted:
-            last = result.refused[-1][1] if result.refused else Reply.of(554, None)
-            result.failure = ("rcpt", last)
-            return False
-        return True
+    # ---- moving bytes -------------------------------------------------------------------------
+    def _next(self) -> ClientEvent:
+        """The client's next event, reading and writing until there is one."""
+        while True:
+            event = self.conn.next_event()
+            self._flush()  # what the replies so far made it say
+            if event is not None:
+                _check(event)
+                return event
+            if self.conn.closed:
+                raise ConnectionLostError("the session is over")
+            self._receive()
+
+    def _receive(self) -> None:
+        try:
+            chunk = self.sock.recv(65536)
+        except OSError as exc:  # a timeout too
+            self.conn.fail(Reply.of(451, "4.4.2", f"Lost connection with the daemon: {exc}"))
+            return
+        if not chunk:
+            self.conn.receive_eof()
+            return
+        self._transcribe(chunk)
+        self.conn.receive(chunk)
+
+    def _flush(self) -> None:
+        """Write what the client has to say, taking in replies whenever they come."""
+        data = self.conn.data_to_send()
+        if not data:
+            return
+        self._log_sent(data)
+        view = memoryview(data)
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN | select.POLLOUT)
+        while view:
+            ready = poller.poll(self.timeout * 1000)
+            mask = ready[0][1] if ready else 0
+            try:
+                if mask & (select.POLLIN | select.POLLHUP | select.POLLERR):
+                    self._receive()
+                    if self.conn.closed:
+                        return  # the daemon hung up: the rest would not be heard
+                if not mask:
+                    raise TimeoutError("timed out")
+                if mask & select.POLLOUT:
+                    view = view[self.sock.send(view) :]
+            except OSError as exc:
+                self.conn.fail(Reply.of(451, "4.4.2", f"Lost connection with the daemon: {exc}"))
+                return
 
     def _send_content(self, content: Iterable[bytes]) -> None:
-        stuffer = DotStuffer()
+        self._in_content = True
         for chunk in content:
-            data = stuffer.feed(chunk)
-            if data:
-                self._send(data)
-        self._send(stuffer.end())
+            self.conn.send_content(chunk)
+            self._flush()
+        self.conn.end_content()
         if self.log:
             self.log(">>> .")
+        self._flush()
+        self._in_content = False
 
     def _quit(self) -> None:
+        self.conn.quit()
         with contextlib.suppress(ConnectionLostError):  # the message's fate is decided
-            self.command("QUIT")
+            while not self.conn.closed:
+                if isinstance(self._next(), Closed):
+                    break
+            self._flush()  # a QUIT said on a refused greeting
+
+    # ---- the transcript (sendmail -v) -----------------------------------------------------------
+    def _log_sent(self, data: bytes) -> None:
+        if self.log and not self._in_content:
+            for line in data.decode("utf-8", "replace").splitlines():
+                self.log(f">>> {line}")
+
+    def _transcribe(self, chunk: bytes) -> None:
+        if not self.log:
+            return
+        *lines, self._heard = (self._heard + chunk).split(b"\n")
+        for line in lines:
+            self.log(line.rstrip(b"\r").decode("utf-8", "replace"))
 
 
-def mail_parameters(envelope: SubmissionEnvelope, size: int) -> list[str]:
-    params = [f"SIZE={size}"]
-    if envelope.body_type:
-        params.append(f"BODY={envelope.body_type}")
-    if envelope.smtputf8:
-        params.append("SMTPUTF8")
-    if envelope.ret:
-        params.append(f"RET={envelope.ret}")
-    if envelope.envid:
-        from mailwright.core import xtext  # rare (-V): its regexes cost start-up time
-
-        params.append(f"ENVID={xtext.encode(envelope.envid)}")
-    return params
-
-
-def rcpt_command(rcpt: Rcpt) -> str:
-    line = f"RCPT TO:<{rcpt.address}>"
-    if rcpt.notify:
-        line += f" NOTIFY={rcpt.notify}"
-    if rcpt.orcpt:
-        line += f" ORCPT={rcpt.orcpt}"
-    return line
+def _check(event: ClientEvent) -> None:
+    """A reply the client made up for the daemon (garbage, EOF, timeout) means the
+    connection is lost; a reply the daemon sent, even a 421, is an answer."""
+    if isinstance(event, SessionFailed):
+        replies = [event.reply]
+    elif isinstance(event, TransactionDone):
+        replies = [r.reply for r in event.result.replies]
+    else:
+        return
+    lost = next((reply for reply in replies if not reply.from_peer), None)
+    if lost is not None:
+        raise ConnectionLostError(lost.text)
 
 
-class DotStuffer:
-    """RFC 5321 4.5.2 transparency while streaming: a line starting with "." gets another.
+def _ours(reply: Reply) -> Reply:
+    """Our own daemon, not a remote peer: reports must not quote it as a remote MTA."""
+    return Reply(reply.code, reply.status, reply.lines)
 
-    Chunks are cut after their last line end, so a line start is never split.
-    """
 
-    def __init__(self) -> None:
-        self._carry = b""
-        self._ended = True  # no data yet, or the last data ended with CRLF
+def transaction(envelope: SubmissionEnvelope, size: int) -> Transaction:
+    """The client's transaction; ``ValueError`` for a value SMTP has no word for."""
+    params = MailParams(
+        size=size,
+        body=BodyType(envelope.body_type) if envelope.body_type else BodyType.SEVEN_BIT,
+        smtputf8=envelope.smtputf8,
+        ret=Ret(envelope.ret) if envelope.ret else None,
+        envid=envelope.envid,
+    )
+    recipients = [
+        TransactionRecipient(r.address, _notify(r.notify), r.orcpt) for r in envelope.recipients
+    ]
+    return Transaction(envelope.sender, recipients, params)
 
-    def feed(self, chunk: bytes) -> bytes:
-        data = self._carry + chunk
-        cut = data.rfind(b"\n") + 1
-        self._carry = data[cut:]
-        return self._stuff(data[:cut])
 
-    def _stuff(self, lines: bytes) -> bytes:
-        if not lines:
-            return b""
-        out = lines.replace(b"\n.", b"\n..")
-        if out.startswith(b"."):
-            out = b"." + out
-        self._ended = out.endswith(b"\r\n")
-        return out
+def _notify(value: str | None) -> frozenset[Notify] | None:
+    return None if value is None else frozenset(Notify(kind) for kind in value.split(","))
 
-    def end(self) -> bytes:
-        tail = self._stuff(self._carry)
-        self._carry = b""
-        if not tail and not self._ended:
-            tail = b"\r\n"
-        elif tail and not tail.endswith(b"\r\n"):
-            tail += b"\r\n"
-        return tail + b".\r\n"
+
+def stages(envelope: SubmissionEnvelope, done: TransactionResult) -> Result:
+    """Per recipient replies as submission stages: refused at RCPT, or accepted there and
+    then decided by MAIL, DATA or the end of data."""
+    result = Result()
+    for rcpt, decided in zip(envelope.recipients, done.replies, strict=True):
+        reply = _ours(decided.reply)
+        if decided.phase is Phase.RCPT:
+            result.refused.append((rcpt, reply))
+            continue
+        if decided.phase is Phase.MAIL:
+            result.failure = ("mail", reply)
+            continue
+        result.accepted.append(rcpt)
+        if decided.phase is Phase.END:
+            result.final = reply
+        if not reply.positive:
+            result.failure = (_STAGES.get(decided.phase, "data"), reply)
+    if result.failure is None and not result.accepted:
+        result.failure = ("rcpt", result.refused[-1][1])
+    return result

@@ -73,7 +73,8 @@ from mailwright.routing.nexthop import NextHop, Transport
 
 log = logging.getLogger("mailwright.queue")
 
-# the transports that deliver here: their results can answer a waiting LMTP client
+# delivered on this host by the local agent, which limits its own concurrency; their
+# results can answer a waiting LMTP client
 LOCAL_TRANSPORTS = frozenset({Transport.LOCAL, Transport.PIPE, Transport.FILE})
 NO_AGENT = Reply.of(451, "4.3.0", "No delivery agent for this destination")
 AGENT_FAILED = Reply.of(451, "4.3.0", "Internal error in delivery agent")
@@ -87,8 +88,6 @@ PREFETCH_SIZE = 64 << 10
 
 
 Router = Callable[[str], NextHop]
-# delivered on this host by the local agent, which limits its own concurrency
-LOCAL_TRANSPORTS = frozenset({Transport.LOCAL, Transport.PIPE, Transport.FILE})
 
 
 @dataclass(slots=True)
@@ -129,17 +128,13 @@ class Scheduler:
         self,
         store: QueueStore,
         writer: QueueWriter,
-        route: Router,
-        agents: Mapping[Transport, DeliveryAgent],
-        settings: SchedulerSettings | None = None,
+        parts: DeliveryParts,
         clock: Clock | None = None,
-        expander: Expander | None = None,
     ) -> None:
+        """Delivers with ``parts`` until ``use`` gives it others."""
         self.store = store
         self.writer = writer
-        self._current = DeliveryParts(
-            route, dict(agents), settings or SchedulerSettings(), expander
-        )
+        self._current = parts
         # the parts a delivery started with, set in its task: a reload does not reach it
         self._held: contextvars.ContextVar[DeliveryParts] = contextvars.ContextVar("parts")
         self.clock = clock or SystemClock()
@@ -160,13 +155,6 @@ class Scheduler:
         # (inf until it knows); a retry due earlier than that wakes it
         self._sleep_until = 0.0
         self.answers = Answers()  # LMTP sessions waiting for local deliveries
-
-    @classmethod
-    def from_parts(cls, store: QueueStore, writer: QueueWriter, parts: DeliveryParts) -> Scheduler:
-        """A scheduler that delivers with ``parts`` until ``use`` gives it others."""
-        scheduler = cls(store, writer, parts.route, parts.agents, parts.settings)
-        scheduler.use(parts)
-        return scheduler
 
     # ---- the parts of a delivery ---------------------------------------------------------
     @property

@@ -24,42 +24,66 @@ anything the peer sends. Reads its settings from ``ClientSettings``.
 
 from __future__ import annotations
 
-import base64
+import binascii
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from enum import Enum, StrEnum, auto
 
 from mailwright.core import xtext
 from mailwright.core.envelope import BodyType, MailParams, Notify
+from mailwright.core.record import Record, Value
 from mailwright.core.reply import Reply
-from mailwright.smtp.encoder import DotStuffer, LineEndings
+from mailwright.smtp.encoder import MAX_LINE, DotStuffer, LineEndings
 from mailwright.smtp.extensions import Extensions as Extensions  # noqa: PLC0414 (delivery uses it)
 from mailwright.smtp.reply import ReplyError, ReplyParser
 
 
-@dataclass(frozen=True, slots=True)
-class ClientSettings:
-    helo_name: str  # our host name, sent in EHLO/HELO/LHLO
-    lmtp: bool = False
-    peer: str = "server"  # for diagnostics: "mx1.example.org [192.0.2.1]"
-    chunking: bool = True  # use BDAT when the peer offers CHUNKING
-    bdat_chunk_size: int = 128 * 1024
-    bdat_window: int = 8  # BDAT chunks in flight when the peer offers PIPELINING
+class ClientSettings(Value):
+    __slots__ = (
+        "bdat_chunk_size",
+        "bdat_window",
+        "chunking",
+        "helo_name",
+        "lmtp",
+        "max_line",
+        "peer",
+    )
+
+    def __init__(
+        self,
+        helo_name: str,
+        lmtp: bool = False,
+        peer: str = "server",
+        chunking: bool = True,
+        bdat_chunk_size: int = 128 * 1024,
+        bdat_window: int = 8,
+        max_line: int = MAX_LINE,
+    ) -> None:
+        self.helo_name = helo_name  # our host name, sent in EHLO/HELO/LHLO
+        self.lmtp = lmtp
+        self.peer = peer  # for diagnostics: "mx1.example.org [192.0.2.1]"
+        self.chunking = chunking  # use BDAT when the peer offers CHUNKING
+        self.bdat_chunk_size = bdat_chunk_size
+        self.bdat_window = bdat_window  # BDAT chunks in flight when the peer offers PIPELINING
+        # longer lines are folded on the way out (smtp.encoder); 0: sent as they are
+        self.max_line = max_line
 
 
-@dataclass(frozen=True, slots=True)
-class Credentials:
+class Credentials(Value):
     """A login for SMTP AUTH; the password never shows in ``repr`` or ``str``."""
 
-    username: str
-    password: str = field(repr=False)
+    __slots__ = ("password", "username")
 
-    def __post_init__(self) -> None:
-        if not self.username or any(c in self.username for c in _FORBIDDEN):
-            raise ValueError(f"user name {self.username!r} is empty or has CR, LF or NUL")
-        if not self.password or any(c in self.password for c in _FORBIDDEN):
-            raise ValueError(f"the password of {self.username!r} is empty or has CR, LF or NUL")
+    def __init__(self, username: str, password: str) -> None:
+        if not username or any(c in username for c in _FORBIDDEN):
+            raise ValueError(f"user name {username!r} is empty or has CR, LF or NUL")
+        if not password or any(c in password for c in _FORBIDDEN):
+            raise ValueError(f"the password of {username!r} is empty or has CR, LF or NUL")
+        self.username = username
+        self.password = password
+
+    def __repr__(self) -> str:
+        return f"Credentials(username={self.username!r})"
 
     def __str__(self) -> str:
         return self.username
@@ -105,111 +129,153 @@ class State(Enum):
     CLOSED = auto()
 
 
-@dataclass(frozen=True, slots=True)
-class TransactionRecipient:
-    address: str  # as it goes between the angle brackets
-    notify: frozenset[Notify] | None = None
-    orcpt: str | None = None  # "rfc822;xtext", passed on unchanged
+class TransactionRecipient(Value):
+    __slots__ = ("address", "notify", "orcpt")
+
+    def __init__(
+        self, address: str, notify: frozenset[Notify] | None = None, orcpt: str | None = None
+    ) -> None:
+        self.address = address  # as it goes between the angle brackets
+        self.notify = notify
+        self.orcpt = orcpt  # "rfc822;xtext", passed on unchanged
 
 
-@dataclass(slots=True)
-class Transaction:
-    sender: str  # "" for the null reverse-path
-    recipients: list[TransactionRecipient]
-    params: MailParams = field(default_factory=MailParams)  # size, body, smtputf8, ret, envid
+class Transaction(Record):
+    __slots__ = ("params", "recipients", "sender")
+
+    def __init__(
+        self,
+        sender: str,
+        recipients: list[TransactionRecipient],
+        params: MailParams | None = None,
+    ) -> None:
+        self.sender = sender  # "" for the null reverse-path
+        self.recipients = recipients
+        # size, body, smtputf8, ret, envid
+        self.params = MailParams() if params is None else params
 
 
-@dataclass(frozen=True, slots=True)
-class RecipientReply:
+class RecipientReply(Value):
     """The reply that decided one recipient, and which command it answered."""
 
-    reply: Reply
-    phase: Phase
-    lost: bool = False  # settled because the session ended, not by the peer's own answer
+    __slots__ = ("lost", "phase", "reply")
+
+    def __init__(self, reply: Reply, phase: Phase, lost: bool = False) -> None:
+        self.reply = reply
+        self.phase = phase
+        self.lost = lost  # settled because the session ended, not by the peer's own answer
 
     @property
     def after_content(self) -> bool:
         return self.phase is Phase.END
 
 
-@dataclass(slots=True)
-class TransactionResult:
-    replies: list[RecipientReply]  # one per recipient, in order
-    content_ended: bool  # the end of the content was sent: the peer may have the message
-    session_lost: bool  # the session ended during the transaction (421, EOF, timeout, garbage)
-    bdat: bool = False  # the content went (or would have gone) with BDAT rather than DATA
+class TransactionResult(Record):
+    __slots__ = ("bdat", "content_ended", "replies", "session_lost")
+
+    def __init__(
+        self,
+        replies: list[RecipientReply],
+        content_ended: bool,
+        session_lost: bool,
+        bdat: bool = False,
+    ) -> None:
+        self.replies = replies  # one per recipient, in order
+        self.content_ended = content_ended  # the end of the content was sent: the peer may have it
+        self.session_lost = session_lost  # it ended during the transaction (421, EOF, garbage)
+        self.bdat = bdat  # the content went (or would have gone) with BDAT rather than DATA
 
 
-class ClientEvent:
+class ClientEvent(Record):
     __slots__ = ()
 
 
-@dataclass(slots=True)
+class _ReplyEvent(ClientEvent):
+    __slots__ = ("reply",)
+
+    def __init__(self, reply: Reply) -> None:
+        self.reply = reply
+
+
 class SessionReady(ClientEvent):
     """The EHLO/HELO/LHLO reply (after the greeting, or again after STARTTLS)."""
 
-    extensions: Extensions
-    reply: Reply
+    __slots__ = ("extensions", "reply")
+
+    def __init__(self, extensions: Extensions, reply: Reply) -> None:
+        self.extensions = extensions
+        self.reply = reply
 
 
-@dataclass(slots=True)
 class TlsReady(ClientEvent):
     """``220`` to STARTTLS: upgrade the stream now, then call ``tls_started``."""
 
-
-@dataclass(slots=True)
-class TlsRefused(ClientEvent):
-    reply: Reply
+    __slots__ = ()
 
 
-@dataclass(slots=True)
+class TlsRefused(_ReplyEvent):
+    __slots__ = ()
+
+
 class Authenticated(ClientEvent):
     """``235`` to AUTH: the session is logged in."""
 
-    mechanism: str
-    reply: Reply
+    __slots__ = ("mechanism", "reply")
+
+    def __init__(self, mechanism: str, reply: Reply) -> None:
+        self.mechanism = mechanism
+        self.reply = reply
 
 
-@dataclass(slots=True)
 class AuthSkipped(ClientEvent):
     """The peer offers no AUTH: the mail goes without logging in (as Postfix does)."""
 
+    __slots__ = ()
 
-@dataclass(slots=True)
+
 class AuthFailed(ClientEvent):
     """Not logged in. ``reply`` is a 4.7.0 temporary failure to report (naming the user,
     never the password); ``peer_reply`` is the peer's refusal, None when nothing was sent."""
 
-    reply: Reply
-    peer_reply: Reply | None = None
+    __slots__ = ("peer_reply", "reply")
+
+    def __init__(self, reply: Reply, peer_reply: Reply | None = None) -> None:
+        self.reply = reply
+        self.peer_reply = peer_reply
 
 
-@dataclass(slots=True)
 class SendContent(ClientEvent):
     """Stream the message with ``send_content``, then call ``end_content``."""
 
+    __slots__ = ()
 
-@dataclass(slots=True)
+
 class TransactionDone(ClientEvent):
-    result: TransactionResult
+    __slots__ = ("result",)
+
+    def __init__(self, result: TransactionResult) -> None:
+        self.result = result
 
 
-@dataclass(slots=True)
-class ResetDone(ClientEvent):
-    reply: Reply
+class ResetDone(_ReplyEvent):
+    __slots__ = ()
 
 
-@dataclass(slots=True)
 class SessionFailed(ClientEvent):
     """The session cannot be used (greeting or hello refused, 421, lost, garbage)."""
 
-    reply: Reply
-    phase: Phase
+    __slots__ = ("phase", "reply")
+
+    def __init__(self, reply: Reply, phase: Phase) -> None:
+        self.reply = reply
+        self.phase = phase
 
 
-@dataclass(slots=True)
 class Closed(ClientEvent):
-    reply: Reply | None
+    __slots__ = ("reply",)
+
+    def __init__(self, reply: Reply | None) -> None:
+        self.reply = reply
 
 
 _FORBIDDEN = ("\r", "\n", "\0")
@@ -221,7 +287,8 @@ def _check_text(text: str, what: str) -> None:
 
 
 def _b64(text: str) -> str:
-    return base64.b64encode(text.encode("utf-8")).decode("ascii")
+    # binascii rather than base64, which costs sendmail start-up time for AUTH it never does
+    return binascii.b2a_base64(text.encode("utf-8"), newline=False).decode("ascii")
 
 
 class _Login:
@@ -731,13 +798,13 @@ class ClientConnection:
         txn.content_started = True
         self.state = State.CONTENT
         if txn.bdat:
-            self._lines = LineEndings()
+            self._lines = LineEndings(self.settings.max_line)
             self._bdat_buf.clear()
             self._bdat_tail = b""
             self._bdat_ending = False
             self._bdat_in_flight = 0
         else:
-            self._stuffer = DotStuffer()
+            self._stuffer = DotStuffer(self.settings.max_line)
         self._events.append(SendContent())
 
     def _on_bdat(self, reply: Reply, index: int) -> None:

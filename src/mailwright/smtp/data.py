@@ -16,11 +16,11 @@ always consumes to the end of the content first, so the dialogue stays in step.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from enum import Enum
 
+from mailwright.core.record import Value
 from mailwright.core.reply import Reply
+from mailwright.smtp.encoder import DOT_LINE, normalize_line_endings
 
 
 class BareLinePolicy(Enum):
@@ -28,11 +28,18 @@ class BareLinePolicy(Enum):
     NORMALIZE = "normalize"  # turn bare CR/LF into CRLF inside the content
 
 
-@dataclass(frozen=True, slots=True)
-class DataLimits:
-    max_size: int = 0  # octets of content; 0 = unlimited
-    max_line: int = 0  # octets per line including CRLF; 0 = unlimited (Sendmail, Postfix)
-    bare_lines: BareLinePolicy = BareLinePolicy.REJECT
+class DataLimits(Value):
+    __slots__ = ("bare_lines", "max_line", "max_size")
+
+    def __init__(
+        self,
+        max_size: int = 0,
+        max_line: int = 0,
+        bare_lines: BareLinePolicy = BareLinePolicy.REJECT,
+    ) -> None:
+        self.max_size = max_size  # octets of content; 0 = unlimited
+        self.max_line = max_line  # octets per line including CRLF; 0 = unlimited (as Postfix)
+        self.bare_lines = bare_lines
 
 
 TOO_BIG = Reply.of(552, "5.3.4", "Message size exceeds fixed maximum message size")
@@ -163,19 +170,12 @@ class ContentChecks:
         return None
 
 
-def normalize_line_endings(data: bytes) -> bytes:
-    return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
-
-
 _END = b"\r\n.\r\n"
 # a line without CRLF is passed on in pieces once this much of it is held: long lines
 # are accepted by default, and memory per session stays bounded whatever their length.
 # Small, because the held part is copied again with every read that extends it; more
 # than 3, so that a held "." is never mistaken for content before its CRLF arrives.
 LINE_FLUSH = 4096
-# a line that starts with a dot: dot-stuffed, or the end marker. (The regex engine finds
-# this literal prefix about twice as fast as bytes.find does, measured on 100 KiB.)
-_DOT_LINE = re.compile(rb"\r\n\.")
 
 
 class DataReader:
@@ -201,7 +201,7 @@ class DataReader:
             data = self._carry + data
             self._carry = b""
         if not (self._at_line_start and data.startswith(b".")):
-            dot = _DOT_LINE.search(data)
+            dot = DOT_LINE.search(data)
             if dot is None:  # no dot-stuffing and no end marker in here
                 cut = data.rfind(b"\r\n") + 2
                 if cut >= 2:

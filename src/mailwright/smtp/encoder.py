@@ -1,7 +1,7 @@
 """Encoding outgoing message content for DATA and BDAT, streaming, chunk by chunk.
 
 ``LineEndings`` turns every bare CR and bare LF into CRLF (the same result as
-``smtp.data.normalize_line_endings`` on the whole message, whatever the chunk
+``normalize_line_endings`` on the whole message, whatever the chunk
 boundaries), so the client never emits a bare line end (RFC 5321 2.3.8, the
 SMTP smuggling class of bugs), and folds lines longer than RFC 5322's 998 octets
 (mail submitted locally or rewritten by a milter may have them, and receivers
@@ -17,9 +17,15 @@ from __future__ import annotations
 
 import re
 
-from mailwright.smtp.data import normalize_line_endings
+# a line that starts with a dot: dot-stuffed, or the end marker (``smtp.data`` reads it
+# too). The regex engine finds this literal prefix about twice as fast as bytes.find does,
+# measured on 100 KiB.
+DOT_LINE = re.compile(rb"\r\n\.")
 
-_DOT_LINE = re.compile(rb"\r\n\.")  # a line that starts with a dot (see smtp.data)
+
+def normalize_line_endings(data: bytes) -> bytes:
+    """Every bare CR and bare LF made CRLF (the server's NORMALIZE policy, and the client's)."""
+    return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
 
 
 def crlf_only(data: bytes) -> bool:
@@ -124,7 +130,7 @@ class DotStuffer:
             return data
         self._empty = False
         # the regex finds "no dotted line" about twice as fast as replace looks for one
-        stuffed = data.replace(b"\r\n.", b"\r\n..") if _DOT_LINE.search(data) else data
+        stuffed = data.replace(b"\r\n.", b"\r\n..") if DOT_LINE.search(data) else data
         if self._at_line_start and stuffed.startswith(b"."):
             stuffed = b"." + stuffed
         # normalised data never ends inside a CRLF: a trailing LF is a complete line end

@@ -4,31 +4,58 @@ One ``Extensions`` is what an EHLO (or LHLO) reply offered: the peer's, read by 
 client with ``parse``, or ours, which the server checks MAIL and RCPT parameters
 against (``smtp.command``): a parameter of an extension not offered is refused. After
 HELO every extension is off (the default). ``parse`` trusts nothing in the reply: an
-odd SIZE value counts as SIZE without a limit. Reads no settings.
+odd SIZE value counts as SIZE without a limit. A ``core.record.Record``, not a dataclass:
+the ``sendmail`` path loads it. Reads no settings.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
+from mailwright.core.record import Record
 from mailwright.core.reply import Reply
 
 
-@dataclass(frozen=True, slots=True)
-class Extensions:
-    """What an EHLO reply offered (all off after HELO)."""
+class Extensions(Record):
+    """What an EHLO reply offered (all off after HELO). Not changed after ``__init__``."""
 
-    esmtp: bool = False
-    pipelining: bool = False
-    size: int | None = None  # None: no SIZE keyword; 0: SIZE without a limit
-    eightbitmime: bool = False
-    smtputf8: bool = False
-    dsn: bool = False
-    chunking: bool = False
-    starttls: bool = False
-    enhancedstatuscodes: bool = False
-    auth: tuple[str, ...] = ()  # SASL mechanisms
-    keywords: dict[str, str] = field(default_factory=dict)  # as parsed: keyword -> value
+    __slots__ = (
+        "auth",
+        "chunking",
+        "dsn",
+        "eightbitmime",
+        "enhancedstatuscodes",
+        "esmtp",
+        "keywords",
+        "pipelining",
+        "size",
+        "smtputf8",
+        "starttls",
+    )
+
+    def __init__(
+        self,
+        esmtp: bool = False,
+        pipelining: bool = False,
+        size: int | None = None,
+        eightbitmime: bool = False,
+        smtputf8: bool = False,
+        dsn: bool = False,
+        chunking: bool = False,
+        starttls: bool = False,
+        enhancedstatuscodes: bool = False,
+        auth: tuple[str, ...] = (),
+        keywords: dict[str, str] | None = None,
+    ) -> None:
+        self.esmtp = esmtp
+        self.pipelining = pipelining
+        self.size = size  # None: no SIZE keyword; 0: SIZE without a limit
+        self.eightbitmime = eightbitmime
+        self.smtputf8 = smtputf8
+        self.dsn = dsn
+        self.chunking = chunking
+        self.starttls = starttls
+        self.enhancedstatuscodes = enhancedstatuscodes
+        self.auth = auth  # SASL mechanisms
+        self.keywords: dict[str, str] = {} if keywords is None else keywords  # keyword -> value
 
     @classmethod
     def everything(cls) -> Extensions:

@@ -1,4 +1,4 @@
-"""The local SMTP client against the real server core, dot-stuffing, and the exit-code table."""
+"""The local SMTP client against the real server core, and the exit-code table."""
 
 from __future__ import annotations
 
@@ -11,33 +11,10 @@ from mailwright.cli.submit import judge
 from mailwright.config.lite import SubmitConfig
 from mailwright.core.reply import Reply as ServerReply
 from mailwright.core.submission import Rcpt, SubmissionEnvelope
-from mailwright.edge.localsmtp import ConnectionLostError, DotStuffer, LocalSmtpClient, Result
+from mailwright.edge.localsmtp import ConnectionLostError, LocalSmtpClient, Result
 from mailwright.smtp import events as ev
 from mailwright.smtp.data import DataLimits
 from mailwright.smtp.server import ServerConnection, ServerSettings, State
-
-
-def stuff(*chunks: bytes) -> bytes:
-    s = DotStuffer()
-    return b"".join(s.feed(c) for c in chunks) + s.end()
-
-
-@pytest.mark.parametrize(
-    "chunks",
-    [
-        (b".a\r\nb\r\n.\r\n..c\r\n",),
-        (b".a\r", b"\nb\r\n", b".", b"\r\n..c\r\n"),
-        (b".", b"a", b"\r\n", b"b\r\n.\r", b"\n..c", b"\r\n"),
-    ],
-)
-def test_dot_stuffing_is_independent_of_chunking(chunks: tuple[bytes, ...]) -> None:
-    assert stuff(*chunks) == b"..a\r\nb\r\n..\r\n...c\r\n.\r\n"
-
-
-def test_dot_stuffing_edges() -> None:
-    assert stuff() == b".\r\n"
-    assert stuff(b"no newline") == b"no newline\r\n.\r\n"
-    assert stuff(b".") == b"..\r\n.\r\n"
 
 
 class CoreServer:
@@ -87,12 +64,16 @@ class CoreServer:
 
 
 def dialogue(
-    envelope: SubmissionEnvelope, message: bytes, refuse: dict[str, ServerReply] | None = None
+    envelope: SubmissionEnvelope,
+    message: bytes,
+    refuse: dict[str, ServerReply] | None = None,
+    chunks: list[bytes] | None = None,
 ) -> tuple[Result, CoreServer]:
     ours, theirs = socket.socketpair()
     server = CoreServer(theirs, refuse or {})
     try:
-        result = LocalSmtpClient(ours, timeout=10).submit(envelope, [message], len(message))
+        client = LocalSmtpClient(ours, timeout=10)
+        result = client.submit(envelope, chunks or [message], len(message))
     finally:
         ours.close()
     server.thread.join(10)
@@ -114,6 +95,53 @@ def test_a_message_crosses_the_real_core_unchanged() -> None:
     assert result.queue_id == "QID123"
     assert [r.address for r in result.accepted] == ["a@y.test", "b@y.test"]
     assert server.received == message
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        [b".a\r\nb\r\n.\r\n..c\r\n"],
+        [b".a\r", b"\nb\r\n", b".", b"\r\n..c\r\n"],
+        [b".", b"a", b"\r\n", b"b\r\n.\r", b"\n..c", b"\r\n"],
+    ],
+)
+def test_dot_stuffing_is_independent_of_chunking(chunks: list[bytes]) -> None:
+    message = b"".join(chunks)
+    env = SubmissionEnvelope("me@x.test", [Rcpt("a@y.test")])
+    result, server = dialogue(env, message, chunks=chunks)
+    assert result.queue_id == "QID123" and server.received == message
+
+
+def test_long_lines_are_not_folded() -> None:
+    message = b"Subject: " + b"x" * 5000 + b"\r\n\r\n" + b"y" * 3000 + b"\r\n"
+    result, server = dialogue(SubmissionEnvelope("", [Rcpt("a@y.test")]), message)
+    assert result.queue_id == "QID123" and server.received == message
+
+
+def test_thousands_of_pipelined_recipients_do_not_stall_either_side() -> None:
+    """The replies outgrow the socket buffer long before the commands are all written."""
+    rcpts = [Rcpt(f"user{i}@y.test") for i in range(20_000)]
+    refuse = {"user7@y.test": ServerReply.of(550, "5.1.1", "User unknown")}
+    result, _ = dialogue(SubmissionEnvelope("me@x.test", rcpts), b"x\r\n", refuse)
+    assert result.queue_id == "QID123" and len(result.accepted) == 1000  # the core's limit
+    assert result.refused[0][0].address == "user7@y.test" and len(result.refused) == 19_000
+    assert all(reply.code == 452 for _, reply in result.refused[1:])
+
+
+@pytest.mark.parametrize(
+    "envelope",
+    [
+        SubmissionEnvelope("me@x.test", [Rcpt("a@y.test", notify="SOMETIMES")]),
+        SubmissionEnvelope("me@x.test", [Rcpt("a@y.test\r\nRSET")]),
+        SubmissionEnvelope("me@x.test", [Rcpt("a@y.test")], ret="ALL"),
+        SubmissionEnvelope("me@x.test", []),
+    ],
+)
+def test_an_envelope_smtp_cannot_say_is_refused_before_mail(envelope: SubmissionEnvelope) -> None:
+    result, server = dialogue(envelope, b"x\r\n")
+    assert result.failure is not None and result.failure[0] == "mail"
+    assert result.failure[1].code == 501 and not result.accepted
+    assert server.received == b""
 
 
 def test_refused_recipients_are_reported_and_the_rest_is_sent() -> None:
@@ -211,57 +239,91 @@ def test_temporary_failure_without_a_maildrop_is_75() -> None:
 
 
 # ---- replies as the wire splits them --------------------------------------------------------
-def scripted(replies: list[bytes]) -> tuple[socket.socket, threading.Thread]:
-    """A peer that sends each piece in its own write after reading one command (or the
-    greeting first), byte by byte where asked, so replies cross many ``recv`` calls."""
+def scripted(replies: list[bytes], log: list[str] | None = None) -> Result:
+    """A submission of ENV to a peer that sends each piece byte by byte, so replies cross
+    many ``recv`` calls: the greeting first, then one piece after each command (after a
+    354: after the content)."""
     ours, theirs = socket.socketpair()
 
     def run() -> None:
         with theirs:
             for i, piece in enumerate(replies):
-                if i:
-                    theirs.recv(4096)
+                end = b"\r\n.\r\n" if replies[i - 1].startswith(b"354") else b"\r\n"
+                heard = b""
+                while i and not heard.endswith(end):
+                    data = theirs.recv(4096)
+                    if not data:
+                        return
+                    heard += data
                 for b in range(len(piece)):
                     theirs.sendall(piece[b : b + 1])
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    return ours, thread
+    client = LocalSmtpClient(ours, timeout=10, log=None if log is None else log.append)
+    try:
+        return client.submit(ENV, [b"x\r\n"], 3)
+    finally:
+        thread.join(10)
+        ours.close()
 
 
-def test_a_multi_line_reply_split_byte_by_byte_is_one_core_reply() -> None:
-    ours, thread = scripted([b"220 hi\r\n", b"250-one.test\r\n250-SIZE 10\r\n250 2.0.0 ok\r\n"])
+ENV = SubmissionEnvelope("me@x.test", [Rcpt("a@y.test")])
+
+
+def test_replies_split_byte_by_byte_make_the_transcript() -> None:
     transcript: list[str] = []
-    client = LocalSmtpClient(ours, timeout=10, log=transcript.append)
-    assert client.reply() == ServerReply.of(220, None, "hi")
-    hello = client.command("EHLO localhost")
-    thread.join(10)
-    ours.close()
-    assert (hello.code, hello.status, hello.lines) == (
-        250,
-        None,
-        ("one.test", "SIZE 10", "2.0.0 ok"),
+    result = scripted(
+        [
+            b"220 hi\r\n",
+            b"250-one.test\r\n250-SIZE 10000\r\n250 2.0.0 ok\r\n",
+            b"250 2.1.0 sender ok\r\n",
+            b"250 2.1.5 rcpt ok\r\n",
+            b"354 go on\r\n",
+            b"250-2.0.0 QID7 queued\r\n250 2.0.0 thanks\r\n",
+            b"221 2.0.0 bye\r\n",
+        ],
+        transcript,
     )
-    assert not hello.from_peer  # our own daemon: never quoted as a remote MTA in a report
+    assert result.final is not None and result.queue_id == "QID7"
+    assert (result.final.status, result.final.lines) == ("2.0.0", ("QID7 queued", "thanks"))
+    assert not result.final.from_peer  # our own daemon: never quoted as a remote MTA in a report
     assert transcript == [
         "220 hi",
         ">>> EHLO localhost",
         "250-one.test",
-        "250-SIZE 10",
+        "250-SIZE 10000",
         "250 2.0.0 ok",
+        ">>> MAIL FROM:<me@x.test> SIZE=3",
+        "250 2.1.0 sender ok",
+        ">>> RCPT TO:<a@y.test>",
+        "250 2.1.5 rcpt ok",
+        ">>> DATA",
+        "354 go on",
+        ">>> .",
+        "250-2.0.0 QID7 queued",
+        "250 2.0.0 thanks",
+        ">>> QUIT",
+        "221 2.0.0 bye",
     ]
 
 
 def test_the_enhanced_status_is_split_off_every_line() -> None:
-    ours, thread = scripted([b"550-5.1.1 no such\r\n550 5.1.1 user\r\n"])
-    reply = LocalSmtpClient(ours, timeout=10).reply()
-    thread.join(10)
-    ours.close()
-    assert (reply.status, reply.lines, str(reply)) == (
-        "5.1.1",
-        ("no such", "user"),
-        "550 5.1.1 no such / user",
+    result = scripted([b"554-5.7.1 no such\r\n554 5.7.1 service\r\n", b"221 bye\r\n"])
+    assert result.failure is not None
+    stage, reply = result.failure
+    assert (stage, reply.status, reply.lines, str(reply)) == (
+        "connect",
+        "5.7.1",
+        ("no such", "service"),
+        "554 5.7.1 no such / service",
     )
+
+
+def test_a_421_from_the_daemon_is_an_answer() -> None:
+    result = scripted([b"220 hi\r\n", b"421 4.3.2 shutting down\r\n"])
+    assert result.failure is not None and result.failure[0] == "ehlo"
+    assert result.failure[1].code == 421
 
 
 @pytest.mark.parametrize(
@@ -271,8 +333,8 @@ def test_garbage_from_the_server_is_a_lost_connection(garbage: bytes) -> None:
     ours, theirs = socket.socketpair()
     theirs.sendall(garbage)
     theirs.close()
-    with pytest.raises(ConnectionLostError, match="not an SMTP reply"):
-        LocalSmtpClient(ours, timeout=10).reply()
+    with pytest.raises(ConnectionLostError, match="Protocol error"):
+        LocalSmtpClient(ours, timeout=10).submit(ENV, [b"x\r\n"], 3)
     ours.close()
 
 
@@ -280,6 +342,14 @@ def test_a_closed_connection_is_a_lost_connection() -> None:
     ours, theirs = socket.socketpair()
     theirs.sendall(b"220-first line\r\n")
     theirs.close()
-    with pytest.raises(ConnectionLostError, match="closed"):
-        LocalSmtpClient(ours, timeout=10).reply()
+    with pytest.raises(ConnectionLostError, match="Lost connection"):
+        LocalSmtpClient(ours, timeout=10).submit(ENV, [b"x\r\n"], 3)
     ours.close()
+
+
+def test_a_silent_daemon_is_a_lost_connection() -> None:
+    ours, theirs = socket.socketpair()
+    with pytest.raises(ConnectionLostError, match="timed out"):
+        LocalSmtpClient(ours, timeout=0.2).submit(ENV, [b"x\r\n"], 3)
+    ours.close()
+    theirs.close()

@@ -23,7 +23,7 @@ from mailwright.core.target import Mailer, Target
 from mailwright.delivery.agent import DeliveryRequest
 from mailwright.delivery.local import LocalAgent
 from mailwright.manager.expansion import Expander
-from mailwright.manager.scheduler import Scheduler, SchedulerSettings
+from mailwright.manager.scheduler import DeliveryParts, Scheduler, SchedulerSettings
 from mailwright.queue.sqlite import _SCHEMA_V1, SCHEMA_VERSION, SqliteQueueStore
 from mailwright.queue.store import AddRecipients, InsertMessage, RecipientState
 from mailwright.queue.writer import QueueWriter
@@ -95,18 +95,24 @@ class Host:
         self.scheduler = Scheduler(
             self.store,
             self.writer,
-            route,
-            {
-                Transport.SMTP: self.remote,
-                Transport.LOCAL: local,
-                Transport.PIPE: local,
-                Transport.FILE: local,
-            },
-            SchedulerSettings(reporting_mta="mx.test"),
-            clock=self.clock,
-            expander=Expander(
-                self.resolver, self.store, self.writer, clock=self.clock, reporting_mta="mx.test"
+            DeliveryParts(
+                route,
+                {
+                    Transport.SMTP: self.remote,
+                    Transport.LOCAL: local,
+                    Transport.PIPE: local,
+                    Transport.FILE: local,
+                },
+                SchedulerSettings(reporting_mta="mx.test"),
+                Expander(
+                    self.resolver,
+                    self.store,
+                    self.writer,
+                    clock=self.clock,
+                    reporting_mta="mx.test",
+                ),
             ),
+            clock=self.clock,
         )
 
     def send(self, *rcpts: str | Recipient, sender: str = "sender@example.com") -> str:

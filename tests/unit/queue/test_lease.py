@@ -15,7 +15,7 @@ from pathlib import Path
 from mailwright.core.clock import ManualClock
 from mailwright.core.reply import Reply
 from mailwright.delivery.agent import DeliveryRequest, DeliveryResult, Outcome
-from mailwright.manager.scheduler import Scheduler, SchedulerSettings
+from mailwright.manager.scheduler import DeliveryParts, Scheduler, SchedulerSettings
 from mailwright.queue.lease import new_owner, owner_is_dead, process_id
 from mailwright.queue.sqlite import SCHEMA_VERSION, SqliteQueueStore
 from mailwright.queue.store import ClaimDue, InsertMessage
@@ -76,9 +76,11 @@ def test_scheduler_renews_its_leases_while_a_delivery_runs(tmp_path: Path) -> No
     scheduler = Scheduler(
         store,
         writer,
-        lambda address: NextHop(Transport.SMTP, host="x.test"),
-        {Transport.SMTP: agent},
-        SchedulerSettings(lease_seconds=lease),
+        DeliveryParts(
+            lambda address: NextHop(Transport.SMTP, host="x.test"),
+            {Transport.SMTP: agent},
+            SchedulerSettings(lease_seconds=lease),
+        ),
         clock=clock,
     )
     msg = build_message(received_at=T0)

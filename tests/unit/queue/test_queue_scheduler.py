@@ -19,7 +19,7 @@ from mailwright.core.envelope import Notify, Recipient
 from mailwright.core.reply import Reply
 from mailwright.delivery.agent import DeliveryRequest
 from mailwright.manager.backoff import RetryPolicy
-from mailwright.manager.scheduler import Scheduler, SchedulerSettings
+from mailwright.manager.scheduler import DeliveryParts, Scheduler, SchedulerSettings
 from mailwright.queue.sqlite import SqliteQueueStore
 from mailwright.queue.store import InsertMessage, RecipientState
 from mailwright.queue.writer import QueueWriter
@@ -93,9 +93,11 @@ class Harness:
         self.scheduler = Scheduler(
             self.store,
             self.writer,
-            route,
-            {Transport.SMTP: self.agent},
-            SchedulerSettings(reporting_mta="mx.test", **settings),  # type: ignore[arg-type]
+            DeliveryParts(
+                route,
+                {Transport.SMTP: self.agent},
+                SchedulerSettings(reporting_mta="mx.test", **settings),  # type: ignore[arg-type]
+            ),
             clock=self.clock,
         )
 

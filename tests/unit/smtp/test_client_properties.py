@@ -7,8 +7,8 @@ from hypothesis import strategies as st
 
 from mailwright.core.reply import Reply
 from mailwright.smtp.client import ClientSettings, TransactionDone
-from mailwright.smtp.data import DataLimits, dot_stuff, normalize_line_endings
-from mailwright.smtp.encoder import DotStuffer, LineEndings, crlf_only
+from mailwright.smtp.data import DataLimits, dot_stuff
+from mailwright.smtp.encoder import DotStuffer, LineEndings, crlf_only, normalize_line_endings
 from mailwright.smtp.reply import ReplyError, ReplyParser
 from mailwright.smtp.server import ServerSettings
 
