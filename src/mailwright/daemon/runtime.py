@@ -11,6 +11,7 @@ from pathlib import Path
 
 from mailwright.daemon.bindings import Bindings
 from mailwright.daemon.notify import Notifier
+from mailwright.policy.sharedlimits import WorkerShare
 from mailwright.privhelper.client import HelperClient
 
 
@@ -22,3 +23,4 @@ class Runtime:
     notifier: Notifier = field(default_factory=Notifier)  # sd_notify / the waiting parent
     log_level: str | None = None  # --log-level, which outranks [log] level on reload too
     detached: bool = False  # --daemon: no stderr, logs go to syslog
+    share: WorkerShare | None = None  # counters shared with the other workers (None: one process)
