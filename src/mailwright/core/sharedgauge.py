@@ -6,7 +6,8 @@ only its own row, so no lock is needed (see ``core.sharedtable``); ``value`` and
 ``total`` add up every row. A key whose count fell to 0 keeps its slot until another
 key needs it. When all the slots a key may use hold live counts, ``change`` says so
 and the caller counts that key in its own memory: the total stays exact, the key's
-count is then this worker's alone. Reads no settings.
+count is then this worker's alone. Trusts its callers to write only their own row;
+reads no settings.
 """
 
 from __future__ import annotations

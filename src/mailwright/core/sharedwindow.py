@@ -14,7 +14,8 @@ keeps the counts.
 own, see ``core.sharedtable``): it records the time in the clearing worker's slot, and
 readers ignore buckets whose latest event is not later; a worker adding to a bucket
 older than the clear empties that bucket first. When a key's slots are all taken, the
-least recently used key of the row is forgotten. Reads no settings.
+least recently used key of the row is forgotten. Trusts its callers to write only their
+own row and to share one clock; reads no settings.
 """
 
 from __future__ import annotations

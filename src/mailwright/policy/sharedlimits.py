@@ -15,9 +15,10 @@ Each worker writes only its own rows and reads everybody's: no lock (why: see
 ``core.sharedtable``). Keys are hashed with a salt drawn at ``create``. The size is fixed
 at ``create`` (``slots`` keys per worker and per counter); on a full table the oldest
 event keys are forgotten and connection counts of the addresses that find no slot are
-kept by their worker alone: nothing fails and nobody is refused for it. Reads no
-settings: the windows come with each call (``auth.failure_window``, the minute of
-``server.max_connection_rate_per_ip``).
+kept by their worker alone: nothing fails and nobody is refused for it. Trusts the
+supervisor to give each live worker its own index and to reset a worker's rows only once
+that worker has exited. Reads no settings: the windows come with each call
+(``auth.failure_window``, the minute of ``server.max_connection_rate_per_ip``).
 """
 
 from __future__ import annotations
@@ -70,8 +71,8 @@ class SharedState:
         return WorkerShare(self, index, clock)
 
     def reset_worker(self, index: int) -> None:
-        """Forget what worker ``index`` counted (it is gone; called before its replacement
-        starts)."""
+        """Forget what worker ``index`` counted: after it exited (reaped), before its
+        replacement starts (a live worker would go on writing its row)."""
         self._check(index)
         self.connections.clear_row(index)
         for window in self.windows.values():
