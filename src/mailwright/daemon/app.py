@@ -81,7 +81,11 @@ class Daemon:
         self.local: LocalSubmission | None = None
         # the parts built from the settings: replaced as a whole on SIGHUP
         self.generation = build_generation(
-            settings, store=self.store, writer=self.writer, deposit=self._deposit(settings)
+            settings,
+            store=self.store,
+            writer=self.writer,
+            deposit=self._deposit(settings),
+            share=self.runtime.share,
         )
         self.scheduler = Scheduler(self.store, self.writer, self.generation.delivery)
         self.admin = Admin(self.store, self.writer, self._notify, self.scheduler.bounce)
@@ -243,7 +247,9 @@ class Daemon:
         try:
             ctx = self._edge_context(self.generation)
             bindings = self.runtime.bindings
-            self.edge = Edge(ctx, bound=bindings.listeners if bindings else None)
+            self.edge = Edge(
+                ctx, bound=bindings.listeners if bindings else None, share=self.runtime.share
+            )
             await self.edge.start()
             if self.singleton:  # the sendmail socket and the maildrop pickup
                 self.local = LocalSubmission(
@@ -401,6 +407,7 @@ class Daemon:
                 writer=self.writer,
                 deposit=self._deposit(settings),
                 previous=self.generation,
+                share=self.runtime.share,
             )
         except (ConfigError, OSError) as exc:  # ReloadError, GenerationError
             log.error("SIGHUP: configuration refused, the previous one stays in use: %s", exc)

@@ -52,6 +52,7 @@ from mailwright.policy.hooks import Hook, Pipeline
 from mailwright.policy.limits import AuthThrottle, ConnectionRateLimit
 from mailwright.policy.recipients import LocalRecipients
 from mailwright.policy.relay import RelayControl, parse_networks
+from mailwright.policy.sharedlimits import WorkerShare
 from mailwright.policy.submission import SubmissionPolicy
 from mailwright.queue.sqlite import SqliteQueueStore
 from mailwright.queue.store import QueueStore
@@ -90,8 +91,10 @@ def build_generation(
     writer: QueueWriter,
     deposit: Deposit | None,
     previous: Generation | None = None,
+    share: WorkerShare | None = None,
 ) -> Generation:
-    """The parts for ``settings``; ``previous`` is the running generation on reload.
+    """The parts for ``settings``; ``previous`` is the running generation on reload;
+    ``share`` the counters the worker processes share (None: one process).
     Nothing running is touched before everything else is built (the certificate goes
     into the live TLS context last)."""
     check_plugins(settings)
@@ -100,14 +103,14 @@ def build_generation(
     resolver = AddressResolver.from_settings(settings, build_missing=False)
     table = _access_table(previous.access if previous else None, settings)
     try:
-        pipeline = build_pipeline(settings, table, resolver)
+        pipeline = build_pipeline(settings, table, resolver, share)
     except (ValueError, OSError) as exc:  # a filter that cannot be set up
         raise GenerationError(f"filters: {exc}") from None
     delivery = delivery_parts(settings, store, writer, router, resolver, deposit)
     if previous is None:
-        security = EdgeSecurity.from_settings(settings)  # a bad certificate stops here
+        security = EdgeSecurity.from_settings(settings, share)  # a bad certificate stops here
     else:
-        security = retune_security(previous.security, settings)
+        security = retune_security(previous.security, settings, share)
     return Generation(
         settings=settings,
         security=security,
@@ -190,19 +193,23 @@ def build_pipeline(
     settings: Settings,
     table: AccessTable | None = None,
     resolver: AddressResolver | None = None,
+    share: WorkerShare | None = None,
 ) -> Pipeline:
     """Policy hooks in order: connection rate, submission rules, access table, relay
     control, DNS blocklists, the local recipient check, then the configured filters.
 
     ``resolver`` (shared with the delivery side) answers which local recipients exist;
-    one is built from the settings when not given.
+    one is built from the settings when not given. ``share``: the connection rate is
+    counted across the worker processes.
     """
     if table is None and settings.access.table is not None:
         table = access.watch(settings.access.table)
     hooks: list[Hook] = []
     if settings.server.max_connection_rate_per_ip:
         hooks.append(
-            ConnectionRateLimit(settings.server.max_connection_rate_per_ip, settings.hostname)
+            ConnectionRateLimit(
+                settings.server.max_connection_rate_per_ip, settings.hostname, share=share
+            )
         )
     hooks.append(SubmissionPolicy.from_settings(settings))
     if table is not None:
@@ -230,7 +237,9 @@ def _access_table(previous: AccessTable | None, settings: Settings) -> AccessTab
     return access.watch(path)
 
 
-def retune_security(current: EdgeSecurity, settings: Settings) -> EdgeSecurity:
+def retune_security(
+    current: EdgeSecurity, settings: Settings, share: WorkerShare | None = None
+) -> EdgeSecurity:
     """TLS and AUTH for new sessions. The certificate goes into the live context in
     place (implicit-TLS listeners hold it), after a scratch load proved it usable."""
     tls = retune_tls(current.tls, settings.tls)
@@ -247,7 +256,8 @@ def retune_security(current: EdgeSecurity, settings: Settings) -> EdgeSecurity:
         settings,
         tls=tls,
         authenticator=authenticator,
-        throttle=throttle or AuthThrottle(settings.auth),  # kept: failure counters survive
+        # kept: failure counters survive (shared ones live in the workers' memory anyway)
+        throttle=throttle or AuthThrottle(settings.auth, share=share),
     )
 
 

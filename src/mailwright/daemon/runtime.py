@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mailwright.daemon.bindings import Bindings
 from mailwright.daemon.notify import Notifier
+from mailwright.policy.sharedlimits import WorkerShare
 from mailwright.privhelper.client import HelperClient
 
 
@@ -38,3 +39,4 @@ class Runtime:
     log_level: str | None = None  # --log-level, which outranks [log] level on reload too
     detached: bool = False  # --daemon: no stderr, logs go to syslog
     worker: WorkerRole | None = None  # None: the one process (server.workers = 1)
+    share: WorkerShare | None = None  # counters shared with the other workers (None: one process)

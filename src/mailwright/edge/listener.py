@@ -6,6 +6,12 @@ accepting, lets sessions finish within ``server.timeouts.shutdown_grace``, then
 closes the rest with ``421 4.3.2``. Settings: ``listeners``,
 ``server.max_connections``, ``server.max_connections_per_ip``,
 ``server.listen_backlog``, ``server.timeouts.shutdown_grace``.
+
+With several worker processes on the same sockets, both limits count every worker's
+connections: the counts are kept in the memory the workers share (``share``, a
+``policy.sharedlimits.WorkerShare``), and a connection is counted there before the
+limits are read, so two workers admitting at once cannot both slip under a limit (both
+may refuse). Without a share (one process) the counts are this process's own.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from mailwright.edge.context import EdgeContext
 from mailwright.edge.session import Session
 from mailwright.observability import maillog, metrics
 from mailwright.policy.hooks import SessionInfo
+from mailwright.policy.sharedlimits import WorkerShare
 
 log = logging.getLogger("mailwright.edge")
 
@@ -44,13 +51,17 @@ class Edge:
     """All listeners of the daemon and the sessions they carry."""
 
     def __init__(
-        self, ctx: EdgeContext, bound: dict[tuple[str, int], socket.socket] | None = None
+        self,
+        ctx: EdgeContext,
+        bound: dict[tuple[str, int], socket.socket] | None = None,
+        share: WorkerShare | None = None,
     ) -> None:
         self.ctx = ctx  # replaced on reload: new sessions get the new one
         self.bound = dict(bound or {})  # listening sockets the launcher bound (as root)
         self.servers: list[asyncio.Server] = []
         self.sessions: dict[asyncio.Task[None], Session] = {}
-        self.per_ip: Counter[str] = Counter()
+        self.per_ip: Counter[str] = Counter()  # this process's connections
+        self.share = share  # every worker's connections, when there are several
         self._ids = itertools.count(1)
 
     async def start(self) -> None:
@@ -107,23 +118,29 @@ class Edge:
         local_ip, local_port = (
             (sock_name[0], sock_name[1]) if isinstance(sock_name, tuple) else ("", 0)
         )
-        refusal = self._admit(client_ip)
+        share = self.share
+        refusal = self._admit(client_ip) if share is None else self._admit_shared(share, client_ip)
         if refusal is not None:
             await self._refuse(writer, refusal, client_ip)
             return
-        sock = writer.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        info = SessionInfo(
-            session_id=f"{next(self._ids)}",
-            listener_name=listener.display_name,
-            listener_kind=listener.kind.value,
-            local_address=local_ip,
-            local_port=local_port,
-            client_address=client_ip if client_ip else "127.0.0.1",
-            client_port=client_port,
-        )
-        session = Session(reader, writer, self.ctx, listener, info)
+        try:
+            sock = writer.get_extra_info("socket")
+            if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            info = SessionInfo(
+                session_id=f"{next(self._ids)}",
+                listener_name=listener.display_name,
+                listener_kind=listener.kind.value,
+                local_address=local_ip,
+                local_port=local_port,
+                client_address=client_ip if client_ip else "127.0.0.1",
+                client_port=client_port,
+            )
+            session = Session(reader, writer, self.ctx, listener, info)
+        except BaseException:
+            if share is not None:
+                share.closed(client_ip)  # counted by _admit_shared: the other workers see it
+            raise
         task = asyncio.current_task()
         assert task is not None
         self.per_ip[client_ip] += 1
@@ -135,6 +152,8 @@ class Edge:
             self.per_ip[client_ip] -= 1
             if self.per_ip[client_ip] <= 0:
                 del self.per_ip[client_ip]
+            if share is not None:
+                share.closed(client_ip)
 
     def _admit(self, client_ip: str) -> Reply | None:
         s = self.ctx.settings.server
@@ -144,6 +163,21 @@ class Edge:
         if self.per_ip[client_ip] >= s.max_connections_per_ip:
             return Reply.of(421, "4.7.0", f"{host} Too many connections from your address")
         return None
+
+    def _admit_shared(self, share: WorkerShare, client_ip: str) -> Reply | None:
+        """``_admit`` over every worker's connections; the connection is counted (in
+        ``share``) unless refused."""
+        share.opened(client_ip)
+        s = self.ctx.settings.server
+        host = self.ctx.settings.hostname
+        reply = None
+        if share.total() > s.max_connections:
+            reply = Reply.of(421, "4.7.0", f"{host} Too many connections, try again later")
+        elif share.of_ip(client_ip) > s.max_connections_per_ip:
+            reply = Reply.of(421, "4.7.0", f"{host} Too many connections from your address")
+        if reply is not None:
+            share.closed(client_ip)
+        return reply
 
     async def _refuse(self, writer: asyncio.StreamWriter, reply: Reply, client_ip: str) -> None:
         await refuse_connection(writer, reply, f"[{client_ip}]")

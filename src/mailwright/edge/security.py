@@ -35,6 +35,7 @@ from mailwright.observability import maillog
 from mailwright.policy.auth import Authenticator
 from mailwright.policy.hooks import SessionInfo
 from mailwright.policy.limits import AuthThrottle
+from mailwright.policy.sharedlimits import WorkerShare
 from mailwright.policy.submission import is_loopback
 from mailwright.smtp import events as ev
 from mailwright.smtp import sasl
@@ -70,7 +71,8 @@ class EdgeSecurity:
     throttle: AuthThrottle | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> EdgeSecurity:
+    def from_settings(cls, settings: Settings, share: WorkerShare | None = None) -> EdgeSecurity:
+        """``share``: the workers' shared AUTH failure counters (None: this process's own)."""
         users = settings.auth.users_file
         return cls(
             settings,
@@ -78,7 +80,7 @@ class EdgeSecurity:
             authenticator=Authenticator.from_file(users, settings.auth.max_concurrent_checks)
             if users is not None
             else None,
-            throttle=AuthThrottle(settings.auth),
+            throttle=AuthThrottle(settings.auth, share=share),
         )
 
     def context(self) -> ssl.SSLContext | None:

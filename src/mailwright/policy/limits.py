@@ -13,6 +13,10 @@ failures of the address, or of the user name from all addresses). Trusts the cli
 address from the socket. Settings: ``server.max_connection_rate_per_ip``,
 ``auth.failure_window``, ``auth.max_failures_per_ip``, ``auth.max_failures_per_user``,
 ``auth.failure_delay``, ``auth.max_failure_delay``.
+
+With several worker processes (``[server] workers``) both count in the memory the
+workers share (``policy.sharedlimits``, given as ``share``): the limits hold for the
+host, not per worker. Without it (one process) they count in ``SlidingCounter``.
 """
 
 from __future__ import annotations
@@ -20,14 +24,24 @@ from __future__ import annotations
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from typing import Protocol
 
 from mailwright.config.schema import AuthSection
 from mailwright.core.reply import Reply
 from mailwright.observability import maillog
 from mailwright.policy.hooks import Hook, SessionInfo
+from mailwright.policy.sharedlimits import WorkerShare
 
 Clock = Callable[[], float]
 MAX_KEYS = 100_000
+
+
+class EventCounter(Protocol):
+    """Events per key over a window: ``SlidingCounter`` or a ``sharedlimits.WindowCounter``."""
+
+    def add(self, key: str) -> int: ...
+    def count(self, key: str) -> int: ...
+    def clear(self, key: str) -> None: ...
 
 
 class SlidingCounter:
@@ -86,10 +100,20 @@ class ConnectionRateLimit(Hook):
 
     name = "connection-rate"
 
-    def __init__(self, per_minute: int, hostname: str, clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self,
+        per_minute: int,
+        hostname: str,
+        clock: Clock = time.monotonic,
+        share: WorkerShare | None = None,
+    ) -> None:
         self.per_minute = per_minute
         self.hostname = hostname
-        self.counter = SlidingCounter(60.0, per_minute + 1, clock=clock)
+        self.counter: EventCounter = (
+            share.connection_rate()
+            if share is not None
+            else SlidingCounter(60.0, per_minute + 1, clock=clock)
+        )
 
     async def connect(self, session: SessionInfo) -> Reply | None:
         if not self.per_minute or session.is_local:
@@ -118,8 +142,19 @@ class AuthThrottle:
     that did not fail, is never refused nor kept waiting for a correct password.
     """
 
-    def __init__(self, section: AuthSection, clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self,
+        section: AuthSection,
+        clock: Clock = time.monotonic,
+        share: WorkerShare | None = None,
+    ) -> None:
         self.section = section
+        self.by_ip: EventCounter
+        self.by_user_ip: EventCounter
+        self.by_user: EventCounter
+        if share is not None:
+            self.by_ip, self.by_user_ip, self.by_user = share.auth_failures(section.failure_window)
+            return
         cap = max(section.max_failures_per_ip, section.max_failures_per_user, 32)
         self.by_ip = SlidingCounter(section.failure_window, cap, clock=clock)
         self.by_user_ip = SlidingCounter(section.failure_window, cap, clock=clock)
