@@ -31,6 +31,7 @@ Reads no settings.
 from __future__ import annotations
 
 import glob
+import json
 import os
 import time
 from collections.abc import Iterable
@@ -49,7 +50,7 @@ from prometheus_client import (
     generate_latest,
     values,
 )
-from prometheus_client.metrics_core import Metric
+from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from mailwright import __version__
@@ -407,34 +408,53 @@ class Totals:
         )
 
 
-def _families(metrics: Iterable[Counter | Gauge], files: str) -> dict[str, list[Metric]]:
-    """The collected families of ``metrics`` by name: this process's, or with workers
-    all workers' merged from the value files matching ``files`` (read once)."""
+Samples = list[tuple[dict[str, str], float]]  # (labels, value)
+
+
+def _summed(metrics: Iterable[Counter | Gauge], files: str) -> dict[str, Samples]:
+    """Each metric's samples by metric name: this process's, or with workers summed over
+    the value files matching ``files`` (counters: every worker's; live gauges: live ones').
+
+    Reads the files itself rather than through prometheus-client's collector: it parses
+    only the keys of the metrics asked for (a key is the JSON list ``[metric name,
+    sample name, labels, help]``), where the collector parses every key of every file,
+    and the status sampler runs this on the event loop.
+    """
     metrics = list(metrics)
-    out: dict[str, list[Metric]] = {m._name: [] for m in metrics}
+    out: dict[str, Samples] = {m._name: [] for m in metrics}
     if MULTIPROCESS is None:
         for metric in metrics:
-            out[metric._name].extend(metric.collect())
+            for family in metric.collect():
+                out[metric._name].extend((s.labels, s.value) for s in family.samples)
         return out
-    paths = glob.glob(os.path.join(MULTIPROCESS.directory, files))
-    for family in MultiProcessCollector.merge(paths):  # type: ignore[no-untyped-call]
-        if family.name in out:
-            out[family.name].append(family)
+    prefixes = tuple(json.dumps([name])[:-1] + ", " for name in out)  # '["name", '
+    parsed: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {}
+    sums: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for path in glob.glob(os.path.join(MULTIPROCESS.directory, files)):
+        try:
+            entries = MmapedDict.read_all_values_from_file(path)  # type: ignore[no-untyped-call]
+        except FileNotFoundError:  # a live gauge file of a worker that just exited
+            continue
+        for key, value, _, _ in entries:
+            if not key.startswith(prefixes):
+                continue
+            found = parsed.get(key)
+            if found is None:
+                name, _, labels, _ = json.loads(key)
+                found = parsed[key] = (name, tuple(sorted(labels.items())))
+            sums[found] = sums.get(found, 0.0) + value
+    for (name, labels), value in sums.items():
+        out[name].append((dict(labels), value))
     return out
 
 
-def _sum(families: list[Metric], label: str = "", wanted: tuple[str, ...] = ()) -> int:
-    total = 0.0
-    for family in families:
-        for s in family.samples:
-            if s.name.endswith("_total") and (not label or s.labels.get(label) in wanted):
-                total += s.value
-    return int(total)
+def _sum(samples: Samples, label: str = "", wanted: tuple[str, ...] = ()) -> int:
+    return int(sum(v for labels, v in samples if not label or labels.get(label) in wanted))
 
 
 def totals() -> Totals:
     """Counts since the daemon started (every worker's), summed over labels."""
-    found = _families((RECEIVED, REJECTED, DELIVERIES), "counter_*.db")
+    found = _summed((RECEIVED, REJECTED, DELIVERIES), "counter_*.db")
     deliveries = found[DELIVERIES._name]
     return Totals(
         received=_sum(found[RECEIVED._name]),
@@ -447,13 +467,11 @@ def totals() -> Totals:
 
 def milter_counts() -> dict[str, tuple[int, int]]:
     """Calls and failures per filter, summed over stages (and workers)."""
-    found = _families((MILTER_CALLS, MILTER_FAILURES), "counter_*.db")
+    found = _summed((MILTER_CALLS, MILTER_FAILURES), "counter_*.db")
     out: dict[str, list[int]] = {}
     for metric, slot in ((MILTER_CALLS, 0), (MILTER_FAILURES, 1)):
-        for family in found[metric._name]:
-            for s in family.samples:
-                if s.name.endswith("_total"):
-                    out.setdefault(s.labels["filter"], [0, 0])[slot] += int(s.value)
+        for labels, value in found[metric._name]:
+            out.setdefault(labels["filter"], [0, 0])[slot] += int(value)
     return {name: (calls, failures) for name, (calls, failures) in out.items()}
 
 
@@ -461,8 +479,6 @@ def sessions_active() -> dict[str, int]:
     """Sessions open now per listener in every live worker (multiprocess mode only:
     one process counts its tables itself, see ``daemon.monitor``)."""
     out: dict[str, int] = {}
-    for family in _families((SESSIONS,), "gauge_livesum_*.db")[SESSIONS._name]:
-        for s in family.samples:
-            name = s.labels["listener"]
-            out[name] = out.get(name, 0) + int(s.value)
+    for labels, value in _summed((SESSIONS,), "gauge_livesum_*.db")[SESSIONS._name]:
+        out[labels["listener"]] = out.get(labels["listener"], 0) + int(value)
     return out
