@@ -267,6 +267,8 @@ class Monitor:
             )
         )
         metrics.set_sessions(self.own_sessions())  # with workers: this one's share
+        if metrics.MULTIPROCESS is not None:  # reads every worker's files: off the loop
+            return await asyncio.to_thread(metrics.exposition)
         return metrics.exposition()
 
 

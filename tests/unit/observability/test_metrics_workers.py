@@ -8,19 +8,25 @@ sessions count) wait on an event; nothing sleeps.
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
+import os
 from collections.abc import Callable, Iterator
 from multiprocessing.synchronize import Event
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from mailwright.config.schema import Settings
 from mailwright.core.address import Address
 from mailwright.core.delivery import DeliveryResult, Outcome
 from mailwright.core.envelope import Envelope, MailParams
 from mailwright.core.reply import Reply
+from mailwright.daemon.monitor import Monitor
 from mailwright.observability import metrics
+from mailwright.queue.sqlite import SqliteQueueStore
 from mailwright.queue.store import (
     MessageState,
     Origin,
@@ -28,6 +34,7 @@ from mailwright.queue.store import (
     StoredMessage,
     StoredRecipient,
 )
+from mailwright.queue.writer import QueueWriter
 from mailwright.web.status import Status
 
 FORK = multiprocessing.get_context("fork")
@@ -221,3 +228,39 @@ def test_status_says_how_many_workers() -> None:
     four = Status.from_json(older | {"workers": 4})
     assert plain_lines(four)[0].startswith("mailwright: up, pid 7, 4 workers, uptime 1m")
     assert "pid 7 · 4 workers · version 1" in meta_line(four)
+
+
+def test_the_monitor_shows_every_workers_figures(workers: Path, tmp_path: Path) -> None:
+    """The serving worker's status and /metrics: another worker's mail and sessions."""
+
+    def other_worker(ready: Event, leave: Event) -> None:
+        metrics.received("smtp-2525")
+        metrics.received("smtp-2525")
+        metrics.session_started("smtp-2525")
+        ready.set()
+        leave.wait(30)
+
+    settings = Settings.model_validate(
+        {"listeners": [{"port": 2525}], "queue": {"directory": str(tmp_path)}}
+    )
+    store = SqliteQueueStore(settings.queue.database)
+    store.open()
+    ready, leave = FORK.Event(), FORK.Event()
+    worker = FORK.Process(target=other_worker, args=(ready, leave))
+    worker.start()
+    try:
+        assert ready.wait(30)
+        edge = SimpleNamespace(sessions={})  # the serving worker has no session open
+        monitor = Monitor(settings, store, QueueWriter(store), {}, edge=edge)
+        status = asyncio.run(monitor.status())
+        assert (status.workers, status.pid) == (3, os.getpid())  # the supervisor's pid
+        assert status.totals.received == 2
+        assert [(li.name, li.sessions) for li in status.listeners] == [("smtp-2525", 1)]
+        text = asyncio.run(monitor.metrics()).decode()
+        assert 'mailwright_sessions_active{listener="smtp-2525"} 1.0' in text
+        assert 'mailwright_queue_messages{state="active"} 0.0' in text
+        assert 'mailwright_messages_received_total{listener="smtp-2525"} 2.0' in text
+    finally:
+        leave.set()
+        worker.join()
+        store.close()
