@@ -222,7 +222,8 @@ def use_multiprocess(directory: Path, workers: int) -> None:
     Empties ``directory`` of value files (those of an earlier run would add their counts),
     switches prometheus-client to memory-mapped values there and re-creates every metric
     with them; each forked worker then writes its own files (prometheus-client notices the
-    new pid at the first update). Counts made before the call are dropped.
+    new pid at the first update). Counts made before the call are dropped. Call it as the
+    account the workers run as (after the drop of root): they create files in ``directory``.
     """
     global MULTIPROCESS
     directory.mkdir(mode=0o750, parents=True, exist_ok=True)
