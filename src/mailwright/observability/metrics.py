@@ -205,6 +205,9 @@ _received: dict[str, Any] = {}  # listener -> its counter (skips the labels() lo
 
 
 def _one_process() -> None:
+    # in memory whatever the environment says: a PROMETHEUS_MULTIPROC_DIR meant for some
+    # other program would make prometheus-client write files there (or fail to)
+    values.ValueClass = values.MutexValue
     registry = CollectorRegistry(auto_describe=True)
     ProcessCollector(registry=registry)  # process_* series: CPU, memory, open files
     _define(registry, registry)
@@ -243,7 +246,6 @@ def use_one_process() -> None:
     global MULTIPROCESS
     values.close_all_multiprocess_files()  # type: ignore[no-untyped-call]
     os.environ.pop(MULTIPROC_ENV, None)
-    values.ValueClass = values.MutexValue
     MULTIPROCESS = None
     _one_process()
 

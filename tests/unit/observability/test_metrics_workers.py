@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from multiprocessing.synchronize import Event
 from pathlib import Path
@@ -264,3 +266,18 @@ def test_the_monitor_shows_every_workers_figures(workers: Path, tmp_path: Path) 
         leave.set()
         worker.join()
         store.close()
+
+
+def test_one_process_ignores_a_foreign_multiprocess_directory(tmp_path: Path) -> None:
+    """PROMETHEUS_MULTIPROC_DIR in the daemon's environment (meant for another program)."""
+    code = (
+        "from mailwright.observability import metrics\n"
+        "metrics.received('smtp')\n"
+        "print(metrics.totals().received)\n"
+    )
+    src = str(Path(metrics.__file__).parents[2])  # this tree's, not the installed one
+    env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "missing"), PYTHONPATH=src)
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert (done.returncode, done.stdout) == (0, "1\n"), done.stderr
