@@ -66,10 +66,16 @@ def queue_line(q: QueueCounts, now: float) -> str:
     )
 
 
+def workers_text(status: Status, sep: str) -> str:
+    """``sep`` and "4 workers" when the daemon runs several worker processes, else nothing."""
+    return f"{sep}{status.workers} workers" if status.workers > 1 else ""
+
+
 def plain_lines(status: Status) -> list[str]:
     t = status.totals
     lines = [
-        f"mailwright: up, pid {status.pid}, uptime {short_duration(status.uptime)},"
+        f"mailwright: up, pid {status.pid}{workers_text(status, ', ')},"
+        f" uptime {short_duration(status.uptime)},"
         f" version {status.version}, delivery {status.delivery_mode}",
         f"host: {status.hostname}; queue directory {status.queue_directory}",
     ]
@@ -101,7 +107,8 @@ def show_rich(status: Status) -> None:
     t, q = status.totals, status.queue
     head = Text.assemble(
         ("up", "bold green"),
-        f"  pid {status.pid}  uptime {short_duration(status.uptime)}  version {status.version}"
+        f"  pid {status.pid}{workers_text(status, '  ')}"
+        f"  uptime {short_duration(status.uptime)}  version {status.version}"
         f"  delivery {status.delivery_mode}",
     )
     listeners = Table(title="Listeners", title_justify="left", expand=True)

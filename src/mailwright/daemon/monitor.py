@@ -6,9 +6,13 @@ keeps the daemon's warnings and errors (``observability.recent``), answers the
 control socket's ``status`` request, and serves ``/metrics`` and the status page
 when ``http.port`` is set. Queue figures come from aggregate queries run in a
 thread (never on the event loop); sessions are counted from the listeners'
-tables at scrape time. The status page's buttons go through the daemon's ``Admin``
-(``daemon.admin``), as ``mailwright queue`` does over the control socket: the same
-store operations through the daemon's writer, a mail log line per message.
+tables at scrape time. With several workers (``metrics.MULTIPROCESS``; this monitor
+runs in one of them) the figures of ``observability.metrics`` are every worker's:
+traffic totals, milter counts and sessions come from the workers' metric files, the
+uptime and pid are the supervisor's; recent bounces and errors are this worker's.
+The status page's buttons go through the daemon's ``Admin`` (``daemon.admin``), as
+``mailwright queue`` does over the control socket: the same store operations through
+the daemon's writer, a mail log line per message.
 Settings: ``http.*``, ``hostname``, ``delivery.mode``, ``filters`` (milter names),
 ``queue.directory``.
 """
@@ -66,7 +70,8 @@ class Monitor:
         self.edge = edge
         self.local = local
         self.admin = admin  # the status page's buttons
-        self.started_at = time.time()
+        workers = metrics.MULTIPROCESS
+        self.started_at = workers.started_at if workers is not None else time.time()
         self.timeline = History(metrics.totals())
         self.web: WebServer | None = None
         self._errors = ErrorLog()
@@ -120,13 +125,25 @@ class Monitor:
             except Exception:
                 log.exception("status: sampling the queue failed")
 
-    def sessions(self) -> list[ListenerStatus]:
-        out = []
+    def own_sessions(self) -> dict[str, int]:
+        """Sessions open in this process, per listener (those without one read 0)."""
+        counts: dict[str, int] = {}
         if self.edge is not None:
-            counts: dict[str, int] = {}
+            for listener in self.settings.listeners:
+                counts[listener.display_name] = 0
             for session in self.edge.sessions.values():
                 name = session.listener.display_name
                 counts[name] = counts.get(name, 0) + 1
+        if self.local is not None:
+            counts[self.local.listener.display_name] = len(self.local.sessions)
+        return counts
+
+    def sessions(self) -> list[ListenerStatus]:
+        """Every listener with its open sessions (in every worker, with workers)."""
+        out = []
+        multi = metrics.MULTIPROCESS is not None
+        counts = metrics.sessions_active() if multi else self.own_sessions()
+        if self.edge is not None:
             for listener in self.settings.listeners:
                 name = listener.display_name
                 where = (
@@ -141,7 +158,7 @@ class Monitor:
                     self.local.listener.display_name,
                     "local",
                     str(self.local.path),
-                    len(self.local.sessions),
+                    counts.get(self.local.listener.display_name, 0),
                 )
             )
         return out
@@ -171,10 +188,11 @@ class Monitor:
     async def status(self, detail: bool = False) -> Status:
         counts = await self.sample()
         deferred = await asyncio.to_thread(self.store.deferred_groups) if detail else []
+        workers = metrics.MULTIPROCESS
         return Status(
             hostname=self.settings.hostname,
             version=__version__,
-            pid=os.getpid(),
+            pid=workers.pid if workers is not None else os.getpid(),
             started_at=self.started_at,
             now=time.time(),
             delivery_mode=self.settings.delivery.mode.value,
@@ -187,6 +205,7 @@ class Monitor:
             errors=RECENT.errors(50 if detail else 10),
             bounces=RECENT.bounces(50 if detail else 10),
             deferred=deferred,
+            workers=workers.count if workers is not None else 1,
         )
 
     async def control_status(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -247,7 +266,9 @@ class Monitor:
                 oldest,
             )
         )
-        metrics.set_sessions({s.name: s.sessions for s in self.sessions()})
+        metrics.set_sessions(self.own_sessions())  # with workers: this one's share
+        if metrics.MULTIPROCESS is not None:  # reads every worker's files: off the loop
+            return await asyncio.to_thread(metrics.exposition)
         return metrics.exposition()
 
 

@@ -3,9 +3,10 @@
 Started as root with ``service.user`` set, the daemon runs as that account once its
 sockets are bound and the privileged helper is forked. Before the drop the queue
 directory and what the daemon writes in it (the database and its WAL, ``tmp/``, the
-maildrop, ``rejected/``, ``corrupt/``, the compiled aliases, the master lock) are given to
-the account; maildrop *files* keep their owners (the owner is the submitter's identity). The drop is
-for good: supplementary groups, gid, then uid, and a check that root cannot be had back.
+maildrop, ``rejected/``, ``corrupt/``, the compiled aliases, the master lock, the workers'
+``metrics/``) are given to the account; maildrop *files* keep their owners (the owner is
+the submitter's identity). The drop is for good: supplementary groups, gid, then uid,
+and a check that root cannot be had back.
 Nothing creates the account: ``useradd --system`` it first (``docs/service.md``).
 
 Trusts the passwd and group databases. Settings: ``service.user``, ``service.group``,
@@ -39,6 +40,7 @@ QUEUE_ENTRIES = (
     "corrupt",
     "aliases.db",
     "master.lock",
+    "metrics",  # the workers' metric value files (observability.metrics, several workers)
 )
 
 

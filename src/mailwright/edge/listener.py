@@ -145,9 +145,11 @@ class Edge:
         assert task is not None
         self.per_ip[client_ip] += 1
         self.sessions[task] = session
+        metrics.session_started(listener.display_name)
         try:
             await session.run()
         finally:
+            metrics.session_ended(listener.display_name)
             del self.sessions[task]
             self.per_ip[client_ip] -= 1
             if self.per_ip[client_ip] <= 0:

@@ -43,6 +43,7 @@ from mailwright.edge.dropbounce import failure_report
 from mailwright.edge.listener import refuse_connection
 from mailwright.edge.pickup import MaildropAccess, Pickup
 from mailwright.edge.session import Session
+from mailwright.observability import metrics
 from mailwright.policy.hooks import Pipeline, SessionInfo
 from mailwright.policy.local_submission import LOCAL_KIND, LocalSubmissionPolicy
 from mailwright.queue import maildrop
@@ -238,9 +239,11 @@ class LocalSubmission:
         assert task is not None
         self.sessions[task] = session
         self.per_user[uid] += 1
+        metrics.session_started(self.listener.display_name)
         try:
             await session.run()
         finally:
+            metrics.session_ended(self.listener.display_name)
             del self.sessions[task]
             self.per_user[uid] -= 1
             if self.per_user[uid] <= 0:

@@ -10,14 +10,33 @@ sessions) are computed only when someone scrapes (``set_queue``, ``set_sessions`
 never maintained per message. The same calls feed ``observability.recent`` (recent
 bounces, the last failure of each milter) for the status page.
 
-One registry per process (``REGISTRY``), served by the daemon's HTTP endpoint.
+One process (the default): one registry (``REGISTRY``), served by the daemon's HTTP
+endpoint, values in memory. Several workers (``use_multiprocess``, called by the
+supervisor before it forks them): prometheus-client's multiprocess mode. Every value
+lives in a per-process memory-mapped file in ``<queue directory>/metrics``, and
+``REGISTRY`` then reads all files at scrape time: counters and histograms sum over
+every worker that ever ran since the supervisor started (a dead worker's counts stay),
+the sessions gauge sums over live workers (``worker_exited`` drops a dead worker's
+share), the queue gauges are the value last set (by the worker that serves
+``/metrics``; the store is shared, so any worker would read the same). The
+``process_*`` series are left out there: they would describe one worker only.
+``totals``, ``milter_counts`` and ``sessions_active`` read the same aggregate.
+
 Label values that come from outside (destinations) are capped so a flood of new
-domains cannot grow memory without bound. Reads no settings.
+domains cannot grow memory without bound (per process: with workers, the files hold
+at most workers x the cap). Trusts the metrics directory (the daemon's own).
+Reads no settings.
 """
 
 from __future__ import annotations
 
+import glob
+import json
+import os
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
@@ -29,7 +48,10 @@ from prometheus_client import (
     ProcessCollector,
     disable_created_metrics,
     generate_latest,
+    values,
 )
+from prometheus_client.mmap_dict import MmapedDict
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from mailwright import __version__
 from mailwright.core.reply import Reply
@@ -42,96 +64,202 @@ if TYPE_CHECKING:
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: they double the output and help nobody here
 
-REGISTRY = CollectorRegistry(auto_describe=True)
-ProcessCollector(registry=REGISTRY)  # process_* series: CPU, memory, open files
 MAX_DESTINATIONS = 500  # distinct destination labels; later ones are counted as "other"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client opens its files there
 
-RECEIVED = Counter(
-    "mailwright_messages_received",
-    "Messages accepted and queued (the 250 after the durable commit), per listener.",
-    ["listener"],
-    registry=REGISTRY,
-)
-REJECTED = Counter(
-    "mailwright_rejections",
-    "Commands or messages refused, by SMTP stage and enhanced status code (the reason).",
-    ["stage", "status"],
-    registry=REGISTRY,
-)
-DELIVERIES = Counter(
-    "mailwright_deliveries",
-    "Delivery results per recipient: delivered, relayed, deferred or bounced, by transport.",
-    ["result", "transport"],
-    registry=REGISTRY,
-)
-DELIVERY_LATENCY = Histogram(
-    "mailwright_delivery_latency_seconds",
-    "Time from a message's arrival to the final delivery of a recipient, by transport.",
-    ["transport"],
-    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400),
-    registry=REGISTRY,
-)
-SESSIONS = Gauge(
-    "mailwright_sessions_active",
-    "Inbound sessions open now, per listener (computed at scrape time).",
-    ["listener"],
-    registry=REGISTRY,
-)
-QUEUE_MESSAGES = Gauge(
-    "mailwright_queue_messages",
-    "Messages in the queue by state: active or hold (computed at scrape time).",
-    ["state"],
-    registry=REGISTRY,
-)
-QUEUE_RECIPIENTS = Gauge(
-    "mailwright_queue_recipients",
-    "Queued recipients by next step: due, deferred, delivering, held (at scrape time).",
-    ["state"],
-    registry=REGISTRY,
-)
-QUEUE_OLDEST = Gauge(
-    "mailwright_queue_oldest_message_age_seconds",
-    "Age of the oldest message in the queue; 0 when it is empty (at scrape time).",
-    registry=REGISTRY,
-)
-MILTER_CALLS = Counter(
-    "mailwright_milter_calls",
-    "Stages sent to a milter, by filter and stage.",
-    ["filter", "stage"],
-    registry=REGISTRY,
-)
-MILTER_FAILURES = Counter(
-    "mailwright_milter_failures",
-    "Milter failures (unreachable, timeout, protocol error), by filter and stage.",
-    ["filter", "stage"],
-    registry=REGISTRY,
-)
-OUTBOUND = Counter(
-    "mailwright_outbound_connections",
-    "Outbound SMTP/LMTP connections per destination (next hop): opened, reused, failed.",
-    ["destination", "result"],
-    registry=REGISTRY,
-)
-ADMIN_ACTIONS = Counter(
-    "mailwright_admin_actions",
-    "Queue administration (hold, release, delete, bounce, flush): messages acted on, "
-    "by action and interface (mailwright queue, status page).",
-    ["action", "via"],
-    registry=REGISTRY,
-)
-START_TIME = Gauge(
-    "mailwright_start_time_seconds", "When the daemon started (Unix time).", registry=REGISTRY
-)
-BUILD = Info("mailwright_build", "Version of the running daemon.", registry=REGISTRY)
-BUILD.info({"version": __version__})
+
+@dataclass(slots=True, frozen=True)
+class Workers:
+    """The multiprocess mode's facts, set by the supervisor and inherited by its workers."""
+
+    directory: Path  # the workers' memory-mapped value files
+    count: int  # workers configured
+    started_at: float  # when the supervisor started them: the daemon's start
+    pid: int  # the supervisor's: the daemon's pid
+
+
+MULTIPROCESS: Workers | None = None  # None: one process, values in memory
+
+REGISTRY: CollectorRegistry  # what /metrics serves (set by _define)
+RECEIVED: Counter
+REJECTED: Counter
+DELIVERIES: Counter
+DELIVERY_LATENCY: Histogram
+SESSIONS: Gauge
+QUEUE_MESSAGES: Gauge
+QUEUE_RECIPIENTS: Gauge
+QUEUE_OLDEST: Gauge
+MILTER_CALLS: Counter
+MILTER_FAILURES: Counter
+OUTBOUND: Counter
+ADMIN_ACTIONS: Counter
+START_TIME: Gauge
+BUILD: Info
+
+
+def _define(served: CollectorRegistry, own: CollectorRegistry | None) -> None:
+    """(Re)create every metric with the current value class, in ``own`` (None: in none;
+    multiprocess mode collects from the files instead); ``served`` becomes ``REGISTRY``.
+
+    The gauges' ``multiprocess_mode`` says how workers' values combine; one process
+    ignores it. Only the serving worker sets the queue gauges and the start time
+    (``livemostrecent``: its last value); every worker counts its sessions (``livesum``).
+    """
+    global REGISTRY, RECEIVED, REJECTED, DELIVERIES, DELIVERY_LATENCY, SESSIONS
+    global QUEUE_MESSAGES, QUEUE_RECIPIENTS, QUEUE_OLDEST, MILTER_CALLS, MILTER_FAILURES
+    global OUTBOUND, ADMIN_ACTIONS, START_TIME, BUILD
+    REGISTRY = served
+    RECEIVED = Counter(
+        "mailwright_messages_received",
+        "Messages accepted and queued (the 250 after the durable commit), per listener.",
+        ["listener"],
+        registry=own,
+    )
+    REJECTED = Counter(
+        "mailwright_rejections",
+        "Commands or messages refused, by SMTP stage and enhanced status code (the reason).",
+        ["stage", "status"],
+        registry=own,
+    )
+    DELIVERIES = Counter(
+        "mailwright_deliveries",
+        "Delivery results per recipient: delivered, relayed, deferred or bounced, by transport.",
+        ["result", "transport"],
+        registry=own,
+    )
+    DELIVERY_LATENCY = Histogram(
+        "mailwright_delivery_latency_seconds",
+        "Time from a message's arrival to the final delivery of a recipient, by transport.",
+        ["transport"],
+        buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400),
+        registry=own,
+    )
+    SESSIONS = Gauge(
+        "mailwright_sessions_active",
+        "Inbound sessions open now, per listener.",
+        ["listener"],
+        registry=own,
+        multiprocess_mode="livesum",
+    )
+    QUEUE_MESSAGES = Gauge(
+        "mailwright_queue_messages",
+        "Messages in the queue by state: active or hold (computed at scrape time).",
+        ["state"],
+        registry=own,
+        multiprocess_mode="livemostrecent",
+    )
+    QUEUE_RECIPIENTS = Gauge(
+        "mailwright_queue_recipients",
+        "Queued recipients by next step: due, deferred, delivering, held (at scrape time).",
+        ["state"],
+        registry=own,
+        multiprocess_mode="livemostrecent",
+    )
+    QUEUE_OLDEST = Gauge(
+        "mailwright_queue_oldest_message_age_seconds",
+        "Age of the oldest message in the queue; 0 when it is empty (at scrape time).",
+        registry=own,
+        multiprocess_mode="livemostrecent",
+    )
+    MILTER_CALLS = Counter(
+        "mailwright_milter_calls",
+        "Stages sent to a milter, by filter and stage.",
+        ["filter", "stage"],
+        registry=own,
+    )
+    MILTER_FAILURES = Counter(
+        "mailwright_milter_failures",
+        "Milter failures (unreachable, timeout, protocol error), by filter and stage.",
+        ["filter", "stage"],
+        registry=own,
+    )
+    OUTBOUND = Counter(
+        "mailwright_outbound_connections",
+        "Outbound SMTP/LMTP connections per destination (next hop): opened, reused, failed.",
+        ["destination", "result"],
+        registry=own,
+    )
+    ADMIN_ACTIONS = Counter(
+        "mailwright_admin_actions",
+        "Queue administration (hold, release, delete, bounce, flush): messages acted on, "
+        "by action and interface (mailwright queue, status page).",
+        ["action", "via"],
+        registry=own,
+    )
+    START_TIME = Gauge(
+        "mailwright_start_time_seconds",
+        "When the daemon started (Unix time).",
+        registry=own,
+        multiprocess_mode="livemostrecent",
+    )
+    # Info has no multiprocess form; the version is the same in every worker, so the
+    # serving process's own is the daemon's
+    BUILD = Info("mailwright_build", "Version of the running daemon.", registry=served)
+    BUILD.info({"version": __version__})
+    _received.clear()
+    _destinations.clear()
+
 
 _destinations: set[str] = set()
+_received: dict[str, Any] = {}  # listener -> its counter (skips the labels() lookup)
+
+
+def _one_process() -> None:
+    # in memory whatever the environment says: a PROMETHEUS_MULTIPROC_DIR meant for some
+    # other program would make prometheus-client write files there (or fail to)
+    values.ValueClass = values.MutexValue
+    registry = CollectorRegistry(auto_describe=True)
+    ProcessCollector(registry=registry)  # process_* series: CPU, memory, open files
+    _define(registry, registry)
+
+
+_one_process()
+
+
+# ---- several workers ----------------------------------------------------------------------
+
+
+def use_multiprocess(directory: Path, workers: int) -> None:
+    """Several worker processes from now on: called by the supervisor before it forks them.
+
+    Empties ``directory`` of value files (those of an earlier run would add their counts),
+    switches prometheus-client to memory-mapped values there and re-creates every metric
+    with them; each forked worker then writes its own files (prometheus-client notices the
+    new pid at the first update). Counts made before the call are dropped. Call it as the
+    account the workers run as (after the drop of root): they create files in ``directory``.
+    """
+    global MULTIPROCESS
+    directory.mkdir(mode=0o750, parents=True, exist_ok=True)
+    for old in directory.glob("*.db"):
+        old.unlink()
+    values.close_all_multiprocess_files()  # type: ignore[no-untyped-call]
+    os.environ[MULTIPROC_ENV] = str(directory)  # the value class reads it on each new file
+    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+    MULTIPROCESS = Workers(directory, workers, time.time(), os.getpid())
+    served = CollectorRegistry()
+    MultiProcessCollector(served, str(directory))  # type: ignore[no-untyped-call]
+    _define(served, None)
+
+
+def use_one_process() -> None:
+    """Back to in-memory values in one process (tests; a supervisor that stops forking)."""
+    global MULTIPROCESS
+    values.close_all_multiprocess_files()  # type: ignore[no-untyped-call]
+    os.environ.pop(MULTIPROC_ENV, None)
+    MULTIPROCESS = None
+    _one_process()
+
+
+def worker_exited(pid: int) -> None:
+    """The supervisor reaped worker ``pid``: its live gauges (sessions) stop counting.
+
+    Its counters and histograms stay in the sums; a no-op in one process.
+    """
+    if MULTIPROCESS is not None:
+        mark_process_dead(pid, str(MULTIPROCESS.directory))  # type: ignore[no-untyped-call]
 
 
 # ---- one-line instrumentation -------------------------------------------------------------
-
-
-_received: dict[str, Any] = {}  # listener -> its counter (skips the labels() lookup)
 
 
 def received(listener: str) -> None:
@@ -208,11 +336,32 @@ def admin_action(action: str, via: str) -> None:
     ADMIN_ACTIONS.labels(action, via).inc()
 
 
+# ---- sessions -----------------------------------------------------------------------------
+
+
+def session_started(listener: str) -> None:
+    """An inbound session began (the edge calls it; ``session_ended`` when it is over).
+
+    One process counts its sessions from the listeners' tables at scrape time; workers
+    keep their own count in their file, as the serving worker cannot see their tables.
+    """
+    if MULTIPROCESS is not None:
+        SESSIONS.labels(listener).inc()
+
+
+def session_ended(listener: str) -> None:
+    if MULTIPROCESS is not None:
+        SESSIONS.labels(listener).dec()
+
+
 # ---- gauges at scrape time ----------------------------------------------------------------
 
 
 def set_sessions(per_listener: dict[str, int]) -> None:
-    """Active sessions now; listeners without a session read 0 (not missing)."""
+    """Active sessions now in this process; listeners without a session read 0 (not missing).
+
+    With workers, this process's share (the others keep theirs up to date themselves).
+    """
     for name, count in per_listener.items():
         SESSIONS.labels(name).set(count)
 
@@ -237,7 +386,7 @@ def set_queue(sizes: QueueSizes) -> None:
 
 
 def exposition() -> bytes:
-    """The Prometheus text format of every metric."""
+    """The Prometheus text format of every metric (of every worker, with workers)."""
     return generate_latest(REGISTRY)
 
 
@@ -262,32 +411,77 @@ class Totals:
         )
 
 
-def _sum(metric: Counter, label: str = "", values: tuple[str, ...] = ()) -> int:
-    total = 0.0
-    for family in metric.collect():
-        for s in family.samples:
-            if s.name.endswith("_total") and (not label or s.labels.get(label) in values):
-                total += s.value
-    return int(total)
+Samples = list[tuple[dict[str, str], float]]  # (labels, value)
+
+
+def _summed(metrics: Iterable[Counter | Gauge], files: str) -> dict[str, Samples]:
+    """Each metric's samples by metric name: this process's, or with workers summed over
+    the value files matching ``files`` (counters: every worker's; live gauges: live ones').
+
+    Reads the files itself rather than through prometheus-client's collector: it parses
+    only the keys of the metrics asked for (a key is the JSON list ``[metric name,
+    sample name, labels, help]``), where the collector parses every key of every file,
+    and the status sampler runs this on the event loop.
+    """
+    metrics = list(metrics)
+    out: dict[str, Samples] = {m._name: [] for m in metrics}
+    if MULTIPROCESS is None:
+        for metric in metrics:
+            for family in metric.collect():
+                out[metric._name].extend((s.labels, s.value) for s in family.samples)
+        return out
+    prefixes = tuple(json.dumps([name])[:-1] + ", " for name in out)  # '["name", '
+    parsed: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {}
+    sums: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for path in glob.glob(os.path.join(MULTIPROCESS.directory, files)):
+        try:
+            entries = MmapedDict.read_all_values_from_file(path)  # type: ignore[no-untyped-call]
+        except FileNotFoundError:  # a live gauge file of a worker that just exited
+            continue
+        for key, value, _, _ in entries:
+            if not key.startswith(prefixes):
+                continue
+            found = parsed.get(key)
+            if found is None:
+                name, _, labels, _ = json.loads(key)
+                found = parsed[key] = (name, tuple(sorted(labels.items())))
+            sums[found] = sums.get(found, 0.0) + value
+    for (name, labels), value in sums.items():
+        out[name].append((dict(labels), value))
+    return out
+
+
+def _sum(samples: Samples, label: str = "", wanted: tuple[str, ...] = ()) -> int:
+    return int(sum(v for labels, v in samples if not label or labels.get(label) in wanted))
 
 
 def totals() -> Totals:
-    """Counts since the process started, summed over labels."""
+    """Counts since the daemon started (every worker's), summed over labels."""
+    found = _summed((RECEIVED, REJECTED, DELIVERIES), "counter_*.db")
+    deliveries = found[DELIVERIES._name]
     return Totals(
-        received=_sum(RECEIVED),
-        rejected=_sum(REJECTED),
-        delivered=_sum(DELIVERIES, "result", ("delivered", "relayed")),
-        deferred=_sum(DELIVERIES, "result", ("deferred",)),
-        bounced=_sum(DELIVERIES, "result", ("bounced",)),
+        received=_sum(found[RECEIVED._name]),
+        rejected=_sum(found[REJECTED._name]),
+        delivered=_sum(deliveries, "result", ("delivered", "relayed")),
+        deferred=_sum(deliveries, "result", ("deferred",)),
+        bounced=_sum(deliveries, "result", ("bounced",)),
     )
 
 
 def milter_counts() -> dict[str, tuple[int, int]]:
-    """Calls and failures per filter, summed over stages."""
+    """Calls and failures per filter, summed over stages (and workers)."""
+    found = _summed((MILTER_CALLS, MILTER_FAILURES), "counter_*.db")
     out: dict[str, list[int]] = {}
     for metric, slot in ((MILTER_CALLS, 0), (MILTER_FAILURES, 1)):
-        for family in metric.collect():
-            for s in family.samples:
-                if s.name.endswith("_total"):
-                    out.setdefault(s.labels["filter"], [0, 0])[slot] += int(s.value)
+        for labels, value in found[metric._name]:
+            out.setdefault(labels["filter"], [0, 0])[slot] += int(value)
     return {name: (calls, failures) for name, (calls, failures) in out.items()}
+
+
+def sessions_active() -> dict[str, int]:
+    """Sessions open now per listener in every live worker (multiprocess mode only:
+    one process counts its tables itself, see ``daemon.monitor``)."""
+    out: dict[str, int] = {}
+    for labels, value in _summed((SESSIONS,), "gauge_livesum_*.db")[SESSIONS._name]:
+        out[labels["listener"]] = out.get(labels["listener"], 0) + int(value)
+    return out

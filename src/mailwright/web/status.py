@@ -52,6 +52,7 @@ class Status:
     errors: list[LogEntry] = field(default_factory=list)
     bounces: list[Bounce] = field(default_factory=list)
     deferred: list[DeferredGroup] = field(default_factory=list)
+    workers: int = 1  # worker processes; pid is then the supervisor's
 
     @property
     def uptime(self) -> float:

@@ -339,9 +339,11 @@ def _notice(notice: str) -> str:
 
 
 def meta_line(status: Status) -> str:
+    workers = f"{status.workers} workers · " if status.workers > 1 else ""
     return esc(
         f"{status.hostname} · up {short_duration(status.uptime)} · pid {status.pid} · "
-        f"version {status.version} · delivery {status.delivery_mode} · {when(status.now)}"
+        f"{workers}version {status.version} · delivery {status.delivery_mode} · "
+        f"{when(status.now)}"
     )
 
 
