@@ -38,7 +38,6 @@ import os
 import selectors
 import signal
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from types import FrameType
 
@@ -51,7 +50,8 @@ from mailwright.daemon.app import Daemon, run_daemon
 from mailwright.daemon.generation import check_generation
 from mailwright.daemon.notify import Notifier
 from mailwright.daemon.runtime import Runtime, WorkerRole
-from mailwright.observability import logtargets
+from mailwright.observability import logtargets, metrics
+from mailwright.policy.sharedlimits import SharedState
 from mailwright.privhelper.client import HelperClient, reap
 from mailwright.queue.sqlite import SqliteQueueStore
 from mailwright.queue.store import StoreError
@@ -83,12 +83,13 @@ class Supervisor:
         settings: Settings,
         runtime: Runtime,
         helpers: list[HelperClient | None],
-        on_worker_exit: Callable[[int, int], None] | None = None,
+        share: SharedState | None = None,
     ) -> None:
         self.settings = settings
         self.runtime = runtime
         self.slots = [Slot(i, helper) for i, helper in enumerate(helpers)]
-        self.on_worker_exit = on_worker_exit  # (index, pid): shared state to clear
+        # the counters the workers share (connections, rates, AUTH failures)
+        self.share = share or SharedState.create(len(self.slots))
         self.exit_code: int = ExitCode.OK
         self._stopping = 0  # stop signals seen
         self._started = False  # every worker was ready once
@@ -183,6 +184,7 @@ class Supervisor:
             helper=slot.helper,
             notifier=Notifier(parent_fd=ready_fd),
             worker=WorkerRole(slot.index, len(self.slots)),
+            share=self.share.worker(slot.index),
         )
         try:
             return run_daemon(self.settings, runtime)
@@ -231,8 +233,8 @@ class Supervisor:
     def _worker_exited(self, slot: Slot, code: int) -> None:
         pid, slot.pid = slot.pid, 0
         self._forget_pipe(slot)
-        if self.on_worker_exit is not None:
-            self.on_worker_exit(slot.index, pid)
+        self.share.reset_worker(slot.index)  # its connections died with it
+        metrics.worker_exited(pid)  # its sessions too; its counts stay in the sums
         how = f"signal {-code}" if code < 0 else f"status {code}"
         if self._stopping:
             log.info("worker %d (pid %d) stopped (%s)", slot.index, pid, how)
@@ -336,4 +338,5 @@ def supervise(settings: Settings, runtime: Runtime, helpers: list[HelperClient |
         return ExitCode.TEMPFAIL
     finally:
         store.close()  # no connection may cross the fork
+    metrics.use_multiprocess(queue.directory / "metrics", len(helpers))
     return Supervisor(settings, runtime, helpers).run()
