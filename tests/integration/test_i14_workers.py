@@ -15,6 +15,7 @@ import os
 import re
 import signal
 import smtplib
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -288,3 +289,17 @@ def mbox_count(path: Path) -> int:
         return len(box)
     finally:
         box.close()
+
+
+def test_a_worker_that_cannot_start_stops_the_daemon_with_its_status(tmp_path: Path) -> None:
+    """The workers build their parts after the fork: a certificate that does not load
+    stops each of them with EX_CONFIG, and the daemon exits 78 rather than run short."""
+    junk = tmp_path / "junk.pem"
+    junk.write_text("-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n")
+    mw = Mailwright(tmp_path, {**WORKERS, "tls": {"certificate": str(junk)}})
+    mw.write_config()
+    serve = subprocess.run(mw.command("serve"), env=mw.env(), capture_output=True, timeout=60)
+    err = serve.stderr.decode()
+    assert serve.returncode == 78, err
+    assert "stopping the daemon" in err and "Traceback" not in err
+    assert "mailwright ready" not in err
