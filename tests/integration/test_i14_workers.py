@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from tests.support import smtp_sink
-from tests.support.daemon import Mailwright, wait_until
+from tests.support.daemon import Mailwright, free_port, wait_until
 from tests.support.opentmp import open_tmp
 from tests.support.peers import is_root, peer
 from tests.support.sendmail import Tools, short_tmp
@@ -303,3 +303,39 @@ def test_a_worker_that_cannot_start_stops_the_daemon_with_its_status(tmp_path: P
     assert serve.returncode == 78, err
     assert "stopping the daemon" in err and "Traceback" not in err
     assert "mailwright ready" not in err
+
+
+@peer("smtp-sink", smtp_sink.available(), "postfix (smtp-sink) is not installed")
+def test_a_flush_wakes_every_workers_scheduler() -> None:
+    """``queue flush`` goes to worker 0's control socket; through the supervisor (SIGUSR2)
+    worker 1 looks at the queue at once too, rather than at its next retry time."""
+    with short_tmp() as root:
+        port = free_port()
+        table = root / "transport"
+        table.write_text(f"* smtp:[127.0.0.1]:{port}\n")
+        mw = Mailwright(
+            root / "mw",
+            {
+                **WORKERS,
+                "routing": {"transport_table": str(table)},
+                "delivery": {"mode": "background", "max_concurrency": 1},
+                "queue": {"host_status_timeout": 0},
+            },
+        ).start()
+        sink = smtp_sink.SmtpSink(root / "sink", port=port)
+        try:
+            send_many(mw.port, 60, sessions=6)  # the next hop is down: all deferred
+            wait_until(
+                lambda: sum("stat=Deferred" in line for line in mw.log) >= 60, 60, "deferrals"
+            )
+            sink.start()
+            flushed = mw.cli("queue", "flush")
+            assert flushed.returncode == 0, flushed.stderr.decode()
+            wait_until(lambda: not queue_listing(mw), 60, "an empty queue")
+            delivered_by = {
+                line.split("[")[1].split("]")[0] for line in mw.log if "stat=Sent" in line
+            }
+            assert delivered_by == {str(pid) for pid in worker_pids(mw).values()}
+        finally:
+            mw.stop()
+            sink.stop()

@@ -86,6 +86,7 @@ class Daemon:
             writer=self.writer,
             deposit=self._deposit(settings),
             share=self.runtime.share,
+            workers=self._workers,
         )
         self.scheduler = Scheduler(self.store, self.writer, self.generation.delivery)
         self.admin = Admin(self.store, self.writer, self._notify, self.scheduler.bounce)
@@ -166,7 +167,7 @@ class Daemon:
 
     async def _wake(self, request: dict[str, object]) -> dict[str, object]:
         """The queue changed (release, hold, delete): look again."""
-        self.scheduler.wake()
+        self._wake_all()
         return {"ok": True}
 
     async def _flush(self, request: dict[str, object]) -> dict[str, object]:
@@ -181,8 +182,16 @@ class Daemon:
             return {"ok": False, "error": "queue_ids must be a list of queue ids"}
         self.scheduler.hosts.clear()  # a flush means: try now, even hosts we think are dead
         self._queue_runs.ask(ids)
-        self.scheduler.wake()
+        self._wake_all()
         return {"ok": True}
+
+    def _wake_all(self) -> None:
+        """Wake this scheduler and, through the supervisor (SIGUSR2), every worker's:
+        what was made due now is shared out at once, not when each next looks."""
+        self.scheduler.wake()
+        if self.runtime.worker is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(os.getppid(), signal.SIGUSR2)
 
     async def _admin(self, request: dict[str, object]) -> dict[str, object]:
         """``mailwright queue hold|release|delete|bounce|flush`` (``daemon.admin``): done
@@ -224,6 +233,10 @@ class Daemon:
             tried = await self.scheduler.run_once(run.queue_ids)
             kind = "full" if run.queue_ids is None else f"{len(run.queue_ids)} message(s)"
             log.info("queue run (%s) done: %d recipient(s) tried", kind, tried)
+
+    @property
+    def _workers(self) -> int:
+        return self.runtime.worker.count if self.runtime.worker is not None else 1
 
     @property
     def singleton(self) -> bool:
@@ -371,6 +384,8 @@ class Daemon:
         loop.add_signal_handler(signal.SIGINT, self._on_term)
         loop.add_signal_handler(signal.SIGHUP, self._on_hup)
         loop.add_signal_handler(signal.SIGUSR1, self._on_usr1)
+        if self.runtime.worker is not None:  # the supervisor's "look at the queue now"
+            loop.add_signal_handler(signal.SIGUSR2, self.scheduler.wake)
 
     def _on_usr1(self) -> None:
         """logrotate moved the log file: write to a new one at its path."""
@@ -408,6 +423,7 @@ class Daemon:
                 deposit=self._deposit(settings),
                 previous=self.generation,
                 share=self.runtime.share,
+                workers=self._workers,
             )
         except (ConfigError, OSError) as exc:  # ReloadError, GenerationError
             log.error("SIGHUP: configuration refused, the previous one stays in use: %s", exc)

@@ -121,6 +121,20 @@ def build_router(settings: Settings) -> Router:
     return router
 
 
+def worker_share(settings: Settings, workers: int) -> Settings:
+    """``delivery.max_concurrency`` and ``max_per_destination`` are the daemon's: each of
+    ``workers`` processes delivers with its share (at least one), so that more workers
+    never open more connections to one destination than configured."""
+    if workers <= 1:
+        return settings
+    d = settings.delivery
+    share = {
+        "max_concurrency": max(1, d.max_concurrency // workers),
+        "max_per_destination": max(1, d.max_per_destination // workers),
+    }
+    return settings.model_copy(update={"delivery": d.model_copy(update=share)})
+
+
 def scheduler_settings(settings: Settings) -> SchedulerSettings:
     q, d = settings.queue, settings.delivery
     return SchedulerSettings(
@@ -164,14 +178,17 @@ def delivery_parts(
     router: Router,
     resolver: AddressResolver,
     deposit: Deposit | None,
+    workers: int = 1,
 ) -> DeliveryParts:
     """What a delivery uses: the route, every agent (read-only), the scheduling settings
-    and the alias ``Expander`` over ``resolver``."""
-    agents = {**build_agents(settings), **local_agents(settings, resolver.users, deposit)}
+    and the alias ``Expander`` over ``resolver``; for one of ``workers`` processes, with
+    its share of the delivery limits."""
+    limited = worker_share(settings, workers)
+    agents = {**build_agents(settings), **local_agents(limited, resolver.users, deposit)}
     return DeliveryParts(
         route=lambda address: router.route(domain_of(address)),
         agents=MappingProxyType(agents),
-        settings=scheduler_settings(settings),
+        settings=scheduler_settings(limited),
         expander=Expander.from_settings(settings, store, writer, resolver=resolver),
     )
 

@@ -92,9 +92,11 @@ def build_generation(
     deposit: Deposit | None,
     previous: Generation | None = None,
     share: WorkerShare | None = None,
+    workers: int = 1,
 ) -> Generation:
     """The parts for ``settings``; ``previous`` is the running generation on reload;
-    ``share`` the counters the worker processes share (None: one process).
+    ``share`` the counters the worker processes share (None: one process), ``workers``
+    how many there are (each delivers with its share of the delivery limits).
     Nothing running is touched before everything else is built (the certificate goes
     into the live TLS context last)."""
     check_plugins(settings)
@@ -106,7 +108,7 @@ def build_generation(
         pipeline = build_pipeline(settings, table, resolver, share)
     except (ValueError, OSError) as exc:  # a filter that cannot be set up
         raise GenerationError(f"filters: {exc}") from None
-    delivery = delivery_parts(settings, store, writer, router, resolver, deposit)
+    delivery = delivery_parts(settings, store, writer, router, resolver, deposit, workers)
     if previous is None:
         security = EdgeSecurity.from_settings(settings, share)  # a bad certificate stops here
     else:

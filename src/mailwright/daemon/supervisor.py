@@ -26,6 +26,8 @@ runs no event loop: it waits for signals and for the workers' readiness pipes.
   anywhere; accepted, every worker reloads (and a worker started later uses it).
 - SIGTERM, SIGINT: every worker drains and stops; a second one makes them exit at once.
 - SIGUSR1: the log file is reopened here and in every worker.
+- SIGUSR2 (from worker 0, after a flush or a release through the control socket): every
+  worker's scheduler looks at the queue now.
 
 Settings: ``server.workers`` (read at start only) and, through the workers, all.
 """
@@ -58,7 +60,14 @@ from mailwright.queue.store import StoreError
 
 log = logging.getLogger("mailwright.daemon")
 
-SIGNALS = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
+SIGNALS = (
+    signal.SIGCHLD,
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGHUP,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+)
 STEADY = 10.0  # a worker that ran this long died of something else than its start-up
 MAX_BACKOFF = 60.0
 
@@ -144,6 +153,8 @@ class Supervisor:
         elif signum == signal.SIGUSR1:
             logtargets.reopen()
             self._signal_workers(signal.SIGUSR1)
+        elif signum == signal.SIGUSR2:  # a worker made work due (flush, release): all look
+            self._signal_workers(signal.SIGUSR2)
 
     # ---- workers ------------------------------------------------------------------------
     def _fork(self, slot: Slot) -> None:
@@ -169,7 +180,10 @@ class Supervisor:
         """In the child: forget the supervisor's part and run the daemon."""
         signal.set_wakeup_fd(-1)
         for sig in SIGNALS:
-            signal.signal(sig, signal.SIG_DFL)
+            # until the daemon's loop handles them: a reload, a log reopen or a wake-up
+            # sent while this worker starts must not kill it
+            quiet = sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+            signal.signal(sig, signal.SIG_IGN if quiet else signal.SIG_DFL)
         os.close(self._wake_r)
         os.close(self._wake_w)
         for other in self.slots:
