@@ -479,5 +479,3 @@ async def _main(
         loop.add_signal_handler(sig, lambda: None)
     server = HelperServer(Channel(sock), settings, config_path, ids)
     await server.serve()
-
-
