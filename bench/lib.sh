@@ -10,7 +10,7 @@
 #             /work/main/.venv/bin/python)
 #   mw_*      Mailwright from this tree's src/ on 127.0.0.1:$MW_PORT, config and queue under
 #             $WORK, log level WARNING, high connection limits, MW_WORKERS worker processes
-#             (default 1): mw_config [TOML...] writes
+#             (default "auto", as the daemon's): mw_config [TOML...] writes
 #             the config (extra TOML text appended), mw_start starts it on a fresh queue
 #             (MW_LAUNCH=1: through bench/launch.py, whose MW_* switches then apply),
 #             mw_stop stops it by PID
@@ -103,7 +103,7 @@ port = $MW_PORT
 kind = "smtp"
 
 [server]
-workers = ${MW_WORKERS:-1}
+workers = ${MW_WORKERS:-\"auto\"}
 max_connections = 4000
 max_connections_per_ip = 4000
 max_message_size = ${MW_MAX_SIZE:-209715200}

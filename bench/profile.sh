@@ -17,6 +17,7 @@
 #       bench/relay.sh); the rate and CPU are until the sink has all COUNT messages
 #   -D: accept with OpenDKIM signing as a milter (as bench/dkim.sh); senders and From:
 #       in its domain.
+# The daemon is one process (MW_WORKERS=1) unless MW_WORKERS says otherwise.
 # Without -R the daemon only queues (delivery.mode = "queue"), as Postfix's hold queue in
 # bench/accept.sh.
 # Needs py-spy in the Python used (pip install py-spy) and root or ptrace rights.
@@ -73,7 +74,7 @@ name = \"dkim\"
 milter = \"inet:$DKIM_PORT@127.0.0.1\""
 fi
 MW_PORT=$(free_port)
-mw_config "$EXTRA"
+MW_WORKERS=${MW_WORKERS:-1} mw_config "$EXTRA"  # one process: py-spy follows one pid
 export MW_WRITER_STATS=${MW_WRITER_STATS:-$WORK/writer-stats}   # see bench/launch.py
 MW_LAUNCH=1 mw_start || exit 2
 PID=$MW_PID

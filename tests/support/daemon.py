@@ -82,9 +82,9 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-# MW_TEST_WORKERS=N runs every test daemon with N worker processes (a check of the
-# workers against the whole suite; the default is the one-process daemon)
-WORKERS = {"workers": int(os.environ["MW_TEST_WORKERS"])} if "MW_TEST_WORKERS" in os.environ else {}
+# test daemons are one process unless a test asks for workers; MW_TEST_WORKERS=N runs
+# every test daemon with N worker processes (the whole suite against the workers)
+WORKERS = {"workers": int(os.environ.get("MW_TEST_WORKERS", "1"))}
 
 
 class Mailwright:

@@ -158,10 +158,15 @@ class Timeouts(Section):
     lmtp_delivery: OptionalSeconds = 90.0
 
 
+def cores() -> int:
+    """The cores this process may run on (its CPU affinity, as ``nproc`` counts them)."""
+    return len(os.sched_getaffinity(0)) or 1
+
+
 def parse_workers(value: object) -> object:
-    """``"auto"``: one worker process per core this process may run on."""
+    """``"auto"``: one worker process per core."""
     if isinstance(value, str) and value.strip().lower() == "auto":
-        return len(os.sched_getaffinity(0)) or 1
+        return cores()
     return value
 
 
@@ -170,7 +175,7 @@ Workers = Annotated[int, BeforeValidator(parse_workers), Field(ge=1, le=256)]
 
 
 class ServerSection(Section):
-    workers: Workers = 1
+    workers: Workers = Field(default_factory=cores)  # "auto"
     max_message_size: Annotated[int, Field(ge=0)] = 50 * 1024 * 1024  # 0 = unlimited
     max_recipients: Count = 1000
     max_connections: Count = 500
