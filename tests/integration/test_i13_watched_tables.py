@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import smtplib
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -47,10 +48,12 @@ class Sender:
         line = self.mw.wait_log(f"to=<{rcpt}>")
         assert "stat=Sent" in line, line
 
-    def until(self, done: Callable[[], bool], limit: int = 200) -> None:
+    def until(self, done: Callable[[], bool], seconds: float = 30) -> None:
         """Send until ``done()``: the daemon looks at the file at most once a second, so
-        some messages may still take the old route (each is delivered either way)."""
-        for _ in range(limit):
+        some messages may still take the old route (each is delivered either way). The
+        bound is time, not a count of messages: a loaded machine sends fewer per second."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
             self.send()
             if done():
                 return
