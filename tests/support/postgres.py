@@ -3,6 +3,7 @@
 ``postgres_server`` (session scope) runs ``initdb`` in a temporary directory and starts
 ``postgres`` on a free loopback port, as the ``postgres`` user (initdb refuses root): the
 Debian binaries in ``/usr/lib/postgresql/*/bin`` (newest first) or those on PATH.
+``PrivatePostgres`` is such a server of a test's own, to stop and start again.
 ``postgres_database`` (function scope) creates a new, empty database on it with
 ``CREATE DATABASE`` (cheap: a copy of template1) and gives its libpq URI, so each test
 starts clean while the server starts once. Missing PostgreSQL, psycopg or root is a
@@ -70,32 +71,64 @@ def _wait_ready(url: str, timeout: float = 30) -> None:
         time.sleep(0.02)  # polling a server that is still starting
 
 
+class PrivatePostgres(PostgresServer):
+    """A server of one's own in ``root`` (a test may stop and start it again, on the
+    same port and data): ``start()``, ``stop()``."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(free_port())
+        initdb, self._server = _binaries()
+        self._pg_ctl = str(Path(initdb or "").with_name("pg_ctl"))
+        require_peer("PostgreSQL", bool(initdb and self._server), "initdb and postgres")
+        require_peer("root", is_root(), "runs PostgreSQL as the postgres user")
+        assert initdb is not None
+        self.root = root
+        shutil.chown(root, "postgres")
+        self.data = root / "data"
+        subprocess.run([*RUN_AS, initdb, "-A", "trust", "-U", "postgres", "-D", str(self.data)],
+                       check=True, capture_output=True)  # fmt: skip
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> PrivatePostgres:
+        assert self._server is not None
+        # fsync stays on: the queue's tests check durability; a test server needs few buffers
+        self._proc = subprocess.Popen(
+            [*RUN_AS, self._server, "-D", str(self.data), "-p", str(self.port), "-h",
+             "127.0.0.1", "-k", str(self.root), "-c", "shared_buffers=16MB",
+             "-c", "max_connections=200"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_connectable(("127.0.0.1", self.port))
+        _wait_ready(self.url())
+        return self
+
+    def stop(self) -> None:
+        """A fast shutdown: clients are disconnected, not waited for. Through ``pg_ctl``:
+        a signal to runuser would reach postgres followed by a SIGKILL, which leaves
+        backends holding the shared memory and a restart refused."""
+        if self._proc is None:
+            return
+        if self._proc.poll() is None:
+            subprocess.run([*RUN_AS, self._pg_ctl, "stop", "-D", str(self.data), "-m", "fast",
+                            "-w", "-t", "30"], capture_output=True)  # fmt: skip
+        stop(self._proc, timeout=30)
+        self._proc = None
+
+
+RUN_AS = ["runuser", "-u", "postgres", "--"]
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     require_module("psycopg", "pip install '.[dev]' (psycopg)")
-    initdb, server = _binaries()
-    require_peer("PostgreSQL", bool(initdb and server), "initdb and postgres (package postgresql)")
-    require_peer("root", is_root(), "runs PostgreSQL as the postgres user")
-    assert initdb is not None and server is not None
     root = Path(tempfile.mkdtemp(prefix="mailwright-pg-"))  # pytest's tmp is closed to others
-    shutil.chown(root, "postgres")
-    data = root / "data"
-    run_as = ["runuser", "-u", "postgres", "--"]
-    subprocess.run([*run_as, initdb, "-A", "trust", "-U", "postgres", "-D", str(data)],
-                   check=True, capture_output=True)  # fmt: skip
-    port = free_port()
-    # fsync stays on: the queue's tests check durability; a test server needs few buffers
-    proc = subprocess.Popen(
-        [*run_as, server, "-D", str(data), "-p", str(port), "-h", "127.0.0.1",
-         "-k", str(root), "-c", "shared_buffers=16MB", "-c", "max_connections=200"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
     try:
-        wait_connectable(("127.0.0.1", port))
-        _wait_ready(PostgresServer(port).url())
-        yield PostgresServer(port)
+        server = PrivatePostgres(root).start()
+        try:
+            yield server
+        finally:
+            server.stop()
     finally:
-        stop(proc)
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -22,16 +22,18 @@ Trusts: the database the connection string names (the operator's) and values alr
 validated by the protocol layer. Settings read: none directly; the caller passes the
 libpq connection string (URI or keywords, never logged: errors name the database by
 ``where``, host, port and database name, without the password) and may pass
-``body_chunk_size``, ``pool_size`` (read connections) and ``connect_timeout``.
+``body_chunk_size``, ``pool_size`` (read connections), ``connect_timeout`` and
+``password_file`` (its first line is the password, read at ``open``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 import psycopg_pool
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 
 from mailwright.queue.lease import owner_is_dead
@@ -81,8 +83,10 @@ class PostgresQueueStore(PostgresReads, PostgresWrites):
         body_chunk_size: int = DEFAULT_BODY_CHUNK,
         pool_size: int = 4,
         connect_timeout: float = 10.0,
+        password_file: Path | None = None,
     ) -> None:
         self._conninfo = conninfo
+        self._password_file = password_file
         self.where = describe(conninfo)
         self.recovery: PostgresRecovery | None = None  # set by open()
         self._body_chunk = body_chunk_size
@@ -100,6 +104,7 @@ class PostgresQueueStore(PostgresReads, PostgresWrites):
         leases (all with ``exclusive``, else only dead owners') and finished messages."""
         if self._writable:
             return
+        self._read_password()
         conn = self._connect()
         try:
             migrate(conn, self.where)
@@ -123,6 +128,7 @@ class PostgresQueueStore(PostgresReads, PostgresWrites):
         """Open only the read side (``mailq`` while a daemon writes). Creates nothing."""
         if self._pool is not None:
             return
+        self._read_password()
         conn = self._connect()
         try:
             version = schema_version(conn)
@@ -144,6 +150,21 @@ class PostgresQueueStore(PostgresReads, PostgresWrites):
             self._conn.close()
             self._conn = None
         self._writable = False
+
+    def _read_password(self) -> None:
+        """Put the password file's first line into the connection string (kept in memory
+        only: ``where`` and every message name the database without it)."""
+        if self._password_file is None:
+            return
+        try:
+            with self._password_file.open(encoding="utf-8") as file:
+                password = file.readline().rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            why = getattr(exc, "strerror", None) or str(exc)
+            where = self._password_file
+            raise StoreError(f"cannot read the password file {where}: {why}") from None
+        self._conninfo = make_conninfo(self._conninfo, password=password)
+        self._password_file = None  # read once: a reconnect uses the same password
 
     def _connect(self) -> Conn:
         try:
