@@ -7,13 +7,10 @@ filter with a milter (the milter sees the Python filter's header).
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import smtplib
 import sqlite3
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +20,7 @@ from mailwright.policy.filters import registry
 from mailwright.queue.sqlite import SqliteQueueStore
 from tests.support.daemon import Mailwright, running
 from tests.support.milters import free_port, py_filter, stop, wait_connectable
-from tests.support.peers import have_programs, is_root, require_module, require_peer
+from tests.support.peers import have_programs, require_peer
 
 GTUBE = b"XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 MSG = b"From: a@x.test\r\nTo: b@y.test\r\nSubject: hello\r\nMessage-ID: <f1@x.test>\r\n\r\nhi\r\n"
@@ -85,35 +82,8 @@ def test_archive_sqlite_stores_message_and_envelope(tmp_path: Path) -> None:
     assert row[7].endswith(b"\r\n\r\nhi\r\n")
 
 
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[str]:
-    require_module("psycopg", "pip install '.[dev]' (psycopg)")
-    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
-    path = os.pathsep.join([*(str(b) for b in bins), os.environ.get("PATH", "")])
-    initdb, server = shutil.which("initdb", path=path), shutil.which("postgres", path=path)
-    require_peer("PostgreSQL", bool(initdb and server), "initdb and postgres (package postgresql)")
-    require_peer("root", is_root(), "runs PostgreSQL as the postgres user")
-    root = Path(tempfile.mkdtemp(prefix="mailwright-pg-"))  # pytest's tmp is closed to others
-    shutil.chown(root, "postgres")
-    data = root / "data"
-    run_as = ["runuser", "-u", "postgres", "--"]
-    subprocess.run([*run_as, initdb, "-A", "trust", "-U", "postgres", "-D", str(data)],
-                   check=True, capture_output=True)  # fmt: skip
-    port = free_port()
-    proc = subprocess.Popen(
-        [*run_as, server, "-D", str(data), "-p", str(port), "-h", "127.0.0.1",
-         "-k", str(root)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        wait_connectable(("127.0.0.1", port))
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        stop(proc)
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def test_archive_postgresql(tmp_path: Path, postgres: str) -> None:
+def test_archive_postgresql(tmp_path: Path, postgres_database: str) -> None:
+    postgres = postgres_database
     import psycopg
 
     filters = [{"plugin": "archive", "options": {"database": postgres, "table": "archive_t"}}]

@@ -14,7 +14,7 @@ import click
 
 from mailwright.cli.settings import load_or_exit
 from mailwright.config.loader import config_path
-from mailwright.config.schema import Settings
+from mailwright.config.schema import Settings, masked_conninfo
 from mailwright.core.sysexits import ExitCode
 
 
@@ -166,10 +166,12 @@ def _generic_table_ok(settings: Settings) -> bool:
 
 @config.command("show")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of TOML-like text.")
-@click.option("--show-secrets", is_flag=True, help="Print the status page token as it is.")
+@click.option(
+    "--show-secrets", is_flag=True, help="Print the token and database password as they are."
+)
 @click.pass_context
 def config_show(ctx: click.Context, as_json: bool, show_secrets: bool) -> None:
-    """Print the effective settings (defaults filled in); the token is masked.
+    """Print the effective settings (defaults filled in); secrets are masked.
 
     \b
     Example:
@@ -179,6 +181,8 @@ def config_show(ctx: click.Context, as_json: bool, show_secrets: bool) -> None:
     data = settings.model_dump(mode="json")
     if data["http"]["token"] and not show_secrets:  # output ends up in tickets and chats
         data["http"]["token"] = "********"
+    if not show_secrets:  # a password may be written into the connection string
+        data["queue"]["postgresql"] = masked_conninfo(data["queue"]["postgresql"])
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return

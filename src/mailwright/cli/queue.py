@@ -38,8 +38,8 @@ from mailwright.queue.admin import (
     AdminResult,
     Selection,
 )
-from mailwright.queue.sqlite import SqliteQueueStore
-from mailwright.queue.store import StoredMessage, StoreError
+from mailwright.queue.backend import describe, exists, queue_store
+from mailwright.queue.store import QueueStore, StoredMessage, StoreError
 from mailwright.queue.writer import QueueWriter
 
 # what other modules take from here (``flush_queue`` for sendmail -q, ``cli.queue_mode``)
@@ -59,8 +59,8 @@ def wake_daemon(settings: Settings, op: str = "wake", **args: Any) -> bool:
 
 
 @contextmanager
-def reading(settings: Settings) -> Iterator[SqliteQueueStore]:
-    store = SqliteQueueStore(settings.queue.database)
+def reading(settings: Settings) -> Iterator[QueueStore]:
+    store = queue_store(settings.queue)
     try:
         store.open_for_reading()
     except StoreError as exc:
@@ -72,10 +72,10 @@ def reading(settings: Settings) -> Iterator[SqliteQueueStore]:
 
 
 @contextmanager
-def writing(settings: Settings) -> Iterator[tuple[SqliteQueueStore, QueueWriter]]:
-    if not settings.queue.database.exists():
-        fail(f"no queue at {settings.queue.database}", ExitCode.NOINPUT)
-    store = SqliteQueueStore(settings.queue.database)
+def writing(settings: Settings) -> Iterator[tuple[QueueStore, QueueWriter]]:
+    if not exists(settings.queue):
+        fail(f"no queue at {describe(settings.queue)}", ExitCode.NOINPUT)
+    store = queue_store(settings.queue)
     try:
         store.open(recover=False)
     except StoreError as exc:

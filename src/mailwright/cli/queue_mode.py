@@ -6,7 +6,7 @@ recipients due now (all, or those selected by ``-qI``/``-qR``/``-qS`` substrings
 has a running daemon deliver them, or delivers them itself in the foreground when none
 runs, through ``cli.queue.flush_queue``; ``-q30m`` without ``-bd`` repeats
 that every 30 minutes in the foreground until SIGTERM. Settings: ``queue.directory`` (and
-for ``-q`` the full settings, which the queue commands need).
+for ``-q``, or ``-bp`` with ``queue.backend = "postgresql"``, the full settings).
 """
 
 from __future__ import annotations
@@ -18,9 +18,13 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from mailwright.cli.invocation import Invocation
 from mailwright.config.lite import SubmitConfig
+
+if TYPE_CHECKING:
+    from mailwright.queue.store import StoredMessage
 
 OK, CONFIG, NOPERM, IOERR = 0, 78, 77, 74
 
@@ -32,25 +36,11 @@ def say(message: str) -> None:
 # ---- -bp / mailq --------------------------------------------------------------------------------
 def print_queue(config: SubmitConfig, count_only: bool = False) -> int:
     from mailwright.cli.mailq import format_queue
-    from mailwright.queue.sqlite import SqliteQueueStore
-    from mailwright.queue.store import StoredMessage, StoreError
 
     queue_dir = Path(os.path.abspath(config.queue_dir))  # shown normalised: no ./var/../
-    database = queue_dir / "queue.db"
-    messages: list[StoredMessage] = []
-    if os.path.lexists(database):
-        if not os.access(database, os.R_OK):
-            say(f"cannot read the queue {database}: permission denied (run mailq as root)")
-            return NOPERM
-        store = SqliteQueueStore(database)
-        try:
-            store.open_for_reading()
-            messages = store.list_messages()
-        except StoreError as exc:
-            say(str(exc))
-            return IOERR
-        finally:
-            store.close()
+    messages = _stored_messages(config, queue_dir)
+    if isinstance(messages, int):
+        return messages
     dropped = maildrop_lines(config.maildrop_dir)
     if count_only:
         print(f"{queue_dir}: entries={len(messages)}")
@@ -62,6 +52,52 @@ def print_queue(config: SubmitConfig, count_only: bool = False) -> int:
         sys.stdout.write(_maildrop_section(config.maildrop_dir, dropped))
     sys.stdout.flush()
     return OK
+
+
+def _stored_messages(config: SubmitConfig, queue_dir: Path) -> list[StoredMessage] | int:
+    """The queued messages, or the exit code when they cannot be read."""
+    from mailwright.queue.store import StoreError
+
+    if config.queue_backend != "sqlite":  # a database: its settings need the full schema
+        return _database_messages(config)
+    from mailwright.queue.sqlite import SqliteQueueStore
+
+    database = queue_dir / "queue.db"
+    if not os.path.lexists(database):
+        return []
+    if not os.access(database, os.R_OK):
+        say(f"cannot read the queue {database}: permission denied (run mailq as root)")
+        return NOPERM
+    store = SqliteQueueStore(database)
+    try:
+        store.open_for_reading()
+        return store.list_messages()
+    except StoreError as exc:
+        say(str(exc))
+        return IOERR
+    finally:
+        store.close()
+
+
+def _database_messages(config: SubmitConfig) -> list[StoredMessage] | int:
+    from mailwright.config.loader import ConfigError, load_settings
+    from mailwright.queue.backend import queue_store
+    from mailwright.queue.store import StoreError
+
+    try:
+        settings = load_settings(config.path)
+    except ConfigError as exc:
+        say(str(exc))
+        return CONFIG
+    store = queue_store(settings.queue)
+    try:
+        store.open_for_reading()
+        return store.list_messages()
+    except StoreError as exc:
+        say(str(exc))
+        return IOERR
+    finally:
+        store.close()
 
 
 def maildrop_lines(directory: str) -> list[list[str]]:

@@ -25,7 +25,7 @@ from mailwright.config.schema import Settings
 from mailwright.core.durations import short as short_duration
 from mailwright.core.sysexits import ExitCode
 from mailwright.daemon import control
-from mailwright.queue.sqlite import SqliteQueueStore
+from mailwright.queue.backend import queue_store
 from mailwright.queue.store import QueueCounts, StoreError
 
 if TYPE_CHECKING:  # imported when used: it loads prometheus_client, other commands need not
@@ -47,7 +47,7 @@ def ask_daemon(settings: Settings) -> Status | None:
 
 def read_queue(settings: Settings) -> QueueCounts | None:
     """The queue straight from the store (the daemon is down); None without a queue."""
-    store = SqliteQueueStore(settings.queue.database)
+    store = queue_store(settings.queue)
     try:
         store.open_for_reading()
         return store.queue_counts(time.time())

@@ -2,7 +2,8 @@
 
 ``sendmail`` runs for every cron job and every PHP ``mail()``, so it must start fast and
 cannot load pydantic. It finds and reads the same TOML file as the daemon (``config.file``)
-and takes only these keys: ``hostname``, ``queue.directory``, ``local.socket``,
+and takes only these keys: ``hostname``, ``queue.directory``, ``queue.backend``,
+``local.socket``,
 ``local.maildrop``, ``local.domain``, ``local.trusted_users``,
 ``server.max_message_size``, ``server.max_hop_count``, ``routing.local_domains``.
 Defaults and the resolution of relative paths are those of ``config.schema`` (a unit test
@@ -41,6 +42,7 @@ class SubmitConfig:
         "max_hop_count",
         "max_message_size",
         "path",
+        "queue_backend",
         "queue_dir",
         "socket_path",
         "trusted_users",
@@ -59,10 +61,12 @@ class SubmitConfig:
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         max_hop_count: int = DEFAULT_MAX_HOP_COUNT,
         local_domains: tuple[str, ...] = (),
+        queue_backend: str = "sqlite",
     ) -> None:
         self.path = path
         self.hostname = hostname
         self.queue_dir = queue_dir
+        self.queue_backend = queue_backend  # "postgresql": mailq needs the full settings
         self.socket_path = socket_path
         self.maildrop_dir = maildrop_dir
         self.domain = domain
@@ -85,6 +89,7 @@ class SubmitConfig:
             max_message_size=settings.server.max_message_size,
             max_hop_count=settings.server.max_hop_count,
             local_domains=tuple(settings.named_local_domains),
+            queue_backend=settings.queue.backend,
         )
 
     def qualify(self, address: str) -> str:
@@ -119,6 +124,7 @@ def load(explicit: str | None = None) -> SubmitConfig:
         max_message_size=reader.number("server.max_message_size", DEFAULT_MAX_MESSAGE_SIZE, 0),
         max_hop_count=reader.number("server.max_hop_count", DEFAULT_MAX_HOP_COUNT, 1),
         local_domains=tuple(reader.texts("routing.local_domains")),
+        queue_backend=reader.text("queue.backend", "sqlite"),
     )
 
 

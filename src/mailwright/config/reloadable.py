@@ -1,6 +1,7 @@
 """Which settings a reload (SIGHUP) applies and which need a restart.
 
-The listeners, the number of worker processes, the queue directory, the local socket
+The listeners, the number of worker processes, the queue directory and store
+(``queue.backend``, ``postgresql``, ``postgresql_password_file``: opened once), the local socket
 and maildrop, the service account, the delivery mode and the delivery concurrency
 limits (the scheduler's loop and semaphores are made once) are kept as they were:
 changing them needs a restart. Used by the daemon's reload and by the privileged
@@ -13,6 +14,8 @@ from mailwright.config.schema import Settings
 
 # how the scheduler runs (its loop, its semaphores): made once, at start-up
 RESTART_DELIVERY = ("mode", "max_concurrency", "max_per_destination")
+# where the queue is: the store is opened once, at start-up
+RESTART_QUEUE = ("directory", "backend", "postgresql", "postgresql_password_file")
 
 
 def effective_settings(old: Settings, new: Settings) -> tuple[Settings, list[str]]:
@@ -22,9 +25,10 @@ def effective_settings(old: Settings, new: Settings) -> tuple[Settings, list[str
     if new.listeners != old.listeners:
         kept.append("listeners")
         update["listeners"] = old.listeners
-    if new.queue.directory != old.queue.directory:
-        kept.append("queue.directory")
-        update["queue"] = new.queue.model_copy(update={"directory": old.queue.directory})
+    queue = {k: getattr(old.queue, k) for k in RESTART_QUEUE}
+    if changed := [k for k, v in queue.items() if getattr(new.queue, k) != v]:
+        kept.append("queue." + "/".join(changed))
+        update["queue"] = new.queue.model_copy(update=queue)
     local = {k: getattr(old.local, k) for k in ("socket", "maildrop")}
     if any(getattr(new.local, k) != v for k, v in local.items()):
         kept.append("local.socket/local.maildrop")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import socket
 from enum import StrEnum
 from pathlib import Path
@@ -207,15 +208,33 @@ class ServerSection(Section):
 
 
 class QueueSection(Section):
-    """The queue and its retry policy (Sendmail's Timeout.queuewarn / queuereturn)."""
+    """The queue and its retry policy (Sendmail's Timeout.queuewarn / queuereturn).
+
+    ``backend = "postgresql"`` keeps the queue in the PostgreSQL database ``postgresql``
+    names (several nodes may share it, ``docs/cluster.md``) instead of ``directory``'s
+    ``queue.db``; only its presence is checked here (no connection at load). The password
+    may come from ``postgresql_password_file`` (read when the queue is opened, never shown).
+    """
 
     directory: Path = Path("/var/spool/mailwright")
+    backend: Literal["sqlite", "postgresql"] = "sqlite"
+    postgresql: str = ""  # libpq connection URI or "key=value" string (backend = postgresql)
+    postgresql_password_file: Path | None = None  # its first line is the password
     first_retry: Seconds = 300.0  # first retry 5 minutes after a temporary failure ...
     max_retry_interval: Seconds = 3600.0  # ... doubling up to this interval
     delay_warning: OptionalSeconds = 4 * 3600.0  # one "delayed" DSN after this; 0 = never
     max_lifetime: Seconds = 5 * 86400.0  # bounce what is still undelivered after this
     host_status_timeout: OptionalSeconds = 300.0  # don't redial a dead next hop for this long
     double_bounce_recipient: str = "postmaster"
+
+    @model_validator(mode="after")
+    def _backend_named(self) -> QueueSection:
+        if self.backend == "postgresql" and not self.postgresql.strip():
+            raise ValueError(
+                'backend = "postgresql" needs postgresql, the database\'s libpq connection'
+                ' string (e.g. postgresql = "postgresql://mailwright@db.example.org/mail")'
+            )
+        return self
 
     @property
     def database(self) -> Path:
@@ -550,7 +569,18 @@ class LocalSection(Section):
 
 # settings whose value is never repeated in an error message (config check output ends up
 # in tickets and chats; a wrong secret is usually a real one with a typo)
-SECRET_SETTINGS = frozenset({"http.token"})
+SECRET_SETTINGS = frozenset({"http.token", "queue.postgresql"})
+
+_URI_PASSWORD = re.compile(r"(?<=://)([^:@/]*):[^@/]*@")
+_KEYWORD_PASSWORD = re.compile(r"(?<![\w])(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)")
+
+
+def masked_conninfo(conninfo: str) -> str:
+    """A libpq connection string with any password in it replaced by ``********``."""
+    if not conninfo.lstrip().startswith(("postgresql://", "postgres://")):
+        return _KEYWORD_PASSWORD.sub(r"\1********", conninfo)
+    masked = _URI_PASSWORD.sub(r"\1:********@", conninfo)
+    return re.sub(r"(?<=[?&])password=[^&]*", "password=********", masked)
 
 
 class HttpSection(Section):
@@ -891,7 +921,7 @@ class Settings(Section):
 
         return self.model_copy(
             update={
-                "queue": rebase(self.queue, "directory"),
+                "queue": rebase(self.queue, "directory", "postgresql_password_file"),
                 "routing": rebase(
                     self.routing,
                     "transport_table",

@@ -51,7 +51,7 @@ from mailwright.observability import logtargets
 from mailwright.privhelper.client import HelperDeposit, HelperForwardReader, HelperMaildrop
 from mailwright.queue.admin import ACTIONS as ADMIN_ACTIONS
 from mailwright.queue.admin import Actor, Selection
-from mailwright.queue.sqlite import SqliteQueueStore
+from mailwright.queue.backend import clears_all_leases, queue_store
 from mailwright.queue.store import InsertMessage, NewMessage
 from mailwright.queue.writer import QueueWriter
 from mailwright.routing.aliases import prepare_aliases
@@ -73,9 +73,9 @@ class Daemon:
 
     def __init__(self, settings: Settings, runtime: Runtime | None = None) -> None:
         self.runtime = runtime or Runtime()
-        # the workers of one daemon write one file: they take turns through a gate
+        # the workers of one daemon write one SQLite file: they take turns through a gate
         shared = self.runtime.worker is not None
-        self.store = SqliteQueueStore(settings.queue.database, shared=shared)
+        self.store = queue_store(settings.queue, shared=shared)
         self.writer = QueueWriter(self.store)
         self.edge: Edge | None = None
         self.local: LocalSubmission | None = None
@@ -254,8 +254,9 @@ class Daemon:
         self.prepare_directories()
         prepare_aliases(self.settings)  # compiles an alias file whose table is missing or stale
         # the only process clears every lease it finds (left by a crash); a worker leaves
-        # its siblings' alone and clears only those of owners that died
-        self.store.open(exclusive=worker is None)
+        # its siblings' alone and clears only those of owners that died, and so does a
+        # daemon on a database other hosts share (their leases expire)
+        self.store.open(exclusive=worker is None and clears_all_leases(self.settings.queue))
         self.writer.start()
         try:
             ctx = self._edge_context(self.generation)

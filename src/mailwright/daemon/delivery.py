@@ -30,7 +30,7 @@ from mailwright.delivery.tlspolicy import MtaStsGate, TlsPolicyTable, verify_con
 from mailwright.manager.backoff import RetryPolicy
 from mailwright.manager.expansion import Expander
 from mailwright.manager.scheduler import DeliveryParts, Scheduler, SchedulerSettings, domain_of
-from mailwright.queue.sqlite import SqliteQueueStore
+from mailwright.queue.backend import clears_all_leases, queue_store
 from mailwright.queue.store import QueueStore, StoreError
 from mailwright.queue.writer import QueueWriter
 from mailwright.routing.credentials import exposure, watch_credentials
@@ -197,8 +197,8 @@ class _Standalone:
     """The queue opened by an admin command while no daemon runs."""
 
     def __init__(self, settings: Settings) -> None:
-        self.store = SqliteQueueStore(settings.queue.database)
-        self.store.open()
+        self.store = queue_store(settings.queue)
+        self.store.open(exclusive=clears_all_leases(settings.queue))
         self.writer = QueueWriter(self.store)
         self.writer.start()
         self.scheduler = build_scheduler(settings, self.store, self.writer)

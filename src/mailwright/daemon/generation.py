@@ -54,7 +54,7 @@ from mailwright.policy.recipients import LocalRecipients
 from mailwright.policy.relay import RelayControl, parse_networks
 from mailwright.policy.sharedlimits import WorkerShare
 from mailwright.policy.submission import SubmissionPolicy
-from mailwright.queue.sqlite import SqliteQueueStore
+from mailwright.queue.backend import queue_store
 from mailwright.queue.store import QueueStore
 from mailwright.queue.writer import QueueWriter
 from mailwright.routing.clientname import ClientNames, client_names_from_settings
@@ -133,7 +133,7 @@ def check_generation(settings: Settings) -> None:
     a store that is never opened: the supervisor's check before its workers reload, so
     that they all take the new configuration or none does. ``GenerationError``,
     ``ConfigError`` or ``OSError`` when it cannot be used."""
-    store = SqliteQueueStore(settings.queue.database)
+    store = queue_store(settings.queue)
     build_generation(settings, store=store, writer=QueueWriter(store), deposit=None)
     _router(settings, strict=True)
 

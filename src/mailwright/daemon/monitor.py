@@ -37,8 +37,7 @@ from mailwright.edge.local import LocalSubmission
 from mailwright.observability import metrics
 from mailwright.observability.recent import RECENT, ErrorLog
 from mailwright.queue.admin import Actor, Selection
-from mailwright.queue.sqlite import SqliteQueueStore
-from mailwright.queue.store import QueueCounts, StoredMessage, UnknownMessageError
+from mailwright.queue.store import QueueCounts, QueueStore, StoredMessage, UnknownMessageError
 from mailwright.queue.writer import QueueWriter
 from mailwright.web.history import History, Sample
 from mailwright.web.status import ListenerStatus, MilterStatus, Status
@@ -55,7 +54,7 @@ class Monitor:
     def __init__(
         self,
         settings: Settings,
-        store: SqliteQueueStore,
+        store: QueueStore,
         writer: QueueWriter,
         control: Mapping[str, Handler],
         edge: Edge | None = None,

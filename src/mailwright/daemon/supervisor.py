@@ -55,7 +55,7 @@ from mailwright.daemon.runtime import Runtime, WorkerRole
 from mailwright.observability import logtargets, metrics
 from mailwright.policy.sharedlimits import SharedState
 from mailwright.privhelper.client import HelperClient, reap
-from mailwright.queue.sqlite import SqliteQueueStore
+from mailwright.queue.backend import clears_all_leases, queue_store
 from mailwright.queue.store import StoreError
 
 log = logging.getLogger("mailwright.daemon")
@@ -344,9 +344,9 @@ def supervise(settings: Settings, runtime: Runtime, helpers: list[HelperClient |
     for path in (queue.directory, queue.spool_dir):
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
     Daemon.clean_spool(queue.spool_dir)
-    store = SqliteQueueStore(queue.database)
-    try:
-        store.open(exclusive=True)
+    store = queue_store(queue)
+    try:  # a shared database: only this host's dead owners' leases (the others expire)
+        store.open(exclusive=clears_all_leases(queue))
     except StoreError as exc:
         log.error("%s", exc)
         return ExitCode.TEMPFAIL

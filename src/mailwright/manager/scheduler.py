@@ -255,7 +255,10 @@ class Scheduler:
                 log.exception("closing delivery agent %s", agent.name)
         if self._heartbeat is not None:
             self._heartbeat.cancel()
-        await self.writer.execute(ReleaseLeases(self.owner))
+        try:
+            await self.writer.execute(ReleaseLeases(self.owner))
+        except StoreError as exc:  # e.g. the database is down: the leases expire instead
+            log.warning("could not release the delivery leases (they expire): %s", exc)
 
     async def bounce(self, queue_id: str, reply: Reply) -> bool:
         """Fail every waiting recipient of a message now (``queue bounce``), with one

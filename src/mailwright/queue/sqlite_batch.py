@@ -23,13 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from mailwright.core.envelope import Recipient
-from mailwright.queue.sqlite_rows import (
-    _FIND_ID,
-    _RECIPIENT_COLUMNS,
-    _message_row,
-    _recipient_row,
-    _stored_recipient,
-)
+from mailwright.queue.records import message_row, recipient_row, stored_recipient
+from mailwright.queue.sqlite_rows import _FIND_ID, _RECIPIENT_COLUMNS
 from mailwright.queue.sqlite_schema import (
     QUEUED,
     configure_writer,
@@ -308,7 +303,7 @@ class SqliteWrites:
             if not msg.envelope.recipients:
                 raise ValueError(f"message {msg.queue_id} has no recipients")
             header_bytes = msg.headers.encode()
-            messages.append((mid, *_message_row(msg, header_bytes)))
+            messages.append((mid, *message_row(msg, header_bytes)))
             headers.append((mid, header_bytes))
             size = msg.body.size
             if size <= self._INLINE_BODY and inline + size <= self._INLINE_BATCH:
@@ -320,7 +315,7 @@ class SqliteWrites:
             else:
                 streamed.append((mid, msg))
             recipients.extend(
-                _recipient_row(mid, i, r, msg.due) for i, r in enumerate(msg.envelope.recipients)
+                recipient_row(mid, i, r, msg.due) for i, r in enumerate(msg.envelope.recipients)
             )
         _insert_many(conn, _MESSAGE_TABLE, messages)
         _insert_many(conn, "headers (message_id, data)", headers)
@@ -342,7 +337,7 @@ class SqliteWrites:
             raise ValueError(f"message {msg.queue_id} has no recipients")
         header_bytes = msg.headers.encode()
         try:
-            cur = conn.execute(self._INSERT_MESSAGE, _message_row(msg, header_bytes))
+            cur = conn.execute(self._INSERT_MESSAGE, message_row(msg, header_bytes))
         except sqlite3.IntegrityError as exc:
             raise StoreError(f"queue id {msg.queue_id} is already in the queue") from exc
         mid = cur.lastrowid
@@ -368,7 +363,7 @@ class SqliteWrites:
     ) -> None:
         conn.executemany(
             self._INSERT_RECIPIENT,
-            [_recipient_row(mid, first_index + i, r, due) for i, r in enumerate(recipients)],
+            [recipient_row(mid, first_index + i, r, due) for i, r in enumerate(recipients)],
         )
 
     _SET_TARGET = """UPDATE recipients SET mailer = ?, target = ?, ctl_user = ?
@@ -417,7 +412,7 @@ class SqliteWrites:
         conn.executemany(
             self._CLAIM_UPDATE, [(op.owner, until, row["mid"], row["idx"]) for row in rows]
         )
-        claimed = [_stored_recipient(row) for row in rows]
+        claimed = [stored_recipient(row) for row in rows]
         for recipient in claimed:
             recipient.lease_owner, recipient.lease_until = op.owner, until
         return claimed

@@ -1,10 +1,9 @@
-"""The SQLite queue store's reader side and row mapping.
+"""The SQLite queue store's reader side.
 
 ``SqliteReads`` holds the queries (``get_message``, ``list_messages``, ``queue_counts``,
 ``next_due``, bodies...) that run on a small pool of read connections (``ReadPool``),
 each seeing the last committed state: WAL lets them run while the writer commits. The
-functions below map rows to ``StoredMessage``/``StoredRecipient`` and new messages to
-rows. Trusts: its own database. Settings read: none.
+rows are mapped by ``queue.records``. Trusts: its own database. Settings read: none.
 """
 
 from __future__ import annotations
@@ -14,10 +13,8 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from mailwright.core.address import Address
-from mailwright.core.envelope import BodyType, Envelope, MailParams, Notify, Recipient, Ret
 from mailwright.core.headers import HeaderList, HeaderParser
-from mailwright.core.target import Mailer, Target
+from mailwright.queue.records import stored_message
 from mailwright.queue.sqlite_schema import (
     QUEUED,
     store_error,
@@ -25,12 +22,8 @@ from mailwright.queue.sqlite_schema import (
 from mailwright.queue.store import (
     DeferredGroup,
     MessageState,
-    NewMessage,
-    Origin,
     QueueCounts,
-    RecipientState,
     StoredMessage,
-    StoredRecipient,
     StoreError,
     UnknownMessageError,
 )
@@ -112,7 +105,7 @@ class SqliteReads:
                 " JOIN messages m ON m.id = r.message_id WHERE r.message_id = ? ORDER BY r.idx",
                 (row["id"],),
             ).fetchall()
-        return _stored_message(row, recipients)
+        return stored_message(row, recipients)
 
     def list_messages(self) -> list[StoredMessage]:
         """Every message, oldest first, with its recipients."""
@@ -126,7 +119,7 @@ class SqliteReads:
                 " JOIN messages m ON m.id = r.message_id ORDER BY r.message_id, r.idx"
             ):
                 by_message[r["queue_id"]].append(r)
-        return [_stored_message(row, by_message[row["queue_id"]]) for row in rows]
+        return [stored_message(row, by_message[row["queue_id"]]) for row in rows]
 
     def oldest_messages(self, limit: int) -> list[StoredMessage]:
         """The ``limit`` oldest messages with their recipients (a page of the queue)."""
@@ -145,7 +138,7 @@ class SqliteReads:
                 ids,
             ):
                 by_message[r["queue_id"]].append(r)
-        return [_stored_message(row, by_message[row["queue_id"]]) for row in rows]
+        return [stored_message(row, by_message[row["queue_id"]]) for row in rows]
 
     def count_messages(self) -> int:
         with self._reading(snapshot=False) as conn:
@@ -299,127 +292,3 @@ class ReadPool:
             idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
-
-
-def _recipient_row(mid: int | None, index: int, r: Recipient, due: float) -> tuple[object, ...]:
-    return (
-        mid,
-        index,
-        r.address.local,
-        r.address.domain,
-        r.orcpt,
-        _notify_text(r.notify),
-        QUEUED,
-        due,
-    )
-
-
-def _message_row(msg: NewMessage, header_bytes: bytes) -> tuple[object, ...]:
-    env, params, origin = msg.envelope, msg.envelope.params, msg.origin
-    message_id = msg.headers.get("Message-ID")
-    subject = msg.headers.get("Subject")
-    held = msg.hold_reason is not None
-    return (
-        msg.queue_id,
-        None if env.sender is None else env.sender.local,
-        None if env.sender is None else env.sender.domain,
-        params.size,
-        params.body.value,
-        int(params.smtputf8),
-        None if params.ret is None else params.ret.value,
-        params.envid,
-        params.auth,
-        msg.received_at,
-        len(header_bytes) + 2 + msg.body.size,
-        msg.body.size,
-        (MessageState.HOLD if held else MessageState.ACTIVE).value,
-        msg.hold_reason,
-        origin.protocol,
-        origin.client_address,
-        origin.client_name,
-        origin.helo,
-        origin.auth_user,
-        origin.local_user,
-        None if message_id is None else message_id.text,
-        None if subject is None else subject.text,
-    )
-
-
-def _notify_text(notify: frozenset[Notify] | None) -> str | None:
-    return None if notify is None else ",".join(sorted(n.value for n in notify))
-
-
-def _notify_set(text: str | None) -> frozenset[Notify] | None:
-    if text is None:
-        return None
-    return frozenset(Notify(part) for part in text.split(",") if part)
-
-
-def _stored_recipient(row: sqlite3.Row) -> StoredRecipient:
-    return StoredRecipient(
-        message_id=row["queue_id"],
-        index=row["idx"],
-        address=str(Address(row["local"], row["domain"])),
-        orcpt=row["orcpt"],
-        notify=row["notify"],
-        state=RecipientState(row["state"]),
-        attempts=row["attempts"],
-        next_attempt=row["next_attempt"],
-        last_attempt=row["last_attempt"],
-        last_status=row["last_status"],
-        last_reply=row["last_reply"],
-        remote_mta=row["remote_mta"],
-        lease_owner=row["lease_owner"],
-        lease_until=row["lease_until"],
-        target=_target(row),
-    )
-
-
-def _target(row: sqlite3.Row) -> Target | None:
-    mailer = row["mailer"]
-    if mailer is None:
-        return None
-    return Target(Mailer(mailer), row["target"] or "", row["ctl_user"] or "")
-
-
-def _stored_message(row: sqlite3.Row, recipient_rows: list[sqlite3.Row]) -> StoredMessage:
-    sender = None
-    if row["sender_local"] is not None:
-        sender = Address(row["sender_local"], row["sender_domain"])
-    params = MailParams(
-        size=row["mail_size"],
-        body=BodyType(row["body_type"]),
-        smtputf8=bool(row["smtputf8"]),
-        ret=None if row["ret"] is None else Ret(row["ret"]),
-        envid=row["envid"],
-        auth=row["auth"],
-    )
-    return StoredMessage(
-        queue_id=row["queue_id"],
-        envelope=Envelope(sender, params, [_envelope_recipient(r) for r in recipient_rows]),
-        received_at=row["received_at"],
-        size=row["size"],
-        state=MessageState(row["state"]),
-        hold_reason=row["hold_reason"],
-        origin=Origin(
-            protocol=row["protocol"],
-            client_address=row["client_address"],
-            client_name=row["client_name"],
-            helo=row["helo"],
-            auth_user=row["auth_user"],
-            local_user=row["local_user"],
-        ),
-        message_id_header=row["message_id_header"],
-        subject=row["subject"],
-        warned=bool(row["warned"]),
-        recipients=[_stored_recipient(r) for r in recipient_rows],
-    )
-
-
-def _envelope_recipient(row: sqlite3.Row) -> Recipient:
-    return Recipient(
-        Address(row["local"], row["domain"]),
-        _notify_set(row["notify"]),
-        row["orcpt"],
-        _target(row),
-    )

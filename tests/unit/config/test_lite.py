@@ -38,6 +38,7 @@ def same(a: SubmitConfig, b: SubmitConfig) -> None:
         'domain = "Example.ORG"\ntrusted_users = ["www-data", "backup"]\n',
         "[server]\nmax_message_size = 1000\nmax_hop_count = 7\n"
         '[routing]\nlocal_domains = ["a.test", "b.test"]\n',
+        '[queue]\nbackend = "postgresql"\npostgresql = "host=db dbname=mail"\n',
     ],
 )
 def test_lite_view_matches_the_full_settings(tmp_path: Path, text: str) -> None:

@@ -174,3 +174,13 @@ def test_handing_the_queue_over_follows_no_link(tmp_path: Path) -> None:
     assert (queue / "queue.db").stat().st_uid == account.uid
     assert (queue / "metrics").stat().st_uid == account.uid
     assert victim.stat().st_uid == 0
+
+
+def test_the_queue_store_is_kept_on_reload(tmp_path: Path) -> None:
+    old = Settings.model_validate({"queue": {"directory": str(tmp_path)}})
+    new = Settings.model_validate(
+        {"queue": {"directory": str(tmp_path), "backend": "postgresql", "postgresql": "host=db"}}
+    )
+    settings, kept = effective_settings(old, new)
+    assert kept == ["queue.backend/postgresql"]
+    assert settings.queue.backend == "sqlite" and settings.queue.postgresql == ""

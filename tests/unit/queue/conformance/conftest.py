@@ -2,7 +2,8 @@
 
 Each backend is a factory of fresh store objects on one and the same storage, so a
 test can close a store and open another on what the first left (durability, crash
-recovery). Only SQLite today; the PostgreSQL backend adds its factory here.
+recovery): a file for SQLite, a fresh database on the session's PostgreSQL server
+(tests/support/postgres.py, started only when a PostgreSQL test runs) for PostgreSQL.
 """
 
 from __future__ import annotations
@@ -18,19 +19,29 @@ from mailwright.queue.store import QueueStore
 StoreFactory = Callable[[], QueueStore]
 
 
-def _sqlite(tmp_path: Path) -> StoreFactory:
+def _sqlite(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
     path = tmp_path / "queue.db"
     return lambda: SqliteQueueStore(path)
 
 
-BACKENDS: dict[str, Callable[[Path], StoreFactory]] = {"sqlite": _sqlite}
+def _postgresql(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
+    url = str(request.getfixturevalue("postgres_database"))
+    from mailwright.queue.postgres import PostgresQueueStore  # psycopg only when used
+
+    return lambda: PostgresQueueStore(url)
+
+
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], StoreFactory]] = {
+    "sqlite": _sqlite,
+    "postgresql": _postgresql,
+}
 
 
 @pytest.fixture(params=sorted(BACKENDS))
 def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
     """A factory of unopened stores on one backend's storage; all are closed at the end."""
     made: list[QueueStore] = []
-    factory = BACKENDS[request.param](tmp_path)
+    factory = BACKENDS[request.param](request, tmp_path)
 
     def make() -> QueueStore:
         store = factory()

@@ -1,0 +1,174 @@
+"""The PostgreSQL queue store's schema, its migrations, session set-up and error mapping.
+
+The tables are those of the SQLite store (``messages``, ``recipients``, ``headers``,
+``body_chunks``: the body in ``bytea`` rows of ~1 MiB) with PostgreSQL types: times are
+``double precision`` seconds since the epoch, as the ``QueueStore`` interface has them,
+and deleting a message cascades to its rows. The schema version is the one row of
+``mailwright_schema``; ``migrate`` creates the schema in an empty database and applies
+newer versions one at a time, all in one transaction under an advisory lock, so nodes
+starting together migrate once. A database whose version is newer than this program's is
+refused with a ``StoreError`` naming both versions: an older node never writes a schema
+it does not know.
+
+``configure_session`` makes sure commits are durable: ``synchronous_commit`` may be
+``on``, ``remote_write``, ``remote_apply`` or ``local`` (the server's setting is kept),
+never ``off`` (it is turned ``on`` for the session). The error helpers map psycopg errors
+to ``StoreError`` and ``StoreFullError``.
+
+Trusts: the database named by the connection string (the operator's). Settings read:
+none (``postgres`` is given the connection string).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg import errors
+
+from mailwright.queue.store import StoreError, StoreFullError, UnknownMessageError
+
+SCHEMA_VERSION = 1
+Conn = psycopg.Connection[dict[str, Any]]  # autocommit, rows as dicts (dict_row)
+DEFAULT_BODY_CHUNK = 1 << 20
+# pg_advisory_xact_lock key of schema migrations ("mailwrig" in ASCII)
+_MIGRATION_LOCK = 0x6D61696C77726967
+
+_SCHEMA_V1 = [
+    """CREATE TABLE messages (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        queue_id text NOT NULL UNIQUE,
+        sender_local text,              -- NULL (with sender_domain): the null path <>
+        sender_domain text,
+        mail_size bigint,               -- SIZE= as the client declared it
+        body_type text NOT NULL,
+        smtputf8 integer NOT NULL,
+        ret text,
+        envid text,
+        auth text,
+        received_at double precision NOT NULL,
+        size bigint NOT NULL,           -- header section + separator + body
+        body_size bigint NOT NULL,
+        state text NOT NULL,
+        hold_reason text,
+        protocol text NOT NULL,
+        client_address text NOT NULL,
+        client_name text NOT NULL,
+        helo text NOT NULL,
+        auth_user text NOT NULL,
+        local_user text NOT NULL,
+        message_id_header text,
+        subject text,
+        warned integer NOT NULL DEFAULT 0
+    )""",
+    "CREATE INDEX messages_received ON messages (received_at, id)",
+    """CREATE TABLE recipients (
+        message_id bigint NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+        idx integer NOT NULL,
+        local text NOT NULL,
+        domain text NOT NULL,
+        orcpt text,
+        notify text,
+        state text NOT NULL,
+        attempts integer NOT NULL DEFAULT 0,
+        next_attempt double precision NOT NULL,
+        last_attempt double precision,
+        last_status text,
+        last_reply text,
+        remote_mta text,
+        lease_owner text,
+        lease_until double precision,
+        mailer text,                    -- core.target.Mailer; NULL: an address
+        target text,
+        ctl_user text,
+        PRIMARY KEY (message_id, idx)
+    )""",
+    # only queued recipients are work: the index of due work holds nothing else
+    "CREATE INDEX recipients_due ON recipients (next_attempt) WHERE state = 'queued'",
+    "CREATE INDEX recipients_lease ON recipients (lease_owner) WHERE lease_owner IS NOT NULL",
+    """CREATE TABLE headers (
+        message_id bigint PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,
+        data bytea NOT NULL
+    )""",
+    """CREATE TABLE body_chunks (
+        message_id bigint NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+        seq integer NOT NULL,
+        data bytea NOT NULL,
+        PRIMARY KEY (message_id, seq)
+    )""",
+]
+
+MIGRATIONS: dict[int, list[str]] = {1: _SCHEMA_V1}  # version: DDL
+
+
+def configure_session(conn: Conn) -> None:
+    """Durable commits whatever the server's default (see the module docstring)."""
+    row = conn.execute("SELECT current_setting('synchronous_commit') AS mode").fetchone()
+    if row is None or str(row["mode"]).lower() == "off":
+        conn.execute("SET synchronous_commit TO on")
+
+
+def schema_version(conn: Conn) -> int:
+    """The database's schema version; 0 for an empty database."""
+    row = conn.execute("SELECT to_regclass('mailwright_schema') IS NOT NULL AS here").fetchone()
+    if row is None or not row["here"]:
+        return 0
+    version = conn.execute("SELECT version FROM mailwright_schema").fetchone()
+    return 0 if version is None else int(version["version"])
+
+
+def check_version(version: int, where: str) -> None:
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"queue store {where} has schema version {version}, newer than this program's "
+            f"{SCHEMA_VERSION}: upgrade Mailwright on this node"
+        )
+
+
+def migrate(conn: Conn, where: str) -> None:
+    """Create or migrate the schema in one transaction (``conn`` is in autocommit mode)."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        version = schema_version(conn)
+        check_version(version, where)
+        if version == 0:
+            conn.execute("CREATE TABLE mailwright_schema (version integer NOT NULL)")
+            conn.execute("INSERT INTO mailwright_schema (version) VALUES (0)")
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[target]:
+                conn.execute(statement)
+            conn.execute("UPDATE mailwright_schema SET version = %s", (target,))
+
+
+# ---- errors ----------------------------------------------------------------------------------
+
+
+def connection_lost(exc: BaseException, conn: Conn | None) -> bool:
+    """Whether ``exc`` left no usable session: the batch fails as a whole."""
+    if conn is not None and (conn.broken or conn.closed):
+        return True
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+
+
+def translate_error(exc: Exception) -> Exception:
+    """A failure as callers see it: database errors become StoreError."""
+    if isinstance(exc, StoreError | UnknownMessageError):
+        return exc
+    if isinstance(exc, errors.DiskFull):
+        error: StoreError = StoreFullError(f"queue store is full: {exc}")
+    elif isinstance(exc, psycopg.Error | OSError):
+        error = StoreError(f"queue store error: {exc}")
+    else:
+        return exc  # a caller's mistake (ValueError, TypeError): passed on as it is
+    error.__cause__ = exc
+    return error
+
+
+def store_error(exc: Exception) -> StoreError:
+    """A failure of the whole batch (or of a read), always a StoreError."""
+    translated = translate_error(exc)
+    if isinstance(translated, StoreError):
+        return translated
+    error = StoreError(f"queue store error: {exc!r}")
+    error.__cause__ = exc
+    return error

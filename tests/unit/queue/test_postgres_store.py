@@ -1,0 +1,146 @@
+"""What the PostgreSQL queue store does beyond the conformance suite, on a real server.
+
+A database of a newer schema is refused, a connection lost in the middle of a batch fails
+the batch with StoreError and leaves nothing half written (and the next batch reconnects),
+errors never show the password, commits stay durable when the server's default says
+``synchronous_commit = off``, and a claim skips rows another transaction has locked
+instead of waiting for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from mailwright.queue.store import ClaimDue, InsertMessage, StoreError
+
+from .conftest import build_message
+
+
+@pytest.fixture
+def url(postgres_database: str) -> str:
+    return postgres_database
+
+
+@pytest.fixture
+def pg_store(url: str) -> Iterator[object]:
+    from mailwright.queue.postgres import PostgresQueueStore
+
+    store = PostgresQueueStore(url, body_chunk_size=1024)
+    store.open()
+    yield store
+    store.close()
+
+
+def _rows(url: str, sql: str) -> list[tuple[object, ...]]:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute(sql).fetchall()  # type: ignore[arg-type]
+
+
+def _run(url: str, sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql)  # type: ignore[arg-type]
+
+
+def test_a_newer_schema_is_refused(url: str) -> None:
+    from mailwright.queue.postgres import PostgresQueueStore
+
+    first = PostgresQueueStore(url)
+    first.open()
+    first.close()
+    _run(url, "UPDATE mailwright_schema SET version = 99")
+    for opening in ("open", "open_for_reading"):
+        store = PostgresQueueStore(url)
+        with pytest.raises(StoreError, match="schema version 99, newer than"):
+            getattr(store, opening)()
+        store.close()
+
+
+def test_reading_a_database_without_a_queue_fails(url: str) -> None:
+    from mailwright.queue.postgres import PostgresQueueStore
+
+    with pytest.raises(StoreError, match=r"no queue at postgresql://127\.0\.0\.1:"):
+        PostgresQueueStore(url).open_for_reading()
+    assert _rows(url, "SELECT to_regclass('messages')") == [(None,)]  # created nothing
+
+
+class _KillingBody:
+    """A body whose second chunk is read after the store's connections were killed."""
+
+    def __init__(self, url: str, size: int) -> None:
+        self.url = url
+        self.size = size
+
+    def chunks(self, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        yield b"x" * chunk_size
+        _rows(
+            self.url,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        left = self.size - chunk_size
+        while left > 0:
+            yield b"y" * min(chunk_size, left)
+            left -= chunk_size
+
+
+def test_a_lost_connection_fails_the_batch_and_keeps_nothing(url: str, pg_store: object) -> None:
+    from mailwright.queue.postgres import PostgresQueueStore
+
+    assert isinstance(pg_store, PostgresQueueStore)
+    msg = build_message("HALF")
+    msg.body = _KillingBody(url, 4096)
+    with pytest.raises(StoreError, match="queue store error"):
+        pg_store.apply_batch([InsertMessage(msg), InsertMessage(build_message("OTHER"))])
+    assert _rows(url, "SELECT count(*) FROM messages") == [(0,)]
+    assert _rows(url, "SELECT count(*) FROM body_chunks") == [(0,)]
+    # the store reconnects: the next batch and reads work
+    assert pg_store.apply_batch([InsertMessage(build_message("AFTER"))]) == [None]
+    assert pg_store.get_message("AFTER") is not None and pg_store.count_messages() == 1
+
+
+def test_commits_are_durable_whatever_the_server_default(url: str) -> None:
+    from mailwright.queue.postgres import PostgresQueueStore
+
+    dbname = url.rsplit("/", 1)[1]
+    _run(url, f'ALTER DATABASE "{dbname}" SET synchronous_commit = off')
+    assert _rows(url, "SELECT current_setting('synchronous_commit')") == [("off",)]
+    store = PostgresQueueStore(url)
+    store.open()
+    try:
+        assert store._conn is not None
+        row = store._conn.execute("SELECT current_setting('synchronous_commit') AS m").fetchone()
+        assert row == {"m": "on"}
+    finally:
+        store.close()
+
+
+def test_a_claim_skips_rows_locked_by_another_node(url: str, pg_store: object) -> None:
+    import psycopg
+
+    from mailwright.queue.postgres import PostgresQueueStore
+
+    assert isinstance(pg_store, PostgresQueueStore)
+    pg_store.apply_batch([InsertMessage(build_message("LOCK", ["a@x.test", "b@x.test"]))])
+    with psycopg.connect(url) as other:  # another node's claim, not yet committed
+        other.execute("SELECT 1 FROM recipients WHERE idx = 0 FOR UPDATE").fetchall()
+        (claimed,) = pg_store.apply_batch([ClaimDue(2e9, 10, "B", 300.0)])
+        assert isinstance(claimed, list) and [r.index for r in claimed] == [1]
+
+
+def test_messages_name_the_database_without_its_password() -> None:
+    from mailwright.queue.postgres import PostgresQueueStore, describe
+
+    assert describe("postgresql://mw:s3cret@db.example:5433/mail") == (
+        "postgresql://db.example:5433/mail"
+    )
+    assert "s3cret" not in describe("host=db.example password=s3cret dbname=mail")
+    store = PostgresQueueStore("postgresql://mw:s3cret@127.0.0.1:1/mail", connect_timeout=1)
+    with pytest.raises(StoreError) as failed:
+        store.open()
+    assert "s3cret" not in str(failed.value)
