@@ -216,6 +216,7 @@ def _register() -> None:
     from mailwright.cli.access import access
     from mailwright.cli.aliases import address, aliases
     from mailwright.cli.auth import auth
+    from mailwright.cli.cluster import cluster
     from mailwright.cli.links import install_links
     from mailwright.cli.queue import queue
     from mailwright.cli.send import send
@@ -231,6 +232,7 @@ def _register() -> None:
     cli.add_command(aliases)
     cli.add_command(address)
     cli.add_command(status)
+    cli.add_command(cluster)
 
 
 _register()

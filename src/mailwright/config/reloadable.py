@@ -2,8 +2,9 @@
 
 The listeners, the number of worker processes, the queue directory and store
 (``queue.backend``, ``postgresql``, ``postgresql_password_file``: opened once), the local socket
-and maildrop, the service account, the delivery mode and the delivery concurrency
-limits (the scheduler's loop and semaphores are made once) are kept as they were:
+and maildrop, the cluster node's name and heartbeat, the service account, the delivery
+mode and the delivery concurrency limits (the scheduler's loop and semaphores are made
+once) are kept as they were:
 changing them needs a restart. Used by the daemon's reload and by the privileged
 helper, which must agree. Reads the ``Settings`` given.
 """
@@ -41,6 +42,9 @@ def effective_settings(old: Settings, new: Settings) -> tuple[Settings, list[str
     if any(getattr(new.delivery, k) != v for k, v in delivery.items()):
         kept.append("delivery.mode/max_concurrency/max_per_destination")
         update["delivery"] = new.delivery.model_copy(update=delivery)
+    if new.cluster != old.cluster:  # the heartbeat is started once, under this name
+        kept.append("cluster")
+        update["cluster"] = old.cluster
     if new.server.workers != old.server.workers:  # the supervisor forked them at start
         kept.append("server.workers")
         update["server"] = new.server.model_copy(update={"workers": old.server.workers})

@@ -245,6 +245,23 @@ class QueueSection(Section):
         return self.directory / "tmp"
 
 
+class ClusterSection(Section):
+    """This node among the nodes of a shared queue (``queue.backend = "postgresql"``,
+    ``docs/cluster.md``): its name in the ``nodes`` table and how often it says it is alive
+    (a node whose last heartbeat is older than three intervals is shown stale). Read at
+    start-up only."""
+
+    node: str = Field(default_factory=lambda: socket.gethostname() or "localhost")
+    heartbeat: Seconds = 10.0
+
+    @field_validator("node")
+    @classmethod
+    def _node_named(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("node must not be empty")
+        return value.strip()
+
+
 class TlsSection(Section):
     """The server's certificate for STARTTLS and implicit TLS; reloaded on SIGHUP.
 
@@ -796,6 +813,7 @@ class Settings(Section):
     )
     server: ServerSection = ServerSection()
     queue: QueueSection = QueueSection()
+    cluster: ClusterSection = ClusterSection()
     delivery: DeliverySection = DeliverySection()
     relay: RelaySection = RelaySection()
     routing: RoutingSection = RoutingSection()

@@ -38,6 +38,7 @@ from mailwright.core.sysexits import ExitCode
 from mailwright.daemon import control, reload
 from mailwright.daemon.admin import Admin
 from mailwright.daemon.generation import Generation, build_generation
+from mailwright.daemon.heartbeat import Heartbeat
 from mailwright.daemon.monitor import Monitor
 from mailwright.daemon.queueruns import QueueRuns
 from mailwright.daemon.runtime import Runtime
@@ -274,6 +275,10 @@ class Daemon:
                 await self._start_monitor()
             elif bindings is not None and bindings.local is not None:
                 bindings.local.close()  # worker 0's to serve
+            heartbeat = Heartbeat(
+                self.settings, self.store, first=self.singleton, workers=self._workers
+            )
+            await heartbeat.start(self._listeners_text)
             runner = asyncio.create_task(self._deliveries())
             self._install_signals()
             if worker is None:
@@ -292,6 +297,7 @@ class Daemon:
             grace = self.settings.server.timeouts.shutdown_grace
             await self.scheduler.stop(grace)
             await runner
+            await heartbeat.stop()
             if self.singleton:
                 await self._stop_monitor()
                 await self.control.stop()
@@ -336,9 +342,11 @@ class Daemon:
             else None,
         )
 
+    def _listeners_text(self) -> str:
+        return ", ".join(f"{a}:{p}" for a, p in self.edge.addresses) if self.edge else ""
+
     def _status(self) -> str:
-        listeners = ", ".join(f"{a}:{p}" for a, p in self.edge.addresses) if self.edge else ""
-        return f"accepting mail on {listeners or 'no TCP listener'}"
+        return f"accepting mail on {self._listeners_text() or 'no TCP listener'}"
 
     # ---- the privileged helper (a daemon that gave up root) --------------------------------
     def _deposit(self, settings: Settings) -> Deposit | None:

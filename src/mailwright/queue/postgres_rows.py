@@ -13,7 +13,7 @@ Trusts: its own database. Settings read: none.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import psycopg
@@ -65,6 +65,11 @@ class PostgresReads:
                     yield conn
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
             raise store_error(exc) from exc
+
+    def connection(self) -> AbstractContextManager[Conn]:
+        """A pooled connection in autocommit mode (each statement its own transaction),
+        for the cluster's tables (``queue.postgres_nodes``)."""
+        return self._reading(snapshot=False)
 
     def next_due(self) -> float | None:
         """When the next queued recipient of an active message becomes due (a lease

@@ -28,7 +28,7 @@ from psycopg import errors
 
 from mailwright.queue.store import StoreError, StoreFullError, UnknownMessageError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 Conn = psycopg.Connection[dict[str, Any]]  # autocommit, rows as dicts (dict_row)
 DEFAULT_BODY_CHUNK = 1 << 20
 # pg_advisory_xact_lock key of schema migrations ("mailwrig" in ASCII)
@@ -98,7 +98,29 @@ _SCHEMA_V1 = [
     )""",
 ]
 
-MIGRATIONS: dict[int, list[str]] = {1: _SCHEMA_V1}  # version: DDL
+# version 2: the cluster's nodes (``queue.postgres_nodes``). Times are the database
+# server's clock (``now()``), so hosts with skewed clocks still agree on a heartbeat's age
+_SCHEMA_V2_NODES = [
+    """CREATE TABLE nodes (
+        node text PRIMARY KEY,          -- [cluster] node
+        host text NOT NULL,
+        pid integer NOT NULL,           -- the supervisor's (or the only process's)
+        version text NOT NULL,
+        started_at double precision NOT NULL,
+        last_beat double precision NOT NULL,
+        heartbeat double precision NOT NULL,    -- its interval: stale after three
+        workers integer NOT NULL,
+        listeners text NOT NULL,
+        stopped_at double precision             -- NULL while it runs
+    )""",
+    # the processes of each node, by the ``host:pid:start`` part of their lease owners
+    """CREATE TABLE node_processes (
+        process text PRIMARY KEY,
+        node text NOT NULL
+    )""",
+]
+
+MIGRATIONS: dict[int, list[str]] = {1: _SCHEMA_V1, 2: _SCHEMA_V2_NODES}  # version: DDL
 
 
 def configure_session(conn: Conn) -> None:
