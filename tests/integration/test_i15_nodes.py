@@ -5,7 +5,8 @@ A real PostgreSQL (tests/support/postgres.py) and two real daemons on it, two no
 third configuration, with no daemon of its own, lists both as up with recent heartbeats
 and the shared queue; a node stopped cleanly is shown stopped; a node killed with SIGKILL
 (one process, so nothing of it can say goodbye) is shown stale once its heartbeat is
-older than three intervals.
+older than three intervals. ``mailwright status`` of a node (its status page's data) lists
+the nodes too.
 """
 
 from __future__ import annotations
@@ -75,6 +76,10 @@ def test_two_nodes_heartbeat_stop_and_go_stale(tmp_path: Path, postgres_database
                 10,
                 "a newer heartbeat of node-a",
             )
+            # the daemon's own status (the control socket, the status page) lists them too
+            shown = a.cli("status", "--json")
+            assert shown.returncode == 0, shown.stderr.decode()
+            assert {n["node"] for n in json.loads(shown.stdout)["nodes"]} == set(nodes)
             plain = observer.cli("cluster", "status")
             assert plain.returncode == 0 and b"node-a" in plain.stdout and b"up" in plain.stdout
         finally:

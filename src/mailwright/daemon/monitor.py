@@ -13,8 +13,10 @@ uptime and pid are the supervisor's; recent bounces and errors are this worker's
 The status page's buttons go through the daemon's ``Admin`` (``daemon.admin``), as
 ``mailwright queue`` does over the control socket: the same store operations through
 the daemon's writer, a mail log line per message.
+With ``queue.backend = "postgresql"`` the status also lists the cluster's nodes
+(``queue.postgres_nodes``), read from the database at each request.
 Settings: ``http.*``, ``hostname``, ``delivery.mode``, ``filters`` (milter names),
-``queue.directory``.
+``queue.directory``, ``queue.backend``.
 """
 
 from __future__ import annotations
@@ -37,7 +39,14 @@ from mailwright.edge.local import LocalSubmission
 from mailwright.observability import metrics
 from mailwright.observability.recent import RECENT, ErrorLog
 from mailwright.queue.admin import Actor, Selection
-from mailwright.queue.store import QueueCounts, QueueStore, StoredMessage, UnknownMessageError
+from mailwright.queue.nodes import NodeInfo
+from mailwright.queue.store import (
+    QueueCounts,
+    QueueStore,
+    StoredMessage,
+    StoreError,
+    UnknownMessageError,
+)
 from mailwright.queue.writer import QueueWriter
 from mailwright.web.history import History, Sample
 from mailwright.web.status import ListenerStatus, MilterStatus, Status
@@ -205,7 +214,24 @@ class Monitor:
             bounces=RECENT.bounces(50 if detail else 10),
             deferred=deferred,
             workers=workers.count if workers is not None else 1,
+            nodes=await self.nodes(),
         )
+
+    async def nodes(self) -> list[NodeInfo]:
+        """The nodes of a shared queue (``queue.postgres_nodes``); none with SQLite, or
+        when the database does not answer (the page still shows the rest)."""
+        if self.settings.queue.backend != "postgresql":
+            return []
+        from mailwright.queue.postgres import PostgresQueueStore  # psycopg when used
+        from mailwright.queue.postgres_nodes import read_nodes
+
+        if not isinstance(self.store, PostgresQueueStore):
+            return []
+        try:
+            return await asyncio.to_thread(read_nodes, self.store)
+        except StoreError as exc:
+            log.warning("status: cannot read the cluster's nodes: %s", exc)
+            return []
 
     async def control_status(self, request: dict[str, Any]) -> dict[str, Any]:
         """The control socket's ``status`` request (``mailwright status``)."""

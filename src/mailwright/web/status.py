@@ -14,6 +14,7 @@ from typing import Any
 
 from mailwright.observability.metrics import Totals
 from mailwright.observability.recent import Bounce, LogEntry
+from mailwright.queue.nodes import NodeInfo
 from mailwright.queue.store import DeferredGroup, QueueCounts
 
 
@@ -53,6 +54,7 @@ class Status:
     bounces: list[Bounce] = field(default_factory=list)
     deferred: list[DeferredGroup] = field(default_factory=list)
     workers: int = 1  # worker processes; pid is then the supervisor's
+    nodes: list[NodeInfo] = field(default_factory=list)  # of a shared queue (PostgreSQL)
 
     @property
     def uptime(self) -> float:
@@ -73,4 +75,5 @@ class Status:
         values["errors"] = [LogEntry(**x) for x in data.get("errors", [])]
         values["bounces"] = [Bounce(**x) for x in data.get("bounces", [])]
         values["deferred"] = [DeferredGroup(**x) for x in data.get("deferred", [])]
+        values["nodes"] = [NodeInfo(**x) for x in data.get("nodes", [])]
         return cls(**values)

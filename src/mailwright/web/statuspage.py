@@ -328,6 +328,29 @@ def _milters(status: Status) -> str:
     return f'<section id="milters"><h2>Milter health</h2>{table}</section>'
 
 
+def _nodes(status: Status) -> str:
+    """The nodes of a shared queue (PostgreSQL); nothing for a queue of one host."""
+    if not status.nodes:
+        return ""
+    rows = (
+        [
+            esc(n.node),
+            esc(n.state),
+            esc(f"{short_duration(n.age)} ago"),
+            esc(n.host),
+            str(n.pid),
+            str(n.workers),
+            str(n.delivering),
+            esc(n.listeners or "-"),
+            esc(n.version),
+        ]
+        for n in status.nodes
+    )
+    columns = ["Node", "State", "Heartbeat", "Host", "Pid", "Workers", "Delivering"]
+    table = _table([*columns, "Listeners", "Version"], rows, "")
+    return f'<section id="nodes"><h2>Nodes</h2>{table}</section>'
+
+
 def _errors(status: Status) -> str:
     rows = ([esc(when(e.at)), esc(e.level), esc(e.message)] for e in status.errors[:20])
     table = _table(["Time", "Level", "Message"], rows, "No warnings or errors logged.")
@@ -359,6 +382,7 @@ def status_page(
             _notice(notice),
             plots(history),
             _summary(status),
+            _nodes(status),
             _messages(messages, status.queue.messages, csrf),
             _deferred(status),
             _bounces(status),

@@ -115,3 +115,19 @@ def test_the_message_page_escapes_headers_and_envelope() -> None:
 def test_login_and_simple_pages_escape_their_text() -> None:
     assert "script" not in tags(statuspage.login_page(EVIL))
     assert "script" not in tags(statuspage.simple_page(EVIL, EVIL, EVIL))
+
+
+def test_the_nodes_table_shows_only_for_a_shared_queue_and_escapes() -> None:
+    from dataclasses import replace
+
+    from mailwright.queue.nodes import NodeInfo
+
+    history = History(Totals()).window(100.0)
+    alone = statuspage.status_page(evil_status(), history, [], "c" * 40)
+    assert 'id="nodes"' not in alone  # SQLite: no cluster, no table
+    node = NodeInfo(EVIL, "h1", 7, "1.0", 0.0, 90.0, 1.0, 2, EVIL, None, 3, now=100.0)
+    status = replace(evil_status(), nodes=[node, replace(node, node="mx-2", stopped_at=95.0)])
+    page = statuspage.status_page(status, history, [], "c" * 40)
+    assert 'id="nodes"' in page and {"script", "img"}.isdisjoint(tags(page))
+    assert "<td>stale</td>" in page and "<td>stopped</td>" in page and "<td>mx-2</td>" in page
+    assert Status.from_json(status.as_json()).nodes == status.nodes  # over the control socket
