@@ -88,6 +88,7 @@ class PostgresQueueStore(PostgresReads, PostgresWrites):
         self._conninfo = conninfo
         self._password_file = password_file
         self.where = describe(conninfo)
+        self.schema_from: int | None = None  # set by open(): the version found (0: new)
         self.recovery: PostgresRecovery | None = None  # set by open()
         self._body_chunk = body_chunk_size
         self._pool_size = pool_size
@@ -107,7 +108,7 @@ class PostgresQueueStore(PostgresReads, PostgresWrites):
         self._read_password()
         conn = self._connect()
         try:
-            migrate(conn, self.where)
+            self.schema_from = migrate(conn, self.where)
             if recover:
                 self.recovery = self._recover(conn, exclusive)
         except psycopg.Error as exc:
@@ -128,18 +129,22 @@ class PostgresQueueStore(PostgresReads, PostgresWrites):
         """Open only the read side (``mailq`` while a daemon writes). Creates nothing."""
         if self._pool is not None:
             return
-        self._read_password()
-        conn = self._connect()
-        try:
-            version = schema_version(conn)
-        except psycopg.Error as exc:
-            raise StoreError(f"cannot read queue store {self.where}: {exc}") from exc
-        finally:
-            conn.close()
+        version = self.stored_schema_version()
         if version == 0:
             raise StoreError(f"no queue at {self.where}")
         check_version(version, self.where)
         self._open_pool()
+
+    def stored_schema_version(self) -> int:
+        """The database's schema version (0: none yet), read without changing anything."""
+        self._read_password()
+        conn = self._connect()
+        try:
+            return schema_version(conn)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot read queue store {self.where}: {exc}") from exc
+        finally:
+            conn.close()
 
     def close(self) -> None:
         """Close every connection; idempotent. The writer must be stopped first."""

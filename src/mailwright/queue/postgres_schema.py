@@ -26,7 +26,7 @@ from typing import Any
 import psycopg
 from psycopg import errors
 
-from mailwright.queue.store import StoreError, StoreFullError, UnknownMessageError
+from mailwright.queue.store import NewerSchemaError, StoreError, StoreFullError, UnknownMessageError
 
 SCHEMA_VERSION = 1
 Conn = psycopg.Connection[dict[str, Any]]  # autocommit, rows as dicts (dict_row)
@@ -119,14 +119,15 @@ def schema_version(conn: Conn) -> int:
 
 def check_version(version: int, where: str) -> None:
     if version > SCHEMA_VERSION:
-        raise StoreError(
+        raise NewerSchemaError(
             f"queue store {where} has schema version {version}, newer than this program's "
             f"{SCHEMA_VERSION}: upgrade Mailwright on this node"
         )
 
 
-def migrate(conn: Conn, where: str) -> None:
-    """Create or migrate the schema in one transaction (``conn`` is in autocommit mode)."""
+def migrate(conn: Conn, where: str) -> int:
+    """Create or migrate the schema in one transaction (``conn`` is in autocommit mode);
+    the version found before."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
         version = schema_version(conn)
@@ -138,6 +139,7 @@ def migrate(conn: Conn, where: str) -> None:
             for statement in MIGRATIONS[target]:
                 conn.execute(statement)
             conn.execute("UPDATE mailwright_schema SET version = %s", (target,))
+    return version
 
 
 # ---- errors ----------------------------------------------------------------------------------
