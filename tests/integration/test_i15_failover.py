@@ -6,13 +6,22 @@ Postfix smtp-sink that is down at first) and real clients. Mail accepted by node
 deferred (the next hop is down); node B's ``mailwright queue list`` sees it and ``queue
 hold``/``release`` act on it; node A stops, the next hop comes up, ``mailwright queue
 flush`` on node B delivers every message: none lost, duplicates counted and reported.
+
+Then crashes: node A's supervisor and workers are killed at once (SIGKILL to its process
+group) while clients are sending to it, and restarted, three times, with node B running
+and the next hop up: every message a client got a 250 for reaches the next hop (counted
+there once all is delivered), and the duplicates (at-least-once) are reported.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
+import smtplib
+import threading
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -100,3 +109,98 @@ def test_mail_of_a_stopped_node_is_delivered_by_the_other(postgres_database: str
         finally:
             a.stop()
             sink.stop()
+
+
+CYCLES = 3
+SENDERS = 4
+
+
+class Clients:
+    """Threads sending one message per session to a port until stopped; the numbers of
+    the messages that got a 250 (acknowledged), whatever happened to the others."""
+
+    def __init__(self, port: int, numbers: Iterator[int]) -> None:
+        self.port = port
+        self.acked: list[int] = []
+        self.failed = 0
+        self._numbers = numbers  # shared by every round of clients: each number once
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run) for _ in range(SENDERS)]
+
+    def start(self) -> Clients:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(60)
+
+    def wait_acked(self, count: int) -> None:
+        wait_until(lambda: len(self.acked) >= count, 60, f"{count} acknowledged messages")
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            n = next(self._numbers)
+            body = f"From: a@example.org\r\nSubject: number {n}\r\n\r\nhello {n}\r\n"
+            try:
+                with smtplib.SMTP("127.0.0.1", self.port, timeout=30) as client:
+                    client.ehlo("client.test")
+                    client.mail("a@example.org")
+                    client.rcpt("someone@example.com")
+                    code, _ = client.data(body.encode())
+            except (OSError, smtplib.SMTPException):
+                code = 0
+            with self._lock:
+                if code == 250:
+                    self.acked.append(n)
+                else:
+                    self.failed += 1
+            if code != 250:
+                self._stop.wait(0.05)  # the node is down: do not spin while it restarts
+
+
+@peer("smtp-sink", smtp_sink.available(), "postfix (smtp-sink) is not installed")
+def test_a_node_killed_while_clients_send_loses_no_acknowledged_message(
+    postgres_database: str,
+) -> None:
+    with short_tmp() as root:
+        sink = smtp_sink.SmtpSink(root / "sink").start()
+        a = node(root / "a", postgres_database, sink.port)
+        a.own_group = True
+        b = node(root / "b", postgres_database, sink.port)
+        acked: list[int] = []
+        numbers = itertools.count()
+        try:
+            b.start()
+            a.start()
+            for cycle in range(CYCLES):
+                clients = Clients(a.port, numbers).start()
+                try:
+                    clients.wait_acked(15)
+                    a.kill_group()  # while the clients send
+                finally:
+                    clients.stop()
+                acked += clients.acked
+                print(f"cycle {cycle}: {len(clients.acked)} acked, {clients.failed} failed")
+                a.start()
+            wait_until(lambda: not listed(b), 120, "the nodes to empty the queue")
+            wait_until(
+                lambda: set(acked) <= {number(m.content) for m in sink.messages()},
+                30,
+                "the sink to have every acknowledged message",
+            )
+        finally:
+            a.stop()
+            b.stop()
+            delivered = Counter(number(m.content) for m in sink.messages())
+            sink.stop()
+        duplicates = sum(count - 1 for count in delivered.values())
+        lost = set(acked) - set(delivered)
+        print(
+            f"kill -9 x{CYCLES}: {len(acked)} acknowledged, {len(delivered)} delivered,"
+            f" {duplicates} duplicate(s), {len(lost)} lost"
+        )
+        assert not lost
