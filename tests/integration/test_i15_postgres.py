@@ -114,6 +114,25 @@ def test_postgresql_backend_without_a_connection_string_is_a_config_error(
     assert "postgresql" in served.stderr.decode()
 
 
+def test_a_daemon_refuses_a_database_of_a_newer_schema(
+    tmp_path: Path, postgres_database: str
+) -> None:
+    """Two versions on one database: the older program neither starts nor writes."""
+    import psycopg
+
+    mw = Mailwright(tmp_path / "mw", on_postgres(postgres_database))
+    mw.write_config()
+    migrated = mw.cli("queue", "migrate")
+    assert migrated.returncode == 0, migrated.stderr.decode()
+    with psycopg.connect(postgres_database, autocommit=True) as conn:
+        conn.execute("UPDATE mailwright_schema SET version = version + 1")
+    with pytest.raises(RuntimeError, match="newer than this program's"):
+        mw.start()
+    assert any("upgrade Mailwright on this node" in line for line in mw.log)
+    with psycopg.connect(postgres_database) as conn:
+        assert conn.execute("SELECT count(*) FROM messages").fetchone() == (0,)
+
+
 @pytest.fixture
 def password_role(postgres_server: PostgresServer, postgres_database: str) -> Iterator[str]:
     """A role that must give its password (scram), owning the test's database; its name."""

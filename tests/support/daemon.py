@@ -108,6 +108,8 @@ class Mailwright:
         self.config = deep_merge(base, config or {})
         self.config_path = root / "mailwright.toml"
         self.proc: subprocess.Popen[bytes] | None = None
+        # a process group of its own (supervisor and workers), for kill_group()
+        self.own_group = False
         self.log: list[str] = []
         self._ready = threading.Event()
         self._exited = threading.Event()
@@ -145,6 +147,7 @@ class Mailwright:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            start_new_session=self.own_group,
         )
         self._pump_thread = threading.Thread(target=self._pump, args=(self.proc,), daemon=True)
         self._pump_thread.start()
@@ -207,6 +210,14 @@ class Mailwright:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        self.proc = None
+
+    def kill_group(self) -> None:
+        """SIGKILL to the whole daemon at once, supervisor and workers (``own_group``)."""
+        assert self.proc is not None and self.own_group
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self._exited.wait(5)
         self.proc = None
 
     def cli(

@@ -1,4 +1,5 @@
-"""``mailwright queue ...``: list, show, flush, hold, release, delete and bounce messages.
+"""``mailwright queue ...``: list, show, flush, hold, release, delete and bounce messages;
+``migrate`` the queue store's schema.
 
 Works whether or not the daemon runs. ``hold``, ``release``, ``delete``, ``bounce`` and
 ``flush`` are administrative actions (``daemon.admin``): a running daemon does them
@@ -10,6 +11,13 @@ the queue in the foreground. ``sendmail -q`` is such a flush (``flush_queue``). 
 command opens a second writer while the daemon runs. A flush never schedules a held message
 and says so. Settings: ``queue.directory``, ``log.*`` and, for a foreground run,
 everything delivery reads.
+
+``migrate`` applies the pending schema migrations of the configured store and says from
+which version to which (``--check``: exit 0 when up to date, 1 when migrations are
+pending, changing nothing). A store of a newer version than this program's is refused
+(exit 78, EX_CONFIG), by this command as by every other. A SQLite queue is migrated
+holding the queue lock (no daemon runs beside; a missing file is left for the daemon to
+create); a PostgreSQL one under the database's migration lock, as a starting daemon does.
 """
 
 from __future__ import annotations
@@ -38,8 +46,14 @@ from mailwright.queue.admin import (
     AdminResult,
     Selection,
 )
-from mailwright.queue.backend import describe, exists, queue_store
-from mailwright.queue.store import QueueStore, StoredMessage, StoreError
+from mailwright.queue.backend import (
+    describe,
+    exists,
+    migrate_schema,
+    queue_store,
+    schema_versions,
+)
+from mailwright.queue.store import NewerSchemaError, QueueStore, StoredMessage, StoreError
 from mailwright.queue.writer import QueueWriter
 
 # what other modules take from here (``flush_queue`` for sendmail -q, ``cli.queue_mode``)
@@ -399,3 +413,46 @@ def delete(ctx: click.Context, ids: tuple[str, ...], all_: bool) -> None:
 def bounce(ctx: click.Context, ids: tuple[str, ...], reason: str) -> None:
     """Fail every waiting recipient of messages now, sending the sender a bounce."""
     _for_each(ctx, ids, "bounced", "bounce", reason)
+
+
+@queue.command()
+@click.option("--check", is_flag=True, help="Exit 1 when migrations are pending; change nothing.")
+@click.pass_context
+def migrate(ctx: click.Context, check: bool) -> None:
+    """Apply the queue store's pending schema migrations (the daemon also does at start).
+
+    \b
+    Examples:
+      mailwright queue migrate --check
+      mailwright queue migrate
+    """
+    settings = load_or_exit(ctx)
+    where = describe(settings.queue)
+    try:
+        versions = schema_versions(settings.queue)
+    except StoreError as exc:
+        fail(str(exc), ExitCode.CONFIG if isinstance(exc, NewerSchemaError) else ExitCode.TEMPFAIL)
+    if not versions.pending:
+        click.echo(f"{where}: schema version {versions.stored}, up to date")
+        return
+    if settings.queue.backend == "sqlite" and not settings.queue.database.exists():
+        click.echo(f"{where}: no queue yet (the daemon creates it at version {versions.program})")
+        return
+    if check:
+        click.echo(
+            f"{where}: schema version {versions.stored}, this program's {versions.program}:"
+            " migrations pending (mailwright queue migrate)"
+        )
+        ctx.exit(1)
+    with queue_locked(settings, settings.queue.backend == "sqlite"):
+        try:
+            before = migrate_schema(settings.queue)
+        except StoreError as exc:
+            fail(
+                str(exc),
+                ExitCode.CONFIG if isinstance(exc, NewerSchemaError) else ExitCode.TEMPFAIL,
+            )
+    if before.pending:
+        click.echo(f"{where}: migrated from schema version {before.stored} to {before.program}")
+    else:  # another node or process migrated meanwhile
+        click.echo(f"{where}: schema version {before.stored}, up to date")

@@ -2,8 +2,24 @@
 
 An id is 10 characters of millisecond time in Crockford base32 followed by
 5 characters of per-process sequence and randomness, e.g. ``01JD3K7Q2M4XK9A``.
-Ids from one process are strictly increasing; the workers of one daemon take disjoint
-parts of the tail (``use_partition``), so their ids never collide. Reads no settings.
+Ids from one process are strictly increasing (until its partition changes); processes
+that write one queue take disjoint parts of the tail (``use_partition``), so their ids
+never collide, even within one millisecond:
+
+- on SQLite (one host), worker ``index`` of ``count`` takes the ``index``-th part;
+- on a shared PostgreSQL database (several nodes), every writing process, whatever its
+  node, claims a slot of 1024 in the database itself (a session advisory lock held by its
+  write connection, ``queue.postgres_schema.claim_id_slot``) and takes that slot's part:
+  32768 tails per millisecond. No two live processes hold one slot, so the ids of two
+  nodes differ by construction, with no setting to keep unique and no schema change.
+  A random salt per node would only have made collisions rarer; a node number in the
+  database would have needed a table and the release of numbers of dead nodes, which
+  the session lock does by itself. ``queue_id`` is UNIQUE in the database as well: the
+  one remaining case (a process cut off from the database keeps its old slot's ids
+  until it reconnects, while another process took the slot) fails an insert (451,
+  the client tries again), never mixes two messages.
+
+Reads no settings.
 """
 
 from __future__ import annotations
@@ -81,7 +97,8 @@ def new_queue_id() -> str:
 
 
 def use_partition(index: int, count: int) -> None:
-    """This process is worker ``index`` of ``count`` sharing one queue."""
+    """This process takes part ``index`` of ``count`` of the id space: worker ``index`` of
+    ``count`` sharing one queue file, or the holder of id slot ``index`` of a database."""
     _default.partition(index, count)
 
 

@@ -249,7 +249,7 @@ class Daemon:
 
     async def run(self) -> None:
         worker = self.runtime.worker
-        if worker is not None:
+        if worker is not None:  # on PostgreSQL the store's id slot replaces it at open
             queueid.use_partition(worker.index, worker.count)
         self._start_helper()
         self.prepare_directories()

@@ -5,8 +5,8 @@ started (the kernel's boot id and the process start time in clock ticks since bo
 from ``/proc``; elsewhere the wall clock at import) and a counter for the runners of
 one process. The process part is made once per process, so a restarted daemon is a new
 owner even with the same pid. ``owner_is_dead`` tells a lease left by a process of this
-host that no longer runs (its pid is gone, or is another process now, or the host has
-rebooted since); for an owner on another host, or one it cannot parse, it cannot tell
+host that no longer runs (its pid is gone, is a zombie, or is another process now, or the
+host has rebooted since); for an owner on another host, or one it cannot parse, it cannot tell
 and answers False: such leases are left to expire.
 
 Trusts: ``/proc`` of this host. Settings read: none.
@@ -32,8 +32,8 @@ def _boot_id() -> str:
 
 
 def _start_ticks(pid: int) -> str | None:
-    """The start time of process ``pid`` in clock ticks since boot; None: no such process
-    or no ``/proc``."""
+    """The start time of process ``pid`` in clock ticks since boot; None: no such process,
+    only its zombie, or no ``/proc``."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
@@ -41,6 +41,10 @@ def _start_ticks(pid: int) -> str | None:
         return None
     # the command name (field 2) is in parentheses and may hold spaces: split after it
     fields = stat[stat.rfind(b")") + 2 :].split()
+    if fields and fields[0] in (b"Z", b"X"):
+        # a zombie has exited and holds no work; it stays in /proc until its parent (or,
+        # after the parent was killed too, whichever process adopts it) waits for it
+        return None
     return fields[19].decode("ascii") if len(fields) > 19 else None
 
 

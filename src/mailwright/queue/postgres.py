@@ -18,6 +18,15 @@ At ``open`` with ``exclusive`` every lease in the database is cleared, as the
 database shared by several live nodes, which must open with ``exclusive=False`` (then
 only the leases of dead processes of this host are cleared, the others expire).
 
+Queue ids are unique across the nodes by construction: the write connection of every
+process that writes the database (a daemon's workers, a command without a daemon) holds
+one of ``ID_SLOTS`` queue id slots with a session advisory lock (``claim_id_slot``), and
+the process's ids take only that slot's part of the id space (``core.queueid``). The lock
+goes with the session: a process that lost its connection claims a slot again (maybe
+another) on the next one. Should ids still meet (a slot taken over while its old holder
+was cut off, in the same millisecond), ``queue_id`` is UNIQUE: the insert fails and the
+client is told 451, never are two messages mixed.
+
 Trusts: the database the connection string names (the operator's) and values already
 validated by the protocol layer. Settings read: none directly; the caller passes the
 libpq connection string (URI or keywords, never logged: errors name the database by
@@ -28,6 +37,7 @@ libpq connection string (URI or keywords, never logged: errors name the database
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,14 +46,17 @@ import psycopg_pool
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 
+from mailwright.core import queueid
 from mailwright.queue.lease import owner_is_dead
 from mailwright.queue.postgres_batch import PostgresWrites
 from mailwright.queue.postgres_rows import PostgresReads
 from mailwright.queue.postgres_schema import (
     DEFAULT_BODY_CHUNK,
+    ID_SLOTS,
     SCHEMA_VERSION,
     Conn,
     check_version,
+    claim_id_slot,
     configure_session,
     migrate,
     schema_version,
@@ -88,6 +101,8 @@ class PostgresQueueStore(PostgresReads, PostgresWrites):
         self._conninfo = conninfo
         self._password_file = password_file
         self.where = describe(conninfo)
+        self.id_slot: int | None = None  # the queue id slot the write connection holds
+        self.schema_from: int | None = None  # set by open(): the version found (0: new)
         self.recovery: PostgresRecovery | None = None  # set by open()
         self._body_chunk = body_chunk_size
         self._pool_size = pool_size
@@ -107,9 +122,10 @@ class PostgresQueueStore(PostgresReads, PostgresWrites):
         self._read_password()
         conn = self._connect()
         try:
-            migrate(conn, self.where)
+            self.schema_from = migrate(conn, self.where)
             if recover:
                 self.recovery = self._recover(conn, exclusive)
+            self._claim_ids(conn)
         except psycopg.Error as exc:
             conn.close()
             raise StoreError(f"cannot open queue store {self.where}: {exc}") from exc
@@ -128,18 +144,22 @@ class PostgresQueueStore(PostgresReads, PostgresWrites):
         """Open only the read side (``mailq`` while a daemon writes). Creates nothing."""
         if self._pool is not None:
             return
-        self._read_password()
-        conn = self._connect()
-        try:
-            version = schema_version(conn)
-        except psycopg.Error as exc:
-            raise StoreError(f"cannot read queue store {self.where}: {exc}") from exc
-        finally:
-            conn.close()
+        version = self.stored_schema_version()
         if version == 0:
             raise StoreError(f"no queue at {self.where}")
         check_version(version, self.where)
         self._open_pool()
+
+    def stored_schema_version(self) -> int:
+        """The database's schema version (0: none yet), read without changing anything."""
+        self._read_password()
+        conn = self._connect()
+        try:
+            return schema_version(conn)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot read queue store {self.where}: {exc}") from exc
+        finally:
+            conn.close()
 
     def close(self) -> None:
         """Close every connection; idempotent. The writer must be stopped first."""
@@ -187,8 +207,23 @@ class PostgresQueueStore(PostgresReads, PostgresWrites):
         if self._conn is None:
             if not self._writable:
                 raise StoreError("queue store is not open")
-            self._conn = self._connect()  # after a lost connection
+            conn = self._connect()  # after a lost connection, which lost the id slot too
+            try:
+                self._claim_ids(conn)
+            except psycopg.Error as exc:
+                conn.close()
+                raise StoreError(f"cannot set up queue store {self.where}: {exc}") from exc
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
         return self._conn
+
+    def _claim_ids(self, conn: Conn) -> None:
+        """Hold a queue id slot on the write connection and make this process's queue ids
+        use it (the module docstring)."""
+        self.id_slot = claim_id_slot(conn, int.from_bytes(os.urandom(2)) % ID_SLOTS)
+        queueid.use_partition(self.id_slot, ID_SLOTS)
 
     def _open_pool(self) -> None:
         def configure(conn: Conn) -> None:

@@ -10,9 +10,12 @@ starting together migrate once. A database whose version is newer than this prog
 refused with a ``StoreError`` naming both versions: an older node never writes a schema
 it does not know.
 
-``configure_session`` makes sure commits are durable: ``synchronous_commit`` may be
-``on``, ``remote_write``, ``remote_apply`` or ``local`` (the server's setting is kept),
-never ``off`` (it is turned ``on`` for the session). The error helpers map psycopg errors
+``claim_id_slot`` takes one of ``ID_SLOTS`` queue id slots with a session advisory lock:
+each process that writes the database holds one, so queue ids are unique across nodes
+by construction (``core.queueid``). ``configure_session`` makes sure commits are
+durable: ``synchronous_commit`` may be ``on``, ``remote_write``, ``remote_apply`` or
+``local`` (the server's setting is kept), never ``off`` (it is turned ``on`` for the
+session). The error helpers map psycopg errors
 to ``StoreError`` and ``StoreFullError``.
 
 Trusts: the database named by the connection string (the operator's). Settings read:
@@ -26,13 +29,18 @@ from typing import Any
 import psycopg
 from psycopg import errors
 
-from mailwright.queue.store import StoreError, StoreFullError, UnknownMessageError
+from mailwright.queue.store import NewerSchemaError, StoreError, StoreFullError, UnknownMessageError
 
 SCHEMA_VERSION = 2
 Conn = psycopg.Connection[dict[str, Any]]  # autocommit, rows as dicts (dict_row)
 DEFAULT_BODY_CHUNK = 1 << 20
 # pg_advisory_xact_lock key of schema migrations ("mailwrig" in ASCII)
 _MIGRATION_LOCK = 0x6D61696C77726967
+# queue id slots: session advisory locks (ID_SLOT_LOCK, slot); the two-key space does not
+# overlap the one-key space of _MIGRATION_LOCK. 1024 slots leave each writing process
+# 32768 ids per millisecond (core.queueid).
+ID_SLOT_LOCK = 0x6D776964  # "mwid"
+ID_SLOTS = 1024
 
 _SCHEMA_V1 = [
     """CREATE TABLE messages (
@@ -141,14 +149,15 @@ def schema_version(conn: Conn) -> int:
 
 def check_version(version: int, where: str) -> None:
     if version > SCHEMA_VERSION:
-        raise StoreError(
+        raise NewerSchemaError(
             f"queue store {where} has schema version {version}, newer than this program's "
             f"{SCHEMA_VERSION}: upgrade Mailwright on this node"
         )
 
 
-def migrate(conn: Conn, where: str) -> None:
-    """Create or migrate the schema in one transaction (``conn`` is in autocommit mode)."""
+def migrate(conn: Conn, where: str) -> int:
+    """Create or migrate the schema in one transaction (``conn`` is in autocommit mode);
+    the version found before."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
         version = schema_version(conn)
@@ -160,6 +169,20 @@ def migrate(conn: Conn, where: str) -> None:
             for statement in MIGRATIONS[target]:
                 conn.execute(statement)
             conn.execute("UPDATE mailwright_schema SET version = %s", (target,))
+    return version
+
+
+def claim_id_slot(conn: Conn, first: int) -> int:
+    """Lock a queue id slot for this session (released when the session ends, however it
+    ends); tries from ``first`` on, so that starting processes rarely probe the same."""
+    for step in range(ID_SLOTS):
+        slot = (first + step) % ID_SLOTS
+        row = conn.execute(
+            "SELECT pg_try_advisory_lock(%s, %s) AS mine", (ID_SLOT_LOCK, slot)
+        ).fetchone()
+        if row is not None and row["mine"]:
+            return slot
+    raise StoreError(f"all {ID_SLOTS} queue id slots are taken: too many writing processes")
 
 
 # ---- errors ----------------------------------------------------------------------------------

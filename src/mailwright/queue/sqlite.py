@@ -50,6 +50,7 @@ from mailwright.queue.sqlite_schema import (
     create_private,
     migrate,
     rollback_quietly,
+    stored_version,
 )
 from mailwright.queue.store import StoreError
 
@@ -80,6 +81,7 @@ class SqliteQueueStore(SqliteReads, SqliteWrites):
         self.path = path
         self.shared = shared  # written by several processes: batches pass the gate
         self._gate: int | None = None
+        self.schema_from: int | None = None  # set by open(): the version found (0: new)
         self.recovery: Recovery | None = None  # set by open()
         self._busy_timeout = busy_timeout
         self._body_chunk = body_chunk_size
@@ -106,7 +108,7 @@ class SqliteQueueStore(SqliteReads, SqliteWrites):
         try:
             configure_writer(conn, self.path, self._max_bytes)
             check_integrity(conn, self.path)
-            migrate(conn, self.path)
+            self.schema_from = migrate(conn, self.path)
             if recover:
                 self.recovery = self._recover(conn, exclusive)
         except BaseException as exc:
@@ -143,6 +145,10 @@ class SqliteQueueStore(SqliteReads, SqliteWrites):
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read queue store {self.path}: {exc}") from exc
         self._reads = ReadPool(self._connect_reader)
+
+    def stored_schema_version(self) -> int:
+        """The file's schema version (0: no file yet), read without changing anything."""
+        return stored_version(self.path)
 
     def close(self) -> None:
         """Close every connection; idempotent. The writer must be stopped first."""

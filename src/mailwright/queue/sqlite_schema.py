@@ -1,9 +1,12 @@
 """The SQLite queue store's schema, its migrations, connection set-up and error mapping.
 
 The schema version lives in ``PRAGMA user_version``; ``migrate`` creates the schema on
-first open and migrates older files in place, one version at a time, in one
-transaction (version 2 adds each recipient's resolved local target: mailer, target and
-controlling user, NULL for an ordinary address; version 3 an index of leases by owner).
+first open and migrates older files in place (returning the version it found), one
+version at a time, in one transaction (version 2 adds each recipient's resolved local
+target: mailer, target and controlling user, NULL for an ordinary address; version 3 an
+index of leases by owner).
+A file of a newer version is refused (``check_version``); ``stored_version`` reads the
+version without writing (``mailwright queue migrate --check``).
 ``configure_writer`` sets the pragmas of the write connection (WAL,
 ``synchronous=FULL``, page size, size cap); ``check_integrity`` runs ``PRAGMA
 quick_check``. The error helpers map SQLite and OS errors to ``StoreError`` and
@@ -20,7 +23,13 @@ import os
 import sqlite3
 from pathlib import Path
 
-from mailwright.queue.store import RecipientState, StoreError, StoreFullError, UnknownMessageError
+from mailwright.queue.store import (
+    NewerSchemaError,
+    RecipientState,
+    StoreError,
+    StoreFullError,
+    UnknownMessageError,
+)
 
 SCHEMA_VERSION = 3
 DEFAULT_BODY_CHUNK = 1 << 20
@@ -144,15 +153,35 @@ def check_integrity(conn: sqlite3.Connection, path: Path) -> None:
         )
 
 
-def migrate(conn: sqlite3.Connection, path: Path) -> None:
+def check_version(version: int, path: Path) -> None:
+    """Refuse a file a newer Mailwright wrote: this program does not know its schema."""
+    if version > SCHEMA_VERSION:
+        raise NewerSchemaError(
+            f"queue store {path} has schema version {version}, newer than "
+            f"this program's {SCHEMA_VERSION}: upgrade Mailwright"
+        )
+
+
+def stored_version(path: Path) -> int:
+    """The file's schema version, read without writing anything; 0 when there is none."""
+    if not path.exists():
+        return 0
+    try:
+        conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+        try:
+            return int(conn.execute("PRAGMA user_version").fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read queue store {path}: {exc}") from exc
+
+
+def migrate(conn: sqlite3.Connection, path: Path) -> int:
+    """Create or migrate the schema in one transaction; the version found before."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"queue store {path} has schema version {version}, newer than "
-                f"this program's {SCHEMA_VERSION}"
-            )
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        check_version(version, path)
         for target in range(version + 1, SCHEMA_VERSION + 1):
             for statement in MIGRATIONS[target]:
                 conn.execute(statement)
@@ -161,6 +190,7 @@ def migrate(conn: sqlite3.Connection, path: Path) -> None:
     except BaseException:
         rollback_quietly(conn)
         raise
+    return version
 
 
 # ---- errors and transactions ---------------------------------------------------------------

@@ -53,6 +53,10 @@ class StoreFullError(StoreError):
     """The disk or database is full: answer 452 4.3.1."""
 
 
+class NewerSchemaError(StoreError):
+    """The store's schema is newer than this program's: it is never written (upgrade)."""
+
+
 class UnknownMessageError(LookupError):
     """An operation named a queue id that is not (or no longer) in the queue."""
 

@@ -48,6 +48,28 @@ def test_an_exited_process_is_dead_and_another_host_is_unknown() -> None:
     assert not owner_is_dead("cli")  # not an owner name: left to expire
 
 
+def test_a_zombie_is_dead() -> None:
+    """A killed worker whose parent was killed as well stays a zombie until adopted and
+    reaped: it holds no work, its leases are a dead owner's."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: say who it is and exit at once
+        os.close(read)
+        os.write(write, new_owner().encode())
+        os._exit(0)
+    os.close(write)
+    try:
+        with os.fdopen(read, "rb") as pipe:
+            owner = pipe.read().decode()
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)  # exited, left unreaped
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            assert stat.read().rsplit(b")", 1)[1].split()[0] == b"Z"  # a zombie, in /proc
+        assert owner.split(":")[1] == str(pid)
+        assert owner_is_dead(owner)
+    finally:
+        os.waitpid(pid, 0)
+
+
 class GatedAgent:
     name = "esmtp"
 

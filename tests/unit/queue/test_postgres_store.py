@@ -3,8 +3,8 @@
 A database of a newer schema is refused, a connection lost in the middle of a batch fails
 the batch with StoreError and leaves nothing half written (and the next batch reconnects),
 errors never show the password, commits stay durable when the server's default says
-``synchronous_commit = off``, and a claim skips rows another transaction has locked
-instead of waiting for them.
+``synchronous_commit = off``, a claim skips rows another transaction has locked
+instead of waiting for them, and every writer holds a queue id slot of its own.
 """
 
 from __future__ import annotations
@@ -144,3 +144,51 @@ def test_messages_name_the_database_without_its_password() -> None:
     with pytest.raises(StoreError) as failed:
         store.open()
     assert "s3cret" not in str(failed.value)
+
+
+def _held_id_slots(url: str) -> list[int]:
+    from mailwright.queue.postgres_schema import ID_SLOT_LOCK
+
+    rows = _rows(
+        url,
+        "SELECT objid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2"
+        f" AND classid = {ID_SLOT_LOCK} AND granted ORDER BY objid",
+    )
+    return [int(row[0]) for row in rows]  # type: ignore[call-overload]
+
+
+def test_each_writer_holds_its_own_queue_id_slot_while_connected(url: str) -> None:
+    """Two writers (two nodes) hold different slots, and this process's ids use its
+    last one; a slot is given back on close, and claimed again after a lost connection."""
+    from mailwright.core import queueid
+    from mailwright.queue.postgres import PostgresQueueStore
+
+    first, second = PostgresQueueStore(url), PostgresQueueStore(url)
+    first.open()
+    second.open(exclusive=False)
+    try:
+        assert first.id_slot is not None and second.id_slot is not None
+        assert first.id_slot != second.id_slot
+        assert _held_id_slots(url) == sorted([first.id_slot, second.id_slot])
+        span = 32**5 // 1024
+        for _ in range(100):
+            value = 0
+            for char in queueid.new_queue_id()[10:]:  # the tail, in base 32
+                value = value * 32 + queueid.ALPHABET.index(char)
+            assert value // span == second.id_slot  # the last store opened here
+        first.close()
+        assert _held_id_slots(url) == [second.id_slot]
+        _rows(
+            url,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        with pytest.raises(StoreError):
+            second.apply_batch([InsertMessage(build_message("LOST"))])
+        assert _held_id_slots(url) == []
+        assert second.apply_batch([InsertMessage(build_message("BACK"))]) == [None]
+        assert second.id_slot is not None
+        assert _held_id_slots(url) == [second.id_slot]
+    finally:
+        first.close()
+        second.close()
