@@ -38,7 +38,6 @@ libpq connection string (URI or keywords, never logged: errors name the database
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -62,17 +61,9 @@ from mailwright.queue.postgres_schema import (
     schema_version,
 )
 from mailwright.queue.records import QUEUED
-from mailwright.queue.store import StoreError
+from mailwright.queue.store import Recovery, StoreError
 
-__all__ = ["SCHEMA_VERSION", "PostgresQueueStore", "PostgresRecovery", "describe"]
-
-
-@dataclass(slots=True)
-class PostgresRecovery:
-    """What ``open`` cleaned up after an unclean stop."""
-
-    leases_cleared: int = 0
-    finished_deleted: int = 0
+__all__ = ["SCHEMA_VERSION", "PostgresQueueStore", "describe"]
 
 
 def describe(conninfo: str) -> str:
@@ -103,7 +94,7 @@ class PostgresQueueStore(PostgresReads, PostgresWrites):
         self.where = describe(conninfo)
         self.id_slot: int | None = None  # the queue id slot the write connection holds
         self.schema_from: int | None = None  # set by open(): the version found (0: new)
-        self.recovery: PostgresRecovery | None = None  # set by open()
+        self.recovery: Recovery | None = None  # set by open()
         self._body_chunk = body_chunk_size
         self._pool_size = pool_size
         self._timeout = connect_timeout
@@ -251,10 +242,10 @@ class PostgresQueueStore(PostgresReads, PostgresWrites):
 
     # ---- recovery ---------------------------------------------------------------------
 
-    def _recover(self, conn: Conn, exclusive: bool) -> PostgresRecovery:
+    def _recover(self, conn: Conn, exclusive: bool) -> Recovery:
         """Void leases of interrupted work (all, or only dead owners'); drop finished
         messages. Orphan rows cannot exist: deletes cascade."""
-        report = PostgresRecovery()
+        report = Recovery()
         with conn.transaction():
             if exclusive:
                 report.leases_cleared = conn.execute(

@@ -25,9 +25,15 @@ import psycopg
 from psycopg import errors
 
 from mailwright.core.envelope import Recipient
-from mailwright.queue.postgres_rows import RECIPIENT_COLUMNS
 from mailwright.queue.postgres_schema import Conn, connection_lost, store_error, translate_error
-from mailwright.queue.records import QUEUED, message_row, recipient_row, stored_recipient
+from mailwright.queue.records import (
+    QUEUED,
+    RECIPIENT_COLUMNS,
+    message_row,
+    recipient_row,
+    stored_recipient,
+)
+from mailwright.queue.sqlwrites import SharedWrites
 from mailwright.queue.store import (
     AddRecipients,
     ClaimDue,
@@ -39,7 +45,6 @@ from mailwright.queue.store import (
     NewMessage,
     Op,
     RecipientState,
-    RecordOutcome,
     RecordResults,
     ReleaseLeases,
     ReleaseMessage,
@@ -58,7 +63,7 @@ class _BatchLostError(Exception):
     """An op's failure took the session (or the transaction) with it."""
 
 
-class PostgresWrites:
+class PostgresWrites(SharedWrites):
     """The write side of ``PostgresQueueStore`` (a mixin: the store opens the connection)."""
 
     _conn: Conn | None
@@ -130,9 +135,6 @@ class PostgresWrites:
     _INSERT_CHUNK = "INSERT INTO body_chunks (message_id, seq, data) VALUES (%s, %s, %s)"
     _INSERT_RECIPIENT = """INSERT INTO recipients (message_id, idx, local, domain, orcpt, notify,
         state, next_attempt) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"""
-
-    def _insert_message(self, conn: Conn, op: InsertMessage) -> None:
-        self._insert(conn, op.message)
 
     def _insert(self, conn: Conn, msg: NewMessage) -> None:
         if not msg.envelope.recipients:
@@ -223,37 +225,6 @@ class PostgresWrites:
     _DELETE_DONE = """DELETE FROM messages WHERE queue_id = %s AND NOT EXISTS
         (SELECT 1 FROM recipients r WHERE r.message_id = messages.id AND r.state = %s)"""
 
-    def _record_results(self, conn: Conn, op: RecordResults) -> RecordOutcome:
-        stale: list[tuple[str, int]] = []
-        touched: dict[str, None] = {}  # an ordered set
-        for res in op.results:
-            queued = not res.state.is_final
-            cur = conn.execute(
-                self._RECORD_RESULT,
-                (
-                    res.state.value,
-                    res.next_attempt if queued else None,
-                    0 if res.attempted_at is None else 1,
-                    res.attempted_at,
-                    res.status,
-                    res.reply,
-                    res.remote_mta,
-                    res.queue_id,
-                    res.index,
-                    QUEUED,
-                ),
-            )
-            if cur.rowcount == 0:
-                stale.append((res.queue_id, res.index))
-            else:
-                touched[res.queue_id] = None
-        for msg in op.new_messages:
-            self._insert(conn, msg)
-        return RecordOutcome(stale=stale, removed=self._delete_if_done(conn, list(touched)))
-
-    def _delete_if_done_op(self, conn: Conn, op: DeleteIfDone) -> list[str]:
-        return self._delete_if_done(conn, op.queue_ids)
-
     def _delete_if_done(self, conn: Conn, queue_ids: Sequence[str]) -> list[str]:
         return [
             queue_id
@@ -292,6 +263,28 @@ class PostgresWrites:
 
     # -- message-level administration
 
+    # -- leases and schedule
+
+    def _release_leases(self, conn: Conn, op: ReleaseLeases) -> int:
+        sql = """UPDATE recipients SET lease_owner = NULL, lease_until = NULL
+            WHERE lease_owner = %s"""
+        return conn.execute(sql, (op.owner,)).rowcount
+
+    _RESCHEDULE = """UPDATE recipients r SET next_attempt = %(now)s
+        WHERE r.state = %(queued)s AND (%(domain)s::text IS NULL OR r.domain = %(domain)s)
+          AND (%(ids)s::text[] IS NULL OR r.message_id IN
+               (SELECT id FROM messages WHERE queue_id = ANY(%(ids)s::text[])))"""
+
+    def _reschedule_now(self, conn: Conn, op: RescheduleNow) -> int:
+        domain = None if op.recipient_domain is None else op.recipient_domain.lower()
+        args = {
+            "now": op.now,
+            "queued": QUEUED,
+            "domain": domain,
+            "ids": None if op.queue_ids is None else list(op.queue_ids),
+        }
+        return conn.execute(self._RESCHEDULE, args).rowcount
+
     def _hold_message(self, conn: Conn, op: HoldMessage) -> bool:
         sql = "UPDATE messages SET state = %s, hold_reason = %s WHERE queue_id = %s"
         return conn.execute(sql, (MessageState.HOLD.value, op.reason, op.queue_id)).rowcount > 0
@@ -308,28 +301,6 @@ class PostgresWrites:
         sql = "UPDATE messages SET warned = 1 WHERE queue_id = %s"
         return conn.execute(sql, (op.queue_id,)).rowcount > 0
 
-    # -- leases and schedule
-
-    def _release_leases(self, conn: Conn, op: ReleaseLeases) -> int:
-        sql = """UPDATE recipients SET lease_owner = NULL, lease_until = NULL
-            WHERE lease_owner = %s"""
-        return conn.execute(sql, (op.owner,)).rowcount
-
     def _renew_leases(self, conn: Conn, op: RenewLeases) -> int:
         sql = "UPDATE recipients SET lease_until = %s WHERE lease_owner = %s"
         return conn.execute(sql, (op.now + op.lease_seconds, op.owner)).rowcount
-
-    _RESCHEDULE = """UPDATE recipients r SET next_attempt = %(now)s
-        WHERE r.state = %(queued)s AND (%(domain)s::text IS NULL OR r.domain = %(domain)s)
-          AND (%(ids)s::text[] IS NULL OR r.message_id IN
-               (SELECT id FROM messages WHERE queue_id = ANY(%(ids)s::text[])))"""
-
-    def _reschedule_now(self, conn: Conn, op: RescheduleNow) -> int:
-        domain = None if op.recipient_domain is None else op.recipient_domain.lower()
-        args = {
-            "now": op.now,
-            "queued": QUEUED,
-            "domain": domain,
-            "ids": None if op.queue_ids is None else list(op.queue_ids),
-        }
-        return conn.execute(self._RESCHEDULE, args).rowcount

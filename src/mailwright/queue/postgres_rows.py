@@ -21,7 +21,7 @@ import psycopg_pool
 
 from mailwright.core.headers import HeaderList, HeaderParser
 from mailwright.queue.postgres_schema import Conn, store_error
-from mailwright.queue.records import QUEUED, stored_message
+from mailwright.queue.records import MESSAGE_COLUMNS, QUEUED, RECIPIENT_COLUMNS, stored_message
 from mailwright.queue.store import (
     DeferredGroup,
     MessageState,
@@ -30,15 +30,6 @@ from mailwright.queue.store import (
     StoreError,
     UnknownMessageError,
 )
-
-MESSAGE_COLUMNS = """m.id, m.queue_id, m.sender_local, m.sender_domain, m.mail_size,
-    m.body_type, m.smtputf8, m.ret, m.envid, m.auth, m.received_at, m.size, m.state,
-    m.hold_reason, m.protocol, m.client_address, m.client_name, m.helo, m.auth_user,
-    m.local_user, m.message_id_header, m.subject, m.warned"""
-
-RECIPIENT_COLUMNS = """m.queue_id, r.idx, r.local, r.domain, r.orcpt, r.notify, r.state,
-    r.attempts, r.next_attempt, r.last_attempt, r.last_status, r.last_reply, r.remote_mta,
-    r.lease_owner, r.lease_until, r.mailer, r.target, r.ctl_user"""
 
 _ACTIVE = MessageState.ACTIVE.value
 _HOLD = MessageState.HOLD.value

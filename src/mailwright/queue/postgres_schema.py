@@ -29,7 +29,7 @@ from typing import Any
 import psycopg
 from psycopg import errors
 
-from mailwright.queue.store import NewerSchemaError, StoreError, StoreFullError, UnknownMessageError
+from mailwright.queue.store import NewerSchemaError, StoreError, batch_failure, failure
 
 SCHEMA_VERSION = 2
 Conn = psycopg.Connection[dict[str, Any]]  # autocommit, rows as dicts (dict_row)
@@ -197,23 +197,10 @@ def connection_lost(exc: BaseException, conn: Conn | None) -> bool:
 
 def translate_error(exc: Exception) -> Exception:
     """A failure as callers see it: database errors become StoreError."""
-    if isinstance(exc, StoreError | UnknownMessageError):
-        return exc
-    if isinstance(exc, errors.DiskFull):
-        error: StoreError = StoreFullError(f"queue store is full: {exc}")
-    elif isinstance(exc, psycopg.Error | OSError):
-        error = StoreError(f"queue store error: {exc}")
-    else:
-        return exc  # a caller's mistake (ValueError, TypeError): passed on as it is
-    error.__cause__ = exc
-    return error
+    full = isinstance(exc, errors.DiskFull)
+    return failure(exc, full=full, database=isinstance(exc, psycopg.Error | OSError))
 
 
 def store_error(exc: Exception) -> StoreError:
     """A failure of the whole batch (or of a read), always a StoreError."""
-    translated = translate_error(exc)
-    if isinstance(translated, StoreError):
-        return translated
-    error = StoreError(f"queue store error: {exc!r}")
-    error.__cause__ = exc
-    return error
+    return batch_failure(translate_error(exc), exc)

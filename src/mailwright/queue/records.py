@@ -24,6 +24,16 @@ from mailwright.queue.store import (
     StoredRecipient,
 )
 
+# the columns every backend selects for ``stored_message`` and ``stored_recipient``
+MESSAGE_COLUMNS = """m.id, m.queue_id, m.sender_local, m.sender_domain, m.mail_size,
+    m.body_type, m.smtputf8, m.ret, m.envid, m.auth, m.received_at, m.size, m.state,
+    m.hold_reason, m.protocol, m.client_address, m.client_name, m.helo, m.auth_user,
+    m.local_user, m.message_id_header, m.subject, m.warned"""
+
+RECIPIENT_COLUMNS = """m.queue_id, r.idx, r.local, r.domain, r.orcpt, r.notify, r.state,
+    r.attempts, r.next_attempt, r.last_attempt, r.last_status, r.last_reply, r.remote_mta,
+    r.lease_owner, r.lease_until, r.mailer, r.target, r.ctl_user"""
+
 QUEUED = RecipientState.QUEUED.value
 
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from dataclasses import dataclass
 from pathlib import Path
 
 from mailwright.queue.lease import owner_is_dead
@@ -52,18 +51,9 @@ from mailwright.queue.sqlite_schema import (
     rollback_quietly,
     stored_version,
 )
-from mailwright.queue.store import StoreError
+from mailwright.queue.store import Recovery, StoreError
 
 __all__ = ["SCHEMA_VERSION", "_SCHEMA_V1", "Recovery", "SqliteQueueStore"]
-
-
-@dataclass(slots=True)
-class Recovery:
-    """What ``open`` cleaned up after an unclean stop."""
-
-    leases_cleared: int = 0
-    orphans_deleted: int = 0
-    finished_deleted: int = 0
 
 
 class SqliteQueueStore(SqliteReads, SqliteWrites):

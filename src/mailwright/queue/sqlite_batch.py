@@ -23,8 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from mailwright.core.envelope import Recipient
-from mailwright.queue.records import message_row, recipient_row, stored_recipient
-from mailwright.queue.sqlite_rows import _FIND_ID, _RECIPIENT_COLUMNS
+from mailwright.queue.records import (
+    RECIPIENT_COLUMNS,
+    message_row,
+    recipient_row,
+    stored_recipient,
+)
+from mailwright.queue.sqlite_rows import _FIND_ID
 from mailwright.queue.sqlite_schema import (
     QUEUED,
     configure_writer,
@@ -32,6 +37,7 @@ from mailwright.queue.sqlite_schema import (
     store_error,
     translate_error,
 )
+from mailwright.queue.sqlwrites import SharedWrites
 from mailwright.queue.store import (
     AddRecipients,
     ClaimDue,
@@ -43,7 +49,6 @@ from mailwright.queue.store import (
     NewMessage,
     Op,
     RecipientState,
-    RecordOutcome,
     RecordResults,
     ReleaseLeases,
     ReleaseMessage,
@@ -122,7 +127,7 @@ def _insert_many(conn: sqlite3.Connection, table: str, rows: list[tuple[object, 
         conn.execute(f"INSERT INTO {table} VALUES {values}", [v for row in part for v in row])
 
 
-class SqliteWrites:
+class SqliteWrites(SharedWrites):
     """The write side of ``SqliteQueueStore`` (a mixin: the store opens the connection)."""
 
     path: Path
@@ -244,9 +249,6 @@ class SqliteWrites:
     _INSERT_CHUNK = "INSERT INTO body_chunks (message_id, seq, data) VALUES (?, ?, ?)"
     _INSERT_RECIPIENT = """INSERT INTO recipients (message_id, idx, local, domain, orcpt, notify,
         state, next_attempt) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
-
-    def _insert_message(self, conn: sqlite3.Connection, op: InsertMessage) -> None:
-        self._insert(conn, op.message)
 
     # The fast path: the whole batch in one transaction without a savepoint per op, and
     # the new messages of the batch inserted with one multi-row INSERT per table instead
@@ -387,12 +389,12 @@ class SqliteWrites:
 
     # -- ClaimDue
 
-    _CLAIM_SELECT = f"""SELECT r.message_id AS mid, {_RECIPIENT_COLUMNS}
+    _CLAIM_SELECT = f"""SELECT r.message_id AS mid, {RECIPIENT_COLUMNS}
         FROM recipients r JOIN messages m ON m.id = r.message_id
         WHERE r.state = ? AND r.next_attempt <= ? AND m.state = ?
           AND (r.lease_until IS NULL OR r.lease_until <= ?)
         ORDER BY r.next_attempt LIMIT ?"""
-    _CLAIM_SELECTED = f"""SELECT r.message_id AS mid, {_RECIPIENT_COLUMNS}
+    _CLAIM_SELECTED = f"""SELECT r.message_id AS mid, {RECIPIENT_COLUMNS}
         FROM recipients r JOIN messages m ON m.id = r.message_id
         WHERE m.queue_id IN (SELECT value FROM json_each(?))
           AND +r.state = ? AND +r.next_attempt <= ? AND m.state = ?
@@ -431,37 +433,6 @@ class SqliteWrites:
     _DELETE_DONE = """DELETE FROM messages WHERE queue_id = ? AND NOT EXISTS
         (SELECT 1 FROM recipients r WHERE r.message_id = messages.id AND +r.state = ?)"""
 
-    def _record_results(self, conn: sqlite3.Connection, op: RecordResults) -> RecordOutcome:
-        stale: list[tuple[str, int]] = []
-        touched: dict[str, None] = {}  # an ordered set
-        for res in op.results:
-            queued = not res.state.is_final
-            cur = conn.execute(
-                self._RECORD_RESULT,
-                (
-                    res.state.value,
-                    res.next_attempt if queued else None,
-                    0 if res.attempted_at is None else 1,
-                    res.attempted_at,
-                    res.status,
-                    res.reply,
-                    res.remote_mta,
-                    res.queue_id,
-                    res.index,
-                    QUEUED,
-                ),
-            )
-            if cur.rowcount == 0:
-                stale.append((res.queue_id, res.index))
-            else:
-                touched[res.queue_id] = None
-        for msg in op.new_messages:
-            self._insert(conn, msg)
-        return RecordOutcome(stale=stale, removed=self._delete_if_done(conn, list(touched)))
-
-    def _delete_if_done_op(self, conn: sqlite3.Connection, op: DeleteIfDone) -> list[str]:
-        return self._delete_if_done(conn, op.queue_ids)
-
     def _delete_if_done(self, conn: sqlite3.Connection, queue_ids: Sequence[str]) -> list[str]:
         # one statement per message; rowcount counts the message row only, not the cascade
         return [
@@ -496,31 +467,11 @@ class SqliteWrites:
 
     # -- message-level administration
 
-    def _hold_message(self, conn: sqlite3.Connection, op: HoldMessage) -> bool:
-        sql = "UPDATE messages SET state = ?, hold_reason = ? WHERE queue_id = ?"
-        return conn.execute(sql, (MessageState.HOLD.value, op.reason, op.queue_id)).rowcount > 0
-
-    def _release_message(self, conn: sqlite3.Connection, op: ReleaseMessage) -> bool:
-        sql = "UPDATE messages SET state = ?, hold_reason = NULL WHERE queue_id = ?"
-        return conn.execute(sql, (MessageState.ACTIVE.value, op.queue_id)).rowcount > 0
-
-    def _delete_message(self, conn: sqlite3.Connection, op: DeleteMessage) -> bool:
-        sql = "DELETE FROM messages WHERE queue_id = ?"
-        return conn.execute(sql, (op.queue_id,)).rowcount > 0
-
-    def _set_warned(self, conn: sqlite3.Connection, op: SetWarned) -> bool:
-        sql = "UPDATE messages SET warned = 1 WHERE queue_id = ?"
-        return conn.execute(sql, (op.queue_id,)).rowcount > 0
-
     # -- leases and schedule
 
     def _release_leases(self, conn: sqlite3.Connection, op: ReleaseLeases) -> int:
         sql = "UPDATE recipients SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?"
         return conn.execute(sql, (op.owner,)).rowcount
-
-    def _renew_leases(self, conn: sqlite3.Connection, op: RenewLeases) -> int:
-        sql = "UPDATE recipients SET lease_until = ? WHERE lease_owner = ?"
-        return conn.execute(sql, (op.now + op.lease_seconds, op.owner)).rowcount
 
     _RESCHEDULE = """UPDATE recipients SET next_attempt = ?
         WHERE state = ? AND (? IS NULL OR domain = ?)"""
@@ -540,3 +491,23 @@ class SqliteWrites:
             conn.execute(self._RESCHEDULE_MESSAGE, (*args, queue_id)).rowcount
             for queue_id in op.queue_ids
         )
+
+    def _hold_message(self, conn: sqlite3.Connection, op: HoldMessage) -> bool:
+        sql = "UPDATE messages SET state = ?, hold_reason = ? WHERE queue_id = ?"
+        return conn.execute(sql, (MessageState.HOLD.value, op.reason, op.queue_id)).rowcount > 0
+
+    def _release_message(self, conn: sqlite3.Connection, op: ReleaseMessage) -> bool:
+        sql = "UPDATE messages SET state = ?, hold_reason = NULL WHERE queue_id = ?"
+        return conn.execute(sql, (MessageState.ACTIVE.value, op.queue_id)).rowcount > 0
+
+    def _delete_message(self, conn: sqlite3.Connection, op: DeleteMessage) -> bool:
+        sql = "DELETE FROM messages WHERE queue_id = ?"
+        return conn.execute(sql, (op.queue_id,)).rowcount > 0
+
+    def _set_warned(self, conn: sqlite3.Connection, op: SetWarned) -> bool:
+        sql = "UPDATE messages SET warned = 1 WHERE queue_id = ?"
+        return conn.execute(sql, (op.queue_id,)).rowcount > 0
+
+    def _renew_leases(self, conn: sqlite3.Connection, op: RenewLeases) -> int:
+        sql = "UPDATE recipients SET lease_until = ? WHERE lease_owner = ?"
+        return conn.execute(sql, (op.now + op.lease_seconds, op.owner)).rowcount

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from mailwright.core.headers import HeaderList, HeaderParser
-from mailwright.queue.records import stored_message
+from mailwright.queue.records import MESSAGE_COLUMNS, RECIPIENT_COLUMNS, stored_message
 from mailwright.queue.sqlite_schema import (
     QUEUED,
     store_error,
@@ -27,15 +27,6 @@ from mailwright.queue.store import (
     StoreError,
     UnknownMessageError,
 )
-
-_MESSAGE_COLUMNS = """m.id, m.queue_id, m.sender_local, m.sender_domain, m.mail_size,
-    m.body_type, m.smtputf8, m.ret, m.envid, m.auth, m.received_at, m.size, m.state,
-    m.hold_reason, m.protocol, m.client_address, m.client_name, m.helo, m.auth_user,
-    m.local_user, m.message_id_header, m.subject, m.warned"""
-
-_RECIPIENT_COLUMNS = """m.queue_id, r.idx, r.local, r.domain, r.orcpt, r.notify, r.state,
-    r.attempts, r.next_attempt, r.last_attempt, r.last_status, r.last_reply, r.remote_mta,
-    r.lease_owner, r.lease_until, r.mailer, r.target, r.ctl_user"""
 
 _FIND_ID = "SELECT id FROM messages WHERE queue_id = ?"
 
@@ -96,12 +87,12 @@ class SqliteReads:
     def get_message(self, queue_id: str) -> StoredMessage | None:
         with self._reading() as conn:
             row = conn.execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE m.queue_id = ?", (queue_id,)
+                f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.queue_id = ?", (queue_id,)
             ).fetchone()
             if row is None:
                 return None
             recipients = conn.execute(
-                f"SELECT {_RECIPIENT_COLUMNS} FROM recipients r"
+                f"SELECT {RECIPIENT_COLUMNS} FROM recipients r"
                 " JOIN messages m ON m.id = r.message_id WHERE r.message_id = ? ORDER BY r.idx",
                 (row["id"],),
             ).fetchall()
@@ -111,11 +102,11 @@ class SqliteReads:
         """Every message, oldest first, with its recipients."""
         with self._reading() as conn:
             rows = conn.execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages m ORDER BY m.received_at, m.id"
+                f"SELECT {MESSAGE_COLUMNS} FROM messages m ORDER BY m.received_at, m.id"
             ).fetchall()
             by_message: dict[str, list[sqlite3.Row]] = {row["queue_id"]: [] for row in rows}
             for r in conn.execute(
-                f"SELECT {_RECIPIENT_COLUMNS} FROM recipients r"
+                f"SELECT {RECIPIENT_COLUMNS} FROM recipients r"
                 " JOIN messages m ON m.id = r.message_id ORDER BY r.message_id, r.idx"
             ):
                 by_message[r["queue_id"]].append(r)
@@ -125,14 +116,14 @@ class SqliteReads:
         """The ``limit`` oldest messages with their recipients (a page of the queue)."""
         with self._reading() as conn:
             rows = conn.execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages m ORDER BY m.received_at, m.id LIMIT ?",
+                f"SELECT {MESSAGE_COLUMNS} FROM messages m ORDER BY m.received_at, m.id LIMIT ?",
                 (max(0, limit),),
             ).fetchall()
             by_message: dict[str, list[sqlite3.Row]] = {row["queue_id"]: [] for row in rows}
             ids = [row["id"] for row in rows]
             marks = ",".join("?" * len(ids))
             for r in conn.execute(
-                f"SELECT {_RECIPIENT_COLUMNS} FROM recipients r"
+                f"SELECT {RECIPIENT_COLUMNS} FROM recipients r"
                 f" JOIN messages m ON m.id = r.message_id WHERE r.message_id IN ({marks})"
                 " ORDER BY r.message_id, r.idx",
                 ids,

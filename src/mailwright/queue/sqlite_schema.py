@@ -27,8 +27,8 @@ from mailwright.queue.store import (
     NewerSchemaError,
     RecipientState,
     StoreError,
-    StoreFullError,
-    UnknownMessageError,
+    batch_failure,
+    failure,
 )
 
 SCHEMA_VERSION = 3
@@ -205,26 +205,12 @@ def _is_full(exc: BaseException) -> bool:
 
 def translate_error(exc: Exception) -> Exception:
     """A failure as callers see it: database and I/O errors become StoreError."""
-    if isinstance(exc, StoreError | UnknownMessageError):
-        return exc
-    if _is_full(exc):
-        error: StoreError = StoreFullError(f"queue store is full: {exc}")
-    elif isinstance(exc, sqlite3.Error | OSError):
-        error = StoreError(f"queue store error: {exc}")
-    else:
-        return exc  # a caller's mistake (ValueError, TypeError): passed on as it is
-    error.__cause__ = exc
-    return error
+    return failure(exc, full=_is_full(exc), database=isinstance(exc, sqlite3.Error | OSError))
 
 
 def store_error(exc: Exception) -> StoreError:
     """A failure of the whole batch (or of a read), always a StoreError."""
-    translated = translate_error(exc)
-    if isinstance(translated, StoreError):
-        return translated
-    error = StoreError(f"queue store error: {exc!r}")
-    error.__cause__ = exc
-    return error
+    return batch_failure(translate_error(exc), exc)
 
 
 def rollback_quietly(conn: sqlite3.Connection) -> bool:

@@ -61,6 +61,42 @@ class UnknownMessageError(LookupError):
     """An operation named a queue id that is not (or no longer) in the queue."""
 
 
+@dataclass(slots=True)
+class Recovery:
+    """What a store's ``open`` cleaned up after an unclean stop (every backend)."""
+
+    leases_cleared: int = 0
+    orphans_deleted: int = 0
+    finished_deleted: int = 0
+
+
+def failure(exc: Exception, *, full: bool, database: bool) -> Exception:
+    """A backend's failure as callers see it: ``full`` (out of space) becomes
+    StoreFullError, another ``database`` or I/O error StoreError; StoreError and
+    UnknownMessageError stay as they are, and anything else (a caller's mistake:
+    ValueError, TypeError) is passed on."""
+    if isinstance(exc, StoreError | UnknownMessageError):
+        return exc
+    if full:
+        error: StoreError = StoreFullError(f"queue store is full: {exc}")
+    elif database:
+        error = StoreError(f"queue store error: {exc}")
+    else:
+        return exc
+    error.__cause__ = exc
+    return error
+
+
+def batch_failure(translated: Exception, exc: Exception) -> StoreError:
+    """A failure of a whole batch (or of a read), always a StoreError: ``translated`` is
+    ``exc`` as ``failure`` made it."""
+    if isinstance(translated, StoreError):
+        return translated
+    error = StoreError(f"queue store error: {exc!r}")
+    error.__cause__ = exc
+    return error
+
+
 class BodySource(Protocol):
     """The body of a message being queued, readable in bounded chunks.
 
