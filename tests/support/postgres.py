@@ -136,3 +136,19 @@ def postgres_server() -> Iterator[PostgresServer]:
 def postgres_database(postgres_server: PostgresServer) -> str:
     """The libpq URI of a new, empty database on the session's server."""
     return postgres_server.new_database()
+
+
+def sql_rows(url: str, sql: str) -> list[tuple[object, ...]]:
+    """The rows of one query, on a connection of its own (what a test inspects)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute(sql).fetchall()  # type: ignore[arg-type]
+
+
+def sql_run(url: str, sql: str) -> None:
+    """One statement on a connection of its own (what a test changes behind the store)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql)  # type: ignore[arg-type]

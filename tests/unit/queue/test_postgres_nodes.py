@@ -11,6 +11,7 @@ import pytest
 
 from mailwright.queue.lease import _boot_id, new_owner
 from mailwright.queue.store import ClaimDue, InsertMessage
+from tests.support.postgres import sql_rows, sql_run
 
 from .conftest import build_message
 
@@ -25,32 +26,18 @@ def pg_store(postgres_database: str) -> Iterator[Any]:
     store.close()
 
 
-def _rows(url: str, sql: str) -> list[tuple[object, ...]]:
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True) as conn:
-        return conn.execute(sql).fetchall()  # type: ignore[arg-type]
-
-
-def _run(url: str, sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(sql)  # type: ignore[arg-type]
-
-
 def test_a_version_1_database_gets_the_nodes_tables(postgres_database: str) -> None:
     from mailwright.queue.postgres import PostgresQueueStore
 
     store = PostgresQueueStore(postgres_database)
     store.open()
     store.close()
-    _run(postgres_database, "DROP TABLE nodes, node_processes")
-    _run(postgres_database, "UPDATE mailwright_schema SET version = 1")
+    sql_run(postgres_database, "DROP TABLE nodes, node_processes")
+    sql_run(postgres_database, "UPDATE mailwright_schema SET version = 1")
     store.open()
     store.close()
-    assert _rows(postgres_database, "SELECT version FROM mailwright_schema") == [(2,)]
-    assert _rows(postgres_database, "SELECT count(*) FROM nodes") == [(0,)]
+    assert sql_rows(postgres_database, "SELECT version FROM mailwright_schema") == [(2,)]
+    assert sql_rows(postgres_database, "SELECT count(*) FROM nodes") == [(0,)]
 
 
 def test_heartbeat_deliveries_and_a_clean_stop(pg_store: Any) -> None:
@@ -89,7 +76,7 @@ def test_a_beat_drops_the_rows_of_this_hosts_dead_processes(
     dead = f"{socket.gethostname()}:999999999:{_boot_id()}.1"  # no such pid
     far = "elsewhere.test:1:abc.1"  # another host's: not ours to judge
     for process in (dead, far):
-        _run(postgres_database, f"INSERT INTO node_processes VALUES ('{process}', 'mx-1')")
+        sql_run(postgres_database, f"INSERT INTO node_processes VALUES ('{process}', 'mx-1')")
     registry.beat("")
-    left = {r[0] for r in _rows(postgres_database, "SELECT process FROM node_processes")}
+    left = {r[0] for r in sql_rows(postgres_database, "SELECT process FROM node_processes")}
     assert dead not in left and far in left and len(left) == 2

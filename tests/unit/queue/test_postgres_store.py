@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from mailwright.queue.store import ClaimDue, InsertMessage, StoreError
+from tests.support.postgres import sql_rows, sql_run
 
 from .conftest import build_message
 
@@ -33,27 +34,13 @@ def pg_store(url: str) -> Iterator[object]:
     store.close()
 
 
-def _rows(url: str, sql: str) -> list[tuple[object, ...]]:
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True) as conn:
-        return conn.execute(sql).fetchall()  # type: ignore[arg-type]
-
-
-def _run(url: str, sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(sql)  # type: ignore[arg-type]
-
-
 def test_a_newer_schema_is_refused(url: str) -> None:
     from mailwright.queue.postgres import PostgresQueueStore
 
     first = PostgresQueueStore(url)
     first.open()
     first.close()
-    _run(url, "UPDATE mailwright_schema SET version = 99")
+    sql_run(url, "UPDATE mailwright_schema SET version = 99")
     for opening in ("open", "open_for_reading"):
         store = PostgresQueueStore(url)
         with pytest.raises(StoreError, match="schema version 99, newer than"):
@@ -66,7 +53,7 @@ def test_reading_a_database_without_a_queue_fails(url: str) -> None:
 
     with pytest.raises(StoreError, match=r"no queue at postgresql://127\.0\.0\.1:"):
         PostgresQueueStore(url).open_for_reading()
-    assert _rows(url, "SELECT to_regclass('messages')") == [(None,)]  # created nothing
+    assert sql_rows(url, "SELECT to_regclass('messages')") == [(None,)]  # created nothing
 
 
 class _KillingBody:
@@ -78,7 +65,7 @@ class _KillingBody:
 
     def chunks(self, chunk_size: int = 1 << 20) -> Iterator[bytes]:
         yield b"x" * chunk_size
-        _rows(
+        sql_rows(
             self.url,
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()",
@@ -97,8 +84,8 @@ def test_a_lost_connection_fails_the_batch_and_keeps_nothing(url: str, pg_store:
     msg.body = _KillingBody(url, 4096)
     with pytest.raises(StoreError, match="queue store error"):
         pg_store.apply_batch([InsertMessage(msg), InsertMessage(build_message("OTHER"))])
-    assert _rows(url, "SELECT count(*) FROM messages") == [(0,)]
-    assert _rows(url, "SELECT count(*) FROM body_chunks") == [(0,)]
+    assert sql_rows(url, "SELECT count(*) FROM messages") == [(0,)]
+    assert sql_rows(url, "SELECT count(*) FROM body_chunks") == [(0,)]
     # the store reconnects: the next batch and reads work
     assert pg_store.apply_batch([InsertMessage(build_message("AFTER"))]) == [None]
     assert pg_store.get_message("AFTER") is not None and pg_store.count_messages() == 1
@@ -108,8 +95,8 @@ def test_commits_are_durable_whatever_the_server_default(url: str) -> None:
     from mailwright.queue.postgres import PostgresQueueStore
 
     dbname = url.rsplit("/", 1)[1]
-    _run(url, f'ALTER DATABASE "{dbname}" SET synchronous_commit = off')
-    assert _rows(url, "SELECT current_setting('synchronous_commit')") == [("off",)]
+    sql_run(url, f'ALTER DATABASE "{dbname}" SET synchronous_commit = off')
+    assert sql_rows(url, "SELECT current_setting('synchronous_commit')") == [("off",)]
     store = PostgresQueueStore(url)
     store.open()
     try:
@@ -149,7 +136,7 @@ def test_messages_name_the_database_without_its_password() -> None:
 def _held_id_slots(url: str) -> list[int]:
     from mailwright.queue.postgres_schema import ID_SLOT_LOCK
 
-    rows = _rows(
+    rows = sql_rows(
         url,
         "SELECT objid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2"
         f" AND classid = {ID_SLOT_LOCK} AND granted ORDER BY objid",
@@ -178,7 +165,7 @@ def test_each_writer_holds_its_own_queue_id_slot_while_connected(url: str) -> No
             assert value // span == second.id_slot  # the last store opened here
         first.close()
         assert _held_id_slots(url) == [second.id_slot]
-        _rows(
+        sql_rows(
             url,
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()",
