@@ -151,6 +151,7 @@ class Daemon:
         if asked == deliverymode.INTERACTIVE:
             await self._deliver_interactively(message.queue_id)
         elif asked is None and self.settings.delivery.mode is DeliveryMode.BACKGROUND:
+            self.scheduler.remember(message)
             self.scheduler.wake()
 
     async def _deliver_interactively(self, queue_id: str) -> None:

@@ -52,11 +52,13 @@ from mailwright.dsn.notices import MessageReports, Notice, Reporter, expired
 from mailwright.manager.answers import Answers, Waiting
 from mailwright.manager.backoff import RetryPolicy
 from mailwright.manager.expansion import Expander, target_hop
+from mailwright.manager.fresh import FreshMessages
 from mailwright.manager.hoststatus import HostStatusCache
 from mailwright.observability import maillog, metrics
 from mailwright.queue.lease import new_owner
 from mailwright.queue.store import (
     ClaimDue,
+    NewMessage,
     QueueStore,
     RecipientResult,
     RecipientState,
@@ -155,6 +157,7 @@ class Scheduler:
         # (inf until it knows); a retry due earlier than that wakes it
         self._sleep_until = 0.0
         self.answers = Answers()  # LMTP sessions waiting for local deliveries
+        self.fresh = FreshMessages()  # just queued here: their first delivery reads no store
 
     # ---- the parts of a delivery ---------------------------------------------------------
     @property
@@ -392,8 +395,13 @@ class Scheduler:
             body = b"".join(self.store.read_body(queue_id))
         return message, headers, body
 
+    def remember(self, message: NewMessage) -> None:
+        """``message`` was just committed by this process: its first delivery may take it
+        from memory (``manager.fresh``) rather than read it back from the store."""
+        self.fresh.remember(message)
+
     async def _deliver_message(self, queue_id: str, recipients: list[StoredRecipient]) -> None:
-        loaded = await asyncio.to_thread(self._load, queue_id)
+        loaded = self.fresh.take(queue_id) or await asyncio.to_thread(self._load, queue_id)
         if loaded is None:
             return  # deleted meanwhile
         message, headers, body = loaded

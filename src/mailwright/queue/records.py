@@ -165,3 +165,48 @@ def envelope_recipient(row: Row) -> Recipient:
         row["orcpt"],
         target(row),
     )
+
+
+def fresh_message(msg: NewMessage) -> StoredMessage:
+    """What ``stored_message`` reads back for ``msg`` just after its insert, before any
+    attempt: every recipient QUEUED, due at ``msg.due``, never tried, not leased.
+
+    Lets the process that queued a message deliver it without reading it back
+    (``manager.fresh``); kept next to ``message_row`` so the two stay in step."""
+    message_id = msg.headers.get("Message-ID")
+    subject = msg.headers.get("Subject")
+    held = msg.hold_reason is not None
+    due = msg.due
+    recipients = [
+        StoredRecipient(
+            message_id=msg.queue_id,
+            index=index,
+            address=str(r.address),
+            orcpt=r.orcpt,
+            notify=notify_text(r.notify),
+            state=RecipientState.QUEUED,
+            attempts=0,
+            next_attempt=due,
+            last_attempt=None,
+            last_status=None,
+            last_reply=None,
+            remote_mta=None,
+            lease_owner=None,
+            lease_until=None,
+            target=r.target,
+        )
+        for index, r in enumerate(msg.envelope.recipients)
+    ]
+    return StoredMessage(
+        queue_id=msg.queue_id,
+        envelope=msg.envelope,
+        received_at=msg.received_at,
+        size=msg.size,
+        state=MessageState.HOLD if held else MessageState.ACTIVE,
+        hold_reason=msg.hold_reason,
+        origin=msg.origin,
+        message_id_header=None if message_id is None else message_id.text,
+        subject=None if subject is None else subject.text,
+        warned=False,
+        recipients=recipients,
+    )
