@@ -1,14 +1,16 @@
 """The SQLite queue store's batch engine: the writer side of ``SqliteQueueStore``.
 
 ``apply_batch`` runs a whole batch in one ``BEGIN IMMEDIATE`` ... ``COMMIT`` on the
-write connection, the batch's new messages inserted together (multi-row statements). When
-any op fails, that transaction is rolled back and the batch runs again op by op, each op
-inside its own savepoint so that a failing op is undone alone. When an op's failure makes
-SQLite abandon the whole transaction (it may on SQLITE_FULL), the batch runs again from
-BEGIN without that op: nothing had been committed. The COMMIT is the fsync that makes
-the batch durable; a failed COMMIT is rolled back and raised for the whole batch, never
+write connection, the batch's new messages inserted together (multi-row statements).
+When any op fails, that transaction is rolled back and the batch runs again op by op,
+each op inside its own savepoint so that a failing op is undone alone. When an op's
+failure makes SQLite abandon the whole transaction (it may on SQLITE_FULL), the batch
+runs again from BEGIN without that op: nothing had been committed. The COMMIT is the
+fsync that makes the batch durable (a batch of leases only is not fsynced:
+``Op.durable``); a failed COMMIT is rolled back and raised for the whole batch, never
 retried. Only the ``QueueWriter`` thread calls it. One handler per operation type. When
-several processes write one file, an flock on a gate file beside it orders their batches.
+several processes write one file, an flock on a gate file beside it orders their
+batches.
 
 Trusts: values already validated by the protocol layer. Settings read: none.
 """
@@ -136,6 +138,7 @@ class SqliteWrites(SharedWrites):
     _max_bytes: int | None
     _handlers: dict[type[Any], Callable[[sqlite3.Connection, Any], object]]
     _gate: int | None  # a file whose flock orders the writers of several processes
+    _relaxed: sqlite3.Connection | None = None  # the connection now at synchronous=NORMAL
 
     def _connect(self) -> sqlite3.Connection:
         raise NotImplementedError
@@ -187,11 +190,24 @@ class SqliteWrites(SharedWrites):
                 # nothing is committed yet: run the batch again without that op
                 failed[lost.index] = lost.error
 
+    def _begin(self, conn: sqlite3.Connection, ops: Sequence[Op[Any]]) -> None:
+        """BEGIN, with the commit waiting for the disk unless no op needs it (``Op.durable``).
+
+        In WAL mode a ``synchronous=NORMAL`` commit is not fsynced but stays in order: the
+        next FULL commit's fsync of the log writes it out too, and a checkpoint syncs the
+        log first. A power failure can only lose the lease-only batches since the last
+        durable commit."""
+        relaxed = not any(getattr(op, "durable", True) for op in ops)  # unknown: durable
+        if relaxed != (self._relaxed is conn):
+            conn.execute(f"PRAGMA synchronous = {'NORMAL' if relaxed else 'FULL'}")
+            self._relaxed = conn if relaxed else None
+        conn.execute("BEGIN IMMEDIATE")
+
     def _run_batch(
         self, conn: sqlite3.Connection, ops: Sequence[Op[Any]], failed: dict[int, Exception]
     ) -> list[object]:
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin(conn, ops)
         except sqlite3.Error as exc:
             raise store_error(exc) from exc
         try:
@@ -265,7 +281,7 @@ class SqliteWrites(SharedWrites):
     def _fast_batch(self, conn: sqlite3.Connection, ops: Sequence[Op[Any]]) -> list[object] | None:
         """Apply ``ops`` in one transaction, no savepoints; None: use the op-by-op path."""
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin(conn, ops)
         except sqlite3.Error as exc:
             raise store_error(exc) from exc
         results: list[object] = [None] * len(ops)

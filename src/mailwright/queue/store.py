@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from mailwright.core.envelope import Envelope, Recipient
 from mailwright.core.headers import HeaderList
@@ -222,9 +222,17 @@ R_co = TypeVar("R_co", covariant=True)
 
 
 class Op(Generic[R_co]):
-    """Base of every write operation; ``R_co`` is the type of its result."""
+    """Base of every write operation; ``R_co`` is the type of its result.
+
+    ``durable``: the batch that carries it must be on disk when its commit returns (the
+    default). Only the leases are not (``ClaimDue``, ``RenewLeases``, ``ReleaseLeases``):
+    a lease lost with a power failure leaves its recipients due, which at-least-once
+    delivery allows, so a batch of only those commits without waiting for the disk (the
+    next durable commit writes it out with its own, in order).
+    """
 
     __slots__ = ()
+    durable: ClassVar[bool] = True
 
 
 @dataclass(slots=True)
@@ -248,6 +256,8 @@ class ClaimDue(Op[list[StoredRecipient]]):
     messages (a selective queue run: ``queue flush ID``, ``sendmail -qI``). Claims are
     serialised: two owners never hold a live lease on the same recipient.
     """
+
+    durable: ClassVar[bool] = False
 
     now: float
     limit: int
@@ -297,6 +307,8 @@ class RecordResults(Op[RecordOutcome]):
 class ReleaseLeases(Op[int]):
     """Give back every lease ``owner`` holds (a runner shutting down); returns how many."""
 
+    durable: ClassVar[bool] = False
+
     owner: str
 
 
@@ -305,6 +317,8 @@ class RenewLeases(Op[int]):
     """Extend every lease ``owner`` still holds to ``now + lease_seconds`` (the runner's
     heartbeat, while its deliveries run); returns how many. A lease that expired and was
     claimed by another owner is no longer this owner's and stays as it is."""
+
+    durable: ClassVar[bool] = False
 
     owner: str
     now: float
