@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from mailwright.queue import postgres_schema
 from mailwright.queue.lease import _boot_id, new_owner
 from mailwright.queue.store import ClaimDue, InsertMessage
 from tests.support.postgres import sql_rows, sql_run
@@ -36,7 +37,8 @@ def test_a_version_1_database_gets_the_nodes_tables(postgres_database: str) -> N
     sql_run(postgres_database, "UPDATE mailwright_schema SET version = 1")
     store.open()
     store.close()
-    assert sql_rows(postgres_database, "SELECT version FROM mailwright_schema") == [(2,)]
+    version = sql_rows(postgres_database, "SELECT version FROM mailwright_schema")
+    assert version == [(postgres_schema.SCHEMA_VERSION,)]
     assert sql_rows(postgres_database, "SELECT count(*) FROM nodes") == [(0,)]
 
 
