@@ -67,14 +67,19 @@ class StateDatabase:
         self._down_until = float("-inf")
         self._why = ""
 
-    def run(self, work: Callable[[Conn], T]) -> T:
-        """``work(conn)`` in one transaction; StoreError when the database fails."""
+    def run(self, work: Callable[[Conn], T], *, transaction: bool = True) -> T:
+        """``work(conn)`` in one transaction (or, without ``transaction``, each statement
+        its own: one round trip less for a single statement); StoreError when the
+        database fails."""
         if self._clock() < self._down_until:
             raise StoreError(f"shared state {self.where} is unavailable: {self._why}")
         try:
             self._opened()
-            with self._store.connection() as conn, conn.transaction():
-                return work(conn)
+            with self._store.connection() as conn:
+                if not transaction:
+                    return work(conn)
+                with conn.transaction():
+                    return work(conn)
         except StoreError as exc:
             if _unreachable(exc):
                 self._down_until = self._clock() + self.pause
