@@ -141,3 +141,25 @@ def test_policy_server_down_delivers_as_before(tmp_path: Path) -> None:
         a, line = deliver(tmp_path, config)
         assert "stat=Sent" in line, line
     assert any("MTA-STS: b.test: cannot fetch the policy" in x for x in a.log)
+
+
+def test_enforced_policy_survives_a_restart(tmp_path: Path) -> None:
+    """RFC 8461 5.1: a policy is kept for its max_age, restarts included: after one, with
+    the policy server gone, the enforced policy still refuses a certificate that does not
+    verify (a memory-only cache would deliver in plain opportunistic TLS)."""
+    with world(tmp_path) as (dns, https):
+        with receiver(tmp_path) as b:
+            https.publish("mta-sts.b.test", policy())
+            _, line = deliver(tmp_path, sender(tmp_path, dns, https, b))
+            assert "stat=Sent" in line, line
+        assert (tmp_path / "a" / "queue" / "mta-sts.db").exists()
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            closed = int(s.getsockname()[1])
+        with receiver(tmp_path / "again", "wrong.b.test") as b:
+            config = sender(tmp_path, dns, https, b, mta_sts_port=closed)
+            _, line = deliver(tmp_path, config)
+            assert "stat=Deferred" in line and "dsn=4.7.5" in line, line
+            assert "MTA-STS policy of b.test: TLS certificate of mx.b.test" in line
+        assert https.requests == [("mta-sts.b.test", "/.well-known/mta-sts.txt")]
+    assert not any("proto=ESMTP" in x for x in b.log)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mailwright.routing.mtasts import MtaStsPolicies, StsMode
+from mailwright.routing.mtasts import MtaStsPolicies, StsMode, StsPolicyStore
 from mailwright.routing.mx import DnsResolver
 from tests.support.dns import DnsServer, dnsmasq_available
 from tests.support.https import PolicyServer
@@ -45,10 +45,19 @@ def https(tmp_path: Path) -> Iterator[PolicyServer]:
         yield server
 
 
-def policies(dns: DnsServer, https: PolicyServer, clock: Clock, port: int = 0) -> MtaStsPolicies:
+def policies(
+    dns: DnsServer,
+    https: PolicyServer,
+    clock: Clock,
+    port: int = 0,
+    store: StsPolicyStore | None = None,
+) -> MtaStsPolicies:
     resolver = DnsResolver([dns.address], dns.port, timeout=2, lifetime=3, cache_size=0)
     context = ssl.create_default_context(cafile=str(https.cert))
-    return MtaStsPolicies(resolver, context, port=port or https.port, timeout=5, clock=clock)
+    port = port or https.port
+    return MtaStsPolicies(
+        resolver, context, port=port, timeout=5, clock=clock, store=store, wall_clock=clock
+    )
 
 
 def free_port() -> int:
@@ -148,3 +157,47 @@ def test_server_down_keeps_the_cached_policy(tmp_path: Path, https: PolicyServer
         assert asyncio.run(sts.policy("b.test")) == cached
         clock.now += 601
         assert asyncio.run(sts.policy("b.test")) is None  # ... and the policy expired
+
+
+def test_a_stored_policy_outlives_the_process(tmp_path: Path, https: PolicyServer) -> None:
+    """A new process (a restart) with the same store has the policy without fetching it,
+    the record and the policy server gone; once it expired, there is none."""
+    from mailwright.routing.mtasts_store import SqlitePolicyStore
+
+    clock, store = Clock(), SqlitePolicyStore(tmp_path / "queue" / "mta-sts.db")
+    with dns_for(tmp_path) as dns:
+        policy = asyncio.run(policies(dns, https, clock, store=store).policy("b.test"))
+        assert policy is not None and policy.mode is StsMode.ENFORCE
+    with dns_for(tmp_path, record="") as dns:
+        again = policies(dns, https, clock, port=free_port(), store=store)
+        assert asyncio.run(again.policy("b.test")) == policy
+        clock.now += 601
+        later = policies(dns, https, clock, port=free_port(), store=store)
+        assert asyncio.run(later.policy("b.test")) is None
+    assert len(https.requests) == 1
+
+
+def test_nodes_share_policies_in_postgresql(
+    tmp_path: Path, https: PolicyServer, postgres_database: str
+) -> None:
+    """Node B uses the policy node A fetched (same id) without fetching it, even with the
+    policy server unreachable from B; a new id is fetched again by whoever needs it."""
+    from mailwright.routing.mtasts_store import PostgresPolicyStore
+    from tests.support.postgres import state_database
+
+    clock = Clock()
+    node_a = PostgresPolicyStore(state_database(postgres_database))
+    node_b = PostgresPolicyStore(state_database(postgres_database))
+    with dns_for(tmp_path) as dns:
+        policy = asyncio.run(policies(dns, https, clock, store=node_a).policy("b.test"))
+        assert policy is not None
+        b = policies(dns, https, clock, port=free_port(), store=node_b)
+        assert asyncio.run(b.policy("b.test")) == policy
+    assert len(https.requests) == 1
+    with dns_for(tmp_path, "v=STSv1; id=2;") as dns:
+        https.publish("mta-sts.b.test", POLICY.replace("mx.b.test", "mx2.b.test"))
+        newer = asyncio.run(policies(dns, https, clock, store=node_b).policy("b.test"))
+        assert newer is not None and newer.mx == ("mx2.b.test",)
+        a = policies(dns, https, clock, port=free_port(), store=node_a)
+        assert asyncio.run(a.policy("b.test")) == newer
+    assert len(https.requests) == 2

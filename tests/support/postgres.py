@@ -22,6 +22,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -152,3 +153,15 @@ def sql_run(url: str, sql: str) -> None:
 
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(sql)  # type: ignore[arg-type]
+
+
+def state_database(url: str) -> Any:
+    """A ``queue.postgres_state.StateDatabase`` (as a node has one) on ``url``, whose
+    schema is made first as a daemon makes it at start."""
+    from mailwright.queue.postgres import PostgresQueueStore
+    from mailwright.queue.postgres_state import StateDatabase
+
+    store = PostgresQueueStore(url)
+    store.open(recover=False, exclusive=False)
+    store.close()
+    return StateDatabase(url)

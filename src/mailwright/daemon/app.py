@@ -47,6 +47,7 @@ from mailwright.edge.context import EdgeContext
 from mailwright.edge.listener import Edge
 from mailwright.edge.local import LocalSubmission
 from mailwright.edge.pickup import MaildropAccess
+from mailwright.manager.hoststatus import host_status
 from mailwright.manager.scheduler import Scheduler
 from mailwright.observability import logtargets
 from mailwright.privhelper.client import HelperDeposit, HelperForwardReader, HelperMaildrop
@@ -89,7 +90,9 @@ class Daemon:
             share=self.runtime.share,
             workers=self._workers,
         )
-        self.scheduler = Scheduler(self.store, self.writer, self.generation.delivery)
+        timeout = self.generation.delivery.settings.host_status_timeout
+        hosts = host_status(settings.queue, timeout)  # shared by the nodes with PostgreSQL
+        self.scheduler = Scheduler(self.store, self.writer, self.generation.delivery, hosts=hosts)
         self.admin = Admin(self.store, self.writer, self._notify, self.scheduler.bounce)
         self.control = control.ControlServer(
             control.socket_path(settings.queue.directory),

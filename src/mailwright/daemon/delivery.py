@@ -36,6 +36,7 @@ from mailwright.queue.writer import QueueWriter
 from mailwright.routing.credentials import exposure, watch_credentials
 from mailwright.routing.generic import AddressRewriter, rewriter_from_settings
 from mailwright.routing.mtasts import MtaStsPolicies
+from mailwright.routing.mtasts_store import policy_store
 from mailwright.routing.mx import DnsResolver, resolver_from_settings
 from mailwright.routing.nexthop import Transport
 from mailwright.routing.resolution import AddressResolver
@@ -86,7 +87,9 @@ def mta_sts_gate(
     if not settings.delivery.mta_sts or not isinstance(resolver, DnsResolver):
         return None
     context = verify_context(settings.delivery.tls_ca_file)
-    policies = MtaStsPolicies(resolver, context, port=settings.delivery.mta_sts_port)
+    store = policy_store(settings.queue)  # kept over restarts, shared by the nodes
+    port = settings.delivery.mta_sts_port
+    policies = MtaStsPolicies(resolver, context, port=port, store=store)
     return MtaStsGate(policies, table)
 
 

@@ -49,7 +49,7 @@ from mailwright.policy.auth import Authenticator
 from mailwright.policy.filters import registry
 from mailwright.policy.filters.chain import build_filters
 from mailwright.policy.hooks import Hook, Pipeline
-from mailwright.policy.limits import AuthThrottle, ConnectionRateLimit
+from mailwright.policy.limits import AuthThrottle, ConnectionRateLimit, cluster_limits
 from mailwright.policy.recipients import LocalRecipients
 from mailwright.policy.relay import RelayControl, parse_networks
 from mailwright.policy.sharedlimits import WorkerShare
@@ -202,7 +202,8 @@ def build_pipeline(
 
     ``resolver`` (shared with the delivery side) answers which local recipients exist;
     one is built from the settings when not given. ``share``: the connection rate is
-    counted across the worker processes.
+    counted across the worker processes; with ``queue.backend = "postgresql"`` across
+    the nodes, in the shared database.
     """
     if table is None and settings.access.table is not None:
         table = access.watch(settings.access.table)
@@ -210,7 +211,10 @@ def build_pipeline(
     if settings.server.max_connection_rate_per_ip:
         hooks.append(
             ConnectionRateLimit(
-                settings.server.max_connection_rate_per_ip, settings.hostname, share=share
+                settings.server.max_connection_rate_per_ip,
+                settings.hostname,
+                share=share,
+                cluster=cluster_limits(settings.queue),  # the nodes' database, if shared
             )
         )
     hooks.append(SubmissionPolicy.from_settings(settings))
@@ -259,7 +263,8 @@ def retune_security(
         tls=tls,
         authenticator=authenticator,
         # kept: failure counters survive (shared ones live in the workers' memory anyway)
-        throttle=throttle or AuthThrottle(settings.auth, share=share),
+        throttle=throttle
+        or AuthThrottle(settings.auth, share=share, cluster=cluster_limits(settings.queue)),
     )
 
 

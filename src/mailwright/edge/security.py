@@ -11,12 +11,13 @@ plaintext already buffered is dropped (``edge.tls.upgrade``). AUTH replies:
 ``235 2.7.0``, ``535 5.7.8`` (answered later after each failure of the same
 address), ``501`` for ``*`` or bad base64, ``454 4.7.0`` once the address, or the
 user name from that address, has too many recent failures (never for an address
-that did not fail: nobody can lock a user out), ``421 4.7.0`` after
-``auth.max_failures_per_session``. Logs ``STARTTLS=server`` and ``AUTH=server``
+that did not fail: nobody can lock a user out), ``454 4.7.0`` too when the failure
+counters cannot be read (the cluster's database is away: no guess goes uncounted),
+``421 4.7.0`` after ``auth.max_failures_per_session``. Logs ``STARTTLS=server`` and ``AUTH=server``
 lines with the user name and mechanism, never a password.
 
 Trusts nothing the client sends. Settings: ``listeners``, ``tls.*``, ``auth.*``,
-``server.timeouts.tls_handshake``.
+``server.timeouts.tls_handshake``, ``queue.backend`` (where the counters are).
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ from mailwright.edge.tls import ListenTls, ServerTls
 from mailwright.observability import maillog
 from mailwright.policy.auth import Authenticator
 from mailwright.policy.hooks import SessionInfo
-from mailwright.policy.limits import AuthThrottle
+from mailwright.policy.limits import AuthThrottle, cluster_limits
 from mailwright.policy.sharedlimits import WorkerShare
 from mailwright.policy.submission import is_loopback
+from mailwright.queue.store import StoreError
 from mailwright.smtp import events as ev
 from mailwright.smtp import sasl
 from mailwright.smtp.server import ServerConnection, decode_sasl
@@ -80,7 +82,9 @@ class EdgeSecurity:
             authenticator=Authenticator.from_file(users, settings.auth.max_concurrent_checks)
             if users is not None
             else None,
-            throttle=AuthThrottle(settings.auth, share=share),
+            throttle=AuthThrottle(
+                settings.auth, share=share, cluster=cluster_limits(settings.queue)
+            ),
         )
 
     def context(self) -> ssl.SSLContext | None:
@@ -195,7 +199,13 @@ class SessionSecurity:
             return
         if event.mechanism:  # the AUTH command
             self._exchange = None
-            if shared.throttle.ip_blocked(self.info.client_address):
+            try:
+                blocked = await shared.throttle.ip_blocked(self.info.client_address)
+            except StoreError as exc:
+                self._log_failure(event.mechanism, "", f"failure counters unavailable: {exc}")
+                conn.respond(AUTH_UNAVAILABLE)
+                return
+            if blocked:
                 self._log_failure(event.mechanism, "", "too many failures from the address")
                 conn.respond(TOO_MANY_FAILURES)
                 return
@@ -235,13 +245,19 @@ class SessionSecurity:
         assert shared is not None and shared.authenticator is not None
         assert shared.throttle is not None
         throttle, ip, user = shared.throttle, self.info.client_address, credentials.user
-        if throttle.ip_blocked(ip) or throttle.user_blocked(user, ip):
+        try:
+            blocked = await throttle.ip_blocked(ip) or await throttle.user_blocked(user, ip)
+        except StoreError as exc:  # uncounted guesses would defeat the limits
+            self._log_failure(mechanism, user, f"failure counters unavailable: {exc}")
+            self.conn.respond(AUTH_UNAVAILABLE)
+            return
+        if blocked:
             self._log_failure(mechanism, user, "too many failures")
             self.conn.respond(TOO_MANY_FAILURES)
             return
         ok = bool(user) and await shared.authenticator.check(user, credentials.password)
         if ok:
-            throttle.succeeded(user, ip)
+            await throttle.succeeded(user, ip)
             self.info.auth_user, self.info.auth_mechanism = user, mechanism
             maillog.emit(
                 None,
@@ -253,7 +269,7 @@ class SessionSecurity:
             )
             self.conn.respond(Reply.of(235, "2.7.0", "Authentication successful"))
             return
-        delay = throttle.failed(ip, user)
+        delay = await throttle.failed(ip, user)
         self._failures += 1
         self._log_failure(mechanism, user, "bad credentials")
         if delay:

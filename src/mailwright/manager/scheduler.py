@@ -53,7 +53,7 @@ from mailwright.manager.answers import Answers, Waiting
 from mailwright.manager.backoff import RetryPolicy
 from mailwright.manager.expansion import Expander, target_hop
 from mailwright.manager.fresh import FreshMessages
-from mailwright.manager.hoststatus import HostStatusCache
+from mailwright.manager.hoststatus import HostStatus, HostStatusCache
 from mailwright.observability import maillog, metrics
 from mailwright.queue.lease import new_owner
 from mailwright.queue.store import (
@@ -132,15 +132,17 @@ class Scheduler:
         writer: QueueWriter,
         parts: DeliveryParts,
         clock: Clock | None = None,
+        hosts: HostStatus | None = None,
     ) -> None:
-        """Delivers with ``parts`` until ``use`` gives it others."""
+        """Delivers with ``parts`` until ``use`` gives it others; ``hosts``: the
+        host-status cache (default: this process's, ``manager.hoststatus``)."""
         self.store = store
         self.writer = writer
         self._current = parts
         # the parts a delivery started with, set in its task: a reload does not reach it
         self._held: contextvars.ContextVar[DeliveryParts] = contextvars.ContextVar("parts")
         self.clock = clock or SystemClock()
-        self.hosts = HostStatusCache(self.settings.host_status_timeout)
+        self.hosts: HostStatus = hosts or HostStatusCache(self.settings.host_status_timeout)
         self.owner = new_owner()  # host:pid:start:n (queue.lease)
         self._heartbeat: asyncio.Task[None] | None = None  # renews leases while delivering
         self._wakeup = asyncio.Event()

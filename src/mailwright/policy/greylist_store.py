@@ -8,6 +8,11 @@ waiting once ``retry_window`` is over, a passed one not seen for ``expire``.
 Calls block: the filter runs them in a worker thread. The clock is a
 parameter so tests need no sleeping. Trusts its caller for the triplet
 values (already normalised). Reads no settings; ``GreylistTimes`` carries them.
+
+``GreylistDatabase`` is what the filter needs of a store: this SQLite one, or with
+``queue.backend = "postgresql"`` the tables in the shared database
+(``policy.greylist_postgres``), so that a client retrying through another node is
+recognised. Both decide with ``decide``: the rules are written once.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Protocol
 
 PURGE_INTERVAL = 3600.0
 
@@ -63,6 +69,36 @@ class Verdict:
     @property
     def accepted(self) -> bool:
         return self.outcome in (Outcome.PASSED, Outcome.KNOWN, Outcome.CLIENT)
+
+
+class GreylistDatabase(Protocol):
+    """A greylisting database; blocking calls (the filter runs them in a thread)."""
+
+    def check(self, triplet: Triplet, times: GreylistTimes, message: str) -> Verdict: ...
+
+    def counts(self) -> tuple[int, int]: ...
+
+    def close(self) -> None: ...
+
+
+# a stored triplet: (first_seen, passed_at or None, last_seen)
+Stored = tuple[float, float | None, float]
+
+
+def decide(row: Stored | None, times: GreylistTimes, now: float) -> Verdict:
+    """The verdict on one attempt of a triplet stored as ``row`` (None: unknown). The
+    store then writes it: KNOWN touches the row, PASSED marks it passed, NEW (re)starts
+    it, EARLY changes nothing."""
+    if row is not None:
+        first_seen, passed_at, last_seen = row
+        if passed_at is not None and now - last_seen <= times.expire:
+            return Verdict(Outcome.KNOWN)
+        waited = now - first_seen
+        if passed_at is None and waited < times.delay:
+            return Verdict(Outcome.EARLY, wait=times.delay - waited)
+        if passed_at is None and waited <= times.retry_window:
+            return Verdict(Outcome.PASSED, waited=waited)
+    return Verdict(Outcome.NEW, wait=times.delay)
 
 
 class GreylistStore:
@@ -112,31 +148,24 @@ class GreylistStore:
             "WHERE network = ? AND sender = ? AND recipient = ?",
             key,
         ).fetchone()
-        if row is not None:
-            first_seen, passed_at, last_seen = row
-            if passed_at is not None and now - last_seen <= times.expire:
-                self._touch(key, now)
-                return Verdict(Outcome.KNOWN)
-            waited = now - first_seen
-            if passed_at is None and waited < times.delay:
-                return Verdict(Outcome.EARLY, wait=times.delay - waited)
-            if passed_at is None and waited <= times.retry_window:
-                self._db.execute(
-                    "UPDATE triplets SET passed_at = ?, last_seen = ? "
-                    "WHERE network = ? AND sender = ? AND recipient = ?",
-                    (now, now, *key),
-                )
-                return Verdict(Outcome.PASSED, waited=waited)
-        self._db.execute(
-            "INSERT OR REPLACE INTO triplets VALUES (?, ?, ?, ?, NULL, ?)", (*key, now, now)
-        )
-        return Verdict(Outcome.NEW, wait=times.delay)
-
-    def _touch(self, key: tuple[str, str, str], now: float) -> None:
-        self._db.execute(
-            "UPDATE triplets SET last_seen = ? WHERE network = ? AND sender = ? AND recipient = ?",
-            (now, *key),
-        )
+        verdict = decide(row, times, now)
+        if verdict.outcome is Outcome.KNOWN:
+            self._db.execute(
+                "UPDATE triplets SET last_seen = ? "
+                "WHERE network = ? AND sender = ? AND recipient = ?",
+                (now, *key),
+            )
+        elif verdict.outcome is Outcome.PASSED:
+            self._db.execute(
+                "UPDATE triplets SET passed_at = ?, last_seen = ? "
+                "WHERE network = ? AND sender = ? AND recipient = ?",
+                (now, now, *key),
+            )
+        elif verdict.outcome is Outcome.NEW:
+            self._db.execute(
+                "INSERT OR REPLACE INTO triplets VALUES (?, ?, ?, ?, NULL, ?)", (*key, now, now)
+            )
+        return verdict
 
     def _client_passed(self, network: str, now: float, times: GreylistTimes) -> int:
         row = self._db.execute(

@@ -16,24 +16,37 @@ address from the socket. Settings: ``server.max_connection_rate_per_ip``,
 
 With several worker processes (``[server] workers``) both count in the memory the
 workers share (``policy.sharedlimits``, given as ``share``): the limits hold for the
-host, not per worker. Without it (one process) they count in ``SlidingCounter``.
+host, not per worker. Without it (one process) they count in ``SlidingCounter``. With
+``queue.backend = "postgresql"`` (``cluster_limits``, given as ``cluster``) they count in
+the shared database (``policy.limits_postgres``): a client that fails AUTH on one node
+and moves to another is still counted, and the rate is the cluster's.
+
+A database that cannot be reached (``StoreError``) is what Postfix does when its
+``anvil`` is away: the connection rate is not enforced (logged at most once a minute);
+AUTH, whose counters protect passwords, is answered ``454 4.7.0`` (a temporary failure,
+RFC 4954) instead of checking a password uncounted (``AuthThrottle`` raises, the
+session answers); a failure or success that cannot be recorded is logged.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Protocol
 
-from mailwright.config.schema import AuthSection
+from mailwright.config.schema import AuthSection, QueueSection
 from mailwright.core.reply import Reply
 from mailwright.observability import maillog
 from mailwright.policy.hooks import Hook, SessionInfo
 from mailwright.policy.sharedlimits import WorkerShare
+from mailwright.queue.store import StoreError
 
 Clock = Callable[[], float]
 MAX_KEYS = 100_000
+WARN_EVERY = 60.0  # seconds between two warnings that the shared counters are away
+log = logging.getLogger("mailwright.policy")
 
 
 class EventCounter(Protocol):
@@ -42,6 +55,51 @@ class EventCounter(Protocol):
     def add(self, key: str) -> int: ...
     def count(self, key: str) -> int: ...
     def clear(self, key: str) -> None: ...
+
+
+class SharedCounter(Protocol):
+    """Events per key over a window in a store that takes time to answer (the cluster's
+    database); errors are ``StoreError``."""
+
+    async def add(self, key: str) -> int: ...
+    async def count(self, key: str) -> int: ...
+    async def clear(self, key: str) -> None: ...
+
+
+class ClusterCounters(Protocol):
+    """The counters every node shares (``policy.limits_postgres.PostgresLimits``)."""
+
+    def connection_rate(self) -> SharedCounter: ...
+
+    def auth_failures(
+        self, window: float
+    ) -> tuple[SharedCounter, SharedCounter, SharedCounter]: ...
+
+
+class Immediate:
+    """A ``SharedCounter`` on a counter of this host (memory, or the workers' memory)."""
+
+    def __init__(self, counter: EventCounter) -> None:
+        self.counter = counter
+
+    async def add(self, key: str) -> int:
+        return self.counter.add(key)
+
+    async def count(self, key: str) -> int:
+        return self.counter.count(key)
+
+    async def clear(self, key: str) -> None:
+        self.counter.clear(key)
+
+
+def cluster_limits(queue: QueueSection) -> ClusterCounters | None:
+    """The counters of the cluster's database, or None when the queue is this host's."""
+    if queue.backend != "postgresql":
+        return None
+    from mailwright.policy.limits_postgres import PostgresLimits  # psycopg only then
+    from mailwright.queue.postgres_state import state_database
+
+    return PostgresLimits(state_database(queue))
 
 
 class SlidingCounter:
@@ -106,19 +164,31 @@ class ConnectionRateLimit(Hook):
         hostname: str,
         clock: Clock = time.monotonic,
         share: WorkerShare | None = None,
+        cluster: ClusterCounters | None = None,
     ) -> None:
         self.per_minute = per_minute
         self.hostname = hostname
-        self.counter: EventCounter = (
-            share.connection_rate()
-            if share is not None
-            else SlidingCounter(60.0, per_minute + 1, clock=clock)
-        )
+        self.counter: SharedCounter
+        if cluster is not None:
+            self.counter = cluster.connection_rate()
+        elif share is not None:
+            self.counter = Immediate(share.connection_rate())
+        else:
+            self.counter = Immediate(SlidingCounter(60.0, per_minute + 1, clock=clock))
+        self._warned = float("-inf")
 
     async def connect(self, session: SessionInfo) -> Reply | None:
         if not self.per_minute or session.is_local:
             return None
-        if self.counter.add(session.client_address) <= self.per_minute:
+        try:
+            count = await self.counter.add(session.client_address)
+        except StoreError as exc:  # as Postfix without anvil: not enforced meanwhile
+            now = time.monotonic()
+            if now - self._warned >= WARN_EVERY:
+                self._warned = now
+                log.warning("connection rate not enforced: %s", exc)
+            return None
+        if count <= self.per_minute:
             return None
         reply = Reply.of(
             421, "4.7.0", f"{self.hostname} Too many connections per minute from your address"
@@ -140,6 +210,8 @@ class AuthThrottle:
     user name's count over all addresses only makes its failures answer later: a
     guesser spread over many addresses is slowed, yet the real user, from an address
     that did not fail, is never refused nor kept waiting for a correct password.
+    ``ip_blocked`` and ``user_blocked`` raise ``StoreError`` when the counters cannot
+    be read (the cluster's database is away); ``failed`` and ``succeeded`` log it.
     """
 
     def __init__(
@@ -147,41 +219,59 @@ class AuthThrottle:
         section: AuthSection,
         clock: Clock = time.monotonic,
         share: WorkerShare | None = None,
+        cluster: ClusterCounters | None = None,
     ) -> None:
         self.section = section
-        self.by_ip: EventCounter
-        self.by_user_ip: EventCounter
-        self.by_user: EventCounter
-        if share is not None:
-            self.by_ip, self.by_user_ip, self.by_user = share.auth_failures(section.failure_window)
+        self.by_ip: SharedCounter
+        self.by_user_ip: SharedCounter
+        self.by_user: SharedCounter
+        if cluster is not None:
+            self.by_ip, self.by_user_ip, self.by_user = cluster.auth_failures(
+                section.failure_window
+            )
             return
-        cap = max(section.max_failures_per_ip, section.max_failures_per_user, 32)
-        self.by_ip = SlidingCounter(section.failure_window, cap, clock=clock)
-        self.by_user_ip = SlidingCounter(section.failure_window, cap, clock=clock)
-        self.by_user = SlidingCounter(section.failure_window, cap, clock=clock)
+        counters: tuple[EventCounter, EventCounter, EventCounter]
+        if share is not None:
+            counters = share.auth_failures(section.failure_window)
+        else:
+            cap = max(section.max_failures_per_ip, section.max_failures_per_user, 32)
+            counters = (
+                SlidingCounter(section.failure_window, cap, clock=clock),
+                SlidingCounter(section.failure_window, cap, clock=clock),
+                SlidingCounter(section.failure_window, cap, clock=clock),
+            )
+        self.by_ip, self.by_user_ip, self.by_user = (Immediate(c) for c in counters)
 
-    def ip_blocked(self, ip: str) -> bool:
-        return self.by_ip.count(ip) >= self.section.max_failures_per_ip
+    async def ip_blocked(self, ip: str) -> bool:
+        return await self.by_ip.count(ip) >= self.section.max_failures_per_ip
 
-    def user_blocked(self, user: str, ip: str) -> bool:
+    async def user_blocked(self, user: str, ip: str) -> bool:
         """Too many failures for ``user`` from this address (other addresses are not affected)."""
-        return self.by_user_ip.count(_user_at(user, ip)) >= self.section.max_failures_per_user
+        count = await self.by_user_ip.count(_user_at(user, ip))
+        return count >= self.section.max_failures_per_user
 
-    def failed(self, ip: str, user: str) -> float:
+    async def failed(self, ip: str, user: str) -> float:
         """Count a failure; returns how long to wait before answering it."""
-        failures = self.by_ip.add(ip)
-        if user:
-            self.by_user_ip.add(_user_at(user, ip))
-            failures = max(failures, self.by_user.add(user))
+        try:
+            failures = await self.by_ip.add(ip)
+            if user:
+                await self.by_user_ip.add(_user_at(user, ip))
+                failures = max(failures, await self.by_user.add(user))
+        except StoreError as exc:
+            log.warning("AUTH failure from %s not counted: %s", ip, exc)
+            failures = 1
         s = self.section
         if not s.failure_delay:
             return 0.0
         return float(min(s.failure_delay * 2 ** min(failures - 1, 30), s.max_failure_delay))
 
-    def succeeded(self, user: str, ip: str) -> None:
+    async def succeeded(self, user: str, ip: str) -> None:
         # the address keeps its count: one valid account must not reset a brute force
-        self.by_user_ip.clear(_user_at(user, ip))
-        self.by_user.clear(user)
+        try:
+            await self.by_user_ip.clear(_user_at(user, ip))
+            await self.by_user.clear(user)
+        except StoreError as exc:
+            log.warning("AUTH success of %s from %s not recorded: %s", user, ip, exc)
 
 
 def _user_at(user: str, ip: str) -> str:

@@ -31,7 +31,7 @@ from psycopg import errors
 
 from mailwright.queue.store import NewerSchemaError, StoreError, batch_failure, failure
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 Conn = psycopg.Connection[dict[str, Any]]  # autocommit, rows as dicts (dict_row)
 DEFAULT_BODY_CHUNK = 1 << 20
 # pg_advisory_xact_lock key of schema migrations ("mailwrig" in ASCII)
@@ -128,7 +128,53 @@ _SCHEMA_V2_NODES = [
     )""",
 ]
 
-MIGRATIONS: dict[int, list[str]] = {1: _SCHEMA_V1, 2: _SCHEMA_V2_NODES}  # version: DDL
+# version 3: the policy state the nodes share (``queue.postgres_state``, docs/cluster.md).
+# Times are seconds since the epoch on the database server's clock. ``limit_events`` is
+# UNLOGGED: counters are cheap to lose (a crash of the server, a failover empties them) and
+# cost no WAL on the per-connection path
+_SCHEMA_V3_STATE = [
+    """CREATE TABLE greylist_triplets (
+        network text NOT NULL,
+        sender text NOT NULL,
+        recipient text NOT NULL,
+        first_seen double precision NOT NULL,
+        passed_at double precision,
+        last_seen double precision NOT NULL,
+        PRIMARY KEY (network, sender, recipient)
+    )""",
+    """CREATE TABLE greylist_clients (
+        network text PRIMARY KEY,
+        passed integer NOT NULL,
+        last_seen double precision NOT NULL,
+        last_message text NOT NULL
+    )""",
+    """CREATE TABLE host_status (
+        key text PRIMARY KEY,           -- routing.nexthop.NextHop.key
+        reply text NOT NULL,            -- the failure, as the SMTP reply
+        remote_mta text NOT NULL,
+        until double precision NOT NULL
+    )""",
+    """CREATE TABLE mta_sts_policies (
+        domain text PRIMARY KEY,
+        policy_id text NOT NULL,
+        mode text NOT NULL,
+        mx text NOT NULL,               -- the patterns, one per line
+        max_age integer NOT NULL,
+        expires double precision NOT NULL
+    )""",
+    """CREATE UNLOGGED TABLE limit_events (
+        kind text NOT NULL,             -- connection_rate, auth_ip, auth_user_ip, auth_user
+        key bytea NOT NULL,             -- sha256 of the address or user name
+        at double precision NOT NULL
+    )""",
+    "CREATE INDEX limit_events_key ON limit_events (kind, key, at)",
+]
+
+MIGRATIONS: dict[int, list[str]] = {  # version: DDL
+    1: _SCHEMA_V1,
+    2: _SCHEMA_V2_NODES,
+    3: _SCHEMA_V3_STATE,
+}
 
 
 def configure_session(conn: Conn) -> None:

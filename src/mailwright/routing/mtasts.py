@@ -15,8 +15,14 @@ stream (the certificate must verify for ``mta-sts.<domain>``; no redirects;
 and keeps policies in memory for ``max_age``, fetching again when the TXT id
 changes. When the TXT lookup or the fetch fails, an unexpired cached policy
 still applies (RFC 8461 5.1); without one there is no policy. Failed fetches
-are not retried for ``retry_after`` seconds. The cache is not persisted: after a
-restart policies are fetched afresh.
+are not retried for ``retry_after`` seconds.
+
+With a ``store`` (``routing.mtasts_store``: a SQLite file of the host, or the shared
+PostgreSQL database) every fetched policy is also saved there, and a domain this
+process has no policy for in memory is looked up there (at most once per ``refresh``
+seconds when DNS gives no id; always before fetching a new id, which another node or
+process may have fetched already): a restart does not forget an enforced policy, and
+the nodes of a cluster share them. A store that fails is logged; the memory goes on.
 
 Trusts nothing from DNS or the web server. Settings (via the caller):
 ``delivery.mta_sts``, ``delivery.mta_sts_port``, ``delivery.tls_ca_file``.
@@ -267,6 +273,23 @@ class StsResolver(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class SavedPolicy:
+    """A policy as a store keeps it."""
+
+    policy: StsPolicy
+    policy_id: str
+    expires: float  # seconds since the epoch
+
+
+class StsPolicyStore(Protocol):
+    """Policies beyond this process's memory (``routing.mtasts_store``); blocking calls."""
+
+    def load(self, domain: str) -> SavedPolicy | None: ...
+
+    def save(self, domain: str, saved: SavedPolicy) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
 class _Cached:
     policy: StsPolicy
     policy_id: str
@@ -285,14 +308,21 @@ class MtaStsPolicies:
         timeout: float = 20.0,
         retry_after: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
+        store: StsPolicyStore | None = None,
+        refresh: float = 300.0,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.resolver = resolver
         self.context = context or ssl.create_default_context()
         self.port = port
         self.timeout = timeout
         self.retry_after = retry_after
+        self.store = store
+        self.refresh = refresh
         self._clock = clock
+        self._wall = wall_clock  # the store's expiry times are seconds since the epoch
         self._cache: dict[str, _Cached] = {}
+        self._looked_up: dict[str, float] = {}  # domain -> when the store was last asked
         self._failed: dict[tuple[str, str], float] = {}  # (domain, id) -> retry time
         self._inflight: dict[str, asyncio.Future[StsPolicy | None]] = {}
 
@@ -321,11 +351,16 @@ class MtaStsPolicies:
             policy_id = parse_record(txt_string(t) for t in texts)
         except (DnsTemporaryError, DnsPermanentError, PolicyError) as exc:
             log.debug("MTA-STS: %s: no usable TXT record: %s", domain, exc)
-            return cached.policy if cached else None
+            policy_id = None
         if policy_id is None:
+            cached = cached or await self._remembered(domain, now)
             return cached.policy if cached else None
         if cached is not None and cached.policy_id == policy_id:
             return cached.policy
+        saved = await self._load(domain, now)  # another node or process may have it
+        if saved is not None and saved.policy_id == policy_id:
+            return saved.policy
+        cached = cached or saved
         if self._failed.get((domain, policy_id), 0.0) > now:
             return cached.policy if cached else None
         try:
@@ -339,7 +374,46 @@ class MtaStsPolicies:
         self._failed.pop((domain, policy_id), None)
         self._cache[domain] = _Cached(policy, policy_id, now + policy.max_age)
         log.info("MTA-STS: %s: policy id %s, mode %s", domain, policy_id, policy.mode)
+        await self._save(domain, policy, policy_id)
         return policy
+
+    # ---- the store (a restart, the other nodes) -----------------------------------------
+    async def _remembered(self, domain: str, now: float) -> _Cached | None:
+        """The stored policy of a domain DNS gives no id for, asked at most once per
+        ``refresh`` (most domains publish none: they must not cost a query each)."""
+        if now - self._looked_up.get(domain, float("-inf")) < self.refresh:
+            return None
+        return await self._load(domain, now)
+
+    async def _load(self, domain: str, now: float) -> _Cached | None:
+        """The store's unexpired policy of ``domain``, now also in memory."""
+        store = self.store
+        if store is None:
+            return None
+        self._looked_up[domain] = now
+        try:
+            saved = await asyncio.to_thread(store.load, domain)
+        except Exception as exc:  # a store that fails must not stop the mail
+            log.warning("MTA-STS: %s: cannot read the stored policy: %s", domain, exc)
+            return None
+        if saved is None:
+            return None
+        left = saved.expires - self._wall()
+        if left <= 0:
+            return None
+        cached = _Cached(saved.policy, saved.policy_id, now + left)
+        self._cache[domain] = cached
+        return cached
+
+    async def _save(self, domain: str, policy: StsPolicy, policy_id: str) -> None:
+        store = self.store
+        if store is None:
+            return
+        saved = SavedPolicy(policy, policy_id, self._wall() + policy.max_age)
+        try:
+            await asyncio.to_thread(store.save, domain, saved)
+        except Exception as exc:
+            log.warning("MTA-STS: %s: cannot store the policy: %s", domain, exc)
 
     async def fetch(self, domain: str) -> HttpResponse:
         """GET the policy file from ``mta-sts.<domain>`` (each address in turn)."""

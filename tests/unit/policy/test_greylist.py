@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from mailwright.policy.filters.greylist import (
 )
 from mailwright.policy.greylist_store import (
     PURGE_INTERVAL,
+    GreylistDatabase,
     GreylistStore,
     GreylistTimes,
     Outcome,
@@ -48,24 +50,36 @@ def clock() -> Clock:
     return Clock()
 
 
-@pytest.fixture
-def store(tmp_path: Path, clock: Clock) -> GreylistStore:
-    return GreylistStore(tmp_path / "greylist.db", clock)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path, clock: Clock) -> Iterator[Any]:
+    """Each backend: this host's SQLite file, the shared PostgreSQL database."""
+    if request.param == "sqlite":
+        sqlite = GreylistStore(tmp_path / "greylist.db", clock)
+        yield sqlite
+        sqlite.close()
+        return
+    from tests.support.postgres import state_database
+
+    database = state_database(request.getfixturevalue("postgres_database"))
+    from mailwright.policy.greylist_postgres import PostgresGreylistStore
+
+    yield PostgresGreylistStore(database, clock)
+    database.close()
 
 
-def test_first_attempt_deferred_for_the_whole_delay(store: GreylistStore) -> None:
+def test_first_attempt_deferred_for_the_whole_delay(store: GreylistDatabase) -> None:
     verdict = store.check(T, TIMES, "q1")
     assert (verdict.outcome, verdict.wait, verdict.accepted) == (Outcome.NEW, 300, False)
 
 
-def test_early_retry_deferred_for_what_is_left(store: GreylistStore, clock: Clock) -> None:
+def test_early_retry_deferred_for_what_is_left(store: GreylistDatabase, clock: Clock) -> None:
     store.check(T, TIMES, "q1")
     clock.now += 120
     verdict = store.check(T, TIMES, "q2")
     assert (verdict.outcome, verdict.wait) == (Outcome.EARLY, 180)
 
 
-def test_retry_after_delay_passes_then_known(store: GreylistStore, clock: Clock) -> None:
+def test_retry_after_delay_passes_then_known(store: GreylistDatabase, clock: Clock) -> None:
     store.check(T, TIMES, "q1")
     clock.now += 301
     verdict = store.check(T, TIMES, "q2")
@@ -74,7 +88,7 @@ def test_retry_after_delay_passes_then_known(store: GreylistStore, clock: Clock)
     assert store.check(T, TIMES, "q3").outcome is Outcome.KNOWN
 
 
-def test_retry_after_window_starts_again(store: GreylistStore, clock: Clock) -> None:
+def test_retry_after_window_starts_again(store: GreylistDatabase, clock: Clock) -> None:
     store.check(T, TIMES, "q1")
     clock.now += 2 * DAY + 1
     assert store.check(T, TIMES, "q2").outcome is Outcome.NEW
@@ -82,7 +96,7 @@ def test_retry_after_window_starts_again(store: GreylistStore, clock: Clock) -> 
     assert store.check(T, TIMES, "q3").outcome is Outcome.PASSED
 
 
-def test_known_triplet_expires_unless_used(store: GreylistStore, clock: Clock) -> None:
+def test_known_triplet_expires_unless_used(store: GreylistDatabase, clock: Clock) -> None:
     store.check(T, TIMES, "q1")
     clock.now += 301
     store.check(T, TIMES, "q2")
@@ -94,7 +108,7 @@ def test_known_triplet_expires_unless_used(store: GreylistStore, clock: Clock) -
     assert store.check(T, TIMES, "q5").outcome is Outcome.NEW
 
 
-def test_triplets_differ_by_each_part(store: GreylistStore, clock: Clock) -> None:
+def test_triplets_differ_by_each_part(store: GreylistDatabase, clock: Clock) -> None:
     store.check(T, TIMES, "q1")
     clock.now += 301
     assert store.check(T, TIMES, "q2").outcome is Outcome.PASSED
@@ -106,7 +120,7 @@ def test_triplets_differ_by_each_part(store: GreylistStore, clock: Clock) -> Non
         assert store.check(other, TIMES, "q3").outcome is Outcome.NEW
 
 
-def test_lazy_purge_at_most_once_an_hour(store: GreylistStore, clock: Clock) -> None:
+def test_lazy_purge_at_most_once_an_hour(store: GreylistDatabase, clock: Clock) -> None:
     store.check(T, TIMES, "q1")  # purges (first call), then waits
     clock.now += 2 * DAY - 600
     store.check(Triplet(T.network, "b@x.test", T.recipient), TIMES, "q2")  # purges nothing yet
@@ -118,7 +132,7 @@ def test_lazy_purge_at_most_once_an_hour(store: GreylistStore, clock: Clock) -> 
     assert store.counts() == (3, 0)  # T gone, d added
 
 
-def test_auto_whitelist_after_n_messages(store: GreylistStore, clock: Clock) -> None:
+def test_auto_whitelist_after_n_messages(store: GreylistDatabase, clock: Clock) -> None:
     times = GreylistTimes(300, 2 * DAY, 35 * DAY, auto_whitelist=2)
     store.check(T, times, "q1")
     clock.now += 301

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+
+import pytest
 
 from mailwright.config.schema import AuthSection
 from mailwright.policy.hooks import SessionInfo
-from mailwright.policy.limits import AuthThrottle, ConnectionRateLimit, SlidingCounter
+from mailwright.policy.limits import (
+    AuthThrottle,
+    ClusterCounters,
+    ConnectionRateLimit,
+    SlidingCounter,
+)
 
 
 class Clock:
@@ -34,9 +42,29 @@ def info(ip: str) -> SessionInfo:
     return SessionInfo("1", "smtp-25", "smtp", "127.0.0.1", 25, ip, 1)
 
 
-def test_connection_rate_per_address_per_minute() -> None:
-    clock = Clock()
-    limit = ConnectionRateLimit(3, "mx.test", clock=clock)
+@pytest.fixture(params=["memory", "postgresql"])
+def cluster(request: pytest.FixtureRequest, clock: Clock) -> Iterator[ClusterCounters | None]:
+    """Where the counters are: this process's memory, or the cluster's database."""
+    if request.param == "memory":
+        yield None
+        return
+    from mailwright.policy.limits_postgres import PostgresLimits
+    from tests.support.postgres import state_database
+
+    database = state_database(request.getfixturevalue("postgres_database"))
+    yield PostgresLimits(database, clock)
+    database.close()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def test_connection_rate_per_address_per_minute(
+    clock: Clock, cluster: ClusterCounters | None
+) -> None:
+    limit = ConnectionRateLimit(3, "mx.test", clock=clock, cluster=cluster)
 
     async def main() -> None:
         assert [await limit.connect(info("192.0.2.1")) for _ in range(3)] == [None] * 3
@@ -50,26 +78,33 @@ def test_connection_rate_per_address_per_minute() -> None:
     asyncio.run(main())
 
 
-def test_auth_throttle_blocks_and_delays_exponentially() -> None:
-    clock = Clock()
+def test_auth_throttle_blocks_and_delays_exponentially(
+    clock: Clock, cluster: ClusterCounters | None
+) -> None:
     section = AuthSection(
         max_failures_per_ip=4, max_failures_per_user=3, failure_delay=0.5, max_failure_delay=3
     )
-    throttle = AuthThrottle(section, clock=clock)
-    delays = [throttle.failed("192.0.2.1", f"user{i}") for i in range(4)]
-    assert delays == [0.5, 1.0, 2.0, 3.0]
-    assert throttle.ip_blocked("192.0.2.1") and not throttle.ip_blocked("192.0.2.2")
-    # one guess each from many addresses: slower and slower, but nobody is locked out
-    delays = [throttle.failed(f"192.0.2.{n}", "alice") for n in (5, 6, 7)]
-    assert delays == [0.5, 1.0, 2.0]
-    assert not any(throttle.user_blocked("alice", f"192.0.2.{n}") for n in (5, 6, 7, 8))
-    for _ in range(3):
-        throttle.failed("192.0.2.9", "alice")  # three guesses from one address
-    assert throttle.user_blocked("alice", "192.0.2.9")
-    assert not throttle.ip_blocked("192.0.2.9")  # other users may still log in from there
-    assert not throttle.user_blocked("alice", "192.0.2.8")
-    throttle.succeeded("alice", "192.0.2.9")
-    assert not throttle.user_blocked("alice", "192.0.2.9")
-    assert throttle.failed("192.0.2.10", "alice") == 0.5  # success reset the name's count
-    clock.now += section.failure_window + 1
-    assert not throttle.ip_blocked("192.0.2.1")
+    throttle = AuthThrottle(section, clock=clock, cluster=cluster)
+
+    async def main() -> None:
+        delays = [await throttle.failed("192.0.2.1", f"user{i}") for i in range(4)]
+        assert delays == [0.5, 1.0, 2.0, 3.0]
+        assert await throttle.ip_blocked("192.0.2.1")
+        assert not await throttle.ip_blocked("192.0.2.2")
+        # one guess each from many addresses: slower and slower, but nobody is locked out
+        delays = [await throttle.failed(f"192.0.2.{n}", "alice") for n in (5, 6, 7)]
+        assert delays == [0.5, 1.0, 2.0]
+        for n in (5, 6, 7, 8):
+            assert not await throttle.user_blocked("alice", f"192.0.2.{n}")
+        for _ in range(3):
+            await throttle.failed("192.0.2.9", "alice")  # three guesses from one address
+        assert await throttle.user_blocked("alice", "192.0.2.9")
+        assert not await throttle.ip_blocked("192.0.2.9")  # other users may log in from there
+        assert not await throttle.user_blocked("alice", "192.0.2.8")
+        await throttle.succeeded("alice", "192.0.2.9")
+        assert not await throttle.user_blocked("alice", "192.0.2.9")
+        assert await throttle.failed("192.0.2.10", "alice") == 0.5  # success reset the name
+        clock.now += section.failure_window + 1
+        assert not await throttle.ip_blocked("192.0.2.1")
+
+    asyncio.run(main())

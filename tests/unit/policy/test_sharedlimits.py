@@ -17,6 +17,7 @@ from mailwright.policy.limits import AuthThrottle, ConnectionRateLimit
 from mailwright.policy.sharedlimits import SharedState
 
 IP = "192.0.2.1"
+run = asyncio.run  # the throttle is async (its counters may be in a database)
 
 
 def in_worker(action: Callable[[], None]) -> None:
@@ -124,23 +125,23 @@ def test_auth_failures_count_in_every_process() -> None:
     def guess() -> None:
         throttle = AuthThrottle(section, share=state.worker(1, clock))
         for _ in range(3):
-            throttle.failed(IP, "alice")
-        assert throttle.user_blocked("alice", IP) and not throttle.ip_blocked(IP)
+            run(throttle.failed(IP, "alice"))
+        assert run(throttle.user_blocked("alice", IP)) and not run(throttle.ip_blocked(IP))
 
     in_worker(guess)
     throttle = AuthThrottle(section, share=state.worker(0, clock))
-    assert throttle.user_blocked("alice", IP)  # counted by the other worker
-    assert not throttle.user_blocked("alice", "192.0.2.2")  # nobody locks alice out
-    assert not throttle.user_blocked("bob", IP) and not throttle.ip_blocked(IP)
-    throttle.failed(IP, "bob")
-    assert throttle.ip_blocked(IP)  # 3 there + 1 here
-    throttle.succeeded("alice", IP)  # clears what the other worker counted for alice
-    assert not throttle.user_blocked("alice", IP)
-    assert throttle.ip_blocked(IP)  # the address keeps its count
+    assert run(throttle.user_blocked("alice", IP))  # counted by the other worker
+    assert not run(throttle.user_blocked("alice", "192.0.2.2"))  # nobody locks alice out
+    assert not run(throttle.user_blocked("bob", IP)) and not run(throttle.ip_blocked(IP))
+    run(throttle.failed(IP, "bob"))
+    assert run(throttle.ip_blocked(IP))  # 3 there + 1 here
+    run(throttle.succeeded("alice", IP))  # clears what the other worker counted for alice
+    assert not run(throttle.user_blocked("alice", IP))
+    assert run(throttle.ip_blocked(IP))  # the address keeps its count
 
     def after_the_success() -> None:
         other = AuthThrottle(section, share=state.worker(1, clock))
-        assert not other.user_blocked("alice", IP) and other.ip_blocked(IP)
+        assert not run(other.user_blocked("alice", IP)) and run(other.ip_blocked(IP))
 
     in_worker(after_the_success)
 

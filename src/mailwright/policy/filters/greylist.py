@@ -14,7 +14,14 @@ and ``abuse@`` by default) and, with ``auto_whitelist`` = N, a network whose
 N messages passed greylisting. Refusals are logged by the filter chain; a
 triplet passing logs ``greylist=passed after N s``. The database calls run
 in a worker thread. Trusts the client address the session reports.
-Settings: its ``options``, ``queue.directory`` (the default database).
+
+The database is a SQLite file of this host (``database``, by default ``greylist.db`` in
+the queue directory), or with ``queue.backend = "postgresql"`` the shared queue database
+(``policy.greylist_postgres``), which every node sees (``database`` is then ignored). A
+database error (unreachable) fails the filter, and its ``on_failure`` answers: ``451``
+by default.
+Settings: its ``options``, ``queue.directory`` (the default database), ``queue.backend``,
+``queue.postgresql``, ``queue.postgresql_password_file``.
 """
 
 from __future__ import annotations
@@ -35,7 +42,13 @@ from mailwright.core.envelope import Recipient
 from mailwright.core.reply import Reply
 from mailwright.observability import maillog
 from mailwright.policy.filters.base import Filter
-from mailwright.policy.greylist_store import GreylistStore, GreylistTimes, Outcome, Triplet
+from mailwright.policy.greylist_store import (
+    GreylistDatabase,
+    GreylistStore,
+    GreylistTimes,
+    Outcome,
+    Triplet,
+)
 from mailwright.policy.hooks import SessionInfo, Transaction
 from mailwright.policy.relay import Network, parse_networks
 
@@ -115,16 +128,25 @@ class GreylistFilter(Filter):
     ) -> None:
         super().__init__(name, options, settings)
         self.clock = clock
-        self._store: GreylistStore | None = None
+        self._store: GreylistDatabase | None = None
         self._whitelist: list[Network] = parse_networks(options.whitelist_clients)
 
     @property
-    def store(self) -> GreylistStore:
+    def store(self) -> GreylistDatabase:
         if self._store is None:
-            options: GreylistOptions = self.options
-            path = Path(options.database or self.settings.queue.directory / "greylist.db")
-            self._store = GreylistStore(path, self.clock)
+            self._store = self._open_store()
         return self._store
+
+    def _open_store(self) -> GreylistDatabase:
+        queue = self.settings.queue
+        if queue.backend == "postgresql":  # psycopg is imported only then
+            from mailwright.policy.greylist_postgres import PostgresGreylistStore
+            from mailwright.queue.postgres_state import state_database
+
+            return PostgresGreylistStore(state_database(queue), self.clock)
+        options: GreylistOptions = self.options
+        path = Path(options.database or queue.directory / "greylist.db")
+        return GreylistStore(path, self.clock)
 
     def exempt(self, session: SessionInfo, recipient: Recipient) -> bool:
         """Clients and recipients that are never greylisted."""
