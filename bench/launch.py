@@ -11,6 +11,9 @@ asked through the environment:
                               the batch sizes and commit durations (percentiles) to FILE,
                               the operations by type, and the wall time the writer spent
                               per kind of SQL statement
+  MW_PG_ROUNDTRIPS=FILE       with a PostgreSQL queue: each process appends "PID COUNT" to
+                              FILE when it closes its queue store (at a clean stop): the
+                              round trips it made to the server (queue.postgres_wire)
 Trusts its environment (a benchmark harness). Reads no settings itself.
 """
 
@@ -140,7 +143,26 @@ def _page_size(size: int) -> None:
     sqlite.SqliteQueueStore._configure_writer = configure  # type: ignore[method-assign]
 
 
+def _report_round_trips(path: str) -> None:
+    from mailwright.queue import postgres
+
+    original = postgres.PostgresQueueStore.close
+    reported: dict[int, int] = {}  # id(store): the count already written
+
+    def close(self: Any) -> None:
+        original(self)
+        count = self.round_trips.count - reported.get(id(self), 0)
+        if count:
+            reported[id(self)] = self.round_trips.count
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(f"{os.getpid()} {count}\n")
+
+    postgres.PostgresQueueStore.close = close  # type: ignore[method-assign]
+
+
 def main() -> None:
+    if os.environ.get("MW_PG_ROUNDTRIPS"):
+        _report_round_trips(os.environ["MW_PG_ROUNDTRIPS"])
     if os.environ.get("MW_PAGE_SIZE"):
         _page_size(int(os.environ["MW_PAGE_SIZE"]))
     pragmas = os.environ.get("MW_WRITER_PRAGMAS")

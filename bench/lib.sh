@@ -271,3 +271,47 @@ bench_stop_all() {
     pf_cleanup
     [ -n "${WORK:-}" ] && rm -rf "$WORK"
 }
+
+# ---------------------------------------------------------------- PostgreSQL (bench/cluster.sh)
+# pg_start: a private PostgreSQL under $WORK/pg ($WORK must be searchable by the postgres
+# user): initdb (trust, user postgres), a free loopback port, fsync on, synchronous_commit
+# on, pg_stat_statements loaded; sets PG_BIN, PG_PORT, PG_PID (the postmaster) and PG_URL
+# (the database "mail", created by the caller). pg_stop stops it (pg_ctl, fast).
+# pg_ticks: the server's CPU ticks so far (the postmaster, the children it has reaped, and
+# its live processes), for ticks_ms.
+PG_PID="" PG_PORT="" PG_URL="" PG_BIN="" PG_DIR=""
+pg_start() {
+    PG_BIN=$(find /usr/lib/postgresql -maxdepth 2 -name bin 2>/dev/null | sort -V | tail -1)
+    [ -x "$PG_BIN/initdb" ] || { echo "PostgreSQL not found (apt-get install postgresql)" >&2; return 1; }
+    PG_DIR="$WORK/pg"
+    mkdir -p "$PG_DIR" && chown postgres "$PG_DIR"
+    runuser -u postgres -- "$PG_BIN/initdb" -A trust -U postgres -D "$PG_DIR/data" \
+        > "$PG_DIR/initdb.log" 2>&1 || { echo "initdb failed: $(tail -3 "$PG_DIR/initdb.log")" >&2; return 1; }
+    PG_PORT=$(free_port)
+    runuser -u postgres -- "$PG_BIN/postgres" -D "$PG_DIR/data" -p "$PG_PORT" -h 127.0.0.1 \
+        -k "$PG_DIR" -c fsync=on -c synchronous_commit=on -c max_connections=200 \
+        -c shared_preload_libraries=pg_stat_statements > "$PG_DIR/server.log" 2>&1 &
+    local i
+    for i in $(seq 1 400); do
+        "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" && break
+        nap 0.05
+    done
+    PG_PID=$(head -1 "$PG_DIR/data/postmaster.pid" 2>/dev/null)
+    [ -n "$PG_PID" ] && "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" \
+        || { echo "PostgreSQL did not start: $(tail -3 "$PG_DIR/server.log")" >&2; return 1; }
+    PG_URL="postgresql://postgres@127.0.0.1:$PG_PORT/mail"
+}
+
+pg_stop() {
+    [ -n "$PG_PID" ] || return 0
+    runuser -u postgres -- "$PG_BIN/pg_ctl" stop -D "$PG_DIR/data" -m fast -w -t 30 > /dev/null 2>&1
+    PG_PID=""
+}
+
+pg_ticks() {
+    [ -n "$PG_PID" ] || { echo 0; return; }
+    local t c
+    t=$(awk '{ sub(/^[^)]*\) /, ""); print $12 + $13 + $14 + $15 }' "/proc/$PG_PID/stat" 2>/dev/null)
+    for c in $(pgrep -P "$PG_PID"); do t=$(( ${t:-0} + $(proc_ticks "$c" || echo 0) )); done
+    echo "${t:-0}"
+}

@@ -60,6 +60,7 @@ from mailwright.queue.postgres_schema import (
     migrate,
     schema_version,
 )
+from mailwright.queue.postgres_wire import CountingConnection, RoundTrips
 from mailwright.queue.records import QUEUED
 from mailwright.queue.store import Recovery, StoreError
 
@@ -102,6 +103,7 @@ class PostgresQueueStore(PostgresReads, PostgresWrites):
         self._writable = False  # opened for writing: a lost write connection is remade
         self._pool: psycopg_pool.ConnectionPool[Conn] | None = None
         self._handlers = self._handler_table()
+        self.round_trips = RoundTrips()  # of all its connections (queue.postgres_wire)
 
     # ---- life cycle -------------------------------------------------------------------
 
@@ -179,7 +181,7 @@ class PostgresQueueStore(PostgresReads, PostgresWrites):
 
     def _connect(self) -> Conn:
         try:
-            conn = psycopg.connect(
+            conn = CountingConnection.connect(
                 self._conninfo,
                 autocommit=True,  # transactions are explicit: conn.transaction()
                 row_factory=dict_row,
@@ -187,6 +189,7 @@ class PostgresQueueStore(PostgresReads, PostgresWrites):
             )
         except psycopg.Error as exc:
             raise StoreError(f"cannot connect to queue store {self.where}: {exc}") from exc
+        conn.round_trips = self.round_trips
         try:
             configure_session(conn)
         except psycopg.Error as exc:
@@ -218,11 +221,13 @@ class PostgresQueueStore(PostgresReads, PostgresWrites):
 
     def _open_pool(self) -> None:
         def configure(conn: Conn) -> None:
+            if isinstance(conn, CountingConnection):
+                conn.round_trips = self.round_trips
             configure_session(conn)
 
         pool: psycopg_pool.ConnectionPool[Conn] = psycopg_pool.ConnectionPool(
             self._conninfo,
-            connection_class=psycopg.Connection[dict[str, object]],
+            connection_class=CountingConnection,
             kwargs={"autocommit": True, "row_factory": dict_row},
             min_size=1,
             max_size=max(1, self._pool_size),

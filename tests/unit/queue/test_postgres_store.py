@@ -13,7 +13,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from mailwright.queue.store import ClaimDue, InsertMessage, StoreError
+from mailwright.queue.store import (
+    ClaimDue,
+    InsertMessage,
+    RecipientResult,
+    RecipientState,
+    RecordOutcome,
+    RecordResults,
+    StoreError,
+)
 from tests.support.postgres import sql_rows, sql_run
 
 from .conftest import build_message
@@ -179,3 +187,59 @@ def test_each_writer_holds_its_own_queue_id_slot_while_connected(url: str) -> No
     finally:
         first.close()
         second.close()
+
+
+def test_a_batch_of_new_messages_costs_one_round_trip(url: str, pg_store: object) -> None:
+    from mailwright.queue.postgres import PostgresQueueStore
+
+    assert isinstance(pg_store, PostgresQueueStore)
+    before = pg_store.round_trips.count
+    ops = [InsertMessage(build_message(f"RT{i}", ["a@x.test", "b@x.test"])) for i in range(10)]
+    assert pg_store.apply_batch(ops) == [None] * 10
+    assert pg_store.round_trips.count - before == 1  # BEGIN ... COMMIT, one pipeline
+    assert sql_rows(url, "SELECT count(*) FROM recipients") == [(20,)]
+
+
+def test_results_cost_two_round_trips_per_op_and_one_per_batch(pg_store: object) -> None:
+    from mailwright.queue.postgres import PostgresQueueStore
+
+    assert isinstance(pg_store, PostgresQueueStore)
+    pg_store.apply_batch([InsertMessage(build_message(f"R{i}")) for i in range(3)])
+    (claimed,) = pg_store.apply_batch([ClaimDue(2e9, 10, "A", 300.0)])
+    assert isinstance(claimed, list) and len(claimed) == 3
+    before = pg_store.round_trips.count
+    done = RecipientState.DELIVERED
+    ops = [RecordResults([RecipientResult(r.message_id, r.index, done, 0.0, 1.0)]) for r in claimed]
+    outcomes = pg_store.apply_batch(ops)
+    assert [o.removed for o in outcomes if isinstance(o, RecordOutcome)] == [["R0"], ["R1"], ["R2"]]
+    assert pg_store.round_trips.count - before == 2 * 3 + 1  # UPDATE, DELETE each; the COMMIT
+
+
+def test_a_body_of_many_chunks_is_written_whole_in_a_pipelined_batch(pg_store: object) -> None:
+    from mailwright.queue.postgres import PostgresQueueStore
+
+    assert isinstance(pg_store, PostgresQueueStore)
+    body = bytes(range(256)) * 20  # five chunks of 1024 and a part
+    ops = [InsertMessage(build_message("BIG", body=body)), InsertMessage(build_message("SMALL"))]
+    assert pg_store.apply_batch(ops) == [None, None]
+    assert b"".join(pg_store.read_body("BIG")) == body
+
+
+def test_a_failing_op_is_redone_alone_after_the_pipelined_attempt(
+    url: str, pg_store: object
+) -> None:
+    from mailwright.queue.postgres import PostgresQueueStore
+
+    assert isinstance(pg_store, PostgresQueueStore)
+    pg_store.apply_batch([InsertMessage(build_message("TWICE"))])
+    ops = [InsertMessage(build_message(q)) for q in ("FIRST", "TWICE", "LAST")]
+    first, twice, last = pg_store.apply_batch(ops)
+    assert first is None and last is None
+    assert isinstance(twice, StoreError) and "already in the queue" in str(twice)
+    assert sql_rows(url, "SELECT queue_id FROM messages ORDER BY queue_id") == [
+        ("FIRST",), ("LAST",), ("TWICE",)
+    ]  # fmt: skip
+    # the connection is clean: the next batch goes through the pipeline again
+    before = pg_store.round_trips.count
+    assert pg_store.apply_batch([InsertMessage(build_message("NEXT"))]) == [None]
+    assert pg_store.round_trips.count - before == 1
