@@ -115,6 +115,7 @@ class PostgresWrites(SharedWrites):
             except _RedoError:
                 pass  # an op failed: nothing was kept, the batch is done again op by op
             with conn.transaction():
+                _relax(conn, ops)
                 return [self._apply_one(conn, op) for op in ops]
         except _BatchLostError as lost:
             self._drop_writer(conn)
@@ -143,6 +144,7 @@ class PostgresWrites(SharedWrites):
                 # BEGIN and COMMIT by hand: psycopg's transaction() syncs the pipeline
                 # when it starts and ends (three more round trips)
                 conn.execute("BEGIN")
+                _relax(conn, ops)
                 results = [handler(conn, op) for handler, op in zip(handlers, ops, strict=True)]
                 conn.execute("COMMIT")
             return results  # the pipeline's end read every answer, the COMMIT's too
@@ -436,3 +438,11 @@ def _result_columns(results: Sequence[RecipientResult]) -> tuple[list[object], .
         for column, value in zip(columns, row, strict=True):
             column.append(value)
     return columns
+
+
+def _relax(conn: Conn, ops: Sequence[Op[Any]]) -> None:
+    """A batch of lease operations only (``Op.durable``) does not wait for the WAL flush:
+    a lease lost with the server leaves its recipients due again. PostgreSQL keeps the
+    commits in order, so the next durable commit's flush covers it too."""
+    if not any(getattr(op, "durable", True) for op in ops):
+        conn.execute("SET LOCAL synchronous_commit TO off")

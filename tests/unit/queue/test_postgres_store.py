@@ -243,3 +243,46 @@ def test_a_failing_op_is_redone_alone_after_the_pipelined_attempt(
     before = pg_store.round_trips.count
     assert pg_store.apply_batch([InsertMessage(build_message("NEXT"))]) == [None]
     assert pg_store.round_trips.count - before == 1
+
+
+def test_only_batches_of_leases_commit_without_waiting_for_the_wal_flush() -> None:
+    """A lost lease only makes its recipients due again: a claim, a renewal or a release
+    alone does not wait for the WAL flush; a batch with anything else does. Seen on a
+    server of its own whose WAL writer waits 10 s: the WAL written but not flushed."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from mailwright.queue.postgres import PostgresQueueStore
+    from mailwright.queue.store import ReleaseLeases, RenewLeases
+    from tests.support.postgres import PrivatePostgres
+
+    root = Path(tempfile.mkdtemp(prefix="mailwright-pg-"))
+    server = PrivatePostgres(root).start()
+    try:
+        url = server.url()
+        sql_run(url, "ALTER SYSTEM SET wal_writer_delay = '10s'")
+        sql_run(url, "ALTER SYSTEM SET wal_writer_flush_after = '64MB'")
+        sql_run(url, "SELECT pg_reload_conf()")
+        store = PostgresQueueStore(url)
+        store.open()
+
+        def unflushed() -> bool:
+            lsn = "pg_current_wal_insert_lsn() > pg_current_wal_flush_lsn()"
+            return bool(sql_rows(url, f"SELECT {lsn}")[0][0])
+
+        try:
+            store.apply_batch([InsertMessage(build_message("SYNC", ["a@x.test"]))])
+            assert not unflushed()
+            (claimed,) = store.apply_batch([ClaimDue(2e9, 10, "A", 300.0)])
+            assert isinstance(claimed, list) and len(claimed) == 1
+            assert unflushed()
+            store.apply_batch([RenewLeases("A", 2e9, 300.0), InsertMessage(build_message("S2"))])
+            assert not unflushed()  # one durable op: the whole batch, and what came before
+            store.apply_batch([ReleaseLeases("A")])
+            assert unflushed()
+        finally:
+            store.close()
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
