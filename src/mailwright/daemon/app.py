@@ -54,7 +54,7 @@ from mailwright.privhelper.client import HelperDeposit, HelperForwardReader, Hel
 from mailwright.queue.admin import ACTIONS as ADMIN_ACTIONS
 from mailwright.queue.admin import Actor, Selection
 from mailwright.queue.backend import clears_all_leases, queue_store
-from mailwright.queue.store import InsertMessage, NewMessage
+from mailwright.queue.store import InsertMessage, NewMessage, ReleaseProcessLeases
 from mailwright.queue.writer import QueueWriter
 from mailwright.routing.aliases import prepare_aliases
 from mailwright.routing.resolution import AddressResolver
@@ -166,6 +166,13 @@ class Daemon:
             log.info("%s: interactive delivery still going after %ds", queue_id, INTERACTIVE_WAIT)
         except Exception:
             log.exception("%s: interactive delivery failed", queue_id)
+
+    async def _release_stale_leases(self, processes: tuple[str, ...]) -> int:
+        """Another node stopped beating: its processes' leases go back, due now."""
+        released = await self.writer.execute(ReleaseProcessLeases(processes))
+        if released:
+            self._wake_all()
+        return released
 
     async def _ping(self, request: dict[str, object]) -> dict[str, object]:
         return {"ok": True, "pid": os.getpid()}
@@ -280,7 +287,11 @@ class Daemon:
             elif bindings is not None and bindings.local is not None:
                 bindings.local.close()  # worker 0's to serve
             heartbeat = Heartbeat(
-                self.settings, self.store, first=self.singleton, workers=self._workers
+                self.settings,
+                self.store,
+                first=self.singleton,
+                workers=self._workers,
+                release=self._release_stale_leases,
             )
             await heartbeat.start(self._listeners_text)
             runner = asyncio.create_task(self._deliveries())

@@ -59,6 +59,7 @@ from mailwright.queue.store import (
     RecordResults,
     ReleaseLeases,
     ReleaseMessage,
+    ReleaseProcessLeases,
     RenewLeases,
     RescheduleNow,
     SetWarned,
@@ -95,6 +96,7 @@ class PostgresWrites(SharedWrites):
             ClaimDue: self._claim_due,
             RecordResults: self._record_results,
             ReleaseLeases: self._release_leases,
+            ReleaseProcessLeases: self._release_process_leases,
             RenewLeases: self._renew_leases,
             HoldMessage: self._hold_message,
             ReleaseMessage: self._release_message,
@@ -366,6 +368,13 @@ class PostgresWrites(SharedWrites):
         sql = """UPDATE recipients SET lease_owner = NULL, lease_until = NULL
             WHERE lease_owner = %s"""
         return self._count(conn, sql, (op.owner,))
+
+    def _release_process_leases(self, conn: Conn, op: ReleaseProcessLeases) -> int:
+        sql = """UPDATE recipients SET lease_owner = NULL, lease_until = NULL
+            FROM unnest(%s::text[]) AS p(process)
+            WHERE lease_owner IS NOT NULL
+            AND left(lease_owner, length(p.process) + 1) = p.process || ':'"""
+        return self._count(conn, sql, (list(op.processes),))
 
     _RESCHEDULE = """UPDATE recipients r SET next_attempt = %(now)s
         WHERE r.state = %(queued)s AND (%(domain)s::text IS NULL OR r.domain = %(domain)s)

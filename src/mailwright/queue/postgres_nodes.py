@@ -4,12 +4,15 @@
 ``nodes``, one row per node, written by the process that runs what exists once per
 daemon (worker 0, or the only process): registered at start, its ``last_beat`` renewed
 every ``cluster.heartbeat`` seconds, marked stopped at a clean stop; and
-``node_processes``, one row per process of the node (every worker), the ``host:pid:start``
-part of its lease owners (``queue.lease.process_id``), so that leased recipients can be
-counted per node. The rows of this host's processes that died (a worker restarted by its
-supervisor) are removed at each heartbeat of a node on this host; another host's dead
-rows stay until that node starts again and reuses nothing (their leases expire anyway).
-Times are the database server's (``now()``).
+``node_processes``, one row per process of the node (every worker), the
+``host:pid:start`` part of its lease owners (``queue.lease.process_id``), so that leased
+recipients can be counted per node. ``stale`` names the other nodes whose heartbeat
+stopped without a clean stop, with their processes, so that their leases can be given
+back at once rather than expire (``daemon.heartbeat``). The rows of this host's
+processes that died (a worker restarted by its supervisor) are removed at each heartbeat
+of a node on this host; another host's dead rows stay until that node starts again and
+reuses nothing (their leases expire anyway). Times are the database server's
+(``now()``).
 
 ``read_nodes`` lists every node with the recipients its processes are delivering
 (``queue.nodes.NodeInfo``). Every statement is one short autocommit transaction on the
@@ -104,6 +107,22 @@ class NodeRegistry:
                 f"UPDATE nodes SET stopped_at = {_NOW}, last_beat = {_NOW} WHERE node = %s",
                 (self.node,),
             )
+
+    def stale(self) -> dict[str, tuple[float, tuple[str, ...]]]:
+        """The other nodes that stopped beating without stopping (no heartbeat for more
+        than three of their intervals): their name, the heartbeat's age in seconds and
+        their processes, whose leases the caller gives back (``ReleaseProcessLeases``)."""
+        with self.store.connection() as conn:
+            rows = conn.execute(
+                f"""SELECT n.node, {_NOW} - n.last_beat AS age,
+                    array_agg(p.process ORDER BY p.process) AS processes
+                FROM nodes n JOIN node_processes p ON p.node = n.node
+                WHERE n.node <> %s AND n.stopped_at IS NULL
+                    AND n.last_beat < {_NOW} - 3 * n.heartbeat
+                GROUP BY n.node, n.last_beat""",
+                (self.node,),
+            ).fetchall()
+        return {r["node"]: (float(r["age"]), tuple(r["processes"])) for r in rows}
 
 
 def read_nodes(store: PostgresQueueStore) -> list[NodeInfo]:

@@ -54,6 +54,7 @@ from mailwright.queue.store import (
     RecordResults,
     ReleaseLeases,
     ReleaseMessage,
+    ReleaseProcessLeases,
     RenewLeases,
     RescheduleNow,
     SetWarned,
@@ -149,6 +150,7 @@ class SqliteWrites(SharedWrites):
             ClaimDue: self._claim_due,
             RecordResults: self._record_results,
             ReleaseLeases: self._release_leases,
+            ReleaseProcessLeases: self._release_process_leases,
             RenewLeases: self._renew_leases,
             HoldMessage: self._hold_message,
             ReleaseMessage: self._release_message,
@@ -488,6 +490,15 @@ class SqliteWrites(SharedWrites):
     def _release_leases(self, conn: sqlite3.Connection, op: ReleaseLeases) -> int:
         sql = "UPDATE recipients SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?"
         return conn.execute(sql, (op.owner,)).rowcount
+
+    _RELEASE_PROCESS = """UPDATE recipients SET lease_owner = NULL, lease_until = NULL
+        WHERE lease_owner IS NOT NULL AND substr(lease_owner, 1, length(?) + 1) = ? || ':'"""
+
+    def _release_process_leases(self, conn: sqlite3.Connection, op: ReleaseProcessLeases) -> int:
+        return sum(
+            conn.execute(self._RELEASE_PROCESS, (process, process)).rowcount
+            for process in op.processes
+        )
 
     _RESCHEDULE = """UPDATE recipients SET next_attempt = ?
         WHERE state = ? AND (? IS NULL OR domain = ?)"""

@@ -313,6 +313,17 @@ class ReleaseLeases(Op[int]):
 
 
 @dataclass(slots=True)
+class ReleaseProcessLeases(Op[int]):
+    """Give back every lease held by a runner of these processes (``host:pid:start``,
+    ``queue.lease.process_id``: the owners ``host:pid:start:n``), whatever its expiry: a
+    node whose heartbeat stopped (``daemon.heartbeat``). Returns how many."""
+
+    durable: ClassVar[bool] = False
+
+    processes: tuple[str, ...]
+
+
+@dataclass(slots=True)
 class RenewLeases(Op[int]):
     """Extend every lease ``owner`` still holds to ``now + lease_seconds`` (the runner's
     heartbeat, while its deliveries run); returns how many. A lease that expired and was

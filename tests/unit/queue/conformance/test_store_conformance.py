@@ -37,6 +37,7 @@ from mailwright.queue.store import (
     RecordResults,
     ReleaseLeases,
     ReleaseMessage,
+    ReleaseProcessLeases,
     RenewLeases,
     RescheduleNow,
     SetWarned,
@@ -218,6 +219,17 @@ def test_released_leases_are_claimable_at_once(store: QueueStore) -> None:
     assert run(store, ReleaseLeases("A")) == 2
     assert run(store, ReleaseLeases("A")) == 0
     assert len(claim(store, "B")) == 2
+
+
+def test_leases_of_a_stopped_node_s_processes_are_given_back(store: QueueStore) -> None:
+    for n in range(3):
+        run(store, InsertMessage(build_message(f"P{n}")))
+    claim(store, "h_1:10:5:1", limit=1)  # "_" and "%" must not match like LIKE's
+    claim(store, "h_1:10:5:2", limit=1)
+    claim(store, "hx1:10:50:1", limit=1)  # another process: its prefix is longer
+    assert run(store, ReleaseProcessLeases(("h_1:10:5", "gone:1:1"))) == 2
+    assert run(store, ReleaseProcessLeases(("h_1:10:5",))) == 0
+    assert len(claim(store, "B")) == 2  # the third is still hx1's
 
 
 def test_claim_takes_oldest_first_up_to_the_limit(store: QueueStore) -> None:
