@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests.integration.test_i15_postgres import on_postgres, send
+from tests.support.cluster import cluster_status, on_postgres, send
 from tests.support.daemon import Mailwright, wait_until
 
 BEAT = 0.5
@@ -26,13 +26,6 @@ def node_config(url: str, name: str, workers: int) -> dict[str, Any]:
     config["server"] = {"workers": workers}
     config["cluster"] = {"node": name, "heartbeat": BEAT}
     return config
-
-
-def cluster_status(mw: Mailwright) -> dict[str, Any]:
-    shown = mw.cli("cluster", "status", "--json")
-    assert shown.returncode == 0, shown.stderr.decode()
-    data: dict[str, Any] = json.loads(shown.stdout)
-    return data
 
 
 def states(mw: Mailwright) -> dict[str, str]:

@@ -10,56 +10,20 @@ the daemon runs costs clients a 451 until it is back, not the daemon.
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
-import smtplib
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.support import smtp_sink
-from tests.support.daemon import Mailwright, wait_until
+from tests.support.cluster import data_reply, listed_ids, on_postgres, send
+from tests.support.daemon import Mailwright, free_port, wait_until
 from tests.support.peers import peer
 from tests.support.postgres import PostgresServer, PrivatePostgres
 from tests.support.sendmail import Tools, short_tmp
-
-WORKERS = {"server": {"workers": 2}}
-
-
-def on_postgres(url: str, **queue: Any) -> dict[str, Any]:
-    return {**WORKERS, "queue": {"backend": "postgresql", "postgresql": url, **queue}}
-
-
-def send(port: int, number: int) -> str:
-    """One message in its own session; the queue id of its 250."""
-    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
-        client.ehlo("client.test")
-        body = f"From: a@example.org\r\nSubject: number {number}\r\n\r\nhello {number}\r\n"
-        client.mail("a@example.org")
-        client.rcpt("someone@example.com")
-        code, text = client.data(body.encode())
-        assert code == 250, text
-        found = re.search(rb"([0-9A-Z]{15}) Message accepted", text)
-        assert found, text
-        return found[1].decode()
-
-
-def data_reply(port: int) -> tuple[int, bytes]:
-    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
-        client.ehlo("client.test")
-        client.mail("a@example.org")
-        client.rcpt("someone@example.com")
-        return client.data(b"From: a@example.org\r\nSubject: try\r\n\r\nhello\r\n")
-
-
-def listed_ids(mw: Mailwright) -> set[str]:
-    listed = mw.cli("queue", "list", "--json")
-    assert listed.returncode == 0, listed.stderr.decode()
-    return {m["queue_id"] for m in json.loads(listed.stdout)}
 
 
 @peer("smtp-sink", smtp_sink.available(), "postfix (smtp-sink) is not installed")
@@ -187,7 +151,16 @@ def test_a_lost_database_answers_451_until_it_is_back(tmp_path: Path) -> None:
     pg_root = Path(tempfile.mkdtemp(prefix="mailwright-pg-"))  # pytest's tmp is closed to others
     server = PrivatePostgres(pg_root).start()
     try:
-        mw = Mailwright(tmp_path / "mw", on_postgres(server.url())).start()
+        # queue-only mode, a queue run every 0.3 s: the runs go on across the outage (to
+        # a next hop that is down: the messages stay queued)
+        table = tmp_path / "transport"
+        table.write_text(f"* smtp:[127.0.0.1]:{free_port()}\n")
+        config = {
+            **on_postgres(server.url()),
+            "routing": {"transport_table": str(table)},
+            "delivery": {"queue_run_interval": 0.3},
+        }
+        mw = Mailwright(tmp_path / "mw", config).start()
         try:
             first = send(mw.port, 1)
             server.stop()
@@ -195,9 +168,12 @@ def test_a_lost_database_answers_451_until_it_is_back(tmp_path: Path) -> None:
             assert (code, text[:5]) == (451, b"4.3.0"), text
             code, _ = data_reply(mw.port)  # and again: the daemon still serves
             assert code == 451
+            mw.wait_log("queue run (full) failed")  # the runs fail ...
             server.start()
             second = send(mw.port, 2)  # no restart of the daemon
             assert listed_ids(mw) == {first, second}
+            done = sum("queue run (full) done" in line for line in mw.log)
+            mw.wait_log("queue run (full) done", occurrence=done + 2)  # ... and go on
         finally:
             assert mw.stop() == 0
     finally:

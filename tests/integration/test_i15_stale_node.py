@@ -10,7 +10,6 @@ leases of A's processes and delivers every message, long before the leases would
 
 from __future__ import annotations
 
-import json
 import socket
 import threading
 from collections.abc import Iterator
@@ -18,9 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.integration.test_i15_failover import listed
-from tests.integration.test_i15_postgres import send
 from tests.support import smtp_sink
+from tests.support.cluster import cluster_status, listed, send
 from tests.support.daemon import Mailwright, wait_until
 from tests.support.peers import peer
 from tests.support.sendmail import short_tmp
@@ -72,9 +70,7 @@ def node(root: Path, name: str, database: str, next_hop: int) -> Mailwright:
 
 def delivering(mw: Mailwright, name: str) -> int:
     """What ``mailwright cluster status`` says node ``name`` is delivering."""
-    out = mw.cli("cluster", "status", "--json")
-    assert out.returncode == 0, out.stderr.decode()
-    nodes = {n["node"]: n for n in json.loads(out.stdout)["nodes"]}
+    nodes = {n["node"]: n for n in cluster_status(mw)["nodes"]}
     return int(nodes[name]["delivering"]) if name in nodes else 0
 
 

@@ -54,7 +54,7 @@ from mailwright.privhelper.client import HelperDeposit, HelperForwardReader, Hel
 from mailwright.queue.admin import ACTIONS as ADMIN_ACTIONS
 from mailwright.queue.admin import Actor, Selection
 from mailwright.queue.backend import clears_all_leases, queue_store
-from mailwright.queue.store import InsertMessage, NewMessage, ReleaseProcessLeases
+from mailwright.queue.store import InsertMessage, NewMessage, ReleaseProcessLeases, StoreError
 from mailwright.queue.writer import QueueWriter
 from mailwright.routing.aliases import prepare_aliases
 from mailwright.routing.resolution import AddressResolver
@@ -242,8 +242,12 @@ class Daemon:
             run = await self._queue_runs.next(interval)
             if run is None or self._stop.is_set():
                 continue
-            tried = await self.scheduler.run_once(run.queue_ids)
             kind = "full" if run.queue_ids is None else f"{len(run.queue_ids)} message(s)"
+            try:
+                tried = await self.scheduler.run_once(run.queue_ids)
+            except StoreError as exc:  # the database is away: the next run tries again
+                log.warning("queue run (%s) failed: %s", kind, exc)
+                continue
             log.info("queue run (%s) done: %d recipient(s) tried", kind, tried)
 
     @property

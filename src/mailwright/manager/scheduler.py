@@ -15,7 +15,10 @@ while its deliveries run, so only a dead runner's leases expire). A recipient th
 delivered is recorded at once (``DeliveryRequest.on_delivered``, through the writer's
 group commit), unless it asked for a success DSN (that is made with the message's
 results): a crash repeats only the deliveries that were in flight. ``stop`` makes an
-``Interruptible`` agent give up its lock waits at once.
+``Interruptible`` agent give up its lock waits at once. A queue store that fails (a
+database that went away) stops nothing: a delivery whose message cannot be read or whose
+results cannot be recorded is tried again when its leases expire, and the loop keeps
+looking until the store answers again.
 
 Local recipients are first given to the ``Expander`` (``manager.expansion``), when
 there is one: aliases, ``.forward`` and virtual users are resolved there, at delivery
@@ -82,6 +85,9 @@ NO_AGENT = Reply.of(451, "4.3.0", "No delivery agent for this destination")
 AGENT_FAILED = Reply.of(451, "4.3.0", "Internal error in delivery agent")
 KEPT = Reply.of(250, "2.0.0", "Recipient expanded, queued for delivery")
 MAX_IDLE_WAIT = 60.0
+# after a failed claim (the queue store, e.g. a database, is away) the loop looks again
+# after the first, doubling up to the second: it resumes by itself once the store is back
+STORE_RETRY = (0.5, 10.0)
 # Messages up to this size are read whole, with their envelope, in the worker thread: the
 # event loop then never waits on SQLite (and the GIL after it) to stream them. Larger ones
 # are read chunk by chunk as they are sent. Up to 4 x max_concurrency messages are loaded
@@ -201,14 +207,32 @@ class Scheduler:
 
         A claim that took fewer recipients than it could took everything due: more work
         comes with a wake (new mail, a freed slot after a full claim, a flush) or when
-        the next recipient falls due, so the loop sleeps rather than claim again.
+        the next recipient falls due, so the loop sleeps rather than claim again. A store
+        that fails (a database that is away) is looked at again after ``STORE_RETRY``.
         """
+        pause = STORE_RETRY[0]
         while not self._stopping:
             self._wakeup.clear()
-            await self._claim_and_dispatch()
-            if self._more_due and not self._at_capacity():
-                continue
-            await self._sleep_until_due()
+            try:
+                await self._claim_and_dispatch()
+                pause = STORE_RETRY[0]
+                if self._more_due and not self._at_capacity():
+                    continue
+                await self._sleep_until_due()
+            except StoreError as exc:  # the database is away: look again, never give up
+                log.warning("cannot read the queue (looking again in %g s): %s", pause, exc)
+                await self._pause(pause)
+                pause = min(pause * 2, STORE_RETRY[1])
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait ``seconds``, or less if woken (``stop`` wakes)."""
+        if self._stopping:
+            return
+        try:
+            async with asyncio.timeout(seconds):
+                await self._wakeup.wait()
+        except TimeoutError:
+            pass
 
     async def run_once(self, queue_ids: Sequence[str] | None = None) -> int:
         """Deliver everything due now and wait for the results: one queue run (``queue
@@ -381,6 +405,8 @@ class Scheduler:
         self._held.set(self._current)  # this message is delivered with the parts of now
         try:
             await self._deliver_message(queue_id, recipients)
+        except StoreError as exc:  # not read or not recorded: tried again when leases expire
+            log.warning("%s: queue store failed, delivery tried again later: %s", queue_id, exc)
         except Exception:
             # the recipients keep their lease until it expires: at-least-once
             log.exception("%s: delivery failed unexpectedly", queue_id)

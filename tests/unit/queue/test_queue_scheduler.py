@@ -7,8 +7,9 @@ import asyncio
 import email
 import email.policy
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,7 +22,7 @@ from mailwright.delivery.agent import DeliveryRequest
 from mailwright.manager.backoff import RetryPolicy
 from mailwright.manager.scheduler import DeliveryParts, Scheduler, SchedulerSettings
 from mailwright.queue.sqlite import SqliteQueueStore
-from mailwright.queue.store import InsertMessage, RecipientState
+from mailwright.queue.store import InsertMessage, Op, RecipientState, StoreError
 from mailwright.queue.writer import QueueWriter
 from mailwright.routing.nexthop import NextHop, Transport
 
@@ -83,8 +84,15 @@ def route(address: str) -> NextHop:
 
 
 class Harness:
-    def __init__(self, path: Path, script: Script, **settings: object) -> None:
-        self.store = SqliteQueueStore(path)
+    def __init__(
+        self,
+        path: Path,
+        script: Script,
+        *,
+        store_type: type[SqliteQueueStore] = SqliteQueueStore,
+        **settings: object,
+    ) -> None:
+        self.store = store_type(path)
         self.store.open()
         self.writer = QueueWriter(self.store)
         self.writer.start()
@@ -339,6 +347,49 @@ def test_run_loop_wakes_for_a_retry_due_before_its_next_look(tmp_path: Path) -> 
         return h.agent.requests
 
     assert len(asyncio.run(scenario())) == 2
+
+
+class AwayStore(SqliteQueueStore):
+    """A store that fails like a database that went away, while ``away`` is set."""
+
+    away = False
+    failures = 0
+
+    def apply_batch(self, ops: Sequence[Op[Any]]) -> list[object]:
+        self._check()
+        return super().apply_batch(ops)
+
+    def next_due(self) -> float | None:
+        self._check()
+        return super().next_due()
+
+    def _check(self) -> None:
+        if self.away:
+            self.failures += 1
+            raise StoreError("queue store error: the database is away")
+
+
+def test_run_loop_resumes_by_itself_when_the_store_is_back(tmp_path: Path) -> None:
+    async def scenario() -> int:
+        h = Harness(tmp_path / "q.db", lambda r: (Outcome.DELIVERED, OK), store_type=AwayStore)
+        store = h.store
+        assert isinstance(store, AwayStore)
+        qid = h.insert()
+        store.away = True
+        loop_task = asyncio.create_task(h.scheduler.run())
+        while not store.failures:  # the claim failed: the loop must not end with it
+            await asyncio.sleep(0.01)
+        assert not loop_task.done()
+        store.away = False  # no wake: the loop looks again by itself
+        await asyncio.wait_for(h.agent.called.wait(), 10)
+        await h.scheduler.wait_idle()
+        assert h.store.get_message(qid) is None
+        await h.scheduler.stop()
+        await loop_task
+        h.close()
+        return len(h.agent.requests)
+
+    assert asyncio.run(asyncio.wait_for(scenario(), 20)) == 1
 
 
 def test_run_loop_at_capacity_claims_again_when_a_slot_frees(tmp_path: Path) -> None:
