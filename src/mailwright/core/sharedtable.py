@@ -10,8 +10,8 @@ random salt per boot, so a client cannot choose addresses that collide).
 Atomicity without locks: a worker writes only its own row; readers sum the rows of all
 workers. A lock shared by processes (fcntl, a semaphore) would be held by a worker
 killed in the middle of an update, and every other worker would wait for ever; rows
-need no lock, and a dead worker's counts go with its row (``clear_row``, called by the
-supervisor before it starts the replacement). A word is written as one aligned 8-byte
+need no lock, and what a dead worker counted can go with its row (``clear_row``, called
+by the supervisor before it starts the replacement) or be kept for it. A word is written as one aligned 8-byte
 store, so a reader sees the old or the new value of each word; a reader racing a
 writer may count the event being written or not: counts are right to within the
 events in flight, which is what a limit needs.

@@ -9,7 +9,8 @@ per (user, address) and per user. A forked worker calls ``state.worker(index)`` 
 hands the ``WorkerShare`` to the daemon (``Runtime.share``); the listener and the
 limits of ``policy.limits`` then count in it instead of in their own memory. When a
 worker dies, the supervisor calls ``state.reset_worker(index)`` before starting its
-replacement: the dead worker's connections and events are forgotten.
+replacement: the dead worker's open connections are forgotten, its recent events (the
+connection rate, AUTH failures) are not, and the replacement writes on in that row.
 
 Each worker writes only its own rows and reads everybody's: no lock (why: see
 ``core.sharedtable``). Keys are hashed with a salt drawn at ``create``. The size is fixed
@@ -71,12 +72,13 @@ class SharedState:
         return WorkerShare(self, index, clock)
 
     def reset_worker(self, index: int) -> None:
-        """Forget what worker ``index`` counted: after it exited (reaped), before its
-        replacement starts (a live worker would go on writing its row)."""
+        """Worker ``index`` exited (reaped), its replacement is not started yet: its open
+        connections died with it and are forgotten. Its recent events (connections made,
+        AUTH failures) stay counted: they happened, and a client must not shed its AUTH
+        failures because the worker that saw them died; the replacement takes the row
+        over. A word torn by a SIGKILL mid-update can only miscount one key's events."""
         self._check(index)
         self.connections.clear_row(index)
-        for window in self.windows.values():
-            window.clear_row(index)
 
     def _check(self, index: int) -> None:
         if not 0 <= index < self.workers:

@@ -67,7 +67,7 @@ def test_connections_of_one_address_add_up_across_processes() -> None:
     assert mine.of_ip(IP) == 4 and mine.total() == 6
 
 
-def test_a_reset_worker_leaves_no_counts_behind() -> None:
+def test_a_reset_worker_forgets_its_connections_not_its_events() -> None:
     state = SharedState.create(2)
     clock = Clock()
 
@@ -82,7 +82,11 @@ def test_a_reset_worker_leaves_no_counts_behind() -> None:
     assert mine.of_ip(IP) == 1 and mine.total() == 1
     state.reset_worker(1)  # what the supervisor does before starting a replacement
     assert mine.of_ip(IP) == 0 and mine.total() == 0
-    assert mine.connection_rate().count(IP) == 0 and mine.auth_failures(900.0)[0].count(IP) == 0
+    # a client does not shed its AUTH failures (or its rate) because a worker died
+    assert mine.connection_rate().count(IP) == 1 and mine.auth_failures(900.0)[0].count(IP) == 1
+    replacement = state.worker(1, clock)  # writes on in the dead worker's row
+    replacement.auth_failures(900.0)[0].add(IP)
+    assert mine.auth_failures(900.0)[0].count(IP) == 2
     with pytest.raises(ValueError):
         state.reset_worker(2)
 
