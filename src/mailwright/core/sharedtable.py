@@ -1,27 +1,28 @@
-"""Fixed-size tables of keyed slots in memory shared by forked processes, one row per worker.
+"""Fixed-size tables of keyed slots in memory shared by forked processes, one row per
+worker.
 
 ``shared_words`` maps anonymous shared memory (``mmap`` of no file, ``MAP_SHARED``):
 made before ``fork()``, the children inherit the same pages; no file, no extra process.
-It is seen as 64-bit words. A ``SlotTable`` is a region of it: one row per worker,
-each row an optional header and ``slots`` slots of ``slot_words`` words, the first word
-of a slot its key. Keys are 64-bit salted hashes of the key strings (``KeyHash``: a
-random salt per boot, so a client cannot choose addresses that collide).
+It is seen as 64-bit words. A ``SlotTable`` is a region of it: one row per worker, each
+row an optional header and ``slots`` slots of ``slot_words`` words, the first word of a
+slot its key. Keys are 64-bit salted hashes of the key strings (``KeyHash``: a random
+salt per boot, so a client cannot choose addresses that collide).
 
 Atomicity without locks: a worker writes only its own row; readers sum the rows of all
 workers. A lock shared by processes (fcntl, a semaphore) would be held by a worker
-killed in the middle of an update, and every other worker would wait for ever; rows
-need no lock, and what a dead worker counted can go with its row (``clear_row``, called
-by the supervisor before it starts the replacement) or be kept for it. A word is written as one aligned 8-byte
-store, so a reader sees the old or the new value of each word; a reader racing a
-writer may count the event being written or not: counts are right to within the
-events in flight, which is what a limit needs.
+killed in the middle of an update, and every other worker would wait for ever; rows need
+no lock, and what a dead worker counted can go with its row (``clear_row``, called by
+the supervisor before it starts the replacement) or be kept for it. A word is written as
+one aligned 8-byte store, so a reader sees the old or the new value of each word; a
+reader racing a writer may count the event being written or not: counts are right to
+within the events in flight, which is what a limit needs.
 
-Bounded: a key is looked for in at most ``PROBES`` slots from its hash (open
-addressing; a never-used slot ends the search). When they are all taken, ``claim``
-takes the one of lowest score (the least recently used, or one whose count is 0) or
-gives up, and the caller degrades (forgets the oldest key, or counts in its own
-memory). Nothing grows and nothing raises on a full table. Reads no settings; trusts
-its callers to pass their own row to the writing methods.
+Bounded: a key is looked for in at most ``PROBES`` slots from its hash (open addressing;
+a never-used slot ends the search). When they are all taken, ``claim`` takes the one of
+lowest score (the least recently used, or one whose count is 0) or gives up, and the
+caller degrades (forgets the oldest key, or counts in its own memory). Nothing grows and
+nothing raises on a full table. Reads no settings; trusts its callers to pass their own
+row to the writing methods.
 """
 
 from __future__ import annotations
