@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from mailwright.daemon import control
 from tests.support import smtp_sink
 from tests.support.daemon import Mailwright, free_port, wait_until
 from tests.support.opentmp import open_tmp
@@ -339,3 +340,67 @@ def test_a_flush_wakes_every_workers_scheduler() -> None:
         finally:
             mw.stop()
             sink.stop()
+
+
+@peer("smtp-sink", smtp_sink.available(), "postfix (smtp-sink) is not installed")
+def test_status_shows_the_recent_bounces_of_every_worker() -> None:
+    """Each worker records its bounces; ``mailwright status`` (worker 0) shows them all."""
+    with short_tmp() as root:
+        sink = smtp_sink.SmtpSink(root / "sink", "-f", "RCPT").start()  # 550 to every RCPT
+        try:
+            table = root / "transport"
+            table.write_text(f"* smtp:[127.0.0.1]:{sink.port}\n")
+            mw = Mailwright(
+                root / "mw",
+                {
+                    **WORKERS,
+                    "routing": {"transport_table": str(table)},
+                    "delivery": {"mode": "background"},
+                    # the null sender's failures go to postmaster: kept in the test's spool
+                    "local_delivery": {"mail_spool": str(root / "mail")},
+                },
+            ).start()
+            try:
+                count = 30
+                send_bounced(mw.port, count, sessions=6)
+                wait_until(lambda: len(bounced(mw)) >= count, 60, "bounces")
+                bounced_by = {line.split("[")[1].split("]")[0] for line in bounced(mw)}
+                assert bounced_by == {str(pid) for pid in worker_pids(mw).values()}
+                queue = Path(mw.config["queue"]["directory"])
+                answer = control.ask(queue, "status", detail=True)
+                assert answer and answer["ok"], answer
+                recipients = {b["recipient"] for b in answer["status"]["bounces"]}
+                assert recipients == {f"r{n}@example.com" for n in range(count)}
+                shown = mw.cli("status", "--json")
+                assert shown.returncode == 0, shown.stderr.decode()
+                assert len(json.loads(shown.stdout)["bounces"]) == 10  # the newest
+            finally:
+                mw.stop()
+        finally:
+            sink.stop()
+
+
+def bounced(mw: Mailwright) -> list[str]:
+    return [line for line in mw.log if "@example.com>" in line and "dsn=5." in line]
+
+
+def send_bounced(port: int, count: int, sessions: int) -> None:
+    """``count`` messages from the null sender (a bounce makes no report) to r<n>@."""
+
+    errors: list[BaseException] = []
+
+    def run(start: int) -> None:
+        try:
+            for n in range(start, count, sessions):
+                with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+                    message = b"Subject: x\r\n\r\nx\r\n"
+                    assert not client.sendmail("", [f"r{n}@example.com"], message)
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in range(sessions)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
