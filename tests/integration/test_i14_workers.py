@@ -15,6 +15,7 @@ import os
 import re
 import signal
 import smtplib
+import socketserver
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -404,3 +405,90 @@ def send_bounced(port: int, count: int, sessions: int) -> None:
     for t in threads:
         t.join(120)
     assert not errors, errors
+
+
+class CountingSink(socketserver.ThreadingTCPServer):
+    """A next hop that counts its concurrent connections and transactions (MAIL FROM to
+    the reply after the data), and answers the data after ``hold`` seconds so that
+    transactions in flight together overlap."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, hold: float) -> None:
+        super().__init__(("127.0.0.1", 0), CountingSession)
+        self.hold = hold
+        self.lock = threading.Lock()
+        self.connections = self.transactions = 0
+        self.most_connections = self.most_transactions = 0
+        self.messages = 0
+
+    def count(self, what: str, delta: int) -> None:
+        with self.lock:
+            now = getattr(self, what) + delta
+            setattr(self, what, now)
+            most = f"most_{what}"
+            setattr(self, most, max(getattr(self, most), now))
+            if what == "transactions" and delta < 0:
+                self.messages += 1
+
+
+class CountingSession(socketserver.StreamRequestHandler):
+    server: CountingSink
+
+    def handle(self) -> None:
+        sink = self.server
+        sink.count("connections", 1)
+        try:
+            self.reply(b"220 sink.test ESMTP")
+            while line := self.rfile.readline():
+                verb = line[:4].upper()
+                if verb in (b"EHLO", b"HELO"):
+                    self.reply(b"250 sink.test")
+                elif verb == b"MAIL":
+                    sink.count("transactions", 1)
+                    self.reply(b"250 2.1.0 Ok")
+                elif verb == b"DATA":
+                    self.reply(b"354 End data with <CR><LF>.<CR><LF>")
+                    while self.rfile.readline() not in (b".\r\n", b""):
+                        pass
+                    threading.Event().wait(sink.hold)  # the peer is slow to answer
+                    sink.count("transactions", -1)
+                    self.reply(b"250 2.0.0 Ok: queued")
+                elif verb == b"QUIT":
+                    self.reply(b"221 2.0.0 Bye")
+                    return
+                else:  # RCPT, RSET, NOOP
+                    self.reply(b"250 2.0.0 Ok")
+        finally:
+            sink.count("connections", -1)
+
+    def reply(self, text: bytes) -> None:
+        self.wfile.write(text + b"\r\n")
+
+
+@pytest.mark.parametrize("limit", [1, 3])
+def test_the_per_destination_limit_holds_across_workers(tmp_path: Path, limit: int) -> None:
+    """``max_per_destination`` is the daemon's: 2 workers never have more deliveries in
+    flight to one next hop together (1 // 2 would be 0 each, and 1 each is 2)."""
+    sink = CountingSink(hold=0.05)
+    threading.Thread(target=sink.serve_forever, daemon=True).start()
+    try:
+        table = tmp_path / "transport"
+        table.write_text(f"* smtp:[127.0.0.1]:{sink.server_address[1]}\n")
+        delivery = {"mode": "background", "max_per_destination": limit}
+        config = {**WORKERS, "routing": {"transport_table": str(table)}, "delivery": delivery}
+        mw = Mailwright(tmp_path / "mw", config).start()
+        try:
+            count = 40
+            send_many(mw.port, count, sessions=8)
+            wait_until(lambda: sink.messages >= count, 60, "every message at the sink")
+            sent_by = {line.split("[")[1].split("]")[0] for line in mw.log if "stat=Sent" in line}
+        finally:
+            mw.stop()
+        assert sink.messages == count
+        assert sent_by == {str(pid) for pid in worker_pids(mw).values()}  # both delivered
+        assert sink.most_transactions == limit, sink.most_transactions
+    finally:
+        sink.shutdown()
+        sink.server_close()

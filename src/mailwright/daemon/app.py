@@ -89,7 +89,9 @@ class Daemon:
             share=self.runtime.share,
             workers=self._workers,
         )
-        self.scheduler = Scheduler(self.store, self.writer, self.generation.delivery)
+        self.scheduler = Scheduler(
+            self.store, self.writer, self.generation.delivery, slots=self.runtime.delivery_slots
+        )
         self.admin = Admin(self.store, self.writer, self._notify, self.scheduler.bounce)
         self.control = control.ControlServer(
             control.socket_path(settings.queue.directory),
