@@ -13,7 +13,9 @@
 #   latency  ms per message for one session (a new connection per message)
 #   memory   Mailwright's RSS after one 1 KiB message, and its peak RSS (VmHWM, reset
 #            before the message, plus VmRSS sampled every 10 ms) while it accepts one
-#            100 MiB message
+#            100 MiB message; with workers, of every worker (not the supervisor, which
+#            never holds a message), reported for the one whose peak grew most: the worker
+#            that took the message (the table's heading names it)
 # The servers take turns run by run, so drift on a shared machine hits both alike. Each run
 # starts on an empty queue (Mailwright starts afresh for every run), after a short warm-up,
 # a sync and a pause; right after it the queue is emptied again (Postfix: postsuper -d ALL
@@ -147,13 +149,31 @@ if ! skipped latency; then
 fi
 
 # ---------------------------------------------------------------- memory
+mw_acceptors() {   # the processes that take mail: the workers (mailwright-wN below MW_PID,
+                   # at any depth), or MW_PID itself when it is the only process (workers = 1)
+    local found
+    found=$(ps -e -o pid=,ppid=,comm= | awk -v root="$MW_PID" '
+        { parent[$1] = $2; name[$1] = $3 }
+        END { for (p in parent) { q = p; while (q in parent && q != root && q > 1) q = parent[q]
+                                  if (q == root && p != root && name[p] ~ /^mailwright-w/) print p } }')
+    echo "${found:-$MW_PID}"
+}
 if ! skipped memory && [[ " $SERVERS " == *" mw "* ]]; then
     mw_start || die "Mailwright did not start"
     smtp-source -s 1 -m 1 -l 1024 -f "$FROM" -t "$TO" "127.0.0.1:$MW_PORT" >/dev/null 2>&1 || die "1 KiB message failed"
-    RSS_1K=$(status_kb "$MW_PID" VmRSS); HWM_1K=$(status_kb "$MW_PID" VmHWM)
-    echo 5 > "/proc/$MW_PID/clear_refs"   # reset VmHWM to the current RSS
-    ( peak=0; while kill -0 "$MW_PID" 2>/dev/null; do
-          v=$(status_kb "$MW_PID" VmRSS); [ -n "$v" ] && [ "$v" -gt "$peak" ] && { peak=$v; echo "$peak" > "$WORK/sampled"; }
+    # with workers the main PID is the supervisor, which never sees a message: measure every
+    # worker and report the one whose memory grew most (the one that took the big message)
+    ACCEPTORS=$(mw_acceptors)
+    declare -A RSS1 HWM1
+    for p in $ACCEPTORS; do
+        RSS1[$p]=$(status_kb "$p" VmRSS); HWM1[$p]=$(status_kb "$p" VmHWM)
+        echo 5 > "/proc/$p/clear_refs"   # reset VmHWM to the current RSS
+    done
+    ( declare -A peak; while kill -0 "$MW_PID" 2>/dev/null; do
+          for p in $ACCEPTORS; do
+              v=$(status_kb "$p" VmRSS)
+              [ -n "$v" ] && [ "$v" -gt "${peak[$p]:-0}" ] && { peak[$p]=$v; echo "$v" > "$WORK/sampled.$p"; }
+          done
           sleep 0.01
       done ) &
     SAMPLER=$!
@@ -161,8 +181,23 @@ if ! skipped memory && [[ " $SERVERS " == *" mw "* ]]; then
     secs=$(run_source mw 1 1 "$big")
     kill "$SAMPLER" 2>/dev/null; wait "$SAMPLER" 2>/dev/null; SAMPLER=""
     [ "$secs" = fail ] && die "the $BIG message failed: $(tail -1 "$WORK/source.err")"
-    HWM_BIG=$(status_kb "$MW_PID" VmHWM); SAMPLED_BIG=$(cat "$WORK/sampled" 2>/dev/null)
-    echo "# memory rss_after_1k_kb=$RSS_1K hwm_after_1k_kb=$HWM_1K peak_during_${BIG}_kb=$HWM_BIG sampled_max_kb=${SAMPLED_BIG:-NA} secs=$secs" >&2
+    MEM_PID="" growth=-1
+    for p in $ACCEPTORS; do
+        h=$(status_kb "$p" VmHWM)
+        [ -n "$h" ] || continue   # exited meanwhile
+        echo "# memory pid=$p comm=$(cat "/proc/$p/comm" 2>/dev/null) rss_after_1k_kb=${RSS1[$p]} peak_during_${BIG}_kb=$h sampled_max_kb=$(cat "$WORK/sampled.$p" 2>/dev/null || echo NA)" >&2
+        if [ $(( h - RSS1[$p] )) -gt "$growth" ]; then growth=$(( h - RSS1[$p] )); MEM_PID=$p HWM_BIG=$h; fi
+    done
+    [ -n "$MEM_PID" ] || die "no Mailwright process left to measure"
+    RSS_1K=${RSS1[$MEM_PID]} HWM_1K=${HWM1[$MEM_PID]}
+    SAMPLED_BIG=$(cat "$WORK/sampled.$MEM_PID" 2>/dev/null)
+    count=$(echo "$ACCEPTORS" | wc -w)
+    if [ "$MEM_PID" = "$MW_PID" ]; then
+        MEM_WHO="the daemon (pid $MEM_PID, one process)"
+    else
+        MEM_WHO="worker $(cat "/proc/$MEM_PID/comm") (pid $MEM_PID) of $count, the one that took the $BIG message"
+    fi
+    echo "# memory measured: $MEM_WHO rss_after_1k_kb=$RSS_1K hwm_after_1k_kb=$HWM_1K peak_during_${BIG}_kb=$HWM_BIG sampled_max_kb=${SAMPLED_BIG:-NA} secs=$secs" >&2
 fi
 
 # ---------------------------------------------------------------- report
@@ -188,7 +223,7 @@ report() {
         echo
     fi
     if ! skipped memory && [ -n "${HWM_BIG:-}" ]; then
-        echo "| Mailwright memory | MiB |"
+        echo "| Mailwright memory: $MEM_WHO | MiB |"
         echo "|---|---|"
         echo "| RSS after one 1 KiB message | $(mib "$RSS_1K") |"
         echo "| peak RSS since start, after one 1 KiB message (VmHWM) | $(mib "$HWM_1K") |"

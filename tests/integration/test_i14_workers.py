@@ -15,6 +15,7 @@ import os
 import re
 import signal
 import smtplib
+import socketserver
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from mailwright.daemon import control
 from tests.support import smtp_sink
 from tests.support.daemon import Mailwright, free_port, wait_until
 from tests.support.opentmp import open_tmp
@@ -339,3 +341,154 @@ def test_a_flush_wakes_every_workers_scheduler() -> None:
         finally:
             mw.stop()
             sink.stop()
+
+
+@peer("smtp-sink", smtp_sink.available(), "postfix (smtp-sink) is not installed")
+def test_status_shows_the_recent_bounces_of_every_worker() -> None:
+    """Each worker records its bounces; ``mailwright status`` (worker 0) shows them all."""
+    with short_tmp() as root:
+        sink = smtp_sink.SmtpSink(root / "sink", "-f", "RCPT").start()  # 550 to every RCPT
+        try:
+            table = root / "transport"
+            table.write_text(f"* smtp:[127.0.0.1]:{sink.port}\n")
+            mw = Mailwright(
+                root / "mw",
+                {
+                    **WORKERS,
+                    "routing": {"transport_table": str(table)},
+                    "delivery": {"mode": "background"},
+                    # the null sender's failures go to postmaster: kept in the test's spool
+                    "local_delivery": {"mail_spool": str(root / "mail")},
+                },
+            ).start()
+            try:
+                count = 30
+                send_bounced(mw.port, count, sessions=6)
+                wait_until(lambda: len(bounced(mw)) >= count, 60, "bounces")
+                bounced_by = {line.split("[")[1].split("]")[0] for line in bounced(mw)}
+                assert bounced_by == {str(pid) for pid in worker_pids(mw).values()}
+                queue = Path(mw.config["queue"]["directory"])
+                answer = control.ask(queue, "status", detail=True)
+                assert answer and answer["ok"], answer
+                recipients = {b["recipient"] for b in answer["status"]["bounces"]}
+                assert recipients == {f"r{n}@example.com" for n in range(count)}
+                shown = mw.cli("status", "--json")
+                assert shown.returncode == 0, shown.stderr.decode()
+                assert len(json.loads(shown.stdout)["bounces"]) == 10  # the newest
+            finally:
+                mw.stop()
+        finally:
+            sink.stop()
+
+
+def bounced(mw: Mailwright) -> list[str]:
+    return [line for line in mw.log if "@example.com>" in line and "dsn=5." in line]
+
+
+def send_bounced(port: int, count: int, sessions: int) -> None:
+    """``count`` messages from the null sender (a bounce makes no report) to r<n>@."""
+
+    errors: list[BaseException] = []
+
+    def run(start: int) -> None:
+        try:
+            for n in range(start, count, sessions):
+                with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+                    message = b"Subject: x\r\n\r\nx\r\n"
+                    assert not client.sendmail("", [f"r{n}@example.com"], message)
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in range(sessions)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+
+
+class CountingSink(socketserver.ThreadingTCPServer):
+    """A next hop that counts its concurrent connections and transactions (MAIL FROM to
+    the reply after the data), and answers the data after ``hold`` seconds so that
+    transactions in flight together overlap."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, hold: float) -> None:
+        super().__init__(("127.0.0.1", 0), CountingSession)
+        self.hold = hold
+        self.lock = threading.Lock()
+        self.connections = self.transactions = 0
+        self.most_connections = self.most_transactions = 0
+        self.messages = 0
+
+    def count(self, what: str, delta: int) -> None:
+        with self.lock:
+            now = getattr(self, what) + delta
+            setattr(self, what, now)
+            most = f"most_{what}"
+            setattr(self, most, max(getattr(self, most), now))
+            if what == "transactions" and delta < 0:
+                self.messages += 1
+
+
+class CountingSession(socketserver.StreamRequestHandler):
+    server: CountingSink
+
+    def handle(self) -> None:
+        sink = self.server
+        sink.count("connections", 1)
+        try:
+            self.reply(b"220 sink.test ESMTP")
+            while line := self.rfile.readline():
+                verb = line[:4].upper()
+                if verb in (b"EHLO", b"HELO"):
+                    self.reply(b"250 sink.test")
+                elif verb == b"MAIL":
+                    sink.count("transactions", 1)
+                    self.reply(b"250 2.1.0 Ok")
+                elif verb == b"DATA":
+                    self.reply(b"354 End data with <CR><LF>.<CR><LF>")
+                    while self.rfile.readline() not in (b".\r\n", b""):
+                        pass
+                    threading.Event().wait(sink.hold)  # the peer is slow to answer
+                    sink.count("transactions", -1)
+                    self.reply(b"250 2.0.0 Ok: queued")
+                elif verb == b"QUIT":
+                    self.reply(b"221 2.0.0 Bye")
+                    return
+                else:  # RCPT, RSET, NOOP
+                    self.reply(b"250 2.0.0 Ok")
+        finally:
+            sink.count("connections", -1)
+
+    def reply(self, text: bytes) -> None:
+        self.wfile.write(text + b"\r\n")
+
+
+@pytest.mark.parametrize("limit", [1, 3])
+def test_the_per_destination_limit_holds_across_workers(tmp_path: Path, limit: int) -> None:
+    """``max_per_destination`` is the daemon's: 2 workers never have more deliveries in
+    flight to one next hop together (1 // 2 would be 0 each, and 1 each is 2)."""
+    sink = CountingSink(hold=0.05)
+    threading.Thread(target=sink.serve_forever, daemon=True).start()
+    try:
+        table = tmp_path / "transport"
+        table.write_text(f"* smtp:[127.0.0.1]:{sink.server_address[1]}\n")
+        delivery = {"mode": "background", "max_per_destination": limit}
+        config = {**WORKERS, "routing": {"transport_table": str(table)}, "delivery": delivery}
+        mw = Mailwright(tmp_path / "mw", config).start()
+        try:
+            count = 40
+            send_many(mw.port, count, sessions=8)
+            wait_until(lambda: sink.messages >= count, 60, "every message at the sink")
+            sent_by = {line.split("[")[1].split("]")[0] for line in mw.log if "stat=Sent" in line}
+        finally:
+            mw.stop()
+        assert sink.messages == count
+        assert sent_by == {str(pid) for pid in worker_pids(mw).values()}  # both delivered
+        assert sink.most_transactions == limit, sink.most_transactions
+    finally:
+        sink.shutdown()
+        sink.server_close()

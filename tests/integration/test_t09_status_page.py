@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from mailwright.queue.sqlite import SqliteQueueStore
-from tests.support.daemon import Mailwright, free_port, wait_until
+from tests.support.daemon import WORKERS, Mailwright, free_port, wait_until
 from tests.support.web import Web, value
 
 TOKEN = "s3cret-status-token"
@@ -315,7 +315,11 @@ def test_status_command_up_and_down(tmp_path: Path) -> None:
         done = mw.cli("status")
         assert done.returncode == 0, done.stderr
         text = done.stdout.decode()
-        assert text.startswith(f"mailwright: up, pid {mw.proc.pid if mw.proc else 0}, uptime ")
+        # with workers (MW_TEST_WORKERS), the supervisor's pid and how many there are; the
+        # milter failures and warnings below are every worker's
+        workers = f", {WORKERS['workers']} workers" if WORKERS["workers"] > 1 else ""
+        pid = mw.proc.pid if mw.proc else 0
+        assert text.startswith(f"mailwright: up, pid {pid}{workers}, uptime ")
         assert f"listener: smtp-{mw.port} 127.0.0.1:{mw.port} (smtp), 0 session(s)" in text
         assert "queue: 2 message(s) (1 active, 1 on hold); recipients: 1 due" in text
         assert "since start: 2 received, 0 rejected" in text

@@ -92,7 +92,13 @@ class Daemon:
         )
         timeout = self.generation.delivery.settings.host_status_timeout
         hosts = host_status(settings.queue, timeout)  # shared by the nodes with PostgreSQL
-        self.scheduler = Scheduler(self.store, self.writer, self.generation.delivery, hosts=hosts)
+        self.scheduler = Scheduler(
+            self.store,
+            self.writer,
+            self.generation.delivery,
+            hosts=hosts,
+            slots=self.runtime.delivery_slots,
+        )
         self.admin = Admin(self.store, self.writer, self._notify, self.scheduler.bounce)
         self.control = control.ControlServer(
             control.socket_path(settings.queue.directory),

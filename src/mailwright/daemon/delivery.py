@@ -125,9 +125,11 @@ def build_router(settings: Settings) -> Router:
 
 
 def worker_share(settings: Settings, workers: int) -> Settings:
-    """``delivery.max_concurrency`` and ``max_per_destination`` are the daemon's: each of
-    ``workers`` processes delivers with its share (at least one), so that more workers
-    never open more connections to one destination than configured."""
+    """``delivery.max_concurrency`` and ``max_per_destination`` divided among ``workers``
+    processes (at least one each). SMTP and LMTP deliveries are held to the daemon's
+    limits exactly by ``manager.slots`` instead; this share sizes a worker's claims of due
+    recipients (``max_concurrency`` x 4 loaded at once) and limits its local agent's writes
+    and programs (so workers x the share, when the limit is below the number of workers)."""
     if workers <= 1:
         return settings
     d = settings.delivery

@@ -9,7 +9,8 @@ thread (never on the event loop); sessions are counted from the listeners'
 tables at scrape time. With several workers (``metrics.MULTIPROCESS``; this monitor
 runs in one of them) the figures of ``observability.metrics`` are every worker's:
 traffic totals, milter counts and sessions come from the workers' metric files, the
-uptime and pid are the supervisor's; recent bounces and errors are this worker's.
+uptime and pid are the supervisor's; recent bounces, milter failures and warnings are
+every worker's (``observability.recent.SharedRecent``).
 The status page's buttons go through the daemon's ``Admin`` (``daemon.admin``), as
 ``mailwright queue`` does over the control socket: the same store operations through
 the daemon's writer, a mail log line per message.

@@ -26,6 +26,11 @@ runs no event loop: it waits for signals and for the workers' readiness pipes.
   anywhere; accepted, every worker reloads (and a worker started later uses it).
 - SIGTERM, SIGINT: every worker drains and stops; a second one makes them exit at once.
 - SIGUSR1: the log file is reopened here and in every worker.
+- Delivery limits: ``delivery.max_concurrency`` and ``max_per_destination`` hold for the
+  daemon (``manager.slots.SharedSlots``, made here before the fork, read at start only).
+- Recent events: each worker records its bounces and warnings in its rings of one
+  ``observability.recent.SharedRecent``, made here before the fork, so that worker 0's
+  status page shows every worker's.
 - SIGUSR2 (from worker 0, after a flush or a release through the control socket): every
   worker's scheduler looks at the queue now.
 
@@ -52,7 +57,9 @@ from mailwright.daemon.app import Daemon, run_daemon
 from mailwright.daemon.generation import check_generation
 from mailwright.daemon.notify import Notifier
 from mailwright.daemon.runtime import Runtime, WorkerRole
+from mailwright.manager.slots import SharedSlots
 from mailwright.observability import logtargets, metrics
+from mailwright.observability.recent import RECENT, ErrorLog, SharedRecent
 from mailwright.policy.sharedlimits import SharedState
 from mailwright.privhelper.client import HelperClient, reap
 from mailwright.queue.backend import clears_all_leases, queue_store
@@ -93,12 +100,20 @@ class Supervisor:
         runtime: Runtime,
         helpers: list[HelperClient | None],
         share: SharedState | None = None,
+        recent: SharedRecent | None = None,
     ) -> None:
         self.settings = settings
         self.runtime = runtime
         self.slots = [Slot(i, helper) for i, helper in enumerate(helpers)]
         # the counters the workers share (connections, rates, AUTH failures)
         self.share = share or SharedState.create(len(self.slots))
+        # every worker's recent bounces and warnings, for worker 0's status page
+        self.recent = recent or SharedRecent(len(self.slots))
+        # the daemon's delivery limits, held across workers (read at start only)
+        d = settings.delivery
+        self.deliveries = SharedSlots.create(
+            len(self.slots), d.max_concurrency, d.max_per_destination
+        )
         self.exit_code: int = ExitCode.OK
         self._stopping = 0  # stop signals seen
         self._started = False  # every worker was ready once
@@ -193,12 +208,16 @@ class Supervisor:
                 other.helper.sock.close()
         process.die_with_parent(self.pid)  # no worker outlives the supervisor
         process.name(f"mailwright-w{slot.index}".encode())
+        RECENT.share(self.recent, slot.index)
+        if slot.index:  # worker 0's monitor keeps its warnings (daemon.monitor)
+            logging.getLogger("mailwright").addHandler(ErrorLog())
         runtime = replace(
             self.runtime,
             helper=slot.helper,
             notifier=Notifier(parent_fd=ready_fd),
             worker=WorkerRole(slot.index, len(self.slots)),
             share=self.share.worker(slot.index),
+            delivery_slots=self.deliveries.worker(slot.index),
         )
         try:
             return run_daemon(self.settings, runtime)
@@ -248,6 +267,7 @@ class Supervisor:
         pid, slot.pid = slot.pid, 0
         self._forget_pipe(slot)
         self.share.reset_worker(slot.index)  # its connections died with it
+        self.deliveries.reset_worker(slot.index)  # and its deliveries
         metrics.worker_exited(pid)  # its sessions too; its counts stay in the sums
         how = f"signal {-code}" if code < 0 else f"status {code}"
         if self._stopping:

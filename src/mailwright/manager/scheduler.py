@@ -3,7 +3,8 @@
 Claims due recipients (with a lease) from the store, groups them per message and
 next hop (one transaction per next hop carries all of a message's recipients
 for it), and delivers with a global and a per-destination concurrency limit (local
-mailboxes, programs and files: the local agent's own limits instead).
+mailboxes, programs and files: the local agent's own limits instead); one of several
+worker processes holds them for the whole daemon through ``manager.slots``.
 The results of one message are committed together, with at most one report per
 kind (failure, delay, success; built by ``dsn.notices``) queued in the same
 transaction. Temporary failures are retried with back-off; a next hop that failed
@@ -57,6 +58,7 @@ from mailwright.manager.backoff import RetryPolicy
 from mailwright.manager.expansion import Expander, target_hop
 from mailwright.manager.fresh import FreshMessages
 from mailwright.manager.hoststatus import HostStatus, HostStatusCache
+from mailwright.manager.slots import WorkerSlots
 from mailwright.observability import maillog, metrics
 from mailwright.queue.lease import new_owner
 from mailwright.queue.store import (
@@ -139,9 +141,12 @@ class Scheduler:
         parts: DeliveryParts,
         clock: Clock | None = None,
         hosts: HostStatus | None = None,
+        slots: WorkerSlots | None = None,
     ) -> None:
         """Delivers with ``parts`` until ``use`` gives it others; ``hosts``: the
-        host-status cache (default: this process's, ``manager.hoststatus``)."""
+        host-status cache (default: this process's, ``manager.hoststatus``); within
+        ``slots`` (one of several workers: the daemon's limits, ``manager.slots``), else
+        within the limits of ``parts``' settings."""
         self.store = store
         self.writer = writer
         self._current = parts
@@ -157,6 +162,7 @@ class Scheduler:
         self._tasks: set[asyncio.Task[None]] = set()
         self._global = asyncio.Semaphore(self.settings.max_concurrency)
         self._per_destination: dict[str, asyncio.Semaphore] = {}
+        self.slots = slots
         self._idle = asyncio.Event()
         self._idle.set()
         self._held_back = False  # due work may wait for a free slot: wake when one frees
@@ -539,6 +545,9 @@ class Scheduler:
             # the local agent limits itself, per mailbox and in all: a delivery waiting
             # for a locked mailbox must not hold a slot that other mailboxes need
             results = await self._run_agent(agent, request)
+        elif self.slots is not None:  # one of several workers
+            async with self.slots.hold(hop.key):
+                results = await self._run_agent(agent, request)
         else:
             async with self._global, self._semaphore(hop.key):
                 results = await self._run_agent(agent, request)
