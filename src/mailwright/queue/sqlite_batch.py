@@ -43,7 +43,6 @@ from mailwright.queue.sqlwrites import SharedWrites
 from mailwright.queue.store import (
     AddRecipients,
     ClaimDue,
-    DeleteIfDone,
     DeleteMessage,
     HoldMessage,
     InsertMessage,
@@ -143,23 +142,6 @@ class SqliteWrites(SharedWrites):
 
     def _connect(self) -> sqlite3.Connection:
         raise NotImplementedError
-
-    def _handler_table(self) -> dict[type[Any], Callable[[sqlite3.Connection, Any], object]]:
-        return {
-            InsertMessage: self._insert_message,
-            ClaimDue: self._claim_due,
-            RecordResults: self._record_results,
-            ReleaseLeases: self._release_leases,
-            ReleaseProcessLeases: self._release_process_leases,
-            RenewLeases: self._renew_leases,
-            HoldMessage: self._hold_message,
-            ReleaseMessage: self._release_message,
-            DeleteMessage: self._delete_message,
-            SetWarned: self._set_warned,
-            RescheduleNow: self._reschedule_now,
-            AddRecipients: self._add_recipients,
-            DeleteIfDone: self._delete_if_done_op,
-        }
 
     # ---- writing ----------------------------------------------------------------------
 

@@ -14,18 +14,50 @@ from typing import Any
 
 from mailwright.queue.records import QUEUED
 from mailwright.queue.store import (
+    AddRecipients,
+    ClaimDue,
     DeleteIfDone,
+    DeleteMessage,
+    HoldMessage,
     InsertMessage,
     NewMessage,
     RecordOutcome,
     RecordResults,
+    ReleaseLeases,
+    ReleaseMessage,
+    ReleaseProcessLeases,
+    RenewLeases,
+    RescheduleNow,
+    SetWarned,
 )
+
+# each operation's handler, by method name: the shared ones below or the backend's own
+HANDLERS: dict[type[Any], str] = {
+    InsertMessage: "_insert_message",
+    ClaimDue: "_claim_due",
+    RecordResults: "_record_results",
+    ReleaseLeases: "_release_leases",
+    ReleaseProcessLeases: "_release_process_leases",
+    RenewLeases: "_renew_leases",
+    HoldMessage: "_hold_message",
+    ReleaseMessage: "_release_message",
+    DeleteMessage: "_delete_message",
+    SetWarned: "_set_warned",
+    RescheduleNow: "_reschedule_now",
+    AddRecipients: "_add_recipients",
+    DeleteIfDone: "_delete_if_done_op",
+}
 
 
 class SharedWrites:
     """The handlers both SQL backends share (a mixin; see the module docstring)."""
 
     _RECORD_RESULT: str  # the backend's UPDATE of one recipient's result, in its dialect
+
+    def _handler_table(self) -> dict[type[Any], Any]:
+        """Each operation type's bound handler (``HANDLERS``); a backend without one of
+        them fails here, at open, not at its first such operation."""
+        return {op: getattr(self, name) for op, name in HANDLERS.items()}
 
     def _insert(self, conn: Any, msg: NewMessage) -> None:
         raise NotImplementedError

@@ -408,6 +408,7 @@ Operation = (
     | ClaimDue
     | RecordResults
     | ReleaseLeases
+    | ReleaseProcessLeases
     | RenewLeases
     | HoldMessage
     | ReleaseMessage
