@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite drives (real peers: Postfix's
-# smtp-sink/smtp-source, swaks, Dovecot LMTP, dnsmasq, OpenDKIM, mutt, ...)
+# smtp-sink/smtp-source, swaks, Dovecot LMTP, dnsmasq, OpenDKIM, mutt, NSD and Unbound, ...)
 # when any is missing. Starts no daemon: policy-rc.d blocks maintainer scripts.
 # Without root (or password-less sudo) it cannot install: it says what is missing and
 # exits 0 on a workstation (the tests that need them are skipped, with the reason), but
@@ -12,6 +12,7 @@ PACKAGES=(postfix swaks libnet-ssleay-perl dnsmasq-base dnsutils dovecot-core do
           spamd spamc iproute2 sqlite3 procps postgresql groff-base
           gcc libc6-dev  # pip builds pymilter's C extension against libmilter-dev
           chromium chromium-driver  # the status page tests drive headless Chromium
+          nsd unbound ldnsutils  # DANE: a signed zone (ldns-signzone), NSD serves it, Unbound validates
           systemd)  # systemd-analyze verifies the unit file
 
 missing=()
