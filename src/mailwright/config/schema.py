@@ -364,6 +364,33 @@ class DeliverySection(Section):
                 raise ValueError(f"{key!r} is not a domain or [host]")
         return value
 
+    # DANE (RFC 7672; delivery.dane, docs/dane.md): "opportunistic" is Postfix's
+    # smtp_tls_security_level = dane: MX hosts with DNSSEC-validated TLSA records get TLS
+    # that must match them (else 4.7.5), the others opportunistic TLS as before
+    dane: Literal["off", "opportunistic"] = "off"
+    # validating resolvers (e.g. a local Unbound) whose AD bit is trusted, on dns.port;
+    # with dane on, delivery's DNS lookups go to them; needed when dane is on
+    dane_nameservers: list[str] = []
+
+    @field_validator("dane_nameservers")
+    @classmethod
+    def _dane_nameservers(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_address(entry)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address") from None
+        return value
+
+    @model_validator(mode="after")
+    def _dane_has_a_trusted_resolver(self) -> DeliverySection:
+        if self.dane != "off" and not self.dane_nameservers:
+            raise ValueError(
+                "dane needs dane_nameservers: the validating resolvers whose answers "
+                "(the AD bit) are trusted, e.g. a local Unbound at 127.0.0.1"
+            )
+        return self
+
 
 class RelaySection(Section):
     networks: list[str] = ["127.0.0.0/8", "::1/128"]  # clients that may relay anywhere

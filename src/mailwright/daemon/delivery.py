@@ -7,7 +7,7 @@ fatal: the router keeps mail queued rather than sending it the wrong way, and a
 next hop whose login line is bad gets the mail without AUTH (the smarthost
 refuses it, the mail stays queued). Local recipients go through the
 alias ``Expander`` to the local agents (``delivery.local``). Settings: ``hostname``,
-``queue.*``, ``delivery.*`` (including the outbound TLS policy and MTA-STS), ``dns.*``,
+``queue.*``, ``delivery.*`` (including the outbound TLS policy, MTA-STS and DANE), ``dns.*``,
 ``routing.*``, ``local_delivery.*``, ``rewrite.*`` (the SMTP agent's address rewriting; a
 bad generic table line is logged and skipped).
 """
@@ -21,6 +21,7 @@ from types import MappingProxyType
 from mailwright.config.schema import Settings
 from mailwright.core.reply import Reply
 from mailwright.delivery.agent import DeliveryAgent
+from mailwright.delivery.dane import DaneGate
 from mailwright.delivery.deposit import Deposit
 from mailwright.delivery.lmtp import LmtpAgent
 from mailwright.delivery.local import local_agents
@@ -93,6 +94,17 @@ def mta_sts_gate(
     return MtaStsGate(policies, table)
 
 
+def dane_gate(settings: Settings, resolver: Resolver, table: TlsPolicyTable) -> DaneGate | None:
+    """DANE for MX routes when ``delivery.dane`` is on and DNS is real: the resolver then
+    asks ``delivery.dane_nameservers`` and believes their AD bit (``routing.mx``)."""
+    if settings.delivery.dane == "off":
+        return None
+    if not isinstance(resolver, DnsResolver):
+        log.warning("delivery.dane is on, but dns.static_table has no DNSSEC: DANE is off")
+        return None
+    return DaneGate(resolver, table)
+
+
 def build_agents(settings: Settings) -> dict[Transport, DeliveryAgent]:
     resolver, errors = resolver_from_settings(settings)
     for error in errors:
@@ -113,6 +125,7 @@ def build_agents(settings: Settings) -> dict[Transport, DeliveryAgent]:
             plaintext_auth=settings.delivery.auth_plaintext,
             rewriter=outbound_rewriter(settings),
             mta_sts=mta_sts_gate(settings, resolver, tls_table),
+            dane=dane_gate(settings, resolver, tls_table),
         ),
         Transport.LMTP: LmtpAgent(settings.hostname, None, timeouts=timeouts, idle_timeout=idle),
     }

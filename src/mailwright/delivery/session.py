@@ -21,8 +21,9 @@ import ipaddress
 import ssl
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from mailwright.core.reply import Reply
 from mailwright.smtp.client import (
@@ -49,6 +50,7 @@ from mailwright.smtp.client import (
 
 READ_SIZE = 256 * 1024
 WRITE_SIZE = 64 * 1024  # content is written in pieces of about this size
+_ENCODING_DER = 2  # _ssl.ENCODING_DER, for the private chain getter of Python < 3.13
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,17 +85,25 @@ class ClientTimeouts:
         }.get(phase, self.helo)  # type: ignore[arg-type]
 
 
+# the server's certificate chain (DER, its own first) -> None when good, else why not
+ChainCheck = Callable[[list[bytes]], "str | None"]
+
+
 @dataclass(frozen=True, slots=True)
 class TlsPolicy:
-    """STARTTLS for one destination: ``verify`` implies ``require``."""
+    """STARTTLS for one destination: ``verify`` and ``check`` imply ``require``."""
 
     starttls: bool = True  # use STARTTLS when the peer offers it
     require: bool = False  # no TLS, no delivery (4.7.5)
     verify: bool = False  # the certificate must verify for the host name
+    # DANE (delivery.dane): the chain the server presented must pass this, else 4.7.5;
+    # checked after the handshake, before anything else is sent
+    check: ChainCheck | None = None
+    check_name: str = ""  # what passing it is called in the log ("dane-verified")
 
     @property
     def required(self) -> bool:
-        return self.require or self.verify
+        return self.require or self.verify or self.check is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +114,7 @@ class Endpoint:
     address: str = ""  # IP address as text
     port: int = 25
     socket_path: str = ""
+    dnssec: bool = False  # MX and address records validated (``MailHost.secure``): DANE
 
     @property
     def remote_mta(self) -> str:
@@ -143,6 +154,21 @@ def opportunistic_context() -> ssl.SSLContext:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     return context
+
+
+def peer_chain(ssl_object: Any) -> list[bytes]:
+    """The certificates the server sent (DER, its own first), not verified by us.
+
+    Python 3.13 has ``get_unverified_chain``; 3.10-3.12 have it on the ``_ssl`` object
+    only; without either, the server's own certificate alone."""
+    getter = getattr(ssl_object, "get_unverified_chain", None)
+    if getter is None:
+        getter = getattr(getattr(ssl_object, "_sslobj", None), "get_unverified_chain", None)
+    if getter is not None:
+        chain = getter() or []
+        return [c if isinstance(c, bytes) else c.public_bytes(_ENCODING_DER) for c in chain]
+    own = ssl_object.getpeercert(binary_form=True)
+    return [own] if own else []
 
 
 def _reply(code: int, status: str, text: str) -> Reply:
@@ -278,6 +304,14 @@ class ClientSession:
                 "tls_cipher": cipher[0] if cipher else "",
                 "tls_verified": "yes" if tls.verify else "no",
             }
+        if tls.check is not None:
+            problem = tls.check(peer_chain(ssl_object)) if ssl_object else "no TLS session"
+            if problem is not None:
+                raise SessionError(
+                    _reply(451, "4.7.5", f"TLS certificate of {self.peer}: {problem}")
+                )
+            self.tls_details["tls_verified"] = "yes"
+            self.tls_details["tls_check"] = tls.check_name
 
     async def _authenticate(self, credentials: Credentials, plaintext: bool) -> None:
         self.conn.authenticate(credentials, allow_plaintext=plaintext)

@@ -26,6 +26,15 @@ for the MX name; otherwise the mail is deferred with 4.7.5 "MTA-STS policy of
 would have refused is logged (a host failing the TLS check costs a second
 connection).
 
+DANE (RFC 7672), from the ``dane`` source (``delivery.dane.DaneGate``, asked once
+the MX hosts are known): a DANE-protected host is tried only with TLS whose
+certificate chain matches its TLSA records; a mismatch, a missing STARTTLS or a
+failed TLSA lookup defers that host with 4.7.5 (the next host is tried; never
+plaintext). DANE takes precedence over MTA-STS (RFC 8461 2): a DANE-protected host
+is tried even when an enforced policy does not list it, and its TLS is checked by
+DANE alone. The log line of the attempt says ``tls=dane-verified`` (or
+``dane-failed``, ``dane-lookup-failed``).
+
 SMTP AUTH (RFC 4954) with the ``credentials`` found for the next hop (a
 ``routing.credentials.CredentialsTable``): after STARTTLS, before the first
 MAIL. A refused login defers (4.7.0, the peer's reply in the text; Postfix's
@@ -65,6 +74,7 @@ from mailwright.core.delivery import DeliveryRecipient, DeliveryResult, Outcome
 from mailwright.core.envelope import BodyType, Notify
 from mailwright.core.reply import Reply
 from mailwright.delivery.agent import DeliveryRequest
+from mailwright.delivery.dane import DaneGate, DaneHost
 from mailwright.delivery.eightbit import contains_8bit, downgrade
 from mailwright.delivery.pool import SessionPool
 from mailwright.delivery.session import (
@@ -148,6 +158,7 @@ class SmtpAgent:
         plaintext_auth_loopback: bool = True,
         rewriter: AddressRewriter | None = None,
         mta_sts: StsSource | None = None,
+        dane: DaneGate | None = None,
     ) -> None:
         self.hostname = hostname
         self.resolver = resolver
@@ -165,6 +176,7 @@ class SmtpAgent:
         self.plaintext_auth_loopback = plaintext_auth_loopback  # ... or to loopback only
         self.rewriter = rewriter  # outbound masquerading / generic table (routing.generic)
         self.mta_sts = mta_sts
+        self.dane = dane
 
     # ---- the DeliveryAgent interface -----------------------------------------------------
     async def deliver(self, request: DeliveryRequest) -> list[DeliveryResult]:
@@ -217,21 +229,32 @@ class SmtpAgent:
             text = f"No mail host found for {hop.host or hop.socket_path}"
             self._settle(pending, results, Outcome.FAILED, Reply.of(550, "5.1.2", text))
             return
+        dane = await self._dane_hosts(hop, endpoints)
         if sts is not None:
-            endpoints = self._sts_endpoints(request, sts, endpoints)
+            endpoints = self._sts_endpoints(request, sts, endpoints, dane)
             if not endpoints:
                 text = _sts_text(hop, "no MX host matches the policy")
                 self._settle(pending, results, Outcome.DEFERRED, Reply.of(451, "4.7.5", text))
                 return
         for endpoint in endpoints:
+            state = dane.get(endpoint.name)
+            if isinstance(state, Reply):  # the TLSA lookup failed: not this host
+                details = {"tls_check": "dane-lookup-failed"}
+                peer = endpoint.remote_mta
+                self._settle(pending, results, Outcome.DEFERRED, state, peer, details)
+                continue
             try:
-                session = await self._open(endpoint, hop, sts, request.queue_id)
+                session = await self._open(endpoint, hop, sts, request.queue_id, state)
             except SessionError as exc:
                 metrics.outbound(hop.key, "failed")
                 reply = as_transient(exc.reply)
-                self._settle(pending, results, Outcome.DEFERRED, reply, endpoint.remote_mta)
+                details = self._dane_failed(state, reply)
+                peer = endpoint.remote_mta
+                self._settle(pending, results, Outcome.DEFERRED, reply, peer, details)
                 continue
             metrics.outbound(hop.key, "opened")
+            if state is not None:
+                metrics.dane("verified" if state.records else "encrypted")
             pending = await self._attempt(session, request, pending, results)
             if not pending:
                 return
@@ -245,7 +268,7 @@ class SmtpAgent:
             address = host.removeprefix("IPv6:")
             return [Endpoint(address, address, port)]
         hosts = await self._lookup(host, mx=hop.mx and not self.lmtp)
-        return [Endpoint(h.name, h.address, port) for h in hosts]
+        return [Endpoint(h.name, h.address, port, dnssec=h.secure) for h in hosts]
 
     async def _lookup(self, host: str, mx: bool) -> list[MailHost]:
         if self.resolver is None:
@@ -278,11 +301,31 @@ class SmtpAgent:
         policy = await self.mta_sts(hop)
         return None if policy is None or policy.mode is StsMode.NONE else policy
 
+    async def _dane_hosts(
+        self, hop: NextHop, endpoints: list[Endpoint]
+    ) -> dict[str, DaneHost | Reply]:
+        """The DANE-protected hosts among ``endpoints`` (MX routes with ``delivery.dane``)."""
+        if self.dane is None or self.lmtp or hop.socket_path:
+            return {}
+        return await self.dane.hosts(hop, endpoints)
+
+    @staticmethod
+    def _dane_failed(state: DaneHost | None, reply: Reply) -> dict[str, str]:
+        if state is None or reply.status != "4.7.5":
+            return {}
+        metrics.dane("failed")
+        return {"tls_check": "dane-failed"}
+
     def _sts_endpoints(
-        self, request: DeliveryRequest, sts: StsPolicy, endpoints: list[Endpoint]
+        self,
+        request: DeliveryRequest,
+        sts: StsPolicy,
+        endpoints: list[Endpoint],
+        dane: dict[str, DaneHost | Reply],
     ) -> list[Endpoint]:
-        """The MX hosts the policy lists (testing mode: all, the others logged)."""
-        listed = [e for e in endpoints if sts.matches(e.name)]
+        """The MX hosts the policy lists, and DANE-protected ones (RFC 8461 2: DANE
+        takes precedence); testing mode: all, the others logged."""
+        listed = [e for e in endpoints if sts.matches(e.name) or e.name in dane]
         if sts.mode is StsMode.ENFORCE:
             return listed
         for name in dict.fromkeys(e.name for e in endpoints if e not in listed):
@@ -291,8 +334,15 @@ class SmtpAgent:
         return endpoints
 
     async def _open(
-        self, endpoint: Endpoint, hop: NextHop, sts: StsPolicy | None = None, queue_id: str = ""
+        self,
+        endpoint: Endpoint,
+        hop: NextHop,
+        sts: StsPolicy | None = None,
+        queue_id: str = "",
+        dane: DaneHost | None = None,
     ) -> ClientSession:
+        if dane is not None:  # DANE takes precedence over MTA-STS (RFC 8461 2)
+            return await self._open_with(endpoint, hop, dane.policy())
         if sts is None:
             return await self._open_with(endpoint, hop, self._tls_policy(hop))
         try:
@@ -436,9 +486,12 @@ class SmtpAgent:
         outcome: Outcome,
         reply: Reply,
         remote_mta: str = "",
+        details: dict[str, str] | None = None,
     ) -> None:
         for rcpt in recipients:
-            results[rcpt.index] = DeliveryResult(rcpt.index, outcome, reply, remote_mta)
+            results[rcpt.index] = DeliveryResult(
+                rcpt.index, outcome, reply, remote_mta, details=dict(details or {})
+            )
 
     def _result(
         self,

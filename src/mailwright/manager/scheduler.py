@@ -772,6 +772,7 @@ class Scheduler:
             mailer=(target.mailer.log_name if target else agent.name) if agent else "error",
             relay=result.remote_mta or (str(request.next_hop) if request else None),
             dsn=reply.status,
+            tls=result.details.get("tls_check"),  # DANE (delivery.dane): verified or failed
             stat=stat,
         )
 

@@ -93,6 +93,7 @@ MILTER_CALLS: Counter
 MILTER_FAILURES: Counter
 OUTBOUND: Counter
 ADMIN_ACTIONS: Counter
+DANE: Counter
 START_TIME: Gauge
 BUILD: Info
 
@@ -107,7 +108,7 @@ def _define(served: CollectorRegistry, own: CollectorRegistry | None) -> None:
     """
     global REGISTRY, RECEIVED, REJECTED, DELIVERIES, DELIVERY_LATENCY, SESSIONS
     global QUEUE_MESSAGES, QUEUE_RECIPIENTS, QUEUE_OLDEST, MILTER_CALLS, MILTER_FAILURES
-    global OUTBOUND, ADMIN_ACTIONS, START_TIME, BUILD
+    global OUTBOUND, ADMIN_ACTIONS, START_TIME, BUILD, DANE
     REGISTRY = served
     RECEIVED = Counter(
         "mailwright_messages_received",
@@ -177,6 +178,13 @@ def _define(served: CollectorRegistry, own: CollectorRegistry | None) -> None:
         "mailwright_outbound_connections",
         "Outbound SMTP/LMTP connections per destination (next hop): opened, reused, failed.",
         ["destination", "result"],
+        registry=own,
+    )
+    DANE = Counter(
+        "mailwright_dane_results",
+        "DANE (RFC 7672) per MX host tried: verified, encrypted (TLSA records none usable), "
+        "failed, lookup_failed, no_tlsa, insecure (records not DNSSEC-validated).",
+        ["result"],
         registry=own,
     )
     ADMIN_ACTIONS = Counter(
@@ -329,6 +337,11 @@ def outbound(destination: str, result: str) -> None:
         else:
             _destinations.add(destination)
     OUTBOUND.labels(destination, result).inc()
+
+
+def dane(result: str) -> None:
+    """One MX host's DANE outcome (``delivery.dane``, ``delivery.smtp``)."""
+    DANE.labels(result).inc()
 
 
 def admin_action(action: str, via: str) -> None:

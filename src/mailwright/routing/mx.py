@@ -11,6 +11,12 @@ temporarily, else permanent. Address literals (``[192.0.2.1]``,
 ``[IPv6:2001:db8::1]``) need no lookup. Answers are kept in a small cache
 bounded by their TTL, ``dns.cache_max_ttl`` and ``dns.cache_size``.
 
+With ``dnssec`` (``delivery.dane``: the name servers are then
+``delivery.dane_nameservers``, validating resolvers trusted to tell), queries set the DO and
+AD flags and every answer remembers whether the resolver set AD on it: ``MailHost.secure``
+says whether a host's MX RRset and addresses were validated, and ``tlsa`` looks up a
+host's TLSA records (RFC 7672) with their security. Without ``dnssec`` nothing is secure.
+
 ``StaticResolver`` answers from a fixed table instead (hosts without DNS, and
 tests of other components). Table file, one domain or host per line::
 
@@ -26,7 +32,8 @@ for every other name. ``#`` starts a comment line.
 
 Trusts nothing from DNS or the table: bad names and records become
 ``DnsPermanentError``/``DnsTemporaryError`` with a Postfix-style reason.
-Settings: ``dns.*`` (via ``resolver_from_settings``).
+Settings: ``dns.*``, ``delivery.dane`` and ``delivery.dane_nameservers`` (via
+``resolver_from_settings``).
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from pathlib import Path
 
 import dns.asyncresolver
 import dns.exception
+import dns.flags
 import dns.name
 import dns.rdata
 import dns.rdataclass
@@ -111,6 +119,7 @@ class Answer:
 
     records: tuple[str, ...] = ()
     nxdomain: bool = False
+    secure: bool = False  # the trusted resolver set the AD bit (only with ``dnssec``)
 
 
 class AnswerCache:
@@ -180,6 +189,7 @@ class _HostLookup:
     addresses: list[str] = field(default_factory=list)
     temporary: str = ""  # the first temporary failure, if any
     permanent: str = ""  # the first NXDOMAIN / NODATA, if any
+    secure: bool = True  # every answer that gave addresses was validated
 
     def error(self) -> DnsTemporaryError | DnsPermanentError:
         if self.temporary:
@@ -204,8 +214,10 @@ class DnsResolver:
         negative_ttl: float = 60.0,
         clock: Clock = time.monotonic,
         rng: random.Random | None = None,
+        dnssec: bool = False,
     ) -> None:
         self.lifetime = lifetime
+        self.dnssec = dnssec
         self.address_order = address_order
         self.max_mx_hosts = max_mx_hosts
         self.negative_ttl = negative_ttl
@@ -225,14 +237,24 @@ class DnsResolver:
         resolver.timeout = timeout
         resolver.lifetime = lifetime
         resolver.cache = None  # ours is the one cache
+        if dnssec:  # DO: the resolver validates for us; AD in the query asks for the bit
+            resolver.use_edns(0, dns.flags.DO, 1232)
+            resolver.flags = dns.flags.RD | dns.flags.AD
         self._resolver = resolver
 
     @classmethod
     def from_settings(
-        cls, section: DnsSection, *, clock: Clock = time.monotonic, rng: random.Random | None = None
+        cls,
+        section: DnsSection,
+        *,
+        clock: Clock = time.monotonic,
+        rng: random.Random | None = None,
+        trusted: Sequence[str] = (),
     ) -> DnsResolver:
+        """``trusted``: validating resolvers to use instead of ``dns.nameservers``, whose
+        AD bit is believed (DANE)."""
         return cls(
-            section.nameservers,
+            list(trusted) or section.nameservers,
             section.port,
             section.timeout,
             section.lifetime,
@@ -243,6 +265,7 @@ class DnsResolver:
             negative_ttl=section.negative_ttl,
             clock=clock,
             rng=rng,
+            dnssec=bool(trusted),
         )
 
     async def mail_hosts(self, domain: str) -> list[MailHost]:
@@ -253,7 +276,7 @@ class DnsResolver:
         if answer.nxdomain:
             raise DnsPermanentError(_not_found(name, "MX"))
         if not answer.records:
-            return await self._own_addresses(name)  # implicit MX
+            return await self._own_addresses(name, answer.secure)  # implicit MX
         records = _parse_mx(answer.records, name)
         targets = [(pref, host) for pref, host in records if host]
         if not targets:
@@ -261,7 +284,7 @@ class DnsResolver:
         targets = self._by_preference(targets)[: self.max_mx_hosts]
         lookups = await asyncio.gather(*(self._host(host) for _, host in targets))
         hosts = [
-            MailHost(host, address, pref)
+            MailHost(host, address, pref, answer.secure and lookup.secure)
             for (pref, host), lookup in zip(targets, lookups, strict=True)
             for address in lookup.addresses
         ]
@@ -289,12 +312,19 @@ class DnsResolver:
         answer = await self._query(_qname(name), rdtype)
         return list(answer.records)
 
-    async def _own_addresses(self, name: str) -> list[MailHost]:
+    async def tlsa(self, host: str, port: int = 25) -> Answer:
+        """The TLSA records of ``_<port>._tcp.<host>`` and whether they were validated;
+        NXDOMAIN and NODATA are no records; ``DnsTemporaryError`` when DNS fails (a bogus
+        answer is SERVFAIL from a validating resolver)."""
+        return await self._query(f"_{port}._tcp.{_qname(host)}", "TLSA")
+
+    async def _own_addresses(self, name: str, secure: bool = True) -> list[MailHost]:
         """The name's A/AAAA as hosts (``[host]`` next hops, and implicit MX)."""
         lookup = await self._host(name)
         if not lookup.addresses:
             raise lookup.error()
-        return self._sorted([MailHost(name, address) for address in lookup.addresses])
+        secure = secure and lookup.secure
+        return self._sorted([MailHost(name, a, secure=secure) for a in lookup.addresses])
 
     def _by_preference(self, targets: list[tuple[int, str]]) -> list[tuple[int, str]]:
         """Best preference first; equal preferences in a fresh random order each call."""
@@ -330,6 +360,7 @@ class DnsResolver:
                 lookup.permanent = lookup.permanent or _no_data(name, rdtype)
             else:
                 lookup.addresses += result.records
+                lookup.secure = lookup.secure and result.secure
         return lookup
 
     async def _query(self, name: str, rdtype: str) -> Answer:
@@ -356,10 +387,12 @@ class DnsResolver:
             raise DnsTemporaryError(_try_again(name, rdtype, str(exc))) from None
         else:
             ttl = float(response.chaining_result.minimum_ttl)
+            secure = self.dnssec and bool(response.response.flags & dns.flags.AD)
             if response.rrset is None:
-                answer, ttl = Answer(), min(ttl, self.negative_ttl)
+                answer, ttl = Answer(secure=secure), min(ttl, self.negative_ttl)
             else:
-                answer = Answer(tuple(rdata.to_text() for rdata in response.rrset))
+                records = tuple(rdata.to_text() for rdata in response.rrset)
+                answer = Answer(records, secure=secure)
         self.cache.put((name, rdtype), answer, ttl)
         return answer
 
@@ -566,4 +599,5 @@ def resolver_from_settings(settings: Settings) -> tuple[Resolver, list[TableErro
     """The resolver the settings ask for, and the problems found in a static table."""
     if settings.dns.static_table is not None:
         return StaticResolver.from_file(settings.dns.static_table)
-    return DnsResolver.from_settings(settings.dns), []
+    trusted = settings.delivery.dane_nameservers if settings.delivery.dane != "off" else []
+    return DnsResolver.from_settings(settings.dns, trusted=trusted), []

@@ -19,6 +19,9 @@ class MailHost:
     name: str  # e.g. "mx1.example.org"
     address: str  # IPv4 or IPv6 address as text
     preference: int = 0
+    # DANE (RFC 7672 2.2): the MX RRset (or its secure denial, for an implicit MX) and this
+    # host's address records were validated, as a trusted validating resolver said (AD bit)
+    secure: bool = False
 
 
 class DnsTemporaryError(Exception):

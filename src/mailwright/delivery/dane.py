@@ -1,0 +1,99 @@
+"""DANE for the SMTP agent (RFC 7672): which MX hosts of a next hop are DANE-protected.
+
+``DaneGate.hosts`` takes the hosts the resolver gave for an MX route and, for each
+one whose MX RRset and address records were DNSSEC-validated (``MailHost.secure``,
+from the trusted resolver's AD bit), looks up ``_25._tcp.<host>`` TLSA:
+
+- secure records, some usable: a ``DaneHost`` whose ``TlsPolicy`` requires TLS and
+  checks the server's chain against them (``routing.dane.check_chain``, the MX host
+  name as reference identifier for DANE-TA); a mismatch or a server without
+  STARTTLS defers that host with 4.7.5, never plaintext;
+- secure records, none usable (RFC 7672 2.2): TLS required, not authenticated;
+- no records, or insecure ones: not DANE-protected (opportunistic TLS, MTA-STS);
+- the lookup failed (SERVFAIL, as a validating resolver answers a bogus record, or a
+  timeout): a 4.7.5 deferral for that host (RFC 7672 2.2: never a downgrade).
+
+The port in the TLSA name is always 25, the SMTP port of MX hosts (``delivery.smtp_port``
+is for tests). DANE applies to MX routes only, implicit MX included (a secure NODATA
+for MX), not to transport-table or smarthost routes, and not where ``tls_policy`` has an
+explicit entry for the destination (the administrator's choice wins, as in Postfix).
+Where DANE applies it takes precedence over MTA-STS (RFC 8461 2; ``delivery.smtp``).
+
+Trusts the AD bit of the resolver given (``delivery.dane_nameservers``), nothing else.
+Settings (via the daemon's builder): ``delivery.dane``, ``delivery.dane_nameservers``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+from mailwright.core.reply import Reply
+from mailwright.delivery.session import Endpoint, TlsPolicy
+from mailwright.delivery.tlspolicy import TlsPolicyTable
+from mailwright.observability import metrics
+from mailwright.routing.dane import TlsaRecord, check_chain, usable_records
+from mailwright.routing.mx import Answer
+from mailwright.routing.nexthop import NextHop
+from mailwright.routing.resolver import DnsPermanentError, DnsTemporaryError
+
+SMTP_PORT = 25
+VERIFIED = "dane-verified"
+
+
+class TlsaSource(Protocol):
+    async def tlsa(self, host: str, port: int = SMTP_PORT) -> Answer: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DaneHost:
+    """A DANE-protected MX host and its usable TLSA records (none: TLS, unauthenticated)."""
+
+    name: str
+    records: tuple[TlsaRecord, ...]
+
+    def policy(self) -> TlsPolicy:
+        if not self.records:
+            return TlsPolicy(require=True)
+        return TlsPolicy(check=self.check, check_name=VERIFIED)
+
+    def check(self, chain: list[bytes]) -> str | None:
+        problem = check_chain(chain, self.records, [self.name], datetime.now(UTC))
+        return None if problem is None else f"DANE verification failed: {problem}"
+
+
+class DaneGate:
+    """The SMTP agent's ``dane`` source."""
+
+    def __init__(self, resolver: TlsaSource, table: TlsPolicyTable | None = None) -> None:
+        self.resolver = resolver
+        self.table = table
+
+    async def hosts(
+        self, hop: NextHop, endpoints: Sequence[Endpoint]
+    ) -> dict[str, DaneHost | Reply]:
+        """Host name -> its DANE state; hosts not DANE-protected are left out."""
+        if not hop.mx or hop.host.startswith("["):
+            return {}
+        if self.table is not None and self.table.entry(hop) is not None:
+            return {}  # the admin's explicit choice for this destination
+        names = list(dict.fromkeys(e.name for e in endpoints if e.dnssec))
+        for _ in dict.fromkeys(e.name for e in endpoints if not e.dnssec):
+            metrics.dane("insecure")
+        states = await asyncio.gather(*(self._host(name) for name in names))
+        return {name: state for name, state in zip(names, states, strict=True) if state}
+
+    async def _host(self, name: str) -> DaneHost | Reply | None:
+        try:
+            answer = await self.resolver.tlsa(name, SMTP_PORT)
+        except (DnsTemporaryError, DnsPermanentError) as exc:
+            metrics.dane("lookup_failed")
+            text = f"TLSA lookup for _{SMTP_PORT}._tcp.{name} failed (DANE): {exc}"
+            return Reply.of(451, "4.7.5", text)
+        if not answer.secure or not answer.records:
+            metrics.dane("no_tlsa")
+            return None
+        return DaneHost(name, tuple(usable_records(answer.records)))
