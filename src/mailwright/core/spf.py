@@ -410,10 +410,10 @@ class _Check:
         target = domain
         if mechanism.target is not None:
             target = yield from self.expand_domain(mechanism.target, domain)
+        if name == "include":  # a name DNS cannot have has no record: permerror
+            return (yield from self.include(target))
         if not target or not valid_domain(target):
             return False  # not a name DNS could have: as if it did not exist
-        if name == "include":
-            return (yield from self.include(target))
         if name == "exists":
             answer = yield from self.addresses(target, "A")
             return bool(answer.records)
@@ -461,14 +461,13 @@ class _Check:
         answer = yield from self.addresses(target, "MX")
         if len(answer.records) > MAX_NAMES:
             raise PermError(f"{target} has more than {MAX_NAMES} MX records")
-        for exchange in answer.records:
-            host = exchange.strip()
-            if not valid_domain(host):
-                continue
-            addresses = yield from self.addresses(host, self.address_type, void=False)
-            if self.in_cidr(addresses.records, mechanism):
-                return True
-        return False
+        found: list[str] = []
+        for exchange in answer.records:  # all of them: a DNS error anywhere is temperror,
+            host = exchange.strip()  # whatever order DNS gave the names in (5)
+            if valid_domain(host):
+                addresses = yield from self.addresses(host, self.address_type, void=False)
+                found += addresses.records
+        return self.in_cidr(tuple(found), mechanism)
 
     def ptr(self, target: str) -> Asks[bool]:
         names = yield from self.validated_names(strict=True)
