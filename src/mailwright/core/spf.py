@@ -615,3 +615,49 @@ async def run_async(evaluation: Evaluation, lookup: AsyncLookup) -> Outcome:
     except StopIteration as done:
         outcome: Outcome = done.value
         return outcome
+
+
+# ------------------------------------------------------------------------ header fields
+_DOT_ATOM = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+$")
+_COMMENT_UNSAFE = re.compile(r"[^\x20-\x27\x2a-\x5b\x5d-\x7e]")  # no ( ) \ or controls
+
+
+def _kv_value(text: str) -> str:
+    """A Received-SPF key-value value: a dot-atom, or a quoted-string (RFC 7208 9.1)."""
+    if _DOT_ATOM.match(text) and not text.startswith(".") and ".." not in text:
+        return text
+    text = re.sub(r"[^\x20-\x7e]", "?", text)
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+_COMMENTS = {
+    Result.PASS: "domain of {who} designates {ip} as permitted sender",
+    Result.FAIL: "domain of {who} does not designate {ip} as permitted sender",
+    Result.SOFTFAIL: "domain of transitioning {who} does not designate {ip} as permitted sender",
+    Result.NEUTRAL: "{ip} is neither permitted nor denied by domain of {who}",
+    Result.NONE: "domain of {who} does not designate permitted sender hosts",
+    Result.TEMPERROR: "error in processing during lookup of {who}",
+    Result.PERMERROR: "permanent error in processing domain of {who}",
+}
+
+
+def received_spf(
+    outcome: Outcome, *, ip: str, sender: str, helo: str, receiver: str, identity: str
+) -> str:
+    """The value of a ``Received-SPF`` field (RFC 7208 9.1) for ``outcome``."""
+    who = sender or f"postmaster@{helo}"
+    comment = _COMMENTS[outcome.result].format(who=who, ip=ip)
+    comment = _COMMENT_UNSAFE.sub("?", f"{receiver}: {comment}")
+    pairs = [
+        ("client-ip", ip),
+        ("envelope-from", sender),
+        ("helo", helo),
+        ("receiver", receiver),
+        ("identity", identity),
+    ]
+    if outcome.mechanism and outcome.mechanism != "default":
+        pairs.append(("mechanism", outcome.mechanism))
+    if outcome.problem and outcome.result in (Result.PERMERROR, Result.TEMPERROR):
+        pairs.append(("problem", outcome.problem))
+    keys = "; ".join(f"{k}={_kv_value(v)}" for k, v in pairs)
+    return f"{outcome.result} ({comment}) {keys}"
