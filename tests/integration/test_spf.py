@@ -7,7 +7,7 @@ and one ``Authentication-Results:`` with ``spf=`` merged with the ``dkim_verify`
 filter's ``dkim=`` (a forged field with our authserv-id removed); the mail log
 line shows ``spf=``; a HELO name whose record fails refuses too; an authenticated
 client is not checked. A second daemon with ``fail = "mark"`` accepts a failing
-sender and marks it.
+sender and marks it, and counts results in ``mailwright_spf_results_total``.
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from typing import Any
 import pytest
 
 from mailwright.core.headers import HeaderParser
-from tests.support.daemon import Mailwright, running
+from tests.support.daemon import Mailwright, free_port, running
 from tests.support.dns import DnsServer, dnsmasq_available
 from tests.support.peers import peer
 from tests.support.security import secure_config
+from tests.support.web import Web, value
 
 pytestmark = peer("dnsmasq", dnsmasq_available(), "dnsmasq-base is not installed")
 
@@ -158,9 +159,16 @@ def test_authenticated_client_is_not_checked(mw: Mailwright) -> None:
     assert named(headers, "Received-SPF") == []
 
 
-def test_mark_only(dns: DnsServer, tmp_path: Path) -> None:
-    with running(tmp_path, config(tmp_path, dns, fail="mark", helo=False)) as mw:
+def test_mark_only_and_the_metric(dns: DnsServer, tmp_path: Path) -> None:
+    settings = config(tmp_path, dns, fail="mark", helo=False)
+    settings["http"] = {"port": free_port(), "token": "spf-metrics-token"}
+    with running(tmp_path, settings) as mw:
         headers = queued_headers(mw, send(mw, "a@fail.test"))
+        send(mw, "b@fail.test")
+        send(mw, "a@pass.test")
+        samples = Web(settings["http"]["port"]).scrape("spf-metrics-token")
+    name = "mailwright_spf_results_total"
+    assert value(samples, name, result="fail") == 2 and value(samples, name, result="pass") == 1
     [received] = named(headers, "Received-SPF")
     assert received.startswith("fail (mx.test: domain of a@fail.test does not designate ")
     assert "mechanism=-all" in received and 'envelope-from="a@fail.test"' in received
