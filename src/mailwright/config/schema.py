@@ -752,6 +752,45 @@ class LogSection(Section):
         return value
 
 
+class SpfAction(StrEnum):
+    """What the SPF check does with a result (policy.spf)."""
+
+    REFUSE = "refuse"  # 550 (5.7.23; 5.7.24 for permerror) or, for temperror, 451 4.7.24
+    MARK = "mark"  # accept; the result is in Received-SPF and Authentication-Results
+
+
+class SpfStage(StrEnum):
+    MAIL = "mail"
+    RCPT = "rcpt"
+
+
+class SpfSection(Section):
+    """SPF (RFC 7208, policy.spf) of MAIL FROM and HELO; off unless ``enabled``."""
+
+    enabled: bool = False
+    fail: SpfAction = SpfAction.REFUSE
+    softfail: SpfAction = SpfAction.MARK
+    permerror: SpfAction = SpfAction.MARK
+    temperror: SpfAction = SpfAction.REFUSE  # refuse = 451 4.7.24, try again later
+    helo: bool = True  # check the HELO name too; its fail is treated as the sender's
+    stage: SpfStage = SpfStage.RCPT  # where a refusal is answered
+    authserv_id: str = ""  # empty: hostname
+    timeout: Seconds = 20.0  # the whole check; then temperror
+    allow: list[str] = []  # client networks never checked (CIDR)
+
+    @field_validator("allow")
+    @classmethod
+    def _allow(cls, value: list[str]) -> list[str]:
+        return cidr_list(value)
+
+    @field_validator("authserv_id")
+    @classmethod
+    def _authserv_id(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[A-Za-z0-9._-]+", value):
+            raise ValueError(f"{value!r} is not an authserv-id (a host name)")
+        return value
+
+
 class DnsblSection(Section):
     """DNS blocklists (policy.dnsbl): listed clients are refused at RCPT; no zones = off."""
 
@@ -854,6 +893,7 @@ class Settings(Section):
     service: ServiceSection = ServiceSection()
     log: LogSection = LogSection()
     dnsbl: DnsblSection = DnsblSection()
+    spf: SpfSection = SpfSection()
     rewrite: RewriteSection = RewriteSection()
     filters: list[FilterEntry] = []  # milters and in-process filters, called in this order
 

@@ -44,7 +44,7 @@ from mailwright.delivery.deposit import Deposit
 from mailwright.edge.security import EdgeSecurity
 from mailwright.edge.tls import ServerTls, TlsSetupError, server_context
 from mailwright.manager.scheduler import DeliveryParts
-from mailwright.policy import access, dnsbl
+from mailwright.policy import access, dnsbl, spf
 from mailwright.policy.auth import Authenticator
 from mailwright.policy.filters import registry
 from mailwright.policy.filters.chain import build_filters
@@ -198,7 +198,7 @@ def build_pipeline(
     share: WorkerShare | None = None,
 ) -> Pipeline:
     """Policy hooks in order: connection rate, submission rules, access table, relay
-    control, DNS blocklists, the local recipient check, then the configured filters.
+    control, DNS blocklists, SPF, the local recipient check, then the configured filters.
 
     ``resolver`` (shared with the delivery side) answers which local recipients exist;
     one is built from the settings when not given. ``share``: the connection rate is
@@ -229,6 +229,8 @@ def build_pipeline(
     # after relay control, which marks the trusted clients the blocklists skip
     blocklists = dnsbl.from_settings(settings, table.current if table is not None else None)
     hooks_after_relay: list[Hook] = [blocklists] if blocklists is not None else []
+    if (sender_policy := spf.from_settings(settings)) is not None:
+        hooks_after_relay.append(sender_policy)
     local = LocalRecipients(resolver or AddressResolver.from_settings(settings))
     return Pipeline([*hooks, relay, *hooks_after_relay, local, *build_filters(settings)])
 

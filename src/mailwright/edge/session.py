@@ -498,7 +498,7 @@ class Session:
         except Exception:
             log.exception("%s: queue commit failed", txn.queue_id)
             return self._not_committed(txn, COMMIT_FAILED, "queue commit failed")
-        self._log_accepted(message)
+        self._log_accepted(message, txn.log_fields)
         return Reply.of(250, "2.0.0", f"{txn.queue_id} Message accepted for delivery")
 
     def _not_committed(self, txn: Transaction, reply: Reply, reason: str) -> Reply:
@@ -520,7 +520,7 @@ class Session:
             local_user=info.local_user,
         )
 
-    def _log_accepted(self, message: NewMessage) -> None:
+    def _log_accepted(self, message: NewMessage, checks: dict[str, str]) -> None:
         metrics.received(self.listener.display_name)
         if not maillog.log.isEnabledFor(logging.INFO):
             return  # the fields cost ~30 us per message to gather; nobody would see them
@@ -538,6 +538,7 @@ class Session:
             if message.envelope.params.body.value != "7BIT"
             else None,
             authid=self.info.auth_user or None,
+            checks=checks,
         )
 
     def _respond_end(self, reply: Reply | list[Reply]) -> None:

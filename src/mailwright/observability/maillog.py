@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from contextvars import ContextVar
 
 log = logging.getLogger("mailwright.mail")
@@ -63,7 +64,9 @@ def accepted(
     relay: str,
     bodytype: str | None = None,
     authid: str | None = None,
+    checks: Mapping[str, str] | None = None,
 ) -> None:
+    """The message's line; ``checks``: results of the checks it passed (``spf=pass``)."""
     emit_fields(
         queue_id,
         {
@@ -77,6 +80,7 @@ def accepted(
             "daemon": daemon,
             "relay": relay,
             "authid": authid,  # who sent it, in the line that "grep QUEUE-ID" finds
+            **(checks or {}),
         },
     )
 

@@ -94,6 +94,7 @@ MILTER_FAILURES: Counter
 OUTBOUND: Counter
 ADMIN_ACTIONS: Counter
 DANE: Counter
+SPF_RESULTS: Counter
 START_TIME: Gauge
 BUILD: Info
 
@@ -108,7 +109,7 @@ def _define(served: CollectorRegistry, own: CollectorRegistry | None) -> None:
     """
     global REGISTRY, RECEIVED, REJECTED, DELIVERIES, DELIVERY_LATENCY, SESSIONS
     global QUEUE_MESSAGES, QUEUE_RECIPIENTS, QUEUE_OLDEST, MILTER_CALLS, MILTER_FAILURES
-    global OUTBOUND, ADMIN_ACTIONS, START_TIME, BUILD, DANE
+    global OUTBOUND, ADMIN_ACTIONS, START_TIME, BUILD, DANE, SPF_RESULTS
     REGISTRY = served
     RECEIVED = Counter(
         "mailwright_messages_received",
@@ -192,6 +193,13 @@ def _define(served: CollectorRegistry, own: CollectorRegistry | None) -> None:
         "Queue administration (hold, release, delete, bounce, flush): messages acted on, "
         "by action and interface (mailwright queue, status page).",
         ["action", "via"],
+        registry=own,
+    )
+    SPF_RESULTS = Counter(
+        "mailwright_spf_results",
+        "SPF results (RFC 7208) of inbound transactions: the MAIL FROM identity's (the HELO "
+        "name's for a null sender).",
+        ["result"],
         registry=own,
     )
     START_TIME = Gauge(
@@ -279,6 +287,10 @@ def received(listener: str) -> None:
 
 def rejected(stage: str, reply: Reply) -> None:
     REJECTED.labels(stage, reply.status or str(reply.code)).inc()
+
+
+def spf_result(result: str) -> None:
+    SPF_RESULTS.labels(result).inc()
 
 
 def greeted(reply: Reply | None) -> None:

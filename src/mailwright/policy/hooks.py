@@ -74,6 +74,10 @@ class Transaction:
     body: BodySource | None = None  # set at the message stage
     discard: bool = False  # accept, then silently drop
     hold_reason: str | None = None  # accept and keep on hold (quarantine)
+    # RFC 8601 results of our own checks (spf=, dkim=) per authserv-id, in the order found:
+    # each check adds its own and rewrites the one Authentication-Results field of that id
+    auth_results: dict[str, list[str]] = field(default_factory=dict)
+    log_fields: dict[str, str] = field(default_factory=dict)  # added to the "from=" log line
 
 
 class Hook:

@@ -6,7 +6,9 @@ verifies those too) loses every ``Authentication-Results`` field carrying our
 authserv-id (a forgery, RFC 8601 section 5) and gets one new field at the top:
 ``Authentication-Results: <authserv_id>; dkim=<result> ... header.d= header.s=
 header.b=`` with one ``dkim=`` per signature (the first ``max_signatures``), or
-``dkim=none``. Never refuses mail: what to do with a failure is DMARC's call.
+``dkim=none``, after the results other checks of ours gave for the same
+authserv-id (``spf=``, policy.spf): one field per authserv-id
+(``core.authresults``). Never refuses mail: what to do with a failure is DMARC's call.
 Keys come from DNS (``s._domainkey.d`` TXT) through the daemon's resolver
 (``dns.*``); a lookup slower than ``timeout`` or a DNS failure is ``temperror``.
 The body hashes are computed streaming in a worker thread (constant memory).
@@ -25,12 +27,11 @@ import time
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mailwright.config.schema import Settings
+from mailwright.core import authresults
 from mailwright.core.dkim_verify import (
     DEFAULT_LIMIT,
     Plan,
     TempError,
-    authentication_results,
-    authserv_id,
     body_hashes,
     result_text,
 )
@@ -88,20 +89,17 @@ class DkimVerifyFilter(Filter):
         assert txn.headers is not None and txn.body is not None
         if not options.verify_trusted and self.trusted(session):
             return None
-        ours = self.authserv_id.lower()
-        forged = [
-            h for h in txn.headers if h.is_("Authentication-Results") and authserv_id(h) == ours
-        ]
-        for h in forged:
-            txn.headers.remove(h)
         plan = Plan.of(txn.headers, options.max_signatures)
         hashes = await asyncio.to_thread(body_hashes, txn.body.chunks(), plan.body_specs)
         results = await plan.verify(txn.headers, hashes, self.lookup, int(time.time()))
-        txn.headers.insert(0, authentication_results(self.authserv_id, results))
+        lines = txn.auth_results.setdefault(self.authserv_id, [])
+        ours = 1 if lines else 0  # the field an earlier check of ours wrote (spf=)
+        lines += [result_text(r) for r in results]
+        forged = authresults.write(txn.headers, self.authserv_id, lines) - ours
         log.info(
             "%s: %s%s",
             txn.queue_id,
             "; ".join(result_text(r) for r in results),
-            f"; removed {len(forged)} forged Authentication-Results" if forged else "",
+            f"; removed {forged} forged Authentication-Results" if forged else "",
         )
         return None
