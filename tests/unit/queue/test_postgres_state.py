@@ -45,7 +45,7 @@ def test_a_version_2_database_gets_the_state_tables(postgres_database: str) -> N
     sql_run(postgres_database, "UPDATE mailwright_schema SET version = 2")
     state_database(postgres_database).close()  # migrates, as a daemon at start
     version = sql_rows(postgres_database, "SELECT version FROM mailwright_schema")
-    assert version == [(postgres_schema.SCHEMA_VERSION,)] == [(3,)]
+    assert version == [(postgres_schema.SCHEMA_VERSION,)] == [(4,)]
     assert sql_rows(postgres_database, "SELECT count(*) FROM limit_events") == [(0,)]
 
 
