@@ -7,6 +7,8 @@
 
 Python's ``http.server`` over ``ssl`` on a thread; answers by the Host header, with
 the status and Content-Type a test chose (redirects and wrong types are tests too).
+POSTs (TLS reports, RFC 8460 5.4) are kept in ``posts`` as (Host, path, Content-Type,
+body) and answered ``post_status`` (201 unless a test changes it).
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ class PolicyServer:
         self.cert, self.key = certificate(root / "https", *names, stem="https-")
         self.answers: dict[str, Answer] = {}
         self.requests: list[tuple[str, str]] = []  # (Host, path)
+        self.posts: list[tuple[str, str, str, bytes]] = []  # (Host, path, type, body)
+        self.post_status = 201
         self._server: ThreadingHTTPServer | None = None
         self.port = 0
 
@@ -61,6 +65,15 @@ class PolicyServer:
                     self.send_header("Location", f"https://{host}/elsewhere")
                 self.end_headers()
                 self.wfile.write(answer.body)
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(length)
+                kind = self.headers.get("Content-Type", "")
+                server.posts.append((self.headers.get("Host", ""), self.path, kind, body))
+                self.send_response(server.post_status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
             def log_message(self, format: str, *args: object) -> None:
                 pass

@@ -222,6 +222,7 @@ def _register() -> None:
     from mailwright.cli.send import send
     from mailwright.cli.status import status
     from mailwright.cli.tls import tls
+    from mailwright.cli.tlsrpt import tlsrpt
 
     cli.add_command(queue)
     cli.add_command(send)
@@ -233,6 +234,7 @@ def _register() -> None:
     cli.add_command(address)
     cli.add_command(status)
     cli.add_command(cluster)
+    cli.add_command(tlsrpt)
 
 
 _register()

@@ -872,6 +872,23 @@ class RewriteSection(Section):
         return [entry.lower() for entry in value]
 
 
+class TlsReportingSection(Section):
+    """SMTP TLS reporting (RFC 8460; routing.tlsrpt, daemon.tlsreports, docs/tlsrpt.md):
+    count the TLS outcome of every SMTP session to an MX host and send each domain that
+    publishes a ``_smtp._tls`` record a daily report of its sessions."""
+
+    enabled: bool = False
+    organization: str = ""  # organization-name of the reports; default: the host name
+    contact: str = ""  # contact-info; default: postmaster@<hostname>
+    sender: str = ""  # From and envelope sender of mailed reports; default: noreply-tlsrpt@
+    # how often each process adds its counts to the store (tlsrpt.db, or the database)
+    flush_interval: Seconds = 60.0
+    # reports of a UTC day go out this long after its end (every process has flushed it)
+    send_delay: OptionalSeconds = 900.0
+    max_report_size: Count = 1024 * 1024  # octets of gzip; a larger report is not mailed
+    post_timeout: Seconds = 60.0  # for each https: address
+
+
 class Settings(Section):
     hostname: str = Field(default_factory=_default_hostname)
     listeners: list[Listener] = Field(
@@ -895,6 +912,7 @@ class Settings(Section):
     dnsbl: DnsblSection = DnsblSection()
     spf: SpfSection = SpfSection()
     rewrite: RewriteSection = RewriteSection()
+    tls_reporting: TlsReportingSection = TlsReportingSection()
     filters: list[FilterEntry] = []  # milters and in-process filters, called in this order
 
     @property

@@ -42,6 +42,7 @@ from mailwright.daemon.heartbeat import Heartbeat
 from mailwright.daemon.monitor import Monitor
 from mailwright.daemon.queueruns import QueueRuns
 from mailwright.daemon.runtime import Runtime
+from mailwright.daemon.tlsreports import TlsReporting
 from mailwright.delivery.deposit import Deposit
 from mailwright.edge.context import EdgeContext
 from mailwright.edge.listener import Edge
@@ -58,6 +59,7 @@ from mailwright.queue.store import InsertMessage, NewMessage, ReleaseProcessLeas
 from mailwright.queue.writer import QueueWriter
 from mailwright.routing.aliases import prepare_aliases
 from mailwright.routing.resolution import AddressResolver
+from mailwright.routing.tlsrpt import TlsRecorder
 
 log = logging.getLogger("mailwright.daemon")
 
@@ -81,6 +83,8 @@ class Daemon:
         self.writer = QueueWriter(self.store)
         self.edge: Edge | None = None
         self.local: LocalSubmission | None = None
+        # RFC 8460 session counts: the daemon's, so a reload does not lose them
+        self.tls_recorder = TlsRecorder()
         # the parts built from the settings: replaced as a whole on SIGHUP
         self.generation = build_generation(
             settings,
@@ -89,6 +93,7 @@ class Daemon:
             deposit=self._deposit(settings),
             share=self.runtime.share,
             workers=self._workers,
+            tls_reports=self.tls_recorder,
         )
         timeout = self.generation.delivery.settings.host_status_timeout
         hosts = host_status(settings.queue, timeout)  # shared by the nodes with PostgreSQL
@@ -111,6 +116,10 @@ class Daemon:
         self.exit_code = ExitCode.OK  # what the process exits with after a clean stop
         self._reloads: asyncio.Task[None] | None = None
         self._reload_again = False
+        self.tls_reports = TlsReporting(
+            lambda: self.settings, self.tls_recorder, enqueue=self.enqueue, sends=self.singleton
+        )
+        self.control.handlers["tlsrpt"] = self.tls_reports.control
 
     def prepare_directories(self) -> None:
         q = self.settings.queue
@@ -304,6 +313,7 @@ class Daemon:
                 release=self._release_stale_leases,
             )
             await heartbeat.start(self._listeners_text)
+            self.tls_reports.start()
             runner = asyncio.create_task(self._deliveries())
             self._install_signals()
             if worker is None:
@@ -322,6 +332,7 @@ class Daemon:
             grace = self.settings.server.timeouts.shutdown_grace
             await self.scheduler.stop(grace)
             await runner
+            await self.tls_reports.stop()  # the last counts, while the store is open
             await heartbeat.stop()
             if self.singleton:
                 await self._stop_monitor()
@@ -458,6 +469,7 @@ class Daemon:
                 previous=self.generation,
                 share=self.runtime.share,
                 workers=self._workers,
+                tls_reports=self.tls_recorder,
             )
         except (ConfigError, OSError) as exc:  # ReloadError, GenerationError
             log.error("SIGHUP: configuration refused, the previous one stays in use: %s", exc)

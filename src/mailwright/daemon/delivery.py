@@ -43,6 +43,7 @@ from mailwright.routing.nexthop import Transport
 from mailwright.routing.resolution import AddressResolver
 from mailwright.routing.resolver import Resolver
 from mailwright.routing.router import Router
+from mailwright.routing.tlsrpt import TlsRecorder
 
 log = logging.getLogger("mailwright.queue")
 
@@ -105,13 +106,19 @@ def dane_gate(settings: Settings, resolver: Resolver, table: TlsPolicyTable) -> 
     return DaneGate(resolver, table)
 
 
-def build_agents(settings: Settings) -> dict[Transport, DeliveryAgent]:
+def build_agents(
+    settings: Settings, tls_reports: TlsRecorder | None = None
+) -> dict[Transport, DeliveryAgent]:
+    """The SMTP and LMTP agents; ``tls_reports`` counts the SMTP sessions for RFC 8460
+    reports (``tls_reporting.enabled``; the daemon's, kept across reloads)."""
     resolver, errors = resolver_from_settings(settings)
     for error in errors:
         log.error("DNS table: %s", error)
     timeouts = client_timeouts(settings)
     idle = settings.delivery.idle_connection_timeout
     tls_table = TlsPolicyTable(settings.delivery.tls_policy, settings.delivery.tls_default)
+    sts = mta_sts_gate(settings, resolver, tls_table)
+    recorder = tls_reports if settings.tls_reporting.enabled else None
     agents: dict[Transport, DeliveryAgent] = {
         Transport.SMTP: SmtpAgent(
             settings.hostname,
@@ -124,8 +131,10 @@ def build_agents(settings: Settings) -> dict[Transport, DeliveryAgent]:
             credentials=relay_credentials(settings),
             plaintext_auth=settings.delivery.auth_plaintext,
             rewriter=outbound_rewriter(settings),
-            mta_sts=mta_sts_gate(settings, resolver, tls_table),
+            mta_sts=sts,
             dane=dane_gate(settings, resolver, tls_table),
+            sts_problem=sts.problem if sts is not None else None,
+            tls_reports=recorder,
         ),
         Transport.LMTP: LmtpAgent(settings.hostname, None, timeouts=timeouts, idle_timeout=idle),
     }
@@ -197,12 +206,16 @@ def delivery_parts(
     resolver: AddressResolver,
     deposit: Deposit | None,
     workers: int = 1,
+    tls_reports: TlsRecorder | None = None,
 ) -> DeliveryParts:
     """What a delivery uses: the route, every agent (read-only), the scheduling settings
     and the alias ``Expander`` over ``resolver``; for one of ``workers`` processes, with
     its share of the delivery limits."""
     limited = worker_share(settings, workers)
-    agents = {**build_agents(settings), **local_agents(limited, resolver.users, deposit)}
+    agents = {
+        **build_agents(settings, tls_reports),
+        **local_agents(limited, resolver.users, deposit),
+    }
     return DeliveryParts(
         route=lambda address: router.route(domain_of(address)),
         agents=MappingProxyType(agents),

@@ -60,6 +60,7 @@ from mailwright.queue.writer import QueueWriter
 from mailwright.routing.clientname import ClientNames, client_names_from_settings
 from mailwright.routing.resolution import AddressResolver
 from mailwright.routing.router import Router
+from mailwright.routing.tlsrpt import TlsRecorder
 
 log = logging.getLogger("mailwright.daemon")
 
@@ -93,10 +94,12 @@ def build_generation(
     previous: Generation | None = None,
     share: WorkerShare | None = None,
     workers: int = 1,
+    tls_reports: TlsRecorder | None = None,
 ) -> Generation:
     """The parts for ``settings``; ``previous`` is the running generation on reload;
     ``share`` the counters the worker processes share (None: one process), ``workers``
-    how many there are (each delivers with its share of the delivery limits).
+    how many there are (each delivers with its share of the delivery limits),
+    ``tls_reports`` the daemon's TLS session counts (RFC 8460), kept across reloads.
     Nothing running is touched before everything else is built (the certificate goes
     into the live TLS context last)."""
     check_plugins(settings)
@@ -108,7 +111,9 @@ def build_generation(
         pipeline = build_pipeline(settings, table, resolver, share)
     except (ValueError, OSError) as exc:  # a filter that cannot be set up
         raise GenerationError(f"filters: {exc}") from None
-    delivery = delivery_parts(settings, store, writer, router, resolver, deposit, workers)
+    delivery = delivery_parts(
+        settings, store, writer, router, resolver, deposit, workers, tls_reports
+    )
     if previous is None:
         security = EdgeSecurity.from_settings(settings, share)  # a bad certificate stops here
     else:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mailwright.core.reply import Reply
+from mailwright.routing.tlsrpt import Result
 from mailwright.smtp.client import (
     Authenticated,
     AuthFailed,
@@ -130,10 +131,13 @@ class Endpoint:
 class SessionError(Exception):
     """The session could not be set up or was lost; ``reply`` is what to report."""
 
-    def __init__(self, reply: Reply, tls_handshake: bool = False) -> None:
+    def __init__(self, reply: Reply, tls_handshake: bool = False, tls_result: str = "") -> None:
         super().__init__(str(reply))
         self.reply = reply
         self.tls_handshake = tls_handshake  # worth one more try without STARTTLS
+        # a TLS failure, as an RFC 8460 result type (routing.tlsrpt.Result); "" otherwise
+        self.tls_result = tls_result
+        self.local_address = ""  # our end of the connection, when there was one
 
 
 class ContentError(Exception):
@@ -171,6 +175,20 @@ def peer_chain(ssl_object: Any) -> list[bytes]:
     return [own] if own else []
 
 
+# OpenSSL's X509_V_ERR_* codes that RFC 8460 4.3.1 names apart
+_EXPIRED = {10}  # CERT_HAS_EXPIRED
+_NAME_MISMATCH = {62, 63, 64}  # HOSTNAME_MISMATCH, EMAIL_MISMATCH, IP_ADDRESS_MISMATCH
+
+
+def verify_result(code: int) -> Result:
+    """The RFC 8460 result type of a certificate that did not verify."""
+    if code in _EXPIRED:
+        return Result.CERTIFICATE_EXPIRED
+    if code in _NAME_MISMATCH:
+        return Result.CERTIFICATE_HOST_MISMATCH
+    return Result.CERTIFICATE_NOT_TRUSTED
+
+
 def _reply(code: int, status: str, text: str) -> Reply:
     return Reply.of(code, status, text)
 
@@ -189,6 +207,7 @@ class ClientSession:
     tls_details: dict[str, str] = field(default_factory=dict, init=False)
     credentials: Credentials | None = field(default=None, init=False)  # what it logged in with
     auth_details: dict[str, str] = field(default_factory=dict, init=False)
+    tls_reported: bool = field(default=False, init=False)  # its RFC 8460 result is counted
     created: float = field(default_factory=time.monotonic, init=False)
     _events: deque[ClientEvent] = field(default_factory=deque, init=False)
 
@@ -213,6 +232,10 @@ class ClientSession:
             await session._negotiate_tls(tls, context)
             if credentials is not None:
                 await session._authenticate(credentials, plaintext_auth)
+        except SessionError as exc:
+            exc.local_address = session.local_address
+            session.abort()
+            raise
         except BaseException:
             session.abort()
             raise
@@ -262,13 +285,15 @@ class ClientSession:
                             451,
                             "4.7.5",
                             f"TLS is required, but {self.peer} refused STARTTLS: {event.reply}",
-                        )
+                        ),
+                        tls_result=Result.STARTTLS_NOT_SUPPORTED,
                     )
             else:
                 raise SessionError(self._failure(event))
         if tls.required and not self.conn.tls:
             raise SessionError(
-                _reply(451, "4.7.5", f"TLS is required, but {self.peer} does not offer STARTTLS")
+                _reply(451, "4.7.5", f"TLS is required, but {self.peer} does not offer STARTTLS"),
+                tls_result=Result.STARTTLS_NOT_SUPPORTED,
             )
 
     async def _handshake(self, tls: TlsPolicy, context: ssl.SSLContext) -> None:
@@ -283,7 +308,8 @@ class ClientSession:
                     451,
                     "4.7.5",
                     f"TLS certificate of {self.peer} did not verify: {exc.verify_message}",
-                )
+                ),
+                tls_result=verify_result(exc.verify_code),
             ) from None
         except (TimeoutError, OSError, ssl.SSLError) as exc:
             why = "timed out" if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__
@@ -294,6 +320,7 @@ class ClientSession:
                     f"TLS handshake with {self.peer} failed: {why}",
                 ),
                 tls_handshake=True,
+                tls_result=Result.VALIDATION_FAILURE,
             ) from None
         ssl_object = self.writer.get_extra_info("ssl_object")
         self.conn.tls_started()
@@ -308,7 +335,8 @@ class ClientSession:
             problem = tls.check(peer_chain(ssl_object)) if ssl_object else "no TLS session"
             if problem is not None:
                 raise SessionError(
-                    _reply(451, "4.7.5", f"TLS certificate of {self.peer}: {problem}")
+                    _reply(451, "4.7.5", f"TLS certificate of {self.peer}: {problem}"),
+                    tls_result=Result.VALIDATION_FAILURE,  # the caller knows the check's kind
                 )
             self.tls_details["tls_verified"] = "yes"
             self.tls_details["tls_check"] = tls.check_name
@@ -336,6 +364,12 @@ class ClientSession:
     @property
     def peer(self) -> str:
         return self.endpoint.remote_mta
+
+    @property
+    def local_address(self) -> str:
+        """Our IP address on this connection ("" for a Unix socket)."""
+        name = self.writer.get_extra_info("sockname")
+        return str(name[0]) if isinstance(name, tuple) and name else ""
 
     @property
     def alive(self) -> bool:

@@ -98,6 +98,7 @@ from mailwright.routing.resolver import (
     NullMxError,
     Resolver,
 )
+from mailwright.routing.tlsrpt import ReportedPolicy, Result, TlsRecorder
 from mailwright.smtp.client import (
     ClientSettings,
     Credentials,
@@ -159,6 +160,8 @@ class SmtpAgent:
         rewriter: AddressRewriter | None = None,
         mta_sts: StsSource | None = None,
         dane: DaneGate | None = None,
+        sts_problem: Callable[[NextHop], str | None] | None = None,
+        tls_reports: TlsRecorder | None = None,
     ) -> None:
         self.hostname = hostname
         self.resolver = resolver
@@ -177,6 +180,8 @@ class SmtpAgent:
         self.rewriter = rewriter  # outbound masquerading / generic table (routing.generic)
         self.mta_sts = mta_sts
         self.dane = dane
+        self.sts_problem = sts_problem  # why a domain with an MTA-STS record has no policy
+        self.tls_reports = tls_reports  # RFC 8460 session counts (routing.tlsrpt)
 
     # ---- the DeliveryAgent interface -----------------------------------------------------
     async def deliver(self, request: DeliveryRequest) -> list[DeliveryResult]:
@@ -230,8 +235,9 @@ class SmtpAgent:
             self._settle(pending, results, Outcome.FAILED, Reply.of(550, "5.1.2", text))
             return
         dane = await self._dane_hosts(hop, endpoints)
+        report = self._report_policy(hop, sts)
         if sts is not None:
-            endpoints = self._sts_endpoints(request, sts, endpoints, dane)
+            endpoints = self._sts_endpoints(request, sts, endpoints, dane, report)
             if not endpoints:
                 text = _sts_text(hop, "no MX host matches the policy")
                 self._settle(pending, results, Outcome.DEFERRED, Reply.of(451, "4.7.5", text))
@@ -242,19 +248,30 @@ class SmtpAgent:
                 details = {"tls_check": "dane-lookup-failed"}
                 peer = endpoint.remote_mta
                 self._settle(pending, results, Outcome.DEFERRED, state, peer, details)
+                if report is not None:
+                    tlsa = ReportedPolicy.tlsa(report[0].domain, endpoint.name, ())
+                    self._tls_failed(tlsa, Result.DNSSEC_INVALID, endpoint)
                 continue
+            reported = report
+            if report is not None and state is not None:
+                reported = (ReportedPolicy.tlsa(report[0].domain, state.name, state.records), None)
             try:
-                session = await self._open(endpoint, hop, sts, request.queue_id, state)
+                session = await self._open(endpoint, hop, sts, request.queue_id, state, reported)
             except SessionError as exc:
                 metrics.outbound(hop.key, "failed")
                 reply = as_transient(exc.reply)
                 details = self._dane_failed(state, reply)
                 peer = endpoint.remote_mta
                 self._settle(pending, results, Outcome.DEFERRED, reply, peer, details)
+                if reported is not None and exc.tls_result:
+                    result = reported[1] or _tls_result(exc, state)
+                    self._tls_failed(reported[0], result, endpoint, exc.local_address)
                 continue
             metrics.outbound(hop.key, "opened")
             if state is not None:
                 metrics.dane("verified" if state.records else "encrypted")
+            if reported is not None:
+                self._tls_session(reported, session, sts, state, hop)
             pending = await self._attempt(session, request, pending, results)
             if not pending:
                 return
@@ -322,11 +339,16 @@ class SmtpAgent:
         sts: StsPolicy,
         endpoints: list[Endpoint],
         dane: dict[str, DaneHost | Reply],
+        report: _Report | None = None,
     ) -> list[Endpoint]:
         """The MX hosts the policy lists, and DANE-protected ones (RFC 8461 2: DANE
         takes precedence); testing mode: all, the others logged."""
         listed = [e for e in endpoints if sts.matches(e.name) or e.name in dane]
         if sts.mode is StsMode.ENFORCE:
+            if report is not None:  # hosts never tried: a failed session each (RFC 8460)
+                for endpoint in endpoints:
+                    if endpoint not in listed:
+                        self._tls_failed(report[0], Result.VALIDATION_FAILURE, endpoint)
             return listed
         for name in dict.fromkeys(e.name for e in endpoints if e not in listed):
             text = _sts_text(request.next_hop, f"MX host {name} is not listed in the policy")
@@ -340,6 +362,7 @@ class SmtpAgent:
         sts: StsPolicy | None = None,
         queue_id: str = "",
         dane: DaneHost | None = None,
+        report: _Report | None = None,
     ) -> ClientSession:
         if dane is not None:  # DANE takes precedence over MTA-STS (RFC 8461 2)
             return await self._open_with(endpoint, hop, dane.policy())
@@ -352,9 +375,15 @@ class SmtpAgent:
                 raise
             reply = Reply.of(exc.reply.code, "4.7.5", _sts_text(hop, exc.reply.text))
             if sts.mode is StsMode.ENFORCE:
-                raise SessionError(reply) from None
+                error = SessionError(reply, tls_result=exc.tls_result)
+                error.local_address = exc.local_address
+                raise error from None
+            if report is not None and exc.tls_result:  # what enforcing would have refused
+                self._tls_failed(report[0], Result(exc.tls_result), endpoint, exc.local_address)
         log.warning("%s: %s (testing mode: delivering anyway)", queue_id, reply.text)
-        return await self._open_with(endpoint, hop, self._tls_policy(hop))
+        session = await self._open_with(endpoint, hop, self._tls_policy(hop))
+        session.tls_reported = True
+        return session
 
     async def _open_with(
         self, endpoint: Endpoint, hop: NextHop, policy: TlsPolicy
@@ -381,6 +410,60 @@ class SmtpAgent:
         return await ClientSession.open(
             endpoint, settings, self.timeouts, plain, context, login, plaintext
         )
+
+    # ---- TLS reports (RFC 8460) -----------------------------------------------------------
+    def _report_policy(self, hop: NextHop, sts: StsPolicy | None) -> _Report | None:
+        """The policy the sessions of this delivery are reported under, and the result
+        that overrides theirs (an MTA-STS domain whose policy could not be had); None
+        when nothing is reported (no recorder, not an MX route, LMTP)."""
+        if self.tls_reports is None or self.lmtp or hop.socket_path or not hop.mx:
+            return None
+        domain = hop.host.lower().rstrip(".")
+        if domain.startswith("[") or not self._tls_policy(hop).starttls:
+            return None  # an address literal, or the administrator said no TLS
+        if sts is not None:
+            return ReportedPolicy.sts(domain, sts), None
+        problem = self.sts_problem(hop) if self.sts_problem is not None else None
+        if problem:
+            return ReportedPolicy.sts(domain, None), Result(problem)
+        return ReportedPolicy.none(domain), None
+
+    def _tls_failed(
+        self, policy: ReportedPolicy, result: Result, endpoint: Endpoint, local: str = ""
+    ) -> None:
+        if self.tls_reports is not None:
+            self.tls_reports.record(
+                policy,
+                result,
+                sending_ip=local,
+                receiving_mx=endpoint.name,
+                receiving_ip=endpoint.address,
+            )
+
+    def _tls_session(
+        self,
+        report: _Report,
+        session: ClientSession,
+        sts: StsPolicy | None,
+        dane: DaneHost | None,
+        hop: NextHop,
+    ) -> None:
+        """A session that opened: success, or why its TLS falls short of the policy."""
+        if session.tls_reported:  # testing mode: its failure is counted already
+            return
+        policy, forced = report
+        endpoint = session.endpoint
+        if forced is not None:
+            result = forced
+        elif dane is None and sts is not None and not sts.matches(endpoint.name):
+            result = Result.VALIDATION_FAILURE  # testing mode, an MX host not listed
+        elif session.conn.tls:
+            result = Result.SUCCESS
+        elif session.extensions.starttls:
+            result = Result.VALIDATION_FAILURE  # a handshake that failed: plaintext now
+        else:
+            result = Result.STARTTLS_NOT_SUPPORTED
+        self._tls_failed(policy, result, endpoint, session.local_address)
 
     # ---- one transaction ------------------------------------------------------------------
     async def _attempt(
@@ -525,6 +608,24 @@ class SmtpAgent:
         if rcpt.notify is not None and Notify.SUCCESS in rcpt.notify:
             return Outcome.RELAYED  # RFC 3461 4.1: the next hop will not report success
         return Outcome.DELIVERED
+
+
+# the policy a delivery's sessions are reported under, and a result overriding theirs
+_Report = tuple[ReportedPolicy, Result | None]
+_DANE_RESULTS = {  # routing.dane's words -> RFC 8460 result types
+    "does not name": Result.CERTIFICATE_HOST_MISMATCH,
+    "outside its validity period": Result.CERTIFICATE_EXPIRED,
+}
+
+
+def _tls_result(exc: SessionError, dane: DaneHost | None) -> Result:
+    """The RFC 8460 result type of a session that failed its TLS."""
+    if dane is not None and "DANE verification failed" in exc.reply.text:
+        for words, result in _DANE_RESULTS.items():
+            if words in exc.reply.text:
+                return result
+        return Result.TLSA_INVALID  # the chain matches none of the records
+    return Result(exc.tls_result)
 
 
 def _sts_text(hop: NextHop, problem: str) -> str:

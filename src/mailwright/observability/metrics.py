@@ -95,6 +95,7 @@ OUTBOUND: Counter
 ADMIN_ACTIONS: Counter
 DANE: Counter
 SPF_RESULTS: Counter
+TLSRPT_REPORTS: Counter
 START_TIME: Gauge
 BUILD: Info
 
@@ -109,7 +110,7 @@ def _define(served: CollectorRegistry, own: CollectorRegistry | None) -> None:
     """
     global REGISTRY, RECEIVED, REJECTED, DELIVERIES, DELIVERY_LATENCY, SESSIONS
     global QUEUE_MESSAGES, QUEUE_RECIPIENTS, QUEUE_OLDEST, MILTER_CALLS, MILTER_FAILURES
-    global OUTBOUND, ADMIN_ACTIONS, START_TIME, BUILD, DANE, SPF_RESULTS
+    global OUTBOUND, ADMIN_ACTIONS, START_TIME, BUILD, DANE, SPF_RESULTS, TLSRPT_REPORTS
     REGISTRY = served
     RECEIVED = Counter(
         "mailwright_messages_received",
@@ -185,6 +186,13 @@ def _define(served: CollectorRegistry, own: CollectorRegistry | None) -> None:
         "mailwright_dane_results",
         "DANE (RFC 7672) per MX host tried: verified, encrypted (TLSA records none usable), "
         "failed, lookup_failed, no_tlsa, insecure (records not DNSSEC-validated).",
+        ["result"],
+        registry=own,
+    )
+    TLSRPT_REPORTS = Counter(
+        "mailwright_tlsrpt_reports",
+        "SMTP TLS reports (RFC 8460) per destination address: queued (mailto:), posted "
+        "(https:), failed (a POST refused or unreachable), too_large, no_record.",
         ["result"],
         registry=own,
     )
@@ -354,6 +362,11 @@ def outbound(destination: str, result: str) -> None:
 def dane(result: str) -> None:
     """One MX host's DANE outcome (``delivery.dane``, ``delivery.smtp``)."""
     DANE.labels(result).inc()
+
+
+def tlsrpt_report(result: str) -> None:
+    """One TLS report to one address, or a domain without a record (``daemon.tlsreports``)."""
+    TLSRPT_REPORTS.labels(result).inc()
 
 
 def admin_action(action: str, via: str) -> None:

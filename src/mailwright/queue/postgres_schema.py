@@ -31,7 +31,7 @@ from psycopg import errors
 
 from mailwright.queue.store import NewerSchemaError, StoreError, batch_failure, failure
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 Conn = psycopg.Connection[dict[str, Any]]  # autocommit, rows as dicts (dict_row)
 DEFAULT_BODY_CHUNK = 1 << 20
 # pg_advisory_xact_lock key of schema migrations ("mailwrig" in ASCII)
@@ -170,10 +170,36 @@ _SCHEMA_V3_STATE = [
     "CREATE INDEX limit_events_key ON limit_events (kind, key, at)",
 ]
 
+# version 4: SMTP TLS reporting (RFC 8460, ``routing.tlsrpt_store``): session counts per
+# day and policy until the day's report is sent, and which node sends it (a lease)
+_SCHEMA_V4_TLSRPT = [
+    """CREATE TABLE tlsrpt_counts (
+        day text NOT NULL,              -- YYYY-MM-DD, UTC
+        domain text NOT NULL,           -- the policy domain
+        policy_type text NOT NULL,      -- sts, tlsa, no-policy-found
+        policy_strings text NOT NULL,   -- JSON list
+        mx_hosts text NOT NULL,         -- JSON list
+        result text NOT NULL,           -- success or an RFC 8460 result type
+        sending_ip text NOT NULL,
+        receiving_mx text NOT NULL,
+        receiving_ip text NOT NULL,
+        count bigint NOT NULL,
+        PRIMARY KEY (day, domain, policy_type, policy_strings, mx_hosts, result,
+                     sending_ip, receiving_mx, receiving_ip)
+    )""",
+    """CREATE TABLE tlsrpt_runs (
+        day text PRIMARY KEY,
+        owner text NOT NULL,            -- queue.lease owner of the process sending
+        lease_until double precision NOT NULL,
+        done double precision           -- when the day's reports were sent
+    )""",
+]
+
 MIGRATIONS: dict[int, list[str]] = {  # version: DDL
     1: _SCHEMA_V1,
     2: _SCHEMA_V2_NODES,
     3: _SCHEMA_V3_STATE,
+    4: _SCHEMA_V4_TLSRPT,
 }
 
 

@@ -15,7 +15,8 @@ stream (the certificate must verify for ``mta-sts.<domain>``; no redirects;
 and keeps policies in memory for ``max_age``, fetching again when the TXT id
 changes. When the TXT lookup or the fetch fails, an unexpired cached policy
 still applies (RFC 8461 5.1); without one there is no policy. Failed fetches
-are not retried for ``retry_after`` seconds.
+are not retried for ``retry_after`` seconds. ``problem(domain)`` says, for TLS reports
+(RFC 8460), why a domain with a record has no policy.
 
 With a ``store`` (``routing.mtasts_store``: a SQLite file of the host, or the shared
 PostgreSQL database) every fetched policy is also saved there, and a domain this
@@ -52,6 +53,15 @@ log = logging.getLogger(__name__)
 
 class PolicyError(Exception):
     """A record, policy file or HTTP answer that does not make a valid policy."""
+
+
+class FetchError(PolicyError):
+    """The policy could not be fetched (``webpki``: the server's certificate did not
+    verify); RFC 8460 reports these apart from an invalid policy."""
+
+    def __init__(self, text: str, webpki: bool = False) -> None:
+        super().__init__(text)
+        self.webpki = webpki
 
 
 class StsMode(StrEnum):
@@ -254,7 +264,7 @@ def _dechunk(rest: bytes, eof: bool) -> bytes | None:
 def check_response(response: HttpResponse) -> StsPolicy:
     """RFC 8461 3.3: 200 only (no redirects), text/plain, then a valid policy."""
     if response.status != 200:
-        raise PolicyError(f"HTTP status {response.status} (redirects are not followed)")
+        raise FetchError(f"HTTP status {response.status} (redirects are not followed)")
     media = response.headers.get("content-type", "").split(";")[0].strip().lower()
     if media != "text/plain":
         raise PolicyError(f"Content-Type is {media or 'missing'}, not text/plain")
@@ -262,6 +272,15 @@ def check_response(response: HttpResponse) -> StsPolicy:
 
 
 # ------------------------------------------------------------------ fetching and caching
+
+
+def _problem(exc: Exception) -> str:
+    """A failed fetch as an RFC 8460 result type."""
+    if isinstance(exc, FetchError):
+        return "sts-webpki-invalid" if exc.webpki else "sts-policy-fetch-error"
+    if isinstance(exc, PolicyError):
+        return "sts-policy-invalid"
+    return "sts-policy-fetch-error"  # DNS, the network, the timeout
 
 
 class StsResolver(Protocol):
@@ -325,6 +344,13 @@ class MtaStsPolicies:
         self._looked_up: dict[str, float] = {}  # domain -> when the store was last asked
         self._failed: dict[tuple[str, str], float] = {}  # (domain, id) -> retry time
         self._inflight: dict[str, asyncio.Future[StsPolicy | None]] = {}
+        self._problems: dict[str, str] = {}  # domain -> why it has a record but no policy
+
+    def problem(self, domain: str) -> str | None:
+        """Why a domain that publishes an MTA-STS record has no policy in force, as an
+        RFC 8460 result type (``sts-policy-fetch-error``, ``sts-policy-invalid``,
+        ``sts-webpki-invalid``); None when it has one, or no record."""
+        return self._problems.get(domain.lower().rstrip("."))
 
     async def policy(self, domain: str) -> StsPolicy | None:
         """The domain's policy in force, or None (no policy, or none could be had)."""
@@ -341,6 +367,12 @@ class MtaStsPolicies:
             return None
 
     async def _policy(self, domain: str) -> StsPolicy | None:
+        policy = await self._lookup(domain)
+        if policy is not None:  # a policy in force: whatever failed before does not matter
+            self._problems.pop(domain, None)
+        return policy
+
+    async def _lookup(self, domain: str) -> StsPolicy | None:
         now = self._clock()
         cached = self._cache.get(domain)
         if cached is not None and cached.expires <= now:
@@ -353,6 +385,7 @@ class MtaStsPolicies:
             log.debug("MTA-STS: %s: no usable TXT record: %s", domain, exc)
             policy_id = None
         if policy_id is None:
+            self._problems.pop(domain, None)
             cached = cached or await self._remembered(domain, now)
             return cached.policy if cached else None
         if cached is not None and cached.policy_id == policy_id:
@@ -370,6 +403,7 @@ class MtaStsPolicies:
             why = "timed out" if isinstance(exc, TimeoutError) else str(exc)
             log.warning("MTA-STS: %s: cannot fetch the policy (id %s): %s", domain, policy_id, why)
             self._failed[(domain, policy_id)] = now + self.retry_after
+            self._problems[domain] = _problem(exc)
             return cached.policy if cached else None
         self._failed.pop((domain, policy_id), None)
         self._cache[domain] = _Cached(policy, policy_id, now + policy.max_age)
@@ -419,12 +453,13 @@ class MtaStsPolicies:
         """GET the policy file from ``mta-sts.<domain>`` (each address in turn)."""
         host = f"mta-sts.{domain}"
         addresses = await self.resolver.host_addresses(host)
-        error: Exception = PolicyError(f"{host} has no address")
+        error: Exception = FetchError(f"{host} has no address")
         for address in addresses:
             try:
                 return await self._get(host, address.address)
             except (OSError, ssl.SSLError) as exc:
-                error = PolicyError(f"{host} [{address.address}]:{self.port}: {exc}")
+                webpki = isinstance(exc, ssl.SSLCertVerificationError)
+                error = FetchError(f"{host} [{address.address}]:{self.port}: {exc}", webpki)
         raise error
 
     async def _get(self, host: str, address: str) -> HttpResponse:

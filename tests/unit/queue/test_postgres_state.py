@@ -41,11 +41,11 @@ def test_a_version_2_database_gets_the_state_tables(postgres_database: str) -> N
 
     state_database(postgres_database).close()
     sql_run(postgres_database, "DROP TABLE greylist_triplets, greylist_clients, host_status,"
-            " mta_sts_policies, limit_events")  # fmt: skip
+            " mta_sts_policies, limit_events, tlsrpt_counts, tlsrpt_runs")  # fmt: skip
     sql_run(postgres_database, "UPDATE mailwright_schema SET version = 2")
     state_database(postgres_database).close()  # migrates, as a daemon at start
     version = sql_rows(postgres_database, "SELECT version FROM mailwright_schema")
-    assert version == [(postgres_schema.SCHEMA_VERSION,)] == [(3,)]
+    assert version == [(postgres_schema.SCHEMA_VERSION,)] == [(4,)]
     assert sql_rows(postgres_database, "SELECT count(*) FROM limit_events") == [(0,)]
 
 
@@ -150,6 +150,31 @@ def test_an_mta_sts_policy_saved_by_one_node_is_loaded_by_the_other(
     node_a.save("b.test", SavedPolicy(policy, "20260101", time.time() + 86400))
     saved = node_b.load("b.test")
     assert saved is not None and (saved.policy, saved.policy_id) == (policy, "20260101")
+
+
+def test_tls_report_counts_of_two_nodes_add_up_and_one_node_sends(
+    postgres_database: str,
+) -> None:
+    from mailwright.routing.tlsrpt import ReportedPolicy, Result, TlsRecorder
+    from mailwright.routing.tlsrpt_store import PostgresReportStore
+
+    node_a = PostgresReportStore(state_database(postgres_database))
+    node_b = PostgresReportStore(state_database(postgres_database))
+    recorder = TlsRecorder(clock=lambda: 1772366400.0)  # 2026-03-01T12:00:00Z
+    policy = ReportedPolicy.sts("b.test", StsPolicy(StsMode.ENFORCE, ("mx.b.test",), 86400))
+    recorder.record(policy, Result.SUCCESS)
+    recorder.record(policy, Result.CERTIFICATE_EXPIRED, sending_ip="192.0.2.1",
+                    receiving_mx="mx.b.test", receiving_ip="192.0.2.2")  # fmt: skip
+    counts = recorder.take()
+    node_a.add(counts)
+    node_b.add(counts)
+    assert node_b.days() == ["2026-03-01"]
+    assert node_a.counts("2026-03-01") == {tally: 2 * n for tally, n in counts.items()}
+    assert node_a.claim("2026-03-01", "a", 1000.0, 60)
+    assert not node_b.claim("2026-03-01", "b", 1030.0, 60)
+    node_a.finish("2026-03-01", "a", 1040.0)
+    assert node_b.days() == [] and node_b.counts("2026-03-01") == {}
+    assert not node_b.claim("2026-03-01", "b", 99_999.0, 60)
 
 
 def test_an_unreachable_database_fails_fast_and_each_kind_as_documented() -> None:

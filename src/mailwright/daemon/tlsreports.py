@@ -1,0 +1,292 @@
+"""SMTP TLS reporting in the daemon (RFC 8460): counts to the store, daily reports out.
+
+Every process of the daemon counts its SMTP sessions in a ``routing.tlsrpt.TlsRecorder``
+(the SMTP agent records into it) and adds the counts to the store
+(``routing.tlsrpt_store``: ``tlsrpt.db`` or the shared database) every
+``tls_reporting.flush_interval`` seconds and when it stops. The process that runs what
+exists once (worker 0, or the only process) also sends the reports: once a UTC day has
+ended (plus ``send_delay``, so that every process has flushed it), it claims the day in
+the store (one process, one node: a lease) and, for each policy domain counted that day,
+looks up ``_smtp._tls.<domain>`` TXT through our DNS resolver, builds the report
+(``routing.tlsrpt_report``), queues it as mail to each ``mailto:`` address (through the
+daemon's ``enqueue``, the normal queue) and POSTs it to each ``https:`` address. Then the
+day's counts go. A domain without a record gets nothing; its counts go all the same.
+
+``report`` serves the control request ``tlsrpt`` and ``mailwright tlsrpt report``: a
+dry run (the reports the next run would send, nothing sent or forgotten) or a run now,
+of the due days or of one named day (today's: cut at this moment, and the day is done).
+
+A store or DNS that fails is logged and the run is tried again at the next flush; a
+report that cannot be delivered is not retried (a POST refused or unreachable: logged
+and counted, ``mailwright_tlsrpt_reports_total{result="failed"}``).
+
+Settings read: ``tls_reporting.*``, ``hostname``, ``queue.*`` (the store),
+``dns.*`` (the TXT lookups), ``delivery.tls_ca_file`` (the report servers' certificates).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from mailwright.config.schema import Settings
+from mailwright.core.address import AddressError
+from mailwright.core.queueid import new_queue_id
+from mailwright.delivery.tlspolicy import verify_context
+from mailwright.observability import metrics
+from mailwright.queue.lease import new_owner
+from mailwright.queue.store import NewMessage
+from mailwright.routing.mx import DnsResolver, resolver_from_settings, txt_string
+from mailwright.routing.resolver import DnsPermanentError, DnsTemporaryError
+from mailwright.routing.tlsrpt import (
+    RecordError,
+    ReportAddresses,
+    TlsRecorder,
+    parse_record,
+    utc_day,
+)
+from mailwright.routing.tlsrpt_report import (
+    PostError,
+    build_report,
+    compressed,
+    day_range,
+    domains,
+    post_report,
+    report_message,
+)
+from mailwright.routing.tlsrpt_store import TlsReportStore, report_store
+
+log = logging.getLogger("mailwright.tlsrpt")
+
+LEASE = 3600.0  # seconds a claimed day is ours to send before another may take it over
+Enqueue = Callable[[NewMessage], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who we say we are in a report."""
+
+    organization: str
+    contact: str
+    sender: str
+    submitter: str  # our host name
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Identity:
+        section, host = settings.tls_reporting, settings.hostname
+        return cls(
+            organization=section.organization or host,
+            contact=section.contact or f"postmaster@{host}",
+            sender=section.sender or f"noreply-tlsrpt@{host}",
+            submitter=host,
+        )
+
+
+class TlsReporting:
+    """Started after the queue writer, stopped before it (its last flush and run need it)."""
+
+    def __init__(
+        self,
+        settings: Callable[[], Settings],
+        recorder: TlsRecorder | None,
+        *,
+        enqueue: Enqueue | None,
+        sends: bool,
+        store: TlsReportStore | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings  # the daemon's current ones (a SIGHUP may change them)
+        self.recorder = recorder
+        self.enqueue = enqueue  # None: reports can be shown, not mailed
+        self.sends = sends  # this process sends the daily reports
+        self.store = store or report_store(settings().queue)
+        self._clock = clock
+        self._owner = new_owner()
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()  # one run at a time (the loop's, a control request's)
+
+    # ---- the loop -------------------------------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.flush()
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings().tls_reporting.flush_interval)
+            await self.flush()
+            if self.sends and self._settings().tls_reporting.enabled:
+                try:
+                    await self.report()
+                except Exception:  # the next round tries again
+                    log.exception("TLS reports: the daily run failed")
+
+    async def flush(self) -> None:
+        """Add this process's counts to the store (kept for the next flush if it fails)."""
+        if self.recorder is None or not len(self.recorder):
+            return
+        counts = self.recorder.take()
+        try:
+            await asyncio.to_thread(self.store.add, counts)
+        except Exception as exc:
+            log.warning("TLS reports: cannot store %d session count(s): %s", len(counts), exc)
+            self.recorder.give_back(counts)
+
+    # ---- report runs ------------------------------------------------------------------------
+    async def report(self, day: str | None = None, dry_run: bool = False) -> list[dict[str, Any]]:
+        """Send (or, ``dry_run``, show) the reports of ``day`` or of every day that is due;
+        a summary per domain."""
+        async with self._lock:
+            await self.flush()
+            now = self._clock()
+            delay = self._settings().tls_reporting.send_delay
+            if day is not None:
+                days = [day]
+            else:
+                stored = await asyncio.to_thread(self.store.days)
+                days = [d for d in stored if day_range(d)[1] + delay <= now]
+                if dry_run and not days:  # nothing due: what today's would be so far
+                    days = [utc_day(now)]
+            out: list[dict[str, Any]] = []
+            for one in days:
+                end = now if one == utc_day(now) else None
+                out += await self._day(one, end, dry_run)
+            return out
+
+    async def _day(self, day: str, end: float | None, dry_run: bool) -> list[dict[str, Any]]:
+        if not dry_run:
+            claim = self.store.claim
+            claimed = await asyncio.to_thread(claim, day, self._owner, self._clock(), LEASE)
+            if not claimed:
+                log.info("TLS reports for %s: another process or node sends them", day)
+                return []
+        counts = await asyncio.to_thread(self.store.counts, day)
+        identity = Identity.from_settings(self._settings())
+        resolver, _ = resolver_from_settings(self._settings())
+        dns = resolver if isinstance(resolver, DnsResolver) else None  # static: no TXT
+        out = []
+        for domain in domains(counts, day):
+            report = build_report(
+                domain,
+                day,
+                counts,
+                organization=identity.organization,
+                contact=identity.contact,
+                submitter=identity.submitter,
+                end=end,
+            )
+            summary: dict[str, Any] = {"domain": domain, "day": day, "report": report}
+            addresses = await self._addresses(dns, domain)
+            summary["rua"] = [] if addresses is None else [
+                *(f"mailto:{a}" for a in addresses.mailto), *addresses.https
+            ]  # fmt: skip
+            if not dry_run:
+                summary["sent"] = await self._send(domain, report, addresses, identity, dns)
+            out.append(summary)
+        if not dry_run:
+            await asyncio.to_thread(self.store.finish, day, self._owner, self._clock())
+            log.info("TLS reports for %s: %d domain(s)", day, len(out))
+        return out
+
+    async def _addresses(self, resolver: DnsResolver | None, domain: str) -> ReportAddresses | None:
+        if resolver is None:
+            return None
+        try:
+            texts = await resolver.records(f"_smtp._tls.{domain}", "TXT")
+            return parse_record(txt_string(t) for t in texts)
+        except (DnsTemporaryError, DnsPermanentError, RecordError) as exc:
+            log.info("TLS reports: %s: no usable TLSRPT record: %s", domain, exc)
+            return None
+
+    async def _send(
+        self,
+        domain: str,
+        report: dict[str, Any],
+        addresses: ReportAddresses | None,
+        identity: Identity,
+        resolver: DnsResolver | None,
+    ) -> list[str]:
+        """Each address and what became of the report there."""
+        if addresses is None or resolver is None:
+            metrics.tlsrpt_report("no_record")
+            return []
+        section = self._settings().tls_reporting
+        data = compressed(report)
+        sent = []
+        for address in addresses.mailto:
+            result = await self._mail(domain, report, data, address, identity)
+            metrics.tlsrpt_report(result)
+            sent.append(f"mailto:{address} {result}")
+        context = verify_context(self._settings().delivery.tls_ca_file)
+        for url in addresses.https:
+            try:
+                await post_report(
+                    url, data, resolver=resolver, context=context, timeout=section.post_timeout
+                )
+                result = "posted"
+                log.info("TLS report for %s posted to %s", domain, url)
+            except PostError as exc:
+                result = "failed"
+                log.warning("TLS report for %s: %s", domain, exc)
+            metrics.tlsrpt_report(result)
+            sent.append(f"{url} {result}")
+        return sent
+
+    async def _mail(
+        self, domain: str, report: dict[str, Any], data: bytes, to: str, identity: Identity
+    ) -> str:
+        if len(data) > self._settings().tls_reporting.max_report_size:
+            log.warning("TLS report for %s to %s: %d octets, too large", domain, to, len(data))
+            return "too_large"
+        if self.enqueue is None:
+            return "failed"
+        try:
+            message = report_message(
+                queue_id=new_queue_id(),
+                sender=identity.sender,
+                recipient=to,
+                submitter=identity.submitter,
+                domain=domain,
+                report=report,
+                data=data,
+                now=self._clock(),
+            )
+        except AddressError as exc:
+            log.warning("TLS report for %s: bad address %r: %s", domain, to, exc)
+            return "failed"
+        await self.enqueue(message)
+        log.info("%s: TLS report for %s to <%s>", message.queue_id, domain, to)
+        return "queued"
+
+    # ---- the control request ------------------------------------------------------------
+    async def control(self, request: dict[str, object]) -> dict[str, object]:
+        """``{"op": "tlsrpt", "day": "YYYY-MM-DD" | null, "dry_run": bool}``."""
+        day = request.get("day")
+        if day is not None and not (isinstance(day, str) and _is_day(day)):
+            return {"ok": False, "error": f"day must be YYYY-MM-DD, not {day!r}"}
+        if not self.sends:
+            return {"ok": False, "error": "this process does not send TLS reports"}
+        try:
+            reports = await self.report(day, dry_run=bool(request.get("dry_run")))
+        except Exception as exc:
+            log.exception("TLS reports: the run failed")
+            return {"ok": False, "error": str(exc)}
+        return {"ok": True, "reports": reports}
+
+
+def _is_day(text: str) -> bool:
+    try:
+        time.strptime(text, "%Y-%m-%d")
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,218 @@
+"""Where the TLS session counts of RFC 8460 reports are kept until the daily report.
+
+``TlsReportStore`` is what the daemon's reporting (``daemon.tlsreports``) needs: ``add``
+the counts a process took from its ``routing.tlsrpt.TlsRecorder`` (one upsert per
+counter, adding to it), the ``days`` not yet reported, the ``counts`` of a day,
+``claim`` a day's report run (so only one process, or one node, sends it) and
+``finish`` it (the day's counts go). Calls are blocking: run them in a thread.
+``report_store`` picks one from the settings, as ``routing.mtasts_store`` does:
+
+- SQLite (the default backend): ``tlsrpt.db`` in ``queue.directory``, shared by the
+  workers of the host; a connection per call (a flush a minute per process, a report run
+  a day), WAL, ``synchronous = NORMAL`` (a power failure may lose the last flush's
+  counts: statistics, not mail).
+- PostgreSQL (``queue.backend = "postgresql"``): the tables ``tlsrpt_counts`` and
+  ``tlsrpt_runs`` of the shared database (schema version 4, ``queue.postgres_schema``),
+  so the report of a domain counts the sessions of every node and one node sends it.
+
+A claim is a lease: the row of the day in ``tlsrpt_runs`` names its owner until it is
+finished or the lease (``lease`` seconds) runs out, when another may take it (a
+process that died while sending). Errors are ``StoreError`` (PostgreSQL) or
+``sqlite3.Error``/``OSError``; the caller logs them and tries again later.
+
+Trusts its own files and database. Settings read: ``queue.backend``,
+``queue.directory``, ``queue.postgresql``, ``queue.postgresql_password_file``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from mailwright.config.schema import QueueSection
+from mailwright.routing.tlsrpt import PolicyType, ReportedPolicy, Result, Tally
+
+if TYPE_CHECKING:  # psycopg only with the PostgreSQL backend
+    from mailwright.queue.postgres_schema import Conn
+    from mailwright.queue.postgres_state import StateDatabase
+
+__all__ = ["PostgresReportStore", "SqliteReportStore", "TlsReportStore", "report_store"]
+
+KEEP_RUNS = 40  # days of finished runs remembered (a late flush of a day is dropped)
+
+_COLUMNS = (
+    "day, domain, policy_type, policy_strings, mx_hosts, result,"
+    " sending_ip, receiving_mx, receiving_ip"
+)
+_ADD = (
+    f"INSERT INTO tlsrpt_counts ({_COLUMNS}, count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f" ON CONFLICT ({_COLUMNS}) DO UPDATE SET count = tlsrpt_counts.count + excluded.count"
+)
+_DAYS = (
+    "SELECT DISTINCT day FROM tlsrpt_counts WHERE day NOT IN"
+    " (SELECT day FROM tlsrpt_runs WHERE done IS NOT NULL) ORDER BY day"
+)
+_COUNTS = f"SELECT {_COLUMNS}, count FROM tlsrpt_counts WHERE day = ?"
+# a day nobody holds (no row, or an expired claim of an unfinished run) becomes ours
+_CLAIM = (
+    "INSERT INTO tlsrpt_runs (day, owner, lease_until, done) VALUES (?, ?, ?, NULL)"
+    " ON CONFLICT (day) DO UPDATE SET owner = excluded.owner, lease_until = excluded.lease_until"
+    " WHERE tlsrpt_runs.done IS NULL AND tlsrpt_runs.lease_until < ? RETURNING day"
+)
+_FINISH = [
+    "UPDATE tlsrpt_runs SET done = ? WHERE day = ? AND owner = ?",
+    "DELETE FROM tlsrpt_counts WHERE day IN (SELECT day FROM tlsrpt_runs WHERE done IS NOT NULL)",
+    "DELETE FROM tlsrpt_runs WHERE done IS NOT NULL AND done < ?",
+]
+
+
+class TlsReportStore(Protocol):
+    def add(self, counts: dict[Tally, int]) -> None: ...
+
+    def days(self) -> list[str]: ...
+
+    def counts(self, day: str) -> dict[Tally, int]: ...
+
+    def claim(self, day: str, owner: str, now: float, lease: float) -> bool: ...
+
+    def finish(self, day: str, owner: str, now: float) -> None: ...
+
+
+def _row(tally: Tally, count: int) -> tuple[Any, ...]:
+    policy = tally.policy
+    return (
+        tally.day,
+        policy.domain,
+        policy.type.value,
+        json.dumps(policy.strings),
+        json.dumps(policy.mx_hosts),
+        tally.result.value,
+        tally.sending_ip,
+        tally.receiving_mx,
+        tally.receiving_ip,
+        count,
+    )
+
+
+def _tally(values: tuple[Any, ...]) -> tuple[Tally, int]:
+    day, domain, kind, strings, mx, result, sending, receiving_mx, receiving_ip, count = values
+    policy = ReportedPolicy(
+        PolicyType(kind), domain, tuple(json.loads(strings)), tuple(json.loads(mx))
+    )
+    return Tally(day, policy, Result(result), sending, receiving_mx, receiving_ip), int(count)
+
+
+_SQLITE_SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS tlsrpt_counts (day TEXT NOT NULL, domain TEXT NOT NULL,"
+    " policy_type TEXT NOT NULL, policy_strings TEXT NOT NULL, mx_hosts TEXT NOT NULL,"
+    " result TEXT NOT NULL, sending_ip TEXT NOT NULL, receiving_mx TEXT NOT NULL,"
+    f" receiving_ip TEXT NOT NULL, count INTEGER NOT NULL, PRIMARY KEY ({_COLUMNS}))",
+    "CREATE TABLE IF NOT EXISTS tlsrpt_runs (day TEXT PRIMARY KEY, owner TEXT NOT NULL,"
+    " lease_until REAL NOT NULL, done REAL)",
+]
+
+
+class SqliteReportStore:
+    """``tlsrpt.db``: one small SQLite file per host."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(str(self.path), timeout=10.0, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        for statement in _SQLITE_SCHEMA:
+            db.execute(statement)
+        return db
+
+    def add(self, counts: dict[Tally, int]) -> None:
+        with closing(self._connect()) as db:
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany(_ADD, [_row(t, n) for t, n in counts.items()])
+            db.execute("COMMIT")
+
+    def days(self) -> list[str]:
+        with closing(self._connect()) as db:
+            return [row[0] for row in db.execute(_DAYS)]
+
+    def counts(self, day: str) -> dict[Tally, int]:
+        with closing(self._connect()) as db:
+            return dict(_tally(row) for row in db.execute(_COUNTS, (day,)))
+
+    def claim(self, day: str, owner: str, now: float, lease: float) -> bool:
+        with closing(self._connect()) as db:
+            db.execute("BEGIN IMMEDIATE")
+            row = db.execute(_CLAIM, (day, owner, now + lease, now)).fetchone()
+            db.execute("COMMIT")
+        return row is not None
+
+    def finish(self, day: str, owner: str, now: float) -> None:
+        with closing(self._connect()) as db:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute(_FINISH[0], (now, day, owner))
+            db.execute(_FINISH[1])
+            db.execute(_FINISH[2], (now - KEEP_RUNS * 86400,))
+            db.execute("COMMIT")
+
+
+def _pg(statement: str) -> str:
+    return statement.replace("?", "%s")
+
+
+class PostgresReportStore:
+    """The tables ``tlsrpt_counts`` and ``tlsrpt_runs`` of the shared database."""
+
+    def __init__(self, database: StateDatabase) -> None:
+        self.database = database
+
+    def add(self, counts: dict[Tally, int]) -> None:
+        rows = [_row(t, n) for t, n in sorted(counts.items(), key=lambda item: _row(*item))]
+
+        def work(conn: Conn) -> None:  # sorted: two nodes' upserts never deadlock
+            with conn.cursor() as cursor:
+                cursor.executemany(_pg(_ADD), rows)
+
+        self.database.run(work)
+
+    def days(self) -> list[str]:
+        def work(conn: Conn) -> list[str]:
+            return [row["day"] for row in conn.execute(_DAYS).fetchall()]
+
+        return self.database.run(work, transaction=False)
+
+    def counts(self, day: str) -> dict[Tally, int]:
+        names = [*(c.strip() for c in _COLUMNS.split(",")), "count"]
+
+        def work(conn: Conn) -> dict[Tally, int]:
+            rows = conn.execute(_pg(_COUNTS), (day,)).fetchall()
+            return dict(_tally(tuple(row[n] for n in names)) for row in rows)
+
+        return self.database.run(work, transaction=False)
+
+    def claim(self, day: str, owner: str, now: float, lease: float) -> bool:
+        def work(conn: Conn) -> bool:
+            return conn.execute(_pg(_CLAIM), (day, owner, now + lease, now)).fetchone() is not None
+
+        return self.database.run(work)
+
+    def finish(self, day: str, owner: str, now: float) -> None:
+        def work(conn: Conn) -> None:
+            conn.execute(_pg(_FINISH[0]), (now, day, owner))
+            conn.execute(_FINISH[1])
+            conn.execute(_pg(_FINISH[2]), (now - KEEP_RUNS * 86400,))
+
+        self.database.run(work)
+
+
+def report_store(queue: QueueSection) -> TlsReportStore:
+    """The store for the configured queue backend (nothing is opened yet)."""
+    if queue.backend == "postgresql":
+        from mailwright.queue.postgres_state import state_database
+
+        return PostgresReportStore(state_database(queue))
+    return SqliteReportStore(queue.directory / "tlsrpt.db")

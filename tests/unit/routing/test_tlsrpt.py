@@ -1,0 +1,263 @@
+"""SMTP TLS reporting (RFC 8460): the TXT record, the counts, the store, the JSON report,
+its mail (section 5.3) and its HTTPS POST (section 5.4, to a real local HTTPS server)."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import gzip
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailwright.routing.mtasts import StsMode, StsPolicy
+from mailwright.routing.resolver import MailHost
+from mailwright.routing.tlsrpt import (
+    PolicyType,
+    RecordError,
+    ReportedPolicy,
+    Result,
+    TlsRecorder,
+    parse_record,
+)
+from mailwright.routing.tlsrpt_report import (
+    MEDIA_TYPE,
+    PostError,
+    build_report,
+    compressed,
+    file_name,
+    post_report,
+    report_message,
+)
+from mailwright.routing.tlsrpt_store import SqliteReportStore
+from tests.support.https import PolicyServer
+
+DAY = "2026-03-01"
+NOON = 1772366400.0  # 2026-03-01T12:00:00Z
+STS = ReportedPolicy.sts("b.test", StsPolicy(StsMode.ENFORCE, ("mx.b.test", "*.b.test"), 86400))
+NONE = ReportedPolicy.none("c.test")
+
+
+# ---- the _smtp._tls record ------------------------------------------------------------------
+
+
+def test_record_with_both_schemes() -> None:
+    texts = ["v=spf1 -all", "v=TLSRPTv1; rua=mailto:tls%2Breports@b.test,https://r.b.test/tls"]
+    addresses = parse_record(texts)
+    assert addresses is not None
+    assert addresses.mailto == ("tls+reports@b.test",)
+    assert addresses.https == ("https://r.b.test/tls",)
+
+
+def test_record_spacing_and_final_semicolon() -> None:
+    addresses = parse_record(["v=TLSRPTv1 ;  rua=mailto:a@b.test , mailto:c@b.test ;"])
+    assert addresses is not None and addresses.mailto == ("a@b.test", "c@b.test")
+
+
+def test_no_record_is_none() -> None:
+    assert parse_record(["v=STSv1; id=1"]) is None
+    assert parse_record([]) is None
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [
+        ["v=TLSRPTv1; rua=mailto:a@b.test", "v=TLSRPTv1; rua=mailto:c@b.test"],  # two
+        ["v=TLSRPTv1;"],  # no rua
+        ["v=TLSRPTv1; rua=http://plain.b.test/"],  # neither mailto: nor https:
+        ["v=TLSRPTv1x; rua=mailto:a@b.test"],  # another version
+        ["v=TLSRPTv1; rua"],  # not name=value
+    ],
+)
+def test_unusable_records_raise(texts: list[str]) -> None:
+    with pytest.raises(RecordError):
+        parse_record(texts)
+
+
+# ---- counting ---------------------------------------------------------------------------------
+
+
+def test_recorder_counts_successes_as_totals_and_failures_by_place() -> None:
+    recorder = TlsRecorder(clock=lambda: NOON)
+    for ip in ("192.0.2.1", "192.0.2.2"):
+        recorder.record(STS, Result.SUCCESS, sending_ip="198.51.100.1", receiving_ip=ip)
+    for _ in range(3):
+        recorder.record(
+            STS,
+            Result.CERTIFICATE_EXPIRED,
+            sending_ip="198.51.100.1",
+            receiving_mx="MX.b.test.",
+            receiving_ip="192.0.2.1",
+        )
+    counts = recorder.take()
+    assert len(counts) == 2
+    success = next(t for t in counts if t.result is Result.SUCCESS)
+    failure = next(t for t in counts if t.result is not Result.SUCCESS)
+    assert counts[success] == 2 and success.receiving_ip == "" and success.day == DAY
+    assert counts[failure] == 3 and failure.receiving_mx == "mx.b.test"
+    assert recorder.take() == {}
+    recorder.give_back(counts)
+    assert recorder.take() == counts
+
+
+def test_sts_policy_strings() -> None:
+    assert STS.type is PolicyType.STS
+    assert STS.strings == (
+        "version: STSv1",
+        "mode: enforce",
+        "mx: mx.b.test",
+        "mx: *.b.test",
+        "max_age: 86400",
+    )
+    assert STS.mx_hosts == ("mx.b.test", "*.b.test")
+
+
+# ---- the store ----------------------------------------------------------------------------------
+
+
+def test_store_adds_counts_and_hands_each_day_to_one_owner(tmp_path: Path) -> None:
+    store = SqliteReportStore(tmp_path / "tlsrpt.db")
+    recorder = TlsRecorder(clock=lambda: NOON)
+    recorder.record(STS, Result.SUCCESS)
+    recorder.record(NONE, Result.STARTTLS_NOT_SUPPORTED, receiving_mx="mx.c.test")
+    first = recorder.take()
+    store.add(first)
+    store.add(first)  # a second flush adds to the counters, no new rows
+    assert store.days() == [DAY]
+    assert store.counts(DAY) == {tally: 2 * n for tally, n in first.items()}
+    assert store.claim(DAY, "a", NOON, 60)
+    assert not store.claim(DAY, "b", NOON + 30, 60)  # a's lease holds
+    assert store.claim(DAY, "b", NOON + 61, 60)  # a's lease ran out: a died sending
+    store.finish(DAY, "b", NOON + 62)
+    assert store.days() == [] and store.counts(DAY) == {}
+    assert not store.claim(DAY, "c", NOON + 10_000, 60)  # sent: never again
+    store.add(first)  # a late flush of a day already reported
+    assert store.days() == []
+
+
+# ---- the report ---------------------------------------------------------------------------------
+
+
+def counts() -> dict[Any, int]:
+    recorder = TlsRecorder(clock=lambda: NOON)
+    for _ in range(5):
+        recorder.record(STS, Result.SUCCESS)
+    recorder.record(
+        STS,
+        Result.CERTIFICATE_HOST_MISMATCH,
+        sending_ip="198.51.100.1",
+        receiving_mx="mx2.b.test",
+        receiving_ip="192.0.2.2",
+    )
+    recorder.record(NONE, Result.SUCCESS)  # another domain: not in b.test's report
+    return recorder.take()
+
+
+def test_report_has_the_fields_of_rfc_8460_section_4() -> None:
+    report = build_report(
+        "b.test", DAY, counts(), organization="A Org", contact="tls@a.test", submitter="a.test"
+    )
+    assert set(report) == {
+        "organization-name",
+        "date-range",
+        "contact-info",
+        "report-id",
+        "policies",
+    }
+    assert report["organization-name"] == "A Org" and report["contact-info"] == "tls@a.test"
+    assert report["date-range"] == {
+        "start-datetime": "2026-03-01T00:00:00Z",
+        "end-datetime": "2026-03-02T00:00:00Z",
+    }
+    assert report["report-id"] == "2026-03-01T00:00:00Z_b.test_a.test"
+    [entry] = report["policies"]
+    assert entry["policy"] == {
+        "policy-type": "sts",
+        "policy-string": list(STS.strings),
+        "policy-domain": "b.test",
+        "mx-host": ["mx.b.test", "*.b.test"],
+    }
+    assert entry["summary"] == {
+        "total-successful-session-count": 5,
+        "total-failure-session-count": 1,
+    }
+    assert entry["failure-details"] == [
+        {
+            "result-type": "certificate-host-mismatch",
+            "sending-mta-ip": "198.51.100.1",
+            "receiving-mx-hostname": "mx2.b.test",
+            "receiving-ip": "192.0.2.2",
+            "failed-session-count": 1,
+        }
+    ]
+
+
+def test_no_policy_report_and_a_day_cut_short() -> None:
+    report = build_report(
+        "c.test", DAY, counts(), organization="o", contact="c", submitter="a.test", end=NOON
+    )
+    assert report["date-range"]["end-datetime"] == "2026-03-01T12:00:00Z"
+    [entry] = report["policies"]
+    assert entry["policy"] == {"policy-type": "no-policy-found", "policy-domain": "c.test"}
+    assert "failure-details" not in entry
+    assert json.loads(gzip.decompress(compressed(report))) == report
+    assert file_name("a.test", "c.test", report) == "a.test!c.test!1772323200!1772366400.json.gz"
+
+
+def test_report_mail_is_rfc_8460_section_5_3() -> None:
+    report = build_report(
+        "b.test", DAY, counts(), organization="o", contact="c", submitter="a.test"
+    )
+    data = compressed(report)
+    message = report_message(
+        queue_id="QID1",
+        sender="noreply-tlsrpt@a.test",
+        recipient="tls@b.test",
+        submitter="a.test",
+        domain="b.test",
+        report=report,
+        data=data,
+        now=NOON,
+    )
+    assert str(message.envelope.sender) == "noreply-tlsrpt@a.test"
+    [rcpt] = message.envelope.recipients
+    assert str(rcpt.address) == "tls@b.test"
+    raw = message.headers.encode() + b"\r\n" + b"".join(message.body.chunks())
+    assert message.body.size == len(b"".join(message.body.chunks()))
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert parsed["TLS-Report-Domain"] == "b.test"
+    assert parsed["TLS-Report-Submitter"] == "a.test"
+    assert parsed.get_content_type() == "multipart/report"
+    assert parsed.get_param("report-type") == "tlsrpt"
+    parts = list(parsed.iter_parts())
+    assert [p.get_content_type() for p in parts] == ["text/plain", MEDIA_TYPE]
+    assert parts[1].get_filename() == file_name("a.test", "b.test", report)
+    assert json.loads(gzip.decompress(parts[1].get_content())) == report
+
+
+# ---- the HTTPS POST ---------------------------------------------------------------------------
+
+
+class Loopback:
+    async def host_addresses(self, host: str) -> list[MailHost]:
+        return [MailHost(host, "127.0.0.1")]
+
+
+def test_post_to_a_real_https_server(tmp_path: Path) -> None:
+    import ssl
+
+    with PolicyServer(tmp_path, "r.b.test") as server:
+        context = ssl.create_default_context(cafile=str(server.cert))
+        url = f"https://r.b.test:{server.port}/tlsrpt"
+        status = asyncio.run(post_report(url, b"gz", resolver=Loopback(), context=context))
+        assert status == 201
+        assert server.posts == [(f"r.b.test:{server.port}", "/tlsrpt", MEDIA_TYPE, b"gz")]
+        server.post_status = 500
+        with pytest.raises(PostError, match="HTTP status 500"):
+            asyncio.run(post_report(url, b"gz", resolver=Loopback(), context=context))
+        untrusted = ssl.create_default_context()  # the test CA is not the system's
+        with pytest.raises(PostError, match="CERTIFICATE_VERIFY_FAILED"):
+            asyncio.run(post_report(url, b"gz", resolver=Loopback(), context=untrusted))
