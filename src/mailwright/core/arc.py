@@ -32,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from mailwright.core.arcfields import AAR, AMS, ARC_FIELDS, AS
 from mailwright.core.dkim import (
     CRLF,
     Canon,
@@ -69,11 +70,7 @@ from mailwright.core.headers import Header
 Status = Literal["none", "pass", "fail"]
 
 MAX_INSTANCE = 50  # RFC 8617 4.2.1
-AAR = "ARC-Authentication-Results"
-AMS = "ARC-Message-Signature"
-AS = "ARC-Seal"
 _KINDS = {AAR.lower(): "aar", AMS.lower(): "ams", AS.lower(): "as"}
-ARC_FIELDS = frozenset(_KINDS)
 _AAR_INSTANCE = re.compile(r"^[ \t\r\n]*i[ \t\r\n]*=[ \t\r\n]*([0-9]{1,9})[ \t\r\n]*;")
 _STATUSES = ("none", "pass", "fail")
 
