@@ -47,6 +47,7 @@ same credentials.
 Outbound address rewriting (``routing.generic``, ``[rewrite]``): with a
 ``rewriter``, the envelope sender and the header addresses are rewritten as the
 message leaves; the queued copy, the recipients and DSNs keep the original.
+Then, with ``arc`` (``delivery.arcseal``), forwarded mail gets its ARC Set.
 
 Outcome per recipient: 2xx after the content is DELIVERED, or RELAYED when the
 peer lacks DSN and the recipient asked for NOTIFY=SUCCESS (RFC 3461 4.1); 4xx
@@ -74,6 +75,7 @@ from mailwright.core.delivery import DeliveryRecipient, DeliveryResult, Outcome
 from mailwright.core.envelope import BodyType, Notify
 from mailwright.core.reply import Reply
 from mailwright.delivery.agent import DeliveryRequest
+from mailwright.delivery.arcseal import ArcSealing
 from mailwright.delivery.dane import DaneGate, DaneHost
 from mailwright.delivery.eightbit import contains_8bit, downgrade
 from mailwright.delivery.pool import SessionPool
@@ -159,6 +161,7 @@ class SmtpAgent:
         rewriter: AddressRewriter | None = None,
         mta_sts: StsSource | None = None,
         dane: DaneGate | None = None,
+        arc: ArcSealing | None = None,
     ) -> None:
         self.hostname = hostname
         self.resolver = resolver
@@ -177,12 +180,15 @@ class SmtpAgent:
         self.rewriter = rewriter  # outbound masquerading / generic table (routing.generic)
         self.mta_sts = mta_sts
         self.dane = dane
+        self.arc = arc  # ARC sealing of forwarded mail (delivery.arcseal)
 
     # ---- the DeliveryAgent interface -----------------------------------------------------
     async def deliver(self, request: DeliveryRequest) -> list[DeliveryResult]:
         results: dict[int, DeliveryResult] = {}
         try:
             request = rewritten(request, self.rewriter)
+            if self.arc is not None:
+                request = await self.arc.sealed(request)
             pending = self._screen(request, results)
             key = request.next_hop.key
             login = self._login(request.next_hop)
