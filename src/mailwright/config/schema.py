@@ -28,6 +28,8 @@ from pydantic import (
 
 from mailwright.config.dnsbl import parse_reply, parse_zone
 from mailwright.config.endpoint import parse_endpoint
+from mailwright.core.arcfields import DEFAULT_HEADERS as ARC_DEFAULT_HEADERS
+from mailwright.core.arcfields import UNSIGNABLE as ARC_UNSIGNABLE
 from mailwright.core.hostaddresses import own_literals
 from mailwright.core.hostport import smarthost_parts
 
@@ -791,6 +793,68 @@ class SpfSection(Section):
         return value
 
 
+class ArcSection(Section):
+    """ARC (RFC 8617): ``verify`` validates the chains of inbound mail (policy.arc) and
+    reports ``arc=`` in Authentication-Results; ``seal`` adds an ARC Set to the mail that
+    alias expansion, a list or a ``.forward`` sends on by SMTP (delivery.arcseal)."""
+
+    verify: bool = False
+    verify_trusted: bool = False  # also validate the mail of trusted and authenticated clients
+    seal: bool = False
+    domain: str = ""  # d= of our ARC Sets (needed to seal)
+    selector: str = ""  # s= (needed to seal); the key is at <selector>._domainkey.<domain>
+    key_file: str = ""  # PEM private key, RSA of 2048 bits or more, or Ed25519
+    authserv_id: str = ""  # ours in Authentication-Results and AAR; empty: hostname
+    headers: list[str] = list(ARC_DEFAULT_HEADERS)  # what our ARC-Message-Signature signs
+    canonicalization: Literal[
+        "relaxed/relaxed", "relaxed/simple", "simple/relaxed", "simple/simple"
+    ] = "relaxed/relaxed"  # of our ARC-Message-Signature
+    timeout: Seconds = 10.0  # one key lookup while validating; then the chain fails
+
+    @field_validator("authserv_id")
+    @classmethod
+    def _authserv_id(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[A-Za-z0-9._-]+", value):
+            raise ValueError(f"{value!r} is not an authserv-id (a host name)")
+        return value
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        value = value.lower().rstrip(".")
+        if value and not re.fullmatch(r"([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9-]+", value):
+            raise ValueError(f"{value!r} is not a domain name")
+        return value
+
+    @field_validator("selector")
+    @classmethod
+    def _selector(cls, value: str) -> str:
+        if value and not re.fullmatch(
+            r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9-]+)*", value
+        ):
+            raise ValueError(f"{value!r} is not a selector")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, values: list[str]) -> list[str]:
+        for name in values:
+            if not re.fullmatch(r"[\x21-\x39\x3b-\x7e]+", name) or name.lower() in ARC_UNSIGNABLE:
+                raise ValueError(f"{name!r} cannot be signed by an ARC-Message-Signature")
+        return values if any(n.lower() == "from" for n in values) else ["From", *values]
+
+    @model_validator(mode="after")
+    def _sealing(self) -> ArcSection:
+        if self.seal:
+            if not (self.domain and self.selector and self.key_file):
+                raise ValueError("arc.seal needs arc.domain, arc.selector and arc.key_file")
+            # here, not at the top: loading the settings needs no cryptography otherwise
+            from mailwright.core.dkim import load_signing_key
+
+            load_signing_key(self.key_file, "ARC")  # a bad key is a configuration error
+        return self
+
+
 class DnsblSection(Section):
     """DNS blocklists (policy.dnsbl): listed clients are refused at RCPT; no zones = off."""
 
@@ -911,6 +975,7 @@ class Settings(Section):
     log: LogSection = LogSection()
     dnsbl: DnsblSection = DnsblSection()
     spf: SpfSection = SpfSection()
+    arc: ArcSection = ArcSection()
     rewrite: RewriteSection = RewriteSection()
     tls_reporting: TlsReportingSection = TlsReportingSection()
     filters: list[FilterEntry] = []  # milters and in-process filters, called in this order

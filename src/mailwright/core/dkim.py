@@ -1,12 +1,14 @@
 """DKIM signing (RFC 6376, RFC 8463): canonicalisation, the body hash and the DKIM-Signature.
 
-Sans-I/O: ``BodyHasher`` is fed the body in chunks of any size and keeps at most
-two bytes between them (a white-space run shrinks to one space, a CR waits for
-its LF), so the body hash takes constant memory whatever the message size.
-``Signer`` turns a header section and a body hash into a folded
-``DKIM-Signature`` header field, signed with an RSA (PKCS#1 v1.5, SHA-256) or an
-Ed25519 (SHA-256 prehash, RFC 8463) private key from the ``cryptography``
-package. Trusts its caller to have chosen which mail to sign; reads no settings.
+Sans-I/O (but for ``load_signing_key``, which reads a PEM file): ``BodyHasher``
+is fed the body in chunks of any size and keeps at most two bytes between them
+(a white-space run shrinks to one space, a CR waits for its LF), so the body
+hash takes constant memory whatever the message size. ``Signer`` turns a header
+section and a body hash into a folded ``DKIM-Signature`` header field, signed
+(``sign_bytes``) with an RSA (PKCS#1 v1.5, SHA-256) or an Ed25519 (SHA-256
+prehash, RFC 8463) private key from the ``cryptography`` package; ``core.arc``
+signs its ARC fields with the same pieces. Trusts its caller to have chosen which
+mail to sign; reads no settings.
 
 Canonicalisation follows RFC 6376 section 3.4 as dkimpy and OpenDKIM read it:
 only CRLF ends a line; a body not ending in CRLF gets one; "relaxed" turns an
@@ -26,6 +28,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from mailwright.core.headers import Header
 
@@ -238,10 +241,37 @@ class Signer:
         unsigned = Header("DKIM-Signature", head.encode("ascii"))
         data = b"".join(canonical_header(h.name, h.value, self.header_canon) for h in picked)
         data += canonical_header(unsigned.name, unsigned.value, self.header_canon)[:-2]
-        signature = base64.b64encode(self._signature(data)).decode("ascii")
+        signature = base64.b64encode(sign_bytes(self.key, data)).decode("ascii")
         return Header("DKIM-Signature", (head + fold_base64(signature, len(" b="))).encode("ascii"))
 
-    def _signature(self, data: bytes) -> bytes:
-        if isinstance(self.key, Ed25519PrivateKey):
-            return self.key.sign(hashlib.sha256(data).digest())
-        return self.key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+
+def sign_bytes(key: SigningKey, data: bytes) -> bytes:
+    """The ``b=`` signature of ``data``: RSA PKCS#1 v1.5 over SHA-256, or Ed25519 over its
+    SHA-256 digest (RFC 8463)."""
+    if isinstance(key, Ed25519PrivateKey):
+        return key.sign(hashlib.sha256(data).digest())
+    return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+
+
+def load_signing_key(path: str, what: str = "DKIM", min_rsa_bits: int = 2048) -> SigningKey:
+    """The private key in PEM file ``path``; ``ValueError`` naming the file and the problem."""
+    try:
+        with open(path, "rb") as f:
+            pem = f.read()
+    except OSError as exc:
+        raise ValueError(f"cannot read {what} key {path}: {exc.strerror}") from None
+    try:
+        key = load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError) as exc:
+        why = str(exc).split(". See ")[0]  # cryptography appends a link to its FAQ
+        problem = f"{what} key {path} is not an unencrypted PEM private key: {why}"
+        raise ValueError(problem) from None
+    if isinstance(key, RSAPrivateKey):
+        if key.key_size < min_rsa_bits:
+            raise ValueError(
+                f"{what} key {path} is RSA {key.key_size} bits; at least {min_rsa_bits} needed"
+            )
+        return key
+    if isinstance(key, Ed25519PrivateKey):
+        return key
+    raise ValueError(f"{what} key {path} is neither RSA nor Ed25519")

@@ -42,14 +42,14 @@ Lookup = Callable[[str], Awaitable[list[str]]]
 MIN_RSA_BITS = 1024  # RFC 8301 section 3.2
 DEFAULT_LIMIT = 5
 _TAG_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-_FWS = re.compile(r"[ \t\r\n]+")
-_DOMAIN = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9])?\.)*[A-Za-z0-9-]+$")
-_SELECTOR = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9])?(\.[A-Za-z0-9_-]+)*$")
-_B_TAG = re.compile(rb"(^|;)([ \t\r\n]*b[ \t\r\n]*=)[^;]*")
+FWS = re.compile(r"[ \t\r\n]+")
+DOMAIN = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9])?\.)*[A-Za-z0-9-]+$")
+SELECTOR = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9])?(\.[A-Za-z0-9_-]+)*$")
+B_TAG = re.compile(rb"(^|;)([ \t\r\n]*b[ \t\r\n]*=)[^;]*")
 _BASE64 = re.compile(r"^[A-Za-z0-9+/=]+$")
 _TOKEN = re.compile(r"^[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+$")  # RFC 2045 token
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
-_ALGORITHMS = {"rsa-sha256": "rsa", "ed25519-sha256": "ed25519"}
+ALGORITHMS = {"rsa-sha256": "rsa", "ed25519-sha256": "ed25519"}
 
 
 class PermError(Exception):
@@ -97,14 +97,14 @@ def parse_tags(text: str) -> dict[str, str]:
     return tags
 
 
-def _base64(value: str, tag: str) -> bytes:
+def decode_base64(value: str, tag: str) -> bytes:
     try:
-        return base64.b64decode(_FWS.sub("", value), validate=True)
+        return base64.b64decode(FWS.sub("", value), validate=True)
     except (binascii.Error, ValueError):
         raise PermError(f"{tag}= is not base64") from None
 
 
-def _number(value: str, tag: str) -> int:
+def tag_number(value: str, tag: str) -> int:
     if not value.isdigit() or len(value) > 76:
         raise PermError(f"{tag}= is not a number")
     return int(value)
@@ -141,7 +141,7 @@ class Signature:
         return Result(result, reason, self.domain, self.selector, self.b_text, testing)
 
 
-def _canonicalisation(value: str) -> tuple[Canon, Canon]:
+def canonicalisation(value: str) -> tuple[Canon, Canon]:
     header, _, body = value.partition("/")
     names: dict[str, Canon] = {"simple": "simple", "relaxed": "relaxed"}
     if header not in names or (body or "simple") not in names:
@@ -167,15 +167,15 @@ def parse_signature(header: Header) -> Signature:
     algorithm = tags["a"].lower()
     if algorithm == "rsa-sha1":
         raise PermError("rsa-sha1 is not accepted (RFC 8301)", "neutral")
-    if algorithm not in _ALGORITHMS:
+    if algorithm not in ALGORITHMS:
         raise PermError(f"unknown algorithm a={tags['a']}", "neutral")
     domain = tags["d"].lower().rstrip(".")
-    if not _DOMAIN.match(domain):
+    if not DOMAIN.match(domain):
         raise PermError(f"bad domain d={tags['d']}")
     selector = tags["s"]
-    if not _SELECTOR.match(selector):
+    if not SELECTOR.match(selector):
         raise PermError(f"bad selector s={selector}")
-    signed = tuple(_FWS.sub("", n).lower() for n in tags["h"].split(":"))
+    signed = tuple(FWS.sub("", n).lower() for n in tags["h"].split(":"))
     if any(not n for n in signed):
         raise PermError("empty name in h=")
     if "from" not in signed:
@@ -185,17 +185,17 @@ def parse_signature(header: Header) -> Signature:
     idomain = idomain.lower().rstrip(".")
     if not at or not (idomain == domain or idomain.endswith("." + domain)):
         raise PermError(f"i={identity} is not in d={domain}")
-    if "q" in tags and "dns/txt" not in [_FWS.sub("", q) for q in tags["q"].split(":")]:
+    if "q" in tags and "dns/txt" not in [FWS.sub("", q) for q in tags["q"].split(":")]:
         raise PermError(f"unknown query method q={tags['q']}")
-    header_canon, body_canon = _canonicalisation(_FWS.sub("", tags.get("c", "simple/simple")))
-    timestamp = _number(tags["t"], "t") if "t" in tags else None
-    expires = _number(tags["x"], "x") if "x" in tags else None
+    header_canon, body_canon = canonicalisation(FWS.sub("", tags.get("c", "simple/simple")))
+    timestamp = tag_number(tags["t"], "t") if "t" in tags else None
+    expires = tag_number(tags["x"], "x") if "x" in tags else None
     if timestamp is not None and expires is not None and expires < timestamp:
         raise PermError("x= is before t=")
-    bh = _base64(tags["bh"], "bh")
+    bh = decode_base64(tags["bh"], "bh")
     if len(bh) != hashlib.sha256().digest_size:
         raise PermError("bh= is not a SHA-256 digest")
-    b = _base64(tags["b"], "b")
+    b = decode_base64(tags["b"], "b")
     if not b:
         raise PermError("b= is empty")
     return Signature(
@@ -209,8 +209,8 @@ def parse_signature(header: Header) -> Signature:
         body_canon=body_canon,
         bh=bh,
         b=b,
-        b_text=_FWS.sub("", tags["b"]),
-        length=_number(tags["l"], "l") if "l" in tags else None,
+        b_text=FWS.sub("", tags["b"]),
+        length=tag_number(tags["l"], "l") if "l" in tags else None,
         timestamp=timestamp,
         expires=expires,
     )
@@ -262,7 +262,7 @@ def parse_key(text: str) -> KeyRecord:
     services = [s.strip(" \t").lower() for s in tags.get("s", "*").split(":")]
     if "*" not in services and "email" not in services:
         raise PermError("key is not for email (s=)")
-    data = _base64(tags["p"], "p")
+    data = decode_base64(tags["p"], "p")
     if not data:
         raise PermError("key revoked", "fail")
     flags = [f.strip(" \t").lower() for f in tags.get("t", "").split(":")]
@@ -292,7 +292,7 @@ def signed_data(headers: Sequence[Header], sig: Signature) -> bytes:
         if n < len(fields):
             h = fields[len(fields) - 1 - n]
             out.append(canonical_header(h.name, h.value, sig.header_canon))
-    emptied = _B_TAG.sub(rb"\1\2", sig.field.value)
+    emptied = B_TAG.sub(rb"\1\2", sig.field.value)
     own = canonical_header(sig.field.name, emptied, sig.header_canon)
     return b"".join(out) + own.removesuffix(CRLF)
 
@@ -332,7 +332,7 @@ def check(
     testing = record.testing
     if sig.expires is not None and sig.expires < now:
         return sig.result("fail", "signature expired", testing)
-    if _ALGORITHMS[sig.algorithm] != record.kind:
+    if ALGORITHMS[sig.algorithm] != record.kind:
         return sig.result("permerror", f"key type {record.kind} does not match a=", testing)
     if record.strict and sig.identity_domain != sig.domain:
         return sig.result("permerror", "key has t=s but i= is a subdomain of d=", testing)
@@ -340,15 +340,22 @@ def check(
         return sig.result("permerror", "l= is longer than the body", testing)
     if bh != sig.bh:
         return sig.result("fail", "body hash mismatch", testing)
-    data = signed_data(headers, sig)
-    try:
-        if isinstance(record.key, Ed25519PublicKey):
-            record.key.verify(sig.b, hashlib.sha256(data).digest())
-        else:
-            record.key.verify(sig.b, data, padding.PKCS1v15(), hashes.SHA256())
-    except InvalidSignature:
+    if not verify_bytes(record.key, sig.b, signed_data(headers, sig)):
         return sig.result("fail", "signature did not verify", testing)
     return sig.result("pass", testing=testing)
+
+
+def verify_bytes(key: PublicKey, b: bytes, data: bytes) -> bool:
+    """Whether ``b`` signs ``data``: RSA PKCS#1 v1.5 over SHA-256, or Ed25519 over its
+    SHA-256 digest (RFC 8463)."""
+    try:
+        if isinstance(key, Ed25519PublicKey):
+            key.verify(b, hashlib.sha256(data).digest())
+        else:
+            key.verify(b, data, padding.PKCS1v15(), hashes.SHA256())
+    except InvalidSignature:
+        return False
+    return True
 
 
 async def fetch_key(lookup: Lookup, sig: Signature) -> KeyRecord:
@@ -406,13 +413,13 @@ def _names(h: Header) -> tuple[str, str, str]:
     found = dict.fromkeys(("d", "s", "b"), "")
     for part in h.value.decode("ascii", "replace").split(";"):
         name, _, value = part.partition("=")
-        name, value = name.strip(" \t\r\n"), _FWS.sub("", value)
+        name, value = name.strip(" \t\r\n"), FWS.sub("", value)
         if name in found and not found[name]:
             found[name] = value
     domain = found["d"].lower().rstrip(".")
     return (
-        domain if _DOMAIN.match(domain) else "",
-        found["s"] if _SELECTOR.match(found["s"]) else "",
+        domain if DOMAIN.match(domain) else "",
+        found["s"] if SELECTOR.match(found["s"]) else "",
         found["b"] if _BASE64.match(found["b"]) else "",
     )
 

@@ -9,7 +9,7 @@ refuses it, the mail stays queued). Local recipients go through the
 alias ``Expander`` to the local agents (``delivery.local``). Settings: ``hostname``,
 ``queue.*``, ``delivery.*`` (including the outbound TLS policy, MTA-STS and DANE), ``dns.*``,
 ``routing.*``, ``local_delivery.*``, ``rewrite.*`` (the SMTP agent's address rewriting; a
-bad generic table line is logged and skipped).
+bad generic table line is logged and skipped), ``arc.*`` (ARC sealing of forwarded mail).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from types import MappingProxyType
 from mailwright.config.schema import Settings
 from mailwright.core.reply import Reply
 from mailwright.delivery.agent import DeliveryAgent
+from mailwright.delivery.arcseal import ArcSealing
 from mailwright.delivery.dane import DaneGate
 from mailwright.delivery.deposit import Deposit
 from mailwright.delivery.lmtp import LmtpAgent
@@ -135,6 +136,7 @@ def build_agents(
             dane=dane_gate(settings, resolver, tls_table),
             sts_problem=sts.problem if sts is not None else None,
             tls_reports=recorder,
+            arc=ArcSealing.from_settings(settings),
         ),
         Transport.LMTP: LmtpAgent(settings.hostname, None, timeouts=timeouts, idle_timeout=idle),
     }

@@ -36,6 +36,8 @@ class DeliveryRequest:
     received_at: float = 0.0
     # awaited with each DELIVERED result as soon as that delivery is durable (local agent)
     on_delivered: Callable[[DeliveryResult], Awaitable[None]] | None = None
+    # sent on by alias expansion, a list or a .forward: ARC sealing applies (delivery.arcseal)
+    forwarded: bool = False
 
 
 class DeliveryAgent(Protocol):

@@ -47,6 +47,7 @@ same credentials.
 Outbound address rewriting (``routing.generic``, ``[rewrite]``): with a
 ``rewriter``, the envelope sender and the header addresses are rewritten as the
 message leaves; the queued copy, the recipients and DSNs keep the original.
+Then, with ``arc`` (``delivery.arcseal``), forwarded mail gets its ARC Set.
 
 Outcome per recipient: 2xx after the content is DELIVERED, or RELAYED when the
 peer lacks DSN and the recipient asked for NOTIFY=SUCCESS (RFC 3461 4.1); 4xx
@@ -74,6 +75,7 @@ from mailwright.core.delivery import DeliveryRecipient, DeliveryResult, Outcome
 from mailwright.core.envelope import BodyType, Notify
 from mailwright.core.reply import Reply
 from mailwright.delivery.agent import DeliveryRequest
+from mailwright.delivery.arcseal import ArcSealing
 from mailwright.delivery.dane import DaneGate, DaneHost
 from mailwright.delivery.eightbit import contains_8bit, downgrade
 from mailwright.delivery.pool import SessionPool
@@ -162,6 +164,7 @@ class SmtpAgent:
         dane: DaneGate | None = None,
         sts_problem: Callable[[NextHop], str | None] | None = None,
         tls_reports: TlsRecorder | None = None,
+        arc: ArcSealing | None = None,
     ) -> None:
         self.hostname = hostname
         self.resolver = resolver
@@ -182,12 +185,15 @@ class SmtpAgent:
         self.dane = dane
         self.sts_problem = sts_problem  # why a domain with an MTA-STS record has no policy
         self.tls_reports = tls_reports  # RFC 8460 session counts (routing.tlsrpt)
+        self.arc = arc  # ARC sealing of forwarded mail (delivery.arcseal)
 
     # ---- the DeliveryAgent interface -----------------------------------------------------
     async def deliver(self, request: DeliveryRequest) -> list[DeliveryResult]:
         results: dict[int, DeliveryResult] = {}
         try:
             request = rewritten(request, self.rewriter)
+            if self.arc is not None:
+                request = await self.arc.sealed(request)
             pending = self._screen(request, results)
             key = request.next_hop.key
             login = self._login(request.next_hop)

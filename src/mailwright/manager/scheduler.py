@@ -55,7 +55,7 @@ from mailwright.dsn import OriginalMessage, parse_notify
 from mailwright.dsn.notices import MessageReports, Notice, Reporter, expired
 from mailwright.manager.answers import Answers, Waiting
 from mailwright.manager.backoff import RetryPolicy
-from mailwright.manager.expansion import Expander, target_hop
+from mailwright.manager.expansion import LIST_PROTOCOL, Expander, target_hop
 from mailwright.manager.fresh import FreshMessages
 from mailwright.manager.hoststatus import HostStatus, HostStatusCache
 from mailwright.manager.slots import WorkerSlots
@@ -491,6 +491,10 @@ class Scheduler:
             groups.setdefault(hop.key, (hop, []))[1].append(recipient)
         size = message.size
         queue_id = message.queue_id
+        # sent on by a list, an alias or a .forward (delivery.arcseal seals such mail)
+        forwarded = message.origin.protocol == LIST_PROTOCOL or any(
+            r.state is RecipientState.EXPANDED for r in message.recipients
+        )
 
         def read_body() -> Iterator[bytes]:
             if body is None:
@@ -511,6 +515,7 @@ class Scheduler:
                 body=read_body,
                 size=size,
                 received_at=message.received_at,
+                forwarded=forwarded,
             )
             for hop, rcpts in groups.values()
         ]

@@ -96,6 +96,7 @@ ADMIN_ACTIONS: Counter
 DANE: Counter
 SPF_RESULTS: Counter
 TLSRPT_REPORTS: Counter
+ARC_RESULTS: Counter
 START_TIME: Gauge
 BUILD: Info
 
@@ -110,7 +111,8 @@ def _define(served: CollectorRegistry, own: CollectorRegistry | None) -> None:
     """
     global REGISTRY, RECEIVED, REJECTED, DELIVERIES, DELIVERY_LATENCY, SESSIONS
     global QUEUE_MESSAGES, QUEUE_RECIPIENTS, QUEUE_OLDEST, MILTER_CALLS, MILTER_FAILURES
-    global OUTBOUND, ADMIN_ACTIONS, START_TIME, BUILD, DANE, SPF_RESULTS, TLSRPT_REPORTS
+    global OUTBOUND, ADMIN_ACTIONS, START_TIME, BUILD, DANE, SPF_RESULTS
+    global TLSRPT_REPORTS, ARC_RESULTS
     REGISTRY = served
     RECEIVED = Counter(
         "mailwright_messages_received",
@@ -210,6 +212,12 @@ def _define(served: CollectorRegistry, own: CollectorRegistry | None) -> None:
         ["result"],
         registry=own,
     )
+    ARC_RESULTS = Counter(
+        "mailwright_arc_results",
+        "ARC chain validation results (RFC 8617: pass, fail, none) of inbound messages.",
+        ["result"],
+        registry=own,
+    )
     START_TIME = Gauge(
         "mailwright_start_time_seconds",
         "When the daemon started (Unix time).",
@@ -299,6 +307,10 @@ def rejected(stage: str, reply: Reply) -> None:
 
 def spf_result(result: str) -> None:
     SPF_RESULTS.labels(result).inc()
+
+
+def arc_result(result: str) -> None:
+    ARC_RESULTS.labels(result).inc()
 
 
 def greeted(reply: Reply | None) -> None:

@@ -23,13 +23,10 @@ import time
 from email.utils import getaddresses
 from typing import Literal
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from mailwright.config.schema import Settings
-from mailwright.core.dkim import Canon, Signer, SigningKey, body_hash
+from mailwright.core.dkim import Canon, Signer, SigningKey, body_hash, load_signing_key
 from mailwright.core.headers import HeaderList
 from mailwright.core.reply import Reply
 from mailwright.policy.filters.base import Filter
@@ -74,25 +71,7 @@ def domain_name(value: str) -> str:
 
 def load_key(path: str) -> SigningKey:
     """The private key in PEM file ``path``; ``ValueError`` naming the file and the problem."""
-    try:
-        with open(path, "rb") as f:
-            pem = f.read()
-    except OSError as exc:
-        raise ValueError(f"cannot read DKIM key {path}: {exc.strerror}") from None
-    try:
-        key = load_pem_private_key(pem, password=None)
-    except (ValueError, TypeError) as exc:
-        why = str(exc).split(". See ")[0]  # cryptography appends a link to its FAQ
-        raise ValueError(f"DKIM key {path} is not an unencrypted PEM private key: {why}") from None
-    if isinstance(key, RSAPrivateKey):
-        if key.key_size < MIN_RSA_BITS:
-            raise ValueError(
-                f"DKIM key {path} is RSA {key.key_size} bits; at least {MIN_RSA_BITS} needed"
-            )
-        return key
-    if isinstance(key, Ed25519PrivateKey):
-        return key
-    raise ValueError(f"DKIM key {path} is neither RSA nor Ed25519")
+    return load_signing_key(path, "DKIM", MIN_RSA_BITS)
 
 
 class DkimOptions(BaseModel):
