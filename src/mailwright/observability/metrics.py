@@ -95,6 +95,7 @@ OUTBOUND: Counter
 ADMIN_ACTIONS: Counter
 DANE: Counter
 SPF_RESULTS: Counter
+DMARC_RESULTS: Counter
 START_TIME: Gauge
 BUILD: Info
 
@@ -109,7 +110,7 @@ def _define(served: CollectorRegistry, own: CollectorRegistry | None) -> None:
     """
     global REGISTRY, RECEIVED, REJECTED, DELIVERIES, DELIVERY_LATENCY, SESSIONS
     global QUEUE_MESSAGES, QUEUE_RECIPIENTS, QUEUE_OLDEST, MILTER_CALLS, MILTER_FAILURES
-    global OUTBOUND, ADMIN_ACTIONS, START_TIME, BUILD, DANE, SPF_RESULTS
+    global OUTBOUND, ADMIN_ACTIONS, START_TIME, BUILD, DANE, SPF_RESULTS, DMARC_RESULTS
     REGISTRY = served
     RECEIVED = Counter(
         "mailwright_messages_received",
@@ -202,6 +203,12 @@ def _define(served: CollectorRegistry, own: CollectorRegistry | None) -> None:
         ["result"],
         registry=own,
     )
+    DMARC_RESULTS = Counter(
+        "mailwright_dmarc_results",
+        "DMARC results (RFC 7489) of inbound messages: pass, fail, none, temperror, permerror.",
+        ["result"],
+        registry=own,
+    )
     START_TIME = Gauge(
         "mailwright_start_time_seconds",
         "When the daemon started (Unix time).",
@@ -291,6 +298,10 @@ def rejected(stage: str, reply: Reply) -> None:
 
 def spf_result(result: str) -> None:
     SPF_RESULTS.labels(result).inc()
+
+
+def dmarc_result(result: str) -> None:
+    DMARC_RESULTS.labels(result).inc()
 
 
 def greeted(reply: Reply | None) -> None:
