@@ -14,7 +14,12 @@ not checked. The results are in ``Authentication-Results:``, the mail log line a
 from __future__ import annotations
 
 import base64
+import email
+import email.policy
+import gzip
 import smtplib
+import time
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,10 +31,11 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from mailwright.core.headers import HeaderParser
 from mailwright.queue.sqlite import SqliteQueueStore
-from tests.support.daemon import Mailwright, free_port, running
+from tests.support.daemon import Mailwright, free_port, running, wait_until
 from tests.support.dns import DnsServer, dnsmasq_available
 from tests.support.peers import peer
 from tests.support.security import secure_config
+from tests.support.smtp_sink import SmtpSink, available
 from tests.support.web import Web, value
 
 pytestmark = peer("dnsmasq", dnsmasq_available(), "dnsmasq-base is not installed")
@@ -75,6 +81,21 @@ def dns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DnsServer]:
     server.zone("client.test", "spf.test", "dkim.test", "reject.test", "quarantine.test")
     server.zone("none.test", "nothing.test")
     server.timeout("slow.test")
+    # aggregate reports: two destinations in the domain (one with a size limit too small),
+    # one outside that agrees (7.1), one that does not
+    rua = (
+        "mailto:dmarc@rep.test,mailto:agg@thirdparty.test,mailto:agg@unauthorized.test,"
+        "mailto:tiny@rep.test!100"
+    )
+    # on its command line dnsmasq splits TXT text at commas; in a file, quotes keep them
+    conf = tmp_path_factory.mktemp("dnsconf") / "dmarc.conf"
+    conf.write_text(f'txt-record=_dmarc.rep.test,"v=DMARC1; p=quarantine; pct=0; rua={rua}"\n')
+    conf.chmod(0o644)
+    conf.parent.chmod(0o755)
+    server.option(f"--conf-file={conf}").zone("_dmarc.rep.test")
+    server.txt("rep.test._report._dmarc.thirdparty.test", "v=DMARC1")
+    server.txt("bounce.rep.test", f"v=spf1 ip4:{CLIENT} -all")
+    server.zone("rep.test", "thirdparty.test", "unauthorized.test")
     with server:
         yield server
 
@@ -218,3 +239,69 @@ def test_dmarc_alone_checks_spf_and_dkim_itself(dns: DnsServer, tmp_path: Path) 
         [results], held = queued(mw, qid)
         assert results.endswith("dmarc=fail (p=REJECT dis=NONE) header.from=reject.test")
         assert held is None
+
+
+# ---- aggregate reports
+INTERVAL = 6  # seconds: a report period short enough for a test
+
+
+def report_files(sink: SmtpSink) -> dict[str, tuple[str, bytes]]:
+    """Per recipient of the sink's report mail: the attachment's file name and its XML."""
+    found = {}
+    for received in sink.messages():
+        mail = email.message_from_bytes(received.content, policy=email.policy.default)
+        [part] = [p for p in mail.walk() if p.get_content_type() == "application/gzip"]
+        assert mail["Subject"].startswith("Report Domain: rep.test Submitter: mx.test Report-ID: <")
+        found[str(mail["To"])] = (str(part.get_filename()), gzip.decompress(part.get_content()))
+    return found
+
+
+@pytest.mark.skipif(not available(), reason="Postfix's smtp-sink is not installed")
+def test_a_report_run_mails_a_valid_report(dns: DnsServer, tmp_path: Path) -> None:
+    from dmarc.report import DMARCSchema
+
+    with SmtpSink(tmp_path / "sink") as sink:
+        settings = config(tmp_path, dns, reports=True, report_interval=f"{INTERVAL}s")
+        settings["routing"]["smarthost"] = f"[127.0.0.1]:{sink.port}"
+        settings["delivery"] = {"mode": "background"}  # the reports go out
+        settings["local_delivery"] = {"mail_spool": str(tmp_path / "mail")}
+        with running(tmp_path / "mw", settings) as mw:
+            # all three messages and the dry run within one period
+            wait_until(lambda: time.time() % INTERVAL < 1, timeout=INTERVAL + 1)
+            accepted(mw, "b@bounce.rep.test", message("a@rep.test"))
+            accepted(mw, "b@bounce.rep.test", message("a@rep.test"))
+            qid = accepted(mw, "x@other.test", message("a@rep.test"))  # fails; pct=0
+            assert queued(mw, qid)[1] is None  # sampled out: quarantine becomes none
+            dry = mw.cli("dmarc", "report", "--dry-run")
+            assert dry.returncode == 0, dry.stderr
+            out = dry.stdout.decode()
+            assert out.startswith("rep.test: 3 message(s), 2 record(s)"), out
+            assert "  to dmarc@rep.test\n  to agg@thirdparty.test\n" in out
+            assert "not to agg@unauthorized.test: external destination not authorized" in out
+            assert "not to tiny@rep.test: the report (" in out
+            wait_until(lambda: len(sink.messages()) == 2, timeout=3 * INTERVAL, what="reports")
+            mw.wait_log("dmarc: 2 aggregate report(s) queued")
+        files = report_files(sink)
+    assert set(files) == {"dmarc@rep.test", "agg@thirdparty.test"}
+    name, xml = files["dmarc@rep.test"]
+    assert name.startswith("mx.test!rep.test!") and name.endswith(".xml.gz")
+    assert files["agg@thirdparty.test"][1] == xml
+    DMARCSchema.validate(xml.decode())  # RFC 7489 Appendix C, as the dmarc package ships it
+    feedback = ET.fromstring(xml)
+    assert feedback.findtext("policy_published/p") == "quarantine"
+    assert feedback.findtext("policy_published/pct") == "0"
+    rows = {}
+    for r in feedback.iterfind("record"):
+        evaluated = r.find("row/policy_evaluated")
+        assert evaluated is not None
+        key = (evaluated.findtext("spf"), evaluated.findtext("disposition"))
+        reasons = [e.text for e in evaluated.iterfind("reason/type")]
+        rows[key] = (int(r.findtext("row/count") or 0), reasons)
+    assert rows == {("pass", "none"): (2, []), ("fail", "none"): (1, ["sampled_out"])}
+    [failed] = [
+        r for r in feedback.iterfind("record") if r.findtext("row/policy_evaluated/spf") == "fail"
+    ]
+    assert failed.findtext("identifiers/header_from") == "rep.test"
+    assert failed.findtext("identifiers/envelope_from") == "other.test"
+    assert failed.findtext("auth_results/spf/result") == "fail"
+    assert failed.findtext("row/source_ip") == CLIENT

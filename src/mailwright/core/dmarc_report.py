@@ -9,7 +9,7 @@ one policy domain into ``Report`` records (same source, identifiers, evaluation 
 results: one record with a count); ``Report.xml`` writes the feedback document of
 Appendix C (version 1.0; records sorted, so a report is reproducible), ``gzip`` it,
 ``filename`` (7.2.1.1: ``receiver!policy-domain!begin!end.xml.gz``), ``subject``
-(``Report Domain: ... Submitter: ... Report-ID: <...>``) and ``message`` the
+(``Report Domain: ... Submitter: ... Report-ID: <...>``) and ``mail`` the
 ``multipart/mixed`` mail carrying it as ``application/gzip``.
 
 ``external_check_name`` is the TXT name of 7.1 that a destination outside the policy
@@ -174,20 +174,25 @@ class Report:
             f"Report-ID: <{self.report_id}>"
         )
 
-    def message(self, receiver: str, sender: str, to: str, data: bytes, now: float) -> bytes:
-        """The whole mail (headers and body, CRLF lines) carrying ``data`` (the gzip)."""
+    def mail(
+        self, receiver: str, sender: str, to: str, data: bytes, now: float
+    ) -> tuple[list[tuple[str, str]], bytes]:
+        """The header fields and the body (CRLF lines) of the mail carrying ``data``
+        (the gzip) to ``to`` (7.2.1.1)."""
         boundary = "=_dmarc_" + secrets.token_hex(12)
         name = self.filename(receiver)
         encoded = base64.encodebytes(data).decode("ascii").replace("\n", "\r\n")
+        fields = [
+            ("From", sender),
+            ("To", to),
+            ("Subject", self.subject(receiver)),
+            ("Date", formatdate(now, localtime=False)),
+            ("Message-ID", f"<{self.report_id}.{secrets.token_hex(4)}@{receiver}>"),
+            ("Auto-Submitted", "auto-generated"),
+            ("MIME-Version", "1.0"),
+            ("Content-Type", f'multipart/mixed; boundary="{boundary}"'),
+        ]
         lines = [
-            f"From: {sender}",
-            f"To: {to}",
-            f"Subject: {self.subject(receiver)}",
-            f"Date: {formatdate(now, localtime=False)}",
-            f"Message-ID: <{self.report_id}.{secrets.token_hex(4)}@{receiver}>",
-            "MIME-Version: 1.0",
-            f'Content-Type: multipart/mixed; boundary="{boundary}"',
-            "",
             "This is a MIME-encapsulated message.",
             "",
             f"--{boundary}",
@@ -206,7 +211,7 @@ class Report:
             f"--{boundary}--",
             "",
         ]
-        return "\r\n".join(lines).encode("ascii")
+        return fields, "\r\n".join(lines).encode("ascii")
 
 
 def _utc(when: int) -> str:

@@ -50,6 +50,7 @@ from mailwright.edge.pickup import MaildropAccess
 from mailwright.manager.hoststatus import host_status
 from mailwright.manager.scheduler import Scheduler
 from mailwright.observability import logtargets
+from mailwright.policy import dmarc_reports
 from mailwright.privhelper.client import HelperDeposit, HelperForwardReader, HelperMaildrop
 from mailwright.queue.admin import ACTIONS as ADMIN_ACTIONS
 from mailwright.queue.admin import Actor, Selection
@@ -305,6 +306,7 @@ class Daemon:
             )
             await heartbeat.start(self._listeners_text)
             runner = asyncio.create_task(self._deliveries())
+            reports = self._start_dmarc_reports()
             self._install_signals()
             if worker is None:
                 log.info(
@@ -322,6 +324,8 @@ class Daemon:
             grace = self.settings.server.timeouts.shutdown_grace
             await self.scheduler.stop(grace)
             await runner
+            if reports is not None:
+                await reports
             await heartbeat.stop()
             if self.singleton:
                 await self._stop_monitor()
@@ -331,6 +335,14 @@ class Daemon:
             self.store.close()
             await self._stop_helper()
             log.info("stopped")
+
+    def _start_dmarc_reports(self) -> asyncio.Task[None] | None:
+        """DMARC aggregate reports: worker 0 sends them (one node, by the store's claim)."""
+        if not (self.singleton and self.settings.dmarc.enabled and self.settings.dmarc.reports):
+            return None
+        return asyncio.create_task(
+            dmarc_reports.run_forever(self.settings, self.enqueue, self._stop)
+        )
 
     # ---- metrics and status (daemon/monitor.py) ------------------------------------------
     async def _start_monitor(self) -> None:
