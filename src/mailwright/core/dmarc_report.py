@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import ipaddress
 import json
 import secrets
 import xml.etree.ElementTree as ET
@@ -224,10 +225,19 @@ def _text(parent: ET.Element, tag: str, text: str) -> ET.Element:
     return element
 
 
+def _address(ip: str) -> str:
+    """IPv6 written out in full: Appendix C's pattern knows no ``::``."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    return address.exploded if address.version == 6 else str(address)
+
+
 def _record(feedback: ET.Element, row: Row, count: int) -> None:
     record = ET.SubElement(feedback, "record")
     xml_row = ET.SubElement(record, "row")
-    _text(xml_row, "source_ip", row.source_ip)
+    _text(xml_row, "source_ip", _address(row.source_ip))
     _text(xml_row, "count", str(count))
     evaluated = ET.SubElement(xml_row, "policy_evaluated")
     _text(evaluated, "disposition", row.disposition)
