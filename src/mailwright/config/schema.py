@@ -828,6 +828,11 @@ class DmarcSection(Section):
             raise ValueError(f"{value!r} is not an authserv-id (a host name)")
         return value
 
+    @field_validator("psl_file", mode="before")
+    @classmethod
+    def _psl_file(cls, value: Any) -> Any:
+        return None if value == "" else value  # empty: the default place
+
     @field_validator("report_from")
     @classmethod
     def _report_from(cls, value: str) -> str:
