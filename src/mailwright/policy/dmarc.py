@@ -85,7 +85,10 @@ def load_suffixes(settings: Settings) -> PublicSuffixes:
     """The operator's list when there is one, else the package's."""
     path = psl_path(settings)
     if settings.dmarc.psl_file is not None or path.exists():
-        return PublicSuffixes.from_file(path)  # a configured file must be there and valid
+        try:  # a configured file must be there and valid
+            return PublicSuffixes.from_file(path)
+        except (OSError, UnicodeError, ValueError) as exc:
+            raise ValueError(f"dmarc: Public Suffix List {path}: {exc}") from None
     return PublicSuffixes.bundled()
 
 

@@ -142,3 +142,20 @@ def test_the_xml_is_valid_and_counts_the_rows() -> None:
 def test_disposition_in_rows_is_what_was_done() -> None:
     r = row(T0, "v=DMARC1; p=quarantine; rua=mailto:d@example.com", spf="fail")
     assert (r.disposition, r.spf, r.dkim) == (str(Disposition.QUARANTINE), "fail", "fail")
+
+
+def test_the_postgresql_store_is_shared_and_claims_once(postgres_database: str) -> None:
+    pytest.importorskip("psycopg")
+    from mailwright.policy.dmarc_store import PostgresReportStore
+    from tests.support.postgres import state_database
+
+    node_a = PostgresReportStore(state_database(postgres_database))
+    node_b = PostgresReportStore(state_database(postgres_database))
+    node_a.add(row(T0 - 10, RECORD))
+    node_b.add(row(T0 - 5, RECORD, ip="192.0.2.7"))
+    node_b.add(row(T0 + 10, RECORD))
+    assert [r.source_ip for r in node_a.rows(T0 - DAY, T0)] == ["192.0.2.1", "192.0.2.7"]
+    assert node_b.rows(T0 - DAY, T0)[0] == row(T0 - 10, RECORD)  # every column back as written
+    assert node_b.claim(T0) and not node_a.claim(T0)
+    node_b.purge(T0)
+    assert [r.at for r in node_a.rows(0, T0 + DAY)] == [T0 + 10]
