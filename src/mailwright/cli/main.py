@@ -217,6 +217,7 @@ def _register() -> None:
     from mailwright.cli.aliases import address, aliases
     from mailwright.cli.auth import auth
     from mailwright.cli.cluster import cluster
+    from mailwright.cli.dmarc import dmarc
     from mailwright.cli.links import install_links
     from mailwright.cli.queue import queue
     from mailwright.cli.send import send
@@ -235,6 +236,7 @@ def _register() -> None:
     cli.add_command(status)
     cli.add_command(cluster)
     cli.add_command(tlsrpt)
+    cli.add_command(dmarc)
 
 
 _register()

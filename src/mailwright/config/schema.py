@@ -855,6 +855,56 @@ class ArcSection(Section):
         return self
 
 
+class DmarcAction(StrEnum):
+    """What DMARC does with a message whose domain asks for reject or quarantine."""
+
+    REFUSE = "refuse"  # 550 5.7.1 at end of data
+    HOLD = "hold"  # accept and keep on hold in the queue
+    MARK = "mark"  # accept; dmarc=fail in Authentication-Results
+
+
+class DmarcSection(Section):
+    """DMARC (RFC 7489, policy.dmarc) at end of data; off unless ``enabled``."""
+
+    enabled: bool = False
+    reject: DmarcAction = DmarcAction.REFUSE  # the domain says p=reject
+    quarantine: DmarcAction = DmarcAction.HOLD  # the domain says p=quarantine
+    temperror: SpfAction = SpfAction.REFUSE  # refuse: 451 4.7.1 where the policy would refuse
+    malformed_from: SpfAction = SpfAction.REFUSE  # several From fields, or no domain: 550 5.7.1
+    authserv_id: str = ""  # empty: hostname
+    timeout: Seconds = 10.0  # the record lookups and DKIM keys DMARC fetches itself
+    allow: list[str] = []  # client networks never checked (CIDR)
+    psl_file: Path | None = None  # empty: <queue.directory>/public_suffix_list.dat if there
+    reports: bool = False  # send aggregate reports (RFC 7489 7.2) to the rua addresses
+    report_interval: Seconds = 86400.0  # one report per policy domain per interval
+    report_org_name: str = ""  # empty: hostname
+    report_from: str = ""  # empty: postmaster@hostname
+
+    @field_validator("allow")
+    @classmethod
+    def _dmarc_allow(cls, value: list[str]) -> list[str]:
+        return cidr_list(value)
+
+    @field_validator("authserv_id")
+    @classmethod
+    def _dmarc_authserv_id(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[A-Za-z0-9._-]+", value):
+            raise ValueError(f"{value!r} is not an authserv-id (a host name)")
+        return value
+
+    @field_validator("psl_file", mode="before")
+    @classmethod
+    def _psl_file(cls, value: Any) -> Any:
+        return None if value == "" else value  # empty: the default place
+
+    @field_validator("report_from")
+    @classmethod
+    def _report_from(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[^@\s<>]+@[A-Za-z0-9.-]+", value):
+            raise ValueError(f"{value!r} is not an address (user@domain)")
+        return value
+
+
 class DnsblSection(Section):
     """DNS blocklists (policy.dnsbl): listed clients are refused at RCPT; no zones = off."""
 
@@ -976,6 +1026,7 @@ class Settings(Section):
     dnsbl: DnsblSection = DnsblSection()
     spf: SpfSection = SpfSection()
     arc: ArcSection = ArcSection()
+    dmarc: DmarcSection = DmarcSection()
     rewrite: RewriteSection = RewriteSection()
     tls_reporting: TlsReportingSection = TlsReportingSection()
     filters: list[FilterEntry] = []  # milters and in-process filters, called in this order

@@ -51,6 +51,7 @@ from mailwright.edge.pickup import MaildropAccess
 from mailwright.manager.hoststatus import host_status
 from mailwright.manager.scheduler import Scheduler
 from mailwright.observability import logtargets
+from mailwright.policy import dmarc_reports
 from mailwright.privhelper.client import HelperDeposit, HelperForwardReader, HelperMaildrop
 from mailwright.queue.admin import ACTIONS as ADMIN_ACTIONS
 from mailwright.queue.admin import Actor, Selection
@@ -315,6 +316,7 @@ class Daemon:
             await heartbeat.start(self._listeners_text)
             self.tls_reports.start()
             runner = asyncio.create_task(self._deliveries())
+            reports = self._start_dmarc_reports()
             self._install_signals()
             if worker is None:
                 log.info(
@@ -333,6 +335,8 @@ class Daemon:
             await self.scheduler.stop(grace)
             await runner
             await self.tls_reports.stop()  # the last counts, while the store is open
+            if reports is not None:
+                await reports
             await heartbeat.stop()
             if self.singleton:
                 await self._stop_monitor()
@@ -342,6 +346,14 @@ class Daemon:
             self.store.close()
             await self._stop_helper()
             log.info("stopped")
+
+    def _start_dmarc_reports(self) -> asyncio.Task[None] | None:
+        """DMARC aggregate reports: worker 0 sends them (one node, by the store's claim)."""
+        if not (self.singleton and self.settings.dmarc.enabled and self.settings.dmarc.reports):
+            return None
+        return asyncio.create_task(
+            dmarc_reports.run_forever(self.settings, self.enqueue, self._stop)
+        )
 
     # ---- metrics and status (daemon/monitor.py) ------------------------------------------
     async def _start_monitor(self) -> None:

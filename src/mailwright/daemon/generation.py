@@ -44,7 +44,7 @@ from mailwright.delivery.deposit import Deposit
 from mailwright.edge.security import EdgeSecurity
 from mailwright.edge.tls import ServerTls, TlsSetupError, server_context
 from mailwright.manager.scheduler import DeliveryParts
-from mailwright.policy import access, arc, dnsbl, spf
+from mailwright.policy import access, arc, dmarc, dnsbl, spf
 from mailwright.policy.auth import Authenticator
 from mailwright.policy.filters import registry
 from mailwright.policy.filters.chain import build_filters
@@ -203,7 +203,8 @@ def build_pipeline(
     share: WorkerShare | None = None,
 ) -> Pipeline:
     """Policy hooks in order: connection rate, submission rules, access table, relay
-    control, DNS blocklists, SPF, ARC, the local recipient check, then the configured filters.
+    control, DNS blocklists, SPF, ARC, the local recipient check, the configured filters,
+    DMARC.
 
     ``resolver`` (shared with the delivery side) answers which local recipients exist;
     one is built from the settings when not given. ``share``: the connection rate is
@@ -239,7 +240,9 @@ def build_pipeline(
     if (chain_check := arc.from_settings(settings)) is not None:
         hooks_after_relay.append(chain_check)  # at end of data, before the filters' dkim=
     local = LocalRecipients(resolver or AddressResolver.from_settings(settings))
-    return Pipeline([*hooks, relay, *hooks_after_relay, local, *build_filters(settings)])
+    # DMARC at end of data after the filters, so after dkim_verify's results
+    last: list[Hook] = [h for h in [dmarc.from_settings(settings)] if h is not None]
+    return Pipeline([*hooks, relay, *hooks_after_relay, local, *build_filters(settings), *last])
 
 
 def _access_table(previous: AccessTable | None, settings: Settings) -> AccessTable | None:

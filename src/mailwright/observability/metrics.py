@@ -97,6 +97,7 @@ DANE: Counter
 SPF_RESULTS: Counter
 TLSRPT_REPORTS: Counter
 ARC_RESULTS: Counter
+DMARC_RESULTS: Counter
 START_TIME: Gauge
 BUILD: Info
 
@@ -113,6 +114,7 @@ def _define(served: CollectorRegistry, own: CollectorRegistry | None) -> None:
     global QUEUE_MESSAGES, QUEUE_RECIPIENTS, QUEUE_OLDEST, MILTER_CALLS, MILTER_FAILURES
     global OUTBOUND, ADMIN_ACTIONS, START_TIME, BUILD, DANE, SPF_RESULTS
     global TLSRPT_REPORTS, ARC_RESULTS
+    global DMARC_RESULTS
     REGISTRY = served
     RECEIVED = Counter(
         "mailwright_messages_received",
@@ -218,6 +220,12 @@ def _define(served: CollectorRegistry, own: CollectorRegistry | None) -> None:
         ["result"],
         registry=own,
     )
+    DMARC_RESULTS = Counter(
+        "mailwright_dmarc_results",
+        "DMARC results (RFC 7489) of inbound messages: pass, fail, none, temperror, permerror.",
+        ["result"],
+        registry=own,
+    )
     START_TIME = Gauge(
         "mailwright_start_time_seconds",
         "When the daemon started (Unix time).",
@@ -311,6 +319,10 @@ def spf_result(result: str) -> None:
 
 def arc_result(result: str) -> None:
     ARC_RESULTS.labels(result).inc()
+
+
+def dmarc_result(result: str) -> None:
+    DMARC_RESULTS.labels(result).inc()
 
 
 def greeted(reply: Reply | None) -> None:

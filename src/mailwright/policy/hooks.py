@@ -21,12 +21,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from mailwright.core.address import Address
 from mailwright.core.envelope import MailParams, Recipient
 from mailwright.core.headers import HeaderList
 from mailwright.core.reply import Reply
 from mailwright.queue.store import BodySource
+
+if TYPE_CHECKING:  # a lower layer; not loaded by whoever only needs the hook classes
+    from mailwright.core.dkim_verify import Result as DkimResult
 
 log = logging.getLogger("mailwright.policy")
 
@@ -78,6 +82,10 @@ class Transaction:
     # each check adds its own and rewrites the one Authentication-Results field of that id
     auth_results: dict[str, list[str]] = field(default_factory=dict)
     log_fields: dict[str, str] = field(default_factory=dict)  # added to the "from=" log line
+    # what DMARC aligns (policy.dmarc): the SPF-checked domain, its scope (mfrom or helo) and
+    # result (policy.spf); the DKIM results (dkim_verify); None: that check did not run
+    spf_identity: tuple[str, str, str] | None = None
+    dkim_results: list[DkimResult] | None = None
 
 
 class Hook:

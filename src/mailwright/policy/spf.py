@@ -122,6 +122,9 @@ class SpfPolicy(Hook):
         checks = await self.check(session, txn)
         self._checks[session.session_id] = checks
         metrics.spf_result(checks[0].outcome.result)
+        first = checks[0]
+        scope = "mfrom" if first.identity == "mailfrom" else "helo"
+        txn.spf_identity = (first.outcome.domain, scope, str(first.outcome.result))
         txn.log_fields["spf"] = str(checks[0].outcome.result)
         reply = self.verdict(checks)
         if reply is not None or any(c.outcome.result is Result.TEMPERROR for c in checks):

@@ -31,7 +31,7 @@ from psycopg import errors
 
 from mailwright.queue.store import NewerSchemaError, StoreError, batch_failure, failure
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 Conn = psycopg.Connection[dict[str, Any]]  # autocommit, rows as dicts (dict_row)
 DEFAULT_BODY_CHUNK = 1 << 20
 # pg_advisory_xact_lock key of schema migrations ("mailwrig" in ASCII)
@@ -195,11 +195,36 @@ _SCHEMA_V4_TLSRPT = [
     )""",
 ]
 
+# version 5: DMARC results waiting for the aggregate reports, and which periods a node
+# reported (``policy.dmarc_store``)
+_SCHEMA_V5_DMARC = [
+    """CREATE TABLE dmarc_results (
+        at double precision NOT NULL,
+        policy_domain text NOT NULL,
+        header_from text NOT NULL,
+        source_ip text NOT NULL,
+        envelope_from text NOT NULL,
+        disposition text NOT NULL,
+        dkim text NOT NULL,
+        spf text NOT NULL,
+        reasons text NOT NULL,
+        auth text NOT NULL,             -- JSON: the DKIM and SPF results
+        policy text NOT NULL            -- JSON: the record published
+    )""",
+    "CREATE INDEX dmarc_results_at ON dmarc_results (at)",
+    """CREATE TABLE dmarc_report_runs (
+        period_end double precision PRIMARY KEY,
+        sender text NOT NULL,
+        at double precision NOT NULL
+    )""",
+]
+
 MIGRATIONS: dict[int, list[str]] = {  # version: DDL
     1: _SCHEMA_V1,
     2: _SCHEMA_V2_NODES,
     3: _SCHEMA_V3_STATE,
     4: _SCHEMA_V4_TLSRPT,
+    5: _SCHEMA_V5_DMARC,
 }
 
 

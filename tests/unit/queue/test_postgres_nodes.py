@@ -37,6 +37,7 @@ def test_a_version_1_database_gets_the_nodes_tables(postgres_database: str) -> N
     sql_run(postgres_database, "DROP TABLE greylist_triplets, greylist_clients, host_status,"
             " mta_sts_policies, limit_events")  # version 3's  # fmt: skip
     sql_run(postgres_database, "DROP TABLE tlsrpt_counts, tlsrpt_runs")  # version 4's
+    sql_run(postgres_database, "DROP TABLE dmarc_results, dmarc_report_runs")  # version 5's
     sql_run(postgres_database, "UPDATE mailwright_schema SET version = 1")
     store.open()
     store.close()

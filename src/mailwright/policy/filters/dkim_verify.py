@@ -92,6 +92,7 @@ class DkimVerifyFilter(Filter):
         plan = Plan.of(txn.headers, options.max_signatures)
         hashes = await asyncio.to_thread(body_hashes, txn.body.chunks(), plan.body_specs)
         results = await plan.verify(txn.headers, hashes, self.lookup, int(time.time()))
+        txn.dkim_results = list(results)  # for DMARC (policy.dmarc)
         lines = txn.auth_results.setdefault(self.authserv_id, [])
         ours = 1 if lines else 0  # the field an earlier check of ours wrote (spf=)
         lines += [result_text(r) for r in results]
