@@ -547,3 +547,36 @@ def sessions_active() -> dict[str, int]:
     for labels, value in _summed((SESSIONS,), "gauge_livesum_*.db")[SESSIONS._name]:
         out[labels["listener"]] = out.get(labels["listener"], 0) + int(value)
     return out
+
+
+# ---- authentication results for the status page and ``mailwright status`` ----------------
+
+# (check, the global holding its counter, labelled by "result"); a global this build does
+# not define (a check not built in yet) is skipped, so the status shows what exists
+AUTH_CHECKS = (
+    ("spf", "SPF_RESULTS"),
+    ("dmarc", "DMARC_RESULTS"),
+    ("arc", "ARC_RESULTS"),
+    ("dane", "DANE"),
+    ("tlsrpt", "TLSRPT_REPORTS"),
+)
+
+
+def auth_counts() -> dict[str, dict[str, int]]:
+    """Results since start (every worker's) per check, by result label, in ``AUTH_CHECKS``
+    order: SPF, DMARC and ARC of inbound mail, DANE per MX host tried, TLS reports per
+    destination address. A check without results has an empty dict."""
+    present = [
+        (check, metric)
+        for check, name in AUTH_CHECKS
+        if isinstance(metric := globals().get(name), Counter)
+    ]
+    found = _summed((metric for _, metric in present), "counter_*.db")
+    out: dict[str, dict[str, int]] = {}
+    for check, metric in present:
+        counts: dict[str, int] = {}
+        for labels, value in found[metric._name]:
+            result = labels.get("result", "")
+            counts[result] = counts.get(result, 0) + int(value)
+        out[check] = {result: counts[result] for result in sorted(counts) if counts[result]}
+    return out
