@@ -353,12 +353,14 @@ def test_status_shows_the_authentication_results(tmp_path: Path) -> None:
     dns = DnsServer(tmp_path / "dns")
     dns.txt("pass.test", f"v=spf1 ip4:{client} -all").txt("fail.test", "v=spf1 -all")
     dns.txt("soft.test", "v=spf1 ~all").txt("helo.test", f"v=spf1 ip4:{client} -all")
+    dns.txt("_dmarc.pass.test", "v=DMARC1; p=reject")  # SPF aligned: pass
     with dns:
         mw = start(
             tmp_path / "mw",
             relay={"networks": [], "domains": ["y.test"]},
             dns={**dns.settings(), "timeout": 2, "lifetime": 2},
             spf={"enabled": True},
+            dmarc={"enabled": True},
             arc={"verify": True},
         )
         try:
@@ -376,10 +378,13 @@ def test_status_shows_the_authentication_results(tmp_path: Path) -> None:
             assert done.returncode == 0, done.stderr
             lines = done.stdout.decode().splitlines()
             auth = [
-                line for line in lines if line.split(":")[0] in ("spf", "arc", "dane", "tlsrpt")
+                line
+                for line in lines
+                if line.split(":")[0] in ("spf", "dmarc", "arc", "dane", "tlsrpt")
             ]
             assert auth == [
                 "spf: 1 fail, 2 pass, 1 softfail",
+                "dmarc: 1 none, 2 pass",  # soft.test has no DMARC record
                 "arc: 3 none",  # the accepted messages: no chain
                 "dane: off",
                 "tlsrpt: off",
@@ -391,6 +396,7 @@ def test_status_shows_the_authentication_results(tmp_path: Path) -> None:
                 "enabled": True,
                 "results": {"fail": 1, "pass": 2, "softfail": 1},
             }
+            assert checks["dmarc"]["results"] == {"none": 1, "pass": 2}
             assert checks["arc"]["results"] == {"none": 3}
             assert checks["dane"] == {"check": "dane", "enabled": False, "results": {}}
             page = web_of(mw).get("/status", token=TOKEN)
@@ -398,6 +404,7 @@ def test_status_shows_the_authentication_results(tmp_path: Path) -> None:
             assert (
                 "<td>SPF</td><td>on</td><td>fail 1 · pass 2 · softfail 1</td><td>4</td>" in section
             )
+            assert "<td>DMARC</td><td>on</td><td>none 1 · pass 2</td><td>3</td>" in section
             assert "<td>ARC</td><td>on</td><td>none 3</td><td>3</td>" in section
             assert (
                 "<td>DANE (outbound, per MX host)</td><td>off</td><td>-</td><td>0</td>" in section

@@ -310,10 +310,9 @@ class Monitor:
 
 
 def _auth_enabled(settings: Settings) -> dict[str, bool]:
-    dmarc = getattr(settings, "dmarc", None)  # a section of builds with DMARC only
     return {
         "spf": settings.spf.enabled,
-        "dmarc": bool(dmarc is not None and dmarc.enabled),
+        "dmarc": settings.dmarc.enabled,
         "arc": settings.arc.verify,
         "dane": settings.delivery.dane != "off",
         "tlsrpt": settings.tls_reporting.enabled,

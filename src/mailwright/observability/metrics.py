@@ -551,29 +551,21 @@ def sessions_active() -> dict[str, int]:
 
 # ---- authentication results for the status page and ``mailwright status`` ----------------
 
-# (check, the global holding its counter, labelled by "result"); a global this build does
-# not define (a check not built in yet) is skipped, so the status shows what exists
-AUTH_CHECKS = (
-    ("spf", "SPF_RESULTS"),
-    ("dmarc", "DMARC_RESULTS"),
-    ("arc", "ARC_RESULTS"),
-    ("dane", "DANE"),
-    ("tlsrpt", "TLSRPT_REPORTS"),
-)
-
 
 def auth_counts() -> dict[str, dict[str, int]]:
-    """Results since start (every worker's) per check, by result label, in ``AUTH_CHECKS``
-    order: SPF, DMARC and ARC of inbound mail, DANE per MX host tried, TLS reports per
-    destination address. A check without results has an empty dict."""
-    present = [
-        (check, metric)
-        for check, name in AUTH_CHECKS
-        if isinstance(metric := globals().get(name), Counter)
-    ]
-    found = _summed((metric for _, metric in present), "counter_*.db")
+    """Results since start (every worker's) per check, by result label: SPF, DMARC and ARC
+    of inbound mail, DANE per MX host tried, TLS reports per destination address. A check
+    without results has an empty dict."""
+    checks = (
+        ("spf", SPF_RESULTS),
+        ("dmarc", DMARC_RESULTS),
+        ("arc", ARC_RESULTS),
+        ("dane", DANE),
+        ("tlsrpt", TLSRPT_REPORTS),
+    )  # read at each call: use_multiprocess re-creates the metrics
+    found = _summed((metric for _, metric in checks), "counter_*.db")
     out: dict[str, dict[str, int]] = {}
-    for check, metric in present:
+    for check, metric in checks:
         counts: dict[str, int] = {}
         for labels, value in found[metric._name]:
             result = labels.get("result", "")
