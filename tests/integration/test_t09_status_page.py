@@ -2,7 +2,8 @@
 
 A real daemon (queue-only delivery, every destination a closed port) with the
 HTTP endpoint on a free loopback port. Requests go over real sockets; the
-daemon's own log (at DEBUG) is checked for the token.
+daemon's own log (at DEBUG) is checked for the token. The authentication results
+(issue 16) come from a daemon checking SPF against records a real dnsmasq serves.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pytest
 
 from mailwright.queue.sqlite import SqliteQueueStore
 from tests.support.daemon import WORKERS, Mailwright, free_port, wait_until
+from tests.support.dns import DnsServer, dnsmasq_available
 from tests.support.web import Web, value
 
 TOKEN = "s3cret-status-token"
@@ -342,3 +344,70 @@ def test_status_command_up_and_down(tmp_path: Path) -> None:
     ]
     data = json.loads(mw.cli("status", "--json").stdout)
     assert data["up"] is False and data["queue"]["active_messages"] == 1
+
+
+# ---- authentication results (issue 16) ---------------------------------------------------------
+@pytest.mark.skipif(not dnsmasq_available(), reason="dnsmasq-base is not installed")
+def test_status_shows_the_authentication_results(tmp_path: Path) -> None:
+    client = "127.0.0.2"  # loopback but not trusted (relay.networks = []): checked
+    dns = DnsServer(tmp_path / "dns")
+    dns.txt("pass.test", f"v=spf1 ip4:{client} -all").txt("fail.test", "v=spf1 -all")
+    dns.txt("soft.test", "v=spf1 ~all").txt("helo.test", f"v=spf1 ip4:{client} -all")
+    dns.txt("_dmarc.pass.test", "v=DMARC1; p=reject")  # SPF aligned: pass
+    with dns:
+        mw = start(
+            tmp_path / "mw",
+            relay={"networks": [], "domains": ["y.test"]},
+            dns={**dns.settings(), "timeout": 2, "lifetime": 2},
+            spf={"enabled": True},
+            dmarc={"enabled": True},
+            arc={"verify": True},
+        )
+        try:
+            for sender in ("a@pass.test", "b@pass.test", "a@soft.test"):
+                with smtplib.SMTP("127.0.0.1", mw.port, source_address=(client, 0)) as s:
+                    s.ehlo("helo.test")
+                    s.sendmail(
+                        sender, ["b@y.test"], b"From: " + sender.encode() + b"\r\n\r\nhi\r\n"
+                    )
+            with smtplib.SMTP("127.0.0.1", mw.port, source_address=(client, 0)) as s:
+                s.ehlo("helo.test")
+                assert s.mail("a@fail.test")[0] == 250
+                assert s.rcpt("b@y.test")[0] == 550  # 5.7.23
+            done = mw.cli("status")
+            assert done.returncode == 0, done.stderr
+            lines = done.stdout.decode().splitlines()
+            auth = [
+                line
+                for line in lines
+                if line.split(":")[0] in ("spf", "dmarc", "arc", "dane", "tlsrpt")
+            ]
+            assert auth == [
+                "spf: 1 fail, 2 pass, 1 softfail",
+                "dmarc: 1 none, 2 pass",  # soft.test has no DMARC record
+                "arc: 3 none",  # the accepted messages: no chain
+                "dane: off",
+                "tlsrpt: off",
+            ]
+            data = json.loads(mw.cli("status", "--json").stdout)
+            checks = {a["check"]: a for a in data["auth"]}
+            assert checks["spf"] == {
+                "check": "spf",
+                "enabled": True,
+                "results": {"fail": 1, "pass": 2, "softfail": 1},
+            }
+            assert checks["dmarc"]["results"] == {"none": 1, "pass": 2}
+            assert checks["arc"]["results"] == {"none": 3}
+            assert checks["dane"] == {"check": "dane", "enabled": False, "results": {}}
+            page = web_of(mw).get("/status", token=TOKEN)
+            section = page.text.split('<section id="auth">')[1].split("</section>")[0]
+            assert (
+                "<td>SPF</td><td>on</td><td>fail 1 · pass 2 · softfail 1</td><td>4</td>" in section
+            )
+            assert "<td>DMARC</td><td>on</td><td>none 1 · pass 2</td><td>3</td>" in section
+            assert "<td>ARC</td><td>on</td><td>none 3</td><td>3</td>" in section
+            assert (
+                "<td>DANE (outbound, per MX host)</td><td>off</td><td>-</td><td>0</td>" in section
+            )
+        finally:
+            mw.stop()

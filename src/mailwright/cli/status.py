@@ -2,7 +2,8 @@
 
 Asks the running daemon over its control socket (``status`` request): pid,
 uptime, listeners with their sessions, the queue by state, traffic since start,
-milter health and the last warnings and errors. When no daemon answers it says
+milter health, the results of each authentication check since start (SPF, DMARC, ARC,
+DANE, TLS reports: a line each) and the last warnings and errors. When no daemon answers it says
 so, still shows the queue read from the store, and exits 69 (EX_UNAVAILABLE). A caller
 the control socket (or the queue directory) is closed to is told "permission denied"
 and exits 77 (EX_NOPERM): whether a daemon runs is then unknown, never "down".
@@ -91,6 +92,8 @@ def plain_lines(status: Status) -> list[str]:
     for m in status.milters:
         last = f"; last error at {m.last_error_stage}: {m.last_error}" if m.last_error else ""
         lines.append(f"milter: {m.name}: {m.calls} call(s), {m.failures} failure(s){last}")
+    for a in status.auth:
+        lines.append(f"{a.check}: {a.summary()}")
     errors = status.errors[:LAST_ERRORS]
     lines.append("last errors:" if errors else "last errors: none")
     for e in errors:
@@ -148,6 +151,9 @@ def show_rich(status: Status) -> None:
         if m.last_error:
             line.append(f" (last: {m.last_error})")
         parts.append(line)
+    for a in status.auth:
+        style = "green" if a.enabled else "dim"
+        parts.append(Text.assemble((a.title, style), f": {a.summary()}"))
     errors = status.errors[:LAST_ERRORS]
     parts.append(Text("last errors:" if errors else "last errors: none", style="bold"))
     for e in errors:

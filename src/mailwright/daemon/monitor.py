@@ -8,16 +8,18 @@ when ``http.port`` is set. Queue figures come from aggregate queries run in a
 thread (never on the event loop); sessions are counted from the listeners'
 tables at scrape time. With several workers (``metrics.MULTIPROCESS``; this monitor
 runs in one of them) the figures of ``observability.metrics`` are every worker's:
-traffic totals, milter counts and sessions come from the workers' metric files, the
-uptime and pid are the supervisor's; recent bounces, milter failures and warnings are
-every worker's (``observability.recent.SharedRecent``).
+traffic totals, milter counts, authentication results and sessions come from the
+workers' metric files, the uptime and pid are the supervisor's; recent bounces, milter
+failures and warnings are every worker's (``observability.recent.SharedRecent``).
 The status page's buttons go through the daemon's ``Admin`` (``daemon.admin``), as
 ``mailwright queue`` does over the control socket: the same store operations through
 the daemon's writer, a mail log line per message.
 With ``queue.backend = "postgresql"`` the status also lists the cluster's nodes
 (``queue.postgres_nodes``), read from the database at each request.
 Settings: ``http.*``, ``hostname``, ``delivery.mode``, ``filters`` (milter names),
-``queue.directory``, ``queue.backend``.
+``queue.directory``, ``queue.backend``; whether each authentication check is on:
+``spf.enabled``, ``dmarc.enabled``, ``arc.verify``, ``delivery.dane``,
+``tls_reporting.enabled``.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from mailwright.queue.store import (
 )
 from mailwright.queue.writer import QueueWriter
 from mailwright.web.history import History, Sample
-from mailwright.web.status import ListenerStatus, MilterStatus, Status
+from mailwright.web.status import AuthStatus, ListenerStatus, MilterStatus, Status
 from mailwright.web.webapp import ActionResult, StatusSite, WebSettings
 from mailwright.web.webserver import WebServer
 
@@ -193,6 +195,14 @@ class Monitor:
             )
         return out
 
+    def auth(self) -> list[AuthStatus]:
+        """Each authentication check with its results since start (every worker's)."""
+        on = _auth_enabled(self.settings)
+        return [
+            AuthStatus(check, on.get(check, False), results)
+            for check, results in metrics.auth_counts().items()
+        ]
+
     # ---- the Backend of the status page, and the control socket --------------------------
     async def status(self, detail: bool = False) -> Status:
         counts = await self.sample()
@@ -216,6 +226,7 @@ class Monitor:
             deferred=deferred,
             workers=workers.count if workers is not None else 1,
             nodes=await self.nodes(),
+            auth=self.auth(),
         )
 
     async def nodes(self) -> list[NodeInfo]:
@@ -296,6 +307,16 @@ class Monitor:
         if metrics.MULTIPROCESS is not None:  # reads every worker's files: off the loop
             return await asyncio.to_thread(metrics.exposition)
         return metrics.exposition()
+
+
+def _auth_enabled(settings: Settings) -> dict[str, bool]:
+    return {
+        "spf": settings.spf.enabled,
+        "dmarc": settings.dmarc.enabled,
+        "arc": settings.arc.verify,
+        "dane": settings.delivery.dane != "off",
+        "tlsrpt": settings.tls_reporting.enabled,
+    }
 
 
 def _host_port(address: str, port: int) -> str:

@@ -547,3 +547,28 @@ def sessions_active() -> dict[str, int]:
     for labels, value in _summed((SESSIONS,), "gauge_livesum_*.db")[SESSIONS._name]:
         out[labels["listener"]] = out.get(labels["listener"], 0) + int(value)
     return out
+
+
+# ---- authentication results for the status page and ``mailwright status`` ----------------
+
+
+def auth_counts() -> dict[str, dict[str, int]]:
+    """Results since start (every worker's) per check, by result label: SPF, DMARC and ARC
+    of inbound mail, DANE per MX host tried, TLS reports per destination address. A check
+    without results has an empty dict."""
+    checks = (
+        ("spf", SPF_RESULTS),
+        ("dmarc", DMARC_RESULTS),
+        ("arc", ARC_RESULTS),
+        ("dane", DANE),
+        ("tlsrpt", TLSRPT_REPORTS),
+    )  # read at each call: use_multiprocess re-creates the metrics
+    found = _summed((metric for _, metric in checks), "counter_*.db")
+    out: dict[str, dict[str, int]] = {}
+    for check, metric in checks:
+        counts: dict[str, int] = {}
+        for labels, value in found[metric._name]:
+            result = labels.get("result", "")
+            counts[result] = counts.get(result, 0) + int(value)
+        out[check] = {result: counts[result] for result in sorted(counts) if counts[result]}
+    return out

@@ -37,6 +37,35 @@ class MilterStatus:
 
 
 @dataclass(slots=True)
+class AuthStatus:
+    """One authentication check's results since start (``metrics.auth_counts``)."""
+
+    check: str  # spf, dmarc, arc, dane, tlsrpt
+    enabled: bool  # on in the daemon's settings now
+    results: dict[str, int] = field(default_factory=dict)  # result label -> count
+
+    @property
+    def title(self) -> str:
+        return AUTH_TITLES.get(self.check, self.check)
+
+    def summary(self) -> str:
+        """Like "12 pass, 1 fail"; "no results yet" or "off" without any."""
+        if self.results:
+            counts = ", ".join(f"{n} {result}" for result, n in self.results.items())
+            return counts if self.enabled else f"{counts} (off now)"
+        return "no results yet" if self.enabled else "off"
+
+
+AUTH_TITLES = {
+    "spf": "SPF",
+    "dmarc": "DMARC",
+    "arc": "ARC",
+    "dane": "DANE (outbound, per MX host)",
+    "tlsrpt": "TLS reports (per address)",
+}
+
+
+@dataclass(slots=True)
 class Status:
     hostname: str
     version: str
@@ -55,6 +84,7 @@ class Status:
     deferred: list[DeferredGroup] = field(default_factory=list)
     workers: int = 1  # worker processes; pid is then the supervisor's
     nodes: list[NodeInfo] = field(default_factory=list)  # of a shared queue (PostgreSQL)
+    auth: list[AuthStatus] = field(default_factory=list)  # results of each check since start
 
     @property
     def uptime(self) -> float:
@@ -76,4 +106,5 @@ class Status:
         values["bounces"] = [Bounce(**x) for x in data.get("bounces", [])]
         values["deferred"] = [DeferredGroup(**x) for x in data.get("deferred", [])]
         values["nodes"] = [NodeInfo(**x) for x in data.get("nodes", [])]
+        values["auth"] = [AuthStatus(**x) for x in data.get("auth", [])]
         return cls(**values)

@@ -328,6 +328,21 @@ def _milters(status: Status) -> str:
     return f'<section id="milters"><h2>Milter health</h2>{table}</section>'
 
 
+def _auth(status: Status) -> str:
+    """Each check's results since start: a row per check, its setting, counts per result."""
+    rows = (
+        [
+            esc(a.title),
+            "on" if a.enabled else "off",
+            esc(" · ".join(f"{result} {n}" for result, n in a.results.items()) or "-"),
+            str(sum(a.results.values())),
+        ]
+        for a in status.auth
+    )
+    table = _table(["Check", "Setting", "Results", "Total"], rows, "No checks in this build.")
+    return f'<section id="auth"><h2>Authentication since start</h2>{table}</section>'
+
+
 def _nodes(status: Status) -> str:
     """The nodes of a shared queue (PostgreSQL); nothing for a queue of one host."""
     if not status.nodes:
@@ -387,6 +402,7 @@ def status_page(
             _deferred(status),
             _bounces(status),
             _milters(status),
+            _auth(status),
             _errors(status),
         ]
     )

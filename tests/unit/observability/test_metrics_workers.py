@@ -123,6 +123,28 @@ def test_counters_and_histograms_sum_over_workers(workers: Path) -> None:
     assert metrics.milter_counts() == {"clamav": (3, 0)}
 
 
+def checks(spf: tuple[str, ...]) -> None:
+    """A worker's authentication results: its SPF results, one DMARC, ARC, DANE and TLS report."""
+    for result in spf:
+        metrics.spf_result(result)
+    metrics.dmarc_result("pass")
+    metrics.arc_result("none")
+    metrics.dane("verified")
+    metrics.tlsrpt_report("queued")
+
+
+def test_authentication_results_sum_over_workers(workers: Path) -> None:
+    run(checks, ("pass", "fail"))
+    run(checks, ("pass",))
+    assert metrics.auth_counts() == {
+        "spf": {"fail": 1, "pass": 2},
+        "dmarc": {"pass": 2},
+        "arc": {"none": 2},
+        "dane": {"verified": 2},
+        "tlsrpt": {"queued": 2},
+    }
+
+
 def test_counts_before_the_fork_are_not_counted_twice(workers: Path) -> None:
     metrics.received("smtp")  # the supervisor's own: in its file, not inherited
     run(traffic, 1, 0.0)

@@ -20,7 +20,7 @@ from mailwright.queue.store import (
 )
 from mailwright.web import statuspage
 from mailwright.web.history import History
-from mailwright.web.status import ListenerStatus, MilterStatus, Status
+from mailwright.web.status import AuthStatus, ListenerStatus, MilterStatus, Status
 
 EVIL = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 
@@ -91,6 +91,7 @@ def evil_status() -> Status:
         errors=[LogEntry(99.0, "WARNING", EVIL)],
         bounces=[Bounce(98.0, "01JD3K7Q2M4XK9A", EVIL, EVIL, "5.0.0", EVIL, EVIL)],
         deferred=[DeferredGroup(EVIL, "4.4.1", EVIL, 2, 97.0, ["01JD3K7Q2M4XK9A"])],
+        auth=[AuthStatus("spf", True, {"pass": 2, EVIL: 1}), AuthStatus("dane", False)],
     )
 
 
@@ -99,7 +100,16 @@ def test_the_overview_escapes_everything_from_mail() -> None:
     page = statuspage.status_page(evil_status(), history, [evil_message()], "c" * 40, EVIL)
     assert {"script", "img"}.isdisjoint(tags(page))
     assert page.count("&lt;script&gt;") >= 6
-    for section in ("plots", "summary", "messages", "deferred", "bounces", "milters", "errors"):
+    for section in (
+        "plots",
+        "summary",
+        "messages",
+        "deferred",
+        "bounces",
+        "milters",
+        "auth",
+        "errors",
+    ):
         assert f'id="{section}"' in page
     assert page.count('name="csrf" value="' + "c" * 40 + '"') == 2  # actions and logout
 
@@ -131,3 +141,19 @@ def test_the_nodes_table_shows_only_for_a_shared_queue_and_escapes() -> None:
     assert 'id="nodes"' in page and {"script", "img"}.isdisjoint(tags(page))
     assert "<td>stale</td>" in page and "<td>stopped</td>" in page and "<td>mx-2</td>" in page
     assert Status.from_json(status.as_json()).nodes == status.nodes  # over the control socket
+
+
+def test_the_authentication_section_shows_each_check_and_escapes() -> None:
+    page = statuspage.status_page(evil_status(), History(Totals()).window(100.0), [], "c" * 40)
+    section = page.split('<section id="auth">')[1].split("</section>")[0]
+    assert "<h2>Authentication since start</h2>" in section
+    assert "<td>SPF</td><td>on</td><td>pass 2 · &lt;script&gt;" in section
+    assert "<td>DANE (outbound, per MX host)</td><td>off</td><td>-</td><td>0</td>" in section
+    assert "<script>" not in section
+
+
+def test_the_authentication_results_survive_json() -> None:
+    status = evil_status()
+    again = Status.from_json(status.as_json())
+    assert again.auth == status.auth
+    assert [a.summary() for a in again.auth] == [f"2 pass, 1 {EVIL}", "off"]
