@@ -169,10 +169,14 @@ def test_plots_are_blank_without_data(driver: Any, tmp_path: Path) -> None:
 
 def notice_text(driver: Any) -> str:
     """The notice's text, or "" while the next page is loading (no element yet)."""
-    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 
     try:
         found = driver.find_elements("id", "notice")
         return str(found[0].text) if found else ""
     except StaleElementReferenceException:  # the page was replaced between find and read
         return ""
+    except WebDriverException as exc:  # the same race, as Chromium's inspector words it
+        if "does not belong to the document" in str(exc):
+            return ""
+        raise
