@@ -25,6 +25,7 @@ settings.
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 from collections.abc import Awaitable, Callable, Sequence
@@ -369,7 +370,12 @@ def author_domains(headers: HeaderList) -> list[str]:
         return []
     if len(fields) > 1:
         raise FromError(f"{len(fields)} From fields")
-    text = " ".join(fields[0].text.split())
+    return list(_from_domains(" ".join(fields[0].text.split())))
+
+
+@functools.lru_cache(maxsize=1024)  # the stdlib's parser is slow; senders repeat
+def _from_domains(text: str) -> tuple[str, ...]:
+    """``author_domains`` of one From field's (unfolded) text; errors are not cached."""
     try:
         parsed = _REGISTRY("From", text)
         addresses = list(parsed.addresses)  # type: ignore[attr-defined]
@@ -384,7 +390,7 @@ def author_domains(headers: HeaderList) -> list[str]:
             domains.append(domain)
     if not domains:
         raise FromError("From field without an address")
-    return domains
+    return tuple(domains)
 
 
 # ---------------------------------------------------------------- Authentication-Results

@@ -39,6 +39,7 @@ Settings: ``dns.*``, ``delivery.dane`` and ``delivery.dane_nameservers`` (via
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import random
 import re
@@ -408,6 +409,7 @@ def _qname(domain: str) -> str:
     return name.to_text(omit_final_dot=True).lower()
 
 
+@functools.lru_cache(maxsize=4096)  # the same cached records come back for every message
 def txt_string(record: str) -> str:
     """One TXT record as ``records(name, "TXT")`` gives it (``"a" "b"``, with escapes) →
     its strings joined (``ab``), octet for character; "" when it is not a TXT record."""
