@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import re
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
@@ -246,6 +247,7 @@ def _public_key(kind: str, data: bytes) -> PublicKey:
     return key
 
 
+@functools.lru_cache(maxsize=512)  # the same record comes back for every message of a domain
 def parse_key(text: str) -> KeyRecord:
     """The key in one record's text; ``PermError`` for a bad one, result ``fail`` if revoked."""
     tags = parse_tags(text)
