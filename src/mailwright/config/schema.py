@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -32,6 +33,27 @@ from mailwright.core.arcfields import DEFAULT_HEADERS as ARC_DEFAULT_HEADERS
 from mailwright.core.arcfields import UNSIGNABLE as ARC_UNSIGNABLE
 from mailwright.core.hostaddresses import own_literals
 from mailwright.core.hostport import smarthost_parts
+
+
+def cidr_list(value: list[str]) -> list[str]:
+    """``value`` if every entry is an IP network in CIDR form (a ValueError names one)."""
+    for entry in value:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ValueError(f"{entry!r} is not an IP network in CIDR form") from None
+    return value
+
+
+def authserv_id(value: str) -> str:
+    """``value`` if it can be an authserv-id of Authentication-Results (a host name)."""
+    if value and not re.fullmatch(r"[A-Za-z0-9._-]+", value):
+        raise ValueError(f"{value!r} is not an authserv-id (a host name)")
+    return value
+
+
+CidrList = Annotated[list[str], AfterValidator(cidr_list)]  # IP networks in CIDR form
+AuthservId = Annotated[str, AfterValidator(authserv_id)]
 
 
 class Section(BaseModel):
@@ -395,13 +417,8 @@ class DeliverySection(Section):
 
 
 class RelaySection(Section):
-    networks: list[str] = ["127.0.0.0/8", "::1/128"]  # clients that may relay anywhere
+    networks: CidrList = ["127.0.0.0/8", "::1/128"]  # clients that may relay anywhere
     domains: list[str] = []  # domains we accept mail for and relay on (".x" = subdomains)
-
-    @field_validator("networks")
-    @classmethod
-    def _networks(cls, value: list[str]) -> list[str]:
-        return cidr_list(value)
 
 
 class RoutingSection(Section):
@@ -776,21 +793,9 @@ class SpfSection(Section):
     temperror: SpfAction = SpfAction.REFUSE  # refuse = 451 4.7.24, try again later
     helo: bool = True  # check the HELO name too; its fail is treated as the sender's
     stage: SpfStage = SpfStage.RCPT  # where a refusal is answered
-    authserv_id: str = ""  # empty: hostname
+    authserv_id: AuthservId = ""  # empty: hostname
     timeout: Seconds = 20.0  # the whole check; then temperror
-    allow: list[str] = []  # client networks never checked (CIDR)
-
-    @field_validator("allow")
-    @classmethod
-    def _allow(cls, value: list[str]) -> list[str]:
-        return cidr_list(value)
-
-    @field_validator("authserv_id")
-    @classmethod
-    def _authserv_id(cls, value: str) -> str:
-        if value and not re.fullmatch(r"[A-Za-z0-9._-]+", value):
-            raise ValueError(f"{value!r} is not an authserv-id (a host name)")
-        return value
+    allow: CidrList = []  # client networks never checked (CIDR)
 
 
 class ArcSection(Section):
@@ -804,19 +809,12 @@ class ArcSection(Section):
     domain: str = ""  # d= of our ARC Sets (needed to seal)
     selector: str = ""  # s= (needed to seal); the key is at <selector>._domainkey.<domain>
     key_file: str = ""  # PEM private key, RSA of 2048 bits or more, or Ed25519
-    authserv_id: str = ""  # ours in Authentication-Results and AAR; empty: hostname
+    authserv_id: AuthservId = ""  # ours in Authentication-Results and AAR; empty: hostname
     headers: list[str] = list(ARC_DEFAULT_HEADERS)  # what our ARC-Message-Signature signs
     canonicalization: Literal[
         "relaxed/relaxed", "relaxed/simple", "simple/relaxed", "simple/simple"
     ] = "relaxed/relaxed"  # of our ARC-Message-Signature
     timeout: Seconds = 10.0  # one key lookup while validating; then the chain fails
-
-    @field_validator("authserv_id")
-    @classmethod
-    def _authserv_id(cls, value: str) -> str:
-        if value and not re.fullmatch(r"[A-Za-z0-9._-]+", value):
-            raise ValueError(f"{value!r} is not an authserv-id (a host name)")
-        return value
 
     @field_validator("domain")
     @classmethod
@@ -871,26 +869,14 @@ class DmarcSection(Section):
     quarantine: DmarcAction = DmarcAction.HOLD  # the domain says p=quarantine
     temperror: SpfAction = SpfAction.REFUSE  # refuse: 451 4.7.1 where the policy would refuse
     malformed_from: SpfAction = SpfAction.REFUSE  # several From fields, or no domain: 550 5.7.1
-    authserv_id: str = ""  # empty: hostname
+    authserv_id: AuthservId = ""  # empty: hostname
     timeout: Seconds = 10.0  # the record lookups and DKIM keys DMARC fetches itself
-    allow: list[str] = []  # client networks never checked (CIDR)
+    allow: CidrList = []  # client networks never checked (CIDR)
     psl_file: Path | None = None  # empty: <queue.directory>/public_suffix_list.dat if there
     reports: bool = False  # send aggregate reports (RFC 7489 7.2) to the rua addresses
     report_interval: Seconds = 86400.0  # one report per policy domain per interval
     report_org_name: str = ""  # empty: hostname
     report_from: str = ""  # empty: postmaster@hostname
-
-    @field_validator("allow")
-    @classmethod
-    def _dmarc_allow(cls, value: list[str]) -> list[str]:
-        return cidr_list(value)
-
-    @field_validator("authserv_id")
-    @classmethod
-    def _dmarc_authserv_id(cls, value: str) -> str:
-        if value and not re.fullmatch(r"[A-Za-z0-9._-]+", value):
-            raise ValueError(f"{value!r} is not an authserv-id (a host name)")
-        return value
 
     @field_validator("psl_file", mode="before")
     @classmethod
@@ -911,7 +897,7 @@ class DnsblSection(Section):
     zones: list[str] = []  # "zen.spamhaus.org", or "bl.example=127.0.0.2,127.0.0.4" (answers)
     reply: str = "554 5.7.1 Service unavailable; client [{ip}] blocked using {zone}"
     timeout: Seconds = 5.0  # the whole check, all zones at once; then the client is let in
-    allow: list[str] = []  # networks never checked (CIDR)
+    allow: CidrList = []  # networks never checked (CIDR)
 
     @field_validator("zones")
     @classmethod
@@ -929,21 +915,6 @@ class DnsblSection(Section):
     def _reply(cls, value: str) -> str:
         parse_reply(value)
         return value
-
-    @field_validator("allow")
-    @classmethod
-    def _allow(cls, value: list[str]) -> list[str]:
-        return cidr_list(value)
-
-
-def cidr_list(value: list[str]) -> list[str]:
-    """``value`` if every entry is an IP network in CIDR form (a ValueError names one)."""
-    for entry in value:
-        try:
-            ipaddress.ip_network(entry, strict=False)
-        except ValueError:
-            raise ValueError(f"{entry!r} is not an IP network in CIDR form") from None
-    return value
 
 
 def _default_hostname() -> str:
