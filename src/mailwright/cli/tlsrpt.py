@@ -43,6 +43,12 @@ def report(ctx: click.Context, dry_run: bool, day: str | None, as_json: bool) ->
     settings = load_or_exit(ctx)
     if day == "today":
         day = time.strftime("%Y-%m-%d", time.gmtime())
+    elif day is not None:
+        try:
+            time.strptime(day, "%Y-%m-%d")
+        except ValueError:
+            click.echo(f"mailwright: --day must be YYYY-MM-DD or 'today', not {day!r}", err=True)
+            sys.exit(ExitCode.USAGE)
     answer = control.request(
         settings.queue.directory, "tlsrpt", timeout=300, day=day, dry_run=dry_run
     )
