@@ -52,7 +52,18 @@ def authserv_id(value: str) -> str:
     return value
 
 
+def address_list(value: list[str]) -> list[str]:
+    """``value`` if every entry is an IP address (a ValueError names one)."""
+    for entry in value:
+        try:
+            ipaddress.ip_address(entry)
+        except ValueError:
+            raise ValueError(f"{entry!r} is not an IP address") from None
+    return value
+
+
 CidrList = Annotated[list[str], AfterValidator(cidr_list)]  # IP networks in CIDR form
+AddressList = Annotated[list[str], AfterValidator(address_list)]  # IP addresses
 AuthservId = Annotated[str, AfterValidator(authserv_id)]
 
 
@@ -394,17 +405,7 @@ class DeliverySection(Section):
     dane: Literal["off", "opportunistic"] = "off"
     # validating resolvers (e.g. a local Unbound) whose AD bit is trusted, on dns.port;
     # with dane on, delivery's DNS lookups go to them; needed when dane is on
-    dane_nameservers: list[str] = []
-
-    @field_validator("dane_nameservers")
-    @classmethod
-    def _dane_nameservers(cls, value: list[str]) -> list[str]:
-        for entry in value:
-            try:
-                ipaddress.ip_address(entry)
-            except ValueError:
-                raise ValueError(f"{entry!r} is not an IP address") from None
-        return value
+    dane_nameservers: AddressList = []
 
     @model_validator(mode="after")
     def _dane_has_a_trusted_resolver(self) -> DeliverySection:
@@ -472,7 +473,7 @@ class AddressOrder(StrEnum):
 class DnsSection(Section):
     """The resolver used for MX and address lookups (routing.mx)."""
 
-    nameservers: list[str] = []  # IP addresses; empty: those of /etc/resolv.conf
+    nameservers: AddressList = []  # empty: those of /etc/resolv.conf
     port: Port = 53
     timeout: Seconds = 5.0  # one query to one server
     lifetime: Seconds = 15.0  # one lookup, all servers and retries
@@ -482,16 +483,6 @@ class DnsSection(Section):
     cache_max_ttl: Annotated[float, Field(ge=0)] = 3600.0  # longer TTLs are cut to this
     negative_ttl: Annotated[float, Field(ge=0)] = 60.0  # NXDOMAIN / no-record answers
     static_table: Path | None = None  # "domain  host=address, ..." file used instead of DNS
-
-    @field_validator("nameservers")
-    @classmethod
-    def _nameservers(cls, value: list[str]) -> list[str]:
-        for entry in value:
-            try:
-                ipaddress.ip_address(entry)
-            except ValueError:
-                raise ValueError(f"{entry!r} is not an IP address") from None
-        return value
 
 
 class FailurePolicy(StrEnum):

@@ -38,6 +38,7 @@ from mailwright.core.dkim_verify import TempError, body_hashes
 from mailwright.core.reply import Reply
 from mailwright.observability import metrics
 from mailwright.policy.hooks import Hook, SessionInfo, Transaction
+from mailwright.policy.relay import unchecked
 from mailwright.routing.mx import DnsResolver, txt_string
 from mailwright.routing.resolver import DnsTemporaryError
 
@@ -55,12 +56,7 @@ class ArcVerify(Hook):
     def exempt(self, session: SessionInfo) -> bool:
         if self.section.verify_trusted:
             return False
-        return (
-            session.is_local
-            or session.listener_kind != "smtp"
-            or session.trusted_relay
-            or bool(session.auth_user)
-        )
+        return unchecked(session)
 
     async def lookup(self, name: str) -> list[str]:
         """The TXT texts at ``name``; ``TempError`` when DNS fails or is too slow."""

@@ -65,7 +65,7 @@ from mailwright.core.spf import check_host, run_async
 from mailwright.observability import metrics
 from mailwright.policy.dmarc_store import ReportStore, report_store
 from mailwright.policy.hooks import Hook, SessionInfo, Transaction
-from mailwright.policy.relay import Network, in_networks, parse_networks
+from mailwright.policy.relay import Network, parse_networks, unchecked
 from mailwright.policy.spf import DnsLookup
 from mailwright.routing.mx import DnsResolver, txt_string
 from mailwright.routing.resolver import DnsPermanentError, DnsTemporaryError
@@ -125,13 +125,7 @@ class DmarcPolicy(Hook):
         self.allow: list[Network] = parse_networks(section.allow)
 
     def exempt(self, session: SessionInfo) -> bool:
-        return (
-            session.is_local
-            or session.listener_kind != "smtp"
-            or session.trusted_relay
-            or bool(session.auth_user)
-            or in_networks(session.client_address, self.allow)
-        )
+        return unchecked(session, self.allow)
 
     async def message(self, session: SessionInfo, txn: Transaction) -> Reply | None:
         if self.exempt(session) or txn.headers is None:

@@ -51,7 +51,7 @@ from mailwright.core.envelope import Recipient
 from mailwright.core.reply import Reply
 from mailwright.policy.access import AccessTable, Action
 from mailwright.policy.hooks import Hook, SessionInfo, Transaction
-from mailwright.policy.relay import Network, in_networks, parse_networks
+from mailwright.policy.relay import Network, parse_networks, unchecked
 from mailwright.routing.mx import DnsResolver, txt_string
 from mailwright.routing.resolver import DnsPermanentError, DnsTemporaryError
 
@@ -222,13 +222,7 @@ class BlocklistPolicy(Hook):
         self._checks: dict[str, asyncio.Task[Listing | None]] = {}
 
     def _exempt(self, session: SessionInfo) -> bool:
-        if (
-            session.is_local
-            or session.listener_kind != "smtp"
-            or session.trusted_relay
-            or session.auth_user
-            or in_networks(session.client_address, self.allow)
-        ):
+        if unchecked(session, self.allow):
             return True
         if self.access is None:
             return False

@@ -37,6 +37,19 @@ def parse_networks(entries: Iterable[str]) -> list[Network]:
     return [ipaddress.ip_network(e, strict=False) for e in entries]
 
 
+def unchecked(session: SessionInfo, allow: Iterable[Network] = ()) -> bool:
+    """Whether a client's mail skips the inbound checks (SPF, DMARC, ARC, DNS blocklists):
+    local submission, a listener of another kind than ``smtp``, a client trusted to relay,
+    an authenticated one, or one in the check's own ``allow`` networks."""
+    return (
+        session.is_local
+        or session.listener_kind != "smtp"
+        or session.trusted_relay
+        or bool(session.auth_user)
+        or in_networks(session.client_address, allow)
+    )
+
+
 def in_networks(address: str, networks: Iterable[Network]) -> bool:
     try:
         ip = ipaddress.ip_address(address)

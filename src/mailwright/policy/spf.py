@@ -49,7 +49,7 @@ from mailwright.core.spf import (
 )
 from mailwright.observability import metrics
 from mailwright.policy.hooks import Hook, SessionInfo, Transaction
-from mailwright.policy.relay import Network, in_networks, parse_networks
+from mailwright.policy.relay import Network, parse_networks, unchecked
 from mailwright.routing.mx import DnsResolver, txt_string
 from mailwright.routing.resolver import DnsPermanentError, DnsTemporaryError
 
@@ -107,13 +107,7 @@ class SpfPolicy(Hook):
         self._checks: dict[str, list[Check]] = {}  # session id -> this transaction's checks
 
     def exempt(self, session: SessionInfo) -> bool:
-        return (
-            session.is_local
-            or session.listener_kind != "smtp"
-            or session.trusted_relay
-            or bool(session.auth_user)
-            or in_networks(session.client_address, self.allow)
-        )
+        return unchecked(session, self.allow)
 
     async def mail(self, session: SessionInfo, txn: Transaction) -> Reply | None:
         self._checks.pop(session.session_id, None)
