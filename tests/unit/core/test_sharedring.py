@@ -3,32 +3,11 @@ oldest overwritten, torn or oversized records never returned."""
 
 from __future__ import annotations
 
-import os
-import sys
-import traceback
-from collections.abc import Callable
-
 import pytest
 
 from mailwright.core.sharedring import RECORD_HEADER, SharedRing
 from mailwright.core.sharedtable import WORD
-
-
-def in_worker(action: Callable[[], None]) -> None:
-    """Run ``action`` in a forked process and wait for it; it must succeed."""
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            action()
-            code = 0
-        except BaseException:
-            traceback.print_exc()
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, "the forked worker failed"
+from tests.support.forked import in_worker
 
 
 def test_what_each_worker_appends_every_process_reads() -> None:

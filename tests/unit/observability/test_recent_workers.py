@@ -4,10 +4,7 @@
 from __future__ import annotations
 
 import logging
-import os
-import sys
-import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -19,22 +16,7 @@ from mailwright.observability.recent import (
     Recent,
     SharedRecent,
 )
-
-
-def in_worker(action: Callable[[], None]) -> None:
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            action()
-            code = 0
-        except BaseException:
-            traceback.print_exc()
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, "the forked worker failed"
+from tests.support.forked import in_worker
 
 
 @pytest.fixture

@@ -4,9 +4,6 @@ the shared memory, then reads what they counted from the parent (another worker)
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
-import traceback
 from collections.abc import Callable
 
 import pytest
@@ -15,26 +12,10 @@ from mailwright.config.schema import AuthSection
 from mailwright.policy.hooks import SessionInfo
 from mailwright.policy.limits import AuthThrottle, ConnectionRateLimit
 from mailwright.policy.sharedlimits import SharedState
+from tests.support.forked import in_worker
 
 IP = "192.0.2.1"
 run = asyncio.run  # the throttle is async (its counters may be in a database)
-
-
-def in_worker(action: Callable[[], None]) -> None:
-    """Run ``action`` in a forked process and wait for it; it must succeed."""
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            action()
-            code = 0
-        except BaseException:
-            traceback.print_exc()
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, "the forked worker failed"
 
 
 class Clock:

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
-import traceback
 from collections.abc import Callable
 
 import pytest
 
 from mailwright.manager.slots import SharedSlots, WorkerSlots
+from tests.support.forked import child
 
 REFUSED = 0.3  # how long a refused take is given to show it stays refused
 
@@ -21,17 +20,7 @@ def fork(action: Callable[[int, int], None]) -> tuple[int, int, int]:
     """``action(say, hear)`` in a child; its pid, and the pipe ends the parent uses."""
     to_parent, from_child = os.pipe()[::-1]
     from_parent, to_child = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            action(to_parent, from_parent)
-            code = 0
-        except BaseException:
-            traceback.print_exc()
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
+    pid = child(lambda: action(to_parent, from_parent))
     os.close(to_parent)
     os.close(from_parent)
     return pid, from_child, to_child
