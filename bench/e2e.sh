@@ -37,25 +37,8 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/mw-e2e.XXXXXX")
 trap bench_stop_all EXIT
 trap 'exit 130' INT TERM
 
-MW_PORT=$(free_port)
-PF_PORT=$(free_port)
-[ "$PF_PORT" = "$MW_PORT" ] && PF_PORT=$(free_port)
-port_of() { if [ "$1" = mw ]; then echo "$MW_PORT"; else echo "$PF_PORT"; fi; }
-
-for srv in $SERVERS; do sink_start "$srv" || die "smtp-sink for $srv did not start"; done
-if [[ " $SERVERS " == *" mw "* ]]; then
-    mw_config "
-[routing]
-smarthost = \"[127.0.0.1]:${SINK_PORT[mw]}\"
-
-[delivery]
-mode = \"background\"
-tls_default = \"none\""
-    mw_start || die "Mailwright did not start"
-fi
-if [[ " $SERVERS " == *" pf "* ]]; then
-    pf_start "$PF_PORT" --relay "${SINK_PORT[pf]}" || die "Postfix did not start"
-fi
+relay_setup
+[[ " $SERVERS " != *" mw "* ]] || mw_start || die "Mailwright did not start"
 echo "# e2e.sh mailwright=127.0.0.1:$MW_PORT postfix=127.0.0.1:$PF_PORT m=$M reps=$REPS workers=${MW_WORKERS:-auto} cpus=$(nproc)" >&2
 
 field() { tr ' ' '\n' | awk -F= -v k="$1" '$1==k{print $2}'; }

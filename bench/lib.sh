@@ -315,3 +315,27 @@ pg_ticks() {
     for c in $(pgrep -P "$PG_PID"); do t=$(( ${t:-0} + $(proc_ticks "$c" || echo 0) )); done
     echo "${t:-0}"
 }
+
+# ---------------------------------------------------------------- relaying, both servers
+relay_setup() {   # ports, one smtp-sink per server, Mailwright configured to relay to its
+    # sink (background delivery, no STARTTLS) and Postfix started relaying to its own;
+    # Mailwright itself is started by the caller (mw_start). Sets MW_PORT, PF_PORT, port_of.
+    MW_PORT=$(free_port)
+    PF_PORT=$(free_port)
+    [ "$PF_PORT" = "$MW_PORT" ] && PF_PORT=$(free_port)
+    port_of() { if [ "$1" = mw ]; then echo "$MW_PORT"; else echo "$PF_PORT"; fi; }
+    local srv
+    for srv in $SERVERS; do sink_start "$srv" || die "smtp-sink for $srv did not start"; done
+    if [[ " $SERVERS " == *" mw "* ]]; then
+        mw_config "
+[routing]
+smarthost = \"[127.0.0.1]:${SINK_PORT[mw]}\"
+
+[delivery]
+mode = \"background\"
+tls_default = \"none\""
+    fi
+    if [[ " $SERVERS " == *" pf "* ]]; then
+        pf_start "$PF_PORT" --relay "${SINK_PORT[pf]}" || die "Postfix did not start"
+    fi
+}

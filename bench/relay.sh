@@ -49,24 +49,7 @@ trap bench_stop_all EXIT
 trap 'exit 130' INT TERM
 
 # ---------------------------------------------------------------- servers and sinks
-MW_PORT=$(free_port)
-PF_PORT=$(free_port)
-[ "$PF_PORT" = "$MW_PORT" ] && PF_PORT=$(free_port)
-port_of() { if [ "$1" = mw ]; then echo "$MW_PORT"; else echo "$PF_PORT"; fi; }
-
-for srv in $SERVERS; do sink_start "$srv" || die "smtp-sink for $srv did not start"; done
-if [[ " $SERVERS " == *" mw "* ]]; then
-    mw_config "
-[routing]
-smarthost = \"[127.0.0.1]:${SINK_PORT[mw]}\"
-
-[delivery]
-mode = \"background\"
-tls_default = \"none\""
-fi
-if [[ " $SERVERS " == *" pf "* ]]; then
-    pf_start "$PF_PORT" --relay "${SINK_PORT[pf]}" || die "Postfix did not start"
-fi
+relay_setup
 echo "# relay.sh mailwright=127.0.0.1:$MW_PORT postfix=127.0.0.1:$PF_PORT sinks=mw:${SINK_PORT[mw]:-}/pf:${SINK_PORT[pf]:-} m=$M reps=$REPS cpus=$(nproc) python=$PY" >&2
 
 prepare() {   # a clean, warm server before a measured run: the sink got the warm-up
