@@ -166,10 +166,17 @@ class Daemon:
             delivery = self.settings.delivery
             wait = delivery.queue_run_interval or self.settings.queue.first_retry
             message.first_attempt = message.received_at + wait
-        await self.writer.execute(InsertMessage(message))
+        background = asked is None and self.settings.delivery.mode is DeliveryMode.BACKGROUND
+        lease = self.scheduler.lease_new(message) if background else None
+        if lease is None:
+            await self.writer.execute(InsertMessage(message))
+        else:  # inserted claimed by this process: its first delivery starts at once
+            await self.writer.execute(InsertMessage(message, *lease))
+            self.scheduler.start_leased(message, lease)
+            return
         if asked == deliverymode.INTERACTIVE:
             await self._deliver_interactively(message.queue_id)
-        elif asked is None and self.settings.delivery.mode is DeliveryMode.BACKGROUND:
+        elif background:
             self.scheduler.remember(message)
             self.scheduler.wake()
 

@@ -36,8 +36,10 @@ from psycopg import errors, pq
 from mailwright.core.envelope import Recipient
 from mailwright.queue.postgres_schema import Conn, connection_lost, store_error, translate_error
 from mailwright.queue.records import (
+    NO_LEASE,
     QUEUED,
     RECIPIENT_COLUMNS,
+    Lease,
     message_row,
     recipient_row,
     stored_recipient,
@@ -181,9 +183,10 @@ class PostgresWrites(SharedWrites):
     _INSERT_HEADERS = f"INSERT INTO headers (message_id, data) VALUES ({_MID}, %s)"
     _INSERT_CHUNK = f"INSERT INTO body_chunks (message_id, seq, data) VALUES ({_MID}, %s, %s)"
     _INSERT_RECIPIENT = f"""INSERT INTO recipients (message_id, idx, local, domain, orcpt, notify,
-        state, next_attempt) VALUES ({_MID}, %s, %s, %s, %s, %s, %s, %s)"""
+        state, next_attempt, lease_owner, lease_until)
+        VALUES ({_MID}, %s, %s, %s, %s, %s, %s, %s, %s, %s)"""
 
-    def _insert(self, conn: Conn, msg: NewMessage) -> None:
+    def _insert(self, conn: Conn, msg: NewMessage, lease: Lease = NO_LEASE) -> None:
         if not msg.envelope.recipients:
             raise ValueError(f"message {msg.queue_id} has no recipients")
         header_bytes = msg.headers.encode()
@@ -202,7 +205,7 @@ class PostgresWrites(SharedWrites):
             raise StoreError(
                 f"body of {msg.queue_id}: read {written} bytes, expected {msg.body.size}"
             )
-        self._insert_recipients(conn, msg.queue_id, 0, msg.envelope.recipients, msg.due)
+        self._insert_recipients(conn, msg.queue_id, 0, msg.envelope.recipients, msg.due, lease)
 
     def _insert_recipients(
         self,
@@ -211,9 +214,10 @@ class PostgresWrites(SharedWrites):
         first_index: int,
         recipients: Sequence[Recipient],
         due: float,
+        lease: Lease = NO_LEASE,
     ) -> None:
         rows = [
-            (queue_id, *recipient_row(None, first_index + i, r, due)[1:])
+            (queue_id, *recipient_row(None, first_index + i, r, due, lease)[1:])
             for i, r in enumerate(recipients)
         ]
         with conn.cursor() as cur:

@@ -43,7 +43,14 @@ class Row(Protocol):
     def __getitem__(self, key: str, /) -> Any: ...
 
 
-def recipient_row(mid: int | None, index: int, r: Recipient, due: float) -> tuple[object, ...]:
+# a new recipient's lease (owner, until): none, or taken at insert (``InsertMessage``)
+Lease = tuple[str | None, float | None]
+NO_LEASE: Lease = (None, None)
+
+
+def recipient_row(
+    mid: int | None, index: int, r: Recipient, due: float, lease: Lease = NO_LEASE
+) -> tuple[object, ...]:
     return (
         mid,
         index,
@@ -53,6 +60,7 @@ def recipient_row(mid: int | None, index: int, r: Recipient, due: float) -> tupl
         notify_text(r.notify),
         QUEUED,
         due,
+        *lease,
     )
 
 
@@ -167,9 +175,9 @@ def envelope_recipient(row: Row) -> Recipient:
     )
 
 
-def fresh_message(msg: NewMessage) -> StoredMessage:
+def fresh_message(msg: NewMessage, lease: Lease = NO_LEASE) -> StoredMessage:
     """What ``stored_message`` reads back for ``msg`` just after its insert, before any
-    attempt: every recipient QUEUED, due at ``msg.due``, never tried, not leased.
+    attempt: every recipient QUEUED, due at ``msg.due``, never tried, leased as inserted.
 
     Lets the process that queued a message deliver it without reading it back
     (``manager.fresh``); kept next to ``message_row`` so the two stay in step."""
@@ -191,8 +199,8 @@ def fresh_message(msg: NewMessage) -> StoredMessage:
             last_status=None,
             last_reply=None,
             remote_mta=None,
-            lease_owner=None,
-            lease_until=None,
+            lease_owner=lease[0],
+            lease_until=lease[1],
             target=r.target,
         )
         for index, r in enumerate(msg.envelope.recipients)

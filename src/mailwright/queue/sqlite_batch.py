@@ -26,7 +26,9 @@ from typing import Any
 
 from mailwright.core.envelope import Recipient
 from mailwright.queue.records import (
+    NO_LEASE,
     RECIPIENT_COLUMNS,
+    Lease,
     message_row,
     recipient_row,
     stored_recipient,
@@ -76,7 +78,7 @@ _MESSAGE_TABLE = """messages (id, queue_id, sender_local, sender_domain, mail_si
     smtputf8, ret, envid, auth, received_at, size, body_size, state, hold_reason, protocol,
     client_address, client_name, helo, auth_user, local_user, message_id_header, subject)"""
 _RECIPIENT_TABLE = """recipients (message_id, idx, local, domain, orcpt, notify, state,
-    next_attempt)"""
+    next_attempt, lease_owner, lease_until)"""
 _MAX_VARIABLES = 30000  # below SQLite's default limit of 32766 bound parameters
 
 
@@ -248,7 +250,7 @@ class SqliteWrites(SharedWrites):
     _INSERT_HEADERS = "INSERT INTO headers (message_id, data) VALUES (?, ?)"
     _INSERT_CHUNK = "INSERT INTO body_chunks (message_id, seq, data) VALUES (?, ?, ?)"
     _INSERT_RECIPIENT = """INSERT INTO recipients (message_id, idx, local, domain, orcpt, notify,
-        state, next_attempt) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
+        state, next_attempt, lease_owner, lease_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
 
     # The fast path: the whole batch in one transaction without a savepoint per op, and
     # the new messages of the batch inserted with one multi-row INSERT per table instead
@@ -316,8 +318,10 @@ class SqliteWrites(SharedWrites):
                 chunks.extend((mid, seq, piece) for seq, piece in enumerate(pieces))
             else:
                 streamed.append((mid, msg))
+            lease = (op.lease_owner, op.lease_until)
             recipients.extend(
-                recipient_row(mid, i, r, msg.due) for i, r in enumerate(msg.envelope.recipients)
+                recipient_row(mid, i, r, msg.due, lease)
+                for i, r in enumerate(msg.envelope.recipients)
             )
         _insert_many(conn, _MESSAGE_TABLE, messages)
         _insert_many(conn, "headers (message_id, data)", headers)
@@ -334,7 +338,7 @@ class SqliteWrites(SharedWrites):
             if written != msg.body.size:
                 raise StoreError(f"body of {msg.queue_id}: size changed")
 
-    def _insert(self, conn: sqlite3.Connection, msg: NewMessage) -> None:
+    def _insert(self, conn: sqlite3.Connection, msg: NewMessage, lease: Lease = NO_LEASE) -> None:
         if not msg.envelope.recipients:
             raise ValueError(f"message {msg.queue_id} has no recipients")
         header_bytes = msg.headers.encode()
@@ -352,7 +356,7 @@ class SqliteWrites(SharedWrites):
             raise StoreError(
                 f"body of {msg.queue_id}: read {written} bytes, expected {msg.body.size}"
             )
-        self._insert_recipients(conn, mid, 0, msg.envelope.recipients, msg.due)
+        self._insert_recipients(conn, mid, 0, msg.envelope.recipients, msg.due, lease)
         self._set_targets(conn, mid, 0, msg.envelope.recipients)
 
     def _insert_recipients(
@@ -362,10 +366,11 @@ class SqliteWrites(SharedWrites):
         first_index: int,
         recipients: Sequence[Recipient],
         due: float,
+        lease: Lease = NO_LEASE,
     ) -> None:
         conn.executemany(
             self._INSERT_RECIPIENT,
-            [recipient_row(mid, first_index + i, r, due) for i, r in enumerate(recipients)],
+            [recipient_row(mid, first_index + i, r, due, lease) for i, r in enumerate(recipients)],
         )
 
     _SET_TARGET = """UPDATE recipients SET mailer = ?, target = ?, ctl_user = ?

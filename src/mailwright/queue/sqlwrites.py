@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mailwright.queue.records import QUEUED
+from mailwright.queue.records import NO_LEASE, QUEUED, Lease
 from mailwright.queue.store import (
     AddRecipients,
     ClaimDue,
@@ -59,14 +59,14 @@ class SharedWrites:
         them fails here, at open, not at its first such operation."""
         return {op: getattr(self, name) for op, name in HANDLERS.items()}
 
-    def _insert(self, conn: Any, msg: NewMessage) -> None:
+    def _insert(self, conn: Any, msg: NewMessage, lease: Lease = NO_LEASE) -> None:
         raise NotImplementedError
 
     def _delete_if_done(self, conn: Any, queue_ids: list[str]) -> list[str]:
         raise NotImplementedError
 
     def _insert_message(self, conn: Any, op: InsertMessage) -> None:
-        self._insert(conn, op.message)
+        self._insert(conn, op.message, (op.lease_owner, op.lease_until))
 
     def _record_results(self, conn: Any, op: RecordResults) -> RecordOutcome:
         stale: list[tuple[str, int]] = []

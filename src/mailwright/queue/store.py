@@ -241,9 +241,14 @@ class InsertMessage(Op[None]):
     (or its ``first_attempt``, when set).
 
     A message with ``hold_reason`` is queued on hold. A duplicate queue id fails.
+    With ``lease_owner``, its recipients are inserted already leased to that owner until
+    ``lease_until``, as if claimed in the same transaction: the process that accepted a
+    message due now starts its first delivery without a claim (``Scheduler.lease_new``).
     """
 
     message: NewMessage
+    lease_owner: str | None = None
+    lease_until: float | None = None
 
 
 @dataclass(slots=True)

@@ -100,3 +100,74 @@ def test_the_scheduler_delivers_a_remembered_message_without_reading_it(tmp_path
         assert h.store.get_message(msg.queue_id) is None
     finally:
         h.close()
+
+
+class _CountingStore(SqliteQueueStore):
+    """The real SQLite store, noting the type of every op it applies."""
+
+    applied: list[str]
+
+    def apply_batch(self, ops):  # type: ignore[no-untyped-def]
+        self.__dict__.setdefault("applied", []).extend(type(op).__name__ for op in ops)
+        return super().apply_batch(ops)
+
+
+def test_a_message_inserted_leased_is_delivered_without_a_claim(tmp_path: Path) -> None:
+    h = Harness(tmp_path / "q.db", lambda r: (Outcome.DELIVERED, OK), store_type=_CountingStore)
+    try:
+
+        async def accept() -> None:
+            msg = build_message(received_at=h.clock.now(), recipients=["a@one.test", "b@two.test"])
+            lease = h.scheduler.lease_new(msg)
+            assert lease == (h.scheduler.owner, h.clock.now() + h.scheduler.settings.lease_seconds)
+            await h.writer.execute(InsertMessage(msg, *lease))
+            h.scheduler.start_leased(msg, lease)
+            await h.scheduler.wait_idle()
+
+        asyncio.run(accept())
+        assert sorted(r.recipients[0].address for r in h.agent.requests) == [
+            "a@one.test",
+            "b@two.test",
+        ]
+        assert h.store.list_messages() == []
+        assert "ClaimDue" not in h.store.applied  # type: ignore[attr-defined]
+        assert h.scheduler.fresh.taken == 1
+    finally:
+        h.close()
+
+
+def test_no_lease_at_insert_when_held_not_due_stopping_or_full(tmp_path: Path) -> None:
+    h = Harness(tmp_path / "q.db", lambda r: (Outcome.DELIVERED, OK), max_concurrency=1)
+    try:
+        assert h.scheduler.lease_new(build_message(hold_reason="quarantined")) is None
+        later = build_message()
+        later.first_attempt = later.received_at + 600
+        assert h.scheduler.lease_new(later) is None
+        many = build_message(recipients=[f"r{i}@one.test" for i in range(5)])
+        assert h.scheduler.lease_new(many) is None  # more than 4 x max_concurrency in flight
+        assert h.scheduler.lease_new(build_message()) is not None
+        asyncio.run(h.scheduler.stop(grace=0))
+        assert h.scheduler.lease_new(build_message()) is None
+    finally:
+        h.close()
+
+
+def test_a_lease_taken_at_insert_is_given_back_by_stop(tmp_path: Path) -> None:
+    h = Harness(tmp_path / "q.db", lambda r: (Outcome.DELIVERED, OK))
+    msg = build_message(received_at=h.clock.now())
+    try:
+
+        async def accept_while_stopping() -> None:
+            lease = h.scheduler.lease_new(msg)
+            assert lease is not None
+            inserted = h.writer.submit(InsertMessage(msg, *lease))  # before stop's release
+            await h.scheduler.stop(grace=0)
+            await inserted
+            h.scheduler.start_leased(msg, lease)  # too late: nothing starts
+
+        asyncio.run(accept_while_stopping())
+        assert h.agent.requests == []
+        (r,) = h.recipients(msg.queue_id)
+        assert r.lease_owner is None  # due again, for whoever claims next
+    finally:
+        h.close()

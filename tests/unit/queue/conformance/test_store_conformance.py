@@ -175,6 +175,31 @@ def test_claim_leases_due_recipients_to_the_owner(store: QueueStore) -> None:
     assert stored is not None and all(r.lease_owner == "A" for r in stored.recipients)
 
 
+def test_an_insert_can_take_the_lease_itself(store: QueueStore) -> None:
+    # the accepting process's first delivery starts without a claim (Scheduler.lease_new)
+    run(store, InsertMessage(build_message("L1", ["a@x.test", "b@x.test"]), "A", T0 + LEASE))
+    stored = store.get_message("L1")
+    assert stored is not None
+    assert [(r.lease_owner, r.lease_until) for r in stored.recipients] == [("A", T0 + LEASE)] * 2
+    assert claim(store, "B", now=T0 + LEASE - 1) == []  # as if claimed by A
+    assert run(store, RenewLeases("A", T0 + 10, LEASE)) == 2
+    assert run(store, ReleaseLeases("A")) == 2
+    assert len(claim(store, "B")) == 2
+
+
+def test_leased_and_plain_inserts_in_one_batch(store: QueueStore) -> None:
+    # several new messages in one group commit (SQLite's multi-row insert): each keeps its own
+    ops = [
+        InsertMessage(build_message("L2", ["a@x.test"]), "A", T0 + LEASE),
+        InsertMessage(build_message("L3", ["b@x.test", "c@x.test"])),
+        InsertMessage(build_message("L4", ["d@x.test"]), "A", T0 + LEASE),
+    ]
+    assert store.apply_batch(ops) == [None, None, None]
+    got = claim(store, "B", now=T0 + 1)
+    assert [(r.message_id, r.index) for r in got] == [("L3", 0), ("L3", 1)]
+    assert len(claim(store, "B", now=T0 + LEASE)) == 2  # A's leases expired
+
+
 def test_two_owners_never_hold_the_same_recipient(store: QueueStore) -> None:
     run(store, InsertMessage(build_message("C2", ["a@x.test", "b@x.test", "c@x.test"])))
     a = claim(store, "A", limit=2)
