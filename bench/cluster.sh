@@ -164,7 +164,8 @@ prepare() {   # prepare CONFIG MODE: a fresh, warm server
     sink_count "$sink"; base=${SINK_GOT[$sink]}
     for p in $ports; do
         smtp-source -s 10 -m $(( WARMUP / $(wc -w <<< "$ports") )) -l 1024 -f "$FROM" -t "$TO" \
-            "127.0.0.1:$p" >/dev/null 2>&1 || die "warm-up of $cfg failed"
+            "127.0.0.1:$p" >/dev/null 2> "$WORK/warmup.err" || die "warm-up of $cfg failed: \
+$(tail -2 "$WORK/warmup.err"); $(for i in $(nodes_of "$cfg"); do tail -5 "$WORK/n$i/mailwright.log"; done)"
     done
     if [ "$mode" = relay ]; then
         sink_wait "$sink" $(( base + WARMUP )) 60 || die "warm-up of $cfg: the sink got $(( SINK_GOT[$sink] - base ))"
