@@ -6,10 +6,10 @@ ClaimDue of them (claim), their headers and bodies read as a delivery reads them
 and one commit of a RecordResults per message, each delivered (result, which deletes the
 message). Prints, per phase, the round trips per message (the store's own count,
 ``queue.postgres_wire``), the statements per message the server ran (pg_stat_statements,
-BEGIN, COMMIT and SAVEPOINT included), and the CPU time per message of this process
-(``time.process_time``: the store's side, psycopg included) and, with a server of its own,
-of the server's processes (their ``/proc/PID/schedstat``, the bench's own statistics
-connection left out).
+which counts BEGIN, COMMIT and SAVEPOINT only until psycopg has prepared them: after five
+of each), and the CPU time per message of this process (``time.process_time``: the
+store's side, psycopg included) and, with a server of its own, of the server's processes
+(their ``/proc/PID/schedstat``, the bench's own statistics connection left out).
 
 Without ``--url`` it starts a PostgreSQL of its own (initdb in a temp dir, a free loopback
 port, fsync on, as the tests do: needs root); with ``--url`` the database must have the
