@@ -22,8 +22,9 @@
 # Postfix, the busy CPU ms per message of the whole machine, the database round trips per
 # message (client side: the daemons' count over their whole life, warm-up included,
 # divided by the messages they handled), the statements per message the server ran in the
-# measured run (pg_stat_statements, BEGIN and COMMIT included), and the PostgreSQL
-# server's CPU ms per message (the postmaster and all its processes, in the measured run);
+# measured run (pg_stat_statements: BEGIN and COMMIT only until psycopg prepared them), and
+# the PostgreSQL server's CPU ms per message (the postmaster and all its processes, in the
+# measured run);
 # then a line projecting, from pg1's server CPU per message, how many nodes one primary
 # can carry. Per-run lines go to stderr. Everything started is stopped by PID on exit and
 # /etc/postfix is restored.

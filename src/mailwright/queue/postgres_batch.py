@@ -6,21 +6,28 @@ messages costs one round trip (its COMMIT's) however many messages it holds, and
 the ops that need an answer to go on wait for one (a claim's rows, the recipients a
 result changed, a count). The COMMIT's answer is read before ``apply_batch`` returns:
 the batch is durable then (``synchronous_commit`` is never ``off``: ``postgres_schema``).
-If an op fails (a duplicate queue id, a message without recipients), the pipelined
-transaction is rolled back and the batch is done again op by op, each op inside its own
-savepoint, so that the failing op is rolled back alone and its error returned in its
-slot, as the SQLite store's op-by-op path does. A failed COMMIT, or a connection lost at
-any point, fails the whole batch with ``StoreError`` and is never retried here: nothing
-of an unconfirmed transaction is kept by PostgreSQL, so no message is half written. The
-next batch opens a new connection.
+A batch of new messages whose bodies all fit in one statement (below) is that statement
+alone, without BEGIN and COMMIT: in autocommit it is a transaction of its own, durable
+when its answer comes. If an op fails (a duplicate queue id, a message without
+recipients), the pipelined transaction is rolled back and the batch is done again op by
+op, each op inside its own savepoint, so that the failing op is rolled back alone and its
+error returned in its slot, as the SQLite store's op-by-op path does. A failed COMMIT, or
+a connection lost at any point, fails the whole batch with ``StoreError`` and is never
+retried here: nothing of an unconfirmed transaction is kept by PostgreSQL, so no message
+is half written. The next batch opens a new connection.
 
-Claims lock the rows they lease with ``FOR UPDATE SKIP LOCKED``: writers on several
-nodes claim different recipients without waiting for each other. A body goes in one
-chunk per statement (``bytea`` rows), and in pipeline mode a body of several chunks
-waits for each chunk to be taken before it sends the next, so memory stays bounded
-whatever its size. The rows of a message find it by its queue id (UNIQUE), so nothing
-waits for the id an INSERT would return. ``bench/pg_roundtrips.py`` counts round trips
-and statements per message.
+The new messages of a batch (all of them first, or each run of them when the batch's
+other ops may name them: ``sqlwrites.batch_steps``) go in with one statement whatever
+their number (``_INSERT_NEW``): each column is an array parameter (binary: nothing
+escaped), and the rows of a message find it by its queue id (UNIQUE) among the rows that
+statement inserted, so nothing waits for the id an INSERT would return. Its text is the
+same for any number of messages: psycopg prepares it once. A body of at most one chunk
+(and 256 KiB) is in the statement, up to 16 MiB of them; a larger one is streamed after
+it, one chunk per statement (``bytea`` rows), and in pipeline mode each chunk waits for
+the one before to be taken, so memory stays bounded whatever the size. Claims lock the
+rows they lease with ``FOR UPDATE SKIP LOCKED``: writers on several nodes claim
+different recipients without waiting for each other. ``bench/pg_roundtrips.py`` counts
+round trips, statements and CPU time per message.
 
 Trusts: values already validated by the protocol layer. Settings read: none.
 """
@@ -28,6 +35,7 @@ Trusts: values already validated by the protocol layer. Settings read: none.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -41,15 +49,18 @@ from mailwright.queue.records import (
     RECIPIENT_COLUMNS,
     Lease,
     message_row,
+    notify_text,
     recipient_row,
     stored_recipient,
+    target_row,
 )
-from mailwright.queue.sqlwrites import SharedWrites
+from mailwright.queue.sqlwrites import SharedWrites, batch_steps
 from mailwright.queue.store import (
     AddRecipients,
     ClaimDue,
     DeleteMessage,
     HoldMessage,
+    InsertMessage,
     MessageState,
     NewMessage,
     Op,
@@ -70,6 +81,53 @@ from mailwright.queue.store import (
 
 Handler = Callable[[Conn, Any], object]
 
+# the columns of ``message_row``, in its order, with their types
+_MESSAGE_FIELDS = (
+    ("queue_id", "text"),
+    ("sender_local", "text"),
+    ("sender_domain", "text"),
+    ("mail_size", "bigint"),
+    ("body_type", "text"),
+    ("smtputf8", "integer"),
+    ("ret", "text"),
+    ("envid", "text"),
+    ("auth", "text"),
+    ("received_at", "float8"),
+    ("size", "bigint"),
+    ("body_size", "bigint"),
+    ("state", "text"),
+    ("hold_reason", "text"),
+    ("protocol", "text"),
+    ("client_address", "text"),
+    ("client_name", "text"),
+    ("helo", "text"),
+    ("auth_user", "text"),
+    ("local_user", "text"),
+    ("message_id_header", "text"),
+    ("subject", "text"),
+)
+# the columns of _new_recipient_rows, in its order, with their types
+_RECIPIENT_FIELDS = (
+    ("r_queue_id", "text"),
+    ("r_idx", "integer"),
+    ("r_local", "text"),
+    ("r_domain", "text"),
+    ("r_orcpt", "text"),
+    ("r_notify", "text"),
+    ("r_next", "float8"),
+    ("r_owner", "text"),
+    ("r_until", "float8"),
+    ("r_mailer", "text"),
+    ("r_target", "text"),
+    ("r_user", "text"),
+)
+_MESSAGE_NAMES = ", ".join(name for name, _ in _MESSAGE_FIELDS)
+
+
+def _unnest(fields: Sequence[tuple[str, str]]) -> str:
+    """The arrays of ``fields`` (name, type) as the arguments of unnest()."""
+    return ", ".join(f"%({name})b::{kind}[]" for name, kind in fields)
+
 
 class _BatchLostError(Exception):
     """An op's failure took the session (or the transaction) with it."""
@@ -77,6 +135,14 @@ class _BatchLostError(Exception):
 
 class _RedoError(Exception):
     """The pipelined batch failed (and was rolled back); do it again op by op."""
+
+
+@dataclass(slots=True)
+class _NewRows:
+    """New messages as ``_INSERT_NEW``'s arguments, and those whose bodies it leaves out."""
+
+    args: dict[str, object]
+    streamed: list[NewMessage]
 
 
 class PostgresWrites(SharedWrites):
@@ -114,7 +180,9 @@ class PostgresWrites(SharedWrites):
         """The whole batch in pipeline mode, without savepoints: one round trip for the
         batch plus one per op that needs an answer before it goes on (a claim, a count).
         The COMMIT's answer is read when the pipeline ends: the batch is durable when
-        this returns. Any failure rolls everything back; a lost connection fails the
+        this returns. A batch of new messages whose bodies all fit in the insert is that
+        one statement alone, a transaction of its own (autocommit), durable too when
+        it returns. Any failure rolls everything back; a lost connection fails the
         batch, anything else raises ``_RedoError`` (the caller redoes it op by op, each
         op in a savepoint, to give each failure to its op)."""
         handlers: list[Handler] = []
@@ -123,14 +191,27 @@ class PostgresWrites(SharedWrites):
             if handler is None:
                 raise _RedoError()  # not a queue operation: the op-by-op path says so
             handlers.append(handler)
+        results: list[object] = [None] * len(ops)
+        steps = batch_steps(ops)
         try:
+            first = self._new_rows(ops, steps[0]) if steps and isinstance(steps[0], list) else None
+            if first is not None and len(steps) == 1 and not first.streamed:
+                # one statement, a transaction of its own: BEGIN and COMMIT would add two
+                # statements' cost, in the client and in the server, for nothing
+                conn.execute(self._INSERT_NEW, first.args)
+                return results
             with conn.pipeline() as pipe:
                 self._pipe = pipe
                 # BEGIN and COMMIT by hand: psycopg's transaction() syncs the pipeline
                 # when it starts and ends (three more round trips)
                 conn.execute("BEGIN")
                 _relax(conn, ops)
-                results = [handler(conn, op) for handler, op in zip(handlers, ops, strict=True)]
+                for step in steps:
+                    if isinstance(step, list):  # new messages, inserted together
+                        new = first if step is steps[0] else None
+                        self._write_new(conn, new or self._new_rows(ops, step))
+                    else:
+                        results[step] = handlers[step](conn, ops[step])
                 conn.execute("COMMIT")
             return results  # the pipeline's end read every answer, the COMMIT's too
         except Exception as exc:
@@ -171,74 +252,110 @@ class PostgresWrites(SharedWrites):
 
     # -- InsertMessage
 
-    # Rows of a message find it by queue id (UNIQUE), not by an id the INSERT would
-    # return: every statement of an insert goes in the pipeline without waiting.
-    _MID = "(SELECT id FROM messages WHERE queue_id = %s)"
-    _INSERT_MESSAGE = """INSERT INTO messages (queue_id, sender_local, sender_domain, mail_size,
-        body_type, smtputf8, ret, envid, auth, received_at, size, body_size, state,
-        hold_reason, protocol, client_address, client_name, helo, auth_user, local_user,
-        message_id_header, subject)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
-        %s, %s)"""
-    _INSERT_HEADERS = f"INSERT INTO headers (message_id, data) VALUES ({_MID}, %s)"
-    _INSERT_CHUNK = f"INSERT INTO body_chunks (message_id, seq, data) VALUES ({_MID}, %s, %s)"
-    _INSERT_RECIPIENT = f"""INSERT INTO recipients (message_id, idx, local, domain, orcpt, notify,
-        state, next_attempt, lease_owner, lease_until)
-        VALUES ({_MID}, %s, %s, %s, %s, %s, %s, %s, %s, %s)"""
+    # New messages, any number of them, in one statement (the module docstring): the
+    # messages' ids come back from the INSERT into messages, and the other rows join
+    # them by queue id. A body of at most one chunk and _INLINE_BODY is in it, until
+    # the statement holds _INLINE_BATCH of them; any other is streamed after it.
+    _INLINE_BODY = 256 << 10
+    _INLINE_BATCH = 16 << 20
+    _INSERT_NEW = f"""WITH m AS (
+            INSERT INTO messages ({_MESSAGE_NAMES})
+            SELECT * FROM unnest({_unnest(_MESSAGE_FIELDS)})
+            RETURNING id, queue_id),
+        c AS (SELECT m.id, v.headers, v.body
+            FROM unnest(%(queue_id)b::text[], %(headers)b::bytea[], %(body)b::bytea[])
+                AS v(queue_id, headers, body)
+            JOIN m USING (queue_id)),
+        h AS (INSERT INTO headers (message_id, data) SELECT id, headers FROM c),
+        b AS (INSERT INTO body_chunks (message_id, seq, data)
+            SELECT id, 0, body FROM c WHERE body IS NOT NULL)
+        INSERT INTO recipients (message_id, idx, local, domain, orcpt, notify, state,
+            next_attempt, lease_owner, lease_until, mailer, target, ctl_user)
+        SELECT m.id, r.idx, r.local, r.domain, r.orcpt, r.notify, %(queued)s, r.next_attempt,
+            r.lease_owner, r.lease_until, r.mailer, r.target, r.ctl_user
+        FROM unnest({_unnest(_RECIPIENT_FIELDS)})
+            AS r(queue_id, idx, local, domain, orcpt, notify, next_attempt, lease_owner,
+                 lease_until, mailer, target, ctl_user)
+        JOIN m USING (queue_id)"""
+    # a streamed body's chunks, after the statement above
+    _INSERT_CHUNK = """INSERT INTO body_chunks (message_id, seq, data)
+        VALUES ((SELECT id FROM messages WHERE queue_id = %s), %s, %b)"""
 
     def _insert(self, conn: Conn, msg: NewMessage, lease: Lease = NO_LEASE) -> None:
-        if not msg.envelope.recipients:
-            raise ValueError(f"message {msg.queue_id} has no recipients")
-        header_bytes = msg.headers.encode()
         try:
-            conn.execute(self._INSERT_MESSAGE, message_row(msg, header_bytes))
+            self._write_new(conn, self._rows_of([(msg, lease)]))
         except errors.UniqueViolation as exc:  # raised here outside pipeline mode only
             raise StoreError(f"queue id {msg.queue_id} is already in the queue") from exc
-        conn.execute(self._INSERT_HEADERS, (msg.queue_id, header_bytes))
+
+    def _new_rows(self, ops: Sequence[Op[Any]], indexes: list[int]) -> _NewRows:
+        return self._rows_of([_new_of(ops[i]) for i in indexes])
+
+    def _rows_of(self, new: Sequence[tuple[NewMessage, Lease]]) -> _NewRows:
+        """The arguments of ``_INSERT_NEW`` for new messages, each with its lease, and the
+        messages whose bodies are to be streamed after it."""
+        messages: list[tuple[object, ...]] = []
+        headers: list[bytes] = []
+        bodies: list[bytes | None] = []
+        recipients: list[tuple[object, ...]] = []
+        streamed: list[NewMessage] = []
+        inline = 0
+        limit = min(self._INLINE_BODY, self._body_chunk)
+        for msg, lease in new:
+            if not msg.envelope.recipients:
+                raise ValueError(f"message {msg.queue_id} has no recipients")
+            header_bytes = msg.headers.encode()
+            messages.append(message_row(msg, header_bytes))
+            headers.append(header_bytes)
+            size = msg.body.size
+            if size == 0 or size > limit or inline + size > self._INLINE_BATCH:
+                bodies.append(None)
+                if size:
+                    streamed.append(msg)
+            else:
+                inline += size
+                body = b"".join(msg.body.chunks(self._body_chunk))
+                if len(body) != size:
+                    raise StoreError(f"body of {msg.queue_id}: read {len(body)}, expected {size}")
+                bodies.append(body)
+            recipients.extend(_new_recipient_rows(msg, lease))
+        args = _columns(_MESSAGE_FIELDS, messages)
+        args.update(_columns(_RECIPIENT_FIELDS, recipients))
+        args["headers"], args["body"], args["queued"] = headers, bodies, QUEUED
+        return _NewRows(args, streamed)
+
+    def _write_new(self, conn: Conn, new: _NewRows) -> None:
+        conn.execute(self._INSERT_NEW, new.args)
+        for msg in new.streamed:
+            self._stream_body(conn, msg)
+
+    def _stream_body(self, conn: Conn, msg: NewMessage) -> None:
+        """A large body, one statement per chunk; in pipeline mode each chunk waits for
+        the one before to be taken: at most one chunk is held, whatever the size."""
         written = 0
         for seq, chunk in enumerate(msg.body.chunks(self._body_chunk)):
             if seq and self._pipe is not None:
-                self._pipe.sync()  # a large body: at most one chunk waits to be sent
+                self._pipe.sync()
             conn.execute(self._INSERT_CHUNK, (msg.queue_id, seq, chunk))
             written += len(chunk)
         if written != msg.body.size:
             raise StoreError(
                 f"body of {msg.queue_id}: read {written} bytes, expected {msg.body.size}"
             )
-        self._insert_recipients(conn, msg.queue_id, 0, msg.envelope.recipients, msg.due, lease)
+
+    _INSERT_RECIPIENT = """INSERT INTO recipients (message_id, idx, local, domain, orcpt,
+        notify, state, next_attempt, lease_owner, lease_until, mailer, target, ctl_user)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"""
 
     def _insert_recipients(
-        self,
-        conn: Conn,
-        queue_id: str,
-        first_index: int,
-        recipients: Sequence[Recipient],
-        due: float,
-        lease: Lease = NO_LEASE,
+        self, conn: Conn, mid: int, first_index: int, recipients: Sequence[Recipient], due: float
     ) -> None:
+        """Recipients added to a stored message (an expansion), with their targets."""
         rows = [
-            (queue_id, *recipient_row(None, first_index + i, r, due, lease)[1:])
+            (*recipient_row(mid, first_index + i, r, due), *target_row(r))
             for i, r in enumerate(recipients)
         ]
         with conn.cursor() as cur:
             cur.executemany(self._INSERT_RECIPIENT, rows)
-        self._set_targets(conn, queue_id, first_index, recipients)
-
-    _SET_TARGET = f"""UPDATE recipients SET mailer = %s, target = %s, ctl_user = %s
-        WHERE message_id = {_MID} AND idx = %s"""
-
-    def _set_targets(
-        self, conn: Conn, queue_id: str, first_index: int, recipients: Sequence[Recipient]
-    ) -> None:
-        """Store the resolved targets (alias expansion's recipients; usually none)."""
-        rows = [
-            (r.target.mailer.value, r.target.value, r.target.user, queue_id, first_index + i)
-            for i, r in enumerate(recipients)
-            if r.target is not None
-        ]
-        if rows:
-            with conn.cursor() as cur:
-                cur.executemany(self._SET_TARGET, rows)
 
     # -- ClaimDue
 
@@ -338,7 +455,7 @@ class PostgresWrites(SharedWrites):
         got = conn.execute(self._NEXT_INDEX, (mid,)).fetchone()
         first = 0 if got is None else int(got["idx"])
         if op.recipients:
-            self._insert_recipients(conn, op.queue_id, first, op.recipients, op.now)
+            self._insert_recipients(conn, mid, first, op.recipients, op.now)
         for msg in op.new_messages:  # a list's copy, an "expanded" report
             self._insert(conn, msg)
         if op.replaces is not None:
@@ -395,6 +512,38 @@ class PostgresWrites(SharedWrites):
     def _renew_leases(self, conn: Conn, op: RenewLeases) -> int:
         sql = "UPDATE recipients SET lease_until = %s WHERE lease_owner = %s"
         return self._count(conn, sql, (op.now + op.lease_seconds, op.owner))
+
+
+def _columns(
+    fields: Sequence[tuple[str, str]], rows: Sequence[tuple[object, ...]]
+) -> dict[str, object]:
+    """Rows (at least one) as one list per column: the array parameters of ``fields``."""
+    columns = zip(*rows, strict=True)
+    return {name: list(values) for (name, _), values in zip(fields, columns, strict=True)}
+
+
+def _new_recipient_rows(msg: NewMessage, lease: Lease) -> Iterator[tuple[object, ...]]:
+    """The recipients of a new message as the columns of ``_RECIPIENT_FIELDS``: those of
+    ``recipient_row`` with the queue id for the message, and the resolved targets."""
+    queue_id, due = msg.queue_id, msg.due
+    for i, r in enumerate(msg.envelope.recipients):
+        address = r.address
+        yield (
+            queue_id,
+            i,
+            address.local,
+            address.domain,
+            r.orcpt,
+            notify_text(r.notify),
+            due,
+            *lease,
+            *target_row(r),
+        )
+
+
+def _new_of(op: Op[Any]) -> tuple[NewMessage, Lease]:
+    assert isinstance(op, InsertMessage)
+    return op.message, (op.lease_owner, op.lease_until)
 
 
 def _waves(results: Sequence[RecipientResult]) -> Iterator[list[RecipientResult]]:

@@ -64,6 +64,13 @@ def recipient_row(
     )
 
 
+def target_row(r: Recipient) -> tuple[str | None, str | None, str | None]:
+    """A recipient's resolved target as its columns (mailer, target, ctl_user): usually
+    none, set by alias expansion."""
+    t = r.target
+    return (None, None, None) if t is None else (t.mailer.value, t.value, t.user)
+
+
 def message_row(msg: NewMessage, header_bytes: bytes) -> tuple[object, ...]:
     env, params, origin = msg.envelope, msg.envelope.params, msg.origin
     message_id = msg.headers.get("Message-ID")

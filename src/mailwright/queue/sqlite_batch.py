@@ -41,7 +41,7 @@ from mailwright.queue.sqlite_schema import (
     store_error,
     translate_error,
 )
-from mailwright.queue.sqlwrites import SharedWrites
+from mailwright.queue.sqlwrites import SharedWrites, batch_steps
 from mailwright.queue.store import (
     AddRecipients,
     ClaimDue,
@@ -52,7 +52,6 @@ from mailwright.queue.store import (
     NewMessage,
     Op,
     RecipientState,
-    RecordResults,
     ReleaseLeases,
     ReleaseMessage,
     ReleaseProcessLeases,
@@ -80,42 +79,6 @@ _MESSAGE_TABLE = """messages (id, queue_id, sender_local, sender_domain, mail_si
 _RECIPIENT_TABLE = """recipients (message_id, idx, local, domain, orcpt, notify, state,
     next_attempt, lease_owner, lease_until)"""
 _MAX_VARIABLES = 30000  # below SQLite's default limit of 32766 bound parameters
-
-
-# Operations that commute with inserting new messages: they never name a message that is
-# not yet in the queue (a claim may take the new messages' recipients, as it would have
-# one commit later), so a batch's new messages may all go in first, together.
-_COMMUTE_WITH_INSERTS = (ClaimDue, RecordResults, ReleaseLeases, RenewLeases)
-
-
-def _fast_steps(ops: Sequence[Op[Any]]) -> list[int | list[int]]:
-    """The order of the fast path: op indexes, with the InsertMessage ops grouped (a list)
-    for one multi-row insert. They move ahead of the other ops when all of these commute
-    with them; otherwise only consecutive inserts are grouped and the order is kept."""
-    inserts = [i for i, op in enumerate(ops) if type(op) is InsertMessage]
-    if not inserts:
-        return list(range(len(ops)))
-    others = [i for i, op in enumerate(ops) if type(op) is not InsertMessage]
-    if all(type(ops[i]) in _COMMUTE_WITH_INSERTS for i in others) and not _names_new(ops):
-        return [inserts, *others]
-    steps: list[int | list[int]] = []
-    for i, op in enumerate(ops):
-        last = steps[-1] if steps else None
-        if type(op) is not InsertMessage:
-            steps.append(i)
-        elif isinstance(last, list):
-            last.append(i)
-        else:
-            steps.append([i])
-    return steps
-
-
-def _names_new(ops: Sequence[Op[Any]]) -> bool:
-    """Whether a result in the batch is for a message the batch inserts (never in practice)."""
-    new = {op.message.queue_id for op in ops if isinstance(op, InsertMessage)}
-    return any(
-        res.queue_id in new for op in ops if isinstance(op, RecordResults) for res in op.results
-    )
 
 
 def _insert_many(conn: sqlite3.Connection, table: str, rows: list[tuple[object, ...]]) -> None:
@@ -272,7 +235,7 @@ class SqliteWrites(SharedWrites):
             raise store_error(exc) from exc
         results: list[object] = [None] * len(ops)
         try:
-            for step in _fast_steps(ops):
+            for step in batch_steps(ops):
                 if isinstance(step, list):
                     self._insert_rows_of(conn, [ops[i] for i in step])
                     continue

@@ -4,12 +4,15 @@
 ``postgres_batch``): each handler here runs the statements the backend names in its class
 constants (``_RECORD_RESULT``, ``_HOLD``, ...; written in its SQL dialect) on the backend's
 DB-API connection, and calls the backend's own ``_insert`` and ``_delete_if_done``. Only
-the backend's writer thread calls them, inside its batch transaction. Trusts values already
-validated by the protocol layer; reads no settings.
+the backend's writer thread calls them, inside its batch transaction. ``batch_steps`` is the
+order in which both backends' fast paths run a batch, its new messages grouped to be
+inserted together. Trusts values already validated by the protocol layer; reads no
+settings.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from mailwright.queue.records import NO_LEASE, QUEUED, Lease
@@ -21,6 +24,7 @@ from mailwright.queue.store import (
     HoldMessage,
     InsertMessage,
     NewMessage,
+    Op,
     RecordOutcome,
     RecordResults,
     ReleaseLeases,
@@ -47,6 +51,41 @@ HANDLERS: dict[type[Any], str] = {
     AddRecipients: "_add_recipients",
     DeleteIfDone: "_delete_if_done_op",
 }
+
+# Operations that commute with inserting new messages: they never name a message that is
+# not yet in the queue (a claim may take the new messages' recipients, as it would have
+# one commit later), so a batch's new messages may all go in first, together.
+_COMMUTE_WITH_INSERTS = (ClaimDue, RecordResults, ReleaseLeases, RenewLeases)
+
+
+def batch_steps(ops: Sequence[Op[Any]]) -> list[int | list[int]]:
+    """The order of a fast path: op indexes, with the InsertMessage ops grouped (a list)
+    to be inserted together. They move ahead of the other ops when all of these commute
+    with them; otherwise only consecutive inserts are grouped and the order is kept."""
+    inserts = [i for i, op in enumerate(ops) if type(op) is InsertMessage]
+    if not inserts:
+        return list(range(len(ops)))
+    others = [i for i, op in enumerate(ops) if type(op) is not InsertMessage]
+    if all(type(ops[i]) in _COMMUTE_WITH_INSERTS for i in others) and not _names_new(ops):
+        return [inserts, *others]
+    steps: list[int | list[int]] = []
+    for i, op in enumerate(ops):
+        last = steps[-1] if steps else None
+        if type(op) is not InsertMessage:
+            steps.append(i)
+        elif isinstance(last, list):
+            last.append(i)
+        else:
+            steps.append([i])
+    return steps
+
+
+def _names_new(ops: Sequence[Op[Any]]) -> bool:
+    """Whether a result in the batch is for a message the batch inserts (never in practice)."""
+    new = {op.message.queue_id for op in ops if isinstance(op, InsertMessage)}
+    return any(
+        res.queue_id in new for op in ops if isinstance(op, RecordResults) for res in op.results
+    )
 
 
 class SharedWrites:

@@ -1,12 +1,14 @@
 """Batches: the fast path (new messages inserted together, no savepoints) stores and
-answers exactly what op by op would."""
+answers exactly what op by op would, on both backends (SQLite: multi-row INSERTs;
+PostgreSQL: one statement fed by arrays, in pipeline mode)."""
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from mailwright.core.address import Address
 from mailwright.core.envelope import Notify, Recipient
@@ -21,18 +23,51 @@ from mailwright.queue.store import (
     MessageState,
     NewMessage,
     Op,
+    QueueStore,
     RecipientResult,
     RecipientState,
     RecordOutcome,
     RecordResults,
     StoredRecipient,
+    StoreError,
     UnknownMessageError,
 )
 
 MakeMessage = Callable[..., NewMessage]
+Stores = Callable[[], QueueStore]
+CHUNK = 64 << 10  # bodies above it are streamed on PostgreSQL, not in the insert
 
 
-def stored(store: SqliteQueueStore, message: NewMessage) -> tuple[object, ...]:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stores]:
+    """A factory of open stores of one backend, each on storage of its own."""
+    made: list[QueueStore] = []
+
+    def make() -> QueueStore:
+        store: QueueStore
+        if request.param == "sqlite":
+            path = tmp_path / f"queue{len(made)}.db"
+            store = SqliteQueueStore(path, body_chunk_size=CHUNK)
+        else:
+            from mailwright.queue.postgres import PostgresQueueStore
+
+            url = request.getfixturevalue("postgres_server").new_database()
+            store = PostgresQueueStore(url, body_chunk_size=CHUNK)
+        made.append(store)
+        store.open()
+        return store
+
+    yield make
+    for store in made:
+        store.close()
+
+
+@pytest.fixture
+def store(stores: Stores) -> QueueStore:
+    return stores()
+
+
+def stored(store: QueueStore, message: NewMessage) -> tuple[object, ...]:
     got = store.get_message(message.queue_id)
     assert got is not None
     body = b"".join(store.read_body(message.queue_id))
@@ -41,8 +76,9 @@ def stored(store: SqliteQueueStore, message: NewMessage) -> tuple[object, ...]:
 
 
 def test_a_batch_stores_what_single_inserts_store(
-    tmp_path: Path, make_message: MakeMessage
+    stores: Stores, make_message: MakeMessage
 ) -> None:
+    # small bodies go in the insert, large ones are streamed after it: both in one batch
     def batch() -> list[NewMessage]:
         many = [f"r{i}@example.org" for i in range(5)]
         dsn = Recipient(Address("d", "example.net"), frozenset({Notify.FAILURE}), "rfc822;d@x")
@@ -51,34 +87,23 @@ def test_a_batch_stores_what_single_inserts_store(
             make_message(queue_id="Q2", body=b"x" * 300_000, recipients=many),  # streamed
             make_message(queue_id="Q3", body=b"", recipients=[dsn]),
             make_message(queue_id="Q4", body=b"y\r\n" * 50_000, hold_reason="quarantine"),
+            make_message(queue_id="Q5", body=b"z" * CHUNK),  # the largest inline body
         ]
 
-    together = SqliteQueueStore(tmp_path / "together.db", body_chunk_size=64 << 10)
-    one_by_one = SqliteQueueStore(tmp_path / "single.db", body_chunk_size=64 << 10)
-    together.open()
-    one_by_one.open()
-    try:
-        messages = batch()
-        assert together.apply_batch([InsertMessage(m) for m in messages]) == [None] * 4
-        for m in batch():
-            assert one_by_one.apply_batch([InsertMessage(m)]) == [None]
-        for m in messages:
-            assert stored(together, m) == stored(one_by_one, m)
-    finally:
-        together.close()
-        one_by_one.close()
-    for name in ("together.db", "single.db"):
-        with sqlite3.connect(tmp_path / name) as raw:
-            counts = [
-                raw.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-                for t in ("messages", "recipients", "headers")
-            ]
-            assert counts == [4, 8, 4]
+    together, one_by_one = stores(), stores()
+    messages = batch()
+    assert together.apply_batch([InsertMessage(m) for m in messages]) == [None] * 5
+    for m in batch():
+        assert one_by_one.apply_batch([InsertMessage(m)]) == [None]
+    for m in messages:
+        assert stored(together, m) == stored(one_by_one, m)
+    for store in (together, one_by_one):
+        listed = store.list_messages()
+        assert sorted(m.queue_id for m in listed) == ["Q1", "Q2", "Q3", "Q4", "Q5"]
+        assert sum(len(m.recipients) for m in listed) == 9
 
 
-def test_a_failing_op_in_a_batch_fails_alone(
-    store: SqliteQueueStore, make_message: MakeMessage
-) -> None:
+def test_a_failing_op_in_a_batch_fails_alone(store: QueueStore, make_message: MakeMessage) -> None:
     good = [make_message() for _ in range(3)]
     bad = make_message(recipients=[])
     results = store.apply_batch([InsertMessage(m) for m in (good[0], bad, *good[1:])])
@@ -87,8 +112,56 @@ def test_a_failing_op_in_a_batch_fails_alone(
     assert store.count_messages() == 3
 
 
-def test_many_messages_in_one_batch(store: SqliteQueueStore, make_message: MakeMessage) -> None:
-    # more rows than one statement may bind: the insert is split
+def test_a_duplicate_queue_id_fails_alone_in_a_batch_of_new_messages(
+    store: QueueStore, make_message: MakeMessage
+) -> None:
+    first = make_message(queue_id="DUP", body=b"first\r\n")
+    assert store.apply_batch([InsertMessage(first)]) == [None]
+    names = ["A", "B", "DUP", "C", "A"]  # one already queued, one twice in the batch
+    batch = [make_message(queue_id=q, body=f"{i}\r\n".encode()) for i, q in enumerate(names)]
+    results = store.apply_batch([InsertMessage(m) for m in batch])
+    assert results[:2] == [None, None] and results[3] is None
+    for failed in (results[2], results[4]):
+        assert isinstance(failed, StoreError) and "already in the queue" in str(failed)
+    assert sorted(m.queue_id for m in store.list_messages()) == ["A", "B", "C", "DUP"]
+    assert b"".join(store.read_body("DUP")) == b"first\r\n"  # not overwritten
+    assert b"".join(store.read_body("A")) == b"0\r\n"  # the first A
+    assert b"".join(store.read_body("C")) == b"3\r\n"
+
+
+def test_new_messages_keep_their_leases_and_targets(
+    store: QueueStore, make_message: MakeMessage
+) -> None:
+    prog = Target(Mailer.PROG, "/usr/bin/true", "alice")
+    local = Target(Mailer.LOCAL, "bob", "bob")
+    leased = make_message(
+        queue_id="LEASED",
+        recipients=[Recipient(Address("alice", "h.test"), target=prog), "x@example.org"],
+    )
+    plain = make_message(
+        queue_id="PLAIN",
+        recipients=["y@example.org", Recipient(Address("bob", "h.test"), target=local)],
+    )
+    ops: list[Op[Any]] = [InsertMessage(leased, "me", T1 + 60), InsertMessage(plain)]
+    assert store.apply_batch(ops) == [None, None]
+    got = store.get_message("LEASED")
+    assert got is not None
+    assert [(r.target, r.lease_owner, r.lease_until) for r in got.recipients] == [
+        (prog, "me", T1 + 60),
+        (None, "me", T1 + 60),
+    ]
+    got = store.get_message("PLAIN")
+    assert got is not None
+    assert [(r.target, r.lease_owner, r.lease_until) for r in got.recipients] == [
+        (None, None, None),
+        (local, None, None),
+    ]
+    assert [r.target for r in got.envelope.recipients] == [None, local]
+
+
+def test_many_messages_in_one_batch(store: QueueStore, make_message: MakeMessage) -> None:
+    # more rows than one SQLite statement may bind (the insert is split); on PostgreSQL
+    # still one statement
     messages = [make_message(body=b"m%d\r\n" % i) for i in range(1500)]
     assert store.apply_batch([InsertMessage(m) for m in messages]) == [None] * 1500
     assert store.count_messages() == 1500
@@ -106,16 +179,16 @@ def delivered(recipient: StoredRecipient) -> RecipientResult:
     )
 
 
-def apply(store: SqliteQueueStore, ops: list[Op[Any]], together: bool) -> list[object]:
+def apply(store: QueueStore, ops: list[Op[Any]], together: bool) -> list[object]:
     """``ops`` as one batch, or one batch each."""
     if together:
         return store.apply_batch(ops)
     return [store.apply_batch([op])[0] for op in ops]
 
 
-def test_a_relay_batch_gives_what_op_by_op_gives(tmp_path: Path, make_message: MakeMessage) -> None:
+def test_a_relay_batch_gives_what_op_by_op_gives(stores: Stores, make_message: MakeMessage) -> None:
     # new mail, a claim and the results of the previous claim in one commit, as relaying does
-    def run(store: SqliteQueueStore, together: bool) -> list[object]:
+    def run(store: QueueStore, together: bool) -> list[object]:
         first = [make_message(queue_id=f"A{i}", received_at=T1 - 10) for i in range(3)]
         insert_all = [InsertMessage(m) for m in first]
         assert store.apply_batch(insert_all) == [None] * 3
@@ -132,21 +205,13 @@ def test_a_relay_batch_gives_what_op_by_op_gives(tmp_path: Path, make_message: M
         left = sorted(m.queue_id for m in store.list_messages())
         return [results[0], results[1], left, store.get_message("B1") is not None]
 
-    fast = SqliteQueueStore(tmp_path / "fast.db")
-    slow = SqliteQueueStore(tmp_path / "slow.db")
-    fast.open()
-    slow.open()
-    try:
-        a, b = run(fast, True), run(slow, False)
-    finally:
-        fast.close()
-        slow.close()
+    a, b = run(stores(), True), run(stores(), False)
     assert a == b
     assert a[1] == RecordOutcome(stale=[], removed=["A0", "A1"])
 
 
 def test_a_failing_op_in_a_mixed_batch_fails_alone(
-    store: SqliteQueueStore, make_message: MakeMessage
+    store: QueueStore, make_message: MakeMessage
 ) -> None:
     new = make_message()
     nobody = AddRecipients("0" * 15, [Recipient(Address("x", "example.org"))], T1)
@@ -158,7 +223,7 @@ def test_a_failing_op_in_a_mixed_batch_fails_alone(
 
 
 def test_ops_naming_a_new_message_see_it_inserted_first(
-    store: SqliteQueueStore, make_message: MakeMessage
+    store: QueueStore, make_message: MakeMessage
 ) -> None:
     # kept in order: the delete comes after the insert it names, the hold before its own
     gone, held = make_message(), make_message()
@@ -177,7 +242,7 @@ def test_ops_naming_a_new_message_see_it_inserted_first(
 
 
 def test_new_messages_with_resolved_targets_keep_them(
-    store: SqliteQueueStore, make_message: MakeMessage
+    store: QueueStore, make_message: MakeMessage
 ) -> None:
     target = Target(Mailer.PROG, "/usr/bin/true", "alice")
     message = make_message(recipients=[Recipient(Address("alice", "h.test"), target=target)])
@@ -195,7 +260,7 @@ def result(
     return RecipientResult(queue_id, index, state, next_attempt, T1, "x.0.0", f"{state.value}")
 
 
-def snapshot(store: SqliteQueueStore) -> list[tuple[object, ...]]:
+def snapshot(store: QueueStore) -> list[tuple[object, ...]]:
     return [
         (m.queue_id, r.index, r.state, r.attempts, r.next_attempt, r.last_status, r.lease_owner)
         for m in store.list_messages()
@@ -204,39 +269,35 @@ def snapshot(store: SqliteQueueStore) -> list[tuple[object, ...]]:
 
 
 def compare_runs(
-    tmp_path: Path,
+    stores: Stores,
     make_message: MakeMessage,
     batches: Callable[[], list[list[Op[Any]]]],
 ) -> list[object]:
     """Apply ``batches`` (after queueing and claiming A with two recipients, B and C) as
     batches and one op at a time; both must give the same results and the same queue."""
     seen = []
-    for name, together in (("fast", True), ("slow", False)):
-        store = SqliteQueueStore(tmp_path / f"{name}.db")
-        store.open()
-        try:
-            store.apply_batch(
-                [
-                    InsertMessage(make_message(queue_id="A", recipients=["a@x.org", "b@x.org"])),
-                    InsertMessage(make_message(queue_id="B")),
-                    InsertMessage(make_message(queue_id="C")),
-                ]
-            )
-            store.apply_batch([ClaimDue(T1, 10, "me", 60.0)])
-            outcomes = [apply(store, batch, together) for batch in batches()]
-            seen.append((outcomes, snapshot(store)))
-        finally:
-            store.close()
+    for together in (True, False):
+        store = stores()
+        store.apply_batch(
+            [
+                InsertMessage(make_message(queue_id="A", recipients=["a@x.org", "b@x.org"])),
+                InsertMessage(make_message(queue_id="B")),
+                InsertMessage(make_message(queue_id="C")),
+            ]
+        )
+        store.apply_batch([ClaimDue(T1, 10, "me", 60.0)])
+        outcomes = [apply(store, batch, together) for batch in batches()]
+        seen.append((outcomes, snapshot(store)))
     assert seen[0] == seen[1]
     return seen[0][0]
 
 
 def test_a_run_of_results_gives_what_op_by_op_gives(
-    tmp_path: Path, make_message: MakeMessage
+    stores: Stores, make_message: MakeMessage
 ) -> None:
     done, deferred, failed = RecipientState.DELIVERED, RecipientState.QUEUED, RecipientState.FAILED
     outcomes = compare_runs(
-        tmp_path,
+        stores,
         make_message,
         lambda: [
             [
@@ -250,10 +311,10 @@ def test_a_run_of_results_gives_what_op_by_op_gives(
     ]
 
 
-def test_a_stale_result_in_a_run_is_reported(tmp_path: Path, make_message: MakeMessage) -> None:
+def test_a_stale_result_in_a_run_is_reported(stores: Stores, make_message: MakeMessage) -> None:
     done = RecipientState.DELIVERED
     outcomes = compare_runs(
-        tmp_path,
+        stores,
         make_message,
         lambda: [
             [RecordResults([result("A", 0, done)])],
@@ -264,10 +325,10 @@ def test_a_stale_result_in_a_run_is_reported(tmp_path: Path, make_message: MakeM
 
 
 def test_two_results_for_one_recipient_in_a_run_apply_in_order(
-    tmp_path: Path, make_message: MakeMessage
+    stores: Stores, make_message: MakeMessage
 ) -> None:
     outcomes = compare_runs(
-        tmp_path,
+        stores,
         make_message,
         lambda: [
             [

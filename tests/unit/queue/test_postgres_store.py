@@ -10,6 +10,7 @@ instead of waiting for them, and every writer holds a queue id slot of its own.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -223,6 +224,62 @@ def test_a_body_of_many_chunks_is_written_whole_in_a_pipelined_batch(pg_store: o
     ops = [InsertMessage(build_message("BIG", body=body)), InsertMessage(build_message("SMALL"))]
     assert pg_store.apply_batch(ops) == [None, None]
     assert b"".join(pg_store.read_body("BIG")) == body
+
+
+def _statements(store: object, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The statements the store's write connection runs from now on (their texts)."""
+    from mailwright.queue.postgres import PostgresQueueStore
+
+    assert isinstance(store, PostgresQueueStore) and store._conn is not None
+    conn, seen = store._conn, []
+    execute = conn.execute
+
+    def spy(query: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(str(query))
+        return execute(query, *args, **kwargs)
+
+    monkeypatch.setattr(conn, "execute", spy)
+    return seen
+
+
+def test_new_messages_go_in_with_one_statement_whatever_their_number(
+    url: str, pg_store: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mailwright.queue.postgres import PostgresQueueStore
+
+    assert isinstance(pg_store, PostgresQueueStore)
+    seen = _statements(pg_store, monkeypatch)
+    texts = set()
+    for size in (1, 5, 20):
+        seen.clear()
+        ops = [
+            InsertMessage(build_message(f"N{size}.{i}", ["a@x.test", "b@x.test"]))
+            for i in range(size)
+        ]
+        assert pg_store.apply_batch(ops) == [None] * size
+        assert len(seen) == 1  # not even BEGIN and COMMIT: a transaction of its own
+        texts.update(seen)
+    assert len(texts) == 1  # one text: prepared once
+    assert sql_rows(url, "SELECT count(*) FROM recipients") == [(52,)]
+
+
+def test_bodies_beyond_the_inline_bound_are_streamed_chunk_by_chunk(
+    url: str, pg_store: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mailwright.queue.postgres import PostgresQueueStore
+
+    assert isinstance(pg_store, PostgresQueueStore)  # chunks of 1024
+    monkeypatch.setattr(pg_store, "_INLINE_BATCH", 2048)  # two bodies of 1000 in the insert
+    bodies = {f"S{i}": bytes([65 + i]) * 1000 for i in range(4)} | {"LARGE": b"L" * 2500}
+    ops = [InsertMessage(build_message(q, body=body)) for q, body in bodies.items()]
+    seen = _statements(pg_store, monkeypatch)
+    assert pg_store.apply_batch(ops) == [None] * 5
+    chunks = [q for q in seen if q.lstrip().startswith("INSERT INTO body_chunks")]
+    assert len(chunks) == 2 + 3  # S2 and S3 in one chunk each, LARGE in three
+    assert seen[0] == "BEGIN" and seen[-1] == "COMMIT"  # several statements: a transaction
+    for queue_id, body in bodies.items():
+        assert b"".join(pg_store.read_body(queue_id)) == body
+    assert sql_rows(url, "SELECT count(*), max(seq) FROM body_chunks") == [(7, 2)]
 
 
 def test_a_failing_op_is_redone_alone_after_the_pipelined_attempt(
