@@ -76,7 +76,7 @@ class _KillingBody:
         yield b"x" * chunk_size
         sql_rows(
             self.url,
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()",
         )
         left = self.size - chunk_size
@@ -176,7 +176,7 @@ def test_each_writer_holds_its_own_queue_id_slot_while_connected(url: str) -> No
         assert _held_id_slots(url) == [second.id_slot]
         sql_rows(
             url,
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()",
         )
         with pytest.raises(StoreError):
