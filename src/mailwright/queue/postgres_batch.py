@@ -20,22 +20,26 @@ is half written. The next batch opens a new connection.
 
 The new messages of a batch (all of them first, or each run of them when the batch's
 other ops may name them: ``sqlwrites.batch_steps``) go in with one statement whatever
-their number (``_INSERT_NEW``): each column is an array parameter (binary: nothing
-escaped), and the rows of a message find it by its queue id (UNIQUE) among the rows that
-statement inserted, so nothing waits for the id an INSERT would return. Its text is the
-same for any number of messages: psycopg prepares it once. A body of at most one chunk
-(and 256 KiB) is in the statement, up to 16 MiB of them; a larger one is streamed after
-it, one chunk per statement (``bytea`` rows), and in pipeline mode each chunk waits for
-the one before to be taken, so memory stays bounded whatever the size. Claims lock the
-rows they lease with ``FOR UPDATE SKIP LOCKED``: writers on several nodes claim
-different recipients without waiting for each other. ``bench/pg_roundtrips.py`` counts
-round trips, statements and CPU time per message.
+their number (``_INSERT_NEW``): the queue ids, headers and bodies as array parameters
+(binary: nothing escaped), every other column of the messages and of their recipients in
+one JSON text each, a row an array (encoded in C by ``json``, read back with
+``jsonb_array_elements``; psycopg adapts a list in Python, and one array per column, ~35,
+took most of a one-message batch's client CPU). The rows of a message find it by its
+queue id (UNIQUE) among the rows that statement inserted, so nothing waits for the id an
+INSERT would return. Its text is the same for any number of messages: psycopg prepares
+it once. A body of at most one chunk (and 256 KiB) is in the statement, up to 16 MiB of
+them; a larger one is streamed after it, one chunk per statement (``bytea`` rows), and in
+pipeline mode each chunk waits for the one before to be taken, so memory stays bounded
+whatever the size. Claims lock the rows they lease with ``FOR UPDATE SKIP LOCKED``:
+writers on several nodes claim different recipients without waiting for each other.
+``bench/pg_roundtrips.py`` counts round trips, statements and CPU time per message.
 
 Trusts: values already validated by the protocol layer. Settings read: none.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -110,25 +114,27 @@ _MESSAGE_FIELDS = (
 )
 # the columns of _new_recipient_rows, in its order, with their types
 _RECIPIENT_FIELDS = (
-    ("r_queue_id", "text"),
-    ("r_idx", "integer"),
-    ("r_local", "text"),
-    ("r_domain", "text"),
-    ("r_orcpt", "text"),
-    ("r_notify", "text"),
-    ("r_next", "float8"),
-    ("r_owner", "text"),
-    ("r_until", "float8"),
-    ("r_mailer", "text"),
-    ("r_target", "text"),
-    ("r_user", "text"),
+    ("queue_id", "text"),
+    ("idx", "integer"),
+    ("local", "text"),
+    ("domain", "text"),
+    ("orcpt", "text"),
+    ("notify", "text"),
+    ("next_attempt", "float8"),
+    ("lease_owner", "text"),
+    ("lease_until", "float8"),
+    ("mailer", "text"),
+    ("target", "text"),
+    ("ctl_user", "text"),
 )
 _MESSAGE_NAMES = ", ".join(name for name, _ in _MESSAGE_FIELDS)
+# rows of these columns as JSON (``_INSERT_NEW``); Python's float repr reads back exactly
+_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
-def _unnest(fields: Sequence[tuple[str, str]]) -> str:
-    """The arrays of ``fields`` (name, type) as the arguments of unnest()."""
-    return ", ".join(f"%({name})b::{kind}[]" for name, kind in fields)
+def _columns_of(fields: Sequence[tuple[str, str]]) -> str:
+    """The columns of ``fields`` (name, type) taken from a row's JSON array ``e``."""
+    return ", ".join(f"(e->>{i})::{kind} AS {name}" for i, (name, kind) in enumerate(fields))
 
 
 class _BatchLostError(Exception):
@@ -281,7 +287,8 @@ class PostgresWrites(SharedWrites):
     _INLINE_BATCH = 16 << 20
     _INSERT_NEW = f"""WITH m AS (
             INSERT INTO messages ({_MESSAGE_NAMES})
-            SELECT * FROM unnest({_unnest(_MESSAGE_FIELDS)})
+            SELECT {_columns_of(_MESSAGE_FIELDS)}
+            FROM jsonb_array_elements(%(messages)s::jsonb) AS e
             RETURNING id, queue_id),
         c AS (SELECT m.id, v.headers, v.body
             FROM unnest(%(queue_id)b::text[], %(headers)b::bytea[], %(body)b::bytea[])
@@ -294,9 +301,8 @@ class PostgresWrites(SharedWrites):
             next_attempt, lease_owner, lease_until, mailer, target, ctl_user)
         SELECT m.id, r.idx, r.local, r.domain, r.orcpt, r.notify, %(queued)s, r.next_attempt,
             r.lease_owner, r.lease_until, r.mailer, r.target, r.ctl_user
-        FROM unnest({_unnest(_RECIPIENT_FIELDS)})
-            AS r(queue_id, idx, local, domain, orcpt, notify, next_attempt, lease_owner,
-                 lease_until, mailer, target, ctl_user)
+        FROM (SELECT {_columns_of(_RECIPIENT_FIELDS)}
+            FROM jsonb_array_elements(%(recipients)s::jsonb) AS e) AS r
         JOIN m USING (queue_id)"""
     # a streamed body's chunks, after the statement above
     _INSERT_CHUNK = """INSERT INTO body_chunks (message_id, seq, data)
@@ -339,9 +345,14 @@ class PostgresWrites(SharedWrites):
                     raise StoreError(f"body of {msg.queue_id}: read {len(body)}, expected {size}")
                 bodies.append(body)
             recipients.extend(_new_recipient_rows(msg, lease))
-        args = _columns(_MESSAGE_FIELDS, messages)
-        args.update(_columns(_RECIPIENT_FIELDS, recipients))
-        args["headers"], args["body"], args["queued"] = headers, bodies, QUEUED
+        args: dict[str, object] = {
+            "messages": _json(messages),
+            "recipients": _json(recipients),
+            "queue_id": [row[0] for row in messages],
+            "headers": headers,
+            "body": bodies,
+            "queued": QUEUED,
+        }
         return _NewRows(args, streamed)
 
     def _write_new(self, conn: Conn, new: _NewRows) -> None:
@@ -555,14 +566,6 @@ class PostgresWrites(SharedWrites):
     def _renew_leases(self, conn: Conn, op: RenewLeases) -> int:
         sql = "UPDATE recipients SET lease_until = %s WHERE lease_owner = %s"
         return self._count(conn, sql, (op.now + op.lease_seconds, op.owner))
-
-
-def _columns(
-    fields: Sequence[tuple[str, str]], rows: Sequence[tuple[object, ...]]
-) -> dict[str, object]:
-    """Rows (at least one) as one list per column: the array parameters of ``fields``."""
-    columns = zip(*rows, strict=True)
-    return {name: list(values) for (name, _), values in zip(fields, columns, strict=True)}
 
 
 def _new_recipient_rows(msg: NewMessage, lease: Lease) -> Iterator[tuple[object, ...]]:
