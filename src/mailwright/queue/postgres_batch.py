@@ -2,13 +2,15 @@
 
 ``apply_batch`` runs a whole batch in one transaction on the write connection, in
 pipeline mode: statements are sent without waiting for their answers, so a batch of new
-messages costs one round trip (its COMMIT's) however many messages it holds, and only
-the ops that need an answer to go on wait for one (a claim's rows, the recipients a
-result changed, a count). The COMMIT's answer is read before ``apply_batch`` returns:
-the batch is durable then (``synchronous_commit`` is never ``off``: ``postgres_schema``).
-A batch of new messages whose bodies all fit in one statement (below) is that statement
-alone, without BEGIN and COMMIT: in autocommit it is a transaction of its own, durable
-when its answer comes. If an op fails (a duplicate queue id, a message without
+messages or of delivery results costs one round trip (its COMMIT's) however many it
+holds: an op whose outcome is read from its statements' answers (the recipients a result
+changed, the finished messages it deleted) gets them filled in when the pipeline has
+ended. Only the ops that need an answer to go on wait for one (a claim's rows, a
+count). The COMMIT's answer is read before ``apply_batch`` returns: the batch is durable
+then (``synchronous_commit`` is never ``off``: ``postgres_schema``). A batch of new
+messages whose bodies all fit in one statement (below) is that statement alone, without
+BEGIN and COMMIT: in autocommit it is a transaction of its own, durable when its answer
+comes. If an op fails (a duplicate queue id, a message without
 recipients), the pipelined transaction is rolled back and the batch is done again op by
 op, each op inside its own savepoint, so that the failing op is rolled back alone and its
 error returned in its slot, as the SQLite store's op-by-op path does. A failed COMMIT, or
@@ -18,22 +20,26 @@ is half written. The next batch opens a new connection.
 
 The new messages of a batch (all of them first, or each run of them when the batch's
 other ops may name them: ``sqlwrites.batch_steps``) go in with one statement whatever
-their number (``_INSERT_NEW``): each column is an array parameter (binary: nothing
-escaped), and the rows of a message find it by its queue id (UNIQUE) among the rows that
-statement inserted, so nothing waits for the id an INSERT would return. Its text is the
-same for any number of messages: psycopg prepares it once. A body of at most one chunk
-(and 256 KiB) is in the statement, up to 16 MiB of them; a larger one is streamed after
-it, one chunk per statement (``bytea`` rows), and in pipeline mode each chunk waits for
-the one before to be taken, so memory stays bounded whatever the size. Claims lock the
-rows they lease with ``FOR UPDATE SKIP LOCKED``: writers on several nodes claim
-different recipients without waiting for each other. ``bench/pg_roundtrips.py`` counts
-round trips, statements and CPU time per message.
+their number (``_INSERT_NEW``): the queue ids, headers and bodies as array parameters
+(binary: nothing escaped), every other column of the messages and of their recipients in
+one JSON text each, a row an array (encoded in C by ``json``, read back with
+``jsonb_array_elements``; psycopg adapts a list in Python, and one array per column, ~35,
+took most of a one-message batch's client CPU). The rows of a message find it by its
+queue id (UNIQUE) among the rows that statement inserted, so nothing waits for the id an
+INSERT would return. Its text is the same for any number of messages: psycopg prepares
+it once. A body of at most one chunk (and 256 KiB) is in the statement, up to 16 MiB of
+them; a larger one is streamed after it, one chunk per statement (``bytea`` rows), and in
+pipeline mode each chunk waits for the one before to be taken, so memory stays bounded
+whatever the size. Claims lock the rows they lease with ``FOR UPDATE SKIP LOCKED``:
+writers on several nodes claim different recipients without waiting for each other.
+``bench/pg_roundtrips.py`` counts round trips, statements and CPU time per message.
 
 Trusts: values already validated by the protocol layer. Settings read: none.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -108,25 +114,27 @@ _MESSAGE_FIELDS = (
 )
 # the columns of _new_recipient_rows, in its order, with their types
 _RECIPIENT_FIELDS = (
-    ("r_queue_id", "text"),
-    ("r_idx", "integer"),
-    ("r_local", "text"),
-    ("r_domain", "text"),
-    ("r_orcpt", "text"),
-    ("r_notify", "text"),
-    ("r_next", "float8"),
-    ("r_owner", "text"),
-    ("r_until", "float8"),
-    ("r_mailer", "text"),
-    ("r_target", "text"),
-    ("r_user", "text"),
+    ("queue_id", "text"),
+    ("idx", "integer"),
+    ("local", "text"),
+    ("domain", "text"),
+    ("orcpt", "text"),
+    ("notify", "text"),
+    ("next_attempt", "float8"),
+    ("lease_owner", "text"),
+    ("lease_until", "float8"),
+    ("mailer", "text"),
+    ("target", "text"),
+    ("ctl_user", "text"),
 )
 _MESSAGE_NAMES = ", ".join(name for name, _ in _MESSAGE_FIELDS)
+# rows of these columns as JSON (``_INSERT_NEW``); Python's float repr reads back exactly
+_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
-def _unnest(fields: Sequence[tuple[str, str]]) -> str:
-    """The arrays of ``fields`` (name, type) as the arguments of unnest()."""
-    return ", ".join(f"%({name})b::{kind}[]" for name, kind in fields)
+def _columns_of(fields: Sequence[tuple[str, str]]) -> str:
+    """The columns of ``fields`` (name, type) taken from a row's JSON array ``e``."""
+    return ", ".join(f"(e->>{i})::{kind} AS {name}" for i, (name, kind) in enumerate(fields))
 
 
 class _BatchLostError(Exception):
@@ -151,6 +159,7 @@ class PostgresWrites(SharedWrites):
     _conn: Conn | None
     _body_chunk: int
     _pipe: psycopg.Pipeline | None = None  # while a batch runs in pipeline mode
+    _fills: list[Callable[[], None]]  # outcomes to fill in when the pipeline has ended
     _handlers: dict[type[Any], Handler]
 
     def _writer(self) -> Conn:
@@ -193,6 +202,7 @@ class PostgresWrites(SharedWrites):
             handlers.append(handler)
         results: list[object] = [None] * len(ops)
         steps = batch_steps(ops)
+        self._fills = []
         try:
             first = self._new_rows(ops, steps[0]) if steps and isinstance(steps[0], list) else None
             if first is not None and len(steps) == 1 and not first.streamed:
@@ -213,8 +223,8 @@ class PostgresWrites(SharedWrites):
                     else:
                         results[step] = handlers[step](conn, ops[step])
                 conn.execute("COMMIT")
-            return results  # the pipeline's end read every answer, the COMMIT's too
         except Exception as exc:
+            self._fills = []
             if connection_lost(exc, conn):
                 raise _BatchLostError() from exc
             if conn.info.transaction_status != pq.TransactionStatus.IDLE:
@@ -222,6 +232,23 @@ class PostgresWrites(SharedWrites):
             raise _RedoError() from exc
         finally:
             self._pipe = None
+        # committed (outside the try: nothing here may redo the batch): the pipeline's end
+        # read every answer, and the outcomes of the ops that did not wait for theirs
+        # are filled in from them
+        fills, self._fills = self._fills, []
+        for fill in fills:
+            fill()
+        return results
+
+    def _when_answered(self, fill: Callable[[], None]) -> None:
+        """Run ``fill`` (which reads statements' answers into an op's outcome) once the
+        answers are in: at once outside pipeline mode, where every statement waited for
+        its answer, else when the batch's pipeline has ended (its COMMIT's round trip
+        brings them), so that the op costs no round trip of its own."""
+        if self._pipe is None:
+            fill()
+        else:
+            self._fills.append(fill)
 
     def _count(self, conn: Conn, sql: str, args: Sequence[object] | Mapping[str, object]) -> int:
         """Run a statement and return the rows it changed (in pipeline mode, this waits
@@ -260,7 +287,8 @@ class PostgresWrites(SharedWrites):
     _INLINE_BATCH = 16 << 20
     _INSERT_NEW = f"""WITH m AS (
             INSERT INTO messages ({_MESSAGE_NAMES})
-            SELECT * FROM unnest({_unnest(_MESSAGE_FIELDS)})
+            SELECT {_columns_of(_MESSAGE_FIELDS)}
+            FROM jsonb_array_elements(%(messages)s::jsonb) AS e
             RETURNING id, queue_id),
         c AS (SELECT m.id, v.headers, v.body
             FROM unnest(%(queue_id)b::text[], %(headers)b::bytea[], %(body)b::bytea[])
@@ -273,9 +301,8 @@ class PostgresWrites(SharedWrites):
             next_attempt, lease_owner, lease_until, mailer, target, ctl_user)
         SELECT m.id, r.idx, r.local, r.domain, r.orcpt, r.notify, %(queued)s, r.next_attempt,
             r.lease_owner, r.lease_until, r.mailer, r.target, r.ctl_user
-        FROM unnest({_unnest(_RECIPIENT_FIELDS)})
-            AS r(queue_id, idx, local, domain, orcpt, notify, next_attempt, lease_owner,
-                 lease_until, mailer, target, ctl_user)
+        FROM (SELECT {_columns_of(_RECIPIENT_FIELDS)}
+            FROM jsonb_array_elements(%(recipients)s::jsonb) AS e) AS r
         JOIN m USING (queue_id)"""
     # a streamed body's chunks, after the statement above
     _INSERT_CHUNK = """INSERT INTO body_chunks (message_id, seq, data)
@@ -318,9 +345,14 @@ class PostgresWrites(SharedWrites):
                     raise StoreError(f"body of {msg.queue_id}: read {len(body)}, expected {size}")
                 bodies.append(body)
             recipients.extend(_new_recipient_rows(msg, lease))
-        args = _columns(_MESSAGE_FIELDS, messages)
-        args.update(_columns(_RECIPIENT_FIELDS, recipients))
-        args["headers"], args["body"], args["queued"] = headers, bodies, QUEUED
+        args: dict[str, object] = {
+            "messages": _json(messages),
+            "recipients": _json(recipients),
+            "queue_id": [row[0] for row in messages],
+            "headers": headers,
+            "body": bodies,
+            "queued": QUEUED,
+        }
         return _NewRows(args, streamed)
 
     def _write_new(self, conn: Conn, new: _NewRows) -> None:
@@ -390,8 +422,8 @@ class PostgresWrites(SharedWrites):
 
     # -- RecordResults and DeleteIfDone
 
-    # The results of one op in one statement; what it returns are the recipients it
-    # changed (the others are stale: no longer queued).
+    # The results of one op in one statement per wave (``_waves``); what it returns are
+    # the recipients it changed (the others are stale: no longer queued).
     _RECORD_RESULTS = """UPDATE recipients r SET state = v.state,
             next_attempt = coalesce(v.next_attempt, r.next_attempt),
             attempts = r.attempts + v.tried,
@@ -410,28 +442,50 @@ class PostgresWrites(SharedWrites):
         RETURNING queue_id"""
 
     def _record_results(self, conn: Conn, op: RecordResults) -> RecordOutcome:
-        changed: set[tuple[str, int]] = set()
-        for wave in _waves(op.results):
-            rows = conn.execute(self._RECORD_RESULTS, (*_result_columns(wave), QUEUED))
-            changed.update((row["queue_id"], row["idx"]) for row in rows.fetchall())
-        stale: list[tuple[str, int]] = []
-        touched: dict[str, None] = {}  # an ordered set
-        for res in op.results:
-            key = (res.queue_id, res.index)
-            if key in changed:
-                touched[res.queue_id] = None
-            else:
-                stale.append(key)
+        """The results' UPDATEs and the DELETE of finished messages are sent together,
+        the outcome filled in from their answers when they are in (``_when_answered``):
+        in pipeline mode the op waits for nothing of its own."""
+        waves = _waves(op.results)
+        cursors = [
+            conn.execute(self._RECORD_RESULTS, (*_result_columns(wave), QUEUED))
+            for wave in _wave_lists(op.results, waves)
+        ]
         for msg in op.new_messages:
             self._insert(conn, msg)
-        return RecordOutcome(stale=stale, removed=self._delete_if_done(conn, list(touched)))
+        # The DELETE takes every message the op has a result for, not only those its
+        # UPDATEs changed (their answers are not in yet): a message with no QUEUED
+        # recipient left is finished whoever finished it, and a runner that finishes a
+        # message deletes it in the same transaction, so deleting any finished message
+        # among them is safe. ``removed`` is what this DELETE deleted.
+        queue_ids = list(dict.fromkeys(res.queue_id for res in op.results))
+        outcome = RecordOutcome(stale=[], removed=self._delete_if_done(conn, queue_ids))
+
+        def fill() -> None:
+            changed = [{(row["queue_id"], row["idx"]) for row in cur.fetchall()} for cur in cursors]
+            outcome.stale.extend(
+                (res.queue_id, res.index)
+                for res, wave in zip(op.results, waves, strict=True)
+                if (res.queue_id, res.index) not in changed[wave]
+            )
+
+        self._when_answered(fill)
+        return outcome
 
     def _delete_if_done(self, conn: Conn, queue_ids: Sequence[str]) -> list[str]:
+        """Delete those of ``queue_ids`` that are finished; the list returned (in their
+        order) is filled in when the DELETE's answer is in (``_when_answered``)."""
+        removed: list[str] = []
         if not queue_ids:
-            return []
-        rows = conn.execute(self._DELETE_DONE, (list(queue_ids), QUEUED)).fetchall()
-        gone = {row["queue_id"] for row in rows}
-        return [queue_id for queue_id in queue_ids if queue_id in gone]
+            return removed
+        ids = list(queue_ids)
+        cur = conn.execute(self._DELETE_DONE, (ids, QUEUED))
+
+        def fill() -> None:
+            gone = {row["queue_id"] for row in cur.fetchall()}
+            removed.extend(queue_id for queue_id in ids if queue_id in gone)
+
+        self._when_answered(fill)
+        return removed
 
     # -- AddRecipients
 
@@ -514,14 +568,6 @@ class PostgresWrites(SharedWrites):
         return self._count(conn, sql, (op.now + op.lease_seconds, op.owner))
 
 
-def _columns(
-    fields: Sequence[tuple[str, str]], rows: Sequence[tuple[object, ...]]
-) -> dict[str, object]:
-    """Rows (at least one) as one list per column: the array parameters of ``fields``."""
-    columns = zip(*rows, strict=True)
-    return {name: list(values) for (name, _), values in zip(fields, columns, strict=True)}
-
-
 def _new_recipient_rows(msg: NewMessage, lease: Lease) -> Iterator[tuple[object, ...]]:
     """The recipients of a new message as the columns of ``_RECIPIENT_FIELDS``: those of
     ``recipient_row`` with the queue id for the message, and the resolved targets."""
@@ -546,20 +592,27 @@ def _new_of(op: Op[Any]) -> tuple[NewMessage, Lease]:
     return op.message, (op.lease_owner, op.lease_until)
 
 
-def _waves(results: Sequence[RecipientResult]) -> Iterator[list[RecipientResult]]:
-    """The results in runs without a recipient twice (one statement each, in order), so
-    that a second result for a recipient applies after the first, as one by one."""
-    pending = list(results)
-    while pending:
-        seen: set[tuple[str, int]] = set()
-        wave: list[RecipientResult] = []
-        rest: list[RecipientResult] = []
-        for res in pending:
-            key = (res.queue_id, res.index)
-            (rest if key in seen else wave).append(res)
-            seen.add(key)
-        yield wave
-        pending = rest
+def _waves(results: Sequence[RecipientResult]) -> list[int]:
+    """Each result's wave: how many results for its recipient come before it. A wave is
+    one statement, run in order, so that a second result for a recipient applies after
+    the first, as one by one; a result is stale if its own wave did not change it."""
+    seen: dict[tuple[str, int], int] = {}
+    waves: list[int] = []
+    for res in results:
+        key = (res.queue_id, res.index)
+        waves.append(seen.get(key, 0))
+        seen[key] = waves[-1] + 1
+    return waves
+
+
+def _wave_lists(
+    results: Sequence[RecipientResult], waves: Sequence[int]
+) -> list[list[RecipientResult]]:
+    """The results of each wave (``_waves``), in order."""
+    lists: list[list[RecipientResult]] = [[] for _ in range(max(waves, default=-1) + 1)]
+    for res, wave in zip(results, waves, strict=True):
+        lists[wave].append(res)
+    return lists
 
 
 def _result_columns(results: Sequence[RecipientResult]) -> tuple[list[object], ...]:

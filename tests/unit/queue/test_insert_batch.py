@@ -1,6 +1,6 @@
 """Batches: the fast path (new messages inserted together, no savepoints) stores and
 answers exactly what op by op would, on both backends (SQLite: multi-row INSERTs;
-PostgreSQL: one statement fed by arrays, in pipeline mode)."""
+PostgreSQL: one statement fed by arrays and JSON, in pipeline mode), values exact."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from mailwright.core.address import Address
-from mailwright.core.envelope import Notify, Recipient
+from mailwright.core.envelope import BodyType, MailParams, Notify, Recipient, Ret
 from mailwright.core.target import Mailer, Target
 from mailwright.queue.sqlite import SqliteQueueStore
 from mailwright.queue.store import (
@@ -23,6 +23,7 @@ from mailwright.queue.store import (
     MessageState,
     NewMessage,
     Op,
+    Origin,
     QueueStore,
     RecipientResult,
     RecipientState,
@@ -157,6 +158,40 @@ def test_new_messages_keep_their_leases_and_targets(
         (local, None, None),
     ]
     assert [r.target for r in got.envelope.recipients] == [None, local]
+
+
+def test_values_come_back_exactly(store: QueueStore, make_message: MakeMessage) -> None:
+    # on PostgreSQL the non-bytea columns travel as JSON text: quoting, non-ASCII text,
+    # text that looks like JSON, full float precision and large integers must survive
+    tricky = 'é "q" \\ {} [null] \t ☃ 😀 null'
+    when = 1_700_000_000.123_456_7
+    params = MailParams(3_000_000_000, BodyType.EIGHT_BIT, True, Ret.HDRS, "id+2B\\", "<>")
+    origin = Origin("ESMTPA", "2001:db8::1", "höst.example", '[{"x": 1}]', "usér", "")
+    dsn = Recipient(Address("d", "example.net"), frozenset({Notify.DELAY}), "rfc822;d@x")
+    msgs = [
+        make_message(
+            queue_id="EXACT",
+            recipients=[dsn, "null@example.org"],
+            subject=tricky,
+            received_at=when,
+            params=params,
+            origin=origin,
+            hold_reason='quarantine: "{}"',
+        ),
+        make_message(queue_id="NULLS", sender=None, received_at=0.1 + 0.2),
+    ]
+    ops: list[Op[Any]] = [InsertMessage(msgs[0], "owner ☃", when + 1e-6), InsertMessage(msgs[1])]
+    assert store.apply_batch(ops) == [None, None]
+    got = store.get_message("EXACT")
+    assert got is not None
+    assert (got.subject, got.received_at, got.origin) == (tricky, when, origin)
+    assert got.envelope.params == params and got.hold_reason == 'quarantine: "{}"'
+    assert got.envelope == msgs[0].envelope
+    assert [(r.lease_owner, r.lease_until, r.next_attempt) for r in got.recipients] == [
+        ("owner ☃", when + 1e-6, when)
+    ] * 2
+    got = store.get_message("NULLS")
+    assert got is not None and got.envelope.sender is None and got.received_at == 0.1 + 0.2
 
 
 def test_many_messages_in_one_batch(store: QueueStore, make_message: MakeMessage) -> None:

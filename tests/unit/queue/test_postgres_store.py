@@ -4,7 +4,9 @@ A database of a newer schema is refused, a connection lost in the middle of a ba
 the batch with StoreError and leaves nothing half written (and the next batch reconnects),
 errors never show the password, commits stay durable when the server's default says
 ``synchronous_commit = off``, a claim skips rows another transaction has locked
-instead of waiting for them, and every writer holds a queue id slot of its own.
+instead of waiting for them, every writer holds a queue id slot of its own, and a batch of
+new messages or of delivery results costs one round trip (results exact all the same,
+pipelined or redone op by op).
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import pytest
 
 from mailwright.queue.store import (
     ClaimDue,
+    DeleteIfDone,
     InsertMessage,
+    Op,
     RecipientResult,
     RecipientState,
     RecordOutcome,
@@ -201,19 +205,77 @@ def test_a_batch_of_new_messages_costs_one_round_trip(url: str, pg_store: object
     assert sql_rows(url, "SELECT count(*) FROM recipients") == [(20,)]
 
 
-def test_results_cost_two_round_trips_per_op_and_one_per_batch(pg_store: object) -> None:
+def test_a_batch_of_results_costs_one_round_trip(pg_store: object) -> None:
+    """The results' UPDATEs and DELETEs are sent with the rest of the batch; their
+    answers come with the COMMIT's, and only then are the outcomes filled in."""
     from mailwright.queue.postgres import PostgresQueueStore
 
     assert isinstance(pg_store, PostgresQueueStore)
     pg_store.apply_batch([InsertMessage(build_message(f"R{i}")) for i in range(3)])
+    pg_store.apply_batch([InsertMessage(build_message("TWO", ["a@x.test", "b@x.test"]))])
     (claimed,) = pg_store.apply_batch([ClaimDue(2e9, 10, "A", 300.0)])
-    assert isinstance(claimed, list) and len(claimed) == 3
+    assert isinstance(claimed, list) and len(claimed) == 5
     before = pg_store.round_trips.count
-    done = RecipientState.DELIVERED
-    ops = [RecordResults([RecipientResult(r.message_id, r.index, done, 0.0, 1.0)]) for r in claimed]
+    done, later = RecipientState.DELIVERED, RecipientState.QUEUED
+    ops: list[Op[Any]] = [
+        RecordResults([RecipientResult(f"R{i}", 0, done, 0.0, 1.0)]) for i in range(3)
+    ]
+    ops.append(
+        RecordResults(
+            [
+                RecipientResult("TWO", 0, later, 5.0, 1.0),
+                RecipientResult("TWO", 0, done, 0.0, 1.0),  # a second wave
+                RecipientResult("R0", 0, done, 0.0, 1.0),  # stale: done just before
+            ],
+            new_messages=[build_message("REPORT")],
+        )
+    )
     outcomes = pg_store.apply_batch(ops)
-    assert [o.removed for o in outcomes if isinstance(o, RecordOutcome)] == [["R0"], ["R1"], ["R2"]]
-    assert pg_store.round_trips.count - before == 2 * 3 + 1  # UPDATE, DELETE each; the COMMIT
+    assert pg_store.round_trips.count - before == 1  # BEGIN ... COMMIT, one pipeline
+    assert outcomes == [
+        RecordOutcome(stale=[], removed=["R0"]),
+        RecordOutcome(stale=[], removed=["R1"]),
+        RecordOutcome(stale=[], removed=["R2"]),
+        RecordOutcome(stale=[("R0", 0)], removed=[]),
+    ]
+    assert pg_store.get_message("REPORT") is not None
+    before = pg_store.round_trips.count
+    (removed,) = pg_store.apply_batch([DeleteIfDone(["TWO"])])
+    assert removed == [] and pg_store.round_trips.count - before == 1
+
+
+def test_results_redone_op_by_op_are_exact(url: str, pg_store: object) -> None:
+    """A batch whose pipelined attempt failed (a duplicate queue id) is redone op by op,
+    each statement waiting for its answer: the outcomes are the same."""
+    from mailwright.queue.postgres import PostgresQueueStore
+
+    assert isinstance(pg_store, PostgresQueueStore)
+    pg_store.apply_batch([InsertMessage(build_message(q, ["a@x.test", "b@x.test"])) for q in "AB"])
+    done = RecipientState.DELIVERED
+    results = [RecipientResult(q, i, done, 0.0, 1.0) for q, i in (("A", 0), ("A", 1), ("B", 0))]
+    ops: list[Op[Any]] = [
+        RecordResults([*results, results[0]]),
+        InsertMessage(build_message("B")),  # fails: already in the queue
+    ]
+    outcome, failed = pg_store.apply_batch(ops)
+    assert outcome == RecordOutcome(stale=[("A", 0)], removed=["A"])
+    assert isinstance(failed, StoreError)
+    assert sql_rows(url, "SELECT queue_id FROM messages") == [("B",)]
+
+
+def test_a_result_deletes_a_message_two_nodes_left_finished(url: str, pg_store: object) -> None:
+    """Two nodes finishing a message's last two recipients at once each see the other's
+    still queued and delete nothing (until a recovery); a result for it, stale, deletes
+    it: its DELETE takes every message the op names."""
+    from mailwright.queue.postgres import PostgresQueueStore
+
+    assert isinstance(pg_store, PostgresQueueStore)
+    pg_store.apply_batch([InsertMessage(build_message("LEFT", ["a@x.test", "b@x.test"]))])
+    sql_run(url, "UPDATE recipients SET state = 'delivered'")
+    done = RecipientState.DELIVERED
+    (outcome,) = pg_store.apply_batch([RecordResults([RecipientResult("LEFT", 1, done)])])
+    assert outcome == RecordOutcome(stale=[("LEFT", 1)], removed=["LEFT"])
+    assert sql_rows(url, "SELECT count(*) FROM messages") == [(0,)]
 
 
 def test_a_body_of_many_chunks_is_written_whole_in_a_pipelined_batch(pg_store: object) -> None:

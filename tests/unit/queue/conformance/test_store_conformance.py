@@ -338,6 +338,58 @@ def test_a_bounce_is_queued_with_the_failure_in_one_step(store: QueueStore) -> N
     assert [r.address for r in stored.recipients] == ["sender@example.com"]
 
 
+def test_stale_and_removed_are_exact_when_some_results_are_stale(store: QueueStore) -> None:
+    run(store, InsertMessage(build_message("S1", ["a@x.test", "b@x.test"])))
+    run(store, InsertMessage(build_message("S2", ["a@x.test", "b@x.test"])))
+    run(store, InsertMessage(build_message("S3")))
+    run(store, RecordResults([final("S1", 0), final("S2", 0)]))
+    results = [
+        final("S3", 0),
+        final("S2", 0, RecipientState.FAILED),  # stale: already delivered
+        deferred("S2", 1, T0 + 600),
+        final("S1", 0),  # stale
+        final("S1", 1),
+        final("NOPE", 0),  # stale: no such message
+    ]
+    outcome = run(store, RecordResults(results))
+    assert outcome == RecordOutcome(stale=[("S2", 0), ("S1", 0), ("NOPE", 0)], removed=["S3", "S1"])
+    stored = store.get_message("S2")
+    assert stored is not None
+    assert [r.state for r in stored.recipients] == [RecipientState.DELIVERED, RecipientState.QUEUED]
+
+
+def test_a_late_result_for_a_message_another_runner_finished(store: QueueStore) -> None:
+    run(store, InsertMessage(build_message("L1")))
+    run(store, InsertMessage(build_message("L2", ["a@x.test", "b@x.test"])))
+    assert len(claim(store, "A")) == 3
+    assert len(claim(store, "B", now=T0 + LEASE)) == 3  # A's leases expired
+    # B finished L1 (and deleted it) and one recipient of L2
+    assert run(store, RecordResults([final("L1", 0), final("L2", 1)])).removed == ["L1"]
+    late = run(store, RecordResults([final("L1", 0), final("L2", 1)]))  # A's, late
+    assert late == RecordOutcome(stale=[("L1", 0), ("L2", 1)], removed=[])
+    # A's result for L2's other recipient finishes the message B began
+    last = run(store, RecordResults([final("L2", 1), final("L2", 0, RecipientState.RELAYED)]))
+    assert last == RecordOutcome(stale=[("L2", 1)], removed=["L2"])
+    assert store.count_messages() == 0
+
+
+def test_two_results_for_one_recipient_apply_in_order(store: QueueStore) -> None:
+    run(store, InsertMessage(build_message("T1")))
+    run(store, InsertMessage(build_message("T2", ["a@x.test", "b@x.test"])))
+    twice = [
+        deferred("T1", 0, T0 + 600),
+        final("T2", 0),
+        final("T1", 0),  # after the deferral: not stale, and T1 is finished
+        final("T2", 0, RecipientState.FAILED),  # after the delivery: stale
+    ]
+    outcome = run(store, RecordResults(twice))
+    assert outcome == RecordOutcome(stale=[("T2", 0)], removed=["T1"])
+    stored = store.get_message("T2")
+    assert stored is not None
+    assert [r.state for r in stored.recipients] == [RecipientState.DELIVERED, RecipientState.QUEUED]
+    assert stored.recipients[0].attempts == 1
+
+
 def test_expansion_replaces_a_recipient_atomically(store: QueueStore) -> None:
     run(store, InsertMessage(build_message("X1", ["list@x.test"])))
     claim(store, "A")
