@@ -437,6 +437,14 @@ class PostgresWrites(SharedWrites):
         WHERE m.queue_id = v.queue_id AND r.message_id = m.id AND r.idx = v.idx
           AND r.state = %s
         RETURNING m.queue_id, r.idx"""
+    # Two runners recording the last results of one message at once must not each see the
+    # other's recipient still QUEUED and leave the finished message behind: each locks the
+    # messages it has results for first (in id order: no deadlock between them), so the
+    # second waits for the first's commit and its UPDATE and DELETE, each with a snapshot
+    # of its own (READ COMMITTED), see what the first did. NO KEY UPDATE: inserting rows
+    # that refer to a message (its KEY SHARE) does not wait for it.
+    _LOCK_MESSAGES = """SELECT 1 FROM messages WHERE queue_id = ANY(%s) ORDER BY id
+        FOR NO KEY UPDATE"""
     _DELETE_DONE = """DELETE FROM messages WHERE queue_id = ANY(%s) AND NOT EXISTS
         (SELECT 1 FROM recipients r WHERE r.message_id = messages.id AND r.state = %s)
         RETURNING queue_id"""
@@ -446,6 +454,9 @@ class PostgresWrites(SharedWrites):
         the outcome filled in from their answers when they are in (``_when_answered``):
         in pipeline mode the op waits for nothing of its own."""
         waves = _waves(op.results)
+        queue_ids = list(dict.fromkeys(res.queue_id for res in op.results))
+        if queue_ids:
+            conn.execute(self._LOCK_MESSAGES, (queue_ids,))
         cursors = [
             conn.execute(self._RECORD_RESULTS, (*_result_columns(wave), QUEUED))
             for wave in _wave_lists(op.results, waves)
@@ -457,7 +468,6 @@ class PostgresWrites(SharedWrites):
         # recipient left is finished whoever finished it, and a runner that finishes a
         # message deletes it in the same transaction, so deleting any finished message
         # among them is safe. ``removed`` is what this DELETE deleted.
-        queue_ids = list(dict.fromkeys(res.queue_id for res in op.results))
         outcome = RecordOutcome(stale=[], removed=self._delete_if_done(conn, queue_ids))
 
         def fill() -> None:

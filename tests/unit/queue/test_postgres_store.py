@@ -264,9 +264,10 @@ def test_results_redone_op_by_op_are_exact(url: str, pg_store: object) -> None:
 
 
 def test_a_result_deletes_a_message_two_nodes_left_finished(url: str, pg_store: object) -> None:
-    """Two nodes finishing a message's last two recipients at once each see the other's
-    still queued and delete nothing (until a recovery); a result for it, stale, deletes
-    it: its DELETE takes every message the op names."""
+    """A message left with every recipient finished (by a version that did not lock the
+    message before recording: two nodes finishing its last two recipients at once each
+    saw the other's still queued) is deleted by a result for it, stale: its DELETE takes
+    every message the op names."""
     from mailwright.queue.postgres import PostgresQueueStore
 
     assert isinstance(pg_store, PostgresQueueStore)
@@ -275,6 +276,40 @@ def test_a_result_deletes_a_message_two_nodes_left_finished(url: str, pg_store: 
     done = RecipientState.DELIVERED
     (outcome,) = pg_store.apply_batch([RecordResults([RecipientResult("LEFT", 1, done)])])
     assert outcome == RecordOutcome(stale=[("LEFT", 1)], removed=["LEFT"])
+    assert sql_rows(url, "SELECT count(*) FROM messages") == [(0,)]
+
+
+def test_two_runners_finishing_one_message_at_once_delete_it(url: str, pg_store: object) -> None:
+    """Runner A records recipient 0 as the store does (the message locked first) and has
+    not committed yet; runner B's results for recipient 1 wait for A's commit, then see
+    recipient 0 finished and delete the message: nothing is left behind."""
+    import threading
+
+    import psycopg
+
+    from mailwright.queue.postgres import PostgresQueueStore
+
+    assert isinstance(pg_store, PostgresQueueStore)
+    pg_store.apply_batch([InsertMessage(build_message("RACE", ["a@x.test", "b@x.test"]))])
+    done = RecipientState.DELIVERED
+    outcomes: list[object] = []
+    with psycopg.connect(url) as runner_a:
+        runner_a.execute(pg_store._LOCK_MESSAGES, (["RACE"],))
+        runner_a.execute("UPDATE recipients SET state = 'delivered' WHERE idx = 0")
+        runner_b = threading.Thread(
+            target=lambda: outcomes.extend(
+                pg_store.apply_batch([RecordResults([RecipientResult("RACE", 1, done)])])
+            )
+        )
+        runner_b.start()
+        waiting = "SELECT count(*) FROM pg_locks WHERE NOT granted"
+        while sql_rows(url, waiting) == [(0,)] and runner_b.is_alive():
+            runner_b.join(0.01)  # until B waits for A's lock
+        assert runner_b.is_alive() and not outcomes  # B waits for A's commit
+        runner_a.execute(pg_store._DELETE_DONE, (["RACE"], "queued"))  # A's own: nothing yet
+        runner_a.commit()
+        runner_b.join(30)
+    assert outcomes == [RecordOutcome(stale=[], removed=["RACE"])]
     assert sql_rows(url, "SELECT count(*) FROM messages") == [(0,)]
 
 
