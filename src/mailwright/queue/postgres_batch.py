@@ -439,10 +439,13 @@ class PostgresWrites(SharedWrites):
         RETURNING m.queue_id, r.idx"""
     # Two runners recording the last results of one message at once must not each see the
     # other's recipient still QUEUED and leave the finished message behind: each locks the
-    # messages it has results for first (in id order: no deadlock between them), so the
-    # second waits for the first's commit and its UPDATE and DELETE, each with a snapshot
-    # of its own (READ COMMITTED), see what the first did. NO KEY UPDATE: inserting rows
-    # that refer to a message (its KEY SHARE) does not wait for it.
+    # messages it has results for first, so the second waits for the first's commit and
+    # its UPDATE and DELETE, each with a snapshot of its own (READ COMMITTED), see what
+    # the first did. An op locks its messages in id order; two batches of several such
+    # ops may still lock in opposite orders (rare: both need results for the same two
+    # messages at once), and PostgreSQL then fails one after ``deadlock_timeout``, which
+    # is redone op by op. NO KEY UPDATE: inserting rows that refer to a message (its KEY
+    # SHARE) does not wait for it.
     _LOCK_MESSAGES = """SELECT 1 FROM messages WHERE queue_id = ANY(%s) ORDER BY id
         FOR NO KEY UPDATE"""
     _DELETE_DONE = """DELETE FROM messages WHERE queue_id = ANY(%s) AND NOT EXISTS
