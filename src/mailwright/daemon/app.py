@@ -56,7 +56,13 @@ from mailwright.privhelper.client import HelperDeposit, HelperForwardReader, Hel
 from mailwright.queue.admin import ACTIONS as ADMIN_ACTIONS
 from mailwright.queue.admin import Actor, Selection
 from mailwright.queue.backend import clears_all_leases, queue_store
-from mailwright.queue.store import InsertMessage, NewMessage, ReleaseProcessLeases, StoreError
+from mailwright.queue.store import (
+    NO_LEASE,
+    InsertMessage,
+    NewMessage,
+    ReleaseProcessLeases,
+    StoreError,
+)
 from mailwright.queue.writer import QueueWriter
 from mailwright.routing.aliases import prepare_aliases
 from mailwright.routing.resolution import AddressResolver
@@ -168,13 +174,10 @@ class Daemon:
             message.first_attempt = message.received_at + wait
         background = asked is None and self.settings.delivery.mode is DeliveryMode.BACKGROUND
         lease = self.scheduler.lease_new(message) if background else None
-        if lease is None:
-            await self.writer.execute(InsertMessage(message))
-        else:  # inserted claimed by this process: its first delivery starts at once
-            await self.writer.execute(InsertMessage(message, *lease))
+        await self.writer.execute(InsertMessage(message, *(lease or NO_LEASE)))
+        if lease is not None:  # inserted claimed by this process: deliver it at once
             self.scheduler.start_leased(message, lease)
-            return
-        if asked == deliverymode.INTERACTIVE:
+        elif asked == deliverymode.INTERACTIVE:
             await self._deliver_interactively(message.queue_id)
         elif background:
             self.scheduler.remember(message)

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from mailwright.core.headers import HeaderList
 from mailwright.queue.records import fresh_message
 from mailwright.queue.spool import Spool
-from mailwright.queue.store import NewMessage, StoredMessage
+from mailwright.queue.store import NO_LEASE, Lease, NewMessage, StoredMessage
 
 MAX_ENTRIES = 1024
 MAX_BYTES = 16 << 20  # bodies kept at once, per process
@@ -55,18 +55,21 @@ class FreshMessages:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def remember(self, message: NewMessage) -> None:
-        """Keep ``message`` (just committed) for its first delivery, if it is due now."""
+    def remember(self, message: NewMessage, lease: Lease = NO_LEASE) -> StoredMessage | None:
+        """Keep ``message`` (just committed, its recipients with ``lease``) for its first
+        delivery, if it is due now; returns it as kept (None: not kept)."""
         if message.hold_reason is not None or message.first_attempt is not None:
-            return
+            return None
         body = _body_in_memory(message)
         size = 0 if body is None else len(body)
         if size > self.max_bytes:
-            return
+            return None
         now = self._clock()
         self._evict(now, size)
-        self._entries[message.queue_id] = (now, (fresh_message(message), message.headers, body))
+        stored = fresh_message(message, lease)
+        self._entries[message.queue_id] = (now, (stored, message.headers, body))
         self._bytes += size
+        return stored
 
     def take(self, queue_id: str) -> Loaded | None:
         """The message as remembered, once; None when not (or no longer) kept."""

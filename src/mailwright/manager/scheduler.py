@@ -61,9 +61,10 @@ from mailwright.manager.hoststatus import HostStatus, HostStatusCache
 from mailwright.manager.slots import WorkerSlots
 from mailwright.observability import maillog, metrics
 from mailwright.queue.lease import new_owner
-from mailwright.queue.records import Lease, fresh_message
+from mailwright.queue.records import fresh_message
 from mailwright.queue.store import (
     ClaimDue,
+    Lease,
     NewMessage,
     QueueStore,
     RecipientResult,
@@ -455,8 +456,8 @@ class Scheduler:
         """``message`` was committed with ``lease`` (``lease_new``): deliver it now."""
         if self._stopping:
             return  # ``stop`` gives the lease back
-        self.fresh.remember(message)
-        self._start(message.queue_id, fresh_message(message, lease).recipients)
+        stored = self.fresh.remember(message, lease) or fresh_message(message, lease)
+        self._start(message.queue_id, list(stored.recipients))
 
     async def _deliver_message(self, queue_id: str, recipients: list[StoredRecipient]) -> None:
         loaded = self.fresh.take(queue_id) or await asyncio.to_thread(self._load, queue_id)

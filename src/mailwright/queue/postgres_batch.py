@@ -50,10 +50,8 @@ from psycopg import errors, pq
 from mailwright.core.envelope import Recipient
 from mailwright.queue.postgres_schema import Conn, connection_lost, store_error, translate_error
 from mailwright.queue.records import (
-    NO_LEASE,
     QUEUED,
     RECIPIENT_COLUMNS,
-    Lease,
     message_row,
     notify_text,
     recipient_row,
@@ -62,11 +60,13 @@ from mailwright.queue.records import (
 )
 from mailwright.queue.sqlwrites import SharedWrites, batch_steps
 from mailwright.queue.store import (
+    NO_LEASE,
     AddRecipients,
     ClaimDue,
     DeleteMessage,
     HoldMessage,
     InsertMessage,
+    Lease,
     MessageState,
     NewMessage,
     Op,
@@ -602,7 +602,7 @@ def _new_recipient_rows(msg: NewMessage, lease: Lease) -> Iterator[tuple[object,
 
 def _new_of(op: Op[Any]) -> tuple[NewMessage, Lease]:
     assert isinstance(op, InsertMessage)
-    return op.message, (op.lease_owner, op.lease_until)
+    return op.message, op.lease
 
 
 def _waves(results: Sequence[RecipientResult]) -> list[int]:

@@ -16,6 +16,8 @@ from mailwright.core.address import Address
 from mailwright.core.envelope import BodyType, Envelope, MailParams, Notify, Recipient, Ret
 from mailwright.core.target import Mailer, Target
 from mailwright.queue.store import (
+    NO_LEASE,
+    Lease,
     MessageState,
     NewMessage,
     Origin,
@@ -41,11 +43,6 @@ class Row(Protocol):
     """A result row read by column name."""
 
     def __getitem__(self, key: str, /) -> Any: ...
-
-
-# a new recipient's lease (owner, until): none, or taken at insert (``InsertMessage``)
-Lease = tuple[str | None, float | None]
-NO_LEASE: Lease = (None, None)
 
 
 def recipient_row(

@@ -26,9 +26,7 @@ from typing import Any
 
 from mailwright.core.envelope import Recipient
 from mailwright.queue.records import (
-    NO_LEASE,
     RECIPIENT_COLUMNS,
-    Lease,
     message_row,
     recipient_row,
     stored_recipient,
@@ -43,11 +41,13 @@ from mailwright.queue.sqlite_schema import (
 )
 from mailwright.queue.sqlwrites import SharedWrites, batch_steps
 from mailwright.queue.store import (
+    NO_LEASE,
     AddRecipients,
     ClaimDue,
     DeleteMessage,
     HoldMessage,
     InsertMessage,
+    Lease,
     MessageState,
     NewMessage,
     Op,
@@ -281,9 +281,8 @@ class SqliteWrites(SharedWrites):
                 chunks.extend((mid, seq, piece) for seq, piece in enumerate(pieces))
             else:
                 streamed.append((mid, msg))
-            lease = (op.lease_owner, op.lease_until)
             recipients.extend(
-                recipient_row(mid, i, r, msg.due, lease)
+                recipient_row(mid, i, r, msg.due, op.lease)
                 for i, r in enumerate(msg.envelope.recipients)
             )
         _insert_many(conn, _MESSAGE_TABLE, messages)

@@ -15,14 +15,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from mailwright.queue.records import NO_LEASE, QUEUED, Lease
+from mailwright.queue.records import QUEUED
 from mailwright.queue.store import (
+    NO_LEASE,
     AddRecipients,
     ClaimDue,
     DeleteIfDone,
     DeleteMessage,
     HoldMessage,
     InsertMessage,
+    Lease,
     NewMessage,
     Op,
     RecordOutcome,
@@ -105,7 +107,7 @@ class SharedWrites:
         raise NotImplementedError
 
     def _insert_message(self, conn: Any, op: InsertMessage) -> None:
-        self._insert(conn, op.message, (op.lease_owner, op.lease_until))
+        self._insert(conn, op.message, op.lease)
 
     def _record_results(self, conn: Any, op: RecordResults) -> RecordOutcome:
         stale: list[tuple[str, int]] = []

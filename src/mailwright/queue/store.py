@@ -235,6 +235,11 @@ class Op(Generic[R_co]):
     durable: ClassVar[bool] = True
 
 
+# a new recipient's lease (owner, until): none, or taken at insert (``InsertMessage``)
+Lease = tuple[str | None, float | None]
+NO_LEASE: Lease = (None, None)
+
+
 @dataclass(slots=True)
 class InsertMessage(Op[None]):
     """Queue a new message with all its recipients QUEUED and due at ``received_at``
@@ -249,6 +254,10 @@ class InsertMessage(Op[None]):
     message: NewMessage
     lease_owner: str | None = None
     lease_until: float | None = None
+
+    @property
+    def lease(self) -> Lease:
+        return (self.lease_owner, self.lease_until)
 
 
 @dataclass(slots=True)
