@@ -68,10 +68,16 @@ def target_row(r: Recipient) -> tuple[str | None, str | None, str | None]:
     return (None, None, None) if t is None else (t.mailer.value, t.value, t.user)
 
 
+def summary(msg: NewMessage, name: str) -> str | None:
+    """A header field's text as the queue lists it (``Message-ID``, ``Subject``), without
+    NUL characters: a client may put them in a header, and PostgreSQL's text refuses them
+    (the header section itself is kept as sent)."""
+    field = msg.headers.get(name)
+    return None if field is None else field.text.replace("\0", "")
+
+
 def message_row(msg: NewMessage, header_bytes: bytes) -> tuple[object, ...]:
     env, params, origin = msg.envelope, msg.envelope.params, msg.origin
-    message_id = msg.headers.get("Message-ID")
-    subject = msg.headers.get("Subject")
     held = msg.hold_reason is not None
     return (
         msg.queue_id,
@@ -94,8 +100,8 @@ def message_row(msg: NewMessage, header_bytes: bytes) -> tuple[object, ...]:
         origin.helo,
         origin.auth_user,
         origin.local_user,
-        None if message_id is None else message_id.text,
-        None if subject is None else subject.text,
+        summary(msg, "Message-ID"),
+        summary(msg, "Subject"),
     )
 
 
@@ -185,8 +191,6 @@ def fresh_message(msg: NewMessage, lease: Lease = NO_LEASE) -> StoredMessage:
 
     Lets the process that queued a message deliver it without reading it back
     (``manager.fresh``); kept next to ``message_row`` so the two stay in step."""
-    message_id = msg.headers.get("Message-ID")
-    subject = msg.headers.get("Subject")
     held = msg.hold_reason is not None
     due = msg.due
     recipients = [
@@ -217,8 +221,8 @@ def fresh_message(msg: NewMessage, lease: Lease = NO_LEASE) -> StoredMessage:
         state=MessageState.HOLD if held else MessageState.ACTIVE,
         hold_reason=msg.hold_reason,
         origin=msg.origin,
-        message_id_header=None if message_id is None else message_id.text,
-        subject=None if subject is None else subject.text,
+        message_id_header=summary(msg, "Message-ID"),
+        subject=summary(msg, "Subject"),
         warned=False,
         recipients=recipients,
     )

@@ -118,6 +118,20 @@ def test_insert_is_readable_with_envelope_headers_and_body(store: QueueStore) ->
     assert b"".join(store.read_body("QID1")) == b"Line.\r\n"
 
 
+def test_a_nul_in_a_listed_header_is_kept_in_the_headers_only(store: QueueStore) -> None:
+    # a client may send one; PostgreSQL's text refuses it: the listing drops it, the
+    # header section keeps the message as sent
+    from mailwright.queue.records import fresh_message
+
+    msg = build_message("NUL1", subject="odd\0subject")
+    run(store, InsertMessage(msg))
+    stored = store.get_message("NUL1")
+    assert stored is not None and stored.subject == "oddsubject"
+    assert store.read_headers("NUL1").encode() == msg.headers.encode()
+    assert b"odd\0subject" in msg.headers.encode()
+    assert fresh_message(msg) == stored  # the first delivery's copy says the same
+
+
 def test_committed_message_survives_close_and_reopen(new_store: StoreFactory) -> None:
     first = new_store()
     first.open()
