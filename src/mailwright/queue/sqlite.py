@@ -3,7 +3,14 @@
 Layout: ``messages`` (envelope, MAIL parameters, origin, listing fields), ``recipients``
 (the unit of work: state, schedule, last result, lease), ``headers`` (the encoded header
 section, one blob per message) and ``body_chunks`` (the body in ~1 MiB blobs, so a
-100 MiB message goes in and out with bounded memory). The schema version lives in
+100 MiB message goes in and out with bounded memory). A body of ``body_log_min`` bytes
+or more arriving through ``InsertMessage`` goes instead to the body log, append-only
+segment files in ``<file>.bodies`` beside the database (``queue.bodylog``), written and
+fsynced before the transaction and outside the write lock; the message row names its
+segment and offset. Segments nobody refers to are removed after a batch, at most every
+``SWEEP_INTERVAL`` or when one was sealed, and at open; bodies still in a segment older
+than ``GRADUATE_AFTER`` (deferred mail) are moved into ``body_chunks`` then, so that a
+few long-lived messages do not keep whole segments on disk. The schema version lives in
 ``PRAGMA user_version``; the schema is created on first open and older files are migrated
 in place (``sqlite_schema``).
 
@@ -26,8 +33,9 @@ Trusts: its own database file (checked with ``PRAGMA quick_check`` at open) and 
 already validated by the protocol layer. Settings read: none directly; the caller passes
 ``queue.path`` as ``path`` and may pass ``busy_timeout``, ``body_chunk_size``,
 ``max_bytes`` (a cap on the database size: beyond it, inserts fail with StoreFullError)
-and ``shared`` (several processes write the file: the daemon's workers order their write
-transactions with an flock on ``<file>-writers``).
+``shared`` (several processes write the file: the daemon's workers order their write
+transactions with an flock on ``<file>-writers``), ``body_log_min`` (None: every body in
+the database) and ``segment_bytes``.
 """
 
 from __future__ import annotations
@@ -36,8 +44,9 @@ import os
 import sqlite3
 from pathlib import Path
 
-from mailwright.queue.lease import owner_is_dead
-from mailwright.queue.sqlite_batch import SqliteWrites
+from mailwright.queue.bodylog import SEGMENT_BYTES, BodyLog
+from mailwright.queue.lease import new_owner, owner_is_dead
+from mailwright.queue.sqlite_batch import BODY_LOG_MIN, SqliteWrites
 from mailwright.queue.sqlite_rows import ReadPool, SqliteReads
 from mailwright.queue.sqlite_schema import (
     _SCHEMA_V1,
@@ -67,8 +76,13 @@ class SqliteQueueStore(SqliteReads, SqliteWrites):
         body_chunk_size: int = DEFAULT_BODY_CHUNK,
         max_bytes: int | None = None,
         shared: bool = False,
+        body_log_min: int | None = BODY_LOG_MIN,
+        segment_bytes: int = SEGMENT_BYTES,
     ) -> None:
         self.path = path
+        self._bodies_dir = path.with_name(path.name + ".bodies")
+        self._body_log_min = body_log_min
+        self._segment_bytes = segment_bytes
         self.shared = shared  # written by several processes: batches pass the gate
         self._gate: int | None = None
         self.schema_from: int | None = None  # set by open(): the version found (0: new)
@@ -110,6 +124,10 @@ class SqliteQueueStore(SqliteReads, SqliteWrites):
         self._reads = ReadPool(self._connect_reader)
         if self.shared:
             self._gate = self._open_gate()
+        if self._body_log_min is not None:
+            self._bodylog = BodyLog(self._bodies_dir, new_owner(), self._segment_bytes)
+            if recover:
+                self.sweep_bodies(all_dead=exclusive)
 
     def _open_gate(self) -> int:
         gate = self.path.with_name(self.path.name + "-writers")
@@ -142,6 +160,9 @@ class SqliteQueueStore(SqliteReads, SqliteWrites):
 
     def close(self) -> None:
         """Close every connection; idempotent. The writer must be stopped first."""
+        if self._bodylog is not None:
+            self._bodylog.close()
+            self._bodylog = None
         if self._reads is not None:
             self._reads.close()
             self._reads = None

@@ -10,21 +10,28 @@ fsync that makes the batch durable (a batch of leases only is not fsynced:
 ``Op.durable``); a failed COMMIT is rolled back and raised for the whole batch, never
 retried. Only the ``QueueWriter`` thread calls it. One handler per operation type. When
 several processes write one file, an flock on a gate file beside it orders their
-batches.
+batches. Large bodies of new messages go to the body log first (``queue.bodylog``),
+before the gate: the transaction only refers to them. An append that fails leaves those
+bodies to the transaction, as small ones are.
 
 Trusts: values already validated by the protocol layer. Settings read: none.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import functools
 import json
+import logging
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from mailwright.core.envelope import Recipient
+from mailwright.queue.bodylog import BodyLog, read_segment
 from mailwright.queue.records import (
     RECIPIENT_COLUMNS,
     message_row,
@@ -73,9 +80,21 @@ class _TransactionLostError(Exception):
         self.error = error
 
 
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
 _MESSAGE_TABLE = """messages (id, queue_id, sender_local, sender_domain, mail_size, body_type,
     smtputf8, ret, envid, auth, received_at, size, body_size, state, hold_reason, protocol,
-    client_address, client_name, helo, auth_user, local_user, message_id_header, subject)"""
+    client_address, client_name, helo, auth_user, local_user, message_id_header, subject,
+    body_segment, body_offset)"""
+# bodies from this size on go to the body log: below it the second write of the
+# checkpoint costs less than a file write and an fdatasync more per batch
+BODY_LOG_MIN = 32 << 10
+SWEEP_INTERVAL = 60.0  # seconds between looks for segments nobody refers to
+GRADUATE_AFTER = 600.0  # seconds: bodies still in a segment this old move to body_chunks
+_GRADUATE_PER_SWEEP = 64  # messages moved per sweep, each in its own transaction
+_Placement = tuple[str | None, int | None]  # (segment, offset); (None, None): in the database
+_IN_DATABASE: _Placement = (None, None)
 _RECIPIENT_TABLE = """recipients (message_id, idx, local, domain, orcpt, notify, state,
     next_attempt, lease_owner, lease_until)"""
 _MAX_VARIABLES = 30000  # below SQLite's default limit of 32766 bound parameters
@@ -104,6 +123,11 @@ class SqliteWrites(SharedWrites):
     _handlers: dict[type[Any], Callable[[sqlite3.Connection, Any], object]]
     _gate: int | None  # a file whose flock orders the writers of several processes
     _relaxed: sqlite3.Connection | None = None  # the connection now at synchronous=NORMAL
+    _bodylog: BodyLog | None = None  # where large bodies go; None: all in the database
+    _bodies_dir: Path
+    _body_log_min: int | None
+    _placed: dict[int, _Placement] = {}  # id(NewMessage) -> where its body went, per batch
+    _last_sweep = 0.0
 
     def _connect(self) -> sqlite3.Connection:
         raise NotImplementedError
@@ -111,17 +135,115 @@ class SqliteWrites(SharedWrites):
     # ---- writing ----------------------------------------------------------------------
 
     def apply_batch(self, ops: Sequence[Op[Any]]) -> list[object]:
+        self._placed = self._place_bodies(ops)
+        try:
+            results = self._gated(functools.partial(self._apply_batch, ops))
+        finally:
+            self._placed = {}
+        if self._bodylog is not None and self._sweep_due():
+            self.sweep_bodies(all_dead=False)
+        return results
+
+    def _gated(self, run: Callable[[], _T]) -> _T:
         gate = self._gate
         if gate is None:
-            return self._apply_batch(ops)
+            return run()
         # several processes write this file (the daemon's workers): they queue for the
         # write lock in the kernel, woken the moment it is free, instead of SQLite's busy
         # handler, which polls after sleeping 1, 2, 5, 10... ms
         fcntl.flock(gate, fcntl.LOCK_EX)
         try:
-            return self._apply_batch(ops)
+            return run()
         finally:
             fcntl.flock(gate, fcntl.LOCK_UN)
+
+    # ---- the body log -------------------------------------------------------------------
+
+    def _place_bodies(self, ops: Sequence[Op[Any]]) -> dict[int, _Placement]:
+        """Append the batch's large bodies to the body log, durably; where each went."""
+        bodylog, least = self._bodylog, self._body_log_min
+        if bodylog is None or least is None:
+            return {}
+        large = [
+            op.message
+            for op in ops
+            if isinstance(op, InsertMessage) and op.message.body.size >= least
+        ]
+        if not large:
+            return {}
+        if self._max_bytes is not None:
+            incoming = sum(m.body.size for m in large)
+            if bodylog.disk_bytes() + incoming > self._max_bytes:
+                return {}  # the database's own cap refuses them, op by op
+        try:
+            places = bodylog.append([m.body for m in large])
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                log.error("queue body log: %s; bodies go to the database", exc)
+            return {}
+        return {id(m): place for m, place in zip(large, places, strict=True)}
+
+    def _sweep_due(self) -> bool:
+        bodylog = self._bodylog
+        if bodylog is not None and bodylog.rotated:
+            return True
+        return time.monotonic() - self._last_sweep >= SWEEP_INTERVAL
+
+    def sweep_bodies(self, *, all_dead: bool) -> int:
+        """Remove segments nobody refers to (and no writer appends to); move bodies out
+        of segments older than ``GRADUATE_AFTER``. ``all_dead``: the caller holds the
+        queue lock. Returns the segments removed."""
+        bodylog, conn = self._bodylog, self._conn
+        if bodylog is None or conn is None:
+            return 0
+        bodylog.rotated = False
+        self._last_sweep = time.monotonic()
+        try:
+            listed = bodylog.listing()  # before the references: see queue.bodylog
+            referenced = self._referenced_segments(conn)
+            done = bodylog.removable(listed, set(), all_dead=all_dead)
+            old = [n for n in done if n in referenced and bodylog.age(n) > GRADUATE_AFTER]
+            for name in old:
+                self._graduate(conn, name)
+            if old:
+                referenced = self._referenced_segments(conn)
+            return bodylog.remove(bodylog.removable(listed, referenced, all_dead=all_dead))
+        except (OSError, sqlite3.Error, StoreError) as exc:
+            log.error("queue body log: sweep failed: %s", exc)
+            return 0
+
+    @staticmethod
+    def _referenced_segments(conn: sqlite3.Connection) -> set[str]:
+        sql = "SELECT DISTINCT body_segment FROM messages WHERE body_segment IS NOT NULL"
+        return {row[0] for row in conn.execute(sql)}
+
+    def _graduate(self, conn: sqlite3.Connection, segment: str) -> None:
+        """Move the bodies still in ``segment`` into ``body_chunks``, message by message."""
+        rows = conn.execute(
+            "SELECT id, body_offset, body_size FROM messages WHERE body_segment = ? LIMIT ?",
+            (segment, _GRADUATE_PER_SWEEP),
+        ).fetchall()
+        for mid, offset, size in rows:
+            self._gated(functools.partial(self._graduate_one, conn, segment, mid, offset, size))
+
+    def _graduate_one(
+        self, conn: sqlite3.Connection, segment: str, mid: int, offset: int, size: int
+    ) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            moved = conn.execute(
+                "UPDATE messages SET body_segment = NULL, body_offset = NULL"
+                " WHERE id = ? AND body_segment = ?",
+                (mid, segment),
+            ).rowcount
+            if moved:
+                pieces = read_segment(self._bodies_dir, segment, offset, size, self._body_chunk)
+                for seq, piece in enumerate(pieces):
+                    conn.execute(self._INSERT_CHUNK, (mid, seq, piece))
+            conn.execute("COMMIT")
+        except BaseException:
+            self._abort(conn)
+            raise
 
     def _apply_batch(self, ops: Sequence[Op[Any]]) -> list[object]:
         if self._conn is not None and ops:
@@ -208,8 +330,8 @@ class SqliteWrites(SharedWrites):
     _INSERT_MESSAGE = """INSERT INTO messages (queue_id, sender_local, sender_domain, mail_size,
         body_type, smtputf8, ret, envid, auth, received_at, size, body_size, state,
         hold_reason, protocol, client_address, client_name, helo, auth_user, local_user,
-        message_id_header, subject)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+        message_id_header, subject, body_segment, body_offset)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
     _INSERT_HEADERS = "INSERT INTO headers (message_id, data) VALUES (?, ?)"
     _INSERT_CHUNK = "INSERT INTO body_chunks (message_id, seq, data) VALUES (?, ?, ?)"
     _INSERT_RECIPIENT = """INSERT INTO recipients (message_id, idx, local, domain, orcpt, notify,
@@ -270,10 +392,13 @@ class SqliteWrites(SharedWrites):
             if not msg.envelope.recipients:
                 raise ValueError(f"message {msg.queue_id} has no recipients")
             header_bytes = msg.headers.encode()
-            messages.append((mid, *message_row(msg, header_bytes)))
+            place = self._placed.get(id(msg), _IN_DATABASE)
+            messages.append((mid, *message_row(msg, header_bytes), *place))
             headers.append((mid, header_bytes))
             size = msg.body.size
-            if size <= self._INLINE_BODY and inline + size <= self._INLINE_BATCH:
+            if place[0] is not None:
+                pass  # in the body log already
+            elif size <= self._INLINE_BODY and inline + size <= self._INLINE_BATCH:
                 inline += size
                 pieces = list(msg.body.chunks(self._body_chunk))
                 if sum(map(len, pieces)) != size:
@@ -304,14 +429,15 @@ class SqliteWrites(SharedWrites):
         if not msg.envelope.recipients:
             raise ValueError(f"message {msg.queue_id} has no recipients")
         header_bytes = msg.headers.encode()
+        place = self._placed.get(id(msg), _IN_DATABASE)
         try:
-            cur = conn.execute(self._INSERT_MESSAGE, message_row(msg, header_bytes))
+            cur = conn.execute(self._INSERT_MESSAGE, (*message_row(msg, header_bytes), *place))
         except sqlite3.IntegrityError as exc:
             raise StoreError(f"queue id {msg.queue_id} is already in the queue") from exc
         mid = cur.lastrowid
         conn.execute(self._INSERT_HEADERS, (mid, header_bytes))
-        written = 0
-        for seq, chunk in enumerate(msg.body.chunks(self._body_chunk)):
+        written = 0 if place[0] is None else msg.body.size  # else in the body log already
+        for seq, chunk in enumerate(msg.body.chunks(self._body_chunk) if place[0] is None else ()):
             conn.execute(self._INSERT_CHUNK, (mid, seq, chunk))
             written += len(chunk)
         if written != msg.body.size:

@@ -12,8 +12,10 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from mailwright.core.headers import HeaderList, HeaderParser
+from mailwright.queue.bodylog import read_segment
 from mailwright.queue.records import MESSAGE_COLUMNS, RECIPIENT_COLUMNS, stored_message
 from mailwright.queue.sqlite_schema import (
     QUEUED,
@@ -35,6 +37,7 @@ class SqliteReads:
     """The read side of ``SqliteQueueStore`` (a mixin: the store opens the pool)."""
 
     _reads: ReadPool | None
+    _bodies_dir: Path  # the body log's segments (queue.bodylog)
 
     def next_due(self) -> float | None:
         """When the next queued recipient becomes due (its lease counts as not due).
@@ -216,15 +219,28 @@ class SqliteReads:
         """
         if chunk_size <= 0:
             raise ValueError("chunk_size must be positive")
-        with self._reading(snapshot=False) as conn:  # the first stored chunk comes along
-            row = conn.execute(
-                "SELECT m.id, m.body_size, c.data FROM messages m LEFT JOIN body_chunks c"
-                " ON c.message_id = m.id AND c.seq = 0 WHERE m.queue_id = ?",
-                (queue_id,),
-            ).fetchone()
-        if row is None:
-            raise UnknownMessageError(queue_id)
-        return self._body_pieces(queue_id, row["id"], row["body_size"], chunk_size, row["data"])
+        for _ in range(3):  # a body moved out of its segment meanwhile: look again
+            with self._reading(snapshot=False) as conn:  # the first stored chunk comes along
+                row = conn.execute(
+                    "SELECT m.id, m.body_size, m.body_segment, m.body_offset, c.data"
+                    " FROM messages m LEFT JOIN body_chunks c"
+                    " ON c.message_id = m.id AND c.seq = 0 WHERE m.queue_id = ?",
+                    (queue_id,),
+                ).fetchone()
+            if row is None:
+                raise UnknownMessageError(queue_id)
+            segment = row["body_segment"]
+            if segment is None:
+                return self._body_pieces(
+                    queue_id, row["id"], row["body_size"], chunk_size, row["data"]
+                )
+            try:
+                return read_segment(
+                    self._bodies_dir, segment, row["body_offset"], row["body_size"], chunk_size
+                )
+            except FileNotFoundError:
+                continue
+        raise StoreError(f"{queue_id}: its body segment {segment} is missing")
 
     def _body_pieces(
         self, queue_id: str, mid: int, body_size: int, chunk_size: int, first: bytes | None

@@ -31,7 +31,7 @@ from mailwright.queue.store import (
     failure,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DEFAULT_BODY_CHUNK = 1 << 20
 _JOURNAL_SIZE_LIMIT = 64 << 20  # truncate the WAL back to this after a checkpoint
 # 8 KiB pages: SQLite writes the WAL and checkpoints page by page, one system call each
@@ -116,7 +116,21 @@ _SCHEMA_V3 = [
     "CREATE INDEX recipients_lease ON recipients (lease_owner) WHERE lease_owner IS NOT NULL",
 ]
 
-MIGRATIONS: dict[int, list[str]] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}  # version: DDL
+# version 4: a large body may live in a segment of the body log beside the database
+# (``queue.bodylog``): the segment's name and the body's offset in it; NULL: the body is in
+# ``body_chunks``. Additive, and the index holds only messages with a segment.
+_SCHEMA_V4 = [
+    "ALTER TABLE messages ADD COLUMN body_segment TEXT",
+    "ALTER TABLE messages ADD COLUMN body_offset INTEGER",
+    "CREATE INDEX messages_segment ON messages (body_segment) WHERE body_segment IS NOT NULL",
+]
+
+MIGRATIONS: dict[int, list[str]] = {
+    1: _SCHEMA_V1,
+    2: _SCHEMA_V2,
+    3: _SCHEMA_V3,
+    4: _SCHEMA_V4,
+}  # version: DDL
 
 
 def configure_writer(conn: sqlite3.Connection, path: Path, max_bytes: int | None) -> None:

@@ -142,8 +142,11 @@ def test_a_version_2_queue_is_migrated_keeping_messages_and_leases(tmp_path: Pat
     store.apply_batch([InsertMessage(build_message("OLD", received_at=T0))])
     store.apply_batch([ClaimDue(T0, 10, "old-owner", 1e9)])
     store.close()
-    with sqlite3.connect(path) as raw:  # as version 2 left it: no lease index
+    with sqlite3.connect(path) as raw:  # as version 2 left it: no lease index, no segments
         raw.execute("DROP INDEX recipients_lease")
+        raw.execute("DROP INDEX messages_segment")
+        raw.execute("ALTER TABLE messages DROP COLUMN body_offset")
+        raw.execute("ALTER TABLE messages DROP COLUMN body_segment")
         raw.execute("PRAGMA user_version = 2")
     store = SqliteQueueStore(path)
     store.open(recover=False)
@@ -153,7 +156,7 @@ def test_a_version_2_queue_is_migrated_keeping_messages_and_leases(tmp_path: Pat
     finally:
         store.close()
     with sqlite3.connect(path) as raw:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
         plan = raw.execute(
             "EXPLAIN QUERY PLAN UPDATE recipients SET lease_until = 1 WHERE lease_owner = 'x'"
         ).fetchall()

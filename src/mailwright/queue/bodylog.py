@@ -1,0 +1,255 @@
+"""Large message bodies of the SQLite queue, in append-only segment files beside it.
+
+A body inside the database is written twice (to the write-ahead log, then by the
+checkpoint into the file) and all of it under the write lock that every worker waits
+for: with 100 KiB messages the queue writer was the bottleneck. A ``BodyLog`` appends
+each large body of a batch to its own current segment file and makes them durable with
+one ``fdatasync``, before the batch's transaction and outside the write lock, so the
+workers write their bodies in parallel and the transaction carries only a reference
+(segment, offset). Once a segment has reached ``segment_bytes`` the next append starts a
+new one: a segment is written by one store only, in order, and never changed after.
+
+Names: ``<owner>+<seq>``, where ``owner`` is a lease owner of ``queue.lease`` (host, pid,
+process start, a counter) with ``+`` for ``:``, so anyone can tell whose a segment is,
+whether that process still runs, and which of its segments are sealed (every one but its
+newest). ``removable`` decides which listed segments nothing refers to any more and
+nobody writes: mine but not my current one, a dead writer's, or a sealed one. The caller
+lists the directory first and reads what the queue refers to after, in a fresh snapshot:
+a segment sealed at listing time has all its references committed by then (its writer
+commits a batch before it appends the next one).
+
+Durability: ``append`` returns after the data and the file's size are on disk
+(``fdatasync``) and, for a new segment, its directory entry (an fsync of the directory);
+only then may a transaction refer to it. A crash between the append and the commit
+leaves unreferenced bytes, removed with their segment.
+
+Trusts: its directory, which only queue stores write. Settings read: none (the store
+passes the directory, its owner name and the segment size).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Protocol
+
+from mailwright.queue.lease import owner_is_dead
+
+SEGMENT_BYTES = 16 << 20  # a segment is sealed once this much is in it
+_SEP = "+"
+
+
+class Body(Protocol):
+    @property
+    def size(self) -> int: ...
+
+    def chunks(self, chunk_size: int = 1 << 20) -> Iterator[bytes]: ...
+
+
+class BodyLogError(OSError):
+    """A body could not be appended (``errno`` ENOSPC: the disk is full)."""
+
+
+def segment_name(owner: str, seq: int) -> str:
+    return f"{owner.replace(':', _SEP)}{_SEP}{seq:08d}"
+
+
+def parse_name(name: str) -> tuple[str, int] | None:
+    """(owner, seq) of a segment name; None for anything else in the directory."""
+    owner, sep, seq = name.rpartition(_SEP)
+    if not sep or not seq.isdigit() or owner.count(_SEP) != 3:
+        return None
+    return owner.replace(_SEP, ":"), int(seq)
+
+
+class BodyLog:
+    """The segments one store appends to, and reading any segment of the directory."""
+
+    def __init__(self, directory: Path, owner: str, segment_bytes: int = SEGMENT_BYTES) -> None:
+        self.directory = directory
+        self.owner = owner
+        self.segment_bytes = segment_bytes
+        self._seq = 0
+        self._current: str | None = None  # the segment appends go to, once opened
+        self._fd: int | None = None
+        self._end = 0  # bytes in the current segment
+        self.rotated = False  # a segment was sealed since the caller last looked
+
+    @property
+    def current(self) -> str | None:
+        return self._current
+
+    def append(self, bodies: Sequence[Body]) -> list[tuple[str, int]]:
+        """Write ``bodies`` and make them durable; (segment, offset) of each, in order."""
+        placed: list[tuple[str, int]] = []
+        try:
+            for body in bodies:
+                fd = self._writable()
+                start = self._end
+                for chunk in body.chunks():
+                    self._write(fd, chunk)
+                if self._end - start != body.size:
+                    raise BodyLogError(errno.EIO, f"body size changed ({body.size} expected)")
+                assert self._current is not None
+                placed.append((self._current, start))
+            if self._fd is not None and placed:
+                os.fdatasync(self._fd)
+        except OSError as exc:
+            self._close_current()  # bytes of a failed append are never referred to
+            if isinstance(exc, BodyLogError):
+                raise
+            raise BodyLogError(exc.errno or errno.EIO, f"body log {self.directory}: {exc}") from exc
+        return placed
+
+    def _write(self, fd: int, chunk: bytes) -> None:
+        view = memoryview(chunk)
+        while view:
+            written = os.pwrite(fd, view, self._end)
+            self._end += written
+            view = view[written:]
+
+    def _writable(self) -> int:
+        if self._fd is not None and self._end < self.segment_bytes:
+            return self._fd
+        if self._fd is not None:
+            self._close_current()
+            self.rotated = True
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._seq += 1
+        name = segment_name(self.owner, self._seq)
+        fd = os.open(
+            self.directory / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
+        )
+        _fsync_directory(self.directory)  # the name must outlive a crash before the data
+        self._fd, self._current, self._end = fd, name, 0
+        return fd
+
+    def _close_current(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd = None
+        self._current = None  # the next append starts a new segment
+
+    def close(self) -> None:
+        self._close_current()
+
+    # ---- reading and removing ---------------------------------------------------------
+
+    def listing(self) -> list[str]:
+        """The segments in the directory now."""
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return []
+        return [name for name in names if parse_name(name) is not None]
+
+    def removable(
+        self, listed: Sequence[str], referenced: set[str], *, all_dead: bool
+    ) -> list[str]:
+        """Of ``listed`` (listed before ``referenced`` was read), the segments nobody
+        refers to and nobody will append to. ``all_dead``: the caller holds the queue
+        lock, so every other writer is gone."""
+        newest: dict[str, int] = {}
+        parsed = {}
+        for name in listed:
+            owner, seq = parse_name(name) or ("", 0)
+            parsed[name] = (owner, seq)
+            newest[owner] = max(seq, newest.get(owner, 0))
+        out = []
+        for name in listed:
+            if name in referenced or name == self._current:
+                continue
+            owner, seq = parsed[name]
+            sealed = seq < newest[owner]
+            if owner == self.owner or all_dead or sealed or owner_is_dead(owner):
+                out.append(name)
+        return out
+
+    def remove(self, names: Sequence[str]) -> int:
+        removed = 0
+        for name in names:
+            try:
+                os.unlink(self.directory / name)
+                removed += 1
+            except FileNotFoundError:
+                pass
+        return removed
+
+    def age(self, name: str) -> float:
+        """Seconds since segment ``name`` was last written (0: it is gone)."""
+        try:
+            return max(0.0, time.time() - os.stat(self.directory / name).st_mtime)
+        except FileNotFoundError:
+            return 0.0
+
+    def disk_bytes(self) -> int:
+        total = 0
+        try:
+            with os.scandir(self.directory) as entries:
+                for entry in entries:
+                    total += entry.stat().st_size
+        except FileNotFoundError:
+            pass
+        return total
+
+
+def read_segment(
+    directory: Path, name: str, offset: int, size: int, chunk_size: int = 1 << 20
+) -> Iterator[bytes]:
+    """``size`` bytes at ``offset`` of segment ``name``, in pieces of ``chunk_size``.
+
+    Opens the file at once (FileNotFoundError now, not at the first piece), then reads
+    lazily; the file is closed at the end or when the iterator is dropped."""
+    if chunk_size <= 0:
+        raise ValueError("chunk_size must be positive")
+    return _SegmentReader(
+        os.open(directory / name, os.O_RDONLY | os.O_CLOEXEC), offset, size, chunk_size
+    )
+
+
+class _SegmentReader:
+    def __init__(self, fd: int, offset: int, size: int, chunk_size: int) -> None:
+        self._fd: int | None = fd
+        self._offset = offset
+        self._end = offset + size
+        self._chunk = chunk_size
+
+    def __iter__(self) -> _SegmentReader:
+        return self
+
+    def __next__(self) -> bytes:
+        fd = self._fd
+        if fd is None:
+            raise StopIteration
+        if self._offset >= self._end:
+            self.close()
+            raise StopIteration
+        try:
+            data = os.pread(fd, min(self._chunk, self._end - self._offset), self._offset)
+        except BaseException:
+            self.close()
+            raise
+        if not data:
+            self.close()
+            raise OSError(errno.EIO, "segment shorter than the body it holds")
+        self._offset += len(data)
+        return data
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __del__(self) -> None:
+        self.close()
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,265 @@
+"""The SQLite store's body log: large bodies in segment files beside the database.
+
+Real files and a real SQLite database in tmp_path; a real process killed with SIGKILL for
+the crash test.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mailwright.queue import sqlite_batch
+from mailwright.queue.bodylog import parse_name, segment_name
+from mailwright.queue.lease import new_owner, process_id
+from mailwright.queue.sqlite import SqliteQueueStore
+from mailwright.queue.sqlite_batch import BODY_LOG_MIN, GRADUATE_AFTER
+from mailwright.queue.store import DeleteMessage, InsertMessage, StoreError, UnknownMessageError
+
+from .conftest import build_message
+
+LARGE = BODY_LOG_MIN
+
+
+def body_of(tag: str, size: int) -> bytes:
+    """A deterministic body of ``size`` bytes, different for every ``tag``."""
+    line = (tag.encode() + b" " + b"x" * 70)[:70] + b"\r\n"
+    return (line * (size // len(line) + 1))[:size]
+
+
+def bodies_dir(path: Path) -> Path:
+    return path.with_name(path.name + ".bodies")
+
+
+def where(path: Path, queue_id: str) -> tuple[str | None, int]:
+    """(segment, body chunks in the database) of one message."""
+    with sqlite3.connect(path) as raw:
+        mid, segment = raw.execute(
+            "SELECT id, body_segment FROM messages WHERE queue_id = ?", (queue_id,)
+        ).fetchone()
+        chunks = raw.execute(
+            "SELECT count(*) FROM body_chunks WHERE message_id = ?", (mid,)
+        ).fetchone()[0]
+    return segment, chunks
+
+
+def segments(path: Path) -> list[str]:
+    directory = bodies_dir(path)
+    return sorted(os.listdir(directory)) if directory.exists() else []
+
+
+def test_a_large_body_goes_to_a_segment_and_reads_back_exactly(tmp_path: Path) -> None:
+    path = tmp_path / "queue.db"
+    store = SqliteQueueStore(path)
+    store.open()
+    big, small = body_of("big", LARGE + 7), body_of("small", LARGE - 1)
+    try:
+        store.apply_batch(
+            [
+                InsertMessage(build_message("BIG", body=big)),
+                InsertMessage(build_message("SMALL", body=small)),
+            ]
+        )
+        assert b"".join(store.read_body("BIG", chunk_size=4096)) == big
+        assert b"".join(store.read_body("SMALL")) == small
+    finally:
+        store.close()
+    segment, chunks = where(path, "BIG")
+    assert segment is not None and chunks == 0
+    assert segments(path) == [segment]
+    assert where(path, "SMALL") == (None, 1)
+    reopened = SqliteQueueStore(path)
+    reopened.open()
+    try:  # durable: read back by another store after a close
+        assert b"".join(reopened.read_body("BIG")) == big
+    finally:
+        reopened.close()
+
+
+def test_without_a_body_log_every_body_is_in_the_database(tmp_path: Path) -> None:
+    path = tmp_path / "queue.db"
+    store = SqliteQueueStore(path, body_log_min=None)
+    store.open()
+    try:
+        store.apply_batch([InsertMessage(build_message("BIG", body=body_of("b", LARGE * 2)))])
+    finally:
+        store.close()
+    assert where(path, "BIG")[0] is None
+    assert segments(path) == []
+
+
+def test_segments_rotate_and_the_delivered_ones_are_removed(tmp_path: Path) -> None:
+    path = tmp_path / "queue.db"
+    store = SqliteQueueStore(path, body_log_min=0, segment_bytes=100_000)
+    store.open()
+    ids = [f"M{i}" for i in range(8)]
+    try:
+        for queue_id in ids:  # 40 KB each: three to a segment
+            store.apply_batch(
+                [InsertMessage(build_message(queue_id, body=body_of(queue_id, 40_000)))]
+            )
+        used = segments(path)
+        assert len(used) == 3
+        for queue_id in ids:
+            assert b"".join(store.read_body(queue_id)) == body_of(queue_id, 40_000)
+        for queue_id in ids[:6]:
+            store.apply_batch([DeleteMessage(queue_id)])
+        store.sweep_bodies(all_dead=False)
+        # the first two segments are sealed and unreferenced; the current one stays
+        assert segments(path) == used[2:]
+        for queue_id in ids[6:]:
+            store.apply_batch([DeleteMessage(queue_id)])
+        store.sweep_bodies(all_dead=False)
+        assert segments(path) == used[2:]  # still the one appends go to
+    finally:
+        store.close()
+    store = SqliteQueueStore(path)
+    store.open()  # the daemon's start: every writer before it is gone
+    store.close()
+    assert segments(path) == []
+
+
+def test_only_segments_nobody_writes_or_needs_are_removed(tmp_path: Path) -> None:
+    path = tmp_path / "queue.db"
+    directory = bodies_dir(path)
+    directory.mkdir()
+    dead = f"{socket.gethostname()}:1:000000000000.1:1"  # a process of another boot: dead
+    live = f"{process_id()}:999"  # this process, another store: alive
+    names = {
+        "dead": segment_name(dead, 1),
+        "live-sealed": segment_name(live, 1),
+        "live-current": segment_name(live, 2),
+    }
+    for name in names.values():
+        (directory / name).write_bytes(b"leftover")
+    (directory / "not-a-segment").write_bytes(b"?")
+    store = SqliteQueueStore(path, shared=True)
+    store.open(exclusive=False)  # a worker's start beside live workers
+    try:
+        left = set(segments(path))
+        assert names["live-current"] in left and "not-a-segment" in left
+        assert names["live-sealed"] not in left
+        assert names["dead"] not in left
+    finally:
+        store.close()
+
+
+def test_bodies_left_in_an_old_segment_move_into_the_database(tmp_path: Path) -> None:
+    path = tmp_path / "queue.db"
+    store = SqliteQueueStore(path, body_log_min=0, segment_bytes=30_000)
+    store.open()
+    try:
+        store.apply_batch([InsertMessage(build_message("DEFERRED", body=body_of("d", 40_000)))])
+        store.apply_batch([InsertMessage(build_message("NEXT", body=body_of("n", 40_000)))])
+        old, current = segments(path)
+        assert where(path, "DEFERRED")[0] == old
+        past = time.time() - GRADUATE_AFTER - 60
+        os.utime(bodies_dir(path) / old, (past, past))
+        store.sweep_bodies(all_dead=False)
+        assert segments(path) == [current]
+        segment, chunks = where(path, "DEFERRED")
+        assert segment is None and chunks == 1
+        assert b"".join(store.read_body("DEFERRED")) == body_of("d", 40_000)
+        assert where(path, "NEXT")[0] == current  # young: stays where it is
+    finally:
+        store.close()
+
+
+def test_a_body_log_that_cannot_be_written_leaves_the_body_to_the_database(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "queue.db"
+    bodies_dir(path).write_bytes(b"a file where the directory should be")
+    store = SqliteQueueStore(path)
+    store.open()
+    big = body_of("big", LARGE * 3)
+    try:
+        store.apply_batch([InsertMessage(build_message("BIG", body=big))])
+        assert b"".join(store.read_body("BIG")) == big
+    finally:
+        store.close()
+    assert where(path, "BIG")[0] is None
+
+
+def test_a_missing_segment_is_an_error_not_an_unknown_message(tmp_path: Path) -> None:
+    path = tmp_path / "queue.db"
+    store = SqliteQueueStore(path)
+    store.open()
+    try:
+        store.apply_batch([InsertMessage(build_message("BIG", body=body_of("b", LARGE)))])
+        (name,) = segments(path)
+        os.unlink(bodies_dir(path) / name)
+        with pytest.raises(StoreError) as caught:
+            store.read_body("BIG")
+        assert not isinstance(caught.value, UnknownMessageError)
+    finally:
+        store.close()
+
+
+_WRITER = r"""
+import sys
+from mailwright.queue.sqlite import SqliteQueueStore
+from mailwright.queue.store import InsertMessage
+sys.path.insert(0, sys.argv[2])
+from conftest import build_message
+def body_of(tag, size):
+    line = (tag.encode() + b" " + b"x" * 70)[:70] + b"\r\n"
+    return (line * (size // len(line) + 1))[:size]
+store = SqliteQueueStore(__import__("pathlib").Path(sys.argv[1]), segment_bytes=300_000)
+store.open()
+n = 0
+while True:
+    ids = [f"K{n + i}" for i in range(3)]
+    n += 3
+    batch = [InsertMessage(build_message(q, body=body_of(q, 40_000 + len(q)))) for q in ids]
+    store.apply_batch(batch)
+    print(" ".join(ids), flush=True)
+"""
+
+
+def test_acknowledged_bodies_survive_sigkill_of_the_writer(tmp_path: Path) -> None:
+    path = tmp_path / "queue.db"
+    here = Path(__file__).parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here), *sys.path])}
+    child = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(path), str(here)],
+        stdout=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    acknowledged: list[str] = []
+    try:
+        assert child.stdout is not None
+        while len(acknowledged) < 60:  # across several segments
+            line = child.stdout.readline()
+            assert line, "the writer stopped early"
+            acknowledged.extend(line.split())
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    store = SqliteQueueStore(path)
+    store.open()
+    try:
+        for queue_id in acknowledged:
+            assert b"".join(store.read_body(queue_id)) == body_of(queue_id, 40_000 + len(queue_id))
+        assert len(segments(path)) >= 2
+    finally:
+        store.close()
+
+
+def test_new_owner_names_make_segment_names_that_parse(tmp_path: Path) -> None:
+    owner = new_owner()
+    assert parse_name(segment_name(owner, 12)) == (owner, 12)
+    assert parse_name("queue.db") is None
+    assert sqlite_batch.BODY_LOG_MIN > 0
