@@ -142,10 +142,11 @@ class Daemon:
         Debian's /var/mail layout (2775, group mail) as root."""
         if spool.exists():
             return
+        # exist_ok: the workers start together and may both find it missing
         if os.geteuid() != 0:
-            spool.mkdir(parents=True, mode=0o700)
+            spool.mkdir(parents=True, mode=0o700, exist_ok=True)
             return
-        spool.mkdir(parents=True)
+        spool.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(KeyError, OSError):
             os.chown(spool, 0, grp.getgrnam("mail").gr_gid)
         spool.chmod(0o2775)

@@ -34,6 +34,7 @@ QUEUE_ENTRIES = (
     "queue.db-wal",
     "queue.db-shm",
     "queue.db-journal",
+    "queue.db.bodies",  # the body log (queue.bodylog); its segments are given below
     "tmp",
     "maildrop",
     "rejected",
@@ -104,6 +105,7 @@ def hand_over_queue(settings: Settings, account: ServiceAccount) -> None:
     try:
         for name in QUEUE_ENTRIES:
             _give(Path(name), account, dir_fd=fd)
+        _give_entries("queue.db.bodies", account, dir_fd=fd)
     finally:
         os.close(fd)
     if settings.maildrop_dir.parent != queue_dir:
@@ -120,6 +122,23 @@ def _give(path: Path, account: ServiceAccount, dir_fd: int | None = None) -> Non
         return
     if (st.st_uid, st.st_gid) != account.ids:
         os.chown(path, account.uid, account.gid, dir_fd=dir_fd, follow_symlinks=False)
+
+
+def _give_entries(name: str, account: ServiceAccount, dir_fd: int) -> None:
+    """The entries of directory ``name`` (segments a run as root wrote), links not followed."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        sub = os.open(name, flags, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return
+    except OSError as exc:  # a link, or not a directory: not ours to walk into
+        log.warning("%s: not giving its entries to %s: %s", name, account.name, exc.strerror)
+        return
+    try:
+        for entry in os.listdir(sub):
+            _give(Path(entry), account, dir_fd=sub)
+    finally:
+        os.close(sub)
 
 
 def drop(account: ServiceAccount) -> None:

@@ -168,11 +168,16 @@ def test_handing_the_queue_over_follows_no_link(tmp_path: Path) -> None:
     (queue / "queue.db").write_text("")
     (queue / "metrics").mkdir()  # left by a run as root: the workers write there
     (queue / "tmp").symlink_to(victim)  # left by the account: must not become its file
+    bodies = queue / "queue.db.bodies"
+    bodies.mkdir()  # the body log of a run as root: the workers read and remove its segments
+    (bodies / "segment").write_text("")
+    (bodies / "link").symlink_to(victim)
     settings = Settings.model_validate({"queue": {"directory": str(queue)}})
     hand_over_queue(settings, account)
     assert queue.stat().st_uid == account.uid
     assert (queue / "queue.db").stat().st_uid == account.uid
     assert (queue / "metrics").stat().st_uid == account.uid
+    assert bodies.stat().st_uid == (bodies / "segment").stat().st_uid == account.uid
     assert victim.stat().st_uid == 0
 
 
