@@ -50,7 +50,8 @@ class Sender(threading.Thread):
             c = RawClient(self.port)
             c.cmd("EHLO crash.test")
             for n in range(100000):
-                body = body_for(n, self.rng.choice([500, 5000, 300_000]))
+                # 50 KB and 300 KB go to the body log, 300 KB through a spool file first
+                body = body_for(n, self.rng.choice([500, 5000, 50_000, 300_000]))
                 c.send(b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n")
                 if [r[:3] for r in c.replies(3)] != ["250", "250", "354"]:
                     return
