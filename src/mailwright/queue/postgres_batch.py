@@ -58,7 +58,7 @@ from mailwright.queue.records import (
     stored_recipient,
     target_row,
 )
-from mailwright.queue.sqlwrites import SharedWrites, batch_steps
+from mailwright.queue.sqlwrites import SharedWrites, batch_steps, result_waves, wave_lists
 from mailwright.queue.store import (
     NO_LEASE,
     AddRecipients,
@@ -422,8 +422,8 @@ class PostgresWrites(SharedWrites):
 
     # -- RecordResults and DeleteIfDone
 
-    # The results of one op in one statement per wave (``_waves``); what it returns are
-    # the recipients it changed (the others are stale: no longer queued).
+    # The results of one op in one statement per wave (``sqlwrites.result_waves``); what
+    # it returns are the recipients it changed (the others are stale: no longer queued).
     _RECORD_RESULTS = """UPDATE recipients r SET state = v.state,
             next_attempt = coalesce(v.next_attempt, r.next_attempt),
             attempts = r.attempts + v.tried,
@@ -456,13 +456,13 @@ class PostgresWrites(SharedWrites):
         """The results' UPDATEs and the DELETE of finished messages are sent together,
         the outcome filled in from their answers when they are in (``_when_answered``):
         in pipeline mode the op waits for nothing of its own."""
-        waves = _waves(op.results)
+        waves = result_waves(op.results)
         queue_ids = list(dict.fromkeys(res.queue_id for res in op.results))
         if queue_ids:
             conn.execute(self._LOCK_MESSAGES, (queue_ids,))
         cursors = [
             conn.execute(self._RECORD_RESULTS, (*_result_columns(wave), QUEUED))
-            for wave in _wave_lists(op.results, waves)
+            for wave in wave_lists(op.results, waves)
         ]
         for msg in op.new_messages:
             self._insert(conn, msg)
@@ -603,29 +603,6 @@ def _new_recipient_rows(msg: NewMessage, lease: Lease) -> Iterator[tuple[object,
 def _new_of(op: Op[Any]) -> tuple[NewMessage, Lease]:
     assert isinstance(op, InsertMessage)
     return op.message, op.lease
-
-
-def _waves(results: Sequence[RecipientResult]) -> list[int]:
-    """Each result's wave: how many results for its recipient come before it. A wave is
-    one statement, run in order, so that a second result for a recipient applies after
-    the first, as one by one; a result is stale if its own wave did not change it."""
-    seen: dict[tuple[str, int], int] = {}
-    waves: list[int] = []
-    for res in results:
-        key = (res.queue_id, res.index)
-        waves.append(seen.get(key, 0))
-        seen[key] = waves[-1] + 1
-    return waves
-
-
-def _wave_lists(
-    results: Sequence[RecipientResult], waves: Sequence[int]
-) -> list[list[RecipientResult]]:
-    """The results of each wave (``_waves``), in order."""
-    lists: list[list[RecipientResult]] = [[] for _ in range(max(waves, default=-1) + 1)]
-    for res, wave in zip(results, waves, strict=True):
-        lists[wave].append(res)
-    return lists
 
 
 def _result_columns(results: Sequence[RecipientResult]) -> tuple[list[object], ...]:

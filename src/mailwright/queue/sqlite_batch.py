@@ -28,7 +28,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from mailwright.core.envelope import Recipient
 from mailwright.queue.bodylog import BodyLog, read_segment
@@ -46,7 +46,7 @@ from mailwright.queue.sqlite_schema import (
     store_error,
     translate_error,
 )
-from mailwright.queue.sqlwrites import SharedWrites, batch_steps
+from mailwright.queue.sqlwrites import SharedWrites, batch_steps, result_waves, wave_lists
 from mailwright.queue.store import (
     NO_LEASE,
     AddRecipients,
@@ -58,7 +58,10 @@ from mailwright.queue.store import (
     MessageState,
     NewMessage,
     Op,
+    RecipientResult,
     RecipientState,
+    RecordOutcome,
+    RecordResults,
     ReleaseLeases,
     ReleaseMessage,
     ReleaseProcessLeases,
@@ -98,6 +101,40 @@ _IN_DATABASE: _Placement = (None, None)
 _RECIPIENT_TABLE = """recipients (message_id, idx, local, domain, orcpt, notify, state,
     next_attempt, lease_owner, lease_until)"""
 _MAX_VARIABLES = 30000  # below SQLite's default limit of 32766 bound parameters
+
+
+def _results_grouped(
+    ops: Sequence[Op[Any]], steps: list[int | list[int]]
+) -> list[int | list[int] | tuple[int, ...]]:
+    """``steps`` with each run of consecutive ``RecordResults`` ops made one tuple step."""
+    out: list[int | list[int] | tuple[int, ...]] = []
+    run: list[int] = []
+    for step in steps:
+        if isinstance(step, int) and type(ops[step]) is RecordResults:
+            run.append(step)
+            continue
+        if run:
+            out.append(tuple(run))
+            run = []
+        out.append(step)
+    if run:
+        out.append(tuple(run))
+    return out
+
+
+def _result_row(res: RecipientResult) -> list[object]:
+    final = res.state.is_final
+    return [
+        res.queue_id,
+        res.index,
+        res.state.value,
+        None if final else res.next_attempt,
+        0 if res.attempted_at is None else 1,
+        res.attempted_at,
+        res.status,
+        res.reply,
+        res.remote_mta,
+    ]
 
 
 def _insert_many(conn: sqlite3.Connection, table: str, rows: list[tuple[object, ...]]) -> None:
@@ -357,7 +394,13 @@ class SqliteWrites(SharedWrites):
             raise store_error(exc) from exc
         results: list[object] = [None] * len(ops)
         try:
-            for step in batch_steps(ops):
+            for step in _results_grouped(ops, batch_steps(ops)):
+                if isinstance(step, tuple):  # consecutive RecordResults, recorded together
+                    records = [cast(RecordResults, ops[i]) for i in step]
+                    outcomes = self._record_many(conn, records)
+                    for i, outcome in zip(step, outcomes, strict=True):
+                        results[i] = outcome
+                    continue
                 if isinstance(step, list):
                     self._insert_rows_of(conn, [ops[i] for i in step])
                     continue
@@ -522,6 +565,76 @@ class SqliteWrites(SharedWrites):
             lease_owner = NULL, lease_until = NULL
         WHERE message_id = (SELECT id FROM messages WHERE queue_id = ?)
           AND idx = ? AND state = ?"""
+    # The results of several ops in one statement per wave (``sqlwrites.result_waves``):
+    # each statement is one trip of the writer thread through SQLite, and the GIL it gives
+    # up and waits for again behind the event loop; one statement per result made the
+    # write lock the workers share wait for that too. It returns the recipients it changed
+    # (the others are stale: no longer queued).
+    _RECORD_MANY = """UPDATE recipients SET state = v.state,
+            next_attempt = coalesce(v.next_attempt, recipients.next_attempt),
+            attempts = recipients.attempts + v.tried,
+            last_attempt = coalesce(v.last_attempt, recipients.last_attempt),
+            last_status = v.status, last_reply = v.reply, remote_mta = v.mta,
+            lease_owner = NULL, lease_until = NULL
+        FROM (SELECT m.id AS mid, json_extract(j.value, '$[1]') AS idx,
+                json_extract(j.value, '$[2]') AS state,
+                json_extract(j.value, '$[3]') AS next_attempt,
+                json_extract(j.value, '$[4]') AS tried,
+                json_extract(j.value, '$[5]') AS last_attempt,
+                json_extract(j.value, '$[6]') AS status,
+                json_extract(j.value, '$[7]') AS reply,
+                json_extract(j.value, '$[8]') AS mta
+              FROM json_each(?) AS j
+              JOIN messages m ON m.queue_id = json_extract(j.value, '$[0]')) AS v
+        WHERE recipients.message_id = v.mid AND recipients.idx = v.idx
+          AND recipients.state = ?
+        RETURNING recipients.message_id, recipients.idx"""
+    _DELETE_DONE_MANY = """DELETE FROM messages WHERE queue_id IN (SELECT value FROM json_each(?))
+        AND NOT EXISTS (SELECT 1 FROM recipients r
+                        WHERE r.message_id = messages.id AND +r.state = ?)
+        RETURNING queue_id"""
+
+    def _record_many(
+        self, conn: sqlite3.Connection, ops: Sequence[RecordResults]
+    ) -> list[RecordOutcome]:
+        """``RecordResults`` ops in a row, with the outcome each would have had alone: a
+        result is stale if its recipient was no longer queued when its turn came, and a
+        finished message is removed by the op whose result finished it (or, finished
+        before, by the first op naming it)."""
+        flat = [(k, res) for k, op in enumerate(ops) for res in op.results]
+        results = [res for _, res in flat]
+        waves = result_waves(results)
+        ids = self._message_ids(conn, {res.queue_id for res in results})
+        changed: set[int] = set()  # positions in ``flat``
+        for members in wave_lists(range(len(flat)), waves):
+            rows = json.dumps([_result_row(results[i]) for i in members])
+            done = {(r[0], r[1]) for r in conn.execute(self._RECORD_MANY, (rows, QUEUED))}
+            changed.update(
+                i for i in members if (ids.get(results[i].queue_id), results[i].index) in done
+            )
+        for op in ops:
+            for msg in op.new_messages:
+                self._insert(conn, msg)
+        owner: dict[str, int] = {}  # the op that removes each message, if it is finished
+        for i, (k, res) in enumerate(flat):
+            if i in changed or res.queue_id not in owner:
+                owner[res.queue_id] = k
+        touched = json.dumps(list(owner))
+        gone = {row[0] for row in conn.execute(self._DELETE_DONE_MANY, (touched, QUEUED))}
+        outcomes = [RecordOutcome(stale=[], removed=[]) for _ in ops]
+        for i, (k, res) in enumerate(flat):
+            if i not in changed:
+                outcomes[k].stale.append((res.queue_id, res.index))
+        for queue_id, k in owner.items():
+            if queue_id in gone:
+                outcomes[k].removed.append(queue_id)
+        return outcomes
+
+    @staticmethod
+    def _message_ids(conn: sqlite3.Connection, queue_ids: set[str]) -> dict[str, int]:
+        sql = "SELECT queue_id, id FROM messages WHERE queue_id IN (SELECT value FROM json_each(?))"
+        return {row[0]: row[1] for row in conn.execute(sql, (json.dumps(sorted(queue_ids)),))}
+
     # "+state": by the primary key, not the recipients_due index (see _DELETE_FINISHED)
     _DELETE_DONE = """DELETE FROM messages WHERE queue_id = ? AND NOT EXISTS
         (SELECT 1 FROM recipients r WHERE r.message_id = messages.id AND +r.state = ?)"""

@@ -13,7 +13,7 @@ settings.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from mailwright.queue.records import QUEUED
 from mailwright.queue.store import (
@@ -27,6 +27,7 @@ from mailwright.queue.store import (
     Lease,
     NewMessage,
     Op,
+    RecipientResult,
     RecordOutcome,
     RecordResults,
     ReleaseLeases,
@@ -36,6 +37,8 @@ from mailwright.queue.store import (
     RescheduleNow,
     SetWarned,
 )
+
+_T = TypeVar("_T")
 
 # each operation's handler, by method name: the shared ones below or the backend's own
 HANDLERS: dict[type[Any], str] = {
@@ -88,6 +91,27 @@ def _names_new(ops: Sequence[Op[Any]]) -> bool:
     return any(
         res.queue_id in new for op in ops if isinstance(op, RecordResults) for res in op.results
     )
+
+
+def result_waves(results: Sequence[RecipientResult]) -> list[int]:
+    """Each result's wave: how many results for its recipient come before it. A wave is
+    one statement, run in order, so that a second result for a recipient applies after
+    the first, as one by one; a result is stale if its own wave did not change it."""
+    seen: dict[tuple[str, int], int] = {}
+    waves: list[int] = []
+    for res in results:
+        key = (res.queue_id, res.index)
+        waves.append(seen.get(key, 0))
+        seen[key] = waves[-1] + 1
+    return waves
+
+
+def wave_lists(results: Sequence[_T], waves: Sequence[int]) -> list[list[_T]]:
+    """The results (or their positions) of each wave (``result_waves``), in order."""
+    lists: list[list[_T]] = [[] for _ in range(max(waves, default=-1) + 1)]
+    for res, wave in zip(results, waves, strict=True):
+        lists[wave].append(res)
+    return lists
 
 
 class SharedWrites:

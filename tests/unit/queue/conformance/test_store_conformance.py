@@ -592,3 +592,37 @@ def test_a_reader_sees_committed_state(new_store: StoreFactory) -> None:
     run(writer, InsertMessage(build_message("V1")))
     assert [m.queue_id for m in reader.list_messages()] == ["V1"]
     assert b"".join(reader.read_body("V1")) == b"Hello.\r\n"
+
+
+def test_results_in_one_batch_are_recorded_as_if_one_after_another(store: QueueStore) -> None:
+    for queue_id, rcpts in (("A", ["a@x.test", "b@x.test"]), ("B", ["c@x.test"])):
+        run(store, InsertMessage(build_message(queue_id, rcpts)))
+    for queue_id in ("C", "D"):
+        run(store, InsertMessage(build_message(queue_id)))
+    claim(store, "A", limit=10)
+    ops = [
+        RecordResults([deferred("A", 0, T0 + 600)]),
+        RecordResults([final("A", 0)]),  # after the deferral: still queued, so it applies
+        RecordResults([final("B", 0)]),  # finishes B
+        RecordResults([final("B", 0)]),  # B is gone: stale
+        RecordResults([final("A", 1)]),  # finishes A
+        RecordResults([deferred("C", 0, T0 + 60), final("C", 0)]),  # in order, in one op
+        RecordResults([deferred("D", 0, T0 + 600)]),
+        RecordResults([deferred("D", 0, T0 + 700)]),
+    ]
+    outcomes = store.apply_batch(ops)
+    assert outcomes == [
+        RecordOutcome(stale=[], removed=[]),
+        RecordOutcome(stale=[], removed=[]),
+        RecordOutcome(stale=[], removed=["B"]),
+        RecordOutcome(stale=[("B", 0)], removed=[]),
+        RecordOutcome(stale=[], removed=["A"]),
+        RecordOutcome(stale=[], removed=["C"]),
+        RecordOutcome(stale=[], removed=[]),
+        RecordOutcome(stale=[], removed=[]),
+    ]
+    assert [store.get_message(q) for q in ("A", "B", "C")] == [None, None, None]
+    stored = store.get_message("D")
+    assert stored is not None
+    r = stored.recipients[0]
+    assert (r.state, r.attempts, r.next_attempt) == (RecipientState.QUEUED, 2, T0 + 700)
