@@ -58,7 +58,13 @@ from mailwright.queue.records import (
     stored_recipient,
     target_row,
 )
-from mailwright.queue.sqlwrites import SharedWrites, batch_steps, result_waves, wave_lists
+from mailwright.queue.sqlwrites import (
+    SharedWrites,
+    batch_steps,
+    result_row,
+    result_waves,
+    wave_lists,
+)
 from mailwright.queue.store import (
     NO_LEASE,
     AddRecipients,
@@ -609,18 +615,7 @@ def _result_columns(results: Sequence[RecipientResult]) -> tuple[list[object], .
     """The columns of ``_RECORD_RESULTS``'s unnest, one list each."""
     columns: tuple[list[object], ...] = tuple([] for _ in range(9))
     for res in results:
-        final = res.state.is_final
-        row = (
-            res.queue_id,
-            res.index,
-            res.state.value,
-            None if final else res.next_attempt,
-            0 if res.attempted_at is None else 1,
-            res.attempted_at,
-            res.status,
-            res.reply,
-            res.remote_mta,
-        )
+        row = result_row(res)
         for column, value in zip(columns, row, strict=True):
             column.append(value)
     return columns

@@ -46,7 +46,13 @@ from mailwright.queue.sqlite_schema import (
     store_error,
     translate_error,
 )
-from mailwright.queue.sqlwrites import SharedWrites, batch_steps, result_waves, wave_lists
+from mailwright.queue.sqlwrites import (
+    SharedWrites,
+    batch_steps,
+    result_row,
+    result_waves,
+    wave_lists,
+)
 from mailwright.queue.store import (
     NO_LEASE,
     AddRecipients,
@@ -58,7 +64,6 @@ from mailwright.queue.store import (
     MessageState,
     NewMessage,
     Op,
-    RecipientResult,
     RecipientState,
     RecordOutcome,
     RecordResults,
@@ -120,21 +125,6 @@ def _results_grouped(
     if run:
         out.append(tuple(run))
     return out
-
-
-def _result_row(res: RecipientResult) -> list[object]:
-    final = res.state.is_final
-    return [
-        res.queue_id,
-        res.index,
-        res.state.value,
-        None if final else res.next_attempt,
-        0 if res.attempted_at is None else 1,
-        res.attempted_at,
-        res.status,
-        res.reply,
-        res.remote_mta,
-    ]
 
 
 def _insert_many(conn: sqlite3.Connection, table: str, rows: list[tuple[object, ...]]) -> None:
@@ -607,7 +597,7 @@ class SqliteWrites(SharedWrites):
         ids = self._message_ids(conn, {res.queue_id for res in results})
         changed: set[int] = set()  # positions in ``flat``
         for members in wave_lists(range(len(flat)), waves):
-            rows = json.dumps([_result_row(results[i]) for i in members])
+            rows = json.dumps([result_row(results[i]) for i in members])
             done = {(r[0], r[1]) for r in conn.execute(self._RECORD_MANY, (rows, QUEUED))}
             changed.update(
                 i for i in members if (ids.get(results[i].queue_id), results[i].index) in done

@@ -114,6 +114,23 @@ def wave_lists(results: Sequence[_T], waves: Sequence[int]) -> list[list[_T]]:
     return lists
 
 
+def result_row(res: RecipientResult) -> tuple[object, ...]:
+    """A result's values as both backends' grouped UPDATE takes them: queue id, index,
+    state, next attempt (None when final), attempts to add, attempt time, status, reply,
+    remote MTA."""
+    return (
+        res.queue_id,
+        res.index,
+        res.state.value,
+        None if res.state.is_final else res.next_attempt,
+        0 if res.attempted_at is None else 1,
+        res.attempted_at,
+        res.status,
+        res.reply,
+        res.remote_mta,
+    )
+
+
 class SharedWrites:
     """The handlers both SQL backends share (a mixin; see the module docstring)."""
 
