@@ -115,6 +115,7 @@ class BodyLog:
         if self._fd is not None and self._end < self.segment_bytes:
             return self._fd
         if self._fd is not None:
+            os.fdatasync(self._fd)  # bodies of this batch already in it must be durable too
             self._close_current()
             self.rotated = True
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -263,3 +263,27 @@ def test_new_owner_names_make_segment_names_that_parse(tmp_path: Path) -> None:
     assert parse_name(segment_name(owner, 12)) == (owner, 12)
     assert parse_name("queue.db") is None
     assert sqlite_batch.BODY_LOG_MIN > 0
+
+
+def test_a_batch_across_segments_is_durable_in_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "queue.db"
+    synced: list[str] = []
+    real = os.fdatasync
+
+    def recording(fd: int) -> None:
+        synced.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", recording)
+    store = SqliteQueueStore(path, body_log_min=0, segment_bytes=50_000)
+    store.open()
+    try:  # 30 KB each: the second starts a new segment in the middle of the batch
+        ids = ["S1", "S2", "S3"]
+        store.apply_batch([InsertMessage(build_message(q, body=body_of(q, 30_000))) for q in ids])
+        used = {where(path, q)[0] for q in ids}
+        assert len(used) == 2
+        assert used <= set(synced)
+    finally:
+        store.close()
