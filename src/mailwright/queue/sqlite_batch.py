@@ -256,6 +256,9 @@ class SqliteWrites(SharedWrites):
     def _graduate_one(
         self, conn: sqlite3.Connection, segment: str, mid: int, offset: int, size: int
     ) -> None:
+        if self._relaxed is conn:  # the segment goes once this commit is on disk
+            conn.execute("PRAGMA synchronous = FULL")
+            self._relaxed = None
         conn.execute("BEGIN IMMEDIATE")
         try:
             moved = conn.execute(

@@ -22,7 +22,13 @@ from mailwright.queue.bodylog import parse_name, segment_name
 from mailwright.queue.lease import new_owner, process_id
 from mailwright.queue.sqlite import SqliteQueueStore
 from mailwright.queue.sqlite_batch import BODY_LOG_MIN, GRADUATE_AFTER
-from mailwright.queue.store import DeleteMessage, InsertMessage, StoreError, UnknownMessageError
+from mailwright.queue.store import (
+    DeleteMessage,
+    InsertMessage,
+    ReleaseLeases,
+    StoreError,
+    UnknownMessageError,
+)
 
 from .conftest import build_message
 
@@ -285,5 +291,26 @@ def test_a_batch_across_segments_is_durable_in_each(
         used = {where(path, q)[0] for q in ids}
         assert len(used) == 2
         assert used <= set(synced)
+    finally:
+        store.close()
+
+
+def test_moving_a_body_out_of_a_segment_commits_durably(tmp_path: Path) -> None:
+    path = tmp_path / "queue.db"
+    store = SqliteQueueStore(path, body_log_min=0, segment_bytes=30_000)
+    store.open()
+    try:
+        store.apply_batch([InsertMessage(build_message("OLD", body=body_of("o", 40_000)))])
+        store.apply_batch([InsertMessage(build_message("NEW", body=body_of("n", 40_000)))])
+        store.apply_batch([ReleaseLeases("nobody")])  # lease-only: synchronous=NORMAL
+        old = where(path, "OLD")[0]
+        assert old is not None
+        past = time.time() - GRADUATE_AFTER - 60
+        os.utime(bodies_dir(path) / old, (past, past))
+        store.sweep_bodies(all_dead=False)
+        conn = store._conn
+        assert conn is not None
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert where(path, "OLD")[0] is None
     finally:
         store.close()
