@@ -158,23 +158,30 @@ def test_only_segments_nobody_writes_or_needs_are_removed(tmp_path: Path) -> Non
         store.close()
 
 
+def two_segments_the_first_old(store: SqliteQueueStore, path: Path) -> tuple[str, str]:
+    """Messages OLD and NEW in a segment each (store with 30 KB segments), OLD's segment
+    last written before ``GRADUATE_AFTER``; the two segment names."""
+    store.apply_batch([InsertMessage(build_message("OLD", body=body_of("o", 40_000)))])
+    store.apply_batch([InsertMessage(build_message("NEW", body=body_of("n", 40_000)))])
+    old, current = segments(path)
+    assert where(path, "OLD")[0] == old
+    past = time.time() - GRADUATE_AFTER - 60
+    os.utime(bodies_dir(path) / old, (past, past))
+    return old, current
+
+
 def test_bodies_left_in_an_old_segment_move_into_the_database(tmp_path: Path) -> None:
     path = tmp_path / "queue.db"
     store = SqliteQueueStore(path, body_log_min=0, segment_bytes=30_000)
     store.open()
     try:
-        store.apply_batch([InsertMessage(build_message("DEFERRED", body=body_of("d", 40_000)))])
-        store.apply_batch([InsertMessage(build_message("NEXT", body=body_of("n", 40_000)))])
-        old, current = segments(path)
-        assert where(path, "DEFERRED")[0] == old
-        past = time.time() - GRADUATE_AFTER - 60
-        os.utime(bodies_dir(path) / old, (past, past))
+        _, current = two_segments_the_first_old(store, path)
         store.sweep_bodies(all_dead=False)
         assert segments(path) == [current]
-        segment, chunks = where(path, "DEFERRED")
+        segment, chunks = where(path, "OLD")
         assert segment is None and chunks == 1
-        assert b"".join(store.read_body("DEFERRED")) == body_of("d", 40_000)
-        assert where(path, "NEXT")[0] == current  # young: stays where it is
+        assert b"".join(store.read_body("OLD")) == body_of("o", 40_000)
+        assert where(path, "NEW")[0] == current  # young: stays where it is
     finally:
         store.close()
 
@@ -300,13 +307,8 @@ def test_moving_a_body_out_of_a_segment_commits_durably(tmp_path: Path) -> None:
     store = SqliteQueueStore(path, body_log_min=0, segment_bytes=30_000)
     store.open()
     try:
-        store.apply_batch([InsertMessage(build_message("OLD", body=body_of("o", 40_000)))])
-        store.apply_batch([InsertMessage(build_message("NEW", body=body_of("n", 40_000)))])
+        two_segments_the_first_old(store, path)
         store.apply_batch([ReleaseLeases("nobody")])  # lease-only: synchronous=NORMAL
-        old = where(path, "OLD")[0]
-        assert old is not None
-        past = time.time() - GRADUATE_AFTER - 60
-        os.utime(bodies_dir(path) / old, (past, past))
         store.sweep_bodies(all_dead=False)
         conn = store._conn
         assert conn is not None
