@@ -34,19 +34,12 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Protocol
 
 from mailwright.queue.lease import owner_is_dead
+from mailwright.queue.store import BodySource
 
 SEGMENT_BYTES = 16 << 20  # a segment is sealed once this much is in it
 _SEP = "+"
-
-
-class Body(Protocol):
-    @property
-    def size(self) -> int: ...
-
-    def chunks(self, chunk_size: int = 1 << 20) -> Iterator[bytes]: ...
 
 
 class BodyLogError(OSError):
@@ -78,11 +71,7 @@ class BodyLog:
         self._end = 0  # bytes in the current segment
         self.rotated = False  # a segment was sealed since the caller last looked
 
-    @property
-    def current(self) -> str | None:
-        return self._current
-
-    def append(self, bodies: Sequence[Body]) -> list[tuple[str, int]]:
+    def append(self, bodies: Sequence[BodySource]) -> list[tuple[str, int]]:
         """Write ``bodies`` and make them durable; (segment, offset) of each, in order."""
         placed: list[tuple[str, int]] = []
         try:
