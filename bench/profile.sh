@@ -17,7 +17,9 @@
 #       bench/relay.sh); the rate and CPU are until the sink has all COUNT messages
 #   -D: accept with OpenDKIM signing as a milter (as bench/dkim.sh); senders and From:
 #       in its domain.
-# The daemon is one process (MW_WORKERS=1) unless MW_WORKERS says otherwise.
+# The daemon is one process (MW_WORKERS=1) unless MW_WORKERS says otherwise; with workers,
+# the CPU lines cover the supervisor and every worker, thread by thread, and py-spy follows
+# the workers (--subprocesses). The writer statistics cover one process only.
 # Without -R the daemon only queues (delivery.mode = "queue"), as Postfix's hold queue in
 # bench/accept.sh.
 # Needs py-spy in the Python used (pip install py-spy) and root or ptrace rights.
@@ -82,19 +84,21 @@ warm=200
 smtp-source -s 10 -m $warm -l 1024 -f "$FROM" -t "$TO" "127.0.0.1:$MW_PORT" >/dev/null
 if [ "$RELAY" -eq 1 ]; then sink_wait relay $warm 60 || echo "profile.sh: warm-up not relayed" >&2; fi
 if [ "$SPYING" -eq 1 ]; then
-    "$SPY" record --pid "$PID" --rate "$RATE" --threads --nonblocking "${GIL[@]}" --format raw \
+    SUB=(); [ "${MW_WORKERS:-1}" = 1 ] || SUB=(--subprocesses)   # the workers are its children
+    "$SPY" record --pid "$PID" --rate "$RATE" --threads --nonblocking "${GIL[@]}" "${SUB[@]}" --format raw \
         -o "$OUTDIR/stacks.txt" > "$OUTDIR/py-spy.log" 2>&1 &
     SPYPID=$!
     sleep 1
 fi
 # per thread: "tid name ticks oncpu_ns runqueue_ns" (utime+stime in clock ticks; schedstat:
 # time on the CPU and time spent runnable but waiting for a CPU)
+# (with workers: every thread of the supervisor and of each worker, its children)
 thread_ticks() {
-    local t
-    for t in /proc/"$PID"/task/*; do
+    local p t
+    for p in "$PID" $(pgrep -P "$PID"); do for t in /proc/"$p"/task/*; do
         echo "${t##*/} $(awk '{ sub(/^[^(]*\(/, ""); name=$0; sub(/\).*/, "", name);
                sub(/^[^)]*\) /, ""); print name, $12 + $13 }' "$t/stat" 2>/dev/null) $(cut -d' ' -f1,2 "$t/schedstat" 2>/dev/null)"
-    done
+    done; done
 }
 thread_ticks > "$WORK/ticks0"
 t0=$EPOCHREALTIME
@@ -106,11 +110,12 @@ fi
 t1=$EPOCHREALTIME
 thread_ticks > "$WORK/ticks1"
 awk -v a="$t0" -v b="$t1" -v m="$M" 'BEGIN{printf "# %d messages in %.2f s: %.0f msgs/s\n", m, b-a, m/(b-a)}'
-awk -v m="$M" -v pid="$PID" -v hz="$(getconf CLK_TCK)" '
+awk -v m="$M" -v pids=" $PID $(pgrep -P "$PID" | tr '\n' ' ')" -v hz="$(getconf CLK_TCK)" '
     NR==FNR { before[$1] = $3; oncpu[$1] = $4; waited[$1] = $5; next }
     { d = ($3 - before[$1]) * 1000 / hz / m; total += d
+      main = index(pids, " " $1 " ") ? "main thread " $1 " (" $2 ")" : "thread " $1 " (" $2 ")"
       if (d > 0) printf "# cpu %s: %.3f ms/msg (waited for a CPU %.3f ms/msg)\n",
-          ($1 == pid ? "main thread" : "thread " $1), d, ($5 - waited[$1]) / 1e6 / m }
+          main, d, ($5 - waited[$1]) / 1e6 / m }
     END { printf "# cpu daemon total: %.3f ms/msg\n", total }' "$WORK/ticks0" "$WORK/ticks1"
 if [ "$SPYING" -eq 1 ]; then
     kill -INT "$SPYPID"; wait "$SPYPID" 2>/dev/null; SPYPID=""

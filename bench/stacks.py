@@ -1,8 +1,10 @@
 """Summarise py-spy's collapsed stacks (``--format raw``): top functions per thread.
 
 Each input line is ``frame;frame;...;leaf COUNT`` (with ``--threads`` the first frame
-names the thread). Prints, for each thread, the share of samples per function by own
-time (leaf) and including callees (anywhere in the stack, counted once per sample).
+names the thread; with ``--subprocesses`` the processes come first, outermost first, and
+a sample counts for the innermost one's thread). Prints, for each thread, the share of
+samples per function by own time (leaf) and including callees (anywhere in the stack,
+counted once per sample).
 Trusts its input to be py-spy output. Reads no settings.
 
 Usage: python bench/stacks.py STACKS [--top N]
@@ -16,6 +18,7 @@ from collections import Counter, defaultdict
 
 _LINE = re.compile(r"^(.*) (\d+)$")
 _LINENO = re.compile(r":\d+\)$")
+_PROCESS = re.compile(r"^(process \d+):.*$")  # its command line is long and the same for all
 
 
 def frame_name(frame: str) -> str:
@@ -39,8 +42,15 @@ def main() -> None:
                 continue
             frames = m.group(1).split(";")
             count = int(m.group(2))
-            thread = frames[0] if frames[0].startswith(("thread", "process")) else "all"
-            names = [frame_name(fr) for fr in frames[1:] if fr]
+            # with --subprocesses the stack starts with the processes, parent first
+            procs = 0
+            while procs < len(frames) and frames[procs].startswith("process "):
+                procs += 1
+            label = _PROCESS.sub(r"\1", frames[procs - 1]) + " " if procs else ""
+            first = frames[procs] if procs < len(frames) else ""
+            thread = label + first if first.startswith("thread") else label + "all"
+            rest = frames[procs + 1 :] if first.startswith("thread") else frames[procs:]
+            names = [frame_name(fr) for fr in rest if fr]
             if not names:
                 continue
             samples[thread] += count
