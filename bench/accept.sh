@@ -68,12 +68,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ---------------------------------------------------------------- servers
-MW_PORT=$(free_port)
+server_ports
 MW_MAX_SIZE=$(( $(bytes_of "$BIG") * 2 ))
-
-PF_PORT=$(free_port)
-[ "$PF_PORT" = "$MW_PORT" ] && PF_PORT=$(free_port)
-port_of() { if [ "$1" = mw ]; then echo "$MW_PORT"; else echo "$PF_PORT"; fi; }
 
 run_source() {   # run_source SERVER SESSIONS COUNT BYTES: elapsed seconds, or "fail"
     source_run "$(port_of "$1")" "$2" "$3" "$4" "$FROM" "$TO"

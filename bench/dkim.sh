@@ -50,10 +50,7 @@ trap 'exit 130' INT TERM
 
 # ---------------------------------------------------------------- servers and the milter
 dkim_start "$DOMAIN" || die "OpenDKIM did not start"
-MW_PORT=$(free_port)
-PF_PORT=$(free_port)
-[ "$PF_PORT" = "$MW_PORT" ] && PF_PORT=$(free_port)
-port_of() { if [ "$1" = mw ]; then echo "$MW_PORT"; else echo "$PF_PORT"; fi; }
+server_ports
 
 mw_config "
 [delivery]

@@ -317,13 +317,17 @@ pg_ticks() {
 }
 
 # ---------------------------------------------------------------- relaying, both servers
-relay_setup() {   # ports, one smtp-sink per server, Mailwright configured to relay to its
-    # sink (background delivery, no STARTTLS) and Postfix started relaying to its own;
-    # Mailwright itself is started by the caller (mw_start). Sets MW_PORT, PF_PORT, port_of.
+server_ports() {   # MW_PORT and PF_PORT, two free loopback ports, and port_of SERVER
     MW_PORT=$(free_port)
     PF_PORT=$(free_port)
     [ "$PF_PORT" = "$MW_PORT" ] && PF_PORT=$(free_port)
     port_of() { if [ "$1" = mw ]; then echo "$MW_PORT"; else echo "$PF_PORT"; fi; }
+}
+
+relay_setup() {   # ports, one smtp-sink per server, Mailwright configured to relay to its
+    # sink (background delivery, no STARTTLS) and Postfix started relaying to its own;
+    # Mailwright itself is started by the caller (mw_start). Sets MW_PORT, PF_PORT, port_of.
+    server_ports
     local srv
     for srv in $SERVERS; do sink_start "$srv" || die "smtp-sink for $srv did not start"; done
     if [[ " $SERVERS " == *" mw "* ]]; then

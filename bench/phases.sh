@@ -44,10 +44,7 @@ if [ "$RELAY" = 1 ]; then
     command -v smtp-sink >/dev/null || die "smtp-sink needed (apt-get install postfix)"
     relay_setup
 else
-    MW_PORT=$(free_port)
-    PF_PORT=$(free_port)
-    [ "$PF_PORT" = "$MW_PORT" ] && PF_PORT=$(free_port)
-    port_of() { if [ "$1" = mw ]; then echo "$MW_PORT"; else echo "$PF_PORT"; fi; }
+    server_ports
     mw_config '
 [delivery]
 mode = "queue"'
