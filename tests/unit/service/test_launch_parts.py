@@ -69,6 +69,70 @@ def test_listeners_and_the_local_socket_are_bound_up_front(tmp_path: Path) -> No
         bindings.close()
 
 
+def test_each_worker_accepts_on_a_socket_of_its_own(tmp_path: Path) -> None:
+    """Several workers: an SO_REUSEPORT group per TCP listener, one socket per worker."""
+    port = free_port()
+    settings = Settings.model_validate(
+        {
+            "listeners": [
+                {"address": "127.0.0.1", "port": port},
+                {"address": f"unix:{tmp_path / 'lmtp.sock'}", "port": 1},
+            ],
+            "queue": {"directory": str(tmp_path / "q")},
+        }
+    )
+    (tmp_path / "q").mkdir()
+    bindings = bind_all(settings, workers=3)
+    try:
+        tcp = ("127.0.0.1", port)
+        views = [bindings.for_worker(i) for i in range(3)]
+        mine = [view.listeners[tcp] for view in views]
+        assert len({sock.fileno() for sock in mine}) == 3
+        for sock in mine:
+            assert sock.getsockname() == tcp
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) == 1
+        unix = (f"unix:{tmp_path / 'lmtp.sock'}", 1)
+        assert {view.listeners[unix].fileno() for view in views} == {
+            bindings.listeners[unix].fileno()
+        }  # Unix sockets stay shared
+        assert all(view.local is bindings.local for view in views)
+        # every connection is queued on exactly one socket of the group
+        clients = [socket.create_connection(tcp, timeout=5) for _ in range(24)]
+        taken = 0
+        for sock in mine:
+            sock.setblocking(False)
+            while True:
+                try:
+                    conn, _ = sock.accept()
+                except BlockingIOError:
+                    break
+                conn.close()
+                taken += 1
+        for client in clients:
+            client.close()
+        assert taken == 24
+        # nobody else may join the address: the probe finds it taken
+        with pytest.raises(BindError, match=f"127.0.0.1:{port}: Address already in use"):
+            bind_all(settings, local=False, workers=2)
+    finally:
+        bindings.close()
+    assert all(sock.fileno() == -1 for sock in mine)
+
+
+def test_a_group_refuses_an_address_another_program_listens_on(tmp_path: Path) -> None:
+    port = free_port()
+    settings = Settings.model_validate(
+        {
+            "listeners": [{"address": "127.0.0.1", "port": port}],
+            "queue": {"directory": str(tmp_path)},
+        }
+    )
+    with socket.create_server(("127.0.0.1", port)):
+        with pytest.raises(BindError, match=f"127.0.0.1:{port}: Address already in use"):
+            bind_all(settings, local=False, workers=2)
+    bind_all(settings, local=False, workers=2).close()  # the failed attempt left nothing
+
+
 def test_no_account_to_become_unless_root_and_not_told_to_stay_root() -> None:
     assert service_account(ServiceSection(user="root")) is None
     if os.geteuid() != 0:
