@@ -39,6 +39,8 @@ from mailwright.queue.lease import owner_is_dead
 from mailwright.queue.store import BodySource
 
 SEGMENT_BYTES = 16 << 20  # a segment is sealed once this much is in it
+HOLD_BYTES = 1 << 20  # pieces held for one pwritev, at most (memory stays bounded)
+HOLD_PIECES = 512  # below the system's IOV_MAX (1024 on Linux)
 _SEP = "+"
 
 
@@ -68,22 +70,32 @@ class BodyLog:
         self._seq = 0
         self._current: str | None = None  # the segment appends go to, once opened
         self._fd: int | None = None
-        self._end = 0  # bytes in the current segment
+        self._end = 0  # bytes in the current segment, with those held
+        self._held: list[bytes] = []  # pieces not written yet, from offset _held_at
+        self._held_at = 0
+        self._held_bytes = 0
         self.rotated = False  # a segment was sealed since the caller last looked
 
     def append(self, bodies: Sequence[BodySource]) -> list[tuple[str, int]]:
-        """Write ``bodies`` and make them durable; (segment, offset) of each, in order."""
+        """Write ``bodies`` and make them durable; (segment, offset) of each, in order.
+
+        The pieces are written with as few ``pwritev`` calls as the memory bound allows:
+        each system call lets go of the GIL, and taking it back may mean waiting for the
+        event loop's thread."""
         placed: list[tuple[str, int]] = []
         try:
             for body in bodies:
-                fd = self._writable()
+                if self._fd is not None and self._end >= self.segment_bytes:
+                    self._flush()  # before _writable seals the segment
+                self._writable()
                 start = self._end
                 for chunk in body.chunks():
-                    self._write(fd, chunk)
+                    self._hold(chunk)
                 if self._end - start != body.size:
                     raise BodyLogError(errno.EIO, f"body size changed ({body.size} expected)")
                 assert self._current is not None
                 placed.append((self._current, start))
+            self._flush()
             if self._fd is not None and placed:
                 os.fdatasync(self._fd)
         except OSError as exc:
@@ -93,12 +105,32 @@ class BodyLog:
             raise BodyLogError(exc.errno or errno.EIO, f"body log {self.directory}: {exc}") from exc
         return placed
 
-    def _write(self, fd: int, chunk: bytes) -> None:
-        view = memoryview(chunk)
-        while view:
-            written = os.pwrite(fd, view, self._end)
-            self._end += written
-            view = view[written:]
+    def _hold(self, chunk: bytes) -> None:
+        """Count ``chunk`` in, to be written by the next ``_flush``."""
+        if not self._held:
+            self._held_at = self._end
+        self._held.append(chunk)
+        self._held_bytes += len(chunk)
+        self._end += len(chunk)
+        if self._held_bytes >= HOLD_BYTES or len(self._held) >= HOLD_PIECES:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Write the held pieces at their offset (a short write continues where it ended)."""
+        held, offset = self._held, self._held_at
+        self._held, self._held_bytes = [], 0
+        fd = self._fd
+        if fd is None:
+            return
+        views = [memoryview(piece) for piece in held if piece]
+        while views:
+            written = os.pwritev(fd, views, offset)
+            offset += written
+            while views and written >= len(views[0]):
+                written -= len(views[0])
+                views.pop(0)
+            if views and written:
+                views[0] = views[0][written:]
 
     def _writable(self) -> int:
         if self._fd is not None and self._end < self.segment_bytes:
@@ -118,6 +150,7 @@ class BodyLog:
         return fd
 
     def _close_current(self) -> None:
+        self._held, self._held_bytes = [], 0  # a failed append: never referred to
         if self._fd is not None:
             os.close(self._fd)
         self._fd = None

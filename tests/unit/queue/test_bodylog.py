@@ -316,3 +316,31 @@ def test_moving_a_body_out_of_a_segment_commits_durably(tmp_path: Path) -> None:
         assert where(path, "OLD")[0] is None
     finally:
         store.close()
+
+
+def test_a_batch_is_written_in_few_calls_and_reads_back_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many bodies, one spilled to a file and larger than one call's bound: every byte at
+    its offset, with one pwritev per megabyte or so rather than one per piece."""
+    path = tmp_path / "queue.db"
+    calls: list[int] = []
+    real = os.pwritev
+
+    def counting(fd: int, buffers: list[memoryview], offset: int) -> int:
+        calls.append(len(buffers))
+        return real(fd, buffers, offset)
+
+    monkeypatch.setattr(os, "pwritev", counting)
+    store = SqliteQueueStore(path, body_log_min=LARGE)
+    store.open()
+    try:
+        sizes = {"P1": LARGE, "P2": 100_000, "P3": 3_000_000, "P4": 40_000, "P5": LARGE + 1}
+        ops = [InsertMessage(build_message(q, body=body_of(q, n))) for q, n in sizes.items()]
+        store.apply_batch(ops)
+        assert 3 <= len(calls) <= 6  # 3.2 MB in all
+        for queue_id, size in sizes.items():
+            assert b"".join(store.read_body(queue_id)) == body_of(queue_id, size)
+            assert where(path, queue_id)[0] is not None
+    finally:
+        store.close()
