@@ -132,7 +132,7 @@ def _start(settings: Settings, options: LaunchOptions, notifier: Notifier, lock:
             hand_over_queue(settings, account)
         else:
             settings.queue.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        bindings = bind_all(settings, workers=workers)
+        bindings = bind_all(settings)
         if account is not None:
             preload()  # the installation may be out of the service account's reach
             logtargets.hand_over(account.uid, account.gid)  # reopened without root later

@@ -3,8 +3,7 @@
 ``daemon.launch`` binds the listeners and the local socket (as root), starts one
 privileged helper per worker and gives up root, as for one process; then this
 supervisor forks the workers. Each worker is the whole daemon of ``daemon.app``
-(sessions, commits, scheduling and delivery) on its own socket of each TCP listener's
-``SO_REUSEPORT`` group (``daemon.bindings``; Unix listeners are shared) and the
+(sessions, commits, scheduling and delivery) on the shared listening sockets and the
 shared queue store: SQLite serialises their write transactions, leases keep two workers
 from delivering one recipient, queue ids are partitioned (``core.queueid``). Worker 0
 also runs what must exist once: the control socket, the status endpoint, the local
@@ -16,8 +15,7 @@ runs no event loop: it waits for signals and for the workers' readiness pipes.
 
 - Start: every worker must say it is ready (``READY=1`` follows the last one); a worker
   that fails to start stops the others and its exit status is the daemon's.
-- A worker that dies is started again on the same sockets and helper channel (the
-  connections the kernel queued on its sockets meanwhile wait for it). Its
+- A worker that dies is started again on the same sockets and helper channel. Its
   clients see their connection close (nothing they were not told 250 for was kept);
   the recipients it was delivering are released at once by its successor (their lease
   names a dead process) or by expiry. Repeated deaths soon after start back off
@@ -213,10 +211,8 @@ class Supervisor:
         RECENT.share(self.recent, slot.index)
         if slot.index:  # worker 0's monitor keeps its warnings (daemon.monitor)
             logging.getLogger("mailwright").addHandler(ErrorLog())
-        bindings = self.runtime.bindings
         runtime = replace(
             self.runtime,
-            bindings=bindings.for_worker(slot.index) if bindings is not None else None,
             helper=slot.helper,
             notifier=Notifier(parent_fd=ready_fd),
             worker=WorkerRole(slot.index, len(self.slots)),
