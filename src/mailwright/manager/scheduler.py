@@ -663,7 +663,9 @@ class Scheduler:
         notices, warned = self._notices(message, headers, reports, now)
         new_messages = [n.message for n in notices]
         try:
-            await self.writer.execute(RecordResults(records, new_messages))
+            # no client waits for these (an LMTP client does): they may share the next commit
+            op = RecordResults(records, new_messages)
+            await self.writer.execute(op, deferrable=not answering)
         except BaseException:
             for waiting, _, taken in answering:  # nothing recorded: the recipients stay ours
                 waiting.settle(taken.index, accepted(message.queue_id))

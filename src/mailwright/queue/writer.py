@@ -13,6 +13,12 @@ a failed commit raises the same ``StoreError`` in every caller of that batch. On
 submitted, an op is applied even if its caller stops waiting (cancellation): the caller
 must keep the op's body readable until then.
 
+An op submitted as ``deferrable`` (a delivery's results, which no client waits for) may
+wait up to ``defer_seconds`` for the next op that is not, and share its commit: a batch
+of deferrable ops only starts when something urgent arrives, the first of them has
+waited long enough, or the batch is full. The next message's insert then does not queue
+behind a transaction and an fsync of their own, and one fsync makes both durable.
+
 Trusts the store to honour ``apply_batch``'s contract. Settings read: none (the daemon
 may pass ``queue.batch_max_ops`` and ``queue.batch_max_bytes``).
 """
@@ -23,6 +29,7 @@ import asyncio
 import contextlib
 import queue
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
@@ -32,6 +39,8 @@ T = TypeVar("T")
 
 DEFAULT_MAX_OPS = 512
 DEFAULT_MAX_BODY_BYTES = 64 << 20
+# how long a deferrable op may wait for an urgent one to share its commit
+DEFAULT_DEFER_SECONDS = 0.05
 
 
 @dataclass(slots=True)
@@ -45,6 +54,7 @@ class _Request:
     done: threading.Event | None = None
     outcome: object = None  # the result, or the exception to raise
     failed: bool = False
+    deferrable_until: float | None = None  # monotonic time; None: urgent
 
 
 @dataclass(slots=True)
@@ -75,10 +85,12 @@ class QueueWriter:
         *,
         max_ops: int = DEFAULT_MAX_OPS,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        defer_seconds: float = DEFAULT_DEFER_SECONDS,
     ) -> None:
         self._store = store
         self._max_ops = max_ops
         self._max_body_bytes = max_body_bytes
+        self._defer_seconds = defer_seconds
         self._inbox = _Inbox()
         self._lock = threading.Lock()  # orders submissions against stop()
         self._thread: threading.Thread | None = None
@@ -111,18 +123,25 @@ class QueueWriter:
 
     # ---- submitting -------------------------------------------------------------------
 
-    async def execute(self, op: Op[T]) -> T:
-        """Apply ``op``; returns its result once the commit containing it is durable."""
-        return await self.submit(op)
+    async def execute(self, op: Op[T], *, deferrable: bool = False) -> T:
+        """Apply ``op``; returns its result once the commit containing it is durable.
 
-    def submit(self, op: Op[T]) -> asyncio.Future[T]:
+        ``deferrable``: nobody waits for it but the caller, which may wait up to
+        ``defer_seconds`` longer; the op then rides with the next urgent op's commit.
+        """
+        return await self.submit(op, deferrable=deferrable)
+
+    def submit(self, op: Op[T], *, deferrable: bool = False) -> asyncio.Future[T]:
         """Queue ``op`` now; the future resolves after the commit that contains it.
 
         Call from a running event loop. Cancelling the future does not withdraw the op.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._submit(_Request(op, _body_bytes(op), future=future, loop=loop))
+        request = _Request(op, _body_bytes(op), future=future, loop=loop)
+        if deferrable:
+            request.deferrable_until = time.monotonic() + self._defer_seconds
+        self._submit(request)
         return future
 
     def execute_sync(self, op: Op[T]) -> T:
@@ -154,7 +173,9 @@ class QueueWriter:
                 return
 
     def _next_batch(self) -> tuple[list[_Request], bool]:
-        """Block for one request, then take what is already waiting, within the bounds."""
+        """Block for one request, then take what is already waiting, within the bounds;
+        while the batch holds only deferrable requests, wait for an urgent one until the
+        first of them may wait no longer."""
         inbox = self._inbox
         first = inbox.carried if inbox.carried is not None else inbox.queue.get()
         inbox.carried = None
@@ -162,9 +183,13 @@ class QueueWriter:
             return [], True
         assert isinstance(first, _Request)
         batch, body_bytes = [first], first.body_bytes
+        until = first.deferrable_until
         while len(batch) < self._max_ops:
             try:
-                item = inbox.queue.get_nowait()
+                if until is None:
+                    item = inbox.queue.get_nowait()
+                else:
+                    item = inbox.queue.get(timeout=max(0.0, until - time.monotonic()))
             except queue.Empty:
                 break
             if item is _STOP:
@@ -175,6 +200,8 @@ class QueueWriter:
                 break
             batch.append(item)
             body_bytes += item.body_bytes
+            if item.deferrable_until is None:
+                until = None  # urgent: commit with what is already waiting
         return batch, False
 
     def _apply(self, batch: list[_Request]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
+import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any
 
@@ -265,3 +266,54 @@ def test_writer_must_be_running(store: SqliteQueueStore, make_message: MakeMessa
     writer.stop()
     with pytest.raises(RuntimeError):
         writer.execute_sync(InsertMessage(make_message()))
+
+
+@in_event_loop
+async def test_a_deferrable_op_waits_for_an_urgent_one_and_shares_its_commit(
+    store: SqliteQueueStore, make_message: MakeMessage
+) -> None:
+    writer = QueueWriter(store, defer_seconds=WAIT)
+    writer.start()
+    try:
+        results = make_message()
+        deferred = writer.submit(InsertMessage(results), deferrable=True)
+        with pytest.raises(TimeoutError):  # alone, it is not committed yet
+            await asyncio.wait_for(asyncio.shield(deferred), 0.2)
+        assert writer.commits == 0
+        urgent = make_message()
+        await asyncio.wait_for(writer.execute(InsertMessage(urgent)), WAIT)
+        await asyncio.wait_for(deferred, WAIT)
+        assert (writer.commits, writer.stats.ops) == (1, 2)  # one commit carried both
+        assert store.get_message(results.queue_id) is not None
+    finally:
+        writer.stop()
+
+
+@in_event_loop
+async def test_a_deferrable_op_alone_is_committed_when_its_wait_is_over(
+    store: SqliteQueueStore, make_message: MakeMessage
+) -> None:
+    writer = QueueWriter(store, defer_seconds=0.05)
+    writer.start()
+    try:
+        started = time.monotonic()
+        first = writer.submit(InsertMessage(make_message()), deferrable=True)
+        second = writer.submit(InsertMessage(make_message()), deferrable=True)
+        await asyncio.wait_for(asyncio.gather(first, second), WAIT)
+        assert time.monotonic() - started >= 0.05
+        assert (writer.commits, writer.stats.ops) == (1, 2)
+    finally:
+        writer.stop()
+
+
+@in_event_loop
+async def test_stop_commits_a_deferred_op_at_once(
+    store: SqliteQueueStore, make_message: MakeMessage
+) -> None:
+    writer = QueueWriter(store, defer_seconds=3600)
+    writer.start()
+    message = make_message()
+    deferred = writer.submit(InsertMessage(message), deferrable=True)
+    await asyncio.wait_for(asyncio.to_thread(writer.stop), WAIT)
+    await asyncio.wait_for(deferred, WAIT)
+    assert store.get_message(message.queue_id) is not None
