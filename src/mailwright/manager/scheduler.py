@@ -484,7 +484,10 @@ class Scheduler:
             request.on_delivered = on_delivered
         errors = [*early, *errors]
         started = self.clock.now()
-        batches = await asyncio.gather(*(self._deliver(r) for r in requests))
+        if len(requests) == 1:  # the usual case: no task of its own, no loop iteration
+            batches = [await self._deliver(requests[0])]
+        else:
+            batches = await asyncio.gather(*(self._deliver(r) for r in requests))
         results = [*errors]
         for request, batch in zip(requests, batches, strict=True):
             results.extend((request, r) for r in batch)
