@@ -3,7 +3,8 @@
 ``python bench/launch.py --config FILE serve ...`` is ``python -m mailwright ...`` plus, when
 asked through the environment:
   MW_SWITCH_INTERVAL=SECONDS  sys.setswitchinterval in the daemon (GIL hand-over experiments)
-  MW_WRITER_PRAGMAS="a=1;b=2" extra PRAGMAs on the queue writer's connection (experiments)
+  MW_WRITER_PRAGMAS="a=1;b=2" extra PRAGMAs on every connection of the SQLite queue store
+                              (the writer's and the readers'; experiments)
   MW_PAGE_SIZE=N              experiment: page size of a new queue database
   MW_CPROFILE=FILE            run the daemon under cProfile (the event loop thread only) and
                               write the stats to FILE at exit (pstats format)
@@ -121,26 +122,27 @@ def _time_statements() -> dict[str, list[float]]:
 def _extra_pragmas(pragmas: str) -> None:
     from mailwright.queue import sqlite
 
-    original = sqlite.SqliteQueueStore._configure_writer
+    original = sqlite.SqliteQueueStore._connect
 
-    def configure(self: Any, conn: Any) -> None:
-        original(self, conn)
+    def connect(self: Any) -> Any:
+        conn = original(self)
         for pragma in filter(None, pragmas.split(";")):
             conn.execute(f"PRAGMA {pragma}")
+        return conn
 
-    sqlite.SqliteQueueStore._configure_writer = configure  # type: ignore[method-assign]
+    sqlite.SqliteQueueStore._connect = connect  # type: ignore[method-assign]
 
 
 def _page_size(size: int) -> None:
     from mailwright.queue import sqlite
 
-    original = sqlite.SqliteQueueStore._configure_writer
+    original = sqlite.configure_writer
 
-    def configure(self: Any, conn: Any) -> None:
+    def configure(conn: Any, path: Any, max_bytes: int | None) -> None:
         conn.execute(f"PRAGMA page_size = {size}")  # before WAL mode: only a new file takes it
-        original(self, conn)
+        original(conn, path, max_bytes)
 
-    sqlite.SqliteQueueStore._configure_writer = configure  # type: ignore[method-assign]
+    sqlite.configure_writer = configure  # type: ignore[assignment]
 
 
 def _report_round_trips(path: str) -> None:
