@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import threading
 import time
@@ -51,6 +52,16 @@ class GatedBody:
         yield self.data
 
 
+@contextlib.contextmanager
+def running(writer: QueueWriter) -> Iterator[QueueWriter]:
+    """``writer``, started, and stopped at the end of the block."""
+    writer.start()
+    try:
+        yield writer
+    finally:
+        writer.stop()
+
+
 def gated_message(make_message: MakeMessage) -> tuple[NewMessage, GatedBody]:
     message = make_message()
     gate = GatedBody()
@@ -90,9 +101,7 @@ async def test_everything_that_waits_goes_into_the_next_commit(
 async def test_batches_are_bounded_by_op_count(
     store: SqliteQueueStore, make_message: MakeMessage
 ) -> None:
-    writer = QueueWriter(store, max_ops=10)
-    writer.start()
-    try:
+    with running(QueueWriter(store, max_ops=10)) as writer:
         first, gate = gated_message(make_message)
         first_done = writer.submit(InsertMessage(first))
         assert await asyncio.to_thread(gate.entered.wait, WAIT)
@@ -101,17 +110,13 @@ async def test_batches_are_bounded_by_op_count(
         await asyncio.gather(first_done, *waiting)
         assert writer.commits == 1 + 3  # 10 + 10 + 5
         assert writer.stats.largest_batch == 10
-    finally:
-        writer.stop()
 
 
 @in_event_loop
 async def test_batches_are_bounded_by_body_bytes(
     store: SqliteQueueStore, make_message: MakeMessage
 ) -> None:
-    writer = QueueWriter(store, max_body_bytes=1000)
-    writer.start()
-    try:
+    with running(QueueWriter(store, max_body_bytes=1000)) as writer:
         first, gate = gated_message(make_message)
         first_done = writer.submit(InsertMessage(first))
         assert await asyncio.to_thread(gate.entered.wait, WAIT)
@@ -120,8 +125,6 @@ async def test_batches_are_bounded_by_body_bytes(
         await asyncio.gather(first_done, *waiting)
         assert writer.commits == 1 + 3  # two 400-byte bodies per batch
         assert store.count_messages() == 7
-    finally:
-        writer.stop()
 
 
 @in_event_loop
@@ -166,9 +169,9 @@ async def test_a_failed_commit_reaches_every_caller_of_the_batch(
     make_message: MakeMessage,
 ) -> None:
     store = FailingCommitStore()
-    writer = QueueWriter(store)  # type: ignore[arg-type]
-    writer.start()
-    try:
+    with running(
+        QueueWriter(store)  # type: ignore[arg-type]
+    ) as writer:
         first_done = writer.submit(InsertMessage(make_message()))
         assert await asyncio.to_thread(store.entered.wait, WAIT)
         failing = [writer.submit(InsertMessage(make_message())) for _ in range(3)]
@@ -182,8 +185,6 @@ async def test_a_failed_commit_reaches_every_caller_of_the_batch(
         # the writer carries on after a failed batch
         with pytest.raises(StoreError):
             await writer.execute(InsertMessage(make_message()))
-    finally:
-        writer.stop()
 
 
 @in_event_loop
@@ -272,9 +273,7 @@ def test_writer_must_be_running(store: SqliteQueueStore, make_message: MakeMessa
 async def test_a_deferrable_op_waits_for_an_urgent_one_and_shares_its_commit(
     store: SqliteQueueStore, make_message: MakeMessage
 ) -> None:
-    writer = QueueWriter(store, defer_seconds=WAIT)
-    writer.start()
-    try:
+    with running(QueueWriter(store, defer_seconds=WAIT)) as writer:
         results = make_message()
         deferred = writer.submit(InsertMessage(results), deferrable=True)
         with pytest.raises(TimeoutError):  # alone, it is not committed yet
@@ -285,25 +284,19 @@ async def test_a_deferrable_op_waits_for_an_urgent_one_and_shares_its_commit(
         await asyncio.wait_for(deferred, WAIT)
         assert (writer.commits, writer.stats.ops) == (1, 2)  # one commit carried both
         assert store.get_message(results.queue_id) is not None
-    finally:
-        writer.stop()
 
 
 @in_event_loop
 async def test_a_deferrable_op_alone_is_committed_when_its_wait_is_over(
     store: SqliteQueueStore, make_message: MakeMessage
 ) -> None:
-    writer = QueueWriter(store, defer_seconds=0.05)
-    writer.start()
-    try:
+    with running(QueueWriter(store, defer_seconds=0.05)) as writer:
         started = time.monotonic()
         first = writer.submit(InsertMessage(make_message()), deferrable=True)
         second = writer.submit(InsertMessage(make_message()), deferrable=True)
         await asyncio.wait_for(asyncio.gather(first, second), WAIT)
         assert time.monotonic() - started >= 0.05
         assert (writer.commits, writer.stats.ops) == (1, 2)
-    finally:
-        writer.stop()
 
 
 @in_event_loop
