@@ -666,7 +666,7 @@ class Scheduler:
         notices, warned = self._notices(message, headers, reports, now)
         new_messages = [n.message for n in notices]
         try:
-            # no client waits for these (an LMTP client does): they may share the next commit
+            # unless an LMTP client waits for them, they may ride with the next commit
             op = RecordResults(records, new_messages)
             await self.writer.execute(op, deferrable=not answering)
         except BaseException:

@@ -117,20 +117,19 @@ class BodyLog:
 
     def _flush(self) -> None:
         """Write the held pieces at their offset (a short write continues where it ended)."""
-        held, offset = self._held, self._held_at
+        held, offset, left = self._held, self._held_at, self._held_bytes
         self._held, self._held_bytes = [], 0
         fd = self._fd
-        if fd is None:
+        if fd is None or not left:
             return
         views = [memoryview(piece) for piece in held if piece]
-        while views:
+        while True:
             written = os.pwritev(fd, views, offset)
+            left -= written
+            if not left:  # the usual case: all of it in one call
+                return
             offset += written
-            while views and written >= len(views[0]):
-                written -= len(views[0])
-                views.pop(0)
-            if views and written:
-                views[0] = views[0][written:]
+            views = _unwritten(views, written)
 
     def _writable(self) -> int:
         if self._fd is not None and self._end < self.segment_bytes:
@@ -268,6 +267,15 @@ class _SegmentReader:
 
     def __del__(self) -> None:
         self.close()
+
+
+def _unwritten(views: list[memoryview], written: int) -> list[memoryview]:
+    """What is left of ``views`` after a write took their first ``written`` bytes."""
+    for i, view in enumerate(views):
+        if written < len(view):
+            return [view[written:], *views[i + 1 :]]
+        written -= len(view)
+    return []
 
 
 def _fsync_directory(directory: Path) -> None:

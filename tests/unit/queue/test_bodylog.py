@@ -344,3 +344,31 @@ def test_a_batch_is_written_in_few_calls_and_reads_back_exactly(
             assert where(path, queue_id)[0] is not None
     finally:
         store.close()
+
+
+def test_short_writes_continue_where_they_ended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel may write less than asked (a signal, a full pipe of a filesystem): each
+    call here writes at most 7,000 bytes, mid-piece, and every byte still lands at its
+    offset."""
+    path = tmp_path / "queue.db"
+    real = os.pwritev
+
+    def short(fd: int, buffers: list[memoryview], offset: int) -> int:
+        first = bytes(buffers[0])[:7_000] if len(buffers[0]) else b""
+        rest = b"".join(bytes(b) for b in buffers[1:])[: 7_000 - len(first)]
+        return real(fd, [first + rest], offset)
+
+    monkeypatch.setattr(os, "pwritev", short)
+    store = SqliteQueueStore(path, body_log_min=LARGE)
+    store.open()
+    try:
+        sizes = {"S1": LARGE + 3, "S2": 100_001, "S3": LARGE}
+        ops = [InsertMessage(build_message(q, body=body_of(q, n))) for q, n in sizes.items()]
+        store.apply_batch(ops)
+        for queue_id, size in sizes.items():
+            assert b"".join(store.read_body(queue_id)) == body_of(queue_id, size)
+            assert where(path, queue_id)[0] is not None
+    finally:
+        store.close()
