@@ -1,4 +1,4 @@
-"""The embedded queue store: one SQLite database in WAL mode with ``synchronous=FULL``.
+"""The embedded queue store: one SQLite database in WAL mode, each durable commit synced.
 
 Layout: ``messages`` (envelope, MAIL parameters, origin, listing fields), ``recipients``
 (the unit of work: state, schedule, last result, lease), ``headers`` (the encoded header

@@ -5,12 +5,14 @@ write connection, the batch's new messages inserted together (multi-row statemen
 When any op fails, that transaction is rolled back and the batch runs again op by op,
 each op inside its own savepoint so that a failing op is undone alone. When an op's
 failure makes SQLite abandon the whole transaction (it may on SQLITE_FULL), the batch
-runs again from BEGIN without that op: nothing had been committed. The COMMIT is the
-fsync that makes the batch durable (a batch of leases only is not fsynced:
-``Op.durable``); a failed COMMIT is rolled back and raised for the whole batch, never
-retried. Only the ``QueueWriter`` thread calls it. One handler per operation type. When
-several processes write one file, an flock on a gate file beside it orders their
-batches. Large bodies of new messages go to the body log first (``queue.bodylog``),
+runs again from BEGIN without that op: nothing had been committed. The COMMIT writes
+the log; the ``fdatasync`` that makes it durable (``sync_log``, for a batch holding any
+durable op: ``Op.durable``) comes after the write lock is released, in ``apply_batch``
+or, through ``apply_batch_unsynced``, from the ``QueueWriter``'s sync stage; a failed
+COMMIT is rolled back and raised for the whole batch, never retried. Only the
+``QueueWriter`` thread calls it. One handler per operation type. When several
+processes write one file, an flock on a gate file beside it orders their batches
+(the sync is outside it). Large bodies of new messages go to the body log first (``queue.bodylog``),
 before the gate: the transaction only refers to them. An append that fails leaves those
 bodies to the transaction, as small ones are.
 
@@ -24,6 +26,7 @@ import fcntl
 import functools
 import json
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -75,6 +78,7 @@ from mailwright.queue.store import (
     SetWarned,
     StoredRecipient,
     StoreError,
+    Sync,
     UnknownMessageError,
 )
 
@@ -150,6 +154,7 @@ class SqliteWrites(SharedWrites):
     _handlers: dict[type[Any], Callable[[sqlite3.Connection, Any], object]]
     _gate: int | None  # a file whose flock orders the writers of several processes
     _relaxed: sqlite3.Connection | None = None  # the connection now at synchronous=NORMAL
+    _unsynced = False  # the batch being applied holds a durable op: its commit needs a sync
     _bodylog: BodyLog | None = None  # where large bodies go; None: all in the database
     _bodies_dir: Path
     _body_log_min: int | None
@@ -162,14 +167,40 @@ class SqliteWrites(SharedWrites):
     # ---- writing ----------------------------------------------------------------------
 
     def apply_batch(self, ops: Sequence[Op[Any]]) -> list[object]:
+        results, sync = self.apply_batch_unsynced(ops)
+        if sync is not None:
+            sync()
+        return results
+
+    def apply_batch_unsynced(self, ops: Sequence[Op[Any]]) -> tuple[list[object], Sync | None]:
+        """The batch committed, its WAL frames written but not yet synced (see ``_begin``)."""
         self._placed = self._place_bodies(ops)
+        self._unsynced = False
         try:
             results = self._gated(functools.partial(self._apply_batch, ops))
         finally:
             self._placed = {}
+        sync = self.sync_log if self._unsynced else None
         if self._bodylog is not None and self._sweep_due():
             self.sweep_bodies(all_dead=False)
-        return results
+        return results, sync
+
+    def sync_log(self) -> None:
+        """Make every commit written so far durable, by any process: ``fdatasync`` the WAL.
+
+        The WAL is opened by name each time: while the writer's connection is open the
+        file is never removed, and were it ever replaced (every connection closed, which
+        SQLite does only after checkpointing and syncing it all into the database), the
+        file now under that name holds whatever is not yet in the database.
+        """
+        try:
+            fd = os.open(f"{self.path}-wal", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise StoreError(f"queue store {self.path}: cannot sync the log: {exc}") from exc
 
     def _gated(self, run: Callable[[], _T]) -> _T:
         gate = self._gate
@@ -234,7 +265,10 @@ class SqliteWrites(SharedWrites):
                 self._graduate(conn, name)
             if old:
                 referenced = self._referenced_segments(conn)
-            return bodylog.remove(bodylog.removable(listed, referenced, all_dead=all_dead))
+            gone = bodylog.removable(listed, referenced, all_dead=all_dead)
+            if gone:  # the commits that dropped their last references, any process's,
+                self.sync_log()  # go to disk first: a crash must not bring one back
+            return bodylog.remove(gone)
         except (OSError, sqlite3.Error, StoreError) as exc:
             log.error("queue body log: sweep failed: %s", exc)
             return 0
@@ -292,16 +326,21 @@ class SqliteWrites(SharedWrites):
                 failed[lost.index] = lost.error
 
     def _begin(self, conn: sqlite3.Connection, ops: Sequence[Op[Any]]) -> None:
-        """BEGIN, with the commit waiting for the disk unless no op needs it (``Op.durable``).
+        """BEGIN at ``synchronous=NORMAL``; notes whether any op needs the disk (``Op.durable``).
 
-        In WAL mode a ``synchronous=NORMAL`` commit is not fsynced but stays in order: the
-        next FULL commit's fsync of the log writes it out too, and a checkpoint syncs the
-        log first. A power failure can only lose the lease-only batches since the last
-        durable commit."""
-        relaxed = not any(getattr(op, "durable", True) for op in ops)  # unknown: durable
-        if relaxed != (self._relaxed is conn):
-            conn.execute(f"PRAGMA synchronous = {'NORMAL' if relaxed else 'FULL'}")
-            self._relaxed = conn if relaxed else None
+        In WAL mode a ``synchronous=NORMAL`` commit writes its frames to the log but does
+        not wait for the disk, and stays in order: a later ``fdatasync`` of the log makes
+        it durable with every commit before it, and a checkpoint syncs the log before it
+        copies anything. So the fsync of a durable batch (``sync_log``) happens after the
+        write lock is released, where it no longer holds up the other workers' commits,
+        and the ``QueueWriter`` may commit its next batch meanwhile. A power failure can
+        only lose commits that nobody was told of yet, and the lease-only batches since
+        the last sync."""
+        if any(getattr(op, "durable", True) for op in ops):  # unknown: durable
+            self._unsynced = True
+        if self._relaxed is not conn:
+            conn.execute("PRAGMA synchronous = NORMAL")
+            self._relaxed = conn
         conn.execute("BEGIN IMMEDIATE")
 
     def _run_batch(

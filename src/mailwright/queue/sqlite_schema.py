@@ -139,7 +139,9 @@ def configure_writer(conn: sqlite3.Connection, path: Path, max_bytes: int | None
     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     if str(mode).lower() != "wal":
         raise StoreError(f"queue store {path}: cannot use WAL mode (got {mode})")
-    conn.execute("PRAGMA synchronous = FULL")  # NORMAL can lose commits on power loss
+    # NORMAL can lose commits on power loss: FULL until the batch writer takes over, which
+    # commits at NORMAL and syncs the log itself, outside the workers' write lock
+    conn.execute("PRAGMA synchronous = FULL")
     page_size = conn.execute("PRAGMA page_size").fetchone()[0]
     conn.execute(f"PRAGMA wal_autocheckpoint = {max(1, _CHECKPOINT_BYTES // page_size)}")
     conn.execute("PRAGMA foreign_keys = ON")

@@ -18,10 +18,10 @@ Settings read: none (backends read ``queue.*``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
 from mailwright.core.envelope import Envelope, Recipient
 from mailwright.core.headers import HeaderList
@@ -491,3 +491,21 @@ class QueueStore(Protocol):
     def deferred_groups(self, limit: int = 20, samples: int = 5) -> list[DeferredGroup]:
         """Deferred recipients grouped by domain and last reply, largest groups first."""
         ...
+
+
+# Makes every commit before it durable (whichever process made it); raises on failure.
+Sync = Callable[[], None]
+
+
+@runtime_checkable
+class SyncDeferring(Protocol):
+    """A store whose commits can return before they are on disk (SQLite's WAL).
+
+    ``apply_batch_unsynced`` is ``apply_batch`` without the wait for the disk: it returns
+    the results and, when the batch holds a durable op (``Op.durable``), the ``Sync``
+    to call before anyone hears of them; None when there is nothing to wait for. One
+    ``Sync`` covers every commit made before it, so the ``QueueWriter`` calls it once
+    for several batches, on a thread of its own, while it commits the next ones.
+    """
+
+    def apply_batch_unsynced(self, ops: Sequence[Op[Any]]) -> tuple[list[object], Sync | None]: ...

@@ -13,6 +13,14 @@ a failed commit raises the same ``StoreError`` in every caller of that batch. On
 submitted, an op is applied even if its caller stops waiting (cancellation): the caller
 must keep the op's body readable until then.
 
+With a store that can commit without waiting for the disk (``SyncDeferring``: SQLite,
+whose WAL is synced apart from the commit), a batch's callers are answered only after
+the store's ``Sync`` has returned. When more requests are already waiting, the thread
+hands the batch to a second thread, the sync stage, and commits the next batch while
+the disk works: the stage calls the ``Sync`` once for everything handed to it so far
+(one ``fdatasync`` covers every commit before it), then answers those batches. When
+nothing waits, the writer thread syncs and answers itself, without the hand-over.
+
 An op submitted as ``deferrable`` (a delivery's results, which no client waits for) may
 wait up to ``defer_seconds`` for the next op that is not, and share its commit: a batch
 of deferrable ops only starts when something urgent arrives, the first of them has
@@ -33,7 +41,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
-from mailwright.queue.store import InsertMessage, Op, QueueStore, RecordResults
+from mailwright.queue.store import (
+    InsertMessage,
+    Op,
+    QueueStore,
+    RecordResults,
+    StoreError,
+    Sync,
+    SyncDeferring,
+)
 
 T = TypeVar("T")
 
@@ -68,6 +84,9 @@ class WriterStats:
 _STOP = object()
 
 
+_Committed = tuple[list[_Request], Sync]  # a batch committed, and what makes it durable
+
+
 @dataclass(slots=True)
 class _Inbox:
     """The request queue plus the one request that did not fit the last batch."""
@@ -94,6 +113,9 @@ class QueueWriter:
         self._inbox = _Inbox()
         self._lock = threading.Lock()  # orders submissions against stop()
         self._thread: threading.Thread | None = None
+        self._unsynced = store if isinstance(store, SyncDeferring) else None
+        self._syncing: queue.SimpleQueue[_Committed | object] = queue.SimpleQueue()
+        self._sync_thread: threading.Thread | None = None
         self._accepting = False
         self.stats = WriterStats()
 
@@ -108,6 +130,11 @@ class QueueWriter:
             if self._thread is not None:
                 raise RuntimeError("queue writer already started")
             self._thread = threading.Thread(target=self._run, name="queue-writer", daemon=True)
+            if self._unsynced is not None:
+                self._sync_thread = threading.Thread(
+                    target=self._sync_stage, name="queue-sync", daemon=True
+                )
+                self._sync_thread.start()
             self._accepting = True
             self._thread.start()
 
@@ -117,9 +144,10 @@ class QueueWriter:
             if self._accepting:
                 self._accepting = False
                 self._inbox.queue.put(_STOP)
-            thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join()
+            threads = (self._thread, self._sync_thread)
+        for thread in threads:
+            if thread is not None and thread is not threading.current_thread():
+                thread.join()
 
     # ---- submitting -------------------------------------------------------------------
 
@@ -165,12 +193,15 @@ class QueueWriter:
     # ---- the writer thread ------------------------------------------------------------
 
     def _run(self) -> None:
-        while True:
-            batch, stop = self._next_batch()
-            if batch:
-                self._apply(batch)
-            if stop:
-                return
+        try:
+            while True:
+                batch, stop = self._next_batch()
+                if batch:
+                    self._apply(batch)
+                if stop:
+                    return
+        finally:
+            self._syncing.put(_STOP)  # the sync stage answers what it holds, then ends
 
     def _next_batch(self) -> tuple[list[_Request], bool]:
         """Block for one request, then take what is already waiting, within the bounds;
@@ -205,14 +236,18 @@ class QueueWriter:
         return batch, False
 
     def _apply(self, batch: list[_Request]) -> None:
+        sync: Sync | None = None
         try:
-            results = self._store.apply_batch([r.op for r in batch])
+            ops = [r.op for r in batch]
+            if self._unsynced is not None:
+                results, sync = self._unsynced.apply_batch_unsynced(ops)
+            else:
+                results = self._store.apply_batch(ops)
             if len(results) != len(batch):
                 raise RuntimeError(f"store gave {len(results)} results for {len(batch)} ops")
         except Exception as exc:  # the whole batch failed: every caller hears it
+            _fail(batch, exc)
             self.stats.failed_batches += 1
-            for request in batch:
-                request.outcome, request.failed = exc, True
         else:
             self.stats.commits += 1
             self.stats.ops += len(batch)
@@ -220,7 +255,40 @@ class QueueWriter:
             for request, result in zip(batch, results, strict=True):
                 request.failed = isinstance(result, BaseException)
                 request.outcome = result
-        self._answer(batch)
+        if sync is None:
+            self._answer(batch)
+        elif self._inbox.carried is None and self._inbox.queue.empty():
+            self._sync_and_answer([(batch, sync)])  # nothing to commit meanwhile
+        else:
+            self._syncing.put((batch, sync))
+
+    def _sync_stage(self) -> None:
+        """The second thread: sync what the writer committed, then answer its callers."""
+        while True:
+            item = self._syncing.get()
+            held: list[_Committed] = []
+            while item is not _STOP:
+                held.append(cast(_Committed, item))
+                try:
+                    item = self._syncing.get_nowait()
+                except queue.Empty:
+                    break
+            if held:
+                self._sync_and_answer(held)
+            if item is _STOP:
+                return
+
+    def _sync_and_answer(self, committed: list[_Committed]) -> None:
+        """One sync, the last one handed over: it covers every commit before it too."""
+        try:
+            committed[-1][1]()
+        except Exception as exc:  # not durable: nobody may hear a success
+            error = exc if isinstance(exc, StoreError) else StoreError(f"queue sync: {exc}")
+            for batch, _ in committed:
+                _fail(batch, error)
+            self.stats.failed_batches += len(committed)
+        for batch, _ in committed:
+            self._answer(batch)
 
     def _answer(self, batch: list[_Request]) -> None:
         """Wake the callers: one call_soon_threadsafe per event loop, not per request."""
@@ -233,6 +301,11 @@ class QueueWriter:
         for loop, requests in per_loop.items():
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
                 loop.call_soon_threadsafe(_resolve_all, requests)
+
+
+def _fail(batch: list[_Request], error: Exception) -> None:
+    for request in batch:
+        request.outcome, request.failed = error, True
 
 
 def _resolve_all(requests: list[_Request]) -> None:

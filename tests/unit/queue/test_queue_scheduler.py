@@ -22,7 +22,7 @@ from mailwright.delivery.agent import DeliveryRequest
 from mailwright.manager.backoff import RetryPolicy
 from mailwright.manager.scheduler import DeliveryParts, Scheduler, SchedulerSettings
 from mailwright.queue.sqlite import SqliteQueueStore
-from mailwright.queue.store import InsertMessage, Op, RecipientState, StoreError
+from mailwright.queue.store import InsertMessage, Op, RecipientState, StoreError, Sync
 from mailwright.queue.writer import QueueWriter
 from mailwright.routing.nexthop import NextHop, Transport
 
@@ -355,9 +355,9 @@ class AwayStore(SqliteQueueStore):
     away = False
     failures = 0
 
-    def apply_batch(self, ops: Sequence[Op[Any]]) -> list[object]:
-        self._check()
-        return super().apply_batch(ops)
+    def apply_batch_unsynced(self, ops: Sequence[Op[Any]]) -> tuple[list[object], Sync | None]:
+        self._check()  # what the QueueWriter calls
+        return super().apply_batch_unsynced(ops)
 
     def next_due(self) -> float | None:
         self._check()

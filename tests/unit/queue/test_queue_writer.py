@@ -1,4 +1,5 @@
-"""QueueWriter: group commit, per-op and per-batch failures, bounds, stop, sync callers."""
+"""QueueWriter: group commit, per-op and per-batch failures, bounds, stop, sync callers,
+the sync stage."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import functools
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,8 +20,11 @@ from mailwright.queue.store import (
     InsertMessage,
     NewMessage,
     Op,
+    ReleaseLeases,
+    RenewLeases,
     StoredRecipient,
     StoreError,
+    Sync,
 )
 from mailwright.queue.writer import QueueWriter
 
@@ -310,3 +315,97 @@ async def test_stop_commits_a_deferred_op_at_once(
     await asyncio.wait_for(asyncio.to_thread(writer.stop), WAIT)
     await asyncio.wait_for(deferred, WAIT)
     assert store.get_message(message.queue_id) is not None
+
+
+class SyncStore(SqliteQueueStore):
+    """The real store, whose syncs of the log the test holds back or fails (the disk's
+    answer to ``fdatasync`` is the one thing a test cannot arrange)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.syncing = threading.Event()  # a sync has started
+        self.release = threading.Event()  # syncs may go on
+        self.failure: StoreError | None = None
+        self.commits = 0
+        self.second_commit = threading.Event()
+
+    def apply_batch_unsynced(self, ops: Sequence[Op[Any]]) -> tuple[list[object], Sync | None]:
+        outcome = super().apply_batch_unsynced(ops)
+        self.commits += 1
+        if self.commits == 2:
+            self.second_commit.set()
+        return outcome
+
+    def sync_log(self) -> None:
+        self.syncing.set()
+        assert self.release.wait(WAIT)
+        if self.failure is not None:
+            raise self.failure
+        super().sync_log()
+
+
+@pytest.fixture
+def sync_store(store_path: Path) -> Iterator[SyncStore]:
+    s = SyncStore(store_path)
+    s.open()
+    s.syncing.clear()
+    yield s
+    s.close()
+
+
+@in_event_loop
+async def test_the_next_batch_commits_while_the_last_one_is_synced(
+    sync_store: SyncStore, make_message: MakeMessage
+) -> None:
+    with running(QueueWriter(sync_store)) as writer:
+        first, gate = gated_message(make_message)
+        first_done = writer.submit(InsertMessage(first))
+        assert await asyncio.to_thread(gate.entered.wait, WAIT)  # inside commit 1
+        second_done = writer.submit(InsertMessage(make_message()))
+        gate.release.set()
+        # commit 1's sync waits for the disk (the test); commit 2 goes on meanwhile
+        assert await asyncio.to_thread(sync_store.second_commit.wait, WAIT)
+        assert sync_store.syncing.is_set()
+        assert not first_done.done() and not second_done.done()  # nobody hears of it yet
+        sync_store.release.set()
+        assert await asyncio.gather(first_done, second_done) == [None, None]
+        assert sync_store.count_messages() == 2
+
+
+@in_event_loop
+async def test_a_failed_sync_reaches_every_caller_and_the_writer_goes_on(
+    sync_store: SyncStore, make_message: MakeMessage
+) -> None:
+    sync_store.failure = StoreError("fdatasync failed: Input/output error")
+    sync_store.release.set()
+    with running(QueueWriter(sync_store)) as writer:
+        first, gate = gated_message(make_message)
+        first_done = writer.submit(InsertMessage(first))
+        assert await asyncio.to_thread(gate.entered.wait, WAIT)
+        waiting = [writer.submit(InsertMessage(make_message())) for _ in range(3)]
+        gate.release.set()
+        results = await asyncio.gather(first_done, *waiting, return_exceptions=True)
+        assert [str(r) for r in results] == ["fdatasync failed: Input/output error"] * 4
+        sync_store.failure = None
+        assert await writer.execute(InsertMessage(make_message())) is None
+
+
+def test_only_batches_of_leases_need_no_sync(
+    store: SqliteQueueStore, make_message: MakeMessage
+) -> None:
+    """A lost lease only makes its recipients due again; everything else is synced."""
+    claim = ClaimDue(now=2e9, limit=10, owner="h:1:1:1", lease_seconds=60)
+    _, sync = store.apply_batch_unsynced([InsertMessage(make_message())])
+    assert sync is not None
+    sync()
+    (claimed,), sync = store.apply_batch_unsynced([claim])
+    assert claimed and sync is None
+    for lease_only in (RenewLeases("h:1:1:1", 2e9, 60), ReleaseLeases("h:1:1:1")):
+        _, sync = store.apply_batch_unsynced([lease_only])
+        assert sync is None
+    _, sync = store.apply_batch_unsynced([claim, InsertMessage(make_message())])
+    assert sync is not None  # one durable op: all of it
+    sync()
+    conn = store._conn
+    assert conn is not None  # every commit leaves the fsync to the sync: NORMAL
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1

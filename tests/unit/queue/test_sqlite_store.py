@@ -18,7 +18,6 @@ from mailwright.core.envelope import BodyType, MailParams, Notify, Recipient, Re
 from mailwright.core.headers import Header, HeaderList
 from mailwright.queue.sqlite import SCHEMA_VERSION, SqliteQueueStore
 from mailwright.queue.store import (
-    ClaimDue,
     DeleteMessage,
     InsertMessage,
     MessageState,
@@ -26,8 +25,6 @@ from mailwright.queue.store import (
     Operation,
     Origin,
     RecipientState,
-    ReleaseLeases,
-    RenewLeases,
     StoreError,
     StoreFullError,
     UnknownMessageError,
@@ -421,27 +418,3 @@ def test_headers_round_trip_through_the_parser(
 
 def test_every_operation_has_an_implementation(store: SqliteQueueStore) -> None:
     assert set(typing.get_args(Operation)) == set(store._handlers)
-
-
-def _synchronous(store: SqliteQueueStore) -> int:
-    conn = store._conn
-    assert conn is not None
-    return int(conn.execute("PRAGMA synchronous").fetchone()[0])
-
-
-def test_only_batches_of_leases_commit_without_waiting_for_the_disk(
-    store: SqliteQueueStore, make_message: MakeMessage
-) -> None:
-    """A lost lease only makes its recipients due again; everything else is fsynced."""
-    full, normal = 2, 1
-    claim = ClaimDue(now=2e9, limit=10, owner="h:1:1:1", lease_seconds=60)
-    store.apply_batch([InsertMessage(make_message())])
-    assert _synchronous(store) == full
-    (claimed,) = store.apply_batch([claim])
-    assert claimed and _synchronous(store) == normal
-    store.apply_batch([RenewLeases("h:1:1:1", 2e9, 60)])
-    assert _synchronous(store) == normal
-    store.apply_batch([claim, InsertMessage(make_message())])  # one durable op: all of it
-    assert _synchronous(store) == full
-    store.apply_batch([ReleaseLeases("h:1:1:1")])
-    assert _synchronous(store) == normal
