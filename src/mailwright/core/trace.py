@@ -4,14 +4,15 @@ A message from the network gets ``Received: from HELO (NAME [IP]) by HOST (Mailw
 with PROTOCOL id QID for <RCPT>; DATE``; one submitted by a local user Sendmail's form,
 ``Received: (from USER@localhost) by HOST (Mailwright) id QID; DATE`` (no ``from``
 clause, as there was no client host, and no ``with``: the protocol is ``local``).
-Pure functions; values from clients (HELO names) are sanitised so a client can
-never inject header lines. Reads no settings.
+Pure functions (but for a cache of the last second's date text); values from clients
+(HELO names) are sanitised so a client can never inject header lines. Reads no settings.
 """
 
 from __future__ import annotations
 
 import email.utils
 import re
+import time
 
 from mailwright.core.headers import Header, HeaderList
 
@@ -79,7 +80,7 @@ def received(
     with_clause = "" if protocol == LOCAL_PROTOCOL else f" with {protocol}"
     parts.append(f"by {hostname} (Mailwright){with_clause} id {queue_id}")
     # RFC 5322 3.6.7: the date always follows a ";", with or without a "for" clause
-    date = email.utils.formatdate(when, localtime=True)
+    date = _date(time.time() if when is None else when)
     if recipient:
         parts.append(f"for <{_safe(recipient)}>; {date}")
     else:
@@ -87,6 +88,19 @@ def received(
         parts.append(date)
     value = "\r\n\t".join(parts)
     return Header.make("Received", value)
+
+
+_last_date: tuple[int, str] = (-1, "")  # (second, its date-time): one format per second
+
+
+def _date(when: float) -> str:
+    """RFC 5322 date-time of ``when`` in local time; the format is the same all second,
+    and ``formatdate`` costs more than the rest of the header together."""
+    global _last_date
+    second = int(when)
+    if _last_date[0] != second:
+        _last_date = (second, email.utils.formatdate(second, localtime=True))
+    return _last_date[1]
 
 
 def hop_count(headers: HeaderList) -> int:

@@ -62,3 +62,23 @@ def test_local_submission_gets_sendmails_form() -> None:
     )
     assert local("a(b)").startswith("Received: (from a?b?@localhost)\r\n")
     assert local("").startswith("Received: (from localhost)\r\n")
+
+
+def test_the_date_is_the_second_of_when_each_time() -> None:
+    def date_of(when: float) -> str:
+        header = received(
+            helo="client.test",
+            client_name="",
+            client_address="192.0.2.1",
+            hostname="mx.test",
+            protocol="ESMTP",
+            queue_id="Q1",
+            recipient="b@y.test",
+            when=when,
+        )
+        return header.text.rpartition(";")[2].strip()
+
+    # one format per second is kept: the same second gives the same text, another second
+    # its own, and going back to an earlier second is not served the later one
+    for when in (1_700_000_000.2, 1_700_000_000.9, 1_700_000_001.0, 1_700_000_000.5, 0.0):
+        assert date_of(when) == email.utils.formatdate(int(when), localtime=True)
