@@ -177,6 +177,30 @@ def test_sighup_reloads_every_worker_or_none(workers: Mailwright) -> None:
     assert codes[:7] == [250] * 7 and codes[7] == 452  # every worker has the new limit
 
 
+def cpus_of(pid: int) -> set[frozenset[int]]:
+    """The CPU sets of every thread of ``pid`` (the queue writer's threads included)."""
+    tasks = Path(f"/proc/{pid}/task").iterdir()
+    return {frozenset(os.sched_getaffinity(int(task.name))) for task in tasks}
+
+
+@pytest.mark.parametrize("affinity", ["auto", "none"])
+def test_each_worker_keeps_to_a_cpu_of_its_own_unless_told_not_to(
+    tmp_path: Path, affinity: str
+) -> None:
+    mine = sorted(os.sched_getaffinity(0))
+    settings = {"server": {"workers": 2, "cpu_affinity": affinity}}
+    mw = Mailwright(tmp_path, settings).start()
+    try:
+        send(mw.port, 1)  # every thread of the worker that took it is running
+        placed = {index: cpus_of(pid) for index, pid in worker_pids(mw).items()}
+    finally:
+        mw.stop()
+    if affinity == "auto" and len(mine) >= 2:
+        assert placed == {0: {frozenset({mine[0]})}, 1: {frozenset({mine[1]})}}
+    else:
+        assert placed == {0: {frozenset(mine)}, 1: {frozenset(mine)}}
+
+
 def test_sigterm_stops_every_worker_and_the_supervisor(tmp_path: Path) -> None:
     mw = Mailwright(tmp_path, WORKERS).start()
     pids = worker_pids(mw)

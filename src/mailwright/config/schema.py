@@ -179,6 +179,11 @@ class BareLineEndings(StrEnum):
     NORMALIZE = "normalize"
 
 
+class CpuAffinity(StrEnum):
+    AUTO = "auto"  # worker N on the Nth CPU this process may run on (several workers only)
+    NONE = "none"  # the kernel places the workers
+
+
 class Timeouts(Section):
     """Server-side SMTP timeouts (RFC 5321 4.5.3.2 minimums as defaults)."""
 
@@ -212,6 +217,8 @@ Workers = Annotated[int, BeforeValidator(parse_workers), Field(ge=1, le=256)]
 
 class ServerSection(Section):
     workers: Workers = Field(default_factory=cores)  # "auto"
+    # with several workers, "auto" keeps each on a CPU of its own (read at start only)
+    cpu_affinity: CpuAffinity = CpuAffinity.AUTO
     max_message_size: Annotated[int, Field(ge=0)] = 50 * 1024 * 1024  # 0 = unlimited
     max_recipients: Count = 1000
     max_connections: Count = 500
