@@ -31,7 +31,8 @@
 #             --out -h; a script's own through a bench_option NAME VALUE function it may
 #             define), sets SERVERS, checks Python, bash 5 and root for Postfix; usage and
 #             die use the calling script's name and header comment
-# Trusts its caller. Reads MW_PYTHON, MW_LAUNCH, MW_WORKERS and TMPDIR from the environment.
+# Trusts its caller. Reads MW_PYTHON, MW_LAUNCH, MW_WORKERS, MW_CPU_AFFINITY (server.cpu_affinity,
+# default auto) and TMPDIR from the environment.
 
 PATH="/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
 
@@ -104,6 +105,7 @@ kind = "smtp"
 
 [server]
 workers = ${MW_WORKERS:-\"auto\"}
+cpu_affinity = "${MW_CPU_AFFINITY:-auto}"
 max_connections = 4000
 max_connections_per_ip = 4000
 max_message_size = ${MW_MAX_SIZE:-209715200}

@@ -183,22 +183,44 @@ def cpus_of(pid: int) -> set[frozenset[int]]:
     return {frozenset(os.sched_getaffinity(int(task.name))) for task in tasks}
 
 
+def cpu_list(text: str) -> frozenset[int]:
+    """``0-2,5`` as in ``Cpus_allowed_list``: {0, 1, 2, 5}."""
+    cpus: set[int] = set()
+    for part in text.strip().split(","):
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return frozenset(cpus)
+
+
 @pytest.mark.parametrize("affinity", ["auto", "none"])
-def test_each_worker_keeps_to_a_cpu_of_its_own_unless_told_not_to(
-    tmp_path: Path, affinity: str
-) -> None:
+def test_each_worker_keeps_to_a_cpu_of_its_own_unless_told_not_to(affinity: str) -> None:
     mine = sorted(os.sched_getaffinity(0))
-    settings = {"server": {"workers": 2, "cpu_affinity": affinity}}
-    mw = Mailwright(tmp_path, settings).start()
-    try:
-        send(mw.port, 1)  # every thread of the worker that took it is running
-        placed = {index: cpus_of(pid) for index, pid in worker_pids(mw).items()}
-    finally:
-        mw.stop()
+    with open_tmp("mw-cpus-") as root:
+        out = root / "out"
+        out.mkdir(mode=0o777)
+        out.chmod(0o777)  # the program runs as the default user (nobody) when we are root
+        (root / "aliases").write_text(
+            f'prog: "|grep Cpus_allowed_list /proc/self/status >> {out}/cpus"\n'
+        )
+        settings = {
+            "server": {"workers": 2, "cpu_affinity": affinity},
+            "delivery": {"mode": "background"},
+            "routing": {"local_domains": ["mx.test"], "alias_file": str(root / "aliases")},
+        }
+        mw = Mailwright(root / "mw", settings).start()
+        try:
+            send(mw.port, 1, to="prog@mx.test")
+            placed = {index: cpus_of(pid) for index, pid in worker_pids(mw).items()}
+            cpus = out / "cpus"
+            wait_until(lambda: cpus.exists() and cpus.read_text().endswith("\n"), 30, "program")
+            program = cpu_list(cpus.read_text().split(":")[1])
+        finally:
+            mw.stop()
     if affinity == "auto" and len(mine) >= 2:
         assert placed == {0: {frozenset({mine[0]})}, 1: {frozenset({mine[1]})}}
     else:
         assert placed == {0: {frozenset(mine)}, 1: {frozenset(mine)}}
+    assert program == frozenset(mine)  # a program delivered to is not kept to one CPU
 
 
 def test_sigterm_stops_every_worker_and_the_supervisor(tmp_path: Path) -> None:

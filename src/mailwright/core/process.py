@@ -4,7 +4,9 @@
 bytes): the privileged helper is ``mailwright-priv``, worker N ``mailwright-wN``.
 ``die_with_parent`` asks for a signal when the parent process dies, so that a worker
 never outlives the supervisor that would restart it. Both are best effort: elsewhere
-than on Linux they do nothing. Trusts its caller; reads no settings.
+than on Linux they do nothing. ``keep_to_cpu`` keeps a worker on one CPU, and
+``spawn_anywhere`` gives the programs it starts the CPUs it had before (a child takes
+the CPUs of the thread that starts it). Trusts its caller; reads no settings.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import contextlib
 import ctypes
 import os
 import signal
+from collections.abc import Iterator
 
 PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
@@ -35,3 +38,31 @@ def die_with_parent(parent: int, sig: int = signal.SIGTERM) -> None:
     _prctl(PR_SET_PDEATHSIG, sig)
     if os.getppid() != parent:  # it died before the request took effect
         os.kill(os.getpid(), sig)
+
+
+_spawn_cpus: set[int] | None = None  # what programs this process starts may run on
+
+
+def keep_to_cpu(cpu: int) -> None:
+    """This process runs on ``cpu`` only: the calling thread now, threads it starts
+    later too (call it before there are others). Raises OSError when the kernel refuses."""
+    global _spawn_cpus
+    everywhere = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    _spawn_cpus = everywhere
+
+
+@contextlib.contextmanager
+def spawn_anywhere() -> Iterator[None]:
+    """Around starting a program: the calling thread has the CPUs the process had before
+    ``keep_to_cpu`` for the moment, so that the program is not kept to one CPU too."""
+    wide = _spawn_cpus
+    if wide is None:
+        yield
+        return
+    mine = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, wide)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, mine)

@@ -209,7 +209,7 @@ class Supervisor:
             return
         cpu = cpus[slot.index % len(cpus)]
         try:
-            os.sched_setaffinity(0, {cpu})
+            process.keep_to_cpu(cpu)  # the programs it starts keep every CPU
         except OSError as exc:  # the CPU went offline, or a cgroup took it away
             log.warning("worker %d: cannot keep to CPU %d: %s", slot.index, cpu, exc)
 

@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO
 
+from mailwright.core import process
 from mailwright.core.delivery import Outcome
 from mailwright.core.reply import Reply
 from mailwright.core.sysexits import ExitCode
@@ -205,18 +206,19 @@ def _start(command: str, who: Identity | None, env: dict[str, str]) -> subproces
     uid, gid, groups = spawn_ids(who)
     for cwd in dict.fromkeys((home, "/")):
         try:
-            return subprocess.Popen(
-                ["/bin/sh", "-c", command],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=cwd,
-                start_new_session=True,  # its own process group: a timeout kills it all
-                user=uid,
-                group=gid,
-                extra_groups=groups,
-            )
+            with process.spawn_anywhere():  # not on the one CPU of its worker
+                return subprocess.Popen(
+                    ["/bin/sh", "-c", command],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    cwd=cwd,
+                    start_new_session=True,  # its own process group: a timeout kills it all
+                    user=uid,
+                    group=gid,
+                    extra_groups=groups,
+                )
         except (FileNotFoundError, PermissionError, NotADirectoryError):
             if cwd == "/":
                 raise
