@@ -11,10 +11,10 @@ durable op: ``Op.durable``) comes after the write lock is released, in ``apply_b
 or, through ``apply_batch_unsynced``, from the ``QueueWriter``'s sync stage; a failed
 COMMIT is rolled back and raised for the whole batch, never retried. Only the
 ``QueueWriter`` thread calls it. One handler per operation type. When several
-processes write one file, an flock on a gate file beside it orders their batches
-(the sync is outside it). Large bodies of new messages go to the body log first (``queue.bodylog``),
-before the gate: the transaction only refers to them. An append that fails leaves those
-bodies to the transaction, as small ones are.
+processes write one file, an flock on a gate file beside it orders their batches (the
+sync is outside it). Large bodies of new messages go to the body log first
+(``queue.bodylog``), before the gate: the transaction only refers to them. An append
+that fails leaves those bodies to the transaction, as small ones are.
 
 Trusts: values already validated by the protocol layer. Settings read: none.
 """
@@ -154,7 +154,7 @@ class SqliteWrites(SharedWrites):
     _handlers: dict[type[Any], Callable[[sqlite3.Connection, Any], object]]
     _gate: int | None  # a file whose flock orders the writers of several processes
     _relaxed: sqlite3.Connection | None = None  # the connection now at synchronous=NORMAL
-    _unsynced = False  # the batch being applied holds a durable op: its commit needs a sync
+    _needs_sync = False  # the batch being applied holds a durable op: its commit needs a sync
     _bodylog: BodyLog | None = None  # where large bodies go; None: all in the database
     _bodies_dir: Path
     _body_log_min: int | None
@@ -175,12 +175,12 @@ class SqliteWrites(SharedWrites):
     def apply_batch_unsynced(self, ops: Sequence[Op[Any]]) -> tuple[list[object], Sync | None]:
         """The batch committed, its WAL frames written but not yet synced (see ``_begin``)."""
         self._placed = self._place_bodies(ops)
-        self._unsynced = False
+        self._needs_sync = False
         try:
             results = self._gated(functools.partial(self._apply_batch, ops))
         finally:
             self._placed = {}
-        sync = self.sync_log if self._unsynced else None
+        sync = self.sync_log if self._needs_sync else None
         if self._bodylog is not None and self._sweep_due():
             self.sweep_bodies(all_dead=False)
         return results, sync
@@ -337,7 +337,7 @@ class SqliteWrites(SharedWrites):
         only lose commits that nobody was told of yet, and the lease-only batches since
         the last sync."""
         if any(getattr(op, "durable", True) for op in ops):  # unknown: durable
-            self._unsynced = True
+            self._needs_sync = True
         if self._relaxed is not conn:
             conn.execute("PRAGMA synchronous = NORMAL")
             self._relaxed = conn
