@@ -4,20 +4,28 @@ from __future__ import annotations
 
 import email.utils
 
+from mailwright.core.headers import Header
 from mailwright.core.trace import protocol_name, received
 
 
-def test_tls_comment_keeps_its_words_and_cannot_break_out() -> None:
-    header = received(
+def from_client(recipient: str | None, when: float | None = None, tls: str = "") -> Header:
+    """The ``Received:`` of a message from 192.0.2.1: plain SMTP, or with ``tls`` (the
+    comment) and AUTH."""
+    return received(
         helo="client.test",
         client_name="",
         client_address="192.0.2.1",
         hostname="mx.test",
-        protocol=protocol_name(tls=True, auth=True),
+        protocol=protocol_name(tls=bool(tls), auth=bool(tls)),
         queue_id="Q1",
-        recipient=None,
-        tls="using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384) (evil\r\n",
+        recipient=recipient,
+        when=when,
+        tls=tls,
     )
+
+
+def test_tls_comment_keeps_its_words_and_cannot_break_out() -> None:
+    header = from_client(None, tls="using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384) (evil\r\n")
     lines = header.encode().decode().split("\r\n")
     assert lines[1] == "\t(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384? ?evil)"
     assert lines[2].startswith("\tby mx.test (Mailwright) with ESMTPSA id Q1")
@@ -26,16 +34,7 @@ def test_tls_comment_keeps_its_words_and_cannot_break_out() -> None:
 def test_the_date_follows_a_semicolon_with_and_without_a_recipient() -> None:
     # RFC 5322 3.6.7: received = "Received:" [received-token...] ";" date-time
     for recipient in (None, "b@y.test"):
-        header = received(
-            helo="client.test",
-            client_name="",
-            client_address="192.0.2.1",
-            hostname="mx.test",
-            protocol=protocol_name(tls=False, auth=False),
-            queue_id="Q1",
-            recipient=recipient,
-            when=0.0,
-        )
+        header = from_client(recipient, when=0.0)
         tokens, semicolon, date = header.text.rpartition(";")
         assert semicolon == ";" and email.utils.parsedate_to_datetime(date.strip()).timestamp() == 0
         assert tokens.endswith("id Q1" if recipient is None else "for <b@y.test>")
@@ -66,17 +65,7 @@ def test_local_submission_gets_sendmails_form() -> None:
 
 def test_the_date_is_the_second_of_when_each_time() -> None:
     def date_of(when: float) -> str:
-        header = received(
-            helo="client.test",
-            client_name="",
-            client_address="192.0.2.1",
-            hostname="mx.test",
-            protocol="ESMTP",
-            queue_id="Q1",
-            recipient="b@y.test",
-            when=when,
-        )
-        return header.text.rpartition(";")[2].strip()
+        return from_client("b@y.test", when).text.rpartition(";")[2].strip()
 
     # one format per second is kept: the same second gives the same text, another second
     # its own, and going back to an earlier second is not served the later one
