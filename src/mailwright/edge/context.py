@@ -8,7 +8,7 @@ reload never changes the policy of a session in progress. Sessions only read it.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mailwright.config.schema import Listener, ListenerKind, Settings
@@ -34,7 +34,18 @@ class EdgeContext:
     # delivering now (background mode): LMTP answers local recipients once delivered
     deliveries: Scheduler | None = None
 
+    # made once per listener: every session of a listener in this generation has the same
+    _server_settings: dict[int, tuple[Listener, ServerSettings]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
     def server_settings(self, listener: Listener) -> ServerSettings:
+        known = self._server_settings.get(id(listener))
+        if known is None or known[0] is not listener:
+            known = self._server_settings[id(listener)] = (listener, self._settings_for(listener))
+        return known[1]
+
+    def _settings_for(self, listener: Listener) -> ServerSettings:
         s = self.settings.server
         return ServerSettings(
             hostname=self.settings.hostname,

@@ -17,10 +17,12 @@ may refuse). Without a share (one process) the counts are this process's own.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import itertools
 import logging
 import socket
 from collections import Counter
+from collections.abc import Awaitable, Callable
 
 from mailwright.config.schema import Listener
 from mailwright.core.reply import Reply
@@ -69,8 +71,23 @@ class Edge:
             self.servers.append(await self._listen(listener))
 
     async def _listen(self, listener: Listener) -> asyncio.Server:
+        # our end of every connection, when the socket is bound to one address: no
+        # getsockname per connection then (a wildcard address asks the kernel each time)
+        bound_to: list[tuple[str, int] | None] = [None]
+
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await self._handle(listener, reader, writer)
+            await self._handle(listener, reader, writer, bound_to[0])
+
+        server = await self._serve(listener, handle)
+        bound_to[0] = _one_address(server)
+        log.info("listening on %s:%s (%s)", listener.address, listener.port, listener.kind.value)
+        return server
+
+    async def _serve(
+        self,
+        listener: Listener,
+        handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+    ) -> asyncio.Server:
 
         backlog = self.ctx.settings.server.listen_backlog
         sock = self.bound.pop((listener.address, listener.port), None)
@@ -96,7 +113,6 @@ class Edge:
                 ssl=context,  # implicit TLS (RFC 8314)
                 ssl_handshake_timeout=handshake,
             )
-        log.info("listening on %s:%s (%s)", listener.address, listener.port, listener.kind.value)
         return server
 
     @property
@@ -110,26 +126,29 @@ class Edge:
         return out
 
     async def _handle(
-        self, listener: Listener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        listener: Listener,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        bound_to: tuple[str, int] | None = None,
     ) -> None:
         peer = writer.get_extra_info("peername")
-        sock_name = writer.get_extra_info("sockname")
         client_ip, client_port = (peer[0], peer[1]) if isinstance(peer, tuple) else ("", 0)
-        local_ip, local_port = (
-            (sock_name[0], sock_name[1]) if isinstance(sock_name, tuple) else ("", 0)
-        )
+        if bound_to is None:
+            sock_name = writer.get_extra_info("sockname")
+            bound_to = (sock_name[0], sock_name[1]) if isinstance(sock_name, tuple) else ("", 0)
+        local_ip, local_port = bound_to
         share = self.share
         refusal = self._admit(client_ip) if share is None else self._admit_shared(share, client_ip)
         if refusal is not None:
             await self._refuse(writer, refusal, client_ip)
             return
+        name = listener.display_name
         try:
-            sock = writer.get_extra_info("socket")
-            if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            # no TCP_NODELAY here: asyncio and uvloop set it on every accepted TCP socket
             info = SessionInfo(
                 session_id=f"{next(self._ids)}",
-                listener_name=listener.display_name,
+                listener_name=name,
                 listener_kind=listener.kind.value,
                 local_address=local_ip,
                 local_port=local_port,
@@ -145,11 +164,11 @@ class Edge:
         assert task is not None
         self.per_ip[client_ip] += 1
         self.sessions[task] = session
-        metrics.session_started(listener.display_name)
+        metrics.session_started(name)
         try:
             await session.run()
         finally:
-            metrics.session_ended(listener.display_name)
+            metrics.session_ended(name)
             del self.sessions[task]
             self.per_ip[client_ip] -= 1
             if self.per_ip[client_ip] <= 0:
@@ -200,3 +219,14 @@ class Edge:
                 await asyncio.wait(pending, timeout=5)
         for server in self.servers:
             await server.wait_closed()
+
+
+def _one_address(server: asyncio.Server) -> tuple[str, int] | None:
+    """The (address, port) every connection to ``server`` arrives at, when it listens on
+    one TCP socket bound to one address; None for a wildcard address or a Unix socket."""
+    if len(server.sockets) != 1:
+        return None
+    name = server.sockets[0].getsockname()
+    if not isinstance(name, tuple) or ipaddress.ip_address(name[0]).is_unspecified:
+        return None
+    return (name[0], name[1])

@@ -60,8 +60,8 @@ _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 class LocalContext(EdgeContext):
     """The daemon's context with the local listener's relaxed limits."""
 
-    def server_settings(self, listener: Listener) -> ServerSettings:
-        base = EdgeContext.server_settings(self, listener)
+    def _settings_for(self, listener: Listener) -> ServerSettings:
+        base = EdgeContext._settings_for(self, listener)
         limits = base.data_limits.replace(max_line=0, bare_lines=BareLinePolicy.NORMALIZE)
         return dataclasses.replace(base, data_limits=limits, strict_pipelining=False)
 

@@ -136,14 +136,35 @@ class Hook:
         return None
 
 
+_STAGES = (
+    "connect", "helo", "mail", "rcpt", "rcpt_refused", "data", "message", "unknown", "reset",
+    "close",
+)  # fmt: skip
+
+
+def _acts_at(hook: Hook, stage: str) -> bool:
+    """Whether ``hook`` does anything at ``stage``: not when it keeps ``Hook``'s own no-op."""
+    method = getattr(hook, stage)
+    return getattr(method, "__func__", None) is not getattr(Hook, stage)
+
+
 class Pipeline:
-    """Runs hooks in order for each stage."""
+    """Runs hooks in order for each stage.
+
+    Each stage calls only the hooks that act at it (a hook that keeps ``Hook``'s no-op for a
+    stage is skipped there): a session goes through every stage, and most hooks act at one
+    or two of them.
+    """
 
     def __init__(self, hooks: Sequence[Hook] = ()) -> None:
         self.hooks = list(hooks)
+        self._at = {
+            stage: [(i, h) for i, h in enumerate(self.hooks) if _acts_at(h, stage)]
+            for stage in _STAGES
+        }
 
     async def _run(self, stage: str, *args: object) -> Reply | None:
-        for hook in self.hooks:
+        for _, hook in self._at[stage]:
             try:
                 reply: Reply | None = await getattr(hook, stage)(*args)
             except Exception:
@@ -165,7 +186,7 @@ class Pipeline:
     async def rcpt(
         self, session: SessionInfo, txn: Transaction, recipient: Recipient, raw_params: list[str]
     ) -> Reply | None:
-        for index, hook in enumerate(self.hooks):
+        for index, hook in self._at["rcpt"]:
             try:
                 reply = await hook.rcpt(session, txn, recipient, raw_params)
             except Exception:
@@ -174,7 +195,7 @@ class Pipeline:
             if reply is None:
                 continue
             if not reply.positive and hook.mta_check:
-                for later in self.hooks[index + 1 :]:
+                for _, later in (x for x in self._at["rcpt_refused"] if x[0] > index):
                     try:
                         await later.rcpt_refused(session, txn, recipient, raw_params, reply)
                     except Exception:
@@ -190,7 +211,7 @@ class Pipeline:
 
     async def unknown(self, session: SessionInfo, line: str) -> Reply | None:
         """The first refusal of an unknown command; ``None``: the core's ``500``."""
-        for hook in self.hooks:
+        for _, hook in self._at["unknown"]:
             try:
                 reply = await hook.unknown(session, line)
             except Exception:
@@ -201,14 +222,14 @@ class Pipeline:
         return None
 
     async def reset(self, session: SessionInfo, txn: Transaction | None) -> None:
-        for hook in self.hooks:
+        for _, hook in self._at["reset"]:
             try:
                 await hook.reset(session, txn)
             except Exception:
                 log.exception("policy hook %s failed at reset", hook.name)
 
     async def close(self, session: SessionInfo) -> None:
-        for hook in self.hooks:
+        for _, hook in self._at["close"]:
             try:
                 await hook.close(session)
             except Exception:
