@@ -55,6 +55,7 @@ class QueueIdGenerator:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._last_ms = 0
+        self._time_part = _encode(0, _TIME_CHARS)  # _last_ms encoded
         # seeded once: os.urandom per id releases the GIL, and getting it back behind the
         # queue writer thread cost ~60 us per id in the daemon
         self._random = random.Random(os.urandom(16))
@@ -72,6 +73,7 @@ class QueueIdGenerator:
             self._base = index * self._span
             self._tail = 0
             self._last_ms = 0
+            self._time_part = _encode(0, _TIME_CHARS)
 
     def next(self) -> str:
         with self._lock:
@@ -85,8 +87,10 @@ class QueueIdGenerator:
             else:
                 # random start in the lower half leaves room for a burst in this millisecond
                 self._tail = self._random.getrandbits(32) % max(1, self._span // 2)
+            if ms != self._last_ms:
+                self._time_part = _encode(ms, _TIME_CHARS)
             self._last_ms = ms
-            return _encode(ms, _TIME_CHARS) + _encode(self._base + self._tail, _TAIL_CHARS)
+            return self._time_part + _encode(self._base + self._tail, _TAIL_CHARS)
 
 
 _default = QueueIdGenerator()

@@ -15,6 +15,9 @@ def _clean(line: str) -> str:
     return line.replace("\r", " ").replace("\n", " ")
 
 
+_set = object.__setattr__  # the way past __setattr__ for __init__; looked up once
+
+
 class Reply:
     """One SMTP reply, possibly multi-line (``lines`` holds one entry per line).
 
@@ -31,10 +34,10 @@ class Reply:
     def __init__(
         self, code: int, status: str | None, lines: tuple[str, ...], from_peer: bool = False
     ) -> None:
-        object.__setattr__(self, "code", code)
-        object.__setattr__(self, "status", status)
-        object.__setattr__(self, "lines", tuple(lines))
-        object.__setattr__(self, "from_peer", from_peer)
+        _set(self, "code", code)
+        _set(self, "status", status)
+        _set(self, "lines", tuple(lines))
+        _set(self, "from_peer", from_peer)
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"Reply is immutable: cannot set {name}")
@@ -70,6 +73,8 @@ class Reply:
 
     @classmethod
     def of(cls, code: int, status: str | None, *lines: str, from_peer: bool = False) -> Reply:
+        if len(lines) == 1:  # most replies: no generator for them
+            return cls(code, status, (_clean(lines[0]),), from_peer)
         return cls(code, status, tuple(_clean(x) for x in lines) or ("",), from_peer)
 
     @property
@@ -91,6 +96,8 @@ class Reply:
     def encode(self, enhanced: bool = True) -> bytes:
         """Wire form: ``code-`` for continuation lines, ``code `` for the last."""
         prefix = f"{self.status} " if enhanced and self.status else ""
+        if len(self.lines) == 1:
+            return f"{self.code} {prefix}{self.lines[0]}\r\n".encode("utf-8", "replace")
         out = []
         last = len(self.lines) - 1
         for i, line in enumerate(self.lines):

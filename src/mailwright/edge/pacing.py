@@ -40,10 +40,10 @@ class CommandClock:
         self.timeout = timeout
         self.deadline = 0.0
 
-    def before_read(self, partial: bool) -> float:
-        """The deadline for the next read: a new line starts a new clock."""
+    def before_read(self, partial: bool, now: float) -> float:
+        """The deadline for the next read (``now``: loop time): a new line starts a new clock."""
         if not partial:
-            self.deadline = asyncio.get_running_loop().time() + self.timeout
+            self.deadline = now + self.timeout
         return self.deadline
 
 

@@ -91,6 +91,7 @@ class Session:
         self._read_deadline = 0.0
         self._watchdog: asyncio.TimerHandle | None = None
         self._read_expired = False
+        self._event_loop: asyncio.AbstractEventLoop  # set by run()
 
     @property
     def relay(self) -> str:
@@ -99,6 +100,7 @@ class Session:
     # ---- main loop ----------------------------------------------------------------------
     async def run(self) -> None:
         self._task = asyncio.current_task()
+        self._event_loop = asyncio.get_running_loop()  # every read asks its time
         try:
             await self._greet()
             await self._loop()
@@ -224,7 +226,7 @@ class Session:
 
     async def _read(self) -> bytes:
         """The next bytes from the client; TimeoutError when none come in time."""
-        loop = asyncio.get_running_loop()
+        loop = self._event_loop
         conn = self.conn
         content = conn.state in (State.DATA, State.BDAT)
         # message content, whole, must arrive in time at server.min_data_rate at least; a
@@ -236,7 +238,7 @@ class Session:
             deadline = self.data_clock.before_read(loop.time())
         else:
             # a whole command line must arrive in time: a byte at a time does not help
-            deadline = self.clock.before_read(conn.partial_input)
+            deadline = self.clock.before_read(conn.partial_input, loop.time())
             if message:
                 deadline = min(deadline, self.data_clock.before_read(loop.time()))
         self._arm_read_timeout(deadline)
@@ -264,7 +266,7 @@ class Session:
 
     def _arm_read_timeout(self, deadline: float) -> None:
         """Reads must end by ``deadline`` (event loop time)."""
-        loop = asyncio.get_running_loop()
+        loop = self._event_loop
         self._read_deadline = deadline
         watchdog = self._watchdog
         if watchdog is None or watchdog.when() > deadline:
@@ -276,7 +278,7 @@ class Session:
         self._watchdog = None
         if not self._reading or self._task is None:
             return  # not waiting for the client now: the next read arms it again
-        loop = asyncio.get_running_loop()
+        loop = self._event_loop
         if loop.time() < self._read_deadline:
             self._watchdog = loop.call_at(self._read_deadline, self._read_timer_fired)
             return

@@ -236,12 +236,22 @@ def _define(served: CollectorRegistry, own: CollectorRegistry | None) -> None:
     # serving process's own is the daemon's
     BUILD = Info("mailwright_build", "Version of the running daemon.", registry=served)
     BUILD.info({"version": __version__})
-    _received.clear()
+    _children.clear()
     _destinations.clear()
 
 
 _destinations: set[str] = set()
-_received: dict[str, Any] = {}  # listener -> its counter (skips the labels() lookup)
+# (metric, label values) -> its child: labels() costs microseconds, and several run for
+# every message; no more entries than the metrics themselves keep
+_children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+
+def _child(metric: Any, *labels: str) -> Any:
+    key = (id(metric), labels)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*labels)
+    return child
 
 
 def _one_process() -> None:
@@ -303,10 +313,7 @@ def worker_exited(pid: int) -> None:
 
 
 def received(listener: str) -> None:
-    child = _received.get(listener)
-    if child is None:
-        child = _received[listener] = RECEIVED.labels(listener)
-    child.inc()
+    _child(RECEIVED, listener).inc()
 
 
 def rejected(stage: str, reply: Reply) -> None:
@@ -345,12 +352,12 @@ def recorded(
     """
     transport = transport or "error"
     if state is RecipientState.DELIVERED or state is RecipientState.RELAYED:
-        DELIVERY_LATENCY.labels(transport).observe(max(0.0, now - message.received_at))
-        DELIVERIES.labels(state.value, transport).inc()
+        _child(DELIVERY_LATENCY, transport).observe(max(0.0, now - message.received_at))
+        _child(DELIVERIES, state.value, transport).inc()
     elif state is RecipientState.QUEUED:
-        DELIVERIES.labels("deferred", transport).inc()
+        _child(DELIVERIES, "deferred", transport).inc()
     else:
-        DELIVERIES.labels("bounced", transport).inc()
+        _child(DELIVERIES, "bounced", transport).inc()
         reply = result.reply
         bounce = recent.Bounce(
             now,
@@ -380,7 +387,7 @@ def outbound(destination: str, result: str) -> None:
             destination = "other"
         else:
             _destinations.add(destination)
-    OUTBOUND.labels(destination, result).inc()
+    _child(OUTBOUND, destination, result).inc()
 
 
 def dane(result: str) -> None:
@@ -408,12 +415,12 @@ def session_started(listener: str) -> None:
     keep their own count in their file, as the serving worker cannot see their tables.
     """
     if MULTIPROCESS is not None:
-        SESSIONS.labels(listener).inc()
+        _child(SESSIONS, listener).inc()
 
 
 def session_ended(listener: str) -> None:
     if MULTIPROCESS is not None:
-        SESSIONS.labels(listener).dec()
+        _child(SESSIONS, listener).dec()
 
 
 # ---- gauges at scrape time ----------------------------------------------------------------

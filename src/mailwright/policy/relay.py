@@ -16,6 +16,7 @@ client address from the socket, nothing the client says. Settings: ``relay.*``,
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Callable, Iterable
 
@@ -51,13 +52,22 @@ def unchecked(session: SessionInfo, allow: Iterable[Network] = ()) -> bool:
 
 
 def in_networks(address: str, networks: Iterable[Network]) -> bool:
+    ip = _client_ip(address)
+    if ip is None:
+        return False
+    return any(ip.version == net.version and ip in net for net in networks)
+
+
+# every session asks, and most come from a few addresses: parsed once each
+@functools.lru_cache(maxsize=4096)
+def _client_ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
-        return False
+        return None
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return any(ip.version == net.version and ip in net for net in networks)
+        return ip.ipv4_mapped
+    return ip
 
 
 class RelayControl(Hook):

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum, auto
+from typing import Any
 
 from mailwright.core.reply import Reply
 from mailwright.smtp import events as ev
@@ -81,6 +83,18 @@ def _r(code: int, status: str | None, *text: str) -> Reply:
 
 
 _UNRECOGNIZED = _r(500, "5.5.1", "Command unrecognized")
+_GO_AHEAD = _r(354, None, "End data with <CR><LF>.<CR><LF>").encode(enhanced=False)
+
+
+# the same for every session of a host: made once
+@functools.lru_cache(maxsize=16)
+def _greeting(hostname: str) -> Reply:
+    return _r(220, None, f"{hostname} ESMTP Mailwright")
+
+
+@functools.lru_cache(maxsize=16)
+def _closing(hostname: str) -> bytes:
+    return _r(221, "2.0.0", f"{hostname} closing connection").encode()
 
 
 class ServerConnection:
@@ -129,7 +143,7 @@ class ServerConnection:
             self._refuse(refusal, "connect", reason="talked before greeting")
             self._close("talked before greeting")
             return
-        reply = reply or _r(220, None, f"{self.settings.hostname} ESMTP Mailwright")
+        reply = reply or _greeting(self.settings.hostname)
         self._send(reply, enhanced=False)
         if reply.code != 220:
             self._close("refused at connect")
@@ -164,16 +178,7 @@ class ServerConnection:
             self._respond_content_end(reply if reply is not None else pending.problem)
         else:
             assert reply is None or isinstance(reply, Reply)
-            handler = {
-                ev.Hello: self._respond_hello,
-                ev.MailFrom: self._respond_mail,
-                ev.RcptTo: self._respond_rcpt,
-                ev.DataStart: self._respond_data,
-                ev.StartTls: self._respond_starttls,
-                ev.Auth: self._respond_auth,
-                ev.Unknown: self._respond_unknown,
-            }[type(pending)]
-            handler(pending, reply)  # type: ignore[operator]
+            _RESPONDERS[type(pending)](self, pending, reply)
         if isinstance(reply, Reply) and reply.code == 421:
             self._close("421 from policy")  # e.g. a milter's 421: say it, then close
 
@@ -547,7 +552,10 @@ class ServerConnection:
         if reply is not None and reply.code != 354:
             self._send(reply)
             return
-        self._send(reply or _r(354, None, "End data with <CR><LF>.<CR><LF>"), enhanced=False)
+        if reply is None:
+            self._out += _GO_AHEAD
+        else:
+            self._send(reply, enhanced=False)
         reader = DataReader(self.settings.data_limits)
         self._checks = reader.checks
         self._reader = reader
@@ -708,7 +716,7 @@ class ServerConnection:
         return None
 
     def _cmd_quit(self, args: str) -> ev.Event | None:
-        self._send(_r(221, "2.0.0", f"{self.settings.hostname} closing connection"))
+        self._out += _closing(self.settings.hostname)
         self._close("QUIT")
         return self._emit_closed()
 
@@ -801,3 +809,15 @@ def decode_sasl(line: str) -> bytes | None:
         return base64.b64decode(line, validate=True)
     except (binascii.Error, ValueError):
         raise ValueError("invalid base64") from None
+
+
+# respond(): the handler of each kind of pending decision
+_RESPONDERS: dict[type[ev.Event], Callable[[ServerConnection, Any, Reply | None], None]] = {
+    ev.Hello: ServerConnection._respond_hello,
+    ev.MailFrom: ServerConnection._respond_mail,
+    ev.RcptTo: ServerConnection._respond_rcpt,
+    ev.DataStart: ServerConnection._respond_data,
+    ev.StartTls: ServerConnection._respond_starttls,
+    ev.Auth: ServerConnection._respond_auth,
+    ev.Unknown: ServerConnection._respond_unknown,
+}
