@@ -523,7 +523,7 @@ class Session:
         )
 
     def _log_accepted(self, message: NewMessage, checks: dict[str, str]) -> None:
-        metrics.received(self.listener.display_name)
+        metrics.received(self.info.listener_name)
         if not maillog.log.isEnabledFor(logging.INFO):
             return  # the fields cost ~30 us per message to gather; nobody would see them
         msgid = message.headers.get("Message-ID")
@@ -534,7 +534,7 @@ class Session:
             nrcpts=len(message.envelope.recipients),
             msgid=msgid.text if msgid else None,
             proto=message.origin.protocol,
-            daemon=self.listener.display_name,
+            daemon=self.info.listener_name,
             relay=self.relay,
             bodytype=message.envelope.params.body.value
             if message.envelope.params.body.value != "7BIT"

@@ -11,7 +11,7 @@ come from the caller.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from mailwright.core import xtext
 from mailwright.core.address import Address, AddressError, parse_path
@@ -32,8 +32,7 @@ def _syntax(status: str, text: str, code: int = 501) -> CommandError:
     return CommandError(Reply.of(code, status, text))
 
 
-@dataclass(frozen=True, slots=True)
-class Command:
+class Command(NamedTuple):  # a tuple: made for every command line, cheaply
     verb: str  # upper case
     args: str  # everything after the verb and one space, as sent
 
@@ -81,6 +80,8 @@ def _split_path(args: str, keyword: str, strict: bool) -> tuple[str, list[str]]:
 
 
 def _path_end(text: str) -> int:
+    if '"' not in text:
+        return text.find(">")  # no quoted local part: the first ">" ends the path
     quoted = False
     i = 0
     while i < len(text):

@@ -21,7 +21,7 @@ import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum, auto
-from typing import Any
+from typing import Any, NamedTuple
 
 from mailwright.core.reply import Reply
 from mailwright.smtp import events as ev
@@ -83,6 +83,14 @@ def _r(code: int, status: str | None, *text: str) -> Reply:
 
 
 _UNRECOGNIZED = _r(500, "5.5.1", "Command unrecognized")
+
+
+class _Problem(NamedTuple):
+    """Why a command line is refused before it is parsed."""
+
+    text: str
+
+
 _GO_AHEAD = _r(354, None, "End data with <CR><LF>.<CR><LF>").encode(enhanced=False)
 
 
@@ -320,27 +328,28 @@ class ServerConnection:
             if self._skip_line:
                 self._skip_line = False
                 continue
-            problem = self._line_problem(raw)
-            if problem is not None:
-                self._error(_r(500, "5.5.2", problem))
+            line = self._line_text(raw)
+            if isinstance(line, _Problem):
+                self._error(_r(500, "5.5.2", line.text))
                 if self.state is State.AUTH:  # the error answers the AUTH command
                     self.state, self._pending = State.COMMAND, None
                 continue
-            return raw[:-1].decode("utf-8")
+            return line
         return None
 
-    def _line_problem(self, raw: bytes) -> str | None:
+    def _line_text(self, raw: bytes) -> str | _Problem:
+        """A command line (``raw`` up to its LF) as text, or what is wrong with it."""
         if not raw.endswith(b"\r"):
-            return "Bare <LF> in command; lines must end with CRLF"
+            return _Problem("Bare <LF> in command; lines must end with CRLF")
         if len(raw) + 1 > self.settings.max_command_line:
-            return "Line too long"
-        if b"\r" in raw[:-1] or b"\0" in raw:
-            return "Invalid character in command"
+            return _Problem("Line too long")
+        text = raw[:-1]
+        if b"\r" in text or b"\0" in text:
+            return _Problem("Invalid character in command")
         try:
-            raw.decode("utf-8")
+            return text.decode("utf-8")
         except UnicodeDecodeError:
-            return "Command is not valid UTF-8"
-        return None
+            return _Problem("Command is not valid UTF-8")
 
     def _pipelined_after(self, verb: str) -> bool:
         if not self.settings.strict_pipelining and verb != "STARTTLS":
