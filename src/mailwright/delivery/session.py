@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mailwright.core.reply import Reply
+from mailwright.core.watchdog import ReadWatchdog
 from mailwright.routing.tlsrpt import Result
 from mailwright.smtp.client import (
     Authenticated,
@@ -71,19 +72,24 @@ class ClientTimeouts:
     quit: float = 10.0
 
     def for_phase(self, phase: Phase | None) -> float:
-        return {
-            Phase.GREETING: self.greeting,
-            Phase.HELLO: self.helo,
-            Phase.STARTTLS: self.starttls,
-            Phase.AUTH: self.helo,
-            Phase.RSET: self.rset,
-            Phase.MAIL: self.mail,
-            Phase.RCPT: self.rcpt,
-            Phase.DATA: self.data_init,
-            Phase.BDAT: self.data_block,
-            Phase.END: self.data_end,
-            Phase.QUIT: self.quit,
-        }.get(phase, self.helo)  # type: ignore[arg-type]
+        value: float = getattr(self, _PHASE_TIMEOUTS.get(phase, "helo"))
+        return value
+
+
+# the timeout of each phase of the dialogue, by the ClientTimeouts field that holds it
+_PHASE_TIMEOUTS: dict[Phase | None, str] = {
+    Phase.GREETING: "greeting",
+    Phase.HELLO: "helo",
+    Phase.STARTTLS: "starttls",
+    Phase.AUTH: "helo",
+    Phase.RSET: "rset",
+    Phase.MAIL: "mail",
+    Phase.RCPT: "rcpt",
+    Phase.DATA: "data_init",
+    Phase.BDAT: "data_block",
+    Phase.END: "data_end",
+    Phase.QUIT: "quit",
+}
 
 
 # the server's certificate chain (DER, its own first) -> None when good, else why not
@@ -210,6 +216,10 @@ class ClientSession:
     tls_reported: bool = field(default=False, init=False)  # its RFC 8460 result is counted
     created: float = field(default_factory=time.monotonic, init=False)
     _events: deque[ClientEvent] = field(default_factory=deque, init=False)
+    # the read timeout: one timer per connection, moved lazily (made in the running loop)
+    _watchdog: ReadWatchdog = field(
+        default_factory=lambda: ReadWatchdog(asyncio.get_running_loop()), init=False
+    )
 
     # ---- setting up -----------------------------------------------------------------------
     @classmethod
@@ -438,10 +448,13 @@ class ClientSession:
         conn = self.conn
         phase = conn.waiting_for
         timeout = self.timeouts.for_phase(phase)
+        watchdog = self._watchdog
+        watchdog.start_in(timeout)
         try:
-            async with asyncio.timeout(timeout):
-                data = await self.reader.read(READ_SIZE)
-        except TimeoutError:
+            data = await self.reader.read(READ_SIZE)
+        except asyncio.CancelledError:
+            if not watchdog.expired():
+                raise
             when = phase.waiting_text() if phase else ""
             conn.fail(
                 _reply(451, "4.4.2", f"Timeout after {timeout:g}s talking to {self.peer} {when}")
@@ -455,6 +468,8 @@ class ClientSession:
                 conn.receive(data)
             else:
                 conn.receive_eof()
+        finally:
+            watchdog.stop()
         while (event := conn.next_event()) is not None:
             self._events.append(event)
 
@@ -464,8 +479,9 @@ class ClientSession:
             return
         try:
             self.writer.write(out)
-            async with asyncio.timeout(timeout):
-                await self.writer.drain()
+            if self.writer.transport.get_write_buffer_size():  # the kernel did not take it all
+                async with asyncio.timeout(timeout):
+                    await self.writer.drain()
         except TimeoutError:
             self.conn.fail(
                 _reply(451, "4.4.2", f"Timeout after {timeout:g}s sending to {self.peer}")
@@ -488,11 +504,13 @@ class ClientSession:
 
     def abort(self) -> None:
         """Drop the connection at once (after a timeout, an error, a lost session)."""
+        self._watchdog.close()
         transport = self.writer.transport
         if not transport.is_closing():
             transport.abort()
 
     async def close(self) -> None:
+        self._watchdog.close()
         self.writer.close()
         with contextlib.suppress(Exception):
             async with asyncio.timeout(self.timeouts.quit):

@@ -37,6 +37,7 @@ from mailwright.core.headers import HeaderList, HeaderParser, add_missing_origin
 from mailwright.core.queueid import new_queue_id
 from mailwright.core.reply import Reply
 from mailwright.core.trace import hop_count, protocol_name, received
+from mailwright.core.watchdog import ReadWatchdog
 from mailwright.edge.context import EdgeContext
 from mailwright.edge.pacing import CommandClock, DataClock, early_input
 from mailwright.edge.security import SessionSecurity, redact
@@ -86,12 +87,11 @@ class Session:
         self._closing = False
         self._reading = False
         self._spool_error: OSError | None = None
-        # the read timeout: one timer per session, moved lazily (see _arm_read_timeout)
+        # set by run(): the session's task, its loop, and the read timeout (one timer per
+        # session, moved lazily: core.watchdog)
         self._task: asyncio.Task[None] | None = None
-        self._read_deadline = 0.0
-        self._watchdog: asyncio.TimerHandle | None = None
-        self._read_expired = False
-        self._event_loop: asyncio.AbstractEventLoop  # set by run()
+        self._event_loop: asyncio.AbstractEventLoop
+        self._watchdog: ReadWatchdog | None = None
 
     @property
     def relay(self) -> str:
@@ -101,6 +101,7 @@ class Session:
     async def run(self) -> None:
         self._task = asyncio.current_task()
         self._event_loop = asyncio.get_running_loop()  # every read asks its time
+        self._watchdog = ReadWatchdog(self._event_loop)
         try:
             await self._greet()
             await self._loop()
@@ -115,9 +116,7 @@ class Session:
             self.conn.close(Reply.of(421, "4.3.2", "Service shutting down, closing connection"))
             await self._flush_quietly()
         finally:
-            if self._watchdog is not None:
-                self._watchdog.cancel()
-                self._watchdog = None
+            self._watchdog.close()
             await self._abort("disconnect")
             await self.ctx.pipeline.close(self.info)
             self._close_transport()
@@ -241,7 +240,9 @@ class Session:
             deadline = self.clock.before_read(conn.partial_input, loop.time())
             if message:
                 deadline = min(deadline, self.data_clock.before_read(loop.time()))
-        self._arm_read_timeout(deadline)
+        watchdog = self._watchdog
+        assert watchdog is not None  # run() made it
+        watchdog.start(deadline, self._task)
         self._reading = True
         try:
             data = await self.reader.read(READ_SIZE)
@@ -249,41 +250,12 @@ class Session:
                 self.data_clock.after_read(len(data), loop.time())
             return data
         except asyncio.CancelledError:
-            task = self._task
-            if self._read_expired and task is not None:
-                self._read_expired = False
-                if task.uncancel() == 0:  # our own cancellation, nobody else's
-                    raise TimeoutError from None
+            if watchdog.expired():
+                raise TimeoutError from None
             raise
         finally:
             self._reading = False
-
-    # A session reads several times per message; asyncio.timeout() per read costs a timer
-    # (allocated, pushed on the heap, cancelled) each time. Instead one timer per session
-    # is only moved when a deadline comes earlier than the timer; when it fires it checks
-    # the current deadline and, if still reading past it, cancels the session's task the
-    # way asyncio.timeout() does (and _read turns that into TimeoutError).
-
-    def _arm_read_timeout(self, deadline: float) -> None:
-        """Reads must end by ``deadline`` (event loop time)."""
-        loop = self._event_loop
-        self._read_deadline = deadline
-        watchdog = self._watchdog
-        if watchdog is None or watchdog.when() > deadline:
-            if watchdog is not None:
-                watchdog.cancel()
-            self._watchdog = loop.call_at(deadline, self._read_timer_fired)
-
-    def _read_timer_fired(self) -> None:
-        self._watchdog = None
-        if not self._reading or self._task is None:
-            return  # not waiting for the client now: the next read arms it again
-        loop = self._event_loop
-        if loop.time() < self._read_deadline:
-            self._watchdog = loop.call_at(self._read_deadline, self._read_timer_fired)
-            return
-        self._read_expired = True
-        self._task.cancel()
+            watchdog.stop()
 
     async def _flush(self, final: bool = False) -> None:
         self._log_refusals()
