@@ -90,14 +90,14 @@ if [ "$SPYING" -eq 1 ]; then
     SPYPID=$!
     sleep 1
 fi
-# per thread: "tid name ticks oncpu_ns runqueue_ns" (utime+stime in clock ticks; schedstat:
-# time on the CPU and time spent runnable but waiting for a CPU)
+# per thread: "tid name ticks oncpu_ns runqueue_ns sticks" (utime+stime in clock ticks;
+# schedstat: time on the CPU and time spent runnable but waiting for a CPU; stime alone)
 # (with workers: every thread of the supervisor and of each worker, its children)
 thread_ticks() {
     local p t
     for p in "$PID" $(pgrep -P "$PID"); do for t in /proc/"$p"/task/*; do
         echo "${t##*/} $(awk '{ sub(/^[^(]*\(/, ""); name=$0; sub(/\).*/, "", name);
-               sub(/^[^)]*\) /, ""); print name, $12 + $13 }' "$t/stat" 2>/dev/null) $(cut -d' ' -f1,2 "$t/schedstat" 2>/dev/null)"
+               sub(/^[^)]*\) /, ""); print name, $12 + $13 }' "$t/stat" 2>/dev/null) $(cut -d' ' -f1,2 "$t/schedstat" 2>/dev/null) $(awk '{ sub(/^[^)]*\) /, ""); print $13 }' "$t/stat" 2>/dev/null)"
     done; done
 }
 thread_ticks > "$WORK/ticks0"
@@ -111,12 +111,13 @@ t1=$EPOCHREALTIME
 thread_ticks > "$WORK/ticks1"
 awk -v a="$t0" -v b="$t1" -v m="$M" 'BEGIN{printf "# %d messages in %.2f s: %.0f msgs/s\n", m, b-a, m/(b-a)}'
 awk -v m="$M" -v pids=" $PID $(pgrep -P "$PID" | tr '\n' ' ')" -v hz="$(getconf CLK_TCK)" '
-    NR==FNR { before[$1] = $3; oncpu[$1] = $4; waited[$1] = $5; next }
+    NR==FNR { before[$1] = $3; oncpu[$1] = $4; waited[$1] = $5; sys[$1] = $6; next }
     { d = ($3 - before[$1]) * 1000 / hz / m; total += d
+      s = ($6 - sys[$1]) * 1000 / hz / m; system += s
       main = index(pids, " " $1 " ") ? "main thread " $1 " (" $2 ")" : "thread " $1 " (" $2 ")"
-      if (d > 0) printf "# cpu %s: %.3f ms/msg (waited for a CPU %.3f ms/msg)\n",
-          main, d, ($5 - waited[$1]) / 1e6 / m }
-    END { printf "# cpu daemon total: %.3f ms/msg\n", total }' "$WORK/ticks0" "$WORK/ticks1"
+      if (d > 0) printf "# cpu %s: %.3f ms/msg (system %.3f; waited for a CPU %.3f ms/msg)\n",
+          main, d, s, ($5 - waited[$1]) / 1e6 / m }
+    END { printf "# cpu daemon total: %.3f ms/msg (system %.3f)\n", total, system }' "$WORK/ticks0" "$WORK/ticks1"
 if [ "$SPYING" -eq 1 ]; then
     kill -INT "$SPYPID"; wait "$SPYPID" 2>/dev/null; SPYPID=""
     "$PY" "$HERE/stacks.py" "$OUTDIR/stacks.txt"

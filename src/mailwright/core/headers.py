@@ -108,23 +108,31 @@ class HeaderParser:
         """Consume ``data``; returns body bytes (only once the header section is done)."""
         if self.done:
             return data
-        self._buf += data
+        buf = self._buf
+        buf += data
+        pos = 0  # lines before it are consumed; removed from the buffer once, at the end
         while not self.done:
-            end = self._buf.find(b"\r\n")
+            end = buf.find(b"\r\n", pos)
             if end < 0:
-                if len(self._buf) + self._size > self._max_size:
+                if len(buf) - pos + self._size > self._max_size:
+                    del buf[:pos]
+                    pos = 0
                     self._finish_oversize()
                 break
-            line = bytes(self._buf[: end + 2])
+            line = bytes(buf[pos : end + 2])
             self._size += len(line)
             if self._size > self._max_size:
+                del buf[:pos]
+                pos = 0
                 self._finish_oversize()
                 break
-            del self._buf[: end + 2]
-            self._line(line)
+            if self._line(line):
+                break  # this line is the body's first: it stays in the buffer
+            pos = end + 2
+        del buf[:pos]
         if self.done:
-            body = bytes(self._buf)
-            self._buf.clear()
+            body = bytes(buf)
+            buf.clear()
             return body
         return b""
 
@@ -144,22 +152,23 @@ class HeaderParser:
                 return b""
         return rest
 
-    def _line(self, line: bytes) -> None:
+    def _line(self, line: bytes) -> bool:
+        """Take one line of the header section; True when it is not one (the body
+        starts with it, without a separating empty line)."""
         if line[:1] in (b" ", b"\t") and self._field is not None:
             self._field += line
-            return
+            return False
         self._flush_field()
         if line == b"\r\n":
             self.separator_seen = True
             self.done = True
-            return
+            return False
         name, colon, _ = line.partition(b":")
         if colon and _FIELD_NAME.match(name.rstrip(b" \t")):
             self._field = bytearray(line)
-            return
-        # not a header: the body starts here, without a separating empty line
-        self._buf[0:0] = line
+            return False
         self.done = True
+        return True
 
     def _flush_field(self) -> None:
         if self._field is None:

@@ -7,7 +7,7 @@ delivery agents. Reads no settings.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from mailwright.core.reply import Reply
@@ -31,10 +31,14 @@ class NextHop:
     socket_path: str = ""  # LMTP over a Unix socket
     error: Reply | None = None  # for Transport.ERROR
 
-    @property
-    def key(self) -> str:
-        """Destination identity: recipients with the same key share one transaction
-        and count against the same per-destination concurrency limit."""
+    # destination identity: recipients with the same key share one transaction and count
+    # against the same per-destination concurrency limit (made once: asked many times)
+    key: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", self._key())
+
+    def _key(self) -> str:
         if self.socket_path:
             return f"{self.transport.value}:unix:{self.socket_path}"
         host = self.host if self.mx else f"[{self.host}]"

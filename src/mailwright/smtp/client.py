@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import binascii
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from enum import Enum, StrEnum, auto
 
 from mailwright.core import xtext
@@ -661,8 +661,7 @@ class ClientConnection:
         if reply.code == 421 and phase is not Phase.QUIT:
             self._lost(reply, phase)  # RFC 5321 3.8: the server is closing the channel
             return
-        handler = getattr(self, f"_on_{phase.name.lower()}")
-        handler(reply, index)
+        _ON_REPLY[phase](self, reply, index)
 
     def _on_greeting(self, reply: Reply, index: int) -> None:
         if reply.code == 220:
@@ -889,3 +888,9 @@ class ClientConnection:
         self._expect.clear()
         self.state = State.CLOSED
         self._events.append(Closed(reply))
+
+
+# _on_reply: the handler of the reply to each phase's command
+_ON_REPLY: dict[Phase, Callable[[ClientConnection, Reply, int], None]] = {
+    phase: getattr(ClientConnection, f"_on_{phase.name.lower()}") for phase in Phase
+}

@@ -12,6 +12,7 @@ returns is marked ``from_peer``. Reads no settings.
 
 from __future__ import annotations
 
+import functools
 import re
 
 from mailwright.core.reply import Reply
@@ -25,6 +26,8 @@ class ReplyError(Exception):
     """The peer sent something that is not an SMTP reply."""
 
 
+# a peer says the same few things over and over ("2.1.0 Ok"): each split once
+@functools.lru_cache(maxsize=256)
 def split_status(code: int, text: str) -> tuple[str | None, str]:
     """``"5.1.1 No such user"`` -> ``("5.1.1", "No such user")``; the class must match the code."""
     match = _STATUS.match(text)
