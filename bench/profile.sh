@@ -113,11 +113,11 @@ awk -v a="$t0" -v b="$t1" -v m="$M" 'BEGIN{printf "# %d messages in %.2f s: %.0f
 awk -v m="$M" -v pids=" $PID $(pgrep -P "$PID" | tr '\n' ' ')" -v hz="$(getconf CLK_TCK)" '
     NR==FNR { before[$1] = $3; oncpu[$1] = $4; waited[$1] = $5; sys[$1] = $6; next }
     { d = ($3 - before[$1]) * 1000 / hz / m; total += d
-      s = ($6 - sys[$1]) * 1000 / hz / m; system += s
+      s = ($6 - sys[$1]) * 1000 / hz / m; kern += s
       main = index(pids, " " $1 " ") ? "main thread " $1 " (" $2 ")" : "thread " $1 " (" $2 ")"
       if (d > 0) printf "# cpu %s: %.3f ms/msg (system %.3f; waited for a CPU %.3f ms/msg)\n",
           main, d, s, ($5 - waited[$1]) / 1e6 / m }
-    END { printf "# cpu daemon total: %.3f ms/msg (system %.3f)\n", total, system }' "$WORK/ticks0" "$WORK/ticks1"
+    END { printf "# cpu daemon total: %.3f ms/msg (system %.3f)\n", total, kern }' "$WORK/ticks0" "$WORK/ticks1"
 if [ "$SPYING" -eq 1 ]; then
     kill -INT "$SPYPID"; wait "$SPYPID" 2>/dev/null; SPYPID=""
     "$PY" "$HERE/stacks.py" "$OUTDIR/stacks.txt"
