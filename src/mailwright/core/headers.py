@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from mailwright.core import submission
 
 _FIELD_NAME = re.compile(rb"^[\x21-\x39\x3b-\x7e]+$")
+_FOLD = re.compile(r"\r\n(?=[ \t])")
 
 
 @dataclass(slots=True)
@@ -41,7 +42,7 @@ class Header:
     def text(self) -> str:
         """The unfolded value, without leading white space."""
         raw = self.value.decode("utf-8", "replace")
-        return re.sub(r"\r\n(?=[ \t])", "", raw).strip()
+        return (_FOLD.sub("", raw) if "\r\n" in raw else raw).strip()
 
     def is_(self, name: str) -> bool:
         return self.name.lower() == name.lower()
@@ -51,14 +52,23 @@ class HeaderList(list[Header]):
     """The header section of a message, in order, with milter-style edits."""
 
     def get(self, name: str) -> Header | None:
-        return next(iter(self.all(name)), None)
+        lname = name.lower()
+        for h in self:
+            if h.name.lower() == lname:
+                return h
+        return None
 
     def all(self, name: str) -> Iterator[Header]:
         lname = name.lower()
         return (h for h in self if h.name.lower() == lname)
 
     def count_of(self, name: str) -> int:
-        return sum(1 for _ in self.all(name))
+        lname = name.lower()
+        count = 0
+        for h in self:
+            if h.name.lower() == lname:
+                count += 1
+        return count
 
     def nth_index(self, name: str, n: int) -> int | None:
         """Index in the list of the ``n``-th (1-based) field called ``name``."""
@@ -83,12 +93,13 @@ def add_missing_origin_fields(headers: HeaderList, sender: str, hostname: str) -
     """Append ``From:`` (the envelope sender; ``MAILER-DAEMON@hostname`` for ``<>``),
     ``Date:`` (now) and ``Message-ID:`` (``<unique@hostname>``) when ``headers`` lacks
     them, as Postfix's cleanup does for ``local_header_rewrite_clients``."""
-    if headers.get("From") is None:
+    present = {h.name.lower() for h in headers}
+    if "from" not in present:
         address = sender or f"MAILER-DAEMON@{hostname}"
         headers.append(Header.make("From", submission.from_value(address)))
-    if headers.get("Date") is None:
+    if "date" not in present:
         headers.append(Header.make("Date", submission.date_value()))
-    if headers.get("Message-ID") is None:
+    if "message-id" not in present:
         headers.append(Header.make("Message-ID", submission.message_id_value(hostname)))
 
 
