@@ -35,12 +35,14 @@ def crlf_only(data: bytes) -> bool:
     they take two octets each. About four times as fast as normalising a clean chunk
     (which copies it three times), and queued mail is almost always clean.
     """
-    return _clean(data, data.splitlines())
+    return _clean_lengths(data, list(map(len, data.splitlines())))
 
 
-def _clean(data: bytes, lines: list[bytes]) -> bool:
-    breaks = len(lines) if data.endswith((b"\n", b"\r")) else max(len(lines) - 1, 0)
-    return len(data) - sum(map(len, lines)) == 2 * breaks
+def _clean_lengths(data: bytes, lengths: list[int]) -> bool:
+    """Whether ``data``'s line breaks are all CRLF, from the lengths of its
+    ``splitlines()``: they are exactly when each break takes two octets."""
+    breaks = len(lengths) if data.endswith((b"\n", b"\r")) else max(len(lengths) - 1, 0)
+    return len(data) - sum(lengths) == 2 * breaks
 
 
 MAX_LINE = 998  # octets of text per line, without the CRLF (RFC 5322 2.1.1)
@@ -63,13 +65,13 @@ class LineEndings:
         if chunk.endswith(b"\r"):
             chunk = chunk[:-1]
             self._carried_cr = True
-        lines = chunk.splitlines()
-        if not _clean(chunk, lines):
+        lengths = list(map(len, chunk.splitlines()))  # one pass serves both questions
+        if not _clean_lengths(chunk, lengths):
             chunk = normalize_line_endings(chunk)
-            lines = chunk.splitlines()
+            lengths = list(map(len, chunk.splitlines()))
         if not self._max_line:
             return chunk
-        return self._fold(chunk, max(map(len, lines), default=0))
+        return self._fold(chunk, max(lengths, default=0))
 
     def _fold(self, data: bytes, longest: int) -> bytes:
         """``data`` (CRLF line ends only, ``longest`` its longest line) folded."""
