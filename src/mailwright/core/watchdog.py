@@ -27,7 +27,7 @@ class ReadWatchdog:
 
     def start(self, deadline: float, task: asyncio.Task[object] | None = None) -> None:
         """A read by ``task`` (default: the current one) must end by ``deadline`` (loop time)."""
-        self._reader = task or asyncio.current_task(self._loop)  # no get_running_loop
+        self._reader = task or asyncio.current_task()
         self._deadline = deadline
         timer = self._timer
         if timer is None or timer.when() > deadline:

@@ -99,8 +99,8 @@ class Session:
 
     # ---- main loop ----------------------------------------------------------------------
     async def run(self) -> None:
+        self._task = asyncio.current_task()
         self._event_loop = asyncio.get_running_loop()  # every read asks its time
-        self._task = asyncio.current_task(self._event_loop)
         self._watchdog = ReadWatchdog(self._event_loop)
         try:
             await self._greet()

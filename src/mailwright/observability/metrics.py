@@ -269,21 +269,6 @@ _one_process()
 # ---- several workers ----------------------------------------------------------------------
 
 
-_pid = os.getpid()
-
-
-def _forked() -> None:
-    global _pid
-    _pid = os.getpid()
-
-
-os.register_at_fork(after_in_child=_forked)
-
-
-def _this_pid() -> int:
-    return _pid
-
-
 def use_multiprocess(directory: Path, workers: int) -> None:
     """Several worker processes from now on: called by the supervisor before it forks them.
 
@@ -299,9 +284,7 @@ def use_multiprocess(directory: Path, workers: int) -> None:
         old.unlink()
     values.close_all_multiprocess_files()  # type: ignore[no-untyped-call]
     os.environ[MULTIPROC_ENV] = str(directory)  # the value class reads it on each new file
-    # every update asks which process it is in (a fork must start files of its own):
-    # our pid, kept up to date at each fork, rather than a getpid system call per update
-    values.ValueClass = values.MultiProcessValue(process_identifier=_this_pid)  # type: ignore[no-untyped-call]
+    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
     MULTIPROCESS = Workers(directory, workers, time.time(), os.getpid())
     served = CollectorRegistry()
     MultiProcessCollector(served, str(directory))  # type: ignore[no-untyped-call]
