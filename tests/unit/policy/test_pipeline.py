@@ -29,14 +29,7 @@ class Watcher(Hook):
         self.name = name
         self.told = told
 
-    async def rcpt_refused(
-        self,
-        session: SessionInfo,
-        txn: Transaction,
-        recipient: Recipient,
-        raw_params: list[str],
-        refusal: Reply,
-    ) -> None:
+    async def rcpt_refused(self, *args: object, **kwargs: object) -> None:
         self.told.append(self.name)
 
 
