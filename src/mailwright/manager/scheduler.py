@@ -767,6 +767,8 @@ class Scheduler:
     ) -> tuple[list[Notice], bool]:
         """The reports to queue, and whether a delay warning is among those due (made
         once per message, when the retry policy says it is time)."""
+        if not reports.found:
+            return [], False  # the usual case: nothing to report on (and nothing to warn of)
         policy = self.settings.retry
         warn = not message.warned and policy.warning_due(message.received_at, now)
         until = message.received_at + policy.max_lifetime if warn else None
@@ -785,6 +787,8 @@ class Scheduler:
         started: float,
         now: float,
     ) -> None:
+        if not maillog.log.isEnabledFor(logging.INFO):
+            return  # the fields cost more than the rest of recording a result; nobody sees them
         agent = self.agents.get(request.next_hop.transport) if request else None
         reply = result.reply
         if result.outcome in (Outcome.DELIVERED, Outcome.RELAYED):
