@@ -75,9 +75,9 @@ class Credentials(Value):
     __slots__ = ("password", "username")
 
     def __init__(self, username: str, password: str) -> None:
-        if not username or any(c in username for c in _FORBIDDEN):
+        if not username or _forbidden(username):
             raise ValueError(f"user name {username!r} is empty or has CR, LF or NUL")
-        if not password or any(c in password for c in _FORBIDDEN):
+        if not password or _forbidden(password):
             raise ValueError(f"the password of {username!r} is empty or has CR, LF or NUL")
         self.username = username
         self.password = password
@@ -278,11 +278,14 @@ class Closed(ClientEvent):
         self.reply = reply
 
 
-_FORBIDDEN = ("\r", "\n", "\0")
+def _forbidden(text: str) -> bool:
+    """Whether ``text`` holds CR, LF or NUL, which would break a command line (three
+    substring tests: no generator, as every command line is checked)."""
+    return "\r" in text or "\n" in text or "\0" in text
 
 
 def _check_text(text: str, what: str) -> None:
-    if "\r" in text or "\n" in text or "\0" in text:  # _FORBIDDEN, without a generator
+    if _forbidden(text):
         raise ValueError(f"{what} contains CR, LF or NUL: {text!r}")
 
 
@@ -614,7 +617,7 @@ class ClientConnection:
 
     def _send_secret(self, line: str) -> None:
         """A line that may carry a password: never quoted in an error."""
-        if any(c in line for c in _FORBIDDEN):
+        if _forbidden(line):
             raise ValueError("an AUTH line contains CR, LF or NUL")
         self._out += line.encode("utf-8") + b"\r\n"
         self._expect.append((Phase.AUTH, 0))
