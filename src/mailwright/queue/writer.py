@@ -25,7 +25,10 @@ An op submitted as ``deferrable`` (a delivery's results, which no client waits f
 wait up to ``defer_seconds`` for the next op that is not, and share its commit: a batch
 of deferrable ops only starts when something urgent arrives, the first of them has
 waited long enough, or the batch is full. The next message's insert then does not queue
-behind a transaction and an fsync of their own, and one fsync makes both durable.
+behind a transaction and an fsync of their own, and one fsync makes both durable. Until
+then the deferrable ops are held on the submitting side (a timer of the caller's event
+loop hands them over when the wait is over): waking the writer thread for an op it may
+not start yet costs a thread switch and a hand-over of the GIL per relayed message.
 
 Trusts the store to honour ``apply_batch``'s contract. Settings read: none (the daemon
 may pass ``queue.batch_max_ops`` and ``queue.batch_max_bytes``).
@@ -117,6 +120,11 @@ class QueueWriter:
         self._syncing: queue.SimpleQueue[_Committed | object] = queue.SimpleQueue()
         self._sync_thread: threading.Thread | None = None
         self._accepting = False
+        # deferrable requests not handed to the writer thread yet (under _lock), their
+        # count of body bytes, and the timer that hands them over when their wait is over
+        self._held: list[_Request] = []
+        self._held_bytes = 0
+        self._held_timer: asyncio.TimerHandle | None = None
         self.stats = WriterStats()
 
     @property
@@ -143,6 +151,7 @@ class QueueWriter:
         with self._lock:
             if self._accepting:
                 self._accepting = False
+                self._hand_over_held()
                 self._inbox.queue.put(_STOP)
             threads = (self._thread, self._sync_thread)
         for thread in threads:
@@ -169,7 +178,9 @@ class QueueWriter:
         request = _Request(op, _body_bytes(op), future=future, loop=loop)
         if deferrable:
             request.deferrable_until = time.monotonic() + self._defer_seconds
-        self._submit(request)
+            self._hold(request, loop)
+        else:
+            self._submit(request)
         return future
 
     def execute_sync(self, op: Op[T]) -> T:
@@ -188,6 +199,43 @@ class QueueWriter:
         with self._lock:
             if not self._accepting:
                 raise RuntimeError("queue writer is not running")
+            self._hand_over_held()  # in order: the held ops ride with this one
+            self._inbox.queue.put(request)
+
+    def _hold(self, request: _Request, loop: asyncio.AbstractEventLoop) -> None:
+        """Keep a deferrable request until an urgent one comes, its wait is over or the
+        held ones would fill a batch."""
+        with self._lock:
+            if not self._accepting:
+                raise RuntimeError("queue writer is not running")
+            self._held.append(request)
+            self._held_bytes += request.body_bytes
+            if len(self._held) >= self._max_ops or self._held_bytes >= self._max_body_bytes:
+                self._hand_over_held()
+            elif self._held_timer is None:
+                self._arm(loop, self._defer_seconds)
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
+        # one timer at a time, not one per op: when it fires it hands over what has
+        # waited long enough and is armed again for the rest (the caller holds _lock)
+        self._held_timer = loop.call_later(delay, self._held_wait_over, loop)
+
+    def _held_wait_over(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            self._held_timer = None
+            if not self._held:
+                return  # an urgent op took them along
+            until = self._held[0].deferrable_until
+            left = 0.0 if until is None else until - time.monotonic()
+            if left > 0.001:
+                self._arm(loop, left)
+            else:
+                self._hand_over_held()
+
+    def _hand_over_held(self) -> None:
+        """To the writer thread, in the order submitted (the caller holds ``_lock``)."""
+        held, self._held, self._held_bytes = self._held, [], 0
+        for request in held:
             self._inbox.queue.put(request)
 
     # ---- the writer thread ------------------------------------------------------------

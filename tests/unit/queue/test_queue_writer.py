@@ -317,6 +317,55 @@ async def test_stop_commits_a_deferred_op_at_once(
     assert store.get_message(message.queue_id) is not None
 
 
+@in_event_loop
+async def test_deferrable_ops_are_held_until_an_urgent_op_takes_them_along(
+    store: SqliteQueueStore, make_message: MakeMessage
+) -> None:
+    """The writer thread is not woken for ops it may not start yet: they wait on the
+    submitting side, then go to it in the order submitted, ahead of the urgent op."""
+    with running(QueueWriter(store, defer_seconds=3600)) as writer:
+        held = [make_message() for _ in range(3)]
+        futures = [writer.submit(InsertMessage(m), deferrable=True) for m in held]
+        assert writer._inbox.queue.qsize() == 0  # nothing handed over, nobody woken
+        urgent = make_message()
+        # from a plain thread: an admin command's op does not overtake them either
+        await asyncio.wait_for(asyncio.to_thread(writer.execute_sync, InsertMessage(urgent)), WAIT)
+        await asyncio.wait_for(asyncio.gather(*futures), WAIT)
+        assert (writer.commits, writer.stats.ops) == (1, 4)
+        ids = [store.get_message(m.queue_id) for m in (*held, urgent)]
+        assert all(ids)
+
+
+@in_event_loop
+async def test_held_deferrable_ops_that_fill_a_batch_go_at_once(
+    store: SqliteQueueStore, make_message: MakeMessage
+) -> None:
+    with running(QueueWriter(store, max_ops=2, defer_seconds=3600)) as writer:
+        first = writer.submit(InsertMessage(make_message()), deferrable=True)
+        second = writer.submit(InsertMessage(make_message()), deferrable=True)
+        await asyncio.wait_for(asyncio.gather(first, second), WAIT)
+        assert (writer.commits, writer.stats.ops) == (1, 2)
+
+
+@in_event_loop
+async def test_a_timer_firing_for_ops_already_gone_keeps_a_later_op_held(
+    store: SqliteQueueStore, make_message: MakeMessage
+) -> None:
+    """One timer serves the held ops: firing for ops an urgent one took along, it
+    leaves an op held since then waiting (armed again for its wait), not the writer."""
+    with running(QueueWriter(store, defer_seconds=3600)) as writer:
+        early = writer.submit(InsertMessage(make_message()), deferrable=True)  # arms it
+        await asyncio.wait_for(writer.execute(InsertMessage(make_message())), WAIT)
+        await asyncio.wait_for(early, WAIT)
+        late = writer.submit(InsertMessage(make_message()), deferrable=True)
+        writer._held_wait_over(asyncio.get_running_loop())  # the first timer fires
+        assert writer._inbox.queue.qsize() == 0 and len(writer._held) == 1
+        assert writer._held_timer is not None  # armed again, for the late op's wait
+        await asyncio.wait_for(writer.execute(InsertMessage(make_message())), WAIT)
+        await asyncio.wait_for(late, WAIT)
+        assert writer.commits == 2
+
+
 class SyncStore(SqliteQueueStore):
     """The real store, whose syncs of the log the test holds back or fails (the disk's
     answer to ``fdatasync`` is the one thing a test cannot arrange)."""
