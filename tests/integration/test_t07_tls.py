@@ -19,6 +19,7 @@ from mailwright.core.reply import Reply
 from mailwright.edge.context import EdgeContext
 from mailwright.edge.security import EdgeSecurity
 from mailwright.edge.session import Session
+from mailwright.edge.stream import SessionStream
 from mailwright.edge.tls import ServerTls
 from mailwright.policy.hooks import Pipeline, SessionInfo
 from mailwright.queue.sqlite import SqliteQueueStore
@@ -268,7 +269,7 @@ def test_454_when_tls_cannot_start(tmp_path: Path) -> None:
 
     ctx = EdgeContext(settings, Pipeline(), enqueue, tmp_path, security=security)
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handle(reader: SessionStream, writer: SessionStream) -> None:
         info = SessionInfo("1", "smtp-25", "smtp", "127.0.0.1", 25, "127.0.0.1", 1)
         session = Session(reader, writer, ctx, Listener(), info)
         assert session.conn.tls_available
@@ -277,7 +278,8 @@ def test_454_when_tls_cannot_start(tmp_path: Path) -> None:
         await session.run()
 
     async def main() -> list[bytes]:
-        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: SessionStream(loop, handle), "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         replies = [await reader.readline()]

@@ -22,12 +22,12 @@ import itertools
 import logging
 import socket
 from collections import Counter
-from collections.abc import Awaitable, Callable
 
 from mailwright.config.schema import Listener
 from mailwright.core.reply import Reply
 from mailwright.edge.context import EdgeContext
 from mailwright.edge.session import Session
+from mailwright.edge.stream import Connected, SessionStream
 from mailwright.observability import maillog, metrics
 from mailwright.policy.hooks import SessionInfo
 from mailwright.policy.sharedlimits import WorkerShare
@@ -35,7 +35,7 @@ from mailwright.policy.sharedlimits import WorkerShare
 log = logging.getLogger("mailwright.edge")
 
 
-async def refuse_connection(writer: asyncio.StreamWriter, reply: Reply, relay: str) -> None:
+async def refuse_connection(writer: SessionStream, reply: Reply, relay: str) -> None:
     """Answer a client we will not serve (over a limit) and hang up; logged and counted."""
     maillog.emit(None, event="connection refused", relay=relay, reject=str(reply))
     metrics.rejected("connect", reply)
@@ -75,7 +75,7 @@ class Edge:
         # getsockname per connection then (a wildcard address asks the kernel each time)
         bound_to: list[tuple[str, int] | None] = [None]
 
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async def handle(reader: SessionStream, writer: SessionStream) -> None:
             await self._handle(listener, reader, writer, bound_to[0])
 
         server = await self._serve(listener, handle)
@@ -83,37 +83,38 @@ class Edge:
         log.info("listening on %s:%s (%s)", listener.address, listener.port, listener.kind.value)
         return server
 
-    async def _serve(
-        self,
-        listener: Listener,
-        handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
-    ) -> asyncio.Server:
-
+    async def _serve(self, listener: Listener, handle: Connected) -> asyncio.Server:
         backlog = self.ctx.settings.server.listen_backlog
         sock = self.bound.pop((listener.address, listener.port), None)
+        loop = asyncio.get_running_loop()
         if listener.address.startswith("unix:"):
             if sock is not None:
-                return await asyncio.start_unix_server(handle, sock=sock, backlog=backlog)
-            return await asyncio.start_unix_server(
-                handle, path=listener.address[5:], backlog=backlog
+                return await loop.create_unix_server(
+                    lambda: SessionStream(loop, handle), sock=sock, backlog=backlog
+                )
+            return await loop.create_unix_server(
+                lambda: SessionStream(loop, handle), path=listener.address[5:], backlog=backlog
             )
         security = self.ctx.security
         context, handshake = security.listen_tls(listener) if security else (None, None)
+        over_ssl = context is not None
+
+        def stream() -> SessionStream:
+            return SessionStream(loop, handle, over_ssl=over_ssl)
+
         if sock is not None:
-            server = await asyncio.start_server(
-                handle, sock=sock, backlog=backlog, ssl=context, ssl_handshake_timeout=handshake
+            return await loop.create_server(
+                stream, sock=sock, backlog=backlog, ssl=context, ssl_handshake_timeout=handshake
             )
-        else:
-            server = await asyncio.start_server(
-                handle,
-                host=listener.address,
-                port=listener.port,
-                backlog=backlog,
-                reuse_address=True,
-                ssl=context,  # implicit TLS (RFC 8314)
-                ssl_handshake_timeout=handshake,
-            )
-        return server
+        return await loop.create_server(
+            stream,
+            host=listener.address,
+            port=listener.port,
+            backlog=backlog,
+            reuse_address=True,
+            ssl=context,  # implicit TLS (RFC 8314)
+            ssl_handshake_timeout=handshake,
+        )
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -128,8 +129,8 @@ class Edge:
     async def _handle(
         self,
         listener: Listener,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        reader: SessionStream,
+        writer: SessionStream,
         bound_to: tuple[str, int] | None = None,
     ) -> None:
         peer = writer.get_extra_info("peername")
@@ -200,7 +201,7 @@ class Edge:
             share.closed(client_ip)
         return reply
 
-    async def _refuse(self, writer: asyncio.StreamWriter, reply: Reply, client_ip: str) -> None:
+    async def _refuse(self, writer: SessionStream, reply: Reply, client_ip: str) -> None:
         await refuse_connection(writer, reply, f"[{client_ip}]")
 
     async def stop(self) -> None:

@@ -43,6 +43,7 @@ from mailwright.edge.dropbounce import failure_report
 from mailwright.edge.listener import refuse_connection
 from mailwright.edge.pickup import MaildropAccess, Pickup
 from mailwright.edge.session import Session
+from mailwright.edge.stream import SessionStream
 from mailwright.observability import metrics
 from mailwright.policy.hooks import Pipeline, SessionInfo
 from mailwright.policy.local_submission import LOCAL_KIND, LocalSubmissionPolicy
@@ -73,7 +74,7 @@ def login_name(uid: int) -> str:
         return f"uid{uid}"
 
 
-def peer_uid(writer: asyncio.StreamWriter) -> int | None:
+def peer_uid(writer: SessionStream) -> int | None:
     sock = writer.get_extra_info("socket")
     if sock is None:
         return None
@@ -140,13 +141,18 @@ class LocalSubmission:
     async def start(self) -> None:
         self.prepare()
         backlog = self.settings.server.listen_backlog
+        loop = asyncio.get_running_loop()
+
+        def stream() -> SessionStream:
+            return SessionStream(loop, self._accept)
+
         if self._bound is not None:
             sock, self._bound = self._bound, None
-            self._server = await asyncio.start_unix_server(self._accept, sock=sock, backlog=backlog)
+            self._server = await loop.create_unix_server(stream, sock=sock, backlog=backlog)
         else:
             self._remove_stale_socket()
-            self._server = await asyncio.start_unix_server(
-                self._accept, path=str(self.path), backlog=backlog
+            self._server = await loop.create_unix_server(
+                stream, path=str(self.path), backlog=backlog
             )
             os.chmod(self.path, SOCKET_MODE)
         log.info("listening on %s (local submission)", self.path)
@@ -192,7 +198,7 @@ class LocalSubmission:
             os.unlink(self.path)
 
     # ---- sessions -----------------------------------------------------------------------------
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _accept(self, reader: SessionStream, writer: SessionStream) -> None:
         uid = peer_uid(writer)
         try:
             if uid is None:
@@ -215,12 +221,10 @@ class LocalSubmission:
             return Reply.of(421, "4.7.0", f"{host} Too many connections from your user")
         return None
 
-    async def _refuse(self, writer: asyncio.StreamWriter, reply: Reply) -> None:
+    async def _refuse(self, writer: SessionStream, reply: Reply) -> None:
         await refuse_connection(writer, reply, "localhost")
 
-    async def serve(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, uid: int
-    ) -> None:
+    async def serve(self, reader: SessionStream, writer: SessionStream, uid: int) -> None:
         """One local session for ``uid`` (from SO_PEERCRED, or a maildrop file's owner)."""
         user = login_name(uid)
         info = SessionInfo(

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import asyncio
 
+from mailwright.edge.stream import SessionStream
 
-async def early_input(reader: asyncio.StreamReader, pause: float) -> bytes:
+
+async def early_input(reader: SessionStream, pause: float) -> bytes:
     """What arrives within ``pause`` seconds (b"" if nothing, or the client left)."""
     if pause <= 0:
         return b""

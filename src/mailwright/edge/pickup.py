@@ -34,11 +34,12 @@ from typing import Any, Protocol
 from mailwright.core.reply import Reply
 from mailwright.core.submission import Rcpt
 from mailwright.edge.localsmtp import ConnectionLostError, LocalSmtpClient, Result
+from mailwright.edge.stream import SessionStream, serve_socket
 from mailwright.queue import maildrop
 
 log = logging.getLogger("mailwright.pickup")
 
-Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Coroutine[Any, Any, None]]
+Serve = Callable[[SessionStream, SessionStream, int], Coroutine[Any, Any, None]]
 Report = Callable[[maildrop.Entry, list[tuple[Rcpt, Reply]]], Awaitable[None]]
 PARALLEL = 8  # files submitted at once (they share group commits)
 STALE_AFTER = 3600.0  # a file still incomplete after this lost its writer
@@ -176,13 +177,17 @@ class Pickup:
 
     async def _submit(self, entry: maildrop.Entry) -> Result | None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        uid = entry.uid
         try:
-            reader, writer = await asyncio.open_unix_connection(sock=ours)
+            stream = await serve_socket(
+                ours, lambda reader, writer: self.serve(reader, writer, uid)
+            )
         except BaseException:
             ours.close()
             theirs.close()
             raise
-        session = asyncio.create_task(self.serve(reader, writer, entry.uid))
+        session = stream.task
+        assert session is not None  # started with the connection
         try:
             return await asyncio.to_thread(_client, theirs, entry)
         finally:

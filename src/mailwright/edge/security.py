@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from mailwright.config.schema import Listener, ListenerAuth, ListenerTls, Settings
 from mailwright.core.reply import Reply
 from mailwright.edge import tls
+from mailwright.edge.stream import SessionStream
 from mailwright.edge.tls import ListenTls, ServerTls
 from mailwright.observability import maillog
 from mailwright.policy.auth import Authenticator
@@ -91,7 +92,7 @@ class EdgeSecurity:
         return self.tls.context if self.tls is not None else None
 
     def listen_tls(self, listener: Listener) -> ListenTls:
-        """``asyncio.start_server``'s ``ssl`` and handshake timeout for ``listener``."""
+        """``loop.create_server``'s ``ssl`` and handshake timeout for ``listener``."""
         implicit = listener.tls is ListenerTls.IMPLICIT
         timeout = self.settings.server.timeouts.tls_handshake
         return tls.listen_tls(self.tls, implicit, timeout)
@@ -148,7 +149,7 @@ class SessionSecurity:
     def may_start_tls(self) -> bool:
         return self.shared is not None and self.shared.context() is not None
 
-    async def start_tls(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def start_tls(self, reader: SessionStream, writer: SessionStream) -> None:
         """The STARTTLS handshake, after its ``220`` was sent."""
         assert self.shared is not None
         context = self.shared.context()
@@ -156,7 +157,7 @@ class SessionSecurity:
             raise TlsHandshakeError("no TLS context")
         timeout = self.shared.settings.server.timeouts.tls_handshake
         try:
-            details = await tls.upgrade(reader, writer, context, timeout)
+            details = await tls.upgrade(writer, context, timeout)
         except (ssl.SSLError, OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
             reason = "handshake timeout" if isinstance(exc, TimeoutError) else str(exc)
             maillog.emit(None, event="STARTTLS=server", relay=self._relay, error=reason)
@@ -164,7 +165,7 @@ class SessionSecurity:
         self.conn.tls_started()
         self._record(details)
 
-    def implicit_tls(self, writer: asyncio.StreamWriter) -> None:
+    def implicit_tls(self, writer: SessionStream) -> None:
         """An implicit-TLS connection: the listener did the handshake already."""
         self.conn.tls = True
         self._record(tls.details(writer))

@@ -1,4 +1,4 @@
-"""One client connection: drives the sans-I/O protocol core over an asyncio stream.
+"""One client connection: drives the sans-I/O protocol core over its ``edge.stream``.
 
 For each decision event it asks the policy pipeline, streams the message
 content into a header parser and a spool (bounded memory whatever the size),
@@ -41,6 +41,7 @@ from mailwright.core.watchdog import ReadWatchdog
 from mailwright.edge.context import EdgeContext
 from mailwright.edge.pacing import CommandClock, DataClock, early_input
 from mailwright.edge.security import SessionSecurity, redact
+from mailwright.edge.stream import SessionStream
 from mailwright.manager.answers import Waiting
 from mailwright.observability import maillog, metrics
 from mailwright.policy.hooks import SessionInfo, Transaction
@@ -64,8 +65,8 @@ def too_many_hops(count: int) -> Reply:
 class Session:
     def __init__(
         self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        reader: SessionStream,
+        writer: SessionStream,
         ctx: EdgeContext,
         listener: Listener,
         info: SessionInfo,

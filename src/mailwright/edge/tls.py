@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from mailwright.config.loader import ConfigError
 from mailwright.config.schema import TlsSection
+from mailwright.edge.stream import SessionStream
 
 log = logging.getLogger("mailwright.edge")
 
@@ -81,11 +82,11 @@ class ServerTls:
         return None
 
 
-ListenTls = tuple[ssl.SSLContext | None, float | None]  # start_server's ssl, handshake timeout
+ListenTls = tuple[ssl.SSLContext | None, float | None]  # create_server's ssl, handshake timeout
 
 
 def listen_tls(tls: ServerTls | None, implicit: bool, handshake_timeout: float) -> ListenTls:
-    """What ``asyncio.start_server`` needs for a listener: TLS only when implicit."""
+    """What ``loop.create_server`` needs for a listener: TLS only when implicit."""
     if not implicit or tls is None or tls.context is None:
         return None, None
     return tls.context, handshake_timeout
@@ -98,31 +99,15 @@ class TlsDetails:
     bits: int
 
 
-def discard_buffered(reader: asyncio.StreamReader) -> int:
-    """Drop plaintext the stream has read but nobody consumed; returns how many octets.
-
-    asyncio has no public call for this; the buffer is a plain ``bytearray``.
-    """
-    buffer: bytearray = getattr(reader, "_buffer")  # noqa: B009 - private, see the docstring
-    dropped = len(buffer)
-    buffer.clear()
-    return dropped
-
-
-async def upgrade(
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    context: ssl.SSLContext,
-    timeout: float,
-) -> TlsDetails:
+async def upgrade(stream: SessionStream, context: ssl.SSLContext, timeout: float) -> TlsDetails:
     """TLS handshake as the server on an open stream; raises on failure or timeout."""
-    discard_buffered(reader)
+    stream.discard_buffered()
     async with asyncio.timeout(timeout):
-        await writer.start_tls(context, ssl_handshake_timeout=timeout)
-    return details(writer)
+        await stream.start_tls(context, ssl_handshake_timeout=timeout)
+    return details(stream)
 
 
-def details(writer: asyncio.StreamWriter) -> TlsDetails:
+def details(writer: SessionStream) -> TlsDetails:
     ssl_object = writer.get_extra_info("ssl_object")
     if ssl_object is None:
         return TlsDetails("", "", 0)
