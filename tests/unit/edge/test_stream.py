@@ -6,8 +6,9 @@ import asyncio
 import socket
 import ssl
 import subprocess
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvloop
@@ -17,7 +18,7 @@ from mailwright.edge.stream import SessionStream
 
 WAIT = 30.0
 
-Handler = Callable[[SessionStream, SessionStream], Awaitable[None]]
+Handler = Callable[[SessionStream, SessionStream], Coroutine[Any, Any, None]]
 
 
 def serve(handler: Handler, client: Callable[[int], object], *, limit: int = 1 << 16) -> object:
