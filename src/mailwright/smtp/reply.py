@@ -36,6 +36,21 @@ def split_status(code: int, text: str) -> tuple[str | None, str]:
     return f"{match.group(1)}.{int(match.group(2))}.{int(match.group(3))}", text[match.end() :]
 
 
+# and says them whole: a one-line reply is parsed once per distinct line
+@functools.lru_cache(maxsize=256)
+def _one_line(raw: bytes) -> Reply | None:
+    """``raw`` (``NNN text``, no line end) as a reply; None unless it is a well-formed
+    reply of one line (the parser's own checks then take it and say what is wrong)."""
+    head = raw[:3]
+    if len(raw) > MAX_LINE or raw[3:4] not in (b" ", b"") or not head.isdigit():
+        return None
+    code = int(head)
+    if not 200 <= code < 600 or code % 100 // 10 > 5:
+        return None
+    status, text = split_status(code, raw[4:].decode("utf-8", "replace"))
+    return Reply.of(code, status, text, from_peer=True)
+
+
 def status_or_default(reply: Reply) -> str:
     """The enhanced status of a reply, or ``X.0.0`` from its class when the peer sent none."""
     return reply.status or f"{reply.code // 100}.0.0"
@@ -81,7 +96,10 @@ class ReplyParser:
                 return None
             raw = bytes(self._buf[:end])
             del self._buf[: end + 1]
-            reply = self._line(raw[:-1] if raw.endswith(b"\r") else raw)
+            line = raw[:-1] if raw.endswith(b"\r") else raw
+            if not self._lines and (reply := _one_line(line)) is not None:
+                return reply
+            reply = self._line(line)
             if reply is not None:
                 return reply
 
