@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
@@ -364,6 +365,18 @@ async def test_a_timer_firing_for_ops_already_gone_keeps_a_later_op_held(
         await asyncio.wait_for(writer.execute(InsertMessage(make_message())), WAIT)
         await asyncio.wait_for(late, WAIT)
         assert writer.commits == 2
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux scheduling policy")
+def test_the_writer_threads_run_as_batch_work(store: SqliteQueueStore) -> None:
+    """Woken, they must not preempt the event loop thread that holds the GIL they need."""
+    with running(QueueWriter(store)) as writer:
+        threads = [t for t in (writer._thread, writer._sync_thread) if t is not None]
+        assert len(threads) == 2  # the SQLite store defers its syncs to the second one
+        for thread in threads:
+            assert thread.native_id is not None
+            assert os.sched_getscheduler(thread.native_id) == os.SCHED_BATCH
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the caller's own is untouched
 
 
 class SyncStore(SqliteQueueStore):
