@@ -149,7 +149,7 @@ class SessionSecurity:
     def may_start_tls(self) -> bool:
         return self.shared is not None and self.shared.context() is not None
 
-    async def start_tls(self, reader: SessionStream, writer: SessionStream) -> None:
+    async def start_tls(self, stream: SessionStream) -> None:
         """The STARTTLS handshake, after its ``220`` was sent."""
         assert self.shared is not None
         context = self.shared.context()
@@ -157,7 +157,7 @@ class SessionSecurity:
             raise TlsHandshakeError("no TLS context")
         timeout = self.shared.settings.server.timeouts.tls_handshake
         try:
-            details = await tls.upgrade(writer, context, timeout)
+            details = await tls.upgrade(stream, context, timeout)
         except (ssl.SSLError, OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
             reason = "handshake timeout" if isinstance(exc, TimeoutError) else str(exc)
             maillog.emit(None, event="STARTTLS=server", relay=self._relay, error=reason)

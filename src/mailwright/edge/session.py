@@ -303,7 +303,7 @@ class Session:
             return
         self.conn.respond(None)  # 220 2.0.0 Ready to start TLS
         await self._flush(final=True)
-        await self.security.start_tls(self.reader, self.writer)
+        await self.security.start_tls(self.writer)
 
     async def _hello(self, event: ev.Hello) -> None:
         await self._abort("new HELO")
