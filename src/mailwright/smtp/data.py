@@ -20,7 +20,7 @@ from enum import Enum
 
 from mailwright.core.record import Value
 from mailwright.core.reply import Reply
-from mailwright.smtp.encoder import DOT_LINE, normalize_line_endings
+from mailwright.smtp.encoder import DOT_LINE, breaks_are_crlf, normalize_line_endings
 
 
 class BareLinePolicy(Enum):
@@ -98,11 +98,9 @@ class ContentChecks:
             elif self.limits.max_line and not self.long_line:
                 self._lines(data)
             return
-        # splitlines breaks at CRLF, CR and LF alike (and at nothing else, for bytes): the
-        # line breaks are all CRLF exactly when they take two octets each. (Summing the
-        # lengths of the lines is cheaper than counting CRs and LFs octet by octet.)
+        # (summing the lengths of the lines is cheaper than counting CRs and LFs)
         lengths = list(map(len, data.splitlines()))
-        if len(data) - sum(lengths) != 2 * len(lengths):  # data ends with a break
+        if not breaks_are_crlf(data, lengths):
             self.bare_line = True
             return
         limit = self.limits.max_line

@@ -35,12 +35,14 @@ def crlf_only(data: bytes) -> bool:
     they take two octets each. About four times as fast as normalising a clean chunk
     (which copies it three times), and queued mail is almost always clean.
     """
-    return _clean_lengths(data, list(map(len, data.splitlines())))
+    return breaks_are_crlf(data, list(map(len, data.splitlines())))
 
 
-def _clean_lengths(data: bytes, lengths: list[int]) -> bool:
+def breaks_are_crlf(data: bytes, lengths: list[int]) -> bool:
     """Whether ``data``'s line breaks are all CRLF, from the lengths of its
-    ``splitlines()``: they are exactly when each break takes two octets."""
+    ``splitlines()`` (which breaks at CRLF, CR and LF alike, and at nothing else for
+    bytes): they are exactly when each break takes two octets. Callers that need the
+    lengths anyway (line limits) pay for one pass."""
     breaks = len(lengths) if data.endswith((b"\n", b"\r")) else max(len(lengths) - 1, 0)
     return len(data) - sum(lengths) == 2 * breaks
 
@@ -66,7 +68,7 @@ class LineEndings:
             chunk = chunk[:-1]
             self._carried_cr = True
         lengths = list(map(len, chunk.splitlines()))  # one pass serves both questions
-        if not _clean_lengths(chunk, lengths):
+        if not breaks_are_crlf(chunk, lengths):
             chunk = normalize_line_endings(chunk)
             lengths = list(map(len, chunk.splitlines()))
         if not self._max_line:

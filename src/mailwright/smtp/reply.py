@@ -36,7 +36,7 @@ def split_status(code: int, text: str) -> tuple[str | None, str]:
     return f"{match.group(1)}.{int(match.group(2))}.{int(match.group(3))}", text[match.end() :]
 
 
-# and says them whole: a one-line reply is parsed once per distinct line
+# a peer also says the same whole lines over and over: each one-line reply parsed once
 @functools.lru_cache(maxsize=256)
 def _one_line(raw: bytes) -> Reply | None:
     """``raw`` (``NNN text``, no line end) as a reply; None unless it is a well-formed
