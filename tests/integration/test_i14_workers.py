@@ -9,6 +9,7 @@ anything it answered 250 for, SIGHUP reloads every worker or none, SIGTERM stops
 
 from __future__ import annotations
 
+import contextlib
 import json
 import mailbox
 import os
@@ -192,9 +193,102 @@ def cpu_list(text: str) -> frozenset[int]:
     return frozenset(cpus)
 
 
+def taken_by(mw: Mailwright) -> list[str]:
+    """The pid in each mail log line of a message taken (``from=<a@example.org>``)."""
+    return [line.split("[")[1].split("]")[0] for line in mw.log if "from=<a@example.org>" in line]
+
+
+def held_sessions(port: int, count: int) -> list[smtplib.SMTP]:
+    """``count`` sessions open at once, greeted and idle."""
+    sessions = []
+    for _ in range(count):
+        client = smtplib.SMTP("127.0.0.1", port, timeout=30)
+        client.ehlo("held.test")
+        sessions.append(client)
+    return sessions
+
+
+def test_one_client_at_a_time_is_served_by_worker_zero_alone(workers: Mailwright) -> None:
+    """With one connection open or none, worker 1 stands by: every session, one after
+    the other, is worker 0's (rather than whichever worker won the race for it)."""
+    mw = workers
+    pids = worker_pids(mw)
+    assert any("standing by until worker 0 has company" in line for line in mw.log)
+    for n in range(12):
+        send(mw.port, n)
+    assert taken_by(mw) == [str(pids[0])] * 12
+
+
+def test_with_company_every_worker_listens_and_stands_by_again(workers: Mailwright) -> None:
+    mw = workers
+    pids = worker_pids(mw)
+    held = held_sessions(mw.port, 2)  # two open: worker 0 wakes worker 1
+    try:
+        sent = 0
+
+        def worker_1_took_one() -> bool:
+            nonlocal sent
+            sent += 1
+            send(mw.port, sent)
+            return str(pids[1]) in taken_by(mw)
+
+        wait_until(worker_1_took_one, 60, "a session of worker 1")
+    finally:
+        for client in held:
+            client.quit()
+    # all closed: worker 0 saw the daemon idle and worker 1 stands by again
+    wait_until(lambda: not _listens(pids[1], mw.port), 30, "worker 1 standing by")
+    before = len(taken_by(mw))
+    for n in range(8):
+        send(mw.port, 100 + n)
+    assert taken_by(mw)[before:] == [str(pids[0])] * 8
+
+
+def test_while_worker_zero_is_down_the_others_listen(workers: Mailwright) -> None:
+    """Worker 0 killed while it listened alone: the supervisor makes worker 1 listen, and
+    it goes on listening until worker 0 is back and has seen the daemon idle."""
+    mw = workers
+    pids = worker_pids(mw)
+    assert not _listens(pids[1], mw.port)
+    os.kill(pids[0], signal.SIGKILL)
+    wait_until(lambda: _listens(pids[1], mw.port), 30, "worker 1 listening")
+    wait_until(lambda: worker_pids(mw)[0] != pids[0], 30, "worker 0 started again")
+    mw.wait_log("worker 0 of 2 ready", occurrence=2, timeout=30)
+    sent = 0
+
+    def alone_again() -> bool:
+        nonlocal sent
+        sent += 1
+        send(mw.port, sent)  # answered throughout, by either worker
+        return not _listens(pids[1], mw.port)
+
+    wait_until(alone_again, 60, "worker 1 standing by again")
+    assert worker_pids(mw)[1] == pids[1]
+
+
+def _listens(pid: int, port: int) -> bool:
+    """Has process ``pid`` a server on the listening socket of ``port`` (an fd on it that
+    it polls)? Read from /proc: the sockets it holds in LISTEN state, one per server, plus
+    the duplicate it keeps while standing by."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A" and int(fields[1].split(":")[1], 16) == port:  # LISTEN
+            inodes.add(fields[9])
+    held = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            held += target.startswith("socket:[") and target[8:-1] in inodes
+    return held > 1
+
+
 @pytest.mark.parametrize("affinity", ["auto", "none"])
-def test_each_worker_keeps_to_a_cpu_of_its_own_unless_told_not_to(affinity: str) -> None:
+def test_each_worker_keeps_to_a_cpu_of_its_own_while_all_listen(affinity: str) -> None:
+    """``cpu_affinity = "auto"``: while every worker listens, worker N keeps to the Nth
+    CPU; with one connection open or none, they run anywhere ("none": always)."""
     mine = sorted(os.sched_getaffinity(0))
+    anywhere = {0: {frozenset(mine)}, 1: {frozenset(mine)}}
     with open_tmp("mw-cpus-") as root:
         out = root / "out"
         out.mkdir(mode=0o777)
@@ -209,17 +303,32 @@ def test_each_worker_keeps_to_a_cpu_of_its_own_unless_told_not_to(affinity: str)
         }
         mw = Mailwright(root / "mw", settings).start()
         try:
+            pids = worker_pids(mw)
+
+            def placed() -> dict[int, set[frozenset[int]]]:
+                return {index: cpus_of(pid) for index, pid in pids.items()}
+
+            alone = placed()
+            held = held_sessions(mw.port, 2)
+            try:
+                wait_until(lambda: _listens(pids[1], mw.port), 30, "worker 1 listening")
+                together = placed()
+            finally:
+                for client in held:
+                    client.quit()
+            wait_until(lambda: not _listens(pids[1], mw.port), 30, "worker 1 standing by")
+            wait_until(lambda: placed() == anywhere, 30, "the workers anywhere again")
             send(mw.port, 1, to="prog@mx.test")
-            placed = {index: cpus_of(pid) for index, pid in worker_pids(mw).items()}
             cpus = out / "cpus"
             wait_until(lambda: cpus.exists() and cpus.read_text().endswith("\n"), 30, "program")
             program = cpu_list(cpus.read_text().split(":")[1])
         finally:
             mw.stop()
+    assert alone == anywhere
     if affinity == "auto" and len(mine) >= 2:
-        assert placed == {0: {frozenset({mine[0]})}, 1: {frozenset({mine[1]})}}
+        assert together == {0: {frozenset({mine[0]})}, 1: {frozenset({mine[1]})}}
     else:
-        assert placed == {0: {frozenset(mine)}, 1: {frozenset(mine)}}
+        assert together == anywhere
     assert program == frozenset(mine)  # a program delivered to is not kept to one CPU
 
 

@@ -6,7 +6,9 @@ bytes): the privileged helper is ``mailwright-priv``, worker N ``mailwright-wN``
 never outlives the supervisor that would restart it. Both are best effort: elsewhere
 than on Linux they do nothing. ``keep_to_cpu`` keeps a worker on one CPU, and
 ``spawn_anywhere`` gives the programs it starts the CPUs it had before (a child takes
-the CPUs of the thread that starts it). Trusts its caller; reads no settings.
+the CPUs of the thread that starts it); ``spread_out`` lets every thread of the process
+run anywhere again for a while, ``keep_home`` keeps them to that one CPU again. Trusts
+its caller; reads no settings.
 """
 
 from __future__ import annotations
@@ -41,15 +43,41 @@ def die_with_parent(parent: int, sig: int = signal.SIGTERM) -> None:
 
 
 _spawn_cpus: set[int] | None = None  # what programs this process starts may run on
+_home: int | None = None  # the CPU of keep_to_cpu
+_at_home = False  # every thread is kept to _home now
 
 
 def keep_to_cpu(cpu: int) -> None:
     """This process runs on ``cpu`` only: the calling thread now, threads it starts
     later too (call it before there are others). Raises OSError when the kernel refuses."""
-    global _spawn_cpus
+    global _spawn_cpus, _home, _at_home
     everywhere = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {cpu})
-    _spawn_cpus = everywhere
+    _spawn_cpus, _home, _at_home = everywhere, cpu, True
+
+
+def keep_home() -> None:
+    """Every thread of the process back on the CPU of ``keep_to_cpu`` (if it was called)."""
+    global _at_home
+    if _home is not None and not _at_home:
+        _at_home = True
+        _every_thread({_home})
+
+
+def spread_out() -> None:
+    """Every thread of the process may run on the CPUs it had before ``keep_to_cpu``."""
+    global _at_home
+    if _spawn_cpus is not None and _at_home:
+        _at_home = False
+        _every_thread(_spawn_cpus)
+
+
+def _every_thread(cpus: set[int]) -> None:
+    # a thread started later takes the CPUs of the thread that starts it
+    with contextlib.suppress(OSError):
+        for task in os.listdir("/proc/self/task"):
+            with contextlib.suppress(OSError):  # it ended meanwhile, or a cgroup refuses
+                os.sched_setaffinity(int(task), cpus)
 
 
 @contextlib.contextmanager

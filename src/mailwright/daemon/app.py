@@ -305,7 +305,10 @@ class Daemon:
             ctx = self._edge_context(self.generation)
             bindings = self.runtime.bindings
             self.edge = Edge(
-                ctx, bound=bindings.listeners if bindings else None, share=self.runtime.share
+                ctx,
+                bound=bindings.listeners if bindings else None,
+                share=self.runtime.share,
+                standby=self.runtime.standby,
             )
             await self.edge.start()
             if self.singleton:  # the sendmail socket and the maildrop pickup

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mailwright.daemon.bindings import Bindings
 from mailwright.daemon.notify import Notifier
+from mailwright.edge.standby import WorkerStandby
 from mailwright.manager.slots import WorkerSlots
 from mailwright.policy.sharedlimits import WorkerShare
 from mailwright.privhelper.client import HelperClient
@@ -41,4 +42,5 @@ class Runtime:
     detached: bool = False  # --daemon: no stderr, logs go to syslog
     worker: WorkerRole | None = None  # None: the one process (server.workers = 1)
     share: WorkerShare | None = None  # counters shared with the other workers (None: one process)
+    standby: WorkerStandby | None = None  # which workers listen now (None: one process)
     delivery_slots: WorkerSlots | None = None  # the daemon's delivery limits, across workers

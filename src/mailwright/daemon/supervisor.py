@@ -35,7 +35,12 @@ runs no event loop: it waits for signals and for the workers' readiness pipes.
   worker's scheduler looks at the queue now.
 
 - CPUs: with ``server.cpu_affinity = "auto"`` (the default) worker N runs on the Nth CPU
-  the supervisor may run on, round robin (``_pin``); ``"none"`` leaves them to the kernel.
+  the supervisor may run on, round robin (``_pin``), while every worker listens; ``"none"``
+  leaves them to the kernel.
+- Listening: worker 0 alone while the daemon has one connection open or none, every
+  worker from the second (``edge.standby``, made here before the fork). When a worker
+  dies the supervisor makes every worker listen, until worker 0 is back and sees the
+  daemon idle.
 
 Settings: ``server.workers`` and ``server.cpu_affinity`` (read at start only) and,
 through the workers, all.
@@ -61,6 +66,7 @@ from mailwright.daemon.app import Daemon, run_daemon
 from mailwright.daemon.generation import check_generation
 from mailwright.daemon.notify import Notifier
 from mailwright.daemon.runtime import Runtime, WorkerRole
+from mailwright.edge.standby import Standby
 from mailwright.manager.slots import SharedSlots
 from mailwright.observability import logtargets, metrics
 from mailwright.observability.recent import RECENT, ErrorLog, SharedRecent
@@ -113,6 +119,8 @@ class Supervisor:
         self.share = share or SharedState.create(len(self.slots))
         # every worker's recent bounces and warnings, for worker 0's status page
         self.recent = recent or SharedRecent(len(self.slots))
+        # which workers listen: worker 0 alone until it has company (edge.standby)
+        self.standby = Standby(len(self.slots))
         # the daemon's delivery limits, held across workers (read at start only)
         d = settings.delivery
         self.deliveries = SharedSlots.create(
@@ -145,6 +153,7 @@ class Supervisor:
                 signal.signal(sig, handler)
             self._selector.close()
             self._close_helpers()
+            self.standby.close()
         log.info("stopped")
         return self.exit_code
 
@@ -240,6 +249,7 @@ class Supervisor:
             notifier=Notifier(parent_fd=ready_fd),
             worker=WorkerRole(slot.index, len(self.slots)),
             share=self.share.worker(slot.index),
+            standby=self.standby.worker(slot.index),
             delivery_slots=self.deliveries.worker(slot.index),
         )
         try:
@@ -291,6 +301,8 @@ class Supervisor:
         self._forget_pipe(slot)
         self.share.reset_worker(slot.index)  # its connections died with it
         self.deliveries.reset_worker(slot.index)  # and its deliveries
+        if not self._stopping:  # the others listen until worker 0 is back and sees no one
+            self.standby.set(True)
         metrics.worker_exited(pid)  # its sessions too; its counts stay in the sums
         how = f"signal {-code}" if code < 0 else f"status {code}"
         if self._stopping:

@@ -12,6 +12,12 @@ connections: the counts are kept in the memory the workers share (``share``, a
 ``policy.sharedlimits.WorkerShare``), and a connection is counted there before the
 limits are read, so two workers admitting at once cannot both slip under a limit (both
 may refuse). Without a share (one process) the counts are this process's own.
+
+With several workers, worker 0 alone listens while the daemon has one connection open or
+none, and the others stand by (``standby``, an ``edge.standby.WorkerStandby``): a worker
+keeps a duplicate of each listening socket it was given and starts or closes its servers
+on them as the shared word says, and keeps to its CPU (``server.cpu_affinity``) only
+while every worker listens. A server closed this way leaves its sessions running.
 """
 
 from __future__ import annotations
@@ -24,9 +30,11 @@ import socket
 from collections import Counter
 
 from mailwright.config.schema import Listener
+from mailwright.core import process
 from mailwright.core.reply import Reply
 from mailwright.edge.context import EdgeContext
 from mailwright.edge.session import Session
+from mailwright.edge.standby import WorkerStandby
 from mailwright.edge.stream import Connected, SessionStream
 from mailwright.observability import maillog, metrics
 from mailwright.policy.hooks import SessionInfo
@@ -57,20 +65,75 @@ class Edge:
         ctx: EdgeContext,
         bound: dict[tuple[str, int], socket.socket] | None = None,
         share: WorkerShare | None = None,
+        standby: WorkerStandby | None = None,
     ) -> None:
         self.ctx = ctx  # replaced on reload: new sessions get the new one
         self.bound = dict(bound or {})  # listening sockets the launcher bound (as root)
         self.servers: list[asyncio.Server] = []
+        # standing by needs a bound socket for every listener, to listen on again
+        keys = {(listener.address, listener.port) for listener in ctx.settings.listeners}
+        self.standby = standby if standby is not None and keys <= self.bound.keys() else None
+        self._changing: asyncio.Task[None] | None = None  # servers being started or closed
+        self._stopping = False
         self.sessions: dict[asyncio.Task[None], Session] = {}
         self.per_ip: Counter[str] = Counter()  # this process's connections
         self.share = share  # every worker's connections, when there are several
         self._ids = itertools.count(1)
 
     async def start(self) -> None:
-        for listener in self.ctx.settings.listeners:
-            self.servers.append(await self._listen(listener))
+        standby = self.standby
+        if standby is not None:
+            asyncio.get_running_loop().add_reader(standby.fd, self._standby_woken)
+            _follow_cpu(standby.spread)
+            if not standby.listens():
+                log.info("standing by until worker 0 has company")
+                return
+        await self._start_servers()
 
-    async def _listen(self, listener: Listener) -> asyncio.Server:
+    async def _start_servers(self, again: bool = False) -> None:
+        for listener in self.ctx.settings.listeners:
+            self.servers.append(await self._listen(listener, again))
+
+    # ---- standing by (several workers) --------------------------------------------------
+
+    def _counted(self, share: WorkerShare) -> None:
+        """A connection was counted in or out of ``share``: worker 0 may change the word."""
+        standby = self.standby
+        if standby is not None and standby.counted(share.total()):
+            self._follow()
+
+    def _standby_woken(self) -> None:
+        assert self.standby is not None
+        self.standby.drain()
+        self._follow()
+
+    def _follow(self) -> None:
+        """Listen or stand by, keep to the CPU or not, as the shared word says now."""
+        standby = self.standby
+        assert standby is not None
+        _follow_cpu(standby.spread)
+        if self._stopping or self._changing is not None:
+            return  # a change under way looks at the word again when it is done
+        if standby.listens() != bool(self.servers):
+            self._changing = asyncio.get_running_loop().create_task(self._change())
+
+    async def _change(self) -> None:
+        standby = self.standby
+        assert standby is not None
+        try:
+            while not self._stopping and standby.listens() != bool(self.servers):
+                if self.servers:
+                    servers, self.servers = self.servers, []
+                    for server in servers:
+                        server.close()  # its sessions go on
+                else:
+                    await self._start_servers(again=True)
+        except OSError as exc:  # no more descriptors, say: the others still listen
+            log.error("cannot listen again: %s", exc)
+        finally:
+            self._changing = None
+
+    async def _listen(self, listener: Listener, again: bool = False) -> asyncio.Server:
         # our end of every connection, when the socket is bound to one address: no
         # getsockname per connection then (a wildcard address asks the kernel each time)
         bound_to: list[tuple[str, int] | None] = [None]
@@ -80,12 +143,17 @@ class Edge:
 
         server = await self._serve(listener, handle)
         bound_to[0] = _one_address(server)
-        log.info("listening on %s:%s (%s)", listener.address, listener.port, listener.kind.value)
+        if not again:
+            log.info(
+                "listening on %s:%s (%s)", listener.address, listener.port, listener.kind.value
+            )
         return server
 
     async def _serve(self, listener: Listener, handle: Connected) -> asyncio.Server:
         backlog = self.ctx.settings.server.listen_backlog
-        sock = self.bound.pop((listener.address, listener.port), None)
+        key = (listener.address, listener.port)
+        # a worker that may stand by keeps the socket, its servers close a duplicate
+        sock = self.bound.pop(key, None) if self.standby is None else self.bound[key].dup()
         loop = asyncio.get_running_loop()
         if listener.address.startswith("unix:"):
             if sock is not None:
@@ -119,11 +187,11 @@ class Edge:
     @property
     def addresses(self) -> list[tuple[str, int]]:
         out = []
-        for server in self.servers:
-            for sock in server.sockets:
-                name = sock.getsockname()
-                if isinstance(name, tuple):
-                    out.append((name[0], name[1]))
+        kept = self.bound.values() if self.standby is not None else []
+        for sock in [s for server in self.servers for s in server.sockets] or kept:
+            name = sock.getsockname()
+            if isinstance(name, tuple):
+                out.append((name[0], name[1]))
         return out
 
     async def _handle(
@@ -160,6 +228,7 @@ class Edge:
         except BaseException:
             if share is not None:
                 share.closed(client_ip)  # counted by _admit_shared: the other workers see it
+                self._counted(share)
             raise
         task = asyncio.current_task()
         assert task is not None
@@ -176,6 +245,7 @@ class Edge:
                 del self.per_ip[client_ip]
             if share is not None:
                 share.closed(client_ip)
+                self._counted(share)
 
     def _admit(self, client_ip: str) -> Reply | None:
         s = self.ctx.settings.server
@@ -199,6 +269,7 @@ class Edge:
             reply = Reply.of(421, "4.7.0", f"{host} Too many connections from your address")
         if reply is not None:
             share.closed(client_ip)
+        self._counted(share)
         return reply
 
     async def _refuse(self, writer: SessionStream, reply: Reply, client_ip: str) -> None:
@@ -206,6 +277,11 @@ class Edge:
 
     async def stop(self) -> None:
         """Stop accepting, let sessions finish within the grace period, close the rest."""
+        self._stopping = True
+        if self.standby is not None:
+            asyncio.get_running_loop().remove_reader(self.standby.fd)
+            if self._changing is not None:
+                await self._changing  # one round at most: it stops on _stopping
         for server in self.servers:
             server.close()
         for task, session in list(self.sessions.items()):
@@ -220,6 +296,17 @@ class Edge:
                 await asyncio.wait(pending, timeout=5)
         for server in self.servers:
             await server.wait_closed()
+        if self.standby is not None:
+            for sock in self.bound.values():
+                sock.close()
+
+
+def _follow_cpu(spread: bool) -> None:
+    """Every worker keeps to its own CPU while all of them listen, not while one does."""
+    if spread:
+        process.keep_home()
+    else:
+        process.spread_out()
 
 
 def _one_address(server: asyncio.Server) -> tuple[str, int] | None:
