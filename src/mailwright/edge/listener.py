@@ -71,7 +71,9 @@ class Edge:
         self.bound = dict(bound or {})  # listening sockets the launcher bound (as root)
         self.servers: list[asyncio.Server] = []
         # standing by needs a bound socket for every listener, to listen on again
-        keys = {(listener.address, listener.port) for listener in ctx.settings.listeners}
+        # the listeners of the start: a reload does not change them (daemon.reload)
+        self._listeners = list(ctx.settings.listeners)
+        keys = {(listener.address, listener.port) for listener in self._listeners}
         self.standby = standby if standby is not None and keys <= self.bound.keys() else None
         self._changing: asyncio.Task[None] | None = None  # servers being started or closed
         self._stopping = False
@@ -91,7 +93,7 @@ class Edge:
         await self._start_servers()
 
     async def _start_servers(self, again: bool = False) -> None:
-        for listener in self.ctx.settings.listeners:
+        for listener in self._listeners:
             self.servers.append(await self._listen(listener, again))
 
     # ---- standing by (several workers) --------------------------------------------------
