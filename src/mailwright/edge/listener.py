@@ -70,9 +70,9 @@ class Edge:
         self.ctx = ctx  # replaced on reload: new sessions get the new one
         self.bound = dict(bound or {})  # listening sockets the launcher bound (as root)
         self.servers: list[asyncio.Server] = []
-        # standing by needs a bound socket for every listener, to listen on again
         # the listeners of the start: a reload does not change them (daemon.reload)
         self._listeners = list(ctx.settings.listeners)
+        # standing by needs a bound socket for every listener, to listen on again
         keys = {(listener.address, listener.port) for listener in self._listeners}
         self.standby = standby if standby is not None and keys <= self.bound.keys() else None
         self._changing: asyncio.Task[None] | None = None  # servers being started or closed
