@@ -217,6 +217,7 @@ def test_one_client_at_a_time_is_served_by_worker_zero_alone(workers: Mailwright
     for n in range(12):
         send(mw.port, n)
     assert taken_by(mw) == [str(pids[0])] * 12
+    assert "2 workers, 1 listening" in status_text(mw)
 
 
 def test_with_company_every_worker_listens_and_stands_by_again(workers: Mailwright) -> None:
@@ -233,6 +234,8 @@ def test_with_company_every_worker_listens_and_stands_by_again(workers: Mailwrig
             return str(pids[1]) in taken_by(mw)
 
         wait_until(worker_1_took_one, 60, "a session of worker 1")
+        shown = status_text(mw)  # the control socket: not a connection that counts
+        assert "2 workers," in shown and "listening" not in shown
     finally:
         for client in held:
             client.quit()
@@ -264,6 +267,12 @@ def test_while_worker_zero_is_down_the_others_listen(workers: Mailwright) -> Non
 
     wait_until(alone_again, 60, "worker 1 standing by again")
     assert worker_pids(mw)[1] == pids[1]
+
+
+def status_text(mw: Mailwright) -> str:
+    shown = mw.cli("status")
+    assert shown.returncode == 0, shown.stderr.decode()
+    return shown.stdout.decode()
 
 
 def _listens(pid: int, port: int) -> bool:

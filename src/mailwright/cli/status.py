@@ -69,7 +69,7 @@ def queue_line(q: QueueCounts, now: float) -> str:
 
 def workers_text(status: Status, sep: str) -> str:
     """``sep`` and "4 workers" when the daemon runs several worker processes, else nothing."""
-    return f"{sep}{status.workers} workers" if status.workers > 1 else ""
+    return f"{sep}{status.workers_line}" if status.workers > 1 else ""
 
 
 def plain_lines(status: Status) -> list[str]:

@@ -174,6 +174,12 @@ class Monitor:
             )
         return out
 
+    def listening(self, workers: int) -> int:
+        """How many workers accept connections now: worker 0 alone while the daemon has
+        one connection open or none (``edge.standby``), else all of them."""
+        standby = self.edge.standby if self.edge is not None else None
+        return 1 if standby is not None and not standby.spread else workers
+
     def milters(self) -> list[MilterStatus]:
         counts = metrics.milter_counts()
         out = []
@@ -225,6 +231,7 @@ class Monitor:
             bounces=RECENT.bounces(50 if detail else 10),
             deferred=deferred,
             workers=workers.count if workers is not None else 1,
+            listening=self.listening(workers.count if workers is not None else 1),
             nodes=await self.nodes(),
             auth=self.auth(),
         )

@@ -377,7 +377,7 @@ def _notice(notice: str) -> str:
 
 
 def meta_line(status: Status) -> str:
-    workers = f"{status.workers} workers · " if status.workers > 1 else ""
+    workers = f"{status.workers_line} · " if status.workers > 1 else ""
     return esc(
         f"{status.hostname} · up {short_duration(status.uptime)} · pid {status.pid} · "
         f"{workers}version {status.version} · delivery {status.delivery_mode} · "

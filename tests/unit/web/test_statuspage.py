@@ -157,3 +157,15 @@ def test_the_authentication_results_survive_json() -> None:
     again = Status.from_json(status.as_json())
     assert again.auth == status.auth
     assert [a.summary() for a in again.auth] == [f"2 pass, 1 {EVIL}", "off"]
+
+
+def test_the_header_says_how_many_workers_listen_when_not_all_do() -> None:
+    status = evil_status()
+    assert "workers" not in statuspage.meta_line(status)  # one process
+    status.workers, status.listening = 4, 4
+    assert "4 workers · " in statuspage.meta_line(status)
+    assert "listening" not in statuspage.meta_line(status)
+    status.listening = 1  # worker 0 serves alone (edge.standby)
+    assert "4 workers, 1 listening · " in statuspage.meta_line(status)
+    again = Status.from_json(status.as_json())
+    assert (again.workers, again.listening) == (4, 1)
