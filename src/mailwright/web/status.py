@@ -83,16 +83,20 @@ class Status:
     bounces: list[Bounce] = field(default_factory=list)
     deferred: list[DeferredGroup] = field(default_factory=list)
     workers: int = 1  # worker processes; pid is then the supervisor's
-    # workers accepting connections now: 1 while worker 0 serves alone (edge.standby)
-    listening: int = 1
+    # workers accepting connections now: 1 while worker 0 serves alone (edge.standby);
+    # 0 from a daemon that does not say (all of them)
+    listening: int = 0
     nodes: list[NodeInfo] = field(default_factory=list)  # of a shared queue (PostgreSQL)
     auth: list[AuthStatus] = field(default_factory=list)  # results of each check since start
 
     @property
     def workers_line(self) -> str:
-        """ "4 workers", and how many accept connections when not all do."""
+        """The worker processes ("4 workers"), and how many accept connections when not
+        all of them do ("4 workers, 1 listening")."""
         text = f"{self.workers} workers"
-        return text if self.listening >= self.workers else f"{text}, {self.listening} listening"
+        if 0 < self.listening < self.workers:
+            return f"{text}, {self.listening} listening"
+        return text
 
     @property
     def uptime(self) -> float:

@@ -169,3 +169,6 @@ def test_the_header_says_how_many_workers_listen_when_not_all_do() -> None:
     assert "4 workers, 1 listening · " in statuspage.meta_line(status)
     again = Status.from_json(status.as_json())
     assert (again.workers, again.listening) == (4, 1)
+    older = status.as_json()
+    del older["listening"]  # a daemon from before it was said: nothing is claimed
+    assert "listening" not in statuspage.meta_line(Status.from_json(older))
