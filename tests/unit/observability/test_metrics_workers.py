@@ -274,10 +274,12 @@ def test_the_monitor_shows_every_workers_figures(workers: Path, tmp_path: Path) 
     worker.start()
     try:
         assert ready.wait(30)
-        edge = SimpleNamespace(sessions={})  # the serving worker has no session open
+        # the serving worker has no session open, and every worker listens
+        edge = SimpleNamespace(sessions={}, standby=None)
         monitor = Monitor(settings, store, QueueWriter(store), {}, edge=edge)
         status = asyncio.run(monitor.status())
         assert (status.workers, status.pid) == (3, os.getpid())  # the supervisor's pid
+        assert status.listening == 3
         assert status.totals.received == 2
         assert [(li.name, li.sessions) for li in status.listeners] == [("smtp-2525", 1)]
         text = asyncio.run(monitor.metrics()).decode()
