@@ -98,10 +98,13 @@ class Edge:
 
     # ---- standing by (several workers) --------------------------------------------------
 
-    def _counted(self, share: WorkerShare) -> None:
-        """A connection was counted in or out of ``share``: worker 0 may change the word."""
+    def _counted(self, share: WorkerShare, total: int | None = None) -> None:
+        """A connection was counted in or out of ``share``: worker 0 may change the word
+        (``total``: the daemon's open connections, when the caller has just read them)."""
         standby = self.standby
-        if standby is not None and standby.counted(share.total()):
+        if standby is None or not standby.decides:
+            return  # the other workers only follow the word: no sum to read
+        if standby.counted(share.total() if total is None else total):
             self._follow()
 
     def _standby_woken(self) -> None:
@@ -265,13 +268,15 @@ class Edge:
         s = self.ctx.settings.server
         host = self.ctx.settings.hostname
         reply = None
-        if share.total() > s.max_connections:
+        total = share.total()
+        if total > s.max_connections:
             reply = Reply.of(421, "4.7.0", f"{host} Too many connections, try again later")
         elif share.of_ip(client_ip) > s.max_connections_per_ip:
             reply = Reply.of(421, "4.7.0", f"{host} Too many connections from your address")
         if reply is not None:
             share.closed(client_ip)
-        self._counted(share)
+            total -= 1
+        self._counted(share, total)
         return reply
 
     async def _refuse(self, writer: SessionStream, reply: Reply, client_ip: str) -> None:

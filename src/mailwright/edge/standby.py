@@ -81,14 +81,19 @@ class WorkerStandby:
     def spread(self) -> bool:
         return self.standby.spread
 
+    @property
+    def decides(self) -> bool:
+        """Worker 0 alone changes the word as connections open and close."""
+        return self.index == 0
+
     def listens(self) -> bool:
-        return self.index == 0 or self.standby.spread
+        return self.decides or self.standby.spread
 
     def counted(self, open_connections: int) -> bool:
         """After a connection was counted in or out: ``open_connections`` are open in the
         whole daemon now. Worker 0 sets or clears the word (and wakes everyone); True when
         it did, so that the caller follows the word too."""
-        if self.index != 0:
+        if not self.decides:
             return False
         spread = self.standby.spread
         if not spread and open_connections >= 2:
