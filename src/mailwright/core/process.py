@@ -7,8 +7,9 @@ never outlives the supervisor that would restart it. Both are best effort: elsew
 than on Linux they do nothing. ``keep_to_cpu`` keeps a worker on one CPU, and
 ``spawn_anywhere`` gives the programs it starts the CPUs it had before (a child takes
 the CPUs of the thread that starts it); ``spread_out`` lets every thread of the process
-run anywhere again for a while, ``keep_home`` keeps them to that one CPU again. Trusts
-its caller; reads no settings.
+run anywhere again for a while, ``keep_home`` keeps them to that one CPU again.
+``run_as_batch`` puts the calling thread under ``SCHED_BATCH``. Trusts its caller; reads
+no settings.
 """
 
 from __future__ import annotations
@@ -78,6 +79,16 @@ def _every_thread(cpus: set[int]) -> None:
         for task in os.listdir("/proc/self/task"):
             with contextlib.suppress(OSError):  # it ended meanwhile, or a cgroup refuses
                 os.sched_setaffinity(int(task), cpus)
+
+
+def run_as_batch() -> None:
+    """The calling thread under ``SCHED_BATCH`` (Linux; elsewhere, as it was): its
+    wake-ups no longer preempt other threads, CPU-bound work as it is for the rest."""
+    policy = getattr(os, "SCHED_BATCH", None)
+    if policy is None:
+        return
+    with contextlib.suppress(OSError):  # a sandbox may refuse it: nothing changes then
+        os.sched_setscheduler(0, policy, os.sched_param(0))
 
 
 @contextlib.contextmanager

@@ -44,13 +44,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import queue
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
+from mailwright.core import process
 from mailwright.queue.store import (
     InsertMessage,
     Op,
@@ -248,7 +248,7 @@ class QueueWriter:
     # ---- the writer thread ------------------------------------------------------------
 
     def _run(self) -> None:
-        run_as_batch()
+        process.run_as_batch()
         try:
             while True:
                 batch, stop = self._next_batch()
@@ -320,7 +320,7 @@ class QueueWriter:
 
     def _sync_stage(self) -> None:
         """The second thread: sync what the writer committed, then answer its callers."""
-        run_as_batch()
+        process.run_as_batch()
         while True:
             item = self._syncing.get()
             held: list[_Committed] = []
@@ -358,16 +358,6 @@ class QueueWriter:
         for loop, requests in per_loop.items():
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
                 loop.call_soon_threadsafe(_resolve_all, requests)
-
-
-def run_as_batch() -> None:
-    """The calling thread under ``SCHED_BATCH`` (Linux; elsewhere, as it was): its
-    wake-ups no longer preempt other threads, CPU-bound work as it is for the rest."""
-    policy = getattr(os, "SCHED_BATCH", None)
-    if policy is None:
-        return
-    with contextlib.suppress(OSError):  # a sandbox may refuse it: nothing changes then
-        os.sched_setscheduler(0, policy, os.sched_param(0))
 
 
 def _fail(batch: list[_Request], error: Exception) -> None:
