@@ -110,6 +110,34 @@ _IN_DATABASE: _Placement = (None, None)
 _RECIPIENT_TABLE = """recipients (message_id, idx, local, domain, orcpt, notify, state,
     next_attempt, lease_owner, lease_until)"""
 _MAX_VARIABLES = 30000  # below SQLite's default limit of 32766 bound parameters
+_MAX_OUTRIGHT = 500  # recipients of a message deleted outright, at most (bound parameters)
+
+
+def _finishing(ops: Sequence[RecordResults]) -> list[tuple[str, list[int]] | None]:
+    """For each op, (queue id, indexes) when it finishes one message alone: every result
+    final, one per recipient, no new messages, and no other op of the run naming that
+    message; else None (its results are recorded row by row)."""
+    named: dict[str, int] = {}
+    for op in ops:
+        for queue_id in {res.queue_id for res in op.results}:
+            named[queue_id] = named.get(queue_id, 0) + 1
+    found: list[tuple[str, list[int]] | None] = []
+    for op in ops:
+        results = op.results
+        queue_ids = {res.queue_id for res in results}
+        indexes = sorted({res.index for res in results})
+        alone = len(queue_ids) == 1 and named[results[0].queue_id] == 1 if results else False
+        if (
+            alone
+            and not op.new_messages
+            and len(indexes) == len(results)
+            and len(indexes) <= _MAX_OUTRIGHT
+            and all(res.state.is_final for res in results)
+        ):
+            found.append((results[0].queue_id, indexes))
+        else:
+            found.append(None)
+    return found
 
 
 def _results_grouped(
@@ -626,6 +654,15 @@ class SqliteWrites(SharedWrites):
                         WHERE r.message_id = messages.id AND +r.state = ?)
         RETURNING queue_id"""
 
+    # A message whose queued recipients are exactly the ones an op finishes is deleted
+    # outright: its recipients' rows would only be updated to be deleted with it. The
+    # counts stand for "every one of them is queued, and no other one is".
+    _DELETE_FINISHED_OUTRIGHT = """DELETE FROM messages WHERE queue_id = ?
+        AND (SELECT count(*) FROM recipients r
+             WHERE r.message_id = messages.id AND +r.state = ?) = ?
+        AND (SELECT count(*) FROM recipients r
+             WHERE r.message_id = messages.id AND +r.state = ? AND r.idx IN ({})) = ?"""
+
     def _record_many(
         self, conn: sqlite3.Connection, ops: Sequence[RecordResults]
     ) -> list[RecordOutcome]:
@@ -633,6 +670,31 @@ class SqliteWrites(SharedWrites):
         result is stale if its recipient was no longer queued when its turn came, and a
         finished message is removed by the op whose result finished it (or, finished
         before, by the first op naming it)."""
+        outcomes: list[RecordOutcome | None] = [None] * len(ops)
+        rest: list[int] = []
+        for k, finishing in enumerate(_finishing(ops)):
+            if finishing is not None and self._delete_outright(conn, *finishing):
+                outcomes[k] = RecordOutcome(stale=[], removed=[finishing[0]])
+            else:
+                rest.append(k)
+        if rest:
+            recorded = self._record_each(conn, [ops[k] for k in rest])
+            for k, outcome in zip(rest, recorded, strict=True):
+                outcomes[k] = outcome
+        return cast(list[RecordOutcome], outcomes)
+
+    def _delete_outright(self, conn: sqlite3.Connection, queue_id: str, indexes: list[int]) -> bool:
+        """Delete ``queue_id`` if its queued recipients are exactly ``indexes``."""
+        sql = self._DELETE_FINISHED_OUTRIGHT.format(",".join("?" * len(indexes)))
+        count = len(indexes)
+        args = (queue_id, QUEUED, count, QUEUED, *indexes, count)
+        return conn.execute(sql, args).rowcount > 0
+
+    def _record_each(
+        self, conn: sqlite3.Connection, ops: Sequence[RecordResults]
+    ) -> list[RecordOutcome]:
+        """``_record_many`` for ops recorded row by row: the grouped updates, then the
+        deletion of the messages they finished."""
         flat = [(k, res) for k, op in enumerate(ops) for res in op.results]
         results = [res for _, res in flat]
         waves = result_waves(results)

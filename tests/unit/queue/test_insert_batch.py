@@ -373,3 +373,62 @@ def test_two_results_for_one_recipient_in_a_run_apply_in_order(
         ],
     )
     assert outcomes == [[RecordOutcome([], []), RecordOutcome([], ["B"])]]
+
+
+def test_results_that_finish_a_message_delete_it_without_updating_its_recipients(
+    tmp_path: Path, make_message: MakeMessage
+) -> None:
+    # a message whose last queued recipients one op finishes is deleted outright: the
+    # update of rows about to be deleted with it was a third of a relayed message's SQL
+    store = SqliteQueueStore(tmp_path / "queue.db", body_chunk_size=CHUNK)
+    store.open()
+    try:
+        store.apply_batch(
+            [
+                InsertMessage(make_message(queue_id="A", recipients=["a@x.org", "b@x.org"])),
+                InsertMessage(make_message(queue_id="B")),
+                InsertMessage(make_message(queue_id="C")),
+            ]
+        )
+        store.apply_batch([ClaimDue(T1, 10, "me", 60.0)])
+        statements: list[str] = []
+        assert store._conn is not None
+        store._conn.set_trace_callback(statements.append)
+        done, failed = RecipientState.DELIVERED, RecipientState.FAILED
+        outcomes = store.apply_batch(
+            [
+                RecordResults([result("A", 1, failed), result("A", 0, done)]),
+                RecordResults([result("C", 0, done)]),
+            ]
+        )
+        store._conn.set_trace_callback(None)
+        assert outcomes == [RecordOutcome([], ["A"]), RecordOutcome([], ["C"])]
+        assert [s for s in statements if s.lstrip().upper().startswith("UPDATE")] == []
+        assert [m.queue_id for m in store.list_messages()] == ["B"]
+    finally:
+        store.close()
+
+
+def test_results_for_a_message_no_longer_queued_are_stale_in_a_run(
+    stores: Stores, make_message: MakeMessage
+) -> None:
+    # C deleted meanwhile (queue delete), A with one recipient left queued, B finished
+    # twice in one op: none of them is deleted outright; each gets what op by op gives
+    done = RecipientState.DELIVERED
+    outcomes = compare_runs(
+        stores,
+        make_message,
+        lambda: [
+            [DeleteMessage("C")],
+            [
+                RecordResults([result("C", 0, done)]),
+                RecordResults([result("A", 0, done)]),
+                RecordResults([result("B", 0, done), result("B", 0, done)]),
+            ],
+        ],
+    )
+    assert outcomes[1] == [
+        RecordOutcome([("C", 0)], []),
+        RecordOutcome([], []),
+        RecordOutcome([("B", 0)], ["B"]),
+    ]
