@@ -126,9 +126,9 @@ def _finishing(ops: Sequence[RecordResults]) -> list[tuple[str, list[int]] | Non
         results = op.results
         queue_ids = {res.queue_id for res in results}
         indexes = sorted({res.index for res in results})
-        alone = len(queue_ids) == 1 and named[results[0].queue_id] == 1 if results else False
         if (
-            alone
+            len(queue_ids) == 1
+            and named[results[0].queue_id] == 1
             and not op.new_messages
             and len(indexes) == len(results)
             and len(indexes) <= _MAX_OUTRIGHT
