@@ -357,6 +357,9 @@ class Session:
             return
         self._parser = HeaderParser(self.ctx.settings.server.max_header_size)
         self._spool = Spool(self.ctx.spool_dir)
+        # what is queued of it passed the content checks: a bare CR or LF is refused (the
+        # default) or made CRLF (``normalize``); a filter's new body is another spool
+        self._spool.crlf_lines = True
         self.conn.respond(None)
 
     def _content(self, data: bytes) -> None:

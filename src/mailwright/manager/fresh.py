@@ -6,7 +6,9 @@ a worker thread and three queries (the message row with its recipients, the head
 section, the body) for what this process still holds. ``FreshMessages.remember`` keeps
 the message as the store would return it (``queue.records.fresh_message``: every
 recipient queued and never tried) with its header section and, when the body is in
-memory, the body; ``take`` hands it out once, to the first delivery of that message.
+memory, the body (as ``smtp.encoder.CrlfLines`` when the spool says its line breaks
+are all CRLF, so that the SMTP client does not check them again); ``take`` hands it out
+once, to the first delivery of that message.
 
 Only the first attempt uses it: the entry is removed when taken, so a later claim (a
 retry, the rest of a partly claimed message, another worker's claim) reads the store as
@@ -28,6 +30,7 @@ from mailwright.core.headers import HeaderList
 from mailwright.queue.records import fresh_message
 from mailwright.queue.spool import Spool
 from mailwright.queue.store import NO_LEASE, Lease, NewMessage, StoredMessage
+from mailwright.smtp.encoder import CrlfLines
 
 MAX_ENTRIES = 1024
 MAX_BYTES = 16 << 20  # bodies kept at once, per process
@@ -104,7 +107,10 @@ def _body_in_memory(message: NewMessage) -> bytes | None:
     body = message.body
     if not isinstance(body, Spool) or not body.in_memory:
         return None
-    return b"".join(body.chunks())
+    data = b"".join(body.chunks())
+    # the SMTP client then skips its check of the line ends (a copy of 100 KiB costs
+    # ~3 us; the check ~80 us)
+    return CrlfLines(data) if body.crlf_lines else data
 
 
 def _size(loaded: Loaded) -> int:

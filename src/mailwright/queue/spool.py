@@ -8,7 +8,8 @@ here is fsynced: a message is durable only once the queue store has committed it
 
 Reading (``chunks``) uses positional reads, so it neither disturbs further writes
 nor needs a rewind; ``replace`` swaps in a new body (a filter's rewrite) built from
-an iterator that may itself read the old body.
+an iterator that may itself read the old body. ``crlf_lines`` is the writer's word
+that every line break in it is CRLF; ``replace`` drops it.
 
 Trusts its caller to hold one spool per message and not to write while the queue
 writer reads it. Settings read: none (the caller passes ``queue.spool_dir`` and
@@ -45,6 +46,9 @@ class Spool:
         self._file: IO[bytes] | None = None
         self._size = 0
         self._closed = False
+        # every line break written is CRLF: said by the writer that checked or normalised
+        # them (an SMTP session's content); the first delivery then skips its own check
+        self.crlf_lines = False
 
     @classmethod
     def from_bytes(
@@ -96,6 +100,7 @@ class Spool:
         self._release()
         self._pieces, self._small = new._pieces, new._small
         self._file, self._size = new._file, new._size
+        self.crlf_lines = False  # new content: nobody has said so of it
 
     def close(self) -> None:
         """Free the memory and the temporary file; idempotent."""

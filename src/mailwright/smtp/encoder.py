@@ -10,7 +10,8 @@ refuse them: RFC 5321 4.5.3.1.6) by inserting CRLF SP, as Postfix's
 adds the RFC 5321 4.5.2 transparency dots and the end marker: its output for a
 message split into any chunks equals ``smtp.data.dot_stuff`` of the normalised,
 folded message. Neither ever holds more than one chunk plus a carried CR. Trusts
-nothing about the content. Reads no settings.
+nothing about the content but a ``CrlfLines`` chunk's word that its line breaks are all
+CRLF: such a chunk is only checked for lines to fold. Reads no settings.
 """
 
 from __future__ import annotations
@@ -47,6 +48,17 @@ def breaks_are_crlf(data: bytes, lengths: list[int]) -> bool:
     return len(data) - sum(lengths) == 2 * breaks
 
 
+class CrlfLines(bytes):
+    """Content whose line breaks are all CRLF, known from where it came: a body received
+    over SMTP, whose bare line ends were refused or normalised on the way in (the queue's
+    in-memory copy for the first delivery, ``manager.fresh``). ``LineEndings`` skips its
+    check of the line ends for such a chunk (``splitlines`` over the whole of it: most of
+    the client's work per octet) and only looks for lines to fold. Any operation on it
+    gives plain ``bytes``: the mark never outlives the content it is about."""
+
+    __slots__ = ()
+
+
 MAX_LINE = 998  # octets of text per line, without the CRLF (RFC 5322 2.1.1)
 _FOLD = b"\r\n "
 
@@ -61,6 +73,8 @@ class LineEndings:
         self._line_len = 0  # octets of the current (unfinished) line already given out
 
     def feed(self, chunk: bytes) -> bytes:
+        if type(chunk) is CrlfLines and not self._carried_cr and not chunk.endswith(b"\r"):
+            return self._fold_known(chunk)
         if self._carried_cr:
             chunk = b"\r" + chunk
             self._carried_cr = False
@@ -74,6 +88,26 @@ class LineEndings:
         if not self._max_line:
             return chunk
         return self._fold(chunk, max(lengths, default=0))
+
+    def _fold_known(self, data: bytes) -> bytes:
+        """``feed`` for a chunk whose line breaks are all CRLF: folded where needed."""
+        if not self._max_line:
+            return data
+        if self._fits(data):
+            return self._fold(data, 0)  # the fast path: nothing to fold
+        return self._fold(data, max(map(len, data.splitlines()), default=0))
+
+    def _fits(self, data: bytes) -> bool:
+        """Whether no line of ``data`` (CRLF line ends only; its first line continues the
+        current one) passes the limit: a line end must come within reach of each line's
+        start, and ``rfind`` jumps from one such end to the farthest one in reach."""
+        start, room, size = 0, self._max_line - self._line_len, len(data)
+        while size - start > room:
+            end = data.rfind(b"\n", start, start + room + 2)  # the text, then CR LF
+            if end < 0:
+                return False
+            start, room = end + 1, self._max_line
+        return True
 
     def _fold(self, data: bytes, longest: int) -> bytes:
         """``data`` (CRLF line ends only, ``longest`` its longest line) folded."""

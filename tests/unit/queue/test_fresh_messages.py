@@ -15,6 +15,7 @@ from mailwright.queue.spool import Spool
 from mailwright.queue.sqlite import SqliteQueueStore
 from mailwright.queue.store import InsertMessage, NewMessage, Origin
 from mailwright.queue.writer import QueueWriter
+from mailwright.smtp.encoder import CrlfLines
 
 from .conftest import build_message
 from .test_queue_scheduler import OK, Harness, Outcome
@@ -70,6 +71,25 @@ def test_a_body_on_disk_is_left_to_the_store(tmp_path: Path) -> None:
     fresh.remember(msg)
     loaded = fresh.take(msg.queue_id)
     assert loaded is not None and loaded[2] is None
+
+
+def test_a_body_the_session_checked_is_handed_out_marked_crlf_only() -> None:
+    # the SMTP client skips its check of the line ends for a ``CrlfLines`` body: only a
+    # spool whose writer said so gives one, and a filter's rewrite takes the word back
+    fresh = FreshMessages()
+    checked, unchecked, rewritten = build_message(), build_message(), build_message()
+    assert isinstance(checked.body, Spool) and isinstance(rewritten.body, Spool)
+    checked.body.crlf_lines = rewritten.body.crlf_lines = True
+    rewritten.body.replace([b"new\nbody\r\n"])
+    bodies = []
+    for msg in (checked, unchecked, rewritten):
+        fresh.remember(msg)
+        loaded = fresh.take(msg.queue_id)
+        assert loaded is not None and loaded[2] is not None
+        bodies.append(loaded[2])
+    assert [type(body) for body in bodies] == [CrlfLines, bytes, bytes]
+    assert bodies[0] == b"".join(checked.body.chunks())
+    assert bodies[2] == b"new\nbody\r\n"
 
 
 def test_bounds_evict_the_oldest_first() -> None:

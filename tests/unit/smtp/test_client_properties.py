@@ -8,7 +8,13 @@ from hypothesis import strategies as st
 from mailwright.core.reply import Reply
 from mailwright.smtp.client import ClientSettings, TransactionDone
 from mailwright.smtp.data import DataLimits, dot_stuff
-from mailwright.smtp.encoder import DotStuffer, LineEndings, crlf_only, normalize_line_endings
+from mailwright.smtp.encoder import (
+    CrlfLines,
+    DotStuffer,
+    LineEndings,
+    crlf_only,
+    normalize_line_endings,
+)
 from mailwright.smtp.reply import ReplyError, ReplyParser
 from mailwright.smtp.server import ServerSettings
 
@@ -186,3 +192,32 @@ def test_message_arrives_at_the_server_core_normalised(
     body = p.wire.split(b"RCPT TO:<b@y.test>\r\n", 1)[1]
     if not chunking:
         assert not has_bare_line_end(body)
+
+
+crlf_content = st.lists(
+    st.sampled_from([b"a", b"bcdefg", b"hijklmnopq", b" ", b".", b""]), max_size=12
+).map(b"\r\n".join)
+
+
+@given(
+    st.lists(crlf_content, max_size=8).map(b"\r\n".join),
+    cuts,
+    st.sampled_from([0, 2, 5, 12, 998]),
+)
+def test_chunks_known_to_be_crlf_only_encode_as_any_other_chunk(
+    data: bytes, points: list[int], limit: int
+) -> None:
+    # the fast path of a ``CrlfLines`` chunk (no check of its line ends, a jump from
+    # line end to line end for the folding) gives what the general path gives
+    plain, known = DotStuffer(limit), DotStuffer(limit)
+    chunks = split(data, points)
+    out = b"".join(plain.feed(chunk) for chunk in chunks) + plain.finish()
+    marked = b"".join(known.feed(CrlfLines(chunk)) for chunk in chunks) + known.finish()
+    assert marked == out
+
+
+def test_a_chunk_known_to_be_crlf_only_is_not_checked_again() -> None:
+    # the mark is trusted: what carries it must have been checked where it came from
+    assert LineEndings().feed(CrlfLines(b"a\nb\r\n")) == b"a\nb\r\n"
+    assert LineEndings().feed(b"a\nb\r\n") == b"a\r\nb\r\n"
+    assert LineEndings(3).feed(CrlfLines(b"abcdef\r\n")) == b"abc\r\n de\r\n f\r\n"
