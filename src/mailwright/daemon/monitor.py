@@ -214,6 +214,7 @@ class Monitor:
         counts = await self.sample()
         deferred = await asyncio.to_thread(self.store.deferred_groups) if detail else []
         workers = metrics.MULTIPROCESS
+        count = workers.count if workers is not None else 1
         return Status(
             hostname=self.settings.hostname,
             version=__version__,
@@ -230,8 +231,8 @@ class Monitor:
             errors=RECENT.errors(50 if detail else 10),
             bounces=RECENT.bounces(50 if detail else 10),
             deferred=deferred,
-            workers=workers.count if workers is not None else 1,
-            listening=self.listening(workers.count if workers is not None else 1),
+            workers=count,
+            listening=self.listening(count),
             nodes=await self.nodes(),
             auth=self.auth(),
         )
