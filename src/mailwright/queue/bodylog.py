@@ -18,6 +18,18 @@ lists the directory first and reads what the queue refers to after, in a fresh s
 a segment sealed at listing time has all its references committed by then (its writer
 commits a batch before it appends the next one).
 
+Spares: appending to a file makes every ``fdatasync`` commit the file system's journal
+too (the new size, the new blocks), which doubled the sync of a lone 100 KiB body (0.26
+against 0.12 ms here). So a new segment is, when one is ready, a *spare* renamed: a file
+already written to ``segment_bytes``, whose blocks and size are on disk, so that writing
+into it leaves only the data to sync. A spare is named with sequence number 0 (``<owner>
++00000000``) and is its owner's alone. The first one a log needs is written with zeros by
+a background thread, once; after that ``remove`` recycles a segment nobody needs any
+more into the spare instead of unlinking it (as PostgreSQL recycles its WAL segments), and
+the caller sweeps every ``SPARE_SWEEP`` seconds while a spare is wanted (``wants_spare``).
+A dead owner's spare is removable, or recycled, like a sealed segment. A recycled file
+still holds old bodies beyond what its new writer has appended; nothing refers to them.
+
 Durability: ``append`` returns after the data and the file's size are on disk
 (``fdatasync``) and, for a new segment, its directory entry (an fsync of the directory);
 only then may a transaction refer to it. A crash between the append and the commit
@@ -31,6 +43,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -42,6 +55,9 @@ SEGMENT_BYTES = 16 << 20  # a segment is sealed once this much is in it
 HOLD_BYTES = 1 << 20  # pieces held for one pwritev, at most (memory stays bounded)
 HOLD_PIECES = 512  # below the system's IOV_MAX (1024 on Linux)
 _SEP = "+"
+SPARE_SEQ = 0  # the sequence number of a spare; segments count from 1
+SPARE_SWEEP = 1.0  # seconds between sweeps while a spare is wanted
+_FILL_PIECE = 1 << 20  # zeros written per call while filling a spare
 
 
 class BodyLogError(OSError):
@@ -63,10 +79,23 @@ def parse_name(name: str) -> tuple[str, int] | None:
 class BodyLog:
     """The segments one store appends to, and reading any segment of the directory."""
 
-    def __init__(self, directory: Path, owner: str, segment_bytes: int = SEGMENT_BYTES) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        owner: str,
+        segment_bytes: int = SEGMENT_BYTES,
+        *,
+        spares: bool = True,
+    ) -> None:
         self.directory = directory
         self.owner = owner
         self.segment_bytes = segment_bytes
+        self._spares = spares  # False: every segment is a new file, as before spares
+        self._spare = directory / segment_name(owner, SPARE_SEQ)
+        self._spare_ready = False  # the spare exists, written to segment_bytes, synced
+        self._filler: threading.Thread | None = None  # writing the first spare's zeros
+        self._filled = False  # a spare was written with zeros (done once per log)
+        self._stop_filling = threading.Event()
         self._seq = 0
         self._current: str | None = None  # the segment appends go to, once opened
         self._fd: int | None = None
@@ -141,12 +170,87 @@ class BodyLog:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._seq += 1
         name = segment_name(self.owner, self._seq)
-        fd = os.open(
-            self.directory / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
-        )
+        path = self.directory / name
+        if self._take_spare(path):
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        else:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         _fsync_directory(self.directory)  # the name must outlive a crash before the data
         self._fd, self._current, self._end = fd, name, 0
+        self._fill_first_spare()
         return fd
+
+    # ---- spares -------------------------------------------------------------------------
+
+    @property
+    def wants_spare(self) -> bool:
+        """Segments are being written and no spare is ready or on its way: worth a sweep."""
+        return self._seq > 0 and self._may_recycle()
+
+    def _may_recycle(self) -> bool:
+        return self._spares and not self._spare_ready and self._filler is None
+
+    def _take_spare(self, path: Path) -> bool:
+        """Rename the ready spare to ``path``; False when there is none."""
+        if not self._spare_ready:
+            return False
+        self._spare_ready = False
+        try:
+            os.rename(self._spare, path)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def _fill_first_spare(self) -> None:
+        """Start writing the log's first spare in the background, once."""
+        if not self.wants_spare or self._filled:
+            return
+        self._filled = True
+        self._filler = threading.Thread(
+            target=self._fill, name="mailwright-bodylog-spare", daemon=True
+        )
+        self._filler.start()
+
+    def _fill(self) -> None:
+        try:
+            fd = os.open(self._spare, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except OSError:
+            self._filler = None
+            return
+        try:
+            zeros = bytes(min(_FILL_PIECE, self.segment_bytes))
+            done = 0
+            while done < self.segment_bytes and not self._stop_filling.is_set():
+                done += os.pwrite(fd, zeros[: self.segment_bytes - done], done)
+            if done >= self.segment_bytes:
+                os.fdatasync(fd)  # the blocks and the size: later writes sync only data
+                self._spare_ready = True
+        except OSError:
+            pass  # no spare: segments are new files (a half-written spare is removed later)
+        finally:
+            os.close(fd)
+            self._filler = None
+
+    def settle(self) -> None:
+        """Wait for the spare being written, if any (tests, and ``close``)."""
+        filler = self._filler
+        if filler is not None:
+            filler.join()
+
+    def _recycle(self, names: list[str]) -> list[str]:
+        """Make one of ``names`` (removable segments) the spare; the names left to remove."""
+        for i, name in enumerate(names):
+            path = self.directory / name
+            try:
+                size = os.stat(path).st_size
+                if not self.segment_bytes <= size <= 2 * self.segment_bytes:
+                    continue  # too small to spare a sync, or holding a huge body
+                os.rename(path, self._spare)
+            except FileNotFoundError:
+                continue  # another store removed it first
+            self._spare_ready = True
+            return names[:i] + names[i + 1 :]
+        return names
 
     def _close_current(self) -> None:
         self._held, self._held_bytes = [], 0  # a failed append: never referred to
@@ -156,7 +260,9 @@ class BodyLog:
         self._current = None  # the next append starts a new segment
 
     def close(self) -> None:
-        self._close_current()
+        self._stop_filling.set()
+        self.settle()
+        self._close_current()  # a spare is left for the next store of this queue to take
 
     # ---- reading and removing ---------------------------------------------------------
 
@@ -185,14 +291,21 @@ class BodyLog:
             if name in referenced or name == self._current:
                 continue
             owner, seq = parsed[name]
+            if seq == SPARE_SEQ:  # nobody refers to a spare; only its owner may take it
+                if owner != self.owner and (all_dead or owner_is_dead(owner)):
+                    out.append(name)
+                continue
             sealed = seq < newest[owner]
             if owner == self.owner or all_dead or sealed or owner_is_dead(owner):
                 out.append(name)
         return out
 
     def remove(self, names: Sequence[str]) -> int:
-        removed = 0
-        for name in names:
+        """Remove segments ``removable`` chose (one becomes the spare when one is wanted);
+        how many are gone."""
+        left = self._recycle(list(names)) if self._may_recycle() else list(names)
+        removed = len(names) - len(left)
+        for name in left:
             try:
                 os.unlink(self.directory / name)
                 removed += 1

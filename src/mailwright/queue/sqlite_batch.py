@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from mailwright.core.envelope import Recipient
-from mailwright.queue.bodylog import BodyLog, read_segment
+from mailwright.queue.bodylog import SPARE_SWEEP, BodyLog, read_segment
 from mailwright.queue.records import (
     RECIPIENT_COLUMNS,
     message_row,
@@ -273,7 +273,12 @@ class SqliteWrites(SharedWrites):
         bodylog = self._bodylog
         if bodylog is not None and bodylog.rotated:
             return True
-        return time.monotonic() - self._last_sweep >= SWEEP_INTERVAL
+        since = time.monotonic() - self._last_sweep
+        # while no spare is ready, a segment that was still needed at the rotation's
+        # sweep is looked at again soon: recycled, it spares the next one's syncs
+        return since >= SWEEP_INTERVAL or (
+            since >= SPARE_SWEEP and bodylog is not None and bodylog.wants_spare
+        )
 
     def sweep_bodies(self, *, all_dead: bool) -> int:
         """Remove segments nobody refers to (and no writer appends to); move bodies out
@@ -286,13 +291,13 @@ class SqliteWrites(SharedWrites):
         self._last_sweep = time.monotonic()
         try:
             listed = bodylog.listing()  # before the references: see queue.bodylog
-            referenced = self._referenced_segments(conn)
             done = bodylog.removable(listed, set(), all_dead=all_dead)
+            referenced = self._referenced_segments(conn, done)
             old = [n for n in done if n in referenced and bodylog.age(n) > GRADUATE_AFTER]
             for name in old:
                 self._graduate(conn, name)
             if old:
-                referenced = self._referenced_segments(conn)
+                referenced = self._referenced_segments(conn, done)
             gone = bodylog.removable(listed, referenced, all_dead=all_dead)
             if gone:  # the commits that dropped their last references, any process's,
                 self.sync_log()  # go to disk first: a crash must not bring one back
@@ -302,9 +307,11 @@ class SqliteWrites(SharedWrites):
             return 0
 
     @staticmethod
-    def _referenced_segments(conn: sqlite3.Connection) -> set[str]:
-        sql = "SELECT DISTINCT body_segment FROM messages WHERE body_segment IS NOT NULL"
-        return {row[0] for row in conn.execute(sql)}
+    def _referenced_segments(conn: sqlite3.Connection, names: Sequence[str]) -> set[str]:
+        """Those of ``names`` a message refers to: a look-up in the index per name, not a
+        walk over every message with a segment (a sweep may come every ``SPARE_SWEEP``)."""
+        sql = "SELECT 1 FROM messages WHERE body_segment = ? LIMIT 1"
+        return {name for name in names if conn.execute(sql, (name,)).fetchone() is not None}
 
     def _graduate(self, conn: sqlite3.Connection, segment: str) -> None:
         """Move the bodies still in ``segment`` into ``body_chunks``, message by message."""

@@ -13,12 +13,13 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from mailwright.queue import sqlite_batch
-from mailwright.queue.bodylog import parse_name, segment_name
+from mailwright.queue.bodylog import SPARE_SEQ, BodyLog, parse_name, read_segment, segment_name
 from mailwright.queue.lease import new_owner, process_id
 from mailwright.queue.sqlite import SqliteQueueStore
 from mailwright.queue.sqlite_batch import BODY_LOG_MIN, GRADUATE_AFTER
@@ -57,9 +58,23 @@ def where(path: Path, queue_id: str) -> tuple[str | None, int]:
     return segment, chunks
 
 
-def segments(path: Path) -> list[str]:
+def listing(path: Path) -> list[str]:
     directory = bodies_dir(path)
     return sorted(os.listdir(directory)) if directory.exists() else []
+
+
+def segments(path: Path) -> list[str]:
+    """The segments beside the store, without spares (see ``spares``)."""
+    return [name for name in listing(path) if not is_spare(name)]
+
+
+def spares(path: Path) -> list[str]:
+    return [name for name in listing(path) if is_spare(name)]
+
+
+def is_spare(name: str) -> bool:
+    parsed = parse_name(name)
+    return parsed is not None and parsed[1] == SPARE_SEQ
 
 
 def test_a_large_body_goes_to_a_segment_and_reads_back_exactly(tmp_path: Path) -> None:
@@ -372,3 +387,145 @@ def test_short_writes_continue_where_they_ended(
             assert where(path, queue_id)[0] is not None
     finally:
         store.close()
+
+
+class Body:
+    """A body in memory, as ``BodyLog.append`` takes it."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def chunks(self, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        for start in range(0, len(self.data), chunk_size):
+            yield self.data[start : start + chunk_size]
+
+
+def read_back(directory: Path, place: tuple[str, int], size: int) -> bytes:
+    return b"".join(read_segment(directory, place[0], place[1], size))
+
+
+def test_a_new_segment_is_the_spare_written_before(tmp_path: Path) -> None:
+    """The first segment is a new file; meanwhile a spare is written with zeros, and the
+    next segment is that file renamed, written into rather than appended to."""
+    log = BodyLog(tmp_path, new_owner(), segment_bytes=64_000)
+    try:
+        (first,) = log.append([Body(b"a" * 70_000)])
+        assert first == (segment_name(log.owner, 1), 0)
+        log.settle()
+        spare = tmp_path / segment_name(log.owner, SPARE_SEQ)
+        before = spare.stat()
+        assert before.st_size == 64_000 and spare.read_bytes() == bytes(64_000)
+        assert not log.wants_spare
+        (second,) = log.append([Body(b"b" * 10_000)])  # the first is full: a rotation
+        assert second == (segment_name(log.owner, 2), 0)
+        after = (tmp_path / second[0]).stat()
+        assert not spare.exists()
+        assert after.st_ino == before.st_ino and after.st_size == 64_000
+        assert read_back(tmp_path, first, 70_000) == b"a" * 70_000
+        assert read_back(tmp_path, second, 10_000) == b"b" * 10_000
+        assert log.wants_spare  # zeros only once: the next spare is recycled
+    finally:
+        log.close()
+
+
+def test_a_segment_nobody_needs_becomes_the_next_spare(tmp_path: Path) -> None:
+    log = BodyLog(tmp_path, new_owner(), segment_bytes=64_000)
+    try:
+        log.append([Body(b"a" * 70_000)])
+        log.settle()
+        log.append([Body(b"b" * 70_000)])  # into the zero-filled spare
+        (third,) = log.append([Body(b"c" * 1_000)])
+        assert third[0] == segment_name(log.owner, 3)  # no spare ready: a new file
+        first, second = segment_name(log.owner, 1), segment_name(log.owner, 2)
+        inode = (tmp_path / first).stat().st_ino
+        assert log.removable(log.listing(), {second}, all_dead=False) == [first]
+        assert log.remove([first]) == 1
+        spare = tmp_path / segment_name(log.owner, SPARE_SEQ)
+        assert not (tmp_path / first).exists() and spare.stat().st_ino == inode
+        assert not log.wants_spare
+        assert log.removable(log.listing(), {second}, all_dead=True) == []  # mine
+        log.append([Body(b"d" * 70_000)])
+        (fourth,) = log.append([Body(b"e" * 5_000)])
+        assert (tmp_path / fourth[0]).stat().st_ino == inode
+        assert read_back(tmp_path, fourth, 5_000) == b"e" * 5_000  # old bodies after it
+        # a spare is wanted again: one too small to spare a sync is removed, not kept
+        small = segment_name(f"{socket.gethostname()}:1:000000000000.1:1", 7)
+        (tmp_path / small).write_bytes(b"x" * 1_000)
+        assert log.wants_spare and log.remove([small]) == 1
+        assert not (tmp_path / small).exists() and not spare.exists()
+        inode = (tmp_path / third[0]).stat().st_ino
+        assert log.remove([third[0]]) == 1 and spare.stat().st_ino == inode
+    finally:
+        log.close()
+
+
+def test_a_spare_is_its_owners_until_the_owner_is_gone(tmp_path: Path) -> None:
+    path = tmp_path / "queue.db"
+    directory = bodies_dir(path)
+    directory.mkdir()
+    dead = f"{socket.gethostname()}:1:000000000000.1:1"  # a process of another boot
+    live = f"{process_id()}:999"  # this process, another store
+    dead_spare, live_spare = segment_name(dead, SPARE_SEQ), segment_name(live, SPARE_SEQ)
+    for name in (dead_spare, live_spare):
+        (directory / name).write_bytes(bytes(50_000))
+    inode = (directory / dead_spare).stat().st_ino
+    log = BodyLog(directory, new_owner(), segment_bytes=50_000)
+    listed = log.listing()
+    assert log.removable(listed, set(), all_dead=False) == [dead_spare]
+    assert sorted(log.removable(listed, set(), all_dead=True)) == sorted(listed)
+    log.close()
+    store = SqliteQueueStore(path, segment_bytes=50_000, shared=True)
+    store.open(exclusive=False)  # a worker's start: the dead one's spare becomes its own
+    try:
+        assert live_spare in listing(path) and dead_spare not in listing(path)
+        (mine,) = [name for name in spares(path) if name != live_spare]
+        assert (directory / mine).stat().st_ino == inode
+        store.apply_batch([InsertMessage(build_message("BIG", body=body_of("b", LARGE)))])
+        segment, _ = where(path, "BIG")
+        assert segment is not None and (directory / segment).stat().st_ino == inode
+        assert b"".join(store.read_body("BIG")) == body_of("b", LARGE)
+    finally:
+        store.close()
+
+
+def test_bodies_read_back_exactly_through_recycled_segments(tmp_path: Path) -> None:
+    """Many rounds of queueing and delivering through a store whose segments are
+    recycled: each body reads back exactly, also after the store is reopened."""
+    path = tmp_path / "queue.db"
+    store = SqliteQueueStore(path, body_log_min=0, segment_bytes=100_000)
+    store.open()
+    kept: dict[str, int] = {}
+    names: dict[int, set[str]] = {}  # inode -> the segment names it has had
+    try:
+        for round_ in range(12):
+            ids = [f"R{round_}M{i}" for i in range(4)]
+            for n, queue_id in enumerate(ids):
+                size = 30_000 + 997 * n + round_
+                body = body_of(queue_id, size)
+                store.apply_batch([InsertMessage(build_message(queue_id, body=body))])
+                kept[queue_id] = size
+            assert store._bodylog is not None
+            store._bodylog.settle()
+            for name in segments(path):
+                names.setdefault((bodies_dir(path) / name).stat().st_ino, set()).add(name)
+            for queue_id in list(kept)[:-1]:  # delivered; the newest stays queued a while
+                store.apply_batch([DeleteMessage(queue_id)])
+                del kept[queue_id]
+            store.sweep_bodies(all_dead=False)
+            for queue_id, size in kept.items():
+                assert b"".join(store.read_body(queue_id)) == body_of(queue_id, size)
+        assert len(spares(path)) <= 1
+        assert max(len(seen) for seen in names.values()) >= 3  # files used again and again
+    finally:
+        store.close()
+    reopened = SqliteQueueStore(path)
+    reopened.open()
+    try:
+        for queue_id, size in kept.items():
+            assert b"".join(reopened.read_body(queue_id)) == body_of(queue_id, size)
+    finally:
+        reopened.close()
