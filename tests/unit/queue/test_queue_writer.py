@@ -285,8 +285,7 @@ async def test_a_deferrable_op_waits_for_an_urgent_one_and_shares_its_commit(
         with pytest.raises(TimeoutError):  # alone, it is not committed yet
             await asyncio.wait_for(asyncio.shield(deferred), 0.2)
         assert writer.commits == 0
-        urgent = make_message()
-        await asyncio.wait_for(writer.execute(InsertMessage(urgent)), WAIT)
+        await asyncio.wait_for(writer.execute(ReleaseLeases("nobody")), WAIT)
         await asyncio.wait_for(deferred, WAIT)
         assert (writer.commits, writer.stats.ops) == (1, 2)  # one commit carried both
         assert store.get_message(results.queue_id) is not None
@@ -328,13 +327,54 @@ async def test_deferrable_ops_are_held_until_an_urgent_op_takes_them_along(
         held = [make_message() for _ in range(3)]
         futures = [writer.submit(InsertMessage(m), deferrable=True) for m in held]
         assert writer._inbox.queue.qsize() == 0  # nothing handed over, nobody woken
-        urgent = make_message()
         # from a plain thread: an admin command's op does not overtake them either
-        await asyncio.wait_for(asyncio.to_thread(writer.execute_sync, InsertMessage(urgent)), WAIT)
+        urgent = ReleaseLeases("nobody")
+        await asyncio.wait_for(asyncio.to_thread(writer.execute_sync, urgent), WAIT)
         await asyncio.wait_for(asyncio.gather(*futures), WAIT)
         assert (writer.commits, writer.stats.ops) == (1, 4)
-        ids = [store.get_message(m.queue_id) for m in (*held, urgent)]
-        assert all(ids)
+        assert all(store.get_message(m.queue_id) for m in held)
+
+
+def wait_idle(writer: QueueWriter) -> None:
+    """Until the writer thread waits for work (it gets there on its own, at once)."""
+    deadline = time.monotonic() + WAIT
+    while not writer._idle:
+        assert time.monotonic() < deadline, "the writer thread never came to wait"
+        time.sleep(0.001)
+
+
+@in_event_loop
+async def test_a_new_message_finding_the_writer_idle_commits_without_held_ops(
+    store: SqliteQueueStore, make_message: MakeMessage
+) -> None:
+    """Its client waits for that commit alone; the held ops wait for their timer (or,
+    here, for an urgent op that is not a new message, which takes them along)."""
+    with running(QueueWriter(store, defer_seconds=3600)) as writer:
+        held = writer.submit(InsertMessage(make_message()), deferrable=True)
+        await asyncio.to_thread(wait_idle, writer)
+        await asyncio.wait_for(writer.execute(InsertMessage(make_message())), WAIT)
+        assert (writer.commits, writer.stats.ops) == (1, 1)
+        assert not held.done() and len(writer._held) == 1
+        await asyncio.wait_for(writer.execute(ReleaseLeases("nobody")), WAIT)
+        await asyncio.wait_for(held, WAIT)
+        assert (writer.commits, writer.stats.ops) == (2, 3)
+
+
+@in_event_loop
+async def test_a_new_message_finding_the_writer_busy_takes_held_ops_along(
+    store: SqliteQueueStore, make_message: MakeMessage
+) -> None:
+    """It waits for the batch in progress anyway: the held ops share its commit."""
+    with running(QueueWriter(store, defer_seconds=3600)) as writer:
+        first, gate = gated_message(make_message)
+        first_done = writer.submit(InsertMessage(first))
+        assert await asyncio.to_thread(gate.entered.wait, WAIT)  # inside commit 1
+        held = writer.submit(InsertMessage(make_message()), deferrable=True)
+        second = writer.submit(InsertMessage(make_message()))
+        assert not writer._held  # handed over with the new message
+        gate.release.set()
+        await asyncio.wait_for(asyncio.gather(first_done, held, second), WAIT)
+        assert (writer.commits, writer.stats.ops, writer.stats.largest_batch) == (2, 3, 2)
 
 
 @in_event_loop
@@ -356,13 +396,13 @@ async def test_a_timer_firing_for_ops_already_gone_keeps_a_later_op_held(
     leaves an op held since then waiting (armed again for its wait), not the writer."""
     with running(QueueWriter(store, defer_seconds=3600)) as writer:
         early = writer.submit(InsertMessage(make_message()), deferrable=True)  # arms it
-        await asyncio.wait_for(writer.execute(InsertMessage(make_message())), WAIT)
+        await asyncio.wait_for(writer.execute(ReleaseLeases("nobody")), WAIT)
         await asyncio.wait_for(early, WAIT)
         late = writer.submit(InsertMessage(make_message()), deferrable=True)
         writer._held_wait_over(asyncio.get_running_loop())  # the first timer fires
         assert writer._inbox.queue.qsize() == 0 and len(writer._held) == 1
         assert writer._held_timer is not None  # armed again, for the late op's wait
-        await asyncio.wait_for(writer.execute(InsertMessage(make_message())), WAIT)
+        await asyncio.wait_for(writer.execute(ReleaseLeases("nobody")), WAIT)
         await asyncio.wait_for(late, WAIT)
         assert writer.commits == 2
 
