@@ -29,12 +29,12 @@ behind a transaction and an fsync of their own, and one fsync makes both durable
 then the deferrable ops are held on the submitting side (a timer of the caller's event
 loop hands them over when the wait is over): waking the writer thread for an op it may
 not start yet costs a thread switch and a hand-over of the GIL per relayed message.
-Only a new message finding the writer thread idle leaves them held: its client waits for
-that commit alone (relaying one message at a time, the previous message's results cost
-its 250 0.07 ms), and the held ops follow at their timer; when the writer is busy they
-ride along as before, since the new message waits for the batch in progress anyway. Any
-other urgent op takes them along first, so no op overtakes results it might depend on (a
-new message depends on none).
+Only a new message finding the writer thread idle leaves them held, on SQLite: its
+client waits for that commit alone (relaying one message at a time, the previous
+message's results cost its 250 0.07 ms), and the held ops follow at their timer; when the
+writer is busy they ride along as before, since the new message waits for the batch in
+progress anyway. Any other urgent op takes them along first, so no op overtakes results
+it might depend on (a new message depends on none).
 
 Both threads run under Linux's ``SCHED_BATCH`` policy: woken (a request, the end of an
 ``fdatasync``), they do not preempt the event loop thread of their process, which holds
@@ -134,6 +134,11 @@ class QueueWriter:
         self._sync_thread: threading.Thread | None = None
         self._accepting = False
         self._idle = False  # the writer thread waits for work: nothing being committed
+        # a new message may leave held results behind (see above) on a local store (SQLite),
+        # where they cost its commit statements of their own; on PostgreSQL a batch is one
+        # round trip, and while the database is away each batch waits for the connection
+        # pool: results committed apart made the claims behind them wait 30 s and more
+        self._lone_inserts = self._unsynced is not None
         # deferrable requests not handed to the writer thread yet (under _lock), their
         # count of body bytes, and the timer that hands them over when their wait is over
         self._held: list[_Request] = []
@@ -213,7 +218,7 @@ class QueueWriter:
         with self._lock:
             if not self._accepting:
                 raise RuntimeError("queue writer is not running")
-            if not (self._idle and isinstance(request.op, InsertMessage)):
+            if not (self._lone_inserts and self._idle and isinstance(request.op, InsertMessage)):
                 self._hand_over_held()  # in order: the held ops ride with this one
             # else a client waits for this commit alone; the held ops go at their timer
             self._inbox.queue.put(request)

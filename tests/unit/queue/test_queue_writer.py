@@ -524,3 +524,24 @@ def test_only_batches_of_leases_need_no_sync(
     conn = store._conn
     assert conn is not None  # every commit leaves the fsync to the sync: NORMAL
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1
+
+
+@in_event_loop
+async def test_on_postgresql_a_new_message_takes_held_ops_along_even_when_idle(
+    postgres_server: Any, make_message: MakeMessage
+) -> None:
+    """A batch there is one round trip, and while the database is away every batch waits
+    for the connection pool: the held ops ride with the new message, as before."""
+    from mailwright.queue.postgres import PostgresQueueStore
+
+    store = PostgresQueueStore(postgres_server.new_database())
+    store.open()
+    try:
+        with running(QueueWriter(store, defer_seconds=3600)) as writer:
+            held = writer.submit(InsertMessage(make_message()), deferrable=True)
+            await asyncio.to_thread(wait_idle, writer)
+            await asyncio.wait_for(writer.execute(InsertMessage(make_message())), WAIT)
+            await asyncio.wait_for(held, WAIT)
+            assert (writer.commits, writer.stats.ops) == (1, 2)
+    finally:
+        store.close()
