@@ -131,10 +131,17 @@ class Monitor:
     async def _sample_loop(self) -> None:
         while True:
             await asyncio.sleep(SAMPLE_INTERVAL)  # a periodic timer, not a synchronisation
-            try:
-                await self.sample()
-            except Exception:
-                log.exception("status: sampling the queue failed")
+            await self.sample_quietly()
+
+    async def sample_quietly(self) -> None:
+        """``sample``, its failure logged: a database that is away is one line (the
+        status page says the rest), anything else a traceback, being a bug."""
+        try:
+            await self.sample()
+        except StoreError as exc:
+            log.warning("status: cannot sample the queue: %s", exc)
+        except Exception:
+            log.exception("status: sampling the queue failed")
 
     def own_sessions(self) -> dict[str, int]:
         """Sessions open in this process, per listener (those without one read 0)."""
