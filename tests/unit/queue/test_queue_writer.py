@@ -75,6 +75,17 @@ def gated_message(make_message: MakeMessage) -> tuple[NewMessage, GatedBody]:
     return message, gate
 
 
+async def commit_in_progress(
+    writer: QueueWriter, make_message: MakeMessage
+) -> tuple[asyncio.Future[None], GatedBody]:
+    """A first message submitted, the writer thread held inside its commit until the
+    test releases the gate; its future and the gate."""
+    first, gate = gated_message(make_message)
+    first_done = writer.submit(InsertMessage(first))
+    assert await asyncio.to_thread(gate.entered.wait, WAIT)
+    return first_done, gate
+
+
 @in_event_loop
 async def test_concurrent_inserts_share_commits(
     store: SqliteQueueStore, writer: QueueWriter, make_message: MakeMessage
@@ -91,9 +102,7 @@ async def test_concurrent_inserts_share_commits(
 async def test_everything_that_waits_goes_into_the_next_commit(
     store: SqliteQueueStore, writer: QueueWriter, make_message: MakeMessage
 ) -> None:
-    first, gate = gated_message(make_message)
-    first_done = writer.submit(InsertMessage(first))
-    assert await asyncio.to_thread(gate.entered.wait, WAIT)  # the writer is inside commit 1
+    first_done, gate = await commit_in_progress(writer, make_message)
     waiting = [writer.submit(InsertMessage(make_message())) for _ in range(199)]
     gate.release.set()
     await first_done
@@ -108,9 +117,7 @@ async def test_batches_are_bounded_by_op_count(
     store: SqliteQueueStore, make_message: MakeMessage
 ) -> None:
     with running(QueueWriter(store, max_ops=10)) as writer:
-        first, gate = gated_message(make_message)
-        first_done = writer.submit(InsertMessage(first))
-        assert await asyncio.to_thread(gate.entered.wait, WAIT)
+        first_done, gate = await commit_in_progress(writer, make_message)
         waiting = [writer.submit(InsertMessage(make_message())) for _ in range(25)]
         gate.release.set()
         await asyncio.gather(first_done, *waiting)
@@ -123,9 +130,7 @@ async def test_batches_are_bounded_by_body_bytes(
     store: SqliteQueueStore, make_message: MakeMessage
 ) -> None:
     with running(QueueWriter(store, max_body_bytes=1000)) as writer:
-        first, gate = gated_message(make_message)
-        first_done = writer.submit(InsertMessage(first))
-        assert await asyncio.to_thread(gate.entered.wait, WAIT)
+        first_done, gate = await commit_in_progress(writer, make_message)
         waiting = [writer.submit(InsertMessage(make_message(body=b"x" * 400))) for _ in range(6)]
         gate.release.set()
         await asyncio.gather(first_done, *waiting)
@@ -140,9 +145,7 @@ async def test_a_failing_op_fails_only_its_caller(
     original = make_message()
     duplicate = make_message(queue_id=original.queue_id)
     other = make_message()
-    first, gate = gated_message(make_message)
-    first_done = writer.submit(InsertMessage(first))
-    assert await asyncio.to_thread(gate.entered.wait, WAIT)
+    first_done, gate = await commit_in_progress(writer, make_message)
     futures = [writer.submit(InsertMessage(m)) for m in (original, duplicate, other)]
     gate.release.set()
     await first_done
@@ -197,9 +200,7 @@ async def test_a_failed_commit_reaches_every_caller_of_the_batch(
 async def test_a_cancelled_caller_still_gets_its_op_applied(
     store: SqliteQueueStore, writer: QueueWriter, make_message: MakeMessage
 ) -> None:
-    first, gate = gated_message(make_message)
-    first_done = writer.submit(InsertMessage(first))
-    assert await asyncio.to_thread(gate.entered.wait, WAIT)
+    first_done, gate = await commit_in_progress(writer, make_message)
     abandoned = make_message()
     writer.submit(InsertMessage(abandoned)).cancel()
     gate.release.set()
@@ -366,9 +367,7 @@ async def test_a_new_message_finding_the_writer_busy_takes_held_ops_along(
 ) -> None:
     """It waits for the batch in progress anyway: the held ops share its commit."""
     with running(QueueWriter(store, defer_seconds=3600)) as writer:
-        first, gate = gated_message(make_message)
-        first_done = writer.submit(InsertMessage(first))
-        assert await asyncio.to_thread(gate.entered.wait, WAIT)  # inside commit 1
+        first_done, gate = await commit_in_progress(writer, make_message)
         held = writer.submit(InsertMessage(make_message()), deferrable=True)
         second = writer.submit(InsertMessage(make_message()))
         assert not writer._held  # handed over with the new message
@@ -473,9 +472,7 @@ async def test_the_next_batch_commits_while_the_last_one_is_synced(
     sync_store: SyncStore, make_message: MakeMessage
 ) -> None:
     with running(QueueWriter(sync_store)) as writer:
-        first, gate = gated_message(make_message)
-        first_done = writer.submit(InsertMessage(first))
-        assert await asyncio.to_thread(gate.entered.wait, WAIT)  # inside commit 1
+        first_done, gate = await commit_in_progress(writer, make_message)
         second_done = writer.submit(InsertMessage(make_message()))
         gate.release.set()
         # commit 1's sync waits for the disk (the test); commit 2 goes on meanwhile
@@ -494,9 +491,7 @@ async def test_a_failed_sync_reaches_every_caller_and_the_writer_goes_on(
     sync_store.failure = StoreError("fdatasync failed: Input/output error")
     sync_store.release.set()
     with running(QueueWriter(sync_store)) as writer:
-        first, gate = gated_message(make_message)
-        first_done = writer.submit(InsertMessage(first))
-        assert await asyncio.to_thread(gate.entered.wait, WAIT)
+        first_done, gate = await commit_in_progress(writer, make_message)
         waiting = [writer.submit(InsertMessage(make_message())) for _ in range(3)]
         gate.release.set()
         results = await asyncio.gather(first_done, *waiting, return_exceptions=True)
