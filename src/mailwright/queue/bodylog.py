@@ -29,6 +29,12 @@ more into the spare instead of unlinking it (as PostgreSQL recycles its WAL segm
 the caller sweeps every ``SPARE_SWEEP`` seconds while a spare is wanted (``wants_spare``).
 A dead owner's spare is removable, or recycled, like a sealed segment. A recycled file
 still holds old bodies beyond what its new writer has appended; nothing refers to them.
+Unlinking left a reader that had the file open (a delivery of a message deleted, or
+whose body moved to the database, meanwhile) reading the old bytes; writing into a
+recycled file would change them under it. So ``read_segment`` holds a shared ``flock``
+on the file while it reads, and takes the file only if its name still leads to it once
+locked; ``remove`` recycles only a file it can lock exclusively at once (renamed under
+the lock), and unlinks any other.
 
 Durability: ``append`` returns after the data and the file's size are on disk
 (``fdatasync``) and, for a new segment, its directory entry (an fsync of the directory);
@@ -42,6 +48,7 @@ passes the directory, its owner name and the segment size).
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import threading
 import time
@@ -240,17 +247,32 @@ class BodyLog:
     def _recycle(self, names: list[str]) -> list[str]:
         """Make one of ``names`` (removable segments) the spare; the names left to remove."""
         for i, name in enumerate(names):
-            path = self.directory / name
+            if self._renamed_unread(self.directory / name):
+                self._spare_ready = True
+                return names[:i] + names[i + 1 :]
+        return names
+
+    def _renamed_unread(self, path: Path) -> bool:
+        """Rename ``path`` to the spare if it has the size of one and nobody reads it."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False  # another store removed it first
+        try:
+            size = os.fstat(fd).st_size
+            if not self.segment_bytes <= size <= 2 * self.segment_bytes:
+                return False  # too small to spare a sync, or holding a huge body
             try:
-                size = os.stat(path).st_size
-                if not self.segment_bytes <= size <= 2 * self.segment_bytes:
-                    continue  # too small to spare a sync, or holding a huge body
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False  # a reader has it open: unlinked, its bytes stay as they are
+            try:
                 os.rename(path, self._spare)
             except FileNotFoundError:
-                continue  # another store removed it first
-            self._spare_ready = True
-            return names[:i] + names[i + 1 :]
-        return names
+                return False
+            return True
+        finally:
+            os.close(fd)
 
     def _close_current(self) -> None:
         self._held, self._held_bytes = [], 0  # a failed append: never referred to
@@ -337,12 +359,20 @@ def read_segment(
     """``size`` bytes at ``offset`` of segment ``name``, in pieces of ``chunk_size``.
 
     Opens the file at once (FileNotFoundError now, not at the first piece), then reads
-    lazily; the file is closed at the end or when the iterator is dropped."""
+    lazily; the file is closed at the end or when the iterator is dropped. The shared
+    lock held meanwhile keeps the file from being recycled under the reader."""
     if chunk_size <= 0:
         raise ValueError("chunk_size must be positive")
-    return _SegmentReader(
-        os.open(directory / name, os.O_RDONLY | os.O_CLOEXEC), offset, size, chunk_size
-    )
+    path = directory / name
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        if os.stat(path).st_ino != os.fstat(fd).st_ino:  # recycled before the lock
+            raise FileNotFoundError(errno.ENOENT, "segment recycled", str(path))
+    except BaseException:
+        os.close(fd)
+        raise
+    return _SegmentReader(fd, offset, size, chunk_size)
 
 
 class _SegmentReader:

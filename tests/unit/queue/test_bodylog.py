@@ -6,6 +6,7 @@ the crash test.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import socket
@@ -529,3 +530,53 @@ def test_bodies_read_back_exactly_through_recycled_segments(tmp_path: Path) -> N
             assert b"".join(reopened.read_body(queue_id)) == body_of(queue_id, size)
     finally:
         reopened.close()
+
+
+def three_segments(log: BodyLog) -> tuple[str, str]:
+    """Segments 1 (a new file) and 2 (the zero-filled spare) full, 3 current (a new file,
+    since the spare is used): a spare is wanted again. The names of 1 and 2."""
+    log.append([Body(b"a" * 70_000)])
+    log.settle()
+    log.append([Body(b"b" * 70_000)])
+    log.append([Body(b"c" * 1_000)])
+    assert log.wants_spare
+    return segment_name(log.owner, 1), segment_name(log.owner, 2)
+
+
+def test_a_segment_being_read_is_removed_not_recycled(tmp_path: Path) -> None:
+    """Its reader, a delivery of a message deleted meanwhile, reads the old bytes to the
+    end: the file is unlinked, never written into again."""
+    log = BodyLog(tmp_path, new_owner(), segment_bytes=64_000)
+    try:
+        first, second = three_segments(log)
+        reader = read_segment(tmp_path, first, 0, 70_000, chunk_size=10_000)
+        assert log.remove([first]) == 1
+        spare = tmp_path / segment_name(log.owner, SPARE_SEQ)
+        assert not spare.exists() and not (tmp_path / first).exists()
+        assert b"".join(reader) == b"a" * 70_000
+        assert log.remove([second]) == 1 and spare.exists()  # nobody reads that one
+    finally:
+        log.close()
+
+
+def test_a_reader_that_comes_as_its_segment_is_recycled_finds_it_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opened before the recycling, locked after it: the name no longer leads to the
+    file, so the reader reports the segment missing instead of reading new bodies."""
+    log = BodyLog(tmp_path, new_owner(), segment_bytes=64_000)
+    try:
+        first, _ = three_segments(log)
+        real = fcntl.flock
+
+        def recycled_first(fd: int, operation: int) -> None:
+            if operation == fcntl.LOCK_SH:  # the reader, between its open and its lock
+                assert log.remove([first]) == 1
+                assert (tmp_path / segment_name(log.owner, SPARE_SEQ)).exists()
+            real(fd, operation)
+
+        monkeypatch.setattr(fcntl, "flock", recycled_first)
+        with pytest.raises(FileNotFoundError):
+            read_segment(tmp_path, first, 0, 70_000)
+    finally:
+        log.close()
