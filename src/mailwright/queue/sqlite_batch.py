@@ -187,7 +187,8 @@ class SqliteWrites(SharedWrites):
     _bodies_dir: Path
     _body_log_min: int | None
     _placed: dict[int, _Placement] = {}  # id(NewMessage) -> where its body went, per batch
-    _last_sweep = 0.0
+    _last_sweep = 0.0  # the last full sweep (monotonic)
+    _last_look = 0.0  # the last sweep of any kind
 
     def _connect(self) -> sqlite3.Connection:
         raise NotImplementedError
@@ -209,8 +210,7 @@ class SqliteWrites(SharedWrites):
         finally:
             self._placed = {}
         sync = self.sync_log if self._needs_sync else None
-        if self._bodylog is not None and self._sweep_due():
-            self.sweep_bodies(all_dead=False)
+        self._sweep_if_due()
         return results, sync
 
     def sync_log(self) -> None:
@@ -269,31 +269,37 @@ class SqliteWrites(SharedWrites):
             return {}
         return {id(m): place for m, place in zip(large, places, strict=True)}
 
-    def _sweep_due(self) -> bool:
+    def _sweep_if_due(self) -> None:
         bodylog = self._bodylog
-        if bodylog is not None and bodylog.rotated:
-            return True
-        since = time.monotonic() - self._last_sweep
-        # while no spare is ready, a segment that was still needed at the rotation's
-        # sweep is looked at again soon: recycled, it spares the next one's syncs
-        return since >= SWEEP_INTERVAL or (
-            since >= SPARE_SWEEP and bodylog is not None and bodylog.wants_spare
-        )
+        if bodylog is None:
+            return
+        now = time.monotonic()
+        if bodylog.rotated or now - self._last_sweep >= SWEEP_INTERVAL:
+            self.sweep_bodies(all_dead=False)
+        elif now - self._last_look >= SPARE_SWEEP and bodylog.wants_spare:
+            # a segment still needed at the rotation's sweep is looked at again soon:
+            # recycled, it spares the next segment's syncs (bodies still move out of old
+            # segments at the pace of the full sweeps)
+            self.sweep_bodies(all_dead=False, graduate=False)
 
-    def sweep_bodies(self, *, all_dead: bool) -> int:
+    def sweep_bodies(self, *, all_dead: bool, graduate: bool = True) -> int:
         """Remove segments nobody refers to (and no writer appends to); move bodies out
-        of segments older than ``GRADUATE_AFTER``. ``all_dead``: the caller holds the
-        queue lock. Returns the segments removed."""
+        of segments older than ``GRADUATE_AFTER`` unless not ``graduate``. ``all_dead``:
+        the caller holds the queue lock. Returns the segments removed."""
         bodylog, conn = self._bodylog, self._conn
         if bodylog is None or conn is None:
             return 0
-        bodylog.rotated = False
-        self._last_sweep = time.monotonic()
+        self._last_look = time.monotonic()
+        if graduate:
+            bodylog.rotated = False
+            self._last_sweep = self._last_look
         try:
             listed = bodylog.listing()  # before the references: see queue.bodylog
             done = bodylog.removable(listed, set(), all_dead=all_dead)
             referenced = self._referenced_segments(conn, done)
-            old = [n for n in done if n in referenced and bodylog.age(n) > GRADUATE_AFTER]
+            old = [
+                n for n in done if graduate and n in referenced and bodylog.age(n) > GRADUATE_AFTER
+            ]
             for name in old:
                 self._graduate(conn, name)
             if old:
