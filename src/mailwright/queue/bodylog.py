@@ -47,6 +47,7 @@ passes the directory, its owner name and the segment size).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -233,9 +234,12 @@ class BodyLog:
                 os.fdatasync(fd)  # the blocks and the size: later writes sync only data
                 self._spare_ready = True
         except OSError:
-            pass  # no spare: segments are new files (a half-written spare is removed later)
+            pass  # no spare (a full disk): segments are new files, as before spares
         finally:
             os.close(fd)
+            if not self._spare_ready:
+                with contextlib.suppress(OSError):
+                    os.unlink(self._spare)  # a half-written spare takes room for nothing
             self._filler = None
 
     def settle(self) -> None:

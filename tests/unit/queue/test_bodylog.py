@@ -6,6 +6,7 @@ the crash test.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import signal
@@ -583,3 +584,30 @@ def test_a_reader_that_comes_as_its_segment_is_recycled_finds_it_gone(
             read_segment(tmp_path, first, 0, 70_000)
     finally:
         log.close()
+
+
+def test_a_spare_the_disk_has_no_room_for_is_not_left_half_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = os.pwrite
+
+    def full(fd: int, data: bytes, offset: int) -> int:
+        spare = os.readlink(f"/proc/self/fd/{fd}").endswith(segment_name("", SPARE_SEQ))
+        if spare and offset > 0:  # the first piece fits, the second does not
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", full)
+    log = BodyLog(tmp_path, new_owner(), segment_bytes=3 << 20)
+    try:
+        (first,) = log.append([Body(b"a" * 70_000)])
+        log.settle()
+        assert listing_of(tmp_path) == [first[0]]  # no spare, not even part of one
+        assert log.wants_spare  # a recycled segment may still become one
+        assert read_back(tmp_path, first, 70_000) == b"a" * 70_000
+    finally:
+        log.close()
+
+
+def listing_of(directory: Path) -> list[str]:
+    return sorted(os.listdir(directory))
