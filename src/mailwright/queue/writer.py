@@ -144,6 +144,7 @@ class QueueWriter:
         self._held: list[_Request] = []
         self._held_bytes = 0
         self._held_timer: asyncio.TimerHandle | None = None
+        self._held_timer_loop: asyncio.AbstractEventLoop | None = None
         self.stats = WriterStats()
 
     @property
@@ -233,16 +234,21 @@ class QueueWriter:
             self._held_bytes += request.body_bytes
             if len(self._held) >= self._max_ops or self._held_bytes >= self._max_body_bytes:
                 self._hand_over_held()
-            elif self._held_timer is None:
+            elif self._held_timer is None or self._held_timer_loop is not loop:
+                # (a timer of another loop may never fire: one that ``asyncio.run`` ended
+                # while an urgent op had taken its ops along, as a queue run's may)
                 self._arm(loop, self._defer_seconds)
 
     def _arm(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
         # one timer at a time, not one per op: when it fires it hands over what has
         # waited long enough and is armed again for the rest (the caller holds _lock)
         self._held_timer = loop.call_later(delay, self._held_wait_over, loop)
+        self._held_timer_loop = loop
 
     def _held_wait_over(self, loop: asyncio.AbstractEventLoop) -> None:
         with self._lock:
+            if loop is not self._held_timer_loop:
+                return  # replaced by a timer of the loop that holds ops now
             self._held_timer = None
             if not self._held:
                 return  # an urgent op took them along

@@ -540,3 +540,24 @@ async def test_on_postgresql_a_new_message_takes_held_ops_along_even_when_idle(
             assert (writer.commits, writer.stats.ops) == (1, 2)
     finally:
         store.close()
+
+
+def test_held_ops_get_a_timer_of_their_own_loop_when_an_old_loop_has_ended(
+    store: SqliteQueueStore, make_message: MakeMessage
+) -> None:
+    """A queue run with ``asyncio.run`` may end while its timer is pending (an urgent op
+    took the held ops along): the next run's held ops must not wait for that timer."""
+    with running(QueueWriter(store, defer_seconds=0.05)) as writer:
+
+        async def first_run() -> None:
+            held = writer.submit(InsertMessage(make_message()), deferrable=True)  # arms it
+            await asyncio.wait_for(writer.execute(ReleaseLeases("nobody")), WAIT)
+            await asyncio.wait_for(held, WAIT)  # taken along; the timer is still pending
+
+        async def second_run() -> None:
+            held = writer.submit(InsertMessage(make_message()), deferrable=True)
+            await asyncio.wait_for(held, WAIT)  # committed when its own wait is over
+
+        asyncio.run(first_run())
+        asyncio.run(second_run())
+        assert writer.commits == 2
