@@ -134,11 +134,6 @@ class QueueWriter:
         self._sync_thread: threading.Thread | None = None
         self._accepting = False
         self._idle = False  # the writer thread waits for work: nothing being committed
-        # a new message may leave held results behind (see above) on a local store (SQLite),
-        # where they cost its commit statements of their own; on PostgreSQL a batch is one
-        # round trip, and while the database is away each batch waits for the connection
-        # pool: results committed apart made the claims behind them wait 30 s and more
-        self._lone_inserts = self._unsynced is not None
         # deferrable requests not handed to the writer thread yet (under _lock), their
         # count of body bytes, and the timer that hands them over when their wait is over
         self._held: list[_Request] = []
@@ -219,7 +214,13 @@ class QueueWriter:
         with self._lock:
             if not self._accepting:
                 raise RuntimeError("queue writer is not running")
-            if not (self._lone_inserts and self._idle and isinstance(request.op, InsertMessage)):
+            # a new message may leave held results behind (see above) only on SQLite (the
+            # store that syncs apart), where they cost its commit statements of their own; on
+            # PostgreSQL a batch is one round trip, and while the database is away each batch
+            # waits for the connection pool: results committed apart made the claims behind
+            # them wait 30 s and more
+            local = self._unsynced is not None
+            if not (local and self._idle and isinstance(request.op, InsertMessage)):
                 self._hand_over_held()  # in order: the held ops ride with this one
             # else a client waits for this commit alone; the held ops go at their timer
             self._inbox.queue.put(request)
