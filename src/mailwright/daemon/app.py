@@ -175,10 +175,11 @@ class Daemon:
             message.first_attempt = message.received_at + wait
         background = asked is None and self.settings.delivery.mode is DeliveryMode.BACKGROUND
         lease = self.scheduler.lease_new(message) if background else None
-        await self.writer.execute(InsertMessage(message, *(lease or NO_LEASE)))
         if lease is not None:  # inserted claimed by this process: deliver it at once
-            self.scheduler.start_leased(message, lease)
-        elif asked == deliverymode.INTERACTIVE:
+            await self.scheduler.insert_and_start(message, lease)
+            return
+        await self.writer.execute(InsertMessage(message, *NO_LEASE))
+        if asked == deliverymode.INTERACTIVE:
             await self._deliver_interactively(message.queue_id)
         elif background:
             self.scheduler.remember(message)

@@ -8,10 +8,19 @@ delivered, and the scheduler records it then: a crash repeats only the deliverie
 in flight. Agents may keep connections open between requests (connection reuse) and
 release them in ``close``; an ``Interruptible`` agent gives up its waits (for a
 mailbox's locks) when the daemon stops.
+
+A delivery may begin while the message's insert is still being committed (an early
+start, ``manager.scheduler``): ``request.committed`` then resolves True once the
+insert is durable, False if it never was. Nothing but the envelope may leave for the
+next hop before it says True: the SMTP and LMTP agents send MAIL, RCPT and DATA and
+wait for it before the content (``delivery.session``); the scheduler waits for it
+before any other agent. A False ends the delivery with ``NotQueuedError`` (an SMTP
+peer discards a transaction without its end of data) and nothing is recorded.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -38,6 +47,18 @@ class DeliveryRequest:
     on_delivered: Callable[[DeliveryResult], Awaitable[None]] | None = None
     # sent on by alias expansion, a list or a .forward: ARC sealing applies (delivery.arcseal)
     forwarded: bool = False
+    # an early start's commit: True once the insert is durable (see the module's text)
+    committed: asyncio.Future[bool] | None = None
+
+
+class NotQueuedError(Exception):
+    """The message's insert failed after its delivery began: nothing was handed on."""
+
+
+async def queued(committed: asyncio.Future[bool] | None) -> bool:
+    """Whether an early start's message is durably queued (waiting for its commit);
+    True when there is nothing to wait for. Our cancellation leaves the commit alone."""
+    return committed is None or await asyncio.shield(committed)
 
 
 class DeliveryAgent(Protocol):

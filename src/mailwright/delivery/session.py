@@ -27,6 +27,7 @@ from typing import Any
 
 from mailwright.core.reply import Reply
 from mailwright.core.watchdog import ReadWatchdog
+from mailwright.delivery.agent import NotQueuedError, queued
 from mailwright.routing.tlsrpt import Result
 from mailwright.smtp.client import (
     Authenticated,
@@ -389,15 +390,26 @@ class ClientSession:
             and not self.writer.transport.is_closing()
         )
 
-    async def send(self, transaction: Transaction, content: Iterable[bytes]) -> TransactionResult:
+    async def send(
+        self,
+        transaction: Transaction,
+        content: Iterable[bytes],
+        committed: asyncio.Future[bool] | None = None,
+    ) -> TransactionResult:
         """One transaction; ``content`` is the whole message, iterated once, lazily.
 
-        Raises ``ContentError`` (after aborting the session) when ``content`` fails.
+        ``committed``: the content waits for it (an early start, ``delivery.agent``); a
+        False drops the connection, which makes the peer discard the transaction, and
+        raises ``NotQueuedError``. Raises ``ContentError`` (after aborting the session) when
+        ``content`` fails.
         """
         self.conn.begin(transaction)
         while True:
             event = await self.next_event()
             if isinstance(event, SendContent):
+                if not await queued(committed):
+                    self.abort()
+                    raise NotQueuedError(f"not sent to {self.peer}: the message was not queued")
                 await self._stream(content)
             elif isinstance(event, TransactionDone):
                 return event.result

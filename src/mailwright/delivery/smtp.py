@@ -74,7 +74,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from mailwright.core.delivery import DeliveryRecipient, DeliveryResult, Outcome
 from mailwright.core.envelope import BodyType, Notify
 from mailwright.core.reply import Reply
-from mailwright.delivery.agent import DeliveryRequest
+from mailwright.delivery.agent import DeliveryRequest, NotQueuedError
 from mailwright.delivery.arcseal import ArcSealing
 from mailwright.delivery.dane import DaneGate, DaneHost
 from mailwright.delivery.eightbit import contains_8bit, downgrade
@@ -204,6 +204,10 @@ class SmtpAgent:
                 pending = await self._attempt(session, request, pending, results)
             if pending:
                 await self._deliver_fresh(request, pending, results)
+        except NotQueuedError as exc:  # an early start whose insert failed: nothing is recorded
+            reply = Reply.of(451, "4.3.0", str(exc))
+            for r in request.recipients:
+                results.setdefault(r.index, DeliveryResult(r.index, Outcome.DEFERRED, reply))
         except Exception as exc:  # a bug here must not lose the mail or crash the scheduler
             log.exception("%s: delivery to %s failed", request.queue_id, request.next_hop)
             reply = Reply.of(451, "4.3.0", f"Internal error during delivery: {exc!r}")
@@ -495,7 +499,7 @@ class SmtpAgent:
             return []
         transaction, content, details = plan
         try:
-            result = await session.send(transaction, content())
+            result = await session.send(transaction, content(), request.committed)
         except ContentError as exc:
             reply = Reply.of(451, "4.3.0", f"Error reading the queued message: {exc}")
             self._settle(pending, results, Outcome.DEFERRED, reply)

@@ -124,11 +124,16 @@ class Expander:
             double_bounce_recipient=settings.queue.double_bounce_recipient,
         )
 
+    def resolves(self, claimed: Sequence[StoredRecipient]) -> bool:
+        """Has ``prepare`` anything to resolve among ``claimed`` (it may then write to the
+        queue); False: it hands them all on as they are."""
+        return any(r.target is None and self.resolver.handles(r.address) for r in claimed)
+
     async def prepare(
         self, message: StoredMessage, headers: HeaderList, claimed: Sequence[StoredRecipient]
     ) -> Prepared:
         out = Prepared()
-        if all(r.target is not None or not self.resolver.handles(r.address) for r in claimed):
+        if not self.resolves(claimed):
             out.deliver.extend(claimed)  # nothing to resolve (a list's copy, remote mail)
             return out
         keys = {r.index: self.resolver.key(r.address, r.target) for r in message.recipients}

@@ -16,9 +16,11 @@ before. What is kept is bounded by count, bytes and age (``MAX_ENTRIES``, ``MAX_
 ``MAX_AGE``; the oldest go first), so mail claimed by another worker or held meanwhile
 costs nothing but its eviction. A message on hold or not due at once is not kept.
 
-Trusts its caller to remember a message only after its insert committed, and the claim
-to hand out only recipients that are still queued (a message deleted or held after its
-commit is never claimed). Reads no settings.
+Trusts its caller to remember a message only once its insert is committed, or while it
+is being committed for a delivery that waits for the commit before anything leaves
+(``Scheduler.insert_and_start``), and the claim to hand out only recipients that are
+still queued (a message deleted or held after its commit is never claimed). Reads no
+settings.
 """
 
 from __future__ import annotations
@@ -73,6 +75,18 @@ class FreshMessages:
         self._entries[message.queue_id] = (now, (stored, message.headers, body))
         self._bytes += size
         return stored
+
+    def keeps(self, message: NewMessage) -> bool:
+        """Would ``remember`` keep ``message`` with its body (due now, the body in memory
+        and within the bound)?"""
+        body = message.body
+        return (
+            message.hold_reason is None
+            and message.first_attempt is None
+            and isinstance(body, Spool)
+            and body.in_memory
+            and body.size <= self.max_bytes
+        )
 
     def take(self, queue_id: str) -> Loaded | None:
         """The message as remembered, once; None when not (or no longer) kept."""

@@ -21,6 +21,11 @@ database that went away) stops nothing: a delivery whose message cannot be read 
 results cannot be recorded is tried again when its leases expire, and the loop keeps
 looking until the store answers again.
 
+A message this process has just accepted is delivered at once (``insert_and_start``),
+beginning while its insert is synced when its body is in memory: the envelope goes to the
+next hop meanwhile, the content only once the commit is durable, and nothing is recorded
+before (``DeliveryRequest.committed``).
+
 Local recipients are first given to the ``Expander`` (``manager.expansion``), when
 there is one: aliases, ``.forward`` and virtual users are resolved there, at delivery
 time, and a recipient that resolved to a mailbox, program or file goes to the local
@@ -50,7 +55,13 @@ from mailwright.core.durations import hhmmss
 from mailwright.core.envelope import Notify
 from mailwright.core.headers import HeaderList
 from mailwright.core.reply import Reply
-from mailwright.delivery.agent import DeliveryAgent, DeliveryRequest, Interruptible
+from mailwright.delivery.agent import (
+    DeliveryAgent,
+    DeliveryRequest,
+    Interruptible,
+    all_results,
+    queued,
+)
 from mailwright.dsn import OriginalMessage, parse_notify
 from mailwright.dsn.notices import MessageReports, Notice, Reporter, expired
 from mailwright.manager.answers import Answers, Waiting
@@ -64,6 +75,7 @@ from mailwright.queue.lease import new_owner
 from mailwright.queue.records import fresh_message
 from mailwright.queue.store import (
     ClaimDue,
+    InsertMessage,
     Lease,
     NewMessage,
     QueueStore,
@@ -87,6 +99,7 @@ log = logging.getLogger("mailwright.queue")
 LOCAL_TRANSPORTS = frozenset({Transport.LOCAL, Transport.PIPE, Transport.FILE})
 NO_AGENT = Reply.of(451, "4.3.0", "No delivery agent for this destination")
 AGENT_FAILED = Reply.of(451, "4.3.0", "Internal error in delivery agent")
+NOT_QUEUED = Reply.of(451, "4.3.0", "Not delivered: the message was not queued")
 KEPT = Reply.of(250, "2.0.0", "Recipient expanded, queued for delivery")
 MAX_IDLE_WAIT = 60.0
 # after a failed claim (the queue store, e.g. a database, is away) the loop looks again
@@ -353,10 +366,15 @@ class Scheduler:
         tasks = [self._start(queue_id, recipients) for queue_id, recipients in by_message.items()]
         return len(claimed), tasks
 
-    def _start(self, queue_id: str, recipients: list[StoredRecipient]) -> asyncio.Task[None]:
+    def _start(
+        self,
+        queue_id: str,
+        recipients: list[StoredRecipient],
+        committed: asyncio.Future[bool] | None = None,
+    ) -> asyncio.Task[None]:
         self._inflight += len(recipients)
         self._idle.clear()
-        task = asyncio.create_task(self._process(queue_id, recipients))
+        task = asyncio.create_task(self._process(queue_id, recipients, committed))
         self._tasks.add(task)
         if self._heartbeat is None or self._heartbeat.done():
             self._heartbeat = asyncio.create_task(self._renew_leases())
@@ -408,11 +426,16 @@ class Scheduler:
             self._sleep_until = 0.0
 
     # ---- one message --------------------------------------------------------------------
-    async def _process(self, queue_id: str, recipients: list[StoredRecipient]) -> None:
+    async def _process(
+        self,
+        queue_id: str,
+        recipients: list[StoredRecipient],
+        committed: asyncio.Future[bool] | None = None,
+    ) -> None:
         maillog.current_queue_id.set(queue_id)  # this task's lines are this message's
         self._held.set(self._current)  # this message is delivered with the parts of now
         try:
-            await self._deliver_message(queue_id, recipients)
+            await self._deliver_message(queue_id, recipients, committed)
         except StoreError as exc:  # not read or not recorded: tried again when leases expire
             log.warning("%s: queue store failed, delivery tried again later: %s", queue_id, exc)
         except Exception:
@@ -459,14 +482,69 @@ class Scheduler:
         stored = self.fresh.remember(message, lease) or fresh_message(message, lease)
         self._start(message.queue_id, list(stored.recipients))
 
-    async def _deliver_message(self, queue_id: str, recipients: list[StoredRecipient]) -> None:
-        loaded = self.fresh.take(queue_id) or await asyncio.to_thread(self._load, queue_id)
+    async def insert_and_start(self, message: NewMessage, lease: Lease) -> None:
+        """Insert ``message`` with ``lease`` (``lease_new``) and deliver it at once;
+        returns (or raises, as ``QueueWriter.execute``) once the insert is durable.
+
+        When its body is in memory (``FreshMessages.keeps``: the store has nothing to
+        read before the commit), the delivery begins as soon as the insert's transaction
+        is in, while the log is synced (the writer thread then needs no GIL): a lone
+        message's next hop has the envelope by the time the commit is durable, and the
+        content follows the client's 250 at once instead of two round trips after it.
+        Nothing but the envelope leaves before the commit is durable
+        (``DeliveryRequest.committed``, ``delivery.agent``), and nothing is recorded or
+        written for the message before it: a delivery whose insert then fails ends without
+        effect. Otherwise the delivery starts after the commit (``start_leased``).
+        """
+        op = InsertMessage(message, *lease)
+        stored = None
+        if not self._stopping and self.fresh.keeps(message):
+            stored = self.fresh.remember(message, lease)
+        if stored is None:
+            await self.writer.execute(op)
+            self.start_leased(message, lease)
+            return
+        queue_id, recipients = message.queue_id, list(stored.recipients)
+        committed: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        begun = False
+
+        def begin() -> None:
+            nonlocal begun
+            if not begun and not self._stopping:  # stopping: ``stop`` gives the lease back
+                begun = True
+                self._start(queue_id, recipients, committed)
+
+        try:
+            await self.writer.submit(op, on_applied=begin)  # before any op of the delivery
+        except BaseException:
+            committed.set_result(False)
+            raise
+        else:
+            begin()  # done already: the writer calls it before it answers
+            committed.set_result(True)
+        finally:
+            if not begun:
+                self.fresh.take(queue_id)  # nobody else will
+
+    async def _deliver_message(
+        self,
+        queue_id: str,
+        recipients: list[StoredRecipient],
+        committed: asyncio.Future[bool] | None = None,
+    ) -> None:
+        loaded = self.fresh.take(queue_id)
+        if loaded is None:
+            if not await queued(committed):
+                return  # an early start whose insert failed: not in the queue
+            loaded = await asyncio.to_thread(self._load, queue_id)
         if loaded is None:
             return  # deleted meanwhile
         message, headers, body = loaded
         early: list[tuple[DeliveryRequest | None, DeliveryResult]] = []
         routable = recipients
-        if self.expander is not None:
+        if self.expander is not None and self.expander.resolves(recipients):
+            if not await queued(committed):
+                return  # expanding writes to the queue: not before the insert
             prepared = await self.expander.prepare(message, headers, recipients)
             if prepared.expanded:
                 self.wake()  # the new recipients are due now
@@ -478,7 +556,7 @@ class Scheduler:
             recipients = [*prepared.deliver, *(r for r, _ in prepared.failed)]
             if not recipients:
                 return
-        requests, errors = self._requests(message, headers, routable, body)
+        requests, errors = self._requests(message, headers, routable, body, committed)
         on_delivered = self._recorder(message, recipients)
         for request in requests:
             request.on_delivered = on_delivered
@@ -491,6 +569,8 @@ class Scheduler:
         results = [*errors]
         for request, batch in zip(requests, batches, strict=True):
             results.extend((request, r) for r in batch)
+        if not await queued(committed):
+            return  # an early start whose insert failed: nothing happened to record
         await self._record(message, headers, recipients, results, started)
 
     def _requests(
@@ -499,6 +579,7 @@ class Scheduler:
         headers: HeaderList,
         recipients: list[StoredRecipient],
         body: bytes | None = None,
+        committed: asyncio.Future[bool] | None = None,
     ) -> tuple[list[DeliveryRequest], list[tuple[DeliveryRequest | None, DeliveryResult]]]:
         groups: dict[str, tuple[NextHop, list[StoredRecipient]]] = {}
         errors: list[tuple[DeliveryRequest | None, DeliveryResult]] = []
@@ -544,6 +625,7 @@ class Scheduler:
                 size=size,
                 received_at=message.received_at,
                 forwarded=forwarded,
+                committed=committed,
             )
             for hop, rcpts in groups.values()
         ]
@@ -574,6 +656,10 @@ class Scheduler:
         agent = self.agents.get(hop.transport)
         if agent is None:
             return [DeliveryResult(r.index, Outcome.DEFERRED, NO_AGENT) for r in request.recipients]
+        # an early start's commit: the SMTP and LMTP agents wait for it after the envelope
+        waits_itself = hop.transport in (Transport.SMTP, Transport.LMTP)
+        if not waits_itself and not await queued(request.committed):
+            return all_results(request, Outcome.DEFERRED, NOT_QUEUED)
         if hop.transport in LOCAL_TRANSPORTS:
             # the local agent limits itself, per mailbox and in all: a delivery waiting
             # for a locked mailbox must not hold a slot that other mailboxes need

@@ -36,6 +36,10 @@ writer is busy they ride along as before, since the new message waits for the ba
 progress anyway. Any other urgent op takes them along first, so no op overtakes results
 it might depend on (a new message depends on none).
 
+A caller may ask to hear (``on_applied``) when its op's transaction is in, before it is
+durable: a delivery that may begin then but must not hand anything on before the
+answer (``Scheduler.insert_and_start``) works while the log is synced.
+
 Both threads run under Linux's ``SCHED_BATCH`` policy: woken (a request, the end of an
 ``fdatasync``), they do not preempt the event loop thread of their process, which holds
 the GIL they need and, with ``server.cpu_affinity``, shares their CPU; they run when it
@@ -53,6 +57,7 @@ import contextlib
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
@@ -87,6 +92,7 @@ class _Request:
     outcome: object = None  # the result, or the exception to raise
     failed: bool = False
     deferrable_until: float | None = None  # monotonic time; None: urgent
+    on_applied: Callable[[], None] | None = None  # see ``submit``
 
 
 @dataclass(slots=True)
@@ -183,14 +189,24 @@ class QueueWriter:
         """
         return await self.submit(op, deferrable=deferrable)
 
-    def submit(self, op: Op[T], *, deferrable: bool = False) -> asyncio.Future[T]:
+    def submit(
+        self,
+        op: Op[T],
+        *,
+        deferrable: bool = False,
+        on_applied: Callable[[], None] | None = None,
+    ) -> asyncio.Future[T]:
         """Queue ``op`` now; the future resolves after the commit that contains it.
 
+        ``on_applied`` is called in the caller's loop once the op's transaction has
+        committed without a failure of its own, before the future resolves: with SQLite
+        while the log is being synced, so not yet durable (the sync may still fail the
+        future); never for an op or a transaction that failed.
         Call from a running event loop. Cancelling the future does not withdraw the op.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        request = _Request(op, _body_bytes(op), future=future, loop=loop)
+        request = _Request(op, _body_bytes(op), future=future, loop=loop, on_applied=on_applied)
         if deferrable:
             request.deferrable_until = time.monotonic() + self._defer_seconds
             self._hold(request, loop)
@@ -336,6 +352,7 @@ class QueueWriter:
             for request, result in zip(batch, results, strict=True):
                 request.failed = isinstance(result, BaseException)
                 request.outcome = result
+            _announce(batch)
         if sync is None:
             self._answer(batch)
         elif self._inbox.carried is None and self._inbox.queue.empty():
@@ -383,6 +400,24 @@ class QueueWriter:
         for loop, requests in per_loop.items():
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
                 loop.call_soon_threadsafe(_resolve_all, requests)
+
+
+def _announce(batch: list[_Request]) -> None:
+    """Call the ``on_applied`` of the batch's ops that did not fail: one
+    call_soon_threadsafe per event loop."""
+    per_loop: dict[asyncio.AbstractEventLoop, list[Callable[[], None]]] = {}
+    for request in batch:
+        if request.on_applied is not None and not request.failed and request.loop is not None:
+            per_loop.setdefault(request.loop, []).append(request.on_applied)
+    for loop, callbacks in per_loop.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+            loop.call_soon_threadsafe(_call_all, callbacks)
+
+
+def _call_all(callbacks: list[Callable[[], None]]) -> None:
+    """Runs in the callers' event loop."""
+    for callback in callbacks:
+        callback()
 
 
 def _fail(batch: list[_Request], error: Exception) -> None:

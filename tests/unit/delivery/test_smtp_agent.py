@@ -281,3 +281,59 @@ def test_plaintext_injected_after_starttls_is_refused() -> None:
             assert b"MAIL" not in peer.received
 
     run(main())
+
+
+class WatchedCommit(asyncio.Future[bool]):
+    """An early start's commit that says when the agent has begun to wait for it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.awaited = asyncio.Event()
+
+    def add_done_callback(self, fn: Any, *, context: Any = None) -> None:
+        self.awaited.set()
+        super().add_done_callback(fn, context=context)
+
+
+@pytest.mark.parametrize("chunking", [True, False])
+@pytest.mark.parametrize("queued", [True, False])
+def test_an_early_start_sends_the_envelope_then_waits_for_the_commit(
+    queued: bool, chunking: bool
+) -> None:
+    envelope_seen = asyncio.Event()  # the last command before the content: RCPT or DATA
+
+    def decide(event: ev.Event) -> None:
+        if isinstance(event, ev.DataStart if not chunking else ev.RcptTo):
+            envelope_seen.set()
+
+    settings = ServerSettings(hostname="mx.test", chunking=chunking)
+
+    async def main() -> None:
+        async with SmtpPeer(settings, decide=decide) as peer:
+            agent = SmtpAgent("client.test", None)
+            req = request(smtp_hop("127.0.0.1", peer.port))
+            committed = req.committed = WatchedCommit()
+            delivering = asyncio.create_task(agent.deliver(req))
+            await asyncio.wait_for(committed.awaited.wait(), 30)
+            await asyncio.wait_for(envelope_seen.wait(), 30)
+            (conn,) = peer.connections
+            assert b"BDAT" not in conn.raw and b"Subject: test" not in conn.raw
+            assert peer.messages == []
+            committed.set_result(queued)
+            results = await delivering
+            if queued:
+                assert summary(results) == [("delivered", 250, "2.0.0")]
+                (message,) = peer.messages
+                assert b"Subject: test" in message.content
+                assert agent.pool.idle_count() == 1
+            else:  # the connection is dropped mid-DATA: the peer discards the transaction
+                assert summary(results) == [("deferred", 451, "4.3.0")]
+                assert "not queued" in results[0].reply.text
+                assert agent.pool.idle_count() == 0
+                again = await deliver(agent, request(smtp_hop("127.0.0.1", peer.port)))
+                assert summary(again) == [("delivered", 250, "2.0.0")]
+                assert len(peer.messages) == 1
+                assert b"Subject: test" not in peer.connections[0].raw
+            await agent.close()
+
+    run(main())

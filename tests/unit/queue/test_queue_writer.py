@@ -561,3 +561,43 @@ def test_held_ops_get_a_timer_of_their_own_loop_when_an_old_loop_has_ended(
         asyncio.run(first_run())
         asyncio.run(second_run())
         assert writer.commits == 2
+
+
+@in_event_loop
+async def test_on_applied_comes_in_the_callers_loop_before_the_sync_answers(
+    sync_store: SyncStore, make_message: MakeMessage
+) -> None:
+    applied = asyncio.Event()
+    threads: list[int] = []
+
+    def on_applied() -> None:
+        threads.append(threading.get_ident())
+        applied.set()
+
+    with running(QueueWriter(sync_store)) as writer:
+        done = writer.submit(InsertMessage(make_message()), on_applied=on_applied)
+        await asyncio.wait_for(applied.wait(), WAIT)
+        assert await asyncio.to_thread(sync_store.syncing.wait, WAIT)
+        assert not done.done()  # the transaction is in, not yet durable
+        sync_store.release.set()
+        assert await done is None
+    assert threads == [threading.get_ident()]  # the event loop's thread
+
+
+@in_event_loop
+async def test_on_applied_is_not_called_for_an_op_that_failed(
+    store: SqliteQueueStore, writer: QueueWriter, make_message: MakeMessage
+) -> None:
+    called: list[str] = []
+    original = make_message()
+    duplicate = make_message(queue_id=original.queue_id)
+    first_done, gate = await commit_in_progress(writer, make_message)
+    futures = [
+        writer.submit(InsertMessage(m), on_applied=functools.partial(called.append, name))
+        for m, name in ((original, "original"), (duplicate, "duplicate"))
+    ]
+    gate.release.set()
+    await first_done
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    assert results[0] is None and isinstance(results[1], StoreError)
+    assert called == ["original"]
