@@ -68,6 +68,13 @@ def message(h: Harness, **kw: object) -> NewMessage:
     return build_message(received_at=h.clock.now(), **kw)  # type: ignore[arg-type]
 
 
+def inserting(h: Harness, msg: NewMessage) -> asyncio.Task[None]:
+    """``msg`` inserted with the lease the daemon would take and delivered at once."""
+    lease = h.scheduler.lease_new(msg)
+    assert lease is not None
+    return asyncio.create_task(h.scheduler.insert_and_start(msg, lease))
+
+
 async def first_request(h: Harness) -> DeliveryRequest:
     await asyncio.wait_for(h.agent.called.wait(), WAIT)
     return h.agent.requests[0]
@@ -81,17 +88,15 @@ def test_the_delivery_begins_while_the_insert_is_synced_and_is_recorded_after(
     store.go_on.clear()
 
     async def accept() -> None:
-        lease = h.scheduler.lease_new(msg)
-        assert lease is not None
-        inserting = asyncio.create_task(h.scheduler.insert_and_start(msg, lease))
+        insert = inserting(h, msg)
         request = await first_request(h)
         # the transaction is in, its log not yet synced: the client has no 250 yet
-        assert store.syncing.is_set() and not inserting.done()
+        assert store.syncing.is_set() and not insert.done()
         assert request.committed is not None and not request.committed.done()
         (r,) = h.recipients(msg.queue_id)
         assert r.state is RecipientState.QUEUED and r.lease_owner == h.scheduler.owner
         store.go_on.set()
-        await inserting
+        await insert
         assert request.committed.result() is True
         await h.scheduler.wait_idle()
 
@@ -107,13 +112,11 @@ def test_a_failed_sync_ends_the_begun_delivery_without_recording_it(h: Harness) 
     store.failure = StoreError("fdatasync failed: Input/output error")
 
     async def accept() -> None:
-        lease = h.scheduler.lease_new(msg)
-        assert lease is not None
-        inserting = asyncio.create_task(h.scheduler.insert_and_start(msg, lease))
+        insert = inserting(h, msg)
         request = await first_request(h)
         store.go_on.set()
         with pytest.raises(StoreError, match="fdatasync failed"):
-            await inserting
+            await insert
         assert request.committed is not None and request.committed.result() is False
         await h.scheduler.wait_idle()
 
@@ -131,10 +134,8 @@ def test_an_insert_failing_alone_starts_no_delivery(h: Harness) -> None:
     again = message(h, queue_id=queued.queue_id)  # the same queue id: its insert fails alone
 
     async def accept() -> None:
-        lease = h.scheduler.lease_new(again)
-        assert lease is not None
         with pytest.raises(StoreError, match="already in the queue"):
-            await h.scheduler.insert_and_start(again, lease)
+            await inserting(h, again)
         await h.scheduler.wait_idle()
 
     asyncio.run(accept())
@@ -150,9 +151,7 @@ def test_a_body_on_disk_is_delivered_after_the_commit(h: Harness, tmp_path: Path
     assert not spool.in_memory
 
     async def accept() -> None:
-        lease = h.scheduler.lease_new(msg)
-        assert lease is not None
-        await h.scheduler.insert_and_start(msg, lease)
+        await inserting(h, msg)
         await h.scheduler.wait_idle()
 
     asyncio.run(accept())
@@ -172,13 +171,11 @@ def test_other_agents_than_smtp_and_lmtp_wait_for_the_commit(h: Harness) -> None
     store.go_on.clear()
 
     async def accept() -> None:
-        lease = h.scheduler.lease_new(msg)
-        assert lease is not None
-        inserting = asyncio.create_task(h.scheduler.insert_and_start(msg, lease))
+        insert = inserting(h, msg)
         await first_request(h)  # the SMTP agent has the request: the delivery has begun
         assert local.requests == []  # the file's agent waits for the commit
         store.go_on.set()
-        await inserting
+        await insert
         await asyncio.wait_for(local.called.wait(), WAIT)
         await h.scheduler.wait_idle()
 
