@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TypeGuard
 
 from mailwright.core.headers import HeaderList
 from mailwright.queue.records import fresh_message
@@ -63,7 +64,7 @@ class FreshMessages:
     def remember(self, message: NewMessage, lease: Lease = NO_LEASE) -> StoredMessage | None:
         """Keep ``message`` (just committed, its recipients with ``lease``) for its first
         delivery, if it is due now; returns it as kept (None: not kept)."""
-        if message.hold_reason is not None or message.first_attempt is not None:
+        if not _due_now(message):
             return None
         body = _body_in_memory(message)
         size = 0 if body is None else len(body)
@@ -80,13 +81,7 @@ class FreshMessages:
         """Would ``remember`` keep ``message`` with its body (due now, the body in memory
         and within the bound)?"""
         body = message.body
-        return (
-            message.hold_reason is None
-            and message.first_attempt is None
-            and isinstance(body, Spool)
-            and body.in_memory
-            and body.size <= self.max_bytes
-        )
+        return _due_now(message) and _spool_in_memory(body) and body.size <= self.max_bytes
 
     def take(self, queue_id: str) -> Loaded | None:
         """The message as remembered, once; None when not (or no longer) kept."""
@@ -115,11 +110,19 @@ class FreshMessages:
             self._bytes -= _size(loaded)
 
 
+def _due_now(message: NewMessage) -> bool:
+    return message.hold_reason is None and message.first_attempt is None
+
+
+def _spool_in_memory(body: object) -> TypeGuard[Spool]:
+    return isinstance(body, Spool) and body.in_memory
+
+
 def _body_in_memory(message: NewMessage) -> bytes | None:
     # a body already spilled to a file would cost a read here, on the event loop; the
     # delivery streams it from the store instead
     body = message.body
-    if not isinstance(body, Spool) or not body.in_memory:
+    if not _spool_in_memory(body):
         return None
     data = b"".join(body.chunks())
     # the SMTP client then skips its check of the line ends (a copy of 100 KiB costs
