@@ -167,6 +167,7 @@ class SqliteQueueStore(SqliteReads, SqliteWrites):
             self._reads.close()
             self._reads = None
         if self._conn is not None:
+            self.close_log()
             self._conn.close()
             self._conn = None
         if self._gate is not None:

@@ -395,6 +395,41 @@ def test_deleted_envelopes_are_overwritten_but_freed_pages_are_not_rewritten(
     assert writer is not None and writer.execute("PRAGMA secure_delete").fetchone()[0] == 2
 
 
+def descriptors_of(path: Path) -> int:
+    """How many of this process's descriptors lead to the file now at ``path`` (and
+    still do once it is removed: SQLite removes its log when the last connection closes)."""
+    info = os.stat(path)
+    return sum(1 for fd in open_descriptors() if same_file(fd, info))
+
+
+def open_descriptors() -> list[int]:
+    return [int(name) for name in os.listdir("/proc/self/fd")]
+
+
+def same_file(fd: int, info: os.stat_result) -> bool:
+    try:
+        mine = os.fstat(fd)
+    except OSError:  # the listing's own descriptor, closed since
+        return False
+    return (mine.st_dev, mine.st_ino) == (info.st_dev, info.st_ino)
+
+
+def test_the_log_is_synced_through_one_kept_descriptor_closed_with_the_store(
+    store_path: Path, make_message: MakeMessage
+) -> None:
+    store = SqliteQueueStore(store_path)
+    store.open()
+    wal = store_path.with_name(store_path.name + "-wal")
+    insert(store, make_message())  # a durable commit: the log is synced
+    info = os.stat(wal)
+    kept = descriptors_of(wal)
+    for _ in range(5):
+        insert(store, make_message())
+    assert descriptors_of(wal) == kept  # the same descriptors: none opened per sync and left
+    store.close()
+    assert not any(same_file(fd, info) for fd in open_descriptors())
+
+
 def test_closed_store_refuses_work(store_path: Path, make_message: MakeMessage) -> None:
     store = SqliteQueueStore(store_path)
     store.open()
