@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from pathlib import Path
 
 from mailwright.queue.bodylog import SEGMENT_BYTES, BodyLog
@@ -93,6 +94,7 @@ class SqliteQueueStore(SqliteReads, SqliteWrites):
         self._conn: sqlite3.Connection | None = None
         self._reads: ReadPool | None = None
         self._handlers = self._handler_table()
+        self._log_syncing = threading.Lock()
 
     # ---- life cycle -------------------------------------------------------------------
 

@@ -9,12 +9,13 @@ runs again from BEGIN without that op: nothing had been committed. The COMMIT wr
 the log; the ``fdatasync`` that makes it durable (``sync_log``, for a batch holding any
 durable op: ``Op.durable``) comes after the write lock is released, in ``apply_batch``
 or, through ``apply_batch_unsynced``, from the ``QueueWriter``'s sync stage; a failed
-COMMIT is rolled back and raised for the whole batch, never retried. Only the
-``QueueWriter`` thread calls it. One handler per operation type. When several
-processes write one file, an flock on a gate file beside it orders their batches (the
-sync is outside it). Large bodies of new messages go to the body log first
-(``queue.bodylog``), before the gate: the transaction only refers to them. An append
-that fails leaves those bodies to the transaction, as small ones are.
+COMMIT is rolled back and raised for the whole batch, never retried, and after a failed
+sync no sync succeeds until a checkpoint has synced every commit into the database file
+(``sync_log``). Only the ``QueueWriter``'s threads call it. One handler per operation
+type. When several processes write one file, an flock on a gate file beside it orders
+their batches (the sync is outside it). Large bodies of new messages go to the body log
+first (``queue.bodylog``), before the gate: the transaction only refers to them. An
+append that fails leaves those bodies to the transaction, as small ones are.
 
 Trusts: values already validated by the protocol layer. Settings read: none.
 """
@@ -32,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, NoReturn, TypeVar, cast
 
 from mailwright.core.envelope import Recipient
 from mailwright.queue.bodylog import SPARE_SWEEP, BodyLog, read_segment
@@ -95,7 +96,6 @@ class _TransactionLostError(Exception):
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
-_LOG_OPENING = threading.Lock()  # a store's WAL descriptor is opened and closed once
 
 _MESSAGE_TABLE = """messages (id, queue_id, sender_local, sender_domain, mail_size, body_type,
     smtputf8, ret, envid, auth, received_at, size, body_size, state, hold_reason, protocol,
@@ -192,6 +192,8 @@ class SqliteWrites(SharedWrites):
     _last_sweep = 0.0  # the last full sweep (monotonic)
     _last_look = 0.0  # the last sweep of any kind
     _log: int | None = None  # the WAL, open for ``sync_log`` (see there)
+    _log_syncing: threading.Lock  # one sync of the log at a time (see ``sync_log``)
+    _log_lost = False  # a sync failed: nothing is durable until a checkpoint (``_lose_log``)
 
     def _connect(self) -> sqlite3.Connection:
         raise NotImplementedError
@@ -228,19 +230,76 @@ class SqliteWrites(SharedWrites):
         writer's ``on_applied``), took it and kept it for that whole burst, 0.1-0.25 ms
         before the disk was even asked. Now nothing stands between that wake-up and the
         ``fdatasync``, which lets go of the GIL only once the disk is at work.
+
+        A failed sync is never tried again (``_log_lost``). Syncs run one at a time: the
+        writer thread and the sync stage share the descriptor, and the kernel reports a
+        write-back error once per open file, to whichever call asks first; two at once,
+        the one whose commits failed to reach the disk could hear the other's success.
         """
-        try:
-            with _LOG_OPENING:  # the writer thread and the sync stage may both sync
+        with self._log_syncing:
+            if self._log_lost:
+                self._recover_lost_log()  # raises while it cannot
+                return
+            try:
                 if self._log is None:
                     self._log = os.open(f"{self.path}-wal", os.O_RDONLY | os.O_CLOEXEC)
-                fd = self._log
-            os.fdatasync(fd)
-        except OSError as exc:
-            raise StoreError(f"queue store {self.path}: cannot sync the log: {exc}") from exc
+                self._fdatasync(self._log)
+            except OSError as exc:
+                self._lose_log(exc)
+
+    _fdatasync = staticmethod(os.fdatasync)  # the one call that makes the log durable
+
+    def _lose_log(self, exc: OSError) -> NoReturn:
+        """A sync failed: the frames it wrote may be missing on disk, and SQLite's recovery
+        stops at the first bad frame of the log, so every commit after them, in any
+        process, would go with them in a crash, however well their own syncs went. Until
+        a checkpoint has copied everything into the database file and synced that, no
+        commit counts as durable. The batch that failed hears so either way (a duplicate
+        at worst: its clients try again)."""
+        self._log_lost = True
+        log.critical(
+            "queue store %s: cannot sync the log: %s; nothing is acknowledged until a"
+            " checkpoint has made every commit durable in the database file",
+            self.path,
+            exc,
+        )
+        try:
+            self._recover_lost_log()
+        except StoreError as again:
+            log.error("%s", again)
+        raise StoreError(f"queue store {self.path}: cannot sync the log: {exc}") from exc
+
+    def _recover_lost_log(self) -> None:
+        """Checkpoint the whole log into the database file (``TRUNCATE``: SQLite syncs the
+        file after copying, then starts the log afresh) on a connection of its own (the
+        writer's may be inside a transaction). Raises StoreError until that completes:
+        a reader on an older snapshot keeps frames from being copied, and the busy
+        timeout bounds the wait."""
+        try:
+            conn = self._connect()
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"queue store {self.path}: cannot checkpoint: {exc}") from exc
+        try:
+            conn.execute("PRAGMA synchronous = FULL")  # the checkpoint syncs what it copies
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"queue store {self.path}: cannot checkpoint: {exc}") from exc
+        finally:
+            conn.close()
+        if busy:
+            raise StoreError(
+                f"queue store {self.path}: the log is not durable and a checkpoint could"
+                " not finish (busy: a reader on an older snapshot, or a writer)"
+            )
+        self._log_lost = False
+        log.warning(
+            "queue store %s: a checkpoint made every commit durable; acknowledging again",
+            self.path,
+        )
 
     def close_log(self) -> None:
         """Close the WAL descriptor ``sync_log`` keeps (before the connection closes)."""
-        with _LOG_OPENING:
+        with self._log_syncing:
             fd, self._log = self._log, None
         if fd is not None:
             os.close(fd)
