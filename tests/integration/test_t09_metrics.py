@@ -10,6 +10,7 @@ what happened; the queue gauges must describe what is left.
 from __future__ import annotations
 
 import smtplib
+import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -176,6 +177,39 @@ def test_a_refused_connection_counts_as_a_rejection_at_connect(tmp_path: Path) -
         held.close()
         after = web.scrape()
         labels = {"stage": "connect", "status": "4.7.0"}
+        assert (
+            value(after, "mailwright_rejections_total", **labels)
+            - value(before, "mailwright_rejections_total", **labels)
+            == 1
+        )
+    finally:
+        mw.stop()
+
+
+def test_a_failed_commit_counts_as_a_rejection_at_data(tmp_path: Path) -> None:
+    """A queue in trouble shows in the counts: here another program (an administrator's
+    sqlite3 shell) holds the write lock past the writer's busy timeout."""
+    root = tmp_path / "mw"
+    mw = daemon(root, "", {"delivery": {"mode": "queue"}})
+    try:
+        web = Web(mw.config["http"]["port"])
+        before = web.scrape()
+        client = RawClient(mw.port)
+        client.cmd("EHLO lock.test")
+        blocker = sqlite3.connect(root / "queue" / "queue.db", isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+        try:
+            client.send(b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n")
+            client.replies(3)
+            client.send(b"Subject: locked out\r\n\r\nnot kept\r\n.\r\n")
+            reply = client.reply()
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        assert reply.startswith("451 4.3.0"), reply
+        client.cmd("QUIT")
+        after = web.scrape()
+        labels = {"stage": "data", "status": "4.3.0"}
         assert (
             value(after, "mailwright_rejections_total", **labels)
             - value(before, "mailwright_rejections_total", **labels)

@@ -480,6 +480,7 @@ class Session:
         return Reply.of(250, "2.0.0", f"{txn.queue_id} Message accepted for delivery")
 
     def _not_committed(self, txn: Transaction, reply: Reply, reason: str) -> Reply:
+        metrics.rejected("data", reply)  # a queue in trouble shows in the refusals' counts
         maillog.emit_fields(
             txn.queue_id,
             {"relay": self.relay, "reject": str(reply), "reason": reason},
