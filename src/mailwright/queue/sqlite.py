@@ -29,6 +29,9 @@ Leases are owner + expiry columns (``queue.lease`` names the owners). ``open`` w
 as left over from a crash and clears it; without, it clears only the leases of owners
 known dead and lets the others expire, as a store shared by several processes needs.
 
+After a failed sync of the log, ``<file>-lost`` beside the database tells every process
+that opens the log later to acknowledge nothing until a checkpoint (``sqlite_batch``).
+
 Trusts: its own database file (checked with ``PRAGMA quick_check`` at open) and values
 already validated by the protocol layer. Settings read: none directly; the caller passes
 ``queue.path`` as ``path`` and may pass ``busy_timeout``, ``body_chunk_size``,

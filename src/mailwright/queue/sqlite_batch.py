@@ -237,17 +237,37 @@ class SqliteWrites(SharedWrites):
         the one whose commits failed to reach the disk could hear the other's success.
         """
         with self._log_syncing:
-            if self._log_lost:
-                self._recover_lost_log()  # raises while it cannot
-                return
             try:
-                if self._log is None:
-                    self._log = os.open(f"{self.path}-wal", os.O_RDONLY | os.O_CLOEXEC)
-                self._fdatasync(self._log)
+                fd = self._log if self._log is not None else self._open_log()
+                if not self._log_lost:
+                    self._fdatasync(fd)
+                    return
             except OSError as exc:
                 self._lose_log(exc)
+            self._recover_lost_log()  # raises while it cannot
 
     _fdatasync = staticmethod(os.fdatasync)  # the one call that makes the log durable
+
+    @property
+    def _lost_mark(self) -> Path:
+        """A file beside the database while a process's log is lost (``_lose_log``)."""
+        return self.path.with_name(self.path.name + "-lost")
+
+    def _open_log(self) -> int:
+        """Open the WAL for ``sync_log``, then look for another process's lost mark.
+
+        A descriptor opened after the kernel has reported a write-back error to another
+        process's is not told of it: that process's mark says so instead. Opened first,
+        then looked: a mark made after the look means an error this descriptor hears."""
+        fd = self._log = os.open(f"{self.path}-wal", os.O_RDONLY | os.O_CLOEXEC)
+        if self._lost_mark.exists():
+            self._log_lost = True
+            log.error(
+                "queue store %s: another process could not sync the log; nothing is"
+                " acknowledged until a checkpoint has made every commit durable",
+                self.path,
+            )
+        return fd
 
     def _lose_log(self, exc: OSError) -> NoReturn:
         """A sync failed: the frames it wrote may be missing on disk, and SQLite's recovery
@@ -257,6 +277,7 @@ class SqliteWrites(SharedWrites):
         commit counts as durable. The batch that failed hears so either way (a duplicate
         at worst: its clients try again)."""
         self._log_lost = True
+        self._set_lost_mark(True)
         log.critical(
             "queue store %s: cannot sync the log: %s; nothing is acknowledged until a"
             " checkpoint has made every commit durable in the database file",
@@ -292,10 +313,28 @@ class SqliteWrites(SharedWrites):
                 " not finish (busy: a reader on an older snapshot, or a writer)"
             )
         self._log_lost = False
+        self._set_lost_mark(False)
         log.warning(
             "queue store %s: a checkpoint made every commit durable; acknowledging again",
             self.path,
         )
+
+    def _set_lost_mark(self, lost: bool) -> None:
+        """Make or remove the lost mark, and sync its directory (best effort: a disk that
+        fails may refuse this too; this process's own state holds either way)."""
+        mark = self._lost_mark
+        try:
+            if lost:
+                os.close(os.open(mark, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+            else:
+                mark.unlink(missing_ok=True)
+            fd = os.open(mark.parent, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            log.error("queue store %s: lost mark %s: %s", self.path, mark, exc)
 
     def close_log(self) -> None:
         """Close the WAL descriptor ``sync_log`` keeps (before the connection closes)."""

@@ -69,6 +69,7 @@ def test_a_failed_sync_fails_its_batch_and_a_checkpoint_makes_every_commit_durab
     # file, synced there, and the log started afresh
     assert store.syncs == 2
     assert wal_of(store_path).stat().st_size == 0
+    assert not store_path.with_name(store_path.name + "-lost").exists()  # none left
     assert in_database_file(store_path, tmp_path) == {first.queue_id, second.queue_id}
     insert(store, third)  # acknowledged again, through the log
     assert store.syncs == 3
@@ -100,6 +101,38 @@ def test_nothing_is_acknowledged_while_the_checkpoint_cannot_finish(
     insert(store, messages[3])
     assert in_database_file(store_path, tmp_path) == {m.queue_id for m in messages}
     store.close()
+
+
+def test_a_store_that_opens_the_log_after_another_lost_it_acknowledges_nothing_either(
+    store_path: Path, tmp_path: Path, make_message: MakeMessage
+) -> None:
+    """As a worker started after another worker's sync failed: its own descriptor, opened
+    later, is never told of the error; the mark beside the database tells it instead."""
+    first = FailingDisk(store_path, busy_timeout=0.05, shared=True)
+    first.open()
+    messages = [make_message() for _ in range(5)]
+    insert(first, messages[0])
+    reader = sqlite3.connect(store_path, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM messages").fetchone()  # holds the checkpoint back
+    first.failures = 1
+    with pytest.raises(StoreError, match="cannot sync the log"):
+        insert(first, messages[1])
+    mark = store_path.with_name(store_path.name + "-lost")
+    assert mark.exists()
+    later = SqliteQueueStore(store_path, busy_timeout=0.05, shared=True)
+    later.open(exclusive=False)
+    with pytest.raises(StoreError, match="not durable"):
+        insert(later, messages[2])  # its own fdatasync would have succeeded
+    reader.execute("ROLLBACK")
+    reader.close()
+    insert(later, messages[3])  # its checkpoint finished: the mark goes
+    assert not mark.exists()
+    insert(first, messages[4])  # the first store checkpoints once more, then goes on
+    assert in_database_file(store_path, tmp_path) >= {m.queue_id for m in messages[:4]}
+    later.close()
+    first.close()
+    assert in_database_file(store_path, tmp_path) == {m.queue_id for m in messages}
 
 
 class HeldDisk(SqliteQueueStore):
