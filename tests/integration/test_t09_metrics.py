@@ -22,11 +22,12 @@ from tests.support.daemon import Mailwright, free_port, wait_until
 from tests.support.peers import peer
 from tests.support.smtp import RawClient
 from tests.support.smtp_sink import SmtpSink
-from tests.support.web import Web, total, value
+from tests.support.web import Labels, Web, total, value
 
 pytestmark = peer("smtp-sink", smtp_sink.available(), "postfix (smtp-sink) is not installed")
 
 TOKEN = "metrics-token-1234"
+Samples = dict[tuple[str, Labels], float]
 
 
 @pytest.fixture
@@ -165,6 +166,12 @@ def test_active_sessions_are_counted_while_open(tmp_path: Path) -> None:
         mw.stop()
 
 
+def rejections_moved(before: Samples, after: Samples, **labels: str) -> float:
+    return value(after, "mailwright_rejections_total", **labels) - value(
+        before, "mailwright_rejections_total", **labels
+    )
+
+
 def test_a_refused_connection_counts_as_a_rejection_at_connect(tmp_path: Path) -> None:
     mw = daemon(tmp_path / "mw", "", {"server": {"max_connections_per_ip": 1}})
     try:
@@ -175,13 +182,7 @@ def test_a_refused_connection_counts_as_a_rejection_at_connect(tmp_path: Path) -
         assert refused.greeting.startswith("421 4.7.0")
         refused.close()
         held.close()
-        after = web.scrape()
-        labels = {"stage": "connect", "status": "4.7.0"}
-        assert (
-            value(after, "mailwright_rejections_total", **labels)
-            - value(before, "mailwright_rejections_total", **labels)
-            == 1
-        )
+        assert rejections_moved(before, web.scrape(), stage="connect", status="4.7.0") == 1
     finally:
         mw.stop()
 
@@ -208,12 +209,6 @@ def test_a_failed_commit_counts_as_a_rejection_at_data(tmp_path: Path) -> None:
             blocker.close()
         assert reply.startswith("451 4.3.0"), reply
         client.cmd("QUIT")
-        after = web.scrape()
-        labels = {"stage": "data", "status": "4.3.0"}
-        assert (
-            value(after, "mailwright_rejections_total", **labels)
-            - value(before, "mailwright_rejections_total", **labels)
-            == 1
-        )
+        assert rejections_moved(before, web.scrape(), stage="data", status="4.3.0") == 1
     finally:
         mw.stop()
