@@ -183,7 +183,7 @@ class BodyLog:
             fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
         else:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        _fsync_directory(self.directory)  # the name must outlive a crash before the data
+        fsync_directory(self.directory)  # the name must outlive a crash before the data
         self._fd, self._current, self._end = fd, name, 0
         self._fill_first_spare()
         return fd
@@ -425,7 +425,8 @@ def _unwritten(views: list[memoryview], written: int) -> list[memoryview]:
     return []
 
 
-def _fsync_directory(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
+    """Make the entries of ``directory`` (names made, renamed or removed) durable."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)

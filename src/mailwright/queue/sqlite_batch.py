@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar, cast
 
 from mailwright.core.envelope import Recipient
-from mailwright.queue.bodylog import SPARE_SWEEP, BodyLog, read_segment
+from mailwright.queue.bodylog import SPARE_SWEEP, BodyLog, fsync_directory, read_segment
 from mailwright.queue.records import (
     RECIPIENT_COLUMNS,
     message_row,
@@ -328,11 +328,7 @@ class SqliteWrites(SharedWrites):
                 os.close(os.open(mark, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
             else:
                 mark.unlink(missing_ok=True)
-            fd = os.open(mark.parent, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_directory(mark.parent)
         except OSError as exc:
             log.error("queue store %s: lost mark %s: %s", self.path, mark, exc)
 
