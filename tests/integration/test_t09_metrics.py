@@ -212,3 +212,54 @@ def test_a_failed_commit_counts_as_a_rejection_at_data(tmp_path: Path) -> None:
         assert rejections_moved(before, web.scrape(), stage="data", status="4.3.0") == 1
     finally:
         mw.stop()
+
+
+def test_a_queue_that_refuses_commits_says_so_everywhere(tmp_path: Path) -> None:
+    """A crash after a failed sync of the queue's log leaves its lost mark; while a reader
+    (here an administrator's sqlite3 shell) keeps the checkpoint from finishing, the
+    restarted daemon acknowledges nothing, and the metrics, ``mailwright status`` and the
+    status page say so; once the reader is gone the next commit checkpoints and all clears."""
+    root = tmp_path / "mw"
+    db = root / "queue" / "queue.db"
+    mw = daemon(root, "", {"delivery": {"mode": "queue"}})
+    reader = None
+    try:
+        with smtplib.SMTP("127.0.0.1", mw.port, timeout=20) as client:
+            client.sendmail("a@x.test", ["b@y.test"], b"Subject: one\r\n\r\nkept\r\n")
+        reader = sqlite3.connect(db, isolation_level=None)
+        reader.execute("BEGIN")
+        assert reader.execute("SELECT count(*) FROM messages").fetchone() == (1,)
+        mw.stop()  # the log stays: the reader's snapshot is in it
+        db.with_name("queue.db-lost").touch()  # what the crashed process left
+        down = mw.cli("status")
+        assert down.returncode == 69, down.stderr
+        assert "queue: REFUSING MAIL since " in down.stdout.decode(), down.stdout
+        mw.start()
+        web = Web(mw.config["http"]["port"])
+        refused = RawClient(mw.port)
+        refused.cmd("EHLO lost.test")
+        refused.send(b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n")
+        refused.replies(3)
+        refused.send(b"Subject: two\r\n\r\nnot acknowledged\r\n.\r\n")
+        reply = refused.reply()
+        assert reply.startswith("451 4.3.0"), reply
+        refused.cmd("QUIT")
+        assert value(web.scrape(), "mailwright_queue_refusing_commits") == 1
+        shown = mw.cli("status")
+        assert shown.returncode == 0, shown.stderr
+        assert "queue: REFUSING MAIL since " in shown.stdout.decode(), shown.stdout
+        page = web.get("/status", token=TOKEN)
+        assert page.status == 200 and 'id="refusing"' in page.text
+        reader.execute("ROLLBACK")
+        reader.close()
+        reader = None
+        with smtplib.SMTP("127.0.0.1", mw.port, timeout=20) as client:
+            client.sendmail("a@x.test", ["b@y.test"], b"Subject: three\r\n\r\nkept\r\n")
+        assert not db.with_name("queue.db-lost").exists()
+        assert value(web.scrape(), "mailwright_queue_refusing_commits") == 0
+        assert "REFUSING" not in mw.cli("status").stdout.decode()
+        assert 'id="refusing"' not in web.get("/status", token=TOKEN).text
+    finally:
+        if reader is not None:
+            reader.close()
+        mw.stop()

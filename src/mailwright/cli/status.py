@@ -85,6 +85,9 @@ def plain_lines(status: Status) -> list[str]:
     if status.http:
         lines.append(f"http: {status.http}")
     lines.append(f"queue: {queue_line(status.queue, status.now)}")
+    refusing = status.queue.refusing_text()
+    if refusing:
+        lines.append(f"queue: {refusing}")
     lines.append(
         f"since start: {t.received} received, {t.rejected} rejected, {t.delivered} delivered,"
         f" {t.deferred} deferred, {t.bounced} bounced"
@@ -141,6 +144,9 @@ def show_rich(status: Status) -> None:
         f" {t.deferred} deferred, {t.bounced} bounced"
     )
     parts: list[Any] = [head, listeners, queue, traffic]
+    refusing = q.refusing_text()
+    if refusing:
+        parts.insert(3, Text(refusing, style="bold red"))
     if status.http:
         parts.append(Text(f"status page: {status.http}"))
     for m in status.milters:
@@ -190,6 +196,8 @@ def show_down(settings: Settings, as_json: bool, denied: bool = False) -> None:
         )
         return
     queue_text = queue_line(counts, time.time()) if counts is not None else "no queue found"
+    # a mark a crash left: the next start checkpoints before it acknowledges anything
+    refusing = None if counts is None else counts.refusing_text()
     if is_terminal():
         from rich.console import Console
         from rich.markup import escape
@@ -198,10 +206,14 @@ def show_down(settings: Settings, as_json: bool, denied: bool = False) -> None:
         console.print(f"[bold red]{state}[/]: {escape(why)}")
         if not denied:
             console.print(f"queue: {escape(queue_text)}")
+        if refusing:
+            console.print(f"[bold red]queue: {escape(refusing)}[/]")
     else:
         click.echo(f"mailwright: {state} ({why})")
         if not denied:
             click.echo(f"queue: {queue_text}")
+        if refusing:
+            click.echo(f"queue: {refusing}")
 
 
 @click.command()

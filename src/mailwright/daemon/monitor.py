@@ -316,6 +316,7 @@ class Monitor:
                 counts.delivering,
                 counts.held,
                 oldest,
+                refusing=counts.refusing_since is not None,
             )
         )
         metrics.set_sessions(self.own_sessions())  # with workers: this one's share

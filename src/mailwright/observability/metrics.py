@@ -89,6 +89,7 @@ SESSIONS: Gauge
 QUEUE_MESSAGES: Gauge
 QUEUE_RECIPIENTS: Gauge
 QUEUE_OLDEST: Gauge
+QUEUE_REFUSING: Gauge
 MILTER_CALLS: Counter
 MILTER_FAILURES: Counter
 OUTBOUND: Counter
@@ -111,7 +112,8 @@ def _define(served: CollectorRegistry, own: CollectorRegistry | None) -> None:
     (``livemostrecent``: its last value); every worker counts its sessions (``livesum``).
     """
     global REGISTRY, RECEIVED, REJECTED, DELIVERIES, DELIVERY_LATENCY, SESSIONS
-    global QUEUE_MESSAGES, QUEUE_RECIPIENTS, QUEUE_OLDEST, MILTER_CALLS, MILTER_FAILURES
+    global QUEUE_MESSAGES, QUEUE_RECIPIENTS, QUEUE_OLDEST, QUEUE_REFUSING
+    global MILTER_CALLS, MILTER_FAILURES
     global OUTBOUND, ADMIN_ACTIONS, START_TIME, BUILD, DANE, SPF_RESULTS
     global TLSRPT_REPORTS, ARC_RESULTS
     global DMARC_RESULTS
@@ -165,6 +167,13 @@ def _define(served: CollectorRegistry, own: CollectorRegistry | None) -> None:
     QUEUE_OLDEST = Gauge(
         "mailwright_queue_oldest_message_age_seconds",
         "Age of the oldest message in the queue; 0 when it is empty (at scrape time).",
+        registry=own,
+        multiprocess_mode="livemostrecent",
+    )
+    QUEUE_REFUSING = Gauge(
+        "mailwright_queue_refusing_commits",
+        "1 while a failed sync of the queue's log keeps every commit from being"
+        " acknowledged (451 4.3.0) until a checkpoint completes (at scrape time).",
         registry=own,
         multiprocess_mode="livemostrecent",
     )
@@ -444,6 +453,7 @@ class QueueSizes:
     delivering: int
     held: int
     oldest_age: float
+    refusing: bool = False  # QueueCounts.refusing_since is set
 
 
 def set_queue(sizes: QueueSizes) -> None:
@@ -452,6 +462,7 @@ def set_queue(sizes: QueueSizes) -> None:
     for state in ("due", "deferred", "delivering", "held"):
         QUEUE_RECIPIENTS.labels(state).set(getattr(sizes, state))
     QUEUE_OLDEST.set(sizes.oldest_age)
+    QUEUE_REFUSING.set(1 if sizes.refusing else 0)
 
 
 def exposition() -> bytes:

@@ -47,6 +47,7 @@ from mailwright.queue.sqlite_rows import _FIND_ID
 from mailwright.queue.sqlite_schema import (
     QUEUED,
     configure_writer,
+    lost_mark,
     rollback_quietly,
     store_error,
     translate_error,
@@ -251,7 +252,7 @@ class SqliteWrites(SharedWrites):
     @property
     def _lost_mark(self) -> Path:
         """A file beside the database while a process's log is lost (``_lose_log``)."""
-        return self.path.with_name(self.path.name + "-lost")
+        return lost_mark(self.path)
 
     def _open_log(self) -> int:
         """Open the WAL for ``sync_log``, then look for another process's lost mark.

@@ -19,6 +19,7 @@ from mailwright.queue.bodylog import read_segment
 from mailwright.queue.records import MESSAGE_COLUMNS, RECIPIENT_COLUMNS, stored_message
 from mailwright.queue.sqlite_schema import (
     QUEUED,
+    refusing_since,
     store_error,
 )
 from mailwright.queue.store import (
@@ -38,6 +39,7 @@ class SqliteReads:
 
     _reads: ReadPool | None
     _bodies_dir: Path  # the body log's segments (queue.bodylog)
+    path: Path  # the database file
 
     def next_due(self) -> float | None:
         """When the next queued recipient becomes due (its lease counts as not due).
@@ -149,8 +151,9 @@ class SqliteReads:
 
     def queue_counts(self, now: float) -> QueueCounts:
         """Messages per state and queued recipients per next step, in two aggregate
-        queries (no rows are loaded: cheap enough for every metrics scrape)."""
-        counts = QueueCounts()
+        queries (no rows are loaded: cheap enough for every metrics scrape), and whether
+        a failed sync of the log keeps commits from being acknowledged (the lost mark)."""
+        counts = QueueCounts(refusing_since=refusing_since(self.path))
         with self._reading() as conn:
             for state, n, oldest in conn.execute(
                 "SELECT state, count(*), min(received_at) FROM messages GROUP BY state"

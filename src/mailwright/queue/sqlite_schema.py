@@ -10,7 +10,8 @@ version without writing (``mailwright queue migrate --check``).
 ``configure_writer`` sets the pragmas of the write connection (WAL,
 ``synchronous=FULL``, page size, size cap); ``check_integrity`` runs ``PRAGMA
 quick_check``. The error helpers map SQLite and OS errors to ``StoreError`` and
-``StoreFullError`` for both sides of the store.
+``StoreFullError`` for both sides of the store. ``lost_mark`` names the file that says a
+process's sync of the log failed (``queue.sqlite_batch``), ``refusing_since`` reads it.
 
 Trusts: nothing but the database file it checks. Settings read: none (``sqlite`` passes
 ``queue.path`` and the size cap).
@@ -238,6 +239,21 @@ def rollback_quietly(conn: sqlite3.Connection) -> bool:
     except sqlite3.Error:
         return False
     return True
+
+
+def lost_mark(path: Path) -> Path:
+    """``<file>-lost`` beside the database: there while a process could not sync the
+    log and no checkpoint has made every commit durable since (``queue.sqlite_batch``)."""
+    return path.with_name(path.name + "-lost")
+
+
+def refusing_since(path: Path) -> float | None:
+    """When the lost mark of the queue at ``path`` was made (its mtime), or None: while
+    it is there no commit of this queue is acknowledged."""
+    try:
+        return os.stat(lost_mark(path)).st_mtime
+    except FileNotFoundError:
+        return None
 
 
 def create_private(path: Path) -> None:

@@ -18,6 +18,7 @@ Settings read: none (backends read ``queue.*``).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -195,10 +196,23 @@ class QueueCounts:
     delivering: int = 0
     held: int = 0
     oldest: float | None = None  # arrival time of the oldest message
+    # since when a failed sync of the queue's log keeps every commit from being
+    # acknowledged (SQLite's lost mark, ``queue.sqlite_schema.refusing_since``); None: not
+    refusing_since: float | None = None
 
     @property
     def messages(self) -> int:
         return self.active_messages + self.held_messages
+
+    def refusing_text(self) -> str | None:
+        """What an operator reads while no commit is acknowledged; None otherwise."""
+        if self.refusing_since is None:
+            return None
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.refusing_since))
+        return (
+            f"REFUSING MAIL since {since}: a sync of the queue's log failed; every message"
+            " gets 451 4.3.0 until a checkpoint has made every commit durable (see the log)"
+        )
 
 
 @dataclass(slots=True)

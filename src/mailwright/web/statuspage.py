@@ -202,6 +202,9 @@ def _summary(status: Status) -> str:
         ),
         "No listeners.",
     )
+    refusing = q.refusing_text()
+    if refusing:  # the first thing an operator should see: no mail gets in
+        counts = f'<p class="error" id="refusing">{esc(refusing)}</p>{counts}'
     return (
         f'<section id="summary"><h2>Queue</h2>{counts}<h2 style="margin-top:10px">Traffic</h2>'
         f'{totals}<h2 style="margin-top:10px">Listeners</h2>{listeners}</section>'

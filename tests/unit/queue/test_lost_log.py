@@ -12,6 +12,7 @@ import os
 import shutil
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -100,6 +101,36 @@ def test_nothing_is_acknowledged_while_the_checkpoint_cannot_finish(
     reader.close()
     insert(store, messages[3])
     assert in_database_file(store_path, tmp_path) == {m.queue_id for m in messages}
+    store.close()
+
+
+def test_the_queue_counts_say_since_when_no_commit_is_acknowledged(
+    store_path: Path, make_message: MakeMessage
+) -> None:
+    """What ``mailwright status``, the status page and the metrics read: the lost mark's
+    time while the store refuses, nothing once a checkpoint has completed."""
+    store = FailingDisk(store_path, busy_timeout=0.05)
+    store.open()
+    insert(store, make_message())
+    assert store.queue_counts(time.time()).refusing_since is None
+    reader = sqlite3.connect(store_path, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM messages").fetchone()  # holds the checkpoint back
+    store.failures = 1
+    before = time.time()
+    with pytest.raises(StoreError, match="cannot sync the log"):
+        insert(store, make_message())
+    counts = store.queue_counts(time.time())
+    assert counts.refusing_since is not None
+    assert before - 1 <= counts.refusing_since <= time.time() + 1  # the file system's clock
+    text = counts.refusing_text()
+    assert text is not None and text.startswith("REFUSING MAIL since ") and "451 4.3.0" in text
+    reader.execute("ROLLBACK")
+    reader.close()
+    insert(store, make_message())  # its sync completes the checkpoint: acknowledged again
+    counts = store.queue_counts(time.time())
+    assert counts.refusing_since is None and counts.refusing_text() is None
+    assert counts.active_messages == 3
     store.close()
 
 
