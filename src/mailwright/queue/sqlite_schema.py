@@ -252,7 +252,7 @@ def refusing_since(path: Path) -> float | None:
     it is there no commit of this queue is acknowledged."""
     try:
         return os.stat(lost_mark(path)).st_mtime
-    except FileNotFoundError:
+    except OSError:  # none (or not ours to look at: the status shows the rest anyway)
         return None
 
 
