@@ -129,16 +129,10 @@ def test_disk_full_answers_452_and_recovers(tmp_path: Path) -> None:
                         f.flush()
                 except OSError:
                     pass
-            c.send(b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n")
-            c.replies(3)
-            c.send(big + b".\r\n")
-            reply = c.reply()
+            reply = c.message(big)
             assert reply.startswith("452 4.3.1"), reply
             filler.unlink()
-            c.send(b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n")
-            c.replies(3)
-            c.send(b"Subject: small\r\n\r\nfits now\r\n.\r\n")
-            ok = c.reply()
+            ok = c.message(b"Subject: small\r\n\r\nfits now\r\n")
             assert ok.startswith("250 2.0.0"), ok
         finally:
             mw.stop()
@@ -163,18 +157,12 @@ def test_a_failed_commit_answers_451_keeps_nothing_and_the_next_message_goes(
         c.cmd("EHLO lock.test")
         blocker = sqlite3.connect(tmp_path / "queue" / "queue.db", isolation_level=None)
         blocker.execute("BEGIN EXCLUSIVE")
-        c.send(b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n")
-        c.replies(3)
-        c.send(b"Subject: locked out\r\n\r\nnot kept\r\n.\r\n")
-        reply = c.reply()
+        reply = c.message(b"Subject: locked out\r\n\r\nnot kept\r\n")
         blocker.execute("ROLLBACK")
         blocker.close()
         assert reply == "451 4.3.0 Local error in processing, try again later", reply
         mw.wait_log("queue commit failed")
-        c.send(b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n")
-        c.replies(3)
-        c.send(b"Subject: after\r\n\r\nkept\r\n.\r\n")
-        ok = c.reply()
+        ok = c.message(b"Subject: after\r\n\r\nkept\r\n")
         assert ok.startswith("250 2.0.0"), ok
         c.cmd("QUIT")
     finally:

@@ -200,10 +200,7 @@ def test_a_failed_commit_counts_as_a_rejection_at_data(tmp_path: Path) -> None:
         blocker = sqlite3.connect(root / "queue" / "queue.db", isolation_level=None)
         blocker.execute("BEGIN EXCLUSIVE")
         try:
-            client.send(b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n")
-            client.replies(3)
-            client.send(b"Subject: locked out\r\n\r\nnot kept\r\n.\r\n")
-            reply = client.reply()
+            reply = client.message(b"Subject: locked out\r\n\r\nnot kept\r\n")
         finally:
             blocker.execute("ROLLBACK")
             blocker.close()
@@ -238,10 +235,7 @@ def test_a_queue_that_refuses_commits_says_so_everywhere(tmp_path: Path) -> None
         web = Web(mw.config["http"]["port"])
         refused = RawClient(mw.port)
         refused.cmd("EHLO lost.test")
-        refused.send(b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n")
-        refused.replies(3)
-        refused.send(b"Subject: two\r\n\r\nnot acknowledged\r\n.\r\n")
-        reply = refused.reply()
+        reply = refused.message(b"Subject: two\r\n\r\nnot acknowledged\r\n")
         assert reply.startswith("451 4.3.0"), reply
         refused.cmd("QUIT")
         assert value(web.scrape(), "mailwright_queue_refusing_commits") == 1

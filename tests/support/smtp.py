@@ -37,6 +37,14 @@ class RawClient:
         self.send((line.encode() if isinstance(line, str) else line) + b"\r\n")
         return self.reply()
 
+    def message(self, content: bytes) -> str:
+        """One pipelined transaction from <a@x.test> to <b@y.test> (after EHLO): ``content``
+        (without the final dot) after the 354; returns the reply to its end of data."""
+        self.send(b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n")
+        self.replies(3)
+        self.send(content + b".\r\n")
+        return self.reply()
+
     def closed(self) -> bool:
         """True when the server has closed the connection (reads EOF)."""
         try:
