@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from mailwright.queue.sqlite import SqliteQueueStore
+from mailwright.queue.sqlite_schema import lost_mark
 from mailwright.queue.store import InsertMessage, NewMessage, StoreError
 from tests.unit.queue.conftest import MakeMessage
 
@@ -70,7 +71,7 @@ def test_a_failed_sync_fails_its_batch_and_a_checkpoint_makes_every_commit_durab
     # file, synced there, and the log started afresh
     assert store.syncs == 2
     assert wal_of(store_path).stat().st_size == 0
-    assert not store_path.with_name(store_path.name + "-lost").exists()  # none left
+    assert not lost_mark(store_path).exists()  # none left
     assert in_database_file(store_path, tmp_path) == {first.queue_id, second.queue_id}
     insert(store, third)  # acknowledged again, through the log
     assert store.syncs == 3
@@ -149,7 +150,7 @@ def test_a_store_that_opens_the_log_after_another_lost_it_acknowledges_nothing_e
     first.failures = 1
     with pytest.raises(StoreError, match="cannot sync the log"):
         insert(first, messages[1])
-    mark = store_path.with_name(store_path.name + "-lost")
+    mark = lost_mark(store_path)
     assert mark.exists()
     later = SqliteQueueStore(store_path, busy_timeout=0.05, shared=True)
     later.open(exclusive=False)
