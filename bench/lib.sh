@@ -1,7 +1,8 @@
 # bench/lib.sh - what the benchmark scripts share: one way of starting each server and peer.
 #
-# Sourced (not run) by bench/accept.sh, bench/relay.sh, bench/dkim.sh, bench/auth.sh and
-# bench/profile.sh, after they set HERE (this directory) and ROOT (the tree). Provides:
+# Sourced (not run) by the benchmark scripts (accept, relay, dkim, auth, cluster, e2e,
+# phases, profile, ab), after they set HERE (this directory) and ROOT (the tree whose src/
+# mw_start runs). Provides:
 #   numbers   bytes_of SIZE, median (stdin), calc FMT EXPR, ratio A B, cpu_snap / cpu_ms A B N
 #             (busy CPU of the whole machine per message), proc_ticks PID / ticks_ms A B N
 #             (one process's CPU per message), mib KB, status_kb PID FIELD
