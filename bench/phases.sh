@@ -8,7 +8,8 @@
 # until the greeting, EHLO, MAIL, RCPT, DATA, the content until its 250, QUIT until 221).
 # Accept only by default (Mailwright delivery.mode = "queue", Postfix's hold queue); with
 # --relay both relay to an smtp-sink of their own as in bench/e2e.sh, so the delivery that
-# follows a 250 runs while the client says QUIT. Prints a Markdown table, one row per
+# follows a 250 runs while the client says QUIT, and two more columns time each sink's
+# receipt of the message: after the 221, and from the connection (end to end). Prints a Markdown table, one row per
 # server and size (the median of the repetitions' medians); the repetitions' lines go to
 # stderr.
 #
@@ -54,20 +55,24 @@ if [[ " $SERVERS " == *" mw "* ]]; then mw_start || die "Mailwright did not star
 echo "# phases.sh mailwright=127.0.0.1:$MW_PORT postfix=127.0.0.1:$PF_PORT relay=$RELAY m=$M reps=$REPS workers=${MW_WORKERS:-auto} cpus=$(nproc)" >&2
 
 STEPS="connect ehlo mail rcpt data body quit total"
+[ "$RELAY" = 1 ] && STEPS="$STEPS arrival e2e"
+counter() { [ "$RELAY" = 1 ] && echo "--counter-file $WORK/sink-$1.out"; }
 field() { tr ' ' '\n' | awk -F= -v k="$1" '$1==k{print $2}'; }
 declare -A MED
 for size in $SIZES; do
     bytes=$(bytes_of "$size")
     declare -A lines=()
     for srv in $SERVERS; do   # warm up: first connections, code paths, the sink's session
+        # shellcheck disable=SC2046 # counter: nothing or two words
         "$PY" "$HERE/phases.py" --mta "127.0.0.1:$(port_of "$srv")" --count 20 --size "$bytes" \
-            > /dev/null || die "the probe failed against $srv"
+            $(counter "$srv") > /dev/null || die "the probe failed against $srv"
     done
     for rep in $(seq 1 "$REPS"); do
         for srv in $SERVERS; do
             sync; sleep "$SETTLE"
+            # shellcheck disable=SC2046
             line=$("$PY" "$HERE/phases.py" --mta "127.0.0.1:$(port_of "$srv")" --count "$M" \
-                --size "$bytes" --label "$srv") || die "the probe failed against $srv"
+                --size "$bytes" --label "$srv" $(counter "$srv")) || die "the probe failed against $srv"
             echo "# rep=$rep $line" >&2
             lines[$srv]="${lines[$srv]:-}${line}"$'\n'
         done
@@ -83,8 +88,10 @@ done
 report() {
     echo "## One session, step by step ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, workers=${MW_WORKERS:-auto}, $([ "$RELAY" = 1 ] && echo relaying || echo accept only), median ms of $M sessions, median of $REPS reps)"
     echo
-    echo "| server | size | connect+greeting | EHLO | MAIL | RCPT | DATA | content→250 | QUIT | session |"
-    echo "|---|---|---|---|---|---|---|---|---|---|"
+    local extra="" rule=""
+    [ "$RELAY" = 1 ] && extra=" sink has it after 221 | end to end |" rule="---|---|"
+    echo "| server | size | connect+greeting | EHLO | MAIL | RCPT | DATA | content→250 | QUIT | session |$extra"
+    echo "|---|---|---|---|---|---|---|---|---|---|$rule"
     for size in $SIZES; do
         for srv in $SERVERS; do
             local row="| $srv | $size"
