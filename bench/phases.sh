@@ -9,9 +9,9 @@
 # Accept only by default (Mailwright delivery.mode = "queue", Postfix's hold queue); with
 # --relay both relay to an smtp-sink of their own as in bench/e2e.sh, so the delivery that
 # follows a 250 runs while the client says QUIT, and two more columns time each sink's
-# receipt of the message: after the 221, and from the connection (end to end). Prints a Markdown table, one row per
-# server and size (the median of the repetitions' medians); the repetitions' lines go to
-# stderr.
+# receipt of the message: after the 221, and from the connection (end to end). Prints a
+# Markdown table, one row per server and size (the median of the repetitions' medians);
+# the repetitions' lines go to stderr.
 #
 # Usage: bench/phases.sh [options]
 #   --sizes LIST     message sizes, default "1k 100k"
