@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from mailwright.queue.sqlite_schema import lost_mark
 from tests.support import smtp_sink
 from tests.support.daemon import Mailwright, free_port, wait_until
 from tests.support.peers import peer
@@ -227,7 +228,7 @@ def test_a_queue_that_refuses_commits_says_so_everywhere(tmp_path: Path) -> None
         reader.execute("BEGIN")
         assert reader.execute("SELECT count(*) FROM messages").fetchone() == (1,)
         mw.stop()  # the log stays: the reader's snapshot is in it
-        db.with_name("queue.db-lost").touch()  # what the crashed process left
+        lost_mark(db).touch()  # what the crashed process left
         down = mw.cli("status")
         assert down.returncode == 69, down.stderr
         assert "queue: REFUSING MAIL since " in down.stdout.decode(), down.stdout
@@ -249,7 +250,7 @@ def test_a_queue_that_refuses_commits_says_so_everywhere(tmp_path: Path) -> None
         reader = None
         with smtplib.SMTP("127.0.0.1", mw.port, timeout=20) as client:
             client.sendmail("a@x.test", ["b@y.test"], b"Subject: three\r\n\r\nkept\r\n")
-        assert not db.with_name("queue.db-lost").exists()
+        assert not lost_mark(db).exists()
         assert value(web.scrape(), "mailwright_queue_refusing_commits") == 0
         assert "REFUSING" not in mw.cli("status").stdout.decode()
         assert 'id="refusing"' not in web.get("/status", token=TOKEN).text
