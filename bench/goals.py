@@ -188,7 +188,7 @@ GOALS: list[Goal] = [
 ]
 
 
-def load(directory: Path) -> Run:
+def load(directory: Path, name: str | None = None) -> Run:
     relay, accept = read(directory / "relay.txt"), read(directory / "accept.txt")
     figures: dict[str, Pair] = {}
     cpu: dict[str, Pair] = {}
@@ -211,7 +211,13 @@ def load(directory: Path) -> Run:
     identity, _, when = read(directory / "machine.txt").partition("\n")
     machine = " ".join(identity.split()) or "unknown"
     return Run(
-        directory.name, machine, " ".join(when.split()), figures, growth(accept), cpu, scaling
+        name or directory.name,
+        machine,
+        " ".join(when.split()),
+        figures,
+        growth(accept),
+        cpu,
+        scaling,
     )
 
 
@@ -290,12 +296,22 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0 if argv else 2
+    paths = [Path(a) for a in argv]
     missing = [a for a in argv if not Path(a).is_dir()]
     if missing:
         print(f"goals.py: not a directory: {', '.join(missing)}", file=sys.stderr)
         return 2
-    print(report([load(Path(a)) for a in argv]))
+    print(report([load(path, name) for path, name in zip(paths, run_names(paths), strict=True)]))
     return 0
+
+
+def run_names(paths: list[Path]) -> list[str]:
+    """Each run's directory name, with its parent's when two runs share a name (the runs
+    of different sessions, say 2026-12-07/a and 2026-12-09/a)."""
+    names = [p.name for p in paths]
+    if len(set(names)) == len(names):
+        return names
+    return [f"{p.resolve().parent.name}/{p.name}" for p in paths]
 
 
 if __name__ == "__main__":

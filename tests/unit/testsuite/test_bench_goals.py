@@ -151,3 +151,16 @@ def test_ratios_judged_as_printed(goals: ModuleType) -> None:
     assert not latency.met(4.35 / 4.30)  # 1.01
     throughput = goals.Goal("relay 10 1k", "relay", True, 1.5)
     assert throughput.met(1.496) and not throughput.met(1.494)
+
+
+def test_runs_of_two_sessions_named_apart(
+    goals: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "day1").mkdir()
+    (tmp_path / "day2").mkdir()
+    one = make_run(tmp_path / "day1", "a", machine="booted 1")
+    two = make_run(tmp_path / "day2", "a", machine="booted 2")
+    assert goals.main([str(one), str(two)]) == 0
+    out = capsys.readouterr().out
+    assert "| goal | bound | day1/a | day2/a | verdict |" in out
+    assert "- machines: 2 different among 2 runs" in out
