@@ -25,6 +25,7 @@ Usage: bench/goals.py DIR [DIR ...]
 
 from __future__ import annotations
 
+import math
 import re
 import statistics
 import sys
@@ -59,7 +60,7 @@ class Pair:
 
     @property
     def ratio(self) -> float:
-        return self.mw / self.pf
+        return divide(self.mw, self.pf)
 
     def rep_ratios(self) -> list[float]:
         return [a / b for a, b in zip(self.mw_runs, self.pf_runs, strict=False) if b]
@@ -76,6 +77,11 @@ class Goal:
         # judged as printed, to two decimals: the figures' own resolution
         value = round(value, 2)
         return value >= self.bound if self.at_least else value <= self.bound
+
+
+def divide(a: float, b: float) -> float:
+    """a / b, infinite for a zero b (a run that measured nothing must not end the report)."""
+    return a / b if b else math.inf
 
 
 def read(path: Path) -> str:
@@ -289,7 +295,8 @@ def scaling_cell(runs: tuple[Pair, Pair] | None) -> str:
     if runs is None:
         return "-"
     one, two = runs
-    return f"{one.mw:g} ({one.ratio:.2f}x), {two.mw:g} ({two.ratio:.2f}x): {two.mw / one.mw:.2f}x"
+    gain = divide(two.mw, one.mw)
+    return f"{one.mw:g} ({one.ratio:.2f}x), {two.mw:g} ({two.ratio:.2f}x): {gain:.2f}x"
 
 
 def main(argv: list[str]) -> int:

@@ -151,6 +151,8 @@ def test_ratios_judged_as_printed(goals: ModuleType) -> None:
     assert not latency.met(4.35 / 4.30)  # 1.01
     throughput = goals.Goal("relay 10 1k", "relay", True, 1.5)
     assert throughput.met(1.496) and not throughput.met(1.494)
+    # a server that measured nothing (0 msgs/s) gives an infinite ratio, not a traceback
+    assert goals.Pair(700.0, 0.0).ratio == float("inf")
 
 
 def test_runs_of_two_sessions_named_apart(
