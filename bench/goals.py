@@ -63,7 +63,7 @@ class Pair:
         return divide(self.mw, self.pf)
 
     def rep_ratios(self) -> list[float]:
-        return [a / b for a, b in zip(self.mw_runs, self.pf_runs, strict=False) if b]
+        return [divide(a, b) for a, b in zip(self.mw_runs, self.pf_runs, strict=False)]
 
 
 @dataclass(frozen=True)
@@ -304,7 +304,7 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 0 if argv else 2
     paths = [Path(a) for a in argv]
-    missing = [a for a in argv if not Path(a).is_dir()]
+    missing = [str(p) for p in paths if not p.is_dir()]
     if missing:
         print(f"goals.py: not a directory: {', '.join(missing)}", file=sys.stderr)
         return 2
