@@ -16,7 +16,10 @@ the certificate chain a server presented satisfies a host's usable records:
   server's certificate names one of the reference identifiers (the MX host
   name, which is the TLSA base domain here: RFC 7672 3.2.2), in a DNS
   subjectAltName or, when it has none, its Common Name; a ``*`` is allowed as
-  the whole leftmost label only.
+  the whole leftmost label only. A trust anchor published as a bare public key
+  (DANE-TA SPKI(1) Full(0), RFC 7671 5.2.2) need not be in the chain: the
+  certificate it signed directly is then the top of the path, and every
+  certificate of the path is checked as above (dates included).
 
 Pure functions over bytes (``cryptography`` parses the certificates); no
 sockets, no DNS. Trusts nothing in the records or certificates: malformed
@@ -34,8 +37,14 @@ from datetime import datetime
 from enum import IntEnum
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    PublicFormat,
+    load_der_public_key,
+)
 from cryptography.x509.oid import ExtensionOID, NameOID
 
 
@@ -165,16 +174,59 @@ def check_chain(
     for index, candidate in enumerate(certificates[1:], start=1):
         if any(r.matches(candidate) for r in anchors):
             return _check_path(certificates[: index + 1], names, now)
+    for key in _bare_keys(anchors):
+        for index, candidate in enumerate(certificates):
+            if signed_by(candidate, key):
+                return _check_path(certificates[: index + 1], names, now, anchor_in_path=False)
     return f"{problem}, and no certificate of its chain matches a DANE-TA record"
 
 
-def _check_path(path: list[x509.Certificate], names: Sequence[str], now: datetime) -> str | None:
-    """The server's certificate up to the trust anchor (the last): links, dates, name."""
+def _bare_keys(anchors: Sequence[TlsaRecord]) -> list[PublicKeyTypes]:
+    """The public keys of DANE-TA SPKI(1) Full(0) records (RFC 7671 5.2.2)."""
+    keys = []
+    for record in anchors:
+        if record.selector == Selector.SPKI and record.matching == Matching.FULL:
+            try:
+                keys.append(load_der_public_key(record.data))
+            except (ValueError, UnsupportedAlgorithm):
+                continue  # not a key: this record matches nothing
+    return keys
+
+
+def signed_by(cert: x509.Certificate, key: PublicKeyTypes) -> bool:
+    """Whether ``key`` made ``cert``'s signature (RSA PKCS#1 v1.5 or PSS, ECDSA, EdDSA)."""
+    data, signature = cert.tbs_certificate_bytes, cert.signature
+    try:
+        digest = cert.signature_hash_algorithm
+        if isinstance(key, rsa.RSAPublicKey) and digest is not None:
+            parameters = cert.signature_algorithm_parameters
+            if not isinstance(parameters, padding.PSS | padding.PKCS1v15):
+                return False
+            key.verify(signature, data, parameters, digest)
+        elif isinstance(key, ec.EllipticCurvePublicKey) and digest is not None:
+            key.verify(signature, data, ec.ECDSA(digest))
+        elif isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+            key.verify(signature, data)
+        else:
+            return False
+    except (InvalidSignature, UnsupportedAlgorithm, ValueError, TypeError):
+        return False
+    return True
+
+
+def _check_path(
+    path: list[x509.Certificate],
+    names: Sequence[str],
+    now: datetime,
+    anchor_in_path: bool = True,
+) -> str | None:
+    """The server's certificate up to the trust anchor (the last, when ``anchor_in_path``;
+    otherwise the anchor is a bare key that signed the last): links, dates, name."""
     for subject, issuer in itertools.pairwise(path):
         problem = _issued_by(subject, issuer)
         if problem:
             return problem
-    for cert in path[:-1]:
+    for cert in path[:-1] if anchor_in_path else path:
         if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
             return f"certificate {_subject(cert)} is outside its validity period"
     if not any(name_matches(pattern, name) for pattern in dns_names(path[0]) for name in names):

@@ -1,15 +1,17 @@
 """The sans-I/O DANE matcher (routing.dane): TLSA parsing, usability, DANE-EE and DANE-TA
-checks over certificates made here (a CA, a server certificate it issued, a stranger)."""
+checks over certificates made here (a CA, a server certificate it issued, a stranger), and
+DANE-TA anchors published as bare keys (2 1 0) of every kind of key."""
 
 from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import NameOID
 
@@ -24,7 +26,7 @@ from mailwright.routing.dane import (
 )
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
-Key = ec.EllipticCurvePrivateKey
+Key = Any  # a private key of any kind cryptography signs certificates with
 
 
 def make_cert(
@@ -35,6 +37,7 @@ def make_cert(
     ca: bool = False,
     sans: tuple[str, ...] | None = None,
     days: tuple[int, int] = (-1, 30),
+    pss: bool = False,
 ) -> bytes:
     issuer_name, issuer_key = issuer or (name, key)
     builder = (
@@ -51,7 +54,10 @@ def make_cert(
         builder = builder.add_extension(
             x509.SubjectAlternativeName([x509.DNSName(s) for s in sans]), critical=False
         )
-    return builder.sign(issuer_key, hashes.SHA256()).public_bytes(Encoding.DER)
+    if isinstance(issuer_key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
+        return builder.sign(issuer_key, None).public_bytes(Encoding.DER)
+    pad = padding.PSS(padding.MGF1(hashes.SHA256()), padding.PSS.DIGEST_LENGTH) if pss else None
+    return builder.sign(issuer_key, hashes.SHA256(), rsa_padding=pad).public_bytes(Encoding.DER)
 
 
 @pytest.fixture(scope="module")
@@ -189,6 +195,57 @@ def test_dane_ta_checks_the_signature(pki: dict[str, bytes]) -> None:
 def test_dane_ta_anchor_must_be_a_ca(pki: dict[str, bytes]) -> None:
     problem = check([pki["leaf"], pki["not_ca"]], tlsa_text(pki["not_ca"], 2, 0, 1))
     assert problem is not None and "is not a CA" in problem
+
+
+def test_dane_ta_bare_key_needs_no_anchor_in_the_chain(pki: dict[str, bytes]) -> None:
+    # RFC 7671 5.2.2: 2 1 0 publishes the anchor's key itself; the chain is checked against it
+    record = tlsa_text(pki["ca"], 2, 1, 0)
+    assert check([pki["leaf"]], record) is None
+    assert check([pki["leaf"], pki["ca"]], record) is None  # sent all the same: as before
+    problem = check([pki["forged"]], record)
+    assert problem is not None and "no certificate of its chain matches a DANE-TA" in problem
+    problem = check([pki["expired"]], record)  # the top of the path is not the anchor: dated
+    assert problem is not None and "outside its validity period" in problem
+    problem = check([pki["leaf"]], record, name="mx2.example.test")
+    assert problem == "the server's certificate does not name mx2.example.test (DANE-TA)"
+    for digest in (tlsa_text(pki["ca"], 2, 1, 1), tlsa_text(pki["ca"], 2, 0, 0)):
+        assert check([pki["leaf"]], digest) is not None  # a digest or a certificate: no key
+
+
+def test_dane_ta_bare_key_above_an_intermediate() -> None:
+    root, middle, leaf = (ec.generate_private_key(ec.SECP384R1()) for _ in range(3))
+    inter = make_cert("Intermediate", middle, ("Root", root), ca=True)
+    server = make_cert("mx", leaf, ("Intermediate", middle), sans=("mx.example.test",))
+    spki = root.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    record = f"2 1 0 {spki.hex()}"
+    assert check([server, inter], record) is None
+    not_ca = make_cert("Intermediate", middle, ("Root", root))
+    problem = check([server, not_ca], record)
+    assert problem is not None and "is not a CA" in problem
+
+
+def signed_with(key: Any, **options: Any) -> tuple[bytes, str]:
+    """A server certificate signed by ``key`` (no anchor certificate), and 2 1 0 of it."""
+    cert = make_cert("mx", ec.generate_private_key(ec.SECP256R1()), ("Root", key),
+                     sans=("mx.example.test",), **options)  # fmt: skip
+    spki = key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return cert, f"2 1 0 {spki.hex()}"
+
+
+@pytest.mark.parametrize("kind", ["rsa", "rsa-pss", "ed25519", "ed448"])
+def test_dane_ta_bare_key_of_every_kind(kind: str) -> None:
+    if kind.startswith("rsa"):
+        key: Any = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    else:
+        key = (
+            ed25519.Ed25519PrivateKey.generate()
+            if kind == "ed25519"
+            else ed448.Ed448PrivateKey.generate()
+        )
+    cert, record = signed_with(key, pss=kind == "rsa-pss")
+    assert check([cert], record) is None
+    _, other = signed_with(ec.generate_private_key(ec.SECP256R1()))
+    assert check([cert], other) is not None
 
 
 def test_either_usage_may_match(pki: dict[str, bytes]) -> None:
