@@ -7,7 +7,8 @@ DANE-EE SPKI SHA-256 match: delivered over TLS, ``tls=dane-verified``; a mismatc
 bogus TLSA record (its signature broken after signing: Unbound answers SERVFAIL) defer
 with 4.7.5 and send nothing; DANE-TA: delivered when B presents the anchor's chain for its
 MX name; a DANE host without STARTTLS (smtp-sink) defers; an insecure zone delivers with
-opportunistic TLS as before; DANE wins over an MTA-STS policy that would refuse."""
+opportunistic TLS as before; DANE wins over an MTA-STS policy that would refuse; a message
+with ``TLS-Required: No`` (RFC 8689) goes despite a mismatch, with opportunistic TLS."""
 
 from __future__ import annotations
 
@@ -220,3 +221,16 @@ def test_dane_takes_precedence_over_mta_sts(tmp_path: Path, world: World) -> Non
         _, line = deliver(tmp_path, sender(world, b.port), f"user@sts.{ZONE}")
         assert "stat=Sent" in line and "tls=dane-verified" in line, line
     assert (f"mta-sts.sts.{ZONE}", "/.well-known/mta-sts.txt") in world.https.requests
+
+
+def test_tls_required_no_goes_despite_a_mismatch(tmp_path: Path, world: World) -> None:
+    # RFC 8689 5 (and RFC 8460 5.3: a TLS report must get through the failures it reports)
+    rcpt = f"user@bad.{ZONE}"
+    message = f"From: a@x.test\r\nTo: {rcpt}\r\nTLS-Required: no\r\n\r\nreport\r\n"
+    with receiver(tmp_path, f"bad.{ZONE}", world.ee) as b:
+        with running(tmp_path / "a", sender(world, b.port)) as a:
+            qid = submit(a, rcpt, message.encode())
+            line = a.wait_log(f"{qid}: to=<{rcpt}>")
+            assert "stat=Sent" in line and "tls=" not in line, line
+            assert a.wait_log(f"{qid}: TLS-Required: No: no DANE or MTA-STS for")
+        assert b.wait_log("proto=ESMTPS")

@@ -2,7 +2,8 @@
 b.test publishes a TXT record and a policy file on a loopback HTTPS server. Enforced
 policies deliver only over verified TLS to listed MX hosts (else 4.7.5, deferred); testing
 mode delivers and logs; no record, or a policy server that is down, changes nothing; an
-explicit tls_policy entry wins."""
+explicit tls_policy entry wins; a message with ``TLS-Required: No`` (RFC 8689) goes despite
+an enforced policy, and the next one without it does not get its session."""
 
 from __future__ import annotations
 
@@ -162,4 +163,42 @@ def test_enforced_policy_survives_a_restart(tmp_path: Path) -> None:
             assert "stat=Deferred" in line and "dsn=4.7.5" in line, line
             assert "MTA-STS policy of b.test: TLS certificate of mx.b.test" in line
         assert https.requests == [("mta-sts.b.test", "/.well-known/mta-sts.txt")]
+    assert not any("proto=ESMTP" in x for x in b.log)
+
+
+NOT_REQUIRED = (
+    b"From: a@x.test\r\nTo: user@b.test\r\nSubject: a TLS report, say\r\n"
+    b"TLS-Required: No\r\n\r\nbody\r\n"
+)
+
+
+def test_tls_required_no_goes_despite_an_enforced_policy(tmp_path: Path) -> None:
+    # RFC 8689 5 (and RFC 8460 5.3: a TLS report must get through the failures it reports)
+    with world(tmp_path) as (dns, https), receiver(tmp_path, "wrong.b.test") as b:
+        https.publish("mta-sts.b.test", policy())
+        config = sender(tmp_path, dns, https, b, idle_connection_timeout=30)
+        with running(tmp_path / "a", config) as a:
+            qid = submit(a, message=NOT_REQUIRED)
+            line = a.wait_log(f"{qid}: to=<user@b.test>")
+            assert "stat=Sent" in line, line
+            assert a.wait_log(f"{qid}: TLS-Required: No: no DANE or MTA-STS for")
+            assert https.requests == []  # the policy was not even asked for
+            # the next message, without the field: the policy holds, and the session the
+            # first one left open (opportunistic TLS, a certificate for another name) is
+            # not reused for it
+            qid = submit(a)
+            line = a.wait_log(f"{qid}: to=<user@b.test>")
+            assert "stat=Deferred" in line and "dsn=4.7.5" in line, line
+            assert "MTA-STS policy of b.test: TLS certificate of mx.b.test" in line
+    assert sum("proto=ESMTPS" in x for x in b.log) == 1
+
+
+def test_tls_required_no_ignored_when_switched_off(tmp_path: Path) -> None:
+    with world(tmp_path) as (dns, https), receiver(tmp_path, "wrong.b.test") as b:
+        https.publish("mta-sts.b.test", policy())
+        config = sender(tmp_path, dns, https, b, tls_required_no=False)
+        with running(tmp_path / "a", config) as a:
+            qid = submit(a, message=NOT_REQUIRED)
+            line = a.wait_log(f"{qid}: to=<user@b.test>")
+        assert "stat=Deferred" in line and "dsn=4.7.5" in line, line
     assert not any("proto=ESMTP" in x for x in b.log)

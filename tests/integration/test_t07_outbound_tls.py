@@ -36,14 +36,14 @@ def sender_config(root: Path, port: int, policy: dict[str, str], **delivery: Any
     }
 
 
-def submit(mw: Mailwright, rcpt: str = "user@b.test") -> str:
+def submit(mw: Mailwright, rcpt: str = "user@b.test", message: bytes = MSG) -> str:
     import smtplib
 
     with smtplib.SMTP("127.0.0.1", mw.port) as s:
         s.ehlo("client.test")
         s.mail("a@x.test")
         s.rcpt(rcpt)
-        code, text = s.data(MSG)
+        code, text = s.data(message)
     assert code == 250
     return text.decode().split()[1]
 

@@ -397,6 +397,9 @@ class DeliverySection(Section):
     # hosts (TXT lookup, HTTPS fetch, in-memory cache); off with dns.static_table (no DNS)
     mta_sts: bool = True
     mta_sts_port: Port = 443  # HTTPS port of mta-sts.<domain> (change it only for tests)
+    # RFC 8689 5: a message with "TLS-Required: No" (TLS reports carry it) goes without
+    # DANE and MTA-STS, TLS opportunistic; the tls_policy table still applies
+    tls_required_no: bool = True
 
     @field_validator("tls_policy")
     @classmethod

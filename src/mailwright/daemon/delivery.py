@@ -137,6 +137,7 @@ def build_agents(
             sts_problem=sts.problem if sts is not None else None,
             tls_reports=recorder,
             arc=ArcSealing.from_settings(settings),
+            tls_required_no=settings.delivery.tls_required_no,
         ),
         Transport.LMTP: LmtpAgent(settings.hostname, None, timeouts=timeouts, idle_timeout=idle),
     }

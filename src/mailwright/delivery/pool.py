@@ -59,6 +59,10 @@ class SessionPool:
         timer = loop.call_later(self.idle_timeout, self._expire, key, session)
         entries.append(_Idle(session, timer))
 
+    def discard(self, session: ClientSession) -> None:
+        """QUIT a session that must not be used again (``close`` waits for it too)."""
+        self._close(session)
+
     def idle_count(self, key: str | None = None) -> int:
         if key is not None:
             return len(self._idle.get(key, ()))

@@ -215,6 +215,7 @@ class ClientSession:
     credentials: Credentials | None = field(default=None, init=False)  # what it logged in with
     auth_details: dict[str, str] = field(default_factory=dict, init=False)
     tls_reported: bool = field(default=False, init=False)  # its RFC 8460 result is counted
+    poolable: bool = field(default=True, init=False)  # False: opened without the policies
     created: float = field(default_factory=time.monotonic, init=False)
     _events: deque[ClientEvent] = field(default_factory=deque, init=False)
     # the read timeout: one timer per connection, moved lazily (made in the running loop)

@@ -35,6 +35,12 @@ is tried even when an enforced policy does not list it, and its TLS is checked b
 DANE alone. The log line of the attempt says ``tls=dane-verified`` (or
 ``dane-failed``, ``dane-lookup-failed``).
 
+``TLS-Required: No`` (RFC 8689 5), with ``tls_required_no``: a message whose sender
+asks that the recipient domain's TLS policies be ignored (a TLS report about those very
+policies carries it: RFC 8460 5.3) goes without DANE and MTA-STS, with TLS when it can be
+had (the administrator's ``tls_policy`` still applies); its sessions are not counted for
+TLS reports and never go back to the pool, where a message under a policy could take one.
+
 SMTP AUTH (RFC 4954) with the ``credentials`` found for the next hop (a
 ``routing.credentials.CredentialsTable``): after STARTTLS, before the first
 MAIL. A refused login defers (4.7.0, the peer's reply in the text; Postfix's
@@ -165,6 +171,7 @@ class SmtpAgent:
         sts_problem: Callable[[NextHop], str | None] | None = None,
         tls_reports: TlsRecorder | None = None,
         arc: ArcSealing | None = None,
+        tls_required_no: bool = True,
     ) -> None:
         self.hostname = hostname
         self.resolver = resolver
@@ -186,6 +193,7 @@ class SmtpAgent:
         self.sts_problem = sts_problem  # why a domain with an MTA-STS record has no policy
         self.tls_reports = tls_reports  # RFC 8460 session counts (routing.tlsrpt)
         self.arc = arc  # ARC sealing of forwarded mail (delivery.arcseal)
+        self.tls_required_no = tls_required_no  # honour "TLS-Required: No" (RFC 8689)
 
     # ---- the DeliveryAgent interface -----------------------------------------------------
     async def deliver(self, request: DeliveryRequest) -> list[DeliveryResult]:
@@ -226,8 +234,11 @@ class SmtpAgent:
         results: dict[int, DeliveryResult],
     ) -> None:
         hop = request.next_hop
+        relaxed = self.tls_required_no and tls_not_required(request)
         try:
-            sts, endpoints = await asyncio.gather(self._sts_policy(hop), self._endpoints(hop))
+            sts, endpoints = await asyncio.gather(
+                self._sts_policy(hop, relaxed), self._endpoints(hop)
+            )
         except NullMxError:
             text = f"Domain {hop.host} does not accept mail (null MX, RFC 7505)"
             self._settle(pending, results, Outcome.FAILED, Reply.of(556, "5.1.10", text))
@@ -244,8 +255,8 @@ class SmtpAgent:
             text = f"No mail host found for {hop.host or hop.socket_path}"
             self._settle(pending, results, Outcome.FAILED, Reply.of(550, "5.1.2", text))
             return
-        dane = await self._dane_hosts(hop, endpoints)
-        report = self._report_policy(hop, sts)
+        dane = {} if relaxed else await self._dane_hosts(hop, endpoints)
+        report = None if relaxed else self._report_policy(hop, sts)
         if sts is not None:
             endpoints = self._sts_endpoints(request, sts, endpoints, dane, report)
             if not endpoints:
@@ -278,6 +289,9 @@ class SmtpAgent:
                     self._tls_failed(reported[0], result, endpoint, exc.local_address)
                 continue
             metrics.outbound(hop.key, "opened")
+            session.poolable = not relaxed
+            if relaxed:
+                log.info("%s: TLS-Required: No: no DANE or MTA-STS for %s", request.queue_id, hop)
             if state is not None:
                 metrics.dane("verified" if state.records else "encrypted")
             if reported is not None:
@@ -319,9 +333,10 @@ class SmtpAgent:
     def _tls_policy(self, hop: NextHop) -> TlsPolicy:
         return self.tls(hop) if callable(self.tls) else self.tls
 
-    async def _sts_policy(self, hop: NextHop) -> StsPolicy | None:
-        """The destination's MTA-STS policy when it asks for something (MX routes only)."""
-        if self.mta_sts is None or self.lmtp or hop.socket_path or not hop.mx:
+    async def _sts_policy(self, hop: NextHop, relaxed: bool = False) -> StsPolicy | None:
+        """The destination's MTA-STS policy when it asks for something (MX routes only;
+        none for a ``relaxed`` message)."""
+        if self.mta_sts is None or self.lmtp or hop.socket_path or not hop.mx or relaxed:
             return None
         if is_ip_literal(hop.host.removeprefix("[").removesuffix("]")):
             return None
@@ -490,12 +505,12 @@ class SmtpAgent:
         refusal = self._refusal(request, ext, session.peer)
         if refusal is not None:
             self._settle(pending, results, Outcome.FAILED, refusal, session.peer)
-            self.pool.put(key, session)
+            self._release(key, session)
             return []
         plan = self._content(request, pending, ext, session.peer)
         if isinstance(plan, Reply):
             self._settle(pending, results, Outcome.FAILED, plan, session.peer)
-            self.pool.put(key, session)
+            self._release(key, session)
             return []
         transaction, content, details = plan
         try:
@@ -517,8 +532,15 @@ class SmtpAgent:
         if result.session_lost:
             session.abort()
         else:
-            self.pool.put(key, session)
+            self._release(key, session)
         return retry
+
+    def _release(self, key: str, session: ClientSession) -> None:
+        """Back to the pool, or closed when no message under a policy may have it."""
+        if session.poolable:
+            self.pool.put(key, session)
+        else:
+            self.pool.discard(session)
 
     def _refusal(self, request: DeliveryRequest, ext: Extensions, peer: str) -> Reply | None:
         """Reasons not to send at all, from what the peer offered."""
@@ -626,6 +648,13 @@ _DANE_RESULTS = {  # routing.dane's words -> RFC 8460 result types
     "does not name": Result.CERTIFICATE_HOST_MISMATCH,
     "outside its validity period": Result.CERTIFICATE_EXPIRED,
 }
+
+
+def tls_not_required(request: DeliveryRequest) -> bool:
+    """Whether the message says ``TLS-Required: No`` (RFC 8689 5: one field, "No" in any
+    case, white space around it allowed)."""
+    fields = list(request.headers.all("TLS-Required"))
+    return len(fields) == 1 and fields[0].text.strip().lower() == "no"
 
 
 def _tls_result(exc: SessionError, dane: DaneHost | None) -> Result:
