@@ -4,7 +4,10 @@ opportunistic TLS, success) and under a policy whose MX host presents a certific
 another name (e.test: certificate-host-mismatch, deferred). Then ``mailwright tlsrpt report``
 (the control socket, no waiting for the day to end) sends the day's reports: mailed through
 A's queue to a real smtp-sink (a multipart/report with the gzip JSON, whose counts are the
-sessions) and POSTed to a local HTTPS server, as each domain's ``_smtp._tls`` record asks."""
+sessions) and POSTed to a local HTTPS server, as each domain's ``_smtp._tls`` record asks.
+The mailed reports carry the DKIM signature of a.test (RFC 8460 5.3; the key of A's ``dkim``
+filter), which dkimpy verifies, and ``TLS-Required: No``: e.test's report reaches B over
+the very policy failure it reports."""
 
 from __future__ import annotations
 
@@ -17,12 +20,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
+
 from tests.integration.test_t07_outbound_tls import submit
 from tests.support import smtp_sink
+from tests.support.arc import Dns, rsa_key
 from tests.support.daemon import Mailwright, running, wait_until
 from tests.support.dns import DnsServer, dnsmasq_available
 from tests.support.https import PolicyServer
-from tests.support.peers import peer, require_peer
+from tests.support.peers import peer, require_module, require_peer
 from tests.support.security import certificate
 from tests.support.smtp_sink import SmtpSink
 
@@ -54,7 +60,7 @@ def world(root: Path) -> Iterator[tuple[DnsServer, PolicyServer]]:
         dns.host("reports.b.test", "127.0.0.1")
         txt(dns, "_smtp._tls.b.test", f"v=TLSRPTv1; rua=mailto:tls@reports.test,{rua}/b")
         txt(dns, "_smtp._tls.c.test", "v=TLSRPTv1; rua=mailto:tls@reports.test")
-        txt(dns, "_smtp._tls.e.test", f"v=TLSRPTv1;rua={rua}/e")
+        txt(dns, "_smtp._tls.e.test", f"v=TLSRPTv1;rua={rua}/e,mailto:user@e.test")
         with dns:
             yield dns, https
 
@@ -72,7 +78,9 @@ def receiver(root: Path) -> Iterator[Mailwright]:
         yield mw
 
 
-def sender(root: Path, dns: DnsServer, https: PolicyServer, b: Mailwright, sink: int) -> Any:
+def sender(
+    root: Path, dns: DnsServer, https: PolicyServer, b: Mailwright, sink: int, key: Path
+) -> Any:
     cas = root / "cas.pem"
     cas.write_bytes(https.cert.read_bytes() + b.cert.read_bytes())  # type: ignore[attr-defined]
     (root / "transport").write_text(f"reports.test smtp:[127.0.0.1]:{sink}\n")
@@ -94,7 +102,23 @@ def sender(root: Path, dns: DnsServer, https: PolicyServer, b: Mailwright, sink:
             "contact": "tls-admin@a.test",
             "flush_interval": 3600,  # only the report run flushes: nothing by the clock
         },
+        "filters": [
+            {
+                "plugin": "dkim",
+                "options": {"domain": "a.test", "selector": "r", "key_file": str(key)},
+            }
+        ],
     }
+
+
+def dkim_key(root: Path, dns: Dns) -> Path:
+    key, path = rsa_key(), root / "dkim.pem"
+    pem = serialization.Encoding.PEM
+    path.write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    dns.add("r", "a.test", key)
+    return path
 
 
 def reports_in(sink: SmtpSink) -> dict[str, tuple[Any, dict[str, Any]]]:
@@ -127,11 +151,14 @@ def summary(report: dict[str, Any]) -> tuple[str, int, int, list[str]]:
 
 def test_daily_reports_mailed_and_posted(tmp_path: Path) -> None:
     require_peer("smtp-sink", smtp_sink.available(), "postfix's smtp-sink is not installed")
+    dkim = require_module("dkim", "pip install '.[dev]' (dkimpy)")
+    keys = Dns()
+    key = dkim_key(tmp_path, keys)
     with (
         world(tmp_path) as (dns, https),
         receiver(tmp_path) as b,
         SmtpSink(tmp_path / "sink") as sink,
-        running(tmp_path / "a", sender(tmp_path, dns, https, b, sink.port)) as a,
+        running(tmp_path / "a", sender(tmp_path, dns, https, b, sink.port, key)) as a,
     ):
         # one message each: a second one could reuse the idle session (one TLS session)
         for rcpt in ("user@b.test", "user@c.test", "user@e.test"):
@@ -160,6 +187,24 @@ def test_daily_reports_mailed_and_posted(tmp_path: Path) -> None:
         assert summary(b_report) == ("sts", 1, 0, [])
         assert b_report["policies"][0]["policy"]["mx-host"] == ["mx.b.test"]
         assert summary(mailed["c.test"][1]) == ("no-policy-found", 1, 0, [])
+        for message in sink.messages():  # RFC 8460 5.3: signed by the reporting domain
+            raw = message.content.replace(b"\n", b"\r\n")  # the sink's dump has LF ends
+            assert raw.startswith(b"DKIM-Signature:"), raw[:200]
+            assert b"\r\nTLS-Required: No\r\n" in raw
+            assert dkim.verify(raw, dnsfunc=keys.dnsfunc)
+            assert not dkim.verify(raw.replace(b"Report Domain: ", b"Report Domain: x"),
+                                   dnsfunc=keys.dnsfunc)  # fmt: skip
+        assert a.wait_log("TLS report for b.test to <tls@reports.test>, DKIM signed d=a.test s=r")
+
+        # e.test's report: mailed to its MX host B despite the certificate for another
+        # name that made A defer the test message (RFC 8689's TLS-Required: No)
+        queued = a.wait_log("TLS report for e.test to <user@e.test>")
+        qid = queued.split(": TLS report")[0].split()[-1]
+        line = a.wait_log(f"{qid}: to=<user@e.test>")
+        assert "stat=Sent" in line, line
+        assert a.wait_log(f"{qid}: TLS-Required: No: no DANE or MTA-STS for")
+        received = b.wait_log("from=<noreply-tlsrpt@a.test>")
+        assert "proto=ESMTPS" in received, received  # opportunistic TLS all the same
 
         posted = {path: body for _, path, kind, body in https.posts}
         assert sorted(posted) == ["/b", "/e"]

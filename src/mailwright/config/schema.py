@@ -973,6 +973,42 @@ class TlsReportingSection(Section):
     send_delay: OptionalSeconds = 900.0
     max_report_size: Count = 1024 * 1024  # octets of gzip; a larger report is not mailed
     post_timeout: Seconds = 60.0  # for each https: address
+    # the DKIM signature RFC 8460 5.3 requires of a mailed report (receivers ignore one
+    # without); unset: the key of a ``dkim`` filter whose domains cover the sender's
+    dkim_key_file: str = ""  # PEM, RSA of 2048 bits or more, or Ed25519
+    dkim_selector: str = ""
+    dkim_domain: str = ""  # d=; default: the domain of ``sender``
+
+    @field_validator("dkim_selector")
+    @classmethod
+    def _dkim_selector(cls, value: str) -> str:
+        if value and not re.fullmatch(
+            r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9-]+)*", value
+        ):
+            raise ValueError(f"{value!r} is not a DKIM selector")
+        return value
+
+    @field_validator("dkim_domain")
+    @classmethod
+    def _dkim_domain(cls, value: str) -> str:
+        value = value.lower().rstrip(".")
+        if value and not re.fullmatch(r"([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9-]+", value):
+            raise ValueError(f"{value!r} is not a domain name")
+        return value
+
+    @model_validator(mode="after")
+    def _dkim(self) -> TlsReportingSection:
+        if not self.dkim_key_file:
+            if self.dkim_selector or self.dkim_domain:
+                raise ValueError("dkim_selector and dkim_domain need a dkim_key_file")
+            return self
+        if not self.dkim_selector:
+            raise ValueError("dkim_key_file needs a dkim_selector")
+        # here, not at the top: loading the settings needs no cryptography otherwise
+        from mailwright.core.dkim import load_signing_key
+
+        load_signing_key(self.dkim_key_file, "DKIM")  # a bad key is a configuration error
+        return self
 
 
 class Settings(Section):

@@ -11,6 +11,9 @@ looks up ``_smtp._tls.<domain>`` TXT through our DNS resolver, builds the report
 (``routing.tlsrpt_report``), queues it as mail to each ``mailto:`` address (through the
 daemon's ``enqueue``, the normal queue) and POSTs it to each ``https:`` address. Then the
 day's counts go. A domain without a record gets nothing; its counts go all the same.
+A mailed report is DKIM-signed (RFC 8460 5.3: receivers ignore one without) with the key
+of ``tls_reporting.dkim_*``, or else of the first ``dkim`` filter whose domains cover the
+sender's domain; with neither it goes unsigned, and the log says so for each.
 
 ``report`` serves the control request ``tlsrpt`` and ``mailwright tlsrpt report``: a
 dry run (the reports the next run would send, nothing sent or forgotten) or a run now,
@@ -21,7 +24,8 @@ report that cannot be delivered is not retried (a POST refused or unreachable: l
 and counted, ``mailwright_tlsrpt_reports_total{result="failed"}``).
 
 Settings read: ``tls_reporting.*``, ``hostname``, ``queue.*`` (the store),
-``dns.*`` (the TXT lookups), ``delivery.tls_ca_file`` (the report servers' certificates).
+``dns.*`` (the TXT lookups), ``delivery.tls_ca_file`` (the report servers' certificates),
+``filters`` (a ``dkim`` filter's key, to sign reports).
 """
 
 from __future__ import annotations
@@ -34,11 +38,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from mailwright.config.schema import Settings
+from mailwright.config.schema import PluginFilter, Settings
 from mailwright.core.address import AddressError
+from mailwright.core.dkim import Signer, SigningKey, load_signing_key
 from mailwright.core.queueid import new_queue_id
 from mailwright.delivery.tlspolicy import verify_context
 from mailwright.observability import metrics
+from mailwright.policy.filters.dkim import DkimOptions, covered, load_key
 from mailwright.queue.lease import new_owner
 from mailwright.queue.store import NewMessage
 from mailwright.routing.mx import DnsResolver, resolver_from_settings, txt_string
@@ -67,24 +73,64 @@ LEASE = 3600.0  # seconds a claimed day is ours to send before another may take 
 Enqueue = Callable[[NewMessage], Awaitable[None]]
 
 
+# what a report's DKIM signature covers, and those signed once more than present
+REPORT_HEADERS = (
+    "From",
+    "To",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "Auto-Submitted",
+    "TLS-Report-Domain",
+    "TLS-Report-Submitter",
+    "TLS-Required",
+    "MIME-Version",
+    "Content-Type",
+)
+REPORT_OVERSIGN = ("From", "To", "Subject", "Date", "Message-ID", "TLS-Report-Domain")
+
+
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """Who we say we are in a report."""
+    """Who we say we are in a report, and who signs it."""
 
     organization: str
     contact: str
     sender: str
     submitter: str  # our host name
+    signer: Signer | None = None  # None: mailed reports go unsigned (and are ignored)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Identity:
         section, host = settings.tls_reporting, settings.hostname
+        sender = section.sender or f"noreply-tlsrpt@{host}"
         return cls(
             organization=section.organization or host,
             contact=section.contact or f"postmaster@{host}",
-            sender=section.sender or f"noreply-tlsrpt@{host}",
+            sender=sender,
             submitter=host,
+            signer=report_signer(settings, sender.rpartition("@")[2].lower().rstrip(".")),
         )
+
+
+def report_signer(settings: Settings, domain: str) -> Signer | None:
+    """The DKIM signer of mailed reports from ``domain`` (RFC 8460 5.3): the key of
+    ``tls_reporting.dkim_*``, else that of the first ``dkim`` filter whose domains cover
+    ``domain``; None when there is neither."""
+    section = settings.tls_reporting
+    if section.dkim_key_file:
+        key = load_signing_key(section.dkim_key_file, "DKIM")
+        return _signer(section.dkim_domain or domain, section.dkim_selector, key)
+    for entry in settings.filters:
+        if isinstance(entry, PluginFilter) and entry.plugin == "dkim":
+            options = DkimOptions.model_validate(entry.options)
+            if covered(domain, options.signed_domains):
+                return _signer(options.domain, options.selector, load_key(options.key_file))
+    return None
+
+
+def _signer(domain: str, selector: str, key: SigningKey) -> Signer:
+    return Signer(domain, selector, key, headers=REPORT_HEADERS, oversign=REPORT_OVERSIGN)
 
 
 class TlsReporting:
@@ -260,12 +306,31 @@ class TlsReporting:
                 report=report,
                 data=data,
                 now=self._clock(),
+                signer=identity.signer,
             )
         except AddressError as exc:
             log.warning("TLS report for %s: bad address %r: %s", domain, to, exc)
             return "failed"
         await self.enqueue(message)
-        log.info("%s: TLS report for %s to <%s>", message.queue_id, domain, to)
+        if identity.signer is None:
+            log.warning(
+                "%s: TLS report for %s to <%s> not DKIM-signed (RFC 8460 5.3: receivers ignore"
+                " it): set tls_reporting.dkim_key_file, or a dkim filter for %s",
+                message.queue_id,
+                domain,
+                to,
+                identity.sender.rpartition("@")[2],
+            )
+        else:
+            signer = identity.signer
+            log.info(
+                "%s: TLS report for %s to <%s>, DKIM signed d=%s s=%s",
+                message.queue_id,
+                domain,
+                to,
+                signer.domain,
+                signer.selector,
+            )
         return "queued"
 
     # ---- the control request ------------------------------------------------------------

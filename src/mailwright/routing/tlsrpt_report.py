@@ -11,7 +11,10 @@ were tried under, with its ``summary`` (total successful and failed sessions) an
 ``report_message`` makes the mail of RFC 8460 5.3, a ``queue.store.NewMessage``: a
 ``multipart/report; report-type="tlsrpt"`` with a short text and the gzip as
 ``application/tlsrpt+gzip`` (base64), headers ``TLS-Report-Domain`` and
-``TLS-Report-Submitter``, NOTIFY=NEVER (a report that fails is not reported on).
+``TLS-Report-Submitter``, NOTIFY=NEVER (a report that fails is not reported on),
+``TLS-Required: No`` (RFC 8689: the SMTP agent delivers it despite the very TLS
+failures it may report, as RFC 8460 5.3 asks) and, given a ``core.dkim.Signer``, the
+DKIM signature of the reporting domain that RFC 8460 5.3 requires (no ``l=``).
 ``post_report`` POSTs the gzip to an ``https:`` address (RFC 8460 5.4, ``Content-Type:
 application/tlsrpt+gzip``) over our own asyncio TLS stream, the server's certificate
 verified for its name, the host found through our DNS resolver; any 2xx is success.
@@ -35,6 +38,7 @@ from collections import defaultdict
 from typing import Any, Protocol
 
 from mailwright.core.address import parse_mailbox
+from mailwright.core.dkim import Signer, body_hash
 from mailwright.core.envelope import Envelope, MailParams, Notify, Recipient
 from mailwright.core.headers import Header, HeaderList
 from mailwright.dsn.body import ReportBody
@@ -159,9 +163,11 @@ def report_message(
     report: dict[str, Any],
     data: bytes,
     now: float,
+    signer: Signer | None = None,
 ) -> NewMessage:
     """The mail of RFC 8460 5.3 carrying ``data`` (the gzip of ``report``) to
-    ``recipient``; raises ``AddressError`` for an address that is not one."""
+    ``recipient``, DKIM-signed by ``signer`` when given; raises ``AddressError`` for
+    an address that is not one."""
     to, frm = parse_mailbox(recipient), parse_mailbox(sender)
     boundary = f"=_tlsrpt/{secrets.token_hex(12)}"
     name = file_name(submitter, domain, report)
@@ -195,6 +201,7 @@ def report_message(
             Header.make("Auto-Submitted", "auto-generated"),
             Header.make("TLS-Report-Domain", domain),
             Header.make("TLS-Report-Submitter", submitter),
+            Header.make("TLS-Required", "No"),
             Header.make("MIME-Version", "1.0"),
             Header.make(
                 "Content-Type",
@@ -202,6 +209,9 @@ def report_message(
             ),
         ]
     )
+    if signer is not None:
+        bh = body_hash([body], signer.body_canon)
+        headers.insert(0, signer.sign(headers, bh, int(now)))
     return NewMessage(
         queue_id=queue_id,
         envelope=Envelope(
