@@ -38,6 +38,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
 from mailwright.config.schema import PluginFilter, Settings
 from mailwright.core.address import AddressError
 from mailwright.core.dkim import Signer, SigningKey, load_signing_key
@@ -116,16 +118,22 @@ class Identity:
 def report_signer(settings: Settings, domain: str) -> Signer | None:
     """The DKIM signer of mailed reports from ``domain`` (RFC 8460 5.3): the key of
     ``tls_reporting.dkim_*``, else that of the first ``dkim`` filter whose domains cover
-    ``domain``; None when there is neither."""
+    ``domain``; None when there is neither, or when the key can no longer be read (it
+    was when the settings were loaded: logged, and the reports go unsigned)."""
     section = settings.tls_reporting
-    if section.dkim_key_file:
-        key = load_signing_key(section.dkim_key_file, "DKIM")
-        return _signer(section.dkim_domain or domain, section.dkim_selector, key)
-    for entry in settings.filters:
-        if isinstance(entry, PluginFilter) and entry.plugin == "dkim":
-            options = DkimOptions.model_validate(entry.options)
-            if covered(domain, options.signed_domains):
-                return _signer(options.domain, options.selector, load_key(options.key_file))
+    try:
+        if section.dkim_key_file:
+            key = load_signing_key(section.dkim_key_file, "DKIM")
+            return _signer(section.dkim_domain or domain, section.dkim_selector, key)
+        for entry in settings.filters:
+            if isinstance(entry, PluginFilter) and entry.plugin == "dkim":
+                options = DkimOptions.model_validate(entry.options)
+                if covered(domain, options.signed_domains):
+                    return _signer(options.domain, options.selector, load_key(options.key_file))
+    except ValidationError as exc:  # a dkim filter's options (its key file)
+        log.error("TLS reports: cannot sign them: %s", exc.errors()[0]["msg"])
+    except ValueError as exc:
+        log.error("TLS reports: cannot sign them: %s", exc)
     return None
 
 

@@ -167,3 +167,20 @@ def request(*fields: tuple[str, str]) -> DeliveryRequest:
 )
 def test_the_tls_required_field(fields: list[tuple[str, str]], relaxed: bool) -> None:
     assert tls_not_required(request(*fields)) is relaxed
+
+
+def test_a_key_gone_since_the_settings_loaded_is_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = pem(tmp_path, rsa_key())
+    loaded = settings(tls_reporting={"dkim_key_file": path, "dkim_selector": "r1"})
+    options = {"domain": "a.test", "selector": "s1", "key_file": pem(tmp_path, rsa_key(), "f")}
+    filtered = settings(filters=[{"plugin": "dkim", "options": options}])
+    Path(path).unlink()
+    Path(options["key_file"]).unlink()
+    with caplog.at_level("ERROR", logger="mailwright.tlsrpt"):
+        assert report_signer(loaded, "mx.a.test") is None
+        assert report_signer(filtered, "mx.a.test") is None
+    assert f"cannot sign them: cannot read DKIM key {path}" in caplog.text
+    assert f"cannot read DKIM key {options['key_file']}: No such file" in caplog.text
+    assert "errors.pydantic.dev" not in caplog.text
