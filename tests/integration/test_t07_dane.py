@@ -8,7 +8,8 @@ bogus TLSA record (its signature broken after signing: Unbound answers SERVFAIL)
 with 4.7.5 and send nothing; DANE-TA: delivered when B presents the anchor's chain for its
 MX name; a DANE host without STARTTLS (smtp-sink) defers; an insecure zone delivers with
 opportunistic TLS as before; DANE wins over an MTA-STS policy that would refuse; a message
-with ``TLS-Required: No`` (RFC 8689) goes despite a mismatch, with opportunistic TLS."""
+with ``TLS-Required: No`` (RFC 8689) goes despite a mismatch, with opportunistic TLS; an MX
+host name that is a CNAME gets the TLSA records of the name it leads to (RFC 7672 2.2.2)."""
 
 from __future__ import annotations
 
@@ -113,6 +114,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         '_mta-sts.sts IN TXT "v=STSv1; id=20260101;"',
         "mta-sts.sts IN A 127.0.0.1",
     )
+    # MX host names that are aliases (RFC 7672 2.2.2): TLSA records only where they lead
+    signed.add("alias-bad IN MX 10 mx.alias-bad", "mx.alias-bad IN CNAME mx.bad")
+    signed.add("alias-ta IN MX 10 mx.alias-ta", "mx.alias-ta IN CNAME mx.ta")
     zone.tamper(ZONE, "_25._tcp.mx.bogus", "TLSA")
     zone.unsigned("plain.test").add("@ IN MX 10 mx", "mx IN A 127.0.0.1")
     with zone, PolicyServer(root, "mta-sts.sts.dane.test") as https:
@@ -234,3 +238,20 @@ def test_tls_required_no_goes_despite_a_mismatch(tmp_path: Path, world: World) -
             assert "stat=Sent" in line and "tls=" not in line, line
             assert a.wait_log(f"{qid}: TLS-Required: No: no DANE or MTA-STS for")
         assert b.wait_log("proto=ESMTPS")
+
+
+def test_an_alias_mx_host_gets_the_records_where_it_leads(tmp_path: Path, world: World) -> None:
+    # mx.alias-bad is a CNAME for mx.bad, whose TLSA record names another key: deferred
+    with receiver(tmp_path, f"alias-bad.{ZONE}", world.ee) as b:
+        _, line = deliver(tmp_path, sender(world, b.port), f"user@alias-bad.{ZONE}")
+        assert "stat=Deferred" in line and "dsn=4.7.5" in line, line
+        assert "tls=dane-failed" in line, line
+    assert not any("proto=ESMTP" in x for x in b.log)
+
+
+def test_an_alias_mx_host_may_present_the_name_it_leads_to(tmp_path: Path, world: World) -> None:
+    # DANE-TA at mx.ta; the certificate names mx.ta.dane.test, not the MX host name
+    # mx.alias-ta.dane.test: both are reference identifiers (RFC 7672 3.2.2)
+    with receiver(tmp_path, f"alias-ta.{ZONE}", world.ta) as b:
+        _, line = deliver(tmp_path, sender(world, b.port), f"user@alias-ta.{ZONE}")
+        assert "stat=Sent" in line and "tls=dane-verified" in line, line

@@ -8,6 +8,10 @@ from the trusted resolver's AD bit), looks up ``_25._tcp.<host>`` TLSA:
   checks the server's chain against them (``routing.dane.check_chain``, the MX host
   name as reference identifier for DANE-TA); a mismatch or a server without
   STARTTLS defers that host with 4.7.5, never plaintext;
+- an MX host name that is an alias (CNAME, its expansion validated with the addresses:
+  ``Endpoint.canonical``): TLSA records are looked up first at the expanded name, and
+  when there are no secure ones there, at the MX host name (RFC 7672 2.2.2); records
+  found at the expanded name accept either name as reference identifier (3.2.2);
 - secure records, none usable (RFC 7672 2.2): TLS required, not authenticated;
 - no records, or insecure ones: not DANE-protected (opportunistic TLS, MTA-STS);
 - the lookup failed (SERVFAIL, as a validating resolver answers a bogus record, or a
@@ -54,6 +58,7 @@ class DaneHost:
 
     name: str
     records: tuple[TlsaRecord, ...]
+    aliases: tuple[str, ...] = ()  # more reference identifiers: the CNAME-expanded name
 
     def policy(self) -> TlsPolicy:
         if not self.records:
@@ -61,7 +66,8 @@ class DaneHost:
         return TlsPolicy(check=self.check, check_name=VERIFIED)
 
     def check(self, chain: list[bytes]) -> str | None:
-        problem = check_chain(chain, self.records, [self.name], datetime.now(UTC))
+        names = [self.name, *self.aliases]
+        problem = check_chain(chain, self.records, names, datetime.now(UTC))
         return None if problem is None else f"DANE verification failed: {problem}"
 
 
@@ -80,20 +86,25 @@ class DaneGate:
             return {}
         if self.table is not None and self.table.entry(hop) is not None:
             return {}  # the admin's explicit choice for this destination
-        names = list(dict.fromkeys(e.name for e in endpoints if e.dnssec))
+        secure = {e.name: e.canonical for e in endpoints if e.dnssec}
         for _ in dict.fromkeys(e.name for e in endpoints if not e.dnssec):
             metrics.dane("insecure")
-        states = await asyncio.gather(*(self._host(name) for name in names))
+        names = list(secure)
+        states = await asyncio.gather(*(self._host(name, secure[name]) for name in names))
         return {name: state for name, state in zip(names, states, strict=True) if state}
 
-    async def _host(self, name: str) -> DaneHost | Reply | None:
-        try:
-            answer = await self.resolver.tlsa(name, SMTP_PORT)
-        except (DnsTemporaryError, DnsPermanentError) as exc:
-            metrics.dane("lookup_failed")
-            text = f"TLSA lookup for _{SMTP_PORT}._tcp.{name} failed (DANE): {exc}"
-            return Reply.of(451, "4.7.5", text)
-        if not answer.secure or not answer.records:
-            metrics.dane("no_tlsa")
-            return None
-        return DaneHost(name, tuple(usable_records(answer.records)))
+    async def _host(self, name: str, canonical: str = "") -> DaneHost | Reply | None:
+        """The DANE state of MX host ``name``; TLSA records at the name its CNAMEs lead
+        to (``canonical``) come first (RFC 7672 2.2.2)."""
+        for base in [canonical, name] if canonical else [name]:
+            try:
+                answer = await self.resolver.tlsa(base, SMTP_PORT)
+            except (DnsTemporaryError, DnsPermanentError) as exc:
+                metrics.dane("lookup_failed")
+                text = f"TLSA lookup for _{SMTP_PORT}._tcp.{base} failed (DANE): {exc}"
+                return Reply.of(451, "4.7.5", text)
+            if answer.secure and answer.records:
+                aliases = (base,) if base != name else ()
+                return DaneHost(name, tuple(usable_records(answer.records)), aliases)
+        metrics.dane("no_tlsa")
+        return None

@@ -123,6 +123,7 @@ class Endpoint:
     port: int = 25
     socket_path: str = ""
     dnssec: bool = False  # MX and address records validated (``MailHost.secure``): DANE
+    canonical: str = ""  # the CNAME-expanded name (``MailHost.canonical``): DANE's first
 
     @property
     def remote_mta(self) -> str:

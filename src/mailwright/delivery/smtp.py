@@ -309,7 +309,9 @@ class SmtpAgent:
             address = host.removeprefix("IPv6:")
             return [Endpoint(address, address, port)]
         hosts = await self._lookup(host, mx=hop.mx and not self.lmtp)
-        return [Endpoint(h.name, h.address, port, dnssec=h.secure) for h in hosts]
+        return [
+            Endpoint(h.name, h.address, port, dnssec=h.secure, canonical=h.canonical) for h in hosts
+        ]
 
     async def _lookup(self, host: str, mx: bool) -> list[MailHost]:
         if self.resolver is None:

@@ -14,8 +14,9 @@ bounded by their TTL, ``dns.cache_max_ttl`` and ``dns.cache_size``.
 With ``dnssec`` (``delivery.dane``: the name servers are then
 ``delivery.dane_nameservers``, validating resolvers trusted to tell), queries set the DO and
 AD flags and every answer remembers whether the resolver set AD on it: ``MailHost.secure``
-says whether a host's MX RRset and addresses were validated, and ``tlsa`` looks up a
-host's TLSA records (RFC 7672) with their security. Without ``dnssec`` nothing is secure.
+says whether a host's MX RRset and addresses were validated, ``MailHost.canonical`` names
+where a host that is an alias (CNAME) led, and ``tlsa`` looks up a host's TLSA records
+(RFC 7672) with their security. Without ``dnssec`` nothing is secure.
 
 ``StaticResolver`` answers from a fixed table instead (hosts without DNS, and
 tests of other components). Table file, one domain or host per line::
@@ -121,6 +122,7 @@ class Answer:
     records: tuple[str, ...] = ()
     nxdomain: bool = False
     secure: bool = False  # the trusted resolver set the AD bit (only with ``dnssec``)
+    canonical: str = ""  # where CNAMEs led, when the name asked is an alias
 
 
 class AnswerCache:
@@ -191,6 +193,7 @@ class _HostLookup:
     temporary: str = ""  # the first temporary failure, if any
     permanent: str = ""  # the first NXDOMAIN / NODATA, if any
     secure: bool = True  # every answer that gave addresses was validated
+    canonical: str = ""  # the name the addresses are at, when the one asked is an alias
 
     def error(self) -> DnsTemporaryError | DnsPermanentError:
         if self.temporary:
@@ -285,7 +288,7 @@ class DnsResolver:
         targets = self._by_preference(targets)[: self.max_mx_hosts]
         lookups = await asyncio.gather(*(self._host(host) for _, host in targets))
         hosts = [
-            MailHost(host, address, pref, answer.secure and lookup.secure)
+            MailHost(host, address, pref, answer.secure and lookup.secure, lookup.canonical)
             for (pref, host), lookup in zip(targets, lookups, strict=True)
             for address in lookup.addresses
         ]
@@ -325,7 +328,10 @@ class DnsResolver:
         if not lookup.addresses:
             raise lookup.error()
         secure = secure and lookup.secure
-        return self._sorted([MailHost(name, a, secure=secure) for a in lookup.addresses])
+        hosts = [
+            MailHost(name, a, secure=secure, canonical=lookup.canonical) for a in lookup.addresses
+        ]
+        return self._sorted(hosts)
 
     def _by_preference(self, targets: list[tuple[int, str]]) -> list[tuple[int, str]]:
         """Best preference first; equal preferences in a fresh random order each call."""
@@ -362,6 +368,7 @@ class DnsResolver:
             else:
                 lookup.addresses += result.records
                 lookup.secure = lookup.secure and result.secure
+                lookup.canonical = lookup.canonical or result.canonical
         return lookup
 
     async def _query(self, name: str, rdtype: str) -> Answer:
@@ -393,9 +400,15 @@ class DnsResolver:
                 answer, ttl = Answer(secure=secure), min(ttl, self.negative_ttl)
             else:
                 records = tuple(rdata.to_text() for rdata in response.rrset)
-                answer = Answer(records, secure=secure)
+                canonical = response.canonical_name.to_text(omit_final_dot=True).lower()
+                answer = Answer(records, secure=secure, canonical=_alias_of(name, canonical))
         self.cache.put((name, rdtype), answer, ttl)
         return answer
+
+
+def _alias_of(name: str, canonical: str) -> str:
+    """``canonical`` when the answer for ``name`` came through CNAMEs, else ""."""
+    return "" if canonical == name.rstrip(".").lower() else canonical
 
 
 def _qname(domain: str) -> str:

@@ -22,6 +22,9 @@ class MailHost:
     # DANE (RFC 7672 2.2): the MX RRset (or its secure denial, for an implicit MX) and this
     # host's address records were validated, as a trusted validating resolver said (AD bit)
     secure: bool = False
+    # the name the address records were found at when ``name`` is an alias (CNAME), its
+    # expansion validated too; "" otherwise (RFC 7672 2.2.2: a TLSA base domain)
+    canonical: str = ""
 
 
 class DnsTemporaryError(Exception):

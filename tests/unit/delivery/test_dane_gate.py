@@ -98,3 +98,37 @@ def test_explicit_tls_policy_and_non_mx_routes_have_no_dane() -> None:
     assert source.asked == []
     other = TlsPolicyTable({"other.test": TlsLevel.NONE})
     assert "mx1.example.test" in hosts(DaneGate(source, other), HOP, endpoint)
+
+
+def test_an_alias_is_looked_up_at_its_expansion_first() -> None:
+    # RFC 7672 2.2.2: mx1 is a CNAME for real1 (records there), mx2 for real2 (none there:
+    # mx2's own), mx3 for real3 (a failed lookup: deferred, mx3 not asked)
+    source = Tlsa(
+        {
+            "real1.example.test": Answer((GOOD,), secure=True),
+            "mx2.example.test": Answer((GOOD,), secure=True),
+            "real3.example.test": DnsTemporaryError("SERVFAIL"),
+        }
+    )
+    states = hosts(
+        DaneGate(source),
+        HOP,
+        Endpoint("mx1.example.test", "192.0.2.1", dnssec=True, canonical="real1.example.test"),
+        Endpoint("mx2.example.test", "192.0.2.2", dnssec=True, canonical="real2.example.test"),
+        Endpoint("mx3.example.test", "192.0.2.3", dnssec=True, canonical="real3.example.test"),
+        Endpoint("mx4.example.test", "192.0.2.4", dnssec=False, canonical="real1.example.test"),
+    )
+    record = (parse_tlsa(GOOD),)
+    assert states["mx1.example.test"] == DaneHost(
+        "mx1.example.test", record, ("real1.example.test",)
+    )
+    assert states["mx2.example.test"] == DaneHost("mx2.example.test", record)
+    reply = states["mx3.example.test"]
+    assert isinstance(reply, Reply) and "_25._tcp.real3.example.test failed" in reply.text
+    assert "mx4.example.test" not in states
+    assert sorted(source.asked) == [  # mx1's and mx3's own names are never asked
+        "_25._tcp.mx2.example.test",
+        "_25._tcp.real1.example.test",
+        "_25._tcp.real2.example.test",
+        "_25._tcp.real3.example.test",
+    ]
