@@ -151,7 +151,10 @@ def test_cname_to_a_domain_with_mx(dns: DnsServer) -> None:
 
 
 def test_cname_to_a_host_without_mx_is_an_implicit_mx(dns: DnsServer) -> None:
-    assert hosts(make(dns), "cnamehost.test") == [MailHost("cnamehost.test", "127.0.0.1", 0)]
+    # where the alias led is kept (the TLSA base domain for DANE, RFC 7672 2.2.2)
+    assert hosts(make(dns), "cnamehost.test") == [
+        MailHost("cnamehost.test", "127.0.0.1", 0, canonical="mx1.example.test")
+    ]
 
 
 def test_mx_targets_without_addresses(dns: DnsServer) -> None:
