@@ -5,7 +5,8 @@ strings, and Ed25519) from an untrusted client is queued with
 ``Authentication-Results: mx.test; dkim=pass ...``; a tampered one gets
 ``dkim=fail``, an unsigned one ``dkim=none``, one whose domain's DNS fails
 ``dkim=temperror``; a forged Authentication-Results with our authserv-id is
-removed (another host's is kept); a trusted client's mail is left alone.
+removed (another host's is kept); a trusted client's mail is left alone. Each signature's
+result counts in ``mailwright_dkim_results_total``, which ``mailwright status`` shows.
 """
 
 from __future__ import annotations
@@ -157,3 +158,26 @@ def test_forged_results_removed_and_trusted_clients_skipped(mw: Mailwright) -> N
         "MX.test; dkim=pass header.d=bank.test",
         "other.test; spf=pass",
     ]
+
+
+def dkim_counts(mw: Mailwright) -> tuple[bool, dict[str, int]]:
+    import json
+
+    done = mw.cli("status", "--json")
+    assert done.returncode == 0, done.stderr
+    [dkim] = [a for a in json.loads(done.stdout)["auth"] if a["check"] == "dkim"]
+    return dkim["enabled"], dkim["results"]
+
+
+def test_results_counted_per_signature(mw: Mailwright) -> None:
+    enabled, before = dkim_counts(mw)
+    assert enabled
+    results(mw, sign(sign(MESSAGE, b"ed"), b"rsa"))  # two signatures: two passes
+    results(mw, sign(MESSAGE, b"ed").replace(b"there", b"where"))
+    results(mw, MESSAGE)
+    results(mw, MESSAGE, source="127.0.0.1")  # trusted: not verified, not counted
+    _, after = dkim_counts(mw)
+    added = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    assert {k: n for k, n in added.items() if n} == {"pass": 2, "fail": 1, "none": 1}
+    text = mw.cli("status").stdout.decode()
+    assert f"dkim: {after['fail']} fail" in text, text

@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mailwright import __version__
-from mailwright.config.schema import MilterFilter, Settings
+from mailwright.config.schema import MilterFilter, PluginFilter, Settings
 from mailwright.core.headers import HeaderList
 from mailwright.daemon.admin import Admin
 from mailwright.daemon.control import Handler
@@ -328,6 +328,9 @@ class Monitor:
 def _auth_enabled(settings: Settings) -> dict[str, bool]:
     return {
         "spf": settings.spf.enabled,
+        "dkim": any(
+            isinstance(f, PluginFilter) and f.plugin == "dkim_verify" for f in settings.filters
+        ),
         "dmarc": settings.dmarc.enabled,
         "arc": settings.arc.verify,
         "dane": settings.delivery.dane != "off",

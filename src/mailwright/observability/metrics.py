@@ -96,6 +96,7 @@ OUTBOUND: Counter
 ADMIN_ACTIONS: Counter
 DANE: Counter
 SPF_RESULTS: Counter
+DKIM_RESULTS: Counter
 TLSRPT_REPORTS: Counter
 ARC_RESULTS: Counter
 DMARC_RESULTS: Counter
@@ -116,7 +117,7 @@ def _define(served: CollectorRegistry, own: CollectorRegistry | None) -> None:
     global MILTER_CALLS, MILTER_FAILURES
     global OUTBOUND, ADMIN_ACTIONS, START_TIME, BUILD, DANE, SPF_RESULTS
     global TLSRPT_REPORTS, ARC_RESULTS
-    global DMARC_RESULTS
+    global DMARC_RESULTS, DKIM_RESULTS
     REGISTRY = served
     RECEIVED = Counter(
         "mailwright_messages_received",
@@ -220,6 +221,14 @@ def _define(served: CollectorRegistry, own: CollectorRegistry | None) -> None:
         "mailwright_spf_results",
         "SPF results (RFC 7208) of inbound transactions: the MAIL FROM identity's (the HELO "
         "name's for a null sender).",
+        ["result"],
+        registry=own,
+    )
+    DKIM_RESULTS = Counter(
+        "mailwright_dkim_results",
+        "DKIM verification results (RFC 6376, the dkim_verify filter) of inbound messages, "
+        "per signature: pass, fail, neutral, policy, temperror, permerror; none per message "
+        "without one.",
         ["result"],
         registry=own,
     )
@@ -331,6 +340,10 @@ def rejected(stage: str, reply: Reply) -> None:
 
 def spf_result(result: str) -> None:
     SPF_RESULTS.labels(result).inc()
+
+
+def dkim_result(result: str) -> None:
+    DKIM_RESULTS.labels(result).inc()
 
 
 def arc_result(result: str) -> None:
@@ -571,11 +584,12 @@ def sessions_active() -> dict[str, int]:
 
 
 def auth_counts() -> dict[str, dict[str, int]]:
-    """Results since start (every worker's) per check, by result label: SPF, DMARC and ARC
-    of inbound mail, DANE per MX host tried, TLS reports per destination address. A check
-    without results has an empty dict."""
+    """Results since start (every worker's) per check, by result label: SPF, DKIM (per
+    signature), DMARC and ARC of inbound mail, DANE per MX host tried, TLS reports per
+    destination address. A check without results has an empty dict."""
     checks = (
         ("spf", SPF_RESULTS),
+        ("dkim", DKIM_RESULTS),
         ("dmarc", DMARC_RESULTS),
         ("arc", ARC_RESULTS),
         ("dane", DANE),

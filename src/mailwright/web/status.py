@@ -40,7 +40,7 @@ class MilterStatus:
 class AuthStatus:
     """One authentication check's results since start (``metrics.auth_counts``)."""
 
-    check: str  # spf, dmarc, arc, dane, tlsrpt
+    check: str  # spf, dkim, dmarc, arc, dane, tlsrpt
     enabled: bool  # on in the daemon's settings now
     results: dict[str, int] = field(default_factory=dict)  # result label -> count
 
@@ -58,6 +58,7 @@ class AuthStatus:
 
 AUTH_TITLES = {
     "spf": "SPF",
+    "dkim": "DKIM (per signature)",
     "dmarc": "DMARC",
     "arc": "ARC",
     "dane": "DANE (outbound, per MX host)",

@@ -124,9 +124,11 @@ def test_counters_and_histograms_sum_over_workers(workers: Path) -> None:
 
 
 def checks(spf: tuple[str, ...]) -> None:
-    """A worker's authentication results: its SPF results, one DMARC, ARC, DANE and TLS report."""
+    """A worker's authentication results: its SPF results, one DKIM, DMARC, ARC, DANE and TLS
+    report."""
     for result in spf:
         metrics.spf_result(result)
+    metrics.dkim_result("pass")
     metrics.dmarc_result("pass")
     metrics.arc_result("none")
     metrics.dane("verified")
@@ -138,6 +140,7 @@ def test_authentication_results_sum_over_workers(workers: Path) -> None:
     run(checks, ("pass",))
     assert metrics.auth_counts() == {
         "spf": {"fail": 1, "pass": 2},
+        "dkim": {"pass": 2},
         "dmarc": {"pass": 2},
         "arc": {"none": 2},
         "dane": {"verified": 2},

@@ -13,6 +13,7 @@ Keys come from DNS (``s._domainkey.d`` TXT) through the daemon's resolver
 (``dns.*``); a lookup slower than ``timeout`` or a DNS failure is ``temperror``.
 The body hashes are computed streaming in a worker thread (constant memory).
 Trusts DNS and the message for nothing (``core.dkim_verify`` checks every tag).
+Each result counts in ``mailwright_dkim_results_total{result}``.
 Settings: its ``options`` (authserv_id, max_signatures, timeout,
 verify_trusted), ``hostname`` (the default authserv-id) and ``dns.*``.
 """
@@ -36,6 +37,7 @@ from mailwright.core.dkim_verify import (
     result_text,
 )
 from mailwright.core.reply import Reply
+from mailwright.observability import metrics
 from mailwright.policy.filters.base import Filter
 from mailwright.policy.hooks import SessionInfo, Transaction
 from mailwright.routing.mx import DnsResolver, txt_string
@@ -93,6 +95,8 @@ class DkimVerifyFilter(Filter):
         hashes = await asyncio.to_thread(body_hashes, txn.body.chunks(), plan.body_specs)
         results = await plan.verify(txn.headers, hashes, self.lookup, int(time.time()))
         txn.dkim_results = list(results)  # for DMARC (policy.dmarc)
+        for result in results:
+            metrics.dkim_result(result.result)
         lines = txn.auth_results.setdefault(self.authserv_id, [])
         ours = 1 if lines else 0  # the field an earlier check of ours wrote (spf=)
         lines += [result_text(r) for r in results]
