@@ -9,7 +9,9 @@ with 4.7.5 and send nothing; DANE-TA: delivered when B presents the anchor's cha
 MX name; a DANE host without STARTTLS (smtp-sink) defers; an insecure zone delivers with
 opportunistic TLS as before; DANE wins over an MTA-STS policy that would refuse; a message
 with ``TLS-Required: No`` (RFC 8689) goes despite a mismatch, with opportunistic TLS; an MX
-host name that is a CNAME gets the TLSA records of the name it leads to (RFC 7672 2.2.2)."""
+host name that is a CNAME gets the TLSA records of the name it leads to (RFC 7672 2.2.2);
+the tls_policy levels "dane" (DANE for one destination) and "dane-only" (a host without
+validated records deferred)."""
 
 from __future__ import annotations
 
@@ -255,3 +257,27 @@ def test_an_alias_mx_host_may_present_the_name_it_leads_to(tmp_path: Path, world
     with receiver(tmp_path, f"alias-ta.{ZONE}", world.ta) as b:
         _, line = deliver(tmp_path, sender(world, b.port), f"user@alias-ta.{ZONE}")
         assert "stat=Sent" in line and "tls=dane-verified" in line, line
+
+
+def test_dane_only_defers_a_host_without_records(tmp_path: Path, world: World) -> None:
+    # Postfix's dane-only for one destination, delivery.dane off: plain.test is not signed
+    stranger = certificate(tmp_path / "plain-tls", "mx.plain.test")
+    config = sender(world, 0, dane="off", tls_policy={"plain.test": "dane-only"})
+    with receiver(tmp_path, "plain.test", stranger) as b:
+        config["delivery"]["smtp_port"] = b.port
+        _, line = deliver(tmp_path, config, "user@plain.test")
+        assert "stat=Deferred" in line and "dsn=4.7.5" in line, line
+        assert "tls=dane-required" in line and "(dane-only)" in line, line
+    assert not any("proto=ESMTP" in x for x in b.log)
+
+
+def test_dane_for_one_destination_only(tmp_path: Path, world: World) -> None:
+    config = sender(world, 0, dane="off", tls_policy={f"ee.{ZONE}": "dane"})
+    with receiver(tmp_path, f"ee.{ZONE}", world.ee) as b:
+        config["delivery"]["smtp_port"] = b.port
+        _, line = deliver(tmp_path, config, f"user@ee.{ZONE}")
+        assert "stat=Sent" in line and "tls=dane-verified" in line, line
+    with receiver(tmp_path / "2", f"bad.{ZONE}", world.ee) as b:  # no entry: no DANE
+        config["delivery"]["smtp_port"] = b.port
+        _, line = deliver(tmp_path / "2", config, f"user@bad.{ZONE}")
+        assert "stat=Sent" in line and "tls=" not in line, line

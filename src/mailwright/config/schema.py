@@ -358,6 +358,15 @@ class TlsLevel(StrEnum):
     MAY = "may"  # STARTTLS when offered, no certificate check (RFC 7435)
     ENCRYPT = "encrypt"  # TLS required, certificate not checked; else defer 4.7.5
     VERIFY = "verify"  # TLS with a certificate valid for the host name; else defer 4.7.5
+    # DANE for this destination (MX routes, tls_policy only; docs/dane.md): "dane" as
+    # delivery.dane = "opportunistic" does everywhere; "dane-only" defers an MX host
+    # without DNSSEC-validated TLSA records (4.7.5), as Postfix's dane-only does
+    DANE = "dane"
+    DANE_ONLY = "dane-only"
+
+    @property
+    def dane(self) -> bool:
+        return self in (TlsLevel.DANE, TlsLevel.DANE_ONLY)
 
 
 class DeliveryMode(StrEnum):
@@ -417,9 +426,25 @@ class DeliverySection(Section):
     # with dane on, delivery's DNS lookups go to them; needed when dane is on
     dane_nameservers: AddressList = []
 
+    @property
+    def dane_used(self) -> bool:
+        """DANE anywhere: everywhere, or for a destination of ``tls_policy``."""
+        return self.dane != "off" or any(level.dane for level in self.tls_policy.values())
+
     @model_validator(mode="after")
     def _dane_has_a_trusted_resolver(self) -> DeliverySection:
-        if self.dane != "off" and not self.dane_nameservers:
+        if self.tls_default.dane:
+            raise ValueError(
+                f'tls_default cannot be "{self.tls_default}": DANE everywhere is dane = '
+                '"opportunistic"; "dane" and "dane-only" are for tls_policy entries'
+            )
+        for key, level in self.tls_policy.items():
+            if level.dane and key.strip().startswith("["):
+                raise ValueError(
+                    f'tls_policy {key!r}: "{level}" applies to domains routed by MX, not to '
+                    "[host] routes"
+                )
+        if self.dane_used and not self.dane_nameservers:
             raise ValueError(
                 "dane needs dane_nameservers: the validating resolvers whose answers "
                 "(the AD bit) are trusted, e.g. a local Unbound at 127.0.0.1"

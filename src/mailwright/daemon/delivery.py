@@ -97,14 +97,15 @@ def mta_sts_gate(
 
 
 def dane_gate(settings: Settings, resolver: Resolver, table: TlsPolicyTable) -> DaneGate | None:
-    """DANE for MX routes when ``delivery.dane`` is on and DNS is real: the resolver then
-    asks ``delivery.dane_nameservers`` and believes their AD bit (``routing.mx``)."""
-    if settings.delivery.dane == "off":
+    """DANE for MX routes when ``delivery.dane`` is on (or a ``tls_policy`` entry asks for
+    it) and DNS is real: the resolver then asks ``delivery.dane_nameservers`` and believes
+    their AD bit (``routing.mx``)."""
+    if not settings.delivery.dane_used:
         return None
     if not isinstance(resolver, DnsResolver):
         log.warning("delivery.dane is on, but dns.static_table has no DNSSEC: DANE is off")
         return None
-    return DaneGate(resolver, table)
+    return DaneGate(resolver, table, everywhere=settings.delivery.dane != "off")
 
 
 def build_agents(

@@ -20,7 +20,10 @@ from the trusted resolver's AD bit), looks up ``_25._tcp.<host>`` TLSA:
 The port in the TLSA name is always 25, the SMTP port of MX hosts (``delivery.smtp_port``
 is for tests). DANE applies to MX routes only, implicit MX included (a secure NODATA
 for MX), not to transport-table or smarthost routes, and not where ``tls_policy`` has an
-explicit entry for the destination (the administrator's choice wins, as in Postfix).
+explicit entry for the destination (the administrator's choice wins, as in Postfix),
+unless that entry is itself ``dane`` (DANE for this destination, ``everywhere`` or not)
+or ``dane-only``: then an MX host that is not DANE-protected (records not validated, or
+no validated TLSA records) is deferred with 4.7.5 "... (dane-only)", never tried.
 Where DANE applies it takes precedence over MTA-STS (RFC 8461 2; ``delivery.smtp``).
 
 Trusts the AD bit of the resolver given (``delivery.dane_nameservers``), nothing else.
@@ -35,6 +38,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
+from mailwright.config.schema import TlsLevel
 from mailwright.core.reply import Reply
 from mailwright.delivery.session import Endpoint, TlsPolicy
 from mailwright.delivery.tlspolicy import TlsPolicyTable
@@ -74,9 +78,12 @@ class DaneHost:
 class DaneGate:
     """The SMTP agent's ``dane`` source."""
 
-    def __init__(self, resolver: TlsaSource, table: TlsPolicyTable | None = None) -> None:
+    def __init__(
+        self, resolver: TlsaSource, table: TlsPolicyTable | None = None, everywhere: bool = True
+    ) -> None:
         self.resolver = resolver
         self.table = table
+        self.everywhere = everywhere  # delivery.dane on: every MX route without an entry
 
     async def hosts(
         self, hop: NextHop, endpoints: Sequence[Endpoint]
@@ -84,14 +91,23 @@ class DaneGate:
         """Host name -> its DANE state; hosts not DANE-protected are left out."""
         if not hop.mx or hop.host.startswith("["):
             return {}
-        if self.table is not None and self.table.entry(hop) is not None:
+        entry = self.table.entry(hop) if self.table is not None else None
+        if entry is None and not self.everywhere:
+            return {}
+        if entry is not None and not entry.dane:
             return {}  # the admin's explicit choice for this destination
         secure = {e.name: e.canonical for e in endpoints if e.dnssec}
         for _ in dict.fromkeys(e.name for e in endpoints if not e.dnssec):
             metrics.dane("insecure")
         names = list(secure)
         states = await asyncio.gather(*(self._host(name, secure[name]) for name in names))
-        return {name: state for name, state in zip(names, states, strict=True) if state}
+        found = {name: state for name, state in zip(names, states, strict=True) if state}
+        if entry is TlsLevel.DANE_ONLY:
+            for name in dict.fromkeys(e.name for e in endpoints):
+                if name not in found:
+                    text = f"No DNSSEC-validated TLSA records for {name} (dane-only)"
+                    found[name] = Reply.of(451, "4.7.5", text)
+        return found
 
     async def _host(self, name: str, canonical: str = "") -> DaneHost | Reply | None:
         """The DANE state of MX host ``name``; TLSA records at the name its CNAMEs lead

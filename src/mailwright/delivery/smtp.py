@@ -33,7 +33,8 @@ failed TLSA lookup defers that host with 4.7.5 (the next host is tried; never
 plaintext). DANE takes precedence over MTA-STS (RFC 8461 2): a DANE-protected host
 is tried even when an enforced policy does not list it, and its TLS is checked by
 DANE alone. The log line of the attempt says ``tls=dane-verified`` (or
-``dane-failed``, ``dane-lookup-failed``).
+``dane-failed``, ``dane-lookup-failed``, ``dane-required``: a ``dane-only`` destination's
+MX host without validated TLSA records).
 
 ``TLS-Required: No`` (RFC 8689 5), with ``tls_required_no``: a message whose sender
 asks that the recipient domain's TLS policies be ignored (a TLS report about those very
@@ -265,13 +266,15 @@ class SmtpAgent:
                 return
         for endpoint in endpoints:
             state = dane.get(endpoint.name)
-            if isinstance(state, Reply):  # the TLSA lookup failed: not this host
-                details = {"tls_check": "dane-lookup-failed"}
+            if isinstance(state, Reply):  # the TLSA lookup failed, or dane-only and none
+                required = state.text.endswith("(dane-only)")
+                details = {"tls_check": "dane-required" if required else "dane-lookup-failed"}
                 peer = endpoint.remote_mta
                 self._settle(pending, results, Outcome.DEFERRED, state, peer, details)
                 if report is not None:
                     tlsa = ReportedPolicy.tlsa(report[0].domain, endpoint.name, ())
-                    self._tls_failed(tlsa, Result.DNSSEC_INVALID, endpoint)
+                    result = Result.DANE_REQUIRED if required else Result.DNSSEC_INVALID
+                    self._tls_failed(tlsa, result, endpoint)
                 continue
             reported = report
             if report is not None and state is not None:

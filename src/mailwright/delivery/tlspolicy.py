@@ -2,7 +2,8 @@
 
 Levels (Postfix's names): ``none`` (never STARTTLS), ``may`` (opportunistic, the
 default), ``encrypt`` (TLS required, certificate not checked), ``verify`` (TLS
-with a certificate that verifies for the mail host's name). A key is a domain,
+with a certificate that verifies for the mail host's name), ``dane`` and
+``dane-only`` (DANE for that destination: ``delivery.dane``). A key is a domain,
 matching a next hop routed by MX for that domain (``.example.com`` matches its
 subdomains only; ``example.com`` matches the domain and its subdomains), or
 ``[host]``, matching a transport-table or smarthost route to that host. The
@@ -31,6 +32,11 @@ POLICIES = {
     TlsLevel.MAY: TlsPolicy(),
     TlsLevel.ENCRYPT: TlsPolicy(require=True),
     TlsLevel.VERIFY: TlsPolicy(verify=True),
+    # DANE levels (delivery.dane's DaneGate decides per MX host); where DANE does not
+    # apply: opportunistic, and TLS required for dane-only (hosts without records are
+    # deferred before, but a message with TLS-Required: No skips DANE)
+    TlsLevel.DANE: TlsPolicy(),
+    TlsLevel.DANE_ONLY: TlsPolicy(require=True),
 }
 
 

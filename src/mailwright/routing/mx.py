@@ -11,12 +11,13 @@ temporarily, else permanent. Address literals (``[192.0.2.1]``,
 ``[IPv6:2001:db8::1]``) need no lookup. Answers are kept in a small cache
 bounded by their TTL, ``dns.cache_max_ttl`` and ``dns.cache_size``.
 
-With ``dnssec`` (``delivery.dane``: the name servers are then
-``delivery.dane_nameservers``, validating resolvers trusted to tell), queries set the DO and
-AD flags and every answer remembers whether the resolver set AD on it: ``MailHost.secure``
-says whether a host's MX RRset and addresses were validated, ``MailHost.canonical`` names
-where a host that is an alias (CNAME) led, and ``tlsa`` looks up a host's TLSA records
-(RFC 7672) with their security. Without ``dnssec`` nothing is secure.
+With ``dnssec`` (``delivery.dane``, or a DANE level in ``delivery.tls_policy``: the name
+servers are then ``delivery.dane_nameservers``, validating resolvers trusted to tell),
+queries set the DO and AD flags and every answer remembers whether the resolver set AD on
+it: ``MailHost.secure`` says whether a host's MX RRset and addresses were validated,
+``MailHost.canonical`` names where a host that is an alias (CNAME) led, and ``tlsa`` looks
+up a host's TLSA records (RFC 7672) with their security. Without ``dnssec`` nothing is
+secure.
 
 ``StaticResolver`` answers from a fixed table instead (hosts without DNS, and
 tests of other components). Table file, one domain or host per line::
@@ -33,8 +34,8 @@ for every other name. ``#`` starts a comment line.
 
 Trusts nothing from DNS or the table: bad names and records become
 ``DnsPermanentError``/``DnsTemporaryError`` with a Postfix-style reason.
-Settings: ``dns.*``, ``delivery.dane`` and ``delivery.dane_nameservers`` (via
-``resolver_from_settings``).
+Settings: ``dns.*``, ``delivery.dane``, ``delivery.tls_policy`` (its DANE levels) and
+``delivery.dane_nameservers`` (via ``resolver_from_settings``).
 """
 
 from __future__ import annotations
@@ -614,5 +615,5 @@ def resolver_from_settings(settings: Settings) -> tuple[Resolver, list[TableErro
     """The resolver the settings ask for, and the problems found in a static table."""
     if settings.dns.static_table is not None:
         return StaticResolver.from_file(settings.dns.static_table)
-    trusted = settings.delivery.dane_nameservers if settings.delivery.dane != "off" else []
+    trusted = settings.delivery.dane_nameservers if settings.delivery.dane_used else []
     return DnsResolver.from_settings(settings.dns, trusted=trusted), []

@@ -1,11 +1,12 @@
-"""The DANE settings: off by default, "opportunistic" needs a trusted validating resolver."""
+"""The DANE settings: off by default, "opportunistic" (and the tls_policy levels "dane" and
+"dane-only") need a trusted validating resolver."""
 
 from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
 
-from mailwright.config.schema import DeliverySection
+from mailwright.config.schema import DeliverySection, TlsLevel
 
 
 def test_off_by_default() -> None:
@@ -22,4 +23,25 @@ def test_opportunistic_needs_dane_nameservers() -> None:
 @pytest.mark.parametrize("value", [{"dane": "dane-only"}, {"dane_nameservers": ["localhost"]}])
 def test_bad_values_are_refused(value: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
+        DeliverySection.model_validate(value)
+
+
+def test_dane_levels_per_destination() -> None:
+    section = DeliverySection.model_validate(
+        {"tls_policy": {"a.test": "dane-only", ".b.test": "dane"}, "dane_nameservers": ["::1"]}
+    )
+    assert section.dane == "off" and section.dane_used
+    assert not DeliverySection(tls_policy={"a.test": TlsLevel.VERIFY}).dane_used
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ({"tls_policy": {"a.test": "dane-only"}}, "dane needs dane_nameservers"),
+        ({"tls_policy": {"[relay.test]": "dane"}, "dane_nameservers": ["::1"]}, r"not to \[host\]"),
+        ({"tls_default": "dane-only", "dane_nameservers": ["::1"]}, "tls_default cannot be"),
+    ],
+)
+def test_dane_levels_where_they_cannot_be(value: dict[str, object], problem: str) -> None:
+    with pytest.raises(ValidationError, match=problem):
         DeliverySection.model_validate(value)

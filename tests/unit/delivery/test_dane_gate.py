@@ -132,3 +132,32 @@ def test_an_alias_is_looked_up_at_its_expansion_first() -> None:
         "_25._tcp.real2.example.test",
         "_25._tcp.real3.example.test",
     ]
+
+
+def test_dane_levels_of_the_tls_policy_table() -> None:
+    source = Tlsa(
+        {
+            "mx1.example.test": Answer((GOOD,), secure=True),
+            "mx2.example.test": Answer(secure=True),  # validated, no records
+        }
+    )
+    protected = Endpoint("mx1.example.test", "192.0.2.1", dnssec=True)
+    bare = Endpoint("mx2.example.test", "192.0.2.2", dnssec=True)
+    insecure = Endpoint("mx3.example.test", "192.0.2.3", dnssec=False)
+    record = DaneHost("mx1.example.test", (parse_tlsa(GOOD),))
+    dane = TlsPolicyTable({"example.test": TlsLevel.DANE})
+    only = TlsPolicyTable({"example.test": TlsLevel.DANE_ONLY})
+    # "dane" for a destination: opportunistic DANE there even with delivery.dane off...
+    assert hosts(DaneGate(source, dane, everywhere=False), HOP, protected, bare, insecure) == {
+        "mx1.example.test": record
+    }
+    # ... and nowhere else
+    other = NextHop(Transport.SMTP, "other.test", mx=True)
+    assert hosts(DaneGate(source, dane, everywhere=False), other, protected) == {}
+    # "dane-only": every MX host without validated records is deferred, never tried
+    states = hosts(DaneGate(source, only, everywhere=False), HOP, protected, bare, insecure)
+    assert states["mx1.example.test"] == record
+    for name in ("mx2.example.test", "mx3.example.test"):
+        reply = states[name]
+        assert isinstance(reply, Reply) and (reply.code, reply.status) == (451, "4.7.5")
+        assert reply.text == f"No DNSSEC-validated TLSA records for {name} (dane-only)"
