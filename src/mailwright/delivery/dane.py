@@ -50,6 +50,7 @@ from mailwright.routing.resolver import DnsPermanentError, DnsTemporaryError
 
 SMTP_PORT = 25
 VERIFIED = "dane-verified"
+REQUIRED = "(dane-only)"  # ends the text of a dane-only destination's host without records
 
 
 class TlsaSource(Protocol):
@@ -88,7 +89,8 @@ class DaneGate:
     async def hosts(
         self, hop: NextHop, endpoints: Sequence[Endpoint]
     ) -> dict[str, DaneHost | Reply]:
-        """Host name -> its DANE state; hosts not DANE-protected are left out."""
+        """Host name -> its DANE state; hosts not DANE-protected are left out (under
+        ``dane-only``: a deferral each, its text ending in ``REQUIRED``)."""
         if not hop.mx or hop.host.startswith("["):
             return {}
         entry = self.table.entry(hop) if self.table is not None else None
@@ -105,7 +107,7 @@ class DaneGate:
         if entry is TlsLevel.DANE_ONLY:
             for name in dict.fromkeys(e.name for e in endpoints):
                 if name not in found:
-                    text = f"No DNSSEC-validated TLSA records for {name} (dane-only)"
+                    text = f"No DNSSEC-validated TLSA records for {name} {REQUIRED}"
                     found[name] = Reply.of(451, "4.7.5", text)
         return found
 

@@ -83,6 +83,7 @@ from mailwright.core.envelope import BodyType, Notify
 from mailwright.core.reply import Reply
 from mailwright.delivery.agent import DeliveryRequest, NotQueuedError
 from mailwright.delivery.arcseal import ArcSealing
+from mailwright.delivery.dane import REQUIRED as DANE_REQUIRED
 from mailwright.delivery.dane import DaneGate, DaneHost
 from mailwright.delivery.eightbit import contains_8bit, downgrade
 from mailwright.delivery.pool import SessionPool
@@ -267,7 +268,7 @@ class SmtpAgent:
         for endpoint in endpoints:
             state = dane.get(endpoint.name)
             if isinstance(state, Reply):  # the TLSA lookup failed, or dane-only and none
-                required = state.text.endswith("(dane-only)")
+                required = state.text.endswith(DANE_REQUIRED)
                 details = {"tls_check": "dane-required" if required else "dane-lookup-failed"}
                 peer = endpoint.remote_mta
                 self._settle(pending, results, Outcome.DEFERRED, state, peer, details)
