@@ -59,7 +59,7 @@ def test_paths_are_relative_to_the_file(tmp_path: Path) -> None:
         ('[auth]\nmechanisms = ["CRAM-MD5"]\n', "auth.mechanisms"),
         ('[[listeners]]\nport = 25\nauth = "maybe"\n', "listeners.0.auth"),
         ('[delivery]\ntls_policy = { "a b" = "verify" }\n', "is not a domain or [host]"),
-        ('[delivery]\ntls_policy = { "x.test" = "dane" }\n', "delivery.tls_policy"),
+        ('[delivery]\ntls_policy = { "x.test" = "secure" }\n', "delivery.tls_policy"),
         ("[server]\nmax_connection_rate_per_ip = -1\n", "max_connection_rate_per_ip"),
     ],
 )
