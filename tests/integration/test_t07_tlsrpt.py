@@ -20,11 +20,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-
 from tests.integration.test_t07_outbound_tls import submit
 from tests.support import smtp_sink
-from tests.support.arc import Dns, rsa_key
+from tests.support.arc import Dns, pem_file, rsa_key
 from tests.support.daemon import Mailwright, running, wait_until
 from tests.support.dns import DnsServer, dnsmasq_available
 from tests.support.https import PolicyServer
@@ -112,13 +110,9 @@ def sender(
 
 
 def dkim_key(root: Path, dns: Dns) -> Path:
-    key, path = rsa_key(), root / "dkim.pem"
-    pem = serialization.Encoding.PEM
-    path.write_bytes(
-        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
+    key = rsa_key()
     dns.add("r", "a.test", key)
-    return path
+    return Path(pem_file(root / "dkim.pem", key))
 
 
 def reports_in(sink: SmtpSink) -> dict[str, tuple[Any, dict[str, Any]]]:

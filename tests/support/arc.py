@@ -18,6 +18,8 @@ import base64
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import dkim
@@ -69,6 +71,17 @@ AuthresStub = types.SimpleNamespace(
 )
 if not hasattr(dkim, "authres"):
     dkim.authres = AuthresStub  # type: ignore[attr-defined]
+
+
+def pem_file(path: Path, key: Any) -> str:
+    """``key`` (a private key) written to ``path`` as unencrypted PKCS#8 PEM; the path."""
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    path.write_bytes(pem)
+    return str(path)
 
 
 def rsa_key(bits: int = 2048) -> rsa.RSAPrivateKey:

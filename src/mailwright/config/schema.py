@@ -824,6 +824,23 @@ class SpfSection(Section):
     allow: CidrList = []  # client networks never checked (CIDR)
 
 
+def signing_domain(value: str) -> str:
+    """A ``d=`` domain of a DKIM or ARC signature, lower case, without a final dot ("" stays)."""
+    value = value.lower().rstrip(".")
+    if value and not re.fullmatch(r"([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9-]+", value):
+        raise ValueError(f"{value!r} is not a domain name")
+    return value
+
+
+def selector_name(value: str, what: str) -> str:
+    """An ``s=`` selector (RFC 6376 3.1: dot-separated sub-domain labels; "" stays)."""
+    if value and not re.fullmatch(
+        r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9-]+)*", value
+    ):
+        raise ValueError(f"{value!r} is not {what}")
+    return value
+
+
 class ArcSection(Section):
     """ARC (RFC 8617): ``verify`` validates the chains of inbound mail (policy.arc) and
     reports ``arc=`` in Authentication-Results; ``seal`` adds an ARC Set to the mail that
@@ -845,19 +862,12 @@ class ArcSection(Section):
     @field_validator("domain")
     @classmethod
     def _domain(cls, value: str) -> str:
-        value = value.lower().rstrip(".")
-        if value and not re.fullmatch(r"([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9-]+", value):
-            raise ValueError(f"{value!r} is not a domain name")
-        return value
+        return signing_domain(value)
 
     @field_validator("selector")
     @classmethod
     def _selector(cls, value: str) -> str:
-        if value and not re.fullmatch(
-            r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9-]+)*", value
-        ):
-            raise ValueError(f"{value!r} is not a selector")
-        return value
+        return selector_name(value, "a selector")
 
     @field_validator("headers")
     @classmethod
@@ -1007,19 +1017,12 @@ class TlsReportingSection(Section):
     @field_validator("dkim_selector")
     @classmethod
     def _dkim_selector(cls, value: str) -> str:
-        if value and not re.fullmatch(
-            r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9-]+)*", value
-        ):
-            raise ValueError(f"{value!r} is not a DKIM selector")
-        return value
+        return selector_name(value, "a DKIM selector")
 
     @field_validator("dkim_domain")
     @classmethod
     def _dkim_domain(cls, value: str) -> str:
-        value = value.lower().rstrip(".")
-        if value and not re.fullmatch(r"([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9-]+", value):
-            raise ValueError(f"{value!r} is not a domain name")
-        return value
+        return signing_domain(value)
 
     @model_validator(mode="after")
     def _dkim(self) -> TlsReportingSection:

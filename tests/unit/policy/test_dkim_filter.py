@@ -6,7 +6,6 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from mailwright.config.schema import Settings
@@ -16,18 +15,11 @@ from mailwright.policy.filters import registry
 from mailwright.policy.filters.dkim import DkimFilter, DkimOptions, covered, from_domains
 from mailwright.policy.hooks import SessionInfo, Transaction
 from mailwright.queue.spool import Spool
+from tests.support.arc import pem_file
 
 
 def key_file(tmp_path: Path, key: ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey) -> str:
-    path = tmp_path / "key.pem"
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return str(path)
+    return pem_file(tmp_path / "key.pem", key)
 
 
 def test_defaults_and_from_always_signed(tmp_path: Path) -> None:

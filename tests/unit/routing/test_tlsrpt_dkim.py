@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 from pydantic import ValidationError
 
 from mailwright.config.schema import Settings
@@ -19,7 +18,7 @@ from mailwright.delivery.agent import DeliveryRequest
 from mailwright.delivery.smtp import tls_not_required
 from mailwright.routing.tlsrpt import ReportedPolicy, Result, TlsRecorder, utc_day
 from mailwright.routing.tlsrpt_report import build_report, compressed, report_message
-from tests.support.arc import Dns, rsa_key
+from tests.support.arc import Dns, pem_file, rsa_key
 from tests.support.delivery_request import request as delivery_request
 from tests.support.delivery_request import smtp_hop
 from tests.support.peers import require_module
@@ -28,15 +27,7 @@ NOON = 1772366400.0  # 2026-03-01T12:00:00Z
 
 
 def pem(tmp_path: Path, key: SigningKey, name: str = "key.pem") -> str:
-    path = tmp_path / name
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return str(path)
+    return pem_file(tmp_path / name, key)
 
 
 def raw_report(signer: Any = None) -> bytes:
