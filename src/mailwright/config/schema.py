@@ -446,8 +446,9 @@ class DeliverySection(Section):
                 )
         if self.dane_used and not self.dane_nameservers:
             raise ValueError(
-                "dane needs dane_nameservers: the validating resolvers whose answers "
-                "(the AD bit) are trusted, e.g. a local Unbound at 127.0.0.1"
+                "dane needs dane_nameservers (for delivery.dane, and for the tls_policy levels "
+                '"dane" and "dane-only"): the validating resolvers whose answers (the AD bit) '
+                "are trusted, e.g. a local Unbound at 127.0.0.1"
             )
         return self
 
