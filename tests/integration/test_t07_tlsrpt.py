@@ -213,6 +213,7 @@ def test_daily_reports_mailed_and_posted(tmp_path: Path) -> None:
         assert detail["receiving-ip"] == "127.0.0.1"
         assert detail["sending-mta-ip"] == "127.0.0.1"
 
+        assert not any("will not be DKIM-signed" in x for x in a.log)
         again = a.cli("tlsrpt", "report", "--day", "today")  # a day is reported once
         assert again.returncode == 0 and b"no TLS reports" in again.stdout, again.stdout
     assert len(https.posts) == 2

@@ -123,6 +123,7 @@ def config_check(ctx: click.Context) -> None:
     checked = [_plugins_ok(settings), _auth_table_ok(settings), _generic_table_ok(settings)]
     if not all(checked):
         sys.exit(ExitCode.CONFIG)
+    _warn_unsigned_reports(settings)
     path = config_path(ctx.obj.get("config"))
     click.echo(f"{path or 'built-in defaults'}: OK")
 
@@ -138,6 +139,14 @@ def _plugins_ok(settings: Settings) -> bool:
         click.echo(f"mailwright: {exc}", err=True)
         return False
     return True
+
+
+def _warn_unsigned_reports(settings: Settings) -> None:
+    """TLS reports that would go unsigned: a warning, not a failure (they still go)."""
+    from mailwright.daemon.tlsreports import unsigned_warning
+
+    if (warning := unsigned_warning(settings)) is not None:
+        click.echo(f"mailwright: warning: {warning}", err=True)
 
 
 def _auth_table_ok(settings: Settings) -> bool:

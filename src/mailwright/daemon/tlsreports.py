@@ -137,6 +137,22 @@ def report_signer(settings: Settings, domain: str) -> Signer | None:
     return None
 
 
+def unsigned_warning(settings: Settings) -> str | None:
+    """Why mailed reports would go unsigned with these settings (``mailwright config
+    check`` and the daemon's start say it); None when they would be signed or are off."""
+    if not settings.tls_reporting.enabled:
+        return None
+    identity = Identity.from_settings(settings)
+    if identity.signer is not None:
+        return None
+    domain = identity.sender.rpartition("@")[2]
+    return (
+        "tls_reporting: mailed reports will not be DKIM-signed, and receivers ignore unsigned "
+        "ones (RFC 8460 5.3): set tls_reporting.dkim_key_file and dkim_selector, or a dkim "
+        f"filter whose domains cover {domain}"
+    )
+
+
 def _signer(domain: str, selector: str, key: SigningKey) -> Signer:
     return Signer(domain, selector, key, headers=REPORT_HEADERS, oversign=REPORT_OVERSIGN)
 
@@ -166,6 +182,8 @@ class TlsReporting:
 
     # ---- the loop -------------------------------------------------------------------------
     def start(self) -> None:
+        if self.sends and (warning := unsigned_warning(self._settings())) is not None:
+            log.warning("%s", warning)
         self._task = asyncio.create_task(self._loop())
 
     async def stop(self) -> None:

@@ -175,3 +175,24 @@ def test_a_key_gone_since_the_settings_loaded_is_logged(
     assert f"cannot sign them: cannot read DKIM key {path}" in caplog.text
     assert f"cannot read DKIM key {options['key_file']}: No such file" in caplog.text
     assert "errors.pydantic.dev" not in caplog.text
+
+
+def test_unsigned_reports_are_a_warning_of_config_check(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from mailwright.cli.main import cli
+    from mailwright.daemon.tlsreports import unsigned_warning
+
+    path = tmp_path / "mailwright.toml"
+    base = 'hostname = "mx.a.test"\n[queue]\ndirectory = "q"\n'
+    path.write_text(base + "[tls_reporting]\nenabled = true\n")
+    result = CliRunner().invoke(cli, ["--config", str(path), "config", "check"])
+    assert result.exit_code == 0, result.stderr  # a warning: the reports still go
+    assert "warning: tls_reporting: mailed reports will not be DKIM-signed" in result.stderr
+    assert "a dkim filter whose domains cover mx.a.test" in result.stderr
+    key = pem(tmp_path, rsa_key())
+    signed = f'enabled = true\ndkim_key_file = "{key}"\ndkim_selector = "r1"\n'
+    path.write_text(base + "[tls_reporting]\n" + signed)
+    result = CliRunner().invoke(cli, ["--config", str(path), "config", "check"])
+    assert result.exit_code == 0 and "warning" not in result.stderr, result.stderr
+    assert unsigned_warning(settings()) is None  # reporting off: nothing to sign
