@@ -121,6 +121,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     signed.add("alias-ta IN MX 10 mx.alias-ta", "mx.alias-ta IN CNAME mx.ta")
     zone.tamper(ZONE, "_25._tcp.mx.bogus", "TLSA")
     zone.unsigned("plain.test").add("@ IN MX 10 mx", "mx IN A 127.0.0.1")
+    zone.unsigned("only.test").add("@ IN MX 10 mx", "mx IN A 127.0.0.1")  # for dane-only
     with zone, PolicyServer(root, "mta-sts.sts.dane.test") as https:
         yield World(zone, https, ee, (chain, ta_key))
 

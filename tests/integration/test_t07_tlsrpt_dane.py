@@ -1,7 +1,8 @@
 """TLS reporting (RFC 8460) of DANE outcomes, over the DNSSEC world of test_t07_dane (NSD
 serving a signed zone, Unbound validating it): a DANE-EE match is a ``tlsa`` success, a
 certificate matching no record ``tlsa-invalid``, a bogus TLSA record ``dnssec-invalid``,
-an insecure zone ``no-policy-found``; what ``mailwright tlsrpt report --dry-run`` shows."""
+an insecure zone ``no-policy-found``, and ``dane-required`` under a ``dane-only``
+tls_policy entry; what ``mailwright tlsrpt report --dry-run`` shows."""
 
 from __future__ import annotations
 
@@ -39,16 +40,19 @@ def test_dane_outcomes_are_counted(tmp_path: Path, world: World) -> None:
     with receiver(tmp_path, f"ee.{ZONE}", world.ee) as b:
         config = sender(world, b.port)
         config["tls_reporting"] = {"enabled": True, "flush_interval": 3600}
+        config["delivery"]["tls_policy"] = {"only.test": "dane-only"}
         with running(tmp_path / "a", config) as a:
             # no DKIM key for the reports: said once at the start (docs/tlsrpt.md)
             assert a.wait_log("tls_reporting: mailed reports will not be DKIM-signed")
-            for domain in (f"ee.{ZONE}", f"bad.{ZONE}", f"bogus.{ZONE}", "plain.test"):
+            for domain in (f"ee.{ZONE}", f"bad.{ZONE}", f"bogus.{ZONE}", "plain.test", "only.test"):
                 qid = submit(a, f"user@{domain}")
                 a.wait_log(f"{qid}: to=<user@{domain}>")
             shown = a.cli("tlsrpt", "report", "--dry-run", "--day", "today", "--json")
             assert shown.returncode == 0, shown.stderr
     reports = {r["domain"]: r["report"] for r in json.loads(shown.stdout)}
-    assert sorted(reports) == sorted([f"ee.{ZONE}", f"bad.{ZONE}", f"bogus.{ZONE}", "plain.test"])
+    assert sorted(reports) == sorted(
+        [f"ee.{ZONE}", f"bad.{ZONE}", f"bogus.{ZONE}", "plain.test", "only.test"]
+    )
     assert policies(reports[f"ee.{ZONE}"]) == [("tlsa", 1, 0, [])]
     [ee] = reports[f"ee.{ZONE}"]["policies"]
     assert ee["policy"]["mx-host"] == [f"mx.ee.{ZONE}"]
@@ -56,3 +60,6 @@ def test_dane_outcomes_are_counted(tmp_path: Path, world: World) -> None:
     assert policies(reports[f"bad.{ZONE}"]) == [("tlsa", 0, 1, ["tlsa-invalid"])]
     assert policies(reports[f"bogus.{ZONE}"]) == [("tlsa", 0, 1, ["dnssec-invalid"])]
     assert policies(reports["plain.test"]) == [("no-policy-found", 1, 0, [])]
+    assert policies(reports["only.test"]) == [("tlsa", 0, 1, ["dane-required"])]
+    [only] = reports["only.test"]["policies"]
+    assert only["failure-details"][0]["receiving-mx-hostname"] == "mx.only.test"
