@@ -333,7 +333,7 @@ def _auth_enabled(settings: Settings) -> dict[str, bool]:
         ),
         "dmarc": settings.dmarc.enabled,
         "arc": settings.arc.verify,
-        "dane": settings.delivery.dane != "off",
+        "dane": settings.delivery.dane_used,
         "tlsrpt": settings.tls_reporting.enabled,
     }
 

@@ -45,3 +45,12 @@ def test_dane_levels_per_destination() -> None:
 def test_dane_levels_where_they_cannot_be(value: dict[str, object], problem: str) -> None:
     with pytest.raises(ValidationError, match=problem):
         DeliverySection.model_validate(value)
+
+
+def test_the_status_page_counts_dane_on_for_one_destination() -> None:
+    from mailwright.config.schema import Settings
+    from mailwright.daemon.monitor import _auth_enabled
+
+    per_destination = {"tls_policy": {"a.test": "dane"}, "dane_nameservers": ["::1"]}
+    assert _auth_enabled(Settings.model_validate({"delivery": per_destination}))["dane"]
+    assert not _auth_enabled(Settings())["dane"]
