@@ -55,6 +55,7 @@ def as_json(message: StoredMessage) -> dict[str, object]:
         "envid": env.params.envid,
         "body": env.params.body.value,
         "smtputf8": env.params.smtputf8,
+        "requiretls": env.params.requiretls,
         "message_id": message.message_id_header,
         "subject": message.subject,
         "warned": message.warned,

@@ -37,9 +37,9 @@ class Ret(StrEnum):
 
 
 class MailParams(Record):
-    """Parameters of MAIL FROM (RFC 1870, 6152, 6531, 3461, 4954)."""
+    """Parameters of MAIL FROM (RFC 1870, 6152, 6531, 3461, 4954, 8689)."""
 
-    __slots__ = ("auth", "body", "envid", "ret", "size", "smtputf8")
+    __slots__ = ("auth", "body", "envid", "requiretls", "ret", "size", "smtputf8")
 
     def __init__(
         self,
@@ -49,6 +49,7 @@ class MailParams(Record):
         ret: Ret | None = None,
         envid: str | None = None,
         auth: str | None = None,
+        requiretls: bool = False,
     ) -> None:
         self.size = size
         self.body = body
@@ -56,6 +57,8 @@ class MailParams(Record):
         self.ret = ret
         self.envid = envid  # decoded from xtext
         self.auth = auth  # decoded AUTH= value, "<>" when the client sent it
+        # RFC 8689: every onward hop over verified TLS, and one that offers REQUIRETLS
+        self.requiretls = requiretls
 
 
 class Recipient(Record):

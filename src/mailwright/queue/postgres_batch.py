@@ -104,6 +104,7 @@ _MESSAGE_FIELDS = (
     ("ret", "text"),
     ("envid", "text"),
     ("auth", "text"),
+    ("requiretls", "integer"),
     ("received_at", "float8"),
     ("size", "bigint"),
     ("body_size", "bigint"),

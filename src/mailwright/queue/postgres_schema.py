@@ -31,7 +31,7 @@ from psycopg import errors
 
 from mailwright.queue.store import NewerSchemaError, StoreError, batch_failure, failure
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 Conn = psycopg.Connection[dict[str, Any]]  # autocommit, rows as dicts (dict_row)
 DEFAULT_BODY_CHUNK = 1 << 20
 # pg_advisory_xact_lock key of schema migrations ("mailwrig" in ASCII)
@@ -219,12 +219,20 @@ _SCHEMA_V5_DMARC = [
     )""",
 ]
 
+# version 6: the REQUIRETLS parameter of MAIL FROM (RFC 8689), 1 when the client gave it.
+# Additive: a constant default rewrites no row (PostgreSQL 11 and later), and messages
+# queued before it are 0, as they were received without it
+_SCHEMA_V6_REQUIRETLS = [
+    "ALTER TABLE messages ADD COLUMN requiretls integer NOT NULL DEFAULT 0",
+]
+
 MIGRATIONS: dict[int, list[str]] = {  # version: DDL
     1: _SCHEMA_V1,
     2: _SCHEMA_V2_NODES,
     3: _SCHEMA_V3_STATE,
     4: _SCHEMA_V4_TLSRPT,
     5: _SCHEMA_V5_DMARC,
+    6: _SCHEMA_V6_REQUIRETLS,
 }
 
 

@@ -28,9 +28,9 @@ from mailwright.queue.store import (
 
 # the columns every backend selects for ``stored_message`` and ``stored_recipient``
 MESSAGE_COLUMNS = """m.id, m.queue_id, m.sender_local, m.sender_domain, m.mail_size,
-    m.body_type, m.smtputf8, m.ret, m.envid, m.auth, m.received_at, m.size, m.state,
-    m.hold_reason, m.protocol, m.client_address, m.client_name, m.helo, m.auth_user,
-    m.local_user, m.message_id_header, m.subject, m.warned"""
+    m.body_type, m.smtputf8, m.ret, m.envid, m.auth, m.requiretls, m.received_at, m.size,
+    m.state, m.hold_reason, m.protocol, m.client_address, m.client_name, m.helo,
+    m.auth_user, m.local_user, m.message_id_header, m.subject, m.warned"""
 
 RECIPIENT_COLUMNS = """m.queue_id, r.idx, r.local, r.domain, r.orcpt, r.notify, r.state,
     r.attempts, r.next_attempt, r.last_attempt, r.last_status, r.last_reply, r.remote_mta,
@@ -89,6 +89,7 @@ def message_row(msg: NewMessage, header_bytes: bytes) -> tuple[object, ...]:
         None if params.ret is None else params.ret.value,
         params.envid,
         params.auth,
+        int(params.requiretls),
         msg.received_at,
         len(header_bytes) + 2 + msg.body.size,
         msg.body.size,
@@ -153,6 +154,7 @@ def stored_message(row: Row, recipient_rows: Sequence[Row]) -> StoredMessage:
         ret=None if row["ret"] is None else Ret(row["ret"]),
         envid=row["envid"],
         auth=row["auth"],
+        requiretls=bool(row["requiretls"]),
     )
     return StoredMessage(
         queue_id=row["queue_id"],

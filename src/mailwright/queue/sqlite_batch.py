@@ -98,10 +98,11 @@ class _TransactionLostError(Exception):
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
+# the id, the columns of ``records.message_row`` in its order, then the body's placement
 _MESSAGE_TABLE = """messages (id, queue_id, sender_local, sender_domain, mail_size, body_type,
-    smtputf8, ret, envid, auth, received_at, size, body_size, state, hold_reason, protocol,
-    client_address, client_name, helo, auth_user, local_user, message_id_header, subject,
-    body_segment, body_offset)"""
+    smtputf8, ret, envid, auth, requiretls, received_at, size, body_size, state, hold_reason,
+    protocol, client_address, client_name, helo, auth_user, local_user, message_id_header,
+    subject, body_segment, body_offset)"""
 # bodies from this size on go to the body log: below it the second write of the
 # checkpoint costs less than a file write and an fdatasync more per batch
 BODY_LOG_MIN = 32 << 10
@@ -548,10 +549,10 @@ class SqliteWrites(SharedWrites):
     # -- InsertMessage
 
     _INSERT_MESSAGE = """INSERT INTO messages (queue_id, sender_local, sender_domain, mail_size,
-        body_type, smtputf8, ret, envid, auth, received_at, size, body_size, state,
-        hold_reason, protocol, client_address, client_name, helo, auth_user, local_user,
-        message_id_header, subject, body_segment, body_offset)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+        body_type, smtputf8, ret, envid, auth, requiretls, received_at, size, body_size,
+        state, hold_reason, protocol, client_address, client_name, helo, auth_user,
+        local_user, message_id_header, subject, body_segment, body_offset)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
     _INSERT_HEADERS = "INSERT INTO headers (message_id, data) VALUES (?, ?)"
     _INSERT_CHUNK = "INSERT INTO body_chunks (message_id, seq, data) VALUES (?, ?, ?)"
     _INSERT_RECIPIENT = """INSERT INTO recipients (message_id, idx, local, domain, orcpt, notify,

@@ -4,7 +4,8 @@ The schema version lives in ``PRAGMA user_version``; ``migrate`` creates the sch
 first open and migrates older files in place (returning the version it found), one
 version at a time, in one transaction (version 2 adds each recipient's resolved local
 target: mailer, target and controlling user, NULL for an ordinary address; version 3 an
-index of leases by owner).
+index of leases by owner; version 4 the place of a body in the body log; version 5 the
+REQUIRETLS parameter of MAIL FROM).
 A file of a newer version is refused (``check_version``); ``stored_version`` reads the
 version without writing (``mailwright queue migrate --check``).
 ``configure_writer`` sets the pragmas of the write connection (WAL,
@@ -32,7 +33,7 @@ from mailwright.queue.store import (
     failure,
 )
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 DEFAULT_BODY_CHUNK = 1 << 20
 _JOURNAL_SIZE_LIMIT = 64 << 20  # truncate the WAL back to this after a checkpoint
 # 8 KiB pages: SQLite writes the WAL and checkpoints page by page, one system call each
@@ -126,11 +127,18 @@ _SCHEMA_V4 = [
     "CREATE INDEX messages_segment ON messages (body_segment) WHERE body_segment IS NOT NULL",
 ]
 
+# version 5: the REQUIRETLS parameter of MAIL FROM (RFC 8689), 1 when the client gave it.
+# Additive: messages queued before it are 0, as they were received without it.
+_SCHEMA_V5 = [
+    "ALTER TABLE messages ADD COLUMN requiretls INTEGER NOT NULL DEFAULT 0",
+]
+
 MIGRATIONS: dict[int, list[str]] = {
     1: _SCHEMA_V1,
     2: _SCHEMA_V2,
     3: _SCHEMA_V3,
     4: _SCHEMA_V4,
+    5: _SCHEMA_V5,
 }  # version: DDL
 
 

@@ -143,6 +143,7 @@ def test_a_version_2_queue_is_migrated_keeping_messages_and_leases(tmp_path: Pat
     store.apply_batch([ClaimDue(T0, 10, "old-owner", 1e9)])
     store.close()
     with sqlite3.connect(path) as raw:  # as version 2 left it: no lease index, no segments
+        raw.execute("ALTER TABLE messages DROP COLUMN requiretls")  # version 5's
         raw.execute("DROP INDEX recipients_lease")
         raw.execute("DROP INDEX messages_segment")
         raw.execute("ALTER TABLE messages DROP COLUMN body_offset")
@@ -156,7 +157,7 @@ def test_a_version_2_queue_is_migrated_keeping_messages_and_leases(tmp_path: Pat
     finally:
         store.close()
     with sqlite3.connect(path) as raw:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
         plan = raw.execute(
             "EXPLAIN QUERY PLAN UPDATE recipients SET lease_until = 1 WHERE lease_owner = 'x'"
         ).fetchall()

@@ -43,10 +43,11 @@ def test_a_version_2_database_gets_the_state_tables(postgres_database: str) -> N
     sql_run(postgres_database, "DROP TABLE greylist_triplets, greylist_clients, host_status,"
             " mta_sts_policies, limit_events, tlsrpt_counts, tlsrpt_runs,"
             " dmarc_results, dmarc_report_runs")  # fmt: skip
+    sql_run(postgres_database, "ALTER TABLE messages DROP COLUMN requiretls")  # version 6's
     sql_run(postgres_database, "UPDATE mailwright_schema SET version = 2")
     state_database(postgres_database).close()  # migrates, as a daemon at start
     version = sql_rows(postgres_database, "SELECT version FROM mailwright_schema")
-    assert version == [(postgres_schema.SCHEMA_VERSION,)] == [(5,)]
+    assert version == [(postgres_schema.SCHEMA_VERSION,)] == [(6,)]
     assert sql_rows(postgres_database, "SELECT count(*) FROM limit_events") == [(0,)]
 
 
