@@ -117,8 +117,9 @@ def test_swaks_starttls_and_openssl_s_client(tmp_path: Path) -> None:
              "-verify_hostname", "mx.test", "-quiet", "-crlf"]
         )  # fmt: skip
         client.write("EHLO client.test")
-        ehlo = client.read_until(lambda line: line.startswith("250 ") and "AUTH" in line)
+        ehlo = client.read_until(lambda line: line.startswith("250 "))
         assert not any("STARTTLS" in line for line in ehlo)  # not offered again
+        assert "250-AUTH PLAIN LOGIN" in ehlo and ehlo[-1] == "250 REQUIRETLS"  # RFC 8689
         client.write(f"AUTH PLAIN {plain('alice', 'correct horse')}")
         assert client.read_until(bool) == ["235 2.7.0 Authentication successful"]
         client.write("MAIL FROM:<a@x.test>")

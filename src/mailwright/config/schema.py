@@ -236,6 +236,9 @@ class ServerSection(Section):
     max_bad_commands: Count = 20
     max_junk_commands: Count = 100
     vrfy: bool = False
+    # RFC 8689: offer REQUIRETLS (after STARTTLS; never to LMTP clients): a message sent
+    # with it leaves only over TLS verified for its MX host, to a host offering it too
+    requiretls: bool = True
     # true: MAIL FROM:/RCPT TO: need <angle brackets> (501 5.5.4), as Postfix's
     # strict_rfc821_envelopes; false accepts FROM:user@domain like Sendmail and Postfix
     strict_rfc821_envelopes: bool = False

@@ -42,6 +42,12 @@ policies carries it: RFC 8460 5.3) goes without DANE and MTA-STS, with TLS when 
 had (the administrator's ``tls_policy`` still applies); its sessions are not counted for
 TLS reports and never go back to the pool, where a message under a policy could take one.
 
+REQUIRETLS (RFC 8689 4.2.1), a message sent with it (and a return path): only MX hosts
+found through DNSSEC or listed by the MTA-STS policy (a named next hop needs neither; none:
+5.7.30), only over TLS verified by DANE or for the host's name (never a fallback: 4.7.5),
+only to a peer offering REQUIRETLS (else 5.7.30, the next host tried), which gets it in
+MAIL; never on a pooled session. The ``TLS-Required`` field is then ignored.
+
 SMTP AUTH (RFC 4954) with the ``credentials`` found for the next hop (a
 ``routing.credentials.CredentialsTable``): after STARTTLS, before the first
 MAIL. A refused login defers (4.7.0, the peer's reply in the text; Postfix's
@@ -207,7 +213,9 @@ class SmtpAgent:
             pending = self._screen(request, results)
             key = request.next_hop.key
             login = self._login(request.next_hop)
-            while pending and (session := self.pool.take(key)) is not None:
+            # a REQUIRETLS message takes no pooled session: it opens its own (RFC 8689 4.2.1)
+            pooled = not self._strict(request)
+            while pending and pooled and (session := self.pool.take(key)) is not None:
                 if session.credentials != login:  # the table changed: log in afresh
                     await session.quit()
                     continue
@@ -236,7 +244,9 @@ class SmtpAgent:
         results: dict[int, DeliveryResult],
     ) -> None:
         hop = request.next_hop
-        relaxed = self.tls_required_no and tls_not_required(request)
+        strict = self._strict(request)
+        # RFC 8689 4.1: with REQUIRETLS the TLS-Required field is ignored
+        relaxed = not strict and self.tls_required_no and tls_not_required(request)
         try:
             sts, endpoints = await asyncio.gather(
                 self._sts_policy(hop, relaxed), self._endpoints(hop)
@@ -265,6 +275,8 @@ class SmtpAgent:
                 text = _sts_text(hop, "no MX host matches the policy")
                 self._settle(pending, results, Outcome.DEFERRED, Reply.of(451, "4.7.5", text))
                 return
+        if strict:
+            endpoints = self._validated(hop, endpoints, sts, dane, pending, results)
         for endpoint in endpoints:
             state = dane.get(endpoint.name)
             if isinstance(state, Reply):  # the TLSA lookup failed, or dane-only and none
@@ -281,7 +293,12 @@ class SmtpAgent:
             if report is not None and state is not None:
                 reported = (ReportedPolicy.tlsa(report[0].domain, state.name, state.records), None)
             try:
-                session = await self._open(endpoint, hop, sts, request.queue_id, state, reported)
+                if strict:
+                    session = await self._open_strict(endpoint, hop, state)
+                else:
+                    session = await self._open(
+                        endpoint, hop, sts, request.queue_id, state, reported
+                    )
             except SessionError as exc:
                 metrics.outbound(hop.key, "failed")
                 reply = as_transient(exc.reply)
@@ -293,7 +310,11 @@ class SmtpAgent:
                     self._tls_failed(reported[0], result, endpoint, exc.local_address)
                 continue
             metrics.outbound(hop.key, "opened")
-            session.poolable = not relaxed
+            session.poolable = not relaxed and not strict
+            if strict and (refused := _requiretls_refusal(session)) is not None:
+                self._settle(pending, results, Outcome.FAILED, refused, session.peer)
+                self._release(hop.key, session)
+                continue  # RFC 8689 4.2.1: another MX host may offer it
             if relaxed:
                 log.info("%s: TLS-Required: No: no DANE or MTA-STS for %s", request.queue_id, hop)
             if state is not None:
@@ -303,6 +324,50 @@ class SmtpAgent:
             pending = await self._attempt(session, request, pending, results)
             if not pending:
                 return
+
+    def _strict(self, request: DeliveryRequest) -> bool:
+        """REQUIRETLS (RFC 8689 4.2.1) binds every SMTP hop of a message with a return
+        path; LMTP is final delivery. A report (null path) passes the tag on where offered."""
+        return request.params.requiretls and bool(request.sender) and not self.lmtp
+
+    def _validated(
+        self,
+        hop: NextHop,
+        endpoints: list[Endpoint],
+        sts: StsPolicy | None,
+        dane: dict[str, DaneHost | Reply],
+        pending: list[DeliveryRecipient],
+        results: dict[int, DeliveryResult],
+    ) -> list[Endpoint]:
+        """The MX hosts a REQUIRETLS message may go to: found through DNSSEC, or listed by
+        the domain's MTA-STS policy (RFC 8689 4.2.1); a next hop the administrator named
+        (no MX lookup) needs neither. None left: the recipients fail with 5.7.30."""
+        if not hop.mx or hop.socket_path or is_ip_literal(hop.host.strip("[]")):
+            return endpoints
+        valid = [
+            e
+            for e in endpoints
+            if e.dnssec or e.name in dane or (sts is not None and sts.matches(e.name))
+        ]
+        if not valid:
+            text = (
+                f"REQUIRETLS: no MX host of {hop.host} is validated by DNSSEC or an MTA-STS policy"
+            )
+            self._settle(pending, results, Outcome.FAILED, Reply.of(550, "5.7.30", text))
+        return valid
+
+    async def _open_strict(
+        self, endpoint: Endpoint, hop: NextHop, dane: DaneHost | None
+    ) -> ClientSession:
+        """A session for a REQUIRETLS message: TLS that DANE or the certificate's name
+        (RFC 6125, for the MX host) verifies, never a fallback (a Unix socket: none)."""
+        if dane is not None:
+            policy = dane.policy()
+        elif endpoint.socket_path:
+            policy = self._tls_policy(hop)
+        else:
+            policy = TlsPolicy(verify=True)
+        return await self._open_with(endpoint, hop, policy)
 
     async def _endpoints(self, hop: NextHop) -> list[Endpoint]:
         port = hop.port or self.port
@@ -661,6 +726,15 @@ def tls_not_required(request: DeliveryRequest) -> bool:
     case, white space around it allowed)."""
     fields = list(request.headers.all("TLS-Required"))
     return len(fields) == 1 and fields[0].text.strip().lower() == "no"
+
+
+def _requiretls_refusal(session: ClientSession) -> Reply | None:
+    """Why a session that opened for a REQUIRETLS message may not take it."""
+    if not session.conn.tls and not session.endpoint.socket_path:
+        return Reply.of(550, "5.7.30", f"REQUIRETLS: no TLS with {session.peer}")
+    if not session.extensions.requiretls:
+        return Reply.of(550, "5.7.30", f"REQUIRETLS: {session.peer} does not offer REQUIRETLS")
+    return None
 
 
 def _tls_result(exc: SessionError, dane: DaneHost | None) -> Result:

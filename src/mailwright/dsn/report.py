@@ -175,6 +175,7 @@ class _Plan:
     utf8: bool  # RFC 6533 message/global* types and an SMTPUTF8 envelope
     full: bool  # part 3 is the whole message, not only its headers
     too_big: bool  # headers only because of max_return_size
+    private: bool = False  # REQUIRETLS: headers only, the report under REQUIRETLS too
 
     @classmethod
     def make(
@@ -191,7 +192,11 @@ class _Plan:
             or target.needs_smtputf8
             or any(not r.final_recipient.isascii() for r in recipients)
         )
-        wants_full = kind is ReportKind.FAILURE and original.envelope.params.ret is not Ret.HDRS
+        params = original.envelope.params
+        # RFC 8689 5: a REQUIRETLS message's body never travels in a report (as RET=HDRS)
+        wants_full = (
+            kind is ReportKind.FAILURE and params.ret is not Ret.HDRS and not params.requiretls
+        )
         too_big = wants_full and max_return_size is not None and _size(original) > max_return_size
         return cls(
             original,
@@ -202,6 +207,7 @@ class _Plan:
             utf8,
             wants_full and not too_big,
             too_big,
+            params.requiretls,
         )
 
     @property
@@ -214,6 +220,8 @@ class _Plan:
             return "the original message"
         if self.too_big:
             return "the headers of the message (it is too large to return whole)"
+        if self.private and self.kind is ReportKind.FAILURE:
+            return "the headers of the message (it was sent with REQUIRETLS)"
         return "the headers of the message"
 
     @property
@@ -275,7 +283,7 @@ def _assemble(plan: _Plan, *, reporting_mta: str, now: float, queue_id: str) -> 
         queue_id=queue_id,
         envelope=Envelope(
             sender=None,
-            params=MailParams(body=body_type, smtputf8=plan.utf8),
+            params=MailParams(body=body_type, smtputf8=plan.utf8, requiretls=plan.private),
             recipients=[Recipient(plan.target, notify=frozenset({Notify.NEVER}))],
         ),
         headers=_headers(plan, reporting_mta, now, queue_id, boundary, body_type),

@@ -60,6 +60,7 @@ class EdgeContext:
             max_bad_commands=s.max_bad_commands,
             max_junk_commands=s.max_junk_commands,
             vrfy=s.vrfy,
+            requiretls=s.requiretls,
             strict_envelopes=s.strict_rfc821_envelopes,
             decide_unknown=True,  # the pipeline (a milter) may answer unknown commands
         )

@@ -245,7 +245,10 @@ class Expander:
             queue_id=new_queue_id(),
             envelope=Envelope(
                 group.owner,
-                MailParams(body=params.body, smtputf8=params.smtputf8),
+                # RFC 8689 4.1: every copy of a REQUIRETLS message is tagged the same
+                MailParams(
+                    body=params.body, smtputf8=params.smtputf8, requiretls=params.requiretls
+                ),
                 [Recipient(leaf.address, None, None, leaf.target) for leaf in group.leaves],
             ),
             headers=HeaderList(headers),

@@ -151,7 +151,7 @@ class Transaction(Record):
     ) -> None:
         self.sender = sender  # "" for the null reverse-path
         self.recipients = recipients
-        # size, body, smtputf8, ret, envid
+        # size, body, smtputf8, requiretls, ret, envid
         self.params = MailParams() if params is None else params
 
 
@@ -633,6 +633,8 @@ class ClientConnection:
             params.append("BODY=8BITMIME")
         if p.smtputf8 and ext.smtputf8:
             params.append("SMTPUTF8")
+        if p.requiretls and ext.requiretls:  # the agent refuses such a peer before (RFC 8689)
+            params.append("REQUIRETLS")
         if ext.dsn and p.ret is not None:
             params.append(f"RET={p.ret.value}")
         if ext.dsn and p.envid:

@@ -154,6 +154,10 @@ def _mail_param(params: MailParams, key: str, value: str | None, ext: Extensions
         if value is not None:
             raise _syntax("5.5.4", "SMTPUTF8 takes no value")
         params.smtputf8 = True
+    elif key == "REQUIRETLS" and ext.requiretls:
+        if value is not None:
+            raise _syntax("5.5.4", "REQUIRETLS takes no value")
+        params.requiretls = True
     elif key == "RET" and ext.dsn:
         try:
             params.ret = Ret(_keyword(_need(value, key)))

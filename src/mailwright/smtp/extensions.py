@@ -26,6 +26,7 @@ class Extensions(Record):
         "esmtp",
         "keywords",
         "pipelining",
+        "requiretls",
         "size",
         "smtputf8",
         "starttls",
@@ -44,6 +45,7 @@ class Extensions(Record):
         enhancedstatuscodes: bool = False,
         auth: tuple[str, ...] = (),
         keywords: dict[str, str] | None = None,
+        requiretls: bool = False,
     ) -> None:
         self.esmtp = esmtp
         self.pipelining = pipelining
@@ -55,6 +57,7 @@ class Extensions(Record):
         self.starttls = starttls
         self.enhancedstatuscodes = enhancedstatuscodes
         self.auth = auth  # SASL mechanisms
+        self.requiretls = requiretls  # RFC 8689; offered only over TLS
         self.keywords: dict[str, str] = {} if keywords is None else keywords  # keyword -> value
 
     @classmethod
@@ -71,6 +74,7 @@ class Extensions(Record):
             chunking=True,
             enhancedstatuscodes=True,
             auth=("PLAIN", "LOGIN"),
+            requiretls=True,
         )
 
     @classmethod
@@ -101,4 +105,5 @@ class Extensions(Record):
             enhancedstatuscodes="ENHANCEDSTATUSCODES" in keywords,
             auth=tuple(auth.upper().split()),
             keywords=keywords,
+            requiretls="REQUIRETLS" in keywords,
         )

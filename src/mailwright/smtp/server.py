@@ -46,6 +46,7 @@ class ServerSettings:
     max_bad_commands: int = 20
     max_junk_commands: int = 100  # NOOP, RSET, HELP, VRFY, EXPN per session
     vrfy: bool = False
+    requiretls: bool = True  # RFC 8689, offered over TLS only (never on LMTP)
     chunking: bool = True
     smtputf8: bool = True
     dsn: bool = True
@@ -415,7 +416,13 @@ class ServerConnection:
             enhancedstatuscodes=True,
             # AUTH= on MAIL stays valid once logged in, when AUTH is no longer offered
             auth=self.auth_mechanisms if self._auth_allowed else (),
+            requiretls=self._requiretls,
         )
+
+    @property
+    def _requiretls(self) -> bool:
+        """RFC 8689 2: REQUIRETLS only on a TLS session (and not in LMTP, final delivery)."""
+        return self.tls and self.settings.requiretls and not self.settings.lmtp
 
     @property
     def _auth_allowed(self) -> bool:
@@ -476,6 +483,8 @@ class ServerConnection:
             words.append("AUTH " + " ".join(self.auth_mechanisms))
         if s.vrfy:
             words.append("VRFY")
+        if self._requiretls:
+            words.append("REQUIRETLS")
         return words
 
     def _cmd_mail(self, args: str) -> ev.Event | None:

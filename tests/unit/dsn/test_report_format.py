@@ -202,6 +202,17 @@ def test_ret_hdrs_returns_only_the_headers() -> None:
     assert "the headers of the message are attached" in " ".join(text_part(report).split())
 
 
+def test_a_requiretls_message_returns_only_its_headers_under_requiretls() -> None:
+    # RFC 8689 5: the body stays on the paths the sender allowed; the report asks for them
+    report = failure_report(MailParams(ret=Ret.FULL, requiretls=True))
+    assert returned_part(report).get_content_type() == "text/rfc822-headers"
+    assert raw_parts(report)[2].content == make_original().headers.encode()
+    assert b"the figures are attached" not in report_bytes(report)
+    assert "it was sent with REQUIRETLS" in " ".join(text_part(report).split())
+    assert report.envelope.params.requiretls
+    assert not failure_report(MailParams(ret=Ret.FULL)).envelope.params.requiretls
+
+
 def test_body_without_final_crlf_is_returned_exactly() -> None:
     bob = rcpt("bob@example.org")
     body = b"no newline at the end"

@@ -84,7 +84,7 @@ def test_auth_needs_tls_when_asked() -> None:
     assert codes(d.replies(b"MAIL FROM:<a@x.test> AUTH=<>\r\n")) == [555]
     d.feed(b"STARTTLS\r\n")
     upgrade(d)
-    assert b"250 AUTH PLAIN LOGIN" in d.feed(EHLO)
+    assert b"250-AUTH PLAIN LOGIN\r\n" in d.feed(EHLO)  # REQUIRETLS comes last
 
 
 def test_auth_sequence_rules() -> None:
