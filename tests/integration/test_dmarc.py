@@ -21,6 +21,7 @@ import smtplib
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -89,11 +90,19 @@ def dns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DnsServer]:
     )
     # on its command line dnsmasq splits TXT text at commas; in a file, quotes keep them
     conf = tmp_path_factory.mktemp("dnsconf") / "dmarc.conf"
-    conf.write_text(f'txt-record=_dmarc.rep.test,"v=DMARC1; p=quarantine; pct=0; rua={rua}"\n')
+    # failure reports (7.3): one destination in the domain, one outside that agrees, one not
+    ruf = "mailto:fail@ruf.test,mailto:f@thirdparty.test,mailto:f@unauthorized.test"
+    conf.write_text(
+        f'txt-record=_dmarc.rep.test,"v=DMARC1; p=quarantine; pct=0; rua={rua}"\n'
+        f'txt-record=_dmarc.ruf.test,"v=DMARC1; p=reject; fo=1; ruf={ruf}"\n'
+    )
     conf.chmod(0o644)
     conf.parent.chmod(0o755)
-    server.option(f"--conf-file={conf}").zone("_dmarc.rep.test")
+    server.option(f"--conf-file={conf}").zone("_dmarc.rep.test", "_dmarc.ruf.test")
     server.txt("rep.test._report._dmarc.thirdparty.test", "v=DMARC1")
+    server.txt("ruf.test._report._dmarc.thirdparty.test", "v=DMARC1")
+    server.txt("bounce.ruf.test", f"v=spf1 ip4:{CLIENT} -all")
+    server.zone("ruf.test")
     server.txt("bounce.rep.test", f"v=spf1 ip4:{CLIENT} -all")
     server.zone("rep.test", "thirdparty.test", "unauthorized.test")
     with server:
@@ -318,3 +327,44 @@ def test_a_report_run_mails_a_valid_report(dns: DnsServer, tmp_path: Path) -> No
     assert failed.findtext("identifiers/envelope_from") == "other.test"
     assert failed.findtext("auth_results/spf/result") == "fail"
     assert failed.findtext("row/source_ip") == CLIENT
+
+
+# ---- failure reports
+def feedback_of(received: bytes) -> tuple[EmailMessage, email.message.Message, str]:
+    """A failure report's message, its feedback fields and its returned header section."""
+    mail = email.message_from_bytes(received, policy=email.policy.default)
+    assert isinstance(mail, EmailMessage)
+    assert mail.get_content_type() == "multipart/report"
+    assert mail.get_param("report-type") == "feedback-report"
+    _, feedback, returned = mail.iter_parts()
+    return mail, feedback.get_payload()[0], returned.get_content()
+
+
+@pytest.mark.skipif(not available(), reason="Postfix's smtp-sink is not installed")
+def test_failure_reports_to_the_ruf_addresses(dns: DnsServer, tmp_path: Path) -> None:
+    with SmtpSink(tmp_path / "sink") as sink:
+        settings = config(tmp_path, dns, failure_reports=True, failure_report_interval="1h")
+        settings["routing"]["smarthost"] = f"[127.0.0.1]:{sink.port}"
+        settings["delivery"] = {"mode": "background"}  # the reports go out
+        settings["server"]["workers"] = 1  # one process: one report per domain and hour
+        with running(tmp_path / "mw", settings) as mw:
+            code, text = submit(mw, "x@other.test", message("ceo@ruf.test", "wire transfer"))
+            assert (code, text.split()[0]) == (550, "5.7.1")  # p=reject, refused
+            mw.wait_log("dmarc: failure report for ruf.test (dmarc) queued", occurrence=2)
+            skipped = mw.wait_log("dmarc: failure report for ruf.test not sent to f@unauthorized")
+            assert "external destination not authorized" in skipped
+            wait_until(lambda: len(sink.messages()) == 2, what="two failure reports")
+            # fo=1: SPF passes aligned but DKIM does not: reported too, once the hour is over
+            accepted(mw, "b@bounce.ruf.test", message("ceo@ruf.test", "second"))
+            mw.wait_log("dmarc: no failure report for ruf.test: one went within 3600s")
+            reports = {m.rcpt_args[0].split()[0]: feedback_of(m.content) for m in sink.messages()}
+    assert set(reports) == {"<fail@ruf.test>", "<f@thirdparty.test>"}
+    mail, fields, returned = reports["<fail@ruf.test>"]
+    assert mail["Subject"] == f"DMARC failure report for ruf.test from {CLIENT}"
+    assert mail["From"] == "postmaster@mx.test"
+    assert fields["Feedback-Type"] == "auth-failure" and fields["Auth-Failure"] == "dmarc"
+    assert fields["Source-IP"] == CLIENT and fields["Reported-Domain"] == "ruf.test"
+    assert fields["Original-Mail-From"] == "<x@other.test>"
+    assert fields["Delivery-Result"] == "reject" and fields["Identity-Alignment"] == "none"
+    assert "dmarc=fail" in str(fields["Authentication-Results"])
+    assert "Subject: wire transfer" in returned and "hello" not in returned  # headers only

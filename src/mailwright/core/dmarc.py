@@ -76,7 +76,7 @@ class Alignment(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ReportUri:
-    """One ``rua`` destination: a ``mailto:`` address and its size limit (``!``)."""
+    """One ``rua`` or ``ruf`` destination: a ``mailto:`` address and its size limit (``!``)."""
 
     address: str
     limit: int | None = None  # octets; None: no limit
@@ -98,6 +98,7 @@ class Record:
     rua: tuple[ReportUri, ...] = ()
     ri: int = 86400
     fo: str = "0"
+    ruf: tuple[ReportUri, ...] = ()  # failure reports (7.3), as fo= asks
 
 
 class RecordError(ValueError):
@@ -151,7 +152,7 @@ def parse_record(text: str) -> Record:
         match = _TAG.match(part)
         if match and match[1].lower() not in tags:
             tags[match[1].lower()] = match[2]
-    rua = tuple(u for u in (parse_uri(t) for t in tags.get("rua", "").split(",") if t) if u)
+    rua = _uris(tags.get("rua", ""))
     p = _disposition(tags.get("p", ""))
     sp = _disposition(tags["sp"]) if "sp" in tags else None
     if p is None or ("sp" in tags and sp is None):
@@ -167,7 +168,13 @@ def parse_record(text: str) -> Record:
         rua=rua,
         ri=_number(tags.get("ri", ""), 86400, 0, 2**32 - 1),
         fo=tags.get("fo", "0") or "0",
+        ruf=_uris(tags.get("ruf", "")),
     )
+
+
+def _uris(value: str) -> tuple[ReportUri, ...]:
+    """The usable ``mailto:`` URIs of a comma-separated ``rua``/``ruf`` list."""
+    return tuple(u for u in (parse_uri(t) for t in value.split(",") if t) if u)
 
 
 def _alignment(value: str) -> Alignment:

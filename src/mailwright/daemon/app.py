@@ -101,6 +101,7 @@ class Daemon:
             share=self.runtime.share,
             workers=self._workers,
             tls_reports=self.tls_recorder,
+            enqueue=self.enqueue,
         )
         timeout = self.generation.delivery.settings.host_status_timeout
         hosts = host_status(settings.queue, timeout)  # shared by the nodes with PostgreSQL
@@ -497,6 +498,7 @@ class Daemon:
                 share=self.runtime.share,
                 workers=self._workers,
                 tls_reports=self.tls_recorder,
+                enqueue=self.enqueue,
             )
         except (ConfigError, OSError) as exc:  # ReloadError, GenerationError
             log.error("SIGHUP: configuration refused, the previous one stays in use: %s", exc)

@@ -46,6 +46,7 @@ from mailwright.edge.tls import ServerTls, TlsSetupError, server_context
 from mailwright.manager.scheduler import DeliveryParts
 from mailwright.policy import access, arc, dmarc, dnsbl, spf
 from mailwright.policy.auth import Authenticator
+from mailwright.policy.dmarc_failures import Enqueue
 from mailwright.policy.filters import registry
 from mailwright.policy.filters.chain import build_filters
 from mailwright.policy.hooks import Hook, Pipeline
@@ -95,11 +96,13 @@ def build_generation(
     share: WorkerShare | None = None,
     workers: int = 1,
     tls_reports: TlsRecorder | None = None,
+    enqueue: Enqueue | None = None,
 ) -> Generation:
     """The parts for ``settings``; ``previous`` is the running generation on reload;
     ``share`` the counters the worker processes share (None: one process), ``workers``
     how many there are (each delivers with its share of the delivery limits),
-    ``tls_reports`` the daemon's TLS session counts (RFC 8460), kept across reloads.
+    ``tls_reports`` the daemon's TLS session counts (RFC 8460), kept across reloads,
+    ``enqueue`` the daemon's way into the queue for mail it makes (DMARC failure reports).
     Nothing running is touched before everything else is built (the certificate goes
     into the live TLS context last)."""
     check_plugins(settings)
@@ -108,7 +111,7 @@ def build_generation(
     resolver = AddressResolver.from_settings(settings, build_missing=False)
     table = _access_table(previous.access if previous else None, settings)
     try:
-        pipeline = build_pipeline(settings, table, resolver, share)
+        pipeline = build_pipeline(settings, table, resolver, share, enqueue)
     except (ValueError, OSError) as exc:  # a filter that cannot be set up
         raise GenerationError(f"filters: {exc}") from None
     delivery = delivery_parts(
@@ -201,10 +204,11 @@ def build_pipeline(
     table: AccessTable | None = None,
     resolver: AddressResolver | None = None,
     share: WorkerShare | None = None,
+    enqueue: Enqueue | None = None,
 ) -> Pipeline:
     """Policy hooks in order: connection rate, submission rules, access table, relay
     control, DNS blocklists, SPF, ARC, the local recipient check, the configured filters,
-    DMARC.
+    DMARC (``enqueue`` queues its failure reports).
 
     ``resolver`` (shared with the delivery side) answers which local recipients exist;
     one is built from the settings when not given. ``share``: the connection rate is
@@ -241,7 +245,7 @@ def build_pipeline(
         hooks_after_relay.append(chain_check)  # at end of data, before the filters' dkim=
     local = LocalRecipients(resolver or AddressResolver.from_settings(settings))
     # DMARC at end of data after the filters, so after dkim_verify's results
-    last: list[Hook] = [h for h in [dmarc.from_settings(settings)] if h is not None]
+    last: list[Hook] = [h for h in [dmarc.from_settings(settings, enqueue)] if h is not None]
     return Pipeline([*hooks, relay, *hooks_after_relay, local, *build_filters(settings), *last])
 
 

@@ -22,7 +22,9 @@ header.from=<domain>`` in our ``Authentication-Results:`` (``core.authresults``)
 ``dmarc=<result>`` in its mail log line, a count in
 ``mailwright_dmarc_results_total``; refusals, holds and temperrors are logged by
 ``mailwright.policy.dmarc``. A message whose policy domain asks for aggregate reports
-(``rua``) is recorded for them when ``dmarc.reports`` is on (``policy.dmarc_reports``).
+(``rua``) is recorded for them when ``dmarc.reports`` is on (``policy.dmarc_reports``);
+one whose ``fo=`` asks for a failure report (``ruf``) gets one, with
+``dmarc.failure_reports`` on, queued in the background (``policy.dmarc_failures``).
 
 Never checked: local submission, clients trusted to relay, authenticated clients,
 listeners other than ``smtp`` kind, clients in ``dmarc.allow``.
@@ -58,11 +60,13 @@ from mailwright.core.dmarc import (
     evaluate,
     resinfo,
 )
+from mailwright.core.dmarc_failure import FailureReport, auth_failure
 from mailwright.core.dmarc_report import Row
 from mailwright.core.reply import Reply
 from mailwright.core.spf import Result as SpfResult
 from mailwright.core.spf import check_host, run_async
 from mailwright.observability import metrics
+from mailwright.policy.dmarc_failures import Enqueue, FailureReports
 from mailwright.policy.dmarc_store import ReportStore, report_store
 from mailwright.policy.hooks import Hook, SessionInfo, Transaction
 from mailwright.policy.relay import Network, parse_networks, unchecked
@@ -114,6 +118,7 @@ class DmarcPolicy(Hook):
         *,
         store: ReportStore | None = None,
         rng: random.Random | None = None,
+        failures: FailureReports | None = None,
     ) -> None:
         self.section = section
         self.hostname = hostname
@@ -121,6 +126,7 @@ class DmarcPolicy(Hook):
         self.resolver = resolver
         self.suffixes = suffixes
         self.store = store
+        self.failures = failures  # failure reports (ruf=), when dmarc.failure_reports
         self.rng = rng or random.Random()
         self.allow: list[Network] = parse_networks(section.allow)
 
@@ -160,6 +166,7 @@ class DmarcPolicy(Hook):
                 verdict.reply or ("held" if verdict.hold else "accepted (marked)"),
             )
         await self._record(session, txn, chosen, verdict, spf, dkim)
+        self._report_failure(session, txn, chosen, verdict, spf, dkim, lines)
         return verdict.reply
 
     # ---- the identifiers
@@ -233,6 +240,36 @@ class DmarcPolicy(Hook):
             why = f"no answer within {self.section.timeout:g} s"
             found = Discovery(Result.TEMPERROR, domain, problem=why)
         return evaluate(domain, found, spf, dkim, self.suffixes, self.rng)
+
+    def _report_failure(
+        self,
+        session: SessionInfo,
+        txn: Transaction,
+        evaluation: Evaluation,
+        verdict: Verdict,
+        spf: Identifier | None,
+        dkim: list[Identifier],
+        lines: list[str],
+    ) -> None:
+        """A failure report to the domain's ``ruf`` addresses, when its ``fo`` asks."""
+        if self.failures is None or txn.headers is None:
+            return
+        failed = auth_failure(evaluation, spf, dkim)
+        if failed is None:
+            return
+        report = FailureReport(
+            evaluation=evaluation,
+            auth_failure=failed,
+            queue_id=txn.queue_id,
+            source_ip=session.client_address,
+            envelope_from=str(txn.sender) if txn.sender is not None else "",
+            arrival=time.time(),
+            headers=txn.headers,
+            auth_results="; ".join([self.authserv_id, *lines]),
+            delivery_result=_delivery_result(verdict),
+            dkim=tuple(dkim),
+        )
+        self.failures.submit(report)
 
     # ---- what an outcome does
     def verdict(self, evaluation: Evaluation) -> Verdict:
@@ -316,6 +353,13 @@ class DmarcPolicy(Hook):
             log.warning("%s: dmarc: could not record for reports: %s", txn.queue_id, exc)
 
 
+def _delivery_result(verdict: Verdict) -> str:
+    """RFC 6591 Delivery-Result of what was done with the message."""
+    if verdict.reply is not None:
+        return "reject"
+    return "policy" if verdict.hold else "delivered"
+
+
 def _temp_reply(evaluation: Evaluation) -> Reply:
     return Reply.of(
         451, "4.7.1", f"DMARC: temporary DNS error checking {evaluation.author_domain}, try later"
@@ -328,16 +372,18 @@ def _strictness(evaluation: Evaluation) -> tuple[int, int]:
     return (int(failing), _SEVERITY[evaluation.disposition] if failing else 0)
 
 
-def from_settings(settings: Settings) -> DmarcPolicy | None:
-    """The hook for ``[dmarc]``, or None when it is off (the default)."""
+def from_settings(settings: Settings, enqueue: Enqueue | None = None) -> DmarcPolicy | None:
+    """The hook for ``[dmarc]``, or None when it is off (the default); ``enqueue`` queues
+    the failure reports (none without it)."""
     section = settings.dmarc
     if not section.enabled:
         return None
     store = report_store(settings.queue) if section.reports else None
+    resolver = DnsResolver.from_settings(settings.dns)
+    suffixes = load_suffixes(settings)
+    failures = None
+    if section.failure_reports and enqueue is not None:
+        failures = FailureReports.from_settings(settings, resolver, suffixes, enqueue)
     return DmarcPolicy(
-        section,
-        settings.hostname,
-        DnsResolver.from_settings(settings.dns),
-        load_suffixes(settings),
-        store=store,
+        section, settings.hostname, resolver, suffixes, store=store, failures=failures
     )

@@ -5,13 +5,9 @@ period boundary (``dmarc.report_interval``, 1 day by default: periods are UTC da
 claims the period that just ended in the store (``policy.dmarc_store``; with several
 nodes on PostgreSQL only the first claim sends), reads its rows, builds one report per
 policy domain (``core.dmarc_report``: Appendix C XML, gzip) and returns the mail to
-queue, one message per ``rua=mailto:`` destination that
-
-- is in the policy domain's organizational domain, or publishes
-  ``<policy-domain>._report._dmarc.<destination-domain>`` TXT ``v=DMARC1`` (7.1:
-  external destinations must agree to get the reports; a DNS failure skips the
-  destination this time, it is logged);
-- accepts the report's size (``!`` limit of the URI, compared with the gzip file).
+queue, one message per ``rua=mailto:`` destination that may get it
+(``policy.dmarc_destinations``: in the policy domain's organizational domain or agreeing
+to get them, 7.1; within the URI's ``!`` size limit, compared with the gzip file).
 
 Rows of the period (and older ones) are then deleted. ``ReportRun.plan(now)`` is the
 same without claiming, sending or deleting, for the period in progress
@@ -34,17 +30,17 @@ from dataclasses import dataclass, field
 
 from mailwright.config.schema import Settings
 from mailwright.core.address import parse_mailbox
-from mailwright.core.dmarc import PublicSuffixes, is_dmarc
-from mailwright.core.dmarc_report import Destination, Report, aggregate, external_check_name
+from mailwright.core.dmarc import PublicSuffixes
+from mailwright.core.dmarc_report import Destination, Report, aggregate
 from mailwright.core.envelope import Envelope, MailParams, Notify, Recipient
 from mailwright.core.headers import Header, HeaderList
 from mailwright.core.queueid import new_queue_id
+from mailwright.policy import dmarc_destinations as destinations
 from mailwright.policy.dmarc import load_suffixes
 from mailwright.policy.dmarc_store import ReportStore, report_store
 from mailwright.queue.spool import Spool
 from mailwright.queue.store import NewMessage, Origin
-from mailwright.routing.mx import DnsResolver, txt_string
-from mailwright.routing.resolver import DnsPermanentError, DnsTemporaryError
+from mailwright.routing.mx import DnsResolver
 
 log = logging.getLogger("mailwright.policy.dmarc_reports")
 
@@ -139,21 +135,14 @@ class ReportRun:
 
     async def refusal(self, report: Report, destination: Destination, size: int) -> str:
         """Why a destination does not get the report, or ""."""
-        if destination.limit is not None and size > destination.limit:
-            return f"the report ({size} octets) is over its limit of {destination.limit}"
-        ours = self.suffixes.org_domain(report.policy_domain)
-        if self.suffixes.org_domain(destination.domain) == ours:
-            return ""
-        name = external_check_name(report.policy_domain, destination.domain)
-        try:
-            texts = [txt_string(r) for r in await self.resolver.records(name, "TXT")]
-        except DnsTemporaryError as exc:
-            return f"the check of {name} failed ({exc}); tried again next time"
-        except DnsPermanentError:
-            texts = []
-        if not any(is_dmarc(t) for t in texts):
-            return f"external destination not authorized: no v=DMARC1 record at {name}"
-        return ""
+        return await destinations.refusal(
+            self.resolver,
+            self.suffixes,
+            report.policy_domain,
+            destination.address,
+            destination.limit,
+            size,
+        )
 
     def message(self, plan: Planned, destination: Destination, now: float) -> NewMessage:
         fields, body = plan.report.mail(

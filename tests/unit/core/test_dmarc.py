@@ -69,6 +69,7 @@ def test_every_tag() -> None:
         (ReportUri("a@rep.test", 10 << 20), ReportUri("b@rep.test")),
         3600,
         "1",
+        (ReportUri("f@x.test"),),
     )
 
 

@@ -1,0 +1,139 @@
+"""DMARC failure reports (RFC 7489 7.3) sent from the DMARC hook, in the background.
+
+``FailureReports.submit`` takes a ``core.dmarc_failure.FailureReport`` at end of data
+and returns at once (the SMTP reply never waits for it); a task then queues one message
+per ``ruf=mailto:`` destination that may get it (``policy.dmarc_destinations``: the
+policy domain's own organization, or a third party that agreed, 7.1; within its ``!``
+size limit), through the daemon's ``enqueue``, as any mail, from ``dmarc.report_from``.
+
+A policy domain gets at most one report per ``dmarc.failure_report_interval`` from each
+process (0: one per failing message), so a flood of forged mail is not echoed as a flood
+of reports. Reports are advisory: a failure to build or queue one is logged, never the
+message's concern.
+
+Trusts the outcome and the header section the hook hands over. Settings (via
+``from_settings``): ``dmarc.failure_report_interval``, ``dmarc.report_from``,
+``hostname``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from mailwright.config.schema import Settings
+from mailwright.core.address import AddressError, parse_mailbox
+from mailwright.core.dmarc import PublicSuffixes
+from mailwright.core.dmarc_failure import FailureReport
+from mailwright.core.envelope import BodyType, Envelope, MailParams, Notify, Recipient
+from mailwright.core.headers import Header, HeaderList
+from mailwright.core.queueid import new_queue_id
+from mailwright.policy import dmarc_destinations as destinations
+from mailwright.queue.spool import Spool
+from mailwright.queue.store import NewMessage, Origin
+from mailwright.routing.mx import DnsResolver
+
+log = logging.getLogger("mailwright.policy.dmarc")
+
+PROTOCOL = "dmarc-failure-report"  # the origin of the report mail, in the log
+MAX_REMEMBERED = 10_000  # policy domains whose last report time is kept
+Enqueue = Callable[[NewMessage], Awaitable[None]]
+
+
+class FailureReports:
+    def __init__(
+        self,
+        hostname: str,
+        sender: str,
+        interval: float,
+        resolver: DnsResolver,
+        suffixes: PublicSuffixes,
+        enqueue: Enqueue,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.hostname = hostname
+        self.sender = sender
+        self.interval = interval
+        self.resolver = resolver
+        self.suffixes = suffixes
+        self.enqueue = enqueue
+        self._clock = clock
+        self._last: dict[str, float] = {}  # policy domain -> when its last report was made
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, resolver: DnsResolver, suffixes: PublicSuffixes, enqueue: Enqueue
+    ) -> FailureReports:
+        section = settings.dmarc
+        sender = section.report_from or f"postmaster@{settings.hostname}"
+        interval = section.failure_report_interval
+        return cls(settings.hostname, sender, interval, resolver, suffixes, enqueue)
+
+    def submit(self, report: FailureReport) -> bool:
+        """Send ``report`` in the background; False when the domain had one too recently."""
+        domain = report.evaluation.policy_domain
+        now = self._clock()
+        last = self._last.get(domain)
+        if last is not None and self.interval and now - last < self.interval:
+            log.info("%s: dmarc: no failure report for %s: one went within %gs",
+                     report.queue_id, domain, self.interval)  # fmt: skip
+            return False
+        if len(self._last) >= MAX_REMEMBERED:
+            self._last.clear()  # forgetting lets a domain get one more report, no more
+        self._last[domain] = now
+        task = asyncio.create_task(self._send(report))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def drain(self) -> None:
+        """Wait for the reports in flight (tests; a stopping daemon)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def _send(self, report: FailureReport) -> None:
+        record = report.evaluation.record
+        assert record is not None
+        domain = report.evaluation.policy_domain
+        try:
+            for uri in record.ruf:
+                now = time.time()
+                fields, body = report.mail(self.hostname, self.sender, uri.address, now)
+                why = await destinations.refusal(
+                    self.resolver, self.suffixes, domain, uri.address, uri.limit, len(body)
+                )
+                if why:
+                    log.info("%s: dmarc: failure report for %s not sent to %s: %s",
+                             report.queue_id, domain, uri.address, why)  # fmt: skip
+                    continue
+                message = self._message(fields, body, uri.address, now)
+                await self.enqueue(message)
+                log.info("%s: dmarc: failure report for %s (%s) queued as %s to <%s>",
+                         report.queue_id, domain, report.auth_failure, message.queue_id,
+                         uri.address)  # fmt: skip
+        except Exception:  # advisory: never the message's concern
+            log.exception("%s: dmarc: failure report for %s failed", report.queue_id, domain)
+
+    def _message(
+        self, fields: list[tuple[str, str]], body: bytes, to: str, now: float
+    ) -> NewMessage:
+        try:
+            recipient = parse_mailbox(to)
+        except AddressError as exc:
+            raise ValueError(f"bad ruf address {to!r}: {exc}") from None
+        body_type = BodyType.SEVEN_BIT if body.isascii() else BodyType.EIGHT_BIT
+        return NewMessage(
+            queue_id=new_queue_id(),
+            envelope=Envelope(
+                sender=parse_mailbox(self.sender),
+                params=MailParams(body=body_type),
+                recipients=[Recipient(recipient, notify=frozenset({Notify.NEVER}))],
+            ),
+            headers=HeaderList(Header.make(name, value) for name, value in fields),
+            body=Spool.from_bytes(body),
+            received_at=now,
+            origin=Origin(protocol=PROTOCOL),
+        )

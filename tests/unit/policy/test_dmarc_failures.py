@@ -1,0 +1,83 @@
+"""Failure reports from the DMARC hook's side (``policy.dmarc_failures``): one message per
+``ruf`` destination that may get it, queued in the background, at most one per policy
+domain per interval. DNS answers come from a table (the daemon test uses dnsmasq)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from mailwright.core.dmarc import (
+    Discovery,
+    Evaluation,
+    Identifier,
+    PublicSuffixes,
+    Result,
+    parse_record,
+)
+from mailwright.core.dmarc_failure import FailureReport
+from mailwright.core.headers import Header, HeaderList
+from mailwright.policy.dmarc_failures import FailureReports
+from mailwright.queue.store import NewMessage
+from tests.unit.policy.test_dmarc_reports import Dns
+
+RECORD = (
+    "v=DMARC1; p=reject; ruf=mailto:f@example.com,mailto:f@agrees.test,"
+    "mailto:f@stranger.test,mailto:tiny@example.com!10"
+)
+
+
+def report(domain: str = "example.com") -> FailureReport:
+    found = Discovery(None, domain, parse_record(RECORD))
+    return FailureReport(
+        evaluation=Evaluation(Result.FAIL, domain, found),
+        auth_failure="dmarc",
+        queue_id="01QID",
+        source_ip="192.0.2.7",
+        envelope_from="",
+        arrival=1_700_000_000.0,
+        headers=HeaderList([Header.make("From", f"a@{domain}"), Header.make("Subject", "hi")]),
+        auth_results=f"mx.test; dmarc=fail header.from={domain}",
+        delivery_result="reject",
+        dkim=(Identifier(domain, "fail", selector="s1"),),
+    )
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_destinations_interval_and_the_queued_mail() -> None:
+    queued: list[NewMessage] = []
+
+    async def enqueue(message: NewMessage) -> None:
+        queued.append(message)
+
+    dns = Dns({"example.com._report._dmarc.agrees.test": ["v=DMARC1"]})
+    clock = Clock()
+
+    async def main() -> None:
+        reports = FailureReports(
+            "mx.test", "postmaster@mx.test", 3600.0, dns, PublicSuffixes.bundled(), enqueue,
+            clock=clock,
+        )  # type: ignore[arg-type]  # fmt: skip
+        assert reports.submit(report())
+        assert not reports.submit(report())  # within the hour
+        assert reports.submit(report("other.test"))  # another domain has its own
+        await reports.drain()
+        clock.now += 3600.0
+        assert reports.submit(report())
+        await reports.drain()
+
+    asyncio.run(main())
+    to = [str(m.envelope.recipients[0].address) for m in queued]
+    assert to.count("f@example.com") == 2 and to.count("f@agrees.test") == 2
+    assert "f@stranger.test" not in to and "tiny@example.com" not in to  # no consent, too big
+    message = queued[0]
+    assert str(message.envelope.sender) == "postmaster@mx.test"
+    assert message.origin.protocol == "dmarc-failure-report"
+    assert message.headers.get("Subject") is not None
+    assert "example.com._report._dmarc.stranger.test" in dns.asked
