@@ -217,3 +217,33 @@ def test_daily_reports_mailed_and_posted(tmp_path: Path) -> None:
         again = a.cli("tlsrpt", "report", "--day", "today")  # a day is reported once
         assert again.returncode == 0 and b"no TLS reports" in again.stdout, again.stdout
     assert len(https.posts) == 2
+
+
+def test_a_refused_post_is_tried_again(tmp_path: Path) -> None:
+    """RFC 8460 5.4: the report server answers 503 at first; the report is kept and POSTed
+    again once the retry interval has passed, the same bytes."""
+    require_peer("smtp-sink", smtp_sink.available(), "postfix's smtp-sink is not installed")
+    keys = Dns()
+    key = dkim_key(tmp_path, keys)
+    with (
+        world(tmp_path) as (dns, https),
+        receiver(tmp_path) as b,
+        SmtpSink(tmp_path / "sink") as sink,
+    ):
+        config = sender(tmp_path, dns, https, b, sink.port, key)
+        config["tls_reporting"].update(flush_interval="1s", post_retry_interval="1s")
+        with running(tmp_path / "a", config) as a:
+            qid = submit(a, "user@b.test")
+            assert "stat=Sent" in a.wait_log(f"{qid}: to=<user@b.test>")
+            https.post_status = 503
+            run = a.cli("tlsrpt", "report", "--day", "today")
+            assert run.returncode == 0, run.stderr
+            refused = a.wait_log("TLS report for b.test: https://reports.b.test")
+            assert "HTTP status 503" in refused and "tried again in 1s" in refused, refused
+            https.post_status = 201
+            posted = a.wait_log(f"posted to https://reports.b.test:{https.port}/b (attempt ")
+            assert "TLS report for b.test of " in posted, posted
+        wait_until(lambda: len(sink.messages()) == 1, what="the mailed report")
+    bodies = [body for _, path, _, body in https.posts if path == "/b"]
+    assert len(bodies) >= 2 and len(set(bodies)) == 1  # the same report each time
+    assert summary(json.loads(gzip.decompress(bodies[0]))) == ("sts", 1, 0, [])

@@ -1017,6 +1017,8 @@ class TlsReportingSection(Section):
     send_delay: OptionalSeconds = 900.0
     max_report_size: Count = 1024 * 1024  # octets of gzip; a larger report is not mailed
     post_timeout: Seconds = 60.0  # for each https: address
+    # a failed POST is tried again after this, doubling up to 4 h, for a day (RFC 8460 5.4)
+    post_retry_interval: Seconds = 300.0
     # the DKIM signature RFC 8460 5.3 requires of a mailed report (receivers ignore one
     # without); unset: the key of a ``dkim`` filter whose domains cover the sender's
     dkim_key_file: str = ""  # PEM, RSA of 2048 bits or more, or Ed25519

@@ -19,9 +19,12 @@ sender's domain; with neither it goes unsigned, and the log says so for each.
 dry run (the reports the next run would send, nothing sent or forgotten) or a run now,
 of the due days or of one named day (today's: cut at this moment, and the day is done).
 
-A store or DNS that fails is logged and the run is tried again at the next flush; a
-report that cannot be delivered is not retried (a POST refused or unreachable: logged
-and counted, ``mailwright_tlsrpt_reports_total{result="failed"}``).
+A store or DNS that fails is logged and the run is tried again at the next flush. A POST
+refused or unreachable (logged, counted in ``mailwright_tlsrpt_reports_total{result=
+"failed"}``) is kept in the store and tried again at the next flushes (RFC 8460 5.4) after
+``tls_reporting.post_retry_interval``, doubling up to 4 hours, for up to a day after the
+first attempt, then given up (logged). A mailed report goes through the queue like any
+mail, retried as mail is.
 
 Settings read: ``tls_reporting.*``, ``hostname``, ``queue.*`` (the store),
 ``dns.*`` (the TXT lookups), ``delivery.tls_ca_file`` (the report servers' certificates),
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -67,11 +71,14 @@ from mailwright.routing.tlsrpt_report import (
     post_report,
     report_message,
 )
-from mailwright.routing.tlsrpt_store import TlsReportStore, report_store
+from mailwright.routing.tlsrpt_store import PendingPost, TlsReportStore, report_store
 
 log = logging.getLogger("mailwright.tlsrpt")
 
 LEASE = 3600.0  # seconds a claimed day is ours to send before another may take it over
+RETRY_FOR = 86400.0  # RFC 8460 5.4: a failed POST is tried again for up to a day
+MAX_RETRY_INTERVAL = 4 * 3600.0  # the back-off doubles up to this
+POST_LEASE = 900.0  # seconds the due posts taken are this process's to try
 Enqueue = Callable[[NewMessage], Awaitable[None]]
 
 
@@ -202,6 +209,10 @@ class TlsReporting:
                     await self.report()
                 except Exception:  # the next round tries again
                     log.exception("TLS reports: the daily run failed")
+                try:
+                    await self.retry_posts()
+                except Exception:  # the next round tries again
+                    log.exception("TLS reports: retrying failed POSTs failed")
 
     async def flush(self) -> None:
         """Add this process's counts to the store (kept for the next flush if it fails)."""
@@ -263,7 +274,7 @@ class TlsReporting:
                 *(f"mailto:{a}" for a in addresses.mailto), *addresses.https
             ]  # fmt: skip
             if not dry_run:
-                summary["sent"] = await self._send(domain, report, addresses, identity, dns)
+                summary["sent"] = await self._send(domain, day, report, addresses, identity, dns)
             out.append(summary)
         if not dry_run:
             await asyncio.to_thread(self.store.finish, day, self._owner, self._clock())
@@ -283,6 +294,7 @@ class TlsReporting:
     async def _send(
         self,
         domain: str,
+        day: str,
         report: dict[str, Any],
         addresses: ReportAddresses | None,
         identity: Identity,
@@ -309,10 +321,59 @@ class TlsReporting:
                 log.info("TLS report for %s posted to %s", domain, url)
             except PostError as exc:
                 result = "failed"
-                log.warning("TLS report for %s: %s", domain, exc)
+                now = self._clock()
+                post = PendingPost(url, domain, day, data, now, now, 0)
+                log.warning("TLS report for %s: %s%s", domain, exc, await self._later(post))
             metrics.tlsrpt_report(result)
             sent.append(f"{url} {result}")
         return sent
+
+    # ---- failed POSTs (RFC 8460 5.4) ------------------------------------------------------
+    async def retry_posts(self) -> int:
+        """POST again the reports whose time has come; how many went."""
+        resolver, _ = resolver_from_settings(self._settings())
+        if not isinstance(resolver, DnsResolver):
+            return 0
+        due = await asyncio.to_thread(self.store.take_due, self._clock(), POST_LEASE)
+        section = self._settings().tls_reporting
+        context = verify_context(self._settings().delivery.tls_ca_file)
+        posted = 0
+        for post in due:
+            attempt = post.attempts + 1
+            try:
+                await post_report(
+                    post.url, post.data, resolver=resolver, context=context,
+                    timeout=section.post_timeout,
+                )  # fmt: skip
+            except PostError as exc:
+                metrics.tlsrpt_report("failed")
+                log.warning("TLS report for %s of %s (attempt %d): %s%s",
+                            post.domain, post.day, attempt, exc,
+                            await self._later(post))  # fmt: skip
+                continue
+            await asyncio.to_thread(self.store.forget, post)
+            metrics.tlsrpt_report("posted")
+            posted += 1
+            log.info("TLS report for %s of %s posted to %s (attempt %d)",
+                     post.domain, post.day, post.url, attempt)  # fmt: skip
+        return posted
+
+    async def _later(self, post: PendingPost) -> str:
+        """Keep a failed POST for another attempt, or give it up after a day; what the log
+        line says of it."""
+        now = self._clock()
+        attempts = post.attempts + 1
+        if now - post.first_attempt >= RETRY_FOR:
+            await asyncio.to_thread(self.store.forget, post)
+            return f"; given up after {attempts} attempts"
+        first = self._settings().tls_reporting.post_retry_interval
+        wait = min(first * 2 ** (attempts - 1), MAX_RETRY_INTERVAL)
+        later = dataclasses.replace(post, next_attempt=now + wait, attempts=attempts)
+        try:
+            await asyncio.to_thread(self.store.retry_later, later)
+        except Exception as exc:  # the store is away: this report is not retried
+            return f"; cannot keep it for another attempt: {exc}"
+        return f"; tried again in {wait:g}s"
 
     async def _mail(
         self, domain: str, report: dict[str, Any], data: bytes, to: str, identity: Identity

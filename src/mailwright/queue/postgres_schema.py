@@ -31,7 +31,7 @@ from psycopg import errors
 
 from mailwright.queue.store import NewerSchemaError, StoreError, batch_failure, failure
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 Conn = psycopg.Connection[dict[str, Any]]  # autocommit, rows as dicts (dict_row)
 DEFAULT_BODY_CHUNK = 1 << 20
 # pg_advisory_xact_lock key of schema migrations ("mailwrig" in ASCII)
@@ -226,6 +226,21 @@ _SCHEMA_V6_REQUIRETLS = [
     "ALTER TABLE messages ADD COLUMN requiretls integer NOT NULL DEFAULT 0",
 ]
 
+# version 7: TLS reports whose POST failed, until they go or a day has passed (RFC 8460
+# 5.4, ``routing.tlsrpt_store``)
+_SCHEMA_V7_TLSRPT_POSTS = [
+    """CREATE TABLE tlsrpt_posts (
+        url text NOT NULL,
+        domain text NOT NULL,
+        day text NOT NULL,
+        data bytea NOT NULL,            -- the gzip JSON report
+        first_attempt double precision NOT NULL,
+        next_attempt double precision NOT NULL,
+        attempts integer NOT NULL,
+        PRIMARY KEY (url, domain, day)
+    )""",
+]
+
 MIGRATIONS: dict[int, list[str]] = {  # version: DDL
     1: _SCHEMA_V1,
     2: _SCHEMA_V2_NODES,
@@ -233,6 +248,7 @@ MIGRATIONS: dict[int, list[str]] = {  # version: DDL
     4: _SCHEMA_V4_TLSRPT,
     5: _SCHEMA_V5_DMARC,
     6: _SCHEMA_V6_REQUIRETLS,
+    7: _SCHEMA_V7_TLSRPT_POSTS,
 }
 
 

@@ -11,9 +11,14 @@ counter, adding to it), the ``days`` not yet reported, the ``counts`` of a day,
   workers of the host; a connection per call (a flush a minute per process, a report run
   a day), WAL, ``synchronous = NORMAL`` (a power failure may lose the last flush's
   counts: statistics, not mail).
-- PostgreSQL (``queue.backend = "postgresql"``): the tables ``tlsrpt_counts`` and
-  ``tlsrpt_runs`` of the shared database (schema version 4, ``queue.postgres_schema``),
+- PostgreSQL (``queue.backend = "postgresql"``): the tables ``tlsrpt_counts``,
+  ``tlsrpt_runs`` (schema version 4) and ``tlsrpt_posts`` (7) of the shared database,
   so the report of a domain counts the sessions of every node and one node sends it.
+
+A report whose POST failed waits in ``tlsrpt_posts`` (``retry_later``) to be tried again
+(RFC 8460 5.4): ``take_due`` hands the due ones to one process for a lease (their next
+attempt pushed past it, so another process or node leaves them alone), ``forget`` drops
+one that went or was given up.
 
 A claim is a lease: the row of the day in ``tlsrpt_runs`` names its owner until it is
 finished or the lease (``lease`` seconds) runs out, when another may take it (a
@@ -28,7 +33,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Sequence
 from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -39,7 +46,13 @@ if TYPE_CHECKING:  # psycopg only with the PostgreSQL backend
     from mailwright.queue.postgres_schema import Conn
     from mailwright.queue.postgres_state import StateDatabase
 
-__all__ = ["PostgresReportStore", "SqliteReportStore", "TlsReportStore", "report_store"]
+__all__ = [
+    "PendingPost",
+    "PostgresReportStore",
+    "SqliteReportStore",
+    "TlsReportStore",
+    "report_store",
+]
 
 KEEP_RUNS = 40  # days of finished runs remembered (a late flush of a day is dropped)
 
@@ -69,6 +82,48 @@ _FINISH = [
 ]
 
 
+_POST_COLUMNS = "url, domain, day, data, first_attempt, next_attempt, attempts"
+_RETRY_LATER = (
+    f"INSERT INTO tlsrpt_posts ({_POST_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (url, domain, day) DO UPDATE SET next_attempt = excluded.next_attempt,"
+    " attempts = excluded.attempts"
+)
+# the due posts become the caller's for ``lease`` seconds (another node leaves them alone)
+_TAKE_DUE = (
+    f"UPDATE tlsrpt_posts SET next_attempt = ? WHERE next_attempt <= ? RETURNING {_POST_COLUMNS}"
+)
+_FORGET = "DELETE FROM tlsrpt_posts WHERE url = ? AND domain = ? AND day = ?"
+
+
+@dataclass(frozen=True, slots=True)
+class PendingPost:
+    """A report whose POST failed, waiting to be tried again (RFC 8460 5.4)."""
+
+    url: str
+    domain: str
+    day: str
+    data: bytes  # the gzip JSON, as first built
+    first_attempt: float
+    next_attempt: float
+    attempts: int
+
+    def values(self) -> tuple[Any, ...]:
+        return (
+            self.url,
+            self.domain,
+            self.day,
+            self.data,
+            self.first_attempt,
+            self.next_attempt,
+            self.attempts,
+        )
+
+    @classmethod
+    def of(cls, values: Sequence[Any]) -> PendingPost:
+        url, domain, day, data, first, following, attempts = values
+        return cls(url, domain, day, bytes(data), float(first), float(following), int(attempts))
+
+
 class TlsReportStore(Protocol):
     def add(self, counts: dict[Tally, int]) -> None: ...
 
@@ -79,6 +134,12 @@ class TlsReportStore(Protocol):
     def claim(self, day: str, owner: str, now: float, lease: float) -> bool: ...
 
     def finish(self, day: str, owner: str, now: float) -> None: ...
+
+    def retry_later(self, post: PendingPost) -> None: ...
+
+    def take_due(self, now: float, lease: float) -> list[PendingPost]: ...
+
+    def forget(self, post: PendingPost) -> None: ...
 
 
 def _row(tally: Tally, count: int) -> tuple[Any, ...]:
@@ -112,6 +173,9 @@ _SQLITE_SCHEMA = [
     f" receiving_ip TEXT NOT NULL, count INTEGER NOT NULL, PRIMARY KEY ({_COLUMNS}))",
     "CREATE TABLE IF NOT EXISTS tlsrpt_runs (day TEXT PRIMARY KEY, owner TEXT NOT NULL,"
     " lease_until REAL NOT NULL, done REAL)",
+    "CREATE TABLE IF NOT EXISTS tlsrpt_posts (url TEXT NOT NULL, domain TEXT NOT NULL,"
+    " day TEXT NOT NULL, data BLOB NOT NULL, first_attempt REAL NOT NULL,"
+    " next_attempt REAL NOT NULL, attempts INTEGER NOT NULL, PRIMARY KEY (url, domain, day))",
 ]
 
 
@@ -159,6 +223,21 @@ class SqliteReportStore:
             db.execute(_FINISH[2], (now - KEEP_RUNS * 86400,))
             db.execute("COMMIT")
 
+    def retry_later(self, post: PendingPost) -> None:
+        with closing(self._connect()) as db:
+            db.execute(_RETRY_LATER, post.values())
+
+    def take_due(self, now: float, lease: float) -> list[PendingPost]:
+        with closing(self._connect()) as db:
+            db.execute("BEGIN IMMEDIATE")
+            rows = db.execute(_TAKE_DUE, (now + lease, now)).fetchall()
+            db.execute("COMMIT")
+        return [PendingPost.of(row) for row in rows]
+
+    def forget(self, post: PendingPost) -> None:
+        with closing(self._connect()) as db:
+            db.execute(_FORGET, (post.url, post.domain, post.day))
+
 
 def _pg(statement: str) -> str:
     return statement.replace("?", "%s")
@@ -205,6 +284,27 @@ class PostgresReportStore:
             conn.execute(_pg(_FINISH[0]), (now, day, owner))
             conn.execute(_FINISH[1])
             conn.execute(_pg(_FINISH[2]), (now - KEEP_RUNS * 86400,))
+
+        self.database.run(work)
+
+    def retry_later(self, post: PendingPost) -> None:
+        def work(conn: Conn) -> None:
+            conn.execute(_pg(_RETRY_LATER), post.values())
+
+        self.database.run(work)
+
+    def take_due(self, now: float, lease: float) -> list[PendingPost]:
+        names = [c.strip() for c in _POST_COLUMNS.split(",")]
+
+        def work(conn: Conn) -> list[PendingPost]:
+            rows = conn.execute(_pg(_TAKE_DUE), (now + lease, now)).fetchall()
+            return [PendingPost.of([row[n] for n in names]) for row in rows]
+
+        return self.database.run(work)
+
+    def forget(self, post: PendingPost) -> None:
+        def work(conn: Conn) -> None:
+            conn.execute(_pg(_FORGET), (post.url, post.domain, post.day))
 
         self.database.run(work)
 

@@ -39,6 +39,7 @@ def test_a_version_1_database_gets_the_nodes_tables(postgres_database: str) -> N
     sql_run(postgres_database, "DROP TABLE tlsrpt_counts, tlsrpt_runs")  # version 4's
     sql_run(postgres_database, "DROP TABLE dmarc_results, dmarc_report_runs")  # version 5's
     sql_run(postgres_database, "ALTER TABLE messages DROP COLUMN requiretls")  # version 6's
+    sql_run(postgres_database, "DROP TABLE tlsrpt_posts")  # version 7's
     sql_run(postgres_database, "UPDATE mailwright_schema SET version = 1")
     store.open()
     store.close()

@@ -42,12 +42,12 @@ def test_a_version_2_database_gets_the_state_tables(postgres_database: str) -> N
     state_database(postgres_database).close()
     sql_run(postgres_database, "DROP TABLE greylist_triplets, greylist_clients, host_status,"
             " mta_sts_policies, limit_events, tlsrpt_counts, tlsrpt_runs,"
-            " dmarc_results, dmarc_report_runs")  # fmt: skip
+            " dmarc_results, dmarc_report_runs, tlsrpt_posts")  # fmt: skip
     sql_run(postgres_database, "ALTER TABLE messages DROP COLUMN requiretls")  # version 6's
     sql_run(postgres_database, "UPDATE mailwright_schema SET version = 2")
     state_database(postgres_database).close()  # migrates, as a daemon at start
     version = sql_rows(postgres_database, "SELECT version FROM mailwright_schema")
-    assert version == [(postgres_schema.SCHEMA_VERSION,)] == [(6,)]
+    assert version == [(postgres_schema.SCHEMA_VERSION,)] == [(7,)]
     assert sql_rows(postgres_database, "SELECT count(*) FROM limit_events") == [(0,)]
 
 
@@ -177,6 +177,24 @@ def test_tls_report_counts_of_two_nodes_add_up_and_one_node_sends(
     node_a.finish("2026-03-01", "a", 1040.0)
     assert node_b.days() == [] and node_b.counts("2026-03-01") == {}
     assert not node_b.claim("2026-03-01", "b", 99_999.0, 60)
+
+
+def test_a_failed_post_is_taken_by_one_node_at_a_time(postgres_database: str) -> None:
+    from mailwright.routing.tlsrpt_store import PendingPost, PostgresReportStore
+
+    node_a = PostgresReportStore(state_database(postgres_database))
+    node_b = PostgresReportStore(state_database(postgres_database))
+    post = PendingPost("https://r.b.test/x", "b.test", "2026-03-01", b"\x1f\x8b gz", 10.0, 70.0, 1)
+    node_a.retry_later(post)
+    assert node_b.take_due(60.0, 900.0) == []  # not yet due
+    [taken] = node_a.take_due(70.0, 900.0)
+    assert taken == PendingPost(post.url, post.domain, post.day, post.data, 10.0, 970.0, 1)
+    assert node_b.take_due(100.0, 900.0) == []  # a's for the lease
+    node_a.retry_later(PendingPost(post.url, post.domain, post.day, post.data, 10.0, 200.0, 2))
+    [again] = node_b.take_due(200.0, 900.0)
+    assert again.attempts == 2
+    node_b.forget(again)
+    assert node_a.take_due(10_000.0, 900.0) == []
 
 
 def test_an_unreachable_database_fails_fast_and_each_kind_as_documented() -> None:

@@ -32,7 +32,7 @@ from mailwright.routing.tlsrpt_report import (
     post_report,
     report_message,
 )
-from mailwright.routing.tlsrpt_store import SqliteReportStore
+from mailwright.routing.tlsrpt_store import PendingPost, SqliteReportStore
 from tests.support.https import PolicyServer
 
 DAY = "2026-03-01"
@@ -136,6 +136,21 @@ def test_store_adds_counts_and_hands_each_day_to_one_owner(tmp_path: Path) -> No
     assert not store.claim(DAY, "c", NOON + 10_000, 60)  # sent: never again
     store.add(first)  # a late flush of a day already reported
     assert store.days() == []
+
+
+def test_store_keeps_failed_posts_for_one_process_at_a_time(tmp_path: Path) -> None:
+    store = SqliteReportStore(tmp_path / "tlsrpt.db")
+    post = PendingPost("https://r.b.test/x", "b.test", DAY, b"\x1f\x8b gzip", NOON, NOON + 300, 1)
+    store.retry_later(post)
+    assert store.take_due(NOON + 299, 900) == []  # not due yet
+    [taken] = store.take_due(NOON + 300, 900)
+    assert taken == PendingPost(post.url, "b.test", DAY, post.data, NOON, NOON + 1200, 1)
+    assert store.take_due(NOON + 600, 900) == []  # leased to the first taker
+    store.retry_later(PendingPost(post.url, "b.test", DAY, post.data, NOON, NOON + 900, 2))
+    [again] = store.take_due(NOON + 900, 900)
+    assert again.attempts == 2
+    store.forget(again)
+    assert store.take_due(NOON + 99_999, 900) == []
 
 
 # ---- the report ---------------------------------------------------------------------------------
