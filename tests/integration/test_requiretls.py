@@ -15,7 +15,9 @@ import pytest
 
 from mailwright.core.delivery import DeliveryResult
 from mailwright.core.envelope import MailParams
+from mailwright.delivery.dane import DaneHost
 from mailwright.delivery.lmtp import LmtpAgent
+from mailwright.delivery.session import Endpoint
 from mailwright.delivery.smtp import SmtpAgent
 from mailwright.routing.mtasts import StsMode, StsPolicy
 from mailwright.routing.nexthop import NextHop
@@ -173,6 +175,26 @@ def test_no_starttls_or_an_unverified_certificate_defers(server_context) -> None
                 results = await send(agent, smtp_hop("y.test", peer.port, mx=True))
                 assert summary(results) == [("deferred", results[0].reply.code, "4.7.5")]
                 assert peer.messages == []
+
+    run(main())
+
+
+class UnusableTlsa:
+    """A DANE gate's answer for a host whose TLSA records are all unusable (RFC 7672 2.2:
+    DANE asks for TLS there, unauthenticated)."""
+
+    async def hosts(self, hop: NextHop, endpoints: list[Endpoint]) -> dict[str, DaneHost]:
+        return {e.name: DaneHost(e.name, ()) for e in endpoints}
+
+
+def test_dane_without_usable_records_still_needs_a_verified_certificate(server_context) -> None:
+    async def main() -> None:
+        async with SmtpPeer(tls=server_context) as peer:
+            gate: Any = UnusableTlsa()
+            agent = SmtpAgent("client.test", resolver(secure=True), dane=gate)  # system CAs
+            results = await send(agent, smtp_hop("y.test", peer.port, mx=True))
+            assert [(r.outcome.value, r.reply.status) for r in results] == [("deferred", "4.7.5")]
+            assert peer.messages == []
 
     run(main())
 

@@ -360,8 +360,10 @@ class SmtpAgent:
         self, endpoint: Endpoint, hop: NextHop, dane: DaneHost | None
     ) -> ClientSession:
         """A session for a REQUIRETLS message: TLS that DANE or the certificate's name
-        (RFC 6125, for the MX host) verifies, never a fallback (a Unix socket: none)."""
-        if dane is not None:
+        (RFC 6125, for the MX host) verifies, never a fallback (a Unix socket: none). A DANE
+        host whose TLSA records are all unusable gets the name check: DANE would only
+        require TLS there, unauthenticated."""
+        if dane is not None and dane.records:
             policy = dane.policy()
         elif endpoint.socket_path:
             policy = self._tls_policy(hop)
