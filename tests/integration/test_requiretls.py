@@ -6,9 +6,7 @@ on in MAIL), never on a pooled session; LMTP (final delivery) is not bound by it
 from __future__ import annotations
 
 import asyncio
-import ssl
 from collections.abc import Coroutine
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -23,34 +21,19 @@ from mailwright.routing.mtasts import StsMode, StsPolicy
 from mailwright.routing.nexthop import NextHop
 from mailwright.routing.resolver import MailHost
 from mailwright.smtp.server import ServerSettings
+from tests.integration.test_t03_tls import certificate, server_context, trusting
 from tests.support.delivery_request import request, smtp_hop
-from tests.support.smtp_peer import SmtpPeer, make_certificate
+from tests.support.smtp_peer import SmtpPeer
 from tests.support.static_resolver import StaticResolver
 
 T = TypeVar("T")
+__all__ = ["certificate", "server_context", "trusting"]  # the TLS fixtures, shared
 STRICT = MailParams(requiretls=True)
 TLS_REQUIRED_NO = b"From: a@x.test\r\nTLS-Required: No\r\nSubject: t\r\n\r\nbody\r\n"
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return make_certificate(tmp_path_factory.mktemp("tls"))  # names mx.test and localhost
-
-
-@pytest.fixture
-def server_context(certificate: tuple[Path, Path]) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(*certificate)
-    return context
-
-
-@pytest.fixture
-def trusting(certificate: tuple[Path, Path]) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=str(certificate[0]))
 
 
 def resolver(secure: bool, name: str = "mx.test") -> StaticResolver:
