@@ -8,7 +8,8 @@ size limit), through the daemon's ``enqueue``, as any mail, from ``dmarc.report_
 
 A policy domain gets at most one report per ``dmarc.failure_report_interval`` from each
 process (0: one per failing message), so a flood of forged mail is not echoed as a flood
-of reports. Reports are advisory: a failure to build or queue one is logged, never the
+of reports, and only the first five ``ruf`` addresses are served (a record cannot turn
+us into a bulk mailer). Reports are advisory: a failure to build or queue one is logged, never the
 message's concern.
 
 Trusts the outcome and the header section the hook hands over. Settings (via
@@ -39,6 +40,7 @@ log = logging.getLogger("mailwright.policy.dmarc")
 
 PROTOCOL = "dmarc-failure-report"  # the origin of the report mail, in the log
 MAX_REMEMBERED = 10_000  # policy domains whose last report time is kept
+MAX_DESTINATIONS = 5  # ruf addresses served per report: a record cannot make us a mailer
 Enqueue = Callable[[NewMessage], Awaitable[None]]
 
 
@@ -98,8 +100,11 @@ class FailureReports:
         record = report.evaluation.record
         assert record is not None
         domain = report.evaluation.policy_domain
+        if len(record.ruf) > MAX_DESTINATIONS:
+            log.info("%s: dmarc: %s lists %d ruf addresses: the first %d get the report",
+                     report.queue_id, domain, len(record.ruf), MAX_DESTINATIONS)  # fmt: skip
         try:
-            for uri in record.ruf:
+            for uri in record.ruf[:MAX_DESTINATIONS]:
                 now = time.time()
                 fields, body = report.mail(self.hostname, self.sender, uri.address, now)
                 why = await destinations.refusal(

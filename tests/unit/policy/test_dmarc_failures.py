@@ -5,6 +5,7 @@ domain per interval. DNS answers come from a table (the daemon test uses dnsmasq
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 from mailwright.core.dmarc import (
     Discovery,
@@ -81,3 +82,25 @@ def test_destinations_interval_and_the_queued_mail() -> None:
     assert message.origin.protocol == "dmarc-failure-report"
     assert message.headers.get("Subject") is not None
     assert "example.com._report._dmarc.stranger.test" in dns.asked
+
+
+def test_only_the_first_five_destinations() -> None:
+    queued: list[NewMessage] = []
+
+    async def enqueue(message: NewMessage) -> None:
+        queued.append(message)
+
+    many = ",".join(f"mailto:f{n}@example.com" for n in range(8))
+    found = Discovery(None, "example.com", parse_record(f"v=DMARC1; p=reject; ruf={many}"))
+    big = dataclasses.replace(report(), evaluation=Evaluation(Result.FAIL, "example.com", found))
+
+    async def main() -> None:
+        reports = FailureReports(
+            "mx.test", "postmaster@mx.test", 0.0, Dns({}), PublicSuffixes.bundled(), enqueue
+        )  # type: ignore[arg-type]
+        assert reports.submit(big) and reports.submit(big)  # interval 0: every failure
+        await reports.drain()
+
+    asyncio.run(main())
+    to = [str(m.envelope.recipients[0].address) for m in queued]
+    assert to == [f"f{n}@example.com" for n in range(5)] * 2
