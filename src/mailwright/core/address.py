@@ -32,7 +32,7 @@ _PATTERNS = {
 
 
 @functools.cache
-def _pattern(name: str) -> re.Pattern[str]:
+def _pattern(name: str) -> re.Pattern[str]:  # use fullmatch: "$" also matches before a final LF
     return re.compile(_PATTERNS[name])
 
 
@@ -48,7 +48,8 @@ class Address:
     domain: str
 
     def __str__(self) -> str:
-        local = self.local if _pattern("dot_atom_utf8").match(self.local) else _quote(self.local)
+        plain = _pattern("dot_atom_utf8").fullmatch(self.local)
+        local = self.local if plain else _quote(self.local)
         return f"{local}@{self.domain}" if self.domain else local
 
     @property
@@ -71,7 +72,7 @@ def _quote(local: str) -> str:
 def _unquote(quoted: str, utf8: bool) -> str:
     inner = quoted[1:-1]
     pattern = _pattern("qtext_utf8" if utf8 else "qtext")
-    if not pattern.match(inner):
+    if not pattern.fullmatch(inner):
         raise AddressError("invalid character in quoted local part")
     return re.sub(r"\\(.)", r"\1", inner)
 
@@ -89,7 +90,7 @@ def parse_domain(text: str, utf8: bool = False) -> str:
     for part in parts:
         if not part:
             raise AddressError("empty label in domain")
-        if len(part) > 63 or not label.match(part):
+        if len(part) > 63 or not label.fullmatch(part):
             raise AddressError("invalid domain")
     return text.lower()
 
@@ -138,7 +139,7 @@ def parse_mailbox(text: str, utf8: bool = False, allow_bare_postmaster: bool = F
     else:
         local = raw_local
         pattern = _pattern("dot_atom_utf8" if utf8 else "dot_atom")
-        if not pattern.match(local):
+        if not pattern.fullmatch(local):
             raise AddressError("invalid local part")
     if len(local.encode()) > MAX_LOCAL_PART:
         raise AddressError("local part too long")

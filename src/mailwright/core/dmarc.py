@@ -124,7 +124,7 @@ def parse_uri(text: str) -> ReportUri | None:
     address = uri[7:].split("?", 1)[0]
     address = re.sub(r"%([0-9A-Fa-f]{2})", lambda m: chr(int(m[1], 16)), address)
     local, at, domain = address.rpartition("@")
-    if not at or not _LOCAL_PART.match(local) or not _DOMAIN.match(domain):
+    if not at or not _LOCAL_PART.fullmatch(local) or not _DOMAIN.fullmatch(domain):
         return None
     return ReportUri(f"{local}@{domain.lower()}", limit)
 
@@ -391,7 +391,7 @@ def _from_domains(text: str) -> tuple[str, ...]:
     domains: list[str] = []
     for address in addresses:
         domain = str(address.domain).lower().rstrip(".")
-        if not _DOMAIN.match(domain):
+        if not _DOMAIN.fullmatch(domain):
             raise FromError(f"From address without a domain: {str(address)[:80]!r}")
         if domain not in domains:
             domains.append(domain)

@@ -49,6 +49,10 @@ def test_valid_paths(text: str, expected: str) -> None:
         "<user>",
         "<ü@b.c>",
         "<@r1:>",
+        "<a\n@b.c>",  # "$" matches before a final LF: the grammar must not
+        "<a@b.c\n>",
+        "<a@b\n.c>",
+        '<"a\n"@b.c>',
     ],
 )
 def test_invalid_paths(text: str) -> None:

@@ -55,6 +55,12 @@ def test_defaults_are_filled_in() -> None:
     assert parse_record("v=DMARC1; p=reject") == Record(Disposition.REJECT)
 
 
+def test_a_report_address_with_a_line_feed_is_not_usable() -> None:
+    assert parse_uri("mailto:x%0A@rep.test") is None
+    assert parse_uri("mailto:x@rep.test%0A") is None
+    assert parse_uri("mailto:x@rep.test") == ReportUri("x@rep.test")
+
+
 def test_every_tag() -> None:
     record = parse_record(
         "v=DMARC1;p=quarantine; sp=none ; adkim=s; aspf=s; pct=20; ri=3600; fo=1;"
