@@ -22,6 +22,7 @@ from mailwright.routing.nexthop import NextHop
 from mailwright.routing.resolver import MailHost
 from mailwright.smtp.server import ServerSettings
 from tests.integration.test_t03_tls import certificate, server_context, trusting
+from tests.support.daemon import free_port
 from tests.support.delivery_request import request, smtp_hop
 from tests.support.smtp_peer import SmtpPeer
 from tests.support.static_resolver import StaticResolver
@@ -91,7 +92,7 @@ def test_an_mx_without_dnssec_or_mta_sts_is_never_tried(server_context, trusting
             agent = SmtpAgent("client.test", resolver(secure=False), verify_context=trusting)
             hop = smtp_hop("y.test", peer.port, mx=True)
             results = await send(agent, hop, message=TLS_REQUIRED_NO)  # the field is ignored
-            assert summary(results) == [("failed", 550, "5.7.30")]
+            assert summary(results) == [("deferred", 451, "4.7.30")]  # the lifetime bounces
             assert "validated by DNSSEC or an MTA-STS policy" in results[0].reply.text
             assert peer.connections == []
 
@@ -103,7 +104,7 @@ def test_an_mx_without_dnssec_or_mta_sts_is_never_tried(server_context, trusting
     [
         (StsMode.ENFORCE, "mx.test", "delivered"),
         (StsMode.TESTING, "*.test", "delivered"),
-        (StsMode.TESTING, "mx.other.test", "failed"),
+        (StsMode.TESTING, "mx.other.test", "deferred"),
     ],
 )
 def test_an_mta_sts_policy_validates_the_mx_host(
@@ -122,6 +123,27 @@ def test_an_mta_sts_policy_validates_the_mx_host(
             results = await send(agent, hop, message=TLS_REQUIRED_NO)
             assert [r.outcome.value for r in results] == [expected]
             assert len(peer.messages) == (expected == "delivered")
+
+    run(main())
+
+
+def test_a_backup_mx_without_it_does_not_bounce_what_the_primary_deferred(
+    server_context, trusting
+) -> None:
+    async def main() -> None:
+        port = free_port()  # the primary, 127.0.0.2: nobody listens there
+        hosts = [
+            MailHost("mx.test", "127.0.0.2", 10, True),
+            MailHost("mx.test", "127.0.0.1", 20, True),
+        ]
+        dns = StaticResolver(mx={"y.test": hosts})
+        settings = ServerSettings(hostname="mx.test", requiretls=False)
+        async with SmtpPeer(settings, tls=server_context, port=port) as backup:
+            agent = SmtpAgent("client.test", dns, verify_context=trusting)
+            results = await send(agent, smtp_hop("y.test", port, mx=True))
+            assert [r.outcome.value for r in results] == ["deferred"]
+            assert results[0].remote_mta == "mx.test [127.0.0.2]"  # the primary's reason
+            assert len(backup.connections) == 1 and backup.messages == []
 
     run(main())
 

@@ -44,9 +44,10 @@ TLS reports and never go back to the pool, where a message under a policy could 
 
 REQUIRETLS (RFC 8689 4.2.1), a message sent with it (and a return path): only MX hosts
 found through DNSSEC or listed by the MTA-STS policy (a named next hop needs neither; none:
-5.7.30), only over TLS verified by DANE or for the host's name (never a fallback: 4.7.5),
-only to a peer offering REQUIRETLS (else 5.7.30, the next host tried), which gets it in
-MAIL; never on a pooled session. The ``TLS-Required`` field is then ignored.
+deferred 4.7.30), only over TLS verified by DANE or for the host's name (never a fallback:
+4.7.5), only to a peer offering REQUIRETLS (else 5.7.30 unless another host deferred; the
+next host is tried), which gets it in MAIL; never on a pooled session. The
+``TLS-Required`` field is then ignored.
 
 SMTP AUTH (RFC 4954) with the ``credentials`` found for the next hop (a
 ``routing.credentials.CredentialsTable``): after STARTTLS, before the first
@@ -312,9 +313,12 @@ class SmtpAgent:
             metrics.outbound(hop.key, "opened")
             session.poolable = not relaxed and not strict
             if strict and (refused := _requiretls_refusal(session)) is not None:
-                self._settle(pending, results, Outcome.FAILED, refused, session.peer)
+                # RFC 8689 4.2.1: another MX host may offer it; a host that was only
+                # unreachable keeps the recipients deferred (it may offer it, later)
+                unsettled = [r for r in pending if not _deferred(results, r)]
+                self._settle(unsettled, results, Outcome.FAILED, refused, session.peer)
                 self._release(hop.key, session)
-                continue  # RFC 8689 4.2.1: another MX host may offer it
+                continue
             if relaxed:
                 log.info("%s: TLS-Required: No: no DANE or MTA-STS for %s", request.queue_id, hop)
             if state is not None:
@@ -341,7 +345,9 @@ class SmtpAgent:
     ) -> list[Endpoint]:
         """The MX hosts a REQUIRETLS message may go to: found through DNSSEC, or listed by
         the domain's MTA-STS policy (RFC 8689 4.2.1); a next hop the administrator named
-        (no MX lookup) needs neither. None left: the recipients fail with 5.7.30."""
+        (no MX lookup) needs neither. None left: deferred with 4.7.30 (a policy that could
+        not be fetched, or DNS trouble, must not bounce the mail: the queue's lifetime
+        does, with this reason)."""
         if not hop.mx or hop.socket_path or is_ip_literal(hop.host.strip("[]")):
             return endpoints
         valid = [
@@ -353,7 +359,7 @@ class SmtpAgent:
             text = (
                 f"REQUIRETLS: no MX host of {hop.host} is validated by DNSSEC or an MTA-STS policy"
             )
-            self._settle(pending, results, Outcome.FAILED, Reply.of(550, "5.7.30", text))
+            self._settle(pending, results, Outcome.DEFERRED, Reply.of(451, "4.7.30", text))
         return valid
 
     async def _open_strict(
@@ -728,6 +734,11 @@ def tls_not_required(request: DeliveryRequest) -> bool:
     case, white space around it allowed)."""
     fields = list(request.headers.all("TLS-Required"))
     return len(fields) == 1 and fields[0].text.strip().lower() == "no"
+
+
+def _deferred(results: dict[int, DeliveryResult], rcpt: DeliveryRecipient) -> bool:
+    known = results.get(rcpt.index)
+    return known is not None and known.outcome is Outcome.DEFERRED
 
 
 def _requiretls_refusal(session: ClientSession) -> Reply | None:
