@@ -18,6 +18,7 @@ import email
 import email.policy
 import gzip
 import smtplib
+import ssl
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -348,6 +349,13 @@ def test_failure_reports_to_the_ruf_addresses(dns: DnsServer, tmp_path: Path) ->
         settings["delivery"] = {"mode": "background"}  # the reports go out
         settings["server"]["workers"] = 1  # one process: one report per domain and hour
         with running(tmp_path / "mw", settings) as mw:
+            with smtplib.SMTP("127.0.0.1", mw.port, source_address=(CLIENT, 0)) as s:
+                s.starttls(context=ssl._create_unverified_context())
+                s.ehlo("client.test")
+                s.mail("x@other.test", ["REQUIRETLS"])  # RFC 8689: its headers stay private
+                assert s.rcpt("root@mx.test")[0] == 250
+                assert s.data(message("ceo@ruf.test", "private"))[0] == 550
+            mw.wait_log("dmarc: no failure report for ruf.test: the message asked for REQUIRETLS")
             code, text = submit(mw, "x@other.test", message("ceo@ruf.test", "wire transfer"))
             assert (code, text.split()[0]) == (550, "5.7.1")  # p=reject, refused
             mw.wait_log("dmarc: failure report for ruf.test (dmarc) queued", occurrence=2)

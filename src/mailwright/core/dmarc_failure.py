@@ -62,6 +62,11 @@ def auth_failure(
     return None
 
 
+def _printable(text: str) -> str:
+    """A client's ENVID (xtext-decoded) as one field line: controls become spaces."""
+    return "".join(c if c >= " " and c != "\x7f" else " " for c in text)
+
+
 @dataclass(frozen=True, slots=True)
 class FailureReport:
     """One message's failure, as the policy domain's ``ruf`` destinations get it."""
@@ -76,6 +81,7 @@ class FailureReport:
     auth_results: str  # our Authentication-Results value: "host; spf=...; dmarc=..."
     delivery_result: str  # RFC 6591: delivered, policy (held), reject
     dkim: tuple[Identifier, ...] = ()
+    envelope_id: str | None = None  # ENVID of MAIL FROM (RFC 3461), if the client gave one
 
     @property
     def header_bytes(self) -> bytes:
@@ -93,7 +99,11 @@ class FailureReport:
             "Feedback-Type: auth-failure",
             f"User-Agent: Mailwright/{__version__}",
             "Version: 1",
-            f"Original-Envelope-Id: {self.queue_id}",
+            *(
+                [f"Original-Envelope-Id: {_printable(self.envelope_id)}"]
+                if self.envelope_id
+                else []
+            ),
             f"Original-Mail-From: <{self.envelope_from}>",
             f"Arrival-Date: {formatdate(self.arrival, localtime=False)}",
             f"Reporting-MTA: dns; {reporting_mta}",
@@ -106,7 +116,8 @@ class FailureReport:
         ]
         failed = [d for d in self.dkim if d.result in _DKIM_FAILED]
         if self.auth_failure == "signature" and failed:
-            fields += [f"DKIM-Domain: {failed[0].domain}", f"DKIM-Selector: {failed[0].selector}"]
+            domain, selector = _printable(failed[0].domain), _printable(failed[0].selector)
+            fields += [f"DKIM-Domain: {domain}", f"DKIM-Selector: {selector}"]
         return fields
 
     def mail(

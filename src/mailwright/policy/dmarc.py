@@ -251,16 +251,22 @@ class DmarcPolicy(Hook):
         dkim: list[Identifier],
         lines: list[str],
     ) -> None:
-        """A failure report to the domain's ``ruf`` addresses, when its ``fo`` asks."""
+        """A failure report to the domain's ``ruf`` addresses, when its ``fo`` asks; never
+        about a REQUIRETLS message (its header section must not travel in the clear)."""
         if self.failures is None or txn.headers is None:
             return
         failed = auth_failure(evaluation, spf, dkim)
         if failed is None:
             return
+        if txn.params.requiretls:
+            log.info("%s: dmarc: no failure report for %s: the message asked for REQUIRETLS",
+                     txn.queue_id, evaluation.policy_domain)  # fmt: skip
+            return
         report = FailureReport(
             evaluation=evaluation,
             auth_failure=failed,
             queue_id=txn.queue_id,
+            envelope_id=txn.params.envid,
             source_ip=session.client_address,
             envelope_from=str(txn.sender) if txn.sender is not None else "",
             arrival=time.time(),

@@ -6,11 +6,12 @@ per ``ruf=mailto:`` destination that may get it (``policy.dmarc_destinations``: 
 policy domain's own organization, or a third party that agreed, 7.1; within its ``!``
 size limit), through the daemon's ``enqueue``, as any mail, from ``dmarc.report_from``.
 
-A policy domain gets at most one report per ``dmarc.failure_report_interval`` from each
-process (0: one per failing message), so a flood of forged mail is not echoed as a flood
-of reports, and only the first five ``ruf`` addresses are served (a record cannot turn
-us into a bulk mailer). Reports are advisory: a failure to build or queue one is logged, never the
-message's concern.
+A policy domain's organization gets at most one report per
+``dmarc.failure_report_interval`` from each process (0: one per failing message), and at
+most 100 are in flight, so a flood of forged mail is not echoed as a flood of reports;
+only the first five ``ruf`` addresses are served (a record cannot turn us into a bulk
+mailer). Reports are advisory: a failure to build or queue one is logged, never the
+message's concern, nor the next address's.
 
 Trusts the outcome and the header section the hook hands over. Settings (via
 ``from_settings``): ``dmarc.failure_report_interval``, ``dmarc.report_from``,
@@ -39,7 +40,8 @@ from mailwright.routing.mx import DnsResolver
 log = logging.getLogger("mailwright.policy.dmarc")
 
 PROTOCOL = "dmarc-failure-report"  # the origin of the report mail, in the log
-MAX_REMEMBERED = 10_000  # policy domains whose last report time is kept
+MAX_REMEMBERED = 10_000  # organizational domains whose last report time is kept
+MAX_IN_FLIGHT = 100  # reports being looked up and queued at once; more are dropped
 MAX_DESTINATIONS = 5  # ruf addresses served per report: a record cannot make us a mailer
 Enqueue = Callable[[NewMessage], Awaitable[None]]
 
@@ -75,17 +77,25 @@ class FailureReports:
         return cls(settings.hostname, sender, interval, resolver, suffixes, enqueue)
 
     def submit(self, report: FailureReport) -> bool:
-        """Send ``report`` in the background; False when the domain had one too recently."""
+        """Send ``report`` in the background; False when the domain's organization had one
+        too recently (subdomains count as their organization: a wildcard record must not
+        make each forged subdomain a policy domain of its own) or too many are in flight."""
         domain = report.evaluation.policy_domain
+        organization = self.suffixes.org_domain(domain)
         now = self._clock()
-        last = self._last.get(domain)
+        last = self._last.pop(organization, None)  # re-inserted last: the newest at the end
         if last is not None and self.interval and now - last < self.interval:
+            self._last[organization] = last
             log.info("%s: dmarc: no failure report for %s: one went within %gs",
                      report.queue_id, domain, self.interval)  # fmt: skip
             return False
-        if len(self._last) >= MAX_REMEMBERED:
-            self._last.clear()  # forgetting lets a domain get one more report, no more
-        self._last[domain] = now
+        if len(self._tasks) >= MAX_IN_FLIGHT:
+            log.info("%s: dmarc: no failure report for %s: %d being sent",
+                     report.queue_id, domain, len(self._tasks))  # fmt: skip
+            return False
+        while len(self._last) >= MAX_REMEMBERED:  # forget the oldest
+            del self._last[next(iter(self._last))]
+        self._last[organization] = now
         task = asyncio.create_task(self._send(report))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -103,24 +113,29 @@ class FailureReports:
         if len(record.ruf) > MAX_DESTINATIONS:
             log.info("%s: dmarc: %s lists %d ruf addresses: the first %d get the report",
                      report.queue_id, domain, len(record.ruf), MAX_DESTINATIONS)  # fmt: skip
-        try:
-            for uri in record.ruf[:MAX_DESTINATIONS]:
-                now = time.time()
-                fields, body = report.mail(self.hostname, self.sender, uri.address, now)
-                why = await destinations.refusal(
-                    self.resolver, self.suffixes, domain, uri.address, uri.limit, len(body)
-                )
-                if why:
-                    log.info("%s: dmarc: failure report for %s not sent to %s: %s",
-                             report.queue_id, domain, uri.address, why)  # fmt: skip
-                    continue
-                message = self._message(fields, body, uri.address, now)
-                await self.enqueue(message)
-                log.info("%s: dmarc: failure report for %s (%s) queued as %s to <%s>",
-                         report.queue_id, domain, report.auth_failure, message.queue_id,
-                         uri.address)  # fmt: skip
-        except Exception:  # advisory: never the message's concern
-            log.exception("%s: dmarc: failure report for %s failed", report.queue_id, domain)
+        for uri in record.ruf[:MAX_DESTINATIONS]:
+            try:
+                await self._send_to(report, uri.address, uri.limit)
+            except Exception:  # advisory: never the message's concern, nor the next address's
+                log.exception("%s: dmarc: failure report for %s to %s failed",
+                              report.queue_id, domain, uri.address)  # fmt: skip
+
+    async def _send_to(self, report: FailureReport, address: str, limit: int | None) -> None:
+        domain = report.evaluation.policy_domain
+        now = time.time()
+        fields, body = report.mail(self.hostname, self.sender, address, now)
+        why = await destinations.refusal(
+            self.resolver, self.suffixes, domain, address, limit, len(body)
+        )
+        if why:
+            log.info("%s: dmarc: failure report for %s not sent to %s: %s",
+                     report.queue_id, domain, address, why)  # fmt: skip
+            return
+        message = self._message(fields, body, address, now)
+        await self.enqueue(message)
+        log.info("%s: dmarc: failure report for %s (%s) queued as %s to <%s>",
+                 report.queue_id, domain, report.auth_failure, message.queue_id,
+                 address)  # fmt: skip
 
     def _message(
         self, fields: list[tuple[str, str]], body: bytes, to: str, now: float

@@ -3,6 +3,7 @@ report read back with the stdlib's email parser."""
 
 from __future__ import annotations
 
+import dataclasses
 import email
 import email.policy
 from email.message import EmailMessage
@@ -116,6 +117,7 @@ def test_the_report_is_a_feedback_report_with_the_headers_only() -> None:
     assert fields["Delivery-Result"] == "reject"
     assert "dmarc=fail (p=REJECT dis=REJECT)" in str(fields["Authentication-Results"])
     assert fields["DKIM-Domain"] is None  # only for a signature failure
+    assert fields["Original-Envelope-Id"] is None  # the client gave no ENVID
     assert returned.get_content_type() == "text/rfc822-headers"
     assert "Subject: urgent wire transfer" in returned.get_content()
 
@@ -133,3 +135,10 @@ def test_utf8_headers_go_as_global_headers() -> None:
     assert not body.isascii()
     assert b"Content-Type: message/global-headers\r\n" in body
     assert "überweisung".encode() in body
+
+
+def test_the_envid_is_the_original_envelope_id_on_one_line() -> None:
+    with_envid = dataclasses.replace(report(), envelope_id="QQ314159\r\nX-Injected: yes")
+    fields = parsed(with_envid).get_payload()[1].get_payload()[0]
+    assert fields["Original-Envelope-Id"] == "QQ314159  X-Injected: yes"
+    assert fields["X-Injected"] is None

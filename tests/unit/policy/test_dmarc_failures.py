@@ -67,6 +67,7 @@ def test_destinations_interval_and_the_queued_mail() -> None:
         )  # type: ignore[arg-type]  # fmt: skip
         assert reports.submit(report())
         assert not reports.submit(report())  # within the hour
+        assert not reports.submit(report("sub.example.com"))  # the same organization
         assert reports.submit(report("other.test"))  # another domain has its own
         await reports.drain()
         clock.now += 3600.0
@@ -104,3 +105,26 @@ def test_only_the_first_five_destinations() -> None:
     asyncio.run(main())
     to = [str(m.envelope.recipients[0].address) for m in queued]
     assert to == [f"f{n}@example.com" for n in range(5)] * 2
+
+
+def test_a_failing_destination_does_not_stop_the_next() -> None:
+    queued: list[NewMessage] = []
+
+    async def enqueue(message: NewMessage) -> None:
+        if str(message.envelope.recipients[0].address).startswith("f0@"):
+            raise OSError("the queue refused")
+        queued.append(message)
+
+    ruf = "mailto:f0@example.com,mailto:f1@example.com"
+    found = Discovery(None, "example.com", parse_record(f"v=DMARC1; p=reject; ruf={ruf}"))
+    two = dataclasses.replace(report(), evaluation=Evaluation(Result.FAIL, "example.com", found))
+
+    async def main() -> None:
+        reports = FailureReports(
+            "mx.test", "postmaster@mx.test", 0.0, Dns({}), PublicSuffixes.bundled(), enqueue
+        )  # type: ignore[arg-type]
+        assert reports.submit(two)
+        await reports.drain()
+
+    asyncio.run(main())
+    assert [str(m.envelope.recipients[0].address) for m in queued] == ["f1@example.com"]
