@@ -23,8 +23,9 @@ A store or DNS that fails is logged and the run is tried again at the next flush
 refused or unreachable (logged, counted in ``mailwright_tlsrpt_reports_total{result=
 "failed"}``) is kept in the store and tried again at the next flushes (RFC 8460 5.4) after
 ``tls_reporting.post_retry_interval``, doubling up to 4 hours, for up to a day after the
-first attempt, then given up (logged). A mailed report goes through the queue like any
-mail, retried as mail is.
+first attempt, then given up (logged); a process takes as many due ones as it can try
+within its 15-minute hold on them. A mailed report goes through the queue like any mail,
+retried as mail is. A record's first five addresses of each scheme get the report.
 
 Settings read: ``tls_reporting.*``, ``hostname``, ``queue.*`` (the store),
 ``dns.*`` (the TXT lookups), ``delivery.tls_ca_file`` (the report servers' certificates),
@@ -79,6 +80,7 @@ LEASE = 3600.0  # seconds a claimed day is ours to send before another may take 
 RETRY_FOR = 86400.0  # RFC 8460 5.4: a failed POST is tried again for up to a day
 MAX_RETRY_INTERVAL = 4 * 3600.0  # the back-off doubles up to this
 POST_LEASE = 900.0  # seconds the due posts taken are this process's to try
+MAX_ADDRESSES = 5  # of each scheme served per record: a record cannot make us a bulk sender
 Enqueue = Callable[[NewMessage], Awaitable[None]]
 
 
@@ -307,12 +309,15 @@ class TlsReporting:
         section = self._settings().tls_reporting
         data = compressed(report)
         sent = []
-        for address in addresses.mailto:
+        if len(addresses.mailto) > MAX_ADDRESSES or len(addresses.https) > MAX_ADDRESSES:
+            log.info("TLS report for %s: the first %d addresses of each scheme get it",
+                     domain, MAX_ADDRESSES)  # fmt: skip
+        for address in addresses.mailto[:MAX_ADDRESSES]:
             result = await self._mail(domain, report, data, address, identity)
             metrics.tlsrpt_report(result)
             sent.append(f"mailto:{address} {result}")
         context = verify_context(self._settings().delivery.tls_ca_file)
-        for url in addresses.https:
+        for url in addresses.https[:MAX_ADDRESSES]:
             try:
                 await post_report(
                     url, data, resolver=resolver, context=context, timeout=section.post_timeout
@@ -334,12 +339,19 @@ class TlsReporting:
         resolver, _ = resolver_from_settings(self._settings())
         if not isinstance(resolver, DnsResolver):
             return 0
-        due = await asyncio.to_thread(self.store.take_due, self._clock(), POST_LEASE)
         section = self._settings().tls_reporting
+        # as many as can be tried, one after the other, within the lease
+        limit = max(1, int(POST_LEASE // (section.post_timeout + 5.0)))
+        due = await asyncio.to_thread(self.store.take_due, self._clock(), POST_LEASE, limit)
         context = verify_context(self._settings().delivery.tls_ca_file)
         posted = 0
         for post in due:
             attempt = post.attempts + 1
+            if self._clock() - post.first_attempt >= RETRY_FOR:
+                await asyncio.to_thread(self.store.forget, post)
+                log.warning("TLS report for %s of %s to %s: given up after %d attempts",
+                            post.domain, post.day, post.url, post.attempts)  # fmt: skip
+                continue
             try:
                 await post_report(
                     post.url, post.data, resolver=resolver, context=context,

@@ -16,7 +16,7 @@ counter, adding to it), the ``days`` not yet reported, the ``counts`` of a day,
   so the report of a domain counts the sessions of every node and one node sends it.
 
 A report whose POST failed waits in ``tlsrpt_posts`` (``retry_later``) to be tried again
-(RFC 8460 5.4): ``take_due`` hands the due ones to one process for a lease (their next
+(RFC 8460 5.4): ``take_due`` hands some due ones to one process for a lease (their next
 attempt pushed past it, so another process or node leaves them alone), ``forget`` drops
 one that went or was given up.
 
@@ -88,9 +88,12 @@ _RETRY_LATER = (
     " ON CONFLICT (url, domain, day) DO UPDATE SET next_attempt = excluded.next_attempt,"
     " attempts = excluded.attempts"
 )
-# the due posts become the caller's for ``lease`` seconds (another node leaves them alone)
+# at most ``limit`` due posts (the oldest due first) become the caller's for ``lease``
+# seconds; the outer condition is checked again on a row another node updated meanwhile
 _TAKE_DUE = (
-    f"UPDATE tlsrpt_posts SET next_attempt = ? WHERE next_attempt <= ? RETURNING {_POST_COLUMNS}"
+    "UPDATE tlsrpt_posts SET next_attempt = ? WHERE next_attempt <= ? AND (url, domain, day)"
+    " IN (SELECT url, domain, day FROM tlsrpt_posts WHERE next_attempt <= ?"
+    f" ORDER BY next_attempt LIMIT ?) RETURNING {_POST_COLUMNS}"
 )
 _FORGET = "DELETE FROM tlsrpt_posts WHERE url = ? AND domain = ? AND day = ?"
 
@@ -137,7 +140,7 @@ class TlsReportStore(Protocol):
 
     def retry_later(self, post: PendingPost) -> None: ...
 
-    def take_due(self, now: float, lease: float) -> list[PendingPost]: ...
+    def take_due(self, now: float, lease: float, limit: int) -> list[PendingPost]: ...
 
     def forget(self, post: PendingPost) -> None: ...
 
@@ -227,10 +230,10 @@ class SqliteReportStore:
         with closing(self._connect()) as db:
             db.execute(_RETRY_LATER, post.values())
 
-    def take_due(self, now: float, lease: float) -> list[PendingPost]:
+    def take_due(self, now: float, lease: float, limit: int) -> list[PendingPost]:
         with closing(self._connect()) as db:
             db.execute("BEGIN IMMEDIATE")
-            rows = db.execute(_TAKE_DUE, (now + lease, now)).fetchall()
+            rows = db.execute(_TAKE_DUE, (now + lease, now, now, limit)).fetchall()
             db.execute("COMMIT")
         return [PendingPost.of(row) for row in rows]
 
@@ -293,11 +296,11 @@ class PostgresReportStore:
 
         self.database.run(work)
 
-    def take_due(self, now: float, lease: float) -> list[PendingPost]:
+    def take_due(self, now: float, lease: float, limit: int) -> list[PendingPost]:
         names = [c.strip() for c in _POST_COLUMNS.split(",")]
 
         def work(conn: Conn) -> list[PendingPost]:
-            rows = conn.execute(_pg(_TAKE_DUE), (now + lease, now)).fetchall()
+            rows = conn.execute(_pg(_TAKE_DUE), (now + lease, now, now, limit)).fetchall()
             return [PendingPost.of([row[n] for n in names]) for row in rows]
 
         return self.database.run(work)

@@ -186,15 +186,21 @@ def test_a_failed_post_is_taken_by_one_node_at_a_time(postgres_database: str) ->
     node_b = PostgresReportStore(state_database(postgres_database))
     post = PendingPost("https://r.b.test/x", "b.test", "2026-03-01", b"\x1f\x8b gz", 10.0, 70.0, 1)
     node_a.retry_later(post)
-    assert node_b.take_due(60.0, 900.0) == []  # not yet due
-    [taken] = node_a.take_due(70.0, 900.0)
+    assert node_b.take_due(60.0, 900.0, 10) == []  # not yet due
+    [taken] = node_a.take_due(70.0, 900.0, 10)
     assert taken == PendingPost(post.url, post.domain, post.day, post.data, 10.0, 970.0, 1)
-    assert node_b.take_due(100.0, 900.0) == []  # a's for the lease
+    assert node_b.take_due(100.0, 900.0, 10) == []  # a's for the lease
     node_a.retry_later(PendingPost(post.url, post.domain, post.day, post.data, 10.0, 200.0, 2))
-    [again] = node_b.take_due(200.0, 900.0)
+    [again] = node_b.take_due(200.0, 900.0, 10)
     assert again.attempts == 2
     node_b.forget(again)
-    assert node_a.take_due(10_000.0, 900.0) == []
+    assert node_a.take_due(10_000.0, 900.0, 1) == []
+    for n in range(3):
+        node_a.retry_later(PendingPost(f"https://r{n}.test/", "b.test", "d", b"z", 0.0, 9.0 - n, 1))
+    assert sorted(p.url for p in node_b.take_due(20.0, 900.0, 2)) == [
+        "https://r1.test/",
+        "https://r2.test/",
+    ]  # the oldest due first, no more than asked
 
 
 def test_an_unreachable_database_fails_fast_and_each_kind_as_documented() -> None:

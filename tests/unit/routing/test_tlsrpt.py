@@ -142,15 +142,27 @@ def test_store_keeps_failed_posts_for_one_process_at_a_time(tmp_path: Path) -> N
     store = SqliteReportStore(tmp_path / "tlsrpt.db")
     post = PendingPost("https://r.b.test/x", "b.test", DAY, b"\x1f\x8b gzip", NOON, NOON + 300, 1)
     store.retry_later(post)
-    assert store.take_due(NOON + 299, 900) == []  # not due yet
-    [taken] = store.take_due(NOON + 300, 900)
+    assert store.take_due(NOON + 299, 900, 10) == []  # not due yet
+    [taken] = store.take_due(NOON + 300, 900, 10)
     assert taken == PendingPost(post.url, "b.test", DAY, post.data, NOON, NOON + 1200, 1)
-    assert store.take_due(NOON + 600, 900) == []  # leased to the first taker
+    assert store.take_due(NOON + 600, 900, 10) == []  # leased to the first taker
     store.retry_later(PendingPost(post.url, "b.test", DAY, post.data, NOON, NOON + 900, 2))
-    [again] = store.take_due(NOON + 900, 900)
+    [again] = store.take_due(NOON + 900, 900, 10)
     assert again.attempts == 2
     store.forget(again)
-    assert store.take_due(NOON + 99_999, 900) == []
+    assert store.take_due(NOON + 99_999, 900, 10) == []
+
+
+def test_store_hands_out_at_most_the_limit_oldest_first(tmp_path: Path) -> None:
+    store = SqliteReportStore(tmp_path / "tlsrpt.db")
+    for n in range(5):
+        store.retry_later(
+            PendingPost(f"https://r{n}.test/", "b.test", DAY, b"z", NOON, NOON + 10 - n, 1)
+        )
+    first = store.take_due(NOON + 100, 900, 2)
+    assert sorted(p.url for p in first) == ["https://r3.test/", "https://r4.test/"]
+    rest = store.take_due(NOON + 100, 900, 10)
+    assert sorted(p.url for p in rest) == [f"https://r{n}.test/" for n in range(3)]
 
 
 # ---- the report ---------------------------------------------------------------------------------
