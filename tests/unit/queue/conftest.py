@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from mailwright.core.address import Address
 from mailwright.core.envelope import Envelope, MailParams, Recipient
 from mailwright.core.headers import Header, HeaderList
 from mailwright.core.queueid import new_queue_id
+from mailwright.queue import sqlite_schema
 from mailwright.queue.spool import Spool
 from mailwright.queue.sqlite import SqliteQueueStore
 from mailwright.queue.store import NewMessage, Origin
@@ -18,6 +20,29 @@ from mailwright.queue.writer import QueueWriter
 
 MakeMessage = Callable[..., NewMessage]
 SENDER = Address("sender", "example.com")
+
+
+def old_queue(path: Path, version: int) -> None:
+    """A queue file as a program of schema ``version`` left it, with one message (OLDQID,
+    from a@x.test to b@y.test) queued, written the way that version wrote it."""
+    conn = sqlite3.connect(path)
+    for number in range(1, version + 1):
+        for statement in sqlite_schema.MIGRATIONS[number]:
+            conn.execute(statement)
+    conn.execute(
+        "INSERT INTO messages (id, queue_id, sender_local, sender_domain, body_type, smtputf8,"
+        " received_at, size, body_size, state, protocol, client_address, client_name, helo,"
+        " auth_user, local_user) VALUES (1, 'OLDQID', 'a', 'x.test', '7BIT', 0, 1.0, 10, 0,"
+        " 'active', 'ESMTP', '', '', '', '', '')"
+    )
+    conn.execute("INSERT INTO headers VALUES (1, X'')")
+    conn.execute(
+        "INSERT INTO recipients (message_id, idx, local, domain, state, next_attempt)"
+        " VALUES (1, 0, 'b', 'y.test', 'queued', 1.0)"
+    )
+    conn.execute(f"PRAGMA user_version = {version}")
+    conn.commit()
+    conn.close()
 
 
 def build_message(

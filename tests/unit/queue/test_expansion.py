@@ -24,13 +24,14 @@ from mailwright.delivery.agent import DeliveryRequest
 from mailwright.delivery.local import LocalAgent
 from mailwright.manager.expansion import Expander
 from mailwright.manager.scheduler import DeliveryParts, Scheduler, SchedulerSettings
-from mailwright.queue.sqlite import _SCHEMA_V1, SCHEMA_VERSION, SqliteQueueStore
+from mailwright.queue.sqlite import SCHEMA_VERSION, SqliteQueueStore
 from mailwright.queue.store import AddRecipients, InsertMessage, RecipientState
 from mailwright.queue.writer import QueueWriter
 from mailwright.routing.aliases import AliasTable, compile_aliases
 from mailwright.routing.nexthop import NextHop, Transport
 from mailwright.routing.resolution import AddressResolver
 from tests.support.localusers import StaticUsers
+from tests.unit.queue.conftest import old_queue
 
 from .conftest import build_message
 
@@ -280,23 +281,7 @@ def test_stored_targets_survive_the_store(host: Host) -> None:
 
 def test_version_1_queue_is_migrated(tmp_path: Path) -> None:
     path = tmp_path / "queue.db"
-    conn = sqlite3.connect(path)
-    for statement in _SCHEMA_V1:
-        conn.execute(statement)
-    conn.execute(
-        "INSERT INTO messages (id, queue_id, sender_local, sender_domain, body_type, smtputf8,"
-        " received_at, size, body_size, state, protocol, client_address, client_name, helo,"
-        " auth_user, local_user) VALUES (1, 'OLDQID', 'a', 'x.test', '7BIT', 0, 1.0, 10, 0,"
-        " 'active', 'ESMTP', '', '', '', '', '')"
-    )
-    conn.execute("INSERT INTO headers VALUES (1, X'')")
-    conn.execute(
-        "INSERT INTO recipients (message_id, idx, local, domain, state, next_attempt)"
-        " VALUES (1, 0, 'b', 'y.test', 'queued', 1.0)"
-    )
-    conn.execute("PRAGMA user_version = 1")
-    conn.commit()
-    conn.close()
+    old_queue(path, 1)
     store = SqliteQueueStore(path)
     store.open()
     try:

@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 
 from mailwright.core.envelope import MailParams
-from mailwright.queue import sqlite_schema
 from mailwright.queue.sqlite import SqliteQueueStore
 from mailwright.queue.sqlite_batch import GRADUATE_AFTER
 from mailwright.queue.store import InsertMessage, QueueStore, StoreError
 from tests.support.postgres import sql_rows, sql_run
+from tests.unit.queue.conftest import old_queue
 
 from .conftest import build_message
 
@@ -31,33 +31,11 @@ def requiretls(store: QueueStore, queue_id: str) -> bool:
     return stored.envelope.params.requiretls
 
 
-def version_4_file(path: Path) -> None:
-    """A queue as a version 4 program left it, with one message queued."""
-    conn = sqlite3.connect(path)
-    for version in range(1, 5):
-        for statement in sqlite_schema.MIGRATIONS[version]:
-            conn.execute(statement)
-    conn.execute(
-        "INSERT INTO messages (id, queue_id, sender_local, sender_domain, body_type, smtputf8,"
-        " received_at, size, body_size, state, protocol, client_address, client_name, helo,"
-        " auth_user, local_user) VALUES (1, 'OLDQID', 'a', 'x.test', '7BIT', 0, 1.0, 10, 0,"
-        " 'active', 'ESMTP', '', '', '', '', '')"
-    )
-    conn.execute("INSERT INTO headers VALUES (1, X'')")
-    conn.execute(
-        "INSERT INTO recipients (message_id, idx, local, domain, state, next_attempt)"
-        " VALUES (1, 0, 'b', 'y.test', 'queued', 1.0)"
-    )
-    conn.execute("PRAGMA user_version = 4")
-    conn.commit()
-    conn.close()
-
-
 def test_a_version_4_queue_is_migrated_and_its_messages_are_without_requiretls(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "queue.db"
-    version_4_file(path)
+    old_queue(path, 4)
     store = SqliteQueueStore(path)
     store.open()
     try:
