@@ -124,6 +124,7 @@ def config_check(ctx: click.Context) -> None:
     if not all(checked):
         sys.exit(ExitCode.CONFIG)
     _warn_unsigned_reports(settings)
+    _warn_idle_dmarc_reports(settings)
     path = config_path(ctx.obj.get("config"))
     click.echo(f"{path or 'built-in defaults'}: OK")
 
@@ -146,6 +147,13 @@ def _warn_unsigned_reports(settings: Settings) -> None:
     from mailwright.daemon.tlsreports import unsigned_warning
 
     if (warning := unsigned_warning(settings)) is not None:
+        click.echo(f"mailwright: warning: {warning}", err=True)
+
+
+def _warn_idle_dmarc_reports(settings: Settings) -> None:
+    from mailwright.policy.dmarc import idle_reports_warning
+
+    if (warning := idle_reports_warning(settings)) is not None:
         click.echo(f"mailwright: warning: {warning}", err=True)
 
 

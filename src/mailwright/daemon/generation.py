@@ -177,6 +177,8 @@ def _router(settings: Settings, *, strict: bool) -> Router:
 
 def warn_about_listeners(settings: Settings) -> None:
     """Configurations that start but cannot work as the operator probably expects."""
+    if (idle := dmarc.idle_reports_warning(settings)) is not None:
+        log.warning("%s", idle)
     for listener in settings.listeners:
         if listener.auth_mode is ListenerAuth.REQUIRE and settings.auth.users_file is None:
             log.warning(

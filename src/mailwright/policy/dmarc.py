@@ -378,6 +378,17 @@ def _strictness(evaluation: Evaluation) -> tuple[int, int]:
     return (int(failing), _SEVERITY[evaluation.disposition] if failing else 0)
 
 
+def idle_reports_warning(settings: Settings) -> str | None:
+    """Report settings that do nothing because DMARC itself is off (``mailwright config
+    check`` and the daemon's start say it); None otherwise."""
+    section = settings.dmarc
+    asked = [name for name in ("reports", "failure_reports") if getattr(section, name)]
+    if section.enabled or not asked:
+        return None
+    names = " and ".join(f"dmarc.{name}" for name in asked)
+    return f"{names} do nothing while dmarc.enabled is false (no message is evaluated)"
+
+
 def from_settings(settings: Settings, enqueue: Enqueue | None = None) -> DmarcPolicy | None:
     """The hook for ``[dmarc]``, or None when it is off (the default); ``enqueue`` queues
     the failure reports (none without it)."""

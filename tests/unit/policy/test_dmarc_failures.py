@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from pathlib import Path
 
 from mailwright.core.dmarc import (
     Discovery,
@@ -128,3 +129,22 @@ def test_a_failing_destination_does_not_stop_the_next() -> None:
 
     asyncio.run(main())
     assert [str(m.envelope.recipients[0].address) for m in queued] == ["f1@example.com"]
+
+
+def test_report_settings_without_dmarc_are_a_warning_of_config_check(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from mailwright.cli.main import cli
+
+    path = tmp_path / "mailwright.toml"
+    base = 'hostname = "mx.test"\n[queue]\ndirectory = "q"\n[dmarc]\n'
+    path.write_text(base + "failure_reports = true\nreports = true\n")
+    result = CliRunner().invoke(cli, ["--config", str(path), "config", "check"])
+    assert result.exit_code == 0, result.stderr
+    assert (
+        "warning: dmarc.reports and dmarc.failure_reports do nothing while dmarc.enabled is"
+        " false" in result.stderr
+    )
+    path.write_text(base + "enabled = true\nfailure_reports = true\n")
+    result = CliRunner().invoke(cli, ["--config", str(path), "config", "check"])
+    assert result.exit_code == 0 and "warning" not in result.stderr, result.stderr
