@@ -78,7 +78,8 @@ def test_passed_on_over_verified_tls(tmp_path: Path, b: Mailwright) -> None:
     with running(tmp_path / "a", sender(tmp_path / "a", b)) as a:
         qid = submit(a, "REQUIRETLS")
         assert "stat=Sent" in a.wait_log(f"{qid}: to=<user@b.test>")
-    assert b.wait_log("proto=ESMTPS")
+    accepted = b.wait_log("proto=ESMTPS")
+    assert "requiretls=yes" in accepted, accepted  # the log line says what was asked
     assert queued_params(b) == [("secret", True)]
 
 
@@ -94,6 +95,7 @@ def test_plain_mail_still_goes_to_that_smarthost(tmp_path: Path, b_without: Mail
     with running(tmp_path / "a", sender(tmp_path / "a", b_without)) as a:
         qid = submit(a)
         assert "stat=Sent" in a.wait_log(f"{qid}: to=<user@b.test>")
+        assert "requiretls" not in a.wait_log(f"{qid}: from=<a@x.test>")
     assert queued_params(b_without) == [("secret", False)]
 
 

@@ -504,6 +504,8 @@ class Session:
         if not maillog.log.isEnabledFor(logging.INFO):
             return  # the fields cost ~30 us per message to gather; nobody would see them
         msgid = message.headers.get("Message-ID")
+        if message.envelope.params.requiretls:  # RFC 8689: grep-able as the sender asked
+            checks = {**checks, "requiretls": "yes"}
         maillog.accepted(
             message.queue_id,
             sender=message.envelope.sender_text,
