@@ -126,7 +126,8 @@ class FailureReport:
         """The header fields and the body (CRLF lines; 8-bit when the original's header
         section or our results are UTF-8) of the report to ``to``."""
         boundary = "=_dmarcf_" + secrets.token_hex(12)
-        headers_type = "text/rfc822-headers" if self.header_bytes.isascii() else (
+        original = self.header_bytes
+        headers_type = "text/rfc822-headers" if original.isascii() else (
             "message/global-headers"  # RFC 6533: UTF-8 header fields
         )  # fmt: skip
         ev = self.evaluation
@@ -170,4 +171,4 @@ class FailureReport:
             ]
         ).encode("utf-8")  # an SMTPUTF8 sender in the results: 8-bit (the caller looks)
         tail = f"\r\n--{boundary}--\r\n".encode("ascii")
-        return fields, head + self.header_bytes + tail
+        return fields, head + original + tail

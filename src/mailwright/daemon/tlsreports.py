@@ -336,13 +336,15 @@ class TlsReporting:
     # ---- failed POSTs (RFC 8460 5.4) ------------------------------------------------------
     async def retry_posts(self) -> int:
         """POST again the reports whose time has come; how many went."""
-        resolver, _ = resolver_from_settings(self._settings())
-        if not isinstance(resolver, DnsResolver):
-            return 0
         section = self._settings().tls_reporting
         # as many as can be tried, one after the other, within the lease
         limit = max(1, int(POST_LEASE // (section.post_timeout + 5.0)))
         due = await asyncio.to_thread(self.store.take_due, self._clock(), POST_LEASE, limit)
+        if not due:
+            return 0  # the usual minute: no resolver built, nothing else read
+        resolver, _ = resolver_from_settings(self._settings())
+        if not isinstance(resolver, DnsResolver):  # static DNS: no POST was ever made
+            return 0
         context = verify_context(self._settings().delivery.tls_ca_file)
         posted = 0
         for post in due:

@@ -1,4 +1,5 @@
-"""Which ``rua``/``ruf`` destinations may get a policy domain's DMARC reports (RFC 7489 7.1).
+"""Which ``rua``/``ruf`` destinations may get a policy domain's DMARC reports (RFC 7489 7.1),
+and the mail that takes a report to one (``message``).
 
 A destination in the policy domain's organizational domain always may; another (a third
 party) only when it publishes a TXT record starting ``v=DMARC1`` at
@@ -6,14 +7,24 @@ party) only when it publishes a TXT record starting ``v=DMARC1`` at
 a mailbox that did not ask for them. A report larger than the URI's ``!`` limit is not
 sent there. A failed lookup skips the destination this time (the caller logs why).
 
+``message`` queues a report's header fields and body as mail from the reports' sender to
+one destination, asking for no DSN (a report about a report helps nobody), 8BITMIME when
+the body is 8-bit.
+
 Trusts nothing from DNS beyond that TXT check. Reads no settings (the caller gives the
-resolver and the Public Suffix List).
+resolver, the Public Suffix List and the sender).
 """
 
 from __future__ import annotations
 
+from mailwright.core.address import AddressError, parse_mailbox
 from mailwright.core.dmarc import PublicSuffixes, is_dmarc
 from mailwright.core.dmarc_report import external_check_name
+from mailwright.core.envelope import BodyType, Envelope, MailParams, Notify, Recipient
+from mailwright.core.headers import Header, HeaderList
+from mailwright.core.queueid import new_queue_id
+from mailwright.queue.spool import Spool
+from mailwright.queue.store import NewMessage, Origin
 from mailwright.routing.mx import DnsResolver, txt_string
 from mailwright.routing.resolver import DnsPermanentError, DnsTemporaryError
 
@@ -43,3 +54,31 @@ async def refusal(
     if not any(is_dmarc(t) for t in texts):
         return f"external destination not authorized: no v=DMARC1 record at {name}"
     return ""
+
+
+def message(
+    sender: str,
+    to: str,
+    fields: list[tuple[str, str]],
+    body: bytes,
+    now: float,
+    protocol: str,
+) -> NewMessage:
+    """A report as mail to ``to``; ``ValueError`` naming the address when it is no mailbox."""
+    try:
+        recipient = parse_mailbox(to)
+    except AddressError as exc:
+        raise ValueError(f"bad report address {to!r}: {exc}") from None
+    body_type = BodyType.SEVEN_BIT if body.isascii() else BodyType.EIGHT_BIT
+    return NewMessage(
+        queue_id=new_queue_id(),
+        envelope=Envelope(
+            sender=parse_mailbox(sender),
+            params=MailParams(body=body_type),
+            recipients=[Recipient(recipient, notify=frozenset({Notify.NEVER}))],
+        ),
+        headers=HeaderList(Header.make(name, value) for name, value in fields),
+        body=Spool.from_bytes(body),
+        received_at=now,
+        origin=Origin(protocol=protocol),
+    )

@@ -26,15 +26,10 @@ import time
 from collections.abc import Awaitable, Callable
 
 from mailwright.config.schema import Settings
-from mailwright.core.address import AddressError, parse_mailbox
 from mailwright.core.dmarc import PublicSuffixes
 from mailwright.core.dmarc_failure import FailureReport
-from mailwright.core.envelope import BodyType, Envelope, MailParams, Notify, Recipient
-from mailwright.core.headers import Header, HeaderList
-from mailwright.core.queueid import new_queue_id
 from mailwright.policy import dmarc_destinations as destinations
-from mailwright.queue.spool import Spool
-from mailwright.queue.store import NewMessage, Origin
+from mailwright.queue.store import NewMessage
 from mailwright.routing.mx import DnsResolver
 
 log = logging.getLogger("mailwright.policy.dmarc")
@@ -131,29 +126,8 @@ class FailureReports:
             log.info("%s: dmarc: failure report for %s not sent to %s: %s",
                      report.queue_id, domain, address, why)  # fmt: skip
             return
-        message = self._message(fields, body, address, now)
+        message = destinations.message(self.sender, address, fields, body, now, PROTOCOL)
         await self.enqueue(message)
         log.info("%s: dmarc: failure report for %s (%s) queued as %s to <%s>",
                  report.queue_id, domain, report.auth_failure, message.queue_id,
                  address)  # fmt: skip
-
-    def _message(
-        self, fields: list[tuple[str, str]], body: bytes, to: str, now: float
-    ) -> NewMessage:
-        try:
-            recipient = parse_mailbox(to)
-        except AddressError as exc:
-            raise ValueError(f"bad ruf address {to!r}: {exc}") from None
-        body_type = BodyType.SEVEN_BIT if body.isascii() else BodyType.EIGHT_BIT
-        return NewMessage(
-            queue_id=new_queue_id(),
-            envelope=Envelope(
-                sender=parse_mailbox(self.sender),
-                params=MailParams(body=body_type),
-                recipients=[Recipient(recipient, notify=frozenset({Notify.NEVER}))],
-            ),
-            headers=HeaderList(Header.make(name, value) for name, value in fields),
-            body=Spool.from_bytes(body),
-            received_at=now,
-            origin=Origin(protocol=PROTOCOL),
-        )

@@ -29,17 +29,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from mailwright.config.schema import Settings
-from mailwright.core.address import parse_mailbox
 from mailwright.core.dmarc import PublicSuffixes
 from mailwright.core.dmarc_report import Destination, Report, aggregate
-from mailwright.core.envelope import Envelope, MailParams, Notify, Recipient
-from mailwright.core.headers import Header, HeaderList
-from mailwright.core.queueid import new_queue_id
 from mailwright.policy import dmarc_destinations as destinations
 from mailwright.policy.dmarc import load_suffixes
 from mailwright.policy.dmarc_store import ReportStore, report_store
-from mailwright.queue.spool import Spool
-from mailwright.queue.store import NewMessage, Origin
+from mailwright.queue.store import NewMessage
 from mailwright.routing.mx import DnsResolver
 
 log = logging.getLogger("mailwright.policy.dmarc_reports")
@@ -148,20 +143,7 @@ class ReportRun:
         fields, body = plan.report.mail(
             self.receiver, self.sender, destination.address, plan.data, now
         )
-        return NewMessage(
-            queue_id=new_queue_id(),
-            envelope=Envelope(
-                sender=parse_mailbox(self.sender),
-                params=MailParams(),
-                recipients=[
-                    Recipient(parse_mailbox(destination.address), notify=frozenset({Notify.NEVER}))
-                ],
-            ),
-            headers=HeaderList(Header.make(name, value) for name, value in fields),
-            body=Spool.from_bytes(body),
-            received_at=now,
-            origin=Origin(protocol=PROTOCOL),
-        )
+        return destinations.message(self.sender, destination.address, fields, body, now, PROTOCOL)
 
 
 async def run_forever(settings: Settings, enqueue: Enqueue, stop: asyncio.Event) -> None:
