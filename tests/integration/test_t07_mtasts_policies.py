@@ -114,30 +114,45 @@ def test_no_record_no_policy(tmp_path: Path, https: PolicyServer) -> None:
 
 
 @pytest.mark.parametrize(
-    ("status", "content_type", "body"),
+    ("status", "content_type", "body", "problem"),
     [
-        (301, "text/plain", POLICY),  # redirects are not followed
-        (404, "text/plain", POLICY),
-        (200, "text/html", POLICY),
-        (200, "text/plain", POLICY.replace("STSv1", "STSv2")),
-        (200, "text/plain", POLICY + "x" * 70000),
+        (301, "text/plain", POLICY,  # redirects are not followed
+         ("sts-policy-fetch-error", "HTTP status 301 (redirects are not followed)")),
+        (404, "text/plain", POLICY,
+         ("sts-policy-fetch-error", "HTTP status 404 (redirects are not followed)")),
+        (200, "text/html", POLICY,
+         ("sts-policy-invalid", "Content-Type is text/html, not text/plain")),
+        (200, "text/plain", POLICY.replace("STSv1", "STSv2"),
+         ("sts-policy-invalid", "policy version is 'STSv2', not 'STSv1'")),
+        (200, "text/plain", POLICY + "x" * 70000,
+         ("sts-policy-invalid", "policy size '70060' is not a number up to 65536")),
     ],
-)
+)  # fmt: skip
 def test_bad_answers_are_no_policy(
-    tmp_path: Path, https: PolicyServer, status: int, content_type: str, body: str
+    tmp_path: Path,
+    https: PolicyServer,
+    status: int,
+    content_type: str,
+    body: str,
+    problem: tuple[str, str],
 ) -> None:
     https.publish("mta-sts.b.test", body, status, content_type)
     with dns_for(tmp_path) as dns:
-        assert asyncio.run(policies(dns, https, Clock()).policy("b.test")) is None
+        sts = policies(dns, https, Clock())
+        assert asyncio.run(sts.policy("b.test")) is None
     assert len(https.requests) == 1
+    assert sts.problem("b.test") == problem  # for TLS reports: result type and reason
 
 
 def test_certificate_for_another_name_is_no_policy(tmp_path: Path) -> None:
     with PolicyServer(tmp_path, "www.b.test") as https:  # not mta-sts.b.test
         https.publish("mta-sts.b.test", POLICY)
         with dns_for(tmp_path) as dns:
-            assert asyncio.run(policies(dns, https, Clock()).policy("b.test")) is None
+            sts = policies(dns, https, Clock())
+            assert asyncio.run(sts.policy("b.test")) is None
         assert https.requests == []  # the handshake failed before any request
+    reason = "Hostname mismatch, certificate is not valid for 'mta-sts.b.test'."
+    assert sts.problem("b.test") == ("sts-webpki-invalid", reason)  # no address, no port
 
 
 def test_server_down_keeps_the_cached_policy(tmp_path: Path, https: PolicyServer) -> None:

@@ -1,7 +1,8 @@
 """SMTP TLS reporting (RFC 8460) from a real daemon: A relays to B (found through dnsmasq)
 under an enforced MTA-STS policy (b.test: verified TLS, success), without a policy (c.test:
 opportunistic TLS, success) and under a policy whose MX host presents a certificate for
-another name (e.test: certificate-host-mismatch, deferred). Then ``mailwright tlsrpt report``
+another name (e.test: certificate-host-mismatch, deferred; the failure details name B's
+EHLO name and OpenSSL's words for the mismatch). Then ``mailwright tlsrpt report``
 (the control socket, no waiting for the day to end) sends the day's reports: mailed through
 A's queue to a real smtp-sink (a multipart/report with the gzip JSON, whose counts are the
 sessions) and POSTed to a local HTTPS server, as each domain's ``_smtp._tls`` record asks.
@@ -212,6 +213,9 @@ def test_daily_reports_mailed_and_posted(tmp_path: Path) -> None:
         assert detail["receiving-mx-hostname"] == "mx.e.test"
         assert detail["receiving-ip"] == "127.0.0.1"
         assert detail["sending-mta-ip"] == "127.0.0.1"
+        assert detail["receiving-mx-helo"] == "mx.b.test"  # B's EHLO reply: its hostname
+        reason = "Hostname mismatch, certificate is not valid for 'mx.e.test'."
+        assert detail["failure-reason-code"] == reason
 
         assert not any("will not be DKIM-signed" in x for x in a.log)
         again = a.cli("tlsrpt", "report", "--day", "today")  # a day is reported once

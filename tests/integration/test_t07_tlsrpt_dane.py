@@ -2,7 +2,9 @@
 serving a signed zone, Unbound validating it): a DANE-EE match is a ``tlsa`` success, a
 certificate matching no record ``tlsa-invalid``, a bogus TLSA record ``dnssec-invalid``,
 an insecure zone ``no-policy-found``, and ``dane-required`` under a ``dane-only``
-tls_policy entry; what ``mailwright tlsrpt report --dry-run`` shows."""
+tls_policy entry; what ``mailwright tlsrpt report --dry-run`` shows, the failure details'
+``receiving-mx-helo`` (B's EHLO name, for a session that got that far) and
+``failure-reason-code`` included."""
 
 from __future__ import annotations
 
@@ -63,3 +65,20 @@ def test_dane_outcomes_are_counted(tmp_path: Path, world: World) -> None:
     assert policies(reports["only.test"]) == [("tlsa", 0, 1, ["dane-required"])]
     [only] = reports["only.test"]["policies"]
     assert only["failure-details"][0]["receiving-mx-hostname"] == "mx.only.test"
+    # B (hostname mx.ee.dane.test) answered every EHLO; a host never connected to has no name
+    assert details(reports[f"bad.{ZONE}"]) == [
+        ("tlsa-invalid", f"mx.ee.{ZONE}", "no TLSA record matched the certificate chain")
+    ]
+    assert details(reports[f"bogus.{ZONE}"]) == [("dnssec-invalid", None, "TLSA lookup failed")]
+    assert details(reports["only.test"]) == [
+        ("dane-required", None, "no DNSSEC-validated TLSA records")
+    ]
+
+
+def details(report: dict[str, Any]) -> list[tuple[str, str | None, str | None]]:
+    """(result-type, receiving-mx-helo, failure-reason-code) of each failure detail."""
+    [entry] = report["policies"]
+    return [
+        (d["result-type"], d.get("receiving-mx-helo"), d.get("failure-reason-code"))
+        for d in entry["failure-details"]
+    ]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import os
 import ssl
 import time
 from collections import deque
@@ -139,13 +140,22 @@ class Endpoint:
 class SessionError(Exception):
     """The session could not be set up or was lost; ``reply`` is what to report."""
 
-    def __init__(self, reply: Reply, tls_handshake: bool = False, tls_result: str = "") -> None:
+    def __init__(
+        self,
+        reply: Reply,
+        tls_handshake: bool = False,
+        tls_result: str = "",
+        tls_reason: str = "",
+    ) -> None:
         super().__init__(str(reply))
         self.reply = reply
         self.tls_handshake = tls_handshake  # worth one more try without STARTTLS
         # a TLS failure, as an RFC 8460 result type (routing.tlsrpt.Result); "" otherwise
         self.tls_result = tls_result
+        # and what failed, in a few stable words (RFC 8460 failure-reason-code)
+        self.tls_reason = tls_reason
         self.local_address = ""  # our end of the connection, when there was one
+        self.peer_helo = ""  # the name in the peer's EHLO reply, when it got that far
 
 
 class ContentError(Exception):
@@ -197,6 +207,23 @@ def verify_result(code: int) -> Result:
     return Result.CERTIFICATE_NOT_TRUSTED
 
 
+STARTTLS_NOT_OFFERED = "STARTTLS not offered"  # the reason of a session without the offer
+
+
+def handshake_reason(exc: BaseException) -> str:
+    """A failed TLS handshake in a few stable words (RFC 8460 failure-reason-code):
+    OpenSSL's reason (``WRONG_VERSION_NUMBER``, ``TLSV1_ALERT_HANDSHAKE_FAILURE``), the
+    system's text for the error number (``Connection reset by peer``), or what happened;
+    never an address or a port."""
+    if isinstance(exc, TimeoutError):
+        return "TLS handshake timed out"
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return str(exc.reason)
+    if isinstance(exc, OSError) and exc.errno and not isinstance(exc, ssl.SSLError):
+        return os.strerror(exc.errno)
+    return f"TLS handshake failed ({type(exc).__name__})"
+
+
 def _reply(code: int, status: str, text: str) -> Reply:
     return Reply.of(code, status, text)
 
@@ -216,6 +243,10 @@ class ClientSession:
     credentials: Credentials | None = field(default=None, init=False)  # what it logged in with
     auth_details: dict[str, str] = field(default_factory=dict, init=False)
     tls_reported: bool = field(default=False, init=False)  # its RFC 8460 result is counted
+    # the host name in the peer's EHLO/HELO/LHLO reply (RFC 8460 receiving-mx-helo)
+    peer_helo: str = field(default="", init=False)
+    # why the session has no TLS although the peer offered STARTTLS ("": it has, or no offer)
+    tls_failure: str = field(default="", init=False)
     poolable: bool = field(default=True, init=False)  # False: opened without the policies
     created: float = field(default_factory=time.monotonic, init=False)
     _events: deque[ClientEvent] = field(default_factory=deque, init=False)
@@ -247,6 +278,7 @@ class ClientSession:
                 await session._authenticate(credentials, plaintext_auth)
         except SessionError as exc:
             exc.local_address = session.local_address
+            exc.peer_helo = session.peer_helo
             session.abort()
             raise
         except BaseException:
@@ -280,6 +312,8 @@ class ClientSession:
         event = await self.next_event()
         if isinstance(event, SessionReady):
             self.extensions = event.extensions
+            words = event.reply.lines[0].split(maxsplit=1) if event.reply.lines else []
+            self.peer_helo = words[0] if words else ""
             return
         raise SessionError(self._failure(event))
 
@@ -300,13 +334,16 @@ class ClientSession:
                             f"TLS is required, but {self.peer} refused STARTTLS: {event.reply}",
                         ),
                         tls_result=Result.STARTTLS_NOT_SUPPORTED,
+                        tls_reason=str(event.reply),
                     )
+                self.tls_failure = str(event.reply)
             else:
                 raise SessionError(self._failure(event))
         if tls.required and not self.conn.tls:
             raise SessionError(
                 _reply(451, "4.7.5", f"TLS is required, but {self.peer} does not offer STARTTLS"),
                 tls_result=Result.STARTTLS_NOT_SUPPORTED,
+                tls_reason=STARTTLS_NOT_OFFERED,
             )
 
     async def _handshake(self, tls: TlsPolicy, context: ssl.SSLContext) -> None:
@@ -323,6 +360,7 @@ class ClientSession:
                     f"TLS certificate of {self.peer} did not verify: {exc.verify_message}",
                 ),
                 tls_result=verify_result(exc.verify_code),
+                tls_reason=exc.verify_message or handshake_reason(exc),
             ) from None
         except (TimeoutError, OSError, ssl.SSLError) as exc:
             why = "timed out" if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__
@@ -334,6 +372,7 @@ class ClientSession:
                 ),
                 tls_handshake=True,
                 tls_result=Result.VALIDATION_FAILURE,
+                tls_reason=handshake_reason(exc),
             ) from None
         ssl_object = self.writer.get_extra_info("ssl_object")
         self.conn.tls_started()
@@ -350,6 +389,7 @@ class ClientSession:
                 raise SessionError(
                     _reply(451, "4.7.5", f"TLS certificate of {self.peer}: {problem}"),
                     tls_result=Result.VALIDATION_FAILURE,  # the caller knows the check's kind
+                    tls_reason=problem,
                 )
             self.tls_details["tls_verified"] = "yes"
             self.tls_details["tls_check"] = tls.check_name

@@ -36,6 +36,12 @@ DANE alone. The log line of the attempt says ``tls=dane-verified`` (or
 ``dane-failed``, ``dane-lookup-failed``, ``dane-required``: a ``dane-only`` destination's
 MX host without validated TLSA records).
 
+TLS reports (RFC 8460), with ``tls_reports`` (a ``routing.tlsrpt.TlsRecorder``): each
+session to an MX host is counted as a success or a failure's result type, a failure with
+the name in the peer's EHLO reply (when the session got that far) and its reason in a few
+stable words (OpenSSL's verification message, ``STARTTLS not offered``, the peer's reply
+refusing STARTTLS, the DANE check that failed, the MTA-STS policy's problem).
+
 ``TLS-Required: No`` (RFC 8689 5), with ``tls_required_no``: a message whose sender
 asks that the recipient domain's TLS policies be ignored (a TLS report about those very
 policies carries it: RFC 8460 5.3) goes without DANE and MTA-STS, with TLS when it can be
@@ -95,6 +101,7 @@ from mailwright.delivery.dane import DaneGate, DaneHost
 from mailwright.delivery.eightbit import contains_8bit, downgrade
 from mailwright.delivery.pool import SessionPool
 from mailwright.delivery.session import (
+    STARTTLS_NOT_OFFERED,
     ClientSession,
     ClientTimeouts,
     ContentError,
@@ -177,7 +184,7 @@ class SmtpAgent:
         rewriter: AddressRewriter | None = None,
         mta_sts: StsSource | None = None,
         dane: DaneGate | None = None,
-        sts_problem: Callable[[NextHop], str | None] | None = None,
+        sts_problem: Callable[[NextHop], tuple[str, str] | None] | None = None,
         tls_reports: TlsRecorder | None = None,
         arc: ArcSealing | None = None,
         tls_required_no: bool = True,
@@ -287,12 +294,16 @@ class SmtpAgent:
                 self._settle(pending, results, Outcome.DEFERRED, state, peer, details)
                 if report is not None:
                     tlsa = ReportedPolicy.tlsa(report[0].domain, endpoint.name, ())
-                    result = Result.DANE_REQUIRED if required else Result.DNSSEC_INVALID
-                    self._tls_failed(tlsa, result, endpoint)
+                    if required:
+                        result, why = Result.DANE_REQUIRED, "no DNSSEC-validated TLSA records"
+                    else:
+                        result, why = Result.DNSSEC_INVALID, "TLSA lookup failed"
+                    self._tls_failed(tlsa, result, endpoint, reason=why)
                 continue
             reported = report
             if report is not None and state is not None:
-                reported = (ReportedPolicy.tlsa(report[0].domain, state.name, state.records), None)
+                tlsa = ReportedPolicy.tlsa(report[0].domain, state.name, state.records)
+                reported = (tlsa, None, "")
             try:
                 if strict:
                     session = await self._open_strict(endpoint, hop, state)
@@ -307,8 +318,11 @@ class SmtpAgent:
                 peer = endpoint.remote_mta
                 self._settle(pending, results, Outcome.DEFERRED, reply, peer, details)
                 if reported is not None and exc.tls_result:
-                    result = reported[1] or _tls_result(exc, state)
-                    self._tls_failed(reported[0], result, endpoint, exc.local_address)
+                    policy, forced, forced_why = reported
+                    result, why = (forced, forced_why) if forced else _tls_result(exc, state)
+                    self._tls_failed(
+                        policy, result, endpoint, exc.local_address, exc.peer_helo, why
+                    )
                 continue
             metrics.outbound(hop.key, "opened")
             session.poolable = not relaxed and not strict
@@ -452,7 +466,9 @@ class SmtpAgent:
             if report is not None:  # hosts never tried: a failed session each (RFC 8460)
                 for endpoint in endpoints:
                     if endpoint not in listed:
-                        self._tls_failed(report[0], Result.VALIDATION_FAILURE, endpoint)
+                        self._tls_failed(
+                            report[0], Result.VALIDATION_FAILURE, endpoint, reason=_NOT_LISTED
+                        )
             return listed
         for name in dict.fromkeys(e.name for e in endpoints if e not in listed):
             text = _sts_text(request.next_hop, f"MX host {name} is not listed in the policy")
@@ -479,11 +495,19 @@ class SmtpAgent:
                 raise
             reply = Reply.of(exc.reply.code, "4.7.5", _sts_text(hop, exc.reply.text))
             if sts.mode is StsMode.ENFORCE:
-                error = SessionError(reply, tls_result=exc.tls_result)
+                error = SessionError(reply, tls_result=exc.tls_result, tls_reason=exc.tls_reason)
                 error.local_address = exc.local_address
+                error.peer_helo = exc.peer_helo
                 raise error from None
             if report is not None and exc.tls_result:  # what enforcing would have refused
-                self._tls_failed(report[0], Result(exc.tls_result), endpoint, exc.local_address)
+                self._tls_failed(
+                    report[0],
+                    Result(exc.tls_result),
+                    endpoint,
+                    exc.local_address,
+                    exc.peer_helo,
+                    exc.tls_reason,
+                )
         log.warning("%s: %s (testing mode: delivering anyway)", queue_id, reply.text)
         session = await self._open_with(endpoint, hop, self._tls_policy(hop))
         session.tls_reported = True
@@ -499,21 +523,29 @@ class SmtpAgent:
         login = self._login(hop)
         plaintext = self._plaintext_auth(endpoint)
         now = time.monotonic()
-        if not policy.required and self._plaintext_until.get(endpoint.key, 0.0) > now:
+        remembered = not policy.required and self._plaintext_until.get(endpoint.key, 0.0) > now
+        if remembered:
             policy = dataclasses.replace(policy, starttls=False)
         try:
-            return await ClientSession.open(
+            session = await ClientSession.open(
                 endpoint, settings, self.timeouts, policy, context, login, plaintext
             )
         except SessionError as exc:
             if not exc.tls_handshake or policy.required:
                 raise
+            failure = exc.tls_reason
+        else:
+            if remembered:
+                session.tls_failure = _EARLIER_HANDSHAKE
+            return session
         # RFC 7435 opportunistic TLS: a broken handshake must not stop the mail
         self._plaintext_until[endpoint.key] = now + self.tls_fallback_memory
         plain = dataclasses.replace(policy, starttls=False)
-        return await ClientSession.open(
+        session = await ClientSession.open(
             endpoint, settings, self.timeouts, plain, context, login, plaintext
         )
+        session.tls_failure = failure
+        return session
 
     # ---- TLS reports (RFC 8460) -----------------------------------------------------------
     def _report_policy(self, hop: NextHop, sts: StsPolicy | None) -> _Report | None:
@@ -526,14 +558,21 @@ class SmtpAgent:
         if domain.startswith("[") or not self._tls_policy(hop).starttls:
             return None  # an address literal, or the administrator said no TLS
         if sts is not None:
-            return ReportedPolicy.sts(domain, sts), None
+            return ReportedPolicy.sts(domain, sts), None, ""
         problem = self.sts_problem(hop) if self.sts_problem is not None else None
         if problem:
-            return ReportedPolicy.sts(domain, None), Result(problem)
-        return ReportedPolicy.none(domain), None
+            result, why = problem
+            return ReportedPolicy.sts(domain, None), Result(result), why
+        return ReportedPolicy.none(domain), None, ""
 
     def _tls_failed(
-        self, policy: ReportedPolicy, result: Result, endpoint: Endpoint, local: str = ""
+        self,
+        policy: ReportedPolicy,
+        result: Result,
+        endpoint: Endpoint,
+        local: str = "",
+        helo: str = "",
+        reason: str = "",
     ) -> None:
         if self.tls_reports is not None:
             self.tls_reports.record(
@@ -542,6 +581,8 @@ class SmtpAgent:
                 sending_ip=local,
                 receiving_mx=endpoint.name,
                 receiving_ip=endpoint.address,
+                receiving_helo=helo,
+                reason=reason,
             )
 
     def _tls_session(
@@ -555,19 +596,20 @@ class SmtpAgent:
         """A session that opened: success, or why its TLS falls short of the policy."""
         if session.tls_reported:  # testing mode: its failure is counted already
             return
-        policy, forced = report
+        policy, forced, why = report
         endpoint = session.endpoint
         if forced is not None:
             result = forced
         elif dane is None and sts is not None and not sts.matches(endpoint.name):
-            result = Result.VALIDATION_FAILURE  # testing mode, an MX host not listed
+            result, why = Result.VALIDATION_FAILURE, _NOT_LISTED  # testing mode
         elif session.conn.tls:
             result = Result.SUCCESS
         elif session.extensions.starttls:
-            result = Result.VALIDATION_FAILURE  # a handshake that failed: plaintext now
+            # STARTTLS refused, or a handshake that failed: plaintext now
+            result, why = Result.VALIDATION_FAILURE, session.tls_failure
         else:
-            result = Result.STARTTLS_NOT_SUPPORTED
-        self._tls_failed(policy, result, endpoint, session.local_address)
+            result, why = Result.STARTTLS_NOT_SUPPORTED, STARTTLS_NOT_OFFERED
+        self._tls_failed(policy, result, endpoint, session.local_address, session.peer_helo, why)
 
     # ---- one transaction ------------------------------------------------------------------
     async def _attempt(
@@ -722,11 +764,27 @@ class SmtpAgent:
 
 
 # the policy a delivery's sessions are reported under, and a result overriding theirs
-_Report = tuple[ReportedPolicy, Result | None]
-_DANE_RESULTS = {  # routing.dane's words -> RFC 8460 result types
-    "does not name": Result.CERTIFICATE_HOST_MISMATCH,
-    "outside its validity period": Result.CERTIFICATE_EXPIRED,
+# with its reason (RFC 8460 failure-reason-code)
+_Report = tuple[ReportedPolicy, Result | None, str]
+# routing.dane's words -> RFC 8460 result types, and the reason reported (stable words:
+# no certificate subject, which may be long and differ from one host to the next)
+_DANE_RESULTS = {
+    "does not name": (
+        Result.CERTIFICATE_HOST_MISMATCH,
+        "certificate does not name the MX host (DANE-TA)",
+    ),
+    "outside its validity period": (
+        Result.CERTIFICATE_EXPIRED,
+        "certificate outside its validity period (DANE-TA)",
+    ),
+    "is not a CA": (Result.TLSA_INVALID, "chain to the DANE-TA record has a non-CA issuer"),
+    "is not issued by": (Result.TLSA_INVALID, "broken chain to the DANE-TA record"),
+    "presented no certificate": (Result.TLSA_INVALID, "no certificate presented"),
+    "unreadable certificate": (Result.TLSA_INVALID, "unreadable certificate in the chain"),
 }
+_NO_TLSA_MATCH = "no TLSA record matched the certificate chain"
+_NOT_LISTED = "MX host not listed in the MTA-STS policy"
+_EARLIER_HANDSHAKE = "STARTTLS not tried: an earlier TLS handshake failed"
 
 
 def tls_not_required(request: DeliveryRequest) -> bool:
@@ -750,14 +808,14 @@ def _requiretls_refusal(session: ClientSession) -> Reply | None:
     return None
 
 
-def _tls_result(exc: SessionError, dane: DaneHost | None) -> Result:
-    """The RFC 8460 result type of a session that failed its TLS."""
+def _tls_result(exc: SessionError, dane: DaneHost | None) -> tuple[Result, str]:
+    """The RFC 8460 result type of a session that failed its TLS, and its reason."""
     if dane is not None and "DANE verification failed" in exc.reply.text:
-        for words, result in _DANE_RESULTS.items():
+        for words, (result, why) in _DANE_RESULTS.items():
             if words in exc.reply.text:
-                return result
-        return Result.TLSA_INVALID  # the chain matches none of the records
-    return Result(exc.tls_result)
+                return result, why
+        return Result.TLSA_INVALID, _NO_TLSA_MATCH  # the chain matches none of the records
+    return Result(exc.tls_result), exc.tls_reason
 
 
 def _sts_text(hop: NextHop, problem: str) -> str:

@@ -95,9 +95,10 @@ class MtaStsGate:
             return None  # the admin's explicit choice for this destination
         return await self.policies.policy(hop.host)
 
-    def problem(self, hop: NextHop) -> str | None:
+    def problem(self, hop: NextHop) -> tuple[str, str] | None:
         """Why the destination, which publishes an MTA-STS record, has no policy (an
-        RFC 8460 result type), for TLS reports; asked after ``__call__``."""
+        RFC 8460 result type and a short reason), for TLS reports; asked after
+        ``__call__``."""
         if not hop.mx or hop.host.startswith("["):
             return None
         if self.table is not None and self.table.entry(hop) is not None:

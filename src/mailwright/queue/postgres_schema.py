@@ -31,7 +31,7 @@ from psycopg import errors
 
 from mailwright.queue.store import NewerSchemaError, StoreError, batch_failure, failure
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 Conn = psycopg.Connection[dict[str, Any]]  # autocommit, rows as dicts (dict_row)
 DEFAULT_BODY_CHUNK = 1 << 20
 # pg_advisory_xact_lock key of schema migrations ("mailwrig" in ASCII)
@@ -241,6 +241,15 @@ _SCHEMA_V7_TLSRPT_POSTS = [
     )""",
 ]
 
+# version 8: the receiving MX host's EHLO name and the failure's reason of RFC 8460 4.4
+# (receiving-mx-helo, failure-reason-code), not part of the key: a row keeps the latest
+# non-empty value of each (``routing.tlsrpt_store``). Additive: nodes of version 7 go on
+# upserting the counts as before, and the columns default to ''
+_SCHEMA_V8_TLSRPT_DETAILS = [
+    "ALTER TABLE tlsrpt_counts ADD COLUMN IF NOT EXISTS receiving_helo text NOT NULL DEFAULT ''",
+    "ALTER TABLE tlsrpt_counts ADD COLUMN IF NOT EXISTS failure_reason text NOT NULL DEFAULT ''",
+]
+
 MIGRATIONS: dict[int, list[str]] = {  # version: DDL
     1: _SCHEMA_V1,
     2: _SCHEMA_V2_NODES,
@@ -249,6 +258,7 @@ MIGRATIONS: dict[int, list[str]] = {  # version: DDL
     5: _SCHEMA_V5_DMARC,
     6: _SCHEMA_V6_REQUIRETLS,
     7: _SCHEMA_V7_TLSRPT_POSTS,
+    8: _SCHEMA_V8_TLSRPT_DETAILS,
 }
 
 

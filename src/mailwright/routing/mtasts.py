@@ -16,7 +16,7 @@ and keeps policies in memory for ``max_age``, fetching again when the TXT id
 changes. When the TXT lookup or the fetch fails, an unexpired cached policy
 still applies (RFC 8461 5.1); without one there is no policy. Failed fetches
 are not retried for ``retry_after`` seconds. ``problem(domain)`` says, for TLS reports
-(RFC 8460), why a domain with a record has no policy.
+(RFC 8460), why a domain with a record has no policy: a result type and a short reason.
 
 With a ``store`` (``routing.mtasts_store``: a SQLite file of the host, or the shared
 PostgreSQL database) every fetched policy is also saved there, and a domain this
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import ssl
 import time
@@ -57,11 +58,13 @@ class PolicyError(Exception):
 
 class FetchError(PolicyError):
     """The policy could not be fetched (``webpki``: the server's certificate did not
-    verify); RFC 8460 reports these apart from an invalid policy."""
+    verify); RFC 8460 reports these apart from an invalid policy. ``reason``: the same
+    in a few stable words (no address, no port), for the report; the text by default."""
 
-    def __init__(self, text: str, webpki: bool = False) -> None:
+    def __init__(self, text: str, webpki: bool = False, reason: str = "") -> None:
         super().__init__(text)
         self.webpki = webpki
+        self.reason = reason or text
 
 
 class StsMode(StrEnum):
@@ -274,13 +277,27 @@ def check_response(response: HttpResponse) -> StsPolicy:
 # ------------------------------------------------------------------ fetching and caching
 
 
-def _problem(exc: Exception) -> str:
-    """A failed fetch as an RFC 8460 result type."""
+def _problem(exc: Exception) -> tuple[str, str]:
+    """A failed fetch as an RFC 8460 result type, and its reason in a few words."""
     if isinstance(exc, FetchError):
-        return "sts-webpki-invalid" if exc.webpki else "sts-policy-fetch-error"
+        return "sts-webpki-invalid" if exc.webpki else "sts-policy-fetch-error", exc.reason
     if isinstance(exc, PolicyError):
-        return "sts-policy-invalid"
-    return "sts-policy-fetch-error"  # DNS, the network, the timeout
+        return "sts-policy-invalid", str(exc)
+    if isinstance(exc, TimeoutError):
+        return "sts-policy-fetch-error", "policy fetch timed out"
+    if isinstance(exc, OSError):
+        return "sts-policy-fetch-error", _fetch_reason(exc)
+    return "sts-policy-fetch-error", str(exc) or type(exc).__name__  # DNS
+
+
+def _fetch_reason(exc: OSError) -> str:
+    """What went wrong with the policy server, without its address or port (asyncio's
+    ``Connect call failed ('192.0.2.1', 443)``: the system's text for its errno)."""
+    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
+        return exc.verify_message
+    if isinstance(exc, ssl.SSLError):
+        return str(exc.reason or type(exc).__name__)
+    return os.strerror(exc.errno) if exc.errno else type(exc).__name__
 
 
 class StsResolver(Protocol):
@@ -344,12 +361,14 @@ class MtaStsPolicies:
         self._looked_up: dict[str, float] = {}  # domain -> when the store was last asked
         self._failed: dict[tuple[str, str], float] = {}  # (domain, id) -> retry time
         self._inflight: dict[str, asyncio.Future[StsPolicy | None]] = {}
-        self._problems: dict[str, str] = {}  # domain -> why it has a record but no policy
+        # domain -> why it has a record but no policy: result type, reason
+        self._problems: dict[str, tuple[str, str]] = {}
 
-    def problem(self, domain: str) -> str | None:
+    def problem(self, domain: str) -> tuple[str, str] | None:
         """Why a domain that publishes an MTA-STS record has no policy in force, as an
         RFC 8460 result type (``sts-policy-fetch-error``, ``sts-policy-invalid``,
-        ``sts-webpki-invalid``); None when it has one, or no record."""
+        ``sts-webpki-invalid``) and a short reason (``HTTP status 404 (redirects are not
+        followed)``, ``Connection refused``); None when it has one, or no record."""
         return self._problems.get(domain.lower().rstrip("."))
 
     async def policy(self, domain: str) -> StsPolicy | None:
@@ -459,7 +478,8 @@ class MtaStsPolicies:
                 return await self._get(host, address.address)
             except (OSError, ssl.SSLError) as exc:
                 webpki = isinstance(exc, ssl.SSLCertVerificationError)
-                error = FetchError(f"{host} [{address.address}]:{self.port}: {exc}", webpki)
+                text = f"{host} [{address.address}]:{self.port}: {exc}"
+                error = FetchError(text, webpki, _fetch_reason(exc))
         raise error
 
     async def _get(self, host: str, address: str) -> HttpResponse:

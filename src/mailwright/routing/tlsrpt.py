@@ -8,10 +8,12 @@ Sans-I/O part, used by the SMTP agent and the daily reports (``routing.tlsrpt_re
   of the next hop (an MX route) in every case.
 - ``Result``: ``success`` or one of the result types of RFC 8460 4.3.
 - ``TlsRecorder``: counts sessions in memory per (UTC day, policy, result, sending IP,
-  receiving MX host, receiving IP); the daemon takes the counts (``take``) and adds them
-  to a store (``routing.tlsrpt_store``) every ``tls_reporting.flush_interval`` seconds,
-  so the delivery path never writes a row. A success is counted without the addresses
-  (the report gives only totals for them), which keeps the rows few.
+  receiving MX host, receiving IP, the peer's EHLO name, the failure's reason); the
+  daemon takes the counts (``take``) and adds them to a store (``routing.tlsrpt_store``)
+  every ``tls_reporting.flush_interval`` seconds, so the delivery path never writes a
+  row. A success is counted without the addresses (the report gives only totals for
+  them), which keeps the rows few. The EHLO name and the reason come from the peer:
+  ``detail_text`` makes them printable ASCII of at most ``MAX_DETAIL`` characters.
 - ``parse_record``: the ``_smtp._tls.<domain>`` TXT record (``v=TLSRPTv1; rua=...``),
   its ``mailto:`` and ``https:`` addresses.
 
@@ -92,6 +94,18 @@ class Tally:
     sending_ip: str = ""
     receiving_mx: str = ""
     receiving_ip: str = ""
+    receiving_helo: str = ""  # the name in the peer's EHLO/HELO reply (receiving-mx-helo)
+    reason: str = ""  # what failed, in a few words (failure-reason-code)
+
+
+MAX_DETAIL = 100  # characters of an EHLO name or a reason kept
+
+
+def detail_text(text: str) -> str:
+    """A value from the peer (or its error) fit for the JSON report and a database row:
+    printable ASCII only (anything else becomes ``?``), at most ``MAX_DETAIL`` characters."""
+    cut = text[:MAX_DETAIL]
+    return "".join(c if " " <= c <= "~" else "?" for c in cut)
 
 
 def utc_day(when: float) -> str:
@@ -113,13 +127,17 @@ class TlsRecorder:
         sending_ip: str = "",
         receiving_mx: str = "",
         receiving_ip: str = "",
+        receiving_helo: str = "",
+        reason: str = "",
     ) -> None:
         day = utc_day(self._clock())
         if result is Result.SUCCESS:  # a report gives successes as a total only
             self._counts[Tally(day, policy, result)] += 1
             return
         mx = receiving_mx.lower().rstrip(".")
-        self._counts[Tally(day, policy, result, sending_ip, mx, receiving_ip)] += 1
+        helo = detail_text(receiving_helo.lower().rstrip("."))
+        why = detail_text(reason)
+        self._counts[Tally(day, policy, result, sending_ip, mx, receiving_ip, helo, why)] += 1
 
     def take(self) -> dict[Tally, int]:
         """The counts since the last ``take``, now forgotten here."""

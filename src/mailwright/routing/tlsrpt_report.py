@@ -4,7 +4,8 @@
 into the JSON object of RFC 8460 4.4: ``organization-name``, ``date-range``,
 ``contact-info``, ``report-id``, and one ``policies`` entry per policy the sessions
 were tried under, with its ``summary`` (total successful and failed sessions) and
-``failure-details`` (per result type, sending IP, receiving MX host and IP).
+``failure-details`` (per result type, sending IP, receiving MX host and IP; with the MX
+host's EHLO name, ``receiving-mx-helo``, and a ``failure-reason-code`` when known).
 ``compressed`` gzips it; ``file_name`` is the name of RFC 8460 5.1
 (``submitter!policy-domain!begin!end.json.gz``).
 
@@ -82,6 +83,10 @@ def _failure(tally: Tally, count: int) -> dict[str, Any]:
         detail["receiving-mx-hostname"] = tally.receiving_mx
     if tally.receiving_ip:
         detail["receiving-ip"] = tally.receiving_ip
+    if tally.receiving_helo:
+        detail["receiving-mx-helo"] = tally.receiving_helo
+    if tally.reason:
+        detail["failure-reason-code"] = tally.reason
     detail["failed-session-count"] = count
     return detail
 
@@ -110,7 +115,7 @@ def build_report(
         failures = sorted(
             ((t, n) for t, n in tallies if t.result is not Result.SUCCESS),
             key=lambda item: (item[0].result.value, item[0].receiving_mx, item[0].receiving_ip,
-                              item[0].sending_ip),
+                              item[0].sending_ip, item[0].receiving_helo, item[0].reason),
         )  # fmt: skip
         entry: dict[str, Any] = {
             "policy": _policy(policy),

@@ -12,8 +12,19 @@ counter, adding to it), the ``days`` not yet reported, the ``counts`` of a day,
   a day), WAL, ``synchronous = NORMAL`` (a power failure may lose the last flush's
   counts: statistics, not mail).
 - PostgreSQL (``queue.backend = "postgresql"``): the tables ``tlsrpt_counts``,
-  ``tlsrpt_runs`` (schema version 4) and ``tlsrpt_posts`` (7) of the shared database,
-  so the report of a domain counts the sessions of every node and one node sends it.
+  ``tlsrpt_runs`` (schema version 4), ``tlsrpt_posts`` (7) and the columns
+  ``receiving_helo`` and ``failure_reason`` of ``tlsrpt_counts`` (8) of the shared
+  database, so the report of a domain counts the sessions of every node and one node
+  sends it.
+
+A counter's key is that of version 4 (day, policy, result, sending IP, receiving MX host
+and IP); the peer's EHLO name and the failure's reason (``Tally.receiving_helo``,
+``Tally.reason``) are not part of it but ride along: each row keeps the latest non-empty
+value of each that was added to it (within one ``add``, any one of those given). A
+simplification, so that the key, and the upsert of nodes of the previous version during a
+rolling upgrade, stay as they were: a report gives one EHLO name and one reason per
+counter, not a count per reason. An older ``tlsrpt.db`` gets the two columns when it is
+opened (``ALTER TABLE``; two processes doing it at once are fine).
 
 A report whose POST failed waits in ``tlsrpt_posts`` (``retry_later``) to be tried again
 (RFC 8460 5.4): ``take_due`` hands some due ones to one process for a lease (their next
@@ -60,15 +71,22 @@ _COLUMNS = (
     "day, domain, policy_type, policy_strings, mx_hosts, result,"
     " sending_ip, receiving_mx, receiving_ip"
 )
+# not part of the key: the latest non-empty value given is kept (see above)
+_DETAILS = ("receiving_helo", "failure_reason")
 _ADD = (
-    f"INSERT INTO tlsrpt_counts ({_COLUMNS}, count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT INTO tlsrpt_counts ({_COLUMNS}, {', '.join(_DETAILS)}, count)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     f" ON CONFLICT ({_COLUMNS}) DO UPDATE SET count = tlsrpt_counts.count + excluded.count"
+    + "".join(
+        f", {c} = CASE WHEN excluded.{c} <> '' THEN excluded.{c} ELSE tlsrpt_counts.{c} END"
+        for c in _DETAILS
+    )
 )
 _DAYS = (
     "SELECT DISTINCT day FROM tlsrpt_counts WHERE day NOT IN"
     " (SELECT day FROM tlsrpt_runs WHERE done IS NOT NULL) ORDER BY day"
 )
-_COUNTS = f"SELECT {_COLUMNS}, count FROM tlsrpt_counts WHERE day = ?"
+_COUNTS = f"SELECT {_COLUMNS}, {', '.join(_DETAILS)}, count FROM tlsrpt_counts WHERE day = ?"
 # a day nobody holds (no row, or an expired claim of an unfinished run) becomes ours
 _CLAIM = (
     "INSERT INTO tlsrpt_runs (day, owner, lease_until, done) VALUES (?, ?, ?, NULL)"
@@ -157,29 +175,49 @@ def _row(tally: Tally, count: int) -> tuple[Any, ...]:
         tally.sending_ip,
         tally.receiving_mx,
         tally.receiving_ip,
+        tally.receiving_helo,
+        tally.reason,
         count,
     )
 
 
 def _tally(values: tuple[Any, ...]) -> tuple[Tally, int]:
-    day, domain, kind, strings, mx, result, sending, receiving_mx, receiving_ip, count = values
+    day, domain, kind, strings, mx, result, sending, receiving_mx, receiving_ip = values[:9]
+    helo, reason, count = values[9:]
     policy = ReportedPolicy(
         PolicyType(kind), domain, tuple(json.loads(strings)), tuple(json.loads(mx))
     )
-    return Tally(day, policy, Result(result), sending, receiving_mx, receiving_ip), int(count)
+    tally = Tally(day, policy, Result(result), sending, receiving_mx, receiving_ip, helo, reason)
+    return tally, int(count)
 
 
 _SQLITE_SCHEMA = [
     "CREATE TABLE IF NOT EXISTS tlsrpt_counts (day TEXT NOT NULL, domain TEXT NOT NULL,"
     " policy_type TEXT NOT NULL, policy_strings TEXT NOT NULL, mx_hosts TEXT NOT NULL,"
     " result TEXT NOT NULL, sending_ip TEXT NOT NULL, receiving_mx TEXT NOT NULL,"
-    f" receiving_ip TEXT NOT NULL, count INTEGER NOT NULL, PRIMARY KEY ({_COLUMNS}))",
+    " receiving_ip TEXT NOT NULL, count INTEGER NOT NULL,"
+    " receiving_helo TEXT NOT NULL DEFAULT '', failure_reason TEXT NOT NULL DEFAULT '',"
+    f" PRIMARY KEY ({_COLUMNS}))",
     "CREATE TABLE IF NOT EXISTS tlsrpt_runs (day TEXT PRIMARY KEY, owner TEXT NOT NULL,"
     " lease_until REAL NOT NULL, done REAL)",
     "CREATE TABLE IF NOT EXISTS tlsrpt_posts (url TEXT NOT NULL, domain TEXT NOT NULL,"
     " day TEXT NOT NULL, data BLOB NOT NULL, first_attempt REAL NOT NULL,"
     " next_attempt REAL NOT NULL, attempts INTEGER NOT NULL, PRIMARY KEY (url, domain, day))",
 ]
+
+
+def _add_details(db: sqlite3.Connection) -> None:
+    """The columns of ``_DETAILS`` in a ``tlsrpt.db`` made before them (appended, as the
+    CREATE TABLE above has them); another process may be adding them at the same moment."""
+    present = {row[1] for row in db.execute("PRAGMA table_info(tlsrpt_counts)")}
+    for column in _DETAILS:
+        if column in present:
+            continue
+        try:
+            db.execute(f"ALTER TABLE tlsrpt_counts ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
+        except sqlite3.OperationalError as exc:
+            if "duplicate column name" not in str(exc):
+                raise
 
 
 class SqliteReportStore:
@@ -191,10 +229,15 @@ class SqliteReportStore:
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(str(self.path), timeout=10.0, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        for statement in _SQLITE_SCHEMA:
-            db.execute(statement)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            for statement in _SQLITE_SCHEMA:
+                db.execute(statement)
+            _add_details(db)
+        except BaseException:
+            db.close()
+            raise
         return db
 
     def add(self, counts: dict[Tally, int]) -> None:
@@ -247,7 +290,8 @@ def _pg(statement: str) -> str:
 
 
 class PostgresReportStore:
-    """The tables ``tlsrpt_counts`` and ``tlsrpt_runs`` of the shared database."""
+    """The tables ``tlsrpt_counts``, ``tlsrpt_runs`` and ``tlsrpt_posts`` of the shared
+    database."""
 
     def __init__(self, database: StateDatabase) -> None:
         self.database = database
@@ -268,7 +312,7 @@ class PostgresReportStore:
         return self.database.run(work, transaction=False)
 
     def counts(self, day: str) -> dict[Tally, int]:
-        names = [*(c.strip() for c in _COLUMNS.split(",")), "count"]
+        names = [*(c.strip() for c in _COLUMNS.split(",")), *_DETAILS, "count"]
 
         def work(conn: Conn) -> dict[Tally, int]:
             rows = conn.execute(_pg(_COUNTS), (day,)).fetchall()

@@ -4,7 +4,9 @@ results, content errors, concurrency. Peers are real loopback servers (``SmtpPee
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Coroutine, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -13,7 +15,7 @@ from mailwright.core.delivery import DeliveryResult
 from mailwright.core.reply import Reply
 from mailwright.delivery.agent import DeliveryRequest
 from mailwright.delivery.lmtp import LmtpAgent
-from mailwright.delivery.session import ClientTimeouts
+from mailwright.delivery.session import ClientTimeouts, TlsPolicy
 from mailwright.delivery.smtp import SmtpAgent, as_transient, with_status
 from mailwright.routing.nexthop import NextHop, Transport
 from mailwright.routing.resolver import (
@@ -22,10 +24,12 @@ from mailwright.routing.resolver import (
     MailHost,
     NullMxError,
 )
+from mailwright.routing.tlsrpt import Result, TlsRecorder
 from mailwright.smtp import events as ev
 from mailwright.smtp.server import ServerSettings
 from tests.support.daemon import free_port
 from tests.support.delivery_request import request, smtp_hop
+from tests.support.security import certificate
 from tests.support.smtp_peer import SmtpPeer
 from tests.support.static_resolver import StaticResolver
 
@@ -337,3 +341,125 @@ def test_an_early_start_sends_the_envelope_then_waits_for_the_commit(
             await agent.close()
 
     run(main())
+
+
+# ---- TLS reports (RFC 8460): the peer's EHLO name and the failure's reason ------------------
+
+
+def failures(recorder: TlsRecorder) -> list[tuple[str, str, str, str]]:
+    """(result type, receiving-mx-helo, failure-reason-code, receiving MX) of each failure."""
+    return sorted(
+        (t.result.value, t.receiving_helo, t.reason, t.receiving_mx)
+        for t in recorder.take()
+        if t.result is not Result.SUCCESS
+    )
+
+
+def mx_world(port: int) -> tuple[StaticResolver, NextHop]:
+    resolver = StaticResolver(mx={"y.test": [MailHost("mx.y.test", "127.0.0.1")]})
+    return resolver, smtp_hop("y.test", port, mx=True)
+
+
+@pytest.mark.parametrize(
+    ("answers", "expected"),
+    [
+        (  # no STARTTLS in the EHLO reply: the mail would go in plaintext
+            {"EHLO": b"250-Peer.Example.\r\n250 PIPELINING\r\n"},
+            ("starttls-not-supported", "peer.example", "STARTTLS not offered"),
+        ),
+        (  # offered, then refused: plaintext too, the refusal is the reason
+            {
+                "EHLO": b"250-peer.example greets you\r\n250 STARTTLS\r\n",
+                "STARTTLS": b"454 4.7.0 TLS not available\r\n",
+            },
+            ("validation-failure", "peer.example", "454 4.7.0 TLS not available"),
+        ),
+    ],
+)
+def test_a_session_without_tls_is_reported_with_the_peers_name_and_why(
+    answers: dict[str, bytes], expected: tuple[str, str, str]
+) -> None:
+    recorder = TlsRecorder()
+
+    # the session is counted once it is set up; what MAIL gets does not matter
+    script = {**answers, "MAIL": b"451 4.3.0 not today\r\n"}
+
+    async def main() -> None:
+        async with ScriptedPeer(b"220 peer.example ESMTP\r\n", script) as peer:
+            resolver, hop = mx_world(peer.port)
+            agent = SmtpAgent("client.test", resolver, tls_reports=recorder)
+            results = await deliver(agent, request(hop))
+            assert summary(results) == [("deferred", 451, "4.3.0")]
+            assert b"MAIL FROM" in peer.received
+
+    run(main())
+    assert failures(recorder) == [(*expected, "mx.y.test")]
+
+
+@pytest.mark.parametrize(
+    ("trusted", "expected"),
+    [
+        (False, ("certificate-not-trusted", "self-signed certificate")),
+        (
+            True,  # trusted, but for other names than mx.y.test
+            (
+                "certificate-host-mismatch",
+                "Hostname mismatch, certificate is not valid for 'mx.y.test'.",
+            ),
+        ),
+    ],
+)
+def test_a_certificate_that_does_not_verify_is_reported_with_openssls_words(
+    tmp_path: Path, trusted: bool, expected: tuple[str, str]
+) -> None:
+    cert, key = certificate(tmp_path / "tls", *(() if trusted else ("mx.y.test",)))
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert, key)
+    verify = ssl.create_default_context(cafile=str(cert)) if trusted else None
+    recorder = TlsRecorder()
+
+    async def main() -> None:
+        async with SmtpPeer(tls=server) as peer:
+            resolver, hop = mx_world(peer.port)
+            agent = SmtpAgent(
+                "client.test",
+                resolver,
+                tls=TlsPolicy(verify=True),
+                verify_context=verify,
+                tls_reports=recorder,
+            )
+            results = await deliver(agent, request(hop))
+            assert summary(results) == [("deferred", 451, "4.7.5")]
+            assert peer.starttls_seen == 1 and peer.messages == []
+
+    run(main())
+    assert failures(recorder) == [(expected[0], "mx.test", expected[1], "mx.y.test")]
+
+
+def test_a_broken_handshake_then_plaintext_is_reported_with_openssls_reason(
+    tmp_path: Path,
+) -> None:
+    cert, key = certificate(tmp_path / "tls", "mx.y.test")
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert, key)
+    recorder = TlsRecorder()
+
+    async def main() -> list[tuple[str, str, str, str]]:
+        async with SmtpPeer(tls=server, broken_tls=True) as peer:  # garbage after the 220
+            resolver, hop = mx_world(peer.port)
+            agent = SmtpAgent("client.test", resolver, tls_reports=recorder)
+            results = await deliver(agent, request(hop))  # again in plaintext (RFC 7435)
+            assert [r.outcome.value for r in results] == ["delivered"]
+            first = failures(recorder)
+            results = await deliver(agent, request(hop))  # a new session, no STARTTLS now
+            assert [r.outcome.value for r in results] == ["delivered"]
+            assert peer.starttls_seen == 1 and len(peer.messages) == 2
+        return first
+
+    [first] = run(main())
+    assert first[0:2] == ("validation-failure", "mx.test")
+    assert first[2] and first[2].isupper() and " " not in first[2], first  # OpenSSL's reason
+    assert failures(recorder) == [
+        ("validation-failure", "mx.test", "STARTTLS not tried: an earlier TLS handshake failed",
+         "mx.y.test")
+    ]  # fmt: skip

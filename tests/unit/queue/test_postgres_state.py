@@ -47,7 +47,7 @@ def test_a_version_2_database_gets_the_state_tables(postgres_database: str) -> N
     sql_run(postgres_database, "UPDATE mailwright_schema SET version = 2")
     state_database(postgres_database).close()  # migrates, as a daemon at start
     version = sql_rows(postgres_database, "SELECT version FROM mailwright_schema")
-    assert version == [(postgres_schema.SCHEMA_VERSION,)] == [(7,)]
+    assert version == [(postgres_schema.SCHEMA_VERSION,)] == [(8,)]
     assert sql_rows(postgres_database, "SELECT count(*) FROM limit_events") == [(0,)]
 
 
@@ -177,6 +177,95 @@ def test_tls_report_counts_of_two_nodes_add_up_and_one_node_sends(
     node_a.finish("2026-03-01", "a", 1040.0)
     assert node_b.days() == [] and node_b.counts("2026-03-01") == {}
     assert not node_b.claim("2026-03-01", "b", 99_999.0, 60)
+
+
+def test_tls_report_counters_keep_the_latest_helo_and_reason(postgres_database: str) -> None:
+    from mailwright.routing.tlsrpt import ReportedPolicy, Result, Tally, TlsRecorder
+    from mailwright.routing.tlsrpt_store import PostgresReportStore
+
+    node_a = PostgresReportStore(state_database(postgres_database))
+    node_b = PostgresReportStore(state_database(postgres_database))
+    recorder = TlsRecorder(clock=lambda: 1772366400.0)  # 2026-03-01T12:00:00Z
+    policy = ReportedPolicy.sts("b.test", StsPolicy(StsMode.ENFORCE, ("mx.b.test",), 86400))
+
+    def flush(node: Any, helo: str, reason: str) -> None:
+        recorder.record(policy, Result.CERTIFICATE_EXPIRED, sending_ip="192.0.2.1",
+                        receiving_mx="mx.b.test", receiving_ip="192.0.2.2",
+                        receiving_helo=helo, reason=reason)  # fmt: skip
+        node.add(recorder.take())
+
+    def stored() -> dict[Any, int]:
+        counts: dict[Any, int] = node_b.counts("2026-03-01")
+        return counts
+
+    flush(node_a, "MX1.b.test.", "certificate has expired")
+    expired = Tally("2026-03-01", policy, Result.CERTIFICATE_EXPIRED, "192.0.2.1", "mx.b.test",
+                    "192.0.2.2", "mx1.b.test", "certificate has expired")  # fmt: skip
+    assert stored() == {expired: 1}
+    flush(node_b, "", "")  # another node, nothing to say: what is stored stays
+    assert stored() == {expired: 2}
+    flush(node_b, "", "certificate has expired (again)")
+    flush(node_a, "mx2.b.test", "")
+    assert stored() == {
+        Tally("2026-03-01", policy, Result.CERTIFICATE_EXPIRED, "192.0.2.1", "mx.b.test",
+              "192.0.2.2", "mx2.b.test", "certificate has expired (again)"): 4
+    }  # fmt: skip
+
+
+# the upsert of a node of schema version 7 (routing.tlsrpt_store before version 8)
+V7_ADD = (
+    "INSERT INTO tlsrpt_counts (day, domain, policy_type, policy_strings, mx_hosts, result,"
+    " sending_ip, receiving_mx, receiving_ip, count) VALUES ('2026-03-01', 'c.test',"
+    " 'no-policy-found', '[]', '[]', 'starttls-not-supported', '192.0.2.1', 'mx.c.test',"
+    " '192.0.2.3', 5) ON CONFLICT (day, domain, policy_type, policy_strings, mx_hosts, result,"
+    " sending_ip, receiving_mx, receiving_ip) DO UPDATE SET"
+    " count = tlsrpt_counts.count + excluded.count"
+)
+
+
+def test_a_version_7_database_gets_the_columns_and_version_7_nodes_go_on(
+    postgres_database: str,
+) -> None:
+    from mailwright.queue import postgres_schema
+    from mailwright.routing.tlsrpt import ReportedPolicy, Result, TlsRecorder
+    from mailwright.routing.tlsrpt_store import PostgresReportStore
+
+    state_database(postgres_database).close()
+    sql_run(postgres_database, "ALTER TABLE tlsrpt_counts DROP COLUMN receiving_helo,"
+            " DROP COLUMN failure_reason")  # fmt: skip
+    sql_run(postgres_database, "UPDATE mailwright_schema SET version = 7")
+    sql_run(postgres_database, V7_ADD)  # a count of the old version
+    store = PostgresReportStore(state_database(postgres_database))  # migrates, as at start
+    version = sql_rows(postgres_database, "SELECT version FROM mailwright_schema")
+    assert version == [(postgres_schema.SCHEMA_VERSION,)] == [(8,)]
+    columns = sql_rows(
+        postgres_database,
+        "SELECT column_name, data_type, is_nullable, column_default"
+        " FROM information_schema.columns WHERE table_name = 'tlsrpt_counts'"
+        " AND column_name IN ('receiving_helo', 'failure_reason') ORDER BY column_name",
+    )
+    assert columns == [
+        ("failure_reason", "text", "NO", "''::text"),
+        ("receiving_helo", "text", "NO", "''::text"),
+    ]
+    key = sql_rows(
+        postgres_database,
+        "SELECT count(*) FROM information_schema.key_column_usage"
+        " WHERE table_name = 'tlsrpt_counts'",
+    )
+    assert key == [(9,)]  # the key of version 4, unchanged
+    [(old, count)] = store.counts("2026-03-01").items()
+    assert (old.result, old.receiving_helo, old.reason, count) == (
+        Result.STARTTLS_NOT_SUPPORTED, "", "", 5
+    )  # fmt: skip
+    recorder = TlsRecorder(clock=lambda: 1772366400.0)
+    recorder.record(ReportedPolicy.none("c.test"), Result.STARTTLS_NOT_SUPPORTED,
+                    sending_ip="192.0.2.1", receiving_mx="mx.c.test", receiving_ip="192.0.2.3",
+                    receiving_helo="mx.c.test", reason="STARTTLS not offered")  # fmt: skip
+    store.add(recorder.take())
+    sql_run(postgres_database, V7_ADD)  # a node not upgraded yet, during the rolling upgrade
+    [(tally, count)] = store.counts("2026-03-01").items()
+    assert (tally.receiving_helo, tally.reason, count) == ("mx.c.test", "STARTTLS not offered", 11)
 
 
 def test_a_failed_post_is_taken_by_one_node_at_a_time(postgres_database: str) -> None:

@@ -109,6 +109,8 @@ def test_a_version_5_database_is_migrated_and_its_messages_are_without_requiretl
     # as version 5 left it: no column
     sql_run(postgres_database, "ALTER TABLE messages DROP COLUMN requiretls")
     sql_run(postgres_database, "DROP TABLE tlsrpt_posts")  # version 7's
+    sql_run(postgres_database, "ALTER TABLE tlsrpt_counts DROP COLUMN receiving_helo,"
+            " DROP COLUMN failure_reason")  # version 8's  # fmt: skip
     sql_run(postgres_database, "UPDATE mailwright_schema SET version = 5")
     store = PostgresQueueStore(postgres_database)
     store.open()
@@ -119,7 +121,7 @@ def test_a_version_5_database_is_migrated_and_its_messages_are_without_requiretl
     finally:
         store.close()
     version = sql_rows(postgres_database, "SELECT version FROM mailwright_schema")
-    assert version == [(postgres_schema.SCHEMA_VERSION,)] == [(7,)]
+    assert version == [(postgres_schema.SCHEMA_VERSION,)] == [(8,)]
     column = sql_rows(
         postgres_database,
         "SELECT data_type, is_nullable, column_default FROM information_schema.columns"

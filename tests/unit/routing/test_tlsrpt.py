@@ -1,5 +1,6 @@
-"""SMTP TLS reporting (RFC 8460): the TXT record, the counts, the store, the JSON report,
-its mail (section 5.3) and its HTTPS POST (section 5.4, to a real local HTTPS server)."""
+"""SMTP TLS reporting (RFC 8460): the TXT record, the counts, the store (and an older
+store's file), the JSON report, its mail (section 5.3) and its HTTPS POST (section 5.4, to
+a real local HTTPS server)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import email
 import email.policy
 import gzip
 import json
+import sqlite3
+import threading
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +24,9 @@ from mailwright.routing.tlsrpt import (
     RecordError,
     ReportedPolicy,
     Result,
+    Tally,
     TlsRecorder,
+    detail_text,
     parse_record,
 )
 from mailwright.routing.tlsrpt_report import (
@@ -103,6 +109,43 @@ def test_recorder_counts_successes_as_totals_and_failures_by_place() -> None:
     assert recorder.take() == counts
 
 
+def test_detail_text_is_printable_ascii_and_at_most_100_characters() -> None:
+    assert detail_text("certificate has expired") == "certificate has expired"
+    assert detail_text("caf\u00e9\x00\x1b[31m\tbell\x07\x7f~") == "caf???[31m?bell??~"
+    assert detail_text("x" * 150) == "x" * 100
+    assert detail_text("\u00e9" * 150) == "?" * 100  # cut in characters, not bytes
+    assert detail_text("") == ""
+
+
+def test_recorder_keeps_the_helo_and_reason_of_failures_only() -> None:
+    recorder = TlsRecorder(clock=lambda: NOON)
+    recorder.record(STS, Result.SUCCESS, receiving_helo="mx.b.test", reason="none")
+    recorder.record(
+        STS,
+        Result.CERTIFICATE_EXPIRED,
+        receiving_mx="mx.b.test",
+        receiving_helo="MX1.B.Test.",
+        reason="certificate has expired",
+    )
+    recorder.record(
+        NONE,
+        Result.STARTTLS_NOT_SUPPORTED,
+        receiving_mx="mx.c.test",
+        receiving_helo="mx.\u00e9.test",
+        reason="454 4.7.0 " + "no TLS\r\n" * 20,
+    )
+    counts = recorder.take()
+    assert len(counts) == 3
+    by_result = {t.result: t for t in counts}
+    success = by_result[Result.SUCCESS]
+    assert (success.receiving_helo, success.reason) == ("", "")
+    expired = by_result[Result.CERTIFICATE_EXPIRED]
+    assert (expired.receiving_helo, expired.reason) == ("mx1.b.test", "certificate has expired")
+    plain = by_result[Result.STARTTLS_NOT_SUPPORTED]
+    assert plain.receiving_helo == "mx.?.test"
+    assert plain.reason.startswith("454 4.7.0 no TLS??no TLS??") and len(plain.reason) == 100
+
+
 def test_sts_policy_strings() -> None:
     assert STS.type is PolicyType.STS
     assert STS.strings == (
@@ -136,6 +179,113 @@ def test_store_adds_counts_and_hands_each_day_to_one_owner(tmp_path: Path) -> No
     assert not store.claim(DAY, "c", NOON + 10_000, 60)  # sent: never again
     store.add(first)  # a late flush of a day already reported
     assert store.days() == []
+
+
+def details(store: SqliteReportStore) -> dict[tuple[str, str], tuple[str, str, int]]:
+    """(result type, receiving MX) -> (EHLO name, reason, count) of the day's failures."""
+    return {
+        (t.result.value, t.receiving_mx): (t.receiving_helo, t.reason, n)
+        for t, n in store.counts(DAY).items()
+        if t.result is not Result.SUCCESS
+    }
+
+
+def test_store_keeps_the_latest_helo_and_reason_of_each_counter(tmp_path: Path) -> None:
+    store = SqliteReportStore(tmp_path / "tlsrpt.db")
+    recorder = TlsRecorder(clock=lambda: NOON)
+
+    def flush(helo: str, reason: str) -> None:
+        recorder.record(STS, Result.CERTIFICATE_EXPIRED, sending_ip="198.51.100.1",
+                        receiving_mx="mx.b.test", receiving_ip="192.0.2.1",
+                        receiving_helo=helo, reason=reason)  # fmt: skip
+        store.add(recorder.take())
+
+    flush("mx1.b.test", "certificate has expired")
+    [(tally, count)] = store.counts(DAY).items()
+    assert count == 1 and tally == Tally(
+        DAY, STS, Result.CERTIFICATE_EXPIRED, "198.51.100.1", "mx.b.test", "192.0.2.1",
+        "mx1.b.test", "certificate has expired",
+    )  # fmt: skip
+    flush("", "")  # nothing new to say: what is stored stays
+    assert details(store) == {
+        ("certificate-expired", "mx.b.test"): ("mx1.b.test", "certificate has expired", 2)
+    }
+    flush("", "certificate has expired again")  # one row per counter, its latest reason
+    flush("mx2.b.test", "")
+    assert details(store) == {
+        ("certificate-expired", "mx.b.test"): ("mx2.b.test", "certificate has expired again", 4)
+    }
+
+
+# tlsrpt.db as the version before receiving-mx-helo and failure-reason-code made it
+OLD_COUNTS_TABLE = (
+    "CREATE TABLE tlsrpt_counts (day TEXT NOT NULL, domain TEXT NOT NULL,"
+    " policy_type TEXT NOT NULL, policy_strings TEXT NOT NULL, mx_hosts TEXT NOT NULL,"
+    " result TEXT NOT NULL, sending_ip TEXT NOT NULL, receiving_mx TEXT NOT NULL,"
+    " receiving_ip TEXT NOT NULL, count INTEGER NOT NULL, PRIMARY KEY (day, domain,"
+    " policy_type, policy_strings, mx_hosts, result, sending_ip, receiving_mx, receiving_ip))"
+)
+
+
+def old_store(path: Path) -> None:
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA journal_mode=WAL")  # as every version left it
+        db.execute(OLD_COUNTS_TABLE)
+        db.execute(
+            "INSERT INTO tlsrpt_counts VALUES (?, 'c.test', 'no-policy-found', '[]', '[]',"
+            " 'starttls-not-supported', '198.51.100.1', 'mx.c.test', '192.0.2.3', 7)",
+            (DAY,),
+        )
+    db.close()
+
+
+def test_an_older_store_gets_the_columns_and_keeps_its_counts(tmp_path: Path) -> None:
+    path = tmp_path / "tlsrpt.db"
+    old_store(path)
+    store = SqliteReportStore(path)
+    assert store.days() == [DAY]
+    assert details(store) == {("starttls-not-supported", "mx.c.test"): ("", "", 7)}
+    with closing(sqlite3.connect(path)) as db:
+        columns = {row[1]: row for row in db.execute("PRAGMA table_info(tlsrpt_counts)")}
+    for name in ("receiving_helo", "failure_reason"):
+        _, _, kind, notnull, default, key = columns[name]
+        assert (kind, notnull, default, key) == ("TEXT", 1, "''", 0)  # not in the key
+    recorder = TlsRecorder(clock=lambda: NOON)
+    recorder.record(NONE, Result.STARTTLS_NOT_SUPPORTED, sending_ip="198.51.100.1",
+                    receiving_mx="mx.c.test", receiving_ip="192.0.2.3",
+                    receiving_helo="mx.c.test", reason="STARTTLS not offered")  # fmt: skip
+    store.add(recorder.take())  # the old row's counter
+    assert details(store) == {
+        ("starttls-not-supported", "mx.c.test"): ("mx.c.test", "STARTTLS not offered", 8)
+    }
+    report = build_report("c.test", DAY, store.counts(DAY), organization="o", contact="c",
+                          submitter="a.test")  # fmt: skip
+    [detail] = report["policies"][0]["failure-details"]
+    assert detail["receiving-mx-helo"] == "mx.c.test" and detail["failed-session-count"] == 8
+
+
+def test_processes_opening_an_older_store_at_once_all_succeed(tmp_path: Path) -> None:
+    path = tmp_path / "tlsrpt.db"
+    old_store(path)
+    start = threading.Barrier(6)
+    seen: list[object] = []
+
+    def open_and_read() -> None:  # a connection each, as each process has
+        start.wait(timeout=30)
+        try:
+            seen.append(len(SqliteReportStore(path).counts(DAY)))
+        except Exception as exc:
+            seen.append(exc)
+
+    threads = [threading.Thread(target=open_and_read) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert seen == [1] * 6
+    assert details(SqliteReportStore(path)) == {
+        ("starttls-not-supported", "mx.c.test"): ("", "", 7)
+    }
 
 
 def test_store_keeps_failed_posts_for_one_process_at_a_time(tmp_path: Path) -> None:
@@ -220,6 +370,32 @@ def test_report_has_the_fields_of_rfc_8460_section_4() -> None:
             "failed-session-count": 1,
         }
     ]
+
+
+def test_failure_details_carry_the_helo_and_reason_when_known() -> None:
+    recorder = TlsRecorder(clock=lambda: NOON)
+    recorder.record(STS, Result.CERTIFICATE_EXPIRED, sending_ip="198.51.100.1",
+                    receiving_mx="mx.b.test", receiving_ip="192.0.2.1",
+                    receiving_helo="mx1.b.test", reason="certificate has expired")  # fmt: skip
+    recorder.record(STS, Result.VALIDATION_FAILURE, receiving_mx="mx3.b.test")  # nothing known
+    report = build_report("b.test", DAY, recorder.take(), organization="o", contact="c",
+                          submitter="a.test")  # fmt: skip
+    expired, other = report["policies"][0]["failure-details"]
+    assert list(expired.items()) == [  # in this order: RFC 8460 4.4's
+        ("result-type", "certificate-expired"),
+        ("sending-mta-ip", "198.51.100.1"),
+        ("receiving-mx-hostname", "mx.b.test"),
+        ("receiving-ip", "192.0.2.1"),
+        ("receiving-mx-helo", "mx1.b.test"),
+        ("failure-reason-code", "certificate has expired"),
+        ("failed-session-count", 1),
+    ]
+    assert other == {
+        "result-type": "validation-failure",
+        "receiving-mx-hostname": "mx3.b.test",
+        "failed-session-count": 1,
+    }
+    assert json.loads(gzip.decompress(compressed(report))) == report
 
 
 def test_no_policy_report_and_a_day_cut_short() -> None:
