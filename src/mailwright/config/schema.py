@@ -920,7 +920,7 @@ class DmarcSection(Section):
     # failure reports (RFC 7489 7.3) to the ruf addresses, as the record's fo= asks: the
     # header section only; off by default (OpenDMARC's FailureReports), as most receivers
     failure_reports: bool = False
-    # at most one per policy domain per interval and process; 0: one per failing message
+    # at most one per organizational domain per interval and host; 0: one per failing message
     failure_report_interval: OptionalSeconds = 3600.0
 
     @field_validator("psl_file", mode="before")

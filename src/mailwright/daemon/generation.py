@@ -247,7 +247,7 @@ def build_pipeline(
         hooks_after_relay.append(chain_check)  # at end of data, before the filters' dkim=
     local = LocalRecipients(resolver or AddressResolver.from_settings(settings))
     # DMARC at end of data after the filters, so after dkim_verify's results
-    last: list[Hook] = [h for h in [dmarc.from_settings(settings, enqueue)] if h is not None]
+    last: list[Hook] = [h for h in [dmarc.from_settings(settings, enqueue, share)] if h is not None]
     return Pipeline([*hooks, relay, *hooks_after_relay, local, *build_filters(settings), *last])
 
 

@@ -70,6 +70,7 @@ from mailwright.policy.dmarc_failures import Enqueue, FailureReports
 from mailwright.policy.dmarc_store import ReportStore, report_store
 from mailwright.policy.hooks import Hook, SessionInfo, Transaction
 from mailwright.policy.relay import Network, parse_networks, unchecked
+from mailwright.policy.sharedlimits import WorkerShare
 from mailwright.policy.spf import DnsLookup
 from mailwright.routing.mx import DnsResolver, txt_string
 from mailwright.routing.resolver import DnsPermanentError, DnsTemporaryError
@@ -389,9 +390,12 @@ def idle_reports_warning(settings: Settings) -> str | None:
     return f"{names} do nothing while dmarc.enabled is false (no message is evaluated)"
 
 
-def from_settings(settings: Settings, enqueue: Enqueue | None = None) -> DmarcPolicy | None:
+def from_settings(
+    settings: Settings, enqueue: Enqueue | None = None, share: WorkerShare | None = None
+) -> DmarcPolicy | None:
     """The hook for ``[dmarc]``, or None when it is off (the default); ``enqueue`` queues
-    the failure reports (none without it)."""
+    the failure reports (none without it); ``share``: the worker processes' counters, in
+    which the failure reports' interval holds for the host (None: one process)."""
     section = settings.dmarc
     if not section.enabled:
         return None
@@ -400,7 +404,7 @@ def from_settings(settings: Settings, enqueue: Enqueue | None = None) -> DmarcPo
     suffixes = load_suffixes(settings)
     failures = None
     if section.failure_reports and enqueue is not None:
-        failures = FailureReports.from_settings(settings, resolver, suffixes, enqueue)
+        failures = FailureReports.from_settings(settings, resolver, suffixes, enqueue, share)
     return DmarcPolicy(
         section, settings.hostname, resolver, suffixes, store=store, failures=failures
     )

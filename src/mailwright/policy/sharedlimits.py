@@ -1,11 +1,13 @@
-"""Connection counts, the connection rate and AUTH failure counters shared by the worker
-processes of one host, so that every limit holds across workers (issue 14).
+"""Connection counts, the connection rate and event counters (AUTH failures, DMARC failure
+reports) shared by the worker processes of one host, so that every limit holds across
+workers (issue 14).
 
 The supervisor calls ``SharedState.create(workers)`` before it forks: one anonymous
 shared memory mapping (``core.sharedtable``) holds, for each worker, a row of open
 connections per client address (``core.sharedgauge``) and rows of recent events per
 key (``core.sharedwindow``): new connections per address, AUTH failures per address,
-per (user, address) and per user. A forked worker calls ``state.worker(index)`` and
+per (user, address) and per user, DMARC failure reports per organizational domain
+(``policy.dmarc_failures``). A forked worker calls ``state.worker(index)`` and
 hands the ``WorkerShare`` to the daemon (``Runtime.share``); the listener and the
 limits of ``policy.limits`` then count in it instead of in their own memory. When a
 worker dies, the supervisor calls ``state.reset_worker(index)`` before starting its
@@ -35,8 +37,8 @@ from mailwright.core.sharedtable import KeyHash, shared_words
 from mailwright.core.sharedwindow import SharedWindow
 
 Clock = Callable[[], float]
-SLOTS = 4096  # keys per worker and per counter: 2.8 MB of shared memory per worker
-WINDOWS = ("connection_rate", "auth_ip", "auth_user_ip", "auth_user")
+SLOTS = 4096  # keys per worker and per counter: 3.5 MB of shared memory per worker
+WINDOWS = ("connection_rate", "auth_ip", "auth_user_ip", "auth_user", "dmarc_failure_reports")
 
 
 class SharedState:

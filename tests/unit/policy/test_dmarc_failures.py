@@ -148,3 +148,61 @@ def test_report_settings_without_dmarc_are_a_warning_of_config_check(tmp_path: P
     path.write_text(base + "enabled = true\nfailure_reports = true\n")
     result = CliRunner().invoke(cli, ["--config", str(path), "config", "check"])
     assert result.exit_code == 0 and "warning" not in result.stderr, result.stderr
+
+
+def test_the_interval_holds_across_the_workers_of_the_host() -> None:
+    """Two workers' FailureReports over one real shared memory mapping: what worker 0 sent
+    holds worker 1's report back, for the organization, until the window has passed."""
+    from mailwright.policy.sharedlimits import SharedState
+
+    queued: list[NewMessage] = []
+
+    async def enqueue(message: NewMessage) -> None:
+        queued.append(message)
+
+    clock = Clock()
+    state = SharedState.create(2, slots=64)
+    dns = Dns({"example.com._report._dmarc.agrees.test": ["v=DMARC1"]})
+
+    async def main() -> None:
+        first, second = (
+            FailureReports(
+                "mx.test", "postmaster@mx.test", 600.0, dns, PublicSuffixes.bundled(), enqueue,
+                share=state.worker(index, clock=clock),
+            )  # type: ignore[arg-type]
+            for index in (0, 1)
+        )  # fmt: skip
+        assert first.submit(report())
+        assert not second.submit(report("sub.example.com"))  # worker 0's report holds it
+        assert not first.submit(report())
+        assert second.submit(report("other.test"))  # another organization
+        clock.now += 600.0 * 7 / 6 + 1  # forgotten within 7/6 of the window
+        assert second.submit(report())
+        await first.drain()
+        await second.drain()
+
+    asyncio.run(main())
+    to = [str(m.envelope.recipients[0].address) for m in queued]
+    assert to.count("f@example.com") == 2
+
+
+def test_interval_zero_sends_every_report_even_with_shared_counters() -> None:
+    from mailwright.policy.sharedlimits import SharedState
+
+    queued: list[NewMessage] = []
+
+    async def enqueue(message: NewMessage) -> None:
+        queued.append(message)
+
+    state = SharedState.create(2, slots=64)
+
+    async def main() -> None:
+        reports = FailureReports(
+            "mx.test", "postmaster@mx.test", 0.0, Dns({}), PublicSuffixes.bundled(), enqueue,
+            share=state.worker(0),
+        )  # type: ignore[arg-type]  # fmt: skip
+        assert reports.submit(report()) and reports.submit(report())
+        await reports.drain()
+
+    asyncio.run(main())
+    assert [str(m.envelope.recipients[0].address) for m in queued].count("f@example.com") == 2
