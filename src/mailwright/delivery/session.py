@@ -217,10 +217,12 @@ def handshake_reason(exc: BaseException) -> str:
     never an address or a port."""
     if isinstance(exc, TimeoutError):
         return "TLS handshake timed out"
-    if isinstance(exc, ssl.SSLError) and exc.reason:
-        return str(exc.reason)
-    if isinstance(exc, OSError) and exc.errno and not isinstance(exc, ssl.SSLError):
-        return os.strerror(exc.errno)
+    if isinstance(exc, ssl.SSLError) and getattr(exc, "reason", None):
+        return str(exc.reason)  # (an SSLError made in Python code may have none)
+    errno = getattr(exc, "errno", None)  # an int from the system; anything from other code
+    system = isinstance(exc, OSError) and not isinstance(exc, ssl.SSLError)
+    if system and isinstance(errno, int) and errno:
+        return os.strerror(errno)
     return f"TLS handshake failed ({type(exc).__name__})"
 
 

@@ -199,7 +199,8 @@ class SmtpAgent:
         self.chunking = chunking
         self.tls_fallback_memory = tls_fallback_memory
         self.pool = SessionPool(idle_timeout, max_idle, max_session_age)
-        self._plaintext_until: dict[str, float] = {}  # endpoint key -> when to try TLS again
+        # endpoint key -> when to try TLS again, and why it failed (its TLS reports' reason)
+        self._plaintext_until: dict[str, tuple[float, str]] = {}
         self.credentials = credentials
         self.plaintext_auth = plaintext_auth  # send credentials without TLS to anyone
         self.plaintext_auth_loopback = plaintext_auth_loopback  # ... or to loopback only
@@ -523,7 +524,8 @@ class SmtpAgent:
         login = self._login(hop)
         plaintext = self._plaintext_auth(endpoint)
         now = time.monotonic()
-        remembered = not policy.required and self._plaintext_until.get(endpoint.key, 0.0) > now
+        until, failure = self._plaintext_until.get(endpoint.key, (0.0, ""))
+        remembered = not policy.required and until > now
         if remembered:
             policy = dataclasses.replace(policy, starttls=False)
         try:
@@ -535,11 +537,11 @@ class SmtpAgent:
                 raise
             failure = exc.tls_reason
         else:
-            if remembered:
-                session.tls_failure = _EARLIER_HANDSHAKE
+            if remembered:  # the handshake that failed is the reason, as long as it is held
+                session.tls_failure = failure or _EARLIER_HANDSHAKE
             return session
         # RFC 7435 opportunistic TLS: a broken handshake must not stop the mail
-        self._plaintext_until[endpoint.key] = now + self.tls_fallback_memory
+        self._plaintext_until[endpoint.key] = (now + self.tls_fallback_memory, failure)
         plain = dataclasses.replace(policy, starttls=False)
         session = await ClientSession.open(
             endpoint, settings, self.timeouts, plain, context, login, plaintext

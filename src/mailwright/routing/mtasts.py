@@ -296,8 +296,9 @@ def _fetch_reason(exc: OSError) -> str:
     if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
         return exc.verify_message
     if isinstance(exc, ssl.SSLError):
-        return str(exc.reason or type(exc).__name__)
-    return os.strerror(exc.errno) if exc.errno else type(exc).__name__
+        return str(getattr(exc, "reason", None) or type(exc).__name__)
+    errno = exc.errno
+    return os.strerror(errno) if isinstance(errno, int) and errno else type(exc).__name__
 
 
 class StsResolver(Protocol):
