@@ -8,9 +8,9 @@ size limit), through the daemon's ``enqueue``, as any mail, from ``dmarc.report_
 
 A policy domain's organization gets at most one report per
 ``dmarc.failure_report_interval`` from the host (0: one per failing message): with several
-worker processes the last report of each is a shared window of ``policy.sharedlimits``
-(``SharedThrottle``), forgotten between one and 7/6 intervals after it (the safe side);
-one process keeps the times in its memory (``LocalThrottle``). At most 100 are in flight
+worker processes the reports are counted in a shared window of ``policy.sharedlimits``
+(forgotten between one and 7/6 intervals after: the safe side), one process counts them
+in a ``policy.limits.SlidingCounter`` of its own. At most 100 are in flight
 per process, so a flood of forged mail is not echoed as a flood of reports;
 only the first five ``ruf`` addresses are served (a record cannot turn us into a bulk
 mailer). Reports are advisory: a failure to build or queue one is logged, never the
@@ -27,13 +27,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Protocol
 
 from mailwright.config.schema import Settings
 from mailwright.core.dmarc import PublicSuffixes
 from mailwright.core.dmarc_failure import FailureReport
 from mailwright.policy import dmarc_destinations as destinations
-from mailwright.policy.sharedlimits import WorkerShare
+from mailwright.policy.limits import SlidingCounter
+from mailwright.policy.sharedlimits import WindowCounter, WorkerShare
 from mailwright.queue.store import NewMessage
 from mailwright.routing.mx import DnsResolver
 
@@ -45,47 +45,6 @@ MAX_IN_FLIGHT = 100  # reports being looked up and queued at once; more are drop
 MAX_DESTINATIONS = 5  # ruf addresses served per report: a record cannot make us a mailer
 Enqueue = Callable[[NewMessage], Awaitable[None]]
 SHARED_WINDOW = "dmarc_failure_reports"  # the window of ``policy.sharedlimits`` it counts in
-
-
-class Throttle(Protocol):
-    def allow(self, organization: str) -> bool:
-        """Whether a report for ``organization`` may go now; one that may is counted."""
-        ...
-
-
-class LocalThrottle:
-    """One process: the time of each organization's last report, in memory."""
-
-    def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.interval = interval
-        self._clock = clock
-        self._last: dict[str, float] = {}  # organization -> when its last report was made
-
-    def allow(self, organization: str) -> bool:
-        now = self._clock()
-        last = self._last.pop(organization, None)  # re-inserted last: the newest at the end
-        if last is not None and now - last < self.interval:
-            self._last[organization] = last
-            return False
-        while len(self._last) >= MAX_REMEMBERED:  # forget the oldest
-            del self._last[next(iter(self._last))]
-        self._last[organization] = now
-        return True
-
-
-class SharedThrottle:
-    """Every worker of the host: the reports of the last interval in a shared window.
-    Two workers deciding at the same instant may both send (one report more, never a
-    lost message); a full table forgets the oldest keys (``core.sharedwindow``)."""
-
-    def __init__(self, share: WorkerShare, interval: float) -> None:
-        self._window = share.window(SHARED_WINDOW, interval)
-
-    def allow(self, organization: str) -> bool:
-        if self._window.count(organization):
-            return False
-        self._window.add(organization)
-        return True
 
 
 class FailureReports:
@@ -107,11 +66,13 @@ class FailureReports:
         self.resolver = resolver
         self.suffixes = suffixes
         self.enqueue = enqueue
-        self._throttle: Throttle | None = None
+        # the reports of the last interval per organization: the workers' shared window, or
+        # this process's own (the same interface); None: every failure is reported
+        self._sent: WindowCounter | SlidingCounter | None = None
         if interval > 0 and share is not None:
-            self._throttle = SharedThrottle(share, interval)
+            self._sent = share.window(SHARED_WINDOW, interval)
         elif interval > 0:
-            self._throttle = LocalThrottle(interval, clock)
+            self._sent = SlidingCounter(interval, 1, MAX_REMEMBERED, clock)
         self._tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
@@ -137,11 +98,13 @@ class FailureReports:
             log.info("%s: dmarc: no failure report for %s: %d being sent",
                      report.queue_id, domain, len(self._tasks))  # fmt: skip
             return False
-        throttle = self._throttle
-        if throttle is not None and not throttle.allow(self.suffixes.org_domain(domain)):
-            log.info("%s: dmarc: no failure report for %s: one went within %gs",
-                     report.queue_id, domain, self.interval)  # fmt: skip
-            return False
+        if (sent := self._sent) is not None:
+            organization = self.suffixes.org_domain(domain)
+            if sent.count(organization):  # two workers at the same instant may both go on
+                log.info("%s: dmarc: no failure report for %s: one went within %gs",
+                         report.queue_id, domain, self.interval)  # fmt: skip
+                return False
+            sent.add(organization)
         task = asyncio.create_task(self._send(report))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
